@@ -1,0 +1,59 @@
+// A compute backend owns memory and math for one kind of device. The core allocates every
+// tensor's storage through the backend of the tensor's device and never touches device
+// memory directly; backends know nothing of modules or parameter names.
+//
+// Thread-safety: every method may be called from any thread at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/core/device.h"
+
+namespace paramd::kernels {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual core::Device device() const = 0;
+
+  // Allocates `nbytes` bytes aligned to at least 64. RESOURCE_EXHAUSTED when the memory limit
+  // (SetMemoryLimit) or the device itself cannot hold them. Zero bytes gives a valid pointer.
+  virtual absl::StatusOr<void*> Allocate(size_t nbytes) = 0;
+  // Frees memory from Allocate; `nbytes` must be the size it was allocated with.
+  virtual void Free(void* data, size_t nbytes) = 0;
+
+  // Copies between host memory and this device's memory, or within the device.
+  virtual absl::Status CopyFromHost(void* device_dst, const void* host_src, size_t nbytes) = 0;
+  virtual absl::Status CopyToHost(void* host_dst, const void* device_src, size_t nbytes) = 0;
+  virtual absl::Status CopyWithinDevice(void* dst, const void* src, size_t nbytes) = 0;
+
+  // Bytes currently allocated through this backend, and the ceiling (0 = none).
+  virtual size_t bytes_in_use() const = 0;
+  virtual void SetMemoryLimit(size_t max_bytes) = 0;
+};
+
+// The backend for `device`. CPU always exists. A CUDA device gets FAILED_PRECONDITION when
+// the build has no CUDA support or the machine has no such GPU. The returned backend lives
+// for the whole process.
+absl::StatusOr<Backend*> GetBackend(const core::Device& device);
+
+// One visible GPU, as the CUDA runtime reports it.
+struct GpuInfo {
+  int index = 0;
+  std::string name;
+  int compute_major = 0;
+  int compute_minor = 0;
+  size_t total_memory = 0;
+};
+
+// Lists the GPUs. FAILED_PRECONDITION when there are none, when no usable driver is present
+// (a toolkit without a driver counts as no GPU), or when built without CUDA.
+absl::StatusOr<std::vector<GpuInfo>> QueryGpus();
+
+}  // namespace paramd::kernels

@@ -1,0 +1,226 @@
+#include "server/core/load_state_dict.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/common/status_macros.h"
+#include "server/core/layers/layer.h"
+
+namespace paramd::core {
+namespace {
+
+using Entry = std::pair<std::string, Tensor>;
+
+struct LocalTensor {
+  std::string name;
+  std::shared_ptr<TensorSlot> slot;
+  bool is_parameter;
+};
+
+struct Walk {
+  const StateDictInput& input;
+  const LoadOptions& options;
+  std::vector<LoadPlan::Write>* writes;
+  IncompatibleKeys* keys;
+  std::vector<std::string> error_msgs;
+};
+
+std::string QuotedList(const std::vector<std::string>& keys) {
+  return absl::StrJoin(keys, ", ", [](std::string* out, const std::string& key) {
+    absl::StrAppend(out, "\"", key, "\"");
+  });
+}
+
+std::optional<int> MetadataVersion(const StateDictInput& input, const std::string& prefix) {
+  if (!input.metadata) return std::nullopt;
+  const std::string key = prefix.empty() ? prefix : prefix.substr(0, prefix.size() - 1);
+  auto it = input.metadata->find(key);
+  if (it == input.metadata->end()) return std::nullopt;
+  return it->second;
+}
+
+// Module._load_from_state_dict for one module: `local` holds only the keys under `prefix`.
+absl::Status LoadModule(Walk& walk, Module& module, const std::vector<const Entry*>& local,
+                        const std::string& prefix) {
+  std::vector<LocalTensor> local_state;
+  for (const auto& [name, parameter] : module.parameters()) {
+    if (parameter != nullptr) local_state.push_back({name, parameter, true});
+  }
+  for (const auto& [name, buffer] : module.buffers()) {
+    if (buffer != nullptr && module.IsPersistentBuffer(name)) {
+      local_state.push_back({name, buffer, false});
+    }
+  }
+  absl::flat_hash_map<absl::string_view, const Entry*> by_key;
+  for (const Entry* entry : local) by_key.emplace(entry->first, entry);
+
+  // BatchNorm's _load_from_state_dict fills a missing num_batches_tracked when the
+  // checkpoint's version for this module is absent or below 2.
+  std::string filled_key;
+  if (module.layer() != nullptr && module.layer()->fills_num_batches_tracked) {
+    const std::optional<int> version = MetadataVersion(walk.input, prefix);
+    const std::shared_ptr<Buffer>* tracked = module.buffers().Find("num_batches_tracked");
+    if ((!version || *version < 2) && tracked != nullptr && *tracked != nullptr) {
+      filled_key = prefix + "num_batches_tracked";
+    }
+  }
+
+  for (const LocalTensor& target : local_state) {
+    const std::string key = prefix + target.name;
+    auto found = by_key.find(key);
+    if (found == by_key.end()) {
+      if (key != filled_key) walk.keys->missing_keys.push_back(key);
+      continue;
+    }
+    Tensor value = found->second->second;
+    if (!value.defined()) {
+      walk.error_msgs.push_back(absl::StrCat(
+          "While copying the parameter named \"", key,
+          "\", expected torch.Tensor or Tensor-like object from checkpoint but received None"));
+      continue;
+    }
+    const Tensor& current = target.slot->data();
+    // Backward-compatibility quirk kept by PyTorch: a 1-dim checkpoint value loads into a
+    // 0-dim parameter as its first element.
+    if (current.dim() == 0 && value.dim() == 1) {
+      absl::StatusOr<Tensor> first = value.Select(0);
+      if (!first.ok()) {
+        walk.error_msgs.push_back(absl::StrCat("While copying the parameter named \"", key,
+                                               "\": ", first.status().message()));
+        continue;
+      }
+      value = *std::move(first);
+    }
+    if (value.shape() != current.shape()) {
+      walk.error_msgs.push_back(absl::StrCat(
+          "size mismatch for ", key, ": copying a param with shape ", TorchSizeString(value.shape()),
+          " from checkpoint, the shape in current model is ", TorchSizeString(current.shape()),
+          "."));
+      continue;
+    }
+    LoadPlan::Write write{&module, target.name, target.is_parameter, nullptr, {}, true};
+    if (walk.options.assign) {
+      write.value = value;
+      if (target.is_parameter) {
+        write.requires_grad = static_cast<const Parameter&>(*target.slot).requires_grad();
+      }
+    } else {
+      // copy_ keeps the destination's dtype and device; the bytes go to a new storage so
+      // that readers holding the old version keep seeing it.
+      PARAMD_ASSIGN_OR_RETURN(write.value, ConvertTo(value, current.dtype(), current.device()));
+      write.slot = target.slot;
+    }
+    walk.writes->push_back(std::move(write));
+  }
+
+  const std::string extra_state_key = prefix + "_extra_state";
+  for (const Entry* entry : local) {
+    const std::string& key = entry->first;
+    if (key == extra_state_key) continue;
+    const absl::string_view rest = absl::string_view(key).substr(prefix.size());
+    const size_t dot = rest.find('.');
+    if (dot != absl::string_view::npos) {
+      // A dotted key must name a child slot; a None child silently takes its keys.
+      if (!module.children().contains(rest.substr(0, dot))) {
+        walk.keys->unexpected_keys.push_back(key);
+      }
+    } else {
+      const bool known = std::any_of(local_state.begin(), local_state.end(),
+                                     [&](const LocalTensor& t) { return t.name == rest; });
+      if (!known) walk.keys->unexpected_keys.push_back(key);
+    }
+  }
+
+  for (const auto& [name, child] : module.children()) {
+    if (child == nullptr) continue;
+    const std::string child_prefix = absl::StrCat(prefix, name, ".");
+    std::vector<const Entry*> child_local;
+    for (const Entry* entry : local) {
+      if (absl::StartsWith(entry->first, child_prefix)) child_local.push_back(entry);
+    }
+    PARAMD_RETURN_IF_ERROR(LoadModule(walk, *child, child_local, child_prefix));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LoadPlan> PlanLoadStateDict(const std::shared_ptr<Module>& root,
+                                           const StateDictInput& input,
+                                           const LoadOptions& options) {
+  absl::flat_hash_set<absl::string_view> seen;
+  std::vector<const Entry*> all;
+  all.reserve(input.entries.size());
+  for (const Entry& entry : input.entries) {
+    if (!seen.insert(entry.first).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "key \"", entry.first, "\" appears twice in the state_dict; each key may appear once"));
+    }
+    all.push_back(&entry);
+  }
+  LoadPlan plan;
+  Walk walk{input, options, &plan.writes_, &plan.keys_, {}};
+  PARAMD_RETURN_IF_ERROR(LoadModule(walk, *root, all, ""));
+
+  std::vector<std::string> messages;
+  if (options.strict) {
+    if (!plan.keys_.missing_keys.empty()) {
+      messages.push_back(absl::StrCat("Missing key(s) in state_dict: ",
+                                      QuotedList(plan.keys_.missing_keys), ". "));
+    }
+    if (!plan.keys_.unexpected_keys.empty()) {
+      messages.push_back(absl::StrCat("Unexpected key(s) in state_dict: ",
+                                      QuotedList(plan.keys_.unexpected_keys), ". "));
+    }
+  }
+  messages.insert(messages.end(), walk.error_msgs.begin(), walk.error_msgs.end());
+  if (!messages.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("Error(s) in loading state_dict for ",
+                                                   root->type(), ":\n\t",
+                                                   absl::StrJoin(messages, "\n\t")));
+  }
+  return plan;
+}
+
+void LoadPlan::Commit(uint64_t version) {
+  for (Write& write : writes_) {
+    if (write.slot != nullptr) {
+      write.slot->set_data(std::move(write.value), version);
+    } else if (write.is_parameter) {
+      auto parameter = std::make_shared<Parameter>(std::move(write.value), write.requires_grad);
+      parameter->set_data(parameter->data(), version);
+      // Replacing the slot breaks a tie, as `module.weight = Parameter(...)` does.
+      (void)write.module->AssignParameter(write.name, std::move(parameter));
+    } else {
+      auto buffer = std::make_shared<Buffer>(std::move(write.value));
+      buffer->set_data(buffer->data(), version);
+      write.module->ReplaceBuffer(write.name, std::move(buffer));
+    }
+  }
+  writes_.clear();
+}
+
+absl::StatusOr<IncompatibleKeys> LoadStateDict(const std::shared_ptr<Module>& root,
+                                               const StateDictInput& input,
+                                               const LoadOptions& options, uint64_t version) {
+  PARAMD_ASSIGN_OR_RETURN(LoadPlan plan, PlanLoadStateDict(root, input, options));
+  IncompatibleKeys keys = plan.keys();
+  plan.Commit(version);
+  return keys;
+}
+
+std::string IncompatibleKeysRepr(const IncompatibleKeys& keys) {
+  if (keys.missing_keys.empty() && keys.unexpected_keys.empty()) {
+    return "<All keys matched successfully>";
+  }
+  auto list = [](const std::vector<std::string>& names) {
+    return absl::StrCat("[", absl::StrJoin(names, ", ", [](std::string* out, const std::string& n) {
+                          absl::StrAppend(out, "'", n, "'");
+                        }), "]");
+  };
+  return absl::StrCat("_IncompatibleKeys(missing_keys=", list(keys.missing_keys),
+                      ", unexpected_keys=", list(keys.unexpected_keys), ")");
+}
+
+}  // namespace paramd::core

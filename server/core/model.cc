@@ -1,0 +1,133 @@
+#include "server/core/model.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/core/traversal.h"
+
+namespace paramd::core {
+namespace {
+
+Shape Squeezed(const Shape& shape) {
+  Shape out;
+  for (int64_t extent : shape) {
+    if (extent != 1) out.push_back(extent);
+  }
+  return out;
+}
+
+}  // namespace
+
+Model::Model(std::string name, std::shared_ptr<Module> root, Device device)
+    : name_(std::move(name)), device_(device), root_(std::move(root)) {}
+
+uint64_t Model::version() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return version_;
+}
+
+Device Model::device() const { return device_; }
+
+bool Model::training() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return root_->training();
+}
+
+absl::StatusOr<uint64_t> Model::Write(std::optional<uint64_t> if_version, const Prepare& prepare) {
+  absl::MutexLock writer(&writer_mu_);
+  std::shared_ptr<Module> root;
+  uint64_t current;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    root = root_;
+    current = version_;
+  }
+  if (if_version && *if_version != current) {
+    return absl::AbortedError(absl::StrCat("model '", name_, "' is at version ", current,
+                                           ", not ", *if_version,
+                                           "; read it again and redo the write"));
+  }
+  // Only writers change the tree and this one holds writer_mu_, so `prepare` may read it
+  // without mu_ while readers carry on.
+  PARAMD_ASSIGN_OR_RETURN(Commit commit, prepare(root));
+  absl::MutexLock lock(&mu_);
+  const uint64_t next = version_ + 1;
+  commit(next);
+  version_ = next;
+  return next;
+}
+
+absl::StatusOr<std::shared_ptr<TensorSlot>> FindTensorSlot(const std::shared_ptr<Module>& root,
+                                                           absl::string_view key) {
+  const size_t dot = key.rfind('.');
+  const absl::string_view module_path = dot == absl::string_view::npos ? "" : key.substr(0, dot);
+  const absl::string_view name = dot == absl::string_view::npos ? key : key.substr(dot + 1);
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<Module> module, GetSubmodule(root, module_path));
+  if (const auto* parameter = module->parameters().Find(name)) {
+    if (*parameter != nullptr) return std::shared_ptr<TensorSlot>(*parameter);
+    return absl::NotFoundError(absl::StrCat("parameter '", key, "' is None"));
+  }
+  if (const auto* buffer = module->buffers().Find(name)) {
+    if (*buffer != nullptr) return std::shared_ptr<TensorSlot>(*buffer);
+    return absl::NotFoundError(absl::StrCat("buffer '", key, "' is None"));
+  }
+  return absl::NotFoundError(absl::StrCat("no parameter or buffer named '", key, "' (", module->type(),
+                                          " has no parameter or buffer `", name,
+                                          "`); NamedParameters and NamedBuffers list them"));
+}
+
+absl::StatusOr<uint64_t> Model::SetTensor(absl::string_view key, const std::optional<Region>& region,
+                                          const Tensor& values, std::optional<uint64_t> if_version) {
+  return Write(if_version, [&](const std::shared_ptr<Module>& root) -> absl::StatusOr<Commit> {
+    PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<TensorSlot> slot, FindTensorSlot(root, key));
+    const Tensor& current = slot->data();
+    Tensor target_view;
+    PARAMD_ASSIGN_OR_RETURN(Tensor updated, Clone(current));
+    if (region) {
+      PARAMD_ASSIGN_OR_RETURN(target_view, updated.Slice(*region));
+    } else {
+      target_view = updated;
+    }
+    Tensor source = values;
+    if (source.shape() != target_view.shape() && source.numel() != 1) {
+      if (region && Squeezed(source.shape()) == Squeezed(target_view.shape())) {
+        if (!source.is_contiguous()) {
+          PARAMD_ASSIGN_OR_RETURN(source, Clone(source));
+        }
+        source = Tensor(source.storage(), source.offset(), target_view.shape(),
+                        ContiguousStrides(target_view.shape()), source.dtype());
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "shape ", ShapeString(values.shape()), " does not match ",
+            region ? "the region's shape " : "the shape of '", ShapeString(target_view.shape()),
+            region ? absl::StrCat(" in '", key, "'") : std::string("'")));
+      }
+    }
+    PARAMD_RETURN_IF_ERROR(CopyConvert(source, target_view));
+    return Commit([slot, updated](uint64_t version) { slot->set_data(updated, version); });
+  });
+}
+
+absl::StatusOr<std::pair<uint64_t, IncompatibleKeys>> Model::LoadStateDict(
+    const StateDictInput& input, const LoadOptions& options, std::optional<uint64_t> if_version) {
+  IncompatibleKeys keys;
+  PARAMD_ASSIGN_OR_RETURN(
+      uint64_t version,
+      Write(if_version, [&](const std::shared_ptr<Module>& root) -> absl::StatusOr<Commit> {
+        PARAMD_ASSIGN_OR_RETURN(LoadPlan plan, PlanLoadStateDict(root, input, options));
+        keys = plan.keys();
+        auto shared_plan = std::make_shared<LoadPlan>(std::move(plan));
+        return Commit([shared_plan](uint64_t v) { shared_plan->Commit(v); });
+      }));
+  return std::make_pair(version, std::move(keys));
+}
+
+absl::StatusOr<uint64_t> Model::SetTraining(bool training, std::optional<uint64_t> if_version) {
+  return Write(if_version, [training](const std::shared_ptr<Module>& root) -> absl::StatusOr<Commit> {
+    Named<Module> modules = NamedModules(root);
+    return Commit([training, modules = std::move(modules)](uint64_t) {
+      for (const auto& [name, module] : modules) module->set_training(training);
+    });
+  });
+}
+
+}  // namespace paramd::core

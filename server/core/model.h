@@ -1,0 +1,89 @@
+// Model: a named module tree with a device, a train/eval mode and a version that grows
+// with every mutation. It is the unit of consistency (DESIGN.md section 4).
+//
+// Note [Snapshot publication]
+// Readers and writers never see a half-written model, and a long read never blocks a
+// writer. Storages are copy-on-write: once a published version can reach a storage it is
+// never written again. A writer (serialised by `writer_mu_`) reads the current tree, builds
+// every new tensor in fresh storage and validates everything while readers go on; only then
+// does it take `mu_` exclusively and publish by swapping pointers and bumping the version,
+// which cannot fail. A reader takes `mu_` shared just long enough to copy the Tensor values
+// it needs (cheap: each holds a shared_ptr to its storage), then streams them at leisure
+// with no lock held; those storages stay alive and unchanged for as long as it holds them.
+//
+// Thread-safety: every method is safe to call from any thread.
+#pragma once
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/load_state_dict.h"
+#include "server/core/module.h"
+
+namespace paramd::core {
+
+// A rectangular region: one [start, stop) range per leading dimension.
+using Region = std::vector<std::pair<int64_t, int64_t>>;
+
+class Model {
+ public:
+  // Takes ownership of the tree; version starts at 1 (0 means "any version" in if_version).
+  Model(std::string name, std::shared_ptr<Module> root, Device device);
+
+  const std::string& name() const { return name_; }
+  uint64_t version() const;
+  Device device() const;
+  bool training() const;
+
+  // Runs `fn(root, version)` with readers' access to one published version. `fn` must only
+  // copy out what it needs (names, Tensor values, metadata) and must not block.
+  template <typename Fn>
+  auto Read(Fn&& fn) const {
+    absl::ReaderMutexLock lock(&mu_);
+    return fn(static_cast<const std::shared_ptr<Module>&>(root_), version_);
+  }
+
+  // The general write. `prepare` runs with the tree stable (other writers excluded, readers
+  // not) and returns either an error (nothing changes) or a commit that applies the change
+  // and must not fail. ABORTED when `if_version` is set and differs from the current version.
+  // Returns the new version.
+  using Commit = std::function<void(uint64_t new_version)>;
+  using Prepare = std::function<absl::StatusOr<Commit>(const std::shared_ptr<Module>& root)>;
+  absl::StatusOr<uint64_t> Write(std::optional<uint64_t> if_version, const Prepare& prepare);
+
+  // Writes `values` (converted to the tensor's dtype, as copy_ does) into the parameter or
+  // buffer `key` (a dotted path), or into a region of it. Without a region the shapes must
+  // match; with one, `values` must have the region's shape (size-1 dimensions aside) or a
+  // single element. NOT_FOUND for an unknown key, INVALID_ARGUMENT for shape or bounds.
+  absl::StatusOr<uint64_t> SetTensor(absl::string_view key, const std::optional<Region>& region,
+                                     const Tensor& values, std::optional<uint64_t> if_version);
+
+  // load_state_dict, atomically. Returns the new version and the incompatible keys.
+  absl::StatusOr<std::pair<uint64_t, IncompatibleKeys>> LoadStateDict(
+      const StateDictInput& input, const LoadOptions& options, std::optional<uint64_t> if_version);
+
+  // `model.train(mode)`: every module's `training` flag.
+  absl::StatusOr<uint64_t> SetTraining(bool training, std::optional<uint64_t> if_version);
+
+ private:
+  const std::string name_;
+  const Device device_;
+  absl::Mutex writer_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  mutable absl::Mutex mu_;
+  std::shared_ptr<Module> root_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+// Finds the parameter or buffer at dotted path `key` (either kind, persistent or not).
+// NOT_FOUND with PyTorch's lookup text for a bad module path, or naming the key otherwise.
+absl::StatusOr<std::shared_ptr<TensorSlot>> FindTensorSlot(const std::shared_ptr<Module>& root,
+                                                           absl::string_view key);
+
+}  // namespace paramd::core

@@ -1,0 +1,279 @@
+#include "server/core/tensor.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/common/status_macros.h"
+#include "server/core/element.h"
+
+namespace paramd::core {
+namespace {
+
+absl::Status RequireCpu(const Tensor& tensor, absl::string_view what) {
+  if (!tensor.defined()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": tensor is undefined"));
+  }
+  if (!tensor.device().is_cpu()) {
+    return absl::UnimplementedError(
+        absl::StrCat(what, " on device ", tensor.device().ToString(), " is not supported yet"));
+  }
+  return absl::OkStatus();
+}
+
+// Calls fn(element_offset) for every element of (shape, strides) in C order.
+template <typename Fn>
+void ForEachOffset(const Shape& shape, const Shape& strides, int64_t base, Fn&& fn) {
+  const size_t rank = shape.size();
+  for (int64_t extent : shape) {
+    if (extent == 0) return;
+  }
+  std::vector<int64_t> index(rank, 0);
+  int64_t offset = base;
+  while (true) {
+    fn(offset);
+    size_t d = rank;
+    while (d > 0) {
+      --d;
+      if (++index[d] < shape[d]) {
+        offset += strides[d];
+        break;
+      }
+      offset -= strides[d] * (shape[d] - 1);
+      index[d] = 0;
+      if (d == 0) return;
+    }
+    if (rank == 0) return;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> CheckedNumel(absl::Span<const int64_t> shape, size_t element_size) {
+  int64_t numel = 1;
+  for (int64_t extent : shape) {
+    if (extent < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shape ", ShapeString(shape), " has a negative dimension"));
+    }
+    if (extent != 0 && numel > std::numeric_limits<int64_t>::max() / extent) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shape ", ShapeString(shape), " has too many elements"));
+    }
+    numel *= extent;
+  }
+  if (element_size > 1 &&
+      numel > std::numeric_limits<int64_t>::max() / static_cast<int64_t>(element_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shape ", ShapeString(shape), " is too large in bytes"));
+  }
+  return numel;
+}
+
+std::string ShapeString(absl::Span<const int64_t> shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+std::string TorchSizeString(absl::Span<const int64_t> shape) {
+  return absl::StrCat("torch.Size(", ShapeString(shape), ")");
+}
+
+Shape ContiguousStrides(absl::Span<const int64_t> shape) {
+  Shape strides(shape.size());
+  int64_t stride = 1;
+  for (size_t d = shape.size(); d > 0; --d) {
+    strides[d - 1] = stride;
+    stride *= std::max<int64_t>(shape[d - 1], 1);
+  }
+  return strides;
+}
+
+Tensor::Tensor(std::shared_ptr<Storage> storage, int64_t offset, Shape shape, Shape strides,
+               DType dtype)
+    : storage_(std::move(storage)),
+      offset_(offset),
+      shape_(std::move(shape)),
+      strides_(std::move(strides)),
+      dtype_(dtype) {}
+
+absl::StatusOr<Tensor> Tensor::Empty(DType dtype, Shape shape, const Device& device) {
+  PARAMD_ASSIGN_OR_RETURN(int64_t numel, CheckedNumel(shape, ElementSize(dtype)));
+  PARAMD_ASSIGN_OR_RETURN(auto storage,
+                          Storage::Allocate(device, static_cast<size_t>(numel) * ElementSize(dtype)));
+  Shape strides = ContiguousStrides(shape);
+  return Tensor(std::move(storage), 0, std::move(shape), std::move(strides), dtype);
+}
+
+absl::StatusOr<Tensor> Tensor::Full(DType dtype, Shape shape, double value, const Device& device) {
+  PARAMD_ASSIGN_OR_RETURN(Tensor tensor, Empty(dtype, std::move(shape), Device{}));
+  VisitDType(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T element = CastElement<T>(value);
+    T* data = static_cast<T*>(tensor.mutable_data());
+    std::fill(data, data + tensor.numel(), element);
+  });
+  if (device.is_cpu()) return tensor;
+  return ConvertTo(tensor, dtype, device);
+}
+
+absl::StatusOr<Tensor> Tensor::FromBytes(DType dtype, Shape shape,
+                                         absl::Span<const uint8_t> bytes) {
+  PARAMD_ASSIGN_OR_RETURN(int64_t numel, CheckedNumel(shape, ElementSize(dtype)));
+  const size_t expected = static_cast<size_t>(numel) * ElementSize(dtype);
+  if (bytes.size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a ", DTypeName(dtype), " tensor of shape ", ShapeString(shape), " needs ", expected,
+        " bytes, got ", bytes.size()));
+  }
+  PARAMD_ASSIGN_OR_RETURN(Tensor tensor, Empty(dtype, std::move(shape)));
+  if (expected) std::memcpy(tensor.mutable_data(), bytes.data(), expected);
+  return tensor;
+}
+
+absl::StatusOr<Tensor> Tensor::FromDoubles(DType dtype, Shape shape,
+                                           absl::Span<const double> values) {
+  PARAMD_ASSIGN_OR_RETURN(int64_t numel, CheckedNumel(shape, ElementSize(dtype)));
+  if (static_cast<size_t>(numel) != values.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("shape ", ShapeString(shape), " holds ", numel,
+                                                   " elements, got ", values.size(), " values"));
+  }
+  PARAMD_ASSIGN_OR_RETURN(Tensor tensor, Empty(dtype, std::move(shape)));
+  VisitDType(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* data = static_cast<T*>(tensor.mutable_data());
+    for (size_t i = 0; i < values.size(); ++i) data[i] = CastElement<T>(values[i]);
+  });
+  return tensor;
+}
+
+int64_t Tensor::numel() const {
+  int64_t numel = 1;
+  for (int64_t extent : shape_) numel *= extent;
+  return numel;
+}
+
+bool Tensor::is_contiguous() const {
+  int64_t expected = 1;
+  for (size_t d = shape_.size(); d > 0; --d) {
+    if (shape_[d - 1] == 1) continue;
+    if (shape_[d - 1] == 0) return true;
+    if (strides_[d - 1] != expected) return false;
+    expected *= shape_[d - 1];
+  }
+  return true;
+}
+
+const void* Tensor::data() const {
+  return static_cast<const uint8_t*>(storage_->data()) + offset_ * ElementSize(dtype_);
+}
+
+void* Tensor::mutable_data() const {
+  return static_cast<uint8_t*>(storage_->data()) + offset_ * ElementSize(dtype_);
+}
+
+absl::StatusOr<Tensor> Tensor::Select(int64_t index) const {
+  if (shape_.empty()) {
+    return absl::InvalidArgumentError("cannot index a 0-dim tensor; it has no dimension 0");
+  }
+  if (index < 0 || index >= shape_[0]) {
+    return absl::InvalidArgumentError(absl::StrCat("index ", index,
+                                                   " is out of bounds for dimension 0 with size ",
+                                                   shape_[0]));
+  }
+  return Tensor(storage_, offset_ + index * strides_[0], Shape(shape_.begin() + 1, shape_.end()),
+                Shape(strides_.begin() + 1, strides_.end()), dtype_);
+}
+
+absl::StatusOr<Tensor> Tensor::Slice(absl::Span<const std::pair<int64_t, int64_t>> ranges) const {
+  if (ranges.size() > shape_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("region has ", ranges.size(),
+                                                   " dimensions but the tensor has ", dim()));
+  }
+  int64_t offset = offset_;
+  Shape shape = shape_;
+  for (size_t d = 0; d < ranges.size(); ++d) {
+    const auto [start, stop] = ranges[d];
+    if (start < 0 || stop < start || stop > shape_[d]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("region ", start, ":", stop, " is out of bounds for dimension ", d,
+                       " with size ", shape_[d]));
+    }
+    offset += start * strides_[d];
+    shape[d] = stop - start;
+  }
+  return Tensor(storage_, offset, std::move(shape), strides_, dtype_);
+}
+
+absl::Status CopyConvert(const Tensor& src, const Tensor& dst) {
+  PARAMD_RETURN_IF_ERROR(RequireCpu(src, "copy source"));
+  PARAMD_RETURN_IF_ERROR(RequireCpu(dst, "copy destination"));
+  const bool broadcast = src.numel() == 1 && src.shape() != dst.shape();
+  if (!broadcast && src.shape() != dst.shape()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot copy a tensor of shape ",
+                                                   ShapeString(src.shape()), " into shape ",
+                                                   ShapeString(dst.shape())));
+  }
+  if (!broadcast && src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
+    if (src.nbytes()) std::memmove(dst.mutable_data(), src.data(), src.nbytes());
+    return absl::OkStatus();
+  }
+  VisitDType(dst.dtype(), [&](auto dst_tag) {
+    using D = typename decltype(dst_tag)::type;
+    VisitDType(src.dtype(), [&](auto src_tag) {
+      using S = typename decltype(src_tag)::type;
+      const S* src_base = static_cast<const S*>(src.storage()->data());
+      D* dst_base = static_cast<D*>(dst.storage()->data());
+      if (broadcast) {
+        const D value = CastElement<D>(src_base[src.offset()]);
+        ForEachOffset(dst.shape(), dst.strides(), dst.offset(),
+                      [&](int64_t o) { dst_base[o] = value; });
+        return;
+      }
+      std::vector<int64_t> src_offsets;
+      src_offsets.reserve(static_cast<size_t>(src.numel()));
+      ForEachOffset(src.shape(), src.strides(), src.offset(),
+                    [&](int64_t o) { src_offsets.push_back(o); });
+      size_t i = 0;
+      ForEachOffset(dst.shape(), dst.strides(), dst.offset(),
+                    [&](int64_t o) { dst_base[o] = CastElement<D>(src_base[src_offsets[i++]]); });
+    });
+  });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> ConvertTo(const Tensor& src, DType dtype, const Device& device) {
+  PARAMD_RETURN_IF_ERROR(RequireCpu(src, "conversion"));
+  if (!device.is_cpu()) {
+    // Fails with the device's own reason (no GPU, no CUDA build) before any copying.
+    PARAMD_ASSIGN_OR_RETURN(auto storage, Storage::Allocate(device, 0));
+    (void)storage;
+    return absl::UnimplementedError(
+        absl::StrCat("moving tensors to ", device.ToString(), " is not supported yet"));
+  }
+  PARAMD_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(dtype, src.shape(), device));
+  PARAMD_RETURN_IF_ERROR(CopyConvert(src, out));
+  return out;
+}
+
+absl::StatusOr<Tensor> Clone(const Tensor& src) {
+  if (!src.defined()) return absl::InvalidArgumentError("cannot clone an undefined tensor");
+  return ConvertTo(src, src.dtype(), src.device());
+}
+
+absl::StatusOr<std::vector<double>> ToDoubles(const Tensor& tensor) {
+  PARAMD_ASSIGN_OR_RETURN(Tensor wide, ConvertTo(tensor, DType::kFloat64, Device{}));
+  const double* data = static_cast<const double*>(wide.data());
+  return std::vector<double>(data, data + wide.numel());
+}
+
+absl::StatusOr<std::vector<uint8_t>> ToBytes(const Tensor& tensor) {
+  Tensor contiguous = tensor;
+  if (!tensor.is_contiguous()) {
+    PARAMD_ASSIGN_OR_RETURN(contiguous, Clone(tensor));
+  }
+  PARAMD_RETURN_IF_ERROR(RequireCpu(contiguous, "reading bytes"));
+  const uint8_t* data = static_cast<const uint8_t*>(contiguous.data());
+  return std::vector<uint8_t>(data, data + contiguous.nbytes());
+}
+
+}  // namespace paramd::core

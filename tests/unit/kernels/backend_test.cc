@@ -1,0 +1,60 @@
+#include "kernels/backend.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace paramd::kernels {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(CpuBackendTest, AllocatesAlignedAndCountsBytes) {
+  CpuBackend backend;
+  auto data = backend.Allocate(100);
+  ASSERT_TRUE(data.ok());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(*data) % 64, 0u);
+  EXPECT_EQ(backend.bytes_in_use(), 100u);
+  backend.Free(*data, 100);
+  EXPECT_EQ(backend.bytes_in_use(), 0u);
+  auto empty = backend.Allocate(0);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_NE(*empty, nullptr);
+  backend.Free(*empty, 0);
+}
+
+TEST(CpuBackendTest, MemoryLimitGivesResourceExhaustedNotACrash) {
+  CpuBackend backend;
+  backend.SetMemoryLimit(1000);
+  auto first = backend.Allocate(600);
+  ASSERT_TRUE(first.ok());
+  auto second = backend.Allocate(600);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(second.status().message(), HasSubstr("--max-memory"));
+  EXPECT_EQ(backend.bytes_in_use(), 600u);
+  auto huge = CpuBackend().Allocate(~size_t{0} - 8);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
+  backend.Free(*first, 600);
+}
+
+TEST(GpuQueryTest, NoGpuIsFailedPreconditionNotACrash) {
+  auto gpus = QueryGpus();
+  if (gpus.ok()) {
+    EXPECT_FALSE(gpus->empty());
+    for (const GpuInfo& gpu : *gpus) EXPECT_GT(gpu.total_memory, 0u);
+    GTEST_SKIP() << "a GPU is present: " << (*gpus)[0].name;
+  }
+  EXPECT_EQ(gpus.status().code(), absl::StatusCode::kFailedPrecondition);
+  auto backend = GetBackend(core::Device::Cuda(0));
+  EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(backend.status().message(), HasSubstr("use device 'cpu'"));
+}
+
+TEST(BackendRegistryTest, CpuBackendIsAlwaysThere) {
+  auto backend = GetBackend(core::Device::Cpu());
+  ASSERT_TRUE(backend.ok());
+  EXPECT_TRUE((*backend)->device().is_cpu());
+}
+
+}  // namespace
+}  // namespace paramd::kernels
