@@ -77,33 +77,56 @@ absl::StatusOr<std::shared_ptr<TensorSlot>> FindTensorSlot(const std::shared_ptr
 
 absl::StatusOr<uint64_t> Model::SetTensor(absl::string_view key, const std::optional<Region>& region,
                                           const Tensor& values, std::optional<uint64_t> if_version) {
+  return SetTensors({TensorWrite{std::string(key), region, values}}, if_version);
+}
+
+namespace {
+
+// Writes one region of `updated` (a private copy) from `values`.
+absl::Status WriteInto(const Tensor& updated, const Model::TensorWrite& write) {
+  Tensor target_view = updated;
+  if (write.region) {
+    PARAMD_ASSIGN_OR_RETURN(target_view, updated.Slice(*write.region));
+  }
+  Tensor source = write.values;
+  if (source.shape() != target_view.shape() && source.numel() != 1) {
+    if (!write.region || Squeezed(source.shape()) != Squeezed(target_view.shape())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "shape ", ShapeString(write.values.shape()), " does not match ",
+          write.region ? "the region's shape " : "the shape ", ShapeString(target_view.shape()),
+          " of '", write.key, "'"));
+    }
+    if (!source.is_contiguous()) {
+      PARAMD_ASSIGN_OR_RETURN(source, Clone(source));
+    }
+    source = Tensor(source.storage(), source.offset(), target_view.shape(),
+                    ContiguousStrides(target_view.shape()), source.dtype());
+  }
+  return CopyConvert(source, target_view);
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> Model::SetTensors(const std::vector<TensorWrite>& writes,
+                                           std::optional<uint64_t> if_version) {
   return Write(if_version, [&](const std::shared_ptr<Module>& root) -> absl::StatusOr<Commit> {
-    PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<TensorSlot> slot, FindTensorSlot(root, key));
-    const Tensor& current = slot->data();
-    Tensor target_view;
-    PARAMD_ASSIGN_OR_RETURN(Tensor updated, Clone(current));
-    if (region) {
-      PARAMD_ASSIGN_OR_RETURN(target_view, updated.Slice(*region));
-    } else {
-      target_view = updated;
-    }
-    Tensor source = values;
-    if (source.shape() != target_view.shape() && source.numel() != 1) {
-      if (region && Squeezed(source.shape()) == Squeezed(target_view.shape())) {
-        if (!source.is_contiguous()) {
-          PARAMD_ASSIGN_OR_RETURN(source, Clone(source));
-        }
-        source = Tensor(source.storage(), source.offset(), target_view.shape(),
-                        ContiguousStrides(target_view.shape()), source.dtype());
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "shape ", ShapeString(values.shape()), " does not match ",
-            region ? "the region's shape " : "the shape of '", ShapeString(target_view.shape()),
-            region ? absl::StrCat(" in '", key, "'") : std::string("'")));
+    // One private copy per tensor object, so that two writes to a tensor (or to two tied
+    // names) accumulate, and nothing published is touched before the commit.
+    std::vector<std::pair<std::shared_ptr<TensorSlot>, Tensor>> updates;
+    for (const TensorWrite& write : writes) {
+      PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<TensorSlot> slot, FindTensorSlot(root, write.key));
+      auto it = std::find_if(updates.begin(), updates.end(),
+                             [&](const auto& update) { return update.first == slot; });
+      if (it == updates.end()) {
+        PARAMD_ASSIGN_OR_RETURN(Tensor copy, Clone(slot->data()));
+        updates.emplace_back(slot, std::move(copy));
+        it = std::prev(updates.end());
       }
+      PARAMD_RETURN_IF_ERROR(WriteInto(it->second, write));
     }
-    PARAMD_RETURN_IF_ERROR(CopyConvert(source, target_view));
-    return Commit([slot, updated](uint64_t version) { slot->set_data(updated, version); });
+    return Commit([updates = std::move(updates)](uint64_t version) {
+      for (const auto& [slot, tensor] : updates) slot->set_data(tensor, version);
+    });
   });
 }
 

@@ -65,6 +65,16 @@ class Model {
   absl::StatusOr<uint64_t> SetTensor(absl::string_view key, const std::optional<Region>& region,
                                      const Tensor& values, std::optional<uint64_t> if_version);
 
+  // Several SetTensor writes applied all-or-nothing in one new version, in order (a later
+  // write to the same tensor, or to a tied name, sees the earlier one).
+  struct TensorWrite {
+    std::string key;
+    std::optional<Region> region;
+    Tensor values;
+  };
+  absl::StatusOr<uint64_t> SetTensors(const std::vector<TensorWrite>& writes,
+                                      std::optional<uint64_t> if_version);
+
   // load_state_dict, atomically. Returns the new version and the incompatible keys.
   absl::StatusOr<std::pair<uint64_t, IncompatibleKeys>> LoadStateDict(
       const StateDictInput& input, const LoadOptions& options, std::optional<uint64_t> if_version);

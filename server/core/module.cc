@@ -75,7 +75,7 @@ absl::Status Module::CheckNewName(absl::string_view kind, absl::string_view name
 absl::Status Module::RegisterParameter(absl::string_view name,
                                        std::shared_ptr<Parameter> parameter) {
   // register_parameter: dot, then empty, then "already exists" (pytorch-semantics.md §1).
-  absl::Status status = CheckNewName("parameter", name, parameters_.contains(name));
+  absl::Status status = CheckRegisterParameter(name);
   if (!status.ok()) return status;
   parameters_.Set(name, std::move(parameter));
   return absl::OkStatus();
@@ -83,7 +83,7 @@ absl::Status Module::RegisterParameter(absl::string_view name,
 
 absl::Status Module::RegisterBuffer(absl::string_view name, std::shared_ptr<Buffer> buffer,
                                     bool persistent) {
-  absl::Status status = CheckNewName("buffer", name, buffers_.contains(name));
+  absl::Status status = CheckRegisterBuffer(name);
   if (!status.ok()) return status;
   buffers_.Set(name, std::move(buffer));
   if (persistent) {
@@ -110,11 +110,19 @@ absl::Status Module::AddModule(absl::string_view name, std::shared_ptr<Module> c
   return absl::OkStatus();
 }
 
-absl::Status Module::AssignParameter(absl::string_view name, std::shared_ptr<Parameter> parameter) {
+absl::Status Module::CheckAssignParameter(absl::string_view name) const {
+  // __setattr__ clears instance attributes and other registries first, so only the dot, the
+  // empty name and nn.Module's own class members can still stop it.
   if (name.find('.') != absl::string_view::npos || name.empty() ||
       (IsModuleClassAttribute(name) && !parameters_.contains(name))) {
-    return RegisterParameter(name, std::move(parameter));
+    return CheckRegisterParameter(name);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Module::AssignParameter(absl::string_view name, std::shared_ptr<Parameter> parameter) {
+  absl::Status status = CheckAssignParameter(name);
+  if (!status.ok()) return status;
   // __setattr__ drops the name from __dict__, _buffers, _modules and the non-persistent set
   // before registering, so a Parameter silently replaces whatever held the name.
   plain_attributes_.Erase(name);

@@ -57,6 +57,16 @@ class Module {
   // nn.Module.add_module; `child` may be null.
   absl::Status AddModule(absl::string_view name, std::shared_ptr<Module> child);
 
+  // The checks of RegisterParameter / RegisterBuffer / AssignParameter alone, so a writer
+  // can validate before it changes anything.
+  absl::Status CheckRegisterParameter(absl::string_view name) const {
+    return CheckNewName("parameter", name, parameters_.contains(name));
+  }
+  absl::Status CheckRegisterBuffer(absl::string_view name) const {
+    return CheckNewName("buffer", name, buffers_.contains(name));
+  }
+  absl::Status CheckAssignParameter(absl::string_view name) const;
+
   // `module.name = parameter` (nn.Module.__setattr__ with a Parameter): removes `name` from
   // the plain attributes, buffers and children, then registers it. Used for tying.
   absl::Status AssignParameter(absl::string_view name, std::shared_ptr<Parameter> parameter);

@@ -1,0 +1,71 @@
+#include "server/core/registry.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace paramd::core {
+
+absl::Status ValidateModelName(absl::string_view name) {
+  const bool valid_chars = std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(c) || c == '_' || c == '-' || c == '.';
+  });
+  if (name.empty() || name.size() > 128 || !valid_chars || name.front() == '.') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid model name '", name,
+        "'; use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModelRegistry::Add(std::shared_ptr<Model> model) {
+  absl::MutexLock lock(&mu_);
+  const std::string name = model->name();
+  if (!models_.emplace(name, std::move(model)).second) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "model '", name, "' already exists; delete it first or choose another name"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Model>> ModelRegistry::Get(absl::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("model '", name, "' not found; ListModels shows the loaded models"));
+  }
+  return it->second;
+}
+
+absl::Status ModelRegistry::Remove(absl::string_view name, std::optional<uint64_t> if_version) {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("model '", name, "' not found; ListModels shows the loaded models"));
+  }
+  if (if_version) {
+    const uint64_t current = it->second->version();
+    if (current != *if_version) {
+      return absl::AbortedError(absl::StrCat("model '", name, "' is at version ", current,
+                                             ", not ", *if_version, "; not deleted"));
+    }
+  }
+  models_.erase(it);
+  return absl::OkStatus();
+}
+
+std::vector<std::shared_ptr<Model>> ModelRegistry::List() const {
+  std::vector<std::shared_ptr<Model>> models;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, model] : models_) models.push_back(model);
+  }
+  std::sort(models.begin(), models.end(),
+            [](const auto& a, const auto& b) { return a->name() < b->name(); });
+  return models;
+}
+
+}  // namespace paramd::core

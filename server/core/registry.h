@@ -1,0 +1,40 @@
+// ModelRegistry: the daemon's models by name.
+//
+// Ownership: models are shared_ptr; a caller holding one keeps using it even after it is
+// deleted from the registry (its in-flight reads finish on the version they pinned).
+// Thread-safety: every method is safe from any thread; the lock is held only for map access.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/model.h"
+
+namespace paramd::core {
+
+// A model name: 1 to 128 characters from letters, digits, '_', '-' and '.', not starting
+// with '.' (names become file names in the data directory). INVALID_ARGUMENT otherwise.
+absl::Status ValidateModelName(absl::string_view name);
+
+class ModelRegistry {
+ public:
+  // ALREADY_EXISTS when the name is taken.
+  absl::Status Add(std::shared_ptr<Model> model);
+  // NOT_FOUND naming the model and how to list the others.
+  absl::StatusOr<std::shared_ptr<Model>> Get(absl::string_view name) const;
+  // NOT_FOUND, or ABORTED when `if_version` is set and the model moved on.
+  absl::Status Remove(absl::string_view name, std::optional<uint64_t> if_version);
+  // Every model, sorted by name.
+  std::vector<std::shared_ptr<Model>> List() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Model>> models_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace paramd::core

@@ -1,0 +1,200 @@
+// paramd: the model-parameter server daemon.
+//
+//   paramd --listen 127.0.0.1:50051 --data-dir DIR --max-memory 8G
+//
+// Serves paramd.v1.Models and paramd.v1.Parameters, grpc.health.v1.Health and server
+// reflection. SIGTERM or SIGINT: stop taking calls, let in-flight ones finish within
+// --shutdown-grace, exit 0.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/backend.h"
+#include "server/common/log.h"
+#include "server/core/registry.h"
+#include "server/service/server.h"
+
+namespace {
+
+using paramd::common::Log;
+
+// "8G", "512M", "64K" or plain bytes.
+std::optional<size_t> ParseBytes(std::string text) {
+  size_t multiplier = 1;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K': case 'k': multiplier = size_t{1} << 10; break;
+      case 'M': case 'm': multiplier = size_t{1} << 20; break;
+      case 'G': case 'g': multiplier = size_t{1} << 30; break;
+      case 'T': case 't': multiplier = size_t{1} << 40; break;
+      default: break;
+    }
+    if (multiplier != 1) text.pop_back();
+  }
+  uint64_t value = 0;
+  if (text.empty() || !absl::SimpleAtoi(text, &value) || value > SIZE_MAX / multiplier) {
+    return std::nullopt;
+  }
+  return static_cast<size_t>(value) * multiplier;
+}
+
+size_t DefaultMemoryLimit() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return 0;
+  return static_cast<size_t>(pages) / 10 * 8 * static_cast<size_t>(page_size);
+}
+
+struct Flags {
+  std::string listen = "127.0.0.1:50051";
+  std::string data_dir = "paramd-data";
+  std::string max_memory;
+  std::string shutdown_grace = "10";
+};
+
+struct FlagDef {
+  const char* name;
+  const char* value_name;
+  const char* help;
+  std::string Flags::*field;
+};
+
+constexpr FlagDef kFlags[] = {
+    {"listen", "HOST:PORT",
+     "Address to serve on (default 127.0.0.1:50051: loopback only; 0.0.0.0:PORT serves other "
+     "machines). Port 0 picks a free port; the start log line says which.",
+     &Flags::listen},
+    {"data-dir", "DIR", "Directory for the daemon's own files; created on first start "
+     "(default ./paramd-data).", &Flags::data_dir},
+    {"max-memory", "BYTES",
+     "Most bytes of tensor memory on the CPU, e.g. 8G, 512M or 1073741824. Past it requests "
+     "fail with RESOURCE_EXHAUSTED instead of the process running out of memory (default: 80% "
+     "of physical memory).", &Flags::max_memory},
+    {"shutdown-grace", "SECONDS",
+     "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
+     "(default 10).", &Flags::shutdown_grace},
+};
+
+void PrintHelp() {
+  std::cout << "paramd: the paramd model-parameter server.\n\n"
+               "usage: paramd [FLAGS]\n\n"
+               "Serves paramd.v1.Models and paramd.v1.Parameters over gRPC, with the standard\n"
+               "grpc.health.v1.Health service and server reflection. paramctl is its admin CLI.\n"
+               "SIGTERM stops taking calls, lets in-flight ones finish, and exits 0.\n\nflags:\n";
+  for (const FlagDef& flag : kFlags) {
+    std::cout << "  --" << flag.name << " " << flag.value_name << "\n      " << flag.help << "\n";
+  }
+  std::cout << "  --help\n      Print this text.\n";
+}
+
+// Parses `--name VALUE` and `--name=VALUE`. Returns an error message, or "" when fine.
+std::string ParseFlags(int argc, char** argv, Flags& flags, bool& help) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      help = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0) return absl::StrCat("unexpected argument '", arg, "'");
+    std::string name = arg.substr(2);
+    std::optional<std::string> value;
+    if (const size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    const FlagDef* def = nullptr;
+    for (const FlagDef& flag : kFlags) {
+      if (name == flag.name) def = &flag;
+    }
+    if (def == nullptr) return absl::StrCat("unknown flag '--", name, "'; see paramd --help");
+    if (!value) {
+      if (i + 1 >= argc) return absl::StrCat("--", name, " needs a value (", def->value_name, ")");
+      value = argv[++i];
+    }
+    flags.*(def->field) = *value;
+  }
+  return "";
+}
+
+int Fail(const std::string& message) {
+  Log("error", "paramd failed to start", {{"error", message}});
+  std::cerr << "paramd: " << message << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  bool help = false;
+  if (std::string error = ParseFlags(argc, argv, flags, help); !error.empty()) {
+    std::cerr << "paramd: " << error << "\n";
+    return 2;
+  }
+  if (help) {
+    PrintHelp();
+    return 0;
+  }
+  double grace = 0;
+  if (!absl::SimpleAtod(flags.shutdown_grace, &grace) || grace < 0) {
+    std::cerr << "paramd: --shutdown-grace '" << flags.shutdown_grace
+              << "' is not a number of seconds\n";
+    return 2;
+  }
+
+  // Block the stop signals in every thread; one thread waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  size_t max_memory = DefaultMemoryLimit();
+  if (!flags.max_memory.empty()) {
+    auto parsed = ParseBytes(flags.max_memory);
+    if (!parsed) {
+      std::cerr << "paramd: --max-memory '" << flags.max_memory
+                << "' is not a size like 8G, 512M or 1048576\n";
+      return 2;
+    }
+    max_memory = *parsed;
+  }
+  if (auto cpu = paramd::kernels::GetBackend(paramd::core::Device::Cpu()); cpu.ok()) {
+    (*cpu)->SetMemoryLimit(max_memory);
+  }
+
+  const std::filesystem::path data_dir = flags.data_dir;
+  std::error_code error;
+  std::filesystem::create_directories(data_dir, error);
+  if (error) {
+    return Fail(absl::StrCat("cannot create --data-dir '", data_dir.string(), "': ", error.message()));
+  }
+
+  paramd::core::ModelRegistry registry;
+  auto server = paramd::service::Server::Start({.listen = flags.listen}, &registry);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+
+  auto gpus = paramd::kernels::QueryGpus();
+  Log("info", "paramd started",
+      {{"listen", (*server)->address()},
+       {"data_dir", data_dir.string()},
+       {"max_memory", std::to_string(max_memory)},
+       {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
+       {"pid", std::to_string(getpid())}});
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  Log("info", "paramd stopping",
+      {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
+       {"grace_seconds", absl::StrCat(grace)}});
+  (*server)->Shutdown(grace);
+  (*server)->Wait();
+  Log("info", "paramd stopped", {{"models", std::to_string(registry.List().size())}});
+  return 0;
+}

@@ -1,0 +1,138 @@
+#include "server/service/models_service.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/backend.h"
+#include "server/common/log.h"
+#include "server/common/status_macros.h"
+#include "server/core/repr.h"
+#include "server/core/spec.h"
+#include "server/core/traversal.h"
+#include "server/service/status_util.h"
+
+namespace paramd::service {
+namespace {
+
+std::optional<uint64_t> IfVersion(uint64_t value) {
+  return value == 0 ? std::nullopt : std::optional<uint64_t>(value);
+}
+
+// Resolves a requested device and checks this daemon can hold tensors there.
+absl::StatusOr<core::Device> UsableDevice(const std::string& text) {
+  PARAMD_ASSIGN_OR_RETURN(core::Device device, core::ParseDevice(text.empty() ? "cpu" : text));
+  PARAMD_RETURN_IF_ERROR(kernels::GetBackend(device).status());
+  return device;
+}
+
+void LogOutcome(absl::string_view action, absl::string_view model, const absl::Status& status) {
+  if (status.ok()) {
+    common::Log("info", action, {{"model", std::string(model)}, {"status", "OK"}});
+  } else {
+    common::Log("warning", action,
+                {{"model", std::string(model)},
+                 {"status", absl::StatusCodeToString(status.code())},
+                 {"error", std::string(status.message())}});
+  }
+}
+
+}  // namespace
+
+v1::ModelInfo DescribeModel(const core::Model& model) {
+  v1::ModelInfo info;
+  info.set_name(model.name());
+  info.set_device(model.device().ToString());
+  model.Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+    info.set_version(version);
+    info.set_training(root->training());
+    info.set_type(root->type());
+    info.set_repr(core::Repr(*root));
+    info.set_state_dict_entries(core::GetStateDict(*root).entries.size());
+    uint64_t numel = 0;
+    const auto parameters = core::NamedParameters(root);
+    for (const auto& [name, parameter] : parameters) numel += parameter->data().numel();
+    info.set_parameter_count(parameters.size());
+    info.set_parameter_numel(numel);
+    absl::flat_hash_set<const core::Storage*> storages;
+    uint64_t bytes = 0;
+    auto count = [&](const core::Tensor& tensor) {
+      if (storages.insert(tensor.storage().get()).second) bytes += tensor.storage()->nbytes();
+    };
+    for (const auto& [name, parameter] : parameters) count(parameter->data());
+    for (const auto& [name, buffer] : core::NamedBuffers(root)) count(buffer->data());
+    info.set_nbytes(bytes);
+  });
+  return info;
+}
+
+grpc::Status ModelsService::CreateModel(grpc::ServerContext*, const v1::CreateModelRequest* request,
+                                        v1::ModelInfo* response) {
+  return Guard([&]() -> absl::Status {
+    absl::Status status = [&]() -> absl::Status {
+      PARAMD_RETURN_IF_ERROR(core::ValidateModelName(request->name()));
+      PARAMD_ASSIGN_OR_RETURN(core::Device device, UsableDevice(request->device()));
+      PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
+                              core::BuildModuleFromText(request->spec_json(), request->seed()));
+      auto model = std::make_shared<core::Model>(request->name(), std::move(root), device);
+      PARAMD_RETURN_IF_ERROR(registry_->Add(model));
+      *response = service::DescribeModel(*model);
+      return absl::OkStatus();
+    }();
+    LogOutcome("create model", request->name(), status);
+    return status;
+  });
+}
+
+grpc::Status ModelsService::DeleteModel(grpc::ServerContext*, const v1::DeleteModelRequest* request,
+                                        v1::DeleteModelResponse*) {
+  return Guard([&]() -> absl::Status {
+    absl::Status status = registry_->Remove(request->name(), IfVersion(request->if_version()));
+    LogOutcome("delete model", request->name(), status);
+    return status;
+  });
+}
+
+grpc::Status ModelsService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+                                       v1::ListModelsResponse* response) {
+  return Guard([&]() -> absl::Status {
+    for (const auto& model : registry_->List()) *response->add_models() = service::DescribeModel(*model);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status ModelsService::DescribeModel(grpc::ServerContext*,
+                                          const v1::DescribeModelRequest* request,
+                                          v1::ModelInfo* response) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+    *response = service::DescribeModel(*model);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status ModelsService::SetMode(grpc::ServerContext*, const v1::SetModeRequest* request,
+                                    v1::ModelInfo* response) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+    PARAMD_RETURN_IF_ERROR(
+        model->SetTraining(request->training(), IfVersion(request->if_version())).status());
+    *response = service::DescribeModel(*model);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status ModelsService::MoveModel(grpc::ServerContext*, const v1::MoveModelRequest* request,
+                                      v1::ModelInfo* response) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+    PARAMD_ASSIGN_OR_RETURN(core::Device device, UsableDevice(request->device()));
+    if (!(device == model->device())) {
+      // Only reachable once a second device kind can hold tensors.
+      return absl::UnimplementedError(absl::StrCat("moving model '", request->name(), "' to ",
+                                                   device.ToString(), " is not supported yet"));
+    }
+    *response = service::DescribeModel(*model);
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace paramd::service

@@ -1,0 +1,427 @@
+#include "server/service/parameters_service.h"
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/log.h"
+#include "server/common/status_macros.h"
+#include "server/core/traversal.h"
+#include "server/service/status_util.h"
+#include "server/service/tensor_codec.h"
+
+namespace paramd::service {
+namespace {
+
+std::optional<uint64_t> IfVersion(uint64_t value) {
+  return value == 0 ? std::nullopt : std::optional<uint64_t>(value);
+}
+
+// One tensor to stream: its name, the tensor of the pinned version, and header extras.
+struct OutgoingTensor {
+  std::string name;
+  core::Tensor tensor;
+  bool is_parameter = false;
+  bool requires_grad = false;
+  uint64_t version = 0;
+  std::vector<std::string> tied_with;
+};
+
+absl::Status Cancelled() {
+  return absl::CancelledError("the client went away before the stream finished");
+}
+
+// Streams a start frame then every tensor (header, then chunks unless metadata only).
+absl::Status SendTensors(grpc::ServerWriter<v1::TensorFrame>* writer, const v1::StreamStart& start,
+                         const std::vector<OutgoingTensor>& tensors, bool with_data,
+                         v1::DType wire_dtype) {
+  v1::TensorFrame frame;
+  *frame.mutable_start() = start;
+  if (!writer->Write(frame)) return Cancelled();
+  for (const OutgoingTensor& item : tensors) {
+    core::Tensor wire = item.tensor;
+    if (with_data) {
+      PARAMD_ASSIGN_OR_RETURN(wire, PrepareForWire(item.tensor, wire_dtype));
+    }
+    v1::TensorHeader* header = frame.mutable_header();
+    header->Clear();
+    header->set_name(item.name);
+    FillMeta(item.tensor, header->mutable_meta());
+    header->mutable_meta()->set_dtype(ToProtoDType(wire.dtype()));
+    header->mutable_meta()->set_is_parameter(item.is_parameter);
+    header->mutable_meta()->set_requires_grad(item.requires_grad);
+    header->mutable_meta()->set_version(item.version);
+    for (const std::string& other : item.tied_with) header->add_tied_with(other);
+    if (!writer->Write(frame)) return Cancelled();
+    if (!with_data) continue;
+    v1::TensorChunk* chunk = frame.mutable_chunk();
+    const bool sent = EmitChunks(wire, chunk, [&](const v1::TensorChunk&) {
+      return writer->Write(frame);
+    });
+    if (!sent) return Cancelled();
+  }
+  return absl::OkStatus();
+}
+
+bool RequiresGrad(const core::TensorSlot& slot) {
+  const auto* parameter = dynamic_cast<const core::Parameter*>(&slot);
+  return parameter != nullptr && parameter->requires_grad();
+}
+
+// What a client-streamed write carried: its options and every tensor, complete.
+struct IncomingWrite {
+  v1::WriteOptions options;
+  std::vector<std::pair<v1::TensorHeader, core::Tensor>> tensors;
+};
+
+absl::StatusOr<IncomingWrite> ReceiveWrite(grpc::ServerContext* context,
+                                           grpc::ServerReader<v1::WriteFrame>* reader) {
+  IncomingWrite write;
+  TensorAssembler assembler;
+  v1::WriteFrame frame;
+  bool have_options = false;
+  while (reader->Read(&frame)) {
+    switch (frame.frame_case()) {
+      case v1::WriteFrame::kOptions:
+        if (have_options) {
+          return absl::InvalidArgumentError("WriteOptions was sent twice; send it once, first");
+        }
+        write.options = std::move(*frame.mutable_options());
+        have_options = true;
+        break;
+      case v1::WriteFrame::kHeader:
+        if (!have_options) {
+          return absl::InvalidArgumentError("the first frame of a write must be WriteOptions");
+        }
+        if (assembler.active()) {
+          PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler.Finish());
+          write.tensors.emplace_back(assembler.header(), std::move(done));
+        }
+        PARAMD_RETURN_IF_ERROR(assembler.Begin(frame.header()));
+        break;
+      case v1::WriteFrame::kChunk:
+        PARAMD_RETURN_IF_ERROR(assembler.Add(frame.chunk()));
+        break;
+      default:
+        return absl::InvalidArgumentError("empty WriteFrame; set options, header or chunk");
+    }
+  }
+  if (context->IsCancelled()) return Cancelled();
+  if (!have_options) {
+    return absl::InvalidArgumentError("the write stream carried no WriteOptions frame");
+  }
+  if (assembler.active()) {
+    PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler.Finish());
+    write.tensors.emplace_back(assembler.header(), std::move(done));
+  }
+  return write;
+}
+
+void LogWrite(absl::string_view action, absl::string_view model, const absl::Status& status) {
+  if (status.ok()) return;
+  common::Log("warning", action,
+              {{"model", std::string(model)},
+               {"status", absl::StatusCodeToString(status.code())},
+               {"error", std::string(status.message())}});
+}
+
+}  // namespace
+
+grpc::Status ParametersService::StateDict(grpc::ServerContext*, const v1::StateDictRequest* request,
+                                          grpc::ServerWriter<v1::TensorFrame>* writer) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+    v1::StreamStart start;
+    start.set_model(model->name());
+    std::vector<OutgoingTensor> tensors;
+    model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+      start.set_version(version);
+      core::StateDict sd = core::GetStateDict(*root, request->prefix());
+      for (const auto& [path, module_version] : sd.metadata) {
+        (*start.mutable_metadata())[path] = module_version;
+      }
+      absl::flat_hash_map<const core::TensorSlot*, std::vector<std::string>> names;
+      for (const auto& entry : sd.entries) names[entry.slot.get()].push_back(entry.name);
+      for (auto& entry : sd.entries) {
+        OutgoingTensor item{entry.name, entry.tensor, entry.is_parameter,
+                            RequiresGrad(*entry.slot), entry.slot->version(), {}};
+        for (const std::string& other : names[entry.slot.get()]) {
+          if (other != entry.name) item.tied_with.push_back(other);
+        }
+        tensors.push_back(std::move(item));
+      }
+    });
+    return SendTensors(writer, start, tensors, !request->metadata_only(), request->wire_dtype());
+  });
+}
+
+grpc::Status ParametersService::NamedTensors(grpc::ServerContext*,
+                                             const v1::NamedTensorsRequest* request,
+                                             grpc::ServerWriter<v1::TensorFrame>* writer,
+                                             bool parameters) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+    v1::StreamStart start;
+    start.set_model(model->name());
+    std::vector<OutgoingTensor> tensors;
+    model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+      start.set_version(version);
+      const bool recurse = !request->no_recurse();
+      const bool dedup = !request->keep_duplicates();
+      auto add = [&](const std::string& name, const core::TensorSlot& slot, bool is_parameter) {
+        tensors.push_back(
+            {name, slot.data(), is_parameter, RequiresGrad(slot), slot.version(), {}});
+      };
+      if (parameters) {
+        for (const auto& [name, p] : core::NamedParameters(root, request->prefix(), recurse, dedup)) {
+          add(name, *p, true);
+        }
+      } else {
+        for (const auto& [name, b] : core::NamedBuffers(root, request->prefix(), recurse, dedup)) {
+          add(name, *b, false);
+        }
+      }
+    });
+    return SendTensors(writer, start, tensors, request->with_data(), request->wire_dtype());
+  });
+}
+
+grpc::Status ParametersService::NamedParameters(grpc::ServerContext* context,
+                                                const v1::NamedTensorsRequest* request,
+                                                grpc::ServerWriter<v1::TensorFrame>* writer) {
+  return NamedTensors(context, request, writer, /*parameters=*/true);
+}
+
+grpc::Status ParametersService::NamedBuffers(grpc::ServerContext* context,
+                                             const v1::NamedTensorsRequest* request,
+                                             grpc::ServerWriter<v1::TensorFrame>* writer) {
+  return NamedTensors(context, request, writer, /*parameters=*/false);
+}
+
+grpc::Status ParametersService::NamedModules(grpc::ServerContext*,
+                                             const v1::NamedModulesRequest* request,
+                                             v1::NamedModulesResponse* response) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+    model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+      response->set_version(version);
+      // Every path of each module object, to report sharing even when de-duplicating.
+      absl::flat_hash_map<const core::Module*, std::vector<std::string>> paths;
+      for (const auto& [name, module] : core::NamedModules(root, request->prefix(), false)) {
+        paths[module.get()].push_back(name);
+      }
+      for (const auto& [name, module] :
+           core::NamedModules(root, request->prefix(), !request->keep_duplicates())) {
+        v1::ModuleEntry* entry = response->add_modules();
+        entry->set_name(name);
+        entry->set_type(module->type());
+        for (const auto& [p, value] : module->parameters()) entry->add_parameters(p);
+        for (const auto& [b, value] : module->buffers()) entry->add_buffers(b);
+        for (const std::string& other : paths[module.get()]) {
+          if (other != name) entry->add_shared_with(other);
+        }
+      }
+    });
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status ParametersService::GetTensor(grpc::ServerContext*, const v1::GetTensorRequest* request,
+                                          grpc::ServerWriter<v1::TensorFrame>* writer) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+    v1::StreamStart start;
+    start.set_model(model->name());
+    // Find the slot and copy its tensor out under one read, so both belong to the version
+    // announced in `start`.
+    absl::StatusOr<OutgoingTensor> item = model->Read(
+        [&](const std::shared_ptr<core::Module>& root, uint64_t version)
+            -> absl::StatusOr<OutgoingTensor> {
+          start.set_version(version);
+          PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::TensorSlot> slot,
+                                  core::FindTensorSlot(root, request->name()));
+          return OutgoingTensor{request->name(), slot->data(),
+                                dynamic_cast<const core::Parameter*>(slot.get()) != nullptr,
+                                RequiresGrad(*slot), slot->version(), {}};
+        });
+    PARAMD_RETURN_IF_ERROR(item.status());
+    if (auto region = FromProtoRegion(request->region())) {
+      PARAMD_ASSIGN_OR_RETURN(item->tensor, item->tensor.Slice(*region));
+    }
+    return SendTensors(writer, start, {*item}, /*with_data=*/true, request->wire_dtype());
+  });
+}
+
+grpc::Status ParametersService::SetTensorsImpl(grpc::ServerContext* context,
+                                               grpc::ServerReader<v1::WriteFrame>* reader,
+                                               v1::WriteResponse* response, bool single) {
+  std::string model_name;
+  grpc::Status result = Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, ReceiveWrite(context, reader));
+    model_name = write.options.model();
+    if (single && write.tensors.size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "SetTensor takes exactly one tensor, got ", write.tensors.size(), "; use SetTensors"));
+    }
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
+    std::vector<core::Model::TensorWrite> writes;
+    for (auto& [header, tensor] : write.tensors) {
+      writes.push_back({header.name(), FromProtoRegion(header.region()), std::move(tensor)});
+    }
+    PARAMD_ASSIGN_OR_RETURN(uint64_t version,
+                            model->SetTensors(writes, IfVersion(write.options.if_version())));
+    response->set_version(version);
+    return absl::OkStatus();
+  });
+  LogWrite("set tensors", model_name, absl::Status(static_cast<absl::StatusCode>(result.error_code()),
+                                                   result.error_message()));
+  return result;
+}
+
+grpc::Status ParametersService::SetTensor(grpc::ServerContext* context,
+                                          grpc::ServerReader<v1::WriteFrame>* reader,
+                                          v1::WriteResponse* response) {
+  return SetTensorsImpl(context, reader, response, /*single=*/true);
+}
+
+grpc::Status ParametersService::SetTensors(grpc::ServerContext* context,
+                                           grpc::ServerReader<v1::WriteFrame>* reader,
+                                           v1::WriteResponse* response) {
+  return SetTensorsImpl(context, reader, response, /*single=*/false);
+}
+
+grpc::Status ParametersService::Register(grpc::ServerContext* context,
+                                         grpc::ServerReader<v1::WriteFrame>* reader,
+                                         v1::WriteResponse* response, bool parameter) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, ReceiveWrite(context, reader));
+    const v1::WriteOptions& options = write.options;
+    const size_t expected = options.none() ? 0 : 1;
+    if (write.tensors.size() != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          options.none() ? "a None registration carries no tensor"
+                         : "a registration carries exactly one tensor (or none=true)",
+          "; got ", write.tensors.size()));
+    }
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(options.model()));
+    core::Tensor tensor;
+    bool requires_grad = false;
+    if (!options.none()) {
+      tensor = write.tensors[0].second;
+      requires_grad = write.tensors[0].first.meta().requires_grad();
+      if (parameter && requires_grad && !core::IsFloatingPoint(tensor.dtype())) {
+        return absl::InvalidArgumentError(
+            "Only Tensors of floating point and complex dtype can require gradients");
+      }
+    }
+    PARAMD_ASSIGN_OR_RETURN(
+        uint64_t version,
+        model->Write(IfVersion(options.if_version()),
+                     [&](const std::shared_ptr<core::Module>& root)
+                         -> absl::StatusOr<core::Model::Commit> {
+                       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
+                                               core::GetSubmodule(root, options.module_path()));
+                       const std::string name = options.name();
+                       if (parameter) {
+                         PARAMD_RETURN_IF_ERROR(module->CheckRegisterParameter(name));
+                         std::shared_ptr<core::Parameter> value;
+                         if (tensor.defined()) {
+                           value = std::make_shared<core::Parameter>(tensor, requires_grad);
+                         }
+                         return core::Model::Commit([module, name, value](uint64_t v) {
+                           if (value) value->set_data(value->data(), v);
+                           (void)module->RegisterParameter(name, value);
+                         });
+                       }
+                       PARAMD_RETURN_IF_ERROR(module->CheckRegisterBuffer(name));
+                       std::shared_ptr<core::Buffer> value;
+                       if (tensor.defined()) value = std::make_shared<core::Buffer>(tensor);
+                       const bool persistent = !options.non_persistent();
+                       return core::Model::Commit([module, name, value, persistent](uint64_t v) {
+                         if (value) value->set_data(value->data(), v);
+                         (void)module->RegisterBuffer(name, value, persistent);
+                       });
+                     }));
+    response->set_version(version);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status ParametersService::RegisterParameter(grpc::ServerContext* context,
+                                                  grpc::ServerReader<v1::WriteFrame>* reader,
+                                                  v1::WriteResponse* response) {
+  return Register(context, reader, response, /*parameter=*/true);
+}
+
+grpc::Status ParametersService::RegisterBuffer(grpc::ServerContext* context,
+                                               grpc::ServerReader<v1::WriteFrame>* reader,
+                                               v1::WriteResponse* response) {
+  return Register(context, reader, response, /*parameter=*/false);
+}
+
+grpc::Status ParametersService::TieParameters(grpc::ServerContext*,
+                                              const v1::TieParametersRequest* request,
+                                              v1::WriteResponse* response) {
+  return Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+    const std::string& name = request->name();
+    const size_t dot = name.rfind('.');
+    const std::string module_path = dot == std::string::npos ? "" : name.substr(0, dot);
+    const std::string slot = dot == std::string::npos ? name : name.substr(dot + 1);
+    PARAMD_ASSIGN_OR_RETURN(
+        uint64_t version,
+        model->Write(IfVersion(request->if_version()),
+                     [&](const std::shared_ptr<core::Module>& root)
+                         -> absl::StatusOr<core::Model::Commit> {
+                       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Parameter> target,
+                                               core::GetParameter(root, request->target()));
+                       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
+                                               core::GetSubmodule(root, module_path));
+                       PARAMD_RETURN_IF_ERROR(module->CheckAssignParameter(slot));
+                       const auto* existing = module->parameters().Find(slot);
+                       if (existing != nullptr && *existing != nullptr &&
+                           (*existing)->data().shape() != target->data().shape()) {
+                         return absl::InvalidArgumentError(absl::StrCat(
+                             "cannot tie '", name, "' of shape ",
+                             core::ShapeString((*existing)->data().shape()), " to '",
+                             request->target(), "' of shape ",
+                             core::ShapeString(target->data().shape())));
+                       }
+                       return core::Model::Commit([module, slot, target](uint64_t) {
+                         (void)module->AssignParameter(slot, target);
+                       });
+                     }));
+    response->set_version(version);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status ParametersService::LoadStateDict(grpc::ServerContext* context,
+                                              grpc::ServerReader<v1::WriteFrame>* reader,
+                                              v1::LoadStateDictResponse* response) {
+  std::string model_name;
+  grpc::Status result = Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, ReceiveWrite(context, reader));
+    model_name = write.options.model();
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
+    core::StateDictInput input;
+    for (auto& [header, tensor] : write.tensors) {
+      input.entries.emplace_back(header.name(), std::move(tensor));
+    }
+    if (write.options.has_metadata()) {
+      input.metadata.emplace();
+      for (const auto& [path, version] : write.options.metadata()) (*input.metadata)[path] = version;
+    }
+    core::LoadOptions options{.strict = !write.options.non_strict(),
+                              .assign = write.options.assign()};
+    PARAMD_ASSIGN_OR_RETURN(auto loaded,
+                            model->LoadStateDict(input, options, IfVersion(write.options.if_version())));
+    response->set_version(loaded.first);
+    for (const auto& key : loaded.second.missing_keys) response->add_missing_keys(key);
+    for (const auto& key : loaded.second.unexpected_keys) response->add_unexpected_keys(key);
+    return absl::OkStatus();
+  });
+  LogWrite("load state_dict", model_name,
+           absl::Status(static_cast<absl::StatusCode>(result.error_code()), result.error_message()));
+  return result;
+}
+
+}  // namespace paramd::service

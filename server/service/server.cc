@@ -1,0 +1,60 @@
+#include "server/service/server.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "server/service/models_service.h"
+#include "server/service/parameters_service.h"
+#include "server/service/tensor_codec.h"
+
+namespace paramd::service {
+
+struct Server::Services {
+  explicit Services(core::ModelRegistry* registry) : models(registry), parameters(registry) {}
+  ModelsService models;
+  ParametersService parameters;
+};
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
+                                                      core::ModelRegistry* registry) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::unique_ptr<Server> server(new Server());
+  server->services_ = std::make_unique<Services>(registry);
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&server->services_->models);
+  builder.RegisterService(&server->services_->parameters);
+  // Room for one chunk plus its framing; tensors never travel as one message.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on '", options.listen,
+        "'; is the address valid and the port free? (--listen HOST:PORT, port 0 picks one)"));
+  }
+  const size_t colon = options.listen.rfind(':');
+  server->address_ = absl::StrCat(options.listen.substr(0, colon), ":", port);
+  return server;
+}
+
+Server::~Server() {
+  if (server_) Shutdown(0);
+}
+
+void Server::Shutdown(double deadline_seconds) {
+  if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(deadline_seconds * 1000)));
+}
+
+void Server::Wait() { server_->Wait(); }
+
+}  // namespace paramd::service

@@ -1,0 +1,41 @@
+// Assembles the gRPC server: paramd's services, the standard health service and server
+// reflection, on one listening address.
+// Thread-safety: Start is called once; the returned server is gRPC's (thread-safe).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/server.h"
+#include "server/core/registry.h"
+
+namespace paramd::service {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:50051";
+};
+
+class Server {
+ public:
+  // Binds `options.listen` (port 0 picks a free port) and starts serving `registry`.
+  // UNAVAILABLE when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
+                                                       core::ModelRegistry* registry);
+  ~Server();
+
+  // The address actually bound, with the chosen port.
+  const std::string& address() const { return address_; }
+  // Stops taking calls, gives in-flight ones until `deadline_seconds`, then cancels them.
+  void Shutdown(double deadline_seconds);
+  void Wait();
+
+ private:
+  Server() = default;
+  struct Services;
+  std::unique_ptr<Services> services_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+};
+
+}  // namespace paramd::service

@@ -1,0 +1,128 @@
+#include "server/service/tensor_codec.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+
+namespace paramd::service {
+
+v1::DType ToProtoDType(core::DType dtype) {
+  switch (dtype) {
+    case core::DType::kFloat32: return v1::FLOAT32;
+    case core::DType::kFloat64: return v1::FLOAT64;
+    case core::DType::kFloat16: return v1::FLOAT16;
+    case core::DType::kBFloat16: return v1::BFLOAT16;
+    case core::DType::kInt64: return v1::INT64;
+    case core::DType::kInt32: return v1::INT32;
+    case core::DType::kInt16: return v1::INT16;
+    case core::DType::kInt8: return v1::INT8;
+    case core::DType::kUInt8: return v1::UINT8;
+    case core::DType::kBool: return v1::BOOL;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+absl::StatusOr<core::DType> FromProtoDType(v1::DType dtype) {
+  for (core::DType candidate : core::kAllDTypes) {
+    if (ToProtoDType(candidate) == dtype) return candidate;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "tensor dtype ", static_cast<int>(dtype),
+      " is not set or unknown; set TensorMeta.dtype to one of FLOAT32 ... BOOL"));
+}
+
+std::optional<core::Region> FromProtoRegion(const v1::Region& region) {
+  if (region.ranges_size() == 0) return std::nullopt;
+  core::Region out;
+  for (const v1::Range& range : region.ranges()) out.emplace_back(range.start(), range.stop());
+  return out;
+}
+
+void FillMeta(const core::Tensor& tensor, v1::TensorMeta* meta) {
+  meta->set_dtype(ToProtoDType(tensor.dtype()));
+  meta->mutable_shape()->Assign(tensor.shape().begin(), tensor.shape().end());
+  meta->set_device(tensor.device().ToString());
+}
+
+bool EmitChunks(const core::Tensor& tensor, v1::TensorChunk* scratch,
+                const std::function<bool(const v1::TensorChunk&)>& emit) {
+  const char* bytes = static_cast<const char*>(tensor.data());
+  const size_t total = tensor.nbytes();
+  for (size_t offset = 0; offset < total; offset += kChunkBytes) {
+    const size_t size = std::min(kChunkBytes, total - offset);
+    scratch->set_offset(offset);
+    scratch->mutable_data()->assign(bytes + offset, size);
+    if (!emit(*scratch)) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<core::Tensor> PrepareForWire(const core::Tensor& tensor, v1::DType wire) {
+  core::DType target = tensor.dtype();
+  if (wire != v1::DTYPE_UNSPECIFIED && core::IsFloatingPoint(tensor.dtype())) {
+    PARAMD_ASSIGN_OR_RETURN(target, FromProtoDType(wire));
+    if (!core::IsFloatingPoint(target)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("wire dtype ", core::DTypeName(target),
+                       " is not a floating-point dtype; only float tensors are cast on the wire"));
+    }
+  }
+  if (target == tensor.dtype() && tensor.is_contiguous() && tensor.device().is_cpu()) {
+    return tensor;
+  }
+  return core::ConvertTo(tensor, target, core::Device::Cpu());
+}
+
+absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
+  if (active_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", header_.name(), "' ended early: got ", received_, " of ", tensor_.nbytes(),
+        " bytes before the next header"));
+  }
+  PARAMD_ASSIGN_OR_RETURN(core::DType dtype, FromProtoDType(header.meta().dtype()));
+  core::Shape shape(header.meta().shape().begin(), header.meta().shape().end());
+  absl::StatusOr<int64_t> numel = core::CheckedNumel(shape, core::ElementSize(dtype));
+  if (!numel.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header.name(), "': ", numel.status().message()));
+  }
+  PARAMD_ASSIGN_OR_RETURN(tensor_, core::Tensor::Empty(dtype, std::move(shape)));
+  header_ = header;
+  received_ = 0;
+  active_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status TensorAssembler::Add(const v1::TensorChunk& chunk) {
+  if (!active_) {
+    return absl::InvalidArgumentError("a data chunk arrived with no tensor header before it");
+  }
+  if (chunk.offset() != received_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", header_.name(), "': chunk at byte ", chunk.offset(), " arrived where byte ",
+        received_, " was expected; send chunks in order without gaps"));
+  }
+  if (chunk.data().size() > tensor_.nbytes() - received_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", header_.name(), "': ", received_ + chunk.data().size(),
+        " bytes received but dtype and shape give ", tensor_.nbytes()));
+  }
+  std::memcpy(static_cast<char*>(tensor_.mutable_data()) + received_, chunk.data().data(),
+              chunk.data().size());
+  received_ += chunk.data().size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<core::Tensor> TensorAssembler::Finish() {
+  if (!active_) return absl::InvalidArgumentError("no tensor header was sent");
+  if (received_ != tensor_.nbytes()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", header_.name(), "' ended early: got ", received_, " of ", tensor_.nbytes(),
+        " bytes its dtype and shape need"));
+  }
+  active_ = false;
+  return std::move(tensor_);
+}
+
+}  // namespace paramd::service

@@ -1,0 +1,101 @@
+#include "tests/integration/daemon.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace paramd::testing {
+
+std::string BinaryPath(const std::string& name) {
+  if (name == "paramd") return PARAMD_BINARY;
+  if (name == "paramctl") return PARAMCTL_BINARY;
+  return name;
+}
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> extra_args) {
+  std::unique_ptr<Daemon> daemon(new Daemon());
+  char dir_template[] = "/tmp/paramd-test-XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) return absl::InternalError("mkdtemp failed");
+  daemon->data_dir_ = absl::StrCat(dir_template, "/data");
+  daemon->log_path_ = absl::StrCat(dir_template, "/paramd.log");
+
+  std::vector<std::string> args = {PARAMD_BINARY, "--listen", "127.0.0.1:0", "--data-dir",
+                                   daemon->data_dir_};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    FILE* log = std::fopen(daemon->log_path_.c_str(), "w");
+    if (log != nullptr) dup2(fileno(log), STDERR_FILENO);
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  daemon->pid_ = pid;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string log = daemon->Log();
+    const size_t at = log.find("listen=");
+    if (at != std::string::npos) {
+      const size_t end = log.find(' ', at);
+      daemon->address_ = log.substr(at + 7, end - at - 7);
+      daemon->channel_ =
+          grpc::CreateChannel(daemon->address_, grpc::InsecureChannelCredentials());
+      return daemon;
+    }
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      daemon->pid_ = -1;
+      return absl::InternalError(absl::StrCat("paramd exited during start:\n", log));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError("paramd did not start within 30 s:\n" + daemon->Log());
+}
+
+std::string Daemon::Log() const {
+  std::ifstream file(log_path_);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+int Daemon::Stop() {
+  if (pid_ <= 0) return -1;
+  channel_.reset();
+  kill(pid_, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 300; ++i) {
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return -1;
+}
+
+Daemon::~Daemon() {
+  const int status = Stop();
+  if (getenv("PARAMD_TEST_SHOW_LOG")) fprintf(stderr, "exit %d\n%s", status, Log().c_str());
+  Stop();
+  std::error_code ignored;
+  (void)ignored;
+}
+
+}  // namespace paramd::testing

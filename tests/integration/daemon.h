@@ -1,0 +1,43 @@
+// Test harness: starts the real paramd binary on a free loopback port with a fresh data
+// directory, and stops it (SIGTERM, then SIGKILL after a grace period) when destroyed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+
+namespace paramd::testing {
+
+class Daemon {
+ public:
+  // Starts paramd with `extra_args` and waits until its start log line names the port.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(std::vector<std::string> extra_args = {});
+  ~Daemon();
+
+  const std::string& address() const { return address_; }
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+  const std::string& data_dir() const { return data_dir_; }
+  // Everything the daemon wrote to stderr so far.
+  std::string Log() const;
+  // Sends SIGTERM and waits; returns the exit status (or -1 if killed by a signal).
+  int Stop();
+  bool running() const { return pid_ > 0; }
+
+ private:
+  Daemon() = default;
+  pid_t pid_ = -1;
+  std::string address_;
+  std::string data_dir_;
+  std::string log_path_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+// The path of a built binary next to paramd (paramctl, ...), from the build's layout.
+std::string BinaryPath(const std::string& name);
+
+}  // namespace paramd::testing
