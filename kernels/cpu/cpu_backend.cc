@@ -7,22 +7,55 @@
 
 namespace paramd::kernels {
 namespace {
+
 constexpr size_t kAlignment = 64;
+constexpr size_t kCacheMinBytes = size_t{1} << 20;
+// Without a ceiling the cache still stops here.
+constexpr size_t kCacheDefaultMaxBytes = size_t{4} << 30;
+
+// The size actually allocated: a multiple of the alignment, and for cached sizes a
+// multiple of 64 KiB so that nearby sizes share a class.
+size_t RoundedSize(size_t nbytes) {
+  const size_t unit = nbytes >= kCacheMinBytes ? size_t{64} << 10 : kAlignment;
+  if (nbytes == 0) return kAlignment;
+  if (nbytes > SIZE_MAX - unit) return 0;
+  return (nbytes + unit - 1) / unit * unit;
+}
+
 }  // namespace
 
+CpuBackend::~CpuBackend() { EmptyCache(); }
+
 absl::StatusOr<void*> CpuBackend::Allocate(size_t nbytes) {
+  const size_t rounded = RoundedSize(nbytes);
+  if (rounded == 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", nbytes, " bytes"));
+  }
+  if (rounded >= kCacheMinBytes) {
+    absl::MutexLock lock(&cache_mu_);
+    auto it = cache_.find(rounded);
+    if (it != cache_.end()) {
+      void* data = it->second;
+      cache_.erase(it);
+      cached_bytes_ -= rounded;
+      in_use_.fetch_add(nbytes);
+      return data;
+    }
+  }
   const size_t limit = limit_.load();
-  size_t before = in_use_.fetch_add(nbytes);
+  const size_t before = in_use_.fetch_add(nbytes);
   if (limit != 0 && (before + nbytes > limit || before + nbytes < before)) {
     in_use_.fetch_sub(nbytes);
     return absl::ResourceExhaustedError(absl::StrCat(
         "allocating ", nbytes, " bytes on cpu would exceed the memory limit of ", limit,
         " bytes (", before, " in use); free models or raise --max-memory"));
   }
-  // aligned_alloc needs a size that is a multiple of the alignment, and a non-zero one so
-  // every storage has a distinct address.
-  const size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* data = rounded < nbytes ? nullptr : std::aligned_alloc(kAlignment, rounded ? rounded : kAlignment);
+  if (limit != 0 && before + nbytes + bytes_cached() > limit) EmptyCache();
+  void* data = std::aligned_alloc(kAlignment, rounded);
+  if (data == nullptr) {
+    EmptyCache();
+    data = std::aligned_alloc(kAlignment, rounded);
+  }
   if (data == nullptr) {
     in_use_.fetch_sub(nbytes);
     return absl::ResourceExhaustedError(
@@ -32,8 +65,31 @@ absl::StatusOr<void*> CpuBackend::Allocate(size_t nbytes) {
 }
 
 void CpuBackend::Free(void* data, size_t nbytes) {
-  std::free(data);
   in_use_.fetch_sub(nbytes);
+  const size_t rounded = RoundedSize(nbytes);
+  if (rounded >= kCacheMinBytes) {
+    const size_t limit = limit_.load();
+    const size_t max_cached = limit != 0 ? limit / 4 : kCacheDefaultMaxBytes;
+    absl::MutexLock lock(&cache_mu_);
+    if (cached_bytes_ + rounded <= max_cached) {
+      cache_.emplace(rounded, data);
+      cached_bytes_ += rounded;
+      return;
+    }
+  }
+  std::free(data);
+}
+
+size_t CpuBackend::bytes_cached() const {
+  absl::MutexLock lock(&cache_mu_);
+  return cached_bytes_;
+}
+
+void CpuBackend::EmptyCache() {
+  absl::MutexLock lock(&cache_mu_);
+  for (const auto& [size, data] : cache_) std::free(data);
+  cache_.clear();
+  cached_bytes_ = 0;
 }
 
 absl::Status CpuBackend::CopyFromHost(void* dst, const void* src, size_t nbytes) {

@@ -106,9 +106,15 @@ absl::Status LoadModule(Walk& walk, Module& module, const std::vector<const Entr
         write.requires_grad = static_cast<const Parameter&>(*target.slot).requires_grad();
       }
     } else {
-      // copy_ keeps the destination's dtype and device; the bytes go to a new storage so
-      // that readers holding the old version keep seeing it.
-      PARAMD_ASSIGN_OR_RETURN(write.value, ConvertTo(value, current.dtype(), current.device()));
+      // copy_ keeps the destination's dtype and device. The bytes go to a new storage so
+      // that readers holding the old version keep seeing it; an input already in the right
+      // dtype and layout is that new storage (StateDictInput hands its tensors over).
+      if (value.dtype() == current.dtype() && value.device() == current.device() &&
+          value.is_contiguous()) {
+        write.value = value;
+      } else {
+        PARAMD_ASSIGN_OR_RETURN(write.value, ConvertTo(value, current.dtype(), current.device()));
+      }
       write.slot = target.slot;
     }
     walk.writes->push_back(std::move(write));

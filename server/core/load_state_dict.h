@@ -24,6 +24,8 @@ namespace paramd::core {
 
 struct StateDictInput {
   // Keys and tensors in the caller's order (the order of the OrderedDict being loaded).
+  // The model may take these tensors over instead of copying them (when dtype, device and
+  // layout already match), so the caller must not write them afterwards.
   std::vector<std::pair<std::string, Tensor>> entries;
   // `state_dict._metadata` (module prefix -> version), when the input carries one. A plain
   // dict (safetensors, a hand-built mapping) has none, and then BatchNorm never reports a

@@ -112,20 +112,41 @@ absl::StatusOr<uint64_t> Model::SetTensors(const std::vector<TensorWrite>& write
   return Write(if_version, [&](const std::shared_ptr<Module>& root) -> absl::StatusOr<Commit> {
     // One private copy per tensor object, so that two writes to a tensor (or to two tied
     // names) accumulate, and nothing published is touched before the commit.
-    std::vector<std::pair<std::shared_ptr<TensorSlot>, Tensor>> updates;
+    struct Update {
+      std::shared_ptr<TensorSlot> slot;
+      Tensor tensor;
+      bool owned;  // false: the caller's values, taken over as they are
+    };
+    std::vector<Update> updates;
     for (const TensorWrite& write : writes) {
       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<TensorSlot> slot, FindTensorSlot(root, write.key));
       auto it = std::find_if(updates.begin(), updates.end(),
-                             [&](const auto& update) { return update.first == slot; });
-      if (it == updates.end()) {
-        PARAMD_ASSIGN_OR_RETURN(Tensor copy, Clone(slot->data()));
-        updates.emplace_back(slot, std::move(copy));
-        it = std::prev(updates.end());
+                             [&](const Update& update) { return update.slot == slot; });
+      const Tensor& current = slot->data();
+      if (!write.region && write.values.shape() == current.shape() &&
+          write.values.dtype() == current.dtype() && write.values.is_contiguous() &&
+          write.values.device() == current.device()) {
+        // A whole-tensor write in the right dtype and layout: the values become the new
+        // storage as they are, with no copy.
+        if (it == updates.end()) {
+          updates.push_back({slot, write.values, false});
+        } else {
+          *it = {slot, write.values, false};
+        }
+        continue;
       }
-      PARAMD_RETURN_IF_ERROR(WriteInto(it->second, write));
+      if (it == updates.end()) {
+        PARAMD_ASSIGN_OR_RETURN(Tensor copy, Clone(current));
+        updates.push_back({slot, std::move(copy), true});
+        it = std::prev(updates.end());
+      } else if (!it->owned) {
+        PARAMD_ASSIGN_OR_RETURN(it->tensor, Clone(it->tensor));
+        it->owned = true;
+      }
+      PARAMD_RETURN_IF_ERROR(WriteInto(it->tensor, write));
     }
     return Commit([updates = std::move(updates)](uint64_t version) {
-      for (const auto& [slot, tensor] : updates) slot->set_data(tensor, version);
+      for (const Update& update : updates) update.slot->set_data(update.tensor, version);
     });
   });
 }

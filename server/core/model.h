@@ -66,7 +66,9 @@ class Model {
                                      const Tensor& values, std::optional<uint64_t> if_version);
 
   // Several SetTensor writes applied all-or-nothing in one new version, in order (a later
-  // write to the same tensor, or to a tied name, sees the earlier one).
+  // write to the same tensor, or to a tied name, sees the earlier one). A whole-tensor write
+  // whose values already have the tensor's dtype and layout takes those values over without
+  // a copy: callers must not write them afterwards.
   struct TensorWrite {
     std::string key;
     std::optional<Region> region;

@@ -7,6 +7,7 @@
 #include "server/core/traversal.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
+#include "server/service/tensor_stream.h"
 
 namespace paramd::service {
 namespace {
@@ -15,50 +16,36 @@ std::optional<uint64_t> IfVersion(uint64_t value) {
   return value == 0 ? std::nullopt : std::optional<uint64_t>(value);
 }
 
-// One tensor to stream: its name, the tensor of the pinned version, and header extras.
-struct OutgoingTensor {
-  std::string name;
-  core::Tensor tensor;
-  bool is_parameter = false;
-  bool requires_grad = false;
-  uint64_t version = 0;
-  std::vector<std::string> tied_with;
-};
-
 absl::Status Cancelled() {
   return absl::CancelledError("the client went away before the stream finished");
 }
 
-// Streams a start frame then every tensor (header, then chunks unless metadata only).
-absl::Status SendTensors(grpc::ServerWriter<v1::TensorFrame>* writer, const v1::StreamStart& start,
-                         const std::vector<OutgoingTensor>& tensors, bool with_data,
-                         v1::DType wire_dtype) {
-  v1::TensorFrame frame;
-  *frame.mutable_start() = start;
-  if (!writer->Write(frame)) return Cancelled();
-  for (const OutgoingTensor& item : tensors) {
-    core::Tensor wire = item.tensor;
-    if (with_data) {
-      PARAMD_ASSIGN_OR_RETURN(wire, PrepareForWire(item.tensor, wire_dtype));
-    }
-    v1::TensorHeader* header = frame.mutable_header();
-    header->Clear();
-    header->set_name(item.name);
-    FillMeta(item.tensor, header->mutable_meta());
-    header->mutable_meta()->set_dtype(ToProtoDType(wire.dtype()));
-    header->mutable_meta()->set_is_parameter(item.is_parameter);
-    header->mutable_meta()->set_requires_grad(item.requires_grad);
-    header->mutable_meta()->set_version(item.version);
-    for (const std::string& other : item.tied_with) header->add_tied_with(other);
-    if (!writer->Write(frame)) return Cancelled();
-    if (!with_data) continue;
-    v1::TensorChunk* chunk = frame.mutable_chunk();
-    const bool sent = EmitChunks(wire, chunk, [&](const v1::TensorChunk&) {
-      return writer->Write(frame);
-    });
-    if (!sent) return Cancelled();
+// What a read stream sends: a start frame and the tensors of one pinned version.
+struct PreparedRead {
+  v1::StreamStart start;
+  std::vector<OutgoingTensor> tensors;
+  bool with_data = true;
+  v1::DType wire_dtype = v1::DTYPE_UNSPECIFIED;
+};
+
+// Parses the request, pins the read with `prepare`, and streams it; any failure before
+// the first byte finishes the stream with that status.
+template <typename Request, typename Prepare>
+grpc::ServerWriteReactor<grpc::ByteBuffer>* StreamRead(const grpc::ByteBuffer* raw,
+                                                       Prepare&& prepare) {
+  absl::StatusOr<PreparedRead> read;
+  grpc::Status guarded = Guard([&]() -> absl::Status {
+    Request request;
+    PARAMD_RETURN_IF_ERROR(Parse(*raw, &request));
+    read = prepare(request);
+    return read.status();
+  });
+  if (!guarded.ok()) {
+    return new TensorStreamReactor(
+        absl::Status(static_cast<absl::StatusCode>(guarded.error_code()), guarded.error_message()));
   }
-  return absl::OkStatus();
+  return new TensorStreamReactor(std::move(read->start), std::move(read->tensors),
+                                 read->with_data, read->wire_dtype);
 }
 
 bool RequiresGrad(const core::TensorSlot& slot) {
@@ -125,75 +112,76 @@ void LogWrite(absl::string_view action, absl::string_view model, const absl::Sta
 
 }  // namespace
 
-grpc::Status ParametersService::StateDict(grpc::ServerContext*, const v1::StateDictRequest* request,
-                                          grpc::ServerWriter<v1::TensorFrame>* writer) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-    v1::StreamStart start;
-    start.set_model(model->name());
-    std::vector<OutgoingTensor> tensors;
-    model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
-      start.set_version(version);
-      core::StateDict sd = core::GetStateDict(*root, request->prefix());
-      for (const auto& [path, module_version] : sd.metadata) {
-        (*start.mutable_metadata())[path] = module_version;
-      }
-      absl::flat_hash_map<const core::TensorSlot*, std::vector<std::string>> names;
-      for (const auto& entry : sd.entries) names[entry.slot.get()].push_back(entry.name);
-      for (auto& entry : sd.entries) {
-        OutgoingTensor item{entry.name, entry.tensor, entry.is_parameter,
-                            RequiresGrad(*entry.slot), entry.slot->version(), {}};
-        for (const std::string& other : names[entry.slot.get()]) {
-          if (other != entry.name) item.tied_with.push_back(other);
-        }
-        tensors.push_back(std::move(item));
-      }
-    });
-    return SendTensors(writer, start, tensors, !request->metadata_only(), request->wire_dtype());
-  });
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+  return StreamRead<v1::StateDictRequest>(
+      raw, [&](const v1::StateDictRequest& request) -> absl::StatusOr<PreparedRead> {
+        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
+        PreparedRead read;
+        read.start.set_model(model->name());
+        read.with_data = !request.metadata_only();
+        read.wire_dtype = request.wire_dtype();
+        model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+          read.start.set_version(version);
+          core::StateDict sd = core::GetStateDict(*root, request.prefix());
+          for (const auto& [path, module_version] : sd.metadata) {
+            (*read.start.mutable_metadata())[path] = module_version;
+          }
+          absl::flat_hash_map<const core::TensorSlot*, std::vector<std::string>> names;
+          for (const auto& entry : sd.entries) names[entry.slot.get()].push_back(entry.name);
+          for (auto& entry : sd.entries) {
+            OutgoingTensor item{entry.name, entry.tensor, entry.is_parameter,
+                                RequiresGrad(*entry.slot), entry.slot->version(), {}};
+            for (const std::string& other : names[entry.slot.get()]) {
+              if (other != entry.name) item.tied_with.push_back(other);
+            }
+            read.tensors.push_back(std::move(item));
+          }
+        });
+        return read;
+      });
 }
 
-grpc::Status ParametersService::NamedTensors(grpc::ServerContext*,
-                                             const v1::NamedTensorsRequest* request,
-                                             grpc::ServerWriter<v1::TensorFrame>* writer,
-                                             bool parameters) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-    v1::StreamStart start;
-    start.set_model(model->name());
-    std::vector<OutgoingTensor> tensors;
-    model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
-      start.set_version(version);
-      const bool recurse = !request->no_recurse();
-      const bool dedup = !request->keep_duplicates();
-      auto add = [&](const std::string& name, const core::TensorSlot& slot, bool is_parameter) {
-        tensors.push_back(
-            {name, slot.data(), is_parameter, RequiresGrad(slot), slot.version(), {}});
-      };
-      if (parameters) {
-        for (const auto& [name, p] : core::NamedParameters(root, request->prefix(), recurse, dedup)) {
-          add(name, *p, true);
-        }
-      } else {
-        for (const auto& [name, b] : core::NamedBuffers(root, request->prefix(), recurse, dedup)) {
-          add(name, *b, false);
-        }
-      }
-    });
-    return SendTensors(writer, start, tensors, request->with_data(), request->wire_dtype());
-  });
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedTensors(
+    const grpc::ByteBuffer* raw, bool parameters) {
+  return StreamRead<v1::NamedTensorsRequest>(
+      raw, [&](const v1::NamedTensorsRequest& request) -> absl::StatusOr<PreparedRead> {
+        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
+        PreparedRead read;
+        read.start.set_model(model->name());
+        read.with_data = request.with_data();
+        read.wire_dtype = request.wire_dtype();
+        model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+          read.start.set_version(version);
+          const bool recurse = !request.no_recurse();
+          const bool dedup = !request.keep_duplicates();
+          auto add = [&](const std::string& name, const core::TensorSlot& slot, bool is_parameter) {
+            read.tensors.push_back(
+                {name, slot.data(), is_parameter, RequiresGrad(slot), slot.version(), {}});
+          };
+          if (parameters) {
+            for (const auto& [name, p] :
+                 core::NamedParameters(root, request.prefix(), recurse, dedup)) {
+              add(name, *p, true);
+            }
+          } else {
+            for (const auto& [name, b] : core::NamedBuffers(root, request.prefix(), recurse, dedup)) {
+              add(name, *b, false);
+            }
+          }
+        });
+        return read;
+      });
 }
 
-grpc::Status ParametersService::NamedParameters(grpc::ServerContext* context,
-                                                const v1::NamedTensorsRequest* request,
-                                                grpc::ServerWriter<v1::TensorFrame>* writer) {
-  return NamedTensors(context, request, writer, /*parameters=*/true);
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedParameters(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+  return NamedTensors(raw, /*parameters=*/true);
 }
 
-grpc::Status ParametersService::NamedBuffers(grpc::ServerContext* context,
-                                             const v1::NamedTensorsRequest* request,
-                                             grpc::ServerWriter<v1::TensorFrame>* writer) {
-  return NamedTensors(context, request, writer, /*parameters=*/false);
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedBuffers(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+  return NamedTensors(raw, /*parameters=*/false);
 }
 
 grpc::Status ParametersService::NamedModules(grpc::ServerContext*,
@@ -224,30 +212,33 @@ grpc::Status ParametersService::NamedModules(grpc::ServerContext*,
   });
 }
 
-grpc::Status ParametersService::GetTensor(grpc::ServerContext*, const v1::GetTensorRequest* request,
-                                          grpc::ServerWriter<v1::TensorFrame>* writer) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-    v1::StreamStart start;
-    start.set_model(model->name());
-    // Find the slot and copy its tensor out under one read, so both belong to the version
-    // announced in `start`.
-    absl::StatusOr<OutgoingTensor> item = model->Read(
-        [&](const std::shared_ptr<core::Module>& root, uint64_t version)
-            -> absl::StatusOr<OutgoingTensor> {
-          start.set_version(version);
-          PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::TensorSlot> slot,
-                                  core::FindTensorSlot(root, request->name()));
-          return OutgoingTensor{request->name(), slot->data(),
-                                dynamic_cast<const core::Parameter*>(slot.get()) != nullptr,
-                                RequiresGrad(*slot), slot->version(), {}};
-        });
-    PARAMD_RETURN_IF_ERROR(item.status());
-    if (auto region = FromProtoRegion(request->region())) {
-      PARAMD_ASSIGN_OR_RETURN(item->tensor, item->tensor.Slice(*region));
-    }
-    return SendTensors(writer, start, {*item}, /*with_data=*/true, request->wire_dtype());
-  });
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::GetTensor(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+  return StreamRead<v1::GetTensorRequest>(
+      raw, [&](const v1::GetTensorRequest& request) -> absl::StatusOr<PreparedRead> {
+        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
+        PreparedRead read;
+        read.start.set_model(model->name());
+        read.wire_dtype = request.wire_dtype();
+        // Find the slot and copy its tensor out under one read, so both belong to the
+        // version announced in `start`.
+        absl::StatusOr<OutgoingTensor> item = model->Read(
+            [&](const std::shared_ptr<core::Module>& root, uint64_t version)
+                -> absl::StatusOr<OutgoingTensor> {
+              read.start.set_version(version);
+              PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::TensorSlot> slot,
+                                      core::FindTensorSlot(root, request.name()));
+              return OutgoingTensor{request.name(), slot->data(),
+                                    dynamic_cast<const core::Parameter*>(slot.get()) != nullptr,
+                                    RequiresGrad(*slot), slot->version(), {}};
+            });
+        PARAMD_RETURN_IF_ERROR(item.status());
+        if (auto region = FromProtoRegion(request.region())) {
+          PARAMD_ASSIGN_OR_RETURN(item->tensor, item->tensor.Slice(*region));
+        }
+        read.tensors.push_back(*std::move(item));
+        return read;
+      });
 }
 
 grpc::Status ParametersService::SetTensorsImpl(grpc::ServerContext* context,

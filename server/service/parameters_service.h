@@ -5,23 +5,31 @@
 
 #include "paramd/v1/parameters.grpc.pb.h"
 #include "server/core/registry.h"
+#include "server/service/tensor_stream.h"
 
 namespace paramd::service {
 
-class ParametersService final : public v1::Parameters::Service {
+// The tensor-streaming reads are raw callback methods so that tensor bytes go onto the wire
+// from the storage itself (tensor_stream.h); the rest use the generated sync handlers.
+using ParametersServiceBase = v1::Parameters::WithRawCallbackMethod_StateDict<
+    v1::Parameters::WithRawCallbackMethod_NamedParameters<
+        v1::Parameters::WithRawCallbackMethod_NamedBuffers<
+            v1::Parameters::WithRawCallbackMethod_GetTensor<v1::Parameters::Service>>>>;
+
+class ParametersService final : public ParametersServiceBase {
  public:
   explicit ParametersService(core::ModelRegistry* registry) : registry_(registry) {}
 
-  grpc::Status StateDict(grpc::ServerContext* context, const v1::StateDictRequest* request,
-                         grpc::ServerWriter<v1::TensorFrame>* writer) override;
-  grpc::Status NamedParameters(grpc::ServerContext* context, const v1::NamedTensorsRequest* request,
-                               grpc::ServerWriter<v1::TensorFrame>* writer) override;
-  grpc::Status NamedBuffers(grpc::ServerContext* context, const v1::NamedTensorsRequest* request,
-                            grpc::ServerWriter<v1::TensorFrame>* writer) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* StateDict(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* NamedParameters(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* NamedBuffers(grpc::CallbackServerContext* context,
+                                                           const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GetTensor(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request) override;
   grpc::Status NamedModules(grpc::ServerContext* context, const v1::NamedModulesRequest* request,
                             v1::NamedModulesResponse* response) override;
-  grpc::Status GetTensor(grpc::ServerContext* context, const v1::GetTensorRequest* request,
-                         grpc::ServerWriter<v1::TensorFrame>* writer) override;
   grpc::Status SetTensor(grpc::ServerContext* context, grpc::ServerReader<v1::WriteFrame>* reader,
                          v1::WriteResponse* response) override;
   grpc::Status SetTensors(grpc::ServerContext* context, grpc::ServerReader<v1::WriteFrame>* reader,
@@ -45,8 +53,8 @@ class ParametersService final : public v1::Parameters::Service {
                               v1::WriteResponse* response, bool single);
   grpc::Status Register(grpc::ServerContext* context, grpc::ServerReader<v1::WriteFrame>* reader,
                         v1::WriteResponse* response, bool parameter);
-  grpc::Status NamedTensors(grpc::ServerContext* context, const v1::NamedTensorsRequest* request,
-                            grpc::ServerWriter<v1::TensorFrame>* writer, bool parameters);
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* NamedTensors(const grpc::ByteBuffer* request,
+                                                           bool parameters);
 
   core::ModelRegistry* registry_;  // not owned
 };

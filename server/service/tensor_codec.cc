@@ -45,19 +45,6 @@ void FillMeta(const core::Tensor& tensor, v1::TensorMeta* meta) {
   meta->set_device(tensor.device().ToString());
 }
 
-bool EmitChunks(const core::Tensor& tensor, v1::TensorChunk* scratch,
-                const std::function<bool(const v1::TensorChunk&)>& emit) {
-  const char* bytes = static_cast<const char*>(tensor.data());
-  const size_t total = tensor.nbytes();
-  for (size_t offset = 0; offset < total; offset += kChunkBytes) {
-    const size_t size = std::min(kChunkBytes, total - offset);
-    scratch->set_offset(offset);
-    scratch->mutable_data()->assign(bytes + offset, size);
-    if (!emit(*scratch)) return false;
-  }
-  return true;
-}
-
 absl::StatusOr<core::Tensor> PrepareForWire(const core::Tensor& tensor, v1::DType wire) {
   core::DType target = tensor.dtype();
   if (wire != v1::DTYPE_UNSPECIFIED && core::IsFloatingPoint(tensor.dtype())) {

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstddef>
-#include <functional>
 #include <optional>
 #include <string>
 
@@ -29,13 +28,8 @@ std::optional<core::Region> FromProtoRegion(const v1::Region& region);
 // Fills `meta` from a tensor's dtype, shape and device.
 void FillMeta(const core::Tensor& tensor, v1::TensorMeta* meta);
 
-// Sends `tensor`'s bytes as chunks through `emit`, which returns false when the peer has
-// gone (then sending stops). `tensor` must be contiguous and on the CPU.
-bool EmitChunks(const core::Tensor& tensor, v1::TensorChunk* scratch,
-                const std::function<bool(const v1::TensorChunk&)>& emit);
-
 // Casts a floating tensor to `wire` (unset or integral tensors go as they are) and makes it
-// contiguous, ready for EmitChunks.
+// contiguous, ready to stream.
 absl::StatusOr<core::Tensor> PrepareForWire(const core::Tensor& tensor, v1::DType wire);
 
 // Assembles incoming tensors: Begin with a header, Add each chunk, then Finish.

@@ -58,3 +58,43 @@ TEST(BackendRegistryTest, CpuBackendIsAlwaysThere) {
 
 }  // namespace
 }  // namespace paramd::kernels
+
+namespace paramd::kernels {
+namespace {
+
+TEST(CpuBackendCacheTest, FreedLargeBlocksAreReusedAndSmallOnesAreNot) {
+  CpuBackend backend;
+  auto big = backend.Allocate(3 << 20);
+  ASSERT_TRUE(big.ok());
+  void* address = *big;
+  backend.Free(address, 3 << 20);
+  EXPECT_EQ(backend.bytes_in_use(), 0u);
+  EXPECT_EQ(backend.bytes_cached(), size_t{3} << 20);
+  auto again = backend.Allocate((3 << 20) - 100);  // same size class
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, address);
+  EXPECT_EQ(backend.bytes_cached(), 0u);
+  backend.Free(*again, (3 << 20) - 100);
+  auto small = backend.Allocate(4096);
+  backend.Free(*small, 4096);
+  EXPECT_EQ(backend.bytes_cached(), size_t{3} << 20);
+  backend.EmptyCache();
+  EXPECT_EQ(backend.bytes_cached(), 0u);
+}
+
+TEST(CpuBackendCacheTest, CacheStaysUnderAQuarterOfTheLimitAndGivesWayToAllocations) {
+  CpuBackend backend;
+  backend.SetMemoryLimit(16 << 20);
+  auto a = backend.Allocate(3 << 20);
+  auto b = backend.Allocate(3 << 20);
+  backend.Free(*a, 3 << 20);
+  backend.Free(*b, 3 << 20);
+  EXPECT_LE(backend.bytes_cached(), size_t{4} << 20);  // a quarter of 16 MiB
+  auto c = backend.Allocate(15 << 20);  // fits only once the cache is gone
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(backend.bytes_cached(), 0u);
+  backend.Free(*c, 15 << 20);
+}
+
+}  // namespace
+}  // namespace paramd::kernels

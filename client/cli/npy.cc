@@ -1,0 +1,887 @@
+#include "client/cli/npy.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "server/common/status_macros.h"
+#include "server/core/half.h"
+
+namespace paramd::cli {
+namespace {
+
+using paramd::client::DType;
+using paramd::client::HostTensor;
+
+constexpr absl::string_view kNpyMagic = "\x93NUMPY";
+// np.lib.format: headers are padded so that the data starts on a 64-byte boundary, and
+// carry spare spaces for the first axis to grow to 21 digits.
+constexpr size_t kArrayAlign = 64;
+constexpr size_t kGrowthAxisMaxDigits = 21;
+
+// ---------------------------------------------------------------------------------------
+// Little-endian byte access.
+
+uint64_t LoadLE(const char* p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  }
+  return v;
+}
+
+void AppendLE(std::string* out, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+// ---------------------------------------------------------------------------------------
+// dtypes.
+
+size_t ElementBytes(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat64:
+    case DType::kInt64:
+      return 8;
+    case DType::kFloat32:
+    case DType::kInt32:
+      return 4;
+    case DType::kFloat16:
+    case DType::kBFloat16:
+    case DType::kInt16:
+      return 2;
+    case DType::kInt8:
+    case DType::kUInt8:
+    case DType::kBool:
+      return 1;
+  }
+  return 1;
+}
+
+// The descr np.save writes for `dtype` (bfloat16 is written as float32).
+absl::string_view Descr(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+    case DType::kBFloat16:
+      return "<f4";
+    case DType::kFloat64:
+      return "<f8";
+    case DType::kFloat16:
+      return "<f2";
+    case DType::kInt64:
+      return "<i8";
+    case DType::kInt32:
+      return "<i4";
+    case DType::kInt16:
+      return "<i2";
+    case DType::kInt8:
+      return "|i1";
+    case DType::kUInt8:
+      return "|u1";
+    case DType::kBool:
+      return "|b1";
+  }
+  return "";
+}
+
+struct ParsedDescr {
+  DType dtype;
+  bool big_endian;
+};
+
+absl::StatusOr<ParsedDescr> ParseDescr(absl::string_view descr, absl::string_view source) {
+  auto unsupported = [&]() {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": NumPy dtype '", descr,
+        "' is not supported; use float16, float32, float64, int8, int16, int32, int64, "
+        "uint8 or bool (convert with arr.astype(...) before saving)"));
+  };
+  if (descr.size() < 2) return unsupported();
+  const char order = descr[0];
+  if (order != '<' && order != '>' && order != '|' && order != '=') return unsupported();
+  const absl::string_view type = descr.substr(1);
+  DType dtype;
+  if (type == "f2") {
+    dtype = DType::kFloat16;
+  } else if (type == "f4") {
+    dtype = DType::kFloat32;
+  } else if (type == "f8") {
+    dtype = DType::kFloat64;
+  } else if (type == "i1") {
+    dtype = DType::kInt8;
+  } else if (type == "i2") {
+    dtype = DType::kInt16;
+  } else if (type == "i4") {
+    dtype = DType::kInt32;
+  } else if (type == "i8") {
+    dtype = DType::kInt64;
+  } else if (type == "u1") {
+    dtype = DType::kUInt8;
+  } else if (type == "b1") {
+    dtype = DType::kBool;
+  } else {
+    return unsupported();
+  }
+  // '|' (no byte order) only makes sense for one-byte types.
+  if (order == '|' && ElementBytes(dtype) != 1) return unsupported();
+  // '=' is the writer's native order; every platform paramd runs on is little-endian.
+  return ParsedDescr{dtype, order == '>'};
+}
+
+// ---------------------------------------------------------------------------------------
+// The header: a Python dict literal such as
+//   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
+// parsed strictly (exactly these three keys, each once) but with Python's freedom in
+// whitespace, quotes and trailing commas.
+
+struct Header {
+  std::string descr;
+  bool fortran_order = false;
+  std::vector<int64_t> shape;
+};
+
+class HeaderParser {
+ public:
+  HeaderParser(absl::string_view text, absl::string_view source, bool allow_long_suffix)
+      : text_(text), source_(source), allow_long_suffix_(allow_long_suffix) {}
+
+  absl::StatusOr<Header> Parse() {
+    Header header;
+    bool seen_descr = false, seen_fortran = false, seen_shape = false;
+    SkipSpace();
+    PARAMD_RETURN_IF_ERROR(Expect('{'));
+    SkipSpace();
+    while (!Peek('}')) {
+      PARAMD_ASSIGN_OR_RETURN(std::string key, ParseString());
+      SkipSpace();
+      PARAMD_RETURN_IF_ERROR(Expect(':'));
+      SkipSpace();
+      if (key == "descr") {
+        if (seen_descr) return Error("duplicate key 'descr'");
+        seen_descr = true;
+        if (Peek('[')) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(source_, ": structured NumPy dtypes are not supported"));
+        }
+        PARAMD_ASSIGN_OR_RETURN(header.descr, ParseString());
+      } else if (key == "fortran_order") {
+        if (seen_fortran) return Error("duplicate key 'fortran_order'");
+        seen_fortran = true;
+        PARAMD_ASSIGN_OR_RETURN(header.fortran_order, ParseBool());
+      } else if (key == "shape") {
+        if (seen_shape) return Error("duplicate key 'shape'");
+        seen_shape = true;
+        PARAMD_ASSIGN_OR_RETURN(header.shape, ParseShape());
+      } else {
+        return Error(absl::StrCat("unexpected key '", key, "'"));
+      }
+      SkipSpace();
+      if (Peek(',')) {
+        ++pos_;
+        SkipSpace();
+      } else if (!Peek('}')) {
+        return Error("expected ',' or '}'");
+      }
+    }
+    ++pos_;  // '}'
+    SkipSpace();
+    if (pos_ != text_.size()) return Error("unexpected text after '}'");
+    if (!seen_descr || !seen_fortran || !seen_shape) {
+      return Error("the keys must be exactly 'descr', 'fortran_order' and 'shape'");
+    }
+    return header;
+  }
+
+ private:
+  absl::Status Error(absl::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_, ": malformed .npy header at offset ", pos_, ": ", what,
+                     " (header: ", absl::StripTrailingAsciiWhitespace(text_.substr(0, 200)),
+                     ")"));
+  }
+
+  void SkipSpace() {
+    while (pos_ < text_.size() &&
+           (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' ||
+            text_[pos_] == '\r')) {
+      ++pos_;
+    }
+  }
+
+  bool Peek(char c) const { return pos_ < text_.size() && text_[pos_] == c; }
+
+  absl::Status Expect(char c) {
+    if (!Peek(c)) return Error(absl::StrCat("expected '", absl::string_view(&c, 1), "'"));
+    ++pos_;
+    return absl::OkStatus();
+  }
+
+  // A quoted string without escapes: every value np.save writes is one.
+  absl::StatusOr<std::string> ParseString() {
+    if (!Peek('\'') && !Peek('"')) return Error("expected a quoted string");
+    const char quote = text_[pos_++];
+    const size_t start = pos_;
+    while (pos_ < text_.size() && text_[pos_] != quote) {
+      if (text_[pos_] == '\\' || text_[pos_] == '\n') return Error("unsupported string escape");
+      ++pos_;
+    }
+    if (pos_ == text_.size()) return Error("unterminated string");
+    std::string value(text_.substr(start, pos_ - start));
+    ++pos_;
+    return value;
+  }
+
+  absl::StatusOr<bool> ParseBool() {
+    if (absl::StartsWith(text_.substr(pos_), "True")) {
+      pos_ += 4;
+      return true;
+    }
+    if (absl::StartsWith(text_.substr(pos_), "False")) {
+      pos_ += 5;
+      return false;
+    }
+    return Error("expected True or False");
+  }
+
+  // A Python tuple of non-negative ints: "()", "(3,)", "(2, 3)", "(2, 3,)".
+  absl::StatusOr<std::vector<int64_t>> ParseShape() {
+    PARAMD_RETURN_IF_ERROR(Expect('('));
+    SkipSpace();
+    std::vector<int64_t> shape;
+    bool trailing_comma = false;
+    while (!Peek(')')) {
+      PARAMD_ASSIGN_OR_RETURN(int64_t dim, ParseDim());
+      shape.push_back(dim);
+      SkipSpace();
+      trailing_comma = false;
+      if (Peek(',')) {
+        ++pos_;
+        trailing_comma = true;
+        SkipSpace();
+      } else if (!Peek(')')) {
+        return Error("expected ',' or ')' in shape");
+      }
+    }
+    ++pos_;  // ')'
+    // "(3)" is the int 3 in Python, not a tuple.
+    if (shape.size() == 1 && !trailing_comma) return Error("shape is not a tuple");
+    return shape;
+  }
+
+  absl::StatusOr<int64_t> ParseDim() {
+    const size_t start = pos_;
+    while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
+    const absl::string_view digits = text_.substr(start, pos_ - start);
+    if (digits.empty()) return Error("expected a non-negative integer in shape");
+    if (digits.size() > 1 && digits[0] == '0') return Error("integer with a leading zero");
+    if (digits.size() > 18) return Error("dimension too large");
+    int64_t value = 0;
+    for (char c : digits) value = value * 10 + (c - '0');
+    // Python 2 wrote longs as "3L"; NumPy still reads those in 1.0 and 2.0 files.
+    if (allow_long_suffix_ && Peek('L')) ++pos_;
+    return value;
+  }
+
+  absl::string_view text_;
+  absl::string_view source_;
+  bool allow_long_suffix_;
+  size_t pos_ = 0;
+};
+
+absl::StatusOr<int64_t> CheckedNumel(const std::vector<int64_t>& shape, size_t element_bytes,
+                                     absl::string_view source) {
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    if (d < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": negative dimension in shape (",
+                                                     absl::StrJoin(shape, ", "), ")"));
+    }
+    if (d != 0 && numel > INT64_MAX / static_cast<int64_t>(element_bytes) / d) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": shape (",
+                                                     absl::StrJoin(shape, ", "),
+                                                     ") is too large"));
+    }
+    numel *= d;
+  }
+  return numel;
+}
+
+std::string ShapeRepr(const std::vector<int64_t>& shape) {
+  if (shape.size() == 1) return absl::StrCat("(", shape[0], ",)");
+  return absl::StrCat("(", absl::StrJoin(shape, ", "), ")");
+}
+
+// Reorders `data` (Fortran order: first index fastest) into C order.
+std::string FortranToC(const std::string& data, const std::vector<int64_t>& shape,
+                       size_t element_bytes) {
+  const size_t rank = shape.size();
+  const int64_t numel = static_cast<int64_t>(data.size() / element_bytes);
+  if (rank < 2 || numel == 0) return data;
+  std::vector<int64_t> f_strides(rank);
+  int64_t stride = 1;
+  for (size_t d = 0; d < rank; ++d) {
+    f_strides[d] = stride;
+    stride *= shape[d];
+  }
+  std::string out(data.size(), '\0');
+  std::vector<int64_t> index(rank, 0);
+  int64_t source = 0;  // Fortran offset of `index`
+  for (int64_t c = 0; c < numel; ++c) {
+    std::memcpy(&out[c * element_bytes], &data[source * element_bytes], element_bytes);
+    // Advance the C-order multi-index (last dimension fastest).
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < shape[d]) {
+        source += f_strides[d];
+        break;
+      }
+      source -= (shape[d] - 1) * f_strides[d];
+      index[d] = 0;
+    }
+  }
+  return out;
+}
+
+struct FileCloser {
+  void operator()(FILE* file) const { std::fclose(file); }
+};
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::unique_ptr<FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
+  if (file == nullptr) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open '", path, "'"));
+  std::string bytes;
+  char buffer[1 << 16];
+  while (true) {
+    const size_t n = std::fread(buffer, 1, sizeof(buffer), file.get());
+    bytes.append(buffer, n);
+    if (n < sizeof(buffer)) break;
+  }
+  if (std::ferror(file.get())) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
+  }
+  return bytes;
+}
+
+absl::Status WriteFile(const std::string& path, absl::string_view bytes) {
+  FILE* file = std::fopen(path.c_str(), "wb");
+  if (file == nullptr) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot create '", path, "'"));
+  }
+  const size_t written = std::fwrite(bytes.data(), 1, bytes.size(), file);
+  const int write_errno = errno;
+  if (written != bytes.size()) {
+    std::fclose(file);
+    return absl::ErrnoToStatus(write_errno, absl::StrCat("cannot write '", path, "'"));
+  }
+  if (std::fclose(file) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path, "'"));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// ZIP (PKWARE APPNOTE 6.3): just what .npz needs.
+
+constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
+constexpr uint32_t kCentralHeaderSignature = 0x02014b50;
+constexpr uint32_t kEndOfCentralDirSignature = 0x06054b50;
+constexpr uint32_t kZip64EndOfCentralDirSignature = 0x06064b50;
+constexpr uint32_t kZip64LocatorSignature = 0x07064b50;
+constexpr size_t kLocalHeaderSize = 30;
+constexpr size_t kCentralHeaderSize = 46;
+constexpr size_t kEndOfCentralDirSize = 22;
+constexpr size_t kZip64EndOfCentralDirSize = 56;
+constexpr size_t kZip64LocatorSize = 20;
+constexpr uint16_t kZip64ExtraId = 0x0001;
+constexpr uint16_t kMethodStored = 0;
+constexpr uint16_t kMethodDeflated = 8;
+constexpr uint16_t kDosDate1980 = (0 << 9) | (1 << 5) | 1;  // 1980-01-01, as ZipInfo's default
+
+uint32_t Crc32(absl::string_view bytes) {
+  return static_cast<uint32_t>(
+      crc32_z(crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
+}
+
+absl::StatusOr<std::string> Inflate(absl::string_view compressed, uint64_t size,
+                                    absl::string_view source) {
+  auto corrupt = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": corrupt deflate data: ", what));
+  };
+  // Deflate cannot expand data more than 1032:1; a larger recorded size is a lie, and
+  // believing it would allocate up to 16 EiB.
+  if (size / 1032 > compressed.size() + 1) {
+    return corrupt(absl::StrCat("recorded size ", size, " is impossible for ",
+                                compressed.size(), " compressed bytes"));
+  }
+  std::string out(size, '\0');
+  z_stream stream;
+  std::memset(&stream, 0, sizeof(stream));
+  if (inflateInit2(&stream, -MAX_WBITS) != Z_OK) {
+    return absl::ResourceExhaustedError(absl::StrCat(source, ": cannot start zlib inflate"));
+  }
+  // zlib counts in uInt, so feed both buffers in chunks of at most UINT_MAX bytes.
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  size_t in_left = compressed.size();
+  size_t out_left = out.size();
+  int rc = Z_OK;
+  do {
+    if (stream.avail_in == 0) {
+      stream.avail_in = static_cast<uInt>(std::min<size_t>(in_left, UINT_MAX));
+      in_left -= stream.avail_in;
+    }
+    if (stream.avail_out == 0) {
+      stream.avail_out = static_cast<uInt>(std::min<size_t>(out_left, UINT_MAX));
+      out_left -= stream.avail_out;
+    }
+    rc = inflate(&stream, Z_NO_FLUSH);
+  } while (rc == Z_OK);
+  const size_t produced = out.size() - out_left - stream.avail_out;
+  const std::string message = stream.msg != nullptr ? stream.msg : "inflate failed";
+  inflateEnd(&stream);
+  if (rc == Z_BUF_ERROR) {
+    // No progress was possible: the input ran out, or the output is full.
+    return corrupt(produced == out.size() ? "more data than the recorded size"
+                                          : "the stream ends early");
+  }
+  if (rc != Z_STREAM_END) return corrupt(message);
+  if (produced != out.size()) return corrupt("less data than the recorded size");
+  return out;
+}
+
+struct ZipEntry {
+  std::string name;
+  uint16_t flags = 0;
+  uint16_t method = 0;
+  uint32_t crc = 0;
+  uint64_t compressed_size = 0;
+  uint64_t size = 0;
+  uint64_t local_header_offset = 0;
+};
+
+class ZipReader {
+ public:
+  ZipReader(absl::string_view bytes, absl::string_view source) : bytes_(bytes), source_(source) {}
+
+  absl::StatusOr<std::vector<ZipEntry>> Entries() {
+    PARAMD_RETURN_IF_ERROR(ReadEndOfCentralDirectory());
+    std::vector<ZipEntry> entries;
+    uint64_t pos = cd_offset_;
+    const uint64_t end = cd_offset_ + cd_size_;
+    for (uint64_t i = 0; i < entry_count_; ++i) {
+      if (pos + kCentralHeaderSize > end) return Corrupt("central directory is truncated");
+      const char* p = bytes_.data() + pos;
+      if (LoadLE(p, 4) != kCentralHeaderSignature) {
+        return Corrupt(absl::StrCat("bad central directory entry signature at offset ", pos));
+      }
+      ZipEntry entry;
+      entry.flags = static_cast<uint16_t>(LoadLE(p + 8, 2));
+      entry.method = static_cast<uint16_t>(LoadLE(p + 10, 2));
+      entry.crc = static_cast<uint32_t>(LoadLE(p + 16, 4));
+      entry.compressed_size = LoadLE(p + 20, 4);
+      entry.size = LoadLE(p + 24, 4);
+      const size_t name_len = LoadLE(p + 28, 2);
+      const size_t extra_len = LoadLE(p + 30, 2);
+      const size_t comment_len = LoadLE(p + 32, 2);
+      const uint64_t disk = LoadLE(p + 34, 2);
+      entry.local_header_offset = LoadLE(p + 42, 4);
+      const uint64_t record = kCentralHeaderSize + name_len + extra_len + comment_len;
+      if (pos + record > end) return Corrupt("central directory is truncated");
+      entry.name.assign(p + kCentralHeaderSize, name_len);
+      PARAMD_RETURN_IF_ERROR(ApplyZip64Extra(
+          absl::string_view(p + kCentralHeaderSize + name_len, extra_len), disk, &entry));
+      entries.push_back(std::move(entry));
+      pos += record;
+    }
+    return entries;
+  }
+
+  // The uncompressed bytes of `entry`, CRC-checked.
+  absl::StatusOr<std::string> Extract(const ZipEntry& entry) {
+    const std::string where = absl::StrCat(source_, ": member '", entry.name, "'");
+    auto corrupt = [&](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", what));
+    };
+    if (entry.flags & 0x1) return corrupt("encrypted members are not supported");
+    if (entry.method != kMethodStored && entry.method != kMethodDeflated) {
+      return corrupt(absl::StrCat("compression method ", entry.method,
+                                  " is not supported (only stored and deflate, as np.savez "
+                                  "and np.savez_compressed write)"));
+    }
+    const uint64_t offset = entry.local_header_offset;
+    if (offset > cd_offset_ || cd_offset_ - offset < kLocalHeaderSize) {
+      return corrupt("local header lies outside the archive");
+    }
+    const char* p = bytes_.data() + offset;
+    if (LoadLE(p, 4) != kLocalHeaderSignature) return corrupt("bad local header signature");
+    const uint64_t name_len = LoadLE(p + 26, 2);
+    const uint64_t extra_len = LoadLE(p + 28, 2);
+    const uint64_t data_start = offset + kLocalHeaderSize + name_len + extra_len;
+    if (data_start > cd_offset_ || cd_offset_ - data_start < entry.compressed_size) {
+      return corrupt("data runs past the central directory (truncated archive?)");
+    }
+    if (absl::string_view(p + kLocalHeaderSize, name_len) != entry.name) {
+      return corrupt("local header names a different file");
+    }
+    const absl::string_view stored = bytes_.substr(data_start, entry.compressed_size);
+    std::string data;
+    if (entry.method == kMethodStored) {
+      if (entry.compressed_size != entry.size) return corrupt("stored sizes disagree");
+      data.assign(stored.data(), stored.size());
+    } else {
+      PARAMD_ASSIGN_OR_RETURN(data, Inflate(stored, entry.size, where));
+    }
+    if (Crc32(data) != entry.crc) return corrupt("CRC-32 mismatch (corrupt archive)");
+    return data;
+  }
+
+ private:
+  absl::Status Corrupt(absl::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_, ": not a valid .npz (ZIP) archive: ", what));
+  }
+
+  absl::Status ReadEndOfCentralDirectory() {
+    if (bytes_.size() < kEndOfCentralDirSize) return Corrupt("too short");
+    // The record is the last thing in the file but for a comment of up to 65535 bytes.
+    size_t eocd = std::string::npos;
+    const size_t lowest =
+        bytes_.size() > kEndOfCentralDirSize + 0xffff ? bytes_.size() - kEndOfCentralDirSize - 0xffff
+                                                      : 0;
+    for (size_t pos = bytes_.size() - kEndOfCentralDirSize + 1; pos-- > lowest;) {
+      const char* p = bytes_.data() + pos;
+      if (LoadLE(p, 4) == kEndOfCentralDirSignature &&
+          pos + kEndOfCentralDirSize + LoadLE(p + 20, 2) == bytes_.size()) {
+        eocd = pos;
+        break;
+      }
+    }
+    if (eocd == std::string::npos) return Corrupt("no end of central directory record");
+    const char* p = bytes_.data() + eocd;
+    if (LoadLE(p + 4, 2) != 0 || LoadLE(p + 6, 2) != 0) {
+      return Corrupt("multi-disk archives are not supported");
+    }
+    entry_count_ = LoadLE(p + 10, 2);
+    cd_size_ = LoadLE(p + 12, 4);
+    cd_offset_ = LoadLE(p + 16, 4);
+    uint64_t cd_end_limit = eocd;
+    if (entry_count_ == 0xffff || cd_size_ == 0xffffffff || cd_offset_ == 0xffffffff) {
+      if (eocd < kZip64LocatorSize) return Corrupt("missing ZIP64 end of central directory");
+      const char* locator = p - kZip64LocatorSize;
+      if (LoadLE(locator, 4) != kZip64LocatorSignature) {
+        return Corrupt("missing ZIP64 end of central directory locator");
+      }
+      const uint64_t record = LoadLE(locator + 8, 8);
+      if (record > eocd - kZip64LocatorSize ||
+          eocd - kZip64LocatorSize - record < kZip64EndOfCentralDirSize) {
+        return Corrupt("ZIP64 end of central directory lies outside the archive");
+      }
+      const char* z = bytes_.data() + record;
+      if (LoadLE(z, 4) != kZip64EndOfCentralDirSignature) {
+        return Corrupt("bad ZIP64 end of central directory signature");
+      }
+      entry_count_ = LoadLE(z + 32, 8);
+      cd_size_ = LoadLE(z + 40, 8);
+      cd_offset_ = LoadLE(z + 48, 8);
+      cd_end_limit = record;
+    }
+    if (cd_offset_ > cd_end_limit || cd_end_limit - cd_offset_ < cd_size_) {
+      return Corrupt("central directory lies outside the archive (truncated file?)");
+    }
+    if (entry_count_ > cd_size_ / kCentralHeaderSize) {
+      return Corrupt("entry count does not fit the central directory");
+    }
+    return absl::OkStatus();
+  }
+
+  // Replaces the 32-bit fields saturated at 0xffffffff with the ZIP64 extra field's values.
+  absl::Status ApplyZip64Extra(absl::string_view extra, uint64_t disk, ZipEntry* entry) {
+    const bool need = entry->size == 0xffffffff || entry->compressed_size == 0xffffffff ||
+                      entry->local_header_offset == 0xffffffff || disk == 0xffff;
+    while (extra.size() >= 4) {
+      const uint16_t id = static_cast<uint16_t>(LoadLE(extra.data(), 2));
+      const size_t len = LoadLE(extra.data() + 2, 2);
+      if (len > extra.size() - 4) return Corrupt("extra field runs past its entry");
+      absl::string_view field = extra.substr(4, len);
+      extra.remove_prefix(4 + len);
+      if (id != kZip64ExtraId || !need) continue;
+      for (uint64_t* value : {&entry->size, &entry->compressed_size, &entry->local_header_offset}) {
+        if (*value != 0xffffffff) continue;
+        if (field.size() < 8) return Corrupt("ZIP64 extra field is too short");
+        *value = LoadLE(field.data(), 8);
+        field.remove_prefix(8);
+      }
+      return absl::OkStatus();
+    }
+    if (need) return Corrupt(absl::StrCat("entry '", entry->name, "' lacks its ZIP64 sizes"));
+    return absl::OkStatus();
+  }
+
+  absl::string_view bytes_;
+  absl::string_view source_;
+  uint64_t entry_count_ = 0;
+  uint64_t cd_size_ = 0;
+  uint64_t cd_offset_ = 0;
+};
+
+bool IsAscii(absl::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
+}  // namespace
+
+absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view source) {
+  auto invalid = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+  };
+  if (bytes.size() < kNpyMagic.size() + 2 || bytes.substr(0, kNpyMagic.size()) != kNpyMagic) {
+    return invalid("not a .npy file (missing the \\x93NUMPY magic)");
+  }
+  const int major = static_cast<unsigned char>(bytes[6]);
+  const int minor = static_cast<unsigned char>(bytes[7]);
+  if (major < 1 || major > 3 || minor != 0) {
+    return invalid(absl::StrCat(".npy format version ", major, ".", minor,
+                                " is not supported (1.0, 2.0 and 3.0 are)"));
+  }
+  const size_t length_bytes = major == 1 ? 2 : 4;
+  const size_t prefix = 8 + length_bytes;
+  if (bytes.size() < prefix) return invalid("truncated in the header length");
+  const uint64_t header_len = LoadLE(bytes.data() + 8, length_bytes);
+  if (header_len > bytes.size() - prefix) {
+    return invalid(absl::StrCat("truncated in the header (", header_len, " bytes declared, ",
+                                bytes.size() - prefix, " present)"));
+  }
+  const absl::string_view header_text = bytes.substr(prefix, header_len);
+  PARAMD_ASSIGN_OR_RETURN(Header header,
+                          HeaderParser(header_text, source, major < 3).Parse());
+  PARAMD_ASSIGN_OR_RETURN(ParsedDescr descr, ParseDescr(header.descr, source));
+
+  const size_t element_bytes = ElementBytes(descr.dtype);
+  PARAMD_ASSIGN_OR_RETURN(int64_t numel, CheckedNumel(header.shape, element_bytes, source));
+  const uint64_t expected = static_cast<uint64_t>(numel) * element_bytes;
+  const absl::string_view data = bytes.substr(prefix + header_len);
+  if (data.size() != expected) {
+    return invalid(absl::StrCat(data.size() < expected ? "truncated data: " : "trailing data: ",
+                                "shape ", ShapeRepr(header.shape), " of '", header.descr,
+                                "' needs ", expected, " bytes after the header but ",
+                                data.size(), " are present"));
+  }
+
+  HostTensor t;
+  t.dtype = descr.dtype;
+  t.shape = header.shape;
+  t.data.assign(data.data(), data.size());
+  if (descr.big_endian && element_bytes > 1) {
+    for (size_t i = 0; i < t.data.size(); i += element_bytes) {
+      std::reverse(t.data.begin() + i, t.data.begin() + i + element_bytes);
+    }
+  }
+  if (t.dtype == DType::kBool) {
+    for (char& c : t.data) c = c != 0 ? 1 : 0;
+  }
+  if (header.fortran_order) t.data = FortranToC(t.data, t.shape, element_bytes);
+  return t;
+}
+
+absl::StatusOr<std::string> SerializeNpy(const HostTensor& tensor) {
+  PARAMD_ASSIGN_OR_RETURN(int64_t numel,
+                          CheckedNumel(tensor.shape, ElementBytes(tensor.dtype), "tensor"));
+  const size_t nbytes = static_cast<size_t>(numel) * ElementBytes(tensor.dtype);
+  if (tensor.data.size() != nbytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor of shape ", ShapeRepr(tensor.shape), " holds ", tensor.data.size(),
+                     " bytes; its dtype needs ", nbytes));
+  }
+
+  // np.lib.format._write_array_header: sorted keys, repr'd values, growth room, padding.
+  std::string header = absl::StrCat("{'descr': '", Descr(tensor.dtype),
+                                    "', 'fortran_order': False, 'shape': ",
+                                    ShapeRepr(tensor.shape), ", }");
+  if (!tensor.shape.empty()) {
+    const size_t digits = absl::StrCat(tensor.shape[0]).size();
+    header.append(kGrowthAxisMaxDigits - std::min(digits, kGrowthAxisMaxDigits), ' ');
+  }
+  int major = 1;
+  size_t length_bytes = 2;
+  size_t padded = 0;
+  for (; major <= 2; ++major, length_bytes = 4) {
+    const size_t prefix = kNpyMagic.size() + 2 + length_bytes;
+    const size_t hlen = header.size() + 1;  // with the final '\n'
+    padded = hlen + (kArrayAlign - (prefix + hlen) % kArrayAlign);
+    if (major == 2 || padded <= 0xffff) break;
+  }
+  header.append(padded - 1 - header.size(), ' ');
+  header.push_back('\n');
+
+  std::string out;
+  out.reserve(12 + header.size() + (tensor.dtype == DType::kBFloat16 ? 2 * nbytes : nbytes));
+  out.append(kNpyMagic.data(), kNpyMagic.size());
+  out.push_back(static_cast<char>(major));
+  out.push_back('\0');
+  AppendLE(&out, header.size(), length_bytes);
+  out.append(header);
+  if (tensor.dtype == DType::kBFloat16) {
+    // Widening is exact: a bfloat16 is the top half of a float32.
+    for (size_t i = 0; i < nbytes; i += 2) {
+      const float value =
+          core::BFloat16BitsToFloat(static_cast<uint16_t>(LoadLE(tensor.data.data() + i, 2)));
+      AppendLE(&out, std::bit_cast<uint32_t>(value), 4);
+    }
+  } else {
+    out.append(tensor.data);
+  }
+  return out;
+}
+
+absl::StatusOr<HostTensor> ReadNpy(const std::string& path) {
+  PARAMD_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  return ParseNpy(bytes, path);
+}
+
+absl::Status WriteNpy(const std::string& path, const HostTensor& tensor) {
+  absl::StatusOr<std::string> bytes = SerializeNpy(tensor);
+  if (!bytes.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot save '", path, "': ", bytes.status().message()));
+  }
+  return WriteFile(path, *bytes);
+}
+
+absl::StatusOr<NamedTensors> ParseNpz(absl::string_view bytes, absl::string_view source) {
+  ZipReader zip(bytes, source);
+  PARAMD_ASSIGN_OR_RETURN(std::vector<ZipEntry> entries, zip.Entries());
+  NamedTensors tensors;
+  std::set<std::string> names;
+  for (const ZipEntry& entry : entries) {
+    if (absl::EndsWith(entry.name, "/") && entry.size == 0) continue;  // a directory
+    PARAMD_ASSIGN_OR_RETURN(std::string member, zip.Extract(entry));
+    std::string name = entry.name;
+    if (absl::EndsWith(name, ".npy")) name.resize(name.size() - 4);
+    if (!names.insert(name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": more than one member is named '", name, "'"));
+    }
+    PARAMD_ASSIGN_OR_RETURN(HostTensor tensor,
+                            ParseNpy(member, absl::StrCat(source, ": member '", entry.name, "'")));
+    tensors.emplace_back(std::move(name), std::move(tensor));
+  }
+  return tensors;
+}
+
+absl::StatusOr<std::string> SerializeNpz(const NamedTensors& tensors) {
+  if (tensors.size() >= 0xffff) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        tensors.size(), " tensors are too many for one .npz (at most 65534 without ZIP64)"));
+  }
+  std::string archive;
+  std::string central;
+  std::set<std::string> names;
+  for (const auto& [name, tensor] : tensors) {
+    if (name.empty() || name.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("an .npz member name must be non-empty and hold no NUL");
+    }
+    if (!names.insert(name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the name '", name, "' appears twice; .npz member names must be unique"));
+    }
+    const std::string file_name = name + ".npy";
+    if (file_name.size() > 0xffff) {
+      return absl::InvalidArgumentError(absl::StrCat("the name '", name.substr(0, 64),
+                                                     "...' is too long for a ZIP member"));
+    }
+    absl::StatusOr<std::string> data = SerializeNpy(tensor);
+    if (!data.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "': ", data.status().message()));
+    }
+    const uint64_t offset = archive.size();
+    if (data->size() >= 0xffffffff || offset >= 0xffffffff) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "' does not fit an .npz without ZIP64 (4 GiB); save it as .npy"));
+    }
+    const uint32_t crc = Crc32(*data);
+    // Bit 11: the name is UTF-8, as Python's zipfile marks non-ASCII names.
+    const uint16_t flags = IsAscii(file_name) ? 0 : 0x800;
+
+    AppendLE(&archive, kLocalHeaderSignature, 4);
+    AppendLE(&archive, 20, 2);  // version needed: 2.0
+    AppendLE(&archive, flags, 2);
+    AppendLE(&archive, kMethodStored, 2);
+    AppendLE(&archive, 0, 2);  // time 00:00:00
+    AppendLE(&archive, kDosDate1980, 2);
+    AppendLE(&archive, crc, 4);
+    AppendLE(&archive, data->size(), 4);
+    AppendLE(&archive, data->size(), 4);
+    AppendLE(&archive, file_name.size(), 2);
+    AppendLE(&archive, 0, 2);  // extra length
+    archive.append(file_name);
+    archive.append(*data);
+
+    AppendLE(&central, kCentralHeaderSignature, 4);
+    AppendLE(&central, (3 << 8) | 20, 2);  // made by: Unix, 2.0
+    AppendLE(&central, 20, 2);
+    AppendLE(&central, flags, 2);
+    AppendLE(&central, kMethodStored, 2);
+    AppendLE(&central, 0, 2);
+    AppendLE(&central, kDosDate1980, 2);
+    AppendLE(&central, crc, 4);
+    AppendLE(&central, data->size(), 4);
+    AppendLE(&central, data->size(), 4);
+    AppendLE(&central, file_name.size(), 2);
+    AppendLE(&central, 0, 2);  // extra length
+    AppendLE(&central, 0, 2);  // comment length
+    AppendLE(&central, 0, 2);  // disk
+    AppendLE(&central, 0, 2);  // internal attributes
+    AppendLE(&central, 0100644u << 16, 4);  // external attributes: regular file, rw-r--r--
+    AppendLE(&central, offset, 4);
+    central.append(file_name);
+  }
+  const uint64_t cd_offset = archive.size();
+  if (cd_offset >= 0xffffffff || central.size() >= 0xffffffff) {
+    return absl::InvalidArgumentError(
+        "the tensors do not fit an .npz without ZIP64 (4 GiB); save them as .npy files");
+  }
+  archive.append(central);
+  AppendLE(&archive, kEndOfCentralDirSignature, 4);
+  AppendLE(&archive, 0, 2);  // this disk
+  AppendLE(&archive, 0, 2);  // disk with the central directory
+  AppendLE(&archive, tensors.size(), 2);
+  AppendLE(&archive, tensors.size(), 2);
+  AppendLE(&archive, central.size(), 4);
+  AppendLE(&archive, cd_offset, 4);
+  AppendLE(&archive, 0, 2);  // comment length
+  return archive;
+}
+
+absl::StatusOr<NamedTensors> ReadNpz(const std::string& path) {
+  PARAMD_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  return ParseNpz(bytes, path);
+}
+
+absl::Status WriteNpz(const std::string& path, const NamedTensors& tensors) {
+  absl::StatusOr<std::string> bytes = SerializeNpz(tensors);
+  if (!bytes.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot save '", path, "': ", bytes.status().message()));
+  }
+  return WriteFile(path, *bytes);
+}
+
+}  // namespace paramd::cli

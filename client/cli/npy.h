@@ -1,0 +1,67 @@
+// NumPy's file formats for paramctl: `.npy` (one array; what np.save writes) and `.npz`
+// (a ZIP archive of `.npy` members; what np.savez writes). Pure functions over bytes plus
+// thin file wrappers; thread-safe. Values are returned, nothing is kept.
+//
+// Reading accepts .npy format versions 1.0, 2.0 and 3.0 with the dtypes HostTensor has:
+//   '<f2' float16, '<f4' float32, '<f8' float64, '|i1' int8, '<i2' int16, '<i4' int32,
+//   '<i8' int64, '|u1' uint8, '|b1' bool
+// in either byte order ('>' data is swapped to little-endian), and Fortran-ordered data
+// (converted to C order). Every other dtype (structured, unsigned wider than a byte,
+// complex, strings, objects) is INVALID_ARGUMENT naming the dtype.
+//
+// Writing produces exactly np.save's bytes: version 1.0, or 2.0 when the header does not
+// fit 1.0's 16-bit length, C order, little-endian, the header padded to 64 bytes. NumPy has
+// no bfloat16, so a bfloat16 tensor is written as '<f4'; every bfloat16 value is exactly a
+// float32 value, so nothing is rounded, but reading the file back gives float32.
+//
+// .npz archives are written with stored (uncompressed) members, as np.savez does; reading
+// takes stored and deflated members (np.savez and np.savez_compressed) and ZIP64 fields.
+//
+// Errors: malformed or truncated input is INVALID_ARGUMENT with a message that names the
+// file (or member) and the problem; file-system failures map errno (NOT_FOUND,
+// PERMISSION_DENIED, ...) and name the path.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "paramd/tensor.h"
+
+namespace paramd::cli {
+
+using NamedTensors = std::vector<std::pair<std::string, paramd::client::HostTensor>>;
+
+// Decodes one .npy file held in `bytes`. `source` names it in error messages (a path, or
+// "archive.npz: member 'w.npy'"). The result has dtype, shape and data set; the server
+// fields (device, requires_grad, ...) keep their defaults.
+absl::StatusOr<paramd::client::HostTensor> ParseNpy(absl::string_view bytes,
+                                                    absl::string_view source = "npy data");
+
+// Encodes `tensor` as np.save would. INVALID_ARGUMENT when `tensor.data` does not hold
+// numel * element-size bytes or a dimension is negative.
+absl::StatusOr<std::string> SerializeNpy(const paramd::client::HostTensor& tensor);
+
+absl::StatusOr<paramd::client::HostTensor> ReadNpy(const std::string& path);
+absl::Status WriteNpy(const std::string& path, const paramd::client::HostTensor& tensor);
+
+// Decodes an .npz archive: one entry per `.npy` member in archive order, named without the
+// ".npy" suffix (as np.load's NpzFile keys are). Directory entries are skipped; encrypted
+// members, compression methods other than stored and deflate, CRC mismatches and duplicate
+// names are INVALID_ARGUMENT.
+absl::StatusOr<NamedTensors> ParseNpz(absl::string_view bytes,
+                                      absl::string_view source = "npz data");
+
+// Encodes `tensors` as np.savez(**dict(tensors)) would: members "<name>.npy", stored,
+// in the given order. INVALID_ARGUMENT for an empty or duplicate name, a name holding a NUL,
+// or an archive needing ZIP64 (a member or the archive at 4 GiB or more, or 65535 members);
+// save such tensors as separate .npy files.
+absl::StatusOr<std::string> SerializeNpz(const NamedTensors& tensors);
+
+absl::StatusOr<NamedTensors> ReadNpz(const std::string& path);
+absl::Status WriteNpz(const std::string& path, const NamedTensors& tensors);
+
+}  // namespace paramd::cli

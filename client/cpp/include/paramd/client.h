@@ -1,0 +1,265 @@
+// The paramd C++ client: a connection to one paramd daemon (Client) and a handle on one of
+// its models (RemoteModel), covering the Models and Parameters services of
+// proto/paramd/v1 plus the standard health check.
+//
+// Errors: every call returns absl::Status / absl::StatusOr. A status the server sent comes
+// back with the same code and message (NOT_FOUND for a missing model or key, ABORTED when
+// `if_version` no longer matches, ...). A stream that breaks the wire contract (no start
+// frame, chunks out of order, a tensor that ends short or runs past its size) gives
+// DATA_LOSS; arguments the client can check itself give INVALID_ARGUMENT before anything is
+// sent. Nothing here throws.
+//
+// Ownership and threading: a Client owns its gRPC channel and may be used from many threads
+// at once. A RemoteModel is a cheap value (a borrowed Client pointer and a model name); the
+// Client must outlive every RemoteModel made from it. Progress callbacks run on the calling
+// thread, inside the call.
+//
+// Versions: every read reports the one model version it saw; every write returns the new
+// model version. `if_version` = 0 makes a write unconditional; otherwise the write fails
+// with ABORTED unless the model is still at that version.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "paramd/tensor.h"
+
+namespace paramd::client {
+
+// Bytes per TensorChunk the client sends; the server's chunk size too (LIMITS.md).
+inline constexpr size_t kChunkBytes = size_t{1} << 20;
+
+// Called as data moves: bytes done so far and bytes in total. For writes the total is
+// known from the start. For streamed reads it is the size of the tensors announced so far,
+// so it grows as the stream goes on (exact from the start for GetTensor).
+using ProgressCallback = std::function<void(uint64_t done, uint64_t total)>;
+
+// [start, stop) per leading dimension; later dimensions are taken whole. Matches
+// paramd.v1.Region.
+using Region = std::vector<std::pair<int64_t, int64_t>>;
+
+struct ConnectOptions {
+  // Deadline of each unary call (describe, list, tie, mode, ...). Zero: none.
+  std::chrono::milliseconds unary_deadline{std::chrono::seconds(30)};
+  // Deadline of each streaming call (state_dict, get/set tensors, load_state_dict). Zero:
+  // none, since large transfers take as long as they take.
+  std::chrono::milliseconds stream_deadline{0};
+};
+
+// paramd.v1.ModelInfo.
+struct ModelInfo {
+  std::string name;
+  uint64_t version = 0;
+  std::string device;
+  bool training = true;
+  // The root module's class name.
+  std::string type;
+  // repr(model), exactly as PyTorch prints it.
+  std::string repr;
+  // len(state_dict()), len(list(parameters())), their numel, bytes held (each storage once).
+  uint64_t state_dict_entries = 0;
+  uint64_t parameter_count = 0;
+  uint64_t parameter_numel = 0;
+  uint64_t nbytes = 0;
+};
+
+struct NamedTensor {
+  std::string name;
+  HostTensor tensor;
+};
+
+struct StateDictOptions {
+  // Prepended to every key, as state_dict(prefix=...) does.
+  std::string prefix;
+  // Floating-point tensors travel (and arrive) in this dtype; others as they are.
+  std::optional<DType> wire_dtype;
+  // Headers only: every entry's metadata with empty `data`.
+  bool metadata_only = false;
+  ProgressCallback progress;
+};
+
+struct StateDictResult {
+  // The model version every entry belongs to.
+  uint64_t version = 0;
+  // In state_dict order; tied and shared entries appear under every name, each listing the
+  // others in `tensor.tied_with`.
+  std::vector<NamedTensor> entries;
+  // state_dict()._metadata: module path (no trailing dot) -> Module._version.
+  std::map<std::string, int> metadata;
+};
+
+// named_parameters / named_buffers options, with PyTorch's defaults.
+struct NamedOptions {
+  std::string prefix;
+  bool recurse = true;
+  bool remove_duplicate = true;
+  // false: headers only (empty `data`).
+  bool with_data = false;
+  std::optional<DType> wire_dtype;
+  ProgressCallback progress;
+};
+
+struct NamedTensors {
+  uint64_t version = 0;
+  std::vector<NamedTensor> entries;
+};
+
+// One entry of named_modules().
+struct ModuleEntry {
+  // Dotted path; "" (or the prefix) for the root.
+  std::string name;
+  std::string type;
+  // Own parameter and buffer names (a parameter slot may hold None).
+  std::vector<std::string> parameters;
+  std::vector<std::string> buffers;
+  // Other paths of the same module object (shared modules).
+  std::vector<std::string> shared_with;
+};
+
+struct NamedModulesResult {
+  uint64_t version = 0;
+  std::vector<ModuleEntry> modules;
+};
+
+struct GetTensorOptions {
+  std::optional<DType> wire_dtype;
+  ProgressCallback progress;
+};
+
+struct TensorWrite {
+  std::string name;
+  // Its dtype may differ from the destination's: the server copies as `copy_` does.
+  HostTensor tensor;
+  // Write only this region; `tensor` then has the region's shape, or is one element that
+  // fills it.
+  std::optional<Region> region;
+};
+
+struct LoadOptions {
+  // PyTorch's load_state_dict defaults.
+  bool strict = true;
+  bool assign = false;
+  // state_dict._metadata of the loaded dict, when it carries one.
+  std::optional<std::map<std::string, int>> metadata;
+  ProgressCallback progress;
+};
+
+struct LoadResult {
+  uint64_t version = 0;
+  // As PyTorch's _IncompatibleKeys.
+  std::vector<std::string> missing_keys;
+  std::vector<std::string> unexpected_keys;
+};
+
+class Client;
+
+// A handle on the model `name` of a Client. Holds no server state: making one is free and
+// does not check that the model exists.
+class RemoteModel {
+ public:
+  RemoteModel(Client* client, std::string name) : client_(client), name_(std::move(name)) {}
+
+  const std::string& name() const { return name_; }
+
+  // --- reads: each sees one model version from first byte to last ---
+
+  // model.state_dict(prefix=...), streamed.
+  absl::StatusOr<StateDictResult> StateDict(const StateDictOptions& options = {}) const;
+  // model.named_parameters(prefix, recurse, remove_duplicate) / named_buffers(...).
+  absl::StatusOr<NamedTensors> NamedParameters(const NamedOptions& options = {}) const;
+  absl::StatusOr<NamedTensors> NamedBuffers(const NamedOptions& options = {}) const;
+  // model.named_modules(prefix=..., remove_duplicate=...).
+  absl::StatusOr<NamedModulesResult> NamedModules(const std::string& prefix = "",
+                                                  bool remove_duplicate = true) const;
+  // One parameter or buffer by dotted path, or a region of it (the result then has the
+  // region's shape).
+  absl::StatusOr<HostTensor> GetTensor(const std::string& name,
+                                       const std::optional<Region>& region = std::nullopt,
+                                       const GetTensorOptions& options = {}) const;
+
+  // --- writes: each returns the new model version, and is all-or-nothing ---
+
+  absl::StatusOr<uint64_t> SetTensor(const std::string& name, const HostTensor& tensor,
+                                     const std::optional<Region>& region = std::nullopt,
+                                     uint64_t if_version = 0,
+                                     const ProgressCallback& progress = {}) const;
+  // An atomic batch.
+  absl::StatusOr<uint64_t> SetTensors(const std::vector<TensorWrite>& writes,
+                                      uint64_t if_version = 0,
+                                      const ProgressCallback& progress = {}) const;
+  // module.register_parameter(name, Parameter(tensor, requires_grad)) on the module at
+  // `module_path` ("" = root); nullopt registers None.
+  absl::StatusOr<uint64_t> RegisterParameter(const std::string& module_path,
+                                             const std::string& name,
+                                             const std::optional<HostTensor>& tensor,
+                                             uint64_t if_version = 0, bool requires_grad = true,
+                                             const ProgressCallback& progress = {}) const;
+  // module.register_buffer(name, tensor, persistent); nullopt registers None.
+  absl::StatusOr<uint64_t> RegisterBuffer(const std::string& module_path, const std::string& name,
+                                          const std::optional<HostTensor>& tensor,
+                                          bool persistent = true, uint64_t if_version = 0,
+                                          const ProgressCallback& progress = {}) const;
+  // `name` ("lm_head.weight") becomes the Parameter object `target` ("embed.weight") holds.
+  absl::StatusOr<uint64_t> TieParameters(const std::string& name, const std::string& target,
+                                         uint64_t if_version = 0) const;
+  // model.load_state_dict(state_dict, strict, assign), atomically: a failed load (strict
+  // key mismatch, size mismatch) changes nothing.
+  absl::StatusOr<LoadResult> LoadStateDict(const std::vector<NamedTensor>& state_dict,
+                                           const LoadOptions& options = {},
+                                           uint64_t if_version = 0) const;
+
+  // model.train() / model.eval().
+  absl::StatusOr<ModelInfo> SetMode(bool training, uint64_t if_version = 0) const;
+  // model.to(device): "cpu", "cuda", "cuda:N".
+  absl::StatusOr<ModelInfo> MoveModel(const std::string& device, uint64_t if_version = 0) const;
+  absl::StatusOr<ModelInfo> Describe() const;
+
+ private:
+  Client* client_;  // not owned
+  std::string name_;
+};
+
+class Client {
+ public:
+  // Makes a channel to `address` ("host:port", or any gRPC target). The channel connects
+  // lazily: an unreachable server shows as UNAVAILABLE on the first call, not here.
+  // INVALID_ARGUMENT for an empty address.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& address,
+                                                         const ConnectOptions& options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const std::string& address() const;
+
+  // grpc.health.v1.Health/Check for the whole server (service ""). OK when SERVING;
+  // UNAVAILABLE (naming the reported status) otherwise, or the call's own error.
+  absl::Status Health() const;
+
+  // A spec is JSON text (docs/specs.md). Device "cpu", "cuda" or "cuda:N".
+  absl::StatusOr<ModelInfo> CreateModel(const std::string& name, const std::string& spec_json,
+                                        const std::string& device = "cpu", uint64_t seed = 0) const;
+  absl::Status DeleteModel(const std::string& name, uint64_t if_version = 0) const;
+  absl::StatusOr<std::vector<ModelInfo>> ListModels() const;
+  absl::StatusOr<ModelInfo> DescribeModel(const std::string& name) const;
+
+  // A handle on model `name`; see RemoteModel.
+  RemoteModel Model(const std::string& name) { return RemoteModel(this, name); }
+
+ private:
+  friend class RemoteModel;
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace paramd::client

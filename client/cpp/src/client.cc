@@ -1,0 +1,482 @@
+#include "paramd/client.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/cpp/src/wire.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "paramd/v1/models.grpc.pb.h"
+#include "paramd/v1/parameters.grpc.pb.h"
+#include "server/common/status_macros.h"
+
+namespace paramd::client {
+
+using internal::FromGrpcStatus;
+using internal::OutgoingTensor;
+using internal::TensorStreamReceiver;
+
+struct Client::Impl {
+  std::string address;
+  ConnectOptions options;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Models::Stub> models;
+  std::unique_ptr<v1::Parameters::Stub> parameters;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+
+  void PrepareUnary(grpc::ClientContext* context) const {
+    if (options.unary_deadline.count() > 0) {
+      context->set_deadline(std::chrono::system_clock::now() + options.unary_deadline);
+    }
+  }
+  void PrepareStream(grpc::ClientContext* context) const {
+    if (options.stream_deadline.count() > 0) {
+      context->set_deadline(std::chrono::system_clock::now() + options.stream_deadline);
+    }
+  }
+
+  // Runs a unary call `call(context)` under the unary deadline.
+  template <typename Call>
+  absl::Status Unary(Call&& call) const {
+    grpc::ClientContext context;
+    PrepareUnary(&context);
+    return FromGrpcStatus(call(&context));
+  }
+
+  // Runs a server-streaming read opened by `open(context)`, feeding every frame to
+  // `receiver`. A frame the receiver refuses cancels the call and is the error returned; a
+  // failed call returns the server's status.
+  template <typename Open>
+  absl::Status Read(Open&& open, TensorStreamReceiver* receiver) const {
+    grpc::ClientContext context;
+    PrepareStream(&context);
+    std::unique_ptr<grpc::ClientReader<v1::TensorFrame>> reader = open(&context);
+    v1::TensorFrame frame;
+    absl::Status local;
+    while (reader->Read(&frame)) {
+      local = receiver->Add(frame);
+      if (!local.ok()) {
+        context.TryCancel();
+        while (reader->Read(&frame)) {
+        }
+        break;
+      }
+    }
+    const grpc::Status status = reader->Finish();
+    PARAMD_RETURN_IF_ERROR(local);
+    PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status));
+    return receiver->Finish();
+  }
+
+  // Runs a client-streaming write opened by `open(context, response)`: `options`, then
+  // every tensor. Any error the server reports (even one that cut the stream short) is
+  // the status returned.
+  template <typename Response, typename Open>
+  absl::Status Write(Open&& open, const v1::WriteOptions& write_options,
+                     const std::vector<OutgoingTensor>& tensors, const ProgressCallback& progress,
+                     Response* response) const {
+    for (const OutgoingTensor& item : tensors) {
+      PARAMD_RETURN_IF_ERROR(internal::CheckOutgoing(*item.name, *item.tensor));
+    }
+    grpc::ClientContext context;
+    PrepareStream(&context);
+    std::unique_ptr<grpc::ClientWriter<v1::WriteFrame>> writer = open(&context, response);
+    // A failed Write means the call has ended; Finish then says why.
+    internal::SendWriteFrames(write_options, tensors, progress,
+                              [&](const v1::WriteFrame& frame) { return writer->Write(frame); });
+    writer->WritesDone();
+    return FromGrpcStatus(writer->Finish());
+  }
+};
+
+namespace {
+
+ModelInfo FromProto(const v1::ModelInfo& info) {
+  ModelInfo out;
+  out.name = info.name();
+  out.version = info.version();
+  out.device = info.device();
+  out.training = info.training();
+  out.type = info.type();
+  out.repr = info.repr();
+  out.state_dict_entries = info.state_dict_entries();
+  out.parameter_count = info.parameter_count();
+  out.parameter_numel = info.parameter_numel();
+  out.nbytes = info.nbytes();
+  return out;
+}
+
+v1::DType WireDType(const std::optional<DType>& dtype) {
+  return dtype ? internal::ToProtoDType(*dtype) : v1::DTYPE_UNSPECIFIED;
+}
+
+}  // namespace
+
+// --- Client ---
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& address,
+                                                        const ConnectOptions& options) {
+  if (address.empty()) {
+    return absl::InvalidArgumentError(
+        "no server address given; pass host:port, e.g. 127.0.0.1:50051");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->address = address;
+  impl->options = options;
+  grpc::ChannelArguments args;
+  // Tensors arrive in chunks; only a large repr or listing needs room beyond 4 MiB.
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  impl->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (impl->channel == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot make a channel to '", address, "'"));
+  }
+  impl->models = v1::Models::NewStub(impl->channel);
+  impl->parameters = v1::Parameters::NewStub(impl->channel);
+  impl->health = grpc::health::v1::Health::NewStub(impl->channel);
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+const std::string& Client::address() const { return impl_->address; }
+
+absl::Status Client::Health() const {
+  grpc::health::v1::HealthCheckRequest request;  // service "": the whole server
+  grpc::health::v1::HealthCheckResponse response;
+  PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
+    return impl_->health->Check(context, request, &response);
+  }));
+  if (response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(
+      absl::StrCat("paramd at ", impl_->address, " reports ",
+                   grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+}
+
+absl::StatusOr<ModelInfo> Client::CreateModel(const std::string& name, const std::string& spec_json,
+                                              const std::string& device, uint64_t seed) const {
+  v1::CreateModelRequest request;
+  request.set_name(name);
+  request.set_spec_json(spec_json);
+  request.set_device(device);
+  request.set_seed(seed);
+  v1::ModelInfo response;
+  PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
+    return impl_->models->CreateModel(context, request, &response);
+  }));
+  return FromProto(response);
+}
+
+absl::Status Client::DeleteModel(const std::string& name, uint64_t if_version) const {
+  v1::DeleteModelRequest request;
+  request.set_name(name);
+  request.set_if_version(if_version);
+  v1::DeleteModelResponse response;
+  return impl_->Unary([&](grpc::ClientContext* context) {
+    return impl_->models->DeleteModel(context, request, &response);
+  });
+}
+
+absl::StatusOr<std::vector<ModelInfo>> Client::ListModels() const {
+  v1::ListModelsRequest request;
+  v1::ListModelsResponse response;
+  PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
+    return impl_->models->ListModels(context, request, &response);
+  }));
+  std::vector<ModelInfo> models;
+  models.reserve(response.models_size());
+  for (const v1::ModelInfo& info : response.models()) models.push_back(FromProto(info));
+  return models;
+}
+
+absl::StatusOr<ModelInfo> Client::DescribeModel(const std::string& name) const {
+  v1::DescribeModelRequest request;
+  request.set_name(name);
+  v1::ModelInfo response;
+  PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
+    return impl_->models->DescribeModel(context, request, &response);
+  }));
+  return FromProto(response);
+}
+
+// --- RemoteModel: reads ---
+
+absl::StatusOr<StateDictResult> RemoteModel::StateDict(const StateDictOptions& options) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::StateDictRequest request;
+  request.set_model(name_);
+  request.set_prefix(options.prefix);
+  request.set_wire_dtype(WireDType(options.wire_dtype));
+  request.set_metadata_only(options.metadata_only);
+  TensorStreamReceiver receiver(!options.metadata_only, options.progress);
+  PARAMD_RETURN_IF_ERROR(impl.Read(
+      [&](grpc::ClientContext* context) { return impl.parameters->StateDict(context, request); },
+      &receiver));
+  StateDictResult result;
+  result.version = receiver.start().version();
+  result.entries = std::move(receiver.entries());
+  for (const auto& [path, module_version] : receiver.start().metadata()) {
+    result.metadata.emplace(path, module_version);
+  }
+  return result;
+}
+
+namespace {
+
+v1::NamedTensorsRequest NamedRequest(const std::string& model, const NamedOptions& options) {
+  v1::NamedTensorsRequest request;
+  request.set_model(model);
+  request.set_prefix(options.prefix);
+  request.set_no_recurse(!options.recurse);
+  request.set_keep_duplicates(!options.remove_duplicate);
+  request.set_with_data(options.with_data);
+  request.set_wire_dtype(WireDType(options.wire_dtype));
+  return request;
+}
+
+}  // namespace
+
+absl::StatusOr<NamedTensors> RemoteModel::NamedParameters(const NamedOptions& options) const {
+  const Client::Impl& impl = *client_->impl_;
+  const v1::NamedTensorsRequest request = NamedRequest(name_, options);
+  TensorStreamReceiver receiver(options.with_data, options.progress);
+  PARAMD_RETURN_IF_ERROR(impl.Read(
+      [&](grpc::ClientContext* context) {
+        return impl.parameters->NamedParameters(context, request);
+      },
+      &receiver));
+  return NamedTensors{receiver.start().version(), std::move(receiver.entries())};
+}
+
+absl::StatusOr<NamedTensors> RemoteModel::NamedBuffers(const NamedOptions& options) const {
+  const Client::Impl& impl = *client_->impl_;
+  const v1::NamedTensorsRequest request = NamedRequest(name_, options);
+  TensorStreamReceiver receiver(options.with_data, options.progress);
+  PARAMD_RETURN_IF_ERROR(impl.Read(
+      [&](grpc::ClientContext* context) { return impl.parameters->NamedBuffers(context, request); },
+      &receiver));
+  return NamedTensors{receiver.start().version(), std::move(receiver.entries())};
+}
+
+absl::StatusOr<NamedModulesResult> RemoteModel::NamedModules(const std::string& prefix,
+                                                             bool remove_duplicate) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::NamedModulesRequest request;
+  request.set_model(name_);
+  request.set_prefix(prefix);
+  request.set_keep_duplicates(!remove_duplicate);
+  v1::NamedModulesResponse response;
+  PARAMD_RETURN_IF_ERROR(impl.Unary([&](grpc::ClientContext* context) {
+    return impl.parameters->NamedModules(context, request, &response);
+  }));
+  NamedModulesResult result;
+  result.version = response.version();
+  result.modules.reserve(response.modules_size());
+  for (const v1::ModuleEntry& entry : response.modules()) {
+    ModuleEntry& out = result.modules.emplace_back();
+    out.name = entry.name();
+    out.type = entry.type();
+    out.parameters.assign(entry.parameters().begin(), entry.parameters().end());
+    out.buffers.assign(entry.buffers().begin(), entry.buffers().end());
+    out.shared_with.assign(entry.shared_with().begin(), entry.shared_with().end());
+  }
+  return result;
+}
+
+absl::StatusOr<HostTensor> RemoteModel::GetTensor(const std::string& name,
+                                                  const std::optional<Region>& region,
+                                                  const GetTensorOptions& options) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::GetTensorRequest request;
+  request.set_model(name_);
+  request.set_name(name);
+  if (region) internal::ToProtoRegion(*region, request.mutable_region());
+  request.set_wire_dtype(WireDType(options.wire_dtype));
+  TensorStreamReceiver receiver(/*expect_data=*/true, options.progress);
+  PARAMD_RETURN_IF_ERROR(impl.Read(
+      [&](grpc::ClientContext* context) { return impl.parameters->GetTensor(context, request); },
+      &receiver));
+  std::vector<NamedTensor>& entries = receiver.entries();
+  if (entries.size() != 1) {
+    return absl::DataLossError(absl::StrCat("GetTensor for '", name, "' returned ", entries.size(),
+                                            " tensors instead of one"));
+  }
+  return std::move(entries.front().tensor);
+}
+
+// --- RemoteModel: writes ---
+
+namespace {
+
+v1::WriteOptions BaseOptions(const std::string& model, uint64_t if_version) {
+  v1::WriteOptions options;
+  options.set_model(model);
+  options.set_if_version(if_version);
+  return options;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> RemoteModel::SetTensor(const std::string& name, const HostTensor& tensor,
+                                                const std::optional<Region>& region,
+                                                uint64_t if_version,
+                                                const ProgressCallback& progress) const {
+  const Client::Impl& impl = *client_->impl_;
+  const std::vector<OutgoingTensor> tensors = {
+      {&name, &tensor, region ? &*region : nullptr, false, false}};
+  v1::WriteResponse response;
+  PARAMD_RETURN_IF_ERROR(
+      impl.Write([&](grpc::ClientContext* context,
+                     v1::WriteResponse* out) { return impl.parameters->SetTensor(context, out); },
+                 BaseOptions(name_, if_version), tensors, progress, &response));
+  return response.version();
+}
+
+absl::StatusOr<uint64_t> RemoteModel::SetTensors(const std::vector<TensorWrite>& writes,
+                                                 uint64_t if_version,
+                                                 const ProgressCallback& progress) const {
+  const Client::Impl& impl = *client_->impl_;
+  std::vector<OutgoingTensor> tensors;
+  tensors.reserve(writes.size());
+  for (const TensorWrite& write : writes) {
+    tensors.push_back(
+        {&write.name, &write.tensor, write.region ? &*write.region : nullptr, false, false});
+  }
+  v1::WriteResponse response;
+  PARAMD_RETURN_IF_ERROR(
+      impl.Write([&](grpc::ClientContext* context,
+                     v1::WriteResponse* out) { return impl.parameters->SetTensors(context, out); },
+                 BaseOptions(name_, if_version), tensors, progress, &response));
+  return response.version();
+}
+
+absl::StatusOr<uint64_t> RemoteModel::RegisterParameter(const std::string& module_path,
+                                                        const std::string& name,
+                                                        const std::optional<HostTensor>& tensor,
+                                                        uint64_t if_version, bool requires_grad,
+                                                        const ProgressCallback& progress) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::WriteOptions options = BaseOptions(name_, if_version);
+  options.set_module_path(module_path);
+  options.set_name(name);
+  options.set_none(!tensor.has_value());
+  std::vector<OutgoingTensor> tensors;
+  if (tensor) tensors.push_back({&name, &*tensor, nullptr, true, requires_grad});
+  v1::WriteResponse response;
+  PARAMD_RETURN_IF_ERROR(impl.Write(
+      [&](grpc::ClientContext* context, v1::WriteResponse* out) {
+        return impl.parameters->RegisterParameter(context, out);
+      },
+      options, tensors, progress, &response));
+  return response.version();
+}
+
+absl::StatusOr<uint64_t> RemoteModel::RegisterBuffer(const std::string& module_path,
+                                                     const std::string& name,
+                                                     const std::optional<HostTensor>& tensor,
+                                                     bool persistent, uint64_t if_version,
+                                                     const ProgressCallback& progress) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::WriteOptions options = BaseOptions(name_, if_version);
+  options.set_module_path(module_path);
+  options.set_name(name);
+  options.set_none(!tensor.has_value());
+  options.set_non_persistent(!persistent);
+  std::vector<OutgoingTensor> tensors;
+  if (tensor) tensors.push_back({&name, &*tensor, nullptr, false, false});
+  v1::WriteResponse response;
+  PARAMD_RETURN_IF_ERROR(impl.Write(
+      [&](grpc::ClientContext* context, v1::WriteResponse* out) {
+        return impl.parameters->RegisterBuffer(context, out);
+      },
+      options, tensors, progress, &response));
+  return response.version();
+}
+
+absl::StatusOr<uint64_t> RemoteModel::TieParameters(const std::string& name,
+                                                    const std::string& target,
+                                                    uint64_t if_version) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::TieParametersRequest request;
+  request.set_model(name_);
+  request.set_name(name);
+  request.set_target(target);
+  request.set_if_version(if_version);
+  v1::WriteResponse response;
+  PARAMD_RETURN_IF_ERROR(impl.Unary([&](grpc::ClientContext* context) {
+    return impl.parameters->TieParameters(context, request, &response);
+  }));
+  return response.version();
+}
+
+absl::StatusOr<LoadResult> RemoteModel::LoadStateDict(const std::vector<NamedTensor>& state_dict,
+                                                      const LoadOptions& options,
+                                                      uint64_t if_version) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::WriteOptions write_options = BaseOptions(name_, if_version);
+  write_options.set_non_strict(!options.strict);
+  write_options.set_assign(options.assign);
+  if (options.metadata) {
+    write_options.set_has_metadata(true);
+    for (const auto& [path, module_version] : *options.metadata) {
+      (*write_options.mutable_metadata())[path] = module_version;
+    }
+  }
+  std::vector<OutgoingTensor> tensors;
+  tensors.reserve(state_dict.size());
+  for (const NamedTensor& entry : state_dict) {
+    tensors.push_back({&entry.name, &entry.tensor, nullptr, false, false});
+  }
+  v1::LoadStateDictResponse response;
+  PARAMD_RETURN_IF_ERROR(impl.Write(
+      [&](grpc::ClientContext* context, v1::LoadStateDictResponse* out) {
+        return impl.parameters->LoadStateDict(context, out);
+      },
+      write_options, tensors, options.progress, &response));
+  LoadResult result;
+  result.version = response.version();
+  result.missing_keys.assign(response.missing_keys().begin(), response.missing_keys().end());
+  result.unexpected_keys.assign(response.unexpected_keys().begin(),
+                                response.unexpected_keys().end());
+  return result;
+}
+
+// --- RemoteModel: model state ---
+
+absl::StatusOr<ModelInfo> RemoteModel::SetMode(bool training, uint64_t if_version) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::SetModeRequest request;
+  request.set_name(name_);
+  request.set_training(training);
+  request.set_if_version(if_version);
+  v1::ModelInfo response;
+  PARAMD_RETURN_IF_ERROR(impl.Unary([&](grpc::ClientContext* context) {
+    return impl.models->SetMode(context, request, &response);
+  }));
+  return FromProto(response);
+}
+
+absl::StatusOr<ModelInfo> RemoteModel::MoveModel(const std::string& device,
+                                                 uint64_t if_version) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::MoveModelRequest request;
+  request.set_name(name_);
+  request.set_device(device);
+  request.set_if_version(if_version);
+  v1::ModelInfo response;
+  PARAMD_RETURN_IF_ERROR(impl.Unary([&](grpc::ClientContext* context) {
+    return impl.models->MoveModel(context, request, &response);
+  }));
+  return FromProto(response);
+}
+
+absl::StatusOr<ModelInfo> RemoteModel::Describe() const { return client_->DescribeModel(name_); }
+
+}  // namespace paramd::client

@@ -1,0 +1,289 @@
+#include "client/cpp/src/wire.h"
+
+#include <algorithm>
+#include <exception>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace paramd::client::internal {
+namespace {
+
+absl::string_view FrameName(v1::TensorFrame::FrameCase frame_case) {
+  switch (frame_case) {
+    case v1::TensorFrame::kStart:
+      return "start";
+    case v1::TensorFrame::kHeader:
+      return "header";
+    case v1::TensorFrame::kChunk:
+      return "chunk";
+    case v1::TensorFrame::FRAME_NOT_SET:
+      break;
+  }
+  return "empty";
+}
+
+}  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+v1::DType ToProtoDType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return v1::FLOAT32;
+    case DType::kFloat64:
+      return v1::FLOAT64;
+    case DType::kFloat16:
+      return v1::FLOAT16;
+    case DType::kBFloat16:
+      return v1::BFLOAT16;
+    case DType::kInt64:
+      return v1::INT64;
+    case DType::kInt32:
+      return v1::INT32;
+    case DType::kInt16:
+      return v1::INT16;
+    case DType::kInt8:
+      return v1::INT8;
+    case DType::kUInt8:
+      return v1::UINT8;
+    case DType::kBool:
+      return v1::BOOL;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+std::optional<DType> FromProtoDType(v1::DType dtype) {
+  switch (dtype) {
+    case v1::FLOAT32:
+      return DType::kFloat32;
+    case v1::FLOAT64:
+      return DType::kFloat64;
+    case v1::FLOAT16:
+      return DType::kFloat16;
+    case v1::BFLOAT16:
+      return DType::kBFloat16;
+    case v1::INT64:
+      return DType::kInt64;
+    case v1::INT32:
+      return DType::kInt32;
+    case v1::INT16:
+      return DType::kInt16;
+    case v1::INT8:
+      return DType::kInt8;
+    case v1::UINT8:
+      return DType::kUInt8;
+    case v1::BOOL:
+      return DType::kBool;
+    default:
+      return std::nullopt;
+  }
+}
+
+void ToProtoRegion(const Region& region, v1::Region* out) {
+  for (const auto& [start, stop] : region) {
+    v1::Range* range = out->add_ranges();
+    range->set_start(start);
+    range->set_stop(stop);
+  }
+}
+
+TensorStreamReceiver::TensorStreamReceiver(bool expect_data, ProgressCallback progress)
+    : expect_data_(expect_data), progress_(std::move(progress)) {}
+
+absl::Status TensorStreamReceiver::Add(v1::TensorFrame& frame) {
+  if (!started_ && frame.frame_case() != v1::TensorFrame::kStart) {
+    return absl::DataLossError(absl::StrCat("the server's stream began with a ",
+                                            FrameName(frame.frame_case()),
+                                            " frame instead of a start frame"));
+  }
+  switch (frame.frame_case()) {
+    case v1::TensorFrame::kStart:
+      if (started_) {
+        return absl::DataLossError("the server's stream carried a second start frame");
+      }
+      start_ = std::move(*frame.mutable_start());
+      started_ = true;
+      return absl::OkStatus();
+    case v1::TensorFrame::kHeader:
+      return OnHeader(frame.header());
+    case v1::TensorFrame::kChunk:
+      return OnChunk(*frame.mutable_chunk());
+    case v1::TensorFrame::FRAME_NOT_SET:
+      break;
+  }
+  return absl::DataLossError("the server's stream carried an empty frame");
+}
+
+absl::Status TensorStreamReceiver::CheckComplete() const {
+  if (!receiving_) return absl::OkStatus();
+  const NamedTensor& current = entries_.back();
+  if (current.tensor.data.size() == expected_bytes_) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("tensor '", current.name, "' ended short: got ",
+                                          current.tensor.data.size(), " of ", expected_bytes_,
+                                          " bytes its dtype and shape need"));
+}
+
+absl::Status TensorStreamReceiver::OnHeader(const v1::TensorHeader& header) {
+  if (absl::Status status = CheckComplete(); !status.ok()) return status;
+  receiving_ = false;
+  const std::optional<DType> dtype = FromProtoDType(header.meta().dtype());
+  if (!dtype) {
+    return absl::DataLossError(absl::StrCat("tensor '", header.name(), "' arrived with dtype ",
+                                            static_cast<int>(header.meta().dtype()),
+                                            ", which is unset or unknown to this client"));
+  }
+  // numel * element size, refusing negative dimensions and overflow.
+  uint64_t bytes = ElementSize(*dtype);
+  for (int64_t dim : header.meta().shape()) {
+    if (dim < 0) {
+      return absl::DataLossError(
+          absl::StrCat("tensor '", header.name(), "' arrived with negative dimension ", dim));
+    }
+    if (dim != 0 && bytes > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(dim)) {
+      return absl::DataLossError(
+          absl::StrCat("tensor '", header.name(), "' arrived with a shape too large to hold"));
+    }
+    bytes *= static_cast<uint64_t>(dim);
+  }
+  if (bytes > std::numeric_limits<size_t>::max()) {
+    return absl::DataLossError(
+        absl::StrCat("tensor '", header.name(), "' arrived with a shape too large to hold"));
+  }
+
+  NamedTensor& entry = entries_.emplace_back();
+  entry.name = header.name();
+  HostTensor& tensor = entry.tensor;
+  tensor.dtype = *dtype;
+  tensor.shape.assign(header.meta().shape().begin(), header.meta().shape().end());
+  tensor.device = header.meta().device();
+  tensor.is_parameter = header.meta().is_parameter();
+  tensor.requires_grad = header.meta().requires_grad();
+  tensor.version = header.meta().version();
+  tensor.tied_with.assign(header.tied_with().begin(), header.tied_with().end());
+  if (!expect_data_) return absl::OkStatus();
+
+  expected_bytes_ = static_cast<size_t>(bytes);
+  receiving_ = true;
+  total_bytes_ += bytes;
+  if (progress_ && bytes == 0) progress_(done_bytes_, total_bytes_);
+  return absl::OkStatus();
+}
+
+absl::Status TensorStreamReceiver::OnChunk(v1::TensorChunk& chunk) {
+  if (!expect_data_) {
+    return absl::DataLossError("the server sent tensor data in a metadata-only stream");
+  }
+  if (!receiving_) {
+    return absl::DataLossError(
+        entries_.empty() ? "the server sent a data chunk before any tensor header"
+                         : absl::StrCat("the server sent a data chunk past the end of tensor '",
+                                        entries_.back().name, "'"));
+  }
+  NamedTensor& current = entries_.back();
+  std::string& data = current.tensor.data;
+  if (data.size() == expected_bytes_) {
+    return absl::DataLossError(absl::StrCat("the server sent a data chunk past the end of tensor '",
+                                            current.name, "' (all ", expected_bytes_,
+                                            " bytes had arrived)"));
+  }
+  if (chunk.offset() != data.size()) {
+    return absl::DataLossError(absl::StrCat("tensor '", current.name, "': a chunk at byte ",
+                                            chunk.offset(), " arrived where byte ", data.size(),
+                                            " was expected"));
+  }
+  if (chunk.data().size() > expected_bytes_ - data.size()) {
+    return absl::DataLossError(
+        absl::StrCat("tensor '", current.name, "': ", data.size() + chunk.data().size(),
+                     " bytes arrived but its dtype and shape give ", expected_bytes_));
+  }
+  const size_t size = chunk.data().size();
+  if (data.empty() && size == expected_bytes_) {
+    // The whole tensor in one chunk: take the bytes instead of copying them.
+    data.swap(*chunk.mutable_data());
+  } else {
+    if (data.empty()) {
+      // Several chunks: allocate the whole tensor once, then append in place.
+      try {
+        data.reserve(expected_bytes_);
+      } catch (const std::exception&) {  // bad_alloc, length_error
+        return absl::ResourceExhaustedError(
+            absl::StrCat("tensor '", current.name, "' needs ", expected_bytes_,
+                         " bytes, more than this client can allocate"));
+      }
+    }
+    data.append(chunk.data());
+  }
+  done_bytes_ += size;
+  if (progress_) progress_(done_bytes_, total_bytes_);
+  return absl::OkStatus();
+}
+
+absl::Status TensorStreamReceiver::Finish() {
+  if (!started_) {
+    return absl::DataLossError("the server's stream ended without a start frame");
+  }
+  return CheckComplete();
+}
+
+absl::Status CheckOutgoing(const std::string& name, const HostTensor& tensor) {
+  uint64_t count = 1;
+  for (int64_t dim : tensor.shape) {
+    if (dim < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "' has negative dimension ", dim));
+    }
+    count *= static_cast<uint64_t>(dim);
+  }
+  const uint64_t expected = count * ElementSize(tensor.dtype);
+  if (tensor.data.size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' holds ", tensor.data.size(),
+                                                   " bytes but its dtype ", DTypeName(tensor.dtype),
+                                                   " and shape give ", expected));
+  }
+  return absl::OkStatus();
+}
+
+bool SendWriteFrames(const v1::WriteOptions& options, const std::vector<OutgoingTensor>& tensors,
+                     const ProgressCallback& progress,
+                     const std::function<bool(const v1::WriteFrame&)>& write) {
+  uint64_t total = 0;
+  for (const OutgoingTensor& item : tensors) total += item.tensor->data.size();
+  uint64_t done = 0;
+
+  v1::WriteFrame frame;
+  *frame.mutable_options() = options;
+  if (!write(frame)) return false;
+  for (const OutgoingTensor& item : tensors) {
+    const HostTensor& tensor = *item.tensor;
+    v1::TensorHeader* header = frame.mutable_header();
+    header->set_name(*item.name);
+    v1::TensorMeta* meta = header->mutable_meta();
+    meta->set_dtype(ToProtoDType(tensor.dtype));
+    meta->mutable_shape()->Assign(tensor.shape.begin(), tensor.shape.end());
+    meta->set_is_parameter(item.is_parameter);
+    meta->set_requires_grad(item.requires_grad);
+    if (item.region != nullptr) ToProtoRegion(*item.region, header->mutable_region());
+    if (!write(frame)) return false;
+
+    // One frame reused for every chunk, so its buffer is allocated once per stream.
+    const std::string& bytes = tensor.data;
+    v1::TensorChunk* chunk = frame.mutable_chunk();
+    for (size_t offset = 0; offset < bytes.size(); offset += kChunkBytes) {
+      const size_t size = std::min(kChunkBytes, bytes.size() - offset);
+      chunk->set_offset(offset);
+      chunk->mutable_data()->assign(bytes.data() + offset, size);
+      if (!write(frame)) return false;
+      done += size;
+      if (progress) progress(done, total);
+    }
+  }
+  if (progress && total == 0) progress(0, 0);
+  return true;
+}
+
+}  // namespace paramd::client::internal

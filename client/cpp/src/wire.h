@@ -1,0 +1,92 @@
+// Tensors on the wire, client side (proto/paramd/v1/tensor.proto): incoming TensorFrame
+// streams checked and assembled into HostTensors, outgoing tensors cut into WriteFrames.
+// Internal to the client library; no gRPC calls here, so all of it is testable with plain
+// messages.
+//
+// Thread-safety: a TensorStreamReceiver serves one stream at a time; the free functions
+// are pure.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "grpcpp/support/status.h"
+#include "paramd/client.h"
+#include "paramd/tensor.h"
+#include "paramd/v1/parameters.pb.h"
+#include "paramd/v1/tensor.pb.h"
+
+namespace paramd::client::internal {
+
+// The gRPC status as an absl::Status with the same code and message.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+v1::DType ToProtoDType(DType dtype);
+// nullopt for DTYPE_UNSPECIFIED or a value this client does not know.
+std::optional<DType> FromProtoDType(v1::DType dtype);
+
+void ToProtoRegion(const Region& region, v1::Region* out);
+
+// Checks and assembles the frames of one TensorFrame stream: the start frame first, then
+// per tensor a header and (unless the stream is metadata-only) its chunks, at consecutive
+// offsets, exactly numel * element size bytes in all. Any breach is DATA_LOSS naming the
+// tensor; a tensor too large to hold is RESOURCE_EXHAUSTED.
+class TensorStreamReceiver {
+ public:
+  // `expect_data` false: headers only, and any chunk is an error. `progress` (optional) is
+  // called after every chunk.
+  TensorStreamReceiver(bool expect_data, ProgressCallback progress = {});
+
+  // Takes one frame; may move the bytes out of `frame`.
+  absl::Status Add(v1::TensorFrame& frame);
+  // The stream ended cleanly: checks that it began and that the last tensor is complete.
+  absl::Status Finish();
+
+  const v1::StreamStart& start() const { return start_; }
+  std::vector<NamedTensor>& entries() { return entries_; }
+
+ private:
+  absl::Status OnHeader(const v1::TensorHeader& header);
+  absl::Status OnChunk(v1::TensorChunk& chunk);
+  // DATA_LOSS unless the tensor being received has all its bytes.
+  absl::Status CheckComplete() const;
+
+  const bool expect_data_;
+  ProgressCallback progress_;
+  bool started_ = false;
+  v1::StreamStart start_;
+  std::vector<NamedTensor> entries_;
+  // The tensor being received: entries_.back() while `receiving_`.
+  bool receiving_ = false;
+  size_t expected_bytes_ = 0;
+  uint64_t done_bytes_ = 0;
+  uint64_t total_bytes_ = 0;
+};
+
+// One tensor to send in a write stream. Borrows `tensor` and `region`.
+struct OutgoingTensor {
+  const std::string* name = nullptr;
+  const HostTensor* tensor = nullptr;
+  const Region* region = nullptr;  // nullptr: the whole tensor
+  bool is_parameter = false;
+  bool requires_grad = false;
+};
+
+// INVALID_ARGUMENT when `tensor` cannot travel as it is (negative dimensions, or `data`
+// not exactly numel * element size bytes), naming it `name`.
+absl::Status CheckOutgoing(const std::string& name, const HostTensor& tensor);
+
+// Writes the frames of a write stream through `write` (which returns false once the
+// stream is broken; sending then stops and false is returned): `options`, then per tensor
+// its header and its bytes in kChunkBytes chunks. `progress` (optional) runs after every
+// chunk with the total of all tensors' bytes.
+bool SendWriteFrames(const v1::WriteOptions& options, const std::vector<OutgoingTensor>& tensors,
+                     const ProgressCallback& progress,
+                     const std::function<bool(const v1::WriteFrame&)>& write);
+
+}  // namespace paramd::client::internal

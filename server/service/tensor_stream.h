@@ -1,0 +1,72 @@
+// Server-side streaming of tensors without copying their bytes into protobuf strings.
+//
+// A chunk frame goes out as a gRPC ByteBuffer of two slices: a few bytes of hand-encoded
+// protobuf framing (TensorFrame.chunk = TensorChunk{offset, data}) and a slice that points
+// straight into the tensor's storage, holding a reference to that storage until gRPC has
+// sent it. Storages reachable from a published version are never written again (Note
+// [Snapshot publication] in server/core/model.h), so the bytes cannot change underneath.
+//
+// Thread-safety: a TensorStreamReactor is driven by gRPC's callback threads, one event at
+// a time, as gRPC guarantees for a reactor.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/server_callback.h"
+#include "paramd/v1/parameters.pb.h"
+#include "server/core/tensor.h"
+
+namespace paramd::service {
+
+// One tensor to stream: its name, the tensor of the pinned version, and header extras.
+struct OutgoingTensor {
+  std::string name;
+  core::Tensor tensor;
+  bool is_parameter = false;
+  bool requires_grad = false;
+  uint64_t version = 0;
+  std::vector<std::string> tied_with;
+};
+
+// The TensorFrame {chunk {offset, data = bytes [offset, offset + size) of tensor}} as a
+// ByteBuffer whose data slice references the tensor's storage. `tensor` must be a
+// contiguous CPU tensor.
+grpc::ByteBuffer EncodeChunkFrame(const core::Tensor& tensor, size_t offset, size_t size);
+
+// Serializes a protobuf message into a ByteBuffer.
+grpc::ByteBuffer Serialize(const google::protobuf::MessageLite& message);
+// Parses a request from a ByteBuffer; INVALID_ARGUMENT when it does not parse.
+absl::Status Parse(const grpc::ByteBuffer& buffer, google::protobuf::MessageLite* message);
+
+// Writes a start frame, then each tensor's header and (with_data) its chunks, one write in
+// flight at a time. Finishes with the first error (a wire cast that fails) or OK.
+class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  // Finishes at once with `status` (the read could not even start).
+  explicit TensorStreamReactor(const absl::Status& status);
+  TensorStreamReactor(v1::StreamStart start, std::vector<OutgoingTensor> tensors, bool with_data,
+                      v1::DType wire_dtype);
+
+  void OnWriteDone(bool ok) override;
+  void OnDone() override { delete this; }
+
+ private:
+  // Sends the next frame, or finishes when there is none.
+  void Next();
+
+  v1::StreamStart start_;
+  std::vector<OutgoingTensor> tensors_;
+  bool with_data_ = false;
+  v1::DType wire_dtype_ = v1::DTYPE_UNSPECIFIED;
+  bool started_ = false;
+  size_t index_ = 0;         // tensor being sent
+  bool header_sent_ = false;  // its header is out
+  core::Tensor wire_;         // its bytes as they travel (cast, contiguous)
+  size_t offset_ = 0;         // next byte of wire_ to send
+  grpc::ByteBuffer buffer_;   // the write in flight
+};
+
+}  // namespace paramd::service

@@ -1,0 +1,247 @@
+// Every RPC through the C++ client library against the real daemon, including the seed's
+// examples end to end.
+#include "paramd/client.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemon.h"
+
+namespace paramd::testing {
+namespace {
+
+using client::DType;
+using client::HostTensor;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+constexpr char kMlpSpec[] = R"({"type": "MLP", "attributes": ["w1"],
+ "parameters": [{"name": "w2", "shape": [1], "init": {"constant": 2.0}}],
+ "children": [
+   {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
+   {"name": "relu", "type": "ReLU"},
+   {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}]})";
+
+constexpr char kSharedSpec[] = R"({"type": "Sequential", "children": [
+   {"type": "Linear", "args": {"in_features": 4, "out_features": 8}}, {"type": "ReLU"},
+   {"type": "Linear", "args": {"in_features": 8, "out_features": 8}}, {"type": "ReLU"},
+   {"ref": "2"}, {"type": "ReLU"}, {"type": "Linear", "args": {"in_features": 8, "out_features": 1}}]})";
+
+constexpr char kCnnSpec[] = R"({"type": "MyModel", "children": [
+   {"name": "conv1", "type": "Conv2d", "args": {"in_channels": 1, "out_channels": 20, "kernel_size": 5}},
+   {"name": "pool", "type": "MaxPool2d", "args": {"kernel_size": 2, "stride": 2}},
+   {"name": "fc1", "type": "Linear", "args": {"in_features": 2880, "out_features": 10}}]})";
+
+constexpr char kBatchNormSpec[] = R"({"type": "Sequential", "children": [
+   {"type": "Linear", "args": {"in_features": 2, "out_features": 3}},
+   {"type": "BatchNorm1d", "args": {"num_features": 3}}]})";
+
+HostTensor Floats(std::vector<int64_t> shape, std::vector<double> values) {
+  auto tensor = HostTensor::FromDoubles(DType::kFloat32, std::move(shape), values);
+  EXPECT_TRUE(tensor.ok()) << tensor.status();
+  return *tensor;
+}
+
+std::vector<std::string> Names(const std::vector<client::NamedTensor>& entries) {
+  std::vector<std::string> names;
+  for (const auto& entry : entries) names.push_back(entry.name);
+  return names;
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto daemon = Daemon::Start();
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    auto connected = client::Client::Connect(daemon_->address());
+    ASSERT_TRUE(connected.ok()) << connected.status();
+    client_ = *std::move(connected);
+  }
+  void TearDown() override {
+    client_.reset();
+    daemon_.reset();
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(ClientTest, HealthListDescribeDelete) {
+  EXPECT_TRUE(client_->Health().ok());
+  ASSERT_TRUE(client_->CreateModel("b", kMlpSpec).ok());
+  ASSERT_TRUE(client_->CreateModel("a", kSharedSpec).ok());
+  auto models = client_->ListModels();
+  ASSERT_TRUE(models.ok());
+  ASSERT_EQ(models->size(), 2u);
+  EXPECT_EQ((*models)[0].name, "a");
+  auto info = client_->DescribeModel("b");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->type, "MLP");
+  EXPECT_EQ(info->device, "cpu");
+  EXPECT_TRUE(info->training);
+  EXPECT_EQ(info->state_dict_entries, 5u);
+  EXPECT_EQ(info->nbytes, (1u + 2 + 2 + 2 + 1) * 4);
+  EXPECT_TRUE(client_->DeleteModel("b").ok());
+  EXPECT_EQ(client_->DescribeModel("b").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(client_->DescribeModel("b").status().message(),
+              HasSubstr("model 'b' not found; ListModels shows the loaded models"));
+  EXPECT_EQ(client_->DeleteModel("b").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ClientTest, SeedMlpAndSequentialKeysAndValues) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  auto mlp = client_->Model("mlp");
+  auto sd = mlp.StateDict();
+  ASSERT_TRUE(sd.ok()) << sd.status();
+  EXPECT_THAT(Names(sd->entries),
+              ElementsAre("w2", "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"));
+  EXPECT_THAT(sd->entries[0].tensor.ToDoubles(), ElementsAre(2.0));
+  auto params = mlp.NamedParameters();
+  ASSERT_TRUE(params.ok());
+  EXPECT_THAT(Names(params->entries),
+              ElementsAre("w2", "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"));
+
+  ASSERT_TRUE(client_->CreateModel("seq", R"({"type": "Sequential", "children": [
+      {"type": "Linear", "args": {"in_features": 1, "out_features": 2}}, {"type": "ReLU"},
+      {"type": "Linear", "args": {"in_features": 2, "out_features": 1}}]})").ok());
+  auto seq = client_->Model("seq");
+  auto keys = seq.StateDict({.metadata_only = true});
+  ASSERT_TRUE(keys.ok());
+  EXPECT_THAT(Names(keys->entries), ElementsAre("0.weight", "0.bias", "2.weight", "2.bias"));
+  EXPECT_THAT(keys->entries[1].tensor.shape, ElementsAre(2));
+  auto modules = seq.NamedModules();
+  ASSERT_TRUE(modules.ok());
+  ASSERT_EQ(modules->modules.size(), 4u);
+  EXPECT_EQ(modules->modules[1].name, "0");
+  EXPECT_EQ(modules->modules[1].type, "Linear");
+  auto info = seq.Describe();
+  EXPECT_THAT(info->repr, HasSubstr("(0): Linear(in_features=1, out_features=2, bias=True)"));
+}
+
+TEST_F(ClientTest, SeedCnnParameterShapes) {
+  ASSERT_TRUE(client_->CreateModel("cnn", kCnnSpec).ok());
+  auto params = client_->Model("cnn").NamedParameters();
+  ASSERT_TRUE(params.ok());
+  ASSERT_THAT(Names(params->entries),
+              ElementsAre("conv1.weight", "conv1.bias", "fc1.weight", "fc1.bias"));
+  EXPECT_THAT(params->entries[0].tensor.shape, ElementsAre(20, 1, 5, 5));
+  EXPECT_THAT(params->entries[2].tensor.shape, ElementsAre(10, 2880));
+}
+
+TEST_F(ClientTest, SeedTyingRegionWriteAndTieParameters) {
+  ASSERT_TRUE(client_->CreateModel("net", kSharedSpec).ok());
+  auto net = client_->Model("net");
+  auto version = net.SetTensor("2.weight", Floats({}, {100}), client::Region{{0, 1}, {0, 1}});
+  ASSERT_TRUE(version.ok()) << version.status();
+  auto shared = net.GetTensor("4.weight", client::Region{{0, 1}, {0, 1}});
+  ASSERT_TRUE(shared.ok());
+  EXPECT_THAT(shared->ToDoubles(), ElementsAre(100.0));
+  EXPECT_EQ(shared->version, *version);
+  auto params = net.NamedParameters();
+  EXPECT_EQ(params->entries.size(), 6u);  // the shared Linear once
+  auto all = net.NamedParameters({.remove_duplicate = false});
+  EXPECT_EQ(all->entries.size(), 8u);
+  auto sd = net.StateDict({.metadata_only = true});
+  EXPECT_THAT(sd->entries[2].tensor.tied_with, ElementsAre("4.weight"));
+
+  // lm_head.weight = embed.weight through the RPC, then a write through one name.
+  ASSERT_TRUE(client_->CreateModel("lm", R"({"type": "LM", "children": [
+      {"name": "embed", "type": "Embedding", "args": {"num_embeddings": 10, "embedding_dim": 4}},
+      {"name": "lm_head", "type": "Linear", "args": {"in_features": 4, "out_features": 10, "bias": false}}]})")
+                  .ok());
+  auto lm = client_->Model("lm");
+  ASSERT_TRUE(lm.TieParameters("lm_head.weight", "embed.weight").ok());
+  ASSERT_TRUE(lm.SetTensor("embed.weight", Floats({4}, {1, 2, 3, 4}), client::Region{{9, 10}}).ok());
+  auto head = lm.GetTensor("lm_head.weight", client::Region{{9, 10}});
+  EXPECT_THAT(head->ToDoubles(), ElementsAre(1, 2, 3, 4));
+  EXPECT_EQ(lm.NamedParameters()->entries.size(), 1u);
+  EXPECT_EQ(lm.TieParameters("lm_head.weight", "embed.nope").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(ClientTest, LoadStateDictStrictNonStrictAndVersions) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  auto mlp = client_->Model("mlp");
+  std::vector<client::NamedTensor> partial = {{"w2", Floats({1}, {5})},
+                                              {"linear1.weight", Floats({3, 1}, {1, 2, 3})},
+                                              {"linear1.bias", Floats({2}, {0, 0})},
+                                              {"extra", Floats({1}, {0})}};
+  auto strict = mlp.LoadStateDict(partial);
+  EXPECT_EQ(strict.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(strict.status().message(),
+              HasSubstr("Missing key(s) in state_dict: \"linear2.weight\", \"linear2.bias\". "));
+  partial[1].tensor = Floats({2, 1}, {1, 2});
+  auto loose = mlp.LoadStateDict(partial, {.strict = false});
+  ASSERT_TRUE(loose.ok()) << loose.status();
+  EXPECT_THAT(loose->missing_keys, ElementsAre("linear2.weight", "linear2.bias"));
+  EXPECT_THAT(loose->unexpected_keys, ElementsAre("extra"));
+  EXPECT_EQ(loose->version, 2u);
+  EXPECT_THAT(mlp.GetTensor("w2")->ToDoubles(), ElementsAre(5.0));
+  // Conditional write against a stale version.
+  EXPECT_EQ(mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 1).status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_TRUE(mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 2).ok());
+}
+
+TEST_F(ClientTest, BatchNormBuffersModeAndMetadataRule) {
+  ASSERT_TRUE(client_->CreateModel("bn", kBatchNormSpec).ok());
+  auto bn = client_->Model("bn");
+  auto buffers = bn.NamedBuffers();
+  ASSERT_TRUE(buffers.ok());
+  EXPECT_THAT(Names(buffers->entries),
+              ElementsAre("1.running_mean", "1.running_var", "1.num_batches_tracked"));
+  EXPECT_EQ(buffers->entries[2].tensor.dtype, DType::kInt64);
+  auto sd = bn.StateDict();
+  ASSERT_TRUE(sd.ok());
+  EXPECT_EQ(sd->metadata.at("1"), 2);
+  // A state_dict without num_batches_tracked and without _metadata loads (BatchNorm rule).
+  std::vector<client::NamedTensor> entries;
+  for (auto& entry : sd->entries) {
+    if (entry.name != "1.num_batches_tracked") entries.push_back(entry);
+  }
+  EXPECT_TRUE(bn.LoadStateDict(entries).ok());
+  // With version-2 metadata it is missing.
+  auto with_metadata = bn.LoadStateDict(entries, {.metadata = sd->metadata});
+  EXPECT_THAT(with_metadata.status().message(), HasSubstr("\"1.num_batches_tracked\""));
+
+  auto eval = bn.SetMode(false);
+  ASSERT_TRUE(eval.ok());
+  EXPECT_FALSE(eval->training);
+  auto moved = bn.MoveModel("cuda:0");
+  EXPECT_EQ(moved.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(bn.MoveModel("cpu").ok());
+}
+
+TEST_F(ClientTest, RegisterParameterAndBufferWithPyTorchRules) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  auto mlp = client_->Model("mlp");
+  ASSERT_TRUE(mlp.RegisterParameter("linear1", "scale", Floats({2}, {1, 1})).ok());
+  ASSERT_TRUE(mlp.RegisterParameter("", "gone", std::nullopt).ok());
+  ASSERT_TRUE(mlp.RegisterBuffer("", "steps", Floats({1}, {0}), /*persistent=*/false).ok());
+  auto keys = mlp.StateDict({.metadata_only = true});
+  EXPECT_THAT(Names(keys->entries),
+              ElementsAre("w2", "linear1.weight", "linear1.bias", "linear1.scale", "linear2.weight",
+                          "linear2.bias"));
+  auto buffers = mlp.NamedBuffers();
+  EXPECT_THAT(Names(buffers->entries), ElementsAre("steps"));
+  auto taken = mlp.RegisterParameter("", "w1", Floats({1}, {1}));
+  EXPECT_EQ(taken.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(taken.status().message(), "attribute 'w1' already exists");
+  EXPECT_EQ(mlp.RegisterBuffer("", "a.b", Floats({1}, {1})).status().message(),
+            "buffer name can't contain \".\"");
+  EXPECT_EQ(mlp.RegisterParameter("nope", "x", Floats({1}, {1})).status().message(),
+            "MLP has no attribute `nope`");
+}
+
+TEST_F(ClientTest, WireDtypeCastsFloatTensorsOnly) {
+  ASSERT_TRUE(client_->CreateModel("bn", kBatchNormSpec).ok());
+  auto sd = client_->Model("bn").StateDict({.wire_dtype = DType::kBFloat16});
+  ASSERT_TRUE(sd.ok()) << sd.status();
+  EXPECT_EQ(sd->entries[0].tensor.dtype, DType::kBFloat16);
+  EXPECT_EQ(sd->entries[0].tensor.data.size(), 3u * 2 * 2);
+  EXPECT_EQ(sd->entries.back().tensor.dtype, DType::kInt64);  // num_batches_tracked as is
+}
+
+}  // namespace
+}  // namespace paramd::testing

@@ -1,0 +1,293 @@
+// The client against an in-process fake of the paramd services: status mapping, stream
+// checks and chunking through real gRPC calls, without the daemon.
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "paramd/client.h"
+#include "paramd/v1/models.grpc.pb.h"
+#include "paramd/v1/parameters.grpc.pb.h"
+
+namespace paramd::client {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Pair;
+
+// A tensor of `dtype` and `shape` with no data yet.
+HostTensor Meta(DType dtype, std::vector<int64_t> shape) {
+  HostTensor tensor;
+  tensor.dtype = dtype;
+  tensor.shape = std::move(shape);
+  return tensor;
+}
+
+class FakeModels final : public v1::Models::Service {
+ public:
+  grpc::Status ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+                          v1::ListModelsResponse* response) override {
+    v1::ModelInfo* info = response->add_models();
+    info->set_name("net");
+    info->set_type("Sequential");
+    info->set_version(4);
+    info->set_training(false);
+    info->set_parameter_numel(12);
+    return grpc::Status::OK;
+  }
+  grpc::Status DescribeModel(grpc::ServerContext*, const v1::DescribeModelRequest* request,
+                             v1::ModelInfo*) override {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "model '" + request->name() + "' not found; ListModels shows the models");
+  }
+};
+
+class FakeParameters final : public v1::Parameters::Service {
+ public:
+  // StateDict: one int8 tensor of 5 bytes in chunks "ab", "cde"; metadata {"": 1}.
+  grpc::Status StateDict(grpc::ServerContext*, const v1::StateDictRequest* request,
+                         grpc::ServerWriter<v1::TensorFrame>* writer) override {
+    v1::TensorFrame frame;
+    frame.mutable_start()->set_model(request->model());
+    frame.mutable_start()->set_version(11);
+    (*frame.mutable_start()->mutable_metadata())[""] = 1;
+    writer->Write(frame);
+    v1::TensorHeader* header = frame.mutable_header();
+    header->set_name(request->prefix() + "w");
+    header->mutable_meta()->set_dtype(v1::INT8);
+    header->mutable_meta()->add_shape(5);
+    header->mutable_meta()->set_device("cpu");
+    header->add_tied_with("v");
+    writer->Write(frame);
+    if (request->metadata_only()) return grpc::Status::OK;
+    for (const auto& [offset, data] : {std::pair<int, const char*>{0, "ab"}, {2, "cde"}}) {
+      frame.mutable_chunk()->set_offset(offset);
+      frame.mutable_chunk()->set_data(data);
+      writer->Write(frame);
+    }
+    return grpc::Status::OK;
+  }
+
+  // GetTensor: a header then a chunk at the wrong offset.
+  grpc::Status GetTensor(grpc::ServerContext*, const v1::GetTensorRequest* request,
+                         grpc::ServerWriter<v1::TensorFrame>* writer) override {
+    if (request->name() == "missing") {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no parameter or buffer named 'missing'");
+    }
+    v1::TensorFrame frame;
+    frame.mutable_start()->set_version(1);
+    writer->Write(frame);
+    frame.mutable_header()->set_name(request->name());
+    frame.mutable_header()->mutable_meta()->set_dtype(v1::INT8);
+    frame.mutable_header()->mutable_meta()->add_shape(4);
+    writer->Write(frame);
+    frame.mutable_chunk()->set_offset(1);
+    frame.mutable_chunk()->set_data("abc");
+    writer->Write(frame);
+    return grpc::Status::OK;
+  }
+
+  // SetTensors: records every frame; version 9.
+  grpc::Status SetTensors(grpc::ServerContext*, grpc::ServerReader<v1::WriteFrame>* reader,
+                          v1::WriteResponse* response) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    frames_.clear();
+    v1::WriteFrame frame;
+    while (reader->Read(&frame)) frames_.push_back(frame);
+    if (frames_.empty() || frames_[0].options().if_version() == 3) {
+      return grpc::Status(grpc::StatusCode::ABORTED, "model 'net' is at version 8, not 3");
+    }
+    response->set_version(9);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status LoadStateDict(grpc::ServerContext*, grpc::ServerReader<v1::WriteFrame>* reader,
+                             v1::LoadStateDictResponse* response) override {
+    v1::WriteFrame frame;
+    std::lock_guard<std::mutex> lock(mutex_);
+    frames_.clear();
+    while (reader->Read(&frame)) frames_.push_back(frame);
+    response->set_version(5);
+    response->add_missing_keys("b");
+    response->add_unexpected_keys("extra");
+    return grpc::Status::OK;
+  }
+
+  std::vector<v1::WriteFrame> frames() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return frames_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<v1::WriteFrame> frames_;
+};
+
+class ClientRpcTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&models_);
+    builder.RegisterService(&parameters_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    auto client = Client::Connect("127.0.0.1:" + std::to_string(port));
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+  }
+  void TearDown() override {
+    client_.reset();
+    if (server_) server_->Shutdown();
+  }
+
+  FakeModels models_;
+  FakeParameters parameters_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ClientRpcTest, HealthIsServing) { EXPECT_TRUE(client_->Health().ok()); }
+
+TEST_F(ClientRpcTest, HealthReportsNotServing) {
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  absl::Status status = client_->Health();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(status.message(), HasSubstr("NOT_SERVING"));
+}
+
+TEST_F(ClientRpcTest, UnaryCallsConvertReplies) {
+  auto models = client_->ListModels();
+  ASSERT_TRUE(models.ok()) << models.status();
+  ASSERT_EQ(models->size(), 1u);
+  EXPECT_EQ((*models)[0].name, "net");
+  EXPECT_EQ((*models)[0].type, "Sequential");
+  EXPECT_EQ((*models)[0].version, 4u);
+  EXPECT_FALSE((*models)[0].training);
+  EXPECT_EQ((*models)[0].parameter_numel, 12u);
+}
+
+TEST_F(ClientRpcTest, ServerErrorsKeepCodeAndMessage) {
+  auto info = client_->DescribeModel("ghost");
+  ASSERT_FALSE(info.ok());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(info.status().message(), "model 'ghost' not found; ListModels shows the models");
+  auto tensor = client_->Model("net").GetTensor("missing");
+  EXPECT_EQ(tensor.status().code(), absl::StatusCode::kNotFound);
+  // Not implemented by the fake: the server's UNIMPLEMENTED comes through.
+  EXPECT_EQ(client_->Model("net").TieParameters("a", "b").status().code(),
+            absl::StatusCode::kUnimplemented);
+}
+
+TEST_F(ClientRpcTest, StateDictAssemblesChunks) {
+  std::vector<std::pair<uint64_t, uint64_t>> progress;
+  StateDictOptions options;
+  options.prefix = "p.";
+  options.progress = [&](uint64_t done, uint64_t total) { progress.emplace_back(done, total); };
+  auto result = client_->Model("net").StateDict(options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->version, 11u);
+  ASSERT_EQ(result->entries.size(), 1u);
+  EXPECT_EQ(result->entries[0].name, "p.w");
+  EXPECT_EQ(result->entries[0].tensor.data, "abcde");
+  EXPECT_EQ(result->entries[0].tensor.device, "cpu");
+  EXPECT_THAT(result->entries[0].tensor.tied_with, ElementsAre("v"));
+  EXPECT_THAT(result->metadata, ElementsAre(Pair("", 1)));
+  EXPECT_THAT(progress, ElementsAre(Pair(2, 5), Pair(5, 5)));
+
+  options.metadata_only = true;
+  auto meta = client_->Model("net").StateDict(options);
+  ASSERT_TRUE(meta.ok()) << meta.status();
+  EXPECT_TRUE(meta->entries[0].tensor.data.empty());
+  EXPECT_EQ(meta->entries[0].tensor.nbytes(), 5u);
+}
+
+TEST_F(ClientRpcTest, BadChunkOffsetIsDataLoss) {
+  auto tensor = client_->Model("net").GetTensor("w");
+  ASSERT_FALSE(tensor.ok());
+  EXPECT_EQ(tensor.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(tensor.status().message(), HasSubstr("chunk at byte 1 arrived where byte 0"));
+}
+
+TEST_F(ClientRpcTest, SetTensorsStreamsOptionsHeadersAndChunks) {
+  HostTensor big = Meta(DType::kUInt8, {static_cast<int64_t>(kChunkBytes + 10)});
+  big.data.assign(big.nbytes(), 'x');
+  auto small = HostTensor::FromDoubles(DType::kFloat32, {}, {1.5});
+  ASSERT_TRUE(small.ok());
+  std::vector<TensorWrite> writes = {{"big", big, std::nullopt}, {"small", *small, Region{{0, 1}}}};
+  auto version = client_->Model("net").SetTensors(writes, /*if_version=*/8);
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(*version, 9u);
+  std::vector<v1::WriteFrame> frames = parameters_.frames();
+  ASSERT_EQ(frames.size(), 6u);
+  EXPECT_EQ(frames[0].options().model(), "net");
+  EXPECT_EQ(frames[0].options().if_version(), 8u);
+  EXPECT_EQ(frames[1].header().name(), "big");
+  EXPECT_EQ(frames[2].chunk().data().size(), kChunkBytes);
+  EXPECT_EQ(frames[3].chunk().offset(), kChunkBytes);
+  EXPECT_EQ(frames[3].chunk().data().size(), 10u);
+  EXPECT_EQ(frames[4].header().name(), "small");
+  EXPECT_EQ(frames[4].header().region().ranges(0).stop(), 1);
+  EXPECT_EQ(frames[5].chunk().data().size(), 4u);
+}
+
+TEST_F(ClientRpcTest, VersionConflictIsAborted) {
+  auto tensor = HostTensor::FromDoubles(DType::kFloat32, {1}, {1});
+  ASSERT_TRUE(tensor.ok());
+  auto version = client_->Model("net").SetTensors({{"w", *tensor, std::nullopt}}, 3);
+  EXPECT_EQ(version.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(version.status().message(), HasSubstr("version 8"));
+}
+
+TEST_F(ClientRpcTest, MalformedTensorIsRefusedBeforeSending) {
+  HostTensor bad = Meta(DType::kFloat32, {2});
+  bad.data = "abc";
+  auto version = client_->Model("net").SetTensor("w", bad);
+  EXPECT_EQ(version.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(version.status().message(), HasSubstr("holds 3 bytes"));
+}
+
+TEST_F(ClientRpcTest, LoadStateDictSendsOptionsAndReturnsKeys) {
+  auto a = HostTensor::FromDoubles(DType::kFloat32, {2}, {1, 2});
+  ASSERT_TRUE(a.ok());
+  LoadOptions options;
+  options.strict = false;
+  options.assign = true;
+  options.metadata = std::map<std::string, int>{{"", 1}};
+  auto result = client_->Model("net").LoadStateDict({{"a", *a}}, options, 2);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->version, 5u);
+  EXPECT_THAT(result->missing_keys, ElementsAre("b"));
+  EXPECT_THAT(result->unexpected_keys, ElementsAre("extra"));
+  std::vector<v1::WriteFrame> frames = parameters_.frames();
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_TRUE(frames[0].options().non_strict());
+  EXPECT_TRUE(frames[0].options().assign());
+  EXPECT_TRUE(frames[0].options().has_metadata());
+  EXPECT_EQ(frames[0].options().if_version(), 2u);
+  EXPECT_EQ(frames[1].header().name(), "a");
+}
+
+TEST(ClientConnectTest, UnreachableServerIsUnavailable) {
+  ConnectOptions options;
+  options.unary_deadline = std::chrono::milliseconds(2000);
+  auto client = Client::Connect("127.0.0.1:1", options);
+  ASSERT_TRUE(client.ok());
+  absl::Status status = (*client)->ListModels().status();
+  EXPECT_TRUE(status.code() == absl::StatusCode::kUnavailable ||
+              status.code() == absl::StatusCode::kDeadlineExceeded)
+      << status;
+  EXPECT_EQ(Client::Connect("").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace paramd::client
