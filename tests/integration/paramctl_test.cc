@@ -1,0 +1,203 @@
+// paramctl against the real daemon, as an operator would run it: every seed example end to
+// end, JSON listings, .npy/.npz in and out, exit codes and the server's messages.
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/daemon.h"
+
+namespace paramd::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+std::string Quote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      quoted += "'\\''";
+    } else {
+      quoted += c;
+    }
+  }
+  return quoted + "'";
+}
+
+class ParamctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto daemon = Daemon::Start();
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    dir_ = daemon_->data_dir() + "/../work";
+    ASSERT_EQ(std::system(("mkdir -p " + dir_).c_str()), 0);
+  }
+
+  Result Run(const std::vector<std::string>& args) {
+    std::string command = Quote(BinaryPath("paramctl")) + " --server " + daemon_->address();
+    for (const std::string& arg : args) command += " " + Quote(arg);
+    command += " >" + dir_ + "/out 2>" + dir_ + "/err </dev/null";
+    const int status = std::system(command.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir_ + "/out"),
+            ReadFile(dir_ + "/err")};
+  }
+
+  std::string Spec(const std::string& name, const std::string& json) {
+    const std::string path = dir_ + "/" + name + ".json";
+    std::ofstream(path) << json;
+    return path;
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+  std::string dir_;
+};
+
+constexpr char kMlpSpec[] = R"({"type": "MLP", "attributes": ["w1"],
+ "parameters": [{"name": "w2", "shape": [1], "init": {"constant": 2.0}}],
+ "children": [
+   {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
+   {"name": "relu", "type": "ReLU"},
+   {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}]})";
+
+constexpr char kSharedSpec[] = R"({"type": "Sequential", "children": [
+   {"type": "Linear", "args": {"in_features": 4, "out_features": 8}}, {"type": "ReLU"},
+   {"type": "Linear", "args": {"in_features": 8, "out_features": 8}}, {"type": "ReLU"},
+   {"ref": "2"}, {"type": "ReLU"}, {"type": "Linear", "args": {"in_features": 8, "out_features": 1}}]})";
+
+TEST_F(ParamctlTest, HealthModelsCreateDescribeDelete) {
+  EXPECT_EQ(Run({"health"}).exit_code, 0);
+  Result created = Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  Result described = Run({"describe", "mlp"});
+  EXPECT_THAT(described.out, HasSubstr("  (linear1): Linear(in_features=1, out_features=2, bias=True)"));
+  EXPECT_THAT(described.out, HasSubstr("train"));
+  Result models = Run({"models", "--json"});
+  ASSERT_EQ(models.exit_code, 0);
+  auto list = nlohmann::json::parse(models.out);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["name"], "mlp");
+  EXPECT_EQ(Run({"delete", "mlp"}).exit_code, 0);
+  Result missing = Run({"describe", "mlp"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("model 'mlp' not found"));
+  EXPECT_EQ(Run({"describe"}).exit_code, 2);  // usage error
+  EXPECT_EQ(Run({"nonsense"}).exit_code, 2);
+}
+
+TEST_F(ParamctlTest, SeedMlpStateDictKeysAndGetPrintsLikePyTorch) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  Result sd = Run({"state-dict", "mlp", "--json"});
+  ASSERT_EQ(sd.exit_code, 0) << sd.err;
+  auto entries = nlohmann::json::parse(sd.out);
+  std::vector<std::string> names;
+  for (const auto& entry : entries) {
+    names.push_back(entry["name"]);
+    for (const char* field : {"shape", "dtype", "device", "nbytes", "tied_with"}) {
+      EXPECT_TRUE(entry.contains(field)) << field;
+    }
+  }
+  EXPECT_THAT(names, ::testing::ElementsAre("w2", "linear1.weight", "linear1.bias",
+                                            "linear2.weight", "linear2.bias"));
+  Result get = Run({"get", "mlp", "w2"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(get.out, "Parameter containing:\ntensor([2.], requires_grad=True)\n");
+  Result params = Run({"params", "mlp"});
+  EXPECT_THAT(params.out, HasSubstr("linear2.bias"));
+  EXPECT_THAT(params.out, Not(HasSubstr("w1")));
+}
+
+TEST_F(ParamctlTest, SeedTyingSetRegionReadThroughTheOtherNameAndTie) {
+  ASSERT_EQ(Run({"create", "net", "--spec", Spec("net", kSharedSpec)}).exit_code, 0);
+  Result set = Run({"set", "net", "2.weight[0,0]", "--value", "100"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_THAT(set.out, HasSubstr("version 2"));
+  Result get = Run({"get", "net", "4.weight[0,0]", "--json"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_THAT(get.out, HasSubstr("100"));
+  Result sd = Run({"state-dict", "net"});
+  EXPECT_THAT(sd.out, HasSubstr("4.weight"));
+  Result all = Run({"params", "net", "--all", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(all.out).size(), 8u);
+  Result dedup = Run({"params", "net", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(dedup.out).size(), 6u);
+  Result stale = Run({"set", "net", "2.weight[0,0]", "--value", "1", "--if-version", "1"});
+  EXPECT_EQ(stale.exit_code, 1);
+  EXPECT_THAT(stale.err, HasSubstr("ABORTED"));
+
+  Result tie = Run({"tie", "net", "6.weight", "--to", "0.weight"});
+  EXPECT_EQ(tie.exit_code, 1);
+  EXPECT_THAT(tie.err, HasSubstr("cannot tie '6.weight' of shape [1, 8] to '0.weight' of shape [8, 4]"));
+  ASSERT_EQ(Run({"create", "lm", "--spec", Spec("lm", R"({"type": "LM", "children": [
+      {"name": "embed", "type": "Embedding", "args": {"num_embeddings": 10, "embedding_dim": 4}},
+      {"name": "head", "type": "Linear", "args": {"in_features": 4, "out_features": 10, "bias": false}}]})")})
+                .exit_code,
+            0);
+  ASSERT_EQ(Run({"tie", "lm", "head.weight", "--to", "embed.weight"}).exit_code, 0);
+  ASSERT_EQ(Run({"set", "lm", "embed.weight[2]", "--value", "[1, 2, 3, 4]"}).exit_code, 0);
+  Result through = Run({"get", "lm", "head.weight[2]", "--json"});
+  EXPECT_THAT(through.out, HasSubstr("1"));
+  EXPECT_THAT(through.out, HasSubstr("4"));
+}
+
+TEST_F(ParamctlTest, NpyAndNpzRoundTripsAndLoadStateDictErrors) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  ASSERT_EQ(Run({"create", "net", "--spec", Spec("net", kSharedSpec)}).exit_code, 0);
+  const std::string npy = dir_ + "/w.npy";
+  ASSERT_EQ(Run({"get", "mlp", "linear1.weight", "--out", npy}).exit_code, 0);
+  ASSERT_EQ(Run({"set", "mlp", "linear2.weight", "--in", npy}).exit_code, 1);  // [2,1] into [1,2]
+  ASSERT_EQ(Run({"register-param", "mlp", "", "extra", "--in", npy}).exit_code, 0);
+  Result keys = Run({"state-dict", "mlp"});
+  EXPECT_THAT(keys.out, HasSubstr("extra"));
+
+  const std::string npz = dir_ + "/net.npz";
+  ASSERT_EQ(Run({"state-dict", "net", "--out", npz}).exit_code, 0);
+  Result same = Run({"load-state-dict", "net", npz});
+  ASSERT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_THAT(same.out, HasSubstr("<All keys matched successfully>"));
+  Result strict = Run({"load-state-dict", "mlp", npz});
+  EXPECT_EQ(strict.exit_code, 1);
+  // The registered root parameter `extra` comes right after w2, before any child's.
+  EXPECT_THAT(strict.err, HasSubstr("Error(s) in loading state_dict for MLP:\n\tMissing key(s) in "
+                                    "state_dict: \"w2\", \"extra\", \"linear1.weight\""));
+  Result loose = Run({"load-state-dict", "mlp", npz, "--no-strict"});
+  ASSERT_EQ(loose.exit_code, 0) << loose.err;
+  EXPECT_THAT(loose.out, HasSubstr("_IncompatibleKeys(missing_keys=['w2'"));
+}
+
+TEST_F(ParamctlTest, BuffersModulesModeAndDevice) {
+  ASSERT_EQ(Run({"create", "bn", "--spec", Spec("bn", R"({"type": "Sequential", "children": [
+      {"type": "BatchNorm1d", "args": {"num_features": 3}}]})")})
+                .exit_code,
+            0);
+  EXPECT_THAT(Run({"buffers", "bn"}).out, HasSubstr("0.num_batches_tracked"));
+  EXPECT_THAT(Run({"modules", "bn"}).out, HasSubstr("BatchNorm1d"));
+  ASSERT_EQ(Run({"eval", "bn"}).exit_code, 0);
+  EXPECT_THAT(Run({"describe", "bn"}).out, HasSubstr("eval"));
+  ASSERT_EQ(Run({"train", "bn"}).exit_code, 0);
+  Result cuda = Run({"to", "bn", "cuda"});
+  EXPECT_EQ(cuda.exit_code, 1);
+  EXPECT_THAT(cuda.err, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_EQ(Run({"register-buffer", "bn", "0", "flag", "--in", dir_ + "/missing.npy"}).exit_code, 1);
+}
+
+}  // namespace
+}  // namespace paramd::testing
