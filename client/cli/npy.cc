@@ -213,14 +213,12 @@ class HeaderParser {
   absl::Status Error(absl::string_view what) const {
     return absl::InvalidArgumentError(
         absl::StrCat(source_, ": malformed .npy header at offset ", pos_, ": ", what,
-                     " (header: ", absl::StripTrailingAsciiWhitespace(text_.substr(0, 200)),
-                     ")"));
+                     " (header: ", absl::StripTrailingAsciiWhitespace(text_.substr(0, 200)), ")"));
   }
 
   void SkipSpace() {
-    while (pos_ < text_.size() &&
-           (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' ||
-            text_[pos_] == '\r')) {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' ||
+                                   text_[pos_] == '\n' || text_[pos_] == '\r')) {
       ++pos_;
     }
   }
@@ -310,13 +308,12 @@ absl::StatusOr<int64_t> CheckedNumel(const std::vector<int64_t>& shape, size_t e
   int64_t numel = 1;
   for (int64_t d : shape) {
     if (d < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": negative dimension in shape (",
-                                                     absl::StrJoin(shape, ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": negative dimension in shape (", absl::StrJoin(shape, ", "), ")"));
     }
     if (d != 0 && numel > INT64_MAX / static_cast<int64_t>(element_bytes) / d) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": shape (",
-                                                     absl::StrJoin(shape, ", "),
-                                                     ") is too large"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": shape (", absl::StrJoin(shape, ", "), ") is too large"));
     }
     numel *= d;
   }
@@ -426,8 +423,8 @@ absl::StatusOr<std::string> Inflate(absl::string_view compressed, uint64_t size,
   // Deflate cannot expand data more than 1032:1; a larger recorded size is a lie, and
   // believing it would allocate up to 16 EiB.
   if (size / 1032 > compressed.size() + 1) {
-    return corrupt(absl::StrCat("recorded size ", size, " is impossible for ",
-                                compressed.size(), " compressed bytes"));
+    return corrupt(absl::StrCat("recorded size ", size, " is impossible for ", compressed.size(),
+                                " compressed bytes"));
   }
   std::string out(size, '\0');
   z_stream stream;
@@ -561,9 +558,9 @@ class ZipReader {
     if (bytes_.size() < kEndOfCentralDirSize) return Corrupt("too short");
     // The record is the last thing in the file but for a comment of up to 65535 bytes.
     size_t eocd = std::string::npos;
-    const size_t lowest =
-        bytes_.size() > kEndOfCentralDirSize + 0xffff ? bytes_.size() - kEndOfCentralDirSize - 0xffff
-                                                      : 0;
+    const size_t lowest = bytes_.size() > kEndOfCentralDirSize + 0xffff
+                              ? bytes_.size() - kEndOfCentralDirSize - 0xffff
+                              : 0;
     for (size_t pos = bytes_.size() - kEndOfCentralDirSize + 1; pos-- > lowest;) {
       const char* p = bytes_.data() + pos;
       if (LoadLE(p, 4) == kEndOfCentralDirSignature &&
@@ -669,8 +666,7 @@ absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view s
                                 bytes.size() - prefix, " present)"));
   }
   const absl::string_view header_text = bytes.substr(prefix, header_len);
-  PARAMD_ASSIGN_OR_RETURN(Header header,
-                          HeaderParser(header_text, source, major < 3).Parse());
+  PARAMD_ASSIGN_OR_RETURN(Header header, HeaderParser(header_text, source, major < 3).Parse());
   PARAMD_ASSIGN_OR_RETURN(ParsedDescr descr, ParseDescr(header.descr, source));
 
   const size_t element_bytes = ElementBytes(descr.dtype);
@@ -678,10 +674,10 @@ absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view s
   const uint64_t expected = static_cast<uint64_t>(numel) * element_bytes;
   const absl::string_view data = bytes.substr(prefix + header_len);
   if (data.size() != expected) {
-    return invalid(absl::StrCat(data.size() < expected ? "truncated data: " : "trailing data: ",
-                                "shape ", ShapeRepr(header.shape), " of '", header.descr,
-                                "' needs ", expected, " bytes after the header but ",
-                                data.size(), " are present"));
+    return invalid(
+        absl::StrCat(data.size() < expected ? "truncated data: " : "trailing data: ", "shape ",
+                     ShapeRepr(header.shape), " of '", header.descr, "' needs ", expected,
+                     " bytes after the header but ", data.size(), " are present"));
   }
 
   HostTensor t;
@@ -705,15 +701,15 @@ absl::StatusOr<std::string> SerializeNpy(const HostTensor& tensor) {
                           CheckedNumel(tensor.shape, ElementBytes(tensor.dtype), "tensor"));
   const size_t nbytes = static_cast<size_t>(numel) * ElementBytes(tensor.dtype);
   if (tensor.data.size() != nbytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor of shape ", ShapeRepr(tensor.shape), " holds ", tensor.data.size(),
-                     " bytes; its dtype needs ", nbytes));
+    return absl::InvalidArgumentError(absl::StrCat("tensor of shape ", ShapeRepr(tensor.shape),
+                                                   " holds ", tensor.data.size(),
+                                                   " bytes; its dtype needs ", nbytes));
   }
 
   // np.lib.format._write_array_header: sorted keys, repr'd values, growth room, padding.
-  std::string header = absl::StrCat("{'descr': '", Descr(tensor.dtype),
-                                    "', 'fortran_order': False, 'shape': ",
-                                    ShapeRepr(tensor.shape), ", }");
+  std::string header =
+      absl::StrCat("{'descr': '", Descr(tensor.dtype),
+                   "', 'fortran_order': False, 'shape': ", ShapeRepr(tensor.shape), ", }");
   if (!tensor.shape.empty()) {
     const size_t digits = absl::StrCat(tensor.shape[0]).size();
     header.append(kGrowthAxisMaxDigits - std::min(digits, kGrowthAxisMaxDigits), ' ');
@@ -803,8 +799,8 @@ absl::StatusOr<std::string> SerializeNpz(const NamedTensors& tensors) {
     }
     const std::string file_name = name + ".npy";
     if (file_name.size() > 0xffff) {
-      return absl::InvalidArgumentError(absl::StrCat("the name '", name.substr(0, 64),
-                                                     "...' is too long for a ZIP member"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the name '", name.substr(0, 64), "...' is too long for a ZIP member"));
     }
     absl::StatusOr<std::string> data = SerializeNpy(tensor);
     if (!data.ok()) {
@@ -845,10 +841,10 @@ absl::StatusOr<std::string> SerializeNpz(const NamedTensors& tensors) {
     AppendLE(&central, data->size(), 4);
     AppendLE(&central, data->size(), 4);
     AppendLE(&central, file_name.size(), 2);
-    AppendLE(&central, 0, 2);  // extra length
-    AppendLE(&central, 0, 2);  // comment length
-    AppendLE(&central, 0, 2);  // disk
-    AppendLE(&central, 0, 2);  // internal attributes
+    AppendLE(&central, 0, 2);               // extra length
+    AppendLE(&central, 0, 2);               // comment length
+    AppendLE(&central, 0, 2);               // disk
+    AppendLE(&central, 0, 2);               // internal attributes
     AppendLE(&central, 0100644u << 16, 4);  // external attributes: regular file, rw-r--r--
     AppendLE(&central, offset, 4);
     central.append(file_name);

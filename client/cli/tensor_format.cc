@@ -79,7 +79,9 @@ bool IsFloating(DType dtype) {
 
 uint64_t LoadLittleEndian(const char* p, size_t n) {
   uint64_t v = 0;
-  for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  for (size_t i = 0; i < n; ++i) {
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  }
   return v;
 }
 
@@ -266,8 +268,8 @@ std::string VectorStr(const Layout& layout, const Formatter& formatter, int64_t 
 }
 
 // torch._tensor_str._tensor_str_with_formatter.
-std::string TensorStr(const Layout& layout, const Formatter& formatter, size_t dim,
-                      int64_t offset, int64_t indent) {
+std::string TensorStr(const Layout& layout, const Formatter& formatter, size_t dim, int64_t offset,
+                      int64_t indent) {
   const size_t rank = layout.shape.size() - dim;
   if (rank == 0) return formatter.Format(offset);
   if (rank == 1) return VectorStr(layout, formatter, offset, indent);
@@ -294,8 +296,7 @@ std::string AddSuffixes(std::string text, const std::vector<std::string>& suffix
                         int64_t indent) {
   const size_t newline = text.rfind('\n');
   int64_t last_line_len = static_cast<int64_t>(text.size()) -
-                          (newline == std::string::npos ? -1 : static_cast<int64_t>(newline)) +
-                          1;
+                          (newline == std::string::npos ? -1 : static_cast<int64_t>(newline)) + 1;
   for (const std::string& suffix : suffixes) {
     const int64_t suffix_len = static_cast<int64_t>(suffix.size());
     if (last_line_len + suffix_len + 2 > kLineWidth) {
