@@ -9,7 +9,7 @@ namespace paramd::kernels {
 namespace {
 
 constexpr size_t kAlignment = 64;
-constexpr size_t kCacheMinBytes = size_t{1} << 20;
+constexpr size_t kCacheMinBytes = size_t{128} << 10;
 // Without a ceiling the cache still stops here.
 constexpr size_t kCacheDefaultMaxBytes = size_t{4} << 30;
 

@@ -4,7 +4,7 @@
 // Note [Host block cache]
 // Fresh memory costs a page fault per 4 KiB on first touch (about 2 GB/s on the machines
 // paramd is measured on, slower than any copy), and every new model version allocates
-// fresh storage for what it writes (copy-on-write). So blocks of 1 MiB and more are kept
+// fresh storage for what it writes (copy-on-write). So blocks of 128 KiB and more are kept
 // when freed and handed out again for the next allocation of the same size class, as
 // PyTorch's caching allocators do. The cache never holds more than a quarter of the
 // ceiling, and an allocation that would pass the ceiling empties it first.

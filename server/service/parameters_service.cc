@@ -16,10 +16,6 @@ std::optional<uint64_t> IfVersion(uint64_t value) {
   return value == 0 ? std::nullopt : std::optional<uint64_t>(value);
 }
 
-absl::Status Cancelled() {
-  return absl::CancelledError("the client went away before the stream finished");
-}
-
 // What a read stream sends: a start frame and the tensors of one pinned version.
 struct PreparedRead {
   v1::StreamStart start;
@@ -51,55 +47,6 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* StreamRead(const grpc::ByteBuffer* r
 bool RequiresGrad(const core::TensorSlot& slot) {
   const auto* parameter = dynamic_cast<const core::Parameter*>(&slot);
   return parameter != nullptr && parameter->requires_grad();
-}
-
-// What a client-streamed write carried: its options and every tensor, complete.
-struct IncomingWrite {
-  v1::WriteOptions options;
-  std::vector<std::pair<v1::TensorHeader, core::Tensor>> tensors;
-};
-
-absl::StatusOr<IncomingWrite> ReceiveWrite(grpc::ServerContext* context,
-                                           grpc::ServerReader<v1::WriteFrame>* reader) {
-  IncomingWrite write;
-  TensorAssembler assembler;
-  v1::WriteFrame frame;
-  bool have_options = false;
-  while (reader->Read(&frame)) {
-    switch (frame.frame_case()) {
-      case v1::WriteFrame::kOptions:
-        if (have_options) {
-          return absl::InvalidArgumentError("WriteOptions was sent twice; send it once, first");
-        }
-        write.options = std::move(*frame.mutable_options());
-        have_options = true;
-        break;
-      case v1::WriteFrame::kHeader:
-        if (!have_options) {
-          return absl::InvalidArgumentError("the first frame of a write must be WriteOptions");
-        }
-        if (assembler.active()) {
-          PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler.Finish());
-          write.tensors.emplace_back(assembler.header(), std::move(done));
-        }
-        PARAMD_RETURN_IF_ERROR(assembler.Begin(frame.header()));
-        break;
-      case v1::WriteFrame::kChunk:
-        PARAMD_RETURN_IF_ERROR(assembler.Add(frame.chunk()));
-        break;
-      default:
-        return absl::InvalidArgumentError("empty WriteFrame; set options, header or chunk");
-    }
-  }
-  if (context->IsCancelled()) return Cancelled();
-  if (!have_options) {
-    return absl::InvalidArgumentError("the write stream carried no WriteOptions frame");
-  }
-  if (assembler.active()) {
-    PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler.Finish());
-    write.tensors.emplace_back(assembler.header(), std::move(done));
-  }
-  return write;
 }
 
 void LogWrite(absl::string_view action, absl::string_view model, const absl::Status& status) {
@@ -241,13 +188,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::GetTensor(
       });
 }
 
-grpc::Status ParametersService::SetTensorsImpl(grpc::ServerContext* context,
-                                               grpc::ServerReader<v1::WriteFrame>* reader,
-                                               v1::WriteResponse* response, bool single) {
-  std::string model_name;
-  grpc::Status result = Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, ReceiveWrite(context, reader));
-    model_name = write.options.model();
+absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrite& write,
+                                                                    bool single) {
+  absl::StatusOr<uint64_t> version = [&]() -> absl::StatusOr<uint64_t> {
     if (single && write.tensors.size() != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
           "SetTensor takes exactly one tensor, got ", write.tensors.size(), "; use SetTensors"));
@@ -257,33 +200,30 @@ grpc::Status ParametersService::SetTensorsImpl(grpc::ServerContext* context,
     for (auto& [header, tensor] : write.tensors) {
       writes.push_back({header.name(), FromProtoRegion(header.region()), std::move(tensor)});
     }
-    PARAMD_ASSIGN_OR_RETURN(uint64_t version,
-                            model->SetTensors(writes, IfVersion(write.options.if_version())));
-    response->set_version(version);
-    return absl::OkStatus();
-  });
-  LogWrite("set tensors", model_name, absl::Status(static_cast<absl::StatusCode>(result.error_code()),
-                                                   result.error_message()));
-  return result;
+    return model->SetTensors(writes, IfVersion(write.options.if_version()));
+  }();
+  LogWrite("set tensors", write.options.model(), version.status());
+  PARAMD_RETURN_IF_ERROR(version.status());
+  v1::WriteResponse response;
+  response.set_version(*version);
+  return Serialize(response);
 }
 
-grpc::Status ParametersService::SetTensor(grpc::ServerContext* context,
-                                          grpc::ServerReader<v1::WriteFrame>* reader,
-                                          v1::WriteResponse* response) {
-  return SetTensorsImpl(context, reader, response, /*single=*/true);
+grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
+    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      response, [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/true); });
 }
 
-grpc::Status ParametersService::SetTensors(grpc::ServerContext* context,
-                                           grpc::ServerReader<v1::WriteFrame>* reader,
-                                           v1::WriteResponse* response) {
-  return SetTensorsImpl(context, reader, response, /*single=*/false);
+grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensors(
+    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      response, [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/false); });
 }
 
-grpc::Status ParametersService::Register(grpc::ServerContext* context,
-                                         grpc::ServerReader<v1::WriteFrame>* reader,
-                                         v1::WriteResponse* response, bool parameter) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, ReceiveWrite(context, reader));
+absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite& write,
+                                                                  bool parameter) {
+  absl::StatusOr<uint64_t> version = [&]() -> absl::StatusOr<uint64_t> {
     const v1::WriteOptions& options = write.options;
     const size_t expected = options.none() ? 0 : 1;
     if (write.tensors.size() != expected) {
@@ -303,9 +243,7 @@ grpc::Status ParametersService::Register(grpc::ServerContext* context,
             "Only Tensors of floating point and complex dtype can require gradients");
       }
     }
-    PARAMD_ASSIGN_OR_RETURN(
-        uint64_t version,
-        model->Write(IfVersion(options.if_version()),
+    return model->Write(IfVersion(options.if_version()),
                      [&](const std::shared_ptr<core::Module>& root)
                          -> absl::StatusOr<core::Model::Commit> {
                        PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
@@ -330,22 +268,26 @@ grpc::Status ParametersService::Register(grpc::ServerContext* context,
                          if (value) value->set_data(value->data(), v);
                          (void)module->RegisterBuffer(name, value, persistent);
                        });
-                     }));
-    response->set_version(version);
-    return absl::OkStatus();
-  });
+                     });
+  }();
+  LogWrite(parameter ? "register parameter" : "register buffer", write.options.model(),
+           version.status());
+  PARAMD_RETURN_IF_ERROR(version.status());
+  v1::WriteResponse response;
+  response.set_version(*version);
+  return Serialize(response);
 }
 
-grpc::Status ParametersService::RegisterParameter(grpc::ServerContext* context,
-                                                  grpc::ServerReader<v1::WriteFrame>* reader,
-                                                  v1::WriteResponse* response) {
-  return Register(context, reader, response, /*parameter=*/true);
+grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
+    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      response, [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/true); });
 }
 
-grpc::Status ParametersService::RegisterBuffer(grpc::ServerContext* context,
-                                               grpc::ServerReader<v1::WriteFrame>* reader,
-                                               v1::WriteResponse* response) {
-  return Register(context, reader, response, /*parameter=*/false);
+grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
+    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      response, [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/false); });
 }
 
 grpc::Status ParametersService::TieParameters(grpc::ServerContext*,
@@ -385,13 +327,9 @@ grpc::Status ParametersService::TieParameters(grpc::ServerContext*,
   });
 }
 
-grpc::Status ParametersService::LoadStateDict(grpc::ServerContext* context,
-                                              grpc::ServerReader<v1::WriteFrame>* reader,
-                                              v1::LoadStateDictResponse* response) {
-  std::string model_name;
-  grpc::Status result = Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, ReceiveWrite(context, reader));
-    model_name = write.options.model();
+absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(IncomingWrite& write) {
+  v1::LoadStateDictResponse response;
+  absl::Status status = [&]() -> absl::Status {
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
     core::StateDictInput input;
     for (auto& [header, tensor] : write.tensors) {
@@ -405,14 +343,20 @@ grpc::Status ParametersService::LoadStateDict(grpc::ServerContext* context,
                               .assign = write.options.assign()};
     PARAMD_ASSIGN_OR_RETURN(auto loaded,
                             model->LoadStateDict(input, options, IfVersion(write.options.if_version())));
-    response->set_version(loaded.first);
-    for (const auto& key : loaded.second.missing_keys) response->add_missing_keys(key);
-    for (const auto& key : loaded.second.unexpected_keys) response->add_unexpected_keys(key);
+    response.set_version(loaded.first);
+    for (const auto& key : loaded.second.missing_keys) response.add_missing_keys(key);
+    for (const auto& key : loaded.second.unexpected_keys) response.add_unexpected_keys(key);
     return absl::OkStatus();
-  });
-  LogWrite("load state_dict", model_name,
-           absl::Status(static_cast<absl::StatusCode>(result.error_code()), result.error_message()));
-  return result;
+  }();
+  LogWrite("load state_dict", write.options.model(), status);
+  PARAMD_RETURN_IF_ERROR(status);
+  return Serialize(response);
+}
+
+grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::LoadStateDict(
+    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      response, [this](IncomingWrite& write) { return ApplyLoadStateDict(write); });
 }
 
 }  // namespace paramd::service

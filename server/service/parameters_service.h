@@ -11,10 +11,19 @@ namespace paramd::service {
 
 // The tensor-streaming reads are raw callback methods so that tensor bytes go onto the wire
 // from the storage itself (tensor_stream.h); the rest use the generated sync handlers.
+// The tensor-streaming reads and writes are raw callback methods so that tensor bytes move
+// between gRPC's buffers and tensor storage with no protobuf string in between
+// (tensor_stream.h); the rest use the generated sync handlers.
 using ParametersServiceBase = v1::Parameters::WithRawCallbackMethod_StateDict<
     v1::Parameters::WithRawCallbackMethod_NamedParameters<
         v1::Parameters::WithRawCallbackMethod_NamedBuffers<
-            v1::Parameters::WithRawCallbackMethod_GetTensor<v1::Parameters::Service>>>>;
+            v1::Parameters::WithRawCallbackMethod_GetTensor<
+                v1::Parameters::WithRawCallbackMethod_SetTensor<
+                    v1::Parameters::WithRawCallbackMethod_SetTensors<
+                        v1::Parameters::WithRawCallbackMethod_RegisterParameter<
+                            v1::Parameters::WithRawCallbackMethod_RegisterBuffer<
+                                v1::Parameters::WithRawCallbackMethod_LoadStateDict<
+                                    v1::Parameters::Service>>>>>>>>>;
 
 class ParametersService final : public ParametersServiceBase {
  public:
@@ -30,29 +39,24 @@ class ParametersService final : public ParametersServiceBase {
                                                         const grpc::ByteBuffer* request) override;
   grpc::Status NamedModules(grpc::ServerContext* context, const v1::NamedModulesRequest* request,
                             v1::NamedModulesResponse* response) override;
-  grpc::Status SetTensor(grpc::ServerContext* context, grpc::ServerReader<v1::WriteFrame>* reader,
-                         v1::WriteResponse* response) override;
-  grpc::Status SetTensors(grpc::ServerContext* context, grpc::ServerReader<v1::WriteFrame>* reader,
-                          v1::WriteResponse* response) override;
-  grpc::Status RegisterParameter(grpc::ServerContext* context,
-                                 grpc::ServerReader<v1::WriteFrame>* reader,
-                                 v1::WriteResponse* response) override;
-  grpc::Status RegisterBuffer(grpc::ServerContext* context,
-                              grpc::ServerReader<v1::WriteFrame>* reader,
-                              v1::WriteResponse* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* SetTensor(grpc::CallbackServerContext* context,
+                                                       grpc::ByteBuffer* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* SetTensors(grpc::CallbackServerContext* context,
+                                                        grpc::ByteBuffer* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* RegisterParameter(
+      grpc::CallbackServerContext* context, grpc::ByteBuffer* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* RegisterBuffer(grpc::CallbackServerContext* context,
+                                                            grpc::ByteBuffer* response) override;
   grpc::Status TieParameters(grpc::ServerContext* context,
                              const v1::TieParametersRequest* request,
                              v1::WriteResponse* response) override;
-  grpc::Status LoadStateDict(grpc::ServerContext* context,
-                             grpc::ServerReader<v1::WriteFrame>* reader,
-                             v1::LoadStateDictResponse* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* LoadStateDict(grpc::CallbackServerContext* context,
+                                                           grpc::ByteBuffer* response) override;
 
  private:
-  grpc::Status SetTensorsImpl(grpc::ServerContext* context,
-                              grpc::ServerReader<v1::WriteFrame>* reader,
-                              v1::WriteResponse* response, bool single);
-  grpc::Status Register(grpc::ServerContext* context, grpc::ServerReader<v1::WriteFrame>* reader,
-                        v1::WriteResponse* response, bool parameter);
+  absl::StatusOr<grpc::ByteBuffer> ApplySetTensors(IncomingWrite& write, bool single);
+  absl::StatusOr<grpc::ByteBuffer> ApplyRegister(IncomingWrite& write, bool parameter);
+  absl::StatusOr<grpc::ByteBuffer> ApplyLoadStateDict(IncomingWrite& write);
   grpc::ServerWriteReactor<grpc::ByteBuffer>* NamedTensors(const grpc::ByteBuffer* request,
                                                            bool parameters);
 

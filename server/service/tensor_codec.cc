@@ -81,23 +81,29 @@ absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
   return absl::OkStatus();
 }
 
-absl::Status TensorAssembler::Add(const v1::TensorChunk& chunk) {
+absl::StatusOr<char*> TensorAssembler::Claim(uint64_t offset, size_t size) {
   if (!active_) {
     return absl::InvalidArgumentError("a data chunk arrived with no tensor header before it");
   }
-  if (chunk.offset() != received_) {
+  if (offset != received_) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", header_.name(), "': chunk at byte ", chunk.offset(), " arrived where byte ",
+        "tensor '", header_.name(), "': chunk at byte ", offset, " arrived where byte ",
         received_, " was expected; send chunks in order without gaps"));
   }
-  if (chunk.data().size() > tensor_.nbytes() - received_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", header_.name(), "': ", received_ + chunk.data().size(),
-        " bytes received but dtype and shape give ", tensor_.nbytes()));
+  if (size > tensor_.nbytes() - received_) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", header_.name(), "': ",
+                                                   received_ + size,
+                                                   " bytes received but dtype and shape give ",
+                                                   tensor_.nbytes()));
   }
-  std::memcpy(static_cast<char*>(tensor_.mutable_data()) + received_, chunk.data().data(),
-              chunk.data().size());
-  received_ += chunk.data().size();
+  char* destination = static_cast<char*>(tensor_.mutable_data()) + received_;
+  received_ += size;
+  return destination;
+}
+
+absl::Status TensorAssembler::Add(const v1::TensorChunk& chunk) {
+  PARAMD_ASSIGN_OR_RETURN(char* destination, Claim(chunk.offset(), chunk.data().size()));
+  if (!chunk.data().empty()) std::memcpy(destination, chunk.data().data(), chunk.data().size());
   return absl::OkStatus();
 }
 

@@ -40,6 +40,9 @@ class TensorAssembler {
   absl::Status Begin(const v1::TensorHeader& header);
   // INVALID_ARGUMENT for a chunk out of order, past the end, or with no header before it.
   absl::Status Add(const v1::TensorChunk& chunk);
+  // The same checks for `size` bytes at `offset`; returns where they go in the tensor, so
+  // the caller can copy them there straight from gRPC's buffers.
+  absl::StatusOr<char*> Claim(uint64_t offset, size_t size);
   bool active() const { return active_; }
   // The finished tensor; INVALID_ARGUMENT if bytes are missing.
   absl::StatusOr<core::Tensor> Finish();

@@ -1,8 +1,10 @@
 #include "server/service/tensor_stream.h"
 
+#include <cstring>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 
@@ -136,6 +138,154 @@ void TensorStreamReactor::Next() {
     wire_ = core::Tensor();
   }
   Finish(grpc::Status::OK);
+}
+
+namespace {
+
+// Reads protobuf wire data across a ByteBuffer's slices.
+class SliceCursor {
+ public:
+  explicit SliceCursor(const std::vector<grpc::Slice>& slices) : slices_(slices) { Skip(); }
+
+  bool ReadByte(uint8_t* byte) {
+    if (index_ >= slices_.size()) return false;
+    *byte = slices_[index_].begin()[position_++];
+    Skip();
+    return true;
+  }
+
+  bool ReadVarint(uint64_t* value) {
+    *value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      uint8_t byte = 0;
+      if (!ReadByte(&byte)) return false;
+      *value |= static_cast<uint64_t>(byte & 0x7f) << shift;
+      if ((byte & 0x80) == 0) return true;
+    }
+    return false;
+  }
+
+  // Copies `size` bytes to `destination` and moves past them.
+  bool Copy(char* destination, size_t size) {
+    while (size > 0) {
+      if (index_ >= slices_.size()) return false;
+      const size_t available = slices_[index_].size() - position_;
+      const size_t n = std::min(available, size);
+      std::memcpy(destination, slices_[index_].begin() + position_, n);
+      destination += n;
+      size -= n;
+      position_ += n;
+      Skip();
+    }
+    return true;
+  }
+
+  bool AtEnd() const { return index_ >= slices_.size(); }
+
+ private:
+  // Moves past exhausted (or empty) slices.
+  void Skip() {
+    while (index_ < slices_.size() && position_ >= slices_[index_].size()) {
+      ++index_;
+      position_ = 0;
+    }
+  }
+
+  const std::vector<grpc::Slice>& slices_;
+  size_t index_ = 0;
+  size_t position_ = 0;
+};
+
+constexpr uint8_t kChunkFrameTag = (3 << 3) | 2;   // WriteFrame.chunk
+constexpr uint8_t kOffsetTag = (1 << 3) | 0;       // TensorChunk.offset
+constexpr uint8_t kDataTag = (2 << 3) | 2;         // TensorChunk.data
+
+}  // namespace
+
+absl::Status WriteFrameCollector::Add(const grpc::ByteBuffer& frame) {
+  std::vector<grpc::Slice> slices;
+  if (!frame.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable write frame");
+  // The common case, a chunk encoded as protobuf encoders write it (offset, then data, and
+  // nothing else), is decoded here so its bytes are copied once, into the tensor.
+  SliceCursor cursor(slices);
+  uint8_t tag = 0;
+  uint64_t length = 0, offset = 0, size = 0;
+  if (cursor.ReadByte(&tag) && tag == kChunkFrameTag && cursor.ReadVarint(&length)) {
+    uint8_t field = 0;
+    bool ok = cursor.ReadByte(&field);
+    if (ok && field == kOffsetTag) ok = cursor.ReadVarint(&offset) && cursor.ReadByte(&field);
+    if (ok && field == kDataTag && cursor.ReadVarint(&size)) {
+      PARAMD_ASSIGN_OR_RETURN(char* destination, assembler_.Claim(offset, size));
+      if (!cursor.Copy(destination, size) || !cursor.AtEnd()) {
+        return absl::InvalidArgumentError("a write frame's chunk is cut short or has extra bytes");
+      }
+      return absl::OkStatus();
+    }
+  }
+  v1::WriteFrame parsed;
+  PARAMD_RETURN_IF_ERROR(Parse(frame, &parsed));
+  return AddParsed(parsed);
+}
+
+absl::Status WriteFrameCollector::AddParsed(v1::WriteFrame& frame) {
+  switch (frame.frame_case()) {
+    case v1::WriteFrame::kOptions:
+      if (have_options_) {
+        return absl::InvalidArgumentError("WriteOptions was sent twice; send it once, first");
+      }
+      write_.options = std::move(*frame.mutable_options());
+      have_options_ = true;
+      return absl::OkStatus();
+    case v1::WriteFrame::kHeader:
+      if (!have_options_) {
+        return absl::InvalidArgumentError("the first frame of a write must be WriteOptions");
+      }
+      if (assembler_.active()) {
+        PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
+        write_.tensors.emplace_back(assembler_.header(), std::move(done));
+      }
+      return assembler_.Begin(frame.header());
+    case v1::WriteFrame::kChunk:
+      return assembler_.Add(frame.chunk());
+    default:
+      return absl::InvalidArgumentError("empty WriteFrame; set options, header or chunk");
+  }
+}
+
+absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
+  if (!have_options_) {
+    return absl::InvalidArgumentError("the write stream carried no WriteOptions frame");
+  }
+  if (assembler_.active()) {
+    PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
+    write_.tensors.emplace_back(assembler_.header(), std::move(done));
+  }
+  return std::move(write_);
+}
+
+WriteStreamReactor::WriteStreamReactor(grpc::ByteBuffer* response, Apply apply)
+    : response_(response), apply_(std::move(apply)) {
+  StartRead(&frame_);
+}
+
+void WriteStreamReactor::OnReadDone(bool ok) {
+  if (ok) {
+    grpc::Status guarded = Guard([&] { return collector_.Add(frame_); });
+    if (!guarded.ok()) {
+      // Answer at once; gRPC discards whatever the client still sends.
+      Finish(guarded);
+      return;
+    }
+    StartRead(&frame_);
+    return;
+  }
+  // The client finished sending (or went away: then nobody reads the answer).
+  grpc::Status status = Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, collector_.Finish());
+    PARAMD_ASSIGN_OR_RETURN(*response_, apply_(write));
+    return absl::OkStatus();
+  });
+  Finish(status);
 }
 
 }  // namespace paramd::service

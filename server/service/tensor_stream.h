@@ -1,16 +1,21 @@
-// Server-side streaming of tensors without copying their bytes into protobuf strings.
+// Server-side streaming of tensors without copying their bytes through protobuf strings.
 //
-// A chunk frame goes out as a gRPC ByteBuffer of two slices: a few bytes of hand-encoded
+// Reads: a chunk frame goes out as a gRPC ByteBuffer of two slices: a few bytes of hand-encoded
 // protobuf framing (TensorFrame.chunk = TensorChunk{offset, data}) and a slice that points
 // straight into the tensor's storage, holding a reference to that storage until gRPC has
 // sent it. Storages reachable from a published version are never written again (Note
 // [Snapshot publication] in server/core/model.h), so the bytes cannot change underneath.
 //
-// Thread-safety: a TensorStreamReactor is driven by gRPC's callback threads, one event at
-// a time, as gRPC guarantees for a reactor.
+// Writes: a chunk frame that arrives is decoded by hand and its bytes copied from gRPC's
+// buffers straight into the tensor being assembled; other frames parse as protobuf.
+//
+// Thread-safety: the reactors are driven by gRPC's callback threads, one event at a time,
+// as gRPC guarantees for a reactor.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -18,6 +23,7 @@
 #include "grpcpp/support/server_callback.h"
 #include "paramd/v1/parameters.pb.h"
 #include "server/core/tensor.h"
+#include "server/service/tensor_codec.h"
 
 namespace paramd::service {
 
@@ -67,6 +73,46 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   core::Tensor wire_;         // its bytes as they travel (cast, contiguous)
   size_t offset_ = 0;         // next byte of wire_ to send
   grpc::ByteBuffer buffer_;   // the write in flight
+};
+
+// What a client-streamed write carried: its options and every tensor, complete.
+struct IncomingWrite {
+  v1::WriteOptions options;
+  std::vector<std::pair<v1::TensorHeader, core::Tensor>> tensors;
+};
+
+// Checks the framing of a write stream (options first and once, then per tensor a header
+// and its chunks) and assembles it.
+class WriteFrameCollector {
+ public:
+  // INVALID_ARGUMENT for a frame out of place or bytes that do not fit the tensor.
+  absl::Status Add(const grpc::ByteBuffer& frame);
+  // The stream ended: INVALID_ARGUMENT if it carried no options or a tensor ended early.
+  absl::StatusOr<IncomingWrite> Finish();
+
+ private:
+  absl::Status AddParsed(v1::WriteFrame& frame);
+
+  IncomingWrite write_;
+  bool have_options_ = false;
+  TensorAssembler assembler_;
+};
+
+// Reads a whole write stream, then runs `apply` on it and answers with the response it
+// returns (serialized), or with the first error of the stream or of `apply`.
+class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
+ public:
+  using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
+  WriteStreamReactor(grpc::ByteBuffer* response, Apply apply);
+
+  void OnReadDone(bool ok) override;
+  void OnDone() override { delete this; }
+
+ private:
+  grpc::ByteBuffer* response_;  // owned by gRPC
+  Apply apply_;
+  grpc::ByteBuffer frame_;
+  WriteFrameCollector collector_;
 };
 
 }  // namespace paramd::service

@@ -86,8 +86,11 @@ struct Client::Impl {
     PrepareStream(&context);
     std::unique_ptr<grpc::ClientWriter<v1::WriteFrame>> writer = open(&context, response);
     // A failed Write means the call has ended; Finish then says why.
-    internal::SendWriteFrames(write_options, tensors, progress,
-                              [&](const v1::WriteFrame& frame) { return writer->Write(frame); });
+    // Options and headers are small and data follows: let gRPC coalesce them with it.
+    internal::SendWriteFrames(write_options, tensors, progress, [&](const v1::WriteFrame& frame) {
+      return writer->Write(frame, frame.has_chunk() ? grpc::WriteOptions()
+                                                    : grpc::WriteOptions().set_buffer_hint());
+    });
     writer->WritesDone();
     return FromGrpcStatus(writer->Finish());
   }
@@ -209,6 +212,13 @@ absl::StatusOr<ModelInfo> Client::DescribeModel(const std::string& name) const {
 // --- RemoteModel: reads ---
 
 absl::StatusOr<StateDictResult> RemoteModel::StateDict(const StateDictOptions& options) const {
+  StateDictResult result;
+  PARAMD_RETURN_IF_ERROR(StateDictInto(result, options));
+  return result;
+}
+
+absl::Status RemoteModel::StateDictInto(StateDictResult& result,
+                                        const StateDictOptions& options) const {
   const Client::Impl& impl = *client_->impl_;
   v1::StateDictRequest request;
   request.set_model(name_);
@@ -216,16 +226,17 @@ absl::StatusOr<StateDictResult> RemoteModel::StateDict(const StateDictOptions& o
   request.set_wire_dtype(WireDType(options.wire_dtype));
   request.set_metadata_only(options.metadata_only);
   TensorStreamReceiver receiver(!options.metadata_only, options.progress);
+  receiver.Recycle(std::move(result.entries));
+  result = StateDictResult();
   PARAMD_RETURN_IF_ERROR(impl.Read(
       [&](grpc::ClientContext* context) { return impl.parameters->StateDict(context, request); },
       &receiver));
-  StateDictResult result;
   result.version = receiver.start().version();
   result.entries = std::move(receiver.entries());
   for (const auto& [path, module_version] : receiver.start().metadata()) {
     result.metadata.emplace(path, module_version);
   }
-  return result;
+  return absl::OkStatus();
 }
 
 namespace {

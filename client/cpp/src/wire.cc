@@ -95,6 +95,10 @@ void ToProtoRegion(const Region& region, v1::Region* out) {
 TensorStreamReceiver::TensorStreamReceiver(bool expect_data, ProgressCallback progress)
     : expect_data_(expect_data), progress_(std::move(progress)) {}
 
+void TensorStreamReceiver::Recycle(std::vector<NamedTensor> previous) {
+  for (NamedTensor& entry : previous) recycled_[entry.name] = std::move(entry.tensor.data);
+}
+
 absl::Status TensorStreamReceiver::Add(v1::TensorFrame& frame) {
   if (!started_ && frame.frame_case() != v1::TensorFrame::kStart) {
     return absl::DataLossError(absl::StrCat("the server's stream began with a ",
@@ -169,6 +173,11 @@ absl::Status TensorStreamReceiver::OnHeader(const v1::TensorHeader& header) {
 
   expected_bytes_ = static_cast<size_t>(bytes);
   receiving_ = true;
+  if (auto it = recycled_.find(entry.name); it != recycled_.end()) {
+    tensor.data = std::move(it->second);
+    tensor.data.clear();  // keeps the capacity
+    recycled_.erase(it);
+  }
   total_bytes_ += bytes;
   if (progress_ && bytes == 0) progress_(done_bytes_, total_bytes_);
   return absl::OkStatus();
@@ -202,8 +211,9 @@ absl::Status TensorStreamReceiver::OnChunk(v1::TensorChunk& chunk) {
                      " bytes arrived but its dtype and shape give ", expected_bytes_));
   }
   const size_t size = chunk.data().size();
-  if (data.empty() && size == expected_bytes_) {
-    // The whole tensor in one chunk: take the bytes instead of copying them.
+  if (data.empty() && size == expected_bytes_ && data.capacity() < expected_bytes_) {
+    // The whole tensor in one chunk and no warm buffer for it: take the bytes instead of
+    // copying them.
     data.swap(*chunk.mutable_data());
   } else {
     if (data.empty()) {

@@ -174,6 +174,10 @@ class RemoteModel {
 
   // model.state_dict(prefix=...), streamed.
   absl::StatusOr<StateDictResult> StateDict(const StateDictOptions& options = {}) const;
+  // The same into `result`, whose tensors' memory is reused for the entries of the same
+  // name: a worker pulling weights again and again touches no fresh memory. On error
+  // `result` is left empty.
+  absl::Status StateDictInto(StateDictResult& result, const StateDictOptions& options = {}) const;
   // model.named_parameters(prefix, recurse, remove_duplicate) / named_buffers(...).
   absl::StatusOr<NamedTensors> NamedParameters(const NamedOptions& options = {}) const;
   absl::StatusOr<NamedTensors> NamedBuffers(const NamedOptions& options = {}) const;
