@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon.h"
 #include "tests/integration/wire.h"
@@ -73,6 +74,25 @@ TEST_F(ServiceTest, ServesHealthAndStopsCleanlyOnSigterm) {
   EXPECT_EQ(daemon_->Stop(), 0);
   EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"paramd started\""));
   EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"paramd stopped\""));
+}
+
+TEST_F(ServiceTest, ServesReflectionForGenericTools) {
+  auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(daemon_->channel());
+  grpc::ClientContext context;
+  auto stream = reflection->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::vector<std::string> services;
+  for (const auto& service : response.list_services_response().service()) {
+    services.push_back(service.name());
+  }
+  EXPECT_THAT(services, ::testing::IsSupersetOf({"paramd.v1.Models", "paramd.v1.Parameters",
+                                                 "grpc.health.v1.Health"}));
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST_F(ServiceTest, SeedMlpEndToEnd) {
