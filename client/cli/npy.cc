@@ -55,26 +55,6 @@ void AppendLE(std::string* out, uint64_t v, size_t n) {
 // ---------------------------------------------------------------------------------------
 // dtypes.
 
-size_t ElementBytes(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat64:
-    case DType::kInt64:
-      return 8;
-    case DType::kFloat32:
-    case DType::kInt32:
-      return 4;
-    case DType::kFloat16:
-    case DType::kBFloat16:
-    case DType::kInt16:
-      return 2;
-    case DType::kInt8:
-    case DType::kUInt8:
-    case DType::kBool:
-      return 1;
-  }
-  return 1;
-}
-
 // The descr np.save writes for `dtype` (bfloat16 is written as float32).
 absl::string_view Descr(DType dtype) {
   switch (dtype) {
@@ -140,7 +120,7 @@ absl::StatusOr<ParsedDescr> ParseDescr(absl::string_view descr, absl::string_vie
     return unsupported();
   }
   // '|' (no byte order) only makes sense for one-byte types.
-  if (order == '|' && ElementBytes(dtype) != 1) return unsupported();
+  if (order == '|' && paramd::client::ElementSize(dtype) != 1) return unsupported();
   // '=' is the writer's native order; every platform paramd runs on is little-endian.
   return ParsedDescr{dtype, order == '>'};
 }
@@ -669,7 +649,7 @@ absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view s
   PARAMD_ASSIGN_OR_RETURN(Header header, HeaderParser(header_text, source, major < 3).Parse());
   PARAMD_ASSIGN_OR_RETURN(ParsedDescr descr, ParseDescr(header.descr, source));
 
-  const size_t element_bytes = ElementBytes(descr.dtype);
+  const size_t element_bytes = paramd::client::ElementSize(descr.dtype);
   PARAMD_ASSIGN_OR_RETURN(int64_t numel, CheckedNumel(header.shape, element_bytes, source));
   const uint64_t expected = static_cast<uint64_t>(numel) * element_bytes;
   const absl::string_view data = bytes.substr(prefix + header_len);
@@ -697,9 +677,10 @@ absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view s
 }
 
 absl::StatusOr<std::string> SerializeNpy(const HostTensor& tensor) {
-  PARAMD_ASSIGN_OR_RETURN(int64_t numel,
-                          CheckedNumel(tensor.shape, ElementBytes(tensor.dtype), "tensor"));
-  const size_t nbytes = static_cast<size_t>(numel) * ElementBytes(tensor.dtype);
+  PARAMD_ASSIGN_OR_RETURN(
+      int64_t numel,
+      CheckedNumel(tensor.shape, paramd::client::ElementSize(tensor.dtype), "tensor"));
+  const size_t nbytes = static_cast<size_t>(numel) * paramd::client::ElementSize(tensor.dtype);
   if (tensor.data.size() != nbytes) {
     return absl::InvalidArgumentError(absl::StrCat("tensor of shape ", ShapeRepr(tensor.shape),
                                                    " holds ", tensor.data.size(),

@@ -25,53 +25,6 @@ constexpr int64_t kThreshold = 1000;
 constexpr int64_t kEdgeItems = 3;
 constexpr int64_t kLineWidth = 80;
 
-// Local copies of the dtype facts so that this unit depends on nothing but the header.
-size_t ElementBytes(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat64:
-    case DType::kInt64:
-      return 8;
-    case DType::kFloat32:
-    case DType::kInt32:
-      return 4;
-    case DType::kFloat16:
-    case DType::kBFloat16:
-    case DType::kInt16:
-      return 2;
-    case DType::kInt8:
-    case DType::kUInt8:
-    case DType::kBool:
-      return 1;
-  }
-  return 1;
-}
-
-absl::string_view TorchDTypeName(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return "torch.float32";
-    case DType::kFloat64:
-      return "torch.float64";
-    case DType::kFloat16:
-      return "torch.float16";
-    case DType::kBFloat16:
-      return "torch.bfloat16";
-    case DType::kInt64:
-      return "torch.int64";
-    case DType::kInt32:
-      return "torch.int32";
-    case DType::kInt16:
-      return "torch.int16";
-    case DType::kInt8:
-      return "torch.int8";
-    case DType::kUInt8:
-      return "torch.uint8";
-    case DType::kBool:
-      return "torch.bool";
-  }
-  return "torch.unknown";
-}
-
 bool IsFloating(DType dtype) {
   return dtype == DType::kFloat32 || dtype == DType::kFloat64 || dtype == DType::kFloat16 ||
          dtype == DType::kBFloat16;
@@ -88,7 +41,7 @@ uint64_t LoadLittleEndian(const char* p, size_t n) {
 // The value Python sees from `.tolist()` / `.item()`: float16 and bfloat16 are first
 // widened to float32 (as _tensor_str does with `self.float()`), then to double.
 double FloatAt(const HostTensor& t, int64_t i) {
-  const char* p = t.data.data() + i * ElementBytes(t.dtype);
+  const char* p = t.data.data() + i * paramd::client::ElementSize(t.dtype);
   switch (t.dtype) {
     case DType::kFloat64:
       return std::bit_cast<double>(LoadLittleEndian(p, 8));
@@ -104,7 +57,7 @@ double FloatAt(const HostTensor& t, int64_t i) {
 }
 
 int64_t IntAt(const HostTensor& t, int64_t i) {
-  const char* p = t.data.data() + i * ElementBytes(t.dtype);
+  const char* p = t.data.data() + i * paramd::client::ElementSize(t.dtype);
   switch (t.dtype) {
     case DType::kInt64:
       return static_cast<int64_t>(LoadLittleEndian(p, 8));
@@ -345,10 +298,13 @@ std::string FormatTensor(const HostTensor& t, bool as_parameter) {
     }
     numel *= size;
   }
-  if (valid && static_cast<uint64_t>(numel) > t.data.size() / ElementBytes(t.dtype)) valid = false;
-  if (!valid || t.data.size() != static_cast<size_t>(numel) * ElementBytes(t.dtype)) {
+  if (valid && static_cast<uint64_t>(numel) > t.data.size() / paramd::client::ElementSize(t.dtype))
+    valid = false;
+  if (!valid ||
+      t.data.size() != static_cast<size_t>(numel) * paramd::client::ElementSize(t.dtype)) {
     return absl::StrCat(head, kPrefix, "<invalid: ", t.data.size(), " bytes for shape ",
-                        ShapeTuple(t.shape), " of ", TorchDTypeName(t.dtype), ">)");
+                        ShapeTuple(t.shape), " of torch.", paramd::client::DTypeName(t.dtype),
+                        ">)");
   }
 
   std::vector<std::string> suffixes;
@@ -361,12 +317,12 @@ std::string FormatTensor(const HostTensor& t, bool as_parameter) {
     // integer from a float, every dtype but the default one is shown.
     if (t.shape.size() != 1) suffixes.push_back(absl::StrCat("size=", ShapeTuple(t.shape)));
     if (t.dtype != DType::kFloat32) {
-      suffixes.push_back(absl::StrCat("dtype=", TorchDTypeName(t.dtype)));
+      suffixes.push_back(absl::StrCat("dtype=torch.", paramd::client::DTypeName(t.dtype)));
     }
     body = "[]";
   } else {
     if (t.dtype != DType::kFloat32 && t.dtype != DType::kInt64 && t.dtype != DType::kBool) {
-      suffixes.push_back(absl::StrCat("dtype=", TorchDTypeName(t.dtype)));
+      suffixes.push_back(absl::StrCat("dtype=torch.", paramd::client::DTypeName(t.dtype)));
     }
     layout.summarize = numel > kThreshold;
     std::vector<int64_t> shown;

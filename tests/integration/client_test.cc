@@ -5,6 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon.h"
+#include "tests/integration/specs.h"
 
 namespace paramd::testing {
 namespace {
@@ -14,18 +15,6 @@ using client::HostTensor;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-
-constexpr char kMlpSpec[] = R"({"type": "MLP", "attributes": ["w1"],
- "parameters": [{"name": "w2", "shape": [1], "init": {"constant": 2.0}}],
- "children": [
-   {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
-   {"name": "relu", "type": "ReLU"},
-   {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}]})";
-
-constexpr char kSharedSpec[] = R"({"type": "Sequential", "children": [
-   {"type": "Linear", "args": {"in_features": 4, "out_features": 8}}, {"type": "ReLU"},
-   {"type": "Linear", "args": {"in_features": 8, "out_features": 8}}, {"type": "ReLU"},
-   {"ref": "2"}, {"type": "ReLU"}, {"type": "Linear", "args": {"in_features": 8, "out_features": 1}}]})";
 
 constexpr char kCnnSpec[] = R"({"type": "MyModel", "children": [
    {"name": "conv1", "type": "Conv2d", "args": {"in_channels": 1, "out_channels": 20, "kernel_size": 5}},

@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/daemon.h"
+#include "tests/integration/specs.h"
 
 namespace paramd::testing {
 namespace {
@@ -70,18 +71,6 @@ class ParamctlTest : public ::testing::Test {
   std::unique_ptr<Daemon> daemon_;
   std::string dir_;
 };
-
-constexpr char kMlpSpec[] = R"({"type": "MLP", "attributes": ["w1"],
- "parameters": [{"name": "w2", "shape": [1], "init": {"constant": 2.0}}],
- "children": [
-   {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
-   {"name": "relu", "type": "ReLU"},
-   {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}]})";
-
-constexpr char kSharedSpec[] = R"({"type": "Sequential", "children": [
-   {"type": "Linear", "args": {"in_features": 4, "out_features": 8}}, {"type": "ReLU"},
-   {"type": "Linear", "args": {"in_features": 8, "out_features": 8}}, {"type": "ReLU"},
-   {"ref": "2"}, {"type": "ReLU"}, {"type": "Linear", "args": {"in_features": 8, "out_features": 1}}]})";
 
 TEST_F(ParamctlTest, HealthModelsCreateDescribeDelete) {
   EXPECT_EQ(Run({"health"}).exit_code, 0);

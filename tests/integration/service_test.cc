@@ -9,6 +9,7 @@
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon.h"
+#include "tests/integration/specs.h"
 #include "tests/integration/wire.h"
 
 namespace paramd::testing {
@@ -16,18 +17,6 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-constexpr char kMlpSpec[] = R"({"type": "MLP", "attributes": ["w1"],
- "parameters": [{"name": "w2", "shape": [1], "init": {"constant": 2.0}}],
- "children": [
-   {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
-   {"name": "relu", "type": "ReLU"},
-   {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}]})";
-
-constexpr char kSharedSpec[] = R"({"type": "Sequential", "children": [
-   {"type": "Linear", "args": {"in_features": 4, "out_features": 8}}, {"type": "ReLU"},
-   {"type": "Linear", "args": {"in_features": 8, "out_features": 8}}, {"type": "ReLU"},
-   {"ref": "2"}, {"type": "ReLU"}, {"type": "Linear", "args": {"in_features": 8, "out_features": 1}}]})";
 
 constexpr char kBigSpec[] = R"({"type": "Net", "parameters": [
    {"name": "big", "shape": [1024, 1024]}, {"name": "small", "shape": [3]},

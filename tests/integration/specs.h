@@ -1,0 +1,21 @@
+// The seed's models as specs, shared by the integration tests.
+#pragma once
+
+namespace paramd::testing {
+
+// MLP: w2 = [2.0], linear1 = Linear(1, 2), relu, linear2 = Linear(2, 1), plain attribute w1.
+inline constexpr char kMlpSpec[] = R"({"type": "MLP", "attributes": ["w1"],
+ "parameters": [{"name": "w2", "shape": [1], "init": {"constant": 2.0}}],
+ "children": [
+   {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
+   {"name": "relu", "type": "ReLU"},
+   {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}]})";
+
+// shared = Linear(8, 8); Sequential(Linear(4, 8), ReLU(), shared, ReLU(), shared, ReLU(),
+// Linear(8, 1)).
+inline constexpr char kSharedSpec[] = R"({"type": "Sequential", "children": [
+   {"type": "Linear", "args": {"in_features": 4, "out_features": 8}}, {"type": "ReLU"},
+   {"type": "Linear", "args": {"in_features": 8, "out_features": 8}}, {"type": "ReLU"},
+   {"ref": "2"}, {"type": "ReLU"}, {"type": "Linear", "args": {"in_features": 8, "out_features": 1}}]})";
+
+}  // namespace paramd::testing
