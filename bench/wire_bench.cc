@@ -16,11 +16,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "grpcpp/grpcpp.h"
@@ -106,10 +108,8 @@ pid_t StartRawServer(int* port) {
   return pid;
 }
 
-// Starts paramd on a free port; returns its pid and address.
-pid_t StartParamd(std::string* address) {
-  char dir[] = "/tmp/paramd-bench-XXXXXX";
-  if (mkdtemp(dir) == nullptr) return -1;
+// Starts paramd on a free port with a scratch directory `dir`; returns its pid and address.
+pid_t StartParamd(const std::string& dir, std::string* address) {
   const std::string log = absl::StrCat(dir, "/paramd.log");
   const pid_t pid = fork();
   if (pid == 0) {
@@ -168,19 +168,23 @@ int main(int argc, char** argv) {
   // Fork the raw server before this process creates any gRPC state.
   int raw_port = 0;
   const pid_t raw_pid = StartRawServer(&raw_port);
+  char scratch[] = "/tmp/paramd-bench-XXXXXX";
   std::string address;
-  const pid_t paramd_pid = StartParamd(&address);
+  const pid_t paramd_pid = mkdtemp(scratch) != nullptr ? StartParamd(scratch, &address) : -1;
   PinTo(0);
+  // Every way out stops both servers.
+  absl::Cleanup stop = [&] {
+    if (raw_pid > 0) kill(raw_pid, SIGKILL);
+    if (paramd_pid > 0) kill(paramd_pid, SIGTERM);
+    if (raw_pid > 0) waitpid(raw_pid, nullptr, 0);
+    if (paramd_pid > 0) waitpid(paramd_pid, nullptr, 0);
+    std::error_code ignored;
+    std::filesystem::remove_all(scratch, ignored);
+  };
   if (raw_pid <= 0 || paramd_pid <= 0) {
     std::cerr << "wire_bench: could not start the servers\n";
     return 1;
   }
-  auto stop = [&] {
-    kill(raw_pid, SIGKILL);
-    kill(paramd_pid, SIGTERM);
-    waitpid(raw_pid, nullptr, 0);
-    waitpid(paramd_pid, nullptr, 0);
-  };
 
   auto raw_channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", raw_port),
                                          grpc::InsecureChannelCredentials());
@@ -278,6 +282,5 @@ int main(int argc, char** argv) {
   }
   std::printf("| tiny GetTensor p50 | %.0f us | %.0f us (unary echo) | %.2fx the echo |\n",
               Median(get_us), Median(echo_us), Median(get_us) / Median(echo_us));
-  stop();
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -92,10 +93,12 @@ int Daemon::Stop() {
 
 Daemon::~Daemon() {
   const int status = Stop();
-  if (getenv("PARAMD_TEST_SHOW_LOG")) fprintf(stderr, "exit %d\n%s", status, Log().c_str());
-  Stop();
+  // PARAMD_TEST_SHOW_LOG=1 prints the daemon's log when a test needs explaining.
+  if (std::getenv("PARAMD_TEST_SHOW_LOG")) {
+    std::fprintf(stderr, "paramd exit %d\n%s", status, Log().c_str());
+  }
   std::error_code ignored;
-  (void)ignored;
+  std::filesystem::remove_all(std::filesystem::path(log_path_).parent_path(), ignored);
 }
 
 }  // namespace paramd::testing
