@@ -3,7 +3,6 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
-#include "server/common/log.h"
 #include "server/common/status_macros.h"
 #include "server/core/repr.h"
 #include "server/core/spec.h"
@@ -13,26 +12,11 @@
 namespace paramd::service {
 namespace {
 
-std::optional<uint64_t> IfVersion(uint64_t value) {
-  return value == 0 ? std::nullopt : std::optional<uint64_t>(value);
-}
-
 // Resolves a requested device and checks this daemon can hold tensors there.
 absl::StatusOr<core::Device> UsableDevice(const std::string& text) {
   PARAMD_ASSIGN_OR_RETURN(core::Device device, core::ParseDevice(text.empty() ? "cpu" : text));
   PARAMD_RETURN_IF_ERROR(kernels::GetBackend(device).status());
   return device;
-}
-
-void LogOutcome(absl::string_view action, absl::string_view model, const absl::Status& status) {
-  if (status.ok()) {
-    common::Log("info", action, {{"model", std::string(model)}, {"status", "OK"}});
-  } else {
-    common::Log("warning", action,
-                {{"model", std::string(model)},
-                 {"status", absl::StatusCodeToString(status.code())},
-                 {"error", std::string(status.message())}});
-  }
 }
 
 }  // namespace
@@ -77,7 +61,7 @@ grpc::Status ModelsService::CreateModel(grpc::ServerContext*, const v1::CreateMo
       *response = service::DescribeModel(*model);
       return absl::OkStatus();
     }();
-    LogOutcome("create model", request->name(), status);
+    LogCall("create model", request->name(), status, /*log_success=*/true);
     return status;
   });
 }
@@ -86,7 +70,7 @@ grpc::Status ModelsService::DeleteModel(grpc::ServerContext*, const v1::DeleteMo
                                         v1::DeleteModelResponse*) {
   return Guard([&]() -> absl::Status {
     absl::Status status = registry_->Remove(request->name(), IfVersion(request->if_version()));
-    LogOutcome("delete model", request->name(), status);
+    LogCall("delete model", request->name(), status, /*log_success=*/true);
     return status;
   });
 }
@@ -94,7 +78,8 @@ grpc::Status ModelsService::DeleteModel(grpc::ServerContext*, const v1::DeleteMo
 grpc::Status ModelsService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
                                        v1::ListModelsResponse* response) {
   return Guard([&]() -> absl::Status {
-    for (const auto& model : registry_->List()) *response->add_models() = service::DescribeModel(*model);
+    for (const auto& model : registry_->List())
+      *response->add_models() = service::DescribeModel(*model);
     return absl::OkStatus();
   });
 }
@@ -102,37 +87,41 @@ grpc::Status ModelsService::ListModels(grpc::ServerContext*, const v1::ListModel
 grpc::Status ModelsService::DescribeModel(grpc::ServerContext*,
                                           const v1::DescribeModelRequest* request,
                                           v1::ModelInfo* response) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
-    *response = service::DescribeModel(*model);
-    return absl::OkStatus();
-  });
+  return Logged("describe model", request->name(), Guard([&]() -> absl::Status {
+                  PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+                  *response = service::DescribeModel(*model);
+                  return absl::OkStatus();
+                }));
 }
 
 grpc::Status ModelsService::SetMode(grpc::ServerContext*, const v1::SetModeRequest* request,
                                     v1::ModelInfo* response) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
-    PARAMD_RETURN_IF_ERROR(
-        model->SetTraining(request->training(), IfVersion(request->if_version())).status());
-    *response = service::DescribeModel(*model);
-    return absl::OkStatus();
-  });
+  return Logged(
+      "set mode", request->name(), Guard([&]() -> absl::Status {
+        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+        PARAMD_RETURN_IF_ERROR(
+            model->SetTraining(request->training(), IfVersion(request->if_version())).status());
+        *response = service::DescribeModel(*model);
+        return absl::OkStatus();
+      }),
+      /*log_success=*/true);
 }
 
 grpc::Status ModelsService::MoveModel(grpc::ServerContext*, const v1::MoveModelRequest* request,
                                       v1::ModelInfo* response) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
-    PARAMD_ASSIGN_OR_RETURN(core::Device device, UsableDevice(request->device()));
-    if (!(device == model->device())) {
-      // Only reachable once a second device kind can hold tensors.
-      return absl::UnimplementedError(absl::StrCat("moving model '", request->name(), "' to ",
-                                                   device.ToString(), " is not supported yet"));
-    }
-    *response = service::DescribeModel(*model);
-    return absl::OkStatus();
-  });
+  return Logged(
+      "move model", request->name(), Guard([&]() -> absl::Status {
+        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+        PARAMD_ASSIGN_OR_RETURN(core::Device device, UsableDevice(request->device()));
+        if (!(device == model->device())) {
+          // Only reachable once a second device kind can hold tensors.
+          return absl::UnimplementedError(absl::StrCat("moving model '", request->name(), "' to ",
+                                                       device.ToString(), " is not supported yet"));
+        }
+        *response = service::DescribeModel(*model);
+        return absl::OkStatus();
+      }),
+      /*log_success=*/true);
 }
 
 }  // namespace paramd::service

@@ -20,8 +20,7 @@ class ModelsService final : public v1::Models::Service {
                            v1::DeleteModelResponse* response) override;
   grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
                           v1::ListModelsResponse* response) override;
-  grpc::Status DescribeModel(grpc::ServerContext* context,
-                             const v1::DescribeModelRequest* request,
+  grpc::Status DescribeModel(grpc::ServerContext* context, const v1::DescribeModelRequest* request,
                              v1::ModelInfo* response) override;
   grpc::Status SetMode(grpc::ServerContext* context, const v1::SetModeRequest* request,
                        v1::ModelInfo* response) override;

@@ -12,10 +12,6 @@
 namespace paramd::service {
 namespace {
 
-std::optional<uint64_t> IfVersion(uint64_t value) {
-  return value == 0 ? std::nullopt : std::optional<uint64_t>(value);
-}
-
 // What a read stream sends: a start frame and the tensors of one pinned version.
 struct PreparedRead {
   v1::StreamStart start;
@@ -27,21 +23,23 @@ struct PreparedRead {
 // Parses the request, pins the read with `prepare`, and streams it; any failure before
 // the first byte finishes the stream with that status.
 template <typename Request, typename Prepare>
-grpc::ServerWriteReactor<grpc::ByteBuffer>* StreamRead(const grpc::ByteBuffer* raw,
+grpc::ServerWriteReactor<grpc::ByteBuffer>* StreamRead(absl::string_view action,
+                                                       const grpc::ByteBuffer* raw,
                                                        Prepare&& prepare) {
   absl::StatusOr<PreparedRead> read;
-  grpc::Status guarded = Guard([&]() -> absl::Status {
-    Request request;
+  Request request;
+  const grpc::Status guarded = Guard([&]() -> absl::Status {
     PARAMD_RETURN_IF_ERROR(Parse(*raw, &request));
     read = prepare(request);
     return read.status();
   });
+  LogCall(action, request.model(), FromGrpcStatus(guarded));
   if (!guarded.ok()) {
     return new TensorStreamReactor(
         absl::Status(static_cast<absl::StatusCode>(guarded.error_code()), guarded.error_message()));
   }
-  return new TensorStreamReactor(std::move(read->start), std::move(read->tensors),
-                                 read->with_data, read->wire_dtype);
+  return new TensorStreamReactor(std::move(read->start), std::move(read->tensors), read->with_data,
+                                 read->wire_dtype);
 }
 
 bool RequiresGrad(const core::TensorSlot& slot) {
@@ -49,20 +47,12 @@ bool RequiresGrad(const core::TensorSlot& slot) {
   return parameter != nullptr && parameter->requires_grad();
 }
 
-void LogWrite(absl::string_view action, absl::string_view model, const absl::Status& status) {
-  if (status.ok()) return;
-  common::Log("warning", action,
-              {{"model", std::string(model)},
-               {"status", absl::StatusCodeToString(status.code())},
-               {"error", std::string(status.message())}});
-}
-
 }  // namespace
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
     grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
   return StreamRead<v1::StateDictRequest>(
-      raw, [&](const v1::StateDictRequest& request) -> absl::StatusOr<PreparedRead> {
+      "state_dict", raw, [&](const v1::StateDictRequest& request) -> absl::StatusOr<PreparedRead> {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
         PreparedRead read;
         read.start.set_model(model->name());
@@ -77,8 +67,12 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
           absl::flat_hash_map<const core::TensorSlot*, std::vector<std::string>> names;
           for (const auto& entry : sd.entries) names[entry.slot.get()].push_back(entry.name);
           for (auto& entry : sd.entries) {
-            OutgoingTensor item{entry.name, entry.tensor, entry.is_parameter,
-                                RequiresGrad(*entry.slot), entry.slot->version(), {}};
+            OutgoingTensor item{entry.name,
+                                entry.tensor,
+                                entry.is_parameter,
+                                RequiresGrad(*entry.slot),
+                                entry.slot->version(),
+                                {}};
             for (const std::string& other : names[entry.slot.get()]) {
               if (other != entry.name) item.tied_with.push_back(other);
             }
@@ -92,7 +86,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedTensors(
     const grpc::ByteBuffer* raw, bool parameters) {
   return StreamRead<v1::NamedTensorsRequest>(
-      raw, [&](const v1::NamedTensorsRequest& request) -> absl::StatusOr<PreparedRead> {
+      parameters ? "named_parameters" : "named_buffers", raw,
+      [&](const v1::NamedTensorsRequest& request) -> absl::StatusOr<PreparedRead> {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
         PreparedRead read;
         read.start.set_model(model->name());
@@ -112,7 +107,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedTensors(
               add(name, *p, true);
             }
           } else {
-            for (const auto& [name, b] : core::NamedBuffers(root, request.prefix(), recurse, dedup)) {
+            for (const auto& [name, b] :
+                 core::NamedBuffers(root, request.prefix(), recurse, dedup)) {
               add(name, *b, false);
             }
           }
@@ -134,50 +130,54 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedBuffers(
 grpc::Status ParametersService::NamedModules(grpc::ServerContext*,
                                              const v1::NamedModulesRequest* request,
                                              v1::NamedModulesResponse* response) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-    model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
-      response->set_version(version);
-      // Every path of each module object, to report sharing even when de-duplicating.
-      absl::flat_hash_map<const core::Module*, std::vector<std::string>> paths;
-      for (const auto& [name, module] : core::NamedModules(root, request->prefix(), false)) {
-        paths[module.get()].push_back(name);
-      }
-      for (const auto& [name, module] :
-           core::NamedModules(root, request->prefix(), !request->keep_duplicates())) {
-        v1::ModuleEntry* entry = response->add_modules();
-        entry->set_name(name);
-        entry->set_type(module->type());
-        for (const auto& [p, value] : module->parameters()) entry->add_parameters(p);
-        for (const auto& [b, value] : module->buffers()) entry->add_buffers(b);
-        for (const std::string& other : paths[module.get()]) {
-          if (other != name) entry->add_shared_with(other);
-        }
-      }
-    });
-    return absl::OkStatus();
-  });
+  return Logged(
+      "named_modules", request->model(), Guard([&]() -> absl::Status {
+        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+        model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+          response->set_version(version);
+          // Every path of each module object, to report sharing even when de-duplicating.
+          absl::flat_hash_map<const core::Module*, std::vector<std::string>> paths;
+          for (const auto& [name, module] : core::NamedModules(root, request->prefix(), false)) {
+            paths[module.get()].push_back(name);
+          }
+          for (const auto& [name, module] :
+               core::NamedModules(root, request->prefix(), !request->keep_duplicates())) {
+            v1::ModuleEntry* entry = response->add_modules();
+            entry->set_name(name);
+            entry->set_type(module->type());
+            for (const auto& [p, value] : module->parameters()) entry->add_parameters(p);
+            for (const auto& [b, value] : module->buffers()) entry->add_buffers(b);
+            for (const std::string& other : paths[module.get()]) {
+              if (other != name) entry->add_shared_with(other);
+            }
+          }
+        });
+        return absl::OkStatus();
+      }));
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::GetTensor(
     grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
   return StreamRead<v1::GetTensorRequest>(
-      raw, [&](const v1::GetTensorRequest& request) -> absl::StatusOr<PreparedRead> {
+      "get tensor", raw, [&](const v1::GetTensorRequest& request) -> absl::StatusOr<PreparedRead> {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
         PreparedRead read;
         read.start.set_model(model->name());
         read.wire_dtype = request.wire_dtype();
         // Find the slot and copy its tensor out under one read, so both belong to the
         // version announced in `start`.
-        absl::StatusOr<OutgoingTensor> item = model->Read(
-            [&](const std::shared_ptr<core::Module>& root, uint64_t version)
-                -> absl::StatusOr<OutgoingTensor> {
+        absl::StatusOr<OutgoingTensor> item =
+            model->Read([&](const std::shared_ptr<core::Module>& root,
+                            uint64_t version) -> absl::StatusOr<OutgoingTensor> {
               read.start.set_version(version);
               PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::TensorSlot> slot,
                                       core::FindTensorSlot(root, request.name()));
-              return OutgoingTensor{request.name(), slot->data(),
+              return OutgoingTensor{request.name(),
+                                    slot->data(),
                                     dynamic_cast<const core::Parameter*>(slot.get()) != nullptr,
-                                    RequiresGrad(*slot), slot->version(), {}};
+                                    RequiresGrad(*slot),
+                                    slot->version(),
+                                    {}};
             });
         PARAMD_RETURN_IF_ERROR(item.status());
         if (auto region = FromProtoRegion(request.region())) {
@@ -192,8 +192,8 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
                                                                     bool single) {
   absl::StatusOr<uint64_t> version = [&]() -> absl::StatusOr<uint64_t> {
     if (single && write.tensors.size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "SetTensor takes exactly one tensor, got ", write.tensors.size(), "; use SetTensors"));
+      return absl::InvalidArgumentError(absl::StrCat("SetTensor takes exactly one tensor, got ",
+                                                     write.tensors.size(), "; use SetTensors"));
     }
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
     std::vector<core::Model::TensorWrite> writes;
@@ -202,7 +202,6 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
     }
     return model->SetTensors(writes, IfVersion(write.options.if_version()));
   }();
-  LogWrite("set tensors", write.options.model(), version.status());
   PARAMD_RETURN_IF_ERROR(version.status());
   v1::WriteResponse response;
   response.set_version(*version);
@@ -211,14 +210,16 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
     grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(
-      response, [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/true); });
+  return new WriteStreamReactor(response, "set tensor", [this](IncomingWrite& write) {
+    return ApplySetTensors(write, /*single=*/true);
+  });
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensors(
     grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(
-      response, [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/false); });
+  return new WriteStreamReactor(response, "set tensors", [this](IncomingWrite& write) {
+    return ApplySetTensors(write, /*single=*/false);
+  });
 }
 
 absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite& write,
@@ -227,10 +228,10 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
     const v1::WriteOptions& options = write.options;
     const size_t expected = options.none() ? 0 : 1;
     if (write.tensors.size() != expected) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          options.none() ? "a None registration carries no tensor"
-                         : "a registration carries exactly one tensor (or none=true)",
-          "; got ", write.tensors.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.none() ? "a None registration carries no tensor"
+                                      : "a registration carries exactly one tensor (or none=true)",
+                       "; got ", write.tensors.size()));
     }
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(options.model()));
     core::Tensor tensor;
@@ -243,35 +244,37 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
             "Only Tensors of floating point and complex dtype can require gradients");
       }
     }
-    return model->Write(IfVersion(options.if_version()),
-                     [&](const std::shared_ptr<core::Module>& root)
-                         -> absl::StatusOr<core::Model::Commit> {
-                       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
-                                               core::GetSubmodule(root, options.module_path()));
-                       const std::string name = options.name();
-                       if (parameter) {
-                         PARAMD_RETURN_IF_ERROR(module->CheckRegisterParameter(name));
-                         std::shared_ptr<core::Parameter> value;
-                         if (tensor.defined()) {
-                           value = std::make_shared<core::Parameter>(tensor, requires_grad);
-                         }
-                         return core::Model::Commit([module, name, value](uint64_t v) {
-                           if (value) value->set_data(value->data(), v);
-                           (void)module->RegisterParameter(name, value);
-                         });
-                       }
-                       PARAMD_RETURN_IF_ERROR(module->CheckRegisterBuffer(name));
-                       std::shared_ptr<core::Buffer> value;
-                       if (tensor.defined()) value = std::make_shared<core::Buffer>(tensor);
-                       const bool persistent = !options.non_persistent();
-                       return core::Model::Commit([module, name, value, persistent](uint64_t v) {
-                         if (value) value->set_data(value->data(), v);
-                         (void)module->RegisterBuffer(name, value, persistent);
-                       });
-                     });
+    return model->Write(
+        IfVersion(options.if_version()),
+        [&](const std::shared_ptr<core::Module>& root) -> absl::StatusOr<core::Model::Commit> {
+          PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
+                                  core::GetSubmodule(root, options.module_path()));
+          const std::string name = options.name();
+          if (parameter) {
+            PARAMD_RETURN_IF_ERROR(module->CheckRegisterParameter(name));
+            std::shared_ptr<core::Parameter> value;
+            if (tensor.defined()) {
+              value = std::make_shared<core::Parameter>(tensor, requires_grad);
+            }
+            return core::Model::Commit([module, name, value](uint64_t v) {
+              if (value) value->set_data(value->data(), v);
+              (void)module->RegisterParameter(name, value);
+            });
+          }
+          PARAMD_RETURN_IF_ERROR(module->CheckRegisterBuffer(name));
+          std::shared_ptr<core::Buffer> value;
+          if (tensor.defined()) value = std::make_shared<core::Buffer>(tensor);
+          const bool persistent = !options.non_persistent();
+          return core::Model::Commit([module, name, value, persistent](uint64_t v) {
+            if (value) value->set_data(value->data(), v);
+            (void)module->RegisterBuffer(name, value, persistent);
+          });
+        });
   }();
-  LogWrite(parameter ? "register parameter" : "register buffer", write.options.model(),
-           version.status());
+  if (version.ok()) {
+    LogCall(parameter ? "register parameter" : "register buffer", write.options.model(),
+            version.status(), /*log_success=*/true);
+  }
   PARAMD_RETURN_IF_ERROR(version.status());
   v1::WriteResponse response;
   response.set_version(*version);
@@ -280,51 +283,55 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
     grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(
-      response, [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/true); });
+  return new WriteStreamReactor(response, "register parameter", [this](IncomingWrite& write) {
+    return ApplyRegister(write, /*parameter=*/true);
+  });
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
     grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(
-      response, [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/false); });
+  return new WriteStreamReactor(response, "register buffer", [this](IncomingWrite& write) {
+    return ApplyRegister(write, /*parameter=*/false);
+  });
 }
 
 grpc::Status ParametersService::TieParameters(grpc::ServerContext*,
                                               const v1::TieParametersRequest* request,
                                               v1::WriteResponse* response) {
-  return Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-    const std::string& name = request->name();
-    const size_t dot = name.rfind('.');
-    const std::string module_path = dot == std::string::npos ? "" : name.substr(0, dot);
-    const std::string slot = dot == std::string::npos ? name : name.substr(dot + 1);
-    PARAMD_ASSIGN_OR_RETURN(
-        uint64_t version,
-        model->Write(IfVersion(request->if_version()),
-                     [&](const std::shared_ptr<core::Module>& root)
-                         -> absl::StatusOr<core::Model::Commit> {
-                       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Parameter> target,
-                                               core::GetParameter(root, request->target()));
-                       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
-                                               core::GetSubmodule(root, module_path));
-                       PARAMD_RETURN_IF_ERROR(module->CheckAssignParameter(slot));
-                       const auto* existing = module->parameters().Find(slot);
-                       if (existing != nullptr && *existing != nullptr &&
-                           (*existing)->data().shape() != target->data().shape()) {
-                         return absl::InvalidArgumentError(absl::StrCat(
-                             "cannot tie '", name, "' of shape ",
-                             core::ShapeString((*existing)->data().shape()), " to '",
-                             request->target(), "' of shape ",
-                             core::ShapeString(target->data().shape())));
-                       }
-                       return core::Model::Commit([module, slot, target](uint64_t) {
-                         (void)module->AssignParameter(slot, target);
-                       });
-                     }));
-    response->set_version(version);
-    return absl::OkStatus();
-  });
+  return Logged(
+      "tie parameters", request->model(), Guard([&]() -> absl::Status {
+        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+        const std::string& name = request->name();
+        const size_t dot = name.rfind('.');
+        const std::string module_path = dot == std::string::npos ? "" : name.substr(0, dot);
+        const std::string slot = dot == std::string::npos ? name : name.substr(dot + 1);
+        PARAMD_ASSIGN_OR_RETURN(
+            uint64_t version,
+            model->Write(IfVersion(request->if_version()),
+                         [&](const std::shared_ptr<core::Module>& root)
+                             -> absl::StatusOr<core::Model::Commit> {
+                           PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Parameter> target,
+                                                   core::GetParameter(root, request->target()));
+                           PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
+                                                   core::GetSubmodule(root, module_path));
+                           PARAMD_RETURN_IF_ERROR(module->CheckAssignParameter(slot));
+                           const auto* existing = module->parameters().Find(slot);
+                           if (existing != nullptr && *existing != nullptr &&
+                               (*existing)->data().shape() != target->data().shape()) {
+                             return absl::InvalidArgumentError(
+                                 absl::StrCat("cannot tie '", name, "' of shape ",
+                                              core::ShapeString((*existing)->data().shape()),
+                                              " to '", request->target(), "' of shape ",
+                                              core::ShapeString(target->data().shape())));
+                           }
+                           return core::Model::Commit([module, slot, target](uint64_t) {
+                             (void)module->AssignParameter(slot, target);
+                           });
+                         }));
+        response->set_version(version);
+        return absl::OkStatus();
+      }),
+      /*log_success=*/true);
 }
 
 absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(IncomingWrite& write) {
@@ -337,26 +344,26 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(IncomingW
     }
     if (write.options.has_metadata()) {
       input.metadata.emplace();
-      for (const auto& [path, version] : write.options.metadata()) (*input.metadata)[path] = version;
+      for (const auto& [path, version] : write.options.metadata())
+        (*input.metadata)[path] = version;
     }
     core::LoadOptions options{.strict = !write.options.non_strict(),
                               .assign = write.options.assign()};
-    PARAMD_ASSIGN_OR_RETURN(auto loaded,
-                            model->LoadStateDict(input, options, IfVersion(write.options.if_version())));
+    PARAMD_ASSIGN_OR_RETURN(
+        auto loaded, model->LoadStateDict(input, options, IfVersion(write.options.if_version())));
     response.set_version(loaded.first);
     for (const auto& key : loaded.second.missing_keys) response.add_missing_keys(key);
     for (const auto& key : loaded.second.unexpected_keys) response.add_unexpected_keys(key);
     return absl::OkStatus();
   }();
-  LogWrite("load state_dict", write.options.model(), status);
   PARAMD_RETURN_IF_ERROR(status);
   return Serialize(response);
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::LoadStateDict(
     grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(
-      response, [this](IncomingWrite& write) { return ApplyLoadStateDict(write); });
+  return new WriteStreamReactor(response, "load state_dict",
+                                [this](IncomingWrite& write) { return ApplyLoadStateDict(write); });
 }
 
 }  // namespace paramd::service

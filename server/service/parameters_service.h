@@ -33,8 +33,8 @@ class ParametersService final : public ParametersServiceBase {
                                                         const grpc::ByteBuffer* request) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* NamedParameters(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
-  grpc::ServerWriteReactor<grpc::ByteBuffer>* NamedBuffers(grpc::CallbackServerContext* context,
-                                                           const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* NamedBuffers(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* GetTensor(grpc::CallbackServerContext* context,
                                                         const grpc::ByteBuffer* request) override;
   grpc::Status NamedModules(grpc::ServerContext* context, const v1::NamedModulesRequest* request,
@@ -43,12 +43,11 @@ class ParametersService final : public ParametersServiceBase {
                                                        grpc::ByteBuffer* response) override;
   grpc::ServerReadReactor<grpc::ByteBuffer>* SetTensors(grpc::CallbackServerContext* context,
                                                         grpc::ByteBuffer* response) override;
-  grpc::ServerReadReactor<grpc::ByteBuffer>* RegisterParameter(
-      grpc::CallbackServerContext* context, grpc::ByteBuffer* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* RegisterParameter(grpc::CallbackServerContext* context,
+                                                               grpc::ByteBuffer* response) override;
   grpc::ServerReadReactor<grpc::ByteBuffer>* RegisterBuffer(grpc::CallbackServerContext* context,
                                                             grpc::ByteBuffer* response) override;
-  grpc::Status TieParameters(grpc::ServerContext* context,
-                             const v1::TieParametersRequest* request,
+  grpc::Status TieParameters(grpc::ServerContext* context, const v1::TieParametersRequest* request,
                              v1::WriteResponse* response) override;
   grpc::ServerReadReactor<grpc::ByteBuffer>* LoadStateDict(grpc::CallbackServerContext* context,
                                                            grpc::ByteBuffer* response) override;

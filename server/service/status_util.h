@@ -5,10 +5,13 @@
 
 #include <exception>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
+#include "server/common/log.h"
 
 namespace paramd::service {
 
@@ -27,6 +30,36 @@ grpc::Status Guard(Fn&& fn) {
   } catch (const std::exception& e) {
     return grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what());
   }
+}
+
+// `if_version` of a request: proto3's 0 (unset) means "any version".
+inline std::optional<uint64_t> IfVersion(uint64_t value) {
+  return value == 0 ? std::nullopt : std::optional<uint64_t>(value);
+}
+
+// The daemon's one log line per call outcome: every failure, with the model and the status,
+// and successes too where `log_success` (calls that create, delete or change a model).
+inline void LogCall(absl::string_view action, absl::string_view model, const absl::Status& status,
+                    bool log_success = false) {
+  if (status.ok()) {
+    if (log_success) common::Log("info", action, {{"model", std::string(model)}, {"status", "OK"}});
+    return;
+  }
+  common::Log("warning", action,
+              {{"model", std::string(model)},
+               {"status", absl::StatusCodeToString(status.code())},
+               {"error", std::string(status.message())}});
+}
+
+inline absl::Status FromGrpcStatus(const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+// LogCall for a finished handler's status, which it passes through.
+inline grpc::Status Logged(absl::string_view action, absl::string_view model, grpc::Status status,
+                           bool log_success = false) {
+  LogCall(action, model, FromGrpcStatus(status), log_success);
+  return status;
 }
 
 }  // namespace paramd::service

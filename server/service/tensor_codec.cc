@@ -9,16 +9,26 @@ namespace paramd::service {
 
 v1::DType ToProtoDType(core::DType dtype) {
   switch (dtype) {
-    case core::DType::kFloat32: return v1::FLOAT32;
-    case core::DType::kFloat64: return v1::FLOAT64;
-    case core::DType::kFloat16: return v1::FLOAT16;
-    case core::DType::kBFloat16: return v1::BFLOAT16;
-    case core::DType::kInt64: return v1::INT64;
-    case core::DType::kInt32: return v1::INT32;
-    case core::DType::kInt16: return v1::INT16;
-    case core::DType::kInt8: return v1::INT8;
-    case core::DType::kUInt8: return v1::UINT8;
-    case core::DType::kBool: return v1::BOOL;
+    case core::DType::kFloat32:
+      return v1::FLOAT32;
+    case core::DType::kFloat64:
+      return v1::FLOAT64;
+    case core::DType::kFloat16:
+      return v1::FLOAT16;
+    case core::DType::kBFloat16:
+      return v1::BFLOAT16;
+    case core::DType::kInt64:
+      return v1::INT64;
+    case core::DType::kInt32:
+      return v1::INT32;
+    case core::DType::kInt16:
+      return v1::INT16;
+    case core::DType::kInt8:
+      return v1::INT8;
+    case core::DType::kUInt8:
+      return v1::UINT8;
+    case core::DType::kBool:
+      return v1::BOOL;
   }
   return v1::DTYPE_UNSPECIFIED;
 }
@@ -27,9 +37,9 @@ absl::StatusOr<core::DType> FromProtoDType(v1::DType dtype) {
   for (core::DType candidate : core::kAllDTypes) {
     if (ToProtoDType(candidate) == dtype) return candidate;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "tensor dtype ", static_cast<int>(dtype),
-      " is not set or unknown; set TensorMeta.dtype to one of FLOAT32 ... BOOL"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor dtype ", static_cast<int>(dtype),
+                   " is not set or unknown; set TensorMeta.dtype to one of FLOAT32 ... BOOL"));
 }
 
 std::optional<core::Region> FromProtoRegion(const v1::Region& region) {
@@ -63,9 +73,9 @@ absl::StatusOr<core::Tensor> PrepareForWire(const core::Tensor& tensor, v1::DTyp
 
 absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
   if (active_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", header_.name(), "' ended early: got ", received_, " of ", tensor_.nbytes(),
-        " bytes before the next header"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header_.name(), "' ended early: got ", received_, " of ",
+                     tensor_.nbytes(), " bytes before the next header"));
   }
   PARAMD_ASSIGN_OR_RETURN(core::DType dtype, FromProtoDType(header.meta().dtype()));
   core::Shape shape(header.meta().shape().begin(), header.meta().shape().end());
@@ -87,14 +97,13 @@ absl::StatusOr<char*> TensorAssembler::Claim(uint64_t offset, size_t size) {
   }
   if (offset != received_) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", header_.name(), "': chunk at byte ", offset, " arrived where byte ",
-        received_, " was expected; send chunks in order without gaps"));
+        "tensor '", header_.name(), "': chunk at byte ", offset, " arrived where byte ", received_,
+        " was expected; send chunks in order without gaps"));
   }
   if (size > tensor_.nbytes() - received_) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", header_.name(), "': ",
-                                                   received_ + size,
-                                                   " bytes received but dtype and shape give ",
-                                                   tensor_.nbytes()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header_.name(), "': ", received_ + size,
+                     " bytes received but dtype and shape give ", tensor_.nbytes()));
   }
   char* destination = static_cast<char*>(tensor_.mutable_data()) + received_;
   received_ += size;
@@ -110,9 +119,9 @@ absl::Status TensorAssembler::Add(const v1::TensorChunk& chunk) {
 absl::StatusOr<core::Tensor> TensorAssembler::Finish() {
   if (!active_) return absl::InvalidArgumentError("no tensor header was sent");
   if (received_ != tensor_.nbytes()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", header_.name(), "' ended early: got ", received_, " of ", tensor_.nbytes(),
-        " bytes its dtype and shape need"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", header_.name(), "' ended early: got ", received_, " of ",
+                     tensor_.nbytes(), " bytes its dtype and shape need"));
   }
   active_ = false;
   return std::move(tensor_);

@@ -44,9 +44,9 @@ grpc::ByteBuffer EncodeChunkFrame(const core::Tensor& tensor, size_t offset, siz
   prefix.push_back(static_cast<char>((2 << 3) | 2));
   AppendVarint(size, &prefix);
   char* data = static_cast<char*>(tensor.mutable_data()) + offset;
-  grpc::Slice slices[2] = {
-      grpc::Slice(prefix),
-      grpc::Slice(data, size, &ReleaseStorage, new std::shared_ptr<core::Storage>(tensor.storage()))};
+  grpc::Slice slices[2] = {grpc::Slice(prefix),
+                           grpc::Slice(data, size, &ReleaseStorage,
+                                       new std::shared_ptr<core::Storage>(tensor.storage()))};
   return grpc::ByteBuffer(slices, 2);
 }
 
@@ -196,9 +196,9 @@ class SliceCursor {
   size_t position_ = 0;
 };
 
-constexpr uint8_t kChunkFrameTag = (3 << 3) | 2;   // WriteFrame.chunk
-constexpr uint8_t kOffsetTag = (1 << 3) | 0;       // TensorChunk.offset
-constexpr uint8_t kDataTag = (2 << 3) | 2;         // TensorChunk.data
+constexpr uint8_t kChunkFrameTag = (3 << 3) | 2;  // WriteFrame.chunk
+constexpr uint8_t kOffsetTag = (1 << 3) | 0;      // TensorChunk.offset
+constexpr uint8_t kDataTag = (2 << 3) | 2;        // TensorChunk.data
 
 }  // namespace
 
@@ -263,28 +263,37 @@ absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
   return std::move(write_);
 }
 
-WriteStreamReactor::WriteStreamReactor(grpc::ByteBuffer* response, Apply apply)
-    : response_(response), apply_(std::move(apply)) {
+WriteStreamReactor::WriteStreamReactor(grpc::ByteBuffer* response, const char* action, Apply apply)
+    : response_(response), action_(action), apply_(std::move(apply)) {
   StartRead(&frame_);
+}
+
+void WriteStreamReactor::Fail(const grpc::Status& status) {
+  LogCall(action_, collector_.model(), FromGrpcStatus(status));
+  Finish(status);
 }
 
 void WriteStreamReactor::OnReadDone(bool ok) {
   if (ok) {
-    grpc::Status guarded = Guard([&] { return collector_.Add(frame_); });
-    if (!guarded.ok()) {
+    const grpc::Status added = Guard([&] { return collector_.Add(frame_); });
+    if (!added.ok()) {
       // Answer at once; gRPC discards whatever the client still sends.
-      Finish(guarded);
+      Fail(added);
       return;
     }
     StartRead(&frame_);
     return;
   }
   // The client finished sending (or went away: then nobody reads the answer).
-  grpc::Status status = Guard([&]() -> absl::Status {
+  const grpc::Status status = Guard([&]() -> absl::Status {
     PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, collector_.Finish());
     PARAMD_ASSIGN_OR_RETURN(*response_, apply_(write));
     return absl::OkStatus();
   });
+  if (!status.ok()) {
+    Fail(status);
+    return;
+  }
   Finish(status);
 }
 

@@ -68,7 +68,7 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   bool with_data_ = false;
   v1::DType wire_dtype_ = v1::DTYPE_UNSPECIFIED;
   bool started_ = false;
-  size_t index_ = 0;         // tensor being sent
+  size_t index_ = 0;          // tensor being sent
   bool header_sent_ = false;  // its header is out
   core::Tensor wire_;         // its bytes as they travel (cast, contiguous)
   size_t offset_ = 0;         // next byte of wire_ to send
@@ -89,6 +89,8 @@ class WriteFrameCollector {
   absl::Status Add(const grpc::ByteBuffer& frame);
   // The stream ended: INVALID_ARGUMENT if it carried no options or a tensor ended early.
   absl::StatusOr<IncomingWrite> Finish();
+  // The model named by the options frame ("" before it arrives), for the log.
+  const std::string& model() const { return write_.options.model(); }
 
  private:
   absl::Status AddParsed(v1::WriteFrame& frame);
@@ -99,17 +101,22 @@ class WriteFrameCollector {
 };
 
 // Reads a whole write stream, then runs `apply` on it and answers with the response it
-// returns (serialized), or with the first error of the stream or of `apply`.
+// returns (serialized), or with the first error of the stream or of `apply`, which it logs
+// under `action`.
 class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
-  WriteStreamReactor(grpc::ByteBuffer* response, Apply apply);
+  WriteStreamReactor(grpc::ByteBuffer* response, const char* action, Apply apply);
 
   void OnReadDone(bool ok) override;
   void OnDone() override { delete this; }
 
  private:
+  // Logs a failure, then answers with it.
+  void Fail(const grpc::Status& status);
+
   grpc::ByteBuffer* response_;  // owned by gRPC
+  const char* action_;
   Apply apply_;
   grpc::ByteBuffer frame_;
   WriteFrameCollector collector_;

@@ -362,6 +362,12 @@ TEST_F(ServiceTest, BatteryOfBadRequestsChangesNothing) {
   v1::ListModelsResponse list;
   ASSERT_TRUE(models_->ListModels(&context, v1::ListModelsRequest(), &list).ok());
   EXPECT_EQ(list.models_size(), 2);
+  // One log line per failed call, naming the model and the status.
+  const std::string log = daemon_->Log();
+  EXPECT_THAT(log, HasSubstr("msg=\"get tensor\" model=mlp status=NOT_FOUND"));
+  EXPECT_THAT(log, HasSubstr("msg=\"set tensors\" model=big status=INVALID_ARGUMENT"));
+  EXPECT_THAT(log, HasSubstr("msg=\"create model\" model=mlp status=ALREADY_EXISTS"));
+  EXPECT_THAT(log, HasSubstr("msg=\"tie parameters\" model=mlp status=INVALID_ARGUMENT"));
 }
 
 TEST_F(ServiceTest, MemoryLimitGivesResourceExhausted) {
