@@ -20,7 +20,7 @@ std::string Mebibytes(uint64_t bytes) {
 
 ProgressBar::ProgressBar(std::string label)
     : label_(std::move(label)),
-      enabled_(isatty(STDERR_FILENO) == 1),
+      enabled_(isatty(STDOUT_FILENO) == 1 && isatty(STDERR_FILENO) == 1),
       start_(std::chrono::steady_clock::now()) {}
 
 ProgressBar::~ProgressBar() {

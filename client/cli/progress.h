@@ -1,6 +1,7 @@
-// A one-line progress bar on stderr for paramctl's transfers. It draws only when stderr is
-// a terminal and the transfer is larger than kMinBytes, so scripts and small calls see
-// nothing. Used from one thread.
+// A one-line progress bar for paramctl's transfers. It draws on stderr, so it never mixes
+// with output, and only when stdout and stderr are both terminals and the transfer is
+// larger than kMinBytes: scripts (stdout piped) and small calls see nothing. Used from one
+// thread.
 #pragma once
 
 #include <chrono>
