@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/ops.h"
 #include "server/core/device.h"
 
 namespace paramd::kernels {
@@ -36,6 +37,34 @@ class Backend {
   // Bytes currently allocated through this backend, and the ceiling (0 = none).
   virtual size_t bytes_in_use() const = 0;
   virtual void SetMemoryLimit(size_t max_bytes) = 0;
+
+  // Ops (kernels/ops.h). Supports answers OK when this backend runs the op as asked and
+  // UNIMPLEMENTED (naming the op, dtype and device) otherwise; each op returns the same
+  // UNIMPLEMENTED when called anyway. The defaults support nothing, so a backend fills in
+  // the families it has.
+  virtual absl::Status Supports(const OpQuery& query) const;
+  virtual absl::Status Gemm(const GemmArgs& args);
+  virtual absl::Status Conv2d(const Conv2dArgs& args);
+  virtual absl::Status MaxPool2d(const MaxPool2dArgs& args);
+  virtual absl::Status AvgPool2d(const AvgPool2dArgs& args);
+  virtual absl::Status AdaptiveAvgPool2d(const AdaptiveAvgPool2dArgs& args);
+  virtual absl::Status BatchNorm(const BatchNormArgs& args);
+  virtual absl::Status LayerNorm(const LayerNormArgs& args);
+  virtual absl::Status Unary(const UnaryArgs& args);
+  virtual absl::Status Binary(const BinaryArgs& args);
+  virtual absl::Status Softmax(const SoftmaxArgs& args);
+  virtual absl::Status Embedding(const EmbeddingArgs& args);
+  virtual absl::Status Dropout(const DropoutArgs& args);
+  virtual absl::Status Cat(const CatArgs& args);
+  virtual absl::Status Convert(const ConvertArgs& args);
+
+  // Waits until every op and copy issued so far on this backend has finished; the first
+  // error of an asynchronous op surfaces here if not earlier. Host backends return at once.
+  virtual absl::Status Synchronize() { return absl::OkStatus(); }
+
+ protected:
+  // The UNIMPLEMENTED status for `query` on this backend.
+  absl::Status Unsupported(const OpQuery& query) const;
 };
 
 // The backend for `device`. CPU always exists. A CUDA device gets FAILED_PRECONDITION when

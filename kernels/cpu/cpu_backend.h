@@ -1,5 +1,5 @@
-// Host-memory backend: 64-byte aligned allocations with an optional byte ceiling, and a
-// cache of freed large blocks.
+// Host-memory backend: 64-byte aligned allocations with an optional byte ceiling, a cache
+// of freed large blocks, and the CPU kernels of every op in kernels/ops.h.
 //
 // Note [Host block cache]
 // Fresh memory costs a page fault per 4 KiB on first touch (about 2 GB/s on the machines
@@ -32,6 +32,25 @@ class CpuBackend final : public Backend {
   absl::Status CopyWithinDevice(void* dst, const void* src, size_t nbytes) override;
   size_t bytes_in_use() const override { return in_use_.load(std::memory_order_relaxed); }
   void SetMemoryLimit(size_t max_bytes) override { limit_.store(max_bytes); }
+
+  // Ops: float32 throughout, float16 and bfloat16 computed in float32 and rounded back;
+  // GEMM and convolution through OpenBLAS (docs/kernels.md). Each family lives in its own
+  // file under kernels/cpu/.
+  absl::Status Supports(const OpQuery& query) const override;
+  absl::Status Gemm(const GemmArgs& args) override;
+  absl::Status Conv2d(const Conv2dArgs& args) override;
+  absl::Status MaxPool2d(const MaxPool2dArgs& args) override;
+  absl::Status AvgPool2d(const AvgPool2dArgs& args) override;
+  absl::Status AdaptiveAvgPool2d(const AdaptiveAvgPool2dArgs& args) override;
+  absl::Status BatchNorm(const BatchNormArgs& args) override;
+  absl::Status LayerNorm(const LayerNormArgs& args) override;
+  absl::Status Unary(const UnaryArgs& args) override;
+  absl::Status Binary(const BinaryArgs& args) override;
+  absl::Status Softmax(const SoftmaxArgs& args) override;
+  absl::Status Embedding(const EmbeddingArgs& args) override;
+  absl::Status Dropout(const DropoutArgs& args) override;
+  absl::Status Cat(const CatArgs& args) override;
+  absl::Status Convert(const ConvertArgs& args) override;
   // Bytes held by the cache of freed blocks (Note [Host block cache]).
   size_t bytes_cached() const;
   // Returns every cached block to the system.

@@ -6,7 +6,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "server/common/status_macros.h"
+#include "server/core/forward.h"
 #include "server/core/init.h"
 #include "server/core/layers/layer.h"
 #include "server/core/traversal.h"
@@ -423,6 +425,11 @@ class Builder {
       }
       if (!call.empty() && !module.children().contains(call)) {
         return SpecError(step_path, absl::StrCat(module.type(), " has no child '", call, "'"));
+      }
+      // Op names, argument names and types, and inputs: what Forward would refuse later.
+      absl::Status step_status = ValidateForwardProgram(json::array({step}), module);
+      if (!step_status.ok()) {
+        return SpecError(step_path, absl::StripPrefix(step_status.message(), "step 0: "));
       }
     }
     return absl::OkStatus();

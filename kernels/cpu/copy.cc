@@ -1,0 +1,88 @@
+// The copy ops: cat and dtype conversion, both over strided inputs (a transpose, an
+// expanded dimension), for every dtype.
+#include <cstring>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "server/common/status_macros.h"
+#include "server/core/element.h"
+
+namespace paramd::kernels {
+namespace {
+
+// Copies `src` (any strides) into `dst` (its own strides, same shape), converting dtype.
+void StridedConvert(const ConstTensorView& src, void* dst, core::DType dst_dtype,
+                    const int64_t* dst_strides) {
+  core::VisitDType(src.dtype, [&](auto src_tag) {
+    using Src = typename decltype(src_tag)::type;
+    core::VisitDType(dst_dtype, [&](auto dst_tag) {
+      using Dst = typename decltype(dst_tag)::type;
+      const Src* in = static_cast<const Src*>(src.data);
+      Dst* out = static_cast<Dst*>(dst);
+      const int64_t* strides[2] = {src.strides, dst_strides};
+      const int64_t s_in = src.rank ? src.strides[src.rank - 1] : 0;
+      const int64_t s_out = src.rank ? dst_strides[src.rank - 1] : 0;
+      cpu::ForEachRun<2>(src.rank, src.shape, strides, [&](const int64_t* offsets, int64_t count) {
+        const Src* a = in + offsets[0];
+        Dst* b = out + offsets[1];
+        if constexpr (std::is_same_v<Src, Dst>) {
+          if (s_in == 1 && s_out == 1) {
+            std::memcpy(b, a, static_cast<size_t>(count) * sizeof(Src));
+            return;
+          }
+        }
+        for (int64_t i = 0; i < count; ++i) b[i * s_out] = core::CastElement<Dst>(a[i * s_in]);
+      });
+    });
+  });
+}
+
+}  // namespace
+
+absl::Status CpuBackend::Convert(const ConvertArgs& args) {
+  PARAMD_RETURN_IF_ERROR(Supports(
+      {.kind = OpKind::kConvert, .dtype = args.input.dtype, .out_dtype = args.output.dtype}));
+  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "convert output"));
+  if (args.input.rank != args.output.rank) {
+    return absl::InvalidArgumentError("convert: input and output must have one shape");
+  }
+  for (int d = 0; d < args.input.rank; ++d) {
+    if (args.input.shape[d] != args.output.shape[d]) {
+      return absl::InvalidArgumentError("convert: input and output must have one shape");
+    }
+  }
+  if (args.output.numel() == 0) return absl::OkStatus();
+  StridedConvert(args.input, args.output.data, args.output.dtype, args.output.strides);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Cat(const CatArgs& args) {
+  const TensorView& out = args.output;
+  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kCat, .dtype = out.dtype}));
+  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(out, "cat output"));
+  if (args.dim < 0 || args.dim >= out.rank) {
+    return absl::InvalidArgumentError("cat: dim out of range");
+  }
+  int64_t along = 0;
+  for (const ConstTensorView& in : args.inputs) {
+    if (in.numel() == 0) continue;
+    bool ok = in.rank == out.rank && in.dtype == out.dtype;
+    for (int d = 0; ok && d < out.rank; ++d) ok = d == args.dim || in.shape[d] == out.shape[d];
+    if (!ok) return absl::InvalidArgumentError("cat: inputs must match the output's shape");
+    along += in.shape[args.dim];
+  }
+  if (along != out.shape[args.dim]) {
+    return absl::InvalidArgumentError("cat: the inputs do not fill the output");
+  }
+  const size_t element = core::ElementSize(out.dtype);
+  int64_t offset = 0;
+  for (const ConstTensorView& in : args.inputs) {
+    if (in.numel() == 0) continue;
+    StridedConvert(in, static_cast<char*>(out.data) + offset * out.strides[args.dim] * element,
+                   out.dtype, out.strides);
+    offset += in.shape[args.dim];
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace paramd::kernels

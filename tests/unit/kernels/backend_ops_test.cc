@@ -1,0 +1,867 @@
+// Every op of kernels/ops.h on every backend present, against a naive reference written
+// here (double precision loops) and, for backends other than the CPU, against the CPU
+// backend, each with its own tolerance. A backend that does not have the op (Supports)
+// or is absent (no GPU) skips the case, as ggml's test-backend-ops does.
+#include <cctype>
+#include <cmath>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "tests/unit/kernels/ops_test_util.h"
+
+namespace paramd::kernels {
+namespace {
+
+using core::DType;
+using testing::AllClose;
+using testing::DeviceTensor;
+using testing::HostTensor;
+using testing::Random;
+using testing::Shape;
+using testing::Values;
+
+using Inputs = std::vector<std::unique_ptr<DeviceTensor>>;
+using Outputs = std::vector<std::unique_ptr<DeviceTensor>>;
+using Expected = std::vector<std::vector<double>>;
+
+struct OpCase {
+  std::string name;
+  OpQuery query;
+  double atol = 1e-5;
+  double rtol = 1e-5;
+  std::vector<HostTensor> inputs;
+  std::vector<std::pair<DType, Shape>> outputs;
+  std::function<absl::Status(Backend&, const Inputs&, const Outputs&)> run;
+  std::function<Expected(const std::vector<HostTensor>&)> reference;
+};
+
+double RefUnary(UnaryOp op, double x) {
+  switch (op) {
+    case UnaryOp::kIdentity:
+      return x;
+    case UnaryOp::kReLU:
+      return x < 0 ? 0 : x;
+    case UnaryOp::kGELU:
+      return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case UnaryOp::kGELUTanh:
+      return 0.5 * x * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case UnaryOp::kSiLU:
+      return x / (1 + std::exp(-x));
+    case UnaryOp::kSigmoid:
+      return 1 / (1 + std::exp(-x));
+    case UnaryOp::kTanh:
+      return std::tanh(x);
+  }
+  return x;
+}
+
+// Rounds expected values to the output dtype, as the kernel's final store does.
+std::vector<double> Rounded(DType dtype, std::vector<double> values) {
+  for (double& v : values) v = testing::RoundTo(dtype, v);
+  return values;
+}
+
+// Tolerances by dtype: float32 math differs from the double reference by accumulated
+// rounding; 16-bit outputs by one rounding of the result.
+void SetTolerance(OpCase& c, DType dtype, double f32_atol = 1e-5) {
+  if (dtype == DType::kFloat32) {
+    c.atol = f32_atol;
+    c.rtol = 1e-5;
+  } else if (dtype == DType::kFloat16) {
+    c.atol = 2e-3;
+    c.rtol = 2e-3;
+  } else {
+    c.atol = 1.6e-2;
+    c.rtol = 1.6e-2;
+  }
+}
+
+OpCase GemmCase(std::string name, DType dtype, int64_t m, int64_t n, int64_t k, bool trans_a,
+                bool trans_b, bool bias, UnaryOp epilogue, uint32_t seed) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kGemm, .dtype = dtype, .unary = epilogue};
+  SetTolerance(c, dtype, 1e-4);
+  c.inputs = {Random(dtype, trans_a ? Shape{k, m} : Shape{m, k}, seed),
+              Random(dtype, trans_b ? Shape{n, k} : Shape{k, n}, seed + 1),
+              Random(dtype, {bias ? n : 0}, seed + 2)};
+  c.outputs = {{dtype, {m, n}}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.Gemm({.dtype = dtype,
+                   .m = m,
+                   .n = n,
+                   .k = k,
+                   .a = in[0]->data(),
+                   .lda = trans_a ? m : k,
+                   .trans_a = trans_a,
+                   .b = in[1]->data(),
+                   .ldb = trans_b ? k : n,
+                   .trans_b = trans_b,
+                   .bias = bias ? in[2]->data() : nullptr,
+                   .c = out[0]->data(),
+                   .ldc = n,
+                   .epilogue = epilogue});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<double> y(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double s = bias ? in[2].values[j] : 0.0;
+        for (int64_t p = 0; p < k; ++p) {
+          const double a = trans_a ? in[0].values[p * m + i] : in[0].values[i * k + p];
+          const double bv = trans_b ? in[1].values[j * k + p] : in[1].values[p * n + j];
+          s += a * bv;
+        }
+        y[i * n + j] = RefUnary(epilogue, s);
+      }
+    }
+    return Expected{Rounded(dtype, y)};
+  };
+  return c;
+}
+
+struct ConvSpec {
+  int64_t n, c, h, w, o, kh, kw;
+  int64_t stride[2] = {1, 1};
+  int64_t pad_begin[2] = {0, 0};
+  int64_t pad_end[2] = {0, 0};
+  int64_t dilation[2] = {1, 1};
+  int64_t groups = 1;
+  bool bias = true;
+};
+
+OpCase ConvCase(std::string name, DType dtype, ConvSpec s, uint32_t seed) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kConv2d, .dtype = dtype};
+  SetTolerance(c, dtype, 1e-4);
+  const int64_t oh =
+      (s.h + s.pad_begin[0] + s.pad_end[0] - s.dilation[0] * (s.kh - 1) - 1) / s.stride[0] + 1;
+  const int64_t ow =
+      (s.w + s.pad_begin[1] + s.pad_end[1] - s.dilation[1] * (s.kw - 1) - 1) / s.stride[1] + 1;
+  const int64_t cg = s.c / s.groups;
+  c.inputs = {Random(dtype, {s.n, s.c, s.h, s.w}, seed),
+              Random(dtype, {s.o, cg, s.kh, s.kw}, seed + 1),
+              Random(dtype, {s.bias ? s.o : 0}, seed + 2)};
+  c.outputs = {{dtype, {s.n, s.o, oh, ow}}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    Conv2dArgs args{.input = in[0]->view(),
+                    .weight = in[1]->view(),
+                    .bias = s.bias ? in[2]->data() : nullptr,
+                    .output = out[0]->view(),
+                    .groups = s.groups};
+    for (int d = 0; d < 2; ++d) {
+      args.stride[d] = s.stride[d];
+      args.padding[d] = s.pad_begin[d];
+      args.dilation[d] = s.dilation[d];
+    }
+    return b.Conv2d(args);
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    const int64_t og = s.o / s.groups;
+    std::vector<double> y(static_cast<size_t>(s.n * s.o * oh * ow));
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t o = 0; o < s.o; ++o)
+        for (int64_t i = 0; i < oh; ++i)
+          for (int64_t j = 0; j < ow; ++j) {
+            const int64_t g = o / og;
+            double sum = s.bias ? in[2].values[o] : 0.0;
+            for (int64_t ci = 0; ci < cg; ++ci)
+              for (int64_t p = 0; p < s.kh; ++p)
+                for (int64_t q = 0; q < s.kw; ++q) {
+                  const int64_t ih = i * s.stride[0] - s.pad_begin[0] + p * s.dilation[0];
+                  const int64_t iw = j * s.stride[1] - s.pad_begin[1] + q * s.dilation[1];
+                  if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+                  const int64_t channel = g * cg + ci;
+                  sum += in[0].values[((n * s.c + channel) * s.h + ih) * s.w + iw] *
+                         in[1].values[((o * cg + ci) * s.kh + p) * s.kw + q];
+                }
+            y[((n * s.o + o) * oh + i) * ow + j] = sum;
+          }
+    return Expected{Rounded(dtype, y)};
+  };
+  return c;
+}
+
+struct PoolSpec {
+  int64_t planes, h, w, oh, ow;
+  int64_t kernel[2], stride[2], padding[2];
+  int64_t dilation[2] = {1, 1};
+  bool count_include_pad = true;
+  int64_t divisor_override = 0;
+};
+
+OpCase MaxPoolCase(std::string name, DType dtype, PoolSpec s, uint32_t seed) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kMaxPool2d, .dtype = dtype};
+  SetTolerance(c, dtype);
+  c.inputs = {Random(dtype, {1, s.planes, s.h, s.w}, seed)};
+  c.outputs = {{dtype, {1, s.planes, s.oh, s.ow}}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    MaxPool2dArgs args{.input = in[0]->view(), .output = out[0]->view()};
+    for (int d = 0; d < 2; ++d) {
+      args.kernel[d] = s.kernel[d];
+      args.stride[d] = s.stride[d];
+      args.padding[d] = s.padding[d];
+      args.dilation[d] = s.dilation[d];
+    }
+    return b.MaxPool2d(args);
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<double> y;
+    for (int64_t p = 0; p < s.planes; ++p)
+      for (int64_t i = 0; i < s.oh; ++i)
+        for (int64_t j = 0; j < s.ow; ++j) {
+          double best = -INFINITY;
+          for (int64_t a = 0; a < s.kernel[0]; ++a)
+            for (int64_t b = 0; b < s.kernel[1]; ++b) {
+              const int64_t ih = i * s.stride[0] - s.padding[0] + a * s.dilation[0];
+              const int64_t iw = j * s.stride[1] - s.padding[1] + b * s.dilation[1];
+              if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+              best = std::max(best, in[0].values[(p * s.h + ih) * s.w + iw]);
+            }
+          y.push_back(best);
+        }
+    return Expected{y};
+  };
+  return c;
+}
+
+OpCase AvgPoolCase(std::string name, DType dtype, PoolSpec s, uint32_t seed) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kAvgPool2d, .dtype = dtype};
+  SetTolerance(c, dtype);
+  c.inputs = {Random(dtype, {s.planes, s.h, s.w}, seed)};
+  c.outputs = {{dtype, {s.planes, s.oh, s.ow}}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    AvgPool2dArgs args{.input = in[0]->view(),
+                       .output = out[0]->view(),
+                       .count_include_pad = s.count_include_pad,
+                       .divisor_override = s.divisor_override};
+    for (int d = 0; d < 2; ++d) {
+      args.kernel[d] = s.kernel[d];
+      args.stride[d] = s.stride[d];
+      args.padding[d] = s.padding[d];
+    }
+    return b.AvgPool2d(args);
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<double> y;
+    for (int64_t p = 0; p < s.planes; ++p)
+      for (int64_t i = 0; i < s.oh; ++i)
+        for (int64_t j = 0; j < s.ow; ++j) {
+          double sum = 0;
+          int64_t inside = 0, padded = 0;
+          for (int64_t a = 0; a < s.kernel[0]; ++a)
+            for (int64_t b = 0; b < s.kernel[1]; ++b) {
+              const int64_t ih = i * s.stride[0] - s.padding[0] + a;
+              const int64_t iw = j * s.stride[1] - s.padding[1] + b;
+              // Positions past the far padding (ceil_mode's overhang) count for nothing.
+              if (ih >= s.h + s.padding[0] || iw >= s.w + s.padding[1]) continue;
+              ++padded;
+              if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+              ++inside;
+              sum += in[0].values[(p * s.h + ih) * s.w + iw];
+            }
+          const double divisor = s.divisor_override    ? s.divisor_override
+                                 : s.count_include_pad ? padded
+                                                       : inside;
+          y.push_back(sum / divisor);
+        }
+    return Expected{y};
+  };
+  return c;
+}
+
+OpCase AdaptiveCase(std::string name, DType dtype, int64_t h, int64_t w, int64_t oh, int64_t ow) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kAdaptiveAvgPool2d, .dtype = dtype};
+  SetTolerance(c, dtype);
+  c.inputs = {Random(dtype, {2, 3, h, w}, 7)};
+  c.outputs = {{dtype, {2, 3, oh, ow}}};
+  c.run = [](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.AdaptiveAvgPool2d({.input = in[0]->view(), .output = out[0]->view()});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<double> y;
+    for (int64_t p = 0; p < 6; ++p)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          const int64_t h0 = static_cast<int64_t>(std::floor(double(i * h) / oh));
+          const int64_t h1 = static_cast<int64_t>(std::ceil(double((i + 1) * h) / oh));
+          const int64_t w0 = static_cast<int64_t>(std::floor(double(j * w) / ow));
+          const int64_t w1 = static_cast<int64_t>(std::ceil(double((j + 1) * w) / ow));
+          double sum = 0;
+          for (int64_t a = h0; a < h1; ++a)
+            for (int64_t b = w0; b < w1; ++b) sum += in[0].values[(p * h + a) * w + b];
+          y.push_back(sum / double((h1 - h0) * (w1 - w0)));
+        }
+    return Expected{y};
+  };
+  return c;
+}
+
+OpCase BatchNormCase(std::string name, DType dtype, Shape shape, bool train, bool affine) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kBatchNorm, .dtype = dtype};
+  SetTolerance(c, dtype, 1e-4);
+  const int64_t channels = shape[1];
+  const double momentum = 0.1, eps = 1e-5;
+  c.inputs = {Random(dtype, shape, 11, -2, 3), Random(dtype, {channels}, 12),
+              Random(dtype, {channels}, 13), Random(dtype, {channels}, 14),
+              Random(dtype, {channels}, 15, 0.5, 2.0)};
+  c.outputs = {{dtype, shape}, {dtype, {channels}}, {dtype, {channels}}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.BatchNorm({.input = in[0]->view(),
+                        .output = out[0]->view(),
+                        .weight = affine ? in[1]->data() : nullptr,
+                        .bias = affine ? in[2]->data() : nullptr,
+                        .running_mean = in[3]->data(),
+                        .running_var = in[4]->data(),
+                        .use_batch_stats = train,
+                        .momentum = momentum,
+                        .eps = eps,
+                        .new_running_mean = train ? out[1]->data() : nullptr,
+                        .new_running_var = train ? out[2]->data() : nullptr});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    const int64_t batch = shape[0];
+    int64_t inner = 1;
+    for (size_t d = 2; d < shape.size(); ++d) inner *= shape[d];
+    std::vector<double> y(in[0].values.size()), rm(channels), rv(channels);
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      double mean = in[3].values[ch], var = in[4].values[ch];
+      const double count = double(batch * inner);
+      if (train) {
+        double sum = 0, sq = 0;
+        for (int64_t n = 0; n < batch; ++n)
+          for (int64_t i = 0; i < inner; ++i) sum += in[0].values[(n * channels + ch) * inner + i];
+        mean = sum / count;
+        for (int64_t n = 0; n < batch; ++n)
+          for (int64_t i = 0; i < inner; ++i) {
+            const double d = in[0].values[(n * channels + ch) * inner + i] - mean;
+            sq += d * d;
+          }
+        var = sq / count;
+        rm[ch] = (1 - momentum) * in[3].values[ch] + momentum * mean;
+        rv[ch] = (1 - momentum) * in[4].values[ch] + momentum * sq / (count - 1);
+      }
+      const double w = affine ? in[1].values[ch] : 1.0, bias = affine ? in[2].values[ch] : 0.0;
+      for (int64_t n = 0; n < batch; ++n)
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t at = (n * channels + ch) * inner + i;
+          y[at] = (in[0].values[at] - mean) / std::sqrt(var + eps) * w + bias;
+        }
+    }
+    if (!train) {
+      // Untouched outputs: compare whatever the backend left with itself.
+      return Expected{Rounded(dtype, y)};
+    }
+    return Expected{Rounded(dtype, y), Rounded(dtype, rm), Rounded(dtype, rv)};
+  };
+  return c;
+}
+
+OpCase LayerNormCase(std::string name, DType dtype, int64_t rows, int64_t size, bool affine) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kLayerNorm, .dtype = dtype};
+  SetTolerance(c, dtype, 1e-4);
+  c.inputs = {Random(dtype, {rows, size}, 21, -3, 2), Random(dtype, {size}, 22),
+              Random(dtype, {size}, 23)};
+  c.outputs = {{dtype, {rows, size}}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.LayerNorm({.input = in[0]->view(),
+                        .output = out[0]->view(),
+                        .normalized_size = size,
+                        .weight = affine ? in[1]->data() : nullptr,
+                        .bias = affine ? in[2]->data() : nullptr,
+                        .eps = 1e-5});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<double> y(in[0].values.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < size; ++i) mean += in[0].values[r * size + i];
+      mean /= size;
+      for (int64_t i = 0; i < size; ++i) {
+        const double d = in[0].values[r * size + i] - mean;
+        var += d * d;
+      }
+      var /= size;
+      for (int64_t i = 0; i < size; ++i) {
+        double v = (in[0].values[r * size + i] - mean) / std::sqrt(var + 1e-5);
+        if (affine) v = v * in[1].values[i] + in[2].values[i];
+        y[r * size + i] = v;
+      }
+    }
+    return Expected{Rounded(dtype, y)};
+  };
+  return c;
+}
+
+OpCase UnaryCase(UnaryOp op, DType dtype) {
+  OpCase c;
+  c.name = absl::StrCat("unary_", UnaryOpName(op), "_", core::DTypeName(dtype));
+  for (char& ch : c.name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  c.query = {.kind = OpKind::kUnary, .dtype = dtype, .unary = op};
+  SetTolerance(c, dtype, 1e-6);
+  c.inputs = {Random(dtype, {3, 7, 11}, 31, -6, 6)};
+  c.outputs = {{dtype, {3, 7, 11}}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.Unary({.op = op, .input = in[0]->view(), .output = out[0]->view()});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<double> y;
+    for (double v : in[0].values) y.push_back(RefUnary(op, v));
+    return Expected{Rounded(dtype, y)};
+  };
+  return c;
+}
+
+// `a` and `b` are stored compactly in their own shapes and broadcast to `out` by stride 0.
+OpCase BinaryCase(std::string name, BinaryOp op, DType dtype, Shape a_shape, Shape b_shape,
+                  Shape out_shape) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kBinary, .dtype = dtype, .binary = op};
+  SetTolerance(c, dtype, 1e-6);
+  c.inputs = {Random(dtype, a_shape, 41), Random(dtype, b_shape, 42, 0.5, 2.0)};
+  c.outputs = {{dtype, out_shape}};
+  auto expand = [out_shape](const Shape& shape) {
+    Shape strides = testing::Strides(shape);
+    Shape expanded(out_shape.size(), 0);
+    const size_t lead = out_shape.size() - shape.size();
+    for (size_t d = 0; d < shape.size(); ++d) {
+      expanded[lead + d] = shape[d] == 1 ? 0 : strides[d];
+    }
+    return expanded;
+  };
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.Binary({.op = op,
+                     .a = in[0]->ViewOf(out_shape, expand(a_shape)),
+                     .b = in[1]->ViewOf(out_shape, expand(b_shape)),
+                     .output = out[0]->view()});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    const Shape sa = expand(a_shape), sb = expand(b_shape);
+    const int64_t n = testing::Numel(out_shape);
+    std::vector<double> y(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t rest = i, oa = 0, ob = 0;
+      for (int d = static_cast<int>(out_shape.size()) - 1; d >= 0; --d) {
+        const int64_t index = rest % out_shape[d];
+        rest /= out_shape[d];
+        oa += index * sa[d];
+        ob += index * sb[d];
+      }
+      const double x = in[0].values[oa], z = in[1].values[ob];
+      y[i] = op == BinaryOp::kAdd   ? x + z
+             : op == BinaryOp::kSub ? x - z
+             : op == BinaryOp::kMul ? x * z
+                                    : x / z;
+    }
+    return Expected{Rounded(dtype, y)};
+  };
+  return c;
+}
+
+OpCase SoftmaxCase(std::string name, DType dtype, Shape shape, int dim, bool log) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kSoftmax, .dtype = dtype};
+  SetTolerance(c, dtype, 1e-6);
+  c.inputs = {Random(dtype, shape, 51, -5, 5)};
+  c.outputs = {{dtype, shape}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.Softmax({.input = in[0]->view(), .output = out[0]->view(), .dim = dim, .log = log});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < dim; ++d) outer *= shape[d];
+    for (size_t d = dim + 1; d < shape.size(); ++d) inner *= shape[d];
+    const int64_t size = shape[dim];
+    std::vector<double> y(in[0].values.size());
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t i = 0; i < inner; ++i) {
+        double sum = 0;
+        for (int64_t k = 0; k < size; ++k)
+          sum += std::exp(in[0].values[(o * size + k) * inner + i]);
+        for (int64_t k = 0; k < size; ++k) {
+          const double v = in[0].values[(o * size + k) * inner + i];
+          y[(o * size + k) * inner + i] = log ? v - std::log(sum) : std::exp(v) / sum;
+        }
+      }
+    return Expected{Rounded(dtype, y)};
+  };
+  return c;
+}
+
+OpCase EmbeddingCase(std::string name, DType index_dtype) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kEmbedding, .dtype = DType::kFloat32, .index_dtype = index_dtype};
+  c.inputs = {Random(DType::kFloat32, {10, 6}, 61),
+              Values(index_dtype, {2, 3}, {0, 9, 3, 3, 7, 1})};
+  c.outputs = {{DType::kFloat32, {2, 3, 6}}};
+  c.run = [](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.Embedding(
+        {.weight = in[0]->view(), .indices = in[1]->view(), .output = out[0]->view()});
+  };
+  c.reference = [](const std::vector<HostTensor>& in) {
+    std::vector<double> y;
+    for (double index : in[1].values) {
+      for (int64_t j = 0; j < 6; ++j)
+        y.push_back(in[0].values[static_cast<int64_t>(index) * 6 + j]);
+    }
+    return Expected{y};
+  };
+  return c;
+}
+
+OpCase DropoutCase(DType dtype, double p) {
+  OpCase c;
+  c.name = absl::StrCat("dropout_p", static_cast<int>(p * 100), "_", core::DTypeName(dtype));
+  c.query = {.kind = OpKind::kDropout, .dtype = dtype};
+  SetTolerance(c, dtype, 1e-6);
+  c.inputs = {Random(dtype, {40, 50}, 71)};
+  c.outputs = {{dtype, {40, 50}}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.Dropout({.input = in[0]->view(), .output = out[0]->view(), .p = p, .seed = 1234});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<double> y;
+    for (size_t i = 0; i < in[0].values.size(); ++i) {
+      const bool keep = p < 1 && DropoutUniform(1234, i) >= p;
+      y.push_back(keep ? in[0].values[i] * static_cast<float>(1.0 / (1.0 - p)) : 0.0);
+    }
+    return Expected{Rounded(dtype, y)};
+  };
+  return c;
+}
+
+OpCase CatCase(std::string name, DType dtype, std::vector<Shape> shapes, int dim, Shape out_shape) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kCat, .dtype = dtype};
+  for (size_t i = 0; i < shapes.size(); ++i) c.inputs.push_back(Random(dtype, shapes[i], 81 + i));
+  c.outputs = {{dtype, out_shape}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    CatArgs args{.dim = dim, .output = out[0]->view()};
+    for (const auto& t : in) args.inputs.push_back(t->view());
+    return b.Cat(args);
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < dim; ++d) outer *= out_shape[d];
+    for (size_t d = dim + 1; d < out_shape.size(); ++d) inner *= out_shape[d];
+    std::vector<double> y;
+    for (int64_t o = 0; o < outer; ++o) {
+      for (const HostTensor& t : in) {
+        const int64_t block = t.shape[dim] * inner;
+        for (int64_t i = 0; i < block; ++i) y.push_back(t.values[o * block + i]);
+      }
+    }
+    return Expected{y};
+  };
+  return c;
+}
+
+// Converts a [rows, cols] tensor, optionally read transposed (a strided view).
+OpCase ConvertCase(std::string name, DType from, DType to, bool transposed) {
+  OpCase c;
+  c.name = std::move(name);
+  c.query = {.kind = OpKind::kConvert, .dtype = from, .out_dtype = to};
+  c.atol = c.rtol = 0;
+  const int64_t rows = 5, cols = 7;
+  c.inputs = {Random(from, {rows, cols}, 91, -300, 300)};
+  const Shape out_shape = transposed ? Shape{cols, rows} : Shape{rows, cols};
+  c.outputs = {{to, out_shape}};
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    const TensorView input = transposed ? in[0]->ViewOf({cols, rows}, {1, cols}) : in[0]->view();
+    return b.Convert({.input = input, .output = out[0]->view()});
+  };
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<double> y;
+    for (int64_t i = 0; i < out_shape[0]; ++i)
+      for (int64_t j = 0; j < out_shape[1]; ++j) {
+        const double v = transposed ? in[0].values[j * cols + i] : in[0].values[i * cols + j];
+        // Float to integer truncates toward zero, as Tensor.to does.
+        y.push_back(core::IsFloatingPoint(to) ? testing::RoundTo(to, v) : std::trunc(v));
+      }
+    return Expected{y};
+  };
+  return c;
+}
+
+const std::vector<OpCase>& AllCases() {
+  static const auto* const cases = [] {
+    auto* list = new std::vector<OpCase>;
+    const DType f32 = DType::kFloat32, f16 = DType::kFloat16, bf16 = DType::kBFloat16;
+    // GEMM: Linear's layout (B transposed), the others, epilogues, 16-bit, k = 0.
+    list->push_back(
+        GemmCase("gemm_linear", f32, 5, 7, 9, false, true, true, UnaryOp::kIdentity, 1));
+    list->push_back(
+        GemmCase("gemm_nn_nobias", f32, 6, 4, 3, false, false, false, UnaryOp::kIdentity, 2));
+    list->push_back(GemmCase("gemm_tn", f32, 6, 4, 3, true, false, true, UnaryOp::kIdentity, 3));
+    list->push_back(GemmCase("gemm_tt", f32, 6, 4, 3, true, true, false, UnaryOp::kIdentity, 3));
+    list->push_back(GemmCase("gemm_relu", f32, 8, 16, 32, false, true, true, UnaryOp::kReLU, 4));
+    list->push_back(GemmCase("gemm_gelu", f32, 8, 16, 32, false, true, true, UnaryOp::kGELU, 5));
+    list->push_back(
+        GemmCase("gemm_gelu_tanh", f32, 8, 16, 32, false, true, true, UnaryOp::kGELUTanh, 6));
+    list->push_back(
+        GemmCase("gemm_large", f32, 64, 128, 256, false, true, true, UnaryOp::kIdentity, 7));
+    list->push_back(GemmCase("gemm_k0", f32, 3, 4, 0, false, true, true, UnaryOp::kReLU, 8));
+    list->push_back(GemmCase("gemm_f16", f16, 8, 16, 32, false, true, true, UnaryOp::kIdentity, 9));
+    list->push_back(GemmCase("gemm_bf16", bf16, 8, 16, 32, false, true, true, UnaryOp::kReLU, 10));
+    // Convolution: the seed CNN's layer, strides/padding/dilation, groups, 1x1, 'same'.
+    list->push_back(ConvCase("conv_seed", f32,
+                             {.n = 2, .c = 1, .h = 12, .w = 12, .o = 4, .kh = 5, .kw = 5}, 1));
+    list->push_back(ConvCase("conv_stride_pad_dilation", f32,
+                             {.n = 2,
+                              .c = 3,
+                              .h = 11,
+                              .w = 9,
+                              .o = 5,
+                              .kh = 3,
+                              .kw = 2,
+                              .stride = {2, 1},
+                              .pad_begin = {1, 2},
+                              .pad_end = {1, 2},
+                              .dilation = {2, 1}},
+                             2));
+    list->push_back(ConvCase("conv_groups", f32,
+                             {.n = 1,
+                              .c = 4,
+                              .h = 6,
+                              .w = 6,
+                              .o = 6,
+                              .kh = 3,
+                              .kw = 3,
+                              .pad_begin = {1, 1},
+                              .pad_end = {1, 1},
+                              .groups = 2,
+                              .bias = false},
+                             3));
+    list->push_back(
+        ConvCase("conv_1x1", f32, {.n = 3, .c = 5, .h = 4, .w = 4, .o = 2, .kh = 1, .kw = 1}, 4));
+    list->push_back(ConvCase("conv_same_even_kernel", f32,
+                             {.n = 1,
+                              .c = 2,
+                              .h = 6,
+                              .w = 7,
+                              .o = 3,
+                              .kh = 4,
+                              .kw = 2,
+                              .pad_begin = {1, 0},
+                              .pad_end = {2, 1}},
+                             5));
+    list->push_back(
+        ConvCase("conv_f16", f16, {.n = 2, .c = 2, .h = 7, .w = 7, .o = 3, .kh = 3, .kw = 3}, 6));
+    // Pools.
+    list->push_back(MaxPoolCase("max_pool_2x2", f32,
+                                {.planes = 3,
+                                 .h = 8,
+                                 .w = 8,
+                                 .oh = 4,
+                                 .ow = 4,
+                                 .kernel = {2, 2},
+                                 .stride = {2, 2},
+                                 .padding = {0, 0}},
+                                1));
+    list->push_back(MaxPoolCase("max_pool_pad_dilation", f32,
+                                {.planes = 2,
+                                 .h = 9,
+                                 .w = 7,
+                                 .oh = 4,
+                                 .ow = 4,
+                                 .kernel = {3, 2},
+                                 .stride = {2, 2},
+                                 .padding = {1, 1},
+                                 .dilation = {2, 1}},
+                                2));
+    list->push_back(MaxPoolCase("max_pool_ceil_mode", f32,
+                                {.planes = 2,
+                                 .h = 5,
+                                 .w = 5,
+                                 .oh = 3,
+                                 .ow = 3,
+                                 .kernel = {2, 2},
+                                 .stride = {2, 2},
+                                 .padding = {0, 0}},
+                                3));
+    list->push_back(MaxPoolCase("max_pool_bf16", bf16,
+                                {.planes = 3,
+                                 .h = 6,
+                                 .w = 6,
+                                 .oh = 3,
+                                 .ow = 3,
+                                 .kernel = {2, 2},
+                                 .stride = {2, 2},
+                                 .padding = {0, 0}},
+                                4));
+    list->push_back(AvgPoolCase("avg_pool_include_pad", f32,
+                                {.planes = 2,
+                                 .h = 7,
+                                 .w = 6,
+                                 .oh = 4,
+                                 .ow = 3,
+                                 .kernel = {3, 3},
+                                 .stride = {2, 2},
+                                 .padding = {1, 1}},
+                                1));
+    list->push_back(AvgPoolCase("avg_pool_exclude_pad", f32,
+                                {.planes = 2,
+                                 .h = 7,
+                                 .w = 6,
+                                 .oh = 4,
+                                 .ow = 3,
+                                 .kernel = {3, 3},
+                                 .stride = {2, 2},
+                                 .padding = {1, 1},
+                                 .count_include_pad = false},
+                                2));
+    list->push_back(AvgPoolCase("avg_pool_ceil_overhang", f32,
+                                {.planes = 1,
+                                 .h = 5,
+                                 .w = 5,
+                                 .oh = 3,
+                                 .ow = 3,
+                                 .kernel = {2, 2},
+                                 .stride = {2, 2},
+                                 .padding = {0, 0}},
+                                3));
+    list->push_back(AvgPoolCase("avg_pool_divisor_override", f32,
+                                {.planes = 1,
+                                 .h = 4,
+                                 .w = 4,
+                                 .oh = 2,
+                                 .ow = 2,
+                                 .kernel = {2, 2},
+                                 .stride = {2, 2},
+                                 .padding = {0, 0},
+                                 .divisor_override = 3},
+                                4));
+    list->push_back(AdaptiveCase("adaptive_avg_pool_7x5_to_3x2", f32, 7, 5, 3, 2));
+    list->push_back(AdaptiveCase("adaptive_avg_pool_upsample", f32, 2, 3, 5, 4));
+    // Normalisation.
+    list->push_back(BatchNormCase("batch_norm_train_2d", f32, {4, 3, 2, 5}, true, true));
+    list->push_back(BatchNormCase("batch_norm_train_1d", f32, {6, 4}, true, false));
+    list->push_back(BatchNormCase("batch_norm_eval", f32, {4, 3, 2, 5}, false, true));
+    list->push_back(BatchNormCase("batch_norm_train_f16", f16, {4, 3, 6}, true, true));
+    list->push_back(LayerNormCase("layer_norm", f32, 6, 10, true));
+    list->push_back(LayerNormCase("layer_norm_no_affine", f32, 3, 17, false));
+    list->push_back(LayerNormCase("layer_norm_bf16", bf16, 4, 8, true));
+    // Element-wise.
+    for (UnaryOp op : {UnaryOp::kIdentity, UnaryOp::kReLU, UnaryOp::kGELU, UnaryOp::kGELUTanh,
+                       UnaryOp::kSiLU, UnaryOp::kSigmoid, UnaryOp::kTanh}) {
+      list->push_back(UnaryCase(op, f32));
+    }
+    list->push_back(UnaryCase(UnaryOp::kGELU, f16));
+    list->push_back(UnaryCase(UnaryOp::kReLU, bf16));
+    list->push_back(BinaryCase("add_same_shape", BinaryOp::kAdd, f32, {4, 5}, {4, 5}, {4, 5}));
+    list->push_back(
+        BinaryCase("mul_row_broadcast", BinaryOp::kMul, f32, {3, 4, 5}, {5}, {3, 4, 5}));
+    list->push_back(
+        BinaryCase("sub_both_broadcast", BinaryOp::kSub, f32, {3, 1, 5}, {4, 1}, {3, 4, 5}));
+    list->push_back(BinaryCase("div_scalar", BinaryOp::kDiv, f32, {2, 3}, {}, {2, 3}));
+    list->push_back(BinaryCase("add_f16_broadcast", BinaryOp::kAdd, f16, {2, 3}, {1, 3}, {2, 3}));
+    list->push_back(SoftmaxCase("softmax_dim1", f32, {3, 5, 4}, 1, false));
+    list->push_back(SoftmaxCase("softmax_last", f32, {6, 10}, 1, false));
+    list->push_back(SoftmaxCase("log_softmax_dim0", f32, {7, 3}, 0, true));
+    list->push_back(SoftmaxCase("softmax_bf16", bf16, {4, 9}, 1, false));
+    list->push_back(EmbeddingCase("embedding_int64", DType::kInt64));
+    list->push_back(EmbeddingCase("embedding_int32", DType::kInt32));
+    list->push_back(DropoutCase(f32, 0.3));
+    list->push_back(DropoutCase(f32, 1.0));
+    list->push_back(DropoutCase(f16, 0.5));
+    list->push_back(CatCase("cat_dim1", f32, {{2, 3}, {2, 4}, {2, 1}}, 1, {2, 8}));
+    list->push_back(CatCase("cat_dim0", f32, {{2, 3}, {1, 3}}, 0, {3, 3}));
+    list->push_back(CatCase("cat_int64", DType::kInt64, {{2, 2, 2}, {2, 1, 2}}, 1, {2, 3, 2}));
+    list->push_back(ConvertCase("convert_f32_f16", f32, f16, false));
+    list->push_back(ConvertCase("convert_f32_bf16", f32, bf16, false));
+    list->push_back(ConvertCase("convert_f16_f32", f16, f32, false));
+    list->push_back(ConvertCase("convert_transposed_f32", f32, f32, true));
+    list->push_back(ConvertCase("convert_transposed_bf16_f32", bf16, f32, true));
+    list->push_back(ConvertCase("convert_f32_int64", f32, DType::kInt64, false));
+    return list;
+  }();
+  return *cases;
+}
+
+struct RunResult {
+  std::vector<HostTensor> outputs;
+};
+
+absl::StatusOr<RunResult> RunCase(const OpCase& c, Backend& backend) {
+  Inputs in;
+  for (const HostTensor& t : c.inputs) in.push_back(DeviceTensor::Upload(&backend, t));
+  Outputs out;
+  for (const auto& [dtype, shape] : c.outputs) {
+    out.push_back(std::make_unique<DeviceTensor>(&backend, dtype, shape));
+  }
+  absl::Status status = c.run(backend, in, out);
+  if (!status.ok()) return status;
+  RunResult result;
+  for (const auto& t : out) result.outputs.push_back(t->Download());
+  return result;
+}
+
+class BackendOpsTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(BackendOpsTest, MatchesReferenceAndCpu) {
+  const OpCase& c = AllCases()[std::get<0>(GetParam())];
+  const testing::NamedBackend named = testing::AllBackendNames()[std::get<1>(GetParam())];
+  absl::StatusOr<Backend*> backend = GetBackend(named.device);
+  if (!backend.ok()) GTEST_SKIP() << named.name << " is absent: " << backend.status();
+  absl::Status supported = (*backend)->Supports(c.query);
+  if (!supported.ok()) GTEST_SKIP() << supported;
+
+  absl::StatusOr<RunResult> result = RunCase(c, **backend);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const Expected expected = c.reference(c.inputs);
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_TRUE(AllClose(result->outputs[i].values, expected[i], c.atol, c.rtol))
+        << c.name << " output " << i << " on " << named.name << " vs the reference";
+  }
+  if (named.device.is_cpu()) return;
+  absl::StatusOr<Backend*> cpu = GetBackend(core::Device::Cpu());
+  ASSERT_TRUE(cpu.ok());
+  absl::StatusOr<RunResult> on_cpu = RunCase(c, **cpu);
+  ASSERT_TRUE(on_cpu.ok()) << on_cpu.status();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_TRUE(AllClose(result->outputs[i].values, on_cpu->outputs[i].values, c.atol, c.rtol))
+        << c.name << " output " << i << " on " << named.name << " vs the cpu backend";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllOps, BackendOpsTest,
+    ::testing::Combine(::testing::Range(0, static_cast<int>(AllCases().size())),
+                       ::testing::Range(0, static_cast<int>(testing::AllBackendNames().size()))),
+    [](const ::testing::TestParamInfo<std::tuple<int, int>>& info) {
+      return absl::StrCat(AllCases()[std::get<0>(info.param)].name, "_",
+                          testing::AllBackendNames()[std::get<1>(info.param)].name);
+    });
+
+// Every backend present answers UNIMPLEMENTED, never crashes, for what it lacks.
+TEST(BackendOpsSupportTest, UnsupportedDtypeIsUnimplemented) {
+  absl::StatusOr<Backend*> cpu = GetBackend(core::Device::Cpu());
+  ASSERT_TRUE(cpu.ok());
+  const absl::Status status = (*cpu)->Supports({.kind = OpKind::kGemm, .dtype = DType::kInt64});
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(status.message(), "the cpu backend has no gemm kernel for int64");
+  const absl::Status gemm = (*cpu)->Gemm({.dtype = DType::kFloat64, .m = 1, .n = 1, .k = 1});
+  EXPECT_EQ(gemm.code(), absl::StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace paramd::kernels

@@ -1,0 +1,253 @@
+// Helpers for the kernel op tests: host tensors with values already rounded to their
+// dtype, device buffers on any backend, and the list of backends this machine has.
+#pragma once
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "kernels/ops.h"
+#include "server/core/half.h"
+
+namespace paramd::kernels::testing {
+
+using core::DType;
+using Shape = std::vector<int64_t>;
+
+inline int64_t Numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+inline Shape Strides(const Shape& shape) {
+  Shape strides(shape.size());
+  int64_t s = 1;
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return strides;
+}
+
+// The value `v` becomes once stored in `dtype`.
+inline double RoundTo(DType dtype, double v) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return static_cast<float>(v);
+    case DType::kFloat16:
+      return core::HalfBitsToFloat(core::FloatToHalfBits(static_cast<float>(v)));
+    case DType::kBFloat16:
+      return core::BFloat16BitsToFloat(core::FloatToBFloat16Bits(static_cast<float>(v)));
+    case DType::kInt64:
+    case DType::kInt32:
+      return static_cast<double>(static_cast<int64_t>(v));
+    default:
+      return v;
+  }
+}
+
+struct HostTensor {
+  DType dtype = DType::kFloat32;
+  Shape shape;
+  std::vector<double> values;  // C order, exactly representable in dtype
+
+  int64_t numel() const { return Numel(shape); }
+
+  std::vector<uint8_t> Bytes() const {
+    std::vector<uint8_t> bytes(values.size() * core::ElementSize(dtype));
+    for (size_t i = 0; i < values.size(); ++i) {
+      const double v = values[i];
+      switch (dtype) {
+        case DType::kFloat32: {
+          const float f = static_cast<float>(v);
+          std::memcpy(&bytes[i * 4], &f, 4);
+          break;
+        }
+        case DType::kFloat64:
+          std::memcpy(&bytes[i * 8], &v, 8);
+          break;
+        case DType::kFloat16: {
+          const uint16_t h = core::FloatToHalfBits(static_cast<float>(v));
+          std::memcpy(&bytes[i * 2], &h, 2);
+          break;
+        }
+        case DType::kBFloat16: {
+          const uint16_t h = core::FloatToBFloat16Bits(static_cast<float>(v));
+          std::memcpy(&bytes[i * 2], &h, 2);
+          break;
+        }
+        case DType::kInt64: {
+          const int64_t x = static_cast<int64_t>(v);
+          std::memcpy(&bytes[i * 8], &x, 8);
+          break;
+        }
+        case DType::kInt32: {
+          const int32_t x = static_cast<int32_t>(v);
+          std::memcpy(&bytes[i * 4], &x, 4);
+          break;
+        }
+        default:
+          ADD_FAILURE() << "unsupported test dtype";
+      }
+    }
+    return bytes;
+  }
+
+  static HostTensor FromBytes(DType dtype, Shape shape, const std::vector<uint8_t>& bytes) {
+    HostTensor t{dtype, std::move(shape), {}};
+    t.values.resize(static_cast<size_t>(t.numel()));
+    for (size_t i = 0; i < t.values.size(); ++i) {
+      switch (dtype) {
+        case DType::kFloat32: {
+          float f;
+          std::memcpy(&f, &bytes[i * 4], 4);
+          t.values[i] = f;
+          break;
+        }
+        case DType::kFloat64:
+          std::memcpy(&t.values[i], &bytes[i * 8], 8);
+          break;
+        case DType::kFloat16:
+        case DType::kBFloat16: {
+          uint16_t h;
+          std::memcpy(&h, &bytes[i * 2], 2);
+          t.values[i] =
+              dtype == DType::kFloat16 ? core::HalfBitsToFloat(h) : core::BFloat16BitsToFloat(h);
+          break;
+        }
+        case DType::kInt64: {
+          int64_t x;
+          std::memcpy(&x, &bytes[i * 8], 8);
+          t.values[i] = static_cast<double>(x);
+          break;
+        }
+        case DType::kInt32: {
+          int32_t x;
+          std::memcpy(&x, &bytes[i * 4], 4);
+          t.values[i] = x;
+          break;
+        }
+        default:
+          ADD_FAILURE() << "unsupported test dtype";
+      }
+    }
+    return t;
+  }
+};
+
+// Uniform values in [low, high), rounded to `dtype`, from a fixed seed.
+inline HostTensor Random(DType dtype, Shape shape, uint32_t seed, double low = -1.0,
+                         double high = 1.0) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> dist(low, high);
+  HostTensor t{dtype, std::move(shape), {}};
+  t.values.resize(static_cast<size_t>(t.numel()));
+  for (double& v : t.values) v = RoundTo(dtype, dist(rng));
+  return t;
+}
+
+inline HostTensor Values(DType dtype, Shape shape, std::vector<double> values) {
+  for (double& v : values) v = RoundTo(dtype, v);
+  return HostTensor{dtype, std::move(shape), std::move(values)};
+}
+
+// Memory on one backend, freed on destruction.
+class DeviceTensor {
+ public:
+  DeviceTensor(Backend* backend, DType dtype, Shape shape)
+      : backend_(backend), dtype_(dtype), shape_(std::move(shape)) {
+    nbytes_ = static_cast<size_t>(Numel(shape_)) * core::ElementSize(dtype_);
+    auto data = backend_->Allocate(nbytes_);
+    EXPECT_TRUE(data.ok()) << data.status();
+    data_ = data.ok() ? *data : nullptr;
+  }
+  static std::unique_ptr<DeviceTensor> Upload(Backend* backend, const HostTensor& host) {
+    auto t = std::make_unique<DeviceTensor>(backend, host.dtype, host.shape);
+    const std::vector<uint8_t> bytes = host.Bytes();
+    if (!bytes.empty()) {
+      EXPECT_TRUE(backend->CopyFromHost(t->data_, bytes.data(), bytes.size()).ok());
+    }
+    return t;
+  }
+  ~DeviceTensor() {
+    if (data_ != nullptr) backend_->Free(data_, nbytes_);
+  }
+  DeviceTensor(const DeviceTensor&) = delete;
+  DeviceTensor& operator=(const DeviceTensor&) = delete;
+
+  void* data() const { return data_; }
+  const Shape& shape() const { return shape_; }
+
+  TensorView view() const { return ViewOf(shape_, Strides(shape_)); }
+  // A view with other shape and strides over the same memory (broadcasts, transposes).
+  TensorView ViewOf(const Shape& shape, const Shape& strides) const {
+    TensorView v;
+    v.data = data_;
+    v.dtype = dtype_;
+    v.rank = static_cast<int>(shape.size());
+    for (int d = 0; d < v.rank; ++d) {
+      v.shape[d] = shape[d];
+      v.strides[d] = strides[d];
+    }
+    return v;
+  }
+
+  HostTensor Download() const {
+    std::vector<uint8_t> bytes(nbytes_);
+    EXPECT_TRUE(backend_->Synchronize().ok());
+    if (nbytes_ > 0) {
+      EXPECT_TRUE(backend_->CopyToHost(bytes.data(), data_, nbytes_).ok());
+    }
+    return HostTensor::FromBytes(dtype_, shape_, bytes);
+  }
+
+ private:
+  Backend* backend_;
+  DType dtype_;
+  Shape shape_;
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+};
+
+// Every backend this machine has: "cpu" always, "cuda:0" where a GPU is usable.
+struct NamedBackend {
+  std::string name;
+  core::Device device;
+};
+
+inline std::vector<NamedBackend> AllBackendNames() {
+  return {{"cpu", core::Device::Cpu()}, {"cuda0", core::Device::Cuda(0)}};
+}
+
+// Element-wise comparison with |a - b| <= atol + rtol * |b|; NaNs must match.
+inline ::testing::AssertionResult AllClose(const std::vector<double>& actual,
+                                           const std::vector<double>& expected, double atol,
+                                           double rtol) {
+  if (actual.size() != expected.size()) {
+    return ::testing::AssertionFailure()
+           << "sizes differ: " << actual.size() << " vs " << expected.size();
+  }
+  for (size_t i = 0; i < actual.size(); ++i) {
+    const double a = actual[i], e = expected[i];
+    if (std::isnan(e) || std::isnan(a)) {
+      if (std::isnan(e) != std::isnan(a)) {
+        return ::testing::AssertionFailure() << "at " << i << ": " << a << " vs " << e;
+      }
+      continue;
+    }
+    if (std::isinf(e) && a == e) continue;
+    if (!(std::abs(a - e) <= atol + rtol * std::abs(e))) {
+      return ::testing::AssertionFailure() << "at " << i << ": got " << a << ", expected " << e
+                                           << " (atol " << atol << ", rtol " << rtol << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace paramd::kernels::testing
