@@ -1,0 +1,206 @@
+#include "server/io/checkpoint.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/io/mapped_file.h"
+#include "server/io/safetensors.h"
+#include "server/io/torch_checkpoint.h"
+#include "server/core/parameter.h"
+
+namespace paramd::io {
+namespace {
+
+// Two state_dict entries are one stored tensor when they view the same bytes the same way.
+using TensorIdentity =
+    std::tuple<const core::Storage*, int64_t, core::Shape, core::Shape, core::DType>;
+
+TensorIdentity IdentityOf(const core::Tensor& tensor) {
+  return {tensor.storage().get(), tensor.offset(), tensor.shape(), tensor.strides(),
+          tensor.dtype()};
+}
+
+// paramd's own records in the PyTorch files it writes, under the archive's top folder;
+// torch.load reads only the records it knows and ignores these.
+constexpr char kSpecRecord[] = "paramd/spec.json";
+constexpr char kVersionRecord[] = "paramd/version";
+
+absl::StatusOr<Checkpoint> ReadTorch(const std::shared_ptr<MappedFile>& file) {
+  PARAMD_ASSIGN_OR_RETURN(TorchCheckpoint torch, ReadTorchCheckpoint(file));
+  Checkpoint checkpoint;
+  checkpoint.format = CheckpointFormat::kTorch;
+  checkpoint.entries.reserve(torch.entries.size());
+  for (TorchCheckpointEntry& entry : torch.entries) {
+    CheckpointTensor tensor;
+    tensor.name = std::move(entry.name);
+    tensor.tensor = std::move(entry.tensor);
+    tensor.is_parameter = entry.is_parameter;
+    tensor.requires_grad = entry.requires_grad;
+    tensor.location = std::move(entry.saved_location);
+    checkpoint.entries.push_back(std::move(tensor));
+  }
+  if (torch.metadata) {
+    // A module whose metadata has no version counts as version None: left out, as
+    // local_metadata.get("version") is then None for it.
+    std::vector<std::pair<std::string, int>> versions;
+    for (const auto& [prefix, version] : *torch.metadata) {
+      if (version) versions.emplace_back(prefix, static_cast<int>(*version));
+    }
+    checkpoint.module_versions = std::move(versions);
+  }
+  for (const auto& [name, bytes] : torch.extra_records) {
+    if (name == kSpecRecord) {
+      checkpoint.spec_json = bytes;
+    } else if (name == kVersionRecord) {
+      uint64_t version;
+      if (absl::SimpleAtoi(bytes, &version)) checkpoint.version = version;
+    }
+  }
+  return checkpoint;
+}
+
+absl::Status SaveTorch(const std::string& path, const SaveInput& input, FileSystem& fs) {
+  std::vector<TorchCheckpointEntry> entries;
+  entries.reserve(input.state_dict.entries.size());
+  for (const core::StateDictEntry& entry : input.state_dict.entries) {
+    TorchCheckpointEntry out;
+    out.name = entry.name;
+    out.tensor = entry.tensor;
+    // state_dict() holds plain tensors; state_dict(keep_vars=True) the Parameters.
+    if (input.keep_vars && entry.is_parameter) {
+      out.is_parameter = true;
+      const auto* parameter = dynamic_cast<const core::Parameter*>(entry.slot.get());
+      out.requires_grad = parameter != nullptr && parameter->requires_grad();
+    }
+    entries.push_back(std::move(out));
+  }
+  TorchSaveOptions options;
+  // torch.save names the top folder after the file's stem.
+  std::string stem = path.substr(path.find_last_of('/') + 1);
+  stem = stem.substr(0, stem.find_last_of('.'));
+  if (!stem.empty() && stem != "." && stem != "..") options.archive_name = stem;
+  TorchModuleMetadata metadata;
+  for (const auto& [prefix, version] : input.state_dict.metadata) {
+    metadata.emplace_back(prefix, version);
+  }
+  options.metadata = std::move(metadata);
+  if (!input.spec_json.empty()) options.extra_records.emplace_back(kSpecRecord, input.spec_json);
+  if (input.version != 0) {
+    options.extra_records.emplace_back(kVersionRecord, absl::StrCat(input.version));
+  }
+  return SaveTorchCheckpoint(path, entries, options, fs);
+}
+
+absl::StatusOr<Checkpoint> FromSafetensors(SafetensorsFile file) {
+  Checkpoint checkpoint;
+  checkpoint.format = CheckpointFormat::kSafetensors;
+  std::sort(file.entries.begin(), file.entries.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  absl::flat_hash_map<std::string, size_t> index;
+  for (SafetensorsEntry& entry : file.entries) {
+    index.emplace(entry.name, checkpoint.entries.size());
+    CheckpointTensor tensor;
+    tensor.name = std::move(entry.name);
+    tensor.tensor = std::move(entry.tensor);
+    checkpoint.entries.push_back(std::move(tensor));
+  }
+  for (const auto& [key, value] : file.metadata) {
+    if (key == kSpecKey) {
+      checkpoint.spec_json = value;
+    } else if (key == kVersionKey) {
+      uint64_t version;
+      if (absl::SimpleAtoi(value, &version)) checkpoint.version = version;
+    } else if (absl::StartsWith(key, "paramd.")) {
+      checkpoint.annotations.emplace_back(key, value);
+    } else if (auto kept = index.find(value); kept != index.end() && !index.contains(key)) {
+      // save_model's record of a dropped duplicate: the name comes back sharing the kept
+      // tensor's storage.
+      CheckpointTensor alias = checkpoint.entries[kept->second];
+      alias.name = key;
+      checkpoint.entries.push_back(std::move(alias));
+    }
+  }
+  return checkpoint;
+}
+
+absl::Status SaveSafetensorsCheckpoint(const std::string& path, const SaveInput& input,
+                                       FileSystem& fs) {
+  // save_model: of each group of names for one stored tensor, the lexicographically first
+  // is written and the others recorded as aliases of it.
+  std::map<TensorIdentity, std::vector<const core::StateDictEntry*>> groups;
+  for (const core::StateDictEntry& entry : input.state_dict.entries) {
+    groups[IdentityOf(entry.tensor)].push_back(&entry);
+  }
+  absl::flat_hash_map<std::string, std::string> alias_of;
+  for (auto& [identity, names] : groups) {
+    std::sort(names.begin(), names.end(),
+              [](const auto* a, const auto* b) { return a->name < b->name; });
+    for (size_t i = 1; i < names.size(); ++i) alias_of[names[i]->name] = names[0]->name;
+  }
+  NamedTensors tensors;
+  SafetensorsMetadata metadata = {{"format", "pt"}};
+  for (const core::StateDictEntry& entry : input.state_dict.entries) {
+    if (auto it = alias_of.find(entry.name); it != alias_of.end()) {
+      metadata.emplace_back(entry.name, it->second);
+    } else {
+      tensors.emplace_back(entry.name, entry.tensor);
+    }
+  }
+  if (!input.spec_json.empty()) metadata.emplace_back(kSpecKey, input.spec_json);
+  if (input.version != 0) metadata.emplace_back(kVersionKey, absl::StrCat(input.version));
+  for (const auto& annotation : input.annotations) metadata.push_back(annotation);
+  return SaveSafetensors(path, tensors, metadata, fs);
+}
+
+}  // namespace
+
+absl::string_view FormatName(CheckpointFormat format) {
+  return format == CheckpointFormat::kSafetensors ? "safetensors" : "torch";
+}
+
+absl::StatusOr<CheckpointFormat> FormatFromPath(absl::string_view path) {
+  if (absl::EndsWith(path, ".safetensors")) return CheckpointFormat::kSafetensors;
+  if (absl::EndsWith(path, ".pt") || absl::EndsWith(path, ".pth")) return CheckpointFormat::kTorch;
+  return absl::InvalidArgumentError(
+      absl::StrCat("cannot tell the checkpoint format of '", path,
+                   "' from its name; end it in .safetensors, .pt or .pth, or give the format"));
+}
+
+absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path) {
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(path));
+  const bool zip = file->size() >= 4 && file->data()[0] == 'P' && file->data()[1] == 'K' &&
+                   file->data()[2] == 3 && file->data()[3] == 4;
+  absl::StatusOr<Checkpoint> checkpoint = zip || absl::EndsWith(path, ".pt") ||
+                                                  absl::EndsWith(path, ".pth")
+                                              ? ReadTorch(file)
+                                              : [&]() -> absl::StatusOr<Checkpoint> {
+    PARAMD_ASSIGN_OR_RETURN(SafetensorsFile parsed, ParseSafetensors(file));
+    return FromSafetensors(std::move(parsed));
+  }();
+  if (!checkpoint.ok()) {
+    return absl::Status(checkpoint.status().code(),
+                        absl::StrCat("'", path, "': ", checkpoint.status().message()));
+  }
+  return checkpoint;
+}
+
+absl::Status SaveCheckpoint(const std::string& path, CheckpointFormat format,
+                            const SaveInput& input, FileSystem& fs) {
+  if (format == CheckpointFormat::kSafetensors) {
+    if (input.keep_vars) {
+      return absl::InvalidArgumentError(
+          "safetensors files hold plain tensors; keep_vars applies to PyTorch files only");
+    }
+    return SaveSafetensorsCheckpoint(path, input, fs);
+  }
+  return SaveTorch(path, input, fs);
+}
+
+}  // namespace paramd::io

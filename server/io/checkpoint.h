@@ -1,0 +1,81 @@
+// Checkpoint: one model state_dict in a file, in either format paramd reads and writes
+// (safetensors, PyTorch's torch.save zip), with what paramd adds when it writes the file:
+// the model's spec (so the model can be recreated from the file alone) and its version.
+//
+// Sharing: tensors that share storage in the tree (tied parameters, shared modules) are
+// stored once and come back sharing one storage. In a PyTorch file that is the pickle's
+// storage keys (pytorch-semantics.md §5.2); safetensors cannot share, so the file holds the
+// lexicographically first name and `__metadata__` maps each dropped name to it, as
+// safetensors' own save_model does (§7, §9).
+//
+// Thread-safety: reentrant functions, no shared state.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/core/tensor.h"
+#include "server/core/traversal.h"
+#include "server/io/file_system.h"
+
+namespace paramd::io {
+
+enum class CheckpointFormat { kSafetensors, kTorch };
+
+absl::string_view FormatName(CheckpointFormat format);
+// From the suffix: `.safetensors`, `.pt`, `.pth`; INVALID_ARGUMENT naming them otherwise.
+absl::StatusOr<CheckpointFormat> FormatFromPath(absl::string_view path);
+
+struct CheckpointTensor {
+  std::string name;
+  core::Tensor tensor;  // on the CPU
+  bool is_parameter = false;
+  bool requires_grad = false;
+  // Where it was saved ("cpu", "cuda:0"); safetensors files are always "cpu".
+  std::string location = "cpu";
+};
+
+struct Checkpoint {
+  CheckpointFormat format = CheckpointFormat::kSafetensors;
+  // In the file's order: state_dict order for PyTorch files, by name for safetensors
+  // (as safetensors' load_file returns them), aliases after the tensors they alias.
+  std::vector<CheckpointTensor> entries;
+  // state_dict._metadata (module prefix -> version), when the file has one.
+  std::optional<std::vector<std::pair<std::string, int>>> module_versions;
+  // What paramd recorded when it wrote the file.
+  std::optional<std::string> spec_json;
+  std::optional<uint64_t> version;
+  // Other `paramd.*` entries of the file's metadata, in file order.
+  std::vector<std::pair<std::string, std::string>> annotations;
+};
+
+// Reads a checkpoint, recognising the format by its first bytes (a zip is PyTorch's). The
+// tensors may reference the file's memory mapping (zero copy). INVALID_ARGUMENT for any
+// malformed, hostile or unsupported file, with a message that says what to do.
+absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path);
+
+struct SaveInput {
+  core::StateDict state_dict;
+  std::string spec_json;  // empty: none recorded
+  uint64_t version = 0;   // 0: none recorded
+  // PyTorch files: Parameters saved as torch.nn.Parameter (state_dict(keep_vars=True)).
+  bool keep_vars = false;
+  // Extra metadata; keys start with "paramd.". Safetensors files only.
+  std::vector<std::pair<std::string, std::string>> annotations;
+};
+
+// Writes the file atomically (WriteFileAtomically). INVALID_ARGUMENT before anything is
+// created when the state_dict cannot be written in `format`.
+absl::Status SaveCheckpoint(const std::string& path, CheckpointFormat format,
+                            const SaveInput& input, FileSystem& fs = FileSystem::Posix());
+
+// The metadata keys paramd adds to the files it writes.
+inline constexpr char kSpecKey[] = "paramd.spec";
+inline constexpr char kVersionKey[] = "paramd.version";
+
+}  // namespace paramd::io

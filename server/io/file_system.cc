@@ -1,0 +1,161 @@
+#include "server/io/file_system.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/io/mapped_file.h"
+
+namespace paramd::io {
+namespace {
+
+class PosixWritableFile : public WritableFile {
+ public:
+  PosixWritableFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  absl::Status Append(absl::Span<const uint8_t> bytes) override {
+    if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
+    const uint8_t* data = bytes.data();
+    size_t left = bytes.size();
+    while (left > 0) {
+      const ssize_t written = ::write(fd_, data, left);
+      if (written < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus(errno, absl::StrCat("cannot write '", path_, "'"));
+      }
+      data += written;
+      left -= static_cast<size_t>(written);
+      size_ += static_cast<uint64_t>(written);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Sync() override {
+    if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
+    if (::fsync(fd_) != 0) return ErrnoStatus(errno, absl::StrCat("cannot fsync '", path_, "'"));
+    return absl::OkStatus();
+  }
+
+  absl::Status Close() override {
+    if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
+    const int fd = fd_;
+    fd_ = -1;
+    // Linux releases the descriptor even when close fails, so it is never retried.
+    if (::close(fd) != 0) return ErrnoStatus(errno, absl::StrCat("cannot close '", path_, "'"));
+    return absl::OkStatus();
+  }
+
+  uint64_t size() const override { return size_; }
+
+ private:
+  int fd_;
+  std::string path_;
+  uint64_t size_ = 0;
+};
+
+class PosixFileSystem : public FileSystem {
+ public:
+  absl::StatusOr<std::unique_ptr<WritableFile>> CreateNew(const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create '", path, "'"));
+    return std::make_unique<PosixWritableFile>(fd, path);
+  }
+
+  absl::Status Rename(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("cannot rename '", from, "' to '", to, "'"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Remove(const std::string& path) override {
+    if (::unlink(path.c_str()) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("cannot remove '", path, "'"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SyncDirectory(const std::string& directory) override {
+    const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open directory '", directory, "'"));
+    absl::Status status;
+    if (::fsync(fd) != 0) {
+      status = ErrnoStatus(errno, absl::StrCat("cannot fsync directory '", directory, "'"));
+    }
+    ::close(fd);
+    return status;
+  }
+};
+
+std::string BaseNameOf(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// Unique among concurrent saves in this process and, through the pid and a random part,
+// among processes sharing the directory.
+std::string TemporarySuffix() {
+  static std::atomic<uint64_t> counter{0};
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  return absl::StrCat(::getpid(), "-", counter.fetch_add(1), "-", random() % 1000000);
+}
+
+}  // namespace
+
+FileSystem& FileSystem::Posix() {
+  static PosixFileSystem* const fs = new PosixFileSystem();
+  return *fs;
+}
+
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string TemporaryPrefixFor(const std::string& path) {
+  // Hidden, so listings of the directory do not show half-written files.
+  return absl::StrCat(DirectoryOf(path), "/.", BaseNameOf(path), ".tmp-");
+}
+
+absl::Status WriteFileAtomically(FileSystem& fs, const std::string& path,
+                                 absl::FunctionRef<absl::Status(WritableFile&)> fill) {
+  if (path.empty() || path.back() == '/') {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' does not name a file"));
+  }
+  const std::string temp_path = TemporaryPrefixFor(path) + TemporarySuffix();
+  absl::StatusOr<std::unique_ptr<WritableFile>> created = fs.CreateNew(temp_path);
+  if (!created.ok()) {
+    return absl::Status(created.status().code(), absl::StrCat("cannot save '", path, "': ",
+                                                              created.status().message()));
+  }
+  std::unique_ptr<WritableFile> file = *std::move(created);
+  absl::Status status = fill(*file);
+  if (status.ok()) status = file->Sync();
+  // Closed even after an error, so the descriptor is not leaked until `file` goes.
+  absl::Status closed = file->Close();
+  if (status.ok()) status = closed;
+  if (status.ok()) status = fs.Rename(temp_path, path);
+  if (!status.ok()) {
+    fs.Remove(temp_path).IgnoreError();  // best effort; a leftover is only a hidden file
+    return status;
+  }
+  absl::Status synced = fs.SyncDirectory(DirectoryOf(path));
+  if (!synced.ok()) {
+    return absl::Status(synced.code(),
+                        absl::StrCat("'", path, "' was written but ", synced.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace paramd::io

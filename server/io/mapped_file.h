@@ -1,0 +1,55 @@
+// MappedFile: a whole file mapped read-only into memory (mmap PROT_READ, MAP_PRIVATE).
+//
+// Ownership: held by shared_ptr; the mapping lives until the last reference goes, so a
+// tensor that views the mapping keeps its MappedFile alive (see safetensors.h). The bytes
+// must never be written: the pages are read-only and writing them faults.
+// Thread-safety: immutable after Open; safe to read from many threads.
+//
+// If the file is truncated by another process while mapped, reading past the new end
+// raises SIGBUS, as for any mmap; paramd only maps files it owns or was pointed at.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace paramd::io {
+
+class MappedFile {
+ public:
+  // Maps the whole of `path`. NOT_FOUND when it does not exist, PERMISSION_DENIED when it
+  // cannot be read, INVALID_ARGUMENT for a directory or anything that is not a regular
+  // file. An empty file maps to size() == 0 and data() == nullptr.
+  static absl::StatusOr<std::shared_ptr<MappedFile>> Open(const std::string& path);
+
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  absl::Span<const uint8_t> bytes() const { return absl::Span<const uint8_t>(data_, size_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile(std::string path, const uint8_t* data, size_t size)
+      : path_(std::move(path)), data_(data), size_(size) {}
+
+  std::string path_;
+  const uint8_t* data_;
+  size_t size_;
+};
+
+// The Status for a failed POSIX call: the code follows `errno_value` (ENOENT: NOT_FOUND,
+// EACCES/EPERM: PERMISSION_DENIED, ENOSPC/EDQUOT: RESOURCE_EXHAUSTED, EEXIST:
+// ALREADY_EXISTS, EISDIR/ENOTDIR/EINVAL: INVALID_ARGUMENT, otherwise INTERNAL) and the
+// message is "`what`: strerror". Shared by the io library's POSIX code.
+absl::Status ErrnoStatus(int errno_value, absl::string_view what);
+
+}  // namespace paramd::io
