@@ -25,6 +25,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/strings/string_view.h"
 #include "client/cli/npy.h"
 #include "client/cli/progress.h"
@@ -665,6 +668,172 @@ absl::Status RunTo(Context& ctx, const Args& args) {
   return absl::OkStatus();
 }
 
+// --- checkpoints ---------------------------------------------------------------------
+
+const char* FormatName(client::CheckpointFormat format) {
+  switch (format) {
+    case client::CheckpointFormat::kSafetensors:
+      return "safetensors";
+    case client::CheckpointFormat::kTorch:
+      return "torch";
+    default:
+      return "";
+  }
+}
+
+absl::StatusOr<client::CheckpointFormat> ParseFormat(const Args& args) {
+  const std::optional<std::string> text = args.Get("format");
+  if (!text) return client::CheckpointFormat::kFromSuffix;
+  if (*text == "safetensors") return client::CheckpointFormat::kSafetensors;
+  if (*text == "torch" || *text == "pt" || *text == "pth") return client::CheckpointFormat::kTorch;
+  return UsageError(absl::StrCat("--format '", *text, "': expected safetensors or torch"));
+}
+
+absl::Status RunSave(Context& ctx, const Args& args) {
+  client::SaveCheckpointOptions options;
+  PARAMD_ASSIGN_OR_RETURN(options.format, ParseFormat(args));
+  options.keep_vars = args.Has("keep-vars");
+  PARAMD_ASSIGN_OR_RETURN(
+      client::SaveCheckpointResult result,
+      ctx.client->SaveCheckpoint(args.positional[0], args.positional[1], options));
+  if (ctx.json) {
+    PrintJson({{"path", result.path},
+               {"format", FormatName(result.format)},
+               {"version", result.version},
+               {"size", result.size},
+               {"sha256", result.sha256}});
+  } else {
+    std::cout << "saved " << args.positional[0] << " version " << result.version << " to "
+              << result.path << " (" << FormatName(result.format) << ", " << result.size
+              << " bytes, sha256 " << result.sha256 << ")\n";
+  }
+  return absl::OkStatus();
+}
+
+// "cpu", "cuda:1", or a mapping "cuda:0=cpu,cuda:1=cuda:0".
+absl::Status ParseMapLocation(const std::string& text, client::LoadCheckpointOptions& options) {
+  if (text.find('=') == std::string::npos) {
+    options.map_location = text;
+    return absl::OkStatus();
+  }
+  for (absl::string_view pair : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::vector<std::string> sides = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    if (sides.size() != 2 || sides[0].empty() || sides[1].empty()) {
+      return UsageError(absl::StrCat("--map-location '", text,
+                                     "': expected a device or FROM=TO pairs such as "
+                                     "cuda:0=cpu,cuda:1=cpu"));
+    }
+    options.location_map[sides[0]] = sides[1];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunLoad(Context& ctx, const Args& args) {
+  client::LoadCheckpointOptions options;
+  options.strict = !args.Has("no-strict");
+  options.assign = args.Has("assign");
+  if (const std::optional<std::string> location = args.Get("map-location")) {
+    PARAMD_RETURN_IF_ERROR(ParseMapLocation(*location, options));
+  }
+  if (const std::optional<std::string> spec = args.Get("spec")) {
+    PARAMD_ASSIGN_OR_RETURN(options.spec_json, ReadFile(*spec));
+  }
+  options.device = args.Get("device").value_or("");
+  PARAMD_ASSIGN_OR_RETURN(options.if_version, IfVersion(args));
+  PARAMD_ASSIGN_OR_RETURN(
+      client::LoadCheckpointResult result,
+      ctx.client->LoadCheckpoint(args.positional[0], args.positional[1], options));
+  if (ctx.json) {
+    PrintJson({{"missing_keys", result.missing_keys},
+               {"unexpected_keys", result.unexpected_keys},
+               {"version", result.version},
+               {"created", result.created},
+               {"format", FormatName(result.format)}});
+    return absl::OkStatus();
+  }
+  if (result.created) std::cout << "created model " << args.positional[0] << "\n";
+  if (result.missing_keys.empty() && result.unexpected_keys.empty()) {
+    std::cout << "<All keys matched successfully>\n";
+  } else {
+    std::cout << "_IncompatibleKeys(missing_keys=" << PyList(result.missing_keys)
+              << ", unexpected_keys=" << PyList(result.unexpected_keys) << ")\n";
+  }
+  std::cout << "version " << result.version << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunCheckpoints(Context& ctx, const Args&) {
+  PARAMD_ASSIGN_OR_RETURN(std::vector<client::CheckpointFile> files, ctx.client->ListCheckpoints());
+  if (ctx.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& file : files) {
+      out.push_back({{"path", file.path},
+                     {"size", file.size},
+                     {"modified_unix", file.modified_unix},
+                     {"format", FormatName(file.format)}});
+    }
+    PrintJson(out);
+    return absl::OkStatus();
+  }
+  std::vector<std::vector<std::string>> rows = {{"PATH", "FORMAT", "BYTES", "MODIFIED"}};
+  for (const auto& file : files) {
+    rows.push_back({file.path, FormatName(file.format), absl::StrCat(file.size),
+                    absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(file.modified_unix),
+                                     absl::LocalTimeZone())});
+  }
+  PrintTable(rows);
+  return absl::OkStatus();
+}
+
+void PrintTransfer(Context& ctx, const char* verb, const std::string& from, const std::string& to,
+                   const client::TransferResult& result) {
+  if (ctx.json) {
+    PrintJson({{"from", from}, {"to", to}, {"size", result.size}, {"sha256", result.sha256},
+               {"resumed_from", result.resumed_from}});
+    return;
+  }
+  std::cout << verb << " " << from << " to " << to << " (" << result.size << " bytes, sha256 "
+            << result.sha256;
+  if (result.resumed_from > 0) std::cout << ", resumed at byte " << result.resumed_from;
+  std::cout << ")\n";
+}
+
+absl::Status RunUpload(Context& ctx, const Args& args) {
+  client::TransferResult result;
+  {
+    ProgressBar bar("upload");
+    PARAMD_ASSIGN_OR_RETURN(result,
+                            ctx.client->Upload(args.positional[0], args.positional[1], bar.Callback()));
+  }
+  PrintTransfer(ctx, "uploaded", args.positional[0], args.positional[1], result);
+  return absl::OkStatus();
+}
+
+absl::Status RunDownload(Context& ctx, const Args& args) {
+  client::TransferResult result;
+  {
+    ProgressBar bar("download");
+    PARAMD_ASSIGN_OR_RETURN(
+        result, ctx.client->Download(args.positional[0], args.positional[1], bar.Callback()));
+  }
+  PrintTransfer(ctx, "downloaded", args.positional[0], args.positional[1], result);
+  return absl::OkStatus();
+}
+
+absl::Status RunSnapshot(Context& ctx, const Args& args) {
+  PARAMD_ASSIGN_OR_RETURN(auto taken, ctx.client->Snapshot(args.positional));
+  if (ctx.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& [model, version] : taken) out.push_back({{"model", model}, {"version", version}});
+    PrintJson(out);
+    return absl::OkStatus();
+  }
+  for (const auto& [model, version] : taken) {
+    std::cout << "snapshot of " << model << " at version " << version << "\n";
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunHelp(Context& ctx, const Args& args);
 
 // --- the command table -------------------------------------------------------------------
@@ -871,6 +1040,74 @@ const std::vector<Command>& Commands() {
        .max_args = 2,
        .flags = {kIfVersion},
        .run = RunTo},
+      {.name = "save",
+       .usage = "save NAME PATH [--format F] [--keep-vars]",
+       .summary = "save a model to a checkpoint file on the server",
+       .details =
+           "torch.save(model.state_dict(), PATH) or safetensors' save_model, into the\n"
+           "daemon's checkpoint directory (PATH is relative to it). The format follows the\n"
+           "suffix (.safetensors, .pt, .pth) unless --format says. The file is written to a\n"
+           "temporary name and renamed: a failed save leaves an older file as it was. Tied\n"
+           "parameters and shared modules are stored once. The file also records the\n"
+           "model's spec, so `load` can recreate the model from it alone.",
+       .min_args = 2,
+       .max_args = 2,
+       .flags = {{"format", "F", "safetensors or torch (default: from the suffix)"},
+                 {"keep-vars", nullptr, "save parameters as nn.Parameter (PyTorch format)"}},
+       .run = RunSave},
+      {.name = "load",
+       .usage = "load NAME PATH [--no-strict] [--assign] [--map-location L] [--spec FILE] "
+                "[--device D]",
+       .summary = "load a checkpoint file on the server into a model",
+       .details =
+           "model.load_state_dict(torch.load(PATH, map_location=L)) for a model that exists,\n"
+           "atomically (a load that fails changes nothing). When NAME does not exist it is\n"
+           "created first, from the spec the file records (files paramd saved) or the one\n"
+           "in --spec FILE. Reads safetensors and PyTorch zip files; the pickle in a PyTorch\n"
+           "file is read without running any code. L is a device (cpu, cuda:0) or FROM=TO\n"
+           "pairs (cuda:0=cpu,cuda:1=cpu), as torch.load's map_location.",
+       .min_args = 2,
+       .max_args = 2,
+       .flags = {{"no-strict", nullptr,
+                  "strict=False: report missing and unexpected keys, load the rest"},
+                 {"assign", nullptr,
+                  "assign=True: take the file's tensors instead of copying into them"},
+                 {"map-location", "L", "where saved locations go, as torch.load's map_location"},
+                 {"spec", "FILE", "create NAME from this JSON spec ('-' for stdin)"},
+                 {"device", "D", "the device of a model created by the load (default cpu)"},
+                 kIfVersion},
+       .run = RunLoad},
+      {.name = "checkpoints",
+       .usage = "checkpoints",
+       .summary = "list the files in the server's checkpoint directory",
+       .details = "One row per file: path, format, bytes, modification time.",
+       .run = RunCheckpoints},
+      {.name = "upload",
+       .usage = "upload LOCAL REMOTE",
+       .summary = "send a local file to the server's checkpoint directory",
+       .details =
+           "Streams LOCAL to REMOTE (relative to the checkpoint directory). An upload that\n"
+           "broke off is resumed where it stopped when run again. The file appears on the\n"
+           "server only once all of it arrived and its SHA-256 matches.",
+       .min_args = 2,
+       .max_args = 2,
+       .run = RunUpload},
+      {.name = "download",
+       .usage = "download REMOTE LOCAL",
+       .summary = "fetch a file from the server's checkpoint directory",
+       .details =
+           "Streams REMOTE into LOCAL through LOCAL.part; a download that broke off resumes\n"
+           "from the part when run again. LOCAL appears only once the SHA-256 matches.",
+       .min_args = 2,
+       .max_args = 2,
+       .run = RunDownload},
+      {.name = "snapshot",
+       .usage = "snapshot [NAME...]",
+       .summary = "snapshot models into the server's data directory now",
+       .details = "Writes the latest state of the named models (all when none is named) to\n"
+                  "the daemon's data directory, from which it restores them when it starts.",
+       .max_args = 64,
+       .run = RunSnapshot},
       {.name = "help",
        .usage = "help [COMMAND]",
        .summary = "show help for paramctl or one command",

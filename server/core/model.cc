@@ -17,8 +17,9 @@ Shape Squeezed(const Shape& shape) {
 
 }  // namespace
 
-Model::Model(std::string name, std::shared_ptr<Module> root, Device device)
-    : name_(std::move(name)), device_(device), root_(std::move(root)) {}
+Model::Model(std::string name, std::shared_ptr<Module> root, Device device, uint64_t version)
+    : name_(std::move(name)), device_(device), root_(std::move(root)),
+      version_(version == 0 ? 1 : version) {}
 
 uint64_t Model::version() const {
   absl::ReaderMutexLock lock(&mu_);

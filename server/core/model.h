@@ -34,8 +34,9 @@ using Region = std::vector<std::pair<int64_t, int64_t>>;
 
 class Model {
  public:
-  // Takes ownership of the tree; version starts at 1 (0 means "any version" in if_version).
-  Model(std::string name, std::shared_ptr<Module> root, Device device);
+  // Takes ownership of the tree; version starts at 1 (0 means "any version" in if_version),
+  // or at `version` for a model restored from a snapshot (versions never go back).
+  Model(std::string name, std::shared_ptr<Module> root, Device device, uint64_t version = 1);
 
   const std::string& name() const { return name_; }
   uint64_t version() const;

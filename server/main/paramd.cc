@@ -2,9 +2,10 @@
 //
 //   paramd --listen 127.0.0.1:50051 --data-dir DIR --max-memory 8G
 //
-// Serves paramd.v1.Models and paramd.v1.Parameters, grpc.health.v1.Health and server
-// reflection. SIGTERM or SIGINT: stop taking calls, let in-flight ones finish within
-// --shutdown-grace, exit 0.
+// Serves paramd.v1.Models, Parameters and Checkpoints, grpc.health.v1.Health and server
+// reflection. Restores the models snapshotted in --data-dir on start and snapshots them
+// every --snapshot-interval. SIGTERM or SIGINT: stop taking calls, let in-flight ones
+// finish within --shutdown-grace, snapshot every model, exit 0.
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,7 +19,9 @@
 #include "kernels/backend.h"
 #include "server/common/log.h"
 #include "server/core/registry.h"
+#include "server/io/checkpoint_dir.h"
 #include "server/service/server.h"
+#include "server/service/snapshots.h"
 
 namespace {
 
@@ -56,6 +59,8 @@ struct Flags {
   std::string data_dir = "paramd-data";
   std::string max_memory;
   std::string shutdown_grace = "10";
+  std::string checkpoint_dir;
+  std::string snapshot_interval = "300";
 };
 
 struct FlagDef {
@@ -70,8 +75,15 @@ constexpr FlagDef kFlags[] = {
      "Address to serve on (default 127.0.0.1:50051: loopback only; 0.0.0.0:PORT serves other "
      "machines). Port 0 picks a free port; the start log line says which.",
      &Flags::listen},
-    {"data-dir", "DIR", "Directory for the daemon's own files; created on first start "
-     "(default ./paramd-data).", &Flags::data_dir},
+    {"data-dir", "DIR", "Directory for the daemon's own files, created on first start "
+     "(default ./paramd-data). It keeps each model's latest snapshot (DIR/models), from which "
+     "the daemon restores its models when it starts.", &Flags::data_dir},
+    {"checkpoint-dir", "DIR",
+     "The only directory clients' checkpoint paths (Save, Load, Upload, Download) may name; "
+     "created when missing (default DATA_DIR/checkpoints).", &Flags::checkpoint_dir},
+    {"snapshot-interval", "SECONDS",
+     "Seconds between snapshots of the models that changed (default 300; 0: only on "
+     "SIGTERM and on request).", &Flags::snapshot_interval},
     {"max-memory", "BYTES",
      "Most bytes of tensor memory on the CPU, e.g. 8G, 512M or 1073741824. Past it requests "
      "fail with RESOURCE_EXHAUSTED instead of the process running out of memory (default: 80% "
@@ -176,25 +188,70 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("cannot create --data-dir '", data_dir.string(), "': ", error.message()));
   }
 
+  double snapshot_interval = 0;
+  if (!absl::SimpleAtod(flags.snapshot_interval, &snapshot_interval) || snapshot_interval < 0) {
+    std::cerr << "paramd: --snapshot-interval '" << flags.snapshot_interval
+              << "' is not a number of seconds\n";
+    return 2;
+  }
+  auto checkpoint_dir = paramd::io::CheckpointDir::Open(
+      flags.checkpoint_dir.empty() ? (data_dir / "checkpoints").string() : flags.checkpoint_dir);
+  if (!checkpoint_dir.ok()) return Fail(std::string(checkpoint_dir.status().message()));
+  if (int leftovers = checkpoint_dir->RemoveLeftovers(); leftovers > 0) {
+    Log("warning", "removed unfinished saves",
+        {{"files", std::to_string(leftovers)}, {"checkpoint_dir", checkpoint_dir->root()}});
+  }
+
   paramd::core::ModelRegistry registry;
-  auto server = paramd::service::Server::Start({.listen = flags.listen}, &registry);
+  auto snapshots = paramd::service::Snapshots::Open(data_dir.string(), &registry);
+  if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
+  const int restored = (*snapshots)->RestoreAll();
+
+  auto server = paramd::service::Server::Start(
+      {.listen = flags.listen, .checkpoint_dir = &*checkpoint_dir, .snapshots = snapshots->get()},
+      &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
 
   auto gpus = paramd::kernels::QueryGpus();
   Log("info", "paramd started",
       {{"listen", (*server)->address()},
        {"data_dir", data_dir.string()},
+       {"checkpoint_dir", checkpoint_dir->root()},
+       {"restored_models", std::to_string(restored)},
        {"max_memory", std::to_string(max_memory)},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 
+  auto snapshot = [&](const char* why) {
+    auto taken = (*snapshots)->Take({});
+    if (!taken.ok()) return;  // Take logged the failure
+    int written = 0;
+    for (const auto& entry : *taken) written += entry.written ? 1 : 0;
+    if (written > 0 || std::string(why) == "shutdown") {
+      Log("info", "snapshot taken",
+          {{"reason", why}, {"models", std::to_string(taken->size())},
+           {"written", std::to_string(written)}});
+    }
+  };
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (true) {
+    if (snapshot_interval <= 0) {
+      sigwait(&stop_signals, &signal_number);
+      break;
+    }
+    timespec timeout;
+    timeout.tv_sec = static_cast<time_t>(snapshot_interval);
+    timeout.tv_nsec = static_cast<long>((snapshot_interval - timeout.tv_sec) * 1e9);
+    signal_number = sigtimedwait(&stop_signals, nullptr, &timeout);
+    if (signal_number > 0) break;
+    snapshot("interval");
+  }
   Log("info", "paramd stopping",
       {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
        {"grace_seconds", absl::StrCat(grace)}});
   (*server)->Shutdown(grace);
   (*server)->Wait();
+  snapshot("shutdown");
   Log("info", "paramd stopped", {{"models", std::to_string(registry.List().size())}});
   return 0;
 }

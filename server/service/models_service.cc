@@ -70,6 +70,7 @@ grpc::Status ModelsService::DeleteModel(grpc::ServerContext*, const v1::DeleteMo
                                         v1::DeleteModelResponse*) {
   return Guard([&]() -> absl::Status {
     absl::Status status = registry_->Remove(request->name(), IfVersion(request->if_version()));
+    if (status.ok() && snapshots_ != nullptr) snapshots_->Forget(request->name());
     LogCall("delete model", request->name(), status, /*log_success=*/true);
     return status;
   });

@@ -4,6 +4,7 @@
 
 #include "paramd/v1/models.grpc.pb.h"
 #include "server/core/registry.h"
+#include "server/service/snapshots.h"
 
 namespace paramd::service {
 
@@ -12,7 +13,9 @@ v1::ModelInfo DescribeModel(const core::Model& model);
 
 class ModelsService final : public v1::Models::Service {
  public:
-  explicit ModelsService(core::ModelRegistry* registry) : registry_(registry) {}
+  // `snapshots` may be null; when set, a deleted model's snapshot is removed with it.
+  ModelsService(core::ModelRegistry* registry, Snapshots* snapshots)
+      : registry_(registry), snapshots_(snapshots) {}
 
   grpc::Status CreateModel(grpc::ServerContext* context, const v1::CreateModelRequest* request,
                            v1::ModelInfo* response) override;
@@ -29,6 +32,7 @@ class ModelsService final : public v1::Models::Service {
 
  private:
   core::ModelRegistry* registry_;  // not owned
+  Snapshots* snapshots_;           // not owned; may be null
 };
 
 }  // namespace paramd::service

@@ -7,6 +7,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/service/checkpoints_service.h"
 #include "server/service/models_service.h"
 #include "server/service/parameters_service.h"
 #include "server/service/tensor_codec.h"
@@ -14,9 +15,13 @@
 namespace paramd::service {
 
 struct Server::Services {
-  explicit Services(core::ModelRegistry* registry) : models(registry), parameters(registry) {}
+  Services(core::ModelRegistry* registry, const ServerOptions& options)
+      : models(registry, options.snapshots),
+        parameters(registry),
+        checkpoints(registry, options.checkpoint_dir, options.snapshots) {}
   ModelsService models;
   ParametersService parameters;
+  CheckpointsService checkpoints;
 };
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
@@ -24,13 +29,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<Server> server(new Server());
-  server->services_ = std::make_unique<Services>(registry);
+  server->services_ = std::make_unique<Services>(registry, options);
 
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&server->services_->models);
   builder.RegisterService(&server->services_->parameters);
+  if (options.checkpoint_dir != nullptr) builder.RegisterService(&server->services_->checkpoints);
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));

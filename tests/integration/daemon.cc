@@ -29,14 +29,26 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> e
   if (mkdtemp(dir_template) == nullptr) return absl::InternalError("mkdtemp failed");
   daemon->data_dir_ = absl::StrCat(dir_template, "/data");
   daemon->log_path_ = absl::StrCat(dir_template, "/paramd.log");
+  absl::Status started = daemon->Spawn(std::move(extra_args));
+  if (!started.ok()) return started;
+  return daemon;
+}
 
+absl::Status Daemon::Restart(std::vector<std::string> extra_args) {
+  if (pid_ > 0) Stop();
+  return Spawn(std::move(extra_args));
+}
+
+absl::Status Daemon::Spawn(std::vector<std::string> extra_args) {
   std::vector<std::string> args = {PARAMD_BINARY, "--listen", "127.0.0.1:0", "--data-dir",
-                                   daemon->data_dir_};
+                                   data_dir_};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // The log of an earlier run stays; the new run's start line is searched after it.
+  const size_t log_start = Log().size();
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {
-    FILE* log = std::fopen(daemon->log_path_.c_str(), "w");
+    FILE* log = std::fopen(log_path_.c_str(), "a");
     if (log != nullptr) dup2(fileno(log), STDERR_FILENO);
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
@@ -44,26 +56,34 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> e
     execv(argv[0], argv.data());
     _exit(127);
   }
-  daemon->pid_ = pid;
+  pid_ = pid;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
-    const std::string log = daemon->Log();
-    const size_t at = log.find("listen=");
+    const std::string log = Log();
+    const size_t at = log.find("listen=", log_start);
     if (at != std::string::npos) {
       const size_t end = log.find(' ', at);
-      daemon->address_ = log.substr(at + 7, end - at - 7);
-      daemon->channel_ =
-          grpc::CreateChannel(daemon->address_, grpc::InsecureChannelCredentials());
-      return daemon;
+      address_ = log.substr(at + 7, end - at - 7);
+      channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+      return absl::OkStatus();
     }
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == pid) {
-      daemon->pid_ = -1;
+      pid_ = -1;
       return absl::InternalError(absl::StrCat("paramd exited during start:\n", log));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return absl::DeadlineExceededError("paramd did not start within 30 s:\n" + daemon->Log());
+  return absl::DeadlineExceededError("paramd did not start within 30 s:\n" + Log());
+}
+
+void Daemon::Kill() {
+  if (pid_ <= 0) return;
+  channel_.reset();
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
 }
 
 std::string Daemon::Log() const {

@@ -26,10 +26,19 @@ class Daemon {
   std::string Log() const;
   // Sends SIGTERM and waits; returns the exit status (or -1 if killed by a signal).
   int Stop();
+  // SIGKILL, as a crash or the OOM killer would: no shutdown, no snapshot.
+  void Kill();
+  // Starts paramd again on the same data directory (after Stop or Kill), with a new port
+  // and `extra_args`; the log goes on in the same file.
+  absl::Status Restart(std::vector<std::string> extra_args = {});
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  // The daemon's default checkpoint directory.
+  std::string checkpoint_dir() const { return data_dir_ + "/checkpoints"; }
 
  private:
   Daemon() = default;
+  absl::Status Spawn(std::vector<std::string> extra_args);
   pid_t pid_ = -1;
   std::string address_;
   std::string data_dir_;

@@ -188,5 +188,58 @@ TEST_F(ParamctlTest, BuffersModulesModeAndDevice) {
   EXPECT_EQ(Run({"register-buffer", "bn", "0", "flag", "--in", dir_ + "/missing.npy"}).exit_code, 1);
 }
 
+TEST_F(ParamctlTest, SaveLoadCheckpointsUploadDownloadAndSnapshot) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  Result saved = Run({"save", "mlp", "runs/mlp.pt"});
+  ASSERT_EQ(saved.exit_code, 0) << saved.err;
+  EXPECT_THAT(saved.out, HasSubstr("saved mlp version 1 to runs/mlp.pt (torch, "));
+  Result json = Run({"--json", "save", "mlp", "runs/mlp.bin", "--format", "safetensors"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(nlohmann::json::parse(json.out)["format"], "safetensors");
+
+  Result listed = Run({"--json", "checkpoints"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  auto files = nlohmann::json::parse(listed.out);
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0]["path"], "runs/mlp.bin");
+  EXPECT_EQ(files[1]["path"], "runs/mlp.pt");
+  EXPECT_EQ(files[1]["format"], "torch");
+
+  Result loaded = Run({"load", "mlp", "runs/mlp.pt"});
+  ASSERT_EQ(loaded.exit_code, 0) << loaded.err;
+  EXPECT_THAT(loaded.out, HasSubstr("<All keys matched successfully>\nversion 2"));
+  Result created = Run({"load", "copy", "runs/mlp.bin"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_THAT(created.out, HasSubstr("created model copy"));
+
+  ASSERT_EQ(Run({"create", "net", "--spec", Spec("net", kSharedSpec)}).exit_code, 0);
+  Result strict = Run({"load", "net", "runs/mlp.pt"});
+  EXPECT_EQ(strict.exit_code, 1);
+  EXPECT_THAT(strict.err, HasSubstr("Error(s) in loading state_dict for Sequential:"));
+  Result loose = Run({"load", "net", "runs/mlp.pt", "--no-strict"});
+  ASSERT_EQ(loose.exit_code, 0) << loose.err;
+  EXPECT_THAT(loose.out, HasSubstr("_IncompatibleKeys(missing_keys=['0.weight'"));
+  Result cuda = Run({"load", "mlp", "runs/mlp.pt", "--map-location", "cpu=cuda:0"});
+  EXPECT_EQ(cuda.exit_code, 1);
+  EXPECT_THAT(cuda.err, HasSubstr("map_location=torch.device('cpu')"));
+  Result bad_map = Run({"load", "mlp", "runs/mlp.pt", "--map-location", "=cpu"});
+  EXPECT_EQ(bad_map.exit_code, 2);
+  Result outside = Run({"save", "mlp", "../mlp.pt"});
+  EXPECT_EQ(outside.exit_code, 1);
+  EXPECT_THAT(outside.err, HasSubstr("contains '..'"));
+
+  Result downloaded = Run({"download", "runs/mlp.pt", dir_ + "/mlp.pt"});
+  ASSERT_EQ(downloaded.exit_code, 0) << downloaded.err;
+  EXPECT_EQ(ReadFile(dir_ + "/mlp.pt"), ReadFile(daemon_->checkpoint_dir() + "/runs/mlp.pt"));
+  Result uploaded = Run({"upload", dir_ + "/mlp.pt", "back/mlp.pt"});
+  ASSERT_EQ(uploaded.exit_code, 0) << uploaded.err;
+  EXPECT_EQ(ReadFile(daemon_->checkpoint_dir() + "/back/mlp.pt"), ReadFile(dir_ + "/mlp.pt"));
+
+  Result snapshot = Run({"snapshot", "mlp"});
+  ASSERT_EQ(snapshot.exit_code, 0) << snapshot.err;
+  EXPECT_EQ(snapshot.out, "snapshot of mlp at version 2\n");
+  EXPECT_EQ(Run({"snapshot", "nobody"}).exit_code, 1);
+}
+
 }  // namespace
 }  // namespace paramd::testing

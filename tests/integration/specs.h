@@ -18,4 +18,11 @@ inline constexpr char kSharedSpec[] = R"({"type": "Sequential", "children": [
    {"type": "Linear", "args": {"in_features": 8, "out_features": 8}}, {"type": "ReLU"},
    {"ref": "2"}, {"type": "ReLU"}, {"type": "Linear", "args": {"in_features": 8, "out_features": 1}}]})";
 
+// Tied embedding of pytorch-semantics.md §9: lm_head.weight is embed.weight.
+inline constexpr char kTiedEmbeddingSpec[] = R"({"type": "TiedLM", "children": [
+   {"name": "embed", "type": "Embedding", "args": {"num_embeddings": 10, "embedding_dim": 4}},
+   {"name": "lm_head", "type": "Linear",
+    "args": {"in_features": 4, "out_features": 10, "bias": false},
+    "parameters": [{"name": "weight", "tie": "embed.weight"}]}]})";
+
 }  // namespace paramd::testing

@@ -1,5 +1,5 @@
 // The paramd C++ client: a connection to one paramd daemon (Client) and a handle on one of
-// its models (RemoteModel), covering the Models and Parameters services of
+// its models (RemoteModel), covering the Models, Parameters and Checkpoints services of
 // proto/paramd/v1 plus the standard health check.
 //
 // Errors: every call returns absl::Status / absl::StatusOr. A status the server sent comes
@@ -160,6 +160,66 @@ struct LoadResult {
   std::vector<std::string> unexpected_keys;
 };
 
+// --- checkpoints (paramd.v1.Checkpoints) ---
+
+enum class CheckpointFormat {
+  kFromSuffix,  // `.safetensors`, or `.pt` / `.pth`
+  kSafetensors,
+  kTorch,
+};
+
+struct SaveCheckpointOptions {
+  CheckpointFormat format = CheckpointFormat::kFromSuffix;
+  // PyTorch files: Parameters saved as torch.nn.Parameter (state_dict(keep_vars=True)).
+  bool keep_vars = false;
+};
+
+struct SaveCheckpointResult {
+  std::string path;
+  CheckpointFormat format = CheckpointFormat::kFromSuffix;
+  // The model version the file holds.
+  uint64_t version = 0;
+  uint64_t size = 0;
+  std::string sha256;  // hex
+};
+
+struct LoadCheckpointOptions {
+  // load_state_dict's options, with PyTorch's defaults.
+  bool strict = true;
+  bool assign = false;
+  // torch.load's map_location: one location for every tensor ("cpu", "cuda:0"), or a
+  // mapping of saved locations (unmapped ones kept). Empty: the saved locations.
+  std::string map_location;
+  std::map<std::string, std::string> location_map;
+  // Creating a model that does not exist: this spec instead of the one the file carries,
+  // and the device ("cpu" when empty).
+  std::string spec_json;
+  std::string device;
+  uint64_t if_version = 0;
+};
+
+struct LoadCheckpointResult {
+  uint64_t version = 0;
+  std::vector<std::string> missing_keys;
+  std::vector<std::string> unexpected_keys;
+  bool created = false;
+  CheckpointFormat format = CheckpointFormat::kFromSuffix;
+};
+
+struct CheckpointFile {
+  std::string path;
+  uint64_t size = 0;
+  int64_t modified_unix = 0;
+  CheckpointFormat format = CheckpointFormat::kFromSuffix;  // kFromSuffix: neither suffix
+};
+
+struct TransferResult {
+  uint64_t size = 0;
+  std::string sha256;  // hex, of the whole file
+  // Bytes that were already there and not sent again (a resumed transfer).
+  uint64_t resumed_from = 0;
+};
+
 class Client;
 
 // A handle on the model `name` of a Client. Holds no server state: making one is free and
@@ -255,6 +315,35 @@ class Client {
   absl::Status DeleteModel(const std::string& name, uint64_t if_version = 0) const;
   absl::StatusOr<std::vector<ModelInfo>> ListModels() const;
   absl::StatusOr<ModelInfo> DescribeModel(const std::string& name) const;
+
+  // Saves model `model` to `path` in the daemon's checkpoint directory, atomically, from
+  // one model version.
+  absl::StatusOr<SaveCheckpointResult> SaveCheckpoint(
+      const std::string& model, const std::string& path,
+      const SaveCheckpointOptions& options = {}) const;
+  // Loads `path` into `model` (load_state_dict), or creates `model` from it when it does
+  // not exist. A strict load with mismatched keys fails with PyTorch's message and
+  // changes nothing.
+  absl::StatusOr<LoadCheckpointResult> LoadCheckpoint(
+      const std::string& model, const std::string& path,
+      const LoadCheckpointOptions& options = {}) const;
+  absl::StatusOr<std::vector<CheckpointFile>> ListCheckpoints() const;
+  // Sends the local file `local_path` to `remote_path` in the checkpoint directory. An
+  // earlier upload of the same path that broke off is resumed where it stopped. The file
+  // appears on the server only once all of it arrived with the right SHA-256.
+  absl::StatusOr<TransferResult> Upload(const std::string& local_path,
+                                        const std::string& remote_path,
+                                        const ProgressCallback& progress = {}) const;
+  // Fetches `remote_path` into `local_path`, through `local_path.part`: a download that
+  // broke off resumes from the part's size. The file is renamed into place only once its
+  // SHA-256 matches the server's (DATA_LOSS otherwise, and the part is removed).
+  absl::StatusOr<TransferResult> Download(const std::string& remote_path,
+                                          const std::string& local_path,
+                                          const ProgressCallback& progress = {}) const;
+  // Snapshots the named models (every model when empty) into the daemon's data directory;
+  // returns each model's snapshotted version.
+  absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> Snapshot(
+      const std::vector<std::string>& models = {}) const;
 
   // A handle on model `name`; see RemoteModel.
   RemoteModel Model(const std::string& name) { return RemoteModel(this, name); }

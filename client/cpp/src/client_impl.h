@@ -1,0 +1,102 @@
+// Client::Impl, shared by the client's source files: the channel, the stubs and the call
+// helpers that apply the deadlines. Private to client/cpp.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client/cpp/src/wire.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "paramd/client.h"
+#include "paramd/v1/checkpoints.grpc.pb.h"
+#include "paramd/v1/models.grpc.pb.h"
+#include "paramd/v1/parameters.grpc.pb.h"
+#include "server/common/status_macros.h"
+
+namespace paramd::client {
+
+using internal::FromGrpcStatus;
+using internal::OutgoingTensor;
+using internal::TensorStreamReceiver;
+
+struct Client::Impl {
+  std::string address;
+  ConnectOptions options;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Models::Stub> models;
+  std::unique_ptr<v1::Parameters::Stub> parameters;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+  std::unique_ptr<v1::Checkpoints::Stub> checkpoints;
+
+  void PrepareUnary(grpc::ClientContext* context) const {
+    if (options.unary_deadline.count() > 0) {
+      context->set_deadline(std::chrono::system_clock::now() + options.unary_deadline);
+    }
+  }
+  void PrepareStream(grpc::ClientContext* context) const {
+    if (options.stream_deadline.count() > 0) {
+      context->set_deadline(std::chrono::system_clock::now() + options.stream_deadline);
+    }
+  }
+
+  // Runs a unary call `call(context)` under the unary deadline.
+  template <typename Call>
+  absl::Status Unary(Call&& call) const {
+    grpc::ClientContext context;
+    PrepareUnary(&context);
+    return FromGrpcStatus(call(&context));
+  }
+
+  // Runs a server-streaming read opened by `open(context)`, feeding every frame to
+  // `receiver`. A frame the receiver refuses cancels the call and is the error returned; a
+  // failed call returns the server's status.
+  template <typename Open>
+  absl::Status Read(Open&& open, TensorStreamReceiver* receiver) const {
+    grpc::ClientContext context;
+    PrepareStream(&context);
+    std::unique_ptr<grpc::ClientReader<v1::TensorFrame>> reader = open(&context);
+    v1::TensorFrame frame;
+    absl::Status local;
+    while (reader->Read(&frame)) {
+      local = receiver->Add(frame);
+      if (!local.ok()) {
+        context.TryCancel();
+        while (reader->Read(&frame)) {
+        }
+        break;
+      }
+    }
+    const grpc::Status status = reader->Finish();
+    PARAMD_RETURN_IF_ERROR(local);
+    PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status));
+    return receiver->Finish();
+  }
+
+  // Runs a client-streaming write opened by `open(context, response)`: `options`, then
+  // every tensor. Any error the server reports (even one that cut the stream short) is
+  // the status returned.
+  template <typename Response, typename Open>
+  absl::Status Write(Open&& open, const v1::WriteOptions& write_options,
+                     const std::vector<OutgoingTensor>& tensors, const ProgressCallback& progress,
+                     Response* response) const {
+    for (const OutgoingTensor& item : tensors) {
+      PARAMD_RETURN_IF_ERROR(internal::CheckOutgoing(*item.name, *item.tensor));
+    }
+    grpc::ClientContext context;
+    PrepareStream(&context);
+    std::unique_ptr<grpc::ClientWriter<v1::WriteFrame>> writer = open(&context, response);
+    // A failed Write means the call has ended; Finish then says why.
+    // Options and headers are small and data follows: let gRPC coalesce them with it.
+    internal::SendWriteFrames(write_options, tensors, progress, [&](const v1::WriteFrame& frame) {
+      return writer->Write(frame, frame.has_chunk() ? grpc::WriteOptions()
+                                                    : grpc::WriteOptions().set_buffer_hint());
+    });
+    writer->WritesDone();
+    return FromGrpcStatus(writer->Finish());
+  }
+};
+
+}  // namespace paramd::client

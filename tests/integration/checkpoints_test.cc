@@ -1,0 +1,397 @@
+// The Checkpoints service end to end through the C++ client against the real daemon:
+// save and load in both formats (pytorch-semantics.md §4, §5, §7, §9), creating models
+// from files, map_location, confinement to the checkpoint directory, uploads and downloads
+// that resume, snapshots and restarts, and a SIGKILL in the middle of a large save.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "paramd/client.h"
+#include "tests/integration/daemon.h"
+#include "tests/integration/specs.h"
+
+namespace paramd::testing {
+namespace {
+
+using client::DType;
+using client::HostTensor;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+HostTensor Floats(std::vector<int64_t> shape, std::vector<double> values) {
+  auto tensor = HostTensor::FromDoubles(DType::kFloat32, std::move(shape), values);
+  EXPECT_TRUE(tensor.ok()) << tensor.status();
+  return *tensor;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+// Formats the daemon saves and loads, as the suffix names them.
+class CheckpointsTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    auto daemon = Daemon::Start({"--snapshot-interval", "0"});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    Connect();
+  }
+  void Connect() {
+    auto connected = client::Client::Connect(daemon_->address());
+    ASSERT_TRUE(connected.ok()) << connected.status();
+    client_ = *std::move(connected);
+  }
+  std::string File(const std::string& stem) const { return stem + GetParam(); }
+  std::map<std::string, std::vector<double>> Values(const std::string& model) {
+    std::map<std::string, std::vector<double>> out;
+    auto state = client_->Model(model).StateDict();
+    EXPECT_TRUE(state.ok()) << state.status();
+    if (state.ok()) {
+      for (const auto& entry : state->entries) out[entry.name] = entry.tensor.ToDoubles();
+    }
+    return out;
+  }
+
+  // The other names of the same tensor object, as state_dict reports them.
+  std::vector<std::string> TiedWith(const std::string& model, const std::string& key) {
+    client::StateDictOptions options;
+    options.metadata_only = true;
+    auto state = client_->Model(model).StateDict(options);
+    EXPECT_TRUE(state.ok()) << state.status();
+    if (state.ok()) {
+      for (const auto& entry : state->entries) {
+        if (entry.name == key) return entry.tensor.tied_with;
+      }
+    }
+    return {"<" + key + " not found>"};
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_P(CheckpointsTest, SaveThenLoadRestoresEveryValue_PytorchSemantics4) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  auto mlp = client_->Model("mlp");
+  ASSERT_TRUE(mlp.SetTensor("linear1.weight", Floats({2, 1}, {0.25, -4})).ok());
+  const auto saved_values = Values("mlp");
+
+  auto saved = client_->SaveCheckpoint("mlp", "runs/" + File("mlp"));
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->version, 2u);
+  EXPECT_EQ(saved->path, "runs/" + File("mlp"));
+  const std::string on_disk = ReadAll(daemon_->checkpoint_dir() + "/runs/" + File("mlp"));
+  EXPECT_EQ(saved->size, on_disk.size());
+  EXPECT_EQ(saved->sha256.size(), 64u);
+
+  ASSERT_TRUE(mlp.SetTensor("w2", Floats({1}, {-1})).ok());
+  ASSERT_TRUE(mlp.SetTensor("linear2.bias", Floats({1}, {9})).ok());
+  auto loaded = client_->LoadCheckpoint("mlp", "runs/" + File("mlp"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE(loaded->created);
+  EXPECT_THAT(loaded->missing_keys, IsEmpty());
+  EXPECT_THAT(loaded->unexpected_keys, IsEmpty());
+  EXPECT_EQ(loaded->version, 5u);
+  EXPECT_EQ(Values("mlp"), saved_values);
+
+  auto files = client_->ListCheckpoints();
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_EQ(files->size(), 1u);
+  EXPECT_EQ((*files)[0].path, "runs/" + File("mlp"));
+  EXPECT_EQ((*files)[0].size, on_disk.size());
+}
+
+TEST_P(CheckpointsTest, LoadCreatesTheModelFromTheSpecTheFileCarries_PytorchSemantics9) {
+  ASSERT_TRUE(client_->CreateModel("lm", kTiedEmbeddingSpec, "cpu", 3).ok());
+  ASSERT_TRUE(client_->SaveCheckpoint("lm", File("lm")).ok());
+  auto loaded = client_->LoadCheckpoint("copy", File("lm"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->created);
+  EXPECT_EQ(Values("copy"), Values("lm"));
+  auto info = client_->DescribeModel("copy");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->repr, client_->DescribeModel("lm")->repr);
+  // Still tied: a write through one name is read through the other.
+  auto copy = client_->Model("copy");
+  ASSERT_TRUE(copy.SetTensor("embed.weight", Floats({1, 1}, {100}), client::Region{{0, 1}, {0, 1}})
+                  .ok());
+  auto head = copy.GetTensor("lm_head.weight");
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->ToDoubles()[0], 100);
+  EXPECT_THAT(TiedWith("copy", "lm_head.weight"), ElementsAre("embed.weight"));
+}
+
+TEST_P(CheckpointsTest, SharedModulesSaveOnceAndComeBackShared_PytorchSemantics9) {
+  ASSERT_TRUE(client_->CreateModel("net", kSharedSpec).ok());
+  ASSERT_TRUE(client_->SaveCheckpoint("net", File("net")).ok());
+  ASSERT_TRUE(client_->LoadCheckpoint("net2", File("net")).ok());
+  EXPECT_EQ(Values("net2"), Values("net"));
+  auto modules = client_->Model("net2").NamedModules();
+  ASSERT_TRUE(modules.ok());
+  ASSERT_GE(modules->modules.size(), 4u);
+  EXPECT_THAT(modules->modules[3].shared_with, ElementsAre("4"));
+}
+
+TEST_P(CheckpointsTest, StrictLoadRefusesMismatchesWithPytorchsTextAndChangesNothing_PytorchSemantics4) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->CreateModel("net", kSharedSpec).ok());
+  ASSERT_TRUE(client_->SaveCheckpoint("net", File("net")).ok());
+  const auto before = Values("mlp");
+  auto refused = client_->LoadCheckpoint("mlp", File("net"));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("Error(s) in loading state_dict for MLP:\n\tMissing key(s) in state_dict: "
+                        "\"w2\", \"linear1.weight\""));
+  EXPECT_EQ(Values("mlp"), before);
+  EXPECT_EQ(client_->DescribeModel("mlp")->version, 1u);
+
+  // The same keys with the wrong shapes: size mismatch even when not strict.
+  ASSERT_TRUE(client_->CreateModel("other", R"({"type": "MLP", "parameters": [
+      {"name": "w2", "shape": [1]}, {"name": "extra", "shape": [3]}], "children": [
+      {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}}]})")
+                  .ok());
+  ASSERT_TRUE(client_->SaveCheckpoint("other", File("other")).ok());
+  client::LoadCheckpointOptions loose;
+  loose.strict = false;
+  auto partial = client_->LoadCheckpoint("mlp", File("other"), loose);
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  EXPECT_THAT(partial->missing_keys, ElementsAre("linear2.weight", "linear2.bias"));
+  EXPECT_THAT(partial->unexpected_keys, ElementsAre("extra"));
+}
+
+TEST_P(CheckpointsTest, ABareStateDictNeedsASpecToCreateAModel) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->SaveCheckpoint("mlp", File("mlp")).ok());
+  client::LoadCheckpointOptions with_spec;
+  with_spec.spec_json = kMlpSpec;
+  // A spec is only for creating: refused for a model that exists.
+  EXPECT_EQ(client_->LoadCheckpoint("mlp", File("mlp"), with_spec).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  auto created = client_->LoadCheckpoint("fresh", File("mlp"), with_spec);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(created->created);
+  EXPECT_EQ(Values("fresh"), Values("mlp"));
+}
+
+TEST_P(CheckpointsTest, MapLocationToCudaWithoutAGpuGivesPytorchsGuidance_PytorchSemantics5) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->SaveCheckpoint("mlp", File("mlp")).ok());
+  client::LoadCheckpointOptions to_cuda;
+  to_cuda.map_location = "cuda:0";
+  auto refused = client_->LoadCheckpoint("mlp", File("mlp"), to_cuda);
+  if (refused.ok()) GTEST_SKIP() << "this machine has a GPU";
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("please use torch.load with map_location=torch.device('cpu')"));
+  client::LoadCheckpointOptions mapped;
+  mapped.location_map = {{"cuda:1", "cuda:0"}};  // saved on the CPU: unmapped, kept
+  EXPECT_TRUE(client_->LoadCheckpoint("mlp", File("mlp"), mapped).ok());
+  mapped.location_map = {{"cpu", "cuda"}};
+  EXPECT_EQ(client_->LoadCheckpoint("mlp", File("mlp"), mapped).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  client::LoadCheckpointOptions bad;
+  bad.map_location = "gpu";
+  EXPECT_EQ(client_->LoadCheckpoint("mlp", File("mlp"), bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, CheckpointsTest, ::testing::Values(".safetensors", ".pt"),
+                         [](const auto& info) {
+                           return std::string(info.param[1] == 's' ? "Safetensors" : "Torch");
+                         });
+
+class CheckpointDirTest : public CheckpointsTest {};
+
+TEST_F(CheckpointDirTest, PathsStayInsideTheCheckpointDirectory) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  const std::string outside = daemon_->data_dir() + "/outside";
+  std::filesystem::create_directories(outside);
+  std::filesystem::create_directory_symlink(outside,
+                                            daemon_->checkpoint_dir() + "/escape");
+  struct Case {
+    std::string path;
+    absl::StatusCode code;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"/tmp/x.safetensors", absl::StatusCode::kInvalidArgument},
+           {"../x.safetensors", absl::StatusCode::kInvalidArgument},
+           {"a/../../x.safetensors", absl::StatusCode::kInvalidArgument},
+           {".hidden.safetensors", absl::StatusCode::kInvalidArgument},
+           {"", absl::StatusCode::kInvalidArgument},
+           {"escape/x.safetensors", absl::StatusCode::kPermissionDenied},
+           {"model.bin", absl::StatusCode::kInvalidArgument}}) {
+    SCOPED_TRACE(c.path);
+    EXPECT_EQ(client_->SaveCheckpoint("mlp", c.path).status().code(), c.code);
+    EXPECT_NE(client_->LoadCheckpoint("mlp", c.path).status().code(), absl::StatusCode::kOk);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(outside));
+  EXPECT_EQ(client_->LoadCheckpoint("mlp", "missing.pt").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->SaveCheckpoint("nobody", "x.pt").status().code(),
+            absl::StatusCode::kNotFound);
+  auto download = client_->Download("escape/../../outside", daemon_->data_dir() + "/got");
+  EXPECT_EQ(download.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CheckpointDirTest, UploadAndDownloadRoundTripAndResume) {
+  std::string bytes(3 * client::kChunkBytes + 12345, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7 + i / 4096);
+  const std::string local = daemon_->data_dir() + "/local.bin";
+  WriteAll(local, bytes);
+
+  auto uploaded = client_->Upload(local, "in/file.bin");
+  ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+  EXPECT_EQ(uploaded->size, bytes.size());
+  EXPECT_EQ(uploaded->resumed_from, 0u);
+  EXPECT_EQ(ReadAll(daemon_->checkpoint_dir() + "/in/file.bin"), bytes);
+
+  // A broken-off upload left its first part on the server: the next one resumes there.
+  const size_t kept = client::kChunkBytes + 7;
+  WriteAll(daemon_->checkpoint_dir() + "/in/.again.bin.upload", bytes.substr(0, kept));
+  auto resumed = client_->Upload(local, "in/again.bin");
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->resumed_from, kept);
+  EXPECT_EQ(ReadAll(daemon_->checkpoint_dir() + "/in/again.bin"), bytes);
+  EXPECT_EQ(resumed->sha256, uploaded->sha256);
+
+  // A kept part that is not this file's prefix fails the checksum and is discarded.
+  WriteAll(daemon_->checkpoint_dir() + "/in/.bad.bin.upload", std::string(kept, 'x'));
+  auto bad = client_->Upload(local, "in/bad.bin");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("SHA-256"));
+  EXPECT_FALSE(std::filesystem::exists(daemon_->checkpoint_dir() + "/in/bad.bin"));
+  EXPECT_TRUE(client_->Upload(local, "in/bad.bin").ok());  // and starts again cleanly
+
+  const std::string fetched = daemon_->data_dir() + "/fetched.bin";
+  auto downloaded = client_->Download("in/file.bin", fetched);
+  ASSERT_TRUE(downloaded.ok()) << downloaded.status();
+  EXPECT_EQ(ReadAll(fetched), bytes);
+  EXPECT_EQ(downloaded->sha256, uploaded->sha256);
+
+  WriteAll(fetched + ".part", bytes.substr(0, kept));
+  std::filesystem::remove(fetched);
+  auto continued = client_->Download("in/file.bin", fetched);
+  ASSERT_TRUE(continued.ok()) << continued.status();
+  EXPECT_EQ(continued->resumed_from, kept);
+  EXPECT_EQ(ReadAll(fetched), bytes);
+  EXPECT_FALSE(std::filesystem::exists(fetched + ".part"));
+
+  WriteAll(fetched + ".part", std::string(kept, 'x'));
+  auto corrupt = client_->Download("in/file.bin", fetched);
+  EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(std::filesystem::exists(fetched + ".part"));
+}
+
+TEST_F(CheckpointDirTest, ModelsSurviveARestartWithTheirVersionsAndMode) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->CreateModel("lm", kTiedEmbeddingSpec).ok());
+  ASSERT_TRUE(client_->CreateModel("gone", kMlpSpec).ok());
+  ASSERT_TRUE(client_->Model("mlp").SetTensor("w2", Floats({1}, {-3})).ok());
+  ASSERT_TRUE(client_->Model("mlp").SetMode(false).ok());
+  ASSERT_TRUE(client_->DeleteModel("gone").ok());
+  const auto mlp = Values("mlp");
+  const auto lm = Values("lm");
+  ASSERT_EQ(daemon_->Stop(), 0);  // SIGTERM snapshots every model
+  EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"snapshot taken\" reason=shutdown models=2"));
+
+  ASSERT_TRUE(daemon_->Restart({"--snapshot-interval", "0"}).ok());
+  Connect();
+  EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"model restored\" model=mlp version=3"));
+  auto models = client_->ListModels();
+  ASSERT_TRUE(models.ok());
+  ASSERT_EQ(models->size(), 2u);
+  EXPECT_EQ(Values("mlp"), mlp);
+  EXPECT_EQ(Values("lm"), lm);
+  auto info = client_->DescribeModel("mlp");
+  EXPECT_EQ(info->version, 3u);
+  EXPECT_FALSE(info->training);
+  EXPECT_THAT(TiedWith("lm", "lm_head.weight"), ElementsAre("embed.weight"));
+
+  // After a crash, what the last snapshot held comes back.
+  auto taken = client_->Snapshot({"mlp"});
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  ASSERT_TRUE(client_->Model("mlp").SetTensor("w2", Floats({1}, {7})).ok());
+  daemon_->Kill();
+  ASSERT_TRUE(daemon_->Restart({"--snapshot-interval", "0"}).ok());
+  Connect();
+  EXPECT_EQ(Values("mlp"), mlp);
+  EXPECT_EQ(client_->DescribeModel("mlp")->version, 3u);
+}
+
+// Note [SIGKILL mid-save]: the file a save replaces must survive the daemon dying in the
+// middle of writing its successor, byte for byte, and the next start removes the
+// half-written temporary file.
+TEST_F(CheckpointDirTest, SigkillInTheMiddleOfALargeSaveKeepsThePreviousFile) {
+  // 8 x Linear(2048, 2048): 128 MiB of float32, so that a save takes a while.
+  std::string layers;
+  for (int i = 0; i < 8; ++i) {
+    absl::StrAppend(&layers, i ? "," : "",
+                    R"({"type": "Linear", "args": {"in_features": 2048, "out_features": 2048}})");
+  }
+  ASSERT_TRUE(
+      client_->CreateModel("big", absl::StrCat(R"({"type": "Sequential", "children": [)", layers,
+                                               "]}"))
+          .ok());
+  for (const char* format : {"big.safetensors", "big.pt"}) {
+    SCOPED_TRACE(format);
+    ASSERT_TRUE(client_->SaveCheckpoint("big", format).ok());
+    const std::string path = daemon_->checkpoint_dir() + "/" + format;
+    const std::string previous = ReadAll(path);
+    ASSERT_TRUE(client_->Model("big").SetTensor("0.bias", Floats({1}, {5}),
+                                                client::Region{{0, 1}})
+                    .ok());
+
+    std::thread saver([&] { (void)client_->SaveCheckpoint("big", format); });
+    // Kill it while the temporary file exists: writing or syncing, before the rename.
+    bool killed = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!killed && std::chrono::steady_clock::now() < deadline) {
+      for (const auto& entry : std::filesystem::directory_iterator(daemon_->checkpoint_dir())) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind(std::string(".") + format + ".tmp-", 0) == 0) {
+          daemon_->Kill();
+          killed = true;
+          break;
+        }
+      }
+    }
+    saver.join();
+    ASSERT_TRUE(killed) << "the save finished before it could be interrupted";
+    EXPECT_EQ(ReadAll(path), previous);
+
+    ASSERT_TRUE(daemon_->Restart({"--snapshot-interval", "0"}).ok());
+    Connect();
+    EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"removed unfinished saves\" files=1"));
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(daemon_->checkpoint_dir())) {
+      names.push_back(entry.path().filename().string());
+    }
+    EXPECT_THAT(names, ::testing::Contains(format));
+    EXPECT_THAT(names, ::testing::Not(::testing::Contains(::testing::StartsWith("."))));
+    // The model did not survive the kill (no snapshot was asked for): load it back.
+    client::LoadCheckpointOptions none;
+    auto loaded = client_->LoadCheckpoint("big", format, none);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_TRUE(loaded->created);
+    auto bias = client_->Model("big").GetTensor("0.bias", client::Region{{0, 1}});
+    ASSERT_TRUE(bias.ok());
+    EXPECT_NE(bias->ToDoubles()[0], 5);
+  }
+}
+
+}  // namespace
+}  // namespace paramd::testing
