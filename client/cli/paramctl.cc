@@ -607,6 +607,27 @@ absl::Status RunTie(Context& ctx, const Args& args) {
   return absl::OkStatus();
 }
 
+// load_state_dict's result as PyTorch prints it (or JSON with `extra` fields), then the
+// new model version.
+void PrintLoadResult(const Context& ctx, const std::vector<std::string>& missing,
+                     const std::vector<std::string>& unexpected, uint64_t version,
+                     nlohmann::json extra) {
+  if (ctx.json) {
+    extra["missing_keys"] = missing;
+    extra["unexpected_keys"] = unexpected;
+    extra["version"] = version;
+    PrintJson(extra);
+    return;
+  }
+  if (missing.empty() && unexpected.empty()) {
+    std::cout << "<All keys matched successfully>\n";
+  } else {
+    std::cout << "_IncompatibleKeys(missing_keys=" << PyList(missing)
+              << ", unexpected_keys=" << PyList(unexpected) << ")\n";
+  }
+  std::cout << "version " << version << "\n";
+}
+
 absl::Status RunLoadStateDict(Context& ctx, const Args& args) {
   client::RemoteModel model = ctx.client->Model(args.positional[0]);
   PARAMD_ASSIGN_OR_RETURN(uint64_t if_version, IfVersion(args));
@@ -625,19 +646,7 @@ absl::Status RunLoadStateDict(Context& ctx, const Args& args) {
     options.progress = bar.Callback();
     PARAMD_ASSIGN_OR_RETURN(result, model.LoadStateDict(state_dict, options, if_version));
   }
-  if (ctx.json) {
-    PrintJson({{"missing_keys", result.missing_keys},
-               {"unexpected_keys", result.unexpected_keys},
-               {"version", result.version}});
-    return absl::OkStatus();
-  }
-  if (result.missing_keys.empty() && result.unexpected_keys.empty()) {
-    std::cout << "<All keys matched successfully>\n";
-  } else {
-    std::cout << "_IncompatibleKeys(missing_keys=" << PyList(result.missing_keys)
-              << ", unexpected_keys=" << PyList(result.unexpected_keys) << ")\n";
-  }
-  std::cout << "version " << result.version << "\n";
+  PrintLoadResult(ctx, result.missing_keys, result.unexpected_keys, result.version, {});
   return absl::OkStatus();
 }
 
@@ -743,22 +752,9 @@ absl::Status RunLoad(Context& ctx, const Args& args) {
   PARAMD_ASSIGN_OR_RETURN(
       client::LoadCheckpointResult result,
       ctx.client->LoadCheckpoint(args.positional[0], args.positional[1], options));
-  if (ctx.json) {
-    PrintJson({{"missing_keys", result.missing_keys},
-               {"unexpected_keys", result.unexpected_keys},
-               {"version", result.version},
-               {"created", result.created},
-               {"format", FormatName(result.format)}});
-    return absl::OkStatus();
-  }
-  if (result.created) std::cout << "created model " << args.positional[0] << "\n";
-  if (result.missing_keys.empty() && result.unexpected_keys.empty()) {
-    std::cout << "<All keys matched successfully>\n";
-  } else {
-    std::cout << "_IncompatibleKeys(missing_keys=" << PyList(result.missing_keys)
-              << ", unexpected_keys=" << PyList(result.unexpected_keys) << ")\n";
-  }
-  std::cout << "version " << result.version << "\n";
+  if (result.created && !ctx.json) std::cout << "created model " << args.positional[0] << "\n";
+  PrintLoadResult(ctx, result.missing_keys, result.unexpected_keys, result.version,
+                  {{"created", result.created}, {"format", FormatName(result.format)}});
   return absl::OkStatus();
 }
 
