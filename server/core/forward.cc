@@ -400,7 +400,7 @@ absl::Status ValidateStep(const json& step, const Module& module) {
   }
   for (const auto& [key, value] : args->items()) {
     auto known = std::find_if(op->args.begin(), op->args.end(),
-                              [&](const ProgramArg& arg) { return arg.name == key; });
+                              [&key = key](const ProgramArg& arg) { return arg.name == key; });
     if (known == op->args.end()) {
       std::vector<absl::string_view> names;
       for (const ProgramArg& arg : op->args) names.push_back(arg.name);

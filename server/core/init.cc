@@ -1,6 +1,8 @@
 #include "server/core/init.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "server/common/status_macros.h"
 
@@ -38,12 +40,24 @@ absl::StatusOr<int64_t> FanIn(const Shape& shape) {
 
 namespace {
 
+// The tensor is allocated first, through its backend, so that the memory limit refuses an
+// oversized init before anything else is spent on it; values are drawn and converted a
+// block at a time, in the generator's order.
 template <typename Draw>
 absl::StatusOr<Tensor> Fill(DType dtype, Shape shape, Draw&& draw) {
-  PARAMD_ASSIGN_OR_RETURN(int64_t numel, CheckedNumel(shape, sizeof(double)));
-  std::vector<double> values(static_cast<size_t>(numel));
-  for (double& value : values) value = draw();
-  return Tensor::FromDoubles(dtype, std::move(shape), values);
+  PARAMD_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(dtype, shape));
+  const int64_t numel = out.numel();
+  constexpr int64_t kBlock = 1 << 16;
+  std::vector<double> values;
+  auto* bytes = static_cast<uint8_t*>(out.mutable_data());
+  for (int64_t start = 0; start < numel; start += kBlock) {
+    const int64_t count = std::min(kBlock, numel - start);
+    values.resize(static_cast<size_t>(count));
+    for (double& value : values) value = draw();
+    PARAMD_ASSIGN_OR_RETURN(Tensor block, Tensor::FromDoubles(dtype, {count}, values));
+    std::memcpy(bytes + start * ElementSize(dtype), block.data(), block.nbytes());
+  }
+  return out;
 }
 
 }  // namespace

@@ -128,7 +128,8 @@ absl::StatusOr<Tensor> ReadInit(const json& node, DType dtype, const Shape& shap
     return SpecError(init_path,
                      "expected a string or an object with one of constant, normal, uniform, values");
   }
-  const auto& [kind, value] = *init.items().begin();
+  const std::string& kind = init.begin().key();
+  const json& value = init.begin().value();
   if (kind == "constant") {
     if (!value.is_number() && !value.is_boolean()) {
       return SpecError(init_path + ".constant", absl::StrCat("expected a number, got ", value.dump()));
@@ -484,6 +485,30 @@ absl::StatusOr<std::shared_ptr<Module>> BuildModule(const nlohmann::json& spec, 
 
 absl::StatusOr<std::shared_ptr<Module>> BuildModuleFromText(absl::string_view spec_json,
                                                             uint64_t seed) {
+  // Building and copying JSON recurse; a limit on nesting keeps hostile specs from
+  // exhausting the stack. Real module trees are nowhere near it.
+  constexpr int kMaxDepth = 256;
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < spec_json.size(); ++i) {
+    const char c = spec_json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxDepth) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "spec error at $: the spec nests deeper than ", kMaxDepth, " levels"));
+      }
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
   json spec = json::parse(spec_json, nullptr, /*allow_exceptions=*/false);
   if (spec.is_discarded()) {
     return absl::InvalidArgumentError(
