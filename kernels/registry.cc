@@ -1,6 +1,14 @@
+#include <memory>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "server/common/status_macros.h"
+
+#ifdef PARAMD_WITH_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace paramd::kernels {
 
@@ -9,13 +17,33 @@ absl::StatusOr<Backend*> GetBackend(const core::Device& device) {
     static CpuBackend* const cpu = new CpuBackend();
     return cpu;
   }
-  // GPU memory arrives with the CUDA backend; until then a CUDA device is refused with
-  // the reason the device query gives (no GPU, no driver, or no CUDA in this build).
-  auto gpus = QueryGpus();
-  if (!gpus.ok()) return gpus.status();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "device ", device.ToString(),
-      ": tensors on CUDA devices are not supported by this paramd yet; use device 'cpu'"));
+#ifdef PARAMD_WITH_CUDA
+  // "cuda" without an index is the current device, which paramd never changes from 0.
+  const int index = device.index < 0 ? 0 : device.index;
+  static absl::Mutex mu(absl::kConstInit);
+  // Backends live for the process, as the CPU one does. The device query runs only until a
+  // device's backend exists: storage allocation asks for the backend every time.
+  static auto* const backends = new std::vector<std::unique_ptr<cuda::CudaBackend>>;
+  absl::MutexLock lock(&mu);
+  if (index < static_cast<int>(backends->size()) && (*backends)[index] != nullptr) {
+    return (*backends)[index].get();
+  }
+  // Without a GPU (no device, no driver) the device query's reason is the answer.
+  PARAMD_ASSIGN_OR_RETURN(const std::vector<GpuInfo> gpus, QueryGpus());
+  if (index >= static_cast<int>(gpus.size())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", device.ToString(), " does not exist: this machine has ", gpus.size(),
+        " GPU(s), cuda:0 to cuda:", gpus.size() - 1, "; use one of those or device 'cpu'"));
+  }
+  if (backends->size() < gpus.size()) backends->resize(gpus.size());
+  std::unique_ptr<cuda::CudaBackend>& slot = (*backends)[index];
+  // A failed creation (out of memory for the workspace) is retried by the next call.
+  PARAMD_ASSIGN_OR_RETURN(slot, cuda::CudaBackend::Create(index));
+  return slot.get();
+#else
+  // QueryGpus says why: this build has no CUDA support.
+  return QueryGpus().status();
+#endif
 }
 
 }  // namespace paramd::kernels

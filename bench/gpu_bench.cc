@@ -1,0 +1,234 @@
+// gpu_bench: GEMM rate of the CUDA backend against raw cuBLAS, in the same run.
+//
+// For float32 (full float32 math, no TF32, as both PyTorch's default and the backend use)
+// and bfloat16 (float32 accumulation): C = A · Bᵀ on m = n = k = size square matrices, the
+// Linear layout, timed as the best of `reps` batches of `inner` products each (host clock
+// around a batch and one synchronize, so launch overhead counts for both). The backend runs
+// through Backend::Gemm (cuBLASLt, plans cached); the ceiling is cublasGemmEx with the same
+// types. Also reported: the backend's product with the bias and ReLU fused. The check
+// fails (exit 1) when the backend falls below --min-ratio of cuBLAS, or when the two
+// results differ beyond rounding. Exit 77 (ctest's skip) without a GPU.
+//
+//   gpu_bench [--quick] [--reps N] [--size N] [--min-ratio R]
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "kernels/backend.h"
+#include "server/core/half.h"
+
+namespace {
+
+using paramd::core::DType;
+using paramd::kernels::Backend;
+using paramd::kernels::GemmArgs;
+using paramd::kernels::UnaryOp;
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "gpu_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void Check(bool ok, const std::string& what) {
+  if (!ok) Die(what);
+}
+
+// Best seconds per call over `reps` batches of `inner` calls, after one warm-up batch.
+template <typename Issue, typename Wait>
+double BestSecondsPerCall(int reps, int inner, Issue&& issue, Wait&& wait) {
+  for (int i = 0; i < inner; ++i) issue();
+  wait();
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto start = Clock::now();
+    for (int i = 0; i < inner; ++i) issue();
+    wait();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count() / inner);
+  }
+  return best;
+}
+
+struct DeviceBuffer {
+  Backend* backend;
+  void* data = nullptr;
+  size_t bytes = 0;
+  DeviceBuffer(Backend* b, size_t n) : backend(b), bytes(n) {
+    auto allocated = backend->Allocate(n);
+    Check(allocated.ok(), std::string(allocated.status().message()));
+    data = *allocated;
+  }
+  ~DeviceBuffer() { backend->Free(data, bytes); }
+};
+
+std::vector<uint8_t> RandomBytes(DType dtype, int64_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const size_t element = dtype == DType::kFloat32 ? 4 : 2;
+  std::vector<uint8_t> bytes(static_cast<size_t>(count) * element);
+  for (int64_t i = 0; i < count; ++i) {
+    const float v = dist(rng);
+    if (dtype == DType::kFloat32) {
+      std::memcpy(&bytes[i * 4], &v, 4);
+    } else {
+      const uint16_t bits = paramd::core::FloatToBFloat16Bits(v);
+      std::memcpy(&bytes[i * 2], &bits, 2);
+    }
+  }
+  return bytes;
+}
+
+std::vector<float> Download(Backend* backend, DType dtype, const void* data, int64_t count) {
+  const size_t element = dtype == DType::kFloat32 ? 4 : 2;
+  std::vector<uint8_t> bytes(static_cast<size_t>(count) * element);
+  Check(backend->CopyToHost(bytes.data(), data, bytes.size()).ok(), "download");
+  std::vector<float> values(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    if (dtype == DType::kFloat32) {
+      std::memcpy(&values[i], &bytes[i * 4], 4);
+    } else {
+      uint16_t bits;
+      std::memcpy(&bits, &bytes[i * 2], 2);
+      values[i] = paramd::core::BFloat16BitsToFloat(bits);
+    }
+  }
+  return values;
+}
+
+struct Result {
+  double backend_tflops, fused_tflops, cublas_tflops, max_diff;
+};
+
+Result Measure(Backend* backend, cublasHandle_t handle, cudaStream_t stream, DType dtype,
+               int64_t size, int reps, int inner) {
+  const int64_t count = size * size;
+  const size_t element = dtype == DType::kFloat32 ? 4 : 2;
+  DeviceBuffer a(backend, count * element), b(backend, count * element);
+  DeviceBuffer c(backend, count * element), c_ref(backend, count * element);
+  DeviceBuffer bias(backend, size * element);
+  const auto a_host = RandomBytes(dtype, count, 1), b_host = RandomBytes(dtype, count, 2);
+  const auto bias_host = RandomBytes(dtype, size, 3);
+  Check(backend->CopyFromHost(a.data, a_host.data(), a_host.size()).ok(), "upload a");
+  Check(backend->CopyFromHost(b.data, b_host.data(), b_host.size()).ok(), "upload b");
+  Check(backend->CopyFromHost(bias.data, bias_host.data(), bias_host.size()).ok(), "upload bias");
+
+  GemmArgs args{.dtype = dtype, .m = size, .n = size, .k = size, .a = a.data, .lda = size,
+                .b = b.data, .ldb = size, .trans_b = true, .c = c.data, .ldc = size};
+  auto issue_backend = [&] {
+    const absl::Status status = backend->Gemm(args);
+    Check(status.ok(), std::string(status.message()));
+  };
+  auto wait_backend = [&] { Check(backend->Synchronize().ok(), "synchronize"); };
+  const double flop = 2.0 * size * size * size;
+  Result result{};
+  result.backend_tflops = flop / BestSecondsPerCall(reps, inner, issue_backend, wait_backend) / 1e12;
+
+  GemmArgs fused = args;
+  fused.bias = bias.data;
+  fused.epilogue = UnaryOp::kReLU;
+  result.fused_tflops =
+      flop /
+      BestSecondsPerCall(
+          reps, inner,
+          [&] { Check(backend->Gemm(fused).ok(), "fused gemm"); }, wait_backend) /
+      1e12;
+  // The last product left in c is the plain one, for the comparison below.
+  issue_backend();
+  wait_backend();
+
+  // Row-major C = A · Bᵀ is column-major Cᵀ = B · Aᵀ: B read transposed, A as stored.
+  const cudaDataType_t type = dtype == DType::kFloat32 ? CUDA_R_32F : CUDA_R_16BF;
+  const float alpha = 1.0f, beta = 0.0f;
+  const int n = static_cast<int>(size);
+  auto issue_cublas = [&] {
+    const cublasStatus_t status =
+        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, b.data, type, n, a.data,
+                     type, n, &beta, c_ref.data, type, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    Check(status == CUBLAS_STATUS_SUCCESS, absl::StrFormat("cublasGemmEx: %d", status));
+  };
+  auto wait_cublas = [&] { Check(cudaStreamSynchronize(stream) == cudaSuccess, "cuBLAS sync"); };
+  result.cublas_tflops = flop / BestSecondsPerCall(reps, inner, issue_cublas, wait_cublas) / 1e12;
+
+  const auto got = Download(backend, dtype, c.data, count);
+  const auto want = Download(backend, dtype, c_ref.data, count);
+  for (int64_t i = 0; i < count; ++i) {
+    const double diff = std::abs(got[i] - want[i]) / (1.0 + std::abs(want[i]));
+    result.max_diff = std::max(result.max_diff, diff);
+  }
+  return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  int reps = 5;
+  int64_t size = 8192;
+  double min_ratio = 0.8;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--reps" && i + 1 < argc) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else if (arg == "--size" && i + 1 < argc) {
+      size = std::max(1, std::atoi(argv[++i]));
+    } else if (arg == "--min-ratio" && i + 1 < argc) {
+      min_ratio = std::atof(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: gpu_bench [--quick] [--reps N] [--size N] [--min-ratio R]\n");
+      return 2;
+    }
+  }
+  if (quick) size = std::min<int64_t>(size, 2048);
+  auto cuda = paramd::kernels::GetBackend(paramd::core::Device::Cuda(0));
+  if (!cuda.ok()) {
+    std::printf("gpu_bench: skipped: %s\n", std::string(cuda.status().message()).c_str());
+    return 77;
+  }
+  Backend* backend = *cuda;
+  auto gpus = paramd::kernels::QueryGpus();
+  std::printf("gpu_bench on %s, m = n = k = %lld, best of %d\n",
+              gpus.ok() ? (*gpus)[0].name.c_str() : "cuda:0", static_cast<long long>(size), reps);
+
+  Check(cudaSetDevice(0) == cudaSuccess, "cudaSetDevice");
+  cublasHandle_t handle = nullptr;
+  cudaStream_t stream = nullptr;
+  Check(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS, "cublasCreate");
+  Check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess, "stream");
+  Check(cublasSetStream(handle, stream) == CUBLAS_STATUS_SUCCESS, "cublasSetStream");
+  // Full float32 for float32, as the backend computes it.
+  Check(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH) == CUBLAS_STATUS_SUCCESS, "math mode");
+
+  bool ok = true;
+  std::printf("%-9s %14s %20s %13s %7s %10s\n", "dtype", "backend TF/s", "bias+relu fused TF/s",
+              "cuBLAS TF/s", "ratio", "max diff");
+  for (const DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+    // Enough products per timed batch that a batch lasts a few milliseconds at least.
+    const int inner = dtype == DType::kFloat32 ? 3 : 10;
+    const Result r = Measure(backend, handle, stream, dtype, size, reps, inner);
+    const double ratio = r.backend_tflops / r.cublas_tflops;
+    // Both sides use float32 accumulation; only the order of the sums may differ.
+    const double tolerance = dtype == DType::kFloat32 ? 1e-3 : 2e-2;
+    const bool pass = ratio >= min_ratio && r.max_diff <= tolerance;
+    ok = ok && pass;
+    std::printf("%-9s %14.1f %20.1f %13.1f %7.2f %10.2g %s\n",
+                std::string(paramd::core::DTypeName(dtype)).c_str(), r.backend_tflops,
+                r.fused_tflops, r.cublas_tflops, ratio, r.max_diff, pass ? "ok" : "FAIL");
+  }
+  cublasDestroy(handle);
+  cudaStreamDestroy(stream);
+  std::printf("gpu_bench: %s (backend at least %.2f of cuBLAS, results within rounding)\n",
+              ok ? "PASS" : "FAIL", min_ratio);
+  return ok ? 0 : 1;
+}

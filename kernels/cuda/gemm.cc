@@ -1,0 +1,230 @@
+// Note [Row-major GEMM on cuBLASLt]
+// cuBLASLt is column-major. A row-major m×n C is the column-major n×m matrix C^T, and
+// C^T = op(B)^T · op(A)^T, so the product is issued with the operands swapped: cuBLASLt's A
+// is our B (n×k after its op), its B is our A (k×m), its C/D is n×m with ld = ldc. A
+// row-major matrix stored r×c with leading dimension ld reads column-major as c×r with the
+// same ld, so our transposes carry over unchanged. The bias, one value per column of the
+// row-major C, is one value per row of cuBLASLt's D: exactly its BIAS epilogue.
+//
+// Epilogues: cuBLASLt fuses bias, ReLU and GELU, but its GELU is the tanh approximation;
+// PyTorch's exact (erf) GELU and the other activations run as one element-wise pass after
+// a bias-fused product. When cuBLASLt finds no algorithm for a fused epilogue (alignment,
+// an unusual leading dimension), the product runs plain and the same pass applies bias and
+// activation. k == 0 is never given to cuBLASLt: the result is epilogue(bias) (or of zeros).
+#include "kernels/cuda/gemm.h"
+
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "absl/synchronization/mutex.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/launch.h"
+#include "server/common/status_macros.h"
+
+namespace paramd::kernels::cuda {
+namespace {
+
+struct DescDeleter {
+  void operator()(cublasLtMatmulDescOpaque_t* p) const { cublasLtMatmulDescDestroy(p); }
+  void operator()(cublasLtMatrixLayoutOpaque_t* p) const { cublasLtMatrixLayoutDestroy(p); }
+  void operator()(cublasLtMatmulPreferenceOpaque_t* p) const { cublasLtMatmulPreferenceDestroy(p); }
+};
+using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, DescDeleter>;
+using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, DescDeleter>;
+using Preference = std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, DescDeleter>;
+
+cudaDataType_t CudaType(core::DType dtype) {
+  switch (dtype) {
+    case core::DType::kFloat16:
+      return CUDA_R_16F;
+    case core::DType::kBFloat16:
+      return CUDA_R_16BF;
+    default:
+      return CUDA_R_32F;
+  }
+}
+
+size_t ElementBytes(core::DType dtype) { return dtype == core::DType::kFloat32 ? 4 : 2; }
+
+// The largest power of two (up to 256) dividing the address: cuBLASLt picks kernels by the
+// alignment it is promised, and a view's pointer may sit at any element offset.
+uint32_t Alignment(const void* p, int64_t batch_stride_bytes) {
+  uintptr_t bits = reinterpret_cast<uintptr_t>(p) | 256;
+  if (batch_stride_bytes != 0) bits |= static_cast<uintptr_t>(batch_stride_bytes);
+  return static_cast<uint32_t>(bits & (~bits + 1));
+}
+
+// What decides the algorithm: heuristics are costly (tens of microseconds), a forward
+// pass repeats the same shapes, so results are cached per shape.
+using PlanKey = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
+                           bool, int, int64_t, int64_t, int64_t, int64_t, uint32_t, uint32_t,
+                           uint32_t>;
+
+class PlanCache {
+ public:
+  bool Find(const PlanKey& key, cublasLtMatmulAlgo_t* algo) {
+    absl::MutexLock lock(&mu_);
+    auto it = plans_.find(key);
+    if (it == plans_.end()) return false;
+    *algo = it->second;
+    return true;
+  }
+  void Insert(const PlanKey& key, const cublasLtMatmulAlgo_t& algo) {
+    absl::MutexLock lock(&mu_);
+    if (plans_.size() > 4096) plans_.clear();
+    plans_.emplace(key, algo);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<PlanKey, cublasLtMatmulAlgo_t> plans_ ABSL_GUARDED_BY(mu_);
+};
+
+PlanCache& Plans() {
+  static PlanCache* const cache = new PlanCache;
+  return *cache;
+}
+
+template <typename T>
+cublasStatus_t SetDesc(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
+                       const T& value) {
+  return cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof(value));
+}
+
+template <typename T>
+cublasStatus_t SetLayout(cublasLtMatrixLayout_t layout, cublasLtMatrixLayoutAttribute_t attr,
+                         const T& value) {
+  return cublasLtMatrixLayoutSetAttribute(layout, attr, &value, sizeof(value));
+}
+
+// Runs the product with `epilogue` fused (a cuBLASLt epilogue). NOT_SUPPORTED (as
+// UNIMPLEMENTED) when cuBLASLt has no algorithm for it, so the caller can fall back.
+absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilogue_t epilogue,
+                    bool with_bias) {
+  const GemmArgs& g = gemm.args;
+  const int d = context.device();
+  const cudaDataType_t type = CudaType(g.dtype);
+  const int64_t element = static_cast<int64_t>(ElementBytes(g.dtype));
+
+  cublasLtMatmulDesc_t raw_desc = nullptr;
+  PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F,
+                                                            CUDA_R_32F));
+  MatmulDesc desc(raw_desc);
+  // Operands swapped (Note [Row-major GEMM on cuBLASLt]).
+  const cublasOperation_t op_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  PARAMD_CUBLAS_RETURN_IF_ERROR(d, SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_TRANSA, op_a));
+  PARAMD_CUBLAS_RETURN_IF_ERROR(d, SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_TRANSB, op_b));
+  PARAMD_CUBLAS_RETURN_IF_ERROR(d, SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue));
+  if (with_bias) {
+    PARAMD_CUBLAS_RETURN_IF_ERROR(d, SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, g.bias));
+  }
+
+  // cuBLASLt's A is our B: stored k×n (n×k transposed) row-major, i.e. column-major n×k
+  // (k×n); its B is our A likewise.
+  const uint64_t a_rows = g.trans_b ? g.k : g.n, a_cols = g.trans_b ? g.n : g.k;
+  const uint64_t b_rows = g.trans_a ? g.m : g.k, b_cols = g.trans_a ? g.k : g.m;
+  cublasLtMatrixLayout_t raw_a = nullptr, raw_b = nullptr, raw_c = nullptr;
+  PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatrixLayoutCreate(&raw_a, type, a_rows, a_cols, g.ldb));
+  Layout layout_a(raw_a);
+  PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatrixLayoutCreate(&raw_b, type, b_rows, b_cols, g.lda));
+  Layout layout_b(raw_b);
+  PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatrixLayoutCreate(&raw_c, type, g.n, g.m, g.ldc));
+  Layout layout_c(raw_c);
+  if (gemm.batch > 1) {
+    const int32_t count = static_cast<int32_t>(gemm.batch);
+    const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {
+        {raw_a, gemm.stride_b}, {raw_b, gemm.stride_a}, {raw_c, gemm.stride_c}};
+    for (const auto& [layout, stride] : layouts) {
+      PARAMD_CUBLAS_RETURN_IF_ERROR(d, SetLayout(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, count));
+      PARAMD_CUBLAS_RETURN_IF_ERROR(
+          d, SetLayout(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, stride));
+    }
+  }
+
+  const uint32_t align_a = Alignment(g.b, gemm.stride_b * element);
+  const uint32_t align_b = Alignment(g.a, gemm.stride_a * element);
+  const uint32_t align_c = Alignment(g.c, gemm.stride_c * element);
+  const PlanKey key{d,          static_cast<int>(g.dtype), g.m, g.n, g.k, g.lda, g.ldb, g.ldc,
+                    g.trans_a,  g.trans_b, static_cast<int>(epilogue), gemm.batch,
+                    gemm.stride_a, gemm.stride_b, gemm.stride_c, align_a, align_b, align_c};
+  cublasLtMatmulAlgo_t algo;
+  if (!Plans().Find(key, &algo)) {
+    cublasLtMatmulPreference_t raw_pref = nullptr;
+    PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatmulPreferenceCreate(&raw_pref));
+    Preference pref(raw_pref);
+    const uint64_t workspace = context.workspace_size();
+    PARAMD_CUBLAS_RETURN_IF_ERROR(
+        d, cublasLtMatmulPreferenceSetAttribute(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                &workspace, sizeof(workspace)));
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
+    for (const auto& [attr, value] : alignments) {
+      PARAMD_CUBLAS_RETURN_IF_ERROR(
+          d, cublasLtMatmulPreferenceSetAttribute(raw_pref, attr, &value, sizeof(value)));
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t heuristic = cublasLtMatmulAlgoGetHeuristic(
+        context.lt(), raw_desc, raw_a, raw_b, raw_c, raw_c, raw_pref, 1, &result, &found);
+    if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED || (heuristic == CUBLAS_STATUS_SUCCESS && found == 0)) {
+      return absl::UnimplementedError("cuBLASLt has no algorithm for this product");
+    }
+    PARAMD_CUBLAS_RETURN_IF_ERROR(d, heuristic);
+    algo = result.algo;
+    Plans().Insert(key, algo);
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  PARAMD_CUBLAS_RETURN_IF_ERROR(
+      d, cublasLtMatmul(context.lt(), raw_desc, &alpha, g.b, raw_a, g.a, raw_b, &beta, g.c, raw_c,
+                        g.c, raw_c, &algo, context.workspace(), context.workspace_size(),
+                        context.stream()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunGemm(CudaContext& context, const BatchedGemm& gemm) {
+  const GemmArgs& g = gemm.args;
+  const int d = context.device();
+  if (g.m == 0 || g.n == 0 || gemm.batch == 0) return absl::OkStatus();
+  if (g.k == 0) {
+    PARAMD_CUDA_RETURN_IF_ERROR(
+        d, LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc, g.bias,
+                                g.epilogue, /*accumulate=*/false, context.stream()));
+    return absl::OkStatus();
+  }
+  const bool bias = g.bias != nullptr;
+  cublasLtEpilogue_t fused = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  bool activation_fused = g.epilogue == UnaryOp::kIdentity;
+  if (g.epilogue == UnaryOp::kReLU) {
+    fused = bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+    activation_fused = true;
+  } else if (g.epilogue == UnaryOp::kGELUTanh) {
+    fused = bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+    activation_fused = true;
+  }
+  absl::Status status = Matmul(context, gemm, fused, bias);
+  if (status.ok()) {
+    if (activation_fused) return absl::OkStatus();
+    PARAMD_CUDA_RETURN_IF_ERROR(
+        d, LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc, nullptr,
+                                g.epilogue, /*accumulate=*/true, context.stream()));
+    return absl::OkStatus();
+  }
+  if (status.code() != absl::StatusCode::kUnimplemented || fused == CUBLASLT_EPILOGUE_DEFAULT) {
+    return status;
+  }
+  // No algorithm with the epilogue fused: plain product, then bias and activation.
+  PARAMD_RETURN_IF_ERROR(Matmul(context, gemm, CUBLASLT_EPILOGUE_DEFAULT, false));
+  PARAMD_CUDA_RETURN_IF_ERROR(
+      d, LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc, g.bias,
+                              g.epilogue, /*accumulate=*/true, context.stream()));
+  return absl::OkStatus();
+}
+
+}  // namespace paramd::kernels::cuda

@@ -1,0 +1,68 @@
+// The kernel launchers of kernels/cuda/*.cu, as plain functions over the op argument
+// structs of kernels/ops.h, so that .cu files need no abseil and the backend (.cc) turns
+// every result into an absl::Status.
+//
+// Contract shared by every launcher: the caller has made the device current, validated
+// shapes and dtypes (the backend's checks), and passes the context's stream; the work is
+// queued on that stream and the result is the launch error (cudaGetLastError), never a
+// wait for completion. Thread-safe: no state outside the arguments.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/ops.h"
+
+namespace paramd::kernels::cuda {
+
+// elementwise.cu
+cudaError_t LaunchUnary(const UnaryArgs& args, cudaStream_t stream);
+cudaError_t LaunchBinary(const BinaryArgs& args, cudaStream_t stream);
+// `scale` is 1 / (1 - p) as a float (0 when p == 1), the CPU backend's factor.
+cudaError_t LaunchDropout(const DropoutArgs& args, float scale, cudaStream_t stream);
+// For each of `batch` row-major m×n matrices at c + i * stride_c with leading dimension
+// ldc: c[r, j] = act(base + bias[j]) where base is c[r, j] when `accumulate`, else 0.
+// `bias` (n values) may be null. This is the GEMM epilogue that cuBLASLt does not fuse.
+cudaError_t LaunchBiasActivation(core::DType dtype, void* c, int64_t batch, int64_t stride_c,
+                                 int64_t m, int64_t n, int64_t ldc, const void* bias,
+                                 UnaryOp act, bool accumulate, cudaStream_t stream);
+
+// convert.cu: out (strides out_strides, dtype out_dtype) = input converted as Tensor.to
+// does (core::CastElement), over the input's shape. Every dtype of core::DType.
+cudaError_t LaunchConvert(const ConstTensorView& input, void* out, core::DType out_dtype,
+                          const int64_t* out_strides, cudaStream_t stream);
+
+// pooling.cu: `planes` = product of the dimensions before the last two.
+cudaError_t LaunchMaxPool2d(const MaxPool2dArgs& args, cudaStream_t stream);
+cudaError_t LaunchAvgPool2d(const AvgPool2dArgs& args, cudaStream_t stream);
+cudaError_t LaunchAdaptiveAvgPool2d(const AdaptiveAvgPool2dArgs& args, cudaStream_t stream);
+
+// normalization.cu
+cudaError_t LaunchBatchNorm(const BatchNormArgs& args, cudaStream_t stream);
+cudaError_t LaunchLayerNorm(const LayerNormArgs& args, cudaStream_t stream);
+
+// softmax.cu
+cudaError_t LaunchSoftmax(const SoftmaxArgs& args, cudaStream_t stream);
+
+// embedding.cu. The check sets *bad_index (device memory, zeroed by the caller) to 1 when
+// any index lies outside [0, rows); the gather assumes every index is valid.
+cudaError_t LaunchEmbeddingCheck(const ConstTensorView& indices, int64_t rows, int* bad_index,
+                                 cudaStream_t stream);
+cudaError_t LaunchEmbeddingGather(const EmbeddingArgs& args, cudaStream_t stream);
+
+// conv.cu. Im2Col writes, for each of `images` NCHW images of `channels` channels, the
+// [channels * kernel_h * kernel_w, out_h * out_w] column matrix (zeros for padding),
+// image after image. ChannelBias adds bias[o] to every element of channel o of an
+// [images, channels, plane] tensor.
+struct ConvGeometry {
+  int64_t channels, height, width;
+  int64_t kernel_h, kernel_w, out_h, out_w;
+  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+};
+cudaError_t LaunchIm2Col(core::DType dtype, const void* input, int64_t images,
+                         const ConvGeometry& geometry, void* columns, cudaStream_t stream);
+cudaError_t LaunchChannelBias(core::DType dtype, void* data, int64_t images, int64_t channels,
+                              int64_t plane, const void* bias, cudaStream_t stream);
+
+}  // namespace paramd::kernels::cuda

@@ -1,0 +1,210 @@
+// The CUDA backend's memory, copies and error reporting. The Status mapping runs wherever
+// the backend is built; everything that needs a device skips without a GPU. The ops
+// themselves are compared against the CPU in backend_ops_test.cc.
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+
+#ifdef PARAMD_WITH_CUDA
+#include "kernels/cuda/cuda_status.h"
+#endif
+
+namespace paramd::kernels {
+namespace {
+
+using ::testing::HasSubstr;
+
+Backend* CudaOrSkip() {
+  absl::StatusOr<Backend*> backend = GetBackend(core::Device::Cuda(0));
+  return backend.ok() ? *backend : nullptr;
+}
+
+#define SKIP_WITHOUT_GPU(backend)                                               \
+  Backend* backend = CudaOrSkip();                                              \
+  if (backend == nullptr) {                                                     \
+    GTEST_SKIP() << "no usable GPU: " << GetBackend(core::Device::Cuda(0)).status(); \
+  }
+
+#ifdef PARAMD_WITH_CUDA
+
+absl::Status FailingCall() {
+  PARAMD_CUDA_RETURN_IF_ERROR(2, cudaErrorMemoryAllocation);
+  return absl::OkStatus();
+}
+
+TEST(CudaStatusTest, RuntimeErrorsNameTheCallFileLineAndDevice) {
+  EXPECT_TRUE(cuda::CudaStatus(cudaSuccess, "cudaFree(p)", __FILE__, __LINE__, 0).ok());
+  const absl::Status oom = FailingCall();
+  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(oom.message(), HasSubstr("cudaErrorMemoryAllocation on cuda:2 at "));
+  EXPECT_THAT(oom.message(), HasSubstr("cuda_backend_test.cc:"));
+  EXPECT_THAT(oom.message(), HasSubstr("cudaErrorMemoryAllocation (out of memory)"));
+}
+
+TEST(CudaStatusTest, CodesSayWhatTheCallerCanDo) {
+  auto code = [](cudaError_t error) {
+    return cuda::CudaStatus(error, "call", __FILE__, __LINE__, 1).code();
+  };
+  EXPECT_EQ(code(cudaErrorMemoryAllocation), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(code(cudaErrorInsufficientDriver), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(code(cudaErrorNoDevice), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(code(cudaErrorNoKernelImageForDevice), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(code(cudaErrorInvalidValue), absl::StatusCode::kInternal);
+  // None of these is sticky: the device stays healthy.
+  EXPECT_TRUE(cuda::DeviceHealth(1).ok());
+}
+
+TEST(CudaStatusTest, CublasStatusesMapToCodes) {
+  auto status = [](cublasStatus_t s) {
+    return cuda::CublasStatus(s, "cublasLtMatmul(...)", __FILE__, __LINE__, 0);
+  };
+  EXPECT_TRUE(status(CUBLAS_STATUS_SUCCESS).ok());
+  EXPECT_EQ(status(CUBLAS_STATUS_ALLOC_FAILED).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(status(CUBLAS_STATUS_NOT_SUPPORTED).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(status(CUBLAS_STATUS_INVALID_VALUE).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status(CUBLAS_STATUS_EXECUTION_FAILED).code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(status(CUBLAS_STATUS_EXECUTION_FAILED).message(),
+              HasSubstr("cublasLtMatmul(...) on cuda:0 at "));
+  EXPECT_THAT(status(CUBLAS_STATUS_EXECUTION_FAILED).message(),
+              HasSubstr("CUBLAS_STATUS_EXECUTION_FAILED"));
+}
+
+// Device 63 stands in for a faulted GPU so that a real cuda:0 stays usable for the others.
+TEST(CudaStatusTest, StickyErrorMarksTheDeviceUnhealthyAndKeepsTheFirstError) {
+  EXPECT_TRUE(cuda::IsStickyError(cudaErrorIllegalAddress));
+  EXPECT_FALSE(cuda::IsStickyError(cudaErrorMemoryAllocation));
+  const absl::Status fault =
+      cuda::CudaStatus(cudaErrorIllegalAddress, "cudaStreamSynchronize(stream)", __FILE__,
+                       __LINE__, 63);
+  EXPECT_EQ(fault.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(fault.message(), HasSubstr("unusable until paramd restarts"));
+  cuda::CudaStatus(cudaErrorLaunchFailure, "later", __FILE__, __LINE__, 63).IgnoreError();
+  const absl::Status health = cuda::DeviceHealth(63);
+  EXPECT_EQ(health.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(health.message(), HasSubstr("cudaStreamSynchronize(stream) on cuda:63"));
+  EXPECT_THAT(health.message(), HasSubstr("cudaErrorIllegalAddress"));
+  EXPECT_THAT(health.message(), ::testing::Not(HasSubstr("cudaErrorLaunchFailure")));
+}
+
+#endif  // PARAMD_WITH_CUDA
+
+TEST(CudaBackendTest, AbsentDeviceIsFailedPreconditionNotACrash) {
+  auto gpus = QueryGpus();
+  const int missing = gpus.ok() ? static_cast<int>(gpus->size()) : 0;
+  auto backend = GetBackend(core::Device::Cuda(missing));
+  EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(backend.status().message(), HasSubstr("cpu"));
+}
+
+TEST(CudaBackendTest, AllocatesAlignedCountsBytesAndFrees) {
+  SKIP_WITHOUT_GPU(backend);
+  EXPECT_EQ(backend->device().ToString(), "cuda:0");
+  const size_t before = backend->bytes_in_use();
+  auto data = backend->Allocate(1000);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(*data) % 64, 0u);
+  EXPECT_EQ(backend->bytes_in_use(), before + 1000);
+  auto empty = backend->Allocate(0);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_NE(*empty, nullptr);
+  EXPECT_NE(*empty, *data);
+  backend->Free(*empty, 0);
+  backend->Free(*data, 1000);
+  EXPECT_EQ(backend->bytes_in_use(), before);
+  EXPECT_TRUE(backend->Synchronize().ok());
+}
+
+TEST(CudaBackendTest, CopiesRoundTripAndOverlappingCopiesActAsMemmove) {
+  SKIP_WITHOUT_GPU(backend);
+  std::vector<uint8_t> host(1 << 20);
+  std::iota(host.begin(), host.end(), 0);
+  auto data = backend->Allocate(host.size());
+  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_TRUE(backend->CopyFromHost(*data, host.data(), host.size()).ok());
+  // Shift everything up by 100 bytes within the same buffer.
+  auto* bytes = static_cast<uint8_t*>(*data);
+  ASSERT_TRUE(backend->CopyWithinDevice(bytes + 100, bytes, host.size() - 100).ok());
+  std::vector<uint8_t> back(host.size());
+  ASSERT_TRUE(backend->CopyToHost(back.data(), *data, back.size()).ok());
+  std::vector<uint8_t> expected = host;
+  std::memmove(expected.data() + 100, host.data(), host.size() - 100);
+  EXPECT_EQ(back, expected);
+  backend->Free(*data, host.size());
+}
+
+TEST(CudaBackendTest, MemoryLimitGivesResourceExhaustedNotACrash) {
+  SKIP_WITHOUT_GPU(backend);
+  const size_t base = backend->bytes_in_use();
+  backend->SetMemoryLimit(base + 1000);
+  auto first = backend->Allocate(600);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = backend->Allocate(600);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(second.status().message(), HasSubstr("--max-memory"));
+  EXPECT_EQ(backend->bytes_in_use(), base + 600);
+  backend->Free(*first, 600);
+  backend->SetMemoryLimit(0);
+}
+
+TEST(CudaBackendTest, AllocationBeyondTheDeviceIsResourceExhaustedAndTheDeviceStaysUsable) {
+  SKIP_WITHOUT_GPU(backend);
+  auto huge = backend->Allocate(size_t{1} << 50);  // a petabyte
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
+  EXPECT_THAT(huge.status().message(), HasSubstr("cuda:0"));
+  auto small = backend->Allocate(256);
+  ASSERT_TRUE(small.ok()) << small.status();
+  backend->Free(*small, 256);
+  EXPECT_TRUE(backend->Synchronize().ok());
+}
+
+TEST(CudaBackendTest, BadEmbeddingIndexIsInvalidArgumentAndLeavesTheOutputAlone) {
+  SKIP_WITHOUT_GPU(backend);
+  const std::vector<float> weight(4 * 3, 1.0f);
+  const std::vector<int64_t> indices = {0, 7};
+  const std::vector<float> sentinel(2 * 3, -5.0f);
+  auto w = backend->Allocate(weight.size() * 4);
+  auto i = backend->Allocate(indices.size() * 8);
+  auto o = backend->Allocate(sentinel.size() * 4);
+  ASSERT_TRUE(w.ok() && i.ok() && o.ok());
+  ASSERT_TRUE(backend->CopyFromHost(*w, weight.data(), weight.size() * 4).ok());
+  ASSERT_TRUE(backend->CopyFromHost(*i, indices.data(), indices.size() * 8).ok());
+  ASSERT_TRUE(backend->CopyFromHost(*o, sentinel.data(), sentinel.size() * 4).ok());
+  EmbeddingArgs args;
+  args.weight = {.data = *w, .dtype = core::DType::kFloat32, .rank = 2, .shape = {4, 3},
+                 .strides = {3, 1}};
+  args.indices = {.data = *i, .dtype = core::DType::kInt64, .rank = 1, .shape = {2},
+                  .strides = {1}};
+  args.output = {.data = *o, .dtype = core::DType::kFloat32, .rank = 2, .shape = {2, 3},
+                 .strides = {3, 1}};
+  const absl::Status status = backend->Embedding(args);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), "index out of range in self");
+  std::vector<float> out(sentinel.size());
+  ASSERT_TRUE(backend->CopyToHost(out.data(), *o, out.size() * 4).ok());
+  EXPECT_EQ(out, sentinel);
+  EXPECT_TRUE(backend->Synchronize().ok());
+  backend->Free(*w, weight.size() * 4);
+  backend->Free(*i, indices.size() * 8);
+  backend->Free(*o, sentinel.size() * 4);
+}
+
+TEST(CudaBackendTest, UnsupportedDtypeIsUnimplementedNamingTheDevice) {
+  SKIP_WITHOUT_GPU(backend);
+  const absl::Status status =
+      backend->Supports({.kind = OpKind::kGemm, .dtype = core::DType::kInt64});
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(status.message(), "the cuda:0 backend has no gemm kernel for int64");
+  EXPECT_EQ(backend->Gemm({.dtype = core::DType::kFloat64, .m = 1, .n = 1, .k = 1}).code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(backend->Supports({.kind = OpKind::kConvert,
+                                 .dtype = core::DType::kInt64,
+                                 .out_dtype = core::DType::kBool})
+                  .ok());
+}
+
+}  // namespace
+}  // namespace paramd::kernels
