@@ -66,7 +66,8 @@ absl::StatusOr<Checkpoint> ReadTorch(const std::shared_ptr<MappedFile>& file) {
   return checkpoint;
 }
 
-absl::Status SaveTorch(const std::string& path, const SaveInput& input, FileSystem& fs) {
+absl::Status SaveTorch(const std::string& path, const SaveInput& input, FileSystem& fs,
+                       WrittenFile* written) {
   std::vector<TorchCheckpointEntry> entries;
   entries.reserve(input.state_dict.entries.size());
   for (const core::StateDictEntry& entry : input.state_dict.entries) {
@@ -95,7 +96,7 @@ absl::Status SaveTorch(const std::string& path, const SaveInput& input, FileSyst
   if (input.version != 0) {
     options.extra_records.emplace_back(kVersionRecord, absl::StrCat(input.version));
   }
-  return SaveTorchCheckpoint(path, entries, options, fs);
+  return SaveTorchCheckpoint(path, entries, options, fs, written);
 }
 
 absl::StatusOr<Checkpoint> FromSafetensors(SafetensorsFile file) {
@@ -131,7 +132,7 @@ absl::StatusOr<Checkpoint> FromSafetensors(SafetensorsFile file) {
 }
 
 absl::Status SaveSafetensorsCheckpoint(const std::string& path, const SaveInput& input,
-                                       FileSystem& fs) {
+                                       FileSystem& fs, WrittenFile* written) {
   // save_model: of each group of names for one stored tensor, the lexicographically first
   // is written and the others recorded as aliases of it.
   std::map<TensorIdentity, std::vector<const core::StateDictEntry*>> groups;
@@ -156,7 +157,7 @@ absl::Status SaveSafetensorsCheckpoint(const std::string& path, const SaveInput&
   if (!input.spec_json.empty()) metadata.emplace_back(kSpecKey, input.spec_json);
   if (input.version != 0) metadata.emplace_back(kVersionKey, absl::StrCat(input.version));
   for (const auto& annotation : input.annotations) metadata.push_back(annotation);
-  return SaveSafetensors(path, tensors, metadata, fs);
+  return SaveSafetensors(path, tensors, metadata, fs, written);
 }
 
 }  // namespace
@@ -192,15 +193,15 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path) {
 }
 
 absl::Status SaveCheckpoint(const std::string& path, CheckpointFormat format,
-                            const SaveInput& input, FileSystem& fs) {
+                            const SaveInput& input, FileSystem& fs, WrittenFile* written) {
   if (format == CheckpointFormat::kSafetensors) {
     if (input.keep_vars) {
       return absl::InvalidArgumentError(
           "safetensors files hold plain tensors; keep_vars applies to PyTorch files only");
     }
-    return SaveSafetensorsCheckpoint(path, input, fs);
+    return SaveSafetensorsCheckpoint(path, input, fs, written);
   }
-  return SaveTorch(path, input, fs);
+  return SaveTorch(path, input, fs, written);
 }
 
 }  // namespace paramd::io

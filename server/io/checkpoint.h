@@ -70,9 +70,11 @@ struct SaveInput {
 };
 
 // Writes the file atomically (WriteFileAtomically). INVALID_ARGUMENT before anything is
-// created when the state_dict cannot be written in `format`.
+// created when the state_dict cannot be written in `format`. `written`, when given,
+// receives the file's size and SHA-256, hashed as it was written.
 absl::Status SaveCheckpoint(const std::string& path, CheckpointFormat format,
-                            const SaveInput& input, FileSystem& fs = FileSystem::Posix());
+                            const SaveInput& input, FileSystem& fs = FileSystem::Posix(),
+                            WrittenFile* written = nullptr);
 
 // The metadata keys paramd adds to the files it writes.
 inline constexpr char kSpecKey[] = "paramd.spec";

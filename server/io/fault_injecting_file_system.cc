@@ -54,6 +54,13 @@ absl::StatusOr<std::unique_ptr<WritableFile>> FaultInjectingFileSystem::CreateNe
   return std::make_unique<FaultInjectingFile>(*this, std::move(file), path);
 }
 
+absl::StatusOr<std::unique_ptr<WritableFile>> FaultInjectingFileSystem::OpenForAppend(
+    const std::string& path, bool truncate) {
+  PARAMD_RETURN_IF_ERROR(Step("open", path));
+  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, base_.OpenForAppend(path, truncate));
+  return std::make_unique<FaultInjectingFile>(*this, std::move(file), path);
+}
+
 absl::Status FaultInjectingFileSystem::Rename(const std::string& from, const std::string& to) {
   PARAMD_RETURN_IF_ERROR(Step("rename", from));
   return base_.Rename(from, to);

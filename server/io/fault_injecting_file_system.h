@@ -1,5 +1,5 @@
 // FaultInjectingFileSystem: a FileSystem that passes every call to another one but fails
-// the Nth file step (create, each append, sync, close, rename, directory sync) with an
+// the Nth file step (create or open, each append, sync, close, rename, directory sync) with an
 // I/O error, as a full or failing disk would. Tests use it to walk a save through every
 // possible failure point (leveldb's fault_injection_test is the model).
 //
@@ -32,6 +32,8 @@ class FaultInjectingFileSystem : public FileSystem {
   bool injected() const { return fail_from_ >= 0 && steps_ > fail_from_; }
 
   absl::StatusOr<std::unique_ptr<WritableFile>> CreateNew(const std::string& path) override;
+  absl::StatusOr<std::unique_ptr<WritableFile>> OpenForAppend(const std::string& path,
+                                                              bool truncate) override;
   absl::Status Rename(const std::string& from, const std::string& to) override;
   // Never fails: removing a temporary file is how a failed save cleans up.
   absl::Status Remove(const std::string& path) override;

@@ -6,18 +6,21 @@
 
 #include <atomic>
 #include <cerrno>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/io/mapped_file.h"
+#include "server/io/sha256.h"
 
 namespace paramd::io {
 namespace {
 
 class PosixWritableFile : public WritableFile {
  public:
-  PosixWritableFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  PosixWritableFile(int fd, std::string path, uint64_t size = 0)
+      : fd_(fd), path_(std::move(path)), size_(size) {}
   ~PosixWritableFile() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -59,7 +62,28 @@ class PosixWritableFile : public WritableFile {
  private:
   int fd_;
   std::string path_;
-  uint64_t size_ = 0;
+  uint64_t size_;
+};
+
+// Passes every call to `base` and hashes what was appended.
+class HashingFile : public WritableFile {
+ public:
+  explicit HashingFile(WritableFile& base) : base_(base) {}
+
+  absl::Status Append(absl::Span<const uint8_t> bytes) override {
+    PARAMD_RETURN_IF_ERROR(base_.Append(bytes));
+    hasher_.Update(bytes);
+    return absl::OkStatus();
+  }
+  absl::Status Sync() override { return base_.Sync(); }
+  absl::Status Close() override { return base_.Close(); }
+  uint64_t size() const override { return base_.size(); }
+
+  std::string HexDigest() const { return hasher_.HexDigest(); }
+
+ private:
+  WritableFile& base_;
+  Sha256 hasher_;
 };
 
 class PosixFileSystem : public FileSystem {
@@ -68,6 +92,20 @@ class PosixFileSystem : public FileSystem {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create '", path, "'"));
     return std::make_unique<PosixWritableFile>(fd, path);
+  }
+
+  absl::StatusOr<std::unique_ptr<WritableFile>> OpenForAppend(const std::string& path,
+                                                              bool truncate) override {
+    const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0);
+    const int fd = ::open(path.c_str(), flags, 0644);
+    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open '", path, "'"));
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return ErrnoStatus(err, absl::StrCat("cannot stat '", path, "'"));
+    }
+    return std::make_unique<PosixWritableFile>(fd, path, static_cast<uint64_t>(st.st_size));
   }
 
   absl::Status Rename(const std::string& from, const std::string& to) override {
@@ -129,7 +167,8 @@ std::string TemporaryPrefixFor(const std::string& path) {
 }
 
 absl::Status WriteFileAtomically(FileSystem& fs, const std::string& path,
-                                 absl::FunctionRef<absl::Status(WritableFile&)> fill) {
+                                 absl::FunctionRef<absl::Status(WritableFile&)> fill,
+                                 WrittenFile* written) {
   if (path.empty() || path.back() == '/') {
     return absl::InvalidArgumentError(absl::StrCat("'", path, "' does not name a file"));
   }
@@ -140,15 +179,29 @@ absl::Status WriteFileAtomically(FileSystem& fs, const std::string& path,
                                                               created.status().message()));
   }
   std::unique_ptr<WritableFile> file = *std::move(created);
-  absl::Status status = fill(*file);
+  std::optional<HashingFile> hashing;
+  if (written != nullptr) hashing.emplace(*file);
+  absl::Status status = hashing ? fill(*hashing) : fill(*file);
   if (status.ok()) status = file->Sync();
   // Closed even after an error, so the descriptor is not leaked until `file` goes.
   absl::Status closed = file->Close();
   if (status.ok()) status = closed;
+  if (status.ok() && written != nullptr) {
+    absl::StatusOr<FileIdentity> identity = IdentityOf(temp_path);
+    if (identity.ok()) {
+      written->identity = *identity;
+    } else {
+      status = identity.status();
+    }
+  }
   if (status.ok()) status = fs.Rename(temp_path, path);
   if (!status.ok()) {
     fs.Remove(temp_path).IgnoreError();  // best effort; a leftover is only a hidden file
     return status;
+  }
+  if (written != nullptr) {
+    written->size = hashing->size();
+    written->sha256 = hashing->HexDigest();
   }
   absl::Status synced = fs.SyncDirectory(DirectoryOf(path));
   if (!synced.ok()) {

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "server/io/mapped_file.h"
 
 namespace paramd::io {
 
@@ -40,6 +41,11 @@ class FileSystem {
   virtual ~FileSystem() = default;
   // Creates `path` for writing, mode 0644; ALREADY_EXISTS when it exists (O_EXCL).
   virtual absl::StatusOr<std::unique_ptr<WritableFile>> CreateNew(const std::string& path) = 0;
+  // Opens `path` for appending, creating it (mode 0644) when missing and emptying it when
+  // `truncate`; the file's size() starts at what it already holds. For files written
+  // across calls, such as a resumable upload.
+  virtual absl::StatusOr<std::unique_ptr<WritableFile>> OpenForAppend(const std::string& path,
+                                                                      bool truncate) = 0;
   // rename(2): replaces `to` atomically.
   virtual absl::Status Rename(const std::string& from, const std::string& to) = 0;
   virtual absl::Status Remove(const std::string& path) = 0;
@@ -56,13 +62,25 @@ std::string DirectoryOf(const std::string& path);
 // remove leftovers (from a process killed mid-save) by it.
 std::string TemporaryPrefixFor(const std::string& path);
 
+// What WriteFileAtomically wrote: its size and SHA-256 (hex), computed from the bytes as
+// they were written, so that nobody has to read the file again to hash it.
+struct WrittenFile {
+  uint64_t size = 0;
+  std::string sha256;
+  // The new file's, taken before the rename, so that it is this file's and not that of a
+  // concurrent writer of the same path.
+  FileIdentity identity;
+};
+
 // Writes `path` so that it is either its old self or completely the new file, whatever
 // fails and whenever the process dies: `fill` writes into a new temporary file in the same
 // directory, which is then fsynced, closed, renamed over `path`, and the directory fsynced.
 // On an error before the rename the temporary file is removed and `path` is untouched; the
 // error names the step and the path. An error from the final directory sync is returned
-// too (the new file is in place but its name may not yet be durable).
+// too (the new file is in place but its name may not yet be durable). When `written` is
+// given it receives the new file's size and digest on success.
 absl::Status WriteFileAtomically(FileSystem& fs, const std::string& path,
-                                 absl::FunctionRef<absl::Status(WritableFile&)> fill);
+                                 absl::FunctionRef<absl::Status(WritableFile&)> fill,
+                                 WrittenFile* written = nullptr);
 
 }  // namespace paramd::io

@@ -36,6 +36,27 @@ absl::Status ErrnoStatus(int errno_value, absl::string_view what) {
   }
 }
 
+namespace {
+
+FileIdentity IdentityFrom(const struct stat& st) {
+  FileIdentity identity;
+  identity.device = static_cast<uint64_t>(st.st_dev);
+  identity.inode = static_cast<uint64_t>(st.st_ino);
+  identity.size = static_cast<uint64_t>(st.st_size);
+  identity.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return identity;
+}
+
+}  // namespace
+
+absl::StatusOr<FileIdentity> IdentityOf(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot stat '", path, "'"));
+  }
+  return IdentityFrom(st);
+}
+
 absl::StatusOr<std::shared_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open '", path, "'"));
@@ -58,13 +79,14 @@ absl::StatusOr<std::shared_ptr<MappedFile>> MappedFile::Open(const std::string& 
   const size_t size = static_cast<size_t>(st.st_size);
   if (size == 0) {
     ::close(fd);
-    return std::shared_ptr<MappedFile>(new MappedFile(path, nullptr, 0));
+    return std::shared_ptr<MappedFile>(new MappedFile(path, nullptr, 0, IdentityFrom(st)));
   }
   void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int err = errno;
   ::close(fd);  // the mapping stays valid without the descriptor
   if (data == MAP_FAILED) return ErrnoStatus(err, absl::StrCat("cannot map '", path, "'"));
-  return std::shared_ptr<MappedFile>(new MappedFile(path, static_cast<const uint8_t*>(data), size));
+  return std::shared_ptr<MappedFile>(
+      new MappedFile(path, static_cast<const uint8_t*>(data), size, IdentityFrom(st)));
 }
 
 MappedFile::~MappedFile() {

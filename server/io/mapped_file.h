@@ -21,6 +21,24 @@
 
 namespace paramd::io {
 
+// Which file, in which state: a new file renamed over a path has another inode, and a file
+// changed in place another mtime or size. ctime is left out because rename(2) changes it.
+struct FileIdentity {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+
+  bool operator==(const FileIdentity& other) const {
+    return device == other.device && inode == other.inode && size == other.size &&
+           mtime_ns == other.mtime_ns;
+  }
+  bool operator!=(const FileIdentity& other) const { return !(*this == other); }
+};
+
+// stat(2) of `path`, as ErrnoStatus on failure.
+absl::StatusOr<FileIdentity> IdentityOf(const std::string& path);
+
 class MappedFile {
  public:
   // Maps the whole of `path`. NOT_FOUND when it does not exist, PERMISSION_DENIED when it
@@ -36,14 +54,17 @@ class MappedFile {
   size_t size() const { return size_; }
   absl::Span<const uint8_t> bytes() const { return absl::Span<const uint8_t>(data_, size_); }
   const std::string& path() const { return path_; }
+  // The file that was mapped, even if `path` names another one by now.
+  const FileIdentity& identity() const { return identity_; }
 
  private:
-  MappedFile(std::string path, const uint8_t* data, size_t size)
-      : path_(std::move(path)), data_(data), size_(size) {}
+  MappedFile(std::string path, const uint8_t* data, size_t size, FileIdentity identity)
+      : path_(std::move(path)), data_(data), size_(size), identity_(identity) {}
 
   std::string path_;
   const uint8_t* data_;
   size_t size_;
+  FileIdentity identity_;
 };
 
 // The Status for a failed POSIX call: the code follows `errno_value` (ENOENT: NOT_FOUND,

@@ -433,12 +433,12 @@ absl::Status WriteSafetensors(WritableFile& out, const NamedTensors& tensors,
 }
 
 absl::Status SaveSafetensors(const std::string& path, const NamedTensors& tensors,
-                             const SafetensorsMetadata& metadata, FileSystem& fs) {
+                             const SafetensorsMetadata& metadata, FileSystem& fs,
+                             WrittenFile* written) {
   // Planned first, so that a refused save does not even create a temporary file.
   PARAMD_ASSIGN_OR_RETURN(Layout layout, PlanLayout(tensors, metadata));
-  return WriteFileAtomically(fs, path, [&layout](WritableFile& out) {
-    return WriteLayout(out, layout);
-  });
+  return WriteFileAtomically(
+      fs, path, [&layout](WritableFile& out) { return WriteLayout(out, layout); }, written);
 }
 
 }  // namespace paramd::io

@@ -83,9 +83,11 @@ absl::Status WriteSafetensors(WritableFile& out, const NamedTensors& tensors,
 
 // Writes the file at `path` atomically (see WriteFileAtomically): a failure at any step
 // leaves an existing `path` as it was. Errors: INVALID_ARGUMENT as SerializeSafetensors,
-// before anything is created; the failing file operation's status otherwise.
+// before anything is created; the failing file operation's status otherwise. `written`, when
+// given, receives the file's size and SHA-256.
 absl::Status SaveSafetensors(const std::string& path, const NamedTensors& tensors,
                              const SafetensorsMetadata& metadata,
-                             FileSystem& fs = FileSystem::Posix());
+                             FileSystem& fs = FileSystem::Posix(),
+                             WrittenFile* written = nullptr);
 
 }  // namespace paramd::io

@@ -792,11 +792,12 @@ absl::Status WriteTorchCheckpoint(WritableFile& out,
 
 absl::Status SaveTorchCheckpoint(const std::string& path,
                                  const std::vector<TorchCheckpointEntry>& entries,
-                                 const TorchSaveOptions& options, FileSystem& fs) {
+                                 const TorchSaveOptions& options, FileSystem& fs,
+                                 WrittenFile* written) {
   // Planned first, so that a refused save does not even create a temporary file.
   PARAMD_ASSIGN_OR_RETURN(Plan plan, PlanCheckpoint(entries, options));
-  return WriteFileAtomically(fs, path,
-                             [&](WritableFile& out) { return WritePlan(out, plan, options); });
+  return WriteFileAtomically(
+      fs, path, [&](WritableFile& out) { return WritePlan(out, plan, options); }, written);
 }
 
 absl::StatusOr<MapLocation> MapLocation::To(absl::string_view device) {

@@ -116,11 +116,13 @@ absl::Status WriteTorchCheckpoint(WritableFile& out,
                                   const TorchSaveOptions& options = {});
 
 // Writes `path` atomically (see WriteFileAtomically): a refused or failed save leaves an
-// existing file as it was, and a refused one creates nothing.
+// existing file as it was, and a refused one creates nothing. `written`, when given,
+// receives the file's size and SHA-256.
 absl::Status SaveTorchCheckpoint(const std::string& path,
                                  const std::vector<TorchCheckpointEntry>& entries,
                                  const TorchSaveOptions& options = {},
-                                 FileSystem& fs = FileSystem::Posix());
+                                 FileSystem& fs = FileSystem::Posix(),
+                                 WrittenFile* written = nullptr);
 
 // torch.load's map_location for paramd: where each saved storage should go. It only
 // computes devices; moving tensors is the caller's job (storages are read on the CPU).

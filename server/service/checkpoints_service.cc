@@ -1,13 +1,11 @@
 #include "server/service/checkpoints_service.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "server/common/status_macros.h"
@@ -19,6 +17,7 @@
 #include "server/io/mapped_file.h"
 #include "server/io/sha256.h"
 #include "server/io/torch_checkpoint.h"
+#include "server/io/upload.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 
@@ -73,17 +72,6 @@ absl::Status CheckTarget(const io::MapLocation& location, const std::string& sav
   return absl::OkStatus();
 }
 
-// The hidden file an unfinished upload of `path` (absolute) is kept in.
-std::string PartialPathOf(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  return absl::StrCat(path.substr(0, slash + 1), ".", path.substr(slash + 1), ".upload");
-}
-
-uint64_t FileSize(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-}
-
 }  // namespace
 
 grpc::Status CheckpointsService::Save(grpc::ServerContext*, const v1::SaveRequest* request,
@@ -102,13 +90,15 @@ grpc::Status CheckpointsService::Save(grpc::ServerContext*, const v1::SaveReques
       return pinned;
     });
     input.keep_vars = request->keep_vars();
-    PARAMD_RETURN_IF_ERROR(io::SaveCheckpoint(path, format, input));
-    PARAMD_ASSIGN_OR_RETURN(auto file, io::MappedFile::Open(path));
+    io::WrittenFile written;
+    PARAMD_RETURN_IF_ERROR(
+        io::SaveCheckpoint(path, format, input, io::FileSystem::Posix(), &written));
+    KeepDigest(path, written);
     response->set_path(request->path());
     response->set_format(ToProto(format));
     response->set_version(input.version);
-    response->set_size(file->size());
-    response->set_sha256(io::Sha256Hex(file->bytes()));
+    response->set_size(written.size);
+    response->set_sha256(written.sha256);
     return absl::OkStatus();
   }), /*log_success=*/true);
 }
@@ -220,11 +210,6 @@ absl::Status CheckpointsService::DoUpload(grpc::ServerContext* context,
     return absl::InvalidArgumentError(
         "the upload header needs the file's SHA-256 as 64 hex digits (sha256sum prints it)");
   }
-  if (header.offset() > header.total_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("upload offset ", header.offset(),
-                                                   " is past the file's size ",
-                                                   header.total_size()));
-  }
   {
     absl::MutexLock lock(&uploads_mu_);
     if (!uploads_in_flight_.insert(target).second) {
@@ -237,62 +222,36 @@ absl::Status CheckpointsService::DoUpload(grpc::ServerContext* context,
     uploads_in_flight_.erase(target);
   };
 
-  const std::string partial = PartialPathOf(target);
-  const uint64_t kept = FileSize(partial);
-  if (header.offset() != 0 && header.offset() != kept) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(kept, " bytes of the upload of '", header.path(),
-                     "' are kept; resume from offset ", kept, " (or start again at 0)"));
-  }
-  const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (header.offset() == 0 ? O_TRUNC : O_APPEND);
-  const int fd = ::open(partial.c_str(), flags, 0644);
-  if (fd < 0) return io::ErrnoStatus(errno, absl::StrCat("cannot open '", partial, "'"));
-  absl::Cleanup close_fd = [fd] { ::close(fd); };
-  uint64_t size = header.offset();
+  // Every error names the file, which the io layer only knows by its absolute path.
+  const auto named = [&](const absl::Status& status) {
+    return absl::Status(status.code(),
+                        absl::StrCat("upload of '", header.path(), "': ", status.message()));
+  };
+  absl::StatusOr<io::PartialUpload> opened = io::PartialUpload::Open(
+      io::FileSystem::Posix(), target, header.offset(), header.total_size());
+  if (!opened.ok()) return named(opened.status());
+  io::PartialUpload& upload = *opened;
   while (reader->Read(&message)) {
-    if (!message.has_chunk() && message.has_header()) {
-      return absl::InvalidArgumentError("an upload has one header, first");
+    if (message.has_header()) {
+      return named(absl::InvalidArgumentError("an upload has one header, first"));
     }
-    const std::string& chunk = message.chunk();
-    if (size + chunk.size() > header.total_size()) {
-      ::ftruncate(fd, 0);
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the upload sent more than the ", header.total_size(), " bytes its header declared"));
+    if (absl::Status appended = upload.Append(message.chunk()); !appended.ok()) {
+      return named(appended);
     }
-    const char* data = chunk.data();
-    size_t left = chunk.size();
-    while (left > 0) {
-      const ssize_t written = ::write(fd, data, left);
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        return io::ErrnoStatus(errno, absl::StrCat("cannot write '", partial, "'"));
-      }
-      data += written;
-      left -= static_cast<size_t>(written);
-    }
-    size += chunk.size();
   }
-  if (::fsync(fd) != 0) return io::ErrnoStatus(errno, absl::StrCat("cannot fsync '", partial, "'"));
-  if (context->IsCancelled() || size < header.total_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the upload of '", header.path(), "' ended after ", size, " of ", header.total_size(),
-        " bytes; they are kept: resume from offset ", size));
+  if (context->IsCancelled()) {
+    const uint64_t kept = upload.size();
+    if (absl::Status kept_status = upload.Keep(); !kept_status.ok()) return named(kept_status);
+    return absl::CancelledError(absl::StrCat("the upload of '", header.path(), "' broke off after ",
+                                             kept, " bytes; they are kept: resume from offset ",
+                                             kept));
   }
-  PARAMD_ASSIGN_OR_RETURN(auto file, io::MappedFile::Open(partial));
-  const std::string sha256 = io::Sha256Hex(file->bytes());
-  if (sha256 != header.sha256()) {
-    ::unlink(partial.c_str());
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the uploaded bytes of '", header.path(), "' have SHA-256 ", sha256, ", not ",
-        header.sha256(), "; the upload was discarded: upload the file again from offset 0"));
-  }
-  if (::rename(partial.c_str(), target.c_str()) != 0) {
-    return io::ErrnoStatus(errno, absl::StrCat("cannot rename '", partial, "'"));
-  }
-  PARAMD_RETURN_IF_ERROR(io::FileSystem::Posix().SyncDirectory(io::DirectoryOf(target)));
+  absl::StatusOr<io::WrittenFile> written = upload.Finish(absl::AsciiStrToLower(header.sha256()));
+  if (!written.ok()) return named(written.status());
+  KeepDigest(target, *written);
   response->set_path(header.path());
-  response->set_size(size);
-  response->set_sha256(sha256);
+  response->set_size(written->size);
+  response->set_sha256(written->sha256);
   return absl::OkStatus();
 }
 
@@ -301,7 +260,7 @@ grpc::Status CheckpointsService::UploadStatus(grpc::ServerContext*,
                                               v1::UploadStatusResponse* response) {
   return Logged("upload status", request->path(), Guard([&]() -> absl::Status {
     PARAMD_ASSIGN_OR_RETURN(std::string target, directory_->ForWrite(request->path()));
-    response->set_offset(FileSize(PartialPathOf(target)));
+    response->set_offset(io::PartialUpload::KeptBytes(target));
     return absl::OkStatus();
   }));
 }
@@ -320,7 +279,7 @@ grpc::Status CheckpointsService::Download(grpc::ServerContext* context,
     struct stat st;
     v1::DownloadResponse message;
     message.mutable_header()->set_size(file->size());
-    message.mutable_header()->set_sha256(io::Sha256Hex(file->bytes()));
+    message.mutable_header()->set_sha256(DigestOf(*file));
     if (::stat(path.c_str(), &st) == 0) message.mutable_header()->set_modified_unix(st.st_mtime);
     if (!writer->Write(message)) return absl::CancelledError("the client went away");
     for (uint64_t at = request->offset(); at < file->size(); at += kChunkBytes) {
@@ -331,6 +290,26 @@ grpc::Status CheckpointsService::Download(grpc::ServerContext* context,
     }
     return absl::OkStatus();
   }));
+}
+
+std::string CheckpointsService::DigestOf(const io::MappedFile& file) {
+  {
+    absl::MutexLock lock(&digests_mu_);
+    auto it = digests_.find(file.path());
+    if (it != digests_.end() && it->second.first == file.identity()) return it->second.second;
+  }
+  io::WrittenFile hashed;
+  hashed.identity = file.identity();
+  hashed.sha256 = io::Sha256Hex(file.bytes());
+  KeepDigest(file.path(), hashed);
+  return hashed.sha256;
+}
+
+void CheckpointsService::KeepDigest(const std::string& path, const io::WrittenFile& written) {
+  absl::MutexLock lock(&digests_mu_);
+  // A bound on memory for daemons that see many files: forgetting only costs a rehash.
+  if (digests_.size() >= 4096) digests_.clear();
+  digests_[path] = {written.identity, written.sha256};
 }
 
 grpc::Status CheckpointsService::Snapshot(grpc::ServerContext*, const v1::SnapshotRequest* request,

@@ -8,11 +8,14 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "paramd/v1/checkpoints.grpc.pb.h"
 #include "server/core/registry.h"
 #include "server/io/checkpoint_dir.h"
+#include "server/io/file_system.h"
+#include "server/io/mapped_file.h"
 #include "server/service/snapshots.h"
 
 namespace paramd::service {
@@ -40,6 +43,11 @@ class CheckpointsService final : public v1::Checkpoints::Service {
                         v1::SnapshotResponse* response) override;
 
  private:
+  // The SHA-256 of the mapped `file`: kept from when paramd wrote it (Save, Upload) or
+  // hashed once and kept, so that resumed downloads do not hash the file again.
+  std::string DigestOf(const io::MappedFile& file);
+  void KeepDigest(const std::string& path, const io::WrittenFile& written);
+
   absl::Status DoUpload(grpc::ServerContext* context, grpc::ServerReader<v1::UploadRequest>* reader,
                         v1::UploadResponse* response, std::string& path);
 
@@ -48,6 +56,10 @@ class CheckpointsService final : public v1::Checkpoints::Service {
   Snapshots* const snapshots_;
   absl::Mutex uploads_mu_;
   absl::flat_hash_set<std::string> uploads_in_flight_ ABSL_GUARDED_BY(uploads_mu_);
+  absl::Mutex digests_mu_;
+  // By absolute path; an entry counts only while the file's identity is unchanged.
+  absl::flat_hash_map<std::string, std::pair<io::FileIdentity, std::string>> digests_
+      ABSL_GUARDED_BY(digests_mu_);
 };
 
 }  // namespace paramd::service

@@ -9,10 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/io/test_util.h"
+
 namespace paramd::io {
 namespace {
 
 using ::testing::HasSubstr;
+using test_util::AsSpan;
 
 // Pickle bytes assembled opcode by opcode.
 class Asm {
@@ -40,10 +43,6 @@ class Asm {
   Asm& Stop() { return Op('.'); }
   std::string bytes;
 };
-
-absl::Span<const uint8_t> AsSpan(const std::string& bytes) {
-  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-}
 
 absl::Status UnpickleError(const std::string& bytes, const UnpickleLimits& limits = {}) {
   return Unpickle(AsSpan(bytes), limits).status();

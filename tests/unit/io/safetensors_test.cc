@@ -14,11 +14,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/io/mapped_file.h"
+#include "tests/unit/io/test_util.h"
 
 namespace paramd::io {
 namespace {
 
 using ::testing::HasSubstr;
+using test_util::AsSpan;
+using test_util::Bytes;
+using test_util::Make;
+using test_util::ReadFile;
+
+class SafetensorsFileTest : public test_util::ScratchDirTest {};
 using ::testing::StartsWith;
 
 std::string Le64(uint64_t value) {
@@ -31,53 +38,10 @@ std::string FileBytes(const std::string& header, const std::string& data) {
   return Le64(header.size()) + header + data;
 }
 
-absl::Span<const uint8_t> AsSpan(const std::string& bytes) {
-  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-}
-
 absl::Status ParseError(const std::string& header, const std::string& data) {
   const std::string bytes = FileBytes(header, data);
   return ParseSafetensors(AsSpan(bytes), nullptr).status();
 }
-
-std::vector<uint8_t> Bytes(const core::Tensor& tensor) {
-  absl::StatusOr<std::vector<uint8_t>> bytes = core::ToBytes(tensor);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
-  return bytes.ok() ? *bytes : std::vector<uint8_t>{};
-}
-
-core::Tensor Make(core::DType dtype, core::Shape shape, std::vector<double> values) {
-  absl::StatusOr<core::Tensor> tensor = core::Tensor::FromDoubles(dtype, std::move(shape), values);
-  EXPECT_TRUE(tensor.ok()) << tensor.status();
-  return *tensor;
-}
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-class SafetensorsFileTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "paramd-io-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string PathOf(const std::string& name) const { return (dir_ / name).string(); }
-  std::vector<std::string> Listing() const {
-    std::vector<std::string> names;
-    for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
-  std::filesystem::path dir_;
-};
 
 // --- round trips ---------------------------------------------------------------------
 
@@ -443,10 +407,10 @@ TEST_F(SafetensorsFileTest, MappedFileErrorsNameThePath_PytorchSemantics7) {
 TEST_F(SafetensorsFileTest, WriteIsAtomicAndReplacesTheOldFile_PytorchSemantics7) {
   const std::string path = PathOf("ckpt.safetensors");
   ASSERT_TRUE(SaveSafetensors(path, {{"v", Make(core::DType::kInt32, {1}, {1})}}, {}).ok());
-  const std::string v1 = Read(path);
+  const std::string v1 = ReadFile(path);
   ASSERT_TRUE(
       SaveSafetensors(path, {{"v", Make(core::DType::kInt32, {2}, {2, 3})}}, {{"v", "2"}}).ok());
-  EXPECT_NE(Read(path), v1);
+  EXPECT_NE(ReadFile(path), v1);
   absl::StatusOr<SafetensorsFile> read = ReadSafetensors(path);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(*core::ToDoubles(read->entries[0].tensor), (std::vector<double>{2, 3}));
@@ -456,10 +420,10 @@ TEST_F(SafetensorsFileTest, WriteIsAtomicAndReplacesTheOldFile_PytorchSemantics7
             std::filesystem::perms(0644));
 
   // A refused tensor set leaves the old file as it was.
-  const std::string v2 = Read(path);
+  const std::string v2 = ReadFile(path);
   const core::Tensor t = Make(core::DType::kInt32, {1}, {9});
   EXPECT_FALSE(SaveSafetensors(path, {{"x", t}, {"x", t}}, {}).ok());
-  EXPECT_EQ(Read(path), v2);
+  EXPECT_EQ(ReadFile(path), v2);
   EXPECT_EQ(Listing(), std::vector<std::string>{"ckpt.safetensors"});
 }
 

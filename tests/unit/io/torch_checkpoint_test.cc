@@ -17,39 +17,18 @@
 #include "absl/strings/str_cat.h"
 #include "server/io/mapped_file.h"
 #include "server/io/zip.h"
+#include "tests/unit/io/test_util.h"
 
 namespace paramd::io {
 namespace {
 
 using ::testing::HasSubstr;
+using test_util::AsSpan;
+using test_util::Bytes;
+using test_util::Make;
+using test_util::StringFile;
 
-class StringFile : public WritableFile {
- public:
-  absl::Status Append(absl::Span<const uint8_t> bytes) override {
-    data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    return absl::OkStatus();
-  }
-  absl::Status Sync() override { return absl::OkStatus(); }
-  absl::Status Close() override { return absl::OkStatus(); }
-  uint64_t size() const override { return data.size(); }
-  std::string data;
-};
-
-absl::Span<const uint8_t> AsSpan(const std::string& bytes) {
-  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-}
-
-core::Tensor Make(core::DType dtype, core::Shape shape, std::vector<double> values) {
-  absl::StatusOr<core::Tensor> tensor = core::Tensor::FromDoubles(dtype, std::move(shape), values);
-  EXPECT_TRUE(tensor.ok()) << tensor.status();
-  return *tensor;
-}
-
-std::vector<uint8_t> Bytes(const core::Tensor& tensor) {
-  absl::StatusOr<std::vector<uint8_t>> bytes = core::ToBytes(tensor);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
-  return bytes.ok() ? *bytes : std::vector<uint8_t>{};
-}
+class TorchCheckpointFileTest : public test_util::ScratchDirTest {};
 
 TorchCheckpointEntry Entry(std::string name, core::Tensor tensor, bool is_parameter = false,
                            bool requires_grad = false) {
@@ -173,18 +152,6 @@ std::string HandBuilt(const std::string& pickle, const std::string& data0,
               {folder + "/data/0", data0},
               {folder + "/version", "3\n"}});
 }
-
-class TorchCheckpointFileTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "paramd-torch-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string PathOf(const std::string& name) const { return (dir_ / name).string(); }
-  std::filesystem::path dir_;
-};
 
 // --- writing as torch writes ------------------------------------------------------------
 

@@ -9,25 +9,16 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/unit/io/test_util.h"
 
 namespace paramd::io {
 namespace {
 
 using ::testing::HasSubstr;
+using test_util::AsSpan;
+using test_util::StringFile;
 
-class StringFile : public WritableFile {
- public:
-  absl::Status Append(absl::Span<const uint8_t> bytes) override {
-    data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    return absl::OkStatus();
-  }
-  absl::Status Sync() override { return absl::OkStatus(); }
-  absl::Status Close() override { return absl::OkStatus(); }
-  uint64_t size() const override { return data.size(); }
-  std::string data;
-};
-
-class FailingFile : public StringFile {
+class FailingFile : public test_util::StringFile {
  public:
   absl::Status Append(absl::Span<const uint8_t> bytes) override {
     if (data.size() + bytes.size() > limit) return absl::ResourceExhaustedError("disk full");
@@ -35,10 +26,6 @@ class FailingFile : public StringFile {
   }
   size_t limit = 100;
 };
-
-absl::Span<const uint8_t> AsSpan(const std::string& bytes) {
-  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-}
 
 std::string DataOf(const ZipReader& zip, const ZipEntry& entry) {
   const absl::Span<const uint8_t> data = zip.Data(entry);
