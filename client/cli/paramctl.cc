@@ -677,6 +677,85 @@ absl::Status RunTo(Context& ctx, const Args& args) {
   return absl::OkStatus();
 }
 
+// --- inference -----------------------------------------------------------------------
+
+absl::Status RunForward(Context& ctx, const Args& args) {
+  client::RemoteModel model = ctx.client->Model(args.positional[0]);
+  const std::optional<std::string> in_path = args.Get("in");
+  if (!in_path) {
+    return UsageError(
+        "forward needs --in FILE.npy (the input) or --in FILE.npz (named inputs, one named "
+        "'input')");
+  }
+  if (args.Has("train") && args.Has("eval")) {
+    return UsageError("give at most one of --train and --eval");
+  }
+  client::ForwardOptions options;
+  if (args.Has("train")) options.mode = client::ForwardMode::kTrain;
+  if (args.Has("eval")) options.mode = client::ForwardMode::kEval;
+  PARAMD_ASSIGN_OR_RETURN(options.seed, ParseUint(args, "seed"));
+  PARAMD_ASSIGN_OR_RETURN(options.if_version, IfVersion(args));
+  if (const std::optional<std::string> dtype = args.Get("dtype")) {
+    absl::StatusOr<client::DType> parsed = client::ParseDType(*dtype);
+    if (!parsed.ok()) return UsageError(parsed.status().message());
+    options.wire_dtype = *parsed;
+  }
+  std::vector<client::NamedTensor> inputs;
+  if (absl::EndsWith(*in_path, ".npz")) {
+    PARAMD_ASSIGN_OR_RETURN(NamedTensors arrays, ReadNpz(*in_path));
+    bool has_input = false;
+    for (auto& [name, tensor] : arrays) {
+      has_input = has_input || name == "input";
+      inputs.push_back({std::move(name), std::move(tensor)});
+    }
+    if (!has_input) {
+      return UsageError(absl::StrCat(*in_path,
+                                     " has no array named 'input'; the model's positional "
+                                     "argument is the array named 'input'"));
+    }
+  } else {
+    PARAMD_ASSIGN_OR_RETURN(HostTensor input, ReadNpy(*in_path));
+    inputs.push_back({"input", std::move(input)});
+  }
+  PARAMD_ASSIGN_OR_RETURN(client::ForwardResult result, model.Forward(inputs, options));
+  if (result.outputs.size() != 1) {
+    return absl::DataLossError(absl::StrCat("the server answered with ", result.outputs.size(),
+                                            " outputs instead of one"));
+  }
+  const client::NamedTensor& output = result.outputs.front();
+  const std::optional<std::string> out_path = args.Get("out");
+  if (out_path) PARAMD_RETURN_IF_ERROR(WriteNpy(*out_path, output.tensor));
+  if (ctx.json) {
+    json out = {{"model", model.name()},
+                {"version", result.version},
+                {"updated_version", result.updated_version},
+                {"mode", result.training ? "train" : "eval"},
+                {"name", output.name},
+                {"shape", output.tensor.shape},
+                {"dtype", std::string(client::DTypeName(output.tensor.dtype))},
+                {"device", output.tensor.device}};
+    if (out_path) {
+      out["out"] = *out_path;
+    } else {
+      out["values"] = TensorValuesJson(output.tensor);
+    }
+    PrintJson(out);
+    return absl::OkStatus();
+  }
+  if (out_path) {
+    std::cout << "wrote output (" << ShapeString(output.tensor.shape) << ", "
+              << client::DTypeName(output.tensor.dtype) << ") to " << *out_path << "\n";
+  } else {
+    std::cout << FormatTensor(output.tensor, /*as_parameter=*/false) << "\n";
+  }
+  std::cout << "version " << result.version;
+  if (result.updated_version != 0) {
+    std::cout << " (running statistics committed as version " << result.updated_version << ")";
+  }
+  std::cout << "\n";
+  return absl::OkStatus();
+}
+
 // --- checkpoints ---------------------------------------------------------------------
 
 const char* FormatName(client::CheckpointFormat format) {
@@ -1036,6 +1115,30 @@ const std::vector<Command>& Commands() {
        .max_args = 2,
        .flags = {kIfVersion},
        .run = RunTo},
+      {.name = "forward",
+       .usage = "forward NAME --in FILE.npy|FILE.npz [--out FILE.npy] [--train|--eval] "
+                "[--seed N] [--if-version N] [--dtype D]",
+       .summary = "run the model on inputs: model(input)",
+       .details =
+           "Runs the model on the server on the array in FILE.npy (the positional input),\n"
+           "or on the arrays of FILE.npz: the one named 'input' is the positional input, the\n"
+           "others are named values a custom container's forward program reads. Prints the\n"
+           "output as PyTorch prints a tensor (or writes it to --out FILE.npy) and the model\n"
+           "version that answered. The model's train/eval mode applies unless --train or\n"
+           "--eval says otherwise for this call; a training-mode forward through BatchNorm\n"
+           "commits the updated running statistics as the next version, and says so.\n"
+           "--seed N seeds dropout; --if-version N runs on version N or fails (ABORTED);\n"
+           "--dtype D receives a floating-point output as dtype D.",
+       .min_args = 1,
+       .max_args = 1,
+       .flags = {{"in", "FILE", "the input: FILE.npy, or FILE.npz with named inputs"},
+                 {"out", "FILE.npy", "write the output to a .npy file instead of printing it"},
+                 {"train", nullptr, "run in training mode for this call"},
+                 {"eval", nullptr, "run in evaluation mode for this call"},
+                 {"seed", "N", "seed of the dropout masks (default 0)"},
+                 {"if-version", "N", "run on version N only (else ABORTED)"},
+                 {"dtype", "D", "receive a floating-point output as dtype D"}},
+       .run = RunForward},
       {.name = "save",
        .usage = "save NAME PATH [--format F] [--keep-vars]",
        .summary = "save a model to a checkpoint file on the server",

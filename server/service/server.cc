@@ -8,6 +8,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/service/checkpoints_service.h"
+#include "server/service/inference_service.h"
 #include "server/service/models_service.h"
 #include "server/service/parameters_service.h"
 #include "server/service/tensor_codec.h"
@@ -18,10 +19,12 @@ struct Server::Services {
   Services(core::ModelRegistry* registry, const ServerOptions& options)
       : models(registry, options.snapshots),
         parameters(registry),
-        checkpoints(registry, options.checkpoint_dir, options.snapshots) {}
+        checkpoints(registry, options.checkpoint_dir, options.snapshots),
+        inference(registry) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
+  InferenceService inference;
 };
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
@@ -37,6 +40,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.RegisterService(&server->services_->models);
   builder.RegisterService(&server->services_->parameters);
   if (options.checkpoint_dir != nullptr) builder.RegisterService(&server->services_->checkpoints);
+  builder.RegisterService(&server->services_->inference);
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));

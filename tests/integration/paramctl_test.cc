@@ -241,5 +241,61 @@ TEST_F(ParamctlTest, SaveLoadCheckpointsUploadDownloadAndSnapshot) {
   EXPECT_EQ(Run({"snapshot", "nobody"}).exit_code, 1);
 }
 
+TEST_F(ParamctlTest, ForwardPrintsTheOutputLikePyTorchAndTheVersion) {
+  constexpr char kForwardMlp[] = R"({"type": "MLP", "children": [
+     {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
+     {"name": "relu", "type": "ReLU"},
+     {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}],
+   "forward": ["linear1", "relu", "linear2"]})";
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kForwardMlp)}).exit_code, 0);
+  ASSERT_EQ(Run({"set", "mlp", "linear1.weight", "--value", "[[1], [-1]]"}).exit_code, 0);
+  ASSERT_EQ(Run({"set", "mlp", "linear1.bias", "--value", "[0.5, 0.25]"}).exit_code, 0);
+  ASSERT_EQ(Run({"set", "mlp", "linear2.weight", "--value", "[[2, 3]]"}).exit_code, 0);
+  ASSERT_EQ(Run({"set", "mlp", "linear2.bias", "--value", "[-1]"}).exit_code, 0);
+  // The inputs as .npy and .npz files, made through paramctl itself.
+  ASSERT_EQ(Run({"create", "inputs", "--spec",
+                 Spec("inputs", R"({"type": "Inputs", "parameters": [{"name": "input",
+                   "shape": [3, 1], "init": {"values": [1, -2, 0]}}]})")})
+                .exit_code,
+            0);
+  const std::string npy = dir_ + "/x.npy", npz = dir_ + "/x.npz";
+  ASSERT_EQ(Run({"get", "inputs", "input", "--out", npy}).exit_code, 0);
+  ASSERT_EQ(Run({"state-dict", "inputs", "--out", npz}).exit_code, 0);
+
+  Result printed = Run({"forward", "mlp", "--in", npy});
+  ASSERT_EQ(printed.exit_code, 0) << printed.err;
+  EXPECT_EQ(printed.out,
+            "tensor([[2.0000],\n        [5.7500],\n        [0.7500]])\nversion 5\n");
+  Result named = Run({"forward", "mlp", "--in", npz});
+  ASSERT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_EQ(named.out, printed.out);
+
+  Result json = Run({"forward", "mlp", "--in", npy, "--eval", "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  auto answer = nlohmann::json::parse(json.out);
+  EXPECT_EQ(answer["version"], 5);
+  EXPECT_EQ(answer["updated_version"], 0);
+  EXPECT_EQ(answer["mode"], "eval");
+  EXPECT_EQ(answer["shape"], nlohmann::json::parse("[3, 1]"));
+  EXPECT_EQ(answer["values"], nlohmann::json::parse("[[2.0], [5.75], [0.75]]"));
+
+  const std::string out = dir_ + "/y.npy";
+  Result saved = Run({"forward", "mlp", "--in", npy, "--out", out});
+  ASSERT_EQ(saved.exit_code, 0) << saved.err;
+  EXPECT_THAT(saved.out, HasSubstr("wrote output ([3, 1], float32) to " + out));
+  ASSERT_EQ(Run({"register-param", "inputs", "", "y", "--in", out}).exit_code, 0);
+  EXPECT_THAT(Run({"get", "inputs", "y"}).out, HasSubstr("[5.7500]"));
+
+  Result shape = Run({"forward", "mlp", "--in", dir_ + "/w.npy"});
+  EXPECT_EQ(shape.exit_code, 1);  // no such file
+  ASSERT_EQ(Run({"get", "mlp", "linear2.weight", "--out", dir_ + "/w.npy"}).exit_code, 0);
+  shape = Run({"forward", "mlp", "--in", dir_ + "/w.npy"});
+  EXPECT_EQ(shape.exit_code, 1);
+  EXPECT_THAT(shape.err, HasSubstr("module 'linear1' (Linear): mat1 and mat2 shapes cannot be "
+                                   "multiplied (1x2 and 1x2)"));
+  EXPECT_EQ(Run({"forward", "mlp"}).exit_code, 2);
+  EXPECT_EQ(Run({"forward", "mlp", "--in", npy, "--train", "--eval"}).exit_code, 2);
+}
+
 }  // namespace
 }  // namespace paramd::testing

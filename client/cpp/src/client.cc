@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   impl->parameters = v1::Parameters::NewStub(impl->channel);
   impl->health = grpc::health::v1::Health::NewStub(impl->channel);
   impl->checkpoints = v1::Checkpoints::NewStub(impl->channel);
+  impl->inference = v1::Inference::NewStub(impl->channel);
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 

@@ -12,6 +12,7 @@
 #include "grpcpp/client_context.h"
 #include "paramd/client.h"
 #include "paramd/v1/checkpoints.grpc.pb.h"
+#include "paramd/v1/inference.grpc.pb.h"
 #include "paramd/v1/models.grpc.pb.h"
 #include "paramd/v1/parameters.grpc.pb.h"
 #include "server/common/status_macros.h"
@@ -30,6 +31,7 @@ struct Client::Impl {
   std::unique_ptr<v1::Parameters::Stub> parameters;
   std::unique_ptr<grpc::health::v1::Health::Stub> health;
   std::unique_ptr<v1::Checkpoints::Stub> checkpoints;
+  std::unique_ptr<v1::Inference::Stub> inference;
 
   void PrepareUnary(grpc::ClientContext* context) const {
     if (options.unary_deadline.count() > 0) {

@@ -1,6 +1,6 @@
 // The paramd C++ client: a connection to one paramd daemon (Client) and a handle on one of
-// its models (RemoteModel), covering the Models, Parameters and Checkpoints services of
-// proto/paramd/v1 plus the standard health check.
+// its models (RemoteModel), covering the Models, Parameters, Checkpoints and Inference
+// services of proto/paramd/v1 plus the standard health check.
 //
 // Errors: every call returns absl::Status / absl::StatusOr. A status the server sent comes
 // back with the same code and message (NOT_FOUND for a missing model or key, ABORTED when
@@ -220,6 +220,38 @@ struct TransferResult {
   uint64_t resumed_from = 0;
 };
 
+// --- inference (paramd.v1.Inference) ---
+
+enum class ForwardMode {
+  kModel,  // the model's own train/eval mode
+  kTrain,  // model.train() for this call only
+  kEval,   // model.eval() for this call only
+};
+
+struct ForwardOptions {
+  ForwardMode mode = ForwardMode::kModel;
+  // Seeds a training-mode forward's dropout masks: the same seed, version and inputs give
+  // the same output.
+  uint64_t seed = 0;
+  // 0: the current version; otherwise that version or ABORTED.
+  uint64_t if_version = 0;
+  // Floating-point outputs travel (and arrive) in this dtype; unset: as computed.
+  std::optional<DType> wire_dtype;
+};
+
+struct ForwardResult {
+  // The model version whose parameters and buffers computed the outputs.
+  uint64_t version = 0;
+  // A training-mode forward that updated BatchNorm running statistics committed them as
+  // this version, always `version` + 1: no other write fell between. 0 when nothing was
+  // updated.
+  uint64_t updated_version = 0;
+  // The mode the forward ran in.
+  bool training = false;
+  // The root module's output, named "output".
+  std::vector<NamedTensor> outputs;
+};
+
 class Client;
 
 // A handle on the model `name` of a Client. Holds no server state: making one is free and
@@ -286,6 +318,20 @@ class RemoteModel {
   // model.to(device): "cpu", "cuda", "cuda:N".
   absl::StatusOr<ModelInfo> MoveModel(const std::string& device, uint64_t if_version = 0) const;
   absl::StatusOr<ModelInfo> Describe() const;
+
+  // --- inference ---
+
+  // model(input, **named) on the server. One input must be named "input" (the positional
+  // argument); other names are values a custom container's forward program reads. Inputs
+  // of any size travel in chunks. INVALID_ARGUMENT naming the module and the shape it
+  // expected when the model rejects an input, as PyTorch does; NOT_FOUND for an unknown
+  // model; ABORTED for `if_version` (or when writers kept a training-mode forward from
+  // committing its BatchNorm statistics, which is then safe to retry).
+  absl::StatusOr<ForwardResult> Forward(const std::vector<NamedTensor>& inputs,
+                                        const ForwardOptions& options = {}) const;
+  // The same with the positional input alone.
+  absl::StatusOr<ForwardResult> Forward(const HostTensor& input,
+                                        const ForwardOptions& options = {}) const;
 
  private:
   Client* client_;  // not owned

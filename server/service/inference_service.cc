@@ -1,0 +1,223 @@
+#include "server/service/inference_service.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/core/forward.h"
+#include "server/core/tree_copy.h"
+#include "server/service/status_util.h"
+#include "server/service/tensor_codec.h"
+
+namespace paramd::service {
+namespace {
+
+// Note [Forward version]
+// A forward reads one pinned version V and answers with V. In training mode its
+// BatchNorm running-statistics updates are committed with if_version = V, so they become
+// exactly V + 1 and no other write falls between the weights that were read and the
+// statistics that were written (as if the forward had held the model, which is what
+// PyTorch's in-place update does). When a writer publishes first, the statistics computed
+// from V are stale: the forward runs again on the newer version, up to kForwardAttempts
+// times, then fails with ABORTED. A caller that pinned V itself (if_version) gets ABORTED at
+// once instead, since it asked for V's answer.
+constexpr int kForwardAttempts = 4;
+
+struct ForwardCall {
+  v1::ForwardOptions options;
+  std::vector<core::NamedTensor> inputs;
+};
+
+// Reads the whole request stream: options in the first frame, then per input a header and
+// its chunks (inference.proto). INVALID_ARGUMENT for a part out of place, a region, a
+// repeated name or bytes that do not fit.
+absl::StatusOr<ForwardCall> ReadCall(
+    grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) {
+  ForwardCall call;
+  bool first = true;
+  TensorAssembler assembler;
+  absl::flat_hash_set<std::string> names;
+  auto finish_input = [&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(core::Tensor tensor, assembler.Finish());
+    call.inputs.push_back({assembler.header().name(), std::move(tensor)});
+    return absl::OkStatus();
+  };
+  v1::ForwardRequest frame;
+  while (stream->Read(&frame)) {
+    if (first != frame.has_options()) {
+      return absl::InvalidArgumentError(
+          first ? "a Forward stream starts with a frame carrying the ForwardOptions"
+                : "a Forward stream carries its ForwardOptions once, in the first frame");
+    }
+    if (first) {
+      call.options = std::move(*frame.mutable_options());
+      first = false;
+    }
+    if (frame.has_header()) {
+      const v1::TensorHeader& header = frame.header();
+      if (header.has_region() && header.region().ranges_size() > 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", header.name(), "' has a region; inputs are whole tensors"));
+      }
+      if (header.name().empty()) {
+        return absl::InvalidArgumentError(
+            "an input has no name; the positional input is named \"input\"");
+      }
+      if (!names.insert(header.name()).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", header.name(), "' is sent twice"));
+      }
+      if (assembler.active()) PARAMD_RETURN_IF_ERROR(finish_input());
+      PARAMD_RETURN_IF_ERROR(assembler.Begin(header));
+    }
+    if (frame.has_chunk()) PARAMD_RETURN_IF_ERROR(assembler.Add(frame.chunk()));
+  }
+  if (first) {
+    return absl::InvalidArgumentError(
+        "the Forward stream ended without the ForwardOptions naming the model");
+  }
+  if (assembler.active()) PARAMD_RETURN_IF_ERROR(finish_input());
+  return call;
+}
+
+struct ForwardAnswer {
+  uint64_t version = 0;
+  uint64_t updated_version = 0;
+  bool training = false;
+  std::vector<core::NamedTensor> outputs;
+};
+
+// Pins a version, runs the forward on it, and commits its buffer updates (Note [Forward
+// version]).
+absl::StatusOr<ForwardAnswer> RunForward(core::Model& model, const ForwardCall& call) {
+  const v1::ForwardOptions& options = call.options;
+  const std::optional<uint64_t> if_version = IfVersion(options.if_version());
+  for (int attempt = 0; attempt < kForwardAttempts; ++attempt) {
+    struct Pinned {
+      std::shared_ptr<const core::Module> root;
+      uint64_t version;
+    };
+    // The copy shares every storage: it costs a few objects per module, no tensor bytes,
+    // and lets the forward run with no lock held.
+    const Pinned pinned =
+        model.Read([](const std::shared_ptr<core::Module>& root, uint64_t version) {
+          return Pinned{core::CopyTreeSharingTensors(*root), version};
+        });
+    if (if_version && *if_version != pinned.version) {
+      return absl::AbortedError(absl::StrCat("model '", model.name(), "' is at version ",
+                                             pinned.version, ", not ", *if_version,
+                                             "; drop if_version or ask for the current one"));
+    }
+    ForwardAnswer answer;
+    answer.version = pinned.version;
+    switch (options.mode()) {
+      case v1::FORWARD_MODE_TRAIN:
+        answer.training = true;
+        break;
+      case v1::FORWARD_MODE_EVAL:
+        answer.training = false;
+        break;
+      case v1::FORWARD_MODE_MODEL:
+        answer.training = pinned.root->training();
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown forward mode ", static_cast<int>(options.mode()),
+                         "; use FORWARD_MODE_MODEL, FORWARD_MODE_TRAIN or FORWARD_MODE_EVAL"));
+    }
+    PARAMD_ASSIGN_OR_RETURN(
+        core::ForwardResult result,
+        core::Forward(*pinned.root, call.inputs,
+                      core::ForwardOptions{.training = answer.training, .seed = options.seed()}));
+    answer.outputs = std::move(result.outputs);
+    if (result.buffer_updates.empty()) return answer;
+    std::vector<core::Model::TensorWrite> writes;
+    writes.reserve(result.buffer_updates.size());
+    for (core::BufferUpdate& update : result.buffer_updates) {
+      writes.push_back({std::move(update.name), std::nullopt, std::move(update.value)});
+    }
+    absl::StatusOr<uint64_t> committed = model.SetTensors(writes, pinned.version);
+    if (committed.ok()) {
+      answer.updated_version = *committed;
+      return answer;
+    }
+    if (!absl::IsAborted(committed.status()) || if_version) return committed.status();
+  }
+  return absl::AbortedError(absl::StrCat(
+      "model '", model.name(), "' was written ", kForwardAttempts,
+      " times while a training-mode forward ran, so its BatchNorm statistics could not be "
+      "committed; retry, or run in eval mode (mode FORWARD_MODE_EVAL) to leave them alone"));
+}
+
+// Sends the start and every output (header, then its chunks), packing parts into as few
+// frames as their field order allows: a small answer is one frame, which leaves with the
+// status.
+absl::Status WriteAnswer(
+    const std::string& model_name, const ForwardAnswer& answer, v1::DType wire_dtype,
+    grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) {
+  // Cast and gather first, so that a failing cast sends nothing.
+  std::vector<core::Tensor> wire;
+  wire.reserve(answer.outputs.size());
+  for (const core::NamedTensor& output : answer.outputs) {
+    PARAMD_ASSIGN_OR_RETURN(core::Tensor tensor, PrepareForWire(output.tensor, wire_dtype));
+    wire.push_back(std::move(tensor));
+  }
+  std::vector<v1::ForwardResponse> frames(1);
+  v1::ForwardStart* start = frames.back().mutable_start();
+  start->set_model(model_name);
+  start->set_version(answer.version);
+  start->set_updated_version(answer.updated_version);
+  start->set_training(answer.training);
+  for (size_t i = 0; i < wire.size(); ++i) {
+    // A header goes after a start in the same frame, never after a chunk or header.
+    if (frames.back().has_header() || frames.back().has_chunk()) frames.emplace_back();
+    v1::TensorHeader* header = frames.back().mutable_header();
+    header->set_name(answer.outputs[i].name);
+    FillMeta(wire[i], header->mutable_meta());
+    // Where the model computed it, not the wire copy's CPU.
+    header->mutable_meta()->set_device(answer.outputs[i].tensor.device().ToString());
+    header->mutable_meta()->set_version(answer.version);
+    const char* bytes = static_cast<const char*>(wire[i].data());
+    const size_t nbytes = wire[i].nbytes();
+    for (size_t offset = 0; offset < nbytes; offset += kChunkBytes) {
+      if (frames.back().has_chunk()) frames.emplace_back();
+      v1::TensorChunk* chunk = frames.back().mutable_chunk();
+      chunk->set_offset(offset);
+      chunk->set_data(bytes + offset, std::min(kChunkBytes, nbytes - offset));
+    }
+  }
+  for (size_t i = 0; i < frames.size(); ++i) {
+    // No buffer hint: a synchronous Write waits for its message to be sent, and a hinted
+    // one may wait for a flush that never comes. The last frame leaves with the status.
+    grpc::WriteOptions write_options;
+    if (i + 1 == frames.size()) write_options.set_last_message();
+    if (!stream->Write(frames[i], write_options)) {
+      return absl::CancelledError("the client went away before the outputs were sent");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::Status InferenceService::Forward(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) {
+  std::string model_name;
+  const grpc::Status status = Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(ForwardCall call, ReadCall(stream));
+    model_name = call.options.model();
+    if (context->IsCancelled()) return absl::CancelledError("the client cancelled the forward");
+    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(model_name));
+    PARAMD_ASSIGN_OR_RETURN(ForwardAnswer answer, RunForward(*model, call));
+    return WriteAnswer(model->name(), answer, call.options.wire_dtype(), stream);
+  });
+  return Logged("forward", model_name, status);
+}
+
+}  // namespace paramd::service

@@ -1,0 +1,28 @@
+// paramd.v1.Inference: forward passes on a pinned model version. Translation, pinning and
+// the commit of BatchNorm's running statistics; the math is core::Forward's.
+//
+// Threading: Forward is a synchronous handler, so each call runs on gRPC's sync-server
+// thread pool and never on the callback threads that keep the other services' streams
+// moving; a long forward holds one of those pool threads and no model lock.
+// Thread-safety: all methods may run concurrently.
+#pragma once
+
+#include "paramd/v1/inference.grpc.pb.h"
+#include "server/core/registry.h"
+
+namespace paramd::service {
+
+class InferenceService final : public v1::Inference::Service {
+ public:
+  // Borrows `registry`, which must outlive the service.
+  explicit InferenceService(core::ModelRegistry* registry) : registry_(registry) {}
+
+  grpc::Status Forward(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) override;
+
+ private:
+  core::ModelRegistry* const registry_;
+};
+
+}  // namespace paramd::service
