@@ -114,7 +114,8 @@ class ZipWriter {
   absl::Status error_;
 };
 
-// CRC-32 (zlib's) of `data`, for any length.
+// CRC-32 of `data` as zip and zlib define it (reflected IEEE), for any length; `crc` chains
+// pieces as zlib's crc32() does.
 uint32_t Crc32(absl::Span<const uint8_t> data, uint32_t crc = 0);
 
 }  // namespace paramd::io
