@@ -7,134 +7,32 @@
 // a raw unary echo. Ratios, not absolute times: the machine is shared and noisy.
 //
 //   wire_bench [--quick] [--reps N]      (--quick: 64 MiB per case, for smoke runs)
-#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <sstream>
-#include <thread>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "paramd/bench/raw.grpc.pb.h"
 #include "paramd/client.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using paramd::bench::Best;
+using paramd::bench::Clock;
+using paramd::bench::Median;
+using paramd::bench::PinTo;
+using paramd::bench::Seconds;
 constexpr uint64_t kMiB = uint64_t{1} << 20;
-
-// Client on one CPU, servers on another: LIMITS.md found loopback gRPC bimodal unless
-// both ends are pinned, and paramd and the raw server must be compared like with like.
-void PinTo(int cpu) {
-  cpu_set_t set;
-  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  CPU_ZERO(&set);
-  CPU_SET(cpus > 1 ? cpu % cpus : 0, &set);
-  sched_setaffinity(0, sizeof(set), &set);
-}
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
-// Transfers are timed as the best of the repetitions, for paramd and the ceiling alike:
-// on a shared machine the slow runs measure the neighbours, not the code.
-double Best(const std::vector<double>& seconds) {
-  return *std::min_element(seconds.begin(), seconds.end());
-}
-
-class RawService final : public paramd::bench::Raw::Service {
- public:
-  grpc::Status Pull(grpc::ServerContext*, const paramd::bench::PullRequest* request,
-                    grpc::ServerWriter<paramd::bench::Blob>* writer) override {
-    paramd::bench::Blob blob;
-    blob.mutable_data()->assign(request->chunk_bytes(), '\x5a');
-    for (uint64_t sent = 0; sent < request->total_bytes(); sent += request->chunk_bytes()) {
-      if (!writer->Write(blob)) break;
-    }
-    return grpc::Status::OK;
-  }
-  grpc::Status Push(grpc::ServerContext*, grpc::ServerReader<paramd::bench::Blob>* reader,
-                    paramd::bench::PushReply* reply) override {
-    paramd::bench::Blob blob;
-    uint64_t received = 0;
-    while (reader->Read(&blob)) received += blob.data().size();
-    reply->set_received_bytes(received);
-    return grpc::Status::OK;
-  }
-  grpc::Status Echo(grpc::ServerContext*, const paramd::bench::Blob* request,
-                    paramd::bench::Blob* reply) override {
-    *reply = *request;
-    return grpc::Status::OK;
-  }
-};
-
-// Runs the raw server in a child process; returns its pid and writes its port to `port`.
-pid_t StartRawServer(int* port) {
-  int fds[2];
-  if (pipe(fds) != 0) return -1;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    PinTo(1);
-    RawService service;
-    grpc::ServerBuilder builder;
-    int bound = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &bound);
-    builder.RegisterService(&service);
-    builder.SetMaxReceiveMessageSize(64 * kMiB);
-    auto server = builder.BuildAndStart();
-    if (write(fds[1], &bound, sizeof(bound)) != sizeof(bound)) _exit(1);
-    server->Wait();
-    _exit(0);
-  }
-  close(fds[1]);
-  if (read(fds[0], port, sizeof(*port)) != sizeof(*port)) return -1;
-  close(fds[0]);
-  return pid;
-}
-
-// Starts paramd on a free port with a scratch directory `dir`; returns its pid and address.
-pid_t StartParamd(const std::string& dir, std::string* address) {
-  const std::string log = absl::StrCat(dir, "/paramd.log");
-  const pid_t pid = fork();
-  if (pid == 0) {
-    PinTo(1);
-    FILE* file = std::fopen(log.c_str(), "w");
-    if (file != nullptr) dup2(fileno(file), STDERR_FILENO);
-    const std::string data = absl::StrCat(dir, "/data");
-    execl(PARAMD_BINARY, PARAMD_BINARY, "--listen", "127.0.0.1:0", "--data-dir", data.c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  for (int i = 0; i < 1500; ++i) {
-    std::ifstream file(log);
-    std::stringstream text;
-    text << file.rdbuf();
-    const std::string content = text.str();
-    const size_t at = content.find("listen=");
-    if (at != std::string::npos) {
-      *address = content.substr(at + 7, content.find(' ', at) - at - 7);
-      return pid;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return -1;
-}
 
 std::string SpecOf(int count, int64_t numel) {
   std::string spec = R"({"type": "Net", "parameters": [)";
@@ -167,10 +65,10 @@ int main(int argc, char** argv) {
   const uint64_t total = quick ? 64 * kMiB : 1024 * kMiB;
   // Fork the raw server before this process creates any gRPC state.
   int raw_port = 0;
-  const pid_t raw_pid = StartRawServer(&raw_port);
+  const pid_t raw_pid = paramd::bench::StartRawServer(&raw_port);
   char scratch[] = "/tmp/paramd-bench-XXXXXX";
   std::string address;
-  const pid_t paramd_pid = mkdtemp(scratch) != nullptr ? StartParamd(scratch, &address) : -1;
+  const pid_t paramd_pid = mkdtemp(scratch) != nullptr ? paramd::bench::StartParamd(PARAMD_BINARY, scratch, &address) : -1;
   PinTo(0);
   // Every way out stops both servers.
   absl::Cleanup stop = [&] {

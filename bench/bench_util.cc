@@ -1,0 +1,176 @@
+#include "bench/bench_util.h"
+
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "paramd/bench/raw.grpc.pb.h"
+
+namespace paramd::bench {
+namespace {
+
+class RawService final : public Raw::Service {
+ public:
+  grpc::Status Pull(grpc::ServerContext*, const PullRequest* request,
+                    grpc::ServerWriter<Blob>* writer) override {
+    Blob blob;
+    blob.mutable_data()->assign(request->chunk_bytes(), '\x5a');
+    for (uint64_t sent = 0; sent < request->total_bytes(); sent += request->chunk_bytes()) {
+      if (!writer->Write(blob)) break;
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status Push(grpc::ServerContext*, grpc::ServerReader<Blob>* reader,
+                    PushReply* reply) override {
+    Blob blob;
+    uint64_t received = 0;
+    while (reader->Read(&blob)) received += blob.data().size();
+    reply->set_received_bytes(received);
+    return grpc::Status::OK;
+  }
+  grpc::Status Echo(grpc::ServerContext*, const Blob* request, Blob* reply) override {
+    *reply = *request;
+    return grpc::Status::OK;
+  }
+};
+
+}  // namespace
+
+double Best(const std::vector<double>& seconds) {
+  return seconds.empty() ? 0.0 : *std::min_element(seconds.begin(), seconds.end());
+}
+
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+void PinTo(int cpu) {
+  cpu_set_t set;
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  CPU_ZERO(&set);
+  CPU_SET(cpus > 1 ? cpu % cpus : 0, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+}
+
+std::string LoadAverage() {
+  std::ifstream file("/proc/loadavg");
+  std::string one, five;
+  file >> one >> five;
+  return absl::StrCat(one, " (1 min), ", five, " (5 min)");
+}
+
+pid_t StartRawServer(int* port) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    PinTo(1);
+    RawService service;
+    grpc::ServerBuilder builder;
+    int bound = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &bound);
+    builder.RegisterService(&service);
+    builder.SetMaxReceiveMessageSize(64 << 20);
+    auto server = builder.BuildAndStart();
+    if (write(fds[1], &bound, sizeof(bound)) != sizeof(bound)) _exit(1);
+    server->Wait();
+    _exit(0);
+  }
+  close(fds[1]);
+  const bool got = pid > 0 && read(fds[0], port, sizeof(*port)) == sizeof(*port);
+  close(fds[0]);
+  return got ? pid : -1;
+}
+
+pid_t StartParamd(const std::string& binary, const std::string& dir, std::string* address) {
+  const std::string log = absl::StrCat(dir, "/paramd.log");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    PinTo(1);
+    FILE* file = std::fopen(log.c_str(), "w");
+    if (file != nullptr) dup2(fileno(file), STDERR_FILENO);
+    const std::string data = absl::StrCat(dir, "/data");
+    execl(binary.c_str(), binary.c_str(), "--listen", "127.0.0.1:0", "--data-dir", data.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  if (pid < 0) return -1;
+  // paramd logs "listen=ADDRESS" once it serves; 30 s covers a cold start on a busy machine.
+  for (int i = 0; i < 1500; ++i) {
+    std::ifstream file(log);
+    std::stringstream text;
+    text << file.rdbuf();
+    const std::string content = text.str();
+    const size_t at = content.find("listen=");
+    if (at != std::string::npos) {
+      *address = content.substr(at + 7, content.find(' ', at) - at - 7);
+      return pid;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) return absl::InternalError("pipe failed");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    dup2(fds[1], STDOUT_FILENO);
+    std::vector<char*> args;
+    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string out;
+  char buffer[4096];
+  for (ssize_t n; (n = read(fds[0], buffer, sizeof(buffer))) > 0;) out.append(buffer, n);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat(argv[0], " failed (status ", status, ")"));
+  }
+  return out;
+}
+
+std::optional<std::string> PeerPython(const std::string& setup_venv) {
+  // The path logic follows setup-venv's: its ready stamp says whether asking it is cheap.
+  std::string venv;
+  if (const char* env = std::getenv("PARAMD_INTEROP_VENV"); env != nullptr && *env != '\0') {
+    venv = env;
+  } else if (const char* cache = std::getenv("XDG_CACHE_HOME"); cache != nullptr && *cache != '\0') {
+    venv = absl::StrCat(cache, "/paramd/interop-venv");
+  } else if (const char* home = std::getenv("HOME"); home != nullptr) {
+    venv = absl::StrCat(home, "/.cache/paramd/interop-venv");
+  }
+  if (venv.empty() || !std::filesystem::exists(venv + "/.paramd-ready-1")) return std::nullopt;
+  absl::StatusOr<std::string> printed = Capture({"/bin/bash", setup_venv});
+  if (!printed.ok()) return std::nullopt;
+  std::string python = *printed;
+  while (!python.empty() && (python.back() == '\n' || python.back() == '\r')) python.pop_back();
+  if (python.find('\n') != std::string::npos) python = python.substr(python.rfind('\n') + 1);
+  return python;
+}
+
+}  // namespace paramd::bench

@@ -1,0 +1,51 @@
+// What the benchmarks share: timing, CPU pinning, child processes (a raw gRPC server,
+// paramd itself, the Python peers) and the interop environment's interpreter.
+#ifndef PARAMD_BENCH_BENCH_UTIL_H_
+#define PARAMD_BENCH_BENCH_UTIL_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace paramd::bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// The best of the repetitions: on a shared machine the slow runs measure the neighbours,
+// not the code. 0 for none.
+double Best(const std::vector<double>& seconds);
+double Median(std::vector<double> values);
+
+// Pins the calling process (and what it forks) to one CPU, modulo the CPUs present.
+// LIMITS.md found loopback gRPC bimodal unless both ends are pinned.
+void PinTo(int cpu);
+
+// "/proc/loadavg"'s 1- and 5-minute figures, as text for the report.
+std::string LoadAverage();
+
+// Runs the raw gRPC service (bench/proto/paramd/bench/raw.proto: Pull, Push, Echo) in a
+// forked child pinned to CPU 1; returns its pid, or -1, and writes its port to `port`.
+pid_t StartRawServer(int* port);
+
+// Starts `binary` (paramd) pinned to CPU 1 on a free loopback port, with its data
+// directory and log under `dir`; returns its pid, or -1, and writes its address.
+pid_t StartParamd(const std::string& binary, const std::string& dir, std::string* address);
+
+// Runs a command and returns its standard output; standard error passes through.
+absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv);
+
+// The interop environment's python if it has been made, asked of `setup_venv`
+// (tests/interop/setup-venv). It is never made from here: that is a large download, so
+// a benchmark without it skips its peers.
+std::optional<std::string> PeerPython(const std::string& setup_venv);
+
+}  // namespace paramd::bench
+
+#endif  // PARAMD_BENCH_BENCH_UTIL_H_
