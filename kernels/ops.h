@@ -163,6 +163,14 @@ struct Conv2dArgs {
   int64_t groups = 1;
 };
 
+// The sizes of one convolution as im2col sees them; `channels` is one group's input
+// channels unless a backend says otherwise. Plain data, for host and device code alike.
+struct ConvGeometry {
+  int64_t channels, height, width;
+  int64_t kernel_h, kernel_w, out_h, out_w;
+  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+};
+
 // max_pool2d over input [N, C, H, W] (or any leading dims flattened into N * C) into
 // output [N, C, OH, OW]. Windows start at o * stride - padding, span (kernel - 1) * dilation
 // + 1, and see only input positions (padding is -inf). ceil_mode only changes the output

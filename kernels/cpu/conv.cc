@@ -7,16 +7,11 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 
 namespace paramd::kernels {
 namespace {
-
-struct ConvGeometry {
-  int64_t channels, height, width;  // of one group's input
-  int64_t kernel_h, kernel_w, out_h, out_w;
-  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
-};
 
 // Writes the [channels * kernel_h * kernel_w, out_h * out_w] column matrix of one image.
 void Im2Col(const float* input, const ConvGeometry& g, float* col) {
@@ -55,41 +50,13 @@ void Im2Col(const float* input, const ConvGeometry& g, float* col) {
 }  // namespace
 
 absl::Status CpuBackend::Conv2d(const Conv2dArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kConv2d, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.input, "conv2d input"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.weight, "conv2d weight"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "conv2d output"));
+  PARAMD_ASSIGN_OR_RETURN(const ConvGeometry g, CheckConv2d(*this, args));
   const ConstTensorView& x = args.input;
   const ConstTensorView& w = args.weight;
   const TensorView& y = args.output;
-  if (x.rank != 4 || w.rank != 4 || y.rank != 4 || w.dtype != x.dtype || y.dtype != x.dtype) {
-    return absl::InvalidArgumentError("conv2d: input, weight and output must be 4-D, one dtype");
-  }
   const int64_t groups = args.groups;
   const int64_t batch = x.shape[0], in_channels = x.shape[1];
   const int64_t out_channels = w.shape[0];
-  if (groups < 1 || in_channels != w.shape[1] * groups || out_channels % groups != 0 ||
-      y.shape[0] != batch || y.shape[1] != out_channels) {
-    return absl::InvalidArgumentError("conv2d: channel counts do not match the groups");
-  }
-  for (int d = 0; d < 2; ++d) {
-    if (args.stride[d] < 1 || args.dilation[d] < 1 || args.padding[d] < 0) {
-      return absl::InvalidArgumentError("conv2d: bad stride, dilation or padding");
-    }
-  }
-  const ConvGeometry g{.channels = w.shape[1],
-                       .height = x.shape[2],
-                       .width = x.shape[3],
-                       .kernel_h = w.shape[2],
-                       .kernel_w = w.shape[3],
-                       .out_h = y.shape[2],
-                       .out_w = y.shape[3],
-                       .stride_h = args.stride[0],
-                       .stride_w = args.stride[1],
-                       .pad_h = args.padding[0],
-                       .pad_w = args.padding[1],
-                       .dilation_h = args.dilation[0],
-                       .dilation_w = args.dilation[1]};
   if (y.numel() == 0) return absl::OkStatus();
 
   const cpu::FloatIn input(x.data, x.dtype, x.numel());

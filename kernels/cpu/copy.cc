@@ -4,6 +4,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 #include "server/core/element.h"
 
@@ -40,17 +41,7 @@ void StridedConvert(const ConstTensorView& src, void* dst, core::DType dst_dtype
 }  // namespace
 
 absl::Status CpuBackend::Convert(const ConvertArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports(
-      {.kind = OpKind::kConvert, .dtype = args.input.dtype, .out_dtype = args.output.dtype}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "convert output"));
-  if (args.input.rank != args.output.rank) {
-    return absl::InvalidArgumentError("convert: input and output must have one shape");
-  }
-  for (int d = 0; d < args.input.rank; ++d) {
-    if (args.input.shape[d] != args.output.shape[d]) {
-      return absl::InvalidArgumentError("convert: input and output must have one shape");
-    }
-  }
+  PARAMD_RETURN_IF_ERROR(CheckConvert(*this, args));
   if (args.output.numel() == 0) return absl::OkStatus();
   StridedConvert(args.input, args.output.data, args.output.dtype, args.output.strides);
   return absl::OkStatus();
@@ -58,22 +49,7 @@ absl::Status CpuBackend::Convert(const ConvertArgs& args) {
 
 absl::Status CpuBackend::Cat(const CatArgs& args) {
   const TensorView& out = args.output;
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kCat, .dtype = out.dtype}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(out, "cat output"));
-  if (args.dim < 0 || args.dim >= out.rank) {
-    return absl::InvalidArgumentError("cat: dim out of range");
-  }
-  int64_t along = 0;
-  for (const ConstTensorView& in : args.inputs) {
-    if (in.numel() == 0) continue;
-    bool ok = in.rank == out.rank && in.dtype == out.dtype;
-    for (int d = 0; ok && d < out.rank; ++d) ok = d == args.dim || in.shape[d] == out.shape[d];
-    if (!ok) return absl::InvalidArgumentError("cat: inputs must match the output's shape");
-    along += in.shape[args.dim];
-  }
-  if (along != out.shape[args.dim]) {
-    return absl::InvalidArgumentError("cat: the inputs do not fill the output");
-  }
+  PARAMD_RETURN_IF_ERROR(CheckCat(*this, args));
   const size_t element = core::ElementSize(out.dtype);
   int64_t offset = 0;
   for (const ConstTensorView& in : args.inputs) {

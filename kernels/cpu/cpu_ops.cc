@@ -2,6 +2,7 @@
 #include "kernels/cpu/cpu_ops.h"
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/op_checks.h"
 
 namespace paramd::kernels {
 namespace cpu {
@@ -27,38 +28,10 @@ void ApplyUnaryInPlace(UnaryOp op, float* data, int64_t n) {
   }
 }
 
-absl::Status RequireContiguous(const ConstTensorView& view, absl::string_view what) {
-  if (view.rank < 0 || view.rank > kMaxRank) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": rank ", view.rank, " is outside [0, ", kMaxRank, "]"));
-  }
-  if (!view.is_contiguous()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " must be contiguous"));
-  }
-  if (view.data == nullptr && view.numel() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " has no data"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace cpu
 
 absl::Status CpuBackend::Supports(const OpQuery& query) const {
-  bool ok = cpu::IsMathDType(query.dtype);
-  switch (query.kind) {
-    case OpKind::kEmbedding:
-      ok = ok &&
-           (query.index_dtype == core::DType::kInt64 || query.index_dtype == core::DType::kInt32);
-      break;
-    case OpKind::kCat:
-    case OpKind::kConvert:
-      // Copies work for every dtype.
-      ok = true;
-      break;
-    default:
-      break;
-  }
-  return ok ? absl::OkStatus() : Unsupported(query);
+  return SupportedByBuiltInBackends(query) ? absl::OkStatus() : Unsupported(query);
 }
 
 }  // namespace paramd::kernels

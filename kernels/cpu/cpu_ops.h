@@ -17,13 +17,6 @@
 
 namespace paramd::kernels::cpu {
 
-// The math dtypes of the CPU backend: float32, and the two 16-bit formats computed in
-// float32 and rounded back once at the end (as PyTorch's CPU kernels do for most ops).
-inline bool IsMathDType(core::DType dtype) {
-  return dtype == core::DType::kFloat32 || dtype == core::DType::kFloat16 ||
-         dtype == core::DType::kBFloat16;
-}
-
 inline float LoadFloat(const void* data, core::DType dtype, int64_t i) {
   switch (dtype) {
     case core::DType::kFloat16:
@@ -125,9 +118,6 @@ inline float ApplyUnary(UnaryOp op, float x) {
 
 // Applies `op` to n contiguous floats in place.
 void ApplyUnaryInPlace(UnaryOp op, float* data, int64_t n);
-
-// Checks that a view fits the rank limit and is contiguous; INVALID_ARGUMENT otherwise.
-absl::Status RequireContiguous(const ConstTensorView& view, absl::string_view what);
 
 // Calls fn(offsets, count) for each innermost run of a C-order walk over `shape`, where
 // offsets[j] is the element offset of operand j at the start of the run; each run steps

@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 
 namespace paramd::kernels {
@@ -56,14 +57,8 @@ void BinaryFloat(const BinaryArgs& args) {
 }  // namespace
 
 absl::Status CpuBackend::Unary(const UnaryArgs& args) {
-  PARAMD_RETURN_IF_ERROR(
-      Supports({.kind = OpKind::kUnary, .dtype = args.input.dtype, .unary = args.op}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.input, "unary input"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "unary output"));
+  PARAMD_RETURN_IF_ERROR(CheckUnary(*this, args));
   const int64_t n = args.input.numel();
-  if (args.output.numel() != n || args.output.dtype != args.input.dtype) {
-    return absl::InvalidArgumentError("unary: input and output must match");
-  }
   const core::DType dtype = args.input.dtype;
   const int64_t cost = args.op == UnaryOp::kReLU ? kCheapCost : kTranscendentalCost;
   if (dtype == core::DType::kFloat32) {
@@ -86,18 +81,8 @@ absl::Status CpuBackend::Unary(const UnaryArgs& args) {
 
 absl::Status CpuBackend::Binary(const BinaryArgs& args) {
   const core::DType dtype = args.output.dtype;
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kBinary, .dtype = dtype, .binary = args.op}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "binary output"));
+  PARAMD_RETURN_IF_ERROR(CheckBinary(*this, args));
   const int rank = args.output.rank;
-  if (args.a.rank != rank || args.b.rank != rank || args.a.dtype != dtype ||
-      args.b.dtype != dtype) {
-    return absl::InvalidArgumentError("binary: operands must have the output's rank and dtype");
-  }
-  for (int d = 0; d < rank; ++d) {
-    if (args.a.shape[d] != args.output.shape[d] || args.b.shape[d] != args.output.shape[d]) {
-      return absl::InvalidArgumentError("binary: operands must be expanded to the output shape");
-    }
-  }
   if (args.output.numel() == 0) return absl::OkStatus();
   if (dtype == core::DType::kFloat32) {
     switch (args.op) {
@@ -146,16 +131,8 @@ absl::Status CpuBackend::Binary(const BinaryArgs& args) {
 
 absl::Status CpuBackend::Dropout(const DropoutArgs& args) {
   const core::DType dtype = args.input.dtype;
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kDropout, .dtype = dtype}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.input, "dropout input"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "dropout output"));
+  PARAMD_RETURN_IF_ERROR(CheckDropout(*this, args));
   const int64_t n = args.input.numel();
-  if (args.output.numel() != n || args.output.dtype != dtype) {
-    return absl::InvalidArgumentError("dropout: input and output must match");
-  }
-  if (!(args.p >= 0.0 && args.p <= 1.0)) {
-    return absl::InvalidArgumentError("dropout: p must be in [0, 1]");
-  }
   const float scale = args.p < 1.0 ? static_cast<float>(1.0 / (1.0 - args.p)) : 0.0f;
   cpu::ParallelFor(n, kTranscendentalCost, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {

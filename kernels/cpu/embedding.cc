@@ -4,25 +4,16 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 
 namespace paramd::kernels {
 
 absl::Status CpuBackend::Embedding(const EmbeddingArgs& args) {
   const ConstTensorView& w = args.weight;
-  PARAMD_RETURN_IF_ERROR(
-      Supports({.kind = OpKind::kEmbedding, .dtype = w.dtype, .index_dtype = args.indices.dtype}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(w, "embedding weight"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.indices, "embedding indices"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "embedding output"));
-  if (w.rank != 2 || args.output.dtype != w.dtype) {
-    return absl::InvalidArgumentError("embedding: weight must be 2-D, output of its dtype");
-  }
+  PARAMD_RETURN_IF_ERROR(CheckEmbedding(*this, args));
   const int64_t rows = w.shape[0], dim = w.shape[1];
   const int64_t count = args.indices.numel();
-  if (args.output.numel() != count * dim) {
-    return absl::InvalidArgumentError("embedding: output must be [*indices.shape, dim]");
-  }
   std::vector<int64_t> index(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
     index[i] = args.indices.dtype == core::DType::kInt64

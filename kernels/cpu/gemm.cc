@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 
 namespace paramd::kernels {
@@ -19,18 +20,10 @@ int64_t Extent(int64_t rows, int64_t cols, int64_t ld) {
 }  // namespace
 
 absl::Status CpuBackend::Gemm(const GemmArgs& args) {
-  const OpQuery query{.kind = OpKind::kGemm, .dtype = args.dtype, .unary = args.epilogue};
-  PARAMD_RETURN_IF_ERROR(Supports(query));
+  PARAMD_RETURN_IF_ERROR(CheckGemm(*this, args));
   const int64_t m = args.m, n = args.n, k = args.k;
-  if (m < 0 || n < 0 || k < 0) return absl::InvalidArgumentError("gemm: negative size");
   const int64_t a_rows = args.trans_a ? k : m, a_cols = args.trans_a ? m : k;
   const int64_t b_rows = args.trans_b ? n : k, b_cols = args.trans_b ? k : n;
-  // With k == 0 neither A nor B is read.
-  if ((k > 0 && m > 0 && args.lda < std::max<int64_t>(a_cols, 1)) ||
-      (k > 0 && n > 0 && args.ldb < std::max<int64_t>(b_cols, 1)) ||
-      (m > 0 && args.ldc < std::max<int64_t>(n, 1))) {
-    return absl::InvalidArgumentError("gemm: a leading dimension is smaller than its row");
-  }
   if (m == 0 || n == 0) return absl::OkStatus();
 
   const cpu::FloatIn a(args.a, args.dtype, Extent(a_rows, a_cols, args.lda));

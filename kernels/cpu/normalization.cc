@@ -5,22 +5,14 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 
 namespace paramd::kernels {
 
 absl::Status CpuBackend::BatchNorm(const BatchNormArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kBatchNorm, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.input, "batch_norm input"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "batch_norm output"));
+  PARAMD_RETURN_IF_ERROR(CheckBatchNorm(*this, args));
   const ConstTensorView& x = args.input;
-  if (x.rank < 2 || args.output.rank != x.rank || args.output.dtype != x.dtype ||
-      args.output.numel() != x.numel()) {
-    return absl::InvalidArgumentError("batch_norm: input and output must match, rank >= 2");
-  }
-  if (!args.use_batch_stats && (args.running_mean == nullptr || args.running_var == nullptr)) {
-    return absl::InvalidArgumentError("batch_norm: running statistics are required in eval");
-  }
   const int64_t batch = x.shape[0], channels = x.shape[1];
   int64_t inner = 1;
   for (int d = 2; d < x.rank; ++d) inner *= x.shape[d];
@@ -84,15 +76,9 @@ absl::Status CpuBackend::BatchNorm(const BatchNormArgs& args) {
 }
 
 absl::Status CpuBackend::LayerNorm(const LayerNormArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kLayerNorm, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.input, "layer_norm input"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "layer_norm output"));
+  PARAMD_RETURN_IF_ERROR(CheckLayerNorm(*this, args));
   const int64_t total = args.input.numel();
   const int64_t size = args.normalized_size;
-  if (args.output.numel() != total || args.output.dtype != args.input.dtype || size < 0 ||
-      (size == 0 ? total != 0 : total % size != 0)) {
-    return absl::InvalidArgumentError("layer_norm: shapes do not match normalized_size");
-  }
   if (total == 0) return absl::OkStatus();
   const core::DType dtype = args.input.dtype;
   const cpu::FloatIn input(args.input.data, dtype, total);

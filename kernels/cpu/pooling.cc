@@ -6,37 +6,11 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 
 namespace paramd::kernels {
 namespace {
-
-struct Planes {
-  int64_t count, height, width, out_h, out_w;
-};
-
-absl::StatusOr<Planes> CheckPool(const ConstTensorView& x, const TensorView& y,
-                                 absl::string_view name) {
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(x, absl::StrCat(name, " input")));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(y, absl::StrCat(name, " output")));
-  if (x.rank < 2 || y.rank != x.rank || x.dtype != y.dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": input and output need the same rank (at least 2) and dtype"));
-  }
-  for (int d = 0; d + 2 < x.rank; ++d) {
-    if (x.shape[d] != y.shape[d]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": input and output differ before the last two dimensions"));
-    }
-  }
-  Planes p{.count = 1,
-           .height = x.shape[x.rank - 2],
-           .width = x.shape[x.rank - 1],
-           .out_h = y.shape[y.rank - 2],
-           .out_w = y.shape[y.rank - 1]};
-  for (int d = 0; d + 2 < x.rank; ++d) p.count *= x.shape[d];
-  return p;
-}
 
 // The output columns [lo, hi) whose input column ow * stride + offset lies in [0, width).
 std::pair<int64_t, int64_t> ColumnRange(int64_t offset, int64_t stride, int64_t width,
@@ -52,13 +26,7 @@ std::pair<int64_t, int64_t> ColumnRange(int64_t offset, int64_t stride, int64_t 
 }  // namespace
 
 absl::Status CpuBackend::MaxPool2d(const MaxPool2dArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kMaxPool2d, .dtype = args.input.dtype}));
-  PARAMD_ASSIGN_OR_RETURN(const Planes p, CheckPool(args.input, args.output, "max_pool2d"));
-  for (int d = 0; d < 2; ++d) {
-    if (args.kernel[d] < 1 || args.stride[d] < 1 || args.dilation[d] < 1 || args.padding[d] < 0) {
-      return absl::InvalidArgumentError("max_pool2d: bad kernel, stride, dilation or padding");
-    }
-  }
+  PARAMD_ASSIGN_OR_RETURN(const PoolPlanes p, CheckMaxPool2d(*this, args));
   const cpu::FloatIn input(args.input.data, args.input.dtype, args.input.numel());
   cpu::FloatOut output(args.output.data, args.output.dtype, args.output.numel());
   const int64_t kh = args.kernel[0], kw = args.kernel[1];
@@ -97,13 +65,7 @@ absl::Status CpuBackend::MaxPool2d(const MaxPool2dArgs& args) {
 }
 
 absl::Status CpuBackend::AvgPool2d(const AvgPool2dArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kAvgPool2d, .dtype = args.input.dtype}));
-  PARAMD_ASSIGN_OR_RETURN(const Planes p, CheckPool(args.input, args.output, "avg_pool2d"));
-  for (int d = 0; d < 2; ++d) {
-    if (args.kernel[d] < 1 || args.stride[d] < 1 || args.padding[d] < 0) {
-      return absl::InvalidArgumentError("avg_pool2d: bad kernel, stride or padding");
-    }
-  }
+  PARAMD_ASSIGN_OR_RETURN(const PoolPlanes p, CheckAvgPool2d(*this, args));
   const cpu::FloatIn input(args.input.data, args.input.dtype, args.input.numel());
   cpu::FloatOut output(args.output.data, args.output.dtype, args.output.numel());
   const int64_t kh = args.kernel[0], kw = args.kernel[1];
@@ -149,9 +111,7 @@ absl::Status CpuBackend::AvgPool2d(const AvgPool2dArgs& args) {
 }
 
 absl::Status CpuBackend::AdaptiveAvgPool2d(const AdaptiveAvgPool2dArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kAdaptiveAvgPool2d, .dtype = args.input.dtype}));
-  PARAMD_ASSIGN_OR_RETURN(const Planes p,
-                          CheckPool(args.input, args.output, "adaptive_avg_pool2d"));
+  PARAMD_ASSIGN_OR_RETURN(const PoolPlanes p, CheckAdaptiveAvgPool2d(*this, args));
   if (args.output.numel() == 0) return absl::OkStatus();
   const cpu::FloatIn input(args.input.data, args.input.dtype, args.input.numel());
   cpu::FloatOut output(args.output.data, args.output.dtype, args.output.numel());

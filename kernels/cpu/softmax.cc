@@ -5,24 +5,15 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 
 namespace paramd::kernels {
 
 absl::Status CpuBackend::Softmax(const SoftmaxArgs& args) {
   const core::DType dtype = args.input.dtype;
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kSoftmax, .dtype = dtype}));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.input, "softmax input"));
-  PARAMD_RETURN_IF_ERROR(cpu::RequireContiguous(args.output, "softmax output"));
+  PARAMD_RETURN_IF_ERROR(CheckSoftmax(*this, args));
   const ConstTensorView& x = args.input;
-  if (args.output.numel() != x.numel() || args.output.dtype != dtype) {
-    return absl::InvalidArgumentError("softmax: input and output must match");
-  }
-  // A 0-dim tensor is a single row of one element.
-  const int rank = std::max(x.rank, 1);
-  if (args.dim < 0 || args.dim >= rank) {
-    return absl::InvalidArgumentError("softmax: dim out of range");
-  }
   int64_t outer = 1, inner = 1;
   const int64_t size = x.rank == 0 ? 1 : x.shape[args.dim];
   for (int d = 0; d < args.dim; ++d) outer *= x.shape[d];

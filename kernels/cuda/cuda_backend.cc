@@ -7,6 +7,7 @@
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/op_checks.h"
 #include "server/common/status_macros.h"
 
 namespace paramd::kernels::cuda {
@@ -15,49 +16,6 @@ namespace {
 // Im2col columns are made this many bytes at a time at most (more images per chunk
 // means fewer, larger GEMMs).
 constexpr size_t kIm2ColChunkBytes = size_t{256} << 20;
-
-bool IsMathDType(core::DType dtype) {
-  return dtype == core::DType::kFloat32 || dtype == core::DType::kFloat16 ||
-         dtype == core::DType::kBFloat16;
-}
-
-absl::Status RequireContiguous(const ConstTensorView& view, absl::string_view what) {
-  if (view.rank < 0 || view.rank > kMaxRank) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": rank ", view.rank, " is outside [0, ", kMaxRank, "]"));
-  }
-  if (!view.is_contiguous()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " must be contiguous"));
-  }
-  if (view.data == nullptr && view.numel() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " has no data"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status RequireSameShape(const ConstTensorView& a, const ConstTensorView& b,
-                              absl::string_view what) {
-  bool same = a.rank == b.rank;
-  for (int d = 0; same && d < a.rank; ++d) same = a.shape[d] == b.shape[d];
-  if (!same) return absl::InvalidArgumentError(absl::StrCat(what, ": input and output must match"));
-  return absl::OkStatus();
-}
-
-absl::Status CheckPool(const ConstTensorView& x, const TensorView& y, absl::string_view name) {
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(x, absl::StrCat(name, " input")));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(y, absl::StrCat(name, " output")));
-  if (x.rank < 2 || y.rank != x.rank || x.dtype != y.dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": input and output need the same rank (at least 2) and dtype"));
-  }
-  for (int d = 0; d + 2 < x.rank; ++d) {
-    if (x.shape[d] != y.shape[d]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": input and output differ before the last two dimensions"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -189,78 +147,28 @@ absl::Status CudaBackend::Synchronize() {
 // Ops.
 
 absl::Status CudaBackend::Supports(const OpQuery& query) const {
-  bool ok = IsMathDType(query.dtype);
-  switch (query.kind) {
-    case OpKind::kEmbedding:
-      ok = ok &&
-           (query.index_dtype == core::DType::kInt64 || query.index_dtype == core::DType::kInt32);
-      break;
-    case OpKind::kCat:
-    case OpKind::kConvert:
-      // Copies work for every dtype.
-      ok = true;
-      break;
-    default:
-      break;
-  }
-  return ok ? absl::OkStatus() : Unsupported(query);
+  return SupportedByBuiltInBackends(query) ? absl::OkStatus() : Unsupported(query);
 }
 
 absl::Status CudaBackend::Gemm(const GemmArgs& args) {
-  PARAMD_RETURN_IF_ERROR(
-      Supports({.kind = OpKind::kGemm, .dtype = args.dtype, .unary = args.epilogue}));
-  const int64_t m = args.m, n = args.n, k = args.k;
-  if (m < 0 || n < 0 || k < 0) return absl::InvalidArgumentError("gemm: negative size");
-  const int64_t a_cols = args.trans_a ? m : k;
-  const int64_t b_cols = args.trans_b ? k : n;
-  if ((k > 0 && m > 0 && args.lda < std::max<int64_t>(a_cols, 1)) ||
-      (k > 0 && n > 0 && args.ldb < std::max<int64_t>(b_cols, 1)) ||
-      (m > 0 && args.ldc < std::max<int64_t>(n, 1))) {
-    return absl::InvalidArgumentError("gemm: a leading dimension is smaller than its row");
-  }
-  if (m == 0 || n == 0) return absl::OkStatus();
+  PARAMD_RETURN_IF_ERROR(CheckGemm(*this, args));
+  if (args.m == 0 || args.n == 0) return absl::OkStatus();
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   return RunGemm(*context_, {.args = args});
 }
 
 absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kConv2d, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.input, "conv2d input"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.weight, "conv2d weight"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "conv2d output"));
+  PARAMD_ASSIGN_OR_RETURN(ConvGeometry g, CheckConv2d(*this, args));
   const ConstTensorView& x = args.input;
   const ConstTensorView& w = args.weight;
   const TensorView& y = args.output;
-  if (x.rank != 4 || w.rank != 4 || y.rank != 4 || w.dtype != x.dtype || y.dtype != x.dtype) {
-    return absl::InvalidArgumentError("conv2d: input, weight and output must be 4-D, one dtype");
-  }
   const int64_t groups = args.groups;
   const int64_t batch = x.shape[0], in_channels = x.shape[1], out_channels = w.shape[0];
-  if (groups < 1 || in_channels != w.shape[1] * groups || out_channels % groups != 0 ||
-      y.shape[0] != batch || y.shape[1] != out_channels) {
-    return absl::InvalidArgumentError("conv2d: channel counts do not match the groups");
-  }
-  for (int d = 0; d < 2; ++d) {
-    if (args.stride[d] < 1 || args.dilation[d] < 1 || args.padding[d] < 0) {
-      return absl::InvalidArgumentError("conv2d: bad stride, dilation or padding");
-    }
-  }
   if (y.numel() == 0) return absl::OkStatus();
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   const cudaStream_t stream = context_->stream();
-  const ConvGeometry g{.channels = in_channels,
-                       .height = x.shape[2],
-                       .width = x.shape[3],
-                       .kernel_h = w.shape[2],
-                       .kernel_w = w.shape[3],
-                       .out_h = y.shape[2],
-                       .out_w = y.shape[3],
-                       .stride_h = args.stride[0],
-                       .stride_w = args.stride[1],
-                       .pad_h = args.padding[0],
-                       .pad_w = args.padding[1],
-                       .dilation_h = args.dilation[0],
-                       .dilation_w = args.dilation[1]};
+  // The im2col kernel writes the columns of every group of an image at once.
+  g.channels = in_channels;
   const size_t element = core::ElementSize(x.dtype);
   const int64_t group_in = w.shape[1], group_out = out_channels / groups;
   const int64_t patch = group_in * g.kernel_h * g.kernel_w;
@@ -324,103 +232,51 @@ absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
 }
 
 absl::Status CudaBackend::MaxPool2d(const MaxPool2dArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kMaxPool2d, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(CheckPool(args.input, args.output, "max_pool2d"));
-  for (int d = 0; d < 2; ++d) {
-    if (args.kernel[d] < 1 || args.stride[d] < 1 || args.dilation[d] < 1 || args.padding[d] < 0) {
-      return absl::InvalidArgumentError("max_pool2d: bad kernel, stride, dilation or padding");
-    }
-  }
+  PARAMD_RETURN_IF_ERROR(CheckMaxPool2d(*this, args).status());
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchMaxPool2d(args, context_->stream()));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::AvgPool2d(const AvgPool2dArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kAvgPool2d, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(CheckPool(args.input, args.output, "avg_pool2d"));
-  for (int d = 0; d < 2; ++d) {
-    if (args.kernel[d] < 1 || args.stride[d] < 1 || args.padding[d] < 0) {
-      return absl::InvalidArgumentError("avg_pool2d: bad kernel, stride or padding");
-    }
-  }
+  PARAMD_RETURN_IF_ERROR(CheckAvgPool2d(*this, args).status());
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchAvgPool2d(args, context_->stream()));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::AdaptiveAvgPool2d(const AdaptiveAvgPool2dArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kAdaptiveAvgPool2d, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(CheckPool(args.input, args.output, "adaptive_avg_pool2d"));
+  PARAMD_RETURN_IF_ERROR(CheckAdaptiveAvgPool2d(*this, args).status());
   if (args.output.numel() == 0) return absl::OkStatus();
-  if (args.input.shape[args.input.rank - 2] == 0 || args.input.shape[args.input.rank - 1] == 0) {
-    return absl::InvalidArgumentError("adaptive_avg_pool2d: empty input planes");
-  }
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchAdaptiveAvgPool2d(args, context_->stream()));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::BatchNorm(const BatchNormArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kBatchNorm, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.input, "batch_norm input"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "batch_norm output"));
-  const ConstTensorView& x = args.input;
-  if (x.rank < 2 || args.output.rank != x.rank || args.output.dtype != x.dtype ||
-      args.output.numel() != x.numel()) {
-    return absl::InvalidArgumentError("batch_norm: input and output must match, rank >= 2");
-  }
-  if (!args.use_batch_stats && (args.running_mean == nullptr || args.running_var == nullptr)) {
-    return absl::InvalidArgumentError("batch_norm: running statistics are required in eval");
-  }
+  PARAMD_RETURN_IF_ERROR(CheckBatchNorm(*this, args));
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchBatchNorm(args, context_->stream()));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::LayerNorm(const LayerNormArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kLayerNorm, .dtype = args.input.dtype}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.input, "layer_norm input"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "layer_norm output"));
-  const int64_t total = args.input.numel();
-  const int64_t size = args.normalized_size;
-  if (args.output.numel() != total || args.output.dtype != args.input.dtype || size < 0 ||
-      (size == 0 ? total != 0 : total % size != 0)) {
-    return absl::InvalidArgumentError("layer_norm: shapes do not match normalized_size");
-  }
-  if (total == 0) return absl::OkStatus();
+  PARAMD_RETURN_IF_ERROR(CheckLayerNorm(*this, args));
+  if (args.input.numel() == 0) return absl::OkStatus();
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchLayerNorm(args, context_->stream()));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Unary(const UnaryArgs& args) {
-  PARAMD_RETURN_IF_ERROR(
-      Supports({.kind = OpKind::kUnary, .dtype = args.input.dtype, .unary = args.op}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.input, "unary input"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "unary output"));
-  if (args.output.numel() != args.input.numel() || args.output.dtype != args.input.dtype) {
-    return absl::InvalidArgumentError("unary: input and output must match");
-  }
+  PARAMD_RETURN_IF_ERROR(CheckUnary(*this, args));
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchUnary(args, context_->stream()));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Binary(const BinaryArgs& args) {
-  const core::DType dtype = args.output.dtype;
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kBinary, .dtype = dtype, .binary = args.op}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "binary output"));
-  const int rank = args.output.rank;
-  if (args.a.rank != rank || args.b.rank != rank || args.a.dtype != dtype ||
-      args.b.dtype != dtype) {
-    return absl::InvalidArgumentError("binary: operands must have the output's rank and dtype");
-  }
-  for (int d = 0; d < rank; ++d) {
-    if (args.a.shape[d] != args.output.shape[d] || args.b.shape[d] != args.output.shape[d]) {
-      return absl::InvalidArgumentError("binary: operands must be expanded to the output shape");
-    }
-  }
+  PARAMD_RETURN_IF_ERROR(CheckBinary(*this, args));
   if (args.output.numel() == 0) return absl::OkStatus();
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchBinary(args, context_->stream()));
@@ -428,17 +284,7 @@ absl::Status CudaBackend::Binary(const BinaryArgs& args) {
 }
 
 absl::Status CudaBackend::Softmax(const SoftmaxArgs& args) {
-  const core::DType dtype = args.input.dtype;
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kSoftmax, .dtype = dtype}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.input, "softmax input"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "softmax output"));
-  if (args.output.numel() != args.input.numel() || args.output.dtype != dtype) {
-    return absl::InvalidArgumentError("softmax: input and output must match");
-  }
-  // A 0-dim tensor is a single row of one element.
-  if (args.dim < 0 || args.dim >= std::max(args.input.rank, 1)) {
-    return absl::InvalidArgumentError("softmax: dim out of range");
-  }
+  PARAMD_RETURN_IF_ERROR(CheckSoftmax(*this, args));
   if (args.input.numel() == 0) return absl::OkStatus();
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchSoftmax(args, context_->stream()));
@@ -446,21 +292,9 @@ absl::Status CudaBackend::Softmax(const SoftmaxArgs& args) {
 }
 
 absl::Status CudaBackend::Embedding(const EmbeddingArgs& args) {
-  const ConstTensorView& w = args.weight;
-  PARAMD_RETURN_IF_ERROR(
-      Supports({.kind = OpKind::kEmbedding, .dtype = w.dtype, .index_dtype = args.indices.dtype}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(w, "embedding weight"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.indices, "embedding indices"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "embedding output"));
-  if (w.rank != 2 || args.output.dtype != w.dtype) {
-    return absl::InvalidArgumentError("embedding: weight must be 2-D, output of its dtype");
-  }
-  const int64_t rows = w.shape[0], dim = w.shape[1];
-  const int64_t count = args.indices.numel();
-  if (args.output.numel() != count * dim) {
-    return absl::InvalidArgumentError("embedding: output must be [*indices.shape, dim]");
-  }
-  if (count == 0) return absl::OkStatus();
+  PARAMD_RETURN_IF_ERROR(CheckEmbedding(*this, args));
+  const int64_t rows = args.weight.shape[0];
+  if (args.indices.numel() == 0) return absl::OkStatus();
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   const cudaStream_t stream = context_->stream();
   // Checked before the gather is queued, so a bad index leaves the output untouched.
@@ -474,16 +308,7 @@ absl::Status CudaBackend::Embedding(const EmbeddingArgs& args) {
 }
 
 absl::Status CudaBackend::Dropout(const DropoutArgs& args) {
-  const core::DType dtype = args.input.dtype;
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kDropout, .dtype = dtype}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.input, "dropout input"));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "dropout output"));
-  if (args.output.numel() != args.input.numel() || args.output.dtype != dtype) {
-    return absl::InvalidArgumentError("dropout: input and output must match");
-  }
-  if (!(args.p >= 0.0 && args.p <= 1.0)) {
-    return absl::InvalidArgumentError("dropout: p must be in [0, 1]");
-  }
+  PARAMD_RETURN_IF_ERROR(CheckDropout(*this, args));
   // The CPU backend's factor, rounded to float once on the host.
   const float scale = args.p < 1.0 ? static_cast<float>(1.0 / (1.0 - args.p)) : 0.0f;
   PARAMD_RETURN_IF_ERROR(context_->Enter());
@@ -492,12 +317,8 @@ absl::Status CudaBackend::Dropout(const DropoutArgs& args) {
 }
 
 absl::Status CudaBackend::Convert(const ConvertArgs& args) {
-  PARAMD_RETURN_IF_ERROR(Supports(
-      {.kind = OpKind::kConvert, .dtype = args.input.dtype, .out_dtype = args.output.dtype}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "convert output"));
-  PARAMD_RETURN_IF_ERROR(RequireSameShape(args.input, args.output, "convert"));
+  PARAMD_RETURN_IF_ERROR(CheckConvert(*this, args));
   if (args.output.numel() == 0) return absl::OkStatus();
-  if (args.input.data == nullptr) return absl::InvalidArgumentError("convert input has no data");
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   PARAMD_CUDA_RETURN_IF_ERROR(
       device_, LaunchConvert(args.input, args.output.data, args.output.dtype, args.output.strides,
@@ -507,22 +328,7 @@ absl::Status CudaBackend::Convert(const ConvertArgs& args) {
 
 absl::Status CudaBackend::Cat(const CatArgs& args) {
   const TensorView& out = args.output;
-  PARAMD_RETURN_IF_ERROR(Supports({.kind = OpKind::kCat, .dtype = out.dtype}));
-  PARAMD_RETURN_IF_ERROR(RequireContiguous(out, "cat output"));
-  if (args.dim < 0 || args.dim >= out.rank) {
-    return absl::InvalidArgumentError("cat: dim out of range");
-  }
-  int64_t along = 0;
-  for (const ConstTensorView& in : args.inputs) {
-    if (in.numel() == 0) continue;
-    bool ok = in.rank == out.rank && in.dtype == out.dtype && in.data != nullptr;
-    for (int d = 0; ok && d < out.rank; ++d) ok = d == args.dim || in.shape[d] == out.shape[d];
-    if (!ok) return absl::InvalidArgumentError("cat: inputs must match the output's shape");
-    along += in.shape[args.dim];
-  }
-  if (along != out.shape[args.dim]) {
-    return absl::InvalidArgumentError("cat: the inputs do not fill the output");
-  }
+  PARAMD_RETURN_IF_ERROR(CheckCat(*this, args));
   PARAMD_RETURN_IF_ERROR(context_->Enter());
   const size_t element = core::ElementSize(out.dtype);
   int64_t offset = 0;

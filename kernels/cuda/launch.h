@@ -55,11 +55,6 @@ cudaError_t LaunchEmbeddingGather(const EmbeddingArgs& args, cudaStream_t stream
 // [channels * kernel_h * kernel_w, out_h * out_w] column matrix (zeros for padding),
 // image after image. ChannelBias adds bias[o] to every element of channel o of an
 // [images, channels, plane] tensor.
-struct ConvGeometry {
-  int64_t channels, height, width;
-  int64_t kernel_h, kernel_w, out_h, out_w;
-  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
-};
 cudaError_t LaunchIm2Col(core::DType dtype, const void* input, int64_t images,
                          const ConvGeometry& geometry, void* columns, cudaStream_t stream);
 cudaError_t LaunchChannelBias(core::DType dtype, void* data, int64_t images, int64_t channels,

@@ -152,6 +152,17 @@ TEST(CpuOpsTest, NonContiguousInputIsRefusedWhereContiguityIsRequired) {
   EXPECT_THAT(status.message(), HasSubstr("must be contiguous"));
 }
 
+TEST(CpuOpsTest, AdaptiveAvgPoolOfEmptyPlanesIsRefusedNotNan) {
+  // Every output cell would average nothing; PyTorch refuses such an input too.
+  CpuBackend cpu;
+  std::vector<float> x, y(4, 7.0f);
+  const TensorView in = ViewOf(x, {1, 1, 0, 3});
+  const absl::Status status = cpu.AdaptiveAvgPool2d({.input = in, .output = ViewOf(y, {1, 1, 2, 2})});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("empty input planes"));
+  EXPECT_THAT(y, ElementsAre(7, 7, 7, 7));
+}
+
 TEST(CpuOpsTest, ConvertRoundsToNearestEvenAndSaturatesIntegers) {
   CpuBackend cpu;
   std::vector<float> x = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 1e20f, -2.7f};
