@@ -158,9 +158,11 @@ std::optional<Device> TreeDevice(const Module& module) {
   return std::nullopt;
 }
 
-kernels::ConstTensorView ConstView(const Tensor& tensor) {
-  kernels::ConstTensorView view;
-  view.data = tensor.data();
+// `tensor`'s dtype, shape and strides, with `data` (const or not) as its data.
+template <typename View>
+View ViewWith(const Tensor& tensor, decltype(View::data) data) {
+  View view;
+  view.data = data;
   view.dtype = tensor.dtype();
   view.rank = static_cast<int>(tensor.dim());
   for (int d = 0; d < view.rank; ++d) {
@@ -170,16 +172,12 @@ kernels::ConstTensorView ConstView(const Tensor& tensor) {
   return view;
 }
 
+kernels::ConstTensorView ConstView(const Tensor& tensor) {
+  return ViewWith<kernels::ConstTensorView>(tensor, tensor.data());
+}
+
 kernels::TensorView MutableView(const Tensor& tensor) {
-  kernels::TensorView view;
-  view.data = tensor.mutable_data();
-  view.dtype = tensor.dtype();
-  view.rank = static_cast<int>(tensor.dim());
-  for (int d = 0; d < view.rank; ++d) {
-    view.shape[d] = tensor.shape()[d];
-    view.strides[d] = tensor.strides()[d];
-  }
-  return view;
+  return ViewWith<kernels::TensorView>(tensor, tensor.mutable_data());
 }
 
 // A view of contiguous `tensor` with another shape of the same element count.

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "paramd/client.h"
+#include "tests/integration/client_fixture.h"
 #include "tests/integration/daemon.h"
 #include "tests/integration/specs.h"
 
@@ -25,12 +26,6 @@ using client::HostTensor;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-
-HostTensor Floats(std::vector<int64_t> shape, std::vector<double> values) {
-  auto tensor = HostTensor::FromDoubles(DType::kFloat32, std::move(shape), values);
-  EXPECT_TRUE(tensor.ok()) << tensor.status();
-  return *tensor;
-}
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -4,6 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/client_fixture.h"
 #include "tests/integration/daemon.h"
 #include "tests/integration/specs.h"
 
@@ -16,45 +17,18 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
+class ClientTest : public DaemonClientTest {};
+
 constexpr char kCnnSpec[] = R"({"type": "MyModel", "children": [
    {"name": "conv1", "type": "Conv2d", "args": {"in_channels": 1, "out_channels": 20, "kernel_size": 5}},
    {"name": "pool", "type": "MaxPool2d", "args": {"kernel_size": 2, "stride": 2}},
    {"name": "fc1", "type": "Linear", "args": {"in_features": 2880, "out_features": 10}}]})";
-
-constexpr char kBatchNormSpec[] = R"({"type": "Sequential", "children": [
-   {"type": "Linear", "args": {"in_features": 2, "out_features": 3}},
-   {"type": "BatchNorm1d", "args": {"num_features": 3}}]})";
-
-HostTensor Floats(std::vector<int64_t> shape, std::vector<double> values) {
-  auto tensor = HostTensor::FromDoubles(DType::kFloat32, std::move(shape), values);
-  EXPECT_TRUE(tensor.ok()) << tensor.status();
-  return *tensor;
-}
 
 std::vector<std::string> Names(const std::vector<client::NamedTensor>& entries) {
   std::vector<std::string> names;
   for (const auto& entry : entries) names.push_back(entry.name);
   return names;
 }
-
-class ClientTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto daemon = Daemon::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    auto connected = client::Client::Connect(daemon_->address());
-    ASSERT_TRUE(connected.ok()) << connected.status();
-    client_ = *std::move(connected);
-  }
-  void TearDown() override {
-    client_.reset();
-    daemon_.reset();
-  }
-
-  std::unique_ptr<Daemon> daemon_;
-  std::unique_ptr<client::Client> client_;
-};
 
 TEST_F(ClientTest, HealthListDescribeDelete) {
   EXPECT_TRUE(client_->Health().ok());

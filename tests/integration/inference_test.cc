@@ -11,7 +11,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "paramd/client.h"
+#include "tests/integration/client_fixture.h"
 #include "tests/integration/daemon.h"
+#include "tests/integration/specs.h"
 
 namespace paramd::testing {
 namespace {
@@ -23,7 +25,7 @@ using client::HostTensor;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-constexpr char kMlpSpec[] = R"({"type": "MLP", "children": [
+constexpr char kForwardMlpSpec[] = R"({"type": "MLP", "children": [
    {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
    {"name": "relu", "type": "ReLU"},
    {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}],
@@ -36,20 +38,10 @@ constexpr char kCnnSpec[] = R"({"type": "CNN", "children": [
  "forward": ["conv1", {"op": "relu"}, "pool", {"op": "view", "args": {"shape": [-1, 2880]}},
              "fc1", {"op": "relu"}]})";
 
-constexpr char kBatchNormSpec[] = R"({"type": "Sequential", "children": [
-   {"type": "Linear", "args": {"in_features": 2, "out_features": 3}},
-   {"type": "BatchNorm1d", "args": {"num_features": 3}}]})";
-
 // Two layers, so that a forward reads tensors written by one write at different moments.
 constexpr char kTwoLayerSpec[] = R"({"type": "Sequential", "children": [
    {"type": "Linear", "args": {"in_features": 64, "out_features": 64}},
    {"type": "Linear", "args": {"in_features": 64, "out_features": 64}}]})";
-
-HostTensor Floats(std::vector<int64_t> shape, std::vector<double> values) {
-  auto tensor = HostTensor::FromDoubles(DType::kFloat32, std::move(shape), values);
-  EXPECT_TRUE(tensor.ok()) << tensor.status();
-  return *tensor;
-}
 
 HostTensor Filled(std::vector<int64_t> shape, double value) {
   int64_t n = 1;
@@ -57,23 +49,10 @@ HostTensor Filled(std::vector<int64_t> shape, double value) {
   return Floats(std::move(shape), std::vector<double>(static_cast<size_t>(n), value));
 }
 
-class InferenceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto daemon = Daemon::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    auto connected = client::Client::Connect(daemon_->address());
-    ASSERT_TRUE(connected.ok()) << connected.status();
-    client_ = *std::move(connected);
-  }
-
-  std::unique_ptr<Daemon> daemon_;
-  std::unique_ptr<client::Client> client_;
-};
+class InferenceTest : public DaemonClientTest {};
 
 TEST_F(InferenceTest, SeedMlpComputesAndReportsItsVersion) {
-  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->CreateModel("mlp", kForwardMlpSpec).ok());
   client::RemoteModel mlp = client_->Model("mlp");
   auto written = mlp.SetTensors({{"linear1.weight", Floats({2, 1}, {1.0, -1.0}), std::nullopt},
                                  {"linear1.bias", Floats({2}, {0.5, 0.25}), std::nullopt},
@@ -139,7 +118,7 @@ TEST_F(InferenceTest, SeedCnnBatches) {
 }
 
 TEST_F(InferenceTest, ShapeErrorsNameTheModuleAndExpectedShape) {
-  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->CreateModel("mlp", kForwardMlpSpec).ok());
   auto bad = client_->Model("mlp").Forward(Filled({4, 3}, 1.0));
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("module 'linear1' (Linear)"));
@@ -162,7 +141,7 @@ TEST_F(InferenceTest, WireErrors) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("model 'nobody' not found"));
 
-  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->CreateModel("mlp", kForwardMlpSpec).ok());
   auto unnamed = client_->Model("mlp").Forward({{"x", Filled({1, 1}, 1.0)}});
   EXPECT_EQ(unnamed.status().code(), absl::StatusCode::kInvalidArgument);
   auto twice = client_->Model("mlp").Forward(
@@ -176,7 +155,7 @@ TEST_F(InferenceTest, WireErrors) {
 }
 
 TEST_F(InferenceTest, LargeInputsAndOutputsTravelInChunks) {
-  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->CreateModel("mlp", kForwardMlpSpec).ok());
   client::RemoteModel mlp = client_->Model("mlp");
   ASSERT_TRUE(mlp.SetTensors({{"linear1.weight", Floats({2, 1}, {1.0, 0.0}), std::nullopt},
                               {"linear1.bias", Floats({2}, {0.0, 0.0}), std::nullopt},

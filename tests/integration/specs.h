@@ -11,6 +11,11 @@ inline constexpr char kMlpSpec[] = R"({"type": "MLP", "attributes": ["w1"],
    {"name": "relu", "type": "ReLU"},
    {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}]})";
 
+// Linear(2, 3) then BatchNorm1d(3).
+inline constexpr char kBatchNormSpec[] = R"({"type": "Sequential", "children": [
+   {"type": "Linear", "args": {"in_features": 2, "out_features": 3}},
+   {"type": "BatchNorm1d", "args": {"num_features": 3}}]})";
+
 // shared = Linear(8, 8); Sequential(Linear(4, 8), ReLU(), shared, ReLU(), shared, ReLU(),
 // Linear(8, 1)).
 inline constexpr char kSharedSpec[] = R"({"type": "Sequential", "children": [
