@@ -7,6 +7,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "kernels/backend.h"
 #include "server/common/status_macros.h"
 #include "server/core/load_state_dict.h"
@@ -292,11 +293,24 @@ grpc::Status CheckpointsService::Download(grpc::ServerContext* context,
   }));
 }
 
+// Note [Kept digests]
+// A kept digest is trusted while the file's identity (device, inode, size, mtime) is the
+// one that was hashed: a save or upload renames a new inode into place, and a change in
+// place moves mtime. But mtime only advances with the kernel's coarse clock (a few ms), so
+// a file rewritten in place within the same tick, at the same size, would look unchanged.
+// As git does with "racy" index entries, a digest is therefore trusted only if the file's
+// mtime was over a second older than the moment it was hashed; a digest taken sooner (a
+// download right after a save) is taken again on the next download, once.
+constexpr int64_t kRacyNs = 1'000'000'000;
+
 std::string CheckpointsService::DigestOf(const io::MappedFile& file) {
   {
     absl::MutexLock lock(&digests_mu_);
     auto it = digests_.find(file.path());
-    if (it != digests_.end() && it->second.first == file.identity()) return it->second.second;
+    if (it != digests_.end() && it->second.identity == file.identity() &&
+        file.identity().mtime_ns + kRacyNs < it->second.taken_unix_ns) {
+      return it->second.sha256;
+    }
   }
   io::WrittenFile hashed;
   hashed.identity = file.identity();
@@ -309,7 +323,7 @@ void CheckpointsService::KeepDigest(const std::string& path, const io::WrittenFi
   absl::MutexLock lock(&digests_mu_);
   // A bound on memory for daemons that see many files: forgetting only costs a rehash.
   if (digests_.size() >= 4096) digests_.clear();
-  digests_[path] = {written.identity, written.sha256};
+  digests_[path] = {written.identity, written.sha256, absl::GetCurrentTimeNanos()};
 }
 
 grpc::Status CheckpointsService::Snapshot(grpc::ServerContext*, const v1::SnapshotRequest* request,

@@ -44,7 +44,8 @@ class CheckpointsService final : public v1::Checkpoints::Service {
 
  private:
   // The SHA-256 of the mapped `file`: kept from when paramd wrote it (Save, Upload) or
-  // hashed once and kept, so that resumed downloads do not hash the file again.
+  // hashed once and kept, so that downloads, resumed ones included, do not hash the file
+  // again (Note [Kept digests]).
   std::string DigestOf(const io::MappedFile& file);
   void KeepDigest(const std::string& path, const io::WrittenFile& written);
 
@@ -57,9 +58,13 @@ class CheckpointsService final : public v1::Checkpoints::Service {
   absl::Mutex uploads_mu_;
   absl::flat_hash_set<std::string> uploads_in_flight_ ABSL_GUARDED_BY(uploads_mu_);
   absl::Mutex digests_mu_;
-  // By absolute path; an entry counts only while the file's identity is unchanged.
-  absl::flat_hash_map<std::string, std::pair<io::FileIdentity, std::string>> digests_
-      ABSL_GUARDED_BY(digests_mu_);
+  struct KeptDigest {
+    io::FileIdentity identity;
+    std::string sha256;
+    int64_t taken_unix_ns;  // when the bytes were hashed
+  };
+  // By absolute path.
+  absl::flat_hash_map<std::string, KeptDigest> digests_ ABSL_GUARDED_BY(digests_mu_);
 };
 
 }  // namespace paramd::service

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -276,6 +277,23 @@ TEST_F(CheckpointDirTest, UploadAndDownloadRoundTripAndResume) {
   ASSERT_TRUE(downloaded.ok()) << downloaded.status();
   EXPECT_EQ(ReadAll(fetched), bytes);
   EXPECT_EQ(downloaded->sha256, uploaded->sha256);
+
+  // Rewritten in place at the same size, with the same mtime (as a rewrite within one tick
+  // of the file clock leaves it), right after a download hashed it: the file looks
+  // unchanged, and only the racy rule of Note [Kept digests] keeps the daemon from serving
+  // the old digest, which the client would refuse as corrupt.
+  const std::string served = daemon_->checkpoint_dir() + "/in/file.bin";
+  const auto mtime = std::filesystem::last_write_time(served);
+  std::string rewritten = bytes;
+  std::reverse(rewritten.begin(), rewritten.end());
+  WriteAll(served, rewritten);
+  std::filesystem::last_write_time(served, mtime);
+  const std::string refetched = daemon_->data_dir() + "/refetched.bin";
+  auto redownloaded = client_->Download("in/file.bin", refetched);
+  ASSERT_TRUE(redownloaded.ok()) << redownloaded.status();
+  EXPECT_EQ(ReadAll(refetched), rewritten);
+  EXPECT_NE(redownloaded->sha256, downloaded->sha256);
+  WriteAll(served, bytes);
 
   WriteAll(fetched + ".part", bytes.substr(0, kept));
   std::filesystem::remove(fetched);
