@@ -156,7 +156,7 @@ absl::StatusOr<ForwardAnswer> RunForward(core::Model& model, const ForwardCall& 
 
 // Sends the start and every output (header, then its chunks), packing parts into as few
 // frames as their field order allows: a small answer is one frame, which leaves with the
-// status.
+// status. One frame is held at a time, so a large output is never copied whole.
 absl::Status WriteAnswer(
     const std::string& model_name, const ForwardAnswer& answer, v1::DType wire_dtype,
     grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) {
@@ -167,16 +167,27 @@ absl::Status WriteAnswer(
     PARAMD_ASSIGN_OR_RETURN(core::Tensor tensor, PrepareForWire(output.tensor, wire_dtype));
     wire.push_back(std::move(tensor));
   }
-  std::vector<v1::ForwardResponse> frames(1);
-  v1::ForwardStart* start = frames.back().mutable_start();
+  v1::ForwardResponse frame;
+  // No buffer hint: a synchronous Write waits for its message to be sent, and a hinted one
+  // may wait for a flush that never comes. The last frame leaves with the status.
+  auto send = [&](bool last) -> absl::Status {
+    grpc::WriteOptions write_options;
+    if (last) write_options.set_last_message();
+    if (!stream->Write(frame, write_options)) {
+      return absl::CancelledError("the client went away before the outputs were sent");
+    }
+    frame.Clear();
+    return absl::OkStatus();
+  };
+  v1::ForwardStart* start = frame.mutable_start();
   start->set_model(model_name);
   start->set_version(answer.version);
   start->set_updated_version(answer.updated_version);
   start->set_training(answer.training);
   for (size_t i = 0; i < wire.size(); ++i) {
     // A header goes after a start in the same frame, never after a chunk or header.
-    if (frames.back().has_header() || frames.back().has_chunk()) frames.emplace_back();
-    v1::TensorHeader* header = frames.back().mutable_header();
+    if (frame.has_header() || frame.has_chunk()) PARAMD_RETURN_IF_ERROR(send(false));
+    v1::TensorHeader* header = frame.mutable_header();
     header->set_name(answer.outputs[i].name);
     FillMeta(wire[i], header->mutable_meta());
     // Where the model computed it, not the wire copy's CPU.
@@ -185,22 +196,13 @@ absl::Status WriteAnswer(
     const char* bytes = static_cast<const char*>(wire[i].data());
     const size_t nbytes = wire[i].nbytes();
     for (size_t offset = 0; offset < nbytes; offset += kChunkBytes) {
-      if (frames.back().has_chunk()) frames.emplace_back();
-      v1::TensorChunk* chunk = frames.back().mutable_chunk();
+      if (frame.has_chunk()) PARAMD_RETURN_IF_ERROR(send(false));
+      v1::TensorChunk* chunk = frame.mutable_chunk();
       chunk->set_offset(offset);
       chunk->set_data(bytes + offset, std::min(kChunkBytes, nbytes - offset));
     }
   }
-  for (size_t i = 0; i < frames.size(); ++i) {
-    // No buffer hint: a synchronous Write waits for its message to be sent, and a hinted
-    // one may wait for a flush that never comes. The last frame leaves with the status.
-    grpc::WriteOptions write_options;
-    if (i + 1 == frames.size()) write_options.set_last_message();
-    if (!stream->Write(frames[i], write_options)) {
-      return absl::CancelledError("the client went away before the outputs were sent");
-    }
-  }
-  return absl::OkStatus();
+  return send(true);
 }
 
 }  // namespace
