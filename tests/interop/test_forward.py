@@ -105,6 +105,9 @@ CASES = [
      lambda: randn(4, 5), "eval"),
     ("linear_3d_nobias", lambda: nn.Linear(5, 3, bias=False),
      layer("Linear", in_features=5, out_features=3, bias=False), lambda: randn(2, 4, 5), "eval"),
+    # Large enough (64 x 512 x 256 multiply-adds) for the CPU backend's oneDNN path.
+    ("linear_large", lambda: nn.Linear(512, 256), layer("Linear", in_features=512, out_features=256),
+     lambda: randn(64, 512), "eval"),
     ("conv2d", lambda: nn.Conv2d(3, 8, 3), layer("Conv2d", in_channels=3, out_channels=8,
                                                  kernel_size=3), lambda: randn(2, 3, 9, 10), "eval"),
     ("conv2d_stride_pad_dilation_groups",

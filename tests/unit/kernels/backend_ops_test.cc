@@ -620,6 +620,13 @@ const std::vector<OpCase>& AllCases() {
     list->push_back(
         GemmCase("gemm_large", f32, 64, 128, 256, false, true, true, UnaryOp::kIdentity, 7));
     list->push_back(GemmCase("gemm_k0", f32, 3, 4, 0, false, true, true, UnaryOp::kReLU, 8));
+    // Above the CPU backend's oneDNN threshold (2^22 multiply-adds).
+    list->push_back(
+        GemmCase("gemm_onednn_linear", f32, 64, 256, 512, false, true, true, UnaryOp::kReLU, 11));
+    list->push_back(
+        GemmCase("gemm_onednn_tn", f32, 128, 128, 512, true, false, false, UnaryOp::kIdentity, 12));
+    list->push_back(
+        GemmCase("gemm_onednn_bf16", bf16, 64, 256, 512, false, true, true, UnaryOp::kGELU, 13));
     list->push_back(GemmCase("gemm_f16", f16, 8, 16, 32, false, true, true, UnaryOp::kIdentity, 9));
     list->push_back(GemmCase("gemm_bf16", bf16, 8, 16, 32, false, true, true, UnaryOp::kReLU, 10));
     // Convolution: the seed CNN's layer, strides/padding/dilation, groups, 1x1, 'same'.

@@ -2,6 +2,8 @@
 // reach: NaN propagation, argument checks, untouched outputs on error, aliasing.
 #include <cmath>
 #include <limits>
+#include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -63,6 +65,50 @@ TEST(CpuOpsTest, GemmHonoursLeadingDimensionOfC) {
                         .ldc = 2})
                   .ok());
   EXPECT_THAT(c, ElementsAre(3, -1, 6, -1));
+}
+
+TEST(CpuOpsTest, LargeGemmHonoursLeadingDimensionsAndRunsOnManyThreadsAtOnce) {
+  // Large enough for oneDNN (docs/kernels.md); C rows are padded (ldc > n) and the padding
+  // must stay untouched. Several threads run the same shape at once, as concurrent
+  // forwards do, each with its own output.
+  constexpr int64_t m = 64, n = 256, k = 512, ldc = n + 3;
+  std::vector<float> a(m * k), b(n * k), bias(n);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 37 % 101) - 50) / 50.0f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>((i * 53 % 97) - 48) / 48.0f;
+  for (size_t i = 0; i < bias.size(); ++i) bias[i] = static_cast<float>(i % 7) - 3.0f;
+  std::vector<double> expected(m * n);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = bias[j];
+      for (int64_t p = 0; p < k; ++p) sum += double{a[i * k + p]} * b[j * k + p];
+      expected[i * n + j] = sum;
+    }
+  }
+  CpuBackend cpu;
+  constexpr int kThreads = 4;
+  std::vector<std::vector<float>> c(kThreads, std::vector<float>(m * ldc, -7.0f));
+  std::vector<absl::Status> status(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 3 && status[t].ok(); ++rep) {
+        status[t] = cpu.Gemm({.m = m, .n = n, .k = k, .a = a.data(), .lda = k, .b = b.data(),
+                              .ldb = k, .trans_b = true, .bias = bias.data(),
+                              .c = c[t].data(), .ldc = ldc});
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) {
+    ASSERT_TRUE(status[t].ok()) << status[t];
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        ASSERT_NEAR(c[t][i * ldc + j], expected[i * n + j], 1e-4 * (1 + std::abs(expected[i * n + j])))
+            << "thread " << t << " at " << i << "," << j;
+      }
+      for (int64_t j = n; j < ldc; ++j) ASSERT_EQ(c[t][i * ldc + j], -7.0f) << "padding touched";
+    }
+  }
 }
 
 TEST(CpuOpsTest, MaxPoolPropagatesNan) {
