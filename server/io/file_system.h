@@ -36,6 +36,21 @@ class WritableFile {
   }
 };
 
+// A WritableFile that keeps its bytes in memory, in `data`: for writing a format to a
+// buffer (and for tests and fuzzers that round-trip through one).
+class StringWritableFile : public WritableFile {
+ public:
+  absl::Status Append(absl::Span<const uint8_t> bytes) override {
+    data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    return absl::OkStatus();
+  }
+  absl::Status Sync() override { return absl::OkStatus(); }
+  absl::Status Close() override { return absl::OkStatus(); }
+  uint64_t size() const override { return data.size(); }
+
+  std::string data;
+};
+
 class FileSystem {
  public:
   virtual ~FileSystem() = default;

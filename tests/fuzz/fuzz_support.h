@@ -44,20 +44,6 @@ inline void LimitBackendMemory() {
   (*cpu)->SetMemoryLimit(kBackendMemoryLimit);
 }
 
-// Writer output kept in memory, for the round trips.
-class StringFile : public io::WritableFile {
- public:
-  absl::Status Append(absl::Span<const uint8_t> bytes) override {
-    data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    return absl::OkStatus();
-  }
-  absl::Status Sync() override { return absl::OkStatus(); }
-  absl::Status Close() override { return absl::OkStatus(); }
-  uint64_t size() const override { return data.size(); }
-
-  std::string data;
-};
-
 inline absl::Span<const uint8_t> AsBytes(const std::string& text) {
   return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size());
 }

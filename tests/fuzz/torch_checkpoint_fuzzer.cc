@@ -62,7 +62,7 @@ void CheckRoundTrip(const io::TorchCheckpoint& checkpoint) {
   options.metadata = checkpoint.metadata;
   options.extra_records = checkpoint.extra_records;
   options.serialization_id = "0";
-  StringFile out;
+  io::StringWritableFile out;
   if (!io::WriteTorchCheckpoint(out, checkpoint.entries, options).ok()) {
     options.archive_name = "archive";
     options.extra_records.clear();

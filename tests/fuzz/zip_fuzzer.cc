@@ -26,7 +26,7 @@ void CheckEntries(const io::ZipReader& reader, absl::Span<const uint8_t> archive
 }
 
 void RoundTrip(const io::ZipReader& reader, bool force_zip64) {
-  StringFile out;
+  io::StringWritableFile out;
   io::ZipWriter writer(out, io::ZipWriterOptions{.force_zip64 = force_zip64});
   for (const io::ZipEntry& entry : reader.entries()) {
     const absl::Status added = writer.AddEntry(entry.name, reader.Data(entry));

@@ -190,7 +190,9 @@ TEST_F(UploadTest, FailingAtAnyStepKeepsTheTargetAndResumesToTheRightFile) {
     const absl::StatusOr<WrittenFile> failed = Upload(fs, target, next);
     ASSERT_FALSE(failed.ok());
     EXPECT_THAT(std::string(failed.status().message()), HasSubstr("injected"));
-    if (step < steps - 1) EXPECT_EQ(ReadFile(target), previous);
+    if (step < steps - 1) {
+      EXPECT_EQ(ReadFile(target), previous);
+    }
     // Whatever is kept is a prefix of the file, so resuming from it finishes correctly.
     const uint64_t kept = PartialUpload::KeptBytes(target);
     EXPECT_LE(kept, next.size());

@@ -1,5 +1,5 @@
-// What the io tests share: byte and tensor helpers, an in-memory WritableFile, and a
-// fixture with a scratch directory of its own.
+// What the io tests share: byte and tensor helpers, and a fixture with a scratch directory
+// of its own.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -13,7 +13,6 @@
 
 #include "absl/types/span.h"
 #include "server/core/tensor.h"
-#include "server/io/file_system.h"
 
 namespace paramd::io::test_util {
 
@@ -50,19 +49,6 @@ inline std::vector<uint8_t> Bytes(const core::Tensor& tensor) {
   EXPECT_TRUE(bytes.ok()) << bytes.status();
   return bytes.ok() ? *bytes : std::vector<uint8_t>{};
 }
-
-// A WritableFile that keeps what it is given in `data`.
-class StringFile : public WritableFile {
- public:
-  absl::Status Append(absl::Span<const uint8_t> bytes) override {
-    data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    return absl::OkStatus();
-  }
-  absl::Status Sync() override { return absl::OkStatus(); }
-  absl::Status Close() override { return absl::OkStatus(); }
-  uint64_t size() const override { return data.size(); }
-  std::string data;
-};
 
 // A fixture with a fresh directory for each test, removed afterwards.
 class ScratchDirTest : public ::testing::Test {

@@ -26,7 +26,6 @@ using ::testing::HasSubstr;
 using test_util::AsSpan;
 using test_util::Bytes;
 using test_util::Make;
-using test_util::StringFile;
 
 class TorchCheckpointFileTest : public test_util::ScratchDirTest {};
 
@@ -42,7 +41,7 @@ TorchCheckpointEntry Entry(std::string name, core::Tensor tensor, bool is_parame
 
 std::string Write(const std::vector<TorchCheckpointEntry>& entries,
                   const TorchSaveOptions& options = {}) {
-  StringFile file;
+  StringWritableFile file;
   absl::Status status = WriteTorchCheckpoint(file, entries, options);
   EXPECT_TRUE(status.ok()) << status;
   return file.data;
@@ -64,7 +63,7 @@ std::vector<std::pair<std::string, std::string>> Records(const std::string& byte
 
 std::string Zip(const std::vector<std::pair<std::string, std::string>>& records,
                 ZipWriterOptions options = {}) {
-  StringFile file;
+  StringWritableFile file;
   ZipWriter writer(file, options);
   for (const auto& [name, data] : records) EXPECT_TRUE(writer.AddEntry(name, data).ok());
   EXPECT_TRUE(writer.Finish().ok());

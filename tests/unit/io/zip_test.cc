@@ -16,13 +16,12 @@ namespace {
 
 using ::testing::HasSubstr;
 using test_util::AsSpan;
-using test_util::StringFile;
 
-class FailingFile : public test_util::StringFile {
+class FailingFile : public StringWritableFile {
  public:
   absl::Status Append(absl::Span<const uint8_t> bytes) override {
     if (data.size() + bytes.size() > limit) return absl::ResourceExhaustedError("disk full");
-    return StringFile::Append(bytes);
+    return StringWritableFile::Append(bytes);
   }
   size_t limit = 100;
 };
@@ -163,7 +162,7 @@ void ExpectInvalid(const absl::Status& status, const std::string& fragment) {
 
 std::string WriteArchive(const std::vector<std::pair<std::string, std::string>>& entries,
                          ZipWriterOptions options = {}) {
-  StringFile file;
+  StringWritableFile file;
   ZipWriter writer(file, options);
   for (const auto& [name, data] : entries) EXPECT_TRUE(writer.AddEntry(name, data).ok());
   EXPECT_TRUE(writer.Finish().ok());
@@ -231,7 +230,7 @@ TEST(ZipWriterTest, ForcedZip64WritesExtraFieldsAndZip64EndRecords_PytorchSemant
 }
 
 TEST(ZipWriterTest, RefusesBadNamesAndUseAfterFinish_PytorchSemantics5) {
-  StringFile file;
+  StringWritableFile file;
   ZipWriter writer(file);
   ExpectInvalid(writer.AddEntry("", "x"), "empty");
   ExpectInvalid(writer.AddEntry(std::string("a\0b", 3), "x"), "NUL");
