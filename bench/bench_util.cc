@@ -64,6 +64,14 @@ void PinTo(int cpu) {
   sched_setaffinity(0, sizeof(set), &set);
 }
 
+void Unpin() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  for (long cpu = 0; cpu < std::max(cpus, 1L); ++cpu) CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+}
+
 std::string LoadAverage() {
   std::ifstream file("/proc/loadavg");
   std::string one, five;

@@ -26,6 +26,8 @@ double Median(std::vector<double> values);
 // Pins the calling process (and what it forks) to one CPU, modulo the CPUs present.
 // LIMITS.md found loopback gRPC bimodal unless both ends are pinned.
 void PinTo(int cpu);
+// Lets the calling process run on every CPU again.
+void Unpin();
 
 // "/proc/loadavg"'s 1- and 5-minute figures, as text for the report.
 std::string LoadAverage();
