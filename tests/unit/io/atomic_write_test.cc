@@ -128,7 +128,9 @@ TEST_F(AtomicWriteTest, TemporaryFilesAreHiddenBesideTheTarget) {
 TEST_F(AtomicWriteTest, ReportsTheSizeAndDigestOfWhatItWrote) {
   const std::string path = PathOf("m.safetensors");
   WrittenFile written;
-  ASSERT_TRUE(SaveSafetensors(path, {{"a", Filled(1000, 1.5)}}, {}, FileSystem::Posix(), &written)
+  // A small tensor (hashed in line) and a 2 MiB one (hashed on a second thread).
+  ASSERT_TRUE(SaveSafetensors(path, {{"a", Filled(1000, 1.5)}, {"b", Filled(1 << 19, -2.0)}},
+                              {}, FileSystem::Posix(), &written)
                   .ok());
   const std::string bytes = ReadFile(path);
   EXPECT_EQ(written.size, bytes.size());
