@@ -27,6 +27,7 @@
 #include <fstream>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -136,18 +137,18 @@ double LinearSgemmGflops(int m, int n, int reps) {
   return 2.0 * m * n * n / seconds / 1e9;
 }
 
-constexpr char kSeedMlp[] = R"({"type": "MLP", "children": [
-  {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
-  {"name": "relu", "type": "ReLU"},
-  {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}],
-  "forward": ["linear1", "relu", "linear2"]})";
-
-constexpr char kSeedCnn[] = R"({"type": "CNN", "children": [
-  {"name": "conv1", "type": "Conv2d", "args": {"in_channels": 1, "out_channels": 20, "kernel_size": 5}},
-  {"name": "pool", "type": "MaxPool2d", "args": {"kernel_size": 2, "stride": 2}},
-  {"name": "fc1", "type": "Linear", "args": {"in_features": 2880, "out_features": 10}}],
-  "forward": ["conv1", {"op": "relu"}, "pool", {"op": "view", "args": {"shape": [-1, 2880]}},
-              "fc1", {"op": "relu"}]})";
+// The seed's models as examples/specs has them (forward programs included).
+std::string SeedSpec(const std::string& name) {
+  const std::string path = absl::StrCat(PARAMD_EXAMPLE_SPECS, "/", name, ".json");
+  std::ifstream file(path);
+  if (!file.is_open()) {
+    std::fprintf(stderr, "forward_bench: cannot read %s\n", path.c_str());
+    std::exit(1);
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
 
 std::string LargeMlpSpec(int width) {
   std::string children;
@@ -186,7 +187,7 @@ int MeasureRpc(const std::string& scratch, int iterations) {
   auto echo = paramd::bench::Raw::NewStub(grpc::CreateChannel(
       absl::StrCat("127.0.0.1:", echo_port), grpc::InsecureChannelCredentials()));
   auto client = paramd::client::Client::Connect(address);
-  if (!client.ok() || !(*client)->CreateModel("mlp", kSeedMlp).ok()) {
+  if (!client.ok() || !(*client)->CreateModel("mlp", SeedSpec("mlp")).ok()) {
     std::fprintf(stderr, "forward_bench: could not create the model in paramd\n");
     return 1;
   }
@@ -262,8 +263,8 @@ int main(int argc, char** argv) {
     int reps;
     double seconds = 0;
   };
-  const auto mlp = BuildOrDie(kSeedMlp);
-  const auto cnn = BuildOrDie(kSeedCnn);
+  const auto mlp = BuildOrDie(SeedSpec("mlp"));
+  const auto cnn = BuildOrDie(SeedSpec("cnn"));
   const auto large = BuildOrDie(LargeMlpSpec(width));
   const int small_reps = reps * 20;
   std::vector<Case> cases = {

@@ -1,7 +1,5 @@
 #include "server/io/upload.h"
 
-#include <sys/stat.h>
-
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,9 +15,8 @@ std::string PartialUpload::PartialPathOf(const std::string& target) {
 }
 
 uint64_t PartialUpload::KeptBytes(const std::string& target) {
-  struct stat st;
-  const std::string partial = PartialPathOf(target);
-  return ::stat(partial.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  const absl::StatusOr<FileIdentity> partial = IdentityOf(PartialPathOf(target));
+  return partial.ok() ? partial->size : 0;
 }
 
 PartialUpload::PartialUpload(FileSystem& fs, std::string target, uint64_t total_size,

@@ -16,6 +16,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from seed_models import MyModel, TiedLM
+
 ALL_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
               torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
 
@@ -30,22 +32,6 @@ class MLP(nn.Module):
         self.w2 = nn.Parameter(torch.tensor([2.0]))
         self.relu = nn.ReLU()
         self.linear2 = nn.Linear(2, 1)
-
-
-class MyModel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 20, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.fc1 = nn.Linear(20 * 12 * 12, 10)
-
-
-class TiedLM(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(10, 4)
-        self.lm_head = nn.Linear(4, 10, bias=False)
-        self.lm_head.weight = self.embed.weight
 
 
 def shared_sequential():

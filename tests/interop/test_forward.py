@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from seed_models import MyModel, TiedLM
+
 RTOL, ATOL = 1e-5, 1e-6
 
 
@@ -106,8 +108,8 @@ CASES = [
     ("linear_3d_nobias", lambda: nn.Linear(5, 3, bias=False),
      layer("Linear", in_features=5, out_features=3, bias=False), lambda: randn(2, 4, 5), "eval"),
     # Large enough (64 x 512 x 256 multiply-adds) for the CPU backend's oneDNN path.
-    ("linear_large", lambda: nn.Linear(512, 256), layer("Linear", in_features=512, out_features=256),
-     lambda: randn(64, 512), "eval"),
+    ("linear_large", lambda: nn.Linear(512, 256),
+     layer("Linear", in_features=512, out_features=256), lambda: randn(64, 512), "eval"),
     ("conv2d", lambda: nn.Conv2d(3, 8, 3), layer("Conv2d", in_channels=3, out_channels=8,
                                                  kernel_size=3), lambda: randn(2, 3, 9, 10), "eval"),
     ("conv2d_stride_pad_dilation_groups",
@@ -216,18 +218,6 @@ MLP_SPEC = {"type": "MLP", "children": [
     "forward": ["linear1", "relu", "linear2"]}
 
 
-class CNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 20, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.fc1 = nn.Linear(20 * 12 * 12, 10)
-
-    def forward(self, x):
-        x = self.pool(torch.relu(self.conv1(x)))
-        return torch.relu(self.fc1(x.view(-1, 2880)))
-
-
 CNN_SPEC = {"type": "CNN", "children": [
     {"name": "conv1", **layer("Conv2d", in_channels=1, out_channels=20, kernel_size=5)},
     {"name": "pool", **layer("MaxPool2d", kernel_size=2, stride=2)},
@@ -259,17 +249,6 @@ def residual_spec(channels):
         {"name": "conv2", **conv}, {"name": "bn2", **layer("BatchNorm2d", num_features=channels)}],
         "forward": ["conv1", "bn1", {"op": "relu"}, "conv2", {"call": "bn2", "out": "h"},
                     {"op": "add", "in": ["h", "input"]}, {"op": "relu"}]}
-
-
-class TiedLM(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(10, 4)
-        self.lm_head = nn.Linear(4, 10, bias=False)
-        self.lm_head.weight = self.embed.weight
-
-    def forward(self, tokens):
-        return torch.log_softmax(self.lm_head(self.embed(tokens)), dim=-1)
 
 
 TIED_SPEC = {"type": "TiedLM", "children": [
@@ -305,7 +284,8 @@ def test_seed_mlp(daemon, tmp_path, batch):
 
 @pytest.mark.parametrize("batch", [1, 64])
 def test_seed_cnn(daemon, tmp_path, batch):
-    check(daemon, tmp_path, f"cnn{batch}", CNN(), CNN_SPEC, randn(batch, 1, 28, 28, seed=batch))
+    check(daemon, tmp_path, f"cnn{batch}", MyModel(), CNN_SPEC,
+          randn(batch, 1, 28, 28, seed=batch))
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
@@ -326,12 +306,12 @@ def test_named_inputs_from_npz(daemon, tmp_path):
 
 
 def test_shape_error_names_module_and_expected_shape(daemon, tmp_path):
-    Remote(daemon, tmp_path, "cnn", CNN(), CNN_SPEC)
+    Remote(daemon, tmp_path, "cnn", MyModel(), CNN_SPEC)
     np.save(tmp_path / "bad.npy", randn(1, 3, 28, 28).numpy())
     result = daemon.paramctl("forward", "cnn", "--in", tmp_path / "bad.npy", check=False)
     assert result.returncode == 1
     assert "module 'conv1' (Conv2d)" in result.stderr
     with pytest.raises(RuntimeError) as torch_error:
-        CNN()(randn(1, 3, 28, 28))
+        MyModel()(randn(1, 3, 28, 28))
     # torch's own sentence, after paramd's module prefix.
     assert str(torch_error.value).split(",")[0] in result.stderr

@@ -41,8 +41,9 @@ bool SendForward(grpc::ClientReaderWriter<v1::ForwardRequest, v1::ForwardRespons
   proto_options->set_mode(ToProto(options.mode));
   proto_options->set_seed(options.seed);
   proto_options->set_if_version(options.if_version);
-  if (options.wire_dtype)
+  if (options.wire_dtype) {
     proto_options->set_wire_dtype(internal::ToProtoDType(*options.wire_dtype));
+  }
   for (size_t i = 0; i < inputs.size(); ++i) {
     const HostTensor& tensor = inputs[i].tensor;
     const std::string& bytes = tensor.data;
