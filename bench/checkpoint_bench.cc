@@ -318,10 +318,19 @@ int main(int argc, char** argv) {
   std::string parent;
   std::optional<std::string> python;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
-    if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
-    if (std::strcmp(argv[i], "--dir") == 0 && i + 1 < argc) parent = argv[++i];
-    if (std::strcmp(argv[i], "--python") == 0 && i + 1 < argc) python = argv[++i];
+    const bool has_value = i + 1 < argc;
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--reps") == 0 && has_value) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else if (std::strcmp(argv[i], "--dir") == 0 && has_value) {
+      parent = argv[++i];
+    } else if (std::strcmp(argv[i], "--python") == 0 && has_value) {
+      python = argv[++i];
+    } else {
+      std::cerr << "usage: checkpoint_bench [--quick] [--reps N] [--dir D] [--python P]\n";
+      return 2;
+    }
   }
   if (parent.empty()) {
     const char* tmp = std::getenv("TMPDIR");

@@ -59,8 +59,14 @@ int main(int argc, char** argv) {
   bool quick = false;
   int reps = 3;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
-    if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = std::atoi(argv[++i]);
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::cerr << "usage: wire_bench [--quick] [--reps N]\n";
+      return 2;
+    }
   }
   const uint64_t total = quick ? 64 * kMiB : 1024 * kMiB;
   // Fork the raw server before this process creates any gRPC state.
