@@ -627,6 +627,18 @@ const std::vector<OpCase>& AllCases() {
         GemmCase("gemm_onednn_tn", f32, 128, 128, 512, true, false, false, UnaryOp::kIdentity, 12));
     list->push_back(
         GemmCase("gemm_onednn_bf16", bf16, 64, 256, 512, false, true, true, UnaryOp::kGELU, 13));
+    // Small batches against wide layers: oneDNN runs the product transposed (Note [Skinny
+    // products run transposed] in kernels/cpu/onednn_matmul.cc), for every transpose.
+    list->push_back(GemmCase("gemm_onednn_skinny_linear", f32, 16, 512, 512, false, true, true,
+                             UnaryOp::kReLU, 14));
+    list->push_back(GemmCase("gemm_onednn_skinny_nn", f32, 8, 1024, 512, false, false, false,
+                             UnaryOp::kIdentity, 15));
+    list->push_back(GemmCase("gemm_onednn_skinny_tt", f32, 32, 1024, 128, true, true, true,
+                             UnaryOp::kIdentity, 16));
+    list->push_back(GemmCase("gemm_onednn_skinny_tn", f32, 64, 1024, 64, true, false, true,
+                             UnaryOp::kGELU, 17));
+    list->push_back(GemmCase("gemm_onednn_skinny_bf16", bf16, 16, 512, 512, false, true, true,
+                             UnaryOp::kIdentity, 18));
     list->push_back(GemmCase("gemm_f16", f16, 8, 16, 32, false, true, true, UnaryOp::kIdentity, 9));
     list->push_back(GemmCase("gemm_bf16", bf16, 8, 16, 32, false, true, true, UnaryOp::kReLU, 10));
     // Convolution: the seed CNN's layer, strides/padding/dilation, groups, 1x1, 'same'.
