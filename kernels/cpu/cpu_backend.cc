@@ -1,5 +1,8 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <sys/mman.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -20,6 +23,38 @@ size_t RoundedSize(size_t nbytes) {
   if (nbytes == 0) return kAlignment;
   if (nbytes > SIZE_MAX - unit) return 0;
   return (nbytes + unit - 1) / unit * unit;
+}
+
+// A block this large or larger is mapped on its own, 2 MiB aligned, with huge pages asked
+// for (Note [Huge pages for large blocks] in cpu_backend.h).
+constexpr size_t kHugePageBytes = size_t{2} << 20;
+
+void* MapHugeBlock(size_t rounded) {
+  // One page less than a whole huge page of slack is enough to find an aligned start.
+  const size_t span = rounded + kHugePageBytes - 4096;
+  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = (start + kHugePageBytes - 1) & ~(uintptr_t{kHugePageBytes} - 1);
+  const size_t head = aligned - start, tail = span - head - rounded;
+  if (head > 0) munmap(raw, head);
+  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + rounded), tail);
+  // Advice only: where the system's THP setting is "never" the block keeps 4 KiB pages.
+  madvise(reinterpret_cast<void*>(aligned), rounded, MADV_HUGEPAGE);
+  return reinterpret_cast<void*>(aligned);
+}
+
+void* AllocateBlock(size_t rounded) {
+  if (rounded >= kHugePageBytes) return MapHugeBlock(rounded);
+  return std::aligned_alloc(kAlignment, rounded);
+}
+
+void ReleaseBlock(void* data, size_t rounded) {
+  if (rounded >= kHugePageBytes) {
+    munmap(data, rounded);
+  } else {
+    std::free(data);
+  }
 }
 
 }  // namespace
@@ -51,10 +86,10 @@ absl::StatusOr<void*> CpuBackend::Allocate(size_t nbytes) {
         " bytes (", before, " in use); free models or raise --max-memory"));
   }
   if (limit != 0 && before + nbytes + bytes_cached() > limit) EmptyCache();
-  void* data = std::aligned_alloc(kAlignment, rounded);
+  void* data = AllocateBlock(rounded);
   if (data == nullptr) {
     EmptyCache();
-    data = std::aligned_alloc(kAlignment, rounded);
+    data = AllocateBlock(rounded);
   }
   if (data == nullptr) {
     in_use_.fetch_sub(nbytes);
@@ -77,7 +112,7 @@ void CpuBackend::Free(void* data, size_t nbytes) {
       return;
     }
   }
-  std::free(data);
+  ReleaseBlock(data, rounded);
 }
 
 size_t CpuBackend::bytes_cached() const {
@@ -87,7 +122,7 @@ size_t CpuBackend::bytes_cached() const {
 
 void CpuBackend::EmptyCache() {
   absl::MutexLock lock(&cache_mu_);
-  for (const auto& [size, data] : cache_) std::free(data);
+  for (const auto& [size, data] : cache_) ReleaseBlock(data, size);
   cache_.clear();
   cached_bytes_ = 0;
 }

@@ -1,5 +1,13 @@
 #include "kernels/backend.h"
 
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -35,6 +43,50 @@ TEST(CpuBackendTest, MemoryLimitGivesResourceExhaustedNotACrash) {
   auto huge = CpuBackend().Allocate(~size_t{0} - 8);
   EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
   backend.Free(*first, 600);
+}
+
+// The "THPeligible" line /proc/self/smaps gives for the mapping that holds `address`, or
+// -1 when there is none (kernels before 5.x).
+int ThpEligible(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto target = reinterpret_cast<uintptr_t>(address);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " ", &begin, &end) == 2 &&
+        line.find(':') > line.find(' ')) {
+      inside = begin <= target && target < end;
+    } else if (inside && line.rfind("THPeligible:", 0) == 0) {
+      return std::atoi(line.c_str() + 12);
+    }
+  }
+  return -1;
+}
+
+TEST(CpuBackendTest, LargeBlocksSitOnHugePages) {
+  // Note [Huge pages for large blocks]: 2 MiB aligned and advised, small ones not.
+  CpuBackend backend;
+  constexpr size_t kBytes = (size_t{5} << 20) + 100;
+  auto large = backend.Allocate(kBytes);
+  ASSERT_TRUE(large.ok()) << large.status();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(*large) % (size_t{2} << 20), 0u);
+  std::memset(*large, 1, kBytes);  // every byte is usable, the tail past the last 2 MiB too
+  auto small = backend.Allocate(size_t{1} << 20);
+  ASSERT_TRUE(small.ok());
+  std::ifstream mode_file("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode((std::istreambuf_iterator<char>(mode_file)), {});
+  const int eligible = ThpEligible(*large);
+  if (mode.empty() || mode.find("[never]") != std::string::npos || eligible < 0) {
+    GTEST_SKIP() << "this system has no transparent huge pages to ask for";
+  }
+  EXPECT_EQ(eligible, 1);
+  if (mode.find("[madvise]") != std::string::npos) {
+    EXPECT_EQ(ThpEligible(*small), 0);
+  }
+  backend.Free(*small, size_t{1} << 20);
+  backend.Free(*large, kBytes);
+  backend.EmptyCache();
+  EXPECT_EQ(ThpEligible(*large), -1) << "the block was not returned to the system";
 }
 
 TEST(GpuQueryTest, NoGpuIsFailedPreconditionNotACrash) {
