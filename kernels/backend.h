@@ -72,6 +72,11 @@ class Backend {
 // for the whole process.
 absl::StatusOr<Backend*> GetBackend(const core::Device& device);
 
+// Makes GetBackend(device) answer `backend` (not owned; nullptr ends it) ahead of the real
+// lookup, for tests that need a second device where no GPU is present. Thread-safe, but
+// only for tests: a storage allocated through one backend must be freed through it.
+void SetBackendForTesting(const core::Device& device, Backend* backend);
+
 // One visible GPU, as the CUDA runtime reports it.
 struct GpuInfo {
   int index = 0;

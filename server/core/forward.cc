@@ -473,23 +473,7 @@ class Runner {
   // Makes `tensor` live on the run's device, copying it there when it does not.
   absl::StatusOr<Tensor> ToDevice(const Tensor& tensor) {
     if (tensor.device() == device_) return tensor;
-    PARAMD_ASSIGN_OR_RETURN(Backend * source, kernels::GetBackend(tensor.device()));
-    PARAMD_ASSIGN_OR_RETURN(Tensor contiguous, ContiguousOn(source, tensor));
-    PARAMD_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(tensor.dtype(), tensor.shape(), device_));
-    if (out.nbytes() == 0) return out;
-    if (tensor.device().is_cpu()) {
-      PARAMD_RETURN_IF_ERROR(
-          backend_->CopyFromHost(out.mutable_data(), contiguous.data(), out.nbytes()));
-    } else if (device_.is_cpu()) {
-      PARAMD_RETURN_IF_ERROR(
-          source->CopyToHost(out.mutable_data(), contiguous.data(), out.nbytes()));
-    } else {
-      std::vector<uint8_t> staging(out.nbytes());
-      PARAMD_RETURN_IF_ERROR(source->CopyToHost(staging.data(), contiguous.data(), out.nbytes()));
-      PARAMD_RETURN_IF_ERROR(
-          backend_->CopyFromHost(out.mutable_data(), staging.data(), out.nbytes()));
-    }
-    return out;
+    return ConvertTo(tensor, tensor.dtype(), device_);
   }
 
   absl::Status Finish() { return backend_->Synchronize(); }

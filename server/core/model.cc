@@ -15,10 +15,34 @@ Shape Squeezed(const Shape& shape) {
   return out;
 }
 
+using SlotCopies = std::vector<std::pair<std::shared_ptr<TensorSlot>, Tensor>>;
+
+// Every Parameter and Buffer object of `root` once (a tied Parameter or a shared module's
+// tensors one time, so they stay one object), each with a copy of its tensor on `device`.
+absl::StatusOr<SlotCopies> CopiesOn(const std::shared_ptr<Module>& root, const Device& device) {
+  SlotCopies copies;
+  for (const auto& [name, parameter] : NamedParameters(root)) {
+    PARAMD_ASSIGN_OR_RETURN(Tensor copy,
+                            ConvertTo(parameter->data(), parameter->data().dtype(), device));
+    copies.emplace_back(parameter, std::move(copy));
+  }
+  for (const auto& [name, buffer] : NamedBuffers(root)) {
+    PARAMD_ASSIGN_OR_RETURN(Tensor copy, ConvertTo(buffer->data(), buffer->data().dtype(), device));
+    copies.emplace_back(buffer, std::move(copy));
+  }
+  return copies;
+}
+
 }  // namespace
 
+absl::Status MoveUnpublishedTree(const std::shared_ptr<Module>& root, const Device& device) {
+  PARAMD_ASSIGN_OR_RETURN(SlotCopies copies, CopiesOn(root, device));
+  for (const auto& [slot, tensor] : copies) slot->set_data(tensor, slot->version());
+  return absl::OkStatus();
+}
+
 Model::Model(std::string name, std::shared_ptr<Module> root, Device device, uint64_t version)
-    : name_(std::move(name)), device_(device), root_(std::move(root)),
+    : name_(std::move(name)), root_(std::move(root)), device_(device),
       version_(version == 0 ? 1 : version) {}
 
 uint64_t Model::version() const {
@@ -26,7 +50,10 @@ uint64_t Model::version() const {
   return version_;
 }
 
-Device Model::device() const { return device_; }
+Device Model::device() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return device_;
+}
 
 bool Model::training() const {
   absl::ReaderMutexLock lock(&mu_);
@@ -124,17 +151,28 @@ absl::StatusOr<uint64_t> Model::SetTensors(const std::vector<TensorWrite>& write
       auto it = std::find_if(updates.begin(), updates.end(),
                              [&](const Update& update) { return update.slot == slot; });
       const Tensor& current = slot->data();
-      if (!write.region && write.values.shape() == current.shape() &&
-          write.values.dtype() == current.dtype() && write.values.is_contiguous() &&
-          write.values.device() == current.device()) {
-        // A whole-tensor write in the right dtype and layout: the values become the new
-        // storage as they are, with no copy.
+      if (!write.region && write.values.shape() == current.shape()) {
+        // A whole-tensor write. In the right dtype, layout and device the values become the
+        // new storage as they are, with no copy; otherwise one converted copy does, made on
+        // the tensor's device (copy_ keeps the destination's dtype and device).
+        Update update{slot, write.values, false};
+        if (write.values.dtype() != current.dtype() || !write.values.is_contiguous() ||
+            !(write.values.device() == current.device())) {
+          PARAMD_ASSIGN_OR_RETURN(update.tensor,
+                                  ConvertTo(write.values, current.dtype(), current.device()));
+          update.owned = true;
+        }
         if (it == updates.end()) {
-          updates.push_back({slot, write.values, false});
+          updates.push_back(std::move(update));
         } else {
-          *it = {slot, write.values, false};
+          *it = std::move(update);
         }
         continue;
+      }
+      if (!current.device().is_cpu()) {
+        return absl::UnimplementedError(absl::StrCat(
+            "writing part of '", write.key, "' on ", current.device().ToString(),
+            " is not supported; write the whole tensor, or move the model to cpu first"));
       }
       if (it == updates.end()) {
         PARAMD_ASSIGN_OR_RETURN(Tensor copy, Clone(current));
@@ -164,6 +202,22 @@ absl::StatusOr<std::pair<uint64_t, IncompatibleKeys>> Model::LoadStateDict(
         return Commit([shared_plan](uint64_t v) { shared_plan->Commit(v); });
       }));
   return std::make_pair(version, std::move(keys));
+}
+
+absl::StatusOr<uint64_t> Model::MoveTo(const Device& device, std::optional<uint64_t> if_version) {
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (device_ == device && (!if_version || *if_version == version_)) return version_;
+  }
+  return Write(if_version, [&](const std::shared_ptr<Module>& root) -> absl::StatusOr<Commit> {
+    PARAMD_ASSIGN_OR_RETURN(SlotCopies moved, CopiesOn(root, device));
+    // Runs under mu_ (Write's commit), so readers see the device and the tensors change
+    // together.
+    return Commit([this, device, moved = std::move(moved)](uint64_t version) {
+      for (const auto& [slot, tensor] : moved) slot->set_data(tensor, version);
+      device_ = device;
+    });
+  });
 }
 
 absl::StatusOr<uint64_t> Model::SetTraining(bool training, std::optional<uint64_t> if_version) {

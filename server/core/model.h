@@ -1,5 +1,6 @@
-// Model: a named module tree with a device, a train/eval mode and a version that grows
-// with every mutation. It is the unit of consistency (DESIGN.md section 4).
+// Model: a named module tree with a device (where all its tensors live), a train/eval mode
+// and a version that grows with every mutation. It is the unit of consistency (DESIGN.md
+// section 4).
 //
 // Note [Snapshot publication]
 // Readers and writers never see a half-written model, and a long read never blocks a
@@ -85,14 +86,25 @@ class Model {
   // `model.train(mode)`: every module's `training` flag.
   absl::StatusOr<uint64_t> SetTraining(bool training, std::optional<uint64_t> if_version);
 
+  // `model.to(device)`: every parameter and buffer copied to `device` in one new version,
+  // each Parameter and Buffer object kept (so tied names stay tied and shared modules
+  // shared), as PyTorch's Module._apply does. On the model's own device nothing changes and
+  // the current version is returned. FAILED_PRECONDITION for a device this process cannot
+  // use; RESOURCE_EXHAUSTED when the copies do not fit there (the model stays where it was).
+  absl::StatusOr<uint64_t> MoveTo(const Device& device, std::optional<uint64_t> if_version);
+
  private:
   const std::string name_;
-  const Device device_;
   absl::Mutex writer_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
+  Device device_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<Module> root_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 1;
 };
+
+// Moves every tensor of a tree that no Model holds yet (one being built) to `device`, as
+// Model::MoveTo does; on error the tree is unchanged.
+absl::Status MoveUnpublishedTree(const std::shared_ptr<Module>& root, const Device& device);
 
 // Finds the parameter or buffer at dotted path `key` (either kind, persistent or not).
 // NOT_FOUND with PyTorch's lookup text for a bad module path, or naming the key otherwise.

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/backend.h"
 #include "server/common/status_macros.h"
 #include "server/core/element.h"
 
@@ -241,17 +242,54 @@ absl::Status CopyConvert(const Tensor& src, const Tensor& dst) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Elements of `tensor`'s storage it reaches, counted from its offset.
+int64_t Extent(const Tensor& tensor) {
+  if (tensor.numel() == 0) return 0;
+  int64_t last = 0;
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    last += (tensor.shape()[d] - 1) * tensor.strides()[d];
+  }
+  return last + 1;
+}
+
+// `src` itself when it is on the host; otherwise the same view of a host copy of the part
+// of its storage it reaches (one device-to-host copy, whatever its strides).
+absl::StatusOr<Tensor> OnHost(const Tensor& src) {
+  if (src.device().is_cpu()) return src;
+  PARAMD_ASSIGN_OR_RETURN(kernels::Backend * backend, kernels::GetBackend(src.device()));
+  const size_t nbytes = static_cast<size_t>(Extent(src)) * ElementSize(src.dtype());
+  PARAMD_ASSIGN_OR_RETURN(auto storage, Storage::Allocate(Device::Cpu(), nbytes));
+  if (nbytes > 0) PARAMD_RETURN_IF_ERROR(backend->CopyToHost(storage->data(), src.data(), nbytes));
+  return Tensor(std::move(storage), 0, src.shape(), src.strides(), src.dtype());
+}
+
+}  // namespace
+
 absl::StatusOr<Tensor> ConvertTo(const Tensor& src, DType dtype, const Device& device) {
-  PARAMD_RETURN_IF_ERROR(RequireCpu(src, "conversion"));
-  if (!device.is_cpu()) {
-    // Fails with the device's own reason (no GPU, no CUDA build) before any copying.
-    PARAMD_ASSIGN_OR_RETURN(auto storage, Storage::Allocate(device, 0));
-    (void)storage;
-    return absl::UnimplementedError(
-        absl::StrCat("moving tensors to ", device.ToString(), " is not supported yet"));
+  if (!src.defined()) return absl::InvalidArgumentError("conversion: tensor is undefined");
+  // Off the host, bytes only move through the backends' copies: conversions and layout
+  // changes happen on the host, on one side of the transfer.
+  PARAMD_ASSIGN_OR_RETURN(Tensor host, OnHost(src));
+  if (device.is_cpu()) {
+    if (host.storage() != src.storage() && host.dtype() == dtype && host.is_contiguous()) {
+      return host;  // already a private contiguous copy
+    }
+    PARAMD_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(dtype, src.shape(), device));
+    PARAMD_RETURN_IF_ERROR(CopyConvert(host, out));
+    return out;
+  }
+  // Fails with the device's own reason (no GPU, no CUDA build) before any copying.
+  PARAMD_ASSIGN_OR_RETURN(kernels::Backend * target, kernels::GetBackend(device));
+  Tensor staged = host;
+  if (host.dtype() != dtype || !host.is_contiguous()) {
+    PARAMD_ASSIGN_OR_RETURN(staged, ConvertTo(host, dtype, Device::Cpu()));
   }
   PARAMD_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(dtype, src.shape(), device));
-  PARAMD_RETURN_IF_ERROR(CopyConvert(src, out));
+  if (out.nbytes() > 0) {
+    PARAMD_RETURN_IF_ERROR(target->CopyFromHost(out.mutable_data(), staged.data(), out.nbytes()));
+  }
   return out;
 }
 
@@ -267,11 +305,11 @@ absl::StatusOr<std::vector<double>> ToDoubles(const Tensor& tensor) {
 }
 
 absl::StatusOr<std::vector<uint8_t>> ToBytes(const Tensor& tensor) {
+  if (!tensor.defined()) return absl::InvalidArgumentError("reading bytes: tensor is undefined");
   Tensor contiguous = tensor;
-  if (!tensor.is_contiguous()) {
-    PARAMD_ASSIGN_OR_RETURN(contiguous, Clone(tensor));
+  if (!tensor.is_contiguous() || !tensor.device().is_cpu()) {
+    PARAMD_ASSIGN_OR_RETURN(contiguous, ConvertTo(tensor, tensor.dtype(), Device::Cpu()));
   }
-  PARAMD_RETURN_IF_ERROR(RequireCpu(contiguous, "reading bytes"));
   const uint8_t* data = static_cast<const uint8_t*>(contiguous.data());
   return std::vector<uint8_t>(data, data + contiguous.nbytes());
 }

@@ -88,14 +88,18 @@ class Tensor {
 // from a published model version.
 absl::Status CopyConvert(const Tensor& src, const Tensor& dst);
 
-// A new contiguous tensor on `device` with `dtype` holding `src`'s values.
+// A new contiguous tensor on `device` with `dtype` holding `src`'s values. Either side may
+// be off the host: bytes then cross through the backends' host copies, and any dtype or
+// layout change happens on the host. FAILED_PRECONDITION for a device this process cannot
+// use (no GPU, no CUDA build), with the backend's reason.
 absl::StatusOr<Tensor> ConvertTo(const Tensor& src, DType dtype, const Device& device);
 // A new contiguous copy with the same dtype and device.
 absl::StatusOr<Tensor> Clone(const Tensor& src);
 
 // The elements in C order converted to double (for printing and tests).
 absl::StatusOr<std::vector<double>> ToDoubles(const Tensor& tensor);
-// The elements in C order as little-endian bytes of the tensor's dtype.
+// The elements in C order as little-endian bytes of the tensor's dtype (copied to the host
+// first when the tensor lives elsewhere).
 absl::StatusOr<std::vector<uint8_t>> ToBytes(const Tensor& tensor);
 
 }  // namespace paramd::core

@@ -154,6 +154,7 @@ grpc::Status CheckpointsService::Load(grpc::ServerContext*, const v1::LoadReques
     PARAMD_ASSIGN_OR_RETURN(core::Device device,
                             core::ParseDevice(request->device().empty() ? "cpu" : request->device()));
     PARAMD_RETURN_IF_ERROR(kernels::GetBackend(device).status());
+    if (device.is_cuda() && device.index < 0) device.index = 0;  // as MoveModel does
     PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
                             core::BuildModuleFromText(spec, 0));
     PARAMD_ASSIGN_OR_RETURN(core::LoadPlan plan, core::PlanLoadStateDict(root, input, options));
@@ -162,6 +163,7 @@ grpc::Status CheckpointsService::Load(grpc::ServerContext*, const v1::LoadReques
                                  ? *checkpoint.version
                                  : 1;
     plan.Commit(version);
+    if (!device.is_cpu()) PARAMD_RETURN_IF_ERROR(core::MoveUnpublishedTree(root, device));
     auto model = std::make_shared<core::Model>(request->model(), std::move(root), device, version);
     PARAMD_RETURN_IF_ERROR(registry_->Add(model));
     response->set_created(true);

@@ -16,6 +16,9 @@ namespace {
 absl::StatusOr<core::Device> UsableDevice(const std::string& text) {
   PARAMD_ASSIGN_OR_RETURN(core::Device device, core::ParseDevice(text.empty() ? "cpu" : text));
   PARAMD_RETURN_IF_ERROR(kernels::GetBackend(device).status());
+  // "cuda" is the current device, which paramd never changes from 0; tensors then say
+  // cuda:0, as PyTorch's do after .to("cuda").
+  if (device.is_cuda() && device.index < 0) device.index = 0;
   return device;
 }
 
@@ -56,6 +59,8 @@ grpc::Status ModelsService::CreateModel(grpc::ServerContext*, const v1::CreateMo
       PARAMD_ASSIGN_OR_RETURN(core::Device device, UsableDevice(request->device()));
       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
                               core::BuildModuleFromText(request->spec_json(), request->seed()));
+      // Built and initialised on the host (the same draws as on the CPU), then moved.
+      if (!device.is_cpu()) PARAMD_RETURN_IF_ERROR(core::MoveUnpublishedTree(root, device));
       auto model = std::make_shared<core::Model>(request->name(), std::move(root), device);
       PARAMD_RETURN_IF_ERROR(registry_->Add(model));
       *response = service::DescribeModel(*model);
@@ -114,11 +119,7 @@ grpc::Status ModelsService::MoveModel(grpc::ServerContext*, const v1::MoveModelR
       "move model", request->name(), Guard([&]() -> absl::Status {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
         PARAMD_ASSIGN_OR_RETURN(core::Device device, UsableDevice(request->device()));
-        if (!(device == model->device())) {
-          // Only reachable once a second device kind can hold tensors.
-          return absl::UnimplementedError(absl::StrCat("moving model '", request->name(), "' to ",
-                                                       device.ToString(), " is not supported yet"));
-        }
+        PARAMD_RETURN_IF_ERROR(model->MoveTo(device, IfVersion(request->if_version())).status());
         *response = service::DescribeModel(*model);
         return absl::OkStatus();
       }),

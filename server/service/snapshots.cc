@@ -153,6 +153,16 @@ int Snapshots::RestoreAll() {
                               core::ParseDevice(annotation("paramd.device").empty()
                                                     ? "cpu"
                                                     : annotation("paramd.device")));
+      if (!device.is_cpu()) {
+        // A model from a GPU is better kept on the host than lost when this process has
+        // no such device (a restart on another node, a driver gone).
+        if (absl::Status moved = core::MoveUnpublishedTree(root, device); !moved.ok()) {
+          common::Log("warning", "model restored on cpu",
+                      {{"model", name}, {"device", device.ToString()},
+                       {"error", std::string(moved.message())}});
+          device = core::Device::Cpu();
+        }
+      }
       auto model = std::make_shared<core::Model>(name, std::move(root), device,
                                                  *checkpoint.version);
       PARAMD_RETURN_IF_ERROR(registry_->Add(model));

@@ -8,6 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/cleanup/cleanup.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "server/core/model.h"
 #include "server/core/traversal.h"
 #include "tests/unit/core/test_util.h"
 
@@ -723,6 +727,74 @@ TEST(ForwardTest, Float16ModelRunsInFloat16) {
   EXPECT_EQ(y.dtype(), DType::kFloat16);
   ExpectNear(Values(y), RefLinear(Values(x), 1, 2, Param(model, "weight"), Param(model, "bias"), 2),
              2e-3);
+}
+
+}  // namespace
+}  // namespace paramd::core
+
+namespace paramd::core {
+namespace {
+
+// Host memory and the CPU kernels posing as cuda:0, so that a model "in GPU memory" and
+// its forward pass take the device path (copies in and out, the device's backend chosen
+// from the model's tensors) where no GPU is present.
+class HostAsDevice final : public kernels::Backend {
+ public:
+  core::Device device() const override { return Device::Cuda(0); }
+  absl::StatusOr<void*> Allocate(size_t n) override { return cpu_.Allocate(n); }
+  void Free(void* data, size_t n) override { cpu_.Free(data, n); }
+  absl::Status CopyFromHost(void* d, const void* s, size_t n) override {
+    return cpu_.CopyFromHost(d, s, n);
+  }
+  absl::Status CopyToHost(void* d, const void* s, size_t n) override {
+    return cpu_.CopyToHost(d, s, n);
+  }
+  absl::Status CopyWithinDevice(void* d, const void* s, size_t n) override {
+    return cpu_.CopyWithinDevice(d, s, n);
+  }
+  size_t bytes_in_use() const override { return cpu_.bytes_in_use(); }
+  void SetMemoryLimit(size_t n) override { cpu_.SetMemoryLimit(n); }
+  absl::Status Supports(const kernels::OpQuery& q) const override { return cpu_.Supports(q); }
+  absl::Status Gemm(const kernels::GemmArgs& a) override { return cpu_.Gemm(a); }
+  absl::Status Conv2d(const kernels::Conv2dArgs& a) override { return cpu_.Conv2d(a); }
+  absl::Status MaxPool2d(const kernels::MaxPool2dArgs& a) override { return cpu_.MaxPool2d(a); }
+  absl::Status Unary(const kernels::UnaryArgs& a) override { return cpu_.Unary(a); }
+  absl::Status Binary(const kernels::BinaryArgs& a) override { return cpu_.Binary(a); }
+  absl::Status Convert(const kernels::ConvertArgs& a) override { return cpu_.Convert(a); }
+
+ private:
+  kernels::CpuBackend cpu_;
+};
+
+// The seed's models in GPU memory give the CPU's outputs, and the outputs stay on the GPU.
+// On a real GPU where one is present (tests/gpu/run.sh), on HostAsDevice otherwise.
+TEST(ForwardOnGpuTest, SeedModelsMatchTheCpu) {
+  HostAsDevice stand_in;
+  const bool have_gpu = kernels::GetBackend(Device::Cuda(0)).ok();
+  if (!have_gpu) kernels::SetBackendForTesting(Device::Cuda(0), &stand_in);
+  absl::Cleanup restore = [&] {
+    if (!have_gpu) kernels::SetBackendForTesting(Device::Cuda(0), nullptr);
+  };
+  const std::vector<std::pair<const char*, Tensor>> cases = {
+      {kCnnSpec, RandomTensor({8, 1, 28, 28}, 4)},
+      {testing::kSharedSpec, RandomTensor({16, 4}, 5)}};
+  for (const auto& [spec, input] : cases) {
+    auto cpu_model = Build(spec, 7);
+    auto gpu_model = Build(spec, 7);
+    ASSERT_TRUE(MoveUnpublishedTree(gpu_model, Device::Cuda(0)).ok());
+    auto on_cpu = Forward(*cpu_model, {{"input", input}}, ForwardOptions{});
+    auto on_gpu = Forward(*gpu_model, {{"input", input}}, ForwardOptions{});
+    ASSERT_TRUE(on_cpu.ok()) << on_cpu.status();
+    ASSERT_TRUE(on_gpu.ok()) << on_gpu.status();
+    const Tensor& out = on_gpu->outputs[0].tensor;
+    EXPECT_EQ(out.device(), Device::Cuda(0));
+    const std::vector<double> expected = Values(on_cpu->outputs[0].tensor);
+    const std::vector<double> actual = Values(out);
+    ASSERT_EQ(actual.size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_NEAR(actual[i], expected[i], 1e-4 * (1 + std::abs(expected[i]))) << spec << " " << i;
+    }
+  }
 }
 
 }  // namespace

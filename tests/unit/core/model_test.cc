@@ -2,7 +2,11 @@
 // that keep the version they pinned (DESIGN.md section 4).
 #include "server/core/model.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <thread>
+
+#include "kernels/backend.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -16,6 +20,49 @@ using ::testing::HasSubstr;
 using testing::Build;
 using testing::MakeTensor;
 using testing::Values;
+
+// A stand-in for a GPU where none is present: memory the host can address but holds every
+// byte scrambled, so a value only comes back right when it went in and out through
+// CopyFromHost and CopyToHost, as it must for device memory. It runs no ops.
+class ScrambledDevice final : public kernels::Backend {
+ public:
+  static constexpr uint8_t kKey = 0xA5;
+  core::Device device() const override { return Device::Cuda(0); }
+  absl::StatusOr<void*> Allocate(size_t nbytes) override {
+    in_use_ += nbytes;
+    return std::malloc(nbytes == 0 ? 1 : nbytes);
+  }
+  void Free(void* data, size_t nbytes) override {
+    in_use_ -= nbytes;
+    std::free(data);
+  }
+  absl::Status CopyFromHost(void* dst, const void* src, size_t nbytes) override {
+    for (size_t i = 0; i < nbytes; ++i) {
+      static_cast<uint8_t*>(dst)[i] = static_cast<const uint8_t*>(src)[i] ^ kKey;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status CopyToHost(void* dst, const void* src, size_t nbytes) override {
+    return CopyFromHost(dst, src, nbytes);  // the same XOR undoes it
+  }
+  absl::Status CopyWithinDevice(void* dst, const void* src, size_t nbytes) override {
+    std::memmove(dst, src, nbytes);
+    return absl::OkStatus();
+  }
+  size_t bytes_in_use() const override { return in_use_; }
+  void SetMemoryLimit(size_t) override {}
+
+ private:
+  size_t in_use_ = 0;
+};
+
+// Registers a ScrambledDevice as cuda:0 for one test.
+class ModelOnDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { kernels::SetBackendForTesting(Device::Cuda(0), &device_); }
+  void TearDown() override { kernels::SetBackendForTesting(Device::Cuda(0), nullptr); }
+  ScrambledDevice device_;
+};
 
 std::vector<double> Read(const Model& model, const std::string& key) {
   return model.Read([&](const std::shared_ptr<Module>& root, uint64_t) {
@@ -137,6 +184,98 @@ TEST(ModelTest, SetTrainingReachesEveryModule) {
   model.Read([](const std::shared_ptr<Module>& root, uint64_t) {
     for (const auto& [name, module] : NamedModules(root)) EXPECT_FALSE(module->training()) << name;
   });
+}
+
+}  // namespace
+}  // namespace paramd::core
+
+namespace paramd::core {
+namespace {
+
+TEST_F(ModelOnDeviceTest, MoveToCopiesEveryTensorOnceAndKeepsTyingAndSharing) {  // §9
+  Model model("net", Build(testing::kSharedSpec), Device{});
+  const std::vector<double> shared = Read(model, "2.weight");
+  const std::vector<double> last = Read(model, "6.bias");
+  auto moved = model.MoveTo(Device::Cuda(0), 1);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(*moved, 2u);
+  EXPECT_EQ(model.device(), Device::Cuda(0));
+  model.Read([&](const std::shared_ptr<Module>& root, uint64_t) {
+    for (const auto& [name, parameter] : NamedParameters(root, "", true, false)) {
+      EXPECT_EQ(parameter->data().device(), Device::Cuda(0)) << name;
+    }
+    // net[2] and net[4] are one module: one Parameter object, moved once.
+    EXPECT_EQ(*GetParameter(root, "2.weight"), *GetParameter(root, "4.weight"));
+    // The bytes on the device are the scrambled ones: nothing wrote them around the copy.
+    const Tensor& weight = (*GetParameter(root, "2.weight"))->data();
+    float raw;
+    std::memcpy(&raw, weight.data(), sizeof(raw));
+    EXPECT_NE(raw, static_cast<float>(shared[0]));
+  });
+  EXPECT_EQ(Read(model, "2.weight"), shared);  // read back through CopyToHost
+  EXPECT_EQ(Read(model, "6.bias"), last);
+  // A write through one name of the shared module is seen through the other, on the device.
+  ASSERT_TRUE(model.SetTensor("4.bias", {}, MakeTensor({8}, {1, 2, 3, 4, 5, 6, 7, 8},
+                                                       DType::kFloat64), {})
+                  .ok());
+  EXPECT_THAT(Read(model, "2.bias"), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  model.Read([&](const std::shared_ptr<Module>& root, uint64_t) {
+    const Tensor& bias = (*GetParameter(root, "2.bias"))->data();
+    EXPECT_EQ(bias.device(), Device::Cuda(0));
+    EXPECT_EQ(bias.dtype(), DType::kFloat32);  // copy_ keeps the destination's dtype
+  });
+  // To the same device again: nothing to do, no new version.
+  EXPECT_EQ(*model.MoveTo(Device::Cuda(0), {}), 3u);
+  // And back.
+  ASSERT_TRUE(model.MoveTo(Device::Cpu(), {}).ok());
+  EXPECT_EQ(model.device(), Device::Cpu());
+  EXPECT_EQ(Read(model, "2.weight"), shared);
+  EXPECT_THAT(Read(model, "4.bias"), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_EQ(device_.bytes_in_use(), 0u) << "the device copies were not freed";
+}
+
+TEST_F(ModelOnDeviceTest, MovesThatCannotHappenChangeNothing) {
+  Model model("mlp", Build(testing::kMlpSpec), Device{});
+  const std::vector<double> before = Read(model, "linear1.weight");
+  auto missing = model.MoveTo(Device::Cuda(1), {});  // no such device here
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
+  auto stale = model.MoveTo(Device::Cuda(0), 7);
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(model.device(), Device::Cpu());
+  EXPECT_EQ(model.version(), 1u);
+  EXPECT_EQ(Read(model, "linear1.weight"), before);
+  EXPECT_EQ(device_.bytes_in_use(), 0u);
+}
+
+TEST_F(ModelOnDeviceTest, RegionWritesOnADeviceAreRefusedAndChangeNothing) {
+  Model model("mlp", Build(testing::kMlpSpec), Device{});
+  ASSERT_TRUE(model.MoveTo(Device::Cuda(0), {}).ok());
+  const std::vector<double> before = Read(model, "linear1.weight");
+  auto region = model.SetTensor("linear1.weight", Region{{0, 1}}, MakeTensor({1}, {5}), {});
+  EXPECT_EQ(region.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(region.status().message(), HasSubstr("cuda:0"));
+  EXPECT_EQ(Read(model, "linear1.weight"), before);
+  EXPECT_EQ(model.version(), 2u);
+}
+
+TEST_F(ModelOnDeviceTest, StridedViewsOfDeviceTensorsReadBackInOrder) {
+  auto tensor = ConvertTo(MakeTensor({2, 3}, {1, 2, 3, 4, 5, 6}), DType::kFloat32, Device::Cuda(0));
+  ASSERT_TRUE(tensor.ok()) << tensor.status();
+  // The transpose, as a strided view of the device storage.
+  Tensor transposed(tensor->storage(), 0, {3, 2}, {1, 3}, DType::kFloat32);
+  EXPECT_THAT(Values(transposed), ElementsAre(1, 4, 2, 5, 3, 6));
+  auto column = tensor->Slice({{0, 2}, {1, 2}});
+  ASSERT_TRUE(column.ok());
+  auto bytes = ToBytes(*column);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  ASSERT_EQ(bytes->size(), 8u);
+  float values[2];
+  std::memcpy(values, bytes->data(), sizeof(values));
+  EXPECT_THAT(values, ElementsAre(2, 5));
+  auto wide = ConvertTo(transposed, DType::kFloat64, Device::Cuda(0));
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_EQ(wide->device(), Device::Cuda(0));
+  EXPECT_THAT(Values(*wide), ElementsAre(1, 4, 2, 5, 3, 6));
 }
 
 }  // namespace
