@@ -181,4 +181,25 @@ std::optional<std::string> PeerPython(const std::string& setup_venv) {
   return python;
 }
 
+std::string SeedSpec(const std::string& directory, const std::string& name) {
+  const std::string path = absl::StrCat(directory, "/", name, ".json");
+  std::ifstream file(path);
+  if (!file.is_open()) {
+    std::fprintf(stderr, "cannot read %s\n", path.c_str());
+    std::exit(1);
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+std::string LargeMlpSpec(int width) {
+  std::string children;
+  for (int i = 0; i < 4; ++i) {
+    absl::StrAppend(&children, i ? ", " : "", R"({"type": "Linear", "args": {"in_features": )",
+                    width, R"(, "out_features": )", width, R"(}}, {"type": "ReLU"})");
+  }
+  return absl::StrCat(R"({"type": "Sequential", "children": [)", children, "]}");
+}
+
 }  // namespace paramd::bench

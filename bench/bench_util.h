@@ -48,6 +48,13 @@ absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv);
 // a benchmark without it skips its peers.
 std::optional<std::string> PeerPython(const std::string& setup_venv);
 
+// The text of the seed's model `name` (mlp, cnn) as `directory` (examples/specs) has it,
+// forward programs included; exits with a message when it cannot be read.
+std::string SeedSpec(const std::string& directory, const std::string& name);
+
+// The spec of the large MLP: four Linear(width, width), each followed by a ReLU.
+std::string LargeMlpSpec(int width);
+
 }  // namespace paramd::bench
 
 #endif  // PARAMD_BENCH_BENCH_UTIL_H_

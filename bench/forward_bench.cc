@@ -137,27 +137,11 @@ double LinearSgemmGflops(int m, int n, int reps) {
   return 2.0 * m * n * n / seconds / 1e9;
 }
 
-// The seed's models as examples/specs has them (forward programs included).
 std::string SeedSpec(const std::string& name) {
-  const std::string path = absl::StrCat(PARAMD_EXAMPLE_SPECS, "/", name, ".json");
-  std::ifstream file(path);
-  if (!file.is_open()) {
-    std::fprintf(stderr, "forward_bench: cannot read %s\n", path.c_str());
-    std::exit(1);
-  }
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
+  return paramd::bench::SeedSpec(PARAMD_EXAMPLE_SPECS, name);
 }
 
-std::string LargeMlpSpec(int width) {
-  std::string children;
-  for (int i = 0; i < 4; ++i) {
-    absl::StrAppend(&children, i ? ", " : "", R"({"type": "Linear", "args": {"in_features": )",
-                    width, R"(, "out_features": )", width, R"(}}, {"type": "ReLU"})");
-  }
-  return absl::StrCat(R"({"type": "Sequential", "children": [)", children, "]}");
-}
+using paramd::bench::LargeMlpSpec;
 
 // Writes a float32 tensor's bytes (little-endian, C order) for the peer to read.
 bool WriteRaw(const std::string& path, const Tensor& tensor) {

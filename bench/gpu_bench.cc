@@ -9,6 +9,14 @@
 // fails (exit 1) when the backend falls below --min-ratio of cuBLAS, or when the two
 // results differ beyond rounding. Exit 77 (ctest's skip) without a GPU.
 //
+// Then forward passes of models in GPU memory (created on the host, moved with the same
+// copies as MoveModel): the seed CNN at batch 64 and the large MLP (four Linear(4096, 4096)
+// + ReLU, batch 64), the input already on the GPU, each call ending when the device is done.
+// Reported: time per forward, the large MLP's TFLOP/s as a fraction of the float32 cuBLAS
+// rate above, the largest difference from the CPU backend's answer (a failure beyond
+// rounding), and PyTorch CUDA eager on the same inputs when the interop environment exists
+// (bench/forward_peers.py with cuda:0).
+//
 //   gpu_bench [--quick] [--reps N] [--size N] [--min-ratio R]
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -19,13 +27,22 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/bench_util.h"
 #include "kernels/backend.h"
+#include "nlohmann/json.hpp"
+#include "server/core/forward.h"
 #include "server/core/half.h"
+#include "server/core/model.h"
+#include "server/core/spec.h"
 
 namespace {
 
@@ -168,6 +185,105 @@ Result Measure(Backend* backend, cublasHandle_t handle, cudaStream_t stream, DTy
   return result;
 }
 
+// Forward passes of the seed CNN and the large MLP in GPU memory (see the top of the file).
+// Returns false when an answer differs from the CPU backend's beyond rounding.
+bool MeasureForwards(double cublas_f32_tflops, int reps, bool quick) {
+  using paramd::core::Device;
+  using paramd::core::Tensor;
+  const int64_t width = quick ? 1024 : 4096, batch = 64;
+  struct Case {
+    const char* key;  // the peer's name for it, and its input file
+    std::string label, spec;
+    paramd::core::Shape shape;
+    double flop;
+  };
+  const std::vector<Case> cases = {
+      {"cnn64", "seed CNN batch 64", paramd::bench::SeedSpec(PARAMD_EXAMPLE_SPECS, "cnn"),
+       {batch, 1, 28, 28}, 0},
+      {"large", absl::StrCat("large MLP 4x Linear(", width, ",", width, ")+ReLU batch ", batch),
+       paramd::bench::LargeMlpSpec(static_cast<int>(width)), {batch, width},
+       4 * 2.0 * batch * width * width}};
+  char scratch[] = "/tmp/paramd-gpu-bench-XXXXXX";
+  Check(mkdtemp(scratch) != nullptr, "cannot make a scratch directory");
+  absl::Cleanup remove_scratch = [&] {
+    std::error_code ignored;
+    std::filesystem::remove_all(scratch, ignored);
+  };
+
+  bool ok = true;
+  std::vector<double> seconds;
+  std::vector<std::string> notes;
+  for (const Case& c : cases) {
+    auto on_cpu = paramd::core::BuildModuleFromText(c.spec, 1);
+    auto on_gpu = paramd::core::BuildModuleFromText(c.spec, 1);
+    Check(on_cpu.ok() && on_gpu.ok(), "cannot build " + c.label);
+    const absl::Status moved = paramd::core::MoveUnpublishedTree(*on_gpu, Device::Cuda(0));
+    Check(moved.ok(), std::string(moved.message()));
+    int64_t count = 1;
+    for (int64_t extent : c.shape) count *= extent;
+    const std::vector<uint8_t> bytes = RandomBytes(DType::kFloat32, count, 11);
+    auto input = Tensor::FromBytes(DType::kFloat32, c.shape, bytes);
+    Check(input.ok(), "input");
+    std::ofstream(absl::StrCat(scratch, "/", c.key, ".bin"), std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
+    auto device_input = paramd::core::ConvertTo(*input, DType::kFloat32, Device::Cuda(0));
+    Check(device_input.ok(), "input to the GPU");
+    const std::vector<paramd::core::NamedTensor> host_inputs = {{"input", *input}};
+    const std::vector<paramd::core::NamedTensor> gpu_inputs = {{"input", *device_input}};
+    auto run = [&](const paramd::core::Module& model,
+                   const std::vector<paramd::core::NamedTensor>& inputs) {
+      auto result = paramd::core::Forward(model, inputs, paramd::core::ForwardOptions{});
+      Check(result.ok(), std::string(result.status().message()));
+      return std::move(result->outputs[0].tensor);
+    };
+    auto want = paramd::core::ToDoubles(run(**on_cpu, host_inputs));
+    auto got = paramd::core::ToDoubles(run(**on_gpu, gpu_inputs));
+    Check(want.ok() && got.ok() && want->size() == got->size(), "outputs");
+    double max_diff = 0;
+    for (size_t i = 0; i < want->size(); ++i) {
+      max_diff = std::max(max_diff, std::abs((*got)[i] - (*want)[i]) / (1.0 + std::abs((*want)[i])));
+    }
+    const bool pass = max_diff <= 1e-3;
+    ok = ok && pass;
+    // Forward ends with the backend's Synchronize, so each call is complete on return; the
+    // best single call, as the peer measures.
+    seconds.push_back(
+        BestSecondsPerCall(reps * 10, 1, [&] { run(**on_gpu, gpu_inputs); }, [] {}));
+    notes.push_back(absl::StrFormat("max diff from the CPU backend %.2g %s", max_diff,
+                                    pass ? "ok" : "FAIL"));
+  }
+
+  nlohmann::json peer;
+  if (std::optional<std::string> python = paramd::bench::PeerPython(PARAMD_SETUP_VENV)) {
+    absl::StatusOr<std::string> out = paramd::bench::Capture(
+        {*python, PARAMD_FORWARD_PEERS, scratch, absl::StrCat(reps * 10), "1", "cuda:0"});
+    if (out.ok()) peer = nlohmann::json::parse(*out, nullptr, /*allow_exceptions=*/false);
+  }
+  const bool have_peer = peer.is_object() && !peer.contains("skipped");
+  std::printf("\nforward passes on cuda:0, float32 (peer: %s)\n",
+              have_peer ? absl::StrCat("PyTorch ", peer["torch"].get<std::string>(),
+                                       " CUDA eager, no TF32").c_str()
+                        : "PyTorch CUDA not available here");
+  std::printf("| case | paramd | PyTorch | PyTorch time / paramd time | check |\n");
+  std::printf("| --- | --- | --- | --- | --- |\n");
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    std::string theirs = "-", ratio = "-";
+    if (have_peer && peer.contains(c.key)) {
+      const double t = peer[c.key].get<double>();
+      theirs = absl::StrFormat("%.4f ms", t * 1e3);
+      ratio = absl::StrFormat("%.2f", t / seconds[i]);
+    }
+    std::printf("| %s | %.4f ms | %s | %s | %s |\n", c.label.c_str(), seconds[i] * 1e3,
+                theirs.c_str(), ratio.c_str(), notes[i].c_str());
+  }
+  const double tflops = cases.back().flop / seconds.back() / 1e12;
+  std::printf("large MLP: %.1f TFLOP/s = %.2f of float32 cuBLAS (%.1f TFLOP/s above)\n", tflops,
+              tflops / cublas_f32_tflops, cublas_f32_tflops);
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -211,6 +327,7 @@ int main(int argc, char** argv) {
   Check(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH) == CUBLAS_STATUS_SUCCESS, "math mode");
 
   bool ok = true;
+  double cublas_f32_tflops = 0;
   std::printf("%-9s %14s %20s %13s %7s %10s\n", "dtype", "backend TF/s", "bias+relu fused TF/s",
               "cuBLAS TF/s", "ratio", "max diff");
   for (const DType dtype : {DType::kFloat32, DType::kBFloat16}) {
@@ -218,6 +335,7 @@ int main(int argc, char** argv) {
     const int inner = dtype == DType::kFloat32 ? 3 : 10;
     const Result r = Measure(backend, handle, stream, dtype, size, reps, inner);
     const double ratio = r.backend_tflops / r.cublas_tflops;
+    if (dtype == DType::kFloat32) cublas_f32_tflops = r.cublas_tflops;
     // Both sides use float32 accumulation; only the order of the sums may differ.
     const double tolerance = dtype == DType::kFloat32 ? 1e-3 : 2e-2;
     const bool pass = ratio >= min_ratio && r.max_diff <= tolerance;
@@ -228,6 +346,7 @@ int main(int argc, char** argv) {
   }
   cublasDestroy(handle);
   cudaStreamDestroy(stream);
+  ok = MeasureForwards(cublas_f32_tflops, reps, quick) && ok;
   std::printf("gpu_bench: %s (backend at least %.2f of cuBLAS, results within rounding)\n",
               ok ? "PASS" : "FAIL", min_ratio);
   return ok ? 0 : 1;

@@ -4,8 +4,10 @@
 #   1. configures build-gpu for sm_90 only (one architecture keeps nvcc fast),
 #   2. builds kernels_test, core_test and gpu_bench,
 #   3. runs kernels_test (every op on cuda:0 against the CPU backend, the CUDA backend's
-#      memory, copies and errors), core_test, and gpu_bench (GEMM TFLOP/s of the backend
-#      against raw cuBLAS, float32 and bfloat16),
+#      memory, copies and errors), core_test (models moved to cuda:0 against the CPU), and
+#      gpu_bench (GEMM TFLOP/s of the backend against raw cuBLAS, float32 and bfloat16; the
+#      seed CNN and the large MLP in GPU memory against the CPU's answers, cuBLAS and,
+#      where the interop environment exists, PyTorch CUDA),
 #   4. prints a summary; exits non-zero when any step failed or CUDA cases were skipped.
 # Meant to finish within five minutes on a fresh machine.
 #
