@@ -174,6 +174,11 @@ TEST_F(ClientTest, BatchNormBuffersModeAndMetadataRule) {
   auto moved = bn.MoveModel("cuda:0");
   EXPECT_EQ(moved.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(bn.MoveModel("cpu").ok());
+  // Without a GPU a model cannot be made in GPU memory either; nothing is created.
+  auto on_gpu = client_->CreateModel("gpu", kMlpSpec, "cuda");
+  EXPECT_EQ(on_gpu.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(on_gpu.status().message(), HasSubstr("use device 'cpu'"));
+  EXPECT_EQ(client_->DescribeModel("gpu").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ClientTest, RegisterParameterAndBufferWithPyTorchRules) {
