@@ -169,20 +169,25 @@ absl::StatusOr<uint64_t> Model::SetTensors(const std::vector<TensorWrite>& write
         }
         continue;
       }
-      if (!current.device().is_cpu()) {
-        return absl::UnimplementedError(absl::StrCat(
-            "writing part of '", write.key, "' on ", current.device().ToString(),
-            " is not supported; write the whole tensor, or move the model to cpu first"));
-      }
+      // A write to part of a tensor goes into a private host copy of it; for a tensor in
+      // GPU memory that is one round trip, the whole tensor down now and back up below.
       if (it == updates.end()) {
-        PARAMD_ASSIGN_OR_RETURN(Tensor copy, Clone(current));
+        PARAMD_ASSIGN_OR_RETURN(Tensor copy, ConvertTo(current, current.dtype(), Device::Cpu()));
         updates.push_back({slot, std::move(copy), true});
         it = std::prev(updates.end());
-      } else if (!it->owned) {
-        PARAMD_ASSIGN_OR_RETURN(it->tensor, Clone(it->tensor));
+      } else if (!it->owned || !it->tensor.device().is_cpu()) {
+        PARAMD_ASSIGN_OR_RETURN(it->tensor,
+                                ConvertTo(it->tensor, it->tensor.dtype(), Device::Cpu()));
         it->owned = true;
       }
       PARAMD_RETURN_IF_ERROR(WriteInto(it->tensor, write));
+    }
+    for (Update& update : updates) {
+      const Device home = update.slot->data().device();
+      if (!(update.tensor.device() == home)) {
+        PARAMD_ASSIGN_OR_RETURN(update.tensor,
+                                ConvertTo(update.tensor, update.tensor.dtype(), home));
+      }
     }
     return Commit([updates = std::move(updates)](uint64_t version) {
       for (const Update& update : updates) update.slot->set_data(update.tensor, version);

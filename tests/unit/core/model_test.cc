@@ -247,15 +247,34 @@ TEST_F(ModelOnDeviceTest, MovesThatCannotHappenChangeNothing) {
   EXPECT_EQ(device_.bytes_in_use(), 0u);
 }
 
-TEST_F(ModelOnDeviceTest, RegionWritesOnADeviceAreRefusedAndChangeNothing) {
-  Model model("mlp", Build(testing::kMlpSpec), Device{});
+TEST_F(ModelOnDeviceTest, RegionWritesLandOnTheDeviceAndBadOnesChangeNothing) {  // seed, §9
+  Model model("net", Build(testing::kSharedSpec), Device{});
   ASSERT_TRUE(model.MoveTo(Device::Cuda(0), {}).ok());
-  const std::vector<double> before = Read(model, "linear1.weight");
-  auto region = model.SetTensor("linear1.weight", Region{{0, 1}}, MakeTensor({1}, {5}), {});
-  EXPECT_EQ(region.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(region.status().message(), HasSubstr("cuda:0"));
-  EXPECT_EQ(Read(model, "linear1.weight"), before);
-  EXPECT_EQ(model.version(), 2u);
+  std::vector<double> expected = Read(model, "2.weight");
+  // Through both names of the shared module, after a whole-tensor write, in one version.
+  std::vector<double> whole(64, 0.5);
+  auto version = model.SetTensors(
+      {{"2.weight", std::nullopt, MakeTensor({8, 8}, whole)},
+       {"4.weight", Region{{0, 1}, {0, 2}}, MakeTensor({2}, {7, 8}, DType::kFloat64)},
+       {"2.weight", Region{{3, 4}}, MakeTensor({}, {9})}},
+      {});
+  ASSERT_TRUE(version.ok()) << version.status();
+  expected = whole;
+  expected[0] = 7;
+  expected[1] = 8;
+  std::fill(expected.begin() + 24, expected.begin() + 32, 9.0);
+  EXPECT_EQ(Read(model, "4.weight"), expected);
+  model.Read([&](const std::shared_ptr<Module>& root, uint64_t) {
+    const Tensor& weight = (*GetParameter(root, "4.weight"))->data();
+    EXPECT_EQ(weight.device(), Device::Cuda(0));
+    float raw;
+    std::memcpy(&raw, weight.data(), sizeof(raw));
+    EXPECT_NE(raw, 7.0f) << "written around the device copy";
+  });
+  auto out_of_bounds = model.SetTensor("2.weight", Region{{8, 9}}, MakeTensor({}, {1}), {});
+  EXPECT_EQ(out_of_bounds.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Read(model, "2.weight"), expected);
+  EXPECT_EQ(model.version(), *version);
 }
 
 TEST_F(ModelOnDeviceTest, StridedViewsOfDeviceTensorsReadBackInOrder) {
