@@ -23,6 +23,28 @@ std::pair<int64_t, int64_t> ColumnRange(int64_t offset, int64_t stride, int64_t 
   return {lo, hi};
 }
 
+// max(b, v) as ATen's max pooling takes it: a NaN wins and stays.
+inline float MaxKeepingNan(float b, float v) { return (v > b || v != v) ? v : b; }
+
+// The 2x2 window with stride 2 and no padding (every CNN's MaxPool2d(2, 2)), with each
+// window whole: one pass per output row over two input rows, in the general loop's order
+// of comparisons, so NaNs and ties come out the same.
+void MaxPool2x2(const float* src, float* dst, int64_t width, int64_t out_h, int64_t out_w) {
+  for (int64_t oh = 0; oh < out_h; ++oh) {
+    const float* top = src + 2 * oh * width;
+    const float* bottom = top + width;
+    float* out = dst + oh * out_w;
+#pragma omp simd
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      float best = -std::numeric_limits<float>::infinity();
+      best = MaxKeepingNan(best, top[2 * ow]);
+      best = MaxKeepingNan(best, top[2 * ow + 1]);
+      best = MaxKeepingNan(best, bottom[2 * ow]);
+      out[ow] = MaxKeepingNan(best, bottom[2 * ow + 1]);
+    }
+  }
+}
+
 }  // namespace
 
 absl::Status CpuBackend::MaxPool2d(const MaxPool2dArgs& args) {
@@ -33,6 +55,17 @@ absl::Status CpuBackend::MaxPool2d(const MaxPool2dArgs& args) {
   const int64_t sh = args.stride[0], sw = args.stride[1];
   const int64_t ph = args.padding[0], pw = args.padding[1];
   const int64_t dh = args.dilation[0], dw = args.dilation[1];
+  if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1 &&
+      2 * p.out_h <= p.height && 2 * p.out_w <= p.width) {
+    cpu::ParallelFor(p.count, p.out_h * p.out_w * 4, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        MaxPool2x2(input.get() + plane * p.height * p.width,
+                   output.get() + plane * p.out_h * p.out_w, p.width, p.out_h, p.out_w);
+      }
+    });
+    output.Finish();
+    return absl::OkStatus();
+  }
   // Window column j reads input column ow * sw - pw + j * dw; ColumnRange gives the output
   // columns for which that lies inside the image, so the inner loops carry no bounds checks
   // and vectorise.
@@ -51,9 +84,7 @@ absl::Status CpuBackend::MaxPool2d(const MaxPool2dArgs& args) {
             const int64_t offset = j * dw - pw;
             const auto [lo, hi] = ColumnRange(offset, sw, p.width, p.out_w);
             for (int64_t ow = lo; ow < hi; ++ow) {
-              const float v = row[ow * sw + offset];
-              // As ATen: a NaN wins and stays.
-              best[ow] = (v > best[ow] || v != v) ? v : best[ow];
+              best[ow] = MaxKeepingNan(best[ow], row[ow * sw + offset]);
             }
           }
         }

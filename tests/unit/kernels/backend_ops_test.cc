@@ -696,6 +696,17 @@ const std::vector<OpCase>& AllCases() {
                                  .stride = {2, 2},
                                  .padding = {0, 0}},
                                 1));
+    // Odd sizes: the last row and column belong to no window (floor mode).
+    list->push_back(MaxPoolCase("max_pool_2x2_odd", f32,
+                                {.planes = 4,
+                                 .h = 7,
+                                 .w = 9,
+                                 .oh = 3,
+                                 .ow = 4,
+                                 .kernel = {2, 2},
+                                 .stride = {2, 2},
+                                 .padding = {0, 0}},
+                                5));
     list->push_back(MaxPoolCase("max_pool_pad_dilation", f32,
                                 {.planes = 2,
                                  .h = 9,

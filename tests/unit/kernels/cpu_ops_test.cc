@@ -123,14 +123,22 @@ TEST(CpuOpsTest, SkinnyGemmRunsTransposedWithTheSameResults) {
 }
 
 TEST(CpuOpsTest, MaxPoolPropagatesNan) {
+  // A NaN anywhere in the window wins, as in ATen, whichever comes after it; both the 2x2
+  // stride-2 path and the general one (a 3x3 window).
   CpuBackend cpu;
-  std::vector<float> x = {1, std::numeric_limits<float>::quiet_NaN(), 3, 4}, y(1);
-  ASSERT_TRUE(cpu.MaxPool2d({.input = ViewOf(x, {1, 1, 2, 2}),
-                             .output = ViewOf(y, {1, 1, 1, 1}),
-                             .kernel = {2, 2},
-                             .stride = {2, 2}})
-                  .ok());
-  EXPECT_TRUE(std::isnan(y[0]));
+  for (int64_t k : {2, 3}) {
+    for (int64_t at = 0; at < k * k; ++at) {
+      std::vector<float> x(k * k), y(1);
+      for (int64_t i = 0; i < k * k; ++i) x[i] = static_cast<float>(i);
+      x[at] = std::numeric_limits<float>::quiet_NaN();
+      ASSERT_TRUE(cpu.MaxPool2d({.input = ViewOf(x, {1, 1, k, k}),
+                                 .output = ViewOf(y, {1, 1, 1, 1}),
+                                 .kernel = {k, k},
+                                 .stride = {k, k}})
+                      .ok());
+      EXPECT_TRUE(std::isnan(y[0])) << "kernel " << k << ", NaN at " << at;
+    }
+  }
 }
 
 TEST(CpuOpsTest, AvgPoolDivisorsByHand) {
