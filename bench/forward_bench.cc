@@ -6,9 +6,10 @@
 // on the same inputs (bench/forward_peers.py in the interop environment, with
 // torch.set_num_threads equal to paramd's BLAS threads); the large MLP also as GFLOP/s and
 // a fraction of the square n=4096 sgemm of both GEMM libraries the CPU backend uses
-// (OpenBLAS and oneDNN), the ceiling a GEMM-bound forward can reach on this machine. Over the wire: the p50 latency of Inference.Forward on
-// the seed MLP (batch 1) through the C++ client against a real paramd process, as a ratio
-// to a raw gRPC unary echo of the same payload served by another process of this binary.
+// (OpenBLAS and oneDNN), the ceiling a GEMM-bound forward can reach on this machine. Over
+// the wire: the p50 latency of Inference.Forward on the seed MLP (batch 1) through the C++
+// client against a real paramd process, as a ratio to a raw gRPC unary echo of the same
+// payload served by another process of this binary.
 // Ratios, not absolute times: the machine is shared and noisy (LIMITS.md), so each
 // in-process figure is the best of the repetitions.
 //

@@ -242,7 +242,8 @@ bool MeasureForwards(double cublas_f32_tflops, int reps, bool quick) {
     Check(want.ok() && got.ok() && want->size() == got->size(), "outputs");
     double max_diff = 0;
     for (size_t i = 0; i < want->size(); ++i) {
-      max_diff = std::max(max_diff, std::abs((*got)[i] - (*want)[i]) / (1.0 + std::abs((*want)[i])));
+      const double expected = (*want)[i];
+      max_diff = std::max(max_diff, std::abs((*got)[i] - expected) / (1.0 + std::abs(expected)));
     }
     const bool pass = max_diff <= 1e-3;
     ok = ok && pass;

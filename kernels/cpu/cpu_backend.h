@@ -45,8 +45,8 @@ class CpuBackend final : public Backend {
   void SetMemoryLimit(size_t max_bytes) override { limit_.store(max_bytes); }
 
   // Ops: float32 throughout, float16 and bfloat16 computed in float32 and rounded back;
-  // GEMM and convolution through OpenBLAS (docs/kernels.md). Each family lives in its own
-  // file under kernels/cpu/.
+  // large GEMMs through oneDNN, small ones and convolution through OpenBLAS
+  // (docs/kernels.md). Each family lives in its own file under kernels/cpu/.
   absl::Status Supports(const OpQuery& query) const override;
   absl::Status Gemm(const GemmArgs& args) override;
   absl::Status Conv2d(const Conv2dArgs& args) override;
