@@ -491,16 +491,14 @@ class Runner {
     return Tensor::Empty(dtype, shape, device_);
   }
 
-  static absl::StatusOr<Tensor> ContiguousOn(Backend* backend, const Tensor& tensor) {
+  absl::StatusOr<Tensor> Contiguous(const Tensor& tensor) {
     if (tensor.is_contiguous()) return tensor;
     PARAMD_ASSIGN_OR_RETURN(Tensor out,
                             Tensor::Empty(tensor.dtype(), tensor.shape(), tensor.device()));
     PARAMD_RETURN_IF_ERROR(
-        backend->Convert({.input = ConstView(tensor), .output = MutableView(out)}));
+        backend_->Convert({.input = ConstView(tensor), .output = MutableView(out)}));
     return out;
   }
-
-  absl::StatusOr<Tensor> Contiguous(const Tensor& tensor) { return ContiguousOn(backend_, tensor); }
 
   absl::StatusOr<Tensor> ConvertDType(const Tensor& tensor, DType dtype) {
     if (tensor.dtype() == dtype) return tensor;

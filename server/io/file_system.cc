@@ -117,14 +117,8 @@ class PosixFileSystem : public FileSystem {
   absl::StatusOr<std::unique_ptr<WritableFile>> OpenForAppend(const std::string& path,
                                                               bool truncate) override {
     const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0);
-    const int fd = ::open(path.c_str(), flags, 0644);
-    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open '", path, "'"));
     struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      const int err = errno;
-      ::close(fd);
-      return ErrnoStatus(err, absl::StrCat("cannot stat '", path, "'"));
-    }
+    PARAMD_ASSIGN_OR_RETURN(const int fd, OpenAndStat(path, flags, 0644, &st));
     return std::make_unique<PosixWritableFile>(fd, path, static_cast<uint64_t>(st.st_size));
   }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
 
 namespace paramd::io {
 
@@ -57,15 +58,21 @@ absl::StatusOr<FileIdentity> IdentityOf(const std::string& path) {
   return IdentityFrom(st);
 }
 
-absl::StatusOr<std::shared_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+absl::StatusOr<int> OpenAndStat(const std::string& path, int flags, mode_t mode,
+                                struct stat* st) {
+  const int fd = ::open(path.c_str(), flags, mode);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open '", path, "'"));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
+  if (::fstat(fd, st) != 0) {
     const int err = errno;
     ::close(fd);
     return ErrnoStatus(err, absl::StrCat("cannot stat '", path, "'"));
   }
+  return fd;
+}
+
+absl::StatusOr<std::shared_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
+  struct stat st;
+  PARAMD_ASSIGN_OR_RETURN(const int fd, OpenAndStat(path, O_RDONLY | O_CLOEXEC, 0, &st));
   if (S_ISDIR(st.st_mode)) {
     ::close(fd);
     return absl::InvalidArgumentError(

@@ -9,6 +9,9 @@
 // raises SIGBUS, as for any mmap; paramd only maps files it owns or was pointed at.
 #pragma once
 
+#include <sys/stat.h>
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -72,5 +75,11 @@ class MappedFile {
 // ALREADY_EXISTS, EISDIR/ENOTDIR/EINVAL: INVALID_ARGUMENT, otherwise INTERNAL) and the
 // message is "`what`: strerror". Shared by the io library's POSIX code.
 absl::Status ErrnoStatus(int errno_value, absl::string_view what);
+
+// open(path, flags, mode) then fstat into `st`: the descriptor (the caller closes it), or
+// the ErrnoStatus of whichever call failed ("cannot open" / "cannot stat" naming `path`)
+// with nothing left open.
+absl::StatusOr<int> OpenAndStat(const std::string& path, int flags, mode_t mode,
+                                struct stat* st);
 
 }  // namespace paramd::io
