@@ -173,7 +173,12 @@ TEST_F(ClientTest, BatchNormBuffersModeAndMetadataRule) {
   EXPECT_FALSE(eval->training);
   auto moved = bn.MoveModel("cuda:0");
   EXPECT_EQ(moved.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(bn.MoveModel("cpu").ok());
+  auto misspelt = bn.MoveModel("gpu");
+  EXPECT_EQ(misspelt.status().code(), absl::StatusCode::kInvalidArgument);
+  auto unmoved = bn.MoveModel("cpu");  // where it is: nothing to do, no new version
+  ASSERT_TRUE(unmoved.ok()) << unmoved.status();
+  EXPECT_EQ(unmoved->device, "cpu");
+  EXPECT_EQ(unmoved->version, eval->version);
   // Without a GPU a model cannot be made in GPU memory either; nothing is created.
   auto on_gpu = client_->CreateModel("gpu", kMlpSpec, "cuda");
   EXPECT_EQ(on_gpu.status().code(), absl::StatusCode::kFailedPrecondition);
