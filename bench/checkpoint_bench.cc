@@ -48,7 +48,7 @@
 #include "absl/strings/string_view.h"
 #include "bench/bench_util.h"
 #include "nlohmann/json.hpp"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/parameter.h"
 #include "server/core/tensor.h"
 #include "server/io/checkpoint.h"
@@ -356,7 +356,7 @@ int main(int argc, char** argv) {
   io::SaveInput input;
   input.version = 1;
   for (int i = 0; i < kTensors; ++i) {
-    auto tensor = core::Tensor::Full(core::DType::kFloat32, {numel}, i + 1.0);
+    auto tensor = core::Tensor::Full(paramd::DType::kFloat32, {numel}, i + 1.0);
     if (!tensor.ok()) return Fail("tensor", tensor.status());
     input.state_dict.entries.push_back(core::StateDictEntry{
         absl::StrCat("layers.", i, ".weight"), *tensor,

@@ -46,7 +46,7 @@
 
 namespace {
 
-using paramd::core::DType;
+using paramd::DType;
 using paramd::core::Forward;
 using paramd::core::ForwardOptions;
 using paramd::core::Module;

@@ -40,13 +40,13 @@
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
 #include "server/core/forward.h"
-#include "server/core/half.h"
+#include "base/half.h"
 #include "server/core/model.h"
 #include "server/core/spec.h"
 
 namespace {
 
-using paramd::core::DType;
+using paramd::DType;
 using paramd::kernels::Backend;
 using paramd::kernels::GemmArgs;
 using paramd::kernels::UnaryOp;
@@ -98,7 +98,7 @@ std::vector<uint8_t> RandomBytes(DType dtype, int64_t count, uint32_t seed) {
     if (dtype == DType::kFloat32) {
       std::memcpy(&bytes[i * 4], &v, 4);
     } else {
-      const uint16_t bits = paramd::core::FloatToBFloat16Bits(v);
+      const uint16_t bits = paramd::FloatToBFloat16Bits(v);
       std::memcpy(&bytes[i * 2], &bits, 2);
     }
   }
@@ -116,7 +116,7 @@ std::vector<float> Download(Backend* backend, DType dtype, const void* data, int
     } else {
       uint16_t bits;
       std::memcpy(&bits, &bytes[i * 2], 2);
-      values[i] = paramd::core::BFloat16BitsToFloat(bits);
+      values[i] = paramd::BFloat16BitsToFloat(bits);
     }
   }
   return values;
@@ -188,7 +188,7 @@ Result Measure(Backend* backend, cublasHandle_t handle, cudaStream_t stream, DTy
 // Forward passes of the seed CNN and the large MLP in GPU memory (see the top of the file).
 // Returns false when an answer differs from the CPU backend's beyond rounding.
 bool MeasureForwards(double cublas_f32_tflops, int reps, bool quick) {
-  using paramd::core::Device;
+  using paramd::Device;
   using paramd::core::Tensor;
   const int64_t width = quick ? 1024 : 4096, batch = 64;
   struct Case {
@@ -308,7 +308,7 @@ int main(int argc, char** argv) {
     }
   }
   if (quick) size = std::min<int64_t>(size, 2048);
-  auto cuda = paramd::kernels::GetBackend(paramd::core::Device::Cuda(0));
+  auto cuda = paramd::kernels::GetBackend(paramd::Device::Cuda(0));
   if (!cuda.ok()) {
     std::printf("gpu_bench: skipped: %s\n", std::string(cuda.status().message()).c_str());
     return 77;
@@ -342,7 +342,7 @@ int main(int argc, char** argv) {
     const bool pass = ratio >= min_ratio && r.max_diff <= tolerance;
     ok = ok && pass;
     std::printf("%-9s %14.1f %20.1f %13.1f %7.2f %10.2g %s\n",
-                std::string(paramd::core::DTypeName(dtype)).c_str(), r.backend_tflops,
+                std::string(paramd::DTypeName(dtype)).c_str(), r.backend_tflops,
                 r.fused_tflops, r.cublas_tflops, ratio, r.max_diff, pass ? "ok" : "FAIL");
   }
   cublasDestroy(handle);

@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
-#include "server/core/device.h"
+#include "base/device.h"
 
 namespace paramd::kernels {
 
@@ -21,7 +21,7 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  virtual core::Device device() const = 0;
+  virtual Device device() const = 0;
 
   // Allocates `nbytes` bytes aligned to at least 64. RESOURCE_EXHAUSTED when the memory limit
   // (SetMemoryLimit) or the device itself cannot hold them. Zero bytes gives a valid pointer.
@@ -70,12 +70,12 @@ class Backend {
 // The backend for `device`. CPU always exists. A CUDA device gets FAILED_PRECONDITION when
 // the build has no CUDA support or the machine has no such GPU. The returned backend lives
 // for the whole process.
-absl::StatusOr<Backend*> GetBackend(const core::Device& device);
+absl::StatusOr<Backend*> GetBackend(const Device& device);
 
 // Makes GetBackend(device) answer `backend` (not owned; nullptr ends it) ahead of the real
 // lookup, for tests that need a second device where no GPU is present. Thread-safe, but
 // only for tests: a storage allocated through one backend must be freed through it.
-void SetBackendForTesting(const core::Device& device, Backend* backend);
+void SetBackendForTesting(const Device& device, Backend* backend);
 
 // One visible GPU, as the CUDA runtime reports it.
 struct GpuInfo {

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::kernels {
 namespace {
@@ -45,16 +45,16 @@ absl::StatusOr<PoolPlanes> CheckPool(const ConstTensorView& x, const TensorView&
 
 }  // namespace
 
-bool IsMathDType(core::DType dtype) {
-  return dtype == core::DType::kFloat32 || dtype == core::DType::kFloat16 ||
-         dtype == core::DType::kBFloat16;
+bool IsMathDType(DType dtype) {
+  return dtype == DType::kFloat32 || dtype == DType::kFloat16 ||
+         dtype == DType::kBFloat16;
 }
 
 bool SupportedByBuiltInBackends(const OpQuery& query) {
   switch (query.kind) {
     case OpKind::kEmbedding:
-      return IsMathDType(query.dtype) && (query.index_dtype == core::DType::kInt64 ||
-                                          query.index_dtype == core::DType::kInt32);
+      return IsMathDType(query.dtype) && (query.index_dtype == DType::kInt64 ||
+                                          query.index_dtype == DType::kInt32);
     case OpKind::kCat:
     case OpKind::kConvert:
       return true;  // copies work for every dtype
@@ -199,7 +199,7 @@ absl::Status CheckUnary(const Backend& backend, const UnaryArgs& args) {
 }
 
 absl::Status CheckBinary(const Backend& backend, const BinaryArgs& args) {
-  const core::DType dtype = args.output.dtype;
+  const DType dtype = args.output.dtype;
   PARAMD_RETURN_IF_ERROR(
       backend.Supports({.kind = OpKind::kBinary, .dtype = dtype, .binary = args.op}));
   PARAMD_RETURN_IF_ERROR(RequireContiguous(args.output, "binary output"));

@@ -13,12 +13,12 @@
 #include "absl/strings/string_view.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
-#include "server/core/dtype.h"
+#include "base/dtype.h"
 
 namespace paramd::kernels {
 
 // float32, and the two 16-bit formats computed in float32 and rounded once at the end.
-bool IsMathDType(core::DType dtype);
+bool IsMathDType(DType dtype);
 
 // What the built-in backends support: every op family in the math dtypes (embedding with
 // int64 or int32 indices), and the copies (cat, convert) in every dtype.

@@ -80,12 +80,12 @@ absl::Status Backend::Unsupported(const OpQuery& query) const {
   if (query.kind == OpKind::kGemm && query.unary != UnaryOp::kIdentity) {
     absl::StrAppend(&what, " with a fused ", UnaryOpName(query.unary));
   }
-  std::string types(core::DTypeName(query.dtype));
+  std::string types(DTypeName(query.dtype));
   if (query.kind == OpKind::kConvert) {
-    absl::StrAppend(&types, " to ", core::DTypeName(query.out_dtype));
+    absl::StrAppend(&types, " to ", DTypeName(query.out_dtype));
   }
   if (query.kind == OpKind::kEmbedding) {
-    absl::StrAppend(&types, " with ", core::DTypeName(query.index_dtype), " indices");
+    absl::StrAppend(&types, " with ", DTypeName(query.index_dtype), " indices");
   }
   return absl::UnimplementedError(
       absl::StrCat("the ", device().ToString(), " backend has no ", what, " kernel for ", types));

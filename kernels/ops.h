@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "server/core/dtype.h"
+#include "base/dtype.h"
 
 #if defined(__CUDACC__)
 #define PARAMD_HOST_DEVICE __host__ __device__
@@ -42,7 +42,7 @@ inline constexpr int kMaxRank = 8;
 template <typename Pointer>
 struct BasicTensorView {
   Pointer data = nullptr;
-  core::DType dtype = core::DType::kFloat32;
+  DType dtype = DType::kFloat32;
   int rank = 0;
   int64_t shape[kMaxRank] = {};
   int64_t strides[kMaxRank] = {};  // in elements; 0 repeats an element (broadcast)
@@ -111,11 +111,11 @@ absl::string_view BinaryOpName(BinaryOp op);
 // details that a backend may support only in part.
 struct OpQuery {
   OpKind kind = OpKind::kGemm;
-  core::DType dtype = core::DType::kFloat32;
+  DType dtype = DType::kFloat32;
   // kConvert: the output dtype (`dtype` is the input's).
-  core::DType out_dtype = core::DType::kFloat32;
+  DType out_dtype = DType::kFloat32;
   // kEmbedding: the dtype of the indices (int64 or int32).
-  core::DType index_dtype = core::DType::kInt64;
+  DType index_dtype = DType::kInt64;
   // kUnary: the function. kGemm: the fused epilogue.
   UnaryOp unary = UnaryOp::kIdentity;
   // kBinary: the function.
@@ -129,7 +129,7 @@ struct OpQuery {
 // to every row. `epilogue` is kIdentity, kReLU, kGELU or kGELUTanh; a backend says through
 // Supports which it fuses. k == 0 gives epilogue(bias) (zeros without a bias).
 struct GemmArgs {
-  core::DType dtype = core::DType::kFloat32;
+  DType dtype = DType::kFloat32;
   int64_t m = 0;
   int64_t n = 0;
   int64_t k = 0;

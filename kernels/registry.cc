@@ -8,7 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 #ifdef PARAMD_WITH_CUDA
 #include "kernels/cuda/cuda_backend.h"
@@ -20,7 +20,7 @@ namespace {
 
 struct TestBackends {
   absl::Mutex mu;
-  std::vector<std::pair<core::Device, Backend*>> backends ABSL_GUARDED_BY(mu);
+  std::vector<std::pair<Device, Backend*>> backends ABSL_GUARDED_BY(mu);
   std::atomic<bool> any{false};
 };
 
@@ -31,7 +31,7 @@ TestBackends& TheTestBackends() {
 
 }  // namespace
 
-void SetBackendForTesting(const core::Device& device, Backend* backend) {
+void SetBackendForTesting(const Device& device, Backend* backend) {
   TestBackends& tests = TheTestBackends();
   absl::MutexLock lock(&tests.mu);
   auto& list = tests.backends;
@@ -42,7 +42,7 @@ void SetBackendForTesting(const core::Device& device, Backend* backend) {
   tests.any.store(!list.empty());
 }
 
-absl::StatusOr<Backend*> GetBackend(const core::Device& device) {
+absl::StatusOr<Backend*> GetBackend(const Device& device) {
   if (TestBackends& tests = TheTestBackends(); tests.any.load(std::memory_order_relaxed)) {
     absl::MutexLock lock(&tests.mu);
     for (const auto& [registered, backend] : tests.backends) {

@@ -22,8 +22,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "server/common/status_macros.h"
-#include "server/core/half.h"
+#include "base/status_macros.h"
+#include "base/half.h"
 
 namespace paramd::cli {
 namespace {
@@ -718,7 +718,7 @@ absl::StatusOr<std::string> SerializeNpy(const HostTensor& tensor) {
     // Widening is exact: a bfloat16 is the top half of a float32.
     for (size_t i = 0; i < nbytes; i += 2) {
       const float value =
-          core::BFloat16BitsToFloat(static_cast<uint16_t>(LoadLE(tensor.data.data() + i, 2)));
+          BFloat16BitsToFloat(static_cast<uint16_t>(LoadLE(tensor.data.data() + i, 2)));
       AppendLE(&out, std::bit_cast<uint32_t>(value), 4);
     }
   } else {

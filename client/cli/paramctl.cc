@@ -37,7 +37,7 @@
 #include "nlohmann/json.hpp"
 #include "paramd/client.h"
 #include "paramd/tensor.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::cli {
 namespace {

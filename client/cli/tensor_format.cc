@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "server/core/half.h"
+#include "base/half.h"
 
 namespace paramd::cli {
 namespace {
@@ -48,9 +48,9 @@ double FloatAt(const HostTensor& t, int64_t i) {
     case DType::kFloat32:
       return std::bit_cast<float>(static_cast<uint32_t>(LoadLittleEndian(p, 4)));
     case DType::kFloat16:
-      return core::HalfBitsToFloat(static_cast<uint16_t>(LoadLittleEndian(p, 2)));
+      return HalfBitsToFloat(static_cast<uint16_t>(LoadLittleEndian(p, 2)));
     case DType::kBFloat16:
-      return core::BFloat16BitsToFloat(static_cast<uint16_t>(LoadLittleEndian(p, 2)));
+      return BFloat16BitsToFloat(static_cast<uint16_t>(LoadLittleEndian(p, 2)));
     default:
       return 0.0;
   }

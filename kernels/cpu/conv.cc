@@ -8,7 +8,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/op_checks.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::kernels {
 namespace {

@@ -5,18 +5,18 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/op_checks.h"
-#include "server/common/status_macros.h"
-#include "server/core/element.h"
+#include "base/status_macros.h"
+#include "base/element.h"
 
 namespace paramd::kernels {
 namespace {
 
 // Copies `src` (any strides) into `dst` (its own strides, same shape), converting dtype.
-void StridedConvert(const ConstTensorView& src, void* dst, core::DType dst_dtype,
+void StridedConvert(const ConstTensorView& src, void* dst, DType dst_dtype,
                     const int64_t* dst_strides) {
-  core::VisitDType(src.dtype, [&](auto src_tag) {
+  VisitDType(src.dtype, [&](auto src_tag) {
     using Src = typename decltype(src_tag)::type;
-    core::VisitDType(dst_dtype, [&](auto dst_tag) {
+    VisitDType(dst_dtype, [&](auto dst_tag) {
       using Dst = typename decltype(dst_tag)::type;
       const Src* in = static_cast<const Src*>(src.data);
       Dst* out = static_cast<Dst*>(dst);
@@ -32,7 +32,7 @@ void StridedConvert(const ConstTensorView& src, void* dst, core::DType dst_dtype
             return;
           }
         }
-        for (int64_t i = 0; i < count; ++i) b[i * s_out] = core::CastElement<Dst>(a[i * s_in]);
+        for (int64_t i = 0; i < count; ++i) b[i * s_out] = CastElement<Dst>(a[i * s_in]);
       });
     });
   });
@@ -50,7 +50,7 @@ absl::Status CpuBackend::Convert(const ConvertArgs& args) {
 absl::Status CpuBackend::Cat(const CatArgs& args) {
   const TensorView& out = args.output;
   PARAMD_RETURN_IF_ERROR(CheckCat(*this, args));
-  const size_t element = core::ElementSize(out.dtype);
+  const size_t element = ElementSize(out.dtype);
   int64_t offset = 0;
   for (const ConstTensorView& in : args.inputs) {
     if (in.numel() == 0) continue;

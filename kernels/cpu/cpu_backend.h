@@ -35,7 +35,7 @@ namespace paramd::kernels {
 class CpuBackend final : public Backend {
  public:
   ~CpuBackend() override;
-  core::Device device() const override { return core::Device::Cpu(); }
+  Device device() const override { return Device::Cpu(); }
   absl::StatusOr<void*> Allocate(size_t nbytes) override;
   void Free(void* data, size_t nbytes) override;
   absl::Status CopyFromHost(void* dst, const void* src, size_t nbytes) override;

@@ -12,29 +12,29 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
-#include "server/core/dtype.h"
-#include "server/core/half.h"
+#include "base/dtype.h"
+#include "base/half.h"
 
 namespace paramd::kernels::cpu {
 
-inline float LoadFloat(const void* data, core::DType dtype, int64_t i) {
+inline float LoadFloat(const void* data, DType dtype, int64_t i) {
   switch (dtype) {
-    case core::DType::kFloat16:
-      return core::HalfBitsToFloat(static_cast<const uint16_t*>(data)[i]);
-    case core::DType::kBFloat16:
-      return core::BFloat16BitsToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DType::kFloat16:
+      return HalfBitsToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DType::kBFloat16:
+      return BFloat16BitsToFloat(static_cast<const uint16_t*>(data)[i]);
     default:
       return static_cast<const float*>(data)[i];
   }
 }
 
-inline void StoreFloat(void* data, core::DType dtype, int64_t i, float value) {
+inline void StoreFloat(void* data, DType dtype, int64_t i, float value) {
   switch (dtype) {
-    case core::DType::kFloat16:
-      static_cast<uint16_t*>(data)[i] = core::FloatToHalfBits(value);
+    case DType::kFloat16:
+      static_cast<uint16_t*>(data)[i] = FloatToHalfBits(value);
       return;
-    case core::DType::kBFloat16:
-      static_cast<uint16_t*>(data)[i] = core::FloatToBFloat16Bits(value);
+    case DType::kBFloat16:
+      static_cast<uint16_t*>(data)[i] = FloatToBFloat16Bits(value);
       return;
     default:
       static_cast<float*>(data)[i] = value;
@@ -45,8 +45,8 @@ inline void StoreFloat(void* data, core::DType dtype, int64_t i, float value) {
 // float32, a converted copy otherwise. Null stays null.
 class FloatIn {
  public:
-  FloatIn(const void* data, core::DType dtype, int64_t count) {
-    if (data == nullptr || dtype == core::DType::kFloat32) {
+  FloatIn(const void* data, DType dtype, int64_t count) {
+    if (data == nullptr || dtype == DType::kFloat32) {
       ptr_ = static_cast<const float*>(data);
       return;
     }
@@ -65,9 +65,9 @@ class FloatIn {
 // a staging buffer otherwise that Finish() rounds into the destination.
 class FloatOut {
  public:
-  FloatOut(void* data, core::DType dtype, int64_t count)
+  FloatOut(void* data, DType dtype, int64_t count)
       : data_(data), dtype_(dtype), count_(count) {
-    if (data == nullptr || dtype == core::DType::kFloat32) {
+    if (data == nullptr || dtype == DType::kFloat32) {
       ptr_ = static_cast<float*>(data);
       return;
     }
@@ -76,13 +76,13 @@ class FloatOut {
   }
   float* get() { return ptr_; }
   void Finish() {
-    if (data_ == nullptr || dtype_ == core::DType::kFloat32) return;
+    if (data_ == nullptr || dtype_ == DType::kFloat32) return;
     for (int64_t i = 0; i < count_; ++i) StoreFloat(data_, dtype_, i, copy_[i]);
   }
 
  private:
   void* data_;
-  core::DType dtype_;
+  DType dtype_;
   int64_t count_;
   float* ptr_ = nullptr;
   std::vector<float> copy_;

@@ -6,7 +6,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/op_checks.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::kernels {
 namespace {
@@ -59,9 +59,9 @@ void BinaryFloat(const BinaryArgs& args) {
 absl::Status CpuBackend::Unary(const UnaryArgs& args) {
   PARAMD_RETURN_IF_ERROR(CheckUnary(*this, args));
   const int64_t n = args.input.numel();
-  const core::DType dtype = args.input.dtype;
+  const DType dtype = args.input.dtype;
   const int64_t cost = args.op == UnaryOp::kReLU ? kCheapCost : kTranscendentalCost;
-  if (dtype == core::DType::kFloat32) {
+  if (dtype == DType::kFloat32) {
     const float* in = static_cast<const float*>(args.input.data);
     float* out = static_cast<float*>(args.output.data);
     cpu::ParallelFor(n, cost, [&](int64_t begin, int64_t end) {
@@ -80,11 +80,11 @@ absl::Status CpuBackend::Unary(const UnaryArgs& args) {
 }
 
 absl::Status CpuBackend::Binary(const BinaryArgs& args) {
-  const core::DType dtype = args.output.dtype;
+  const DType dtype = args.output.dtype;
   PARAMD_RETURN_IF_ERROR(CheckBinary(*this, args));
   const int rank = args.output.rank;
   if (args.output.numel() == 0) return absl::OkStatus();
-  if (dtype == core::DType::kFloat32) {
+  if (dtype == DType::kFloat32) {
     switch (args.op) {
       case BinaryOp::kAdd:
         BinaryFloat<BinaryOp::kAdd>(args);
@@ -130,7 +130,7 @@ absl::Status CpuBackend::Binary(const BinaryArgs& args) {
 }
 
 absl::Status CpuBackend::Dropout(const DropoutArgs& args) {
-  const core::DType dtype = args.input.dtype;
+  const DType dtype = args.input.dtype;
   PARAMD_RETURN_IF_ERROR(CheckDropout(*this, args));
   const int64_t n = args.input.numel();
   const float scale = args.p < 1.0 ? static_cast<float>(1.0 / (1.0 - args.p)) : 0.0f;

@@ -8,7 +8,7 @@
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/onednn_matmul.h"
 #include "kernels/op_checks.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::kernels {
 namespace {
@@ -35,7 +35,7 @@ absl::Status CpuBackend::Gemm(const GemmArgs& args) {
   const cpu::FloatIn a(args.a, args.dtype, Extent(a_rows, a_cols, args.lda));
   const cpu::FloatIn b(args.b, args.dtype, Extent(b_rows, b_cols, args.ldb));
   const cpu::FloatIn bias(args.bias, args.dtype, n);
-  const bool staged = args.dtype != core::DType::kFloat32;
+  const bool staged = args.dtype != DType::kFloat32;
   const int64_t ldc = staged ? n : args.ldc;
   std::vector<float> c_copy;
   float* c = static_cast<float*>(args.c);

@@ -6,7 +6,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/op_checks.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::kernels {
 
@@ -17,7 +17,7 @@ absl::Status CpuBackend::BatchNorm(const BatchNormArgs& args) {
   int64_t inner = 1;
   for (int d = 2; d < x.rank; ++d) inner *= x.shape[d];
   const int64_t count = batch * inner;
-  const core::DType dtype = x.dtype;
+  const DType dtype = x.dtype;
   const cpu::FloatIn input(x.data, dtype, x.numel());
   cpu::FloatOut output(args.output.data, dtype, x.numel());
 
@@ -80,7 +80,7 @@ absl::Status CpuBackend::LayerNorm(const LayerNormArgs& args) {
   const int64_t total = args.input.numel();
   const int64_t size = args.normalized_size;
   if (total == 0) return absl::OkStatus();
-  const core::DType dtype = args.input.dtype;
+  const DType dtype = args.input.dtype;
   const cpu::FloatIn input(args.input.data, dtype, total);
   const cpu::FloatIn weight(args.weight, dtype, size);
   const cpu::FloatIn bias(args.bias, dtype, size);

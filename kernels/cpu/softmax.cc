@@ -6,12 +6,12 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/op_checks.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::kernels {
 
 absl::Status CpuBackend::Softmax(const SoftmaxArgs& args) {
-  const core::DType dtype = args.input.dtype;
+  const DType dtype = args.input.dtype;
   PARAMD_RETURN_IF_ERROR(CheckSoftmax(*this, args));
   const ConstTensorView& x = args.input;
   int64_t outer = 1, inner = 1;

@@ -45,13 +45,13 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
 // bfloat16); cudaErrorInvalidValue for any other dtype (the backend's Supports refuses
 // those before a launch).
 template <typename Fn>
-cudaError_t DispatchMath(core::DType dtype, Fn&& fn) {
+cudaError_t DispatchMath(DType dtype, Fn&& fn) {
   switch (dtype) {
-    case core::DType::kFloat32:
+    case DType::kFloat32:
       return fn(float{});
-    case core::DType::kFloat16:
+    case DType::kFloat16:
       return fn(__half{});
-    case core::DType::kBFloat16:
+    case DType::kBFloat16:
       return fn(__nv_bfloat16{});
     default:
       return cudaErrorInvalidValue;

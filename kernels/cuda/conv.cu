@@ -37,7 +37,7 @@ __global__ void ChannelBiasKernel(T* data, int64_t channels, int64_t plane, cons
 
 }  // namespace
 
-cudaError_t LaunchIm2Col(core::DType dtype, const void* input, int64_t images,
+cudaError_t LaunchIm2Col(DType dtype, const void* input, int64_t images,
                          const ConvGeometry& g, void* columns, cudaStream_t stream) {
   const int64_t total = images * g.channels * g.kernel_h * g.kernel_w * g.out_h * g.out_w;
   if (total == 0) return cudaSuccess;
@@ -49,7 +49,7 @@ cudaError_t LaunchIm2Col(core::DType dtype, const void* input, int64_t images,
   });
 }
 
-cudaError_t LaunchChannelBias(core::DType dtype, void* data, int64_t images, int64_t channels,
+cudaError_t LaunchChannelBias(DType dtype, void* data, int64_t images, int64_t channels,
                               int64_t plane, const void* bias, cudaStream_t stream) {
   const int64_t total = images * channels * plane;
   if (total == 0) return cudaSuccess;

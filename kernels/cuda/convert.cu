@@ -1,4 +1,4 @@
-// Strided conversion between any two dtypes, as Tensor.to converts (core::CastElement):
+// Strided conversion between any two dtypes, as Tensor.to converts (CastElement):
 // 16-bit floats round to nearest even through float32, float to integer truncates toward
 // zero with NaN giving 0 and out-of-range values saturating to int64 first, anything to
 // bool is `!= 0`. Cat is this kernel writing into slices of its output.
@@ -40,27 +40,27 @@ __device__ __forceinline__ Dst Cast(Src src) {
 }
 
 template <typename Fn>
-cudaError_t VisitDType(core::DType dtype, Fn&& fn) {
+cudaError_t VisitDType(DType dtype, Fn&& fn) {
   switch (dtype) {
-    case core::DType::kFloat32:
+    case DType::kFloat32:
       return fn(float{});
-    case core::DType::kFloat64:
+    case DType::kFloat64:
       return fn(double{});
-    case core::DType::kFloat16:
+    case DType::kFloat16:
       return fn(__half{});
-    case core::DType::kBFloat16:
+    case DType::kBFloat16:
       return fn(__nv_bfloat16{});
-    case core::DType::kInt64:
+    case DType::kInt64:
       return fn(int64_t{});
-    case core::DType::kInt32:
+    case DType::kInt32:
       return fn(int32_t{});
-    case core::DType::kInt16:
+    case DType::kInt16:
       return fn(int16_t{});
-    case core::DType::kInt8:
+    case DType::kInt8:
       return fn(int8_t{});
-    case core::DType::kUInt8:
+    case DType::kUInt8:
       return fn(uint8_t{});
-    case core::DType::kBool:
+    case DType::kBool:
       return fn(bool{});
   }
   return cudaErrorInvalidValue;
@@ -75,17 +75,17 @@ __global__ void ConvertKernel(const Src* in, Dst* out, int64_t n, StridedOffsets
   }
 }
 
-size_t DTypeSize(core::DType dtype) {
+size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case core::DType::kFloat64:
-    case core::DType::kInt64:
+    case DType::kFloat64:
+    case DType::kInt64:
       return 8;
-    case core::DType::kFloat32:
-    case core::DType::kInt32:
+    case DType::kFloat32:
+    case DType::kInt32:
       return 4;
-    case core::DType::kFloat16:
-    case core::DType::kBFloat16:
-    case core::DType::kInt16:
+    case DType::kFloat16:
+    case DType::kBFloat16:
+    case DType::kInt16:
       return 2;
     default:
       return 1;
@@ -94,7 +94,7 @@ size_t DTypeSize(core::DType dtype) {
 
 }  // namespace
 
-cudaError_t LaunchConvert(const ConstTensorView& input, void* out, core::DType out_dtype,
+cudaError_t LaunchConvert(const ConstTensorView& input, void* out, DType out_dtype,
                           const int64_t* out_strides, cudaStream_t stream) {
   const int64_t n = input.numel();
   if (n == 0) return cudaSuccess;

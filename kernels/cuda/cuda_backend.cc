@@ -8,7 +8,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/op_checks.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::kernels::cuda {
 namespace {
@@ -169,7 +169,7 @@ absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
   const cudaStream_t stream = context_->stream();
   // The im2col kernel writes the columns of every group of an image at once.
   g.channels = in_channels;
-  const size_t element = core::ElementSize(x.dtype);
+  const size_t element = ElementSize(x.dtype);
   const int64_t group_in = w.shape[1], group_out = out_channels / groups;
   const int64_t patch = group_in * g.kernel_h * g.kernel_w;
   const int64_t out_plane = g.out_h * g.out_w, in_plane = g.height * g.width;
@@ -330,7 +330,7 @@ absl::Status CudaBackend::Cat(const CatArgs& args) {
   const TensorView& out = args.output;
   PARAMD_RETURN_IF_ERROR(CheckCat(*this, args));
   PARAMD_RETURN_IF_ERROR(context_->Enter());
-  const size_t element = core::ElementSize(out.dtype);
+  const size_t element = ElementSize(out.dtype);
   int64_t offset = 0;
   for (const ConstTensorView& in : args.inputs) {
     if (in.numel() == 0) continue;

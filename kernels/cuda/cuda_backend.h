@@ -33,7 +33,7 @@ class CudaBackend final : public Backend {
   // FAILED_PRECONDITION when the device is absent or unhealthy.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int device);
 
-  core::Device device() const override { return core::Device::Cuda(device_); }
+  Device device() const override { return Device::Cuda(device_); }
   absl::StatusOr<void*> Allocate(size_t nbytes) override;
   void Free(void* data, size_t nbytes) override;
   absl::Status CopyFromHost(void* dst, const void* src, size_t nbytes) override;

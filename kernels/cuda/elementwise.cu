@@ -114,7 +114,7 @@ cudaError_t LaunchDropout(const DropoutArgs& args, float scale, cudaStream_t str
   });
 }
 
-cudaError_t LaunchBiasActivation(core::DType dtype, void* c, int64_t batch, int64_t stride_c,
+cudaError_t LaunchBiasActivation(DType dtype, void* c, int64_t batch, int64_t stride_c,
                                  int64_t m, int64_t n, int64_t ldc, const void* bias,
                                  UnaryOp act, bool accumulate, cudaStream_t stream) {
   const int64_t total = batch * m * n;

@@ -26,9 +26,9 @@ __global__ void GatherKernel(const Word* weight, const Index* indices, Word* out
 }
 
 template <typename Fn>
-cudaError_t DispatchIndex(core::DType dtype, Fn&& fn) {
-  if (dtype == core::DType::kInt64) return fn(int64_t{});
-  if (dtype == core::DType::kInt32) return fn(int32_t{});
+cudaError_t DispatchIndex(DType dtype, Fn&& fn) {
+  if (dtype == DType::kInt64) return fn(int64_t{});
+  if (dtype == DType::kInt32) return fn(int32_t{});
   return cudaErrorInvalidValue;
 }
 
@@ -50,7 +50,7 @@ cudaError_t LaunchEmbeddingGather(const EmbeddingArgs& args, cudaStream_t stream
   const int64_t dim = args.weight.shape[1];
   const int64_t total = args.indices.numel() * dim;
   if (total == 0) return cudaSuccess;
-  const bool wide = args.weight.dtype == core::DType::kFloat32;
+  const bool wide = args.weight.dtype == DType::kFloat32;
   return DispatchIndex(args.indices.dtype, [&](auto tag) {
     using Index = decltype(tag);
     const Index* indices = static_cast<const Index*>(args.indices.data);

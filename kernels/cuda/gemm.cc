@@ -20,7 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/launch.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::kernels::cuda {
 namespace {
@@ -34,18 +34,18 @@ using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, DescDeleter>;
 using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, DescDeleter>;
 using Preference = std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, DescDeleter>;
 
-cudaDataType_t CudaType(core::DType dtype) {
+cudaDataType_t CudaType(DType dtype) {
   switch (dtype) {
-    case core::DType::kFloat16:
+    case DType::kFloat16:
       return CUDA_R_16F;
-    case core::DType::kBFloat16:
+    case DType::kBFloat16:
       return CUDA_R_16BF;
     default:
       return CUDA_R_32F;
   }
 }
 
-size_t ElementBytes(core::DType dtype) { return dtype == core::DType::kFloat32 ? 4 : 2; }
+size_t ElementBytes(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
 
 // The largest power of two (up to 256) dividing the address: cuBLASLt picks kernels by the
 // alignment it is promised, and a view's pointer may sit at any element offset.

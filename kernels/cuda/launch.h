@@ -24,13 +24,13 @@ cudaError_t LaunchDropout(const DropoutArgs& args, float scale, cudaStream_t str
 // For each of `batch` row-major m×n matrices at c + i * stride_c with leading dimension
 // ldc: c[r, j] = act(base + bias[j]) where base is c[r, j] when `accumulate`, else 0.
 // `bias` (n values) may be null. This is the GEMM epilogue that cuBLASLt does not fuse.
-cudaError_t LaunchBiasActivation(core::DType dtype, void* c, int64_t batch, int64_t stride_c,
+cudaError_t LaunchBiasActivation(DType dtype, void* c, int64_t batch, int64_t stride_c,
                                  int64_t m, int64_t n, int64_t ldc, const void* bias,
                                  UnaryOp act, bool accumulate, cudaStream_t stream);
 
 // convert.cu: out (strides out_strides, dtype out_dtype) = input converted as Tensor.to
-// does (core::CastElement), over the input's shape. Every dtype of core::DType.
-cudaError_t LaunchConvert(const ConstTensorView& input, void* out, core::DType out_dtype,
+// does (CastElement), over the input's shape. Every dtype of DType.
+cudaError_t LaunchConvert(const ConstTensorView& input, void* out, DType out_dtype,
                           const int64_t* out_strides, cudaStream_t stream);
 
 // pooling.cu: `planes` = product of the dimensions before the last two.
@@ -55,9 +55,9 @@ cudaError_t LaunchEmbeddingGather(const EmbeddingArgs& args, cudaStream_t stream
 // [channels * kernel_h * kernel_w, out_h * out_w] column matrix (zeros for padding),
 // image after image. ChannelBias adds bias[o] to every element of channel o of an
 // [images, channels, plane] tensor.
-cudaError_t LaunchIm2Col(core::DType dtype, const void* input, int64_t images,
+cudaError_t LaunchIm2Col(DType dtype, const void* input, int64_t images,
                          const ConvGeometry& geometry, void* columns, cudaStream_t stream);
-cudaError_t LaunchChannelBias(core::DType dtype, void* data, int64_t images, int64_t channels,
+cudaError_t LaunchChannelBias(DType dtype, void* data, int64_t images, int64_t channels,
                               int64_t plane, const void* bias, cudaStream_t stream);
 
 }  // namespace paramd::kernels::cuda

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/backend.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/layers/builtin.h"
 
 namespace paramd::core {

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::core {
 

@@ -4,7 +4,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/layers/layer.h"
 
 namespace paramd::core {

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/forward.h"
 #include "server/core/init.h"
 #include "server/core/layers/layer.h"

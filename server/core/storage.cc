@@ -1,7 +1,7 @@
 #include "server/core/storage.h"
 
 #include "kernels/backend.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::core {
 

@@ -10,7 +10,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "server/core/device.h"
+#include "base/device.h"
 
 namespace paramd::core {
 

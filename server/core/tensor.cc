@@ -5,8 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/backend.h"
-#include "server/common/status_macros.h"
-#include "server/core/element.h"
+#include "base/status_macros.h"
+#include "base/element.h"
 
 namespace paramd::core {
 namespace {

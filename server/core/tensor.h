@@ -13,8 +13,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "server/core/device.h"
-#include "server/core/dtype.h"
+#include "base/device.h"
+#include "base/dtype.h"
 #include "server/core/storage.h"
 
 namespace paramd::core {

@@ -3,7 +3,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::core {
 namespace {

@@ -9,7 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/io/mapped_file.h"
 #include "server/io/safetensors.h"
 #include "server/io/torch_checkpoint.h"
@@ -20,7 +20,7 @@ namespace {
 
 // Two state_dict entries are one stored tensor when they view the same bytes the same way.
 using TensorIdentity =
-    std::tuple<const core::Storage*, int64_t, core::Shape, core::Shape, core::DType>;
+    std::tuple<const core::Storage*, int64_t, core::Shape, core::Shape, DType>;
 
 TensorIdentity IdentityOf(const core::Tensor& tensor) {
   return {tensor.storage().get(), tensor.offset(), tensor.shape(), tensor.strides(),

@@ -1,7 +1,7 @@
 #include "server/io/fault_injecting_file_system.h"
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::io {
 namespace {

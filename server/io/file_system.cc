@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/io/mapped_file.h"
 #include "server/io/sha256.h"
 

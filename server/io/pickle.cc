@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/io/utf8.h"
 
 namespace paramd::io {

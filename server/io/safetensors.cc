@@ -12,7 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/io/utf8.h"
 
 namespace paramd::io {
@@ -23,18 +23,18 @@ using Json = nlohmann::ordered_json;
 
 struct DTypeCode {
   absl::string_view name;
-  core::DType dtype;
+  DType dtype;
   // Position in the reference's dtype enum (BOOL U8 I8 F8_E5M2 F8_E4M3 I16 U16 F16 BF16 I32
   // U32 F32 F64 I64 U64); the writer orders tensors by it, descending.
   int rank;
 };
 
 constexpr DTypeCode kSupportedDTypes[] = {
-    {"BOOL", core::DType::kBool, 0},    {"U8", core::DType::kUInt8, 1},
-    {"I8", core::DType::kInt8, 2},      {"I16", core::DType::kInt16, 5},
-    {"F16", core::DType::kFloat16, 7},  {"BF16", core::DType::kBFloat16, 8},
-    {"I32", core::DType::kInt32, 9},    {"F32", core::DType::kFloat32, 11},
-    {"F64", core::DType::kFloat64, 12}, {"I64", core::DType::kInt64, 13},
+    {"BOOL", DType::kBool, 0},    {"U8", DType::kUInt8, 1},
+    {"I8", DType::kInt8, 2},      {"I16", DType::kInt16, 5},
+    {"F16", DType::kFloat16, 7},  {"BF16", DType::kBFloat16, 8},
+    {"I32", DType::kInt32, 9},    {"F32", DType::kFloat32, 11},
+    {"F64", DType::kFloat64, 12}, {"I64", DType::kInt64, 13},
 };
 
 // Valid safetensors dtypes that no paramd dtype holds.
@@ -55,7 +55,7 @@ const DTypeCode* FindCode(absl::string_view name) {
   return nullptr;
 }
 
-const DTypeCode& CodeFor(core::DType dtype) {
+const DTypeCode& CodeFor(DType dtype) {
   for (const DTypeCode& code : kSupportedDTypes) {
     if (code.dtype == dtype) return code;
   }
@@ -352,7 +352,7 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
           "; tensors must cover the data without gaps or overlaps (InvalidOffset)");
     }
     covered = entry.end;
-    const size_t element_size = core::ElementSize(entry.code->dtype);
+    const size_t element_size = ElementSize(entry.code->dtype);
     absl::StatusOr<int64_t> numel = core::CheckedNumel(entry.shape, element_size);
     if (!numel.ok()) {
       return Invalid("shape ", core::ShapeString(entry.shape), " of safetensors tensor '",
@@ -376,14 +376,14 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
   const uint8_t* data = bytes.data() + 8 + header_size;
   file.entries.reserve(entries.size());
   for (HeaderEntry& entry : entries) {
-    const core::DType dtype = entry.code->dtype;
+    const DType dtype = entry.code->dtype;
     const uint8_t* begin = data + entry.begin;
     const size_t nbytes = entry.end - entry.begin;
     core::Tensor tensor;
-    if (owner != nullptr && reinterpret_cast<uintptr_t>(begin) % core::ElementSize(dtype) == 0) {
+    if (owner != nullptr && reinterpret_cast<uintptr_t>(begin) % ElementSize(dtype) == 0) {
       // Zero copy: the storage views the owner's bytes and keeps the owner alive.
       auto storage =
-          core::Storage::Wrap(core::Device::Cpu(), const_cast<uint8_t*>(begin), nbytes, [owner] {});
+          core::Storage::Wrap(Device::Cpu(), const_cast<uint8_t*>(begin), nbytes, [owner] {});
       core::Shape strides = core::ContiguousStrides(entry.shape);
       tensor =
           core::Tensor(std::move(storage), 0, std::move(entry.shape), std::move(strides), dtype);

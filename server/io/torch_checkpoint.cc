@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/io/pickle.h"
 #include "server/io/zip.h"
 
@@ -38,15 +38,15 @@ absl::Status Invalid(const Args&... args) {
 
 struct StorageClass {
   absl::string_view name;  // torch.<name>
-  core::DType dtype;
+  DType dtype;
 };
 
 constexpr StorageClass kStorageClasses[] = {
-    {"DoubleStorage", core::DType::kFloat64}, {"FloatStorage", core::DType::kFloat32},
-    {"HalfStorage", core::DType::kFloat16},   {"BFloat16Storage", core::DType::kBFloat16},
-    {"LongStorage", core::DType::kInt64},     {"IntStorage", core::DType::kInt32},
-    {"ShortStorage", core::DType::kInt16},    {"CharStorage", core::DType::kInt8},
-    {"ByteStorage", core::DType::kUInt8},     {"BoolStorage", core::DType::kBool},
+    {"DoubleStorage", DType::kFloat64}, {"FloatStorage", DType::kFloat32},
+    {"HalfStorage", DType::kFloat16},   {"BFloat16Storage", DType::kBFloat16},
+    {"LongStorage", DType::kInt64},     {"IntStorage", DType::kInt32},
+    {"ShortStorage", DType::kInt16},    {"CharStorage", DType::kInt8},
+    {"ByteStorage", DType::kUInt8},     {"BoolStorage", DType::kBool},
 };
 
 // Storage classes torch has and paramd does not, with their dtype.
@@ -60,7 +60,7 @@ constexpr std::pair<absl::string_view, absl::string_view> kUnsupportedStorageCla
     {"QUInt2x4Storage", "quint2x4"},
 };
 
-absl::string_view StorageClassName(core::DType dtype) {
+absl::string_view StorageClassName(DType dtype) {
   for (const StorageClass& storage_class : kStorageClasses) {
     if (storage_class.dtype == dtype) return storage_class.name;
   }
@@ -69,8 +69,8 @@ absl::string_view StorageClassName(core::DType dtype) {
 
 std::string SupportedDTypes() {
   std::vector<std::string> names;
-  for (core::DType dtype : core::kAllDTypes) {
-    names.push_back(absl::StrCat("torch.", core::DTypeName(dtype)));
+  for (DType dtype : kAllDTypes) {
+    names.push_back(absl::StrCat("torch.", DTypeName(dtype)));
   }
   return absl::StrJoin(names, ", ");
 }
@@ -148,7 +148,7 @@ absl::Status CheckView(absl::string_view name, int64_t offset, const core::Shape
 struct StorageSpec {
   std::string key;
   std::string location;
-  core::DType dtype;
+  DType dtype;
   uint64_t nbytes;
 };
 
@@ -191,12 +191,12 @@ absl::StatusOr<core::Shape> IntTuple(const PickleValue* value, absl::string_view
   return out;
 }
 
-absl::StatusOr<core::DType> DTypeFromGlobal(const PickleValue* value, absl::string_view name) {
+absl::StatusOr<DType> DTypeFromGlobal(const PickleValue* value, absl::string_view name) {
   if (value->kind != PickleKind::kGlobal || value->text != "torch") {
     return Invalid("tensor '", name, "': dtype argument is a ", PickleTypeName(*value),
                    ", not a torch dtype");
   }
-  absl::StatusOr<core::DType> dtype = core::ParseDType(value->name);
+  absl::StatusOr<DType> dtype = ParseDType(value->name);
   if (!dtype.ok()) return Invalid(DTypeRefusal(name, value->name));
   return *dtype;
 }
@@ -204,7 +204,7 @@ absl::StatusOr<core::DType> DTypeFromGlobal(const PickleValue* value, absl::stri
 // ('storage', storage class, key, location, numel): numel counts elements of a typed
 // class, bytes of UntypedStorage (whose dtype then comes from _rebuild_tensor_v3).
 absl::StatusOr<StorageSpec> ParseStorage(const PickleValue* value, absl::string_view name,
-                                         std::optional<core::DType> v3_dtype) {
+                                         std::optional<DType> v3_dtype) {
   if (value->kind != PickleKind::kPersistentId) {
     return Invalid("tensor '", name, "': its storage is a ", PickleTypeName(*value),
                    ", not a persistent storage reference");
@@ -233,11 +233,11 @@ absl::StatusOr<StorageSpec> ParseStorage(const PickleValue* value, absl::string_
     }
     spec.dtype = *v3_dtype;
     spec.nbytes = static_cast<uint64_t>(numel);
-    if (spec.nbytes % core::ElementSize(spec.dtype) != 0) {
+    if (spec.nbytes % ElementSize(spec.dtype) != 0) {
       return Invalid("tensor '", name, "': storage of ", numel,
                      " bytes is not a whole number "
                      "of ",
-                     core::DTypeName(spec.dtype), " elements");
+                     DTypeName(spec.dtype), " elements");
     }
     return spec;
   }
@@ -254,10 +254,10 @@ absl::StatusOr<StorageSpec> ParseStorage(const PickleValue* value, absl::string_
   }
   spec.dtype = found->dtype;
   if (v3_dtype.has_value() && *v3_dtype != spec.dtype) {
-    return Invalid("tensor '", name, "': dtype torch.", core::DTypeName(*v3_dtype),
+    return Invalid("tensor '", name, "': dtype torch.", DTypeName(*v3_dtype),
                    " disagrees with its storage class ", class_name);
   }
-  const uint64_t element_size = core::ElementSize(spec.dtype);
+  const uint64_t element_size = ElementSize(spec.dtype);
   if (static_cast<uint64_t>(numel) > std::numeric_limits<uint64_t>::max() / element_size) {
     return Invalid("tensor '", name, "': storage size ", numel, " overflows");
   }
@@ -278,7 +278,7 @@ absl::StatusOr<TensorSpec> ParseTensor(const PickleValue* value, absl::string_vi
                    "tensors with Python attributes");
   }
   const std::string& function = callable->name;
-  std::optional<core::DType> v3_dtype;
+  std::optional<DType> v3_dtype;
   size_t min_args, max_args;
   if (function == "_rebuild_tensor") {
     min_args = max_args = 4;
@@ -423,7 +423,7 @@ bool IsTorchRecord(absl::string_view name) {
 struct PlannedStorage {
   const core::Storage* identity;
   std::shared_ptr<core::Storage> storage;
-  core::DType dtype;
+  DType dtype;
   int64_t numel;
 };
 
@@ -432,7 +432,7 @@ struct Plan {
   std::vector<PlannedStorage> storages;
 };
 
-std::string LocationOf(const core::Device& device) {
+std::string LocationOf(const Device& device) {
   if (device.is_cpu()) return "cpu";
   return absl::StrCat("cuda:", device.index < 0 ? 0 : device.index);
 }
@@ -491,7 +491,7 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
     }
     const core::Tensor& tensor = entry.tensor;
     if (!tensor.defined()) return Invalid("tensor '", name, "' is undefined and cannot be saved");
-    const size_t element_size = core::ElementSize(tensor.dtype());
+    const size_t element_size = ElementSize(tensor.dtype());
     const std::shared_ptr<core::Storage>& storage = tensor.storage();
     auto [it, inserted] = storage_index.emplace(storage.get(), plan.storages.size());
     if (inserted) {
@@ -505,8 +505,8 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
       return Invalid(
           "Cannot save multiple tensors or storages that view the same data as "
           "different types (tensor '",
-          name, "' is ", core::DTypeName(tensor.dtype()), ", an earlier tensor on its storage is ",
-          core::DTypeName(planned.dtype), ")");
+          name, "' is ", DTypeName(tensor.dtype()), ", an earlier tensor on its storage is ",
+          DTypeName(planned.dtype), ")");
     }
     PARAMD_RETURN_IF_ERROR(
         CheckView(name, tensor.offset(), tensor.shape(), tensor.strides(), planned.numel));
@@ -559,7 +559,7 @@ absl::Status WritePlan(WritableFile& out, const Plan& plan, const TorchSaveOptio
   PARAMD_RETURN_IF_ERROR(zip.AddEntry(prefix + "byteorder", "little"));
   for (size_t i = 0; i < plan.storages.size(); ++i) {
     const PlannedStorage& storage = plan.storages[i];
-    const size_t nbytes = static_cast<size_t>(storage.numel) * core::ElementSize(storage.dtype);
+    const size_t nbytes = static_cast<size_t>(storage.numel) * ElementSize(storage.dtype);
     const std::string name = absl::StrCat(prefix, "data/", i);
     if (storage.storage->device().is_cpu()) {
       PARAMD_RETURN_IF_ERROR(zip.AddEntry(
@@ -713,9 +713,9 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
     if (it != storages.end()) {
       const StorageSpec& first_spec = it->second.spec;
       if (first_spec.dtype != spec.dtype || first_spec.nbytes != spec.nbytes) {
-        return Invalid("storage '", spec.key, "' is used as ", core::DTypeName(first_spec.dtype),
+        return Invalid("storage '", spec.key, "' is used as ", DTypeName(first_spec.dtype),
                        " of ", first_spec.nbytes, " bytes and by tensor '", entry.name, "' as ",
-                       core::DTypeName(spec.dtype), " of ", spec.nbytes,
+                       DTypeName(spec.dtype), " of ", spec.nbytes,
                        " bytes; the file is corrupt");
       }
     } else {
@@ -730,16 +730,16 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
                        "'): record size ", data->size, " mismatch with dst size ", spec.nbytes);
       }
       const absl::Span<const uint8_t> source = zip.Data(*data);
-      const size_t element_size = core::ElementSize(spec.dtype);
+      const size_t element_size = ElementSize(spec.dtype);
       std::shared_ptr<core::Storage> storage;
       const bool swap = big_endian && element_size > 1;
       if (owner != nullptr && !swap &&
           reinterpret_cast<uintptr_t>(source.data()) % element_size == 0) {
-        storage = core::Storage::Wrap(core::Device::Cpu(), const_cast<uint8_t*>(source.data()),
+        storage = core::Storage::Wrap(Device::Cpu(), const_cast<uint8_t*>(source.data()),
                                       source.size(), [owner] {});
       } else {
         PARAMD_ASSIGN_OR_RETURN(storage,
-                                core::Storage::Allocate(core::Device::Cpu(), source.size()));
+                                core::Storage::Allocate(Device::Cpu(), source.size()));
         if (!source.empty()) std::memcpy(storage->data(), source.data(), source.size());
         if (swap) {
           SwapBytes(static_cast<uint8_t*>(storage->data()), source.size(), element_size);
@@ -747,7 +747,7 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
       }
       it = storages.emplace(spec.key, Loaded{spec, std::move(storage)}).first;
     }
-    const int64_t storage_numel = static_cast<int64_t>(spec.nbytes / core::ElementSize(spec.dtype));
+    const int64_t storage_numel = static_cast<int64_t>(spec.nbytes / ElementSize(spec.dtype));
     PARAMD_RETURN_IF_ERROR(CheckView(entry.name, entry.tensor.offset, entry.tensor.shape,
                                      entry.tensor.strides, storage_numel));
     TorchCheckpointEntry out;
@@ -801,7 +801,7 @@ absl::Status SaveTorchCheckpoint(const std::string& path,
 }
 
 absl::StatusOr<MapLocation> MapLocation::To(absl::string_view device) {
-  absl::StatusOr<core::Device> parsed = core::ParseDevice(device);
+  absl::StatusOr<Device> parsed = ParseDevice(device);
   if (!parsed.ok()) {
     return Invalid("map_location '", device, "': ", parsed.status().message());
   }
@@ -814,7 +814,7 @@ absl::StatusOr<MapLocation> MapLocation::Remap(
     std::vector<std::pair<std::string, std::string>> mapping) {
   MapLocation map;
   for (auto& [saved, target] : mapping) {
-    absl::StatusOr<core::Device> parsed = core::ParseDevice(target);
+    absl::StatusOr<Device> parsed = ParseDevice(target);
     if (!parsed.ok()) {
       return Invalid("map_location maps '", saved, "' to '", target,
                      "': ", parsed.status().message());
@@ -824,12 +824,12 @@ absl::StatusOr<MapLocation> MapLocation::Remap(
   return map;
 }
 
-absl::StatusOr<core::Device> MapLocation::Resolve(absl::string_view saved_location) const {
+absl::StatusOr<Device> MapLocation::Resolve(absl::string_view saved_location) const {
   if (all_.has_value()) return *all_;
   for (const auto& [saved, target] : mapping_) {
     if (saved == saved_location) return target;
   }
-  absl::StatusOr<core::Device> parsed = core::ParseDevice(saved_location);
+  absl::StatusOr<Device> parsed = ParseDevice(saved_location);
   if (!parsed.ok()) {
     return Invalid("storage saved at location '", saved_location,
                    "' is not on a device paramd supports; pass map_location (e.g. 'cpu') to "

@@ -26,7 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "server/core/device.h"
+#include "base/device.h"
 #include "server/core/tensor.h"
 #include "server/io/file_system.h"
 #include "server/io/mapped_file.h"
@@ -140,11 +140,11 @@ class MapLocation {
 
   // The device for a storage saved at `saved_location`; INVALID_ARGUMENT when the resulting
   // location is not a device paramd knows (an unmapped "mps", say).
-  absl::StatusOr<core::Device> Resolve(absl::string_view saved_location) const;
+  absl::StatusOr<Device> Resolve(absl::string_view saved_location) const;
 
  private:
-  std::optional<core::Device> all_;
-  std::vector<std::pair<std::string, core::Device>> mapping_;
+  std::optional<Device> all_;
+  std::vector<std::pair<std::string, Device>> mapping_;
 };
 
 // FAILED_PRECONDITION with torch.load's text for a CUDA location on a machine without CUDA

@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/io/mapped_file.h"
 
 namespace paramd::io {

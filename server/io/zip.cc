@@ -8,7 +8,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::io {
 namespace {

@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
     }
     max_memory = *parsed;
   }
-  if (auto cpu = paramd::kernels::GetBackend(paramd::core::Device::Cpu()); cpu.ok()) {
+  if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
     (*cpu)->SetMemoryLimit(max_memory);
   }
 

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kernels/backend.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/load_state_dict.h"
 #include "server/core/spec.h"
 #include "server/core/spec_export.h"
@@ -66,7 +66,7 @@ absl::StatusOr<io::MapLocation> MapLocationOf(const v1::LoadRequest& request) {
 // Where a tensor saved at `saved` goes; a CUDA location on a daemon without that GPU is
 // refused as torch.load refuses it.
 absl::Status CheckTarget(const io::MapLocation& location, const std::string& saved) {
-  PARAMD_ASSIGN_OR_RETURN(core::Device device, location.Resolve(saved));
+  PARAMD_ASSIGN_OR_RETURN(Device device, location.Resolve(saved));
   if (device.is_cuda() && !kernels::GetBackend(device).ok()) {
     return io::CudaUnavailableForLoadError();
   }
@@ -151,8 +151,8 @@ grpc::Status CheckpointsService::Load(grpc::ServerContext*, const v1::LoadReques
       }
       spec = *checkpoint.spec_json;
     }
-    PARAMD_ASSIGN_OR_RETURN(core::Device device,
-                            core::ParseDevice(request->device().empty() ? "cpu" : request->device()));
+    PARAMD_ASSIGN_OR_RETURN(Device device,
+                            ParseDevice(request->device().empty() ? "cpu" : request->device()));
     PARAMD_RETURN_IF_ERROR(kernels::GetBackend(device).status());
     if (device.is_cuda() && device.index < 0) device.index = 0;  // as MoveModel does
     PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,

@@ -8,7 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/forward.h"
 #include "server/core/tree_copy.h"
 #include "server/service/status_util.h"

@@ -3,7 +3,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/repr.h"
 #include "server/core/spec.h"
 #include "server/core/traversal.h"
@@ -13,8 +13,8 @@ namespace paramd::service {
 namespace {
 
 // Resolves a requested device and checks this daemon can hold tensors there.
-absl::StatusOr<core::Device> UsableDevice(const std::string& text) {
-  PARAMD_ASSIGN_OR_RETURN(core::Device device, core::ParseDevice(text.empty() ? "cpu" : text));
+absl::StatusOr<Device> UsableDevice(const std::string& text) {
+  PARAMD_ASSIGN_OR_RETURN(Device device, ParseDevice(text.empty() ? "cpu" : text));
   PARAMD_RETURN_IF_ERROR(kernels::GetBackend(device).status());
   // "cuda" is the current device, which paramd never changes from 0; tensors then say
   // cuda:0, as PyTorch's do after .to("cuda").
@@ -56,7 +56,7 @@ grpc::Status ModelsService::CreateModel(grpc::ServerContext*, const v1::CreateMo
   return Guard([&]() -> absl::Status {
     absl::Status status = [&]() -> absl::Status {
       PARAMD_RETURN_IF_ERROR(core::ValidateModelName(request->name()));
-      PARAMD_ASSIGN_OR_RETURN(core::Device device, UsableDevice(request->device()));
+      PARAMD_ASSIGN_OR_RETURN(Device device, UsableDevice(request->device()));
       PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
                               core::BuildModuleFromText(request->spec_json(), request->seed()));
       // Built and initialised on the host (the same draws as on the CPU), then moved.
@@ -118,7 +118,7 @@ grpc::Status ModelsService::MoveModel(grpc::ServerContext*, const v1::MoveModelR
   return Logged(
       "move model", request->name(), Guard([&]() -> absl::Status {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
-        PARAMD_ASSIGN_OR_RETURN(core::Device device, UsableDevice(request->device()));
+        PARAMD_ASSIGN_OR_RETURN(Device device, UsableDevice(request->device()));
         PARAMD_RETURN_IF_ERROR(model->MoveTo(device, IfVersion(request->if_version())).status());
         *response = service::DescribeModel(*model);
         return absl::OkStatus();

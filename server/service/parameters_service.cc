@@ -3,7 +3,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/log.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/traversal.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
@@ -239,7 +239,7 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
     if (!options.none()) {
       tensor = write.tensors[0].second;
       requires_grad = write.tensors[0].first.meta().requires_grad();
-      if (parameter && requires_grad && !core::IsFloatingPoint(tensor.dtype())) {
+      if (parameter && requires_grad && !IsFloatingPoint(tensor.dtype())) {
         return absl::InvalidArgumentError(
             "Only Tensors of floating point and complex dtype can require gradients");
       }

@@ -9,7 +9,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/log.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/load_state_dict.h"
 #include "server/core/spec.h"
 #include "server/core/spec_export.h"
@@ -149,8 +149,8 @@ int Snapshots::RestoreAll() {
       plan.Commit(*checkpoint.version);
       const bool training = annotation("paramd.training") == "true";
       for (const auto& [path, module] : core::NamedModules(root)) module->set_training(training);
-      PARAMD_ASSIGN_OR_RETURN(core::Device device,
-                              core::ParseDevice(annotation("paramd.device").empty()
+      PARAMD_ASSIGN_OR_RETURN(Device device,
+                              ParseDevice(annotation("paramd.device").empty()
                                                     ? "cpu"
                                                     : annotation("paramd.device")));
       if (!device.is_cpu()) {
@@ -160,7 +160,7 @@ int Snapshots::RestoreAll() {
           common::Log("warning", "model restored on cpu",
                       {{"model", name}, {"device", device.ToString()},
                        {"error", std::string(moved.message())}});
-          device = core::Device::Cpu();
+          device = Device::Cpu();
         }
       }
       auto model = std::make_shared<core::Model>(name, std::move(root), device,

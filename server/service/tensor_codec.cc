@@ -3,38 +3,38 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::service {
 
-v1::DType ToProtoDType(core::DType dtype) {
+v1::DType ToProtoDType(DType dtype) {
   switch (dtype) {
-    case core::DType::kFloat32:
+    case DType::kFloat32:
       return v1::FLOAT32;
-    case core::DType::kFloat64:
+    case DType::kFloat64:
       return v1::FLOAT64;
-    case core::DType::kFloat16:
+    case DType::kFloat16:
       return v1::FLOAT16;
-    case core::DType::kBFloat16:
+    case DType::kBFloat16:
       return v1::BFLOAT16;
-    case core::DType::kInt64:
+    case DType::kInt64:
       return v1::INT64;
-    case core::DType::kInt32:
+    case DType::kInt32:
       return v1::INT32;
-    case core::DType::kInt16:
+    case DType::kInt16:
       return v1::INT16;
-    case core::DType::kInt8:
+    case DType::kInt8:
       return v1::INT8;
-    case core::DType::kUInt8:
+    case DType::kUInt8:
       return v1::UINT8;
-    case core::DType::kBool:
+    case DType::kBool:
       return v1::BOOL;
   }
   return v1::DTYPE_UNSPECIFIED;
 }
 
-absl::StatusOr<core::DType> FromProtoDType(v1::DType dtype) {
-  for (core::DType candidate : core::kAllDTypes) {
+absl::StatusOr<DType> FromProtoDType(v1::DType dtype) {
+  for (DType candidate : kAllDTypes) {
     if (ToProtoDType(candidate) == dtype) return candidate;
   }
   return absl::InvalidArgumentError(
@@ -56,19 +56,19 @@ void FillMeta(const core::Tensor& tensor, v1::TensorMeta* meta) {
 }
 
 absl::StatusOr<core::Tensor> PrepareForWire(const core::Tensor& tensor, v1::DType wire) {
-  core::DType target = tensor.dtype();
-  if (wire != v1::DTYPE_UNSPECIFIED && core::IsFloatingPoint(tensor.dtype())) {
+  DType target = tensor.dtype();
+  if (wire != v1::DTYPE_UNSPECIFIED && IsFloatingPoint(tensor.dtype())) {
     PARAMD_ASSIGN_OR_RETURN(target, FromProtoDType(wire));
-    if (!core::IsFloatingPoint(target)) {
+    if (!IsFloatingPoint(target)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("wire dtype ", core::DTypeName(target),
+          absl::StrCat("wire dtype ", DTypeName(target),
                        " is not a floating-point dtype; only float tensors are cast on the wire"));
     }
   }
   if (target == tensor.dtype() && tensor.is_contiguous() && tensor.device().is_cpu()) {
     return tensor;
   }
-  return core::ConvertTo(tensor, target, core::Device::Cpu());
+  return core::ConvertTo(tensor, target, Device::Cpu());
 }
 
 absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
@@ -77,9 +77,9 @@ absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
         absl::StrCat("tensor '", header_.name(), "' ended early: got ", received_, " of ",
                      tensor_.nbytes(), " bytes before the next header"));
   }
-  PARAMD_ASSIGN_OR_RETURN(core::DType dtype, FromProtoDType(header.meta().dtype()));
+  PARAMD_ASSIGN_OR_RETURN(DType dtype, FromProtoDType(header.meta().dtype()));
   core::Shape shape(header.meta().shape().begin(), header.meta().shape().end());
-  absl::StatusOr<int64_t> numel = core::CheckedNumel(shape, core::ElementSize(dtype));
+  absl::StatusOr<int64_t> numel = core::CheckedNumel(shape, ElementSize(dtype));
   if (!numel.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor '", header.name(), "': ", numel.status().message()));

@@ -18,9 +18,9 @@ namespace paramd::service {
 // Bytes per TensorChunk; LIMITS.md measured 1 MiB as the best gRPC stream chunk here.
 inline constexpr size_t kChunkBytes = size_t{1} << 20;
 
-v1::DType ToProtoDType(core::DType dtype);
+v1::DType ToProtoDType(DType dtype);
 // INVALID_ARGUMENT for DTYPE_UNSPECIFIED or an unknown value.
-absl::StatusOr<core::DType> FromProtoDType(v1::DType dtype);
+absl::StatusOr<DType> FromProtoDType(v1::DType dtype);
 
 // The region of a header (no ranges: nullopt, the whole tensor).
 std::optional<core::Region> FromProtoRegion(const v1::Region& region);

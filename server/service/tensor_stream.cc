@@ -4,7 +4,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 

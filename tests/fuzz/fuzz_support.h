@@ -14,7 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "kernels/backend.h"
-#include "server/core/device.h"
+#include "base/device.h"
 #include "server/core/tensor.h"
 #include "server/io/file_system.h"
 
@@ -39,7 +39,7 @@ namespace paramd::fuzz {
 inline constexpr size_t kBackendMemoryLimit = size_t{256} << 20;
 
 inline void LimitBackendMemory() {
-  absl::StatusOr<kernels::Backend*> cpu = kernels::GetBackend(core::Device::Cpu());
+  absl::StatusOr<kernels::Backend*> cpu = kernels::GetBackend(Device::Cpu());
   if (!cpu.ok()) Fail(__FILE__, __LINE__, "GetBackend(cpu)", std::string(cpu.status().message()));
   (*cpu)->SetMemoryLimit(kBackendMemoryLimit);
 }

@@ -11,7 +11,7 @@ namespace paramd::fuzz {
 namespace {
 
 std::string Describe(const io::SafetensorsEntry& entry) {
-  return absl::StrCat("'", entry.name, "' ", core::DTypeName(entry.tensor.dtype()), " ",
+  return absl::StrCat("'", entry.name, "' ", DTypeName(entry.tensor.dtype()), " ",
                       core::ShapeString(entry.tensor.shape()));
 }
 

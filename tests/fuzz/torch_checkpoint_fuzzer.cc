@@ -16,7 +16,7 @@ namespace {
 
 std::string Describe(const io::TorchCheckpointEntry& entry) {
   const core::Tensor& t = entry.tensor;
-  return absl::StrCat("'", entry.name, "' ", core::DTypeName(t.dtype()), " offset ", t.offset(),
+  return absl::StrCat("'", entry.name, "' ", DTypeName(t.dtype()), " offset ", t.offset(),
                       " size ", core::ShapeString(t.shape()), " stride ",
                       core::ShapeString(t.strides()), entry.is_parameter ? " parameter" : "",
                       entry.requires_grad ? " requires_grad" : "");

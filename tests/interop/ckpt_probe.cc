@@ -15,7 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "server/core/dtype.h"
+#include "base/dtype.h"
 #include "server/core/parameter.h"
 #include "server/io/checkpoint.h"
 #include "server/io/sha256.h"
@@ -36,7 +36,7 @@ Json Describe(const Checkpoint& checkpoint) {
     auto [it, fresh] = storages.emplace(tensor.storage().get(), static_cast<int>(storages.size()));
     absl::StatusOr<std::vector<uint8_t>> bytes = paramd::core::ToBytes(tensor);
     entries.push_back({{"name", entry.name},
-                       {"dtype", std::string(paramd::core::DTypeName(tensor.dtype()))},
+                       {"dtype", std::string(paramd::DTypeName(tensor.dtype()))},
                        {"shape", tensor.shape()},
                        {"stride", tensor.strides()},
                        {"storage_offset", tensor.offset()},

@@ -7,7 +7,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::client {
 

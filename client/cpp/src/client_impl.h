@@ -15,7 +15,7 @@
 #include "paramd/v1/inference.grpc.pb.h"
 #include "paramd/v1/models.grpc.pb.h"
 #include "paramd/v1/parameters.grpc.pb.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 
 namespace paramd::client {
 

@@ -8,18 +8,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
-#include "server/core/half.h"
+#include "base/half.h"
 
 namespace paramd::client {
 namespace {
 
 static_assert(std::endian::native == std::endian::little,
               "the wire format is little-endian; a big-endian host needs byte swapping here");
-
-constexpr DType kAllDTypes[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16,
-                                DType::kInt64,   DType::kInt32,   DType::kInt16,   DType::kInt8,
-                                DType::kUInt8,   DType::kBool};
 
 // A value of type T from a double, as a PyTorch cast does; defined where C++ leaves it
 // undefined (NaN gives 0, out-of-range saturates to int64 and then narrows as an integer
@@ -59,9 +54,9 @@ void StoreDouble(DType dtype, double value, char* out) {
     case DType::kFloat64:
       return Store(out, value);
     case DType::kFloat16:
-      return Store(out, core::FloatToHalfBits(static_cast<float>(value)));
+      return Store(out, FloatToHalfBits(static_cast<float>(value)));
     case DType::kBFloat16:
-      return Store(out, core::FloatToBFloat16Bits(static_cast<float>(value)));
+      return Store(out, FloatToBFloat16Bits(static_cast<float>(value)));
     case DType::kInt64:
       return Store(out, FromDouble<int64_t>(value));
     case DType::kInt32:
@@ -84,9 +79,9 @@ double LoadDouble(DType dtype, const char* in) {
     case DType::kFloat64:
       return Load<double>(in);
     case DType::kFloat16:
-      return core::HalfBitsToFloat(Load<uint16_t>(in));
+      return HalfBitsToFloat(Load<uint16_t>(in));
     case DType::kBFloat16:
-      return core::BFloat16BitsToFloat(Load<uint16_t>(in));
+      return BFloat16BitsToFloat(Load<uint16_t>(in));
     case DType::kInt64:
       return static_cast<double>(Load<int64_t>(in));
     case DType::kInt32:
@@ -104,74 +99,6 @@ double LoadDouble(DType dtype, const char* in) {
 }
 
 }  // namespace
-
-size_t ElementSize(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat64:
-    case DType::kInt64:
-      return 8;
-    case DType::kFloat32:
-    case DType::kInt32:
-      return 4;
-    case DType::kFloat16:
-    case DType::kBFloat16:
-    case DType::kInt16:
-      return 2;
-    case DType::kInt8:
-    case DType::kUInt8:
-    case DType::kBool:
-      return 1;
-  }
-  return 1;
-}
-
-absl::string_view DTypeName(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return "float32";
-    case DType::kFloat64:
-      return "float64";
-    case DType::kFloat16:
-      return "float16";
-    case DType::kBFloat16:
-      return "bfloat16";
-    case DType::kInt64:
-      return "int64";
-    case DType::kInt32:
-      return "int32";
-    case DType::kInt16:
-      return "int16";
-    case DType::kInt8:
-      return "int8";
-    case DType::kUInt8:
-      return "uint8";
-    case DType::kBool:
-      return "bool";
-  }
-  return "?";
-}
-
-absl::StatusOr<DType> ParseDType(absl::string_view name) {
-  absl::string_view bare = name;
-  absl::ConsumePrefix(&bare, "torch.");
-  for (DType dtype : kAllDTypes) {
-    if (bare == DTypeName(dtype)) return dtype;
-  }
-  struct Alias {
-    absl::string_view name;
-    DType dtype;
-  };
-  static constexpr Alias kAliases[] = {{"float", DType::kFloat32}, {"double", DType::kFloat64},
-                                       {"half", DType::kFloat16},  {"long", DType::kInt64},
-                                       {"int", DType::kInt32},     {"short", DType::kInt16}};
-  for (const Alias& alias : kAliases) {
-    if (bare == alias.name) return alias.dtype;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown dtype '", name,
-      "'; expected one of float32, float64, float16, bfloat16, int64, int32, int16, int8, "
-      "uint8, bool (or PyTorch's aliases float, double, half, long, int, short)"));
-}
 
 int64_t HostTensor::numel() const {
   int64_t count = 1;

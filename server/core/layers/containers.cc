@@ -1,6 +1,6 @@
 // nn.Sequential, nn.ModuleList and nn.ModuleDict: they take no arguments; their children
 // come from the spec's "children" list, which the spec builder adds.
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/layers/builtin.h"
 
 namespace paramd::core {

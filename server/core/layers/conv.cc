@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/init.h"
 #include "server/core/layers/builtin.h"
 #include "server/core/py_format.h"

@@ -11,7 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
-#include "server/core/dtype.h"
+#include "base/dtype.h"
 
 namespace paramd::core {
 

@@ -1,6 +1,6 @@
 // nn.Linear: weight [out_features, in_features] and an optional bias [out_features].
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/init.h"
 #include "server/core/layers/builtin.h"
 #include "server/core/py_format.h"

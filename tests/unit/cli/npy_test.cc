@@ -15,7 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "paramd/tensor.h"
-#include "server/core/half.h"
+#include "base/half.h"
 
 namespace paramd::cli {
 namespace {
@@ -211,10 +211,10 @@ HostTensor Make(DType dtype, std::vector<int64_t> shape, const std::vector<doubl
         Append(&t.data, v);
         break;
       case DType::kFloat16:
-        Append(&t.data, core::FloatToHalfBits(static_cast<float>(v)));
+        Append(&t.data, FloatToHalfBits(static_cast<float>(v)));
         break;
       case DType::kBFloat16:
-        Append(&t.data, core::FloatToBFloat16Bits(static_cast<float>(v)));
+        Append(&t.data, FloatToBFloat16Bits(static_cast<float>(v)));
         break;
       case DType::kInt64:
         Append(&t.data, static_cast<int64_t>(v));
@@ -411,7 +411,7 @@ TEST(NpyTest, BFloat16IsWrittenAsExactFloat32) {
   for (size_t i = 0; i < t.data.size(); i += 2) {
     uint16_t bits;
     std::memcpy(&bits, t.data.data() + i, 2);
-    widened.push_back(core::BFloat16BitsToFloat(bits));
+    widened.push_back(BFloat16BitsToFloat(bits));
   }
   ExpectSameTensor(*back, Make(DType::kFloat32, {3}, widened));
 }

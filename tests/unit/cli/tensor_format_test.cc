@@ -11,7 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "paramd/tensor.h"
-#include "server/core/half.h"
+#include "base/half.h"
 
 namespace paramd::cli {
 namespace {
@@ -43,10 +43,10 @@ HostTensor Make(DType dtype, std::vector<int64_t> shape, const std::vector<doubl
         Append(&t.data, v);
         break;
       case DType::kFloat16:
-        Append(&t.data, core::FloatToHalfBits(static_cast<float>(v)));
+        Append(&t.data, FloatToHalfBits(static_cast<float>(v)));
         break;
       case DType::kBFloat16:
-        Append(&t.data, core::FloatToBFloat16Bits(static_cast<float>(v)));
+        Append(&t.data, FloatToBFloat16Bits(static_cast<float>(v)));
         break;
       case DType::kInt64:
         Append(&t.data, static_cast<int64_t>(v));

@@ -3,9 +3,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/core/device.h"
-#include "server/core/dtype.h"
-#include "server/core/half.h"
+#include "base/device.h"
+#include "base/dtype.h"
+#include "base/half.h"
 
 namespace paramd::core {
 namespace {

@@ -740,7 +740,7 @@ namespace {
 // from the model's tensors) where no GPU is present.
 class HostAsDevice final : public kernels::Backend {
  public:
-  core::Device device() const override { return Device::Cuda(0); }
+  Device device() const override { return Device::Cuda(0); }
   absl::StatusOr<void*> Allocate(size_t n) override { return cpu_.Allocate(n); }
   void Free(void* data, size_t n) override { cpu_.Free(data, n); }
   absl::Status CopyFromHost(void* d, const void* s, size_t n) override {

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/init.h"
 #include "server/core/layers/layer.h"
 #include "server/core/module.h"

@@ -27,7 +27,7 @@ using testing::Values;
 class ScrambledDevice final : public kernels::Backend {
  public:
   static constexpr uint8_t kKey = 0xA5;
-  core::Device device() const override { return Device::Cuda(0); }
+  Device device() const override { return Device::Cuda(0); }
   absl::StatusOr<void*> Allocate(size_t nbytes) override {
     in_use_ += nbytes;
     return std::malloc(nbytes == 0 ? 1 : nbytes);

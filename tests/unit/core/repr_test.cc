@@ -9,7 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/init.h"
 #include "server/core/layers/layer.h"
 #include "server/core/py_format.h"

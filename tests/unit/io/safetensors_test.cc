@@ -47,8 +47,8 @@ absl::Status ParseError(const std::string& header, const std::string& data) {
 
 TEST_F(SafetensorsFileTest, RoundTripsEveryDtypeScalarsAndZeroSize_PytorchSemantics7) {
   NamedTensors tensors;
-  for (core::DType dtype : core::kAllDTypes) {
-    const std::string name(core::DTypeName(dtype));
+  for (DType dtype : kAllDTypes) {
+    const std::string name(DTypeName(dtype));
     tensors.emplace_back(name + ".matrix", Make(dtype, {2, 3}, {0, 1, 0, 1, 1, 0}));
     tensors.emplace_back(name + ".scalar", Make(dtype, {}, {1}));
     tensors.emplace_back(name + ".empty", Make(dtype, {0, 3}, {}));
@@ -74,8 +74,8 @@ TEST_F(SafetensorsFileTest, RoundTripsEveryDtypeScalarsAndZeroSize_PytorchSemant
 }
 
 TEST_F(SafetensorsFileTest, WritesNonContiguousTensorsFromAContiguousCopy_PytorchSemantics7) {
-  const core::Tensor base = Make(core::DType::kFloat32, {2, 3}, {0, 1, 2, 3, 4, 5});
-  const core::Tensor transposed(base.storage(), 0, {3, 2}, {1, 3}, core::DType::kFloat32);
+  const core::Tensor base = Make(DType::kFloat32, {2, 3}, {0, 1, 2, 3, 4, 5});
+  const core::Tensor transposed(base.storage(), 0, {3, 2}, {1, 3}, DType::kFloat32);
   ASSERT_FALSE(transposed.is_contiguous());
   absl::StatusOr<std::string> bytes = SerializeSafetensors({{"t", transposed}}, {});
   ASSERT_TRUE(bytes.ok()) << bytes.status();
@@ -91,7 +91,7 @@ TEST_F(SafetensorsFileTest, WritesNonContiguousTensorsFromAContiguousCopy_Pytorc
 TEST(SafetensorsWriterTest, MatchesTheReferenceWritersBytes_PytorchSemantics7) {
   // The reference crate's own serialization test: "attn.0", F32, shape [1, 2, 3].
   absl::StatusOr<std::string> out = SerializeSafetensors(
-      {{"attn.0", Make(core::DType::kFloat32, {1, 2, 3}, {0, 1, 2, 3, 4, 5})}}, {});
+      {{"attn.0", Make(DType::kFloat32, {1, 2, 3}, {0, 1, 2, 3, 4, 5})}}, {});
   ASSERT_TRUE(out.ok()) << out.status();
   const std::vector<uint8_t> expected = {
       64, 0,  0,   0,   0,   0,   0,   0,   123, 34,  97,  116, 116, 110, 46,  48,
@@ -112,13 +112,13 @@ TEST(SafetensorsWriterTest, MatchesTheReferenceWritersBytes_PytorchSemantics7) {
 
 TEST(SafetensorsWriterTest, OrdersByDtypeThenNameAndPadsTheHeader_PytorchSemantics7) {
   const NamedTensors tensors = {
-      {"b", Make(core::DType::kFloat32, {2}, {1, 2})},
-      {"c", Make(core::DType::kBool, {3}, {1, 0, 1})},
-      {"a", Make(core::DType::kInt64, {1}, {7})},
-      {"e", Make(core::DType::kFloat64, {1}, {0.5})},
-      {"d", Make(core::DType::kFloat32, {1}, {3})},
-      {"h", Make(core::DType::kFloat16, {1}, {1})},
-      {"g", Make(core::DType::kBFloat16, {1}, {1})},
+      {"b", Make(DType::kFloat32, {2}, {1, 2})},
+      {"c", Make(DType::kBool, {3}, {1, 0, 1})},
+      {"a", Make(DType::kInt64, {1}, {7})},
+      {"e", Make(DType::kFloat64, {1}, {0.5})},
+      {"d", Make(DType::kFloat32, {1}, {3})},
+      {"h", Make(DType::kFloat16, {1}, {1})},
+      {"g", Make(DType::kBFloat16, {1}, {1})},
   };
   absl::StatusOr<std::string> out = SerializeSafetensors(tensors, {{"format", "pt"}});
   ASSERT_TRUE(out.ok()) << out.status();
@@ -143,7 +143,7 @@ TEST(SafetensorsWriterTest, OrdersByDtypeThenNameAndPadsTheHeader_PytorchSemanti
 }
 
 TEST(SafetensorsWriterTest, RefusesDuplicateNamesAndReservedNames_PytorchSemantics7) {
-  const core::Tensor t = Make(core::DType::kFloat32, {1}, {1});
+  const core::Tensor t = Make(DType::kFloat32, {1}, {1});
   absl::Status duplicate = SerializeSafetensors({{"w", t}, {"w", t}}, {}).status();
   EXPECT_EQ(duplicate.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(duplicate.message()), HasSubstr("tensor name 'w' appears twice"));
@@ -171,7 +171,7 @@ TEST(SafetensorsReaderTest, ReadsAnUnpaddedHeader_PytorchSemantics7) {
   ASSERT_TRUE(read.ok()) << read.status();
   ASSERT_EQ(read->entries.size(), 1u);
   EXPECT_EQ(read->entries[0].name, "test");
-  EXPECT_EQ(read->entries[0].tensor.dtype(), core::DType::kInt32);
+  EXPECT_EQ(read->entries[0].tensor.dtype(), DType::kInt32);
   EXPECT_EQ(read->entries[0].tensor.shape(), (core::Shape{2, 2}));
   EXPECT_EQ(*core::ToDoubles(read->entries[0].tensor), (std::vector<double>{1, 2, 3, -4}));
   EXPECT_TRUE(read->metadata.empty());
@@ -200,8 +200,8 @@ TEST(SafetensorsReaderTest, EntriesComeInDataOffsetOrder_PytorchSemantics7) {
 TEST_F(SafetensorsFileTest, AlignedTensorsReferenceTheMappingWithoutCopying_PytorchSemantics7) {
   const std::string path = PathOf("m.safetensors");
   ASSERT_TRUE(SaveSafetensors(path,
-                               {{"w", Make(core::DType::kFloat32, {4}, {1, 2, 3, 4})},
-                                {"b", Make(core::DType::kInt64, {2}, {5, 6})}},
+                               {{"w", Make(DType::kFloat32, {4}, {1, 2, 3, 4})},
+                                {"b", Make(DType::kInt64, {2}, {5, 6})}},
                                {})
                   .ok());
   absl::StatusOr<std::shared_ptr<MappedFile>> mapped = MappedFile::Open(path);
@@ -406,10 +406,10 @@ TEST_F(SafetensorsFileTest, MappedFileErrorsNameThePath_PytorchSemantics7) {
 
 TEST_F(SafetensorsFileTest, WriteIsAtomicAndReplacesTheOldFile_PytorchSemantics7) {
   const std::string path = PathOf("ckpt.safetensors");
-  ASSERT_TRUE(SaveSafetensors(path, {{"v", Make(core::DType::kInt32, {1}, {1})}}, {}).ok());
+  ASSERT_TRUE(SaveSafetensors(path, {{"v", Make(DType::kInt32, {1}, {1})}}, {}).ok());
   const std::string v1 = ReadFile(path);
   ASSERT_TRUE(
-      SaveSafetensors(path, {{"v", Make(core::DType::kInt32, {2}, {2, 3})}}, {{"v", "2"}}).ok());
+      SaveSafetensors(path, {{"v", Make(DType::kInt32, {2}, {2, 3})}}, {{"v", "2"}}).ok());
   EXPECT_NE(ReadFile(path), v1);
   absl::StatusOr<SafetensorsFile> read = ReadSafetensors(path);
   ASSERT_TRUE(read.ok()) << read.status();
@@ -421,14 +421,14 @@ TEST_F(SafetensorsFileTest, WriteIsAtomicAndReplacesTheOldFile_PytorchSemantics7
 
   // A refused tensor set leaves the old file as it was.
   const std::string v2 = ReadFile(path);
-  const core::Tensor t = Make(core::DType::kInt32, {1}, {9});
+  const core::Tensor t = Make(DType::kInt32, {1}, {9});
   EXPECT_FALSE(SaveSafetensors(path, {{"x", t}, {"x", t}}, {}).ok());
   EXPECT_EQ(ReadFile(path), v2);
   EXPECT_EQ(Listing(), std::vector<std::string>{"ckpt.safetensors"});
 }
 
 TEST_F(SafetensorsFileTest, FailedWritesLeaveNoTemporaryFiles_PytorchSemantics7) {
-  const core::Tensor t = Make(core::DType::kFloat32, {2}, {1, 2});
+  const core::Tensor t = Make(DType::kFloat32, {2}, {1, 2});
   // The directory does not exist.
   const std::string nowhere = PathOf("no/such/dir/ckpt.safetensors");
   absl::Status status = SaveSafetensors(nowhere, {{"t", t}}, {});

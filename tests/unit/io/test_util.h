@@ -31,14 +31,14 @@ inline void WriteFile(const std::string& path, const std::string& bytes) {
   ASSERT_TRUE(out.good()) << path;
 }
 
-inline core::Tensor Make(core::DType dtype, core::Shape shape, std::vector<double> values) {
+inline core::Tensor Make(DType dtype, core::Shape shape, std::vector<double> values) {
   absl::StatusOr<core::Tensor> tensor = core::Tensor::FromDoubles(dtype, std::move(shape), values);
   EXPECT_TRUE(tensor.ok()) << tensor.status();
   return *tensor;
 }
 
 inline core::Tensor Filled(int64_t n, double value) {
-  absl::StatusOr<core::Tensor> tensor = core::Tensor::Full(core::DType::kFloat32, {n}, value);
+  absl::StatusOr<core::Tensor> tensor = core::Tensor::Full(DType::kFloat32, {n}, value);
   EXPECT_TRUE(tensor.ok()) << tensor.status();
   return *tensor;
 }

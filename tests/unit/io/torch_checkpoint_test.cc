@@ -159,8 +159,8 @@ TEST(TorchCheckpointWriterTest, WritesTheReferencePickleForLinearByteForByte_Pyt
   TorchSaveOptions options;
   options.metadata = TorchModuleMetadata{{"", 1}};
   options.serialization_id = "1234567890123456789012345678901234567890";
-  const std::string bytes = Write({Entry("weight", Make(core::DType::kFloat32, {1, 2}, {0.5, -1})),
-                                   Entry("bias", Make(core::DType::kFloat32, {1}, {0.25}))},
+  const std::string bytes = Write({Entry("weight", Make(DType::kFloat32, {1, 2}, {0.5, -1})),
+                                   Entry("bias", Make(DType::kFloat32, {1}, {0.25}))},
                                   options);
 
   // The §5.3 disassembly with the BINPUTs it omits.
@@ -196,8 +196,8 @@ TEST(TorchCheckpointWriterTest, WritesTheReferencePickleForLinearByteForByte_Pyt
 }
 
 TEST(TorchCheckpointWriterTest, GeneratesA40DigitSerializationId_PytorchSemantics5) {
-  const auto first = Records(Write({Entry("w", Make(core::DType::kInt64, {1}, {1}))}));
-  const auto second = Records(Write({Entry("w", Make(core::DType::kInt64, {1}, {1}))}));
+  const auto first = Records(Write({Entry("w", Make(DType::kInt64, {1}, {1}))}));
+  const auto second = Records(Write({Entry("w", Make(DType::kInt64, {1}, {1}))}));
   ASSERT_EQ(first.size(), 5u);
   const std::string& id = first.back().second;
   EXPECT_EQ(first.back().first, "archive/.data/serialization_id");
@@ -210,8 +210,8 @@ TEST(TorchCheckpointWriterTest, GeneratesA40DigitSerializationId_PytorchSemantic
 
 TEST_F(TorchCheckpointFileTest, RoundTripsEveryDtypeScalarsAndEmptyTensors_PytorchSemantics5) {
   std::vector<TorchCheckpointEntry> entries;
-  for (core::DType dtype : core::kAllDTypes) {
-    const std::string name(core::DTypeName(dtype));
+  for (DType dtype : kAllDTypes) {
+    const std::string name(DTypeName(dtype));
     entries.push_back(Entry(name + ".matrix", Make(dtype, {2, 3}, {0, 1, 0, 1, 1, 0})));
     entries.push_back(Entry(name + ".scalar", Make(dtype, {}, {1})));
     entries.push_back(Entry(name + ".empty", Make(dtype, {0, 3}, {})));
@@ -240,9 +240,9 @@ TEST_F(TorchCheckpointFileTest, RoundTripsEveryDtypeScalarsAndEmptyTensors_Pytor
 }
 
 TEST(TorchCheckpointTest, TiedTensorsAreWrittenOnceAndReadBackSharingAStorage_PytorchSemantics9) {
-  const core::Tensor embed = Make(core::DType::kFloat32, {10, 4}, std::vector<double>(40, 0.5));
+  const core::Tensor embed = Make(DType::kFloat32, {10, 4}, std::vector<double>(40, 0.5));
   const std::string bytes = Write({Entry("embed.weight", embed), Entry("lm_head.weight", embed),
-                                   Entry("other", Make(core::DType::kFloat32, {1}, {1}))});
+                                   Entry("other", Make(DType::kFloat32, {1}, {1}))});
   std::vector<std::string> names;
   for (const auto& [name, data] : Records(bytes)) names.push_back(name);
   EXPECT_EQ(names, (std::vector<std::string>{"archive/data.pkl", "archive/byteorder",
@@ -268,9 +268,9 @@ TEST(TorchCheckpointTest, TiedTensorsAreWrittenOnceAndReadBackSharingAStorage_Py
 TEST(TorchCheckpointTest, ViewsKeepOffsetsAndStridesAndTheWholeStorageIsWritten_PytorchSemantics5) {
   std::vector<double> values(12);
   for (int i = 0; i < 12; ++i) values[i] = i;
-  const core::Tensor base = Make(core::DType::kFloat64, {3, 4}, values);
-  const core::Tensor transposed(base.storage(), 0, {4, 3}, {1, 4}, core::DType::kFloat64);
-  const core::Tensor strided(base.storage(), 5, {3}, {2}, core::DType::kFloat64);
+  const core::Tensor base = Make(DType::kFloat64, {3, 4}, values);
+  const core::Tensor transposed(base.storage(), 0, {4, 3}, {1, 4}, DType::kFloat64);
+  const core::Tensor strided(base.storage(), 5, {3}, {2}, DType::kFloat64);
   const std::string bytes = Write({Entry("t", transposed), Entry("s", strided)});
   const auto records = Records(bytes);
   ASSERT_EQ(records[2].first, "archive/data/0");
@@ -294,9 +294,9 @@ TEST(TorchCheckpointTest, ViewsKeepOffsetsAndStridesAndTheWholeStorageIsWritten_
 
 TEST(TorchCheckpointTest, ParametersRoundTripWithTheirRequiresGrad_PytorchSemantics5) {
   const std::string bytes =
-      Write({Entry("p", Make(core::DType::kFloat32, {2}, {1, 2}), true, true),
-             Entry("frozen", Make(core::DType::kFloat32, {1}, {3}), true, false),
-             Entry("buffer", Make(core::DType::kInt64, {1}, {4}))});
+      Write({Entry("p", Make(DType::kFloat32, {2}, {1, 2}), true, true),
+             Entry("frozen", Make(DType::kFloat32, {1}, {3}), true, false),
+             Entry("buffer", Make(DType::kInt64, {1}, {4}))});
   const std::string pickle = Records(bytes)[0].second;
   EXPECT_NE(pickle.find("torch._utils\n_rebuild_parameter\n"), std::string::npos);
   absl::StatusOr<TorchCheckpoint> read = Parse(bytes);
@@ -315,7 +315,7 @@ TEST(TorchCheckpointTest, MetadataAndExtraRecordsRoundTrip_PytorchSemantics2) {
   options.archive_name = "my_model";
   options.metadata = TorchModuleMetadata{{"", 1}, {"linear1", 1}, {"bn", 2}, {"odd", std::nullopt}};
   options.extra_records = {{"paramd/spec.json", "{\"type\":\"MLP\"}"}, {"notes", ""}};
-  const std::string bytes = Write({Entry("w", Make(core::DType::kFloat32, {1}, {1}))}, options);
+  const std::string bytes = Write({Entry("w", Make(DType::kFloat32, {1}, {1}))}, options);
   const auto records = Records(bytes);
   EXPECT_EQ(records[records.size() - 2].first, "my_model/paramd/spec.json");
   absl::StatusOr<TorchCheckpoint> read = Parse(bytes);
@@ -330,8 +330,8 @@ TEST(TorchCheckpointTest, MetadataAndExtraRecordsRoundTrip_PytorchSemantics2) {
 
 TEST_F(TorchCheckpointFileTest, AlignedRecordsAreUsedInPlaceFromTheMapping_PytorchSemantics5) {
   const std::string path = PathOf("m.pt");
-  ASSERT_TRUE(SaveTorchCheckpoint(path, {Entry("w", Make(core::DType::kFloat32, {4}, {1, 2, 3, 4})),
-                                         Entry("b", Make(core::DType::kInt64, {2}, {5, 6}))})
+  ASSERT_TRUE(SaveTorchCheckpoint(path, {Entry("w", Make(DType::kFloat32, {4}, {1, 2, 3, 4})),
+                                         Entry("b", Make(DType::kInt64, {2}, {5, 6}))})
                   .ok());
   absl::StatusOr<std::shared_ptr<MappedFile>> mapped = MappedFile::Open(path);
   ASSERT_TRUE(mapped.ok()) << mapped.status();
@@ -356,7 +356,7 @@ TEST_F(TorchCheckpointFileTest, AlignedRecordsAreUsedInPlaceFromTheMapping_Pytor
 }
 
 TEST(TorchCheckpointTest, ReadsZip64Archives_PytorchSemantics5) {
-  const core::Tensor w = Make(core::DType::kBFloat16, {3}, {1, 2, 3});
+  const core::Tensor w = Make(DType::kBFloat16, {3}, {1, 2, 3});
   const std::string zip64 =
       Zip(Records(Write({Entry("w", w)})), ZipWriterOptions{.force_zip64 = true});
   ASSERT_NE(zip64.find(std::string("PK\x06\x06", 4)), std::string::npos);
@@ -390,7 +390,7 @@ TEST(TorchCheckpointTest, ReadsProtocol4PicklesAndAnyFolderName_PytorchSemantics
   absl::StatusOr<TorchCheckpoint> read = Parse(bytes);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->archive_name, "checkpoint_7");
-  EXPECT_EQ(read->entries[0].tensor.dtype(), core::DType::kFloat16);
+  EXPECT_EQ(read->entries[0].tensor.dtype(), DType::kFloat16);
   EXPECT_EQ(*core::ToDoubles(read->entries[0].tensor), (std::vector<double>{1, -2}));
 }
 
@@ -403,7 +403,7 @@ TEST(TorchCheckpointTest, ReadsTensorV3WithUntypedStorage_PytorchSemantics5) {
   absl::StatusOr<TorchCheckpoint> read =
       Parse(HandBuilt(a.bytes, std::string("\x07\0\0\0\xff\xff\xff\xff", 8)));
   ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_EQ(read->entries[0].tensor.dtype(), core::DType::kInt32);
+  EXPECT_EQ(read->entries[0].tensor.dtype(), DType::kInt32);
   EXPECT_EQ(read->entries[0].saved_location, "cuda:1");
   EXPECT_EQ(*core::ToDoubles(read->entries[0].tensor), (std::vector<double>{7, -1}));
 }
@@ -451,7 +451,7 @@ TEST(TorchCheckpointRefusalTest, CompressedEntriesAreRefused_PytorchSemantics5) 
 }
 
 TEST(TorchCheckpointRefusalTest, EveryTruncationIsRefused_PytorchSemantics5) {
-  const std::string bytes = Write({Entry("w", Make(core::DType::kFloat32, {3}, {1, 2, 3}))});
+  const std::string bytes = Write({Entry("w", Make(DType::kFloat32, {3}, {1, 2, 3}))});
   for (size_t length = 0; length < bytes.size(); ++length) {
     const std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + length);
     absl::Status status = ParseTorchCheckpoint(absl::MakeConstSpan(prefix), nullptr).status();
@@ -460,7 +460,7 @@ TEST(TorchCheckpointRefusalTest, EveryTruncationIsRefused_PytorchSemantics5) {
 }
 
 TEST(TorchCheckpointRefusalTest, CorruptedBytesFailTheCrcCheck_PytorchSemantics5) {
-  std::string bytes = Write({Entry("w", Make(core::DType::kFloat32, {3}, {1, 2, 3}))});
+  std::string bytes = Write({Entry("w", Make(DType::kFloat32, {3}, {1, 2, 3}))});
   const ZipEntry data0 = *ZipReader::Open(AsSpan(bytes))->Find("archive/data/0");
   bytes[data0.data_offset] ^= 1;
   ExpectInvalid(Parse(bytes).status(), "'archive/data/0' fails its CRC-32 check");
@@ -556,15 +556,15 @@ TEST(TorchCheckpointRefusalTest, ArchiveStructureIsChecked_PytorchSemantics5) {
 }
 
 TEST_F(TorchCheckpointFileTest, RefusedSavesWriteNothing_PytorchSemantics5) {
-  const core::Tensor t = Make(core::DType::kFloat32, {2}, {1, 2});
+  const core::Tensor t = Make(DType::kFloat32, {2}, {1, 2});
   const std::string path = PathOf("x.pt");
   ExpectInvalid(SaveTorchCheckpoint(path, {Entry("w", t), Entry("w", t)}), "appears twice");
   ExpectInvalid(SaveTorchCheckpoint(path, {Entry("w", core::Tensor())}), "undefined");
-  const core::Tensor as_int(t.storage(), 0, {2}, {1}, core::DType::kInt32);
+  const core::Tensor as_int(t.storage(), 0, {2}, {1}, DType::kInt32);
   ExpectInvalid(SaveTorchCheckpoint(path, {Entry("f", t), Entry("i", as_int)}),
                 "Cannot save multiple tensors or storages that view the same data as "
                 "different types");
-  const core::Tensor outside(t.storage(), 1, {2}, {1}, core::DType::kFloat32);
+  const core::Tensor outside(t.storage(), 1, {2}, {1}, DType::kFloat32);
   ExpectInvalid(SaveTorchCheckpoint(path, {Entry("o", outside)}), "reaches element 2");
   TorchSaveOptions bad_archive;
   bad_archive.archive_name = "a/b";
@@ -591,20 +591,20 @@ TEST_F(TorchCheckpointFileTest, RefusedSavesWriteNothing_PytorchSemantics5) {
 
 TEST(MapLocationTest, ResolvesAsTorchLoadsMapLocation_PytorchSemantics5_5) {
   const MapLocation keep;
-  EXPECT_EQ(*keep.Resolve("cpu"), core::Device::Cpu());
-  EXPECT_EQ(*keep.Resolve("cuda:1"), core::Device::Cuda(1));
+  EXPECT_EQ(*keep.Resolve("cpu"), Device::Cpu());
+  EXPECT_EQ(*keep.Resolve("cuda:1"), Device::Cuda(1));
   ExpectInvalid(keep.Resolve("mps").status(), "pass map_location");
 
   absl::StatusOr<MapLocation> all = MapLocation::To("cpu");
   ASSERT_TRUE(all.ok()) << all.status();
-  EXPECT_EQ(*all->Resolve("cuda:3"), core::Device::Cpu());
-  EXPECT_EQ(*all->Resolve("mps"), core::Device::Cpu());
+  EXPECT_EQ(*all->Resolve("cuda:3"), Device::Cpu());
+  EXPECT_EQ(*all->Resolve("mps"), Device::Cpu());
 
   absl::StatusOr<MapLocation> remap = MapLocation::Remap({{"cuda:1", "cuda:0"}, {"mps", "cpu"}});
   ASSERT_TRUE(remap.ok()) << remap.status();
-  EXPECT_EQ(*remap->Resolve("cuda:1"), core::Device::Cuda(0));
-  EXPECT_EQ(*remap->Resolve("mps"), core::Device::Cpu());
-  EXPECT_EQ(*remap->Resolve("cuda:2"), core::Device::Cuda(2));  // unmapped: kept
+  EXPECT_EQ(*remap->Resolve("cuda:1"), Device::Cuda(0));
+  EXPECT_EQ(*remap->Resolve("mps"), Device::Cpu());
+  EXPECT_EQ(*remap->Resolve("cuda:2"), Device::Cuda(2));  // unmapped: kept
 
   ExpectInvalid(MapLocation::To("gpu").status(), "map_location 'gpu'");
   ExpectInvalid(MapLocation::Remap({{"cuda:0", "cuda:-1"}}).status(), "maps 'cuda:0'");

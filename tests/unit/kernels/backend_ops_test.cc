@@ -14,7 +14,6 @@
 namespace paramd::kernels {
 namespace {
 
-using core::DType;
 using testing::AllClose;
 using testing::DeviceTensor;
 using testing::HostTensor;
@@ -408,7 +407,7 @@ OpCase LayerNormCase(std::string name, DType dtype, int64_t rows, int64_t size, 
 
 OpCase UnaryCase(UnaryOp op, DType dtype) {
   OpCase c;
-  c.name = absl::StrCat("unary_", UnaryOpName(op), "_", core::DTypeName(dtype));
+  c.name = absl::StrCat("unary_", UnaryOpName(op), "_", DTypeName(dtype));
   for (char& ch : c.name) {
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
   }
@@ -529,7 +528,7 @@ OpCase EmbeddingCase(std::string name, DType index_dtype) {
 
 OpCase DropoutCase(DType dtype, double p) {
   OpCase c;
-  c.name = absl::StrCat("dropout_p", static_cast<int>(p * 100), "_", core::DTypeName(dtype));
+  c.name = absl::StrCat("dropout_p", static_cast<int>(p * 100), "_", DTypeName(dtype));
   c.query = {.kind = OpKind::kDropout, .dtype = dtype};
   SetTolerance(c, dtype, 1e-6);
   c.inputs = {Random(dtype, {40, 50}, 71)};
@@ -595,7 +594,7 @@ OpCase ConvertCase(std::string name, DType from, DType to, bool transposed) {
       for (int64_t j = 0; j < out_shape[1]; ++j) {
         const double v = transposed ? in[0].values[j * cols + i] : in[0].values[i * cols + j];
         // Float to integer truncates toward zero, as Tensor.to does.
-        y.push_back(core::IsFloatingPoint(to) ? testing::RoundTo(to, v) : std::trunc(v));
+        y.push_back(IsFloatingPoint(to) ? testing::RoundTo(to, v) : std::trunc(v));
       }
     return Expected{y};
   };
@@ -863,7 +862,7 @@ TEST_P(BackendOpsTest, MatchesReferenceAndCpu) {
         << c.name << " output " << i << " on " << named.name << " vs the reference";
   }
   if (named.device.is_cpu()) return;
-  absl::StatusOr<Backend*> cpu = GetBackend(core::Device::Cpu());
+  absl::StatusOr<Backend*> cpu = GetBackend(Device::Cpu());
   ASSERT_TRUE(cpu.ok());
   absl::StatusOr<RunResult> on_cpu = RunCase(c, **cpu);
   ASSERT_TRUE(on_cpu.ok()) << on_cpu.status();
@@ -884,7 +883,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Every backend present answers UNIMPLEMENTED, never crashes, for what it lacks.
 TEST(BackendOpsSupportTest, UnsupportedDtypeIsUnimplemented) {
-  absl::StatusOr<Backend*> cpu = GetBackend(core::Device::Cpu());
+  absl::StatusOr<Backend*> cpu = GetBackend(Device::Cpu());
   ASSERT_TRUE(cpu.ok());
   const absl::Status status = (*cpu)->Supports({.kind = OpKind::kGemm, .dtype = DType::kInt64});
   EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);

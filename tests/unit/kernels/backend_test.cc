@@ -97,13 +97,13 @@ TEST(GpuQueryTest, NoGpuIsFailedPreconditionNotACrash) {
     GTEST_SKIP() << "a GPU is present: " << (*gpus)[0].name;
   }
   EXPECT_EQ(gpus.status().code(), absl::StatusCode::kFailedPrecondition);
-  auto backend = GetBackend(core::Device::Cuda(0));
+  auto backend = GetBackend(Device::Cuda(0));
   EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(backend.status().message(), HasSubstr("use device 'cpu'"));
 }
 
 TEST(BackendRegistryTest, CpuBackendIsAlwaysThere) {
-  auto backend = GetBackend(core::Device::Cpu());
+  auto backend = GetBackend(Device::Cpu());
   ASSERT_TRUE(backend.ok());
   EXPECT_TRUE((*backend)->device().is_cpu());
 }

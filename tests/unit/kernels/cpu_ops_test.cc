@@ -13,7 +13,6 @@
 namespace paramd::kernels {
 namespace {
 
-using core::DType;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::Shape;

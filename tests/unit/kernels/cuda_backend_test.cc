@@ -19,14 +19,14 @@ namespace {
 using ::testing::HasSubstr;
 
 Backend* CudaOrSkip() {
-  absl::StatusOr<Backend*> backend = GetBackend(core::Device::Cuda(0));
+  absl::StatusOr<Backend*> backend = GetBackend(Device::Cuda(0));
   return backend.ok() ? *backend : nullptr;
 }
 
 #define SKIP_WITHOUT_GPU(backend)                                               \
   Backend* backend = CudaOrSkip();                                              \
   if (backend == nullptr) {                                                     \
-    GTEST_SKIP() << "no usable GPU: " << GetBackend(core::Device::Cuda(0)).status(); \
+    GTEST_SKIP() << "no usable GPU: " << GetBackend(Device::Cuda(0)).status(); \
   }
 
 #ifdef PARAMD_WITH_CUDA
@@ -95,7 +95,7 @@ TEST(CudaStatusTest, StickyErrorMarksTheDeviceUnhealthyAndKeepsTheFirstError) {
 TEST(CudaBackendTest, AbsentDeviceIsFailedPreconditionNotACrash) {
   auto gpus = QueryGpus();
   const int missing = gpus.ok() ? static_cast<int>(gpus->size()) : 0;
-  auto backend = GetBackend(core::Device::Cuda(missing));
+  auto backend = GetBackend(Device::Cuda(missing));
   EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(backend.status().message(), HasSubstr("cpu"));
 }
@@ -174,11 +174,11 @@ TEST(CudaBackendTest, BadEmbeddingIndexIsInvalidArgumentAndLeavesTheOutputAlone)
   ASSERT_TRUE(backend->CopyFromHost(*i, indices.data(), indices.size() * 8).ok());
   ASSERT_TRUE(backend->CopyFromHost(*o, sentinel.data(), sentinel.size() * 4).ok());
   EmbeddingArgs args;
-  args.weight = {.data = *w, .dtype = core::DType::kFloat32, .rank = 2, .shape = {4, 3},
+  args.weight = {.data = *w, .dtype = DType::kFloat32, .rank = 2, .shape = {4, 3},
                  .strides = {3, 1}};
-  args.indices = {.data = *i, .dtype = core::DType::kInt64, .rank = 1, .shape = {2},
+  args.indices = {.data = *i, .dtype = DType::kInt64, .rank = 1, .shape = {2},
                   .strides = {1}};
-  args.output = {.data = *o, .dtype = core::DType::kFloat32, .rank = 2, .shape = {2, 3},
+  args.output = {.data = *o, .dtype = DType::kFloat32, .rank = 2, .shape = {2, 3},
                  .strides = {3, 1}};
   const absl::Status status = backend->Embedding(args);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
@@ -195,14 +195,14 @@ TEST(CudaBackendTest, BadEmbeddingIndexIsInvalidArgumentAndLeavesTheOutputAlone)
 TEST(CudaBackendTest, UnsupportedDtypeIsUnimplementedNamingTheDevice) {
   SKIP_WITHOUT_GPU(backend);
   const absl::Status status =
-      backend->Supports({.kind = OpKind::kGemm, .dtype = core::DType::kInt64});
+      backend->Supports({.kind = OpKind::kGemm, .dtype = DType::kInt64});
   EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(status.message(), "the cuda:0 backend has no gemm kernel for int64");
-  EXPECT_EQ(backend->Gemm({.dtype = core::DType::kFloat64, .m = 1, .n = 1, .k = 1}).code(),
+  EXPECT_EQ(backend->Gemm({.dtype = DType::kFloat64, .m = 1, .n = 1, .k = 1}).code(),
             absl::StatusCode::kUnimplemented);
   EXPECT_TRUE(backend->Supports({.kind = OpKind::kConvert,
-                                 .dtype = core::DType::kInt64,
-                                 .out_dtype = core::DType::kBool})
+                                 .dtype = DType::kInt64,
+                                 .out_dtype = DType::kBool})
                   .ok());
 }
 

@@ -12,11 +12,10 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
-#include "server/core/half.h"
+#include "base/half.h"
 
 namespace paramd::kernels::testing {
 
-using core::DType;
 using Shape = std::vector<int64_t>;
 
 inline int64_t Numel(const Shape& shape) {
@@ -41,9 +40,9 @@ inline double RoundTo(DType dtype, double v) {
     case DType::kFloat32:
       return static_cast<float>(v);
     case DType::kFloat16:
-      return core::HalfBitsToFloat(core::FloatToHalfBits(static_cast<float>(v)));
+      return HalfBitsToFloat(FloatToHalfBits(static_cast<float>(v)));
     case DType::kBFloat16:
-      return core::BFloat16BitsToFloat(core::FloatToBFloat16Bits(static_cast<float>(v)));
+      return BFloat16BitsToFloat(FloatToBFloat16Bits(static_cast<float>(v)));
     case DType::kInt64:
     case DType::kInt32:
       return static_cast<double>(static_cast<int64_t>(v));
@@ -60,7 +59,7 @@ struct HostTensor {
   int64_t numel() const { return Numel(shape); }
 
   std::vector<uint8_t> Bytes() const {
-    std::vector<uint8_t> bytes(values.size() * core::ElementSize(dtype));
+    std::vector<uint8_t> bytes(values.size() * ElementSize(dtype));
     for (size_t i = 0; i < values.size(); ++i) {
       const double v = values[i];
       switch (dtype) {
@@ -73,12 +72,12 @@ struct HostTensor {
           std::memcpy(&bytes[i * 8], &v, 8);
           break;
         case DType::kFloat16: {
-          const uint16_t h = core::FloatToHalfBits(static_cast<float>(v));
+          const uint16_t h = FloatToHalfBits(static_cast<float>(v));
           std::memcpy(&bytes[i * 2], &h, 2);
           break;
         }
         case DType::kBFloat16: {
-          const uint16_t h = core::FloatToBFloat16Bits(static_cast<float>(v));
+          const uint16_t h = FloatToBFloat16Bits(static_cast<float>(v));
           std::memcpy(&bytes[i * 2], &h, 2);
           break;
         }
@@ -118,7 +117,7 @@ struct HostTensor {
           uint16_t h;
           std::memcpy(&h, &bytes[i * 2], 2);
           t.values[i] =
-              dtype == DType::kFloat16 ? core::HalfBitsToFloat(h) : core::BFloat16BitsToFloat(h);
+              dtype == DType::kFloat16 ? HalfBitsToFloat(h) : BFloat16BitsToFloat(h);
           break;
         }
         case DType::kInt64: {
@@ -162,7 +161,7 @@ class DeviceTensor {
  public:
   DeviceTensor(Backend* backend, DType dtype, Shape shape)
       : backend_(backend), dtype_(dtype), shape_(std::move(shape)) {
-    nbytes_ = static_cast<size_t>(Numel(shape_)) * core::ElementSize(dtype_);
+    nbytes_ = static_cast<size_t>(Numel(shape_)) * ElementSize(dtype_);
     auto data = backend_->Allocate(nbytes_);
     EXPECT_TRUE(data.ok()) << data.status();
     data_ = data.ok() ? *data : nullptr;
@@ -218,11 +217,11 @@ class DeviceTensor {
 // Every backend this machine has: "cpu" always, "cuda:0" where a GPU is usable.
 struct NamedBackend {
   std::string name;
-  core::Device device;
+  Device device;
 };
 
 inline std::vector<NamedBackend> AllBackendNames() {
-  return {{"cpu", core::Device::Cpu()}, {"cuda0", core::Device::Cuda(0)}};
+  return {{"cpu", Device::Cpu()}, {"cuda0", Device::Cuda(0)}};
 }
 
 // Element-wise comparison with |a - b| <= atol + rtol * |b|; NaNs must match.

@@ -9,28 +9,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/dtype.h"
 
 namespace paramd::client {
 
-enum class DType {
-  kFloat32,
-  kFloat64,
-  kFloat16,
-  kBFloat16,
-  kInt64,
-  kInt32,
-  kInt16,
-  kInt8,
-  kUInt8,
-  kBool,
-};
-
-size_t ElementSize(DType dtype);
-// "float32", "bfloat16", ... as PyTorch names them without "torch.".
-absl::string_view DTypeName(DType dtype);
-// Accepts the names above, a "torch." prefix and PyTorch's aliases (float, double, half,
-// long, int, short).
-absl::StatusOr<DType> ParseDType(absl::string_view name);
+// The dtype vocabulary is the server's own (base/dtype.h): one table of names, sizes and
+// PyTorch's aliases for every part of paramd.
+using ::paramd::DType;
+using ::paramd::DTypeName;
+using ::paramd::ElementSize;
+using ::paramd::ParseDType;
 
 struct HostTensor {
   DType dtype = DType::kFloat32;

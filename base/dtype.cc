@@ -1,9 +1,9 @@
-#include "server/core/dtype.h"
+#include "base/dtype.h"
 
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 
-namespace paramd::core {
+namespace paramd {
 
 size_t ElementSize(DType dtype) {
   switch (dtype) {
@@ -68,4 +68,4 @@ absl::StatusOr<DType> ParseDType(absl::string_view name) {
       "uint8, bool (or PyTorch's aliases float, double, half, long, int, short)"));
 }
 
-}  // namespace paramd::core
+}  // namespace paramd

@@ -1,5 +1,5 @@
-// Element-type dispatch for the core's CPU loops: maps a DType to the C++ type that stores
-// it and converts between them as PyTorch's casts do. Internal to server/core.
+// Element-type dispatch for CPU loops (the core's and the CPU backend's): maps a DType to
+// the C++ type that stores it and converts between them as PyTorch's casts do.
 #pragma once
 
 #include <cmath>
@@ -8,10 +8,10 @@
 #include <type_traits>
 #include <utility>
 
-#include "server/core/dtype.h"
-#include "server/core/half.h"
+#include "base/dtype.h"
+#include "base/half.h"
 
-namespace paramd::core {
+namespace paramd {
 
 struct Half {
   uint16_t bits;
@@ -82,4 +82,4 @@ Dst CastElement(Src src) {
   }
 }
 
-}  // namespace paramd::core
+}  // namespace paramd

@@ -1,9 +1,9 @@
-#include "server/core/device.h"
+#include "base/device.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace paramd::core {
+namespace paramd {
 
 std::string Device::ToString() const {
   std::string name = is_cpu() ? "cpu" : "cuda";
@@ -36,4 +36,4 @@ absl::StatusOr<Device> ParseDevice(absl::string_view text) {
   return device;
 }
 
-}  // namespace paramd::core
+}  // namespace paramd

@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace paramd::core {
+namespace paramd {
 
 enum class DeviceType { kCPU, kCUDA };
 
@@ -31,4 +31,4 @@ struct Device {
 // anything else (unknown type, negative or malformed index).
 absl::StatusOr<Device> ParseDevice(absl::string_view text);
 
-}  // namespace paramd::core
+}  // namespace paramd

@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace paramd::core {
+namespace paramd {
 
 enum class DType {
   kFloat32,
@@ -38,4 +38,4 @@ absl::string_view DTypeName(DType dtype);
 // "short") and a "torch." prefix. INVALID_ARGUMENT lists the accepted names otherwise.
 absl::StatusOr<DType> ParseDType(absl::string_view name);
 
-}  // namespace paramd::core
+}  // namespace paramd

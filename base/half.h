@@ -7,7 +7,7 @@
 #include <bit>
 #include <cstdint>
 
-namespace paramd::core {
+namespace paramd {
 
 inline uint16_t FloatToHalfBits(float value) {
   const uint32_t bits = std::bit_cast<uint32_t>(value);
@@ -53,4 +53,4 @@ inline float BFloat16BitsToFloat(uint16_t bf16) {
   return std::bit_cast<float>(static_cast<uint32_t>(bf16) << 16);
 }
 
-}  // namespace paramd::core
+}  // namespace paramd
