@@ -1,7 +1,7 @@
 #include "server/core/model.h"
 
 #include "absl/strings/str_cat.h"
-#include "server/common/status_macros.h"
+#include "base/status_macros.h"
 #include "server/core/traversal.h"
 
 namespace paramd::core {
@@ -42,7 +42,7 @@ absl::Status MoveUnpublishedTree(const std::shared_ptr<Module>& root, const Devi
 }
 
 Model::Model(std::string name, std::shared_ptr<Module> root, Device device, uint64_t version)
-    : name_(std::move(name)), root_(std::move(root)), device_(device),
+    : name_(std::move(name)), device_(device), root_(std::move(root)),
       version_(version == 0 ? 1 : version) {}
 
 uint64_t Model::version() const {
