@@ -14,9 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/zip/zip.h"
 #include "server/common/status_macros.h"
 #include "server/io/pickle.h"
-#include "server/io/zip.h"
 
 namespace paramd::io {
 namespace {
@@ -552,37 +552,49 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
   return plan;
 }
 
+// The zip Writer's view of a WritableFile.
+class FileSink final : public zip::Sink {
+ public:
+  explicit FileSink(WritableFile& file) : file_(file) {}
+  absl::Status Append(absl::Span<const uint8_t> bytes) override { return file_.Append(bytes); }
+  uint64_t size() const override { return file_.size(); }
+
+ private:
+  WritableFile& file_;
+};
+
 absl::Status WritePlan(WritableFile& out, const Plan& plan, const TorchSaveOptions& options) {
-  ZipWriter zip(out);
+  FileSink sink(out);
+  zip::Writer writer(sink);
   const std::string prefix = options.archive_name + "/";
-  PARAMD_RETURN_IF_ERROR(zip.AddEntry(prefix + "data.pkl", plan.pickle));
-  PARAMD_RETURN_IF_ERROR(zip.AddEntry(prefix + "byteorder", "little"));
+  PARAMD_RETURN_IF_ERROR(writer.AddEntry(prefix + "data.pkl", plan.pickle));
+  PARAMD_RETURN_IF_ERROR(writer.AddEntry(prefix + "byteorder", "little"));
   for (size_t i = 0; i < plan.storages.size(); ++i) {
     const PlannedStorage& storage = plan.storages[i];
     const size_t nbytes = static_cast<size_t>(storage.numel) * core::ElementSize(storage.dtype);
     const std::string name = absl::StrCat(prefix, "data/", i);
     if (storage.storage->device().is_cpu()) {
-      PARAMD_RETURN_IF_ERROR(zip.AddEntry(
+      PARAMD_RETURN_IF_ERROR(writer.AddEntry(
           name, absl::MakeConstSpan(static_cast<const uint8_t*>(storage.storage->data()), nbytes)));
     } else {
       const core::Tensor flat(storage.storage, 0, {storage.numel}, {1}, storage.dtype);
       PARAMD_ASSIGN_OR_RETURN(std::vector<uint8_t> host, core::ToBytes(flat));
-      PARAMD_RETURN_IF_ERROR(zip.AddEntry(name, absl::MakeConstSpan(host)));
+      PARAMD_RETURN_IF_ERROR(writer.AddEntry(name, absl::MakeConstSpan(host)));
     }
   }
-  PARAMD_RETURN_IF_ERROR(zip.AddEntry(prefix + "version", kProducedVersion));
+  PARAMD_RETURN_IF_ERROR(writer.AddEntry(prefix + "version", kProducedVersion));
   std::string id = options.serialization_id;
   if (id.empty()) {
     std::random_device random;
     const uint64_t high = (static_cast<uint64_t>(random()) << 32) | random();
     id = absl::StrCat(absl::Dec(high, absl::kZeroPad20),
-                      absl::Dec(zip.combined_crc32(), absl::kZeroPad20));
+                      absl::Dec(writer.combined_crc32(), absl::kZeroPad20));
   }
-  PARAMD_RETURN_IF_ERROR(zip.AddEntry(prefix + ".data/serialization_id", id));
+  PARAMD_RETURN_IF_ERROR(writer.AddEntry(prefix + ".data/serialization_id", id));
   for (const auto& [name, bytes] : options.extra_records) {
-    PARAMD_RETURN_IF_ERROR(zip.AddEntry(prefix + name, bytes));
+    PARAMD_RETURN_IF_ERROR(writer.AddEntry(prefix + name, bytes));
   }
-  return zip.Finish();
+  return writer.Finish();
 }
 
 }  // namespace
@@ -595,11 +607,14 @@ absl::Status TorchScriptError() {
       "with torch.jit.load and save its state_dict() with torch.save instead");
 }
 
-}  // namespace
+bool IsTorchScriptRecord(absl::string_view name_in_folder) {
+  return name_in_folder == "constants.pkl" || absl::StartsWith(name_in_folder, "code/");
+}
 
-absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> bytes,
-                                                     std::shared_ptr<const void> owner,
-                                                     const TorchReadOptions& options) {
+// The zip archive of a torch.save file, with stored records only: torch.save never
+// compresses, and storages are used in place. A legacy file, an empty archive and a
+// TorchScript archive (whose records torch.jit.save compresses) are named as such.
+absl::StatusOr<zip::Reader> OpenArchive(absl::Span<const uint8_t> bytes) {
   if (bytes.size() < 4 || std::memcmp(bytes.data(), "PK\x03\x04", 4) != 0) {
     if (IsLegacyTorchFile(bytes)) return Invalid(kLegacyMessage);
     if (bytes.size() >= 4 && std::memcmp(bytes.data(), "PK\x05\x06", 4) == 0) {
@@ -607,84 +622,104 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
     }
     return Invalid("not a torch.save file: it does not start with a zip header (PK\\x03\\x04)");
   }
-  absl::StatusOr<ZipReader> opened = ZipReader::Open(bytes);
-  if (!opened.ok()) {
-    // torch.jit.save compresses some records, which Open refuses; say what the file is.
-    absl::StatusOr<std::vector<std::string>> names = ZipReader::ListNames(bytes);
-    if (names.ok()) {
-      for (const std::string& name : *names) {
-        const size_t slash = name.find('/');
-        const absl::string_view rest =
-            slash == std::string::npos ? absl::string_view() : absl::string_view(name).substr(slash + 1);
-        if (rest == "constants.pkl" || absl::StartsWith(rest, "code/")) return TorchScriptError();
+  absl::StatusOr<zip::Reader> opened = zip::Reader::Open(bytes);
+  absl::Status status = opened.status();
+  for (size_t i = 0; status.ok() && i < opened->entries().size(); ++i) {
+    const zip::Entry& entry = opened->entries()[i];
+    if (entry.method != zip::Method::kStored) {
+      status =
+          Invalid("zip archive: central directory entry ", i, " ('", zip::PrintableName(entry.name),
+                  "') is compressed (method ", static_cast<int>(entry.method),
+                  entry.method == zip::Method::kDeflate ? ", deflate" : "",
+                  "); paramd reads only stored (uncompressed) entries, as torch.save writes "
+                  "them. Re-save the file with torch.save instead of re-zipping it");
+    }
+  }
+  if (status.ok()) return opened;
+  absl::StatusOr<std::vector<std::string>> names = zip::Reader::ListNames(bytes);
+  if (names.ok()) {
+    for (const std::string& name : *names) {
+      const size_t slash = name.find('/');
+      if (slash != std::string::npos &&
+          IsTorchScriptRecord(absl::string_view(name).substr(slash + 1))) {
+        return TorchScriptError();
       }
     }
-    return opened.status();
   }
-  ZipReader zip = *std::move(opened);
-  if (zip.entries().empty()) {
+  return status;
+}
+
+using Records = std::map<std::string, const zip::Entry*>;
+
+// The records by name under the one top folder that holds the first entry, whose name is
+// stored in `archive_name`.
+absl::StatusOr<Records> FolderRecords(const zip::Reader& archive, std::string& archive_name) {
+  if (archive.entries().empty()) {
     return Invalid("the zip archive does not contain any files; it is not a torch.save file");
   }
-  const std::string& first = zip.entries().front().name;
+  const std::string& first = archive.entries().front().name;
   const size_t slash = first.find('/');
   if (slash == std::string::npos || slash == 0) {
     return Invalid("file in archive is not in a subdirectory: ", first);
   }
-  TorchCheckpoint checkpoint;
-  checkpoint.archive_name = first.substr(0, slash);
-  const std::string prefix = checkpoint.archive_name + "/";
-  std::map<std::string, const ZipEntry*> records;
-  for (const ZipEntry& entry : zip.entries()) {
+  archive_name = first.substr(0, slash);
+  const std::string prefix = archive_name + "/";
+  Records records;
+  for (const zip::Entry& entry : archive.entries()) {
     if (!absl::StartsWith(entry.name, prefix)) {
-      return Invalid("zip entry '", entry.name, "' is outside the archive folder '",
-                     checkpoint.archive_name, "/' that holds the first entry");
+      return Invalid("zip entry '", entry.name, "' is outside the archive folder '", archive_name,
+                     "/' that holds the first entry");
     }
     records.emplace(entry.name.substr(prefix.size()), &entry);
   }
   for (const auto& [name, entry] : records) {
-    if (name == "constants.pkl" || absl::StartsWith(name, "code/")) return TorchScriptError();
+    if (IsTorchScriptRecord(name)) return TorchScriptError();
   }
-  if (options.verify_crc) {
-    for (const ZipEntry& entry : zip.entries()) PARAMD_RETURN_IF_ERROR(zip.VerifyCrc(entry));
-  }
-  auto record = [&](const std::string& name) -> const ZipEntry* {
-    auto it = records.find(name);
-    return it == records.end() ? nullptr : it->second;
-  };
-  auto text = [&](const ZipEntry* entry) {
-    const absl::Span<const uint8_t> data = zip.Data(*entry);
-    return std::string(reinterpret_cast<const char*>(data.data()), data.size());
-  };
+  return records;
+}
 
-  const ZipEntry* version = record("version");
-  if (version == nullptr) version = record(".data/version");
+const zip::Entry* FindRecord(const Records& records, const std::string& name) {
+  auto it = records.find(name);
+  return it == records.end() ? nullptr : it->second;
+}
+
+std::string RecordText(const zip::Reader& archive, const zip::Entry& entry) {
+  const absl::Span<const uint8_t> data = archive.Data(entry);
+  return std::string(reinterpret_cast<const char*>(data.data()), data.size());
+}
+
+// Checks the `version` record (stored in `format_version`) and reads `byteorder`: true when
+// the storages are big-endian.
+absl::StatusOr<bool> ReadFormatRecords(const zip::Reader& archive, const Records& records,
+                                       int64_t& format_version) {
+  const zip::Entry* version = FindRecord(records, "version");
+  if (version == nullptr) version = FindRecord(records, ".data/version");
   if (version == nullptr) {
     return Invalid("the archive has no 'version' record; it is not a torch.save checkpoint");
   }
-  const std::string version_text = text(version);
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(version_text), &checkpoint.format_version)) {
+  const std::string version_text = RecordText(archive, *version);
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(version_text), &format_version)) {
     return Invalid("the 'version' record holds '", version_text.substr(0, 40), "', not an integer");
   }
-  if (checkpoint.format_version < kMinFormatVersion ||
-      checkpoint.format_version > kMaxFormatVersion) {
-    return Invalid("Attempted to read a PyTorch file with version ", checkpoint.format_version,
+  if (format_version < kMinFormatVersion || format_version > kMaxFormatVersion) {
+    return Invalid("Attempted to read a PyTorch file with version ", format_version,
                    ", but paramd reads versions ", kMinFormatVersion, " to ", kMaxFormatVersion);
   }
-  bool big_endian = false;
-  if (const ZipEntry* byteorder = record("byteorder")) {
-    const std::string order = text(byteorder);
-    if (order == "big") {
-      big_endian = true;
-    } else if (order != "little") {
-      return Invalid("the 'byteorder' record holds '", order.substr(0, 40),
-                     "'; expected 'little' or 'big'");
-    }
+  const zip::Entry* byteorder = FindRecord(records, "byteorder");
+  if (byteorder == nullptr) return false;
+  const std::string order = RecordText(archive, *byteorder);
+  if (order == "big") return true;
+  if (order != "little") {
+    return Invalid("the 'byteorder' record holds '", order.substr(0, 40),
+                   "'; expected 'little' or 'big'");
   }
-  const ZipEntry* data_pkl = record("data.pkl");
-  if (data_pkl == nullptr) {
-    return Invalid("the archive has no data.pkl record; it is not a torch.save checkpoint");
-  }
-  PARAMD_ASSIGN_OR_RETURN(PickleGraph graph, Unpickle(zip.Data(*data_pkl)));
+  return false;
+}
+
+// data.pkl as a state_dict: its entries in order, and its `_metadata` into `metadata`.
+absl::StatusOr<std::vector<ParsedEntry>> ParseStateDictPickle(
+    absl::Span<const uint8_t> pickle, std::optional<TorchModuleMetadata>& metadata) {
+  PARAMD_ASSIGN_OR_RETURN(PickleGraph graph, Unpickle(pickle));
   const PickleValue* root = graph.root();
   if (root->kind != PickleKind::kDict) {
     return Invalid("data.pkl holds a ", PickleTypeName(*root),
@@ -698,8 +733,69 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
     parsed.push_back(std::move(entry));
   }
   if (root->state != nullptr) {
-    PARAMD_ASSIGN_OR_RETURN(checkpoint.metadata, ParseMetadata(root->state));
+    PARAMD_ASSIGN_OR_RETURN(metadata, ParseMetadata(root->state));
   }
+  return parsed;
+}
+
+// One storage's bytes as a core::Storage: a view of `source` holding `owner` where it may be
+// used in place (an owner, no byte swap, aligned for the dtype), else a copy.
+absl::StatusOr<std::shared_ptr<core::Storage>> LoadStorage(
+    absl::Span<const uint8_t> source, core::DType dtype, bool big_endian,
+    const std::shared_ptr<const void>& owner) {
+  const size_t element_size = core::ElementSize(dtype);
+  const bool swap = big_endian && element_size > 1;
+  if (owner != nullptr && !swap && reinterpret_cast<uintptr_t>(source.data()) % element_size == 0) {
+    return core::Storage::Wrap(core::Device::Cpu(), const_cast<uint8_t*>(source.data()),
+                               source.size(), [owner] {});
+  }
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Storage> storage,
+                          core::Storage::Allocate(core::Device::Cpu(), source.size()));
+  if (!source.empty()) std::memcpy(storage->data(), source.data(), source.size());
+  if (swap) SwapBytes(static_cast<uint8_t*>(storage->data()), source.size(), element_size);
+  return storage;
+}
+
+// The `data/<key>` record of `spec` as a storage, its size checked as torch checks it.
+absl::StatusOr<std::shared_ptr<core::Storage>> LoadRecord(
+    const zip::Reader& archive, const Records& records, const std::string& prefix,
+    const ParsedEntry& entry, bool big_endian, const std::shared_ptr<const void>& owner) {
+  const StorageSpec& spec = entry.tensor.storage;
+  const std::string record_name = "data/" + spec.key;
+  const zip::Entry* data = FindRecord(records, record_name);
+  if (data == nullptr) {
+    return Invalid("tensor '", entry.name, "' uses storage '", spec.key,
+                   "' but the archive has no record '", prefix, record_name, "'");
+  }
+  if (data->size != spec.nbytes) {
+    return Invalid("storage '", spec.key, "' (record '", prefix, record_name, "'): record size ",
+                   data->size, " mismatch with dst size ", spec.nbytes);
+  }
+  return LoadStorage(archive.Data(*data), spec.dtype, big_endian, owner);
+}
+
+}  // namespace
+
+absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> bytes,
+                                                     std::shared_ptr<const void> owner,
+                                                     const TorchReadOptions& options) {
+  PARAMD_ASSIGN_OR_RETURN(zip::Reader archive, OpenArchive(bytes));
+  TorchCheckpoint checkpoint;
+  PARAMD_ASSIGN_OR_RETURN(Records records, FolderRecords(archive, checkpoint.archive_name));
+  const std::string prefix = checkpoint.archive_name + "/";
+  if (options.verify_crc) {
+    for (const zip::Entry& entry : archive.entries()) {
+      PARAMD_RETURN_IF_ERROR(archive.VerifyCrc(entry));
+    }
+  }
+  PARAMD_ASSIGN_OR_RETURN(const bool big_endian,
+                          ReadFormatRecords(archive, records, checkpoint.format_version));
+  const zip::Entry* data_pkl = FindRecord(records, "data.pkl");
+  if (data_pkl == nullptr) {
+    return Invalid("the archive has no data.pkl record; it is not a torch.save checkpoint");
+  }
+  PARAMD_ASSIGN_OR_RETURN(std::vector<ParsedEntry> parsed,
+                          ParseStateDictPickle(archive.Data(*data_pkl), checkpoint.metadata));
 
   // One core::Storage per key, so that tensors sharing a storage in the file share it here.
   struct Loaded {
@@ -719,32 +815,8 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
                        " bytes; the file is corrupt");
       }
     } else {
-      const std::string record_name = "data/" + spec.key;
-      const ZipEntry* data = record(record_name);
-      if (data == nullptr) {
-        return Invalid("tensor '", entry.name, "' uses storage '", spec.key,
-                       "' but the archive has no record '", prefix, record_name, "'");
-      }
-      if (data->size != spec.nbytes) {
-        return Invalid("storage '", spec.key, "' (record '", prefix, record_name,
-                       "'): record size ", data->size, " mismatch with dst size ", spec.nbytes);
-      }
-      const absl::Span<const uint8_t> source = zip.Data(*data);
-      const size_t element_size = core::ElementSize(spec.dtype);
-      std::shared_ptr<core::Storage> storage;
-      const bool swap = big_endian && element_size > 1;
-      if (owner != nullptr && !swap &&
-          reinterpret_cast<uintptr_t>(source.data()) % element_size == 0) {
-        storage = core::Storage::Wrap(core::Device::Cpu(), const_cast<uint8_t*>(source.data()),
-                                      source.size(), [owner] {});
-      } else {
-        PARAMD_ASSIGN_OR_RETURN(storage,
-                                core::Storage::Allocate(core::Device::Cpu(), source.size()));
-        if (!source.empty()) std::memcpy(storage->data(), source.data(), source.size());
-        if (swap) {
-          SwapBytes(static_cast<uint8_t*>(storage->data()), source.size(), element_size);
-        }
-      }
+      PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Storage> storage,
+                              LoadRecord(archive, records, prefix, entry, big_endian, owner));
       it = storages.emplace(spec.key, Loaded{spec, std::move(storage)}).first;
     }
     const int64_t storage_numel = static_cast<int64_t>(spec.nbytes / core::ElementSize(spec.dtype));
@@ -760,7 +832,9 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
     checkpoint.entries.push_back(std::move(out));
   }
   for (const auto& [name, entry] : records) {
-    if (!IsTorchRecord(name)) checkpoint.extra_records.emplace_back(name, text(entry));
+    if (!IsTorchRecord(name)) {
+      checkpoint.extra_records.emplace_back(name, RecordText(archive, *entry));
+    }
   }
   return checkpoint;
 }
