@@ -469,7 +469,9 @@ TEST(ZipReaderTest, ReadsArchivesPythonsZipfileWrote) {
       ASSERT_TRUE(content.ok()) << content.status();
       EXPECT_EQ(content->size(), entry.size);
       EXPECT_EQ(content->substr(0, 6), "\x93NUMPY");
-      if (!deflated) EXPECT_EQ(*content, DataOf(*zip, entry));
+      if (!deflated) {
+        EXPECT_EQ(*content, DataOf(*zip, entry));
+      }
     }
     EXPECT_EQ(zip->entries()[0].size, 136u);
     EXPECT_EQ(zip->entries()[1].size, 152u);
