@@ -213,14 +213,14 @@ absl::StatusOr<CentralEntry> ReadCentralEntry(absl::Span<const uint8_t> director
   if (central.flags & kFlagEncrypted) {
     return Invalid(named, " is encrypted; encrypted members are not supported");
   }
-  if (names_only) {
-    // Every method passes.
-  } else if (central.method != static_cast<uint16_t>(Method::kStored) &&
-             central.method != static_cast<uint16_t>(Method::kDeflate)) {
+  // Listing names lets every method pass.
+  const bool stored = central.method == static_cast<uint16_t>(Method::kStored);
+  const bool deflated = central.method == static_cast<uint16_t>(Method::kDeflate);
+  if (!names_only && !stored && !deflated) {
     return Invalid(named, ": compression method ", central.method,
                    " is not supported (only stored and deflate)");
-  } else if (central.method == static_cast<uint16_t>(Method::kStored) &&
-             values.compressed != values.uncompressed) {
+  }
+  if (!names_only && stored && values.compressed != values.uncompressed) {
     return Invalid(named, " is stored but its compressed size ", values.compressed,
                    " differs from its size ", values.uncompressed);
   }
