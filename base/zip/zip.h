@@ -146,9 +146,9 @@ class Writer {
 
   // Appends one entry of known content, with its CRC-32 and sizes in the local header (a
   // deflated entry is compressed in memory first). INVALID_ARGUMENT for an empty name, a name
-  // longer than 65535 bytes, holding a NUL byte, or already written; FAILED_PRECONDITION
-  // during a streamed entry or after Finish; the sink's error when a write fails (the writer
-  // is then unusable).
+  // longer than 65535 bytes, holding a NUL byte, or already written, and for a method other
+  // than stored and deflate; FAILED_PRECONDITION during a streamed entry or after Finish; the
+  // sink's error when a write fails (the writer is then unusable).
   absl::Status AddEntry(absl::string_view name, absl::Span<const uint8_t> data,
                         Method method = Method::kStored);
   absl::Status AddEntry(absl::string_view name, absl::string_view data,
@@ -187,7 +187,7 @@ class Writer {
   };
   struct Streaming;  // the entry between BeginEntry and EndEntry
 
-  absl::Status CheckNewEntry(absl::string_view name) const;
+  absl::Status CheckNewEntry(absl::string_view name, Method method) const;
   absl::Status WriteLocalHeader(const Written& entry, bool zip64);
   absl::Status Append(absl::Span<const uint8_t> bytes);
   absl::Status Append(const std::string& bytes);

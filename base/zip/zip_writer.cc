@@ -101,7 +101,7 @@ absl::Status Writer::Append(absl::Span<const uint8_t> bytes) {
 
 absl::Status Writer::Append(const std::string& bytes) { return Append(AsBytes(bytes)); }
 
-absl::Status Writer::CheckNewEntry(absl::string_view name) const {
+absl::Status Writer::CheckNewEntry(absl::string_view name, Method method) const {
   if (!error_.ok()) return error_;
   if (finished_) return absl::FailedPreconditionError("zip archive is already finished");
   if (streaming_ != nullptr) {
@@ -116,6 +116,11 @@ absl::Status Writer::CheckNewEntry(absl::string_view name) const {
   if (name.find('\0') != absl::string_view::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("zip entry name '", PrintableName(name), "' holds a NUL byte"));
+  }
+  if (method != Method::kStored && method != Method::kDeflate) {
+    return absl::InvalidArgumentError(absl::StrCat("zip entry '", PrintableName(name), "': method ",
+                                                   static_cast<int>(method),
+                                                   " is neither stored (0) nor deflate (8)"));
   }
   for (const Written& written : written_) {
     if (written.name == name) {
@@ -176,7 +181,7 @@ void Writer::Record(Written entry) {
 
 absl::Status Writer::AddEntry(absl::string_view name, absl::Span<const uint8_t> data,
                               Method method) {
-  PARAMD_RETURN_IF_ERROR(CheckNewEntry(name));
+  PARAMD_RETURN_IF_ERROR(CheckNewEntry(name, method));
   std::string deflated;
   if (method == Method::kDeflate) {
     Deflater deflater;
@@ -195,7 +200,7 @@ absl::Status Writer::AddEntry(absl::string_view name, absl::Span<const uint8_t> 
 }
 
 absl::Status Writer::BeginEntry(absl::string_view name, Method method) {
-  PARAMD_RETURN_IF_ERROR(CheckNewEntry(name));
+  PARAMD_RETURN_IF_ERROR(CheckNewEntry(name, method));
   auto streaming = std::make_unique<Streaming>();
   streaming->entry = Written{std::string(name), method, /*descriptor=*/true, out_.size(), 0, 0, 0};
   streaming->zip64 = options_.force_zip64;

@@ -243,6 +243,7 @@ TEST(ZipWriterTest, RefusesBadNamesAndUseAfterFinish_PytorchSemantics5) {
   ExpectInvalid(writer.AddEntry("", "x"), "empty");
   ExpectInvalid(writer.AddEntry(std::string("a\0b", 3), "x"), "NUL");
   ExpectInvalid(writer.AddEntry(std::string(70000, 'n'), "x"), "exceeds 65535");
+  ExpectInvalid(writer.AddEntry("m", "x", static_cast<Method>(12)), "neither stored");
   ASSERT_TRUE(writer.AddEntry("a", "x").ok());
   ExpectInvalid(writer.AddEntry("a", "y"), "written twice");
   ASSERT_TRUE(writer.Finish().ok());
