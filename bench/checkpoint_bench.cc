@@ -46,6 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "base/zip/zip.h"
 #include "bench/bench_util.h"
 #include "nlohmann/json.hpp"
 #include "base/status_macros.h"
@@ -53,7 +54,6 @@
 #include "server/core/tensor.h"
 #include "server/io/checkpoint.h"
 #include "server/io/torch_checkpoint.h"
-#include "server/io/zip.h"
 
 namespace {
 
@@ -63,6 +63,7 @@ using paramd::bench::PinTo;
 using paramd::bench::Seconds;
 using Json = nlohmann::json;
 namespace io = paramd::io;
+namespace zip = paramd::zip;
 namespace core = paramd::core;
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
@@ -435,9 +436,9 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     uint32_t crc = 0;
     for (const core::StateDictEntry& entry : input.state_dict.entries) {
-      crc = io::Crc32(absl::MakeConstSpan(static_cast<const uint8_t*>(entry.tensor.data()),
-                                          entry.tensor.nbytes()),
-                      crc);
+      crc = zip::Crc32(absl::MakeConstSpan(static_cast<const uint8_t*>(entry.tensor.data()),
+                                           entry.tensor.nbytes()),
+                       crc);
     }
     crc_s.push_back(Seconds(Clock::now() - t0));
     crc_sink = crc_sink ^ crc;

@@ -1,11 +1,8 @@
 #include "client/cli/npy.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
-#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "base/zip/zip.h"
 #include "base/status_macros.h"
 #include "base/half.h"
 
@@ -372,254 +371,14 @@ absl::Status WriteFile(const std::string& path, absl::string_view bytes) {
   return absl::OkStatus();
 }
 
-// ---------------------------------------------------------------------------------------
-// ZIP (PKWARE APPNOTE 6.3): just what .npz needs.
-
-constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
-constexpr uint32_t kCentralHeaderSignature = 0x02014b50;
-constexpr uint32_t kEndOfCentralDirSignature = 0x06054b50;
-constexpr uint32_t kZip64EndOfCentralDirSignature = 0x06064b50;
-constexpr uint32_t kZip64LocatorSignature = 0x07064b50;
-constexpr size_t kLocalHeaderSize = 30;
-constexpr size_t kCentralHeaderSize = 46;
-constexpr size_t kEndOfCentralDirSize = 22;
-constexpr size_t kZip64EndOfCentralDirSize = 56;
-constexpr size_t kZip64LocatorSize = 20;
-constexpr uint16_t kZip64ExtraId = 0x0001;
-constexpr uint16_t kMethodStored = 0;
-constexpr uint16_t kMethodDeflated = 8;
-constexpr uint16_t kDosDate1980 = (0 << 9) | (1 << 5) | 1;  // 1980-01-01, as ZipInfo's default
-
-uint32_t Crc32(absl::string_view bytes) {
-  return static_cast<uint32_t>(
-      crc32_z(crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
+// .npz members: "<key>.npy", read back as "<key>" (np.load's NpzFile keys).
+std::string NpzKey(absl::string_view member) {
+  if (absl::EndsWith(member, ".npy")) member.remove_suffix(4);
+  return std::string(member);
 }
 
-absl::StatusOr<std::string> Inflate(absl::string_view compressed, uint64_t size,
-                                    absl::string_view source) {
-  auto corrupt = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": corrupt deflate data: ", what));
-  };
-  // Deflate cannot expand data more than 1032:1; a larger recorded size is a lie, and
-  // believing it would allocate up to 16 EiB.
-  if (size / 1032 > compressed.size() + 1) {
-    return corrupt(absl::StrCat("recorded size ", size, " is impossible for ", compressed.size(),
-                                " compressed bytes"));
-  }
-  std::string out(size, '\0');
-  z_stream stream;
-  std::memset(&stream, 0, sizeof(stream));
-  if (inflateInit2(&stream, -MAX_WBITS) != Z_OK) {
-    return absl::ResourceExhaustedError(absl::StrCat(source, ": cannot start zlib inflate"));
-  }
-  // zlib counts in uInt, so feed both buffers in chunks of at most UINT_MAX bytes.
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
-  stream.next_out = reinterpret_cast<Bytef*>(out.data());
-  size_t in_left = compressed.size();
-  size_t out_left = out.size();
-  int rc = Z_OK;
-  do {
-    if (stream.avail_in == 0) {
-      stream.avail_in = static_cast<uInt>(std::min<size_t>(in_left, UINT_MAX));
-      in_left -= stream.avail_in;
-    }
-    if (stream.avail_out == 0) {
-      stream.avail_out = static_cast<uInt>(std::min<size_t>(out_left, UINT_MAX));
-      out_left -= stream.avail_out;
-    }
-    rc = inflate(&stream, Z_NO_FLUSH);
-  } while (rc == Z_OK);
-  const size_t produced = out.size() - out_left - stream.avail_out;
-  const std::string message = stream.msg != nullptr ? stream.msg : "inflate failed";
-  inflateEnd(&stream);
-  if (rc == Z_BUF_ERROR) {
-    // No progress was possible: the input ran out, or the output is full.
-    return corrupt(produced == out.size() ? "more data than the recorded size"
-                                          : "the stream ends early");
-  }
-  if (rc != Z_STREAM_END) return corrupt(message);
-  if (produced != out.size()) return corrupt("less data than the recorded size");
-  return out;
-}
-
-struct ZipEntry {
-  std::string name;
-  uint16_t flags = 0;
-  uint16_t method = 0;
-  uint32_t crc = 0;
-  uint64_t compressed_size = 0;
-  uint64_t size = 0;
-  uint64_t local_header_offset = 0;
-};
-
-class ZipReader {
- public:
-  ZipReader(absl::string_view bytes, absl::string_view source) : bytes_(bytes), source_(source) {}
-
-  absl::StatusOr<std::vector<ZipEntry>> Entries() {
-    PARAMD_RETURN_IF_ERROR(ReadEndOfCentralDirectory());
-    std::vector<ZipEntry> entries;
-    uint64_t pos = cd_offset_;
-    const uint64_t end = cd_offset_ + cd_size_;
-    for (uint64_t i = 0; i < entry_count_; ++i) {
-      if (pos + kCentralHeaderSize > end) return Corrupt("central directory is truncated");
-      const char* p = bytes_.data() + pos;
-      if (LoadLE(p, 4) != kCentralHeaderSignature) {
-        return Corrupt(absl::StrCat("bad central directory entry signature at offset ", pos));
-      }
-      ZipEntry entry;
-      entry.flags = static_cast<uint16_t>(LoadLE(p + 8, 2));
-      entry.method = static_cast<uint16_t>(LoadLE(p + 10, 2));
-      entry.crc = static_cast<uint32_t>(LoadLE(p + 16, 4));
-      entry.compressed_size = LoadLE(p + 20, 4);
-      entry.size = LoadLE(p + 24, 4);
-      const size_t name_len = LoadLE(p + 28, 2);
-      const size_t extra_len = LoadLE(p + 30, 2);
-      const size_t comment_len = LoadLE(p + 32, 2);
-      const uint64_t disk = LoadLE(p + 34, 2);
-      entry.local_header_offset = LoadLE(p + 42, 4);
-      const uint64_t record = kCentralHeaderSize + name_len + extra_len + comment_len;
-      if (pos + record > end) return Corrupt("central directory is truncated");
-      entry.name.assign(p + kCentralHeaderSize, name_len);
-      PARAMD_RETURN_IF_ERROR(ApplyZip64Extra(
-          absl::string_view(p + kCentralHeaderSize + name_len, extra_len), disk, &entry));
-      entries.push_back(std::move(entry));
-      pos += record;
-    }
-    return entries;
-  }
-
-  // The uncompressed bytes of `entry`, CRC-checked.
-  absl::StatusOr<std::string> Extract(const ZipEntry& entry) {
-    const std::string where = absl::StrCat(source_, ": member '", entry.name, "'");
-    auto corrupt = [&](absl::string_view what) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": ", what));
-    };
-    if (entry.flags & 0x1) return corrupt("encrypted members are not supported");
-    if (entry.method != kMethodStored && entry.method != kMethodDeflated) {
-      return corrupt(absl::StrCat("compression method ", entry.method,
-                                  " is not supported (only stored and deflate, as np.savez "
-                                  "and np.savez_compressed write)"));
-    }
-    const uint64_t offset = entry.local_header_offset;
-    if (offset > cd_offset_ || cd_offset_ - offset < kLocalHeaderSize) {
-      return corrupt("local header lies outside the archive");
-    }
-    const char* p = bytes_.data() + offset;
-    if (LoadLE(p, 4) != kLocalHeaderSignature) return corrupt("bad local header signature");
-    const uint64_t name_len = LoadLE(p + 26, 2);
-    const uint64_t extra_len = LoadLE(p + 28, 2);
-    const uint64_t data_start = offset + kLocalHeaderSize + name_len + extra_len;
-    if (data_start > cd_offset_ || cd_offset_ - data_start < entry.compressed_size) {
-      return corrupt("data runs past the central directory (truncated archive?)");
-    }
-    if (absl::string_view(p + kLocalHeaderSize, name_len) != entry.name) {
-      return corrupt("local header names a different file");
-    }
-    const absl::string_view stored = bytes_.substr(data_start, entry.compressed_size);
-    std::string data;
-    if (entry.method == kMethodStored) {
-      if (entry.compressed_size != entry.size) return corrupt("stored sizes disagree");
-      data.assign(stored.data(), stored.size());
-    } else {
-      PARAMD_ASSIGN_OR_RETURN(data, Inflate(stored, entry.size, where));
-    }
-    if (Crc32(data) != entry.crc) return corrupt("CRC-32 mismatch (corrupt archive)");
-    return data;
-  }
-
- private:
-  absl::Status Corrupt(absl::string_view what) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_, ": not a valid .npz (ZIP) archive: ", what));
-  }
-
-  absl::Status ReadEndOfCentralDirectory() {
-    if (bytes_.size() < kEndOfCentralDirSize) return Corrupt("too short");
-    // The record is the last thing in the file but for a comment of up to 65535 bytes.
-    size_t eocd = std::string::npos;
-    const size_t lowest = bytes_.size() > kEndOfCentralDirSize + 0xffff
-                              ? bytes_.size() - kEndOfCentralDirSize - 0xffff
-                              : 0;
-    for (size_t pos = bytes_.size() - kEndOfCentralDirSize + 1; pos-- > lowest;) {
-      const char* p = bytes_.data() + pos;
-      if (LoadLE(p, 4) == kEndOfCentralDirSignature &&
-          pos + kEndOfCentralDirSize + LoadLE(p + 20, 2) == bytes_.size()) {
-        eocd = pos;
-        break;
-      }
-    }
-    if (eocd == std::string::npos) return Corrupt("no end of central directory record");
-    const char* p = bytes_.data() + eocd;
-    if (LoadLE(p + 4, 2) != 0 || LoadLE(p + 6, 2) != 0) {
-      return Corrupt("multi-disk archives are not supported");
-    }
-    entry_count_ = LoadLE(p + 10, 2);
-    cd_size_ = LoadLE(p + 12, 4);
-    cd_offset_ = LoadLE(p + 16, 4);
-    uint64_t cd_end_limit = eocd;
-    if (entry_count_ == 0xffff || cd_size_ == 0xffffffff || cd_offset_ == 0xffffffff) {
-      if (eocd < kZip64LocatorSize) return Corrupt("missing ZIP64 end of central directory");
-      const char* locator = p - kZip64LocatorSize;
-      if (LoadLE(locator, 4) != kZip64LocatorSignature) {
-        return Corrupt("missing ZIP64 end of central directory locator");
-      }
-      const uint64_t record = LoadLE(locator + 8, 8);
-      if (record > eocd - kZip64LocatorSize ||
-          eocd - kZip64LocatorSize - record < kZip64EndOfCentralDirSize) {
-        return Corrupt("ZIP64 end of central directory lies outside the archive");
-      }
-      const char* z = bytes_.data() + record;
-      if (LoadLE(z, 4) != kZip64EndOfCentralDirSignature) {
-        return Corrupt("bad ZIP64 end of central directory signature");
-      }
-      entry_count_ = LoadLE(z + 32, 8);
-      cd_size_ = LoadLE(z + 40, 8);
-      cd_offset_ = LoadLE(z + 48, 8);
-      cd_end_limit = record;
-    }
-    if (cd_offset_ > cd_end_limit || cd_end_limit - cd_offset_ < cd_size_) {
-      return Corrupt("central directory lies outside the archive (truncated file?)");
-    }
-    if (entry_count_ > cd_size_ / kCentralHeaderSize) {
-      return Corrupt("entry count does not fit the central directory");
-    }
-    return absl::OkStatus();
-  }
-
-  // Replaces the 32-bit fields saturated at 0xffffffff with the ZIP64 extra field's values.
-  absl::Status ApplyZip64Extra(absl::string_view extra, uint64_t disk, ZipEntry* entry) {
-    const bool need = entry->size == 0xffffffff || entry->compressed_size == 0xffffffff ||
-                      entry->local_header_offset == 0xffffffff || disk == 0xffff;
-    while (extra.size() >= 4) {
-      const uint16_t id = static_cast<uint16_t>(LoadLE(extra.data(), 2));
-      const size_t len = LoadLE(extra.data() + 2, 2);
-      if (len > extra.size() - 4) return Corrupt("extra field runs past its entry");
-      absl::string_view field = extra.substr(4, len);
-      extra.remove_prefix(4 + len);
-      if (id != kZip64ExtraId || !need) continue;
-      for (uint64_t* value : {&entry->size, &entry->compressed_size, &entry->local_header_offset}) {
-        if (*value != 0xffffffff) continue;
-        if (field.size() < 8) return Corrupt("ZIP64 extra field is too short");
-        *value = LoadLE(field.data(), 8);
-        field.remove_prefix(8);
-      }
-      return absl::OkStatus();
-    }
-    if (need) return Corrupt(absl::StrCat("entry '", entry->name, "' lacks its ZIP64 sizes"));
-    return absl::OkStatus();
-  }
-
-  absl::string_view bytes_;
-  absl::string_view source_;
-  uint64_t entry_count_ = 0;
-  uint64_t cd_size_ = 0;
-  uint64_t cd_offset_ = 0;
-};
-
-bool IsAscii(absl::string_view text) {
-  return std::all_of(text.begin(), text.end(),
-                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+absl::Span<const uint8_t> AsBytes(absl::string_view bytes) {
+  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
 }
 
 }  // namespace
@@ -742,22 +501,35 @@ absl::Status WriteNpy(const std::string& path, const HostTensor& tensor) {
 }
 
 absl::StatusOr<NamedTensors> ParseNpz(absl::string_view bytes, absl::string_view source) {
-  ZipReader zip(bytes, source);
-  PARAMD_ASSIGN_OR_RETURN(std::vector<ZipEntry> entries, zip.Entries());
-  NamedTensors tensors;
-  std::set<std::string> names;
-  for (const ZipEntry& entry : entries) {
-    if (absl::EndsWith(entry.name, "/") && entry.size == 0) continue;  // a directory
-    PARAMD_ASSIGN_OR_RETURN(std::string member, zip.Extract(entry));
-    std::string name = entry.name;
-    if (absl::EndsWith(name, ".npy")) name.resize(name.size() - 4);
-    if (!names.insert(name).second) {
+  auto not_npz = [&](const absl::Status& status) {
+    return absl::Status(status.code(),
+                        absl::StrCat(source, ": not a valid .npz file: ", status.message()));
+  };
+  // Keys drop ".npy", so "a" and "a.npy" collide too: checked on the central directory's
+  // names first, ahead of the zip reader's own rule against equal names.
+  absl::StatusOr<std::vector<std::string>> names = zip::Reader::ListNames(AsBytes(bytes));
+  if (!names.ok()) return not_npz(names.status());
+  std::set<std::string> keys;
+  for (const std::string& member : *names) {
+    if (absl::EndsWith(member, "/")) continue;  // a directory
+    if (!keys.insert(NpzKey(member)).second) {
       return absl::InvalidArgumentError(
-          absl::StrCat(source, ": more than one member is named '", name, "'"));
+          absl::StrCat(source, ": more than one member is named '", NpzKey(member), "'"));
     }
-    PARAMD_ASSIGN_OR_RETURN(HostTensor tensor,
-                            ParseNpy(member, absl::StrCat(source, ": member '", entry.name, "'")));
-    tensors.emplace_back(std::move(name), std::move(tensor));
+  }
+  absl::StatusOr<zip::Reader> archive = zip::Reader::Open(bytes);
+  if (!archive.ok()) return not_npz(archive.status());
+  NamedTensors tensors;
+  for (const zip::Entry& entry : archive->entries()) {
+    if (absl::EndsWith(entry.name, "/") && entry.size == 0) continue;  // a directory
+    const std::string where = absl::StrCat(source, ": member '", entry.name, "'");
+    absl::StatusOr<std::string> member = archive->Extract(entry);
+    if (!member.ok()) {
+      return absl::Status(member.status().code(),
+                          absl::StrCat(where, ": ", member.status().message()));
+    }
+    PARAMD_ASSIGN_OR_RETURN(HostTensor tensor, ParseNpy(*member, where));
+    tensors.emplace_back(NpzKey(entry.name), std::move(tensor));
   }
   return tensors;
 }
@@ -767,8 +539,10 @@ absl::StatusOr<std::string> SerializeNpz(const NamedTensors& tensors) {
     return absl::InvalidArgumentError(absl::StrCat(
         tensors.size(), " tensors are too many for one .npz (at most 65534 without ZIP64)"));
   }
-  std::string archive;
-  std::string central;
+  // As np.savez: members stored where they fall (no alignment padding), marked as Unix files.
+  zip::StringSink archive;
+  zip::Writer writer(archive, zip::WriterOptions{.alignment = 0, .unix_mode = 0100644});
+  uint64_t directory_size = 0;
   std::set<std::string> names;
   for (const auto& [name, tensor] : tensors) {
     if (name.empty() || name.find('\0') != std::string::npos) {
@@ -788,63 +562,19 @@ absl::StatusOr<std::string> SerializeNpz(const NamedTensors& tensors) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensor '", name, "': ", data.status().message()));
     }
-    const uint64_t offset = archive.size();
-    if (data->size() >= 0xffffffff || offset >= 0xffffffff) {
+    if (data->size() >= 0xffffffff || archive.size() >= 0xffffffff) {
       return absl::InvalidArgumentError(absl::StrCat(
           "tensor '", name, "' does not fit an .npz without ZIP64 (4 GiB); save it as .npy"));
     }
-    const uint32_t crc = Crc32(*data);
-    // Bit 11: the name is UTF-8, as Python's zipfile marks non-ASCII names.
-    const uint16_t flags = IsAscii(file_name) ? 0 : 0x800;
-
-    AppendLE(&archive, kLocalHeaderSignature, 4);
-    AppendLE(&archive, 20, 2);  // version needed: 2.0
-    AppendLE(&archive, flags, 2);
-    AppendLE(&archive, kMethodStored, 2);
-    AppendLE(&archive, 0, 2);  // time 00:00:00
-    AppendLE(&archive, kDosDate1980, 2);
-    AppendLE(&archive, crc, 4);
-    AppendLE(&archive, data->size(), 4);
-    AppendLE(&archive, data->size(), 4);
-    AppendLE(&archive, file_name.size(), 2);
-    AppendLE(&archive, 0, 2);  // extra length
-    archive.append(file_name);
-    archive.append(*data);
-
-    AppendLE(&central, kCentralHeaderSignature, 4);
-    AppendLE(&central, (3 << 8) | 20, 2);  // made by: Unix, 2.0
-    AppendLE(&central, 20, 2);
-    AppendLE(&central, flags, 2);
-    AppendLE(&central, kMethodStored, 2);
-    AppendLE(&central, 0, 2);
-    AppendLE(&central, kDosDate1980, 2);
-    AppendLE(&central, crc, 4);
-    AppendLE(&central, data->size(), 4);
-    AppendLE(&central, data->size(), 4);
-    AppendLE(&central, file_name.size(), 2);
-    AppendLE(&central, 0, 2);               // extra length
-    AppendLE(&central, 0, 2);               // comment length
-    AppendLE(&central, 0, 2);               // disk
-    AppendLE(&central, 0, 2);               // internal attributes
-    AppendLE(&central, 0100644u << 16, 4);  // external attributes: regular file, rw-r--r--
-    AppendLE(&central, offset, 4);
-    central.append(file_name);
+    PARAMD_RETURN_IF_ERROR(writer.AddEntry(file_name, *data));
+    directory_size += 46 + file_name.size();  // its central directory header
   }
-  const uint64_t cd_offset = archive.size();
-  if (cd_offset >= 0xffffffff || central.size() >= 0xffffffff) {
+  if (archive.size() >= 0xffffffff || directory_size >= 0xffffffff) {
     return absl::InvalidArgumentError(
         "the tensors do not fit an .npz without ZIP64 (4 GiB); save them as .npy files");
   }
-  archive.append(central);
-  AppendLE(&archive, kEndOfCentralDirSignature, 4);
-  AppendLE(&archive, 0, 2);  // this disk
-  AppendLE(&archive, 0, 2);  // disk with the central directory
-  AppendLE(&archive, tensors.size(), 2);
-  AppendLE(&archive, tensors.size(), 2);
-  AppendLE(&archive, central.size(), 4);
-  AppendLE(&archive, cd_offset, 4);
-  AppendLE(&archive, 0, 2);  // comment length
-  return archive;
+  PARAMD_RETURN_IF_ERROR(writer.Finish());
+  return std::move(archive.data);
 }
 
 absl::StatusOr<NamedTensors> ReadNpz(const std::string& path) {

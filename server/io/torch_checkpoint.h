@@ -2,7 +2,7 @@
 // writes (pytorch-semantics.md §5, §6, §9), so that `torch.load(f, weights_only=True)` reads
 // paramd's files and paramd reads torch's.
 //
-// A checkpoint is a ZIP archive (zip.h) with one top folder holding `data.pkl` (the
+// A checkpoint is a ZIP archive (base/zip/zip.h) with one top folder holding `data.pkl` (the
 // state_dict pickled at protocol 2, read by the restricted unpickler in pickle.h: nothing in
 // a file is ever executed), `byteorder`, one `data/<key>` record per storage, `version` and
 // `.data/serialization_id`. Tensors that share a storage in the file share one
@@ -72,8 +72,9 @@ struct TorchReadOptions {
 // INVALID_ARGUMENT with a message saying what is wrong and what to do for: a legacy
 // (pre-1.6 or tar) file ("legacy torch.save format; load it in PyTorch and re-save it with a
 // current torch.save"), a TorchScript archive (use torch.jit.load and save the state_dict),
-// a broken zip (see ZipReader), records outside one top folder, a missing or unsupported
-// `version`, an unknown `byteorder`, a pickle the restricted reader refuses, a top-level
+// a broken zip (see zip::Reader), compressed records (torch.save stores them), records
+// outside one top folder, a missing or unsupported `version`, an unknown `byteorder`, a
+// pickle the restricted reader refuses, a top-level
 // object that is not a dict of str -> tensor ("save model.state_dict() instead"), tensor
 // kinds or dtypes paramd lacks (named), storage keys used with two dtypes or sizes, a
 // missing `data/<key>` record, a record whose size is not the storage's ("record size N

@@ -73,11 +73,12 @@ def torch_files(dicts):
     return files
 
 
-def rezip(data, change=None, force_zip64=False):
+def rezip(data, change=None, force_zip64=False, compression=zipfile.ZIP_STORED):
     """The archive rewritten by Python's zipfile: no alignment, optionally ZIP64 everywhere,
-    optionally with some records changed."""
+    deflated, or with some records changed."""
     out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+    with zipfile.ZipFile(io.BytesIO(data)) as source, \
+            zipfile.ZipFile(out, "w", compression=compression) as target:
         for info in source.infolist():
             content = source.read(info)
             if change:
@@ -101,9 +102,10 @@ class Unseekable(io.RawIOBase):
         return len(b)
 
 
-def zip_with_data_descriptors(data):
+def zip_with_data_descriptors(data, compression=zipfile.ZIP_STORED):
     stream = Unseekable()
-    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(stream, "w") as target:
+    with zipfile.ZipFile(io.BytesIO(data)) as source, \
+            zipfile.ZipFile(stream, "w", compression=compression) as target:
         for info in source.infolist():
             target.writestr(info.filename, source.read(info))
     return bytes(stream.data)
@@ -239,9 +241,14 @@ def main():
     checkpoints["mlp_data_descriptors.pt"] = zip_with_data_descriptors(mlp)
 
     write(os.path.join(out, "torch_checkpoint"), checkpoints)
-    write(os.path.join(out, "zip"),
-          {name.replace(".pt", ".zip"): data for name, data in checkpoints.items()
-           if not name.endswith("legacy.pt")})
+    zips = {name.replace(".pt", ".zip"): data for name, data in checkpoints.items()
+            if not name.endswith("legacy.pt")}
+    # Deflated archives (as np.savez_compressed writes them), which only the zip reader takes.
+    zips["mlp_deflated.zip"] = rezip(mlp, compression=zipfile.ZIP_DEFLATED)
+    zips["mlp_deflated_zip64.zip"] = rezip(mlp, force_zip64=True, compression=zipfile.ZIP_DEFLATED)
+    zips["mlp_deflated_data_descriptors.zip"] = zip_with_data_descriptors(
+        mlp, compression=zipfile.ZIP_DEFLATED)
+    write(os.path.join(out, "zip"), zips)
     pickles = {name.replace(".pt", ".pkl"): data_pkl(data) for name, data in archives.items()}
     pickles.update(plain_pickles())
     write(os.path.join(out, "pickle"), pickles)

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/zip/zip.h"
 #include "server/io/mapped_file.h"
-#include "server/io/zip.h"
 #include "tests/unit/io/test_util.h"
 
 namespace paramd::io {
@@ -50,10 +50,10 @@ std::string Write(const std::vector<TorchCheckpointEntry>& entries,
 // The records of an archive, in order.
 std::vector<std::pair<std::string, std::string>> Records(const std::string& bytes) {
   std::vector<std::pair<std::string, std::string>> out;
-  absl::StatusOr<ZipReader> zip = ZipReader::Open(AsSpan(bytes));
+  absl::StatusOr<zip::Reader> zip = zip::Reader::Open(AsSpan(bytes));
   EXPECT_TRUE(zip.ok()) << zip.status();
   if (!zip.ok()) return out;
-  for (const ZipEntry& entry : zip->entries()) {
+  for (const zip::Entry& entry : zip->entries()) {
     const absl::Span<const uint8_t> data = zip->Data(entry);
     out.emplace_back(entry.name,
                      std::string(reinterpret_cast<const char*>(data.data()), data.size()));
@@ -62,9 +62,9 @@ std::vector<std::pair<std::string, std::string>> Records(const std::string& byte
 }
 
 std::string Zip(const std::vector<std::pair<std::string, std::string>>& records,
-                ZipWriterOptions options = {}) {
-  StringWritableFile file;
-  ZipWriter writer(file, options);
+                zip::WriterOptions options = {}) {
+  zip::StringSink file;
+  zip::Writer writer(file, options);
   for (const auto& [name, data] : records) EXPECT_TRUE(writer.AddEntry(name, data).ok());
   EXPECT_TRUE(writer.Finish().ok());
   return file.data;
@@ -190,9 +190,11 @@ TEST(TorchCheckpointWriterTest, WritesTheReferencePickleForLinearByteForByte_Pyt
   EXPECT_EQ(records[4], (std::pair<std::string, std::string>{"archive/version", "3\n"}));
   EXPECT_EQ(records[5], (std::pair<std::string, std::string>{"archive/.data/serialization_id",
                                                              options.serialization_id}));
-  absl::StatusOr<ZipReader> zip = ZipReader::Open(AsSpan(bytes));
+  absl::StatusOr<zip::Reader> zip = zip::Reader::Open(AsSpan(bytes));
   ASSERT_TRUE(zip.ok());
-  for (const ZipEntry& entry : zip->entries()) EXPECT_EQ(entry.data_offset % 64, 0u) << entry.name;
+  for (const zip::Entry& entry : zip->entries()) {
+    EXPECT_EQ(entry.data_offset % 64, 0u) << entry.name;
+  }
 }
 
 TEST(TorchCheckpointWriterTest, GeneratesA40DigitSerializationId_PytorchSemantics5) {
@@ -358,7 +360,7 @@ TEST_F(TorchCheckpointFileTest, AlignedRecordsAreUsedInPlaceFromTheMapping_Pytor
 TEST(TorchCheckpointTest, ReadsZip64Archives_PytorchSemantics5) {
   const core::Tensor w = Make(DType::kBFloat16, {3}, {1, 2, 3});
   const std::string zip64 =
-      Zip(Records(Write({Entry("w", w)})), ZipWriterOptions{.force_zip64 = true});
+      Zip(Records(Write({Entry("w", w)})), zip::WriterOptions{.force_zip64 = true});
   ASSERT_NE(zip64.find(std::string("PK\x06\x06", 4)), std::string::npos);
   absl::StatusOr<TorchCheckpoint> read = Parse(zip64);
   ASSERT_TRUE(read.ok()) << read.status();
@@ -447,7 +449,10 @@ TEST(TorchCheckpointRefusalTest, CompressedEntriesAreRefused_PytorchSemantics5) 
       bytes[pos + method_at] = 8;
     }
   }
-  ExpectInvalid(Parse(bytes).status(), "is compressed (method 8, deflate)");
+  // The zip library reads deflate (for .npz); torch.save files must be stored, to be used in
+  // place.
+  ExpectInvalid(Parse(bytes).status(),
+                "is compressed (method 8, deflate); paramd reads only stored");
 }
 
 TEST(TorchCheckpointRefusalTest, EveryTruncationIsRefused_PytorchSemantics5) {
@@ -461,7 +466,7 @@ TEST(TorchCheckpointRefusalTest, EveryTruncationIsRefused_PytorchSemantics5) {
 
 TEST(TorchCheckpointRefusalTest, CorruptedBytesFailTheCrcCheck_PytorchSemantics5) {
   std::string bytes = Write({Entry("w", Make(DType::kFloat32, {3}, {1, 2, 3}))});
-  const ZipEntry data0 = *ZipReader::Open(AsSpan(bytes))->Find("archive/data/0");
+  const zip::Entry data0 = *zip::Reader::Open(AsSpan(bytes))->Find("archive/data/0");
   bytes[data0.data_offset] ^= 1;
   ExpectInvalid(Parse(bytes).status(), "'archive/data/0' fails its CRC-32 check");
   EXPECT_TRUE(

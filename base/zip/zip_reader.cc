@@ -1,79 +1,18 @@
-#include "server/io/zip.h"
-
-#include <isa-l/crc.h>
-#include <zlib.h>
-
+// Reader of zip.h: validates the end records, the central directory and every local header
+// of an archive in memory before handing out spans into it.
 #include <algorithm>
-#include <limits>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "base/zip/zip.h"
+#include "base/zip/zip_format.h"
 #include "base/status_macros.h"
 
-namespace paramd::io {
+namespace paramd::zip {
+
+using namespace internal;  // NOLINT(build/namespaces): the format's constants and helpers
+
 namespace {
-
-constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
-constexpr uint32_t kCentralHeaderSignature = 0x02014b50;
-constexpr uint32_t kEndSignature = 0x06054b50;
-constexpr uint32_t kZip64EndSignature = 0x06064b50;
-constexpr uint32_t kZip64LocatorSignature = 0x07064b50;
-
-constexpr size_t kLocalHeaderSize = 30;
-constexpr size_t kCentralHeaderSize = 46;
-constexpr size_t kEndSize = 22;
-constexpr size_t kZip64EndSize = 56;
-constexpr size_t kZip64LocatorSize = 20;
-
-constexpr uint16_t kZip64ExtraId = 0x0001;
-constexpr uint16_t kFlagEncrypted = 1 << 0;
-constexpr uint16_t kFlagDataDescriptor = 1 << 3;
-constexpr uint16_t kFlagUtf8 = 1 << 11;
-constexpr uint16_t kMethodStored = 0;
-constexpr uint32_t kMax32 = 0xFFFFFFFF;
-constexpr uint16_t kMax16 = 0xFFFF;
-// DOS date 1980-01-01, time 00:00: fixed so that equal inputs give equal archives.
-constexpr uint16_t kDosDate = (0 << 9) | (1 << 5) | 1;
-
-template <typename... Args>
-absl::Status Invalid(const Args&... args) {
-  return absl::InvalidArgumentError(absl::StrCat("zip archive: ", args...));
-}
-
-uint16_t Load16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t Load32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
-}
-uint64_t Load64(const uint8_t* p) {
-  return static_cast<uint64_t>(Load32(p)) | (static_cast<uint64_t>(Load32(p + 4)) << 32);
-}
-
-void Put16(std::string& out, uint16_t v) {
-  out.push_back(static_cast<char>(v & 0xFF));
-  out.push_back(static_cast<char>(v >> 8));
-}
-void Put32(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-void Put64(std::string& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-
-// Printable form of an entry name for messages (names come from untrusted files).
-std::string Printable(absl::string_view name) {
-  std::string out;
-  for (char c : name.substr(0, 200)) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7F) {
-      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
-    } else {
-      out.push_back(c);
-    }
-  }
-  if (name.size() > 200) out += "...";
-  return out;
-}
 
 // The values a ZIP64 extra field replaces, filled in where the 32-bit field was all ones.
 struct Zip64Values {
@@ -139,7 +78,7 @@ struct EndRecord {
 absl::StatusOr<EndRecord> ReadEndRecord(absl::Span<const uint8_t> archive) {
   const uint64_t size = archive.size();
   if (size < kEndSize) {
-    return Invalid("the file has ", size,
+    return Invalid("too short: the file has ", size,
                    " bytes, too few for an end of central directory record (truncated?)");
   }
   // The record is the last thing in the file but for a comment of up to 65535 bytes.
@@ -214,9 +153,10 @@ absl::StatusOr<EndRecord> ReadEndRecord(absl::Span<const uint8_t> archive) {
   }
   if (record.directory_offset > record.directory_limit ||
       record.directory_size > record.directory_limit - record.directory_offset) {
-    return Invalid("central directory (offset ", record.directory_offset, ", ",
-                   record.directory_size, " bytes) runs past the end records at offset ",
-                   record.directory_limit, "; the file is truncated or corrupt");
+    return Invalid("central directory lies outside the archive: its ", record.directory_size,
+                   " bytes at offset ", record.directory_offset,
+                   " run past the end records at offset ", record.directory_limit,
+                   "; the file is truncated or corrupt");
   }
   if (record.entry_count > record.directory_size / kCentralHeaderSize) {
     return Invalid("end record counts ", record.entry_count, " entries but the ",
@@ -226,12 +166,12 @@ absl::StatusOr<EndRecord> ReadEndRecord(absl::Span<const uint8_t> archive) {
 }
 
 struct CentralEntry {
-  ZipEntry entry;
+  Entry entry;
   uint16_t flags;
   uint16_t method;
 };
 
-// `names_only`: only the name and position are wanted, so compressed entries pass.
+// `names_only`: only the name and position are wanted, so every method passes.
 absl::StatusOr<CentralEntry> ReadCentralEntry(absl::Span<const uint8_t> directory, size_t& pos,
                                               uint64_t index, bool names_only = false) {
   const std::string where = absl::StrCat("central directory entry ", index);
@@ -259,7 +199,7 @@ absl::StatusOr<CentralEntry> ReadCentralEntry(absl::Span<const uint8_t> director
   }
   const char* name = reinterpret_cast<const char*>(h + kCentralHeaderSize);
   central.entry.name.assign(name, name_length);
-  const std::string named = absl::StrCat(where, " ('", Printable(central.entry.name), "')");
+  const std::string named = absl::StrCat(where, " ('", PrintableName(central.entry.name), "')");
   if (central.entry.name.empty()) return Invalid(where, " has an empty name");
   if (central.entry.name.find('\0') != std::string::npos) {
     return Invalid(named, " has a NUL byte in its name");
@@ -270,18 +210,23 @@ absl::StatusOr<CentralEntry> ReadCentralEntry(absl::Span<const uint8_t> director
                       uncompressed32 == kMax32, compressed32 == kMax32, offset32 == kMax32,
                       disk16 == kMax16, named, values));
   if (values.disk != 0) return Invalid("multi-disk (spanned) archives are not supported");
-  if (central.flags & kFlagEncrypted) return Invalid(named, " is encrypted");
-  if (central.method != kMethodStored && !names_only) {
-    return Invalid(named, " is compressed (method ", central.method,
-                   central.method == 8 ? ", deflate" : "",
-                   "); paramd reads only stored (uncompressed) entries, as torch.save writes "
-                   "them. Re-save the file with torch.save instead of re-zipping it");
+  if (central.flags & kFlagEncrypted) {
+    return Invalid(named, " is encrypted; encrypted members are not supported");
   }
-  if (values.compressed != values.uncompressed && !names_only) {
+  // Listing names lets every method pass.
+  const bool stored = central.method == static_cast<uint16_t>(Method::kStored);
+  const bool deflated = central.method == static_cast<uint16_t>(Method::kDeflate);
+  if (!names_only && !stored && !deflated) {
+    return Invalid(named, ": compression method ", central.method,
+                   " is not supported (only stored and deflate)");
+  }
+  if (!names_only && stored && values.compressed != values.uncompressed) {
     return Invalid(named, " is stored but its compressed size ", values.compressed,
                    " differs from its size ", values.uncompressed);
   }
+  central.entry.method = static_cast<Method>(central.method);
   central.entry.size = values.uncompressed;
+  central.entry.compressed_size = values.compressed;
   central.entry.local_header_offset = values.offset;
   pos += kCentralHeaderSize + variable;
   return central;
@@ -290,8 +235,8 @@ absl::StatusOr<CentralEntry> ReadCentralEntry(absl::Span<const uint8_t> director
 // Checks the local header against the central directory and finds where the data starts.
 absl::Status ReadLocalHeader(absl::Span<const uint8_t> archive, uint64_t directory_offset,
                              CentralEntry& central) {
-  ZipEntry& entry = central.entry;
-  const std::string named = absl::StrCat("entry '", Printable(entry.name), "'");
+  Entry& entry = central.entry;
+  const std::string named = absl::StrCat("entry '", PrintableName(entry.name), "'");
   const uint64_t offset = entry.local_header_offset;
   if (offset > directory_offset || directory_offset - offset < kLocalHeaderSize) {
     return Invalid(named, " has its local header at offset ", offset,
@@ -315,7 +260,7 @@ absl::Status ReadLocalHeader(absl::Span<const uint8_t> archive, uint64_t directo
   const absl::string_view local_name(reinterpret_cast<const char*>(h + kLocalHeaderSize),
                                      name_length);
   if (local_name != entry.name) {
-    return Invalid(named, " is named '", Printable(local_name),
+    return Invalid(named, " is named '", PrintableName(local_name),
                    "' in its local header; the archive is corrupt");
   }
   if (method != central.method || (flags & kFlagEncrypted) != (central.flags & kFlagEncrypted)) {
@@ -328,14 +273,14 @@ absl::Status ReadLocalHeader(absl::Span<const uint8_t> archive, uint64_t directo
                         uncompressed32 == kMax32, compressed32 == kMax32, false, false,
                         absl::StrCat(named, "'s local header"), values));
     if (crc != entry.crc32 || values.uncompressed != entry.size ||
-        values.compressed != entry.size) {
+        values.compressed != entry.compressed_size) {
       return Invalid(named,
                      "'s local header disagrees with the central directory on size or "
                      "CRC; the archive is corrupt");
     }
   }
-  if (entry.size > directory_offset - header_end) {
-    return Invalid(named, " has ", entry.size, " bytes of data at offset ", header_end,
+  if (entry.compressed_size > directory_offset - header_end) {
+    return Invalid(named, " has ", entry.compressed_size, " bytes of data at offset ", header_end,
                    ", running past the central directory at ", directory_offset,
                    "; the file is truncated or corrupt");
   }
@@ -345,22 +290,7 @@ absl::Status ReadLocalHeader(absl::Span<const uint8_t> archive, uint64_t directo
 
 }  // namespace
 
-uint32_t Crc32(absl::Span<const uint8_t> data, uint32_t crc) {
-  // ISA-L's folding CRC (PCLMULQDQ/AVX-512) runs at 8-10 GB/s here against zlib's 2 GB/s;
-  // every .pt save and load checks every byte, so zlib's rate capped both (docs/benchmarks.md).
-  // Same polynomial, same reflected form and chaining as zlib's crc32().
-  const uint8_t* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    const uint64_t chunk = std::min<size_t>(left, uint64_t{1} << 30);
-    crc = crc32_gzip_refl(crc, p, chunk);
-    p += chunk;
-    left -= chunk;
-  }
-  return crc;
-}
-
-absl::StatusOr<ZipReader> ZipReader::Open(absl::Span<const uint8_t> archive) {
+absl::StatusOr<Reader> Reader::Open(absl::Span<const uint8_t> archive) {
   PARAMD_ASSIGN_OR_RETURN(EndRecord end, ReadEndRecord(archive));
   const absl::Span<const uint8_t> directory =
       archive.subspan(end.directory_offset, end.directory_size);
@@ -376,34 +306,34 @@ absl::StatusOr<ZipReader> ZipReader::Open(absl::Span<const uint8_t> archive) {
     return Invalid("central directory holds ", directory.size() - pos,
                    " bytes after its last entry; the end record's count or size is wrong");
   }
-  std::vector<ZipEntry> entries;
+  std::vector<Entry> entries;
   entries.reserve(centrals.size());
   for (CentralEntry& central : centrals) {
     PARAMD_RETURN_IF_ERROR(ReadLocalHeader(archive, end.directory_offset, central));
     entries.push_back(std::move(central.entry));
   }
-  for (const ZipEntry& entry : entries) {
+  for (const Entry& entry : entries) {
     if (!names.insert(entry.name).second) {
-      return Invalid("entry '", Printable(entry.name), "' appears more than once");
+      return Invalid("entry '", PrintableName(entry.name), "' appears more than once");
     }
   }
   // No two entries may share bytes: each one's header and data end before the next begins.
-  std::vector<const ZipEntry*> by_offset;
-  for (const ZipEntry& entry : entries) by_offset.push_back(&entry);
-  std::sort(by_offset.begin(), by_offset.end(), [](const ZipEntry* a, const ZipEntry* b) {
+  std::vector<const Entry*> by_offset;
+  for (const Entry& entry : entries) by_offset.push_back(&entry);
+  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) {
     return a->local_header_offset < b->local_header_offset;
   });
   for (size_t i = 1; i < by_offset.size(); ++i) {
-    const ZipEntry& previous = *by_offset[i - 1];
-    if (previous.data_offset + previous.size > by_offset[i]->local_header_offset) {
-      return Invalid("entries '", Printable(previous.name), "' and '",
-                     Printable(by_offset[i]->name), "' overlap");
+    const Entry& previous = *by_offset[i - 1];
+    if (previous.data_offset + previous.compressed_size > by_offset[i]->local_header_offset) {
+      return Invalid("entries '", PrintableName(previous.name), "' and '",
+                     PrintableName(by_offset[i]->name), "' overlap");
     }
   }
-  return ZipReader(archive, std::move(entries));
+  return Reader(archive, std::move(entries));
 }
 
-absl::StatusOr<std::vector<std::string>> ZipReader::ListNames(absl::Span<const uint8_t> archive) {
+absl::StatusOr<std::vector<std::string>> Reader::ListNames(absl::Span<const uint8_t> archive) {
   PARAMD_ASSIGN_OR_RETURN(EndRecord end, ReadEndRecord(archive));
   const absl::Span<const uint8_t> directory =
       archive.subspan(end.directory_offset, end.directory_size);
@@ -417,175 +347,53 @@ absl::StatusOr<std::vector<std::string>> ZipReader::ListNames(absl::Span<const u
   return names;
 }
 
-const ZipEntry* ZipReader::Find(absl::string_view name) const {
-  for (const ZipEntry& entry : entries_) {
+const Entry* Reader::Find(absl::string_view name) const {
+  for (const Entry& entry : entries_) {
     if (entry.name == name) return &entry;
   }
   return nullptr;
 }
 
-absl::Span<const uint8_t> ZipReader::Data(const ZipEntry& entry) const {
-  return archive_.subspan(entry.data_offset, entry.size);
+absl::Span<const uint8_t> Reader::Data(const Entry& entry) const {
+  return archive_.subspan(entry.data_offset, entry.compressed_size);
 }
 
-absl::Status ZipReader::VerifyCrc(const ZipEntry& entry) const {
-  const uint32_t actual = Crc32(Data(entry));
+absl::StatusOr<std::string> Reader::Extract(const Entry& entry) const {
+  const absl::Span<const uint8_t> data = Data(entry);
+  std::string content;
+  if (entry.method == Method::kStored) {
+    content.assign(reinterpret_cast<const char*>(data.data()), data.size());
+  } else {
+    PARAMD_ASSIGN_OR_RETURN(content, Inflate(data, entry.size));
+  }
+  const uint32_t actual = Crc32(AsBytes(content));
   if (actual != entry.crc32) {
-    return Invalid("entry '", Printable(entry.name), "' fails its CRC-32 check (stored ",
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CRC-32 mismatch (stored ", absl::Hex(entry.crc32, absl::kZeroPad8), ", computed ",
+        absl::Hex(actual, absl::kZeroPad8), "); the archive is corrupt"));
+  }
+  return content;
+}
+
+absl::Status Reader::VerifyCrc(const Entry& entry) const {
+  uint32_t actual = 0;
+  if (entry.method == Method::kStored) {
+    actual = Crc32(Data(entry));
+  } else {
+    absl::StatusOr<std::string> content = Inflate(Data(entry), entry.size);
+    if (!content.ok()) {
+      return absl::Status(content.status().code(),
+                          absl::StrCat("zip archive: entry '", PrintableName(entry.name),
+                                       "': ", content.status().message()));
+    }
+    actual = Crc32(AsBytes(*content));
+  }
+  if (actual != entry.crc32) {
+    return Invalid("entry '", PrintableName(entry.name), "' fails its CRC-32 check (stored ",
                    absl::Hex(entry.crc32, absl::kZeroPad8), ", computed ",
                    absl::Hex(actual, absl::kZeroPad8), "); the file is corrupt");
   }
   return absl::OkStatus();
 }
 
-ZipWriter::ZipWriter(WritableFile& out, ZipWriterOptions options) : out_(out), options_(options) {}
-
-absl::Status ZipWriter::Fail(absl::Status status) {
-  error_ = status;
-  return status;
-}
-
-absl::Status ZipWriter::AddEntry(absl::string_view name, absl::Span<const uint8_t> data) {
-  if (!error_.ok()) return error_;
-  if (finished_) return absl::FailedPreconditionError("zip archive is already finished");
-  if (name.empty()) return absl::InvalidArgumentError("zip entry name is empty");
-  if (name.size() > kMax16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("zip entry name of ", name.size(), " bytes exceeds 65535"));
-  }
-  if (name.find('\0') != absl::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("zip entry name '", Printable(name), "' holds a NUL byte"));
-  }
-  for (const Written& written : written_) {
-    if (written.name == name) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("zip entry '", Printable(name), "' is written twice"));
-    }
-  }
-
-  const uint64_t offset = out_.size();
-  const uint64_t size = data.size();
-  const uint32_t crc = Crc32(data);
-  const bool zip64 = options_.force_zip64 || size >= kMax32;
-  bool ascii = true;
-  for (char c : name) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
-
-  std::string header;
-  Put32(header, kLocalHeaderSignature);
-  Put16(header, zip64 ? 45 : 20);  // version needed: 4.5 for ZIP64
-  Put16(header, ascii ? 0 : kFlagUtf8);
-  Put16(header, kMethodStored);
-  Put16(header, 0);  // time
-  Put16(header, kDosDate);
-  Put32(header, crc);
-  Put32(header, zip64 ? kMax32 : static_cast<uint32_t>(size));
-  Put32(header, zip64 ? kMax32 : static_cast<uint32_t>(size));
-  Put16(header, static_cast<uint16_t>(name.size()));
-  const size_t extra_length_at = header.size();
-  Put16(header, 0);  // extra length, filled below
-  header.append(name.data(), name.size());
-  const size_t extra_begin = header.size();
-  if (zip64) {
-    Put16(header, kZip64ExtraId);
-    Put16(header, 16);
-    Put64(header, size);
-    Put64(header, size);
-  }
-  // PyTorch's padding: an 'FB' field whose length brings the data to the alignment.
-  const uint64_t unpadded = offset + header.size() + 4;
-  const uint64_t padding = (kZipDataAlignment - unpadded % kZipDataAlignment) % kZipDataAlignment;
-  header += "FB";
-  Put16(header, static_cast<uint16_t>(padding));
-  header.append(padding, 'Z');
-  const size_t extra_length = header.size() - extra_begin;
-  header[extra_length_at] = static_cast<char>(extra_length & 0xFF);
-  header[extra_length_at + 1] = static_cast<char>(extra_length >> 8);
-
-  absl::Status status = out_.Append(header.data(), header.size());
-  if (status.ok() && !data.empty()) status = out_.Append(data);
-  if (!status.ok()) return Fail(status);
-  combined_crc32_ = static_cast<uint32_t>(::crc32_combine(combined_crc32_, crc, size));
-  written_.push_back(Written{std::string(name), offset, size, crc});
-  return absl::OkStatus();
-}
-
-absl::Status ZipWriter::Finish() {
-  if (!error_.ok()) return error_;
-  if (finished_) return absl::FailedPreconditionError("zip archive is already finished");
-  const uint64_t directory_offset = out_.size();
-  std::string directory;
-  for (const Written& entry : written_) {
-    const bool size64 = options_.force_zip64 || entry.size >= kMax32;
-    const bool offset64 = options_.force_zip64 || entry.local_header_offset >= kMax32;
-    bool ascii = true;
-    for (char c : entry.name) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
-    std::string extra;
-    if (size64 || offset64) {
-      Put16(extra, kZip64ExtraId);
-      Put16(extra, static_cast<uint16_t>((size64 ? 16 : 0) + (offset64 ? 8 : 0)));
-      if (size64) {
-        Put64(extra, entry.size);
-        Put64(extra, entry.size);
-      }
-      if (offset64) Put64(extra, entry.local_header_offset);
-    }
-    const uint16_t version = (size64 || offset64) ? 45 : 20;
-    Put32(directory, kCentralHeaderSignature);
-    Put16(directory, version);  // made by: MS-DOS attributes, this version
-    Put16(directory, version);
-    Put16(directory, ascii ? 0 : kFlagUtf8);
-    Put16(directory, kMethodStored);
-    Put16(directory, 0);
-    Put16(directory, kDosDate);
-    Put32(directory, entry.crc32);
-    Put32(directory, size64 ? kMax32 : static_cast<uint32_t>(entry.size));
-    Put32(directory, size64 ? kMax32 : static_cast<uint32_t>(entry.size));
-    Put16(directory, static_cast<uint16_t>(entry.name.size()));
-    Put16(directory, static_cast<uint16_t>(extra.size()));
-    Put16(directory, 0);  // comment
-    Put16(directory, 0);  // disk
-    Put16(directory, 0);  // internal attributes
-    Put32(directory, 0);  // external attributes
-    Put32(directory, offset64 ? kMax32 : static_cast<uint32_t>(entry.local_header_offset));
-    directory += entry.name;
-    directory += extra;
-  }
-  const uint64_t count = written_.size();
-  const uint64_t directory_size = directory.size();
-  const bool zip64_end = options_.force_zip64 || count >= kMax16 || directory_size >= kMax32 ||
-                         directory_offset >= kMax32;
-  std::string end;
-  if (zip64_end) {
-    const uint64_t zip64_offset = directory_offset + directory_size;
-    Put32(end, kZip64EndSignature);
-    Put64(end, kZip64EndSize - 12);
-    Put16(end, 45);
-    Put16(end, 45);
-    Put32(end, 0);
-    Put32(end, 0);
-    Put64(end, count);
-    Put64(end, count);
-    Put64(end, directory_size);
-    Put64(end, directory_offset);
-    Put32(end, kZip64LocatorSignature);
-    Put32(end, 0);
-    Put64(end, zip64_offset);
-    Put32(end, 1);
-  }
-  Put32(end, kEndSignature);
-  Put16(end, 0);
-  Put16(end, 0);
-  Put16(end, zip64_end ? kMax16 : static_cast<uint16_t>(count));
-  Put16(end, zip64_end ? kMax16 : static_cast<uint16_t>(count));
-  Put32(end, zip64_end ? kMax32 : static_cast<uint32_t>(directory_size));
-  Put32(end, zip64_end ? kMax32 : static_cast<uint32_t>(directory_offset));
-  Put16(end, 0);  // comment
-  directory += end;
-  absl::Status status = out_.Append(directory.data(), directory.size());
-  if (!status.ok()) return Fail(status);
-  finished_ = true;
-  return absl::OkStatus();
-}
-
-}  // namespace paramd::io
+}  // namespace paramd::zip

@@ -1,0 +1,89 @@
+// paramctl's command-line parser: global flags, the command, its positionals and flags.
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "client/cli/command.h"
+
+namespace paramd::cli {
+
+const std::vector<FlagSpec>& GlobalFlags() {
+  static const std::vector<FlagSpec> kFlags = {
+      {"server", "ADDR", "the daemon's address (default: $PARAMD_SERVER, else 127.0.0.1:50051)"},
+      {"json", nullptr, "print machine-readable JSON instead of text"},
+      {"timeout", "SECONDS", "deadline of each unary call (default 30; 0 = none)"},
+      {"help", nullptr, "show help (for the command, when one is given)"},
+  };
+  return kFlags;
+}
+
+namespace {
+
+const FlagSpec* FindFlag(const std::vector<FlagSpec>& flags, absl::string_view name) {
+  for (const FlagSpec& flag : flags) {
+    if (name == flag.name) return &flag;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+// Parses `argv` after the program name: global flags anywhere, the command (the first
+// positional), then the command's positionals and flags. `--flag=value` and
+// `--flag value` both work; after `--` everything is positional.
+absl::StatusOr<std::pair<const Command*, Args>> ParseCommandLine(
+    const std::vector<std::string>& argv) {
+  const Command* command = nullptr;
+  Args args;
+  bool flags_done = false;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& arg = argv[i];
+    if (!flags_done && arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    if (!flags_done && (absl::StartsWith(arg, "--") || arg == "-h")) {
+      std::string name = arg == "-h" ? "help" : arg.substr(2);
+      std::optional<std::string> inline_value;
+      if (const size_t eq = name.find('='); eq != std::string::npos) {
+        inline_value = name.substr(eq + 1);
+        name.resize(eq);
+      }
+      const FlagSpec* flag = FindFlag(GlobalFlags(), name);
+      if (flag == nullptr && command != nullptr) flag = FindFlag(command->flags, name);
+      if (flag == nullptr) {
+        return UsageError(
+            command == nullptr
+                ? absl::StrCat("unknown flag --", name, " before the command")
+                : absl::StrCat("unknown flag --", name, " for '", command->name, "'"));
+      }
+      if (flag->value_name == nullptr) {
+        if (inline_value) return UsageError(absl::StrCat("--", name, " takes no value"));
+        args.flags[name] = "";
+      } else if (inline_value) {
+        args.flags[name] = *inline_value;
+      } else if (i + 1 < argv.size()) {
+        args.flags[name] = argv[++i];
+      } else {
+        return UsageError(absl::StrCat("--", name, " needs a value (", flag->value_name, ")"));
+      }
+      continue;
+    }
+    if (command == nullptr) {
+      command = FindCommand(arg);
+      if (command == nullptr) {
+        return UsageError(absl::StrCat("unknown command '", arg, "'"));
+      }
+      continue;
+    }
+    args.positional.push_back(arg);
+  }
+  return std::make_pair(command, std::move(args));
+}
+
+}  // namespace paramd::cli
