@@ -1,4 +1,5 @@
-// The convolutions: nn.Conv2d, weight [out_channels, in_channels / groups, *kernel_size]
+// The convolutions: nn.Conv1d and nn.Conv2d, weight [out_channels, in_channels / groups,
+// *kernel_size]
 // and an optional bias [out_channels]; forward with zero padding (numbers, 'same' or
 // 'valid'). The arguments, checks, init, repr and forward are written once over the number
 // of spatial dimensions.
@@ -293,6 +294,20 @@ absl::StatusOr<Tensor> ConvForward(const ConvArgs& args, const LayerCall& call,
 }
 
 }  // namespace
+
+const LayerDef& Conv1dLayer() {
+  static const LayerDef* const def = MakeLayer<ConvArgs>({
+      .type = "Conv1d",
+      .parse = &ParseConv<1>,
+      .init = &InitConv,
+      .extra_repr = &ConvExtraRepr<1>,
+      .forward = &ConvForward,
+      .attributes = {"in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                     "transposed", "output_padding", "groups", "padding_mode",
+                     "_reversed_padding_repeat_twice"},
+  });
+  return *def;
+}
 
 const LayerDef& Conv2dLayer() {
   static const LayerDef* const def = MakeLayer<ConvArgs>({

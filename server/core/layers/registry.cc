@@ -14,6 +14,7 @@ namespace paramd::core {
 
 // Each built-in's accessor, defined in its family's file (layers/<family>.cc).
 const LayerDef& LinearLayer();             // linear.cc
+const LayerDef& Conv1dLayer();             // conv.cc
 const LayerDef& Conv2dLayer();             // conv.cc
 const LayerDef& MaxPool2dLayer();          // pooling.cc
 const LayerDef& AvgPool2dLayer();          // pooling.cc
@@ -37,9 +38,10 @@ const LayerDef& ModuleListLayer();         // containers.cc
 const LayerDef& ModuleDictLayer();         // containers.cc
 
 const std::vector<const LayerDef*>& AllLayers() {
-  // DESIGN.md section 6 order.
+  // DESIGN.md section 6 order, Conv1d beside Conv2d.
   static const auto* const layers = new std::vector<const LayerDef*>{
       &LinearLayer(),
+      &Conv1dLayer(),
       &Conv2dLayer(),
       &MaxPool2dLayer(),
       &AvgPool2dLayer(),
