@@ -1,13 +1,16 @@
 // The typed-layer glue the family files build their definitions with (LayerSpec,
-// MakeLayer), and the helpers they share. Internal to
-// server/core: the rest of the server finds layers through FindLayer.
+// MakeLayer), and the helpers they share. Internal to server/core: the rest of the server
+// finds layers through FindLayer.
 // Thread-safe: every definition is created once on first use and never changes.
 #pragma once
 
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"

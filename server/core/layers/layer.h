@@ -124,7 +124,7 @@ struct LayerDef {
 
 // The definition of `type`, or null when it is not a built-in.
 const LayerDef* FindLayer(absl::string_view type);
-// Every built-in, in the order DESIGN.md lists them.
+// Every built-in, in the order DESIGN.md lists them (Conv1d beside Conv2d).
 const std::vector<const LayerDef*>& AllLayers();
 
 }  // namespace paramd::core
