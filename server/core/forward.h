@@ -1,7 +1,8 @@
 // Forward passes: runs a module tree on named input tensors with PyTorch's semantics for
 // every built-in module (DESIGN.md section 6) and the forward programs of custom
-// containers. The math runs on the backend of the model's device (kernels/ops.h); this
-// file owns the PyTorch-side argument checks, output shapes and error messages.
+// containers. The math runs on the backend of the model's device (kernels/ops.h); the
+// PyTorch-side checks, output shapes and error messages live with each layer (layers/),
+// the runner (runner.h) and the program engine (program.h).
 //
 // Ownership: the result's tensors are new storages that nothing else reaches; inputs and
 // the module's tensors are only read. Forward never mutates the module tree: BatchNorm's

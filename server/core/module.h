@@ -20,6 +20,7 @@
 namespace paramd::core {
 
 struct LayerDef;
+class LayerArgs;
 
 class Module {
  public:
@@ -34,6 +35,9 @@ class Module {
   const LayerDef* layer() const { return layer_; }
   const nlohmann::ordered_json& args() const { return args_; }
   void SetArgs(nlohmann::ordered_json args) { args_ = std::move(args); }
+  // The typed arguments its layer parsed (layers/layer.h), or null before it built.
+  const LayerArgs* layer_args() const { return layer_args_.get(); }
+  void SetLayerArgs(std::shared_ptr<const LayerArgs> args) { layer_args_ = std::move(args); }
   // `Module._version`: 1, or 2 for BatchNorm (recorded in state_dict's _metadata).
   int version() const;
 
@@ -89,6 +93,7 @@ class Module {
   std::string type_;
   const LayerDef* layer_ = nullptr;
   nlohmann::ordered_json args_ = nlohmann::ordered_json::object();
+  std::shared_ptr<const LayerArgs> layer_args_;
   nlohmann::json forward_;
   bool training_ = true;
   OrderedMap<std::shared_ptr<Parameter>> parameters_;

@@ -119,6 +119,15 @@ CASES = [
     ("conv2d_depthwise_unbatched", lambda: nn.Conv2d(3, 3, 3, padding=1, groups=3, bias=False),
      layer("Conv2d", in_channels=3, out_channels=3, kernel_size=3, padding=1, groups=3,
            bias=False), lambda: randn(3, 7, 7), "eval"),
+    ("conv1d", lambda: nn.Conv1d(3, 8, 3), layer("Conv1d", in_channels=3, out_channels=8,
+                                                 kernel_size=3), lambda: randn(2, 3, 10), "eval"),
+    ("conv1d_stride_pad_dilation_groups",
+     lambda: nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
+     layer("Conv1d", in_channels=4, out_channels=6, kernel_size=[3], stride=2, padding=[2],
+           dilation=2, groups=2), lambda: randn(2, 4, 13), "eval"),
+    ("conv1d_same_unbatched", lambda: nn.Conv1d(2, 3, 4, padding="same", bias=False),
+     layer("Conv1d", in_channels=2, out_channels=3, kernel_size=4, padding="same", bias=False),
+     lambda: randn(2, 9), "eval"),
     ("maxpool2d", lambda: nn.MaxPool2d(3, stride=2, padding=1),
      layer("MaxPool2d", kernel_size=3, stride=2, padding=1), lambda: randn(2, 3, 9, 8), "eval"),
     ("maxpool2d_ceil_dilation", lambda: nn.MaxPool2d(2, stride=2, dilation=2, ceil_mode=True),
@@ -315,3 +324,19 @@ def test_shape_error_names_module_and_expected_shape(daemon, tmp_path):
         MyModel()(randn(1, 3, 28, 28))
     # torch's own sentence, after paramd's module prefix.
     assert str(torch_error.value).split(",")[0] in result.stderr
+
+
+def test_conv1d_repr_matches_torch(daemon, tmp_path):
+    """DescribeModel's repr of Conv1d prints its one-element tuples as torch does."""
+    module = nn.Sequential(nn.Conv1d(3, 8, 3),
+                           nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2,
+                                     bias=False),
+                           nn.Conv1d(2, 3, 4, padding="same"))
+    spec = {"type": "Sequential", "children": [
+        layer("Conv1d", in_channels=3, out_channels=8, kernel_size=3),
+        layer("Conv1d", in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=2,
+              dilation=2, groups=2, bias=False),
+        layer("Conv1d", in_channels=2, out_channels=3, kernel_size=4, padding="same")]}
+    Remote(daemon, tmp_path, "conv1d_repr", module, spec)
+    described = json.loads(daemon.paramctl("--json", "describe", "conv1d_repr").stdout)
+    assert described["repr"] == repr(module)

@@ -269,6 +269,12 @@ absl::StatusOr<DType> ArgReader::Dtype() {
   return *dtype;
 }
 
+const nlohmann::ordered_json& ArgReader::Recorded(absl::string_view name) const {
+  static const auto* const kNull = new nlohmann::ordered_json();
+  auto it = normalized_.find(std::string(name));
+  return it == normalized_.end() ? *kNull : *it;
+}
+
 void ArgReader::Put(absl::string_view name, nlohmann::ordered_json value) {
   normalized_[std::string(name)] = std::move(value);
 }

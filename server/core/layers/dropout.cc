@@ -5,22 +5,33 @@
 #include "base/status_macros.h"
 #include "server/core/layers/builtin.h"
 #include "server/core/py_format.h"
+#include "server/core/runner.h"
 
 namespace paramd::core {
 namespace {
 
-absl::Status BuildDropout(ArgReader& args, Module& module, InitRng& rng) {
-  PARAMD_ASSIGN_OR_RETURN(const double p, args.Float("p", 0.5));
-  PARAMD_RETURN_IF_ERROR(args.Bool("inplace", false).status());
+struct DropoutArgs {
+  double p = 0.5;
+  bool inplace = false;
+};
+
+absl::StatusOr<DropoutArgs> ParseDropout(ArgReader& args) {
+  DropoutArgs parsed;
+  PARAMD_ASSIGN_OR_RETURN(parsed.p, args.Float("p", parsed.p));
+  PARAMD_ASSIGN_OR_RETURN(parsed.inplace, args.Bool("inplace", parsed.inplace));
   PARAMD_RETURN_IF_ERROR(args.CheckAllConsumed());
-  nlohmann::ordered_json normalized = args.TakeNormalized();
   // _DropoutNd.__init__'s check; `{p}` prints the value as given (1.5, or 2 for an int).
-  if (!(p >= 0.0 && p <= 1.0)) {
+  if (!(parsed.p >= 0.0 && parsed.p <= 1.0)) {
     return args.Error("p", absl::StrCat("dropout probability has to be between 0 and 1, but got ",
-                                        PyRepr(normalized["p"])));
+                                        PyRepr(args.Recorded("p"))));
   }
-  module.SetArgs(std::move(normalized));
-  return absl::OkStatus();
+  return parsed;
+}
+
+// The identity in eval mode; in training mode a mask drawn from the pass's seed.
+absl::StatusOr<Tensor> DropoutForward(const DropoutArgs& args, const LayerCall& call,
+                                      const Tensor& input) {
+  return call.runner.ApplyDropout(input, args.p);
 }
 
 std::string DropoutExtraRepr(const Module& module) {
@@ -31,12 +42,13 @@ std::string DropoutExtraRepr(const Module& module) {
 }  // namespace
 
 const LayerDef& DropoutLayer() {
-  static const auto* const def = new LayerDef{
+  static const LayerDef* const def = MakeLayer<DropoutArgs>({
       .type = "Dropout",
-      .build = &BuildDropout,
+      .parse = &ParseDropout,
       .extra_repr = &DropoutExtraRepr,
+      .forward = &DropoutForward,
       .attributes = {"p", "inplace"},
-  };
+  });
   return *def;
 }
 

@@ -1,5 +1,6 @@
 // nn.Embedding: weight [num_embeddings, embedding_dim] drawn from N(0, 1), with the
 // padding_idx row zeroed.
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -7,23 +8,38 @@
 #include "server/core/init.h"
 #include "server/core/layers/builtin.h"
 #include "server/core/py_format.h"
+#include "server/core/runner.h"
 
 namespace paramd::core {
 namespace {
 
-absl::Status BuildEmbedding(ArgReader& args, Module& module, InitRng& rng) {
-  PARAMD_ASSIGN_OR_RETURN(const int64_t num_embeddings, args.Int("num_embeddings"));
-  PARAMD_ASSIGN_OR_RETURN(const int64_t embedding_dim, args.Int("embedding_dim"));
-  PARAMD_ASSIGN_OR_RETURN(std::optional<int64_t> padding_idx,
-                          args.OptionalInt("padding_idx", std::nullopt));
-  PARAMD_RETURN_IF_ERROR(args.OptionalFloat("max_norm", std::nullopt).status());
-  PARAMD_RETURN_IF_ERROR(args.Float("norm_type", 2.0).status());
-  PARAMD_RETURN_IF_ERROR(args.Bool("scale_grad_by_freq", false).status());
-  PARAMD_RETURN_IF_ERROR(args.Bool("sparse", false).status());
-  PARAMD_ASSIGN_OR_RETURN(const DType dtype, args.Dtype());
+struct EmbeddingArgs {
+  int64_t num_embeddings = 0;          // required
+  int64_t embedding_dim = 0;           // required
+  std::optional<int64_t> padding_idx;  // wrapped into [0, num_embeddings)
+  std::optional<double> max_norm;
+  double norm_type = 2.0;
+  bool scale_grad_by_freq = false;
+  bool sparse = false;
+  DType dtype = DType::kFloat32;
+};
+
+absl::StatusOr<EmbeddingArgs> ParseEmbedding(ArgReader& args) {
+  EmbeddingArgs parsed;
+  PARAMD_ASSIGN_OR_RETURN(parsed.num_embeddings, args.Int("num_embeddings"));
+  PARAMD_ASSIGN_OR_RETURN(parsed.embedding_dim, args.Int("embedding_dim"));
+  PARAMD_ASSIGN_OR_RETURN(parsed.padding_idx, args.OptionalInt("padding_idx", parsed.padding_idx));
+  PARAMD_ASSIGN_OR_RETURN(parsed.max_norm, args.OptionalFloat("max_norm", parsed.max_norm));
+  PARAMD_ASSIGN_OR_RETURN(parsed.norm_type, args.Float("norm_type", parsed.norm_type));
+  PARAMD_ASSIGN_OR_RETURN(parsed.scale_grad_by_freq,
+                          args.Bool("scale_grad_by_freq", parsed.scale_grad_by_freq));
+  PARAMD_ASSIGN_OR_RETURN(parsed.sparse, args.Bool("sparse", parsed.sparse));
+  PARAMD_ASSIGN_OR_RETURN(parsed.dtype, args.Dtype());
   PARAMD_RETURN_IF_ERROR(args.CheckAllConsumed());
 
   // Embedding.__init__'s assertions, before the weight is created.
+  std::optional<int64_t>& padding_idx = parsed.padding_idx;
+  const int64_t num_embeddings = parsed.num_embeddings;
   if (padding_idx.has_value()) {
     if (*padding_idx > 0 && *padding_idx >= num_embeddings) {
       return args.Error("padding_idx", "Padding_idx must be within num_embeddings");
@@ -36,15 +52,19 @@ absl::Status BuildEmbedding(ArgReader& args, Module& module, InitRng& rng) {
       args.Put("padding_idx", *padding_idx);
     }
   }
-  const Shape shape = {num_embeddings, embedding_dim};
-  PARAMD_RETURN_IF_ERROR(CheckNoNegativeDimension(shape));
-  PARAMD_RETURN_IF_ERROR(RequireFloatingDType(args, "Embedding", dtype));
-  module.SetArgs(args.TakeNormalized());
+  PARAMD_RETURN_IF_ERROR(CheckNoNegativeDimension({num_embeddings, parsed.embedding_dim}));
+  PARAMD_RETURN_IF_ERROR(RequireFloatingDType(args, "Embedding", parsed.dtype));
+  return parsed;
+}
 
-  PARAMD_ASSIGN_OR_RETURN(Tensor weight, InitNormal(rng, dtype, shape, 0.0, 1.0));
+absl::Status InitEmbedding(const EmbeddingArgs& args, Module& module, InitRng& rng) {
+  const DType dtype = args.dtype;
+  PARAMD_ASSIGN_OR_RETURN(
+      Tensor weight, InitNormal(rng, dtype, {args.num_embeddings, args.embedding_dim}, 0.0, 1.0));
   // padding_idx 0 with num_embeddings 0 passes PyTorch's assertions but has no row to zero
   // (PyTorch then fails with an index error); only an existing row is zeroed here.
-  if (padding_idx.has_value() && *padding_idx < num_embeddings) {
+  const std::optional<int64_t>& padding_idx = args.padding_idx;
+  if (padding_idx.has_value() && *padding_idx < args.num_embeddings) {
     PARAMD_ASSIGN_OR_RETURN(const Tensor row, weight.Select(*padding_idx));
     PARAMD_ASSIGN_OR_RETURN(const Tensor zero, Tensor::Full(dtype, {}, 0.0));
     PARAMD_RETURN_IF_ERROR(CopyConvert(zero, row));
@@ -70,16 +90,50 @@ std::string EmbeddingExtraRepr(const Module& module) {
   return out;
 }
 
+absl::StatusOr<Tensor> EmbeddingForward(const EmbeddingArgs& args, const LayerCall& call,
+                                        const Tensor& input) {
+  Runner& run = call.runner;
+  if (input.dtype() != DType::kInt64 && input.dtype() != DType::kInt32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Expected tensor for argument #1 'indices' to have one of the following scalar types: "
+        "Long, Int; but got torch.",
+        ScalarTypeName(input.dtype()), "Tensor instead (while checking arguments for embedding)"));
+  }
+  if (args.max_norm.has_value()) {
+    return absl::UnimplementedError(
+        "max_norm is not supported by paramd's forward: PyTorch renormalises the weight in "
+        "place during forward; renormalise it on the client and set max_norm=None");
+  }
+  const Tensor weight = ParameterOf(call.module, "weight");
+  if (!weight.defined() || weight.dim() != 2) {
+    return absl::InvalidArgumentError("weight must be 2-D");
+  }
+  PARAMD_ASSIGN_OR_RETURN(Tensor indices, run.Contiguous(input));
+  PARAMD_ASSIGN_OR_RETURN(Tensor w, run.Contiguous(weight));
+  Shape shape = indices.shape();
+  shape.push_back(weight.shape()[1]);
+  if (static_cast<int64_t>(shape.size()) > kernels::kMaxRank) {
+    return absl::UnimplementedError(
+        absl::StrCat("tensors of more than ", kernels::kMaxRank, " dimensions are not supported"));
+  }
+  PARAMD_ASSIGN_OR_RETURN(Tensor out, run.Empty(weight.dtype(), shape));
+  PARAMD_RETURN_IF_ERROR(run.backend().Embedding(
+      {.weight = ConstView(w), .indices = ConstView(indices), .output = MutableView(out)}));
+  return out;
+}
+
 }  // namespace
 
 const LayerDef& EmbeddingLayer() {
-  static const auto* const def = new LayerDef{
+  static const LayerDef* const def = MakeLayer<EmbeddingArgs>({
       .type = "Embedding",
-      .build = &BuildEmbedding,
+      .parse = &ParseEmbedding,
+      .init = &InitEmbedding,
       .extra_repr = &EmbeddingExtraRepr,
+      .forward = &EmbeddingForward,
       .attributes = {"num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm_type",
                      "scale_grad_by_freq", "sparse"},
-  };
+  });
   return *def;
 }
 

@@ -5,16 +5,22 @@
 #include "base/status_macros.h"
 #include "server/core/layers/builtin.h"
 #include "server/core/py_format.h"
+#include "server/core/runner.h"
 
 namespace paramd::core {
 namespace {
 
-absl::Status BuildFlatten(ArgReader& args, Module& module, InitRng& rng) {
-  PARAMD_RETURN_IF_ERROR(args.Int("start_dim", 1).status());
-  PARAMD_RETURN_IF_ERROR(args.Int("end_dim", -1).status());
+struct FlattenArgs {
+  int64_t start_dim = 1;
+  int64_t end_dim = -1;
+};
+
+absl::StatusOr<FlattenArgs> ParseFlatten(ArgReader& args) {
+  FlattenArgs parsed;
+  PARAMD_ASSIGN_OR_RETURN(parsed.start_dim, args.Int("start_dim", parsed.start_dim));
+  PARAMD_ASSIGN_OR_RETURN(parsed.end_dim, args.Int("end_dim", parsed.end_dim));
   PARAMD_RETURN_IF_ERROR(args.CheckAllConsumed());
-  module.SetArgs(args.TakeNormalized());
-  return absl::OkStatus();
+  return parsed;
 }
 
 std::string FlattenExtraRepr(const Module& module) {
@@ -22,31 +28,40 @@ std::string FlattenExtraRepr(const Module& module) {
                       ", end_dim=", PyRepr(ArgOf(module, "end_dim")));
 }
 
+absl::StatusOr<Tensor> FlattenForward(const FlattenArgs& args, const LayerCall& call,
+                                      const Tensor& x) {
+  return call.runner.ApplyFlatten(x, args.start_dim, args.end_dim);
+}
+
+struct IdentityArgs {};
+
 // Identity(*args, **kwargs) takes anything and keeps nothing, so a spec may pass the
 // arguments of the layer it stands in for.
-absl::Status BuildIdentity(ArgReader& args, Module& module, InitRng& rng) {
-  return absl::OkStatus();
+absl::StatusOr<IdentityArgs> ParseIdentity(ArgReader& args) { return IdentityArgs(); }
+
+absl::StatusOr<Tensor> IdentityForward(const IdentityArgs&, const LayerCall&, const Tensor& x) {
+  return x;
 }
 
 }  // namespace
 
 const LayerDef& FlattenLayer() {
-  static const auto* const def = new LayerDef{
+  static const LayerDef* const def = MakeLayer<FlattenArgs>({
       .type = "Flatten",
-      .build = &BuildFlatten,
+      .parse = &ParseFlatten,
       .extra_repr = &FlattenExtraRepr,
+      .forward = &FlattenForward,
       .attributes = {"start_dim", "end_dim"},
-  };
+  });
   return *def;
 }
 
 const LayerDef& IdentityLayer() {
-  static const auto* const def = new LayerDef{
+  static const LayerDef* const def = MakeLayer<IdentityArgs>({
       .type = "Identity",
-      .build = &BuildIdentity,
-      .extra_repr = nullptr,
-      .attributes = {},
-  };
+      .parse = &ParseIdentity,
+      .forward = &IdentityForward,
+  });
   return *def;
 }
 

@@ -1,17 +1,23 @@
 // The definition of one built-in module type (Linear, Conv2d, ...): how it reads its
 // constructor arguments, which parameters and buffers it creates and how it initialises
-// them, and how it prints. Definitions are plain data in a table (layers/registry.cc).
+// them, how it prints and how it runs forward. Each layer family's file builds its
+// definitions (layers/builtin.h: MakeLayer); the table in layers/registry.cc lists them.
+// docs/adding-a-layer.md walks through adding one.
 // Thread-safe: definitions are immutable.
 #pragma once
 
-#include "absl/strings/string_view.h"
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/ops.h"
 #include "nlohmann/json.hpp"
 #include "base/dtype.h"
+#include "server/core/tensor.h"
 
 namespace paramd::core {
 
@@ -51,6 +57,9 @@ class ArgReader {
   // An INVALID_ARGUMENT at this argument's path.
   absl::Status Error(absl::string_view name, absl::string_view message) const;
 
+  // The normalised value recorded for `name` so far (null when none was).
+  const nlohmann::ordered_json& Recorded(absl::string_view name) const;
+
   nlohmann::ordered_json TakeNormalized() { return std::move(normalized_); }
 
  private:
@@ -63,27 +72,59 @@ class ArgReader {
   nlohmann::ordered_json normalized_ = nlohmann::ordered_json::object();
 };
 
+class Runner;
+
+// The parsed, checked constructor arguments of one built-in module. Each layer's Args
+// struct is held through this base (see TypedLayerArgs in layers/builtin.h), immutable and
+// shared by every copy of the module, so forward reads typed fields and never re-parses
+// JSON. Note [Two forms of layer arguments] in layers/builtin.h says why the normalised
+// JSON stays beside it.
+class LayerArgs {
+ public:
+  virtual ~LayerArgs() = default;
+};
+
+// One call of a built-in layer's forward: the runner of the pass, the module and its
+// dotted path (for buffer update names), and for a layer that fuses one (Linear) the
+// activation to apply as its GEMM epilogue.
+struct LayerCall {
+  Runner& runner;
+  const Module& module;
+  const std::string& path;
+  kernels::UnaryOp epilogue = kernels::UnaryOp::kIdentity;
+};
+
 struct LayerDef {
   absl::string_view type;
   // Module._version (BatchNorm's is 2).
   int module_version = 1;
   // BatchNorm: a missing num_batches_tracked is filled when the checkpoint's version < 2.
   bool fills_num_batches_tracked = false;
-  // Reads the arguments, then registers the parameters and buffers on `module`, drawing
-  // initial values from `rng` in PyTorch's reset_parameters order.
-  absl::Status (*build)(ArgReader& args, Module& module, InitRng& rng);
-  // PyTorch's extra_repr for this type, from the normalised arguments.
-  std::string (*extra_repr)(const Module& module);
+  // Reads and checks the arguments, records the typed and the normalised arguments on
+  // `module`, then registers the parameters and buffers, drawing initial values from `rng`
+  // in PyTorch's reset_parameters order.
+  std::function<absl::Status(ArgReader& args, Module& module, InitRng& rng)> build;
+  // PyTorch's extra_repr for this type, from the normalised arguments; null prints nothing.
+  std::function<std::string(const Module& module)> extra_repr;
+  // The module's forward on one input, with PyTorch's checks and messages (the runner adds
+  // the module's path). Null for ModuleList and ModuleDict, which have none.
+  std::function<absl::StatusOr<Tensor>(const LayerCall& call, const Tensor& input)> forward;
+  // The activation this module computes when a preceding GEMM may fuse it in its place
+  // (ReLU, GELU); null otherwise.
+  std::function<std::optional<kernels::UnaryOp>(const Module& module)> gemm_epilogue;
+  // forward honours LayerCall::epilogue (Linear).
+  bool fuses_epilogue = false;
   // Instance attributes the PyTorch constructor sets besides registered tensors
   // (`in_features`, `eps`, ...), which `hasattr` sees.
   std::vector<absl::string_view> attributes;
-  // Containers whose children come from the spec's "children" list.
+  // Containers whose children come from the spec's "children" list. Their forward labels
+  // its own errors: the runner does not prefix them.
   bool is_container = false;
 };
 
 // The definition of `type`, or null when it is not a built-in.
 const LayerDef* FindLayer(absl::string_view type);
-// Every built-in, in the order DESIGN.md lists them.
+// Every built-in, in the order DESIGN.md lists them (Conv1d beside Conv2d).
 const std::vector<const LayerDef*>& AllLayers();
 
 }  // namespace paramd::core

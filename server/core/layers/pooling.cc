@@ -4,6 +4,7 @@
 // PyTorch accepts any sizes at construction and checks them when the pool first runs. A
 // spec whose pool can never run is refused here instead, with the text of those checks
 // (ATen's pooling_output_shape and pool2d_shape_check).
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "base/status_macros.h"
 #include "server/core/layers/builtin.h"
 #include "server/core/py_format.h"
+#include "server/core/runner.h"
 
 namespace paramd::core {
 namespace {
@@ -27,6 +29,19 @@ absl::Status RejectNoneElements(const ArgReader& args, absl::string_view type,
     }
   }
   return absl::OkStatus();
+}
+
+// ATen's pooling_output_shape.
+int64_t PoolingOutputShape(int64_t size, int64_t kernel, int64_t pad, int64_t stride,
+                           int64_t dilation, bool ceil_mode) {
+  const int64_t numerator =
+      size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  // Rounds toward negative infinity, as ATen's div_rtn.
+  int64_t out = numerator / stride;
+  if ((numerator % stride != 0) && ((numerator < 0) != (stride < 0))) --out;
+  out += 1;
+  if (ceil_mode && (out - 1) * stride >= size + pad) --out;
+  return out;
 }
 
 // `values` are (height, width) pairs.
@@ -66,52 +81,79 @@ absl::Status CheckPoolSizes(const ArgReader& args, const std::vector<int64_t>& k
 // `stride=None` means the kernel size; PyTorch stores the kernel_size value as given
 // (`self.stride = stride if (stride is not None) else kernel_size`), which extra_repr
 // then prints.
-nlohmann::ordered_json WithDefaultStride(nlohmann::ordered_json normalized) {
-  if (normalized.is_object() && normalized["stride"].is_null()) {
-    normalized["stride"] = normalized["kernel_size"];
-  }
-  return normalized;
+void RecordDefaultStride(ArgReader& args) {
+  if (args.Recorded("stride").is_null()) args.Put("stride", args.Recorded("kernel_size"));
 }
 
-absl::Status BuildMaxPool2d(ArgReader& args, Module& module, InitRng& rng) {
-  PARAMD_ASSIGN_OR_RETURN(const std::vector<int64_t> kernel, args.IntOrTuple("kernel_size", 2));
-  PARAMD_ASSIGN_OR_RETURN(std::vector<int64_t> stride, args.IntOrTuple("stride", 2, nullptr));
-  PARAMD_ASSIGN_OR_RETURN(const std::vector<int64_t> padding, args.IntOrTuple("padding", 2, 0));
-  PARAMD_ASSIGN_OR_RETURN(const std::vector<int64_t> dilation, args.IntOrTuple("dilation", 2, 1));
-  PARAMD_RETURN_IF_ERROR(args.Bool("return_indices", false).status());
-  PARAMD_RETURN_IF_ERROR(args.Bool("ceil_mode", false).status());
+struct MaxPool2dArgs {
+  std::vector<int64_t> kernel_size;  // required; (height, width)
+  std::vector<int64_t> stride;       // None: kernel_size
+  std::vector<int64_t> padding = {0, 0};
+  std::vector<int64_t> dilation = {1, 1};
+  bool return_indices = false;
+  bool ceil_mode = false;
+};
+
+absl::StatusOr<MaxPool2dArgs> ParseMaxPool2d(ArgReader& args) {
+  MaxPool2dArgs parsed;
+  PARAMD_ASSIGN_OR_RETURN(parsed.kernel_size, args.IntOrTuple("kernel_size", 2));
+  PARAMD_ASSIGN_OR_RETURN(parsed.stride, args.IntOrTuple("stride", 2, nullptr));
+  PARAMD_ASSIGN_OR_RETURN(parsed.padding, args.IntOrTuple("padding", 2, 0));
+  PARAMD_ASSIGN_OR_RETURN(parsed.dilation, args.IntOrTuple("dilation", 2, 1));
+  PARAMD_ASSIGN_OR_RETURN(parsed.return_indices,
+                          args.Bool("return_indices", parsed.return_indices));
+  PARAMD_ASSIGN_OR_RETURN(parsed.ceil_mode, args.Bool("ceil_mode", parsed.ceil_mode));
   PARAMD_RETURN_IF_ERROR(args.CheckAllConsumed());
-  PARAMD_RETURN_IF_ERROR(RejectNoneElements(args, "MaxPool2d", "stride", stride));
-  if (stride.empty()) stride = kernel;
-  PARAMD_RETURN_IF_ERROR(CheckPoolSizes(args, kernel, stride, padding, dilation));
-  module.SetArgs(WithDefaultStride(args.TakeNormalized()));
-  return absl::OkStatus();
+  PARAMD_RETURN_IF_ERROR(RejectNoneElements(args, "MaxPool2d", "stride", parsed.stride));
+  if (parsed.stride.empty()) parsed.stride = parsed.kernel_size;
+  PARAMD_RETURN_IF_ERROR(
+      CheckPoolSizes(args, parsed.kernel_size, parsed.stride, parsed.padding, parsed.dilation));
+  RecordDefaultStride(args);
+  return parsed;
 }
 
-absl::Status BuildAvgPool2d(ArgReader& args, Module& module, InitRng& rng) {
-  PARAMD_ASSIGN_OR_RETURN(const std::vector<int64_t> kernel, args.IntOrTuple("kernel_size", 2));
-  PARAMD_ASSIGN_OR_RETURN(std::vector<int64_t> stride, args.IntOrTuple("stride", 2, nullptr));
-  PARAMD_ASSIGN_OR_RETURN(const std::vector<int64_t> padding, args.IntOrTuple("padding", 2, 0));
-  PARAMD_RETURN_IF_ERROR(args.Bool("ceil_mode", false).status());
-  PARAMD_RETURN_IF_ERROR(args.Bool("count_include_pad", true).status());
-  PARAMD_ASSIGN_OR_RETURN(const std::optional<int64_t> divisor_override,
-                          args.OptionalInt("divisor_override", std::nullopt));
+struct AvgPool2dArgs {
+  std::vector<int64_t> kernel_size;  // required; (height, width)
+  std::vector<int64_t> stride;       // None: kernel_size
+  std::vector<int64_t> padding = {0, 0};
+  bool ceil_mode = false;
+  bool count_include_pad = true;
+  std::optional<int64_t> divisor_override;
+};
+
+absl::StatusOr<AvgPool2dArgs> ParseAvgPool2d(ArgReader& args) {
+  AvgPool2dArgs parsed;
+  PARAMD_ASSIGN_OR_RETURN(parsed.kernel_size, args.IntOrTuple("kernel_size", 2));
+  PARAMD_ASSIGN_OR_RETURN(parsed.stride, args.IntOrTuple("stride", 2, nullptr));
+  PARAMD_ASSIGN_OR_RETURN(parsed.padding, args.IntOrTuple("padding", 2, 0));
+  PARAMD_ASSIGN_OR_RETURN(parsed.ceil_mode, args.Bool("ceil_mode", parsed.ceil_mode));
+  PARAMD_ASSIGN_OR_RETURN(parsed.count_include_pad,
+                          args.Bool("count_include_pad", parsed.count_include_pad));
+  PARAMD_ASSIGN_OR_RETURN(parsed.divisor_override,
+                          args.OptionalInt("divisor_override", parsed.divisor_override));
   PARAMD_RETURN_IF_ERROR(args.CheckAllConsumed());
-  PARAMD_RETURN_IF_ERROR(RejectNoneElements(args, "AvgPool2d", "stride", stride));
-  if (stride.empty()) stride = kernel;
-  PARAMD_RETURN_IF_ERROR(CheckPoolSizes(args, kernel, stride, padding, {1, 1}));
-  if (divisor_override.has_value() && *divisor_override == 0) {
+  PARAMD_RETURN_IF_ERROR(RejectNoneElements(args, "AvgPool2d", "stride", parsed.stride));
+  if (parsed.stride.empty()) parsed.stride = parsed.kernel_size;
+  PARAMD_RETURN_IF_ERROR(
+      CheckPoolSizes(args, parsed.kernel_size, parsed.stride, parsed.padding, {1, 1}));
+  if (parsed.divisor_override.has_value() && *parsed.divisor_override == 0) {
     return args.Error("divisor_override", "divisor must be not zero");
   }
-  module.SetArgs(WithDefaultStride(args.TakeNormalized()));
-  return absl::OkStatus();
+  RecordDefaultStride(args);
+  return parsed;
 }
 
-absl::Status BuildAdaptiveAvgPool2d(ArgReader& args, Module& module, InitRng& rng) {
+struct AdaptiveAvgPool2dArgs {
+  // (height, width), each a size or kNoneSize (keep the input's size).
+  std::vector<int64_t> output_size;  // required
+};
+
+absl::StatusOr<AdaptiveAvgPool2dArgs> ParseAdaptiveAvgPool2d(ArgReader& args) {
+  AdaptiveAvgPool2dArgs parsed;
   // Optional-style read: a pair may hold None ("keep this input dimension").
-  PARAMD_ASSIGN_OR_RETURN(const std::vector<int64_t> output_size,
-                          args.IntOrTuple("output_size", 2, nullptr));
+  PARAMD_ASSIGN_OR_RETURN(parsed.output_size, args.IntOrTuple("output_size", 2, nullptr));
   PARAMD_RETURN_IF_ERROR(args.CheckAllConsumed());
+  const std::vector<int64_t>& output_size = parsed.output_size;
   if (output_size.empty()) {
     return args.Error("output_size",
                       "missing required argument 'output_size' for AdaptiveAvgPool2d (an integer "
@@ -127,8 +169,7 @@ absl::Status BuildAdaptiveAvgPool2d(ArgReader& args, Module& module, InitRng& rn
                        shown(output_size[0]), ", ", shown(output_size[1]), "}"));
     }
   }
-  module.SetArgs(args.TakeNormalized());
-  return absl::OkStatus();
+  return parsed;
 }
 
 std::string MaxPool2dExtraRepr(const Module& module) {
@@ -149,36 +190,151 @@ std::string AdaptiveAvgPool2dExtraRepr(const Module& module) {
   return absl::StrCat("output_size=", PyRepr(ArgOf(module, "output_size")));
 }
 
+// The [N*C, H, W] check and output shape every 2-D pool shares.
+absl::Status CheckPoolInput(const Tensor& x) {
+  bool ok = x.dim() == 3 || x.dim() == 4;
+  for (int64_t d = x.dim() == 4 ? 1 : 0; ok && d < x.dim(); ++d) ok = x.shape()[d] != 0;
+  if (!ok) {
+    return absl::InvalidArgumentError("non-empty 3D or 4D (batch mode) tensor expected for input");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> PoolOutputShape(const Tensor& x, const std::vector<int64_t>& kernel,
+                                      const std::vector<int64_t>& stride,
+                                      const std::vector<int64_t>& padding,
+                                      const std::vector<int64_t>& dilation, bool ceil_mode) {
+  const int64_t h = x.shape()[x.dim() - 2], w = x.shape()[x.dim() - 1];
+  const int64_t out_h =
+      PoolingOutputShape(h, kernel[0], padding[0], stride[0], dilation[0], ceil_mode);
+  const int64_t out_w =
+      PoolingOutputShape(w, kernel[1], padding[1], stride[1], dilation[1], ceil_mode);
+  const int64_t planes = x.shape()[x.dim() - 3];
+  if (out_h < 1 || out_w < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Given input size: (", planes, "x", h, "x", w, "). Calculated output size: (",
+                     planes, "x", out_h, "x", out_w, "). Output size is too small"));
+  }
+  Shape shape = x.shape();
+  shape[x.dim() - 2] = out_h;
+  shape[x.dim() - 1] = out_w;
+  return shape;
+}
+
+absl::StatusOr<Tensor> MaxPool2dForward(const MaxPool2dArgs& args, const LayerCall& call,
+                                        const Tensor& input) {
+  Runner& run = call.runner;
+  if (args.return_indices) {
+    return absl::UnimplementedError(
+        "return_indices=True is not supported by paramd's forward (it returns a tuple)");
+  }
+  PARAMD_RETURN_IF_ERROR(CheckPoolInput(input));
+  const std::vector<int64_t>& kernel = args.kernel_size;
+  const std::vector<int64_t>& s = args.stride;
+  const std::vector<int64_t>& padding = args.padding;
+  const std::vector<int64_t>& dilation = args.dilation;
+  PARAMD_ASSIGN_OR_RETURN(const Shape shape,
+                          PoolOutputShape(input, kernel, s, padding, dilation, args.ceil_mode));
+  PARAMD_ASSIGN_OR_RETURN(Tensor x, run.Contiguous(input));
+  PARAMD_ASSIGN_OR_RETURN(Tensor out, run.Empty(x.dtype(), shape));
+  if (out.numel() == 0) return out;
+  kernels::MaxPool2dArgs pool{.input = ConstView(x), .output = MutableView(out)};
+  for (int d = 0; d < 2; ++d) {
+    pool.kernel[d] = kernel[d];
+    pool.stride[d] = s[d];
+    pool.padding[d] = padding[d];
+    pool.dilation[d] = dilation[d];
+  }
+  PARAMD_RETURN_IF_ERROR(run.backend().MaxPool2d(pool));
+  return out;
+}
+
+absl::StatusOr<Tensor> AvgPool2dForward(const AvgPool2dArgs& args, const LayerCall& call,
+                                        const Tensor& input) {
+  Runner& run = call.runner;
+  PARAMD_RETURN_IF_ERROR(CheckPoolInput(input));
+  const std::vector<int64_t>& kernel = args.kernel_size;
+  const std::vector<int64_t>& s = args.stride;
+  const std::vector<int64_t>& padding = args.padding;
+  PARAMD_ASSIGN_OR_RETURN(const Shape shape,
+                          PoolOutputShape(input, kernel, s, padding, {1, 1}, args.ceil_mode));
+  PARAMD_ASSIGN_OR_RETURN(Tensor x, run.Contiguous(input));
+  PARAMD_ASSIGN_OR_RETURN(Tensor out, run.Empty(x.dtype(), shape));
+  if (out.numel() == 0) return out;
+  kernels::AvgPool2dArgs pool{.input = ConstView(x),
+                              .output = MutableView(out),
+                              .count_include_pad = args.count_include_pad,
+                              .divisor_override = args.divisor_override.value_or(0)};
+  for (int d = 0; d < 2; ++d) {
+    pool.kernel[d] = kernel[d];
+    pool.stride[d] = s[d];
+    pool.padding[d] = padding[d];
+  }
+  PARAMD_RETURN_IF_ERROR(run.backend().AvgPool2d(pool));
+  return out;
+}
+
+absl::StatusOr<Tensor> AdaptiveAvgPool2dForward(const AdaptiveAvgPool2dArgs& args,
+                                                const LayerCall& call, const Tensor& input) {
+  Runner& run = call.runner;
+  if (input.dim() != 3 && input.dim() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got ", ShapeString(input.shape())));
+  }
+  for (int64_t d = 1; d < input.dim(); ++d) {
+    if (input.shape()[d] == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
+                       "dimensions, but input has sizes ",
+                       ShapeString(input.shape()), " with dimension ", d, " being empty"));
+    }
+  }
+  // Each element is a size or None (keep the input's size).
+  Shape shape = input.shape();
+  for (int d = 0; d < 2; ++d) {
+    if (args.output_size[d] != kNoneSize) shape[input.dim() - 2 + d] = args.output_size[d];
+  }
+  PARAMD_ASSIGN_OR_RETURN(Tensor x, run.Contiguous(input));
+  PARAMD_ASSIGN_OR_RETURN(Tensor out, run.Empty(x.dtype(), shape));
+  if (out.numel() == 0) return out;
+  PARAMD_RETURN_IF_ERROR(
+      run.backend().AdaptiveAvgPool2d({.input = ConstView(x), .output = MutableView(out)}));
+  return out;
+}
+
 }  // namespace
 
 const LayerDef& MaxPool2dLayer() {
-  static const auto* const def = new LayerDef{
+  static const LayerDef* const def = MakeLayer<MaxPool2dArgs>({
       .type = "MaxPool2d",
-      .build = &BuildMaxPool2d,
+      .parse = &ParseMaxPool2d,
       .extra_repr = &MaxPool2dExtraRepr,
+      .forward = &MaxPool2dForward,
       .attributes = {"kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode"},
-  };
+  });
   return *def;
 }
 
 const LayerDef& AvgPool2dLayer() {
-  static const auto* const def = new LayerDef{
+  static const LayerDef* const def = MakeLayer<AvgPool2dArgs>({
       .type = "AvgPool2d",
-      .build = &BuildAvgPool2d,
+      .parse = &ParseAvgPool2d,
       .extra_repr = &AvgPool2dExtraRepr,
+      .forward = &AvgPool2dForward,
       .attributes = {"kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                      "divisor_override"},
-  };
+  });
   return *def;
 }
 
 const LayerDef& AdaptiveAvgPool2dLayer() {
-  static const auto* const def = new LayerDef{
+  static const LayerDef* const def = MakeLayer<AdaptiveAvgPool2dArgs>({
       .type = "AdaptiveAvgPool2d",
-      .build = &BuildAdaptiveAvgPool2d,
+      .parse = &ParseAdaptiveAvgPool2d,
       .extra_repr = &AdaptiveAvgPool2dExtraRepr,
+      .forward = &AdaptiveAvgPool2dForward,
       .attributes = {"output_size"},
-  };
+  });
   return *def;
 }
 

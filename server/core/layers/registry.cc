@@ -1,6 +1,7 @@
 // The table of built-in layers, and the helpers the family files share (builtin.h). The
 // table is explicit rather than filled by static initialisers, so its order is fixed and
-// nothing depends on link order.
+// nothing depends on link order. A new layer adds its accessor's declaration and one entry
+// (docs/adding-a-layer.md).
 #include <memory>
 #include <vector>
 
@@ -11,10 +12,36 @@
 
 namespace paramd::core {
 
+// Each built-in's accessor, defined in its family's file (layers/<family>.cc).
+const LayerDef& LinearLayer();             // linear.cc
+const LayerDef& Conv1dLayer();             // conv.cc
+const LayerDef& Conv2dLayer();             // conv.cc
+const LayerDef& MaxPool2dLayer();          // pooling.cc
+const LayerDef& AvgPool2dLayer();          // pooling.cc
+const LayerDef& AdaptiveAvgPool2dLayer();  // pooling.cc
+const LayerDef& BatchNorm1dLayer();        // normalization.cc
+const LayerDef& BatchNorm2dLayer();        // normalization.cc
+const LayerDef& LayerNormLayer();          // normalization.cc
+const LayerDef& EmbeddingLayer();          // embedding.cc
+const LayerDef& DropoutLayer();            // dropout.cc
+const LayerDef& ReLULayer();               // activation.cc
+const LayerDef& GELULayer();               // activation.cc
+const LayerDef& SiLULayer();               // activation.cc
+const LayerDef& SigmoidLayer();            // activation.cc
+const LayerDef& TanhLayer();               // activation.cc
+const LayerDef& SoftmaxLayer();            // activation.cc
+const LayerDef& LogSoftmaxLayer();         // activation.cc
+const LayerDef& FlattenLayer();            // flatten.cc
+const LayerDef& IdentityLayer();           // flatten.cc
+const LayerDef& SequentialLayer();         // containers.cc
+const LayerDef& ModuleListLayer();         // containers.cc
+const LayerDef& ModuleDictLayer();         // containers.cc
+
 const std::vector<const LayerDef*>& AllLayers() {
-  // DESIGN.md section 6 order.
+  // DESIGN.md section 6 order, Conv1d beside Conv2d.
   static const auto* const layers = new std::vector<const LayerDef*>{
       &LinearLayer(),
+      &Conv1dLayer(),
       &Conv2dLayer(),
       &MaxPool2dLayer(),
       &AvgPool2dLayer(),

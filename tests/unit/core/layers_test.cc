@@ -10,10 +10,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "base/status_macros.h"
+#include "server/core/forward.h"
 #include "server/core/init.h"
 #include "server/core/layers/layer.h"
 #include "server/core/module.h"
 #include "server/core/repr.h"
+#include "tests/unit/core/test_util.h"
 
 namespace paramd::core {
 namespace {
@@ -93,10 +95,11 @@ std::string ExtraRepr(const Module& module) {
 TEST(LayersRegistryTest, EveryBuiltInIsListedInDesignOrder) {
   std::vector<std::string> types;
   for (const LayerDef* layer : AllLayers()) types.emplace_back(layer->type);
-  EXPECT_THAT(types, ElementsAre("Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-                                 "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding", "Dropout",
-                                 "ReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
-                                 "Flatten", "Identity", "Sequential", "ModuleList", "ModuleDict"));
+  EXPECT_THAT(types, ElementsAre("Linear", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d",
+                                 "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
+                                 "Embedding", "Dropout", "ReLU", "GELU", "SiLU", "Sigmoid", "Tanh",
+                                 "Softmax", "LogSoftmax", "Flatten", "Identity", "Sequential",
+                                 "ModuleList", "ModuleDict"));
   for (const LayerDef* layer : AllLayers()) {
     EXPECT_EQ(FindLayer(layer->type), layer);
     EXPECT_NE(layer->build, nullptr) << layer->type;
@@ -371,6 +374,152 @@ TEST(LayersConv2dTest, ExtraReprShowsTuplesAndOnlyNonDefaults) {
   EXPECT_EQ(repr(R"({"in_channels": 1, "out_channels": 1, "kernel_size": 3, "padding": [0, 0],
                     "dilation": [1, 1], "padding_mode": "zeros"})"),
             "1, 1, kernel_size=(3, 3), stride=(1, 1)");
+}
+
+// ---- Conv1d ----
+
+TEST(LayersConv1dTest, WeightShapeBiasAndInitBounds) {  // pytorch-semantics.md §1 built-ins
+  auto conv = MustBuild("Conv1d", R"({"in_channels": 4, "out_channels": 6, "kernel_size": 3})");
+  EXPECT_THAT(Slots(conv->parameters()),
+              ElementsAre("weight:[6, 4, 3]:float32", "bias:[6]:float32"));
+  auto grouped = MustBuild(
+      "Conv1d",
+      R"({"in_channels": 4, "out_channels": 6, "kernel_size": [5], "groups": 2, "bias": false})",
+      3);
+  EXPECT_THAT(Slots(grouped->parameters()), ElementsAre("weight:[6, 2, 5]:float32", "bias:None"));
+  // kaiming_uniform_(a=sqrt(5)) and the bias both bound by 1 / sqrt(fan_in).
+  const double bound = 1.0 / std::sqrt(2.0 * 5);
+  for (double w : ValuesOf(*grouped, "weight")) EXPECT_LE(std::abs(w), bound);
+  for (double b : ValuesOf(*conv, "bias")) EXPECT_LE(std::abs(b), 1.0 / std::sqrt(4.0 * 3));
+  for (const char* name : {"in_channels", "kernel_size", "padding_mode"}) {
+    EXPECT_TRUE(conv->HasAttribute(name)) << name;
+  }
+}
+
+TEST(LayersConv1dTest, ConstructorChecksWithPyTorchText) {
+  const std::string base = R"("in_channels": 4, "out_channels": 6, "kernel_size": 3)";
+  EXPECT_THAT(BuildError("Conv1d", R"({"in_channels": 4, "out_channels": 6})"),
+              HasSubstr("missing required argument 'kernel_size' for Conv1d"));
+  EXPECT_THAT(BuildError("Conv1d", "{" + base + R"(, "stride": [1, 1]})"),
+              HasSubstr("Conv1d expected an integer or a list of 1 integers for 'stride', got "
+                        "[1,1]"));
+  EXPECT_THAT(BuildError("Conv1d", "{" + base + R"(, "groups": 4})"),
+              HasSubstr("out_channels must be divisible by groups"));
+  EXPECT_THAT(BuildError("Conv1d", "{" + base + R"(, "padding": "same", "stride": 2})"),
+              HasSubstr("padding='same' is not supported for strided convolutions"));
+  EXPECT_THAT(BuildError("Conv1d", "{" + base + R"(, "dtype": "int64"})"),
+              HasSubstr("Conv1d initialises its parameters with random values and needs a "
+                        "floating-point dtype, got int64"));
+  EXPECT_THAT(BuildError("Conv1d", R"({"in_channels": 4, "out_channels": 6, "kernel_size": -3})"),
+              HasSubstr("Trying to create tensor with negative dimension -3: [6, 4, -3]"));
+}
+
+TEST(LayersConv1dTest, ReprPrintsOneElementTuples) {
+  EXPECT_EQ(Repr(*MustBuild("Conv1d", R"({"in_channels": 3, "out_channels": 8,
+                                          "kernel_size": 3})")),
+            "Conv1d(3, 8, kernel_size=(3,), stride=(1,))");
+  auto repr = [](const std::string& args) { return ExtraRepr(*MustBuild("Conv1d", args)); };
+  EXPECT_EQ(repr(R"({"in_channels": 4, "out_channels": 6, "kernel_size": [3], "stride": 2,
+                    "padding": 1, "dilation": [2], "groups": 2, "bias": false})"),
+            "4, 6, kernel_size=(3,), stride=(2,), padding=(1,), dilation=(2,), groups=2, "
+            "bias=False");
+  EXPECT_EQ(repr(R"({"in_channels": 1, "out_channels": 1, "kernel_size": 4, "padding": "same"})"),
+            "1, 1, kernel_size=(4,), stride=(1,), padding=same");
+}
+
+// F.conv1d, written out: out[n][o][l] = bias[o] + sum over the group's channels and the
+// kernel of w[o][c][k] * x[n][g * cg + c][l * stride + k * dilation - pad_before].
+std::vector<double> RefConv1d(const std::vector<double>& x, const std::vector<double>& w,
+                              const std::vector<double>& bias, int64_t n, int64_t c, int64_t len,
+                              int64_t o, int64_t k, int64_t stride, int64_t pad_before,
+                              int64_t pad_after, int64_t dilation, int64_t groups) {
+  const int64_t out_len = (len + pad_before + pad_after - dilation * (k - 1) - 1) / stride + 1;
+  const int64_t cg = c / groups, og = o / groups;
+  std::vector<double> out;
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t oc = 0; oc < o; ++oc) {
+      for (int64_t l = 0; l < out_len; ++l) {
+        double sum = bias.empty() ? 0.0 : bias[oc];
+        for (int64_t ic = 0; ic < cg; ++ic) {
+          for (int64_t kk = 0; kk < k; ++kk) {
+            const int64_t at = l * stride + kk * dilation - pad_before;
+            if (at < 0 || at >= len) continue;
+            const int64_t channel = (oc / og) * cg + ic;
+            sum += w[(oc * cg + ic) * k + kk] * x[(b * c + channel) * len + at];
+          }
+        }
+        out.push_back(sum);
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<Tensor> Conv1dForward(const std::shared_ptr<Module>& conv, const Tensor& x) {
+  PARAMD_ASSIGN_OR_RETURN(ForwardResult result, Forward(*conv, {NamedTensor{"input", x}}, {}));
+  return result.outputs.front().tensor;
+}
+
+void ExpectConv1dMatchesReference(const std::string& args, Shape input_shape, int64_t stride,
+                                  int64_t pad_before, int64_t pad_after, int64_t dilation,
+                                  int64_t groups) {
+  auto conv = MustBuild("Conv1d", args, 5);
+  const bool batched = input_shape.size() == 3;
+  const int64_t n = batched ? input_shape[0] : 1;
+  const int64_t c = input_shape[input_shape.size() - 2], len = input_shape.back();
+  std::vector<double> values;
+  for (int64_t i = 0; i < n * c * len; ++i) values.push_back(std::sin(0.7 * i) * 2);
+  const Tensor x = testing::MakeTensor(input_shape, values);
+  absl::StatusOr<Tensor> y = Conv1dForward(conv, x);
+  ASSERT_TRUE(y.ok()) << y.status();
+  const std::vector<double> weight = ValuesOf(*conv, "weight");
+  const Tensor& w = (*conv->parameters().Find("weight"))->data();
+  const std::shared_ptr<Parameter>* bias_slot = conv->parameters().Find("bias");
+  const std::vector<double> bias =
+      *bias_slot == nullptr ? std::vector<double>{} : ValuesOf(*conv, "bias");
+  const std::vector<double> expected =
+      RefConv1d(values, weight, bias, n, c, len, w.shape()[0], w.shape()[2], stride, pad_before,
+                pad_after, dilation, groups);
+  const int64_t out_len = static_cast<int64_t>(expected.size()) / (n * w.shape()[0]);
+  EXPECT_EQ(y->shape(),
+            batched ? Shape({n, w.shape()[0], out_len}) : Shape({w.shape()[0], out_len}));
+  const std::vector<double> got = testing::Values(*y);
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], expected[i], 1e-5) << i;
+}
+
+TEST(LayersConv1dTest, ForwardMatchesReference) {
+  ExpectConv1dMatchesReference(R"({"in_channels": 3, "out_channels": 4, "kernel_size": 3})",
+                               {2, 3, 10}, 1, 0, 0, 1, 1);
+  ExpectConv1dMatchesReference(R"({"in_channels": 4, "out_channels": 6, "kernel_size": 3,
+                                   "stride": 2, "padding": 2, "dilation": 2, "groups": 2})",
+                               {2, 4, 11}, 2, 2, 2, 2, 2);
+  // 'same' with an even kernel pads one more after than before, as F.conv1d does.
+  ExpectConv1dMatchesReference(R"({"in_channels": 2, "out_channels": 3, "kernel_size": 4,
+                                   "padding": "same", "bias": false})",
+                               {1, 2, 7}, 1, 1, 2, 1, 1);
+  ExpectConv1dMatchesReference(R"({"in_channels": 2, "out_channels": 3, "kernel_size": 3})", {2, 9},
+                               1, 0, 0, 1, 1);  // unbatched
+}
+
+TEST(LayersConv1dTest, ForwardErrorsUsePyTorchText) {
+  auto conv = MustBuild("Conv1d", R"({"in_channels": 3, "out_channels": 4, "kernel_size": 5})");
+  EXPECT_EQ(Conv1dForward(conv, testing::MakeTensor({1, 3, 4, 4}, std::vector<double>(48)))
+                .status()
+                .message(),
+            "the root module (Conv1d): Expected 2D (unbatched) or 3D (batched) input to conv1d, "
+            "but got input of size: [1, 3, 4, 4]");
+  EXPECT_THAT(
+      std::string(Conv1dForward(conv, testing::MakeTensor({2, 2, 9}, std::vector<double>(36)))
+                      .status()
+                      .message()),
+      HasSubstr("Given groups=1, weight of size [4, 3, 5], expected input[2, 2, 9] to have "
+                "3 channels, but got 2 channels instead"));
+  EXPECT_THAT(std::string(Conv1dForward(conv, testing::MakeTensor({3, 4}, std::vector<double>(12)))
+                              .status()
+                              .message()),
+              HasSubstr("Calculated padded input size per channel: (4). Kernel size: (5). "
+                        "Kernel size can't be greater than actual input size"));
 }
 
 // ---- Pools ----
