@@ -296,6 +296,15 @@ class Client:
                                          checkpoints_pb2.UploadResponse)
         return TransferResult(answer.size, answer.sha256, offset)
 
+    def _download_pieces(self, remote_path: str, offset: int = 0) -> Iterator[bytes]:
+        """The bytes of a checkpoint file as they arrive (the stream is cancelled when the
+        consumer stops early)."""
+        request = checkpoints_pb2.DownloadRequest(path=remote_path, offset=offset)
+        for frame in self._server_stream("/paramd.v1.Checkpoints/Download", request,
+                                         checkpoints_pb2.DownloadResponse.FromString):
+            if frame.WhichOneof("kind") == "chunk":
+                yield frame.chunk
+
     def download(self, remote_path: str, local_path: Union[str, "os.PathLike[str]"], *,
                  progress: Progress = None) -> TransferResult:
         """Fetches ``remote_path`` into ``local_path`` through ``local_path + '.part'``: a

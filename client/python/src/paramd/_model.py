@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -231,16 +231,19 @@ class _Handle:
         """Writes ``value`` (a tensor, array or number) to ``name``, or to a region of its
         leading dimensions (a single value fills it); converts dtype as ``copy_`` does.
         Returns the new model version; VersionConflict if ``if_version`` is not current."""
-        return self.update({(name, region): value}, if_version=if_version, progress=progress)
+        return self._write([(name, region, value)], if_version, progress)
 
-    def update(self, values: Mapping[Any, Any], *, if_version: Optional[int] = None,
-               progress: Progress = None) -> int:
-        """Writes many tensors as one new version (all or nothing). Keys are names, or
-        ``(name, region)`` pairs. Returns the new model version."""
-        writes = []
-        for key, value in values.items():
-            name, region = key if isinstance(key, tuple) else (key, None)
-            writes.append(self._prepare_write(name, value, region))
+    def update(self, values: Union[Mapping[str, Any], Iterable[tuple[str, Index, Any]]], *,
+               if_version: Optional[int] = None, progress: Progress = None) -> int:
+        """Writes many tensors as one new version (all or nothing): a mapping of name to
+        value, or ``(name, region, value)`` triples. Returns the new model version."""
+        if isinstance(values, Mapping):
+            return self._write([(k, None, v) for k, v in values.items()], if_version, progress)
+        return self._write(list(values), if_version, progress)
+
+    def _write(self, items: list[tuple[str, Index, Any]], if_version: Optional[int],
+               progress: Progress) -> int:
+        writes = [self._prepare_write(name, value, region) for name, region, value in items]
         options = parameters_pb2.WriteOptions(model=self._model, if_version=if_version or 0)
         with Reporter(progress, f"write {self._model}") as reporter:
             answer = self._client._client_stream(
