@@ -10,6 +10,7 @@ byte, no protobuf object in between. torch is optional: without it (or with
 from __future__ import annotations
 
 import functools
+import mmap
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -158,9 +159,33 @@ def numel(shape: Sequence[int]) -> int:
     return count
 
 
+# Tensors this large get memory of their own from mmap, advised onto huge pages: first
+# touching fresh memory costs more than receiving it otherwise (LIMITS.md: 2 GB/s).
+_HUGE_ALLOCATION = 4 << 20
+
+
+def _huge_buffer(nbytes: int) -> mmap.mmap:
+    buffer = mmap.mmap(-1, nbytes)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            buffer.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    return buffer
+
+
 def allocate(dtype: DType, shape: Sequence[int], as_numpy: bool) -> tuple[Tensor, memoryview]:
     """A new tensor of this dtype and shape, and a flat writable byte view of it."""
     torch = torch_module()
+    nbytes = numel(shape) * dtype.itemsize
+    if nbytes >= _HUGE_ALLOCATION:
+        buffer = _huge_buffer(nbytes)
+        if torch is not None and not as_numpy:
+            tensor = torch.frombuffer(buffer, dtype=getattr(torch, dtype.name)).reshape(
+                list(shape))
+        else:
+            tensor = np.frombuffer(buffer, dtype=dtype.numpy).reshape(tuple(shape))
+        return tensor, memoryview(buffer)
     if torch is not None and not as_numpy:
         tensor = torch.empty(list(shape), dtype=getattr(torch, dtype.name))
         return tensor, _bytes(tensor.reshape(-1).view(torch.uint8).numpy())

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
+import numpy as np
+
 from paramd import _tensors
 from paramd._errors import DataLoss
 from paramd.v1 import parameters_pb2, tensor_pb2
@@ -162,7 +164,7 @@ class StreamReader:
     start: Optional[parameters_pb2.StreamStart] = None
     entries: list[Entry] = field(default_factory=list)
     _by_name: dict[str, Entry] = field(default_factory=dict)
-    _view: Optional[memoryview] = None
+    _view: Optional[np.ndarray[Any, Any]] = None
     _filled: int = 0
     _expected: int = 0
     _skip: bool = False
@@ -233,10 +235,12 @@ class StreamReader:
             self._skip = True
             return
         if mine is not None:
-            self._view = _tensors.byte_view(mine, dtype, shape, entry.name)
+            self._view = np.frombuffer(_tensors.byte_view(mine, dtype, shape, entry.name),
+                                       np.uint8)
             entry.value = mine
         else:
-            entry.value, self._view = _tensors.allocate(dtype, shape, self.as_numpy)
+            entry.value, view = _tensors.allocate(dtype, shape, self.as_numpy)
+            self._view = np.frombuffer(view, np.uint8)
 
     def _chunk(self, offset: int, data: memoryview) -> None:
         if not self.expect_data:
@@ -255,7 +259,9 @@ class StreamReader:
             raise DataLoss(f"tensor '{name}': {self._filled + size} bytes arrived but its "
                            f"dtype and shape give {self._expected}")
         if self._view is not None:
-            self._view[offset:offset + size] = data
+            # NumPy copies without holding the GIL, so gRPC's own Python threads go on
+            # receiving meanwhile.
+            np.copyto(self._view[offset:offset + size], np.frombuffer(data, np.uint8))
         self._filled += size
         self._done += size
         if self.progress is not None:
