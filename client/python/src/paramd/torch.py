@@ -14,6 +14,7 @@ Requires torch (``pip install paramd[torch]``).
 
 from __future__ import annotations
 
+import copy
 import json
 import operator
 from typing import Any, Callable, Optional
@@ -109,7 +110,7 @@ def _dtype_name(t: torch.Tensor) -> str:
 
 # --- from_torch: the spec of a live module ---------------------------------------------
 
-class _LeafTracer(torch.fx.Tracer):
+class _LeafTracer(torch.fx.Tracer):  # type: ignore[misc,unused-ignore]
     """Traces one module's own forward: every submodule call stays one call step."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
@@ -144,6 +145,8 @@ _DROPPED_KWARGS = {"inplace": False, "dtype": None, "_stacklevel": 3, "training"
 
 
 def _forward_program(m: nn.Module, path: str) -> list[Any]:
+    if isinstance(m, SpecModule) and m._program is not None:
+        return copy.deepcopy(m._program)  # made by to_torch: its program as it came
     try:
         graph = _LeafTracer().trace(m)
     except Exception as error:  # fx raises many kinds: TraceError, TypeError, ...
@@ -340,7 +343,9 @@ def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
                 children.append({"name": name, **node(child, full)})
         if children:
             spec["children"] = children
-        if not builtin and type(m).forward is not nn.Module.forward:
+        has_forward = m._program is not None if isinstance(m, SpecModule) \
+            else type(m).forward is not nn.Module.forward
+        if not builtin and has_forward:
             if trace_forward:
                 spec["forward"] = _forward_program(m, path)
             else:
@@ -432,7 +437,7 @@ def _op(name: str, inputs: list[Any], args: dict[str, Any], training: bool) -> A
     raise UnsupportedModule(f"op '{name}' is unknown to this client")
 
 
-class SpecModule(nn.Module):
+class SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
     """Base of the classes to_torch makes for custom containers: its forward runs the
     spec's forward program."""
 
@@ -484,11 +489,9 @@ def module_from_spec(spec: dict[str, Any]) -> nn.Module:
                     m = cls(**args)
                 m = m.to_empty(device="cpu")
         else:
-            cls = classes.get(type_name)
-            if cls is None:
-                cls = type(type_name, (SpecModule,), {})
-                classes[type_name] = cls
-            m = cls()
+            if type_name not in classes:
+                classes[type_name] = type(type_name, (SpecModule,), {})
+            m = classes[type_name]()
             if "forward" in node:
                 m._program = node["forward"]
         for item in node.get("parameters", []):
