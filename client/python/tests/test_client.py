@@ -306,3 +306,16 @@ def test_reader_sees_only_whole_versions(client: paramd.Client, name: str) -> No
         stop.set()
         thread.join()
     assert reads > 0 and not problems
+
+
+def test_forward_with_named_inputs(client: paramd.Client, name: str) -> None:
+    spec = {"type": "Net", "children": [
+        {"name": "fc", "type": "Linear", "args": {"in_features": 2, "out_features": 2}}],
+        "forward": [{"call": "fc", "out": "h"}, {"op": "add", "in": ["h", "mode"]}]}
+    model = client.create(name, spec)
+    x = np.ones((1, 2), np.float32)
+    plain = arr(model(x, mode=np.zeros((1, 2), np.float32)))
+    shifted = arr(model(x, mode=np.full((1, 2), 10, np.float32)))
+    np.testing.assert_allclose(shifted - plain, 10, rtol=1e-5)
+    result = model.run(x, {"mode": np.zeros((1, 2), np.float32)}, mode="eval")
+    np.testing.assert_allclose(arr(result.output), plain)

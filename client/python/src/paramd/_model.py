@@ -559,13 +559,14 @@ class RemoteModel(_Handle):
 
     # --- forward --------------------------------------------------------------------
 
-    def run(self, input: Any, *, mode: Optional[str] = None, seed: int = 0,
-            if_version: Optional[int] = None, dtype: Any = None, as_numpy: bool = False,
-            **named: Any) -> ForwardResult:
-        """A forward pass with its options and versions: ``mode`` "train" or "eval" for
-        this call only (None: the model's mode), ``seed`` for dropout masks, ``dtype`` for
-        floating-point outputs on the wire. ``named`` are values a custom container's
-        forward program reads."""
+    def run(self, input: Any, named: Optional[Mapping[str, Any]] = None, *,
+            mode: Optional[str] = None, seed: int = 0, if_version: Optional[int] = None,
+            dtype: Any = None, as_numpy: bool = False) -> ForwardResult:
+        """A forward pass with its options and versions: ``named`` are values a custom
+        container's forward program reads besides ``input``; ``mode`` "train" or "eval"
+        for this call only (None: the model's mode), ``seed`` for dropout masks, ``dtype``
+        for floating-point outputs on the wire."""
+        named = named or {}
         modes = {None: inference_pb2.FORWARD_MODE_MODEL, "train": inference_pb2.FORWARD_MODE_TRAIN,
                  "eval": inference_pb2.FORWARD_MODE_EVAL}
         if mode not in modes:
@@ -617,7 +618,7 @@ class RemoteModel(_Handle):
 
     def forward(self, input: Any, **named: Any) -> Tensor:
         """``model(input, **named)`` on the server; the output as a tensor."""
-        return self.run(input, **named).output
+        return self.run(input, named).output
 
     __call__ = forward
 
