@@ -135,6 +135,11 @@ def test_register_parameter_none_like_torch(client: paramd.Client, name: str) ->
     assert repr(local.load_state_dict(sd, strict=False)) == \
         repr(remote.load_state_dict(sd, strict=False))
     assert to_torch(remote).w3 is None
+    with pytest.raises(KeyError) as local_error:
+        local.register_parameter("w1", None)
+    with pytest.raises(KeyError) as remote_error:
+        remote.register_parameter("w1", None)
+    assert str(remote_error.value) == local_error.value.args[0] == "attribute 'w1' already exists"
 
 
 def torch_error(module: nn.Module, state_dict: Any, **kwargs: Any) -> str:

@@ -295,6 +295,11 @@ def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
             if t.__name__ in _BUILTINS:
                 spec["custom"] = True
             own_params, own_buffers = set(), set()
+            # Plain attributes (the seed MLP's w1): never registered, but their names are
+            # taken, so registering one fails remotely as it does in PyTorch.
+            attributes = [k for k in vars(m) if not k.startswith("_") and k != "training"]
+            if attributes:
+                spec["attributes"] = attributes
         parameters = []
         for name, p in m._parameters.items():
             full = f"{path}.{name}" if path else name
