@@ -9,7 +9,8 @@ with pass-through bytes (de)serializers and the same 1 MiB chunks, where the pul
 received messages without looking into them and the push sends frames serialized before
 the clock starts. Raw grpcio is so the ceiling of any Python client over grpcio; the
 package's figure is printed as a ratio to it (target >= 0.8). Each figure is the median of
---runs runs, package and raw alternating.
+--runs runs, package and raw alternating. Beside the wall-clock ratio it prints the client
+process's CPU seconds and their ratio, which a loaded machine disturbs less.
 
 Then the peak RSS growth of five repeated ``state_dict(out=...)`` pulls into warm tensors
 (target <= four chunks + 64 MiB), from the kernel's high-water mark reset before them.
@@ -60,10 +61,11 @@ def status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (all its threads) of one call."""
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> int:
@@ -135,7 +137,7 @@ def run(target: str, gib: int, runs: int) -> int:
             model.update(values)
 
         raw_pull_once()  # warm the connection
-        results: dict[str, list[float]] = {k: [] for k in (
+        results: dict[str, list[tuple[float, float]]] = {k: [] for k in (
             "raw pull", "pull out=", "pull new", "raw push", "push")}
         for _ in range(runs):
             results["raw pull"].append(timed(raw_pull_once))
@@ -158,18 +160,20 @@ def run(target: str, gib: int, runs: int) -> int:
         client.delete(name)
         client.close()
 
-    med = {k: statistics.median(v) for k, v in results.items()}
+    med = {k: statistics.median(wall for wall, _ in v) for k, v in results.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in results.items()}
     gbs = {k: nbytes / v / 1e9 for k, v in med.items()}
     print(f"python_bench: {nbytes / 2**30:.0f} GiB state_dict, {count} tensors, "
           f"{CHUNK >> 20} MiB chunks, median of {runs}")
-    print(f"{'transfer':<34}{'GB/s':>8}{'ratio':>8}")
+    print(f"{'transfer':<34}{'GB/s':>8}{'ratio':>8}{'CPU s':>8}{'ratio':>8}")
     rows = [("pull, raw grpcio (bytes, no copy)", "raw pull", "raw pull"),
             ("pull, state_dict(out=...)", "pull out=", "raw pull"),
             ("pull, state_dict() (new tensors)", "pull new", "raw pull"),
             ("push, raw grpcio (pre-serialized)", "raw push", "raw push"),
             ("push, update({...})", "push", "raw push")]
     for label, key, base_key in rows:
-        print(f"{label:<34}{gbs[key]:>8.2f}{med[base_key] / med[key]:>8.2f}")
+        print(f"{label:<34}{gbs[key]:>8.2f}{med[base_key] / med[key]:>8.2f}"
+              f"{cpu[key]:>8.2f}{cpu[base_key] / cpu[key]:>8.2f}")
     limit = 4 * CHUNK + (64 << 20)
     print(f"peak RSS growth, 5 x state_dict(out=...): {growth / 2**20:.1f} MiB "
           f"(target <= {limit / 2**20:.0f} MiB)")

@@ -287,3 +287,21 @@ def test_numpy_mode_with_torch_installed(client: paramd.Client, name: str) -> No
     bf = remote.state_dict(dtype=torch.bfloat16)
     assert bf["w2"].dtype == torch.bfloat16 and bf["w2"].item() == 2.0
     assert str(remote.state_dict(dtype="bfloat16", as_numpy=True)["w2"].dtype) == "bfloat16"
+
+
+def test_builtin_layers_forward_like_torch(client: paramd.Client, name: str) -> None:
+    torch.manual_seed(2)
+    local = nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=1, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.MaxPool2d(2, 2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(),
+        nn.Linear(16, 8), nn.LayerNorm(8), nn.GELU(), nn.SiLU(), nn.Tanh(), nn.Sigmoid(),
+        nn.Dropout(0.5), nn.Linear(8, 5), nn.LogSoftmax(dim=1))
+    with torch.no_grad():
+        local[1].running_mean.uniform_(-1, 1)
+        local[1].running_var.uniform_(0.5, 2)
+    local.eval()
+    remote = from_torch(local, client, name)
+    x = torch.randn(3, 2, 16, 16)
+    expected = local(x)
+    torch.testing.assert_close(remote(x), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(to_torch(remote)(x), expected, rtol=1e-4, atol=1e-5)

@@ -112,6 +112,20 @@ def _normalize_index(index: Index) -> list[Union[int, slice]]:
                     f"{type(index).__name__}")
 
 
+def _pump(reader: _wire.StreamReader, frames: Iterable[Any]) -> None:
+    """Feeds a stream to its reader; no chunk copy is left running when this returns."""
+    try:
+        for frame in frames:
+            reader.add(frame)
+    except BaseException:
+        try:
+            reader.wait_copies()
+        except Exception:  # the stream's own error is the one to report
+            pass
+        raise
+    reader.finish()
+
+
 class _Handle:
     """What RemoteModel and its submodule handles share: a model and a module path."""
 
@@ -195,10 +209,8 @@ class _Handle:
         if dtype is not None:
             request.wire_dtype = _tensors.dtype_of(dtype).wire  # type: ignore[assignment]
         reader = _wire.StreamReader(expect_data=True, as_numpy=as_numpy)
-        for frame in self._client._server_stream(_P + "GetTensor", request,
-                                                 _wire.decode_tensor_frame):
-            reader.add(frame)
-        reader.finish()
+        _pump(reader, self._client._server_stream(_P + "GetTensor", request,
+                                                  _wire.decode_tensor_frame))
         if not reader.entries:
             raise NotFound(f"model '{self._model}' sent no tensor for '{full}'")
         entry = reader.entries[0]
@@ -414,10 +426,8 @@ class RemoteModel(_Handle):
             reader = _wire.StreamReader(expect_data=True, as_numpy=as_numpy,
                                         out=dict(out) if out is not None else None,
                                         progress=reporter.callback)
-            for frame in self._client._server_stream(_P + "StateDict", request,
-                                                     _wire.decode_tensor_frame):
-                reader.add(frame)
-            reader.finish()
+            _pump(reader, self._client._server_stream(_P + "StateDict", request,
+                                                      _wire.decode_tensor_frame))
         assert reader.start is not None
         result = StateDict((e.name, e.value) for e in reader.entries)
         result.version = reader.start.version
@@ -445,9 +455,7 @@ class RemoteModel(_Handle):
             model=self.name, prefix=prefix, no_recurse=not recurse,
             keep_duplicates=not remove_duplicate, with_data=True)
         reader = _wire.StreamReader(expect_data=True, as_numpy=as_numpy)
-        for frame in self._client._server_stream(_P + rpc, request, _wire.decode_tensor_frame):
-            reader.add(frame)
-        reader.finish()
+        _pump(reader, self._client._server_stream(_P + rpc, request, _wire.decode_tensor_frame))
         return reader.entries
 
     def named_parameters(self, prefix: str = "", recurse: bool = True,

@@ -10,6 +10,9 @@ with a view of the tensor's memory (one copy, which gRPC's Python API needs anyw
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -25,6 +28,26 @@ CHUNK_BYTES = 1 << 20
 _CHUNK_TAG = 0x1A  # field 3, length-delimited: TensorFrame/WriteFrame/ForwardRequest .chunk
 _OFFSET_TAG = 0x08  # TensorChunk.offset
 _DATA_TAG = 0x12  # TensorChunk.data; also UploadRequest/DownloadResponse .chunk (field 2)
+
+
+# Note [Copying off the receiving thread]: gRPC's Python API hands over one message at a time
+# and asks for the next only when the consumer comes back for it, so a copy made on the
+# consuming thread stalls the stream for as long as it takes. Chunks of COPY_ASYNC_BYTES and
+# more are therefore copied by one helper thread (NumPy releases the GIL while it copies)
+# while this thread goes back for the next message; at most COPIES_IN_FLIGHT chunks wait
+# for it, which bounds the memory a pull holds beyond its tensors to that many chunks.
+COPY_ASYNC_BYTES = 256 << 10
+COPIES_IN_FLIGHT = 4
+_copier: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_copier_lock = threading.Lock()
+
+
+def copier() -> concurrent.futures.ThreadPoolExecutor:
+    global _copier
+    with _copier_lock:
+        if _copier is None:
+            _copier = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paramd-copy")
+        return _copier
 
 
 def varint(value: int) -> bytes:
@@ -170,6 +193,8 @@ class StreamReader:
     _skip: bool = False
     _total: int = 0
     _done: int = 0
+    _copies: collections.deque[concurrent.futures.Future[None]] = field(
+        default_factory=collections.deque)
 
     def add(self, frame: Union[Chunk, parameters_pb2.TensorFrame]) -> None:
         if isinstance(frame, Chunk):
@@ -190,7 +215,14 @@ class StreamReader:
         else:
             raise DataLoss("the server's stream carried an empty frame")
 
+    def wait_copies(self) -> None:
+        """Waits for every chunk copy handed to the helper thread (Note [Copying off the
+        receiving thread]); call before the tensors are used, and on errors too."""
+        while self._copies:
+            self._copies.popleft().result()
+
     def finish(self) -> None:
+        self.wait_copies()
         if self.start is None:
             raise DataLoss("the server's stream ended without a start frame")
         self._check_complete()
@@ -259,9 +291,14 @@ class StreamReader:
             raise DataLoss(f"tensor '{name}': {self._filled + size} bytes arrived but its "
                            f"dtype and shape give {self._expected}")
         if self._view is not None:
-            # NumPy copies without holding the GIL, so gRPC's own Python threads go on
-            # receiving meanwhile.
-            np.copyto(self._view[offset:offset + size], np.frombuffer(data, np.uint8))
+            destination = self._view[offset:offset + size]
+            source = np.frombuffer(data, np.uint8)
+            if size < COPY_ASYNC_BYTES:
+                np.copyto(destination, source)
+            else:
+                if len(self._copies) >= COPIES_IN_FLIGHT:
+                    self._copies.popleft().result()
+                self._copies.append(copier().submit(np.copyto, destination, source))
         self._filled += size
         self._done += size
         if self.progress is not None:
