@@ -55,6 +55,17 @@ def test_tied_entries_share_memory_and_are_copied_once() -> None:
     assert np.shares_memory(a, b) and a.tolist() == [0, 1, 2, 3]
 
 
+def test_tied_entries_may_arrive_without_their_bytes() -> None:
+    reader = _wire.StreamReader(expect_data=True, as_numpy=True)
+    data = np.arange(4, dtype=np.float32).tobytes()
+    for frame in (start(), header("a", [4], ("b",)), chunk(0, data), header("b", [4], ("a",)),
+                  header("c", [1]), chunk(0, data[:4])):
+        reader.add(frame)
+    reader.finish()
+    a, b, c = (e.value for e in reader.entries)
+    assert np.shares_memory(a, b) and b.tolist() == [0, 1, 2, 3] and c.tolist() == [0]
+
+
 @pytest.mark.parametrize("frames, message", [
     ([header("a", [2])], "began with a header frame instead of a start frame"),
     ([start(), start()], "second start frame"),

@@ -228,7 +228,9 @@ class StreamReader:
         self._check_complete()
 
     def _check_complete(self) -> None:
-        if self._view is not None or self._skip:
+        # A tied entry may come without chunks (its bytes went with the first name), or
+        # with all of them again (today's daemon sends every name's bytes).
+        if self._view is not None or (self._skip and self._filled != 0):
             if self._filled != self._expected:
                 raise DataLoss(f"tensor '{self.entries[-1].name}' ended short: got "
                                f"{self._filled} of {self._expected} bytes its dtype and shape "
