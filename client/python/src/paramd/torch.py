@@ -1,0 +1,583 @@
+"""Live ``torch.nn.Module`` objects to and from remote models.
+
+``from_torch(module, client, name)`` builds the spec of a module tree (docs/specs.md) by
+looking at the objects themselves: every built-in type with its constructor arguments,
+parameters and buffers (persistent or not, None slots), tied parameters and shared modules
+found by object identity exactly as ``named_parameters`` de-duplicates, nested containers,
+and custom classes whose ``forward`` is traced with ``torch.fx`` onto the forward program's
+steps and ops. It creates the model and uploads every Parameter and buffer object once, in
+one atomic write. ``to_torch(remote)`` builds the module back: same classes' names, keys,
+ties, repr, values and forward.
+
+Requires torch (``pip install paramd[torch]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import operator
+from typing import Any, Callable, Optional
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from paramd._client import Client
+from paramd._model import RemoteModel
+from paramd._progress import Progress
+
+__all__ = ["from_torch", "to_torch", "spec_of", "module_from_spec", "UnsupportedModule"]
+
+
+class UnsupportedModule(ValueError):
+    """A module (named by its path) that paramd's specs cannot express."""
+
+
+# Built-in types: constructor arguments read back from the object, and the parameters and
+# buffers the constructor makes (given those arguments).
+def _pair_args(m: Any, names: list[str]) -> dict[str, Any]:
+    return {n: getattr(m, n) for n in names}
+
+
+_ARGS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    nn.Linear: lambda m: {"in_features": m.in_features, "out_features": m.out_features,
+                          "bias": m.bias is not None},
+    nn.Conv2d: lambda m: {**_pair_args(m, ["in_channels", "out_channels", "kernel_size",
+                                           "stride", "padding", "dilation", "groups"]),
+                          "bias": m.bias is not None, "padding_mode": m.padding_mode},
+    nn.MaxPool2d: lambda m: _pair_args(m, ["kernel_size", "stride", "padding", "dilation",
+                                           "return_indices", "ceil_mode"]),
+    nn.AvgPool2d: lambda m: _pair_args(m, ["kernel_size", "stride", "padding", "ceil_mode",
+                                           "count_include_pad", "divisor_override"]),
+    nn.AdaptiveAvgPool2d: lambda m: {"output_size": m.output_size},
+    nn.BatchNorm1d: lambda m: _pair_args(m, ["num_features", "eps", "momentum", "affine",
+                                             "track_running_stats"]),
+    nn.BatchNorm2d: lambda m: _pair_args(m, ["num_features", "eps", "momentum", "affine",
+                                             "track_running_stats"]),
+    nn.LayerNorm: lambda m: {"normalized_shape": list(m.normalized_shape), "eps": m.eps,
+                             "elementwise_affine": m.elementwise_affine,
+                             **({"bias": False} if m.elementwise_affine and m.bias is None
+                                else {})},
+    nn.Embedding: lambda m: _pair_args(m, ["num_embeddings", "embedding_dim", "padding_idx",
+                                           "max_norm", "norm_type", "scale_grad_by_freq",
+                                           "sparse"]),
+    nn.Dropout: lambda m: {"p": m.p, "inplace": m.inplace},
+    nn.ReLU: lambda m: {"inplace": m.inplace} if m.inplace else {},
+    nn.GELU: lambda m: {"approximate": m.approximate} if m.approximate != "none" else {},
+    nn.SiLU: lambda m: {"inplace": m.inplace} if m.inplace else {},
+    nn.Sigmoid: lambda m: {},
+    nn.Tanh: lambda m: {},
+    nn.Softmax: lambda m: {"dim": m.dim},
+    nn.LogSoftmax: lambda m: {"dim": m.dim},
+    nn.Flatten: lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim},
+    nn.Identity: lambda m: {},
+    nn.Sequential: lambda m: {},
+    nn.ModuleList: lambda m: {},
+    nn.ModuleDict: lambda m: {},
+}
+_BUILTINS = {cls.__name__: cls for cls in _ARGS}
+
+
+def _own_slots(m: nn.Module) -> tuple[set[str], set[str]]:
+    """The parameter and buffer names a built-in's constructor registers."""
+    t = type(m)
+    if t in (nn.Linear, nn.Conv2d):
+        return {"weight", "bias"}, set()
+    if t in (nn.BatchNorm1d, nn.BatchNorm2d):
+        return ({"weight", "bias"} if m.affine else set(),
+                {"running_mean", "running_var", "num_batches_tracked"}
+                if m.track_running_stats else set())
+    if t is nn.LayerNorm:
+        return ({"weight", "bias"} if m.elementwise_affine else set()), set()
+    if t is nn.Embedding:
+        return {"weight"}, set()
+    return set(), set()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    return value
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+# --- from_torch: the spec of a live module ---------------------------------------------
+
+class _LeafTracer(torch.fx.Tracer):  # type: ignore[misc,unused-ignore]
+    """Traces one module's own forward: every submodule call stays one call step."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return True
+
+
+def _fail(path: str, m: nn.Module, why: str) -> UnsupportedModule:
+    return UnsupportedModule(f"module '{path or '(root)'}' ({type(m).__name__}): {why}")
+
+
+_UNARY = {torch.relu: "relu", F.relu: "relu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
+          torch.tanh: "tanh", F.tanh: "tanh", F.gelu: "gelu", F.silu: "silu",
+          torch.flatten: "flatten", F.softmax: "softmax", torch.softmax: "softmax",
+          F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax",
+          torch.reshape: "reshape", torch.transpose: "transpose", torch.permute: "permute",
+          torch.unsqueeze: "unsqueeze", torch.squeeze: "squeeze", F.dropout: "dropout"}
+_BINARY = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub",
+           operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div",
+           operator.iadd: "add", operator.imul: "mul"}
+_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "flatten": "flatten",
+            "softmax": "softmax", "log_softmax": "log_softmax", "view": "view",
+            "reshape": "reshape", "transpose": "transpose", "permute": "permute",
+            "unsqueeze": "unsqueeze", "squeeze": "squeeze", "contiguous": "contiguous",
+            "add": "add", "sub": "sub", "mul": "mul", "div": "div"}
+# Positional argument names after the input, per op (PyTorch's).
+_POSITIONAL = {"flatten": ["start_dim", "end_dim"], "softmax": ["dim"], "log_softmax": ["dim"],
+               "transpose": ["dim0", "dim1"], "unsqueeze": ["dim"], "squeeze": ["dim"],
+               "dropout": ["p", "training"], "gelu": [], "relu": ["inplace"],
+               "silu": ["inplace"], "add": ["other"], "sub": ["other"], "mul": ["other"],
+               "div": ["other"], "cat": ["dim"]}
+_DROPPED_KWARGS = {"inplace": False, "dtype": None, "_stacklevel": 3, "training": None}
+
+
+def _forward_program(m: nn.Module, path: str) -> list[Any]:
+    if isinstance(m, SpecModule) and m._program is not None:
+        return copy.deepcopy(m._program)  # made by to_torch: its program as it came
+    try:
+        graph = _LeafTracer().trace(m)
+    except Exception as error:  # fx raises many kinds: TraceError, TypeError, ...
+        raise _fail(path, m, f"its forward cannot be traced with torch.fx ({error})") from None
+    nodes = list(graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    names: dict[Any, str] = {}
+    for i, node in enumerate(placeholders):
+        names[node] = "input" if i == 0 else node.target.lstrip("*")
+    body = [n for n in nodes if n.op not in ("placeholder", "output")]
+    output = next(n for n in nodes if n.op == "output")
+    if not body:
+        return [{"op": "identity"}]
+
+    def ref(arg: Any) -> str:
+        if not isinstance(arg, torch.fx.Node) or arg not in names:
+            raise _fail(path, m, f"step input {arg!r} is not a tensor value of the program")
+        return names[arg]
+
+    steps: list[Any] = []
+    prev = "input"
+    for index, node in enumerate(body):
+        names[node] = node.name
+        step: dict[str, Any]
+        inputs: list[str]
+        if node.op == "call_module":
+            if node.kwargs or len(node.args) != 1:
+                raise _fail(path, m, f"child '{node.target}' is called with more than one input")
+            step, inputs = {"call": node.target}, [ref(node.args[0])]
+        elif node.op in ("call_function", "call_method"):
+            step, inputs = _op_step(node, path, m, ref)
+        else:
+            raise _fail(path, m, f"'{node.op} {node.target}' cannot be a forward step (a "
+                                 "parameter or attribute read in forward is not expressible)")
+        last = node is body[-1] and output.args[0] is node
+        users = list(node.users)
+        compact_out = last or (len(users) == 1 and index + 1 < len(body)
+                               and users[0] is body[index + 1]
+                               and _first_input(body[index + 1]) is node
+                               and len(body[index + 1].all_input_nodes) == 1)
+        if not (len(inputs) == 1 and inputs[0] == prev):
+            step["in"] = inputs[0] if len(inputs) == 1 and step.get("op") != "cat" else inputs
+        if not compact_out:
+            step["out"] = node.name
+        prev = node.name
+        if set(step) == {"call"}:
+            steps.append(step["call"])
+        else:
+            steps.append(step)
+    if output.args[0] is not body[-1]:
+        steps.append({"op": "identity", "in": ref(output.args[0])})
+    return steps
+
+
+def _first_input(node: Any) -> Any:
+    return node.args[0] if node.args else None
+
+
+def _op_step(node: Any, path: str, m: nn.Module,
+             ref: Callable[[Any], str]) -> tuple[dict[str, Any], list[str]]:
+    target = node.target
+    args = list(node.args)
+    kwargs = dict(node.kwargs)
+    if node.op == "call_method":
+        op = _METHODS.get(target)
+    elif target in (torch.cat, torch.concat):
+        tensors = args.pop(0) if args else kwargs.pop("tensors")
+        step: dict[str, Any] = {"op": "cat"}
+        dim = args[0] if args else kwargs.get("dim", 0)
+        if dim != 0:
+            step["args"] = {"dim": dim}
+        return step, [ref(t) for t in tensors]
+    else:
+        op = _UNARY.get(target) or _BINARY.get(target)
+    if op is None:
+        name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+        raise _fail(path, m, f"'{name}' in forward has no paramd op (docs/specs.md lists "
+                             "the ops)")
+    if not args:
+        raise _fail(path, m, f"'{op}' without an input")
+    first = args.pop(0)
+    step = {"op": op}
+    inputs: list[str]
+    op_args: dict[str, Any] = {}
+    if op in ("add", "sub", "mul", "div"):
+        other = args.pop(0) if args else kwargs.pop("other")
+        if isinstance(first, torch.fx.Node) and isinstance(other, torch.fx.Node):
+            inputs = [ref(first), ref(other)]
+        elif isinstance(first, torch.fx.Node) and isinstance(other, (int, float)):
+            inputs, op_args["other"] = [ref(first)], other
+        elif isinstance(other, torch.fx.Node) and isinstance(first, (int, float)) \
+                and op in ("add", "mul"):
+            inputs, op_args["other"] = [ref(other)], first
+        else:
+            raise _fail(path, m, f"'{op}' of {first!r} and {other!r} is not expressible")
+        if "alpha" in kwargs:
+            op_args["alpha"] = kwargs.pop("alpha")
+    else:
+        inputs = [ref(first)]
+        if op in ("view", "reshape", "permute"):
+            shape = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+            shape = kwargs.pop("shape", kwargs.pop("dims", shape))
+            if any(not isinstance(d, int) for d in shape):
+                raise _fail(path, m, f"'{op}' with a shape computed in forward ({shape!r}); "
+                                     "only constant shapes are expressible")
+            op_args["dims" if op == "permute" else "shape"] = list(shape)
+            args = []
+        for name, value in zip(_POSITIONAL.get(op, []), args):
+            op_args[name] = value
+        op_args.update(kwargs)
+    if op == "dropout":
+        op_args.pop("training", None)
+        op_args.pop("inplace", None)
+    for key, default in _DROPPED_KWARGS.items():
+        if key in op_args and op_args[key] == default:
+            del op_args[key]
+    for key, value in op_args.items():
+        if isinstance(value, torch.fx.Node):
+            raise _fail(path, m, f"'{op}' argument '{key}' computed in forward is not "
+                                 "expressible")
+    if op_args:
+        step["args"] = op_args
+    return step, inputs
+
+
+def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
+    """The spec (docs/specs.md) of a live module tree. UnsupportedModule, naming the
+    module, for anything a spec cannot hold. ``trace_forward=False`` leaves custom classes'
+    forward programs out instead of failing on one that cannot be expressed."""
+    module_paths: dict[int, str] = {}
+    param_paths: dict[int, str] = {}
+
+    def node(m: nn.Module, path: str) -> dict[str, Any]:
+        t = type(m)
+        spec: dict[str, Any] = {"type": t.__name__}
+        builtin = t in _ARGS
+        if builtin:
+            args = {k: _jsonable(v) for k, v in _ARGS[t](m).items()}
+            own_params, own_buffers = _own_slots(m)
+            factory = next((p for p in m._parameters.values() if p is not None), None)
+            if factory is not None and factory.dtype != torch.float32 and own_params:
+                args["dtype"] = _dtype_name(factory)
+            if args:
+                spec["args"] = args
+        else:
+            if t.__name__ in _BUILTINS:
+                spec["custom"] = True
+            own_params, own_buffers = set(), set()
+            # Plain attributes (the seed MLP's w1): never registered, but their names are
+            # taken, so registering one fails remotely as it does in PyTorch.
+            attributes = [k for k in vars(m) if not k.startswith("_") and k != "training"]
+            if attributes:
+                spec["attributes"] = attributes
+        parameters = []
+        for name, p in m._parameters.items():
+            full = f"{path}.{name}" if path else name
+            if p is None:
+                if name in own_params and not (t in (nn.Linear, nn.Conv2d) and name == "bias"):
+                    parameters.append({"name": name, "none": True})
+                elif name not in own_params:
+                    parameters.append({"name": name, "none": True})
+                continue
+            if id(p) in param_paths:
+                parameters.append({"name": name, "tie": param_paths[id(p)]})
+                continue
+            param_paths[id(p)] = full
+            if name in own_params:
+                continue
+            item: dict[str, Any] = {"name": name, "shape": list(p.shape),
+                                    "dtype": _dtype_name(p)}
+            if not p.requires_grad:
+                item["requires_grad"] = False
+            parameters.append(item)
+        if parameters:
+            spec["parameters"] = parameters
+        buffers = []
+        for name, b in m._buffers.items():
+            if name in own_buffers and b is not None:
+                continue
+            item = {"name": name}
+            if b is None:
+                item["none"] = True
+            else:
+                item.update({"shape": list(b.shape), "dtype": _dtype_name(b)})
+            if name in m._non_persistent_buffers_set:
+                item["persistent"] = False
+            buffers.append(item)
+        if buffers:
+            spec["buffers"] = buffers
+        children = []
+        for name, child in m._modules.items():
+            full = f"{path}.{name}" if path else name
+            if child is None:
+                children.append({"name": name, "none": True})
+            elif id(child) in module_paths:
+                children.append({"name": name, "ref": module_paths[id(child)]})
+            else:
+                module_paths[id(child)] = full
+                children.append({"name": name, **node(child, full)})
+        if children:
+            spec["children"] = children
+        has_forward = m._program is not None if isinstance(m, SpecModule) \
+            else type(m).forward is not nn.Module.forward
+        if not builtin and has_forward:
+            if trace_forward:
+                spec["forward"] = _forward_program(m, path)
+            else:
+                try:
+                    spec["forward"] = _forward_program(m, path)
+                except UnsupportedModule:
+                    pass
+        return spec
+
+    module_paths[id(module)] = ""
+    return node(module, "")
+
+
+def from_torch(module: nn.Module, client: Client, name: str, *, device: str = "cpu",
+               trace_forward: bool = True, progress: Progress = None) -> RemoteModel:
+    """Creates model ``name`` on the daemon from a live module (its spec, then every
+    Parameter and buffer object once, in one atomic write) and returns its handle."""
+    spec = spec_of(module, trace_forward=trace_forward)
+    remote = client.create(name, spec, device=device)
+    try:
+        values: dict[Any, Any] = {}
+        for key, p in module.named_parameters():
+            values[key] = p
+        for key, b in module.named_buffers():
+            values[key] = b
+        if values:
+            remote.update(values, progress=progress)
+        if not module.training:
+            remote.eval()
+    except BaseException:
+        client.delete(name)
+        raise
+    return remote
+
+
+# --- to_torch: a live module from a remote model ---------------------------------------
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def _op(name: str, inputs: list[Any], args: dict[str, Any], training: bool) -> Any:
+    x = inputs[0]
+    if name == "relu":
+        return torch.relu(x)
+    if name == "gelu":
+        return F.gelu(x, **args)
+    if name == "silu":
+        return F.silu(x)
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name in ("identity",):
+        return x
+    if name == "contiguous":
+        return x.contiguous()
+    if name == "softmax":
+        return F.softmax(x, dim=args.get("dim"))
+    if name == "log_softmax":
+        return F.log_softmax(x, dim=args.get("dim"))
+    if name == "flatten":
+        return torch.flatten(x, args.get("start_dim", 0), args.get("end_dim", -1))
+    if name == "view":
+        return x.view(*args["shape"])
+    if name == "reshape":
+        return x.reshape(*args["shape"])
+    if name == "transpose":
+        return x.transpose(args["dim0"], args["dim1"])
+    if name == "permute":
+        return x.permute(*args["dims"])
+    if name == "unsqueeze":
+        return x.unsqueeze(args["dim"])
+    if name == "squeeze":
+        return x.squeeze(args["dim"]) if "dim" in args else x.squeeze()
+    if name in ("add", "sub", "mul", "div"):
+        other = inputs[1] if len(inputs) > 1 else args["other"]
+        if name == "add":
+            return torch.add(x, other, alpha=args["alpha"]) if "alpha" in args else x + other
+        if name == "sub":
+            return torch.sub(x, other, alpha=args["alpha"]) if "alpha" in args else x - other
+        return x * other if name == "mul" else x / other
+    if name == "cat":
+        return torch.cat(inputs, dim=args.get("dim", 0))
+    if name == "dropout":
+        return F.dropout(x, args.get("p", 0.5), training=training)
+    raise UnsupportedModule(f"op '{name}' is unknown to this client")
+
+
+class SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
+    """Base of the classes to_torch makes for custom containers: its forward runs the
+    spec's forward program."""
+
+    _program: Optional[list[Any]] = None
+
+    def forward(self, input: Any, **named: Any) -> Any:
+        program = self._program
+        if program is None:
+            raise NotImplementedError(
+                f'Module [{type(self).__name__}] is missing the required "forward" function')
+        values = {"input": input, **named}
+        current = input
+        for step in program:
+            if isinstance(step, str):
+                step = {"call": step}
+            ins = step.get("in")
+            if ins is None:
+                inputs = [current]
+            elif isinstance(ins, str):
+                inputs = [values[ins]]
+            else:
+                inputs = [values[i] for i in ins]
+            if "call" in step:
+                current = getattr(self, step["call"])(inputs[0])
+            else:
+                current = _op(step["op"], inputs, step.get("args", {}), self.training)
+            if "out" in step:
+                values[step["out"]] = current
+        return current
+
+
+def module_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """A live module tree from a spec; tensors are uninitialised (``torch.empty``)."""
+    classes: dict[str, type] = {}
+    refs: list[tuple[nn.Module, str, str]] = []
+    ties: list[tuple[nn.Module, str, str]] = []
+
+    def build(node: dict[str, Any]) -> nn.Module:
+        type_name = node["type"]
+        args = {k: _tuples(v) for k, v in node.get("args", {}).items()}
+        if "dtype" in args:
+            args["dtype"] = getattr(torch, args["dtype"])
+        if type_name in _BUILTINS and not node.get("custom"):
+            cls = _BUILTINS[type_name]
+            if cls in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
+                m = cls(**args)
+            else:
+                with torch.device("meta"):  # no initialisation: the values come after
+                    m = cls(**args)
+                m = m.to_empty(device="cpu")
+        else:
+            if type_name not in classes:
+                classes[type_name] = type(type_name, (SpecModule,), {})
+            m = classes[type_name]()
+            if "forward" in node:
+                m._program = node["forward"]
+        for item in node.get("parameters", []):
+            name = item["name"]
+            if item.get("none"):
+                m.register_parameter(name, None) if name not in m._parameters \
+                    else m._parameters.__setitem__(name, None)
+            elif "tie" in item:
+                if name not in m._parameters:
+                    m.register_parameter(name, None)
+                ties.append((m, name, item["tie"]))
+            elif name not in m._parameters:
+                dtype = getattr(torch, item.get("dtype", "float32"))
+                m.register_parameter(name, nn.Parameter(
+                    torch.empty(item["shape"], dtype=dtype),
+                    requires_grad=item.get("requires_grad", True)))
+        for item in node.get("buffers", []):
+            name = item["name"]
+            persistent = item.get("persistent", True)
+            if item.get("none"):
+                m.register_buffer(name, None, persistent)
+            elif name not in m._buffers:
+                dtype = getattr(torch, item.get("dtype", "float32"))
+                m.register_buffer(name, torch.empty(item["shape"], dtype=dtype), persistent)
+        for index, item in enumerate(node.get("children", [])):
+            name = item.get("name", str(index))
+            if item.get("none"):
+                m.add_module(name, None)
+            elif "ref" in item:
+                m.add_module(name, None)
+                refs.append((m, name, item["ref"]))
+            else:
+                m.add_module(name, build(item))
+        return m
+
+    root = build(spec)
+    for parent, name, target in refs:
+        parent._modules[name] = root.get_submodule(target)
+    for m, name, target in ties:
+        m._parameters[name] = root.get_parameter(target)
+    return root
+
+
+def exported_spec(remote: RemoteModel) -> tuple[dict[str, Any], int]:
+    """The model's spec as the daemon exports it (the tree as it is now, with ``ref`` and
+    ``tie``) and its version. The wire has no call for it yet: the daemon writes it into
+    every checkpoint, so this saves one (``paramd-client/<model>.safetensors`` in its
+    checkpoint directory) and reads only the file's header back."""
+    path = f"paramd-client/{remote.name}.safetensors"
+    remote.save(path, format="safetensors")
+    header = bytearray()
+    need: Optional[int] = None
+    for piece in remote.client._download_pieces(path):
+        header += piece
+        if need is None and len(header) >= 8:
+            need = 8 + int.from_bytes(header[:8], "little")
+        if need is not None and len(header) >= need:
+            break
+    assert need is not None
+    meta = json.loads(bytes(header[8:need]))["__metadata__"]
+    return json.loads(meta["paramd.spec"]), int(meta["paramd.version"])
+
+
+def to_torch(remote: RemoteModel) -> nn.Module:
+    """A live ``nn.Module`` equal to the remote model: its classes' names, state_dict keys
+    and values, ties and shared modules, non-persistent buffers, repr, train/eval mode and
+    forward. Reads one model version (retried if a writer moved the model in between)."""
+    for _ in range(5):
+        spec, version = exported_spec(remote)
+        state = remote.state_dict()
+        if state.version == version:
+            break
+    else:
+        raise RuntimeError(f"model '{remote.name}' kept changing while it was read; retry")
+    module = module_from_spec(spec)
+    with torch.no_grad():
+        module.load_state_dict(state, strict=True)
+        wanted = {k for k, _ in module.named_buffers(remove_duplicate=False)} - set(state)
+        if wanted:
+            for key, value in remote.named_buffers(remove_duplicate=False):
+                if key in wanted:
+                    module.get_buffer(key).copy_(value)
+    module.train(remote.training)
+    return module
