@@ -9,24 +9,12 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
-#include "server/core/forward.h"
-#include "server/core/tree_copy.h"
+#include "server/core/run_forward.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 
 namespace paramd::service {
 namespace {
-
-// Note [Forward version]
-// A forward reads one pinned version V and answers with V. In training mode its
-// BatchNorm running-statistics updates are committed with if_version = V, so they become
-// exactly V + 1 and no other write falls between the weights that were read and the
-// statistics that were written (as if the forward had held the model, which is what
-// PyTorch's in-place update does). When a writer publishes first, the statistics computed
-// from V are stale: the forward runs again on the newer version, up to kForwardAttempts
-// times, then fails with ABORTED. A caller that pinned V itself (if_version) gets ABORTED at
-// once instead, since it asked for V's answer.
-constexpr int kForwardAttempts = 4;
 
 struct ForwardCall {
   v1::ForwardOptions options;
@@ -85,80 +73,27 @@ absl::StatusOr<ForwardCall> ReadCall(
   return call;
 }
 
-struct ForwardAnswer {
-  uint64_t version = 0;
-  uint64_t updated_version = 0;
-  bool training = false;
-  std::vector<core::NamedTensor> outputs;
-};
-
-// Pins a version, runs the forward on it, and commits its buffer updates (Note [Forward
-// version]).
-absl::StatusOr<ForwardAnswer> RunForward(core::Model& model, const ForwardCall& call) {
-  const v1::ForwardOptions& options = call.options;
-  const std::optional<uint64_t> if_version = IfVersion(options.if_version());
-  for (int attempt = 0; attempt < kForwardAttempts; ++attempt) {
-    struct Pinned {
-      std::shared_ptr<const core::Module> root;
-      uint64_t version;
-    };
-    // The copy shares every storage: it costs a few objects per module, no tensor bytes,
-    // and lets the forward run with no lock held.
-    const Pinned pinned =
-        model.Read([](const std::shared_ptr<core::Module>& root, uint64_t version) {
-          return Pinned{core::CopyTreeSharingTensors(*root), version};
-        });
-    if (if_version && *if_version != pinned.version) {
-      return absl::AbortedError(absl::StrCat("model '", model.name(), "' is at version ",
-                                             pinned.version, ", not ", *if_version,
-                                             "; drop if_version or ask for the current one"));
-    }
-    ForwardAnswer answer;
-    answer.version = pinned.version;
-    switch (options.mode()) {
-      case v1::FORWARD_MODE_TRAIN:
-        answer.training = true;
-        break;
-      case v1::FORWARD_MODE_EVAL:
-        answer.training = false;
-        break;
-      case v1::FORWARD_MODE_MODEL:
-        answer.training = pinned.root->training();
-        break;
-      default:
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown forward mode ", static_cast<int>(options.mode()),
-                         "; use FORWARD_MODE_MODEL, FORWARD_MODE_TRAIN or FORWARD_MODE_EVAL"));
-    }
-    PARAMD_ASSIGN_OR_RETURN(
-        core::ForwardResult result,
-        core::Forward(*pinned.root, call.inputs,
-                      core::ForwardOptions{.training = answer.training, .seed = options.seed()}));
-    answer.outputs = std::move(result.outputs);
-    if (result.buffer_updates.empty()) return answer;
-    std::vector<core::Model::TensorWrite> writes;
-    writes.reserve(result.buffer_updates.size());
-    for (core::BufferUpdate& update : result.buffer_updates) {
-      writes.push_back({std::move(update.name), std::nullopt, std::move(update.value)});
-    }
-    absl::StatusOr<uint64_t> committed = model.SetTensors(writes, pinned.version);
-    if (committed.ok()) {
-      answer.updated_version = *committed;
-      return answer;
-    }
-    if (!absl::IsAborted(committed.status()) || if_version) return committed.status();
+// The core's mode for the proto's; INVALID_ARGUMENT for a value this daemon does not know.
+absl::StatusOr<core::ForwardMode> ModeOf(v1::ForwardMode mode) {
+  switch (mode) {
+    case v1::FORWARD_MODE_TRAIN:
+      return core::ForwardMode::kTrain;
+    case v1::FORWARD_MODE_EVAL:
+      return core::ForwardMode::kEval;
+    case v1::FORWARD_MODE_MODEL:
+      return core::ForwardMode::kModel;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown forward mode ", static_cast<int>(mode),
+                       "; use FORWARD_MODE_MODEL, FORWARD_MODE_TRAIN or FORWARD_MODE_EVAL"));
   }
-  return absl::AbortedError(absl::StrCat(
-      "model '", model.name(), "' was written ", kForwardAttempts,
-      " times while a training-mode forward ran, so its BatchNorm statistics could not be "
-      "committed; retry, or run in eval mode (mode FORWARD_MODE_EVAL) to leave them alone"));
 }
 
 // Sends the start and every output (header, then its chunks), packing parts into as few
 // frames as their field order allows: a small answer is one frame, which leaves with the
 // status. One frame is held at a time, so a large output is never copied whole.
 absl::Status WriteAnswer(
-    const std::string& model_name, const ForwardAnswer& answer, v1::DType wire_dtype,
+    const std::string& model_name, const core::ForwardAnswer& answer, v1::DType wire_dtype,
     grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) {
   // Cast and gather first, so that a failing cast sends nothing.
   std::vector<core::Tensor> wire;
@@ -216,7 +151,12 @@ grpc::Status InferenceService::Forward(
     model_name = call.options.model();
     if (context->IsCancelled()) return absl::CancelledError("the client cancelled the forward");
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(model_name));
-    PARAMD_ASSIGN_OR_RETURN(ForwardAnswer answer, RunForward(*model, call));
+    PARAMD_ASSIGN_OR_RETURN(core::ForwardMode mode, ModeOf(call.options.mode()));
+    PARAMD_ASSIGN_OR_RETURN(core::ForwardAnswer answer,
+                            core::RunForward(*model, call.inputs,
+                                             {.mode = mode,
+                                              .seed = call.options.seed(),
+                                              .if_version = IfVersion(call.options.if_version())}));
     return WriteAnswer(model->name(), answer, call.options.wire_dtype(), stream);
   });
   return Logged("forward", model_name, status);

@@ -1,5 +1,6 @@
-// paramd.v1.Inference: forward passes on a pinned model version. Translation, pinning and
-// the commit of BatchNorm's running statistics; the math is core::Forward's.
+// paramd.v1.Inference: forward passes. Translation only: the stream to named tensors and
+// back, the proto's options to core::RunForward's (server/core/run_forward.h), which pins
+// the version, runs the forward and commits BatchNorm's running statistics.
 //
 // Threading: Forward is a synchronous handler, so each call runs on gRPC's sync-server
 // thread pool and never on the callback threads that keep the other services' streams
