@@ -20,8 +20,9 @@
 #include "server/common/log.h"
 #include "server/core/registry.h"
 #include "server/io/checkpoint_dir.h"
+#include "server/io/checkpoint_store.h"
+#include "server/io/snapshots.h"
 #include "server/service/server.h"
-#include "server/service/snapshots.h"
 
 namespace {
 
@@ -203,12 +204,13 @@ int main(int argc, char** argv) {
   }
 
   paramd::core::ModelRegistry registry;
-  auto snapshots = paramd::service::Snapshots::Open(data_dir.string(), &registry);
+  paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry);
+  auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry);
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
 
   auto server = paramd::service::Server::Start(
-      {.listen = flags.listen, .checkpoint_dir = &*checkpoint_dir, .snapshots = snapshots->get()},
+      {.listen = flags.listen, .checkpoints = &checkpoints, .snapshots = snapshots->get()},
       &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
 

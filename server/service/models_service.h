@@ -4,7 +4,7 @@
 
 #include "paramd/v1/models.grpc.pb.h"
 #include "server/core/registry.h"
-#include "server/service/snapshots.h"
+#include "server/io/snapshots.h"
 
 namespace paramd::service {
 
@@ -14,7 +14,7 @@ v1::ModelInfo DescribeModel(const core::Model& model);
 class ModelsService final : public v1::Models::Service {
  public:
   // `snapshots` may be null; when set, a deleted model's snapshot is removed with it.
-  ModelsService(core::ModelRegistry* registry, Snapshots* snapshots)
+  ModelsService(core::ModelRegistry* registry, io::Snapshots* snapshots)
       : registry_(registry), snapshots_(snapshots) {}
 
   grpc::Status CreateModel(grpc::ServerContext* context, const v1::CreateModelRequest* request,
@@ -32,7 +32,7 @@ class ModelsService final : public v1::Models::Service {
 
  private:
   core::ModelRegistry* registry_;  // not owned
-  Snapshots* snapshots_;           // not owned; may be null
+  io::Snapshots* snapshots_;       // not owned; may be null
 };
 
 }  // namespace paramd::service

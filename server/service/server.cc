@@ -19,7 +19,7 @@ struct Server::Services {
   Services(core::ModelRegistry* registry, const ServerOptions& options)
       : models(registry, options.snapshots),
         parameters(registry),
-        checkpoints(registry, options.checkpoint_dir, options.snapshots),
+        checkpoints(options.checkpoints, options.snapshots),
         inference(registry) {}
   ModelsService models;
   ParametersService parameters;
@@ -39,7 +39,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&server->services_->models);
   builder.RegisterService(&server->services_->parameters);
-  if (options.checkpoint_dir != nullptr) builder.RegisterService(&server->services_->checkpoints);
+  if (options.checkpoints != nullptr) builder.RegisterService(&server->services_->checkpoints);
   builder.RegisterService(&server->services_->inference);
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));

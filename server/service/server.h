@@ -9,17 +9,17 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
 #include "server/core/registry.h"
-#include "server/io/checkpoint_dir.h"
-#include "server/service/snapshots.h"
+#include "server/io/checkpoint_store.h"
+#include "server/io/snapshots.h"
 
 namespace paramd::service {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
-  // Both borrowed and must outlive the server. Without a checkpoint directory the
+  // Both borrowed and must outlive the server. Without a checkpoint store the
   // Checkpoints service is not served; without snapshots its Snapshot call is refused.
-  const io::CheckpointDir* checkpoint_dir = nullptr;
-  Snapshots* snapshots = nullptr;
+  io::CheckpointStore* checkpoints = nullptr;
+  io::Snapshots* snapshots = nullptr;
 };
 
 class Server {
