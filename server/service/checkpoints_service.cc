@@ -6,6 +6,7 @@
 #include "server/common/status_macros.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
+#include "server/service/unary_call.h"
 
 namespace paramd::service {
 namespace {
@@ -43,145 +44,256 @@ io::CheckpointStore::LoadRequest LoadRequestOf(const v1::LoadRequest& request) {
   return load;
 }
 
+// Upload: the header opens the upload in the store, each chunk is appended on a worker,
+// and the end of the stream finishes the file (or keeps its bytes when the client went
+// away). One read or one append is in flight at a time.
+class UploadReactor final : public grpc::ServerReadReactor<v1::UploadRequest> {
+ public:
+  UploadReactor(grpc::CallbackServerContext* context, io::CheckpointStore* store,
+                Executor* executor, v1::UploadResponse* response)
+      : context_(context), store_(store), response_(response) {
+    absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
+    if (!ticket.ok()) {
+      Done(ticket.status());
+      return;
+    }
+    ticket_ = *std::move(ticket);
+    StartRead(&message_);
+  }
+
+  void OnReadDone(bool ok) override {
+    ticket_->Run([this, ok] {
+      absl::Status status;
+      const grpc::Status guarded = Guard([&] {
+        status = ok ? Take() : End();
+        return status;
+      });
+      if (ok && guarded.ok()) {
+        StartRead(&message_);
+        return;
+      }
+      Done(FromGrpcStatus(guarded));
+    });
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  // One message: the header first, then chunks.
+  absl::Status Take() {
+    if (upload_ == nullptr) {
+      if (!message_.has_header()) return NoHeader();
+      const v1::UploadHeader& header = message_.header();
+      path_ = header.path();
+      PARAMD_ASSIGN_OR_RETURN(upload_, store_->StartUpload({.path = header.path(),
+                                                            .offset = header.offset(),
+                                                            .total_size = header.total_size(),
+                                                            .sha256 = header.sha256()}));
+      return absl::OkStatus();
+    }
+    if (message_.has_header()) {
+      return upload_->Named(absl::InvalidArgumentError("an upload has one header, first"));
+    }
+    return upload_->Append(message_.chunk());
+  }
+
+  // The stream ended.
+  absl::Status End() {
+    if (upload_ == nullptr) return NoHeader();
+    if (context_->IsCancelled()) return upload_->BreakOff();
+    PARAMD_ASSIGN_OR_RETURN(io::WrittenFile written, upload_->Finish());
+    response_->set_path(upload_->path());
+    response_->set_size(written.size);
+    response_->set_sha256(written.sha256);
+    return absl::OkStatus();
+  }
+
+  static absl::Status NoHeader() {
+    return absl::InvalidArgumentError(
+        "an upload starts with an UploadHeader (path, offset, total_size, sha256)");
+  }
+
+  void Done(const absl::Status& status) {
+    upload_.reset();  // frees the path for the next upload of it
+    ticket_.reset();
+    Finish(Logged("upload checkpoint", path_, ToGrpcStatus(status), /*log_success=*/true));
+  }
+
+  grpc::CallbackServerContext* const context_;
+  io::CheckpointStore* const store_;
+  v1::UploadResponse* const response_;
+  std::shared_ptr<Executor::Ticket> ticket_;
+  v1::UploadRequest message_;
+  std::string path_;
+  std::unique_ptr<io::CheckpointStore::Upload> upload_;
+};
+
+// Download: the file is opened (and hashed, if its digest is not kept) on a worker, then
+// its chunks go out one write at a time from the mapping, which pins the bytes even if a
+// save replaces the file meanwhile.
+class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadResponse> {
+ public:
+  DownloadReactor(grpc::CallbackServerContext* context, io::CheckpointStore* store,
+                  Executor* executor, const v1::DownloadRequest* request)
+      : context_(context), request_(request), at_(request->offset()) {
+    absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
+    if (!ticket.ok()) {
+      Done(ticket.status());
+      return;
+    }
+    (*ticket)->Run([this, store, ticket = *ticket]() mutable {
+      absl::StatusOr<io::CheckpointStore::Download> download;
+      const grpc::Status guarded = Guard([&] {
+        download = context_->IsCancelled()
+                       ? absl::CancelledError("the client went away")
+                       : store->OpenDownload(request_->path(), request_->offset());
+        return download.status();
+      });
+      ticket.reset();
+      if (!guarded.ok()) {
+        Done(FromGrpcStatus(guarded));
+        return;
+      }
+      file_ = download->file;
+      message_.mutable_header()->set_size(file_->size());
+      message_.mutable_header()->set_sha256(download->sha256);
+      if (download->modified_unix) {
+        message_.mutable_header()->set_modified_unix(*download->modified_unix);
+      }
+      StartWrite(&message_);
+    });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Done(absl::CancelledError("the client went away"));
+    if (at_ >= file_->size()) return Done(absl::OkStatus());
+    if (context_->IsCancelled()) return Done(absl::CancelledError("the client went away"));
+    const size_t length = std::min<uint64_t>(kChunkBytes, file_->size() - at_);
+    message_.set_chunk(reinterpret_cast<const char*>(file_->data() + at_), length);
+    at_ += length;
+    StartWrite(&message_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Done(const absl::Status& status) {
+    Finish(Logged("download checkpoint", request_->path(), ToGrpcStatus(status)));
+  }
+
+  grpc::CallbackServerContext* const context_;
+  const v1::DownloadRequest* const request_;
+  std::shared_ptr<const io::MappedFile> file_;
+  uint64_t at_;
+  v1::DownloadResponse message_;
+};
+
 }  // namespace
 
-grpc::Status CheckpointsService::Save(grpc::ServerContext*, const v1::SaveRequest* request,
-                                      v1::SaveResponse* response) {
-  return Logged("save checkpoint", request->model(), Guard([&]() -> absl::Status {
-                  PARAMD_ASSIGN_OR_RETURN(std::optional<io::CheckpointFormat> format,
-                                          FormatOf(request->format()));
-                  PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Saved saved,
-                                          store_->Save({.model = request->model(),
-                                                        .path = request->path(),
-                                                        .format = format,
-                                                        .keep_vars = request->keep_vars()}));
-                  response->set_path(request->path());
-                  response->set_format(ToProto(saved.format));
-                  response->set_version(saved.version);
-                  response->set_size(saved.size);
-                  response->set_sha256(saved.sha256);
-                  return absl::OkStatus();
-                }),
-                /*log_success=*/true);
-}
-
-grpc::Status CheckpointsService::Load(grpc::ServerContext*, const v1::LoadRequest* request,
-                                      v1::LoadResponse* response) {
-  return Logged("load checkpoint", request->model(), Guard([&]() -> absl::Status {
-                  PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Loaded loaded,
-                                          store_->Load(LoadRequestOf(*request)));
-                  response->set_format(ToProto(loaded.format));
-                  response->set_created(loaded.created);
-                  response->set_version(loaded.version);
-                  for (const auto& key : loaded.keys.missing_keys) response->add_missing_keys(key);
-                  for (const auto& key : loaded.keys.unexpected_keys)
-                    response->add_unexpected_keys(key);
-                  return absl::OkStatus();
-                }),
-                /*log_success=*/true);
-}
-
-grpc::Status CheckpointsService::List(grpc::ServerContext*, const v1::ListCheckpointsRequest*,
-                                      v1::ListCheckpointsResponse* response) {
-  return Logged(
-      "list checkpoints", "", Guard([&]() -> absl::Status {
-        PARAMD_ASSIGN_OR_RETURN(std::vector<io::CheckpointFileInfo> files, store_->List());
-        for (const io::CheckpointFileInfo& info : files) {
-          v1::CheckpointFile* file = response->add_files();
-          file->set_path(info.path);
-          file->set_size(info.size);
-          file->set_modified_unix(info.modified_unix);
-          absl::StatusOr<io::CheckpointFormat> format = io::FormatFromPath(info.path);
-          file->set_format(format.ok() ? ToProto(*format) : v1::CHECKPOINT_FORMAT_UNSPECIFIED);
-        }
-        return absl::OkStatus();
-      }));
-}
-
-grpc::Status CheckpointsService::Upload(grpc::ServerContext* context,
-                                        grpc::ServerReader<v1::UploadRequest>* reader,
-                                        v1::UploadResponse* response) {
-  std::string path;
-  grpc::Status status = Guard([&]() -> absl::Status {
-    v1::UploadRequest message;
-    if (!reader->Read(&message) || !message.has_header()) {
-      return absl::InvalidArgumentError(
-          "an upload starts with an UploadHeader (path, offset, total_size, sha256)");
-    }
-    const v1::UploadHeader& header = message.header();
-    path = header.path();
-    PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<io::CheckpointStore::Upload> upload,
-                            store_->StartUpload({.path = header.path(),
-                                                 .offset = header.offset(),
-                                                 .total_size = header.total_size(),
-                                                 .sha256 = header.sha256()}));
-    while (reader->Read(&message)) {
-      if (message.has_header()) {
-        return upload->Named(absl::InvalidArgumentError("an upload has one header, first"));
-      }
-      PARAMD_RETURN_IF_ERROR(upload->Append(message.chunk()));
-    }
-    if (context->IsCancelled()) return upload->BreakOff();
-    PARAMD_ASSIGN_OR_RETURN(io::WrittenFile written, upload->Finish());
-    response->set_path(upload->path());
-    response->set_size(written.size);
-    response->set_sha256(written.sha256);
-    return absl::OkStatus();
+grpc::ServerUnaryReactor* CheckpointsService::Save(grpc::CallbackServerContext* context,
+                                                   const v1::SaveRequest* request,
+                                                   v1::SaveResponse* response) {
+  return FinishOnExecutor(context, *executor_, "save checkpoint", request->model(), [=, this] {
+    return Logged("save checkpoint", request->model(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(std::optional<io::CheckpointFormat> format,
+                                            FormatOf(request->format()));
+                    PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Saved saved,
+                                            store_->Save({.model = request->model(),
+                                                          .path = request->path(),
+                                                          .format = format,
+                                                          .keep_vars = request->keep_vars()}));
+                    response->set_path(request->path());
+                    response->set_format(ToProto(saved.format));
+                    response->set_version(saved.version);
+                    response->set_size(saved.size);
+                    response->set_sha256(saved.sha256);
+                    return absl::OkStatus();
+                  }),
+                  /*log_success=*/true);
   });
-  return Logged("upload checkpoint", path, status, /*log_success=*/true);
 }
 
-grpc::Status CheckpointsService::UploadStatus(grpc::ServerContext*,
-                                              const v1::UploadStatusRequest* request,
-                                              v1::UploadStatusResponse* response) {
-  return Logged("upload status", request->path(), Guard([&]() -> absl::Status {
-                  PARAMD_ASSIGN_OR_RETURN(uint64_t offset, store_->UploadOffset(request->path()));
-                  response->set_offset(offset);
-                  return absl::OkStatus();
-                }));
+grpc::ServerUnaryReactor* CheckpointsService::Load(grpc::CallbackServerContext* context,
+                                                   const v1::LoadRequest* request,
+                                                   v1::LoadResponse* response) {
+  return FinishOnExecutor(context, *executor_, "load checkpoint", request->model(), [=, this] {
+    return Logged("load checkpoint", request->model(), Guard([&]() -> absl::Status {
+                    io::CheckpointStore::LoadRequest load = LoadRequestOf(*request);
+                    load.options.cancelled = [context] { return context->IsCancelled(); };
+                    PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Loaded loaded, store_->Load(load));
+                    response->set_format(ToProto(loaded.format));
+                    response->set_created(loaded.created);
+                    response->set_version(loaded.version);
+                    for (const auto& key : loaded.keys.missing_keys)
+                      response->add_missing_keys(key);
+                    for (const auto& key : loaded.keys.unexpected_keys)
+                      response->add_unexpected_keys(key);
+                    return absl::OkStatus();
+                  }),
+                  /*log_success=*/true);
+  });
 }
 
-grpc::Status CheckpointsService::Download(grpc::ServerContext* context,
-                                          const v1::DownloadRequest* request,
-                                          grpc::ServerWriter<v1::DownloadResponse>* writer) {
-  return Logged("download checkpoint", request->path(), Guard([&]() -> absl::Status {
-                  PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Download download,
-                                          store_->OpenDownload(request->path(), request->offset()));
-                  const io::MappedFile& file = *download.file;
-                  v1::DownloadResponse message;
-                  message.mutable_header()->set_size(file.size());
-                  message.mutable_header()->set_sha256(download.sha256);
-                  if (download.modified_unix)
-                    message.mutable_header()->set_modified_unix(*download.modified_unix);
-                  if (!writer->Write(message)) return absl::CancelledError("the client went away");
-                  for (uint64_t at = request->offset(); at < file.size(); at += kChunkBytes) {
-                    if (context->IsCancelled()) return absl::CancelledError("the client went away");
-                    const size_t length = std::min<uint64_t>(kChunkBytes, file.size() - at);
-                    message.set_chunk(reinterpret_cast<const char*>(file.data() + at), length);
-                    if (!writer->Write(message))
-                      return absl::CancelledError("the client went away");
-                  }
-                  return absl::OkStatus();
-                }));
+grpc::ServerUnaryReactor* CheckpointsService::List(grpc::CallbackServerContext* context,
+                                                   const v1::ListCheckpointsRequest*,
+                                                   v1::ListCheckpointsResponse* response) {
+  return FinishInline(context, [&] {
+    return Logged(
+        "list checkpoints", "", Guard([&]() -> absl::Status {
+          PARAMD_ASSIGN_OR_RETURN(std::vector<io::CheckpointFileInfo> files, store_->List());
+          for (const io::CheckpointFileInfo& info : files) {
+            v1::CheckpointFile* file = response->add_files();
+            file->set_path(info.path);
+            file->set_size(info.size);
+            file->set_modified_unix(info.modified_unix);
+            absl::StatusOr<io::CheckpointFormat> format = io::FormatFromPath(info.path);
+            file->set_format(format.ok() ? ToProto(*format) : v1::CHECKPOINT_FORMAT_UNSPECIFIED);
+          }
+          return absl::OkStatus();
+        }));
+  });
 }
 
-grpc::Status CheckpointsService::Snapshot(grpc::ServerContext*, const v1::SnapshotRequest* request,
-                                          v1::SnapshotResponse* response) {
-  return Logged(
-      "snapshot", "", Guard([&]() -> absl::Status {
-        if (snapshots_ == nullptr) {
-          return absl::FailedPreconditionError("this daemon keeps no snapshots (no --data-dir)");
-        }
-        std::vector<std::string> names(request->models().begin(), request->models().end());
-        PARAMD_ASSIGN_OR_RETURN(std::vector<io::Snapshots::Taken> taken, snapshots_->Take(names));
-        for (const io::Snapshots::Taken& entry : taken) {
-          v1::ModelSnapshot* snapshot = response->add_snapshots();
-          snapshot->set_model(entry.model);
-          snapshot->set_version(entry.version);
-        }
-        return absl::OkStatus();
-      }),
-      /*log_success=*/true);
+grpc::ServerReadReactor<v1::UploadRequest>* CheckpointsService::Upload(
+    grpc::CallbackServerContext* context, v1::UploadResponse* response) {
+  return new UploadReactor(context, store_, executor_, response);
+}
+
+grpc::ServerUnaryReactor* CheckpointsService::UploadStatus(grpc::CallbackServerContext* context,
+                                                           const v1::UploadStatusRequest* request,
+                                                           v1::UploadStatusResponse* response) {
+  return FinishInline(context, [&] {
+    return Logged("upload status", request->path(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(uint64_t offset, store_->UploadOffset(request->path()));
+                    response->set_offset(offset);
+                    return absl::OkStatus();
+                  }));
+  });
+}
+
+grpc::ServerWriteReactor<v1::DownloadResponse>* CheckpointsService::Download(
+    grpc::CallbackServerContext* context, const v1::DownloadRequest* request) {
+  return new DownloadReactor(context, store_, executor_, request);
+}
+
+grpc::ServerUnaryReactor* CheckpointsService::Snapshot(grpc::CallbackServerContext* context,
+                                                       const v1::SnapshotRequest* request,
+                                                       v1::SnapshotResponse* response) {
+  return FinishOnExecutor(context, *executor_, "snapshot", "", [=, this] {
+    return Logged(
+        "snapshot", "", Guard([&]() -> absl::Status {
+          if (snapshots_ == nullptr) {
+            return absl::FailedPreconditionError("this daemon keeps no snapshots (no --data-dir)");
+          }
+          std::vector<std::string> names(request->models().begin(), request->models().end());
+          PARAMD_ASSIGN_OR_RETURN(std::vector<io::Snapshots::Taken> taken, snapshots_->Take(names));
+          for (const io::Snapshots::Taken& entry : taken) {
+            v1::ModelSnapshot* snapshot = response->add_snapshots();
+            snapshot->set_model(entry.model);
+            snapshot->set_version(entry.version);
+          }
+          return absl::OkStatus();
+        }),
+        /*log_success=*/true);
+  });
 }
 
 }  // namespace paramd::service

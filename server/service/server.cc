@@ -16,11 +16,11 @@
 namespace paramd::service {
 
 struct Server::Services {
-  Services(core::ModelRegistry* registry, const ServerOptions& options)
-      : models(registry, options.snapshots),
-        parameters(registry),
-        checkpoints(options.checkpoints, options.snapshots),
-        inference(registry) {}
+  Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor)
+      : models(registry, options.snapshots, executor),
+        parameters(registry, executor),
+        checkpoints(options.checkpoints, options.snapshots, executor),
+        inference(registry, executor) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
@@ -32,7 +32,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<Server> server(new Server());
-  server->services_ = std::make_unique<Services>(registry, options);
+  server->executor_ = std::make_unique<Executor>(options.workers, options.max_queued_calls);
+  server->services_ = std::make_unique<Services>(registry, options, server->executor_.get());
 
   grpc::ServerBuilder builder;
   int port = 0;
