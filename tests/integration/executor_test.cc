@@ -175,5 +175,46 @@ TEST(ExecutorTest, ACallPastTheQueueIsRefusedBeforeItsStreamIsRead) {
   EXPECT_TRUE(admitted.ok()) << admitted.error_message();
 }
 
+// A call whose deadline passes while it waits for a worker never runs: the load queued
+// behind a busy worker leaves its model at the version it had.
+TEST(ExecutorTest, ACallPastItsDeadlineWhileQueuedNeverRuns) {
+  std::unique_ptr<Daemon> daemon = StartDaemon({"--workers", "1", "--max-queued-calls", "4"});
+  ASSERT_NE(daemon, nullptr);
+  auto models = v1::Models::NewStub(daemon->channel());
+  auto checkpoints = v1::Checkpoints::NewStub(daemon->channel());
+  ASSERT_TRUE(CreateModel(*models, "large", kLargeSpec).ok());
+  ASSERT_TRUE(CreateModel(*models, "half", kHalfSpec).ok());
+  {
+    grpc::ClientContext context;
+    v1::SaveRequest request;
+    request.set_model("large");
+    request.set_path("large.pt");
+    v1::SaveResponse response;
+    ASSERT_TRUE(checkpoints->Save(&context, request, &response).ok());
+  }
+  auto load = [&](std::chrono::milliseconds timeout) {
+    grpc::ClientContext context;
+    if (timeout.count() > 0) context.set_deadline(std::chrono::system_clock::now() + timeout);
+    v1::LoadRequest request;
+    request.set_model("half");
+    request.set_path("large.pt");
+    v1::LoadResponse response;
+    return checkpoints->Load(&context, request, &response);
+  };
+  std::thread busy([&] { EXPECT_TRUE(load(std::chrono::milliseconds(0)).ok()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the worker takes it
+  EXPECT_EQ(load(std::chrono::milliseconds(100)).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  busy.join();
+  // Give the expired call the worker; it must find itself cancelled and load nothing.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  grpc::ClientContext context;
+  v1::DescribeModelRequest request;
+  request.set_name("half");
+  v1::ModelInfo info;
+  ASSERT_TRUE(models->DescribeModel(&context, request, &info).ok());
+  EXPECT_EQ(info.version(), 2u);  // created at 1, the one load that ran made 2
+  EXPECT_THAT(daemon->Log(), ::testing::HasSubstr("cancelled (or passed its deadline)"));
+}
+
 }  // namespace
 }  // namespace paramd::testing
