@@ -167,9 +167,13 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadRespon
     if (!ok) return Done(absl::CancelledError("the client went away"));
     if (at_ >= file_->size()) return Done(absl::OkStatus());
     if (context_->IsCancelled()) return Done(absl::CancelledError("the client went away"));
-    const size_t length = std::min<uint64_t>(kChunkBytes, file_->size() - at_);
-    message_.set_chunk(reinterpret_cast<const char*>(file_->data() + at_), length);
-    at_ += length;
+    const grpc::Status copied = Guard([&] {
+      const size_t length = std::min<uint64_t>(kChunkBytes, file_->size() - at_);
+      message_.set_chunk(reinterpret_cast<const char*>(file_->data() + at_), length);
+      at_ += length;
+      return absl::OkStatus();
+    });
+    if (!copied.ok()) return Done(FromGrpcStatus(copied));
     StartWrite(&message_);
   }
   void OnDone() override { delete this; }

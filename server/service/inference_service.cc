@@ -202,8 +202,8 @@ class ForwardReactor final
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      return Done(ToGrpcStatus(
-          absl::CancelledError("the client went away before the outputs were sent")));
+      return Done(
+          ToGrpcStatus(absl::CancelledError("the client went away before the outputs were sent")));
     }
     SendNext();
   }
@@ -237,9 +237,15 @@ class ForwardReactor final
 
   // Sends the next frame; the last one leaves with the status.
   void SendNext() {
-    if (frames_->Next(&response_)) {
-      StartWriteAndFinish(&response_, grpc::WriteOptions(), Logged("forward", model_name_,
-                                                                   grpc::Status::OK));
+    bool last = false;
+    const grpc::Status built = Guard([&] {
+      last = frames_->Next(&response_);
+      return absl::OkStatus();
+    });
+    if (!built.ok()) return Done(built);
+    if (last) {
+      StartWriteAndFinish(&response_, grpc::WriteOptions(),
+                          Logged("forward", model_name_, grpc::Status::OK));
     } else {
       // No buffer hint: a hinted write may wait for a flush that never comes.
       StartWrite(&response_);
