@@ -113,6 +113,9 @@ absl::Status LoadModule(Walk& walk, Module& module, const std::vector<const Entr
           value.is_contiguous()) {
         write.value = value;
       } else {
+        if (walk.options.cancelled && walk.options.cancelled()) {
+          return absl::CancelledError("the load was cancelled; the model is unchanged");
+        }
         PARAMD_ASSIGN_OR_RETURN(write.value, ConvertTo(value, current.dtype(), current.device()));
       }
       write.slot = target.slot;

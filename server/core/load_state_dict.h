@@ -10,6 +10,7 @@
 // writers and keeps readers out during Commit (Model does).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,9 @@ struct LoadOptions {
   // Replace the module's tensors with the checkpoint's (dtype, device, storage) instead of
   // copying into them.
   bool assign = false;
+  // Polled before each tensor is copied; when it returns true the plan stops with
+  // CANCELLED, frees the copies it made and changes nothing. May be empty.
+  std::function<bool()> cancelled;
 };
 
 // `_IncompatibleKeys`.

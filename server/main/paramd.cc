@@ -20,8 +20,9 @@
 #include "server/common/log.h"
 #include "server/core/registry.h"
 #include "server/io/checkpoint_dir.h"
+#include "server/io/checkpoint_store.h"
+#include "server/io/snapshots.h"
 #include "server/service/server.h"
-#include "server/service/snapshots.h"
 
 namespace {
 
@@ -61,6 +62,8 @@ struct Flags {
   std::string shutdown_grace = "10";
   std::string checkpoint_dir;
   std::string snapshot_interval = "300";
+  std::string workers;
+  std::string max_queued_calls = "64";
 };
 
 struct FlagDef {
@@ -88,6 +91,15 @@ constexpr FlagDef kFlags[] = {
      "Most bytes of tensor memory on the CPU, e.g. 8G, 512M or 1073741824. Past it requests "
      "fail with RESOURCE_EXHAUSTED instead of the process running out of memory (default: 80% "
      "of physical memory).", &Flags::max_memory},
+    {"workers", "N",
+     "Worker threads for the heavy calls: tensor writes, checkpoint saves, loads and "
+     "uploads, forwards, model creation and moves, snapshots (default: the number of CPU "
+     "cores). Cheap calls such as Health, listings and reads of a pinned version never wait "
+     "for them.", &Flags::workers},
+    {"max-queued-calls", "N",
+     "Heavy calls that may wait for a worker beyond the N running (default 64); past it a "
+     "call gets RESOURCE_EXHAUSTED (\"N calls queued; retry\") before its request is read.",
+     &Flags::max_queued_calls},
     {"shutdown-grace", "SECONDS",
      "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
      "(default 10).", &Flags::shutdown_grace},
@@ -140,6 +152,38 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// Snapshots every model that changed, logging what it wrote.
+void Snapshot(paramd::io::Snapshots& snapshots, const char* why) {
+  auto taken = snapshots.Take({});
+  if (!taken.ok()) return;  // Take logged the failure
+  int written = 0;
+  for (const auto& entry : *taken) written += entry.written ? 1 : 0;
+  if (written > 0 || std::string(why) == "shutdown") {
+    Log("info", "snapshot taken",
+        {{"reason", why}, {"models", std::to_string(taken->size())},
+         {"written", std::to_string(written)}});
+  }
+}
+
+// Waits for one of `stop_signals`, snapshotting every `snapshot_interval` seconds meanwhile
+// (never when it is 0); returns the signal.
+int WaitForStop(const sigset_t& stop_signals, double snapshot_interval,
+                paramd::io::Snapshots& snapshots) {
+  int signal_number = 0;
+  while (true) {
+    if (snapshot_interval <= 0) {
+      sigwait(&stop_signals, &signal_number);
+      return signal_number;
+    }
+    timespec timeout;
+    timeout.tv_sec = static_cast<time_t>(snapshot_interval);
+    timeout.tv_nsec = static_cast<long>((snapshot_interval - timeout.tv_sec) * 1e9);
+    signal_number = sigtimedwait(&stop_signals, nullptr, &timeout);
+    if (signal_number > 0) return signal_number;
+    Snapshot(snapshots, "interval");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -188,6 +232,20 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("cannot create --data-dir '", data_dir.string(), "': ", error.message()));
   }
 
+  const unsigned cores = std::thread::hardware_concurrency();
+  int workers = cores == 0 ? 2 : static_cast<int>(cores);
+  if (!flags.workers.empty() &&
+      (!absl::SimpleAtoi(flags.workers, &workers) || workers < 1 || workers > 1024)) {
+    std::cerr << "paramd: --workers '" << flags.workers << "' is not a number from 1 to 1024\n";
+    return 2;
+  }
+  int max_queued_calls = 0;
+  if (!absl::SimpleAtoi(flags.max_queued_calls, &max_queued_calls) || max_queued_calls < 0) {
+    std::cerr << "paramd: --max-queued-calls '" << flags.max_queued_calls
+              << "' is not a number of calls (0 or more)\n";
+    return 2;
+  }
+
   double snapshot_interval = 0;
   if (!absl::SimpleAtod(flags.snapshot_interval, &snapshot_interval) || snapshot_interval < 0) {
     std::cerr << "paramd: --snapshot-interval '" << flags.snapshot_interval
@@ -203,13 +261,17 @@ int main(int argc, char** argv) {
   }
 
   paramd::core::ModelRegistry registry;
-  auto snapshots = paramd::service::Snapshots::Open(data_dir.string(), &registry);
+  paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry);
+  auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry);
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
 
-  auto server = paramd::service::Server::Start(
-      {.listen = flags.listen, .checkpoint_dir = &*checkpoint_dir, .snapshots = snapshots->get()},
-      &registry);
+  auto server = paramd::service::Server::Start({.listen = flags.listen,
+                                                .checkpoints = &checkpoints,
+                                                .snapshots = snapshots->get(),
+                                                .workers = workers,
+                                                .max_queued_calls = max_queued_calls},
+                                               &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
 
   auto gpus = paramd::kernels::QueryGpus();
@@ -219,39 +281,18 @@ int main(int argc, char** argv) {
        {"checkpoint_dir", checkpoint_dir->root()},
        {"restored_models", std::to_string(restored)},
        {"max_memory", std::to_string(max_memory)},
+       {"workers", std::to_string(workers)},
+       {"max_queued_calls", std::to_string(max_queued_calls)},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 
-  auto snapshot = [&](const char* why) {
-    auto taken = (*snapshots)->Take({});
-    if (!taken.ok()) return;  // Take logged the failure
-    int written = 0;
-    for (const auto& entry : *taken) written += entry.written ? 1 : 0;
-    if (written > 0 || std::string(why) == "shutdown") {
-      Log("info", "snapshot taken",
-          {{"reason", why}, {"models", std::to_string(taken->size())},
-           {"written", std::to_string(written)}});
-    }
-  };
-  int signal_number = 0;
-  while (true) {
-    if (snapshot_interval <= 0) {
-      sigwait(&stop_signals, &signal_number);
-      break;
-    }
-    timespec timeout;
-    timeout.tv_sec = static_cast<time_t>(snapshot_interval);
-    timeout.tv_nsec = static_cast<long>((snapshot_interval - timeout.tv_sec) * 1e9);
-    signal_number = sigtimedwait(&stop_signals, nullptr, &timeout);
-    if (signal_number > 0) break;
-    snapshot("interval");
-  }
+  const int signal_number = WaitForStop(stop_signals, snapshot_interval, **snapshots);
   Log("info", "paramd stopping",
       {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
        {"grace_seconds", absl::StrCat(grace)}});
   (*server)->Shutdown(grace);
   (*server)->Wait();
-  snapshot("shutdown");
+  Snapshot(**snapshots, "shutdown");
   Log("info", "paramd stopped", {{"models", std::to_string(registry.List().size())}});
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "server/service/inference_service.h"
 
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -9,54 +10,33 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "server/core/forward.h"
-#include "server/core/tree_copy.h"
+#include "server/core/run_forward.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
+#include "server/service/unary_call.h"
 
 namespace paramd::service {
 namespace {
-
-// Note [Forward version]
-// A forward reads one pinned version V and answers with V. In training mode its
-// BatchNorm running-statistics updates are committed with if_version = V, so they become
-// exactly V + 1 and no other write falls between the weights that were read and the
-// statistics that were written (as if the forward had held the model, which is what
-// PyTorch's in-place update does). When a writer publishes first, the statistics computed
-// from V are stale: the forward runs again on the newer version, up to kForwardAttempts
-// times, then fails with ABORTED. A caller that pinned V itself (if_version) gets ABORTED at
-// once instead, since it asked for V's answer.
-constexpr int kForwardAttempts = 4;
 
 struct ForwardCall {
   v1::ForwardOptions options;
   std::vector<core::NamedTensor> inputs;
 };
 
-// Reads the whole request stream: options in the first frame, then per input a header and
-// its chunks (inference.proto). INVALID_ARGUMENT for a part out of place, a region, a
-// repeated name or bytes that do not fit.
-absl::StatusOr<ForwardCall> ReadCall(
-    grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) {
-  ForwardCall call;
-  bool first = true;
-  TensorAssembler assembler;
-  absl::flat_hash_set<std::string> names;
-  auto finish_input = [&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(core::Tensor tensor, assembler.Finish());
-    call.inputs.push_back({assembler.header().name(), std::move(tensor)});
-    return absl::OkStatus();
-  };
-  v1::ForwardRequest frame;
-  while (stream->Read(&frame)) {
-    if (first != frame.has_options()) {
+// Assembles the request stream frame by frame: options in the first frame, then per input
+// a header and its chunks (inference.proto). INVALID_ARGUMENT for a part out of place, a
+// region, a repeated name or bytes that do not fit.
+class CallCollector {
+ public:
+  absl::Status Add(v1::ForwardRequest& frame) {
+    if (first_ != frame.has_options()) {
       return absl::InvalidArgumentError(
-          first ? "a Forward stream starts with a frame carrying the ForwardOptions"
-                : "a Forward stream carries its ForwardOptions once, in the first frame");
+          first_ ? "a Forward stream starts with a frame carrying the ForwardOptions"
+                 : "a Forward stream carries its ForwardOptions once, in the first frame");
     }
-    if (first) {
-      call.options = std::move(*frame.mutable_options());
-      first = false;
+    if (first_) {
+      call_.options = std::move(*frame.mutable_options());
+      first_ = false;
     }
     if (frame.has_header()) {
       const v1::TensorHeader& header = frame.header();
@@ -68,158 +48,230 @@ absl::StatusOr<ForwardCall> ReadCall(
         return absl::InvalidArgumentError(
             "an input has no name; the positional input is named \"input\"");
       }
-      if (!names.insert(header.name()).second) {
+      if (!names_.insert(header.name()).second) {
         return absl::InvalidArgumentError(
             absl::StrCat("input '", header.name(), "' is sent twice"));
       }
-      if (assembler.active()) PARAMD_RETURN_IF_ERROR(finish_input());
-      PARAMD_RETURN_IF_ERROR(assembler.Begin(header));
+      if (assembler_.active()) PARAMD_RETURN_IF_ERROR(FinishInput());
+      PARAMD_RETURN_IF_ERROR(assembler_.Begin(header));
     }
-    if (frame.has_chunk()) PARAMD_RETURN_IF_ERROR(assembler.Add(frame.chunk()));
+    if (frame.has_chunk()) PARAMD_RETURN_IF_ERROR(assembler_.Add(frame.chunk()));
+    return absl::OkStatus();
   }
-  if (first) {
-    return absl::InvalidArgumentError(
-        "the Forward stream ended without the ForwardOptions naming the model");
-  }
-  if (assembler.active()) PARAMD_RETURN_IF_ERROR(finish_input());
-  return call;
-}
 
-struct ForwardAnswer {
-  uint64_t version = 0;
-  uint64_t updated_version = 0;
-  bool training = false;
-  std::vector<core::NamedTensor> outputs;
+  // The stream ended.
+  absl::StatusOr<ForwardCall> Finish() {
+    if (first_) {
+      return absl::InvalidArgumentError(
+          "the Forward stream ended without the ForwardOptions naming the model");
+    }
+    if (assembler_.active()) PARAMD_RETURN_IF_ERROR(FinishInput());
+    return std::move(call_);
+  }
+
+ private:
+  absl::Status FinishInput() {
+    PARAMD_ASSIGN_OR_RETURN(core::Tensor tensor, assembler_.Finish());
+    call_.inputs.push_back({assembler_.header().name(), std::move(tensor)});
+    return absl::OkStatus();
+  }
+
+  ForwardCall call_;
+  bool first_ = true;
+  TensorAssembler assembler_;
+  absl::flat_hash_set<std::string> names_;
 };
 
-// Pins a version, runs the forward on it, and commits its buffer updates (Note [Forward
-// version]).
-absl::StatusOr<ForwardAnswer> RunForward(core::Model& model, const ForwardCall& call) {
-  const v1::ForwardOptions& options = call.options;
-  const std::optional<uint64_t> if_version = IfVersion(options.if_version());
-  for (int attempt = 0; attempt < kForwardAttempts; ++attempt) {
-    struct Pinned {
-      std::shared_ptr<const core::Module> root;
-      uint64_t version;
-    };
-    // The copy shares every storage: it costs a few objects per module, no tensor bytes,
-    // and lets the forward run with no lock held.
-    const Pinned pinned =
-        model.Read([](const std::shared_ptr<core::Module>& root, uint64_t version) {
-          return Pinned{core::CopyTreeSharingTensors(*root), version};
-        });
-    if (if_version && *if_version != pinned.version) {
-      return absl::AbortedError(absl::StrCat("model '", model.name(), "' is at version ",
-                                             pinned.version, ", not ", *if_version,
-                                             "; drop if_version or ask for the current one"));
-    }
-    ForwardAnswer answer;
-    answer.version = pinned.version;
-    switch (options.mode()) {
-      case v1::FORWARD_MODE_TRAIN:
-        answer.training = true;
-        break;
-      case v1::FORWARD_MODE_EVAL:
-        answer.training = false;
-        break;
-      case v1::FORWARD_MODE_MODEL:
-        answer.training = pinned.root->training();
-        break;
-      default:
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown forward mode ", static_cast<int>(options.mode()),
-                         "; use FORWARD_MODE_MODEL, FORWARD_MODE_TRAIN or FORWARD_MODE_EVAL"));
-    }
-    PARAMD_ASSIGN_OR_RETURN(
-        core::ForwardResult result,
-        core::Forward(*pinned.root, call.inputs,
-                      core::ForwardOptions{.training = answer.training, .seed = options.seed()}));
-    answer.outputs = std::move(result.outputs);
-    if (result.buffer_updates.empty()) return answer;
-    std::vector<core::Model::TensorWrite> writes;
-    writes.reserve(result.buffer_updates.size());
-    for (core::BufferUpdate& update : result.buffer_updates) {
-      writes.push_back({std::move(update.name), std::nullopt, std::move(update.value)});
-    }
-    absl::StatusOr<uint64_t> committed = model.SetTensors(writes, pinned.version);
-    if (committed.ok()) {
-      answer.updated_version = *committed;
-      return answer;
-    }
-    if (!absl::IsAborted(committed.status()) || if_version) return committed.status();
+// The core's mode for the proto's; INVALID_ARGUMENT for a value this daemon does not know.
+absl::StatusOr<core::ForwardMode> ModeOf(v1::ForwardMode mode) {
+  switch (mode) {
+    case v1::FORWARD_MODE_TRAIN:
+      return core::ForwardMode::kTrain;
+    case v1::FORWARD_MODE_EVAL:
+      return core::ForwardMode::kEval;
+    case v1::FORWARD_MODE_MODEL:
+      return core::ForwardMode::kModel;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown forward mode ", static_cast<int>(mode),
+                       "; use FORWARD_MODE_MODEL, FORWARD_MODE_TRAIN or FORWARD_MODE_EVAL"));
   }
-  return absl::AbortedError(absl::StrCat(
-      "model '", model.name(), "' was written ", kForwardAttempts,
-      " times while a training-mode forward ran, so its BatchNorm statistics could not be "
-      "committed; retry, or run in eval mode (mode FORWARD_MODE_EVAL) to leave them alone"));
 }
 
-// Sends the start and every output (header, then its chunks), packing parts into as few
-// frames as their field order allows: a small answer is one frame, which leaves with the
-// status. One frame is held at a time, so a large output is never copied whole.
-absl::Status WriteAnswer(
-    const std::string& model_name, const ForwardAnswer& answer, v1::DType wire_dtype,
-    grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) {
-  // Cast and gather first, so that a failing cast sends nothing.
-  std::vector<core::Tensor> wire;
-  wire.reserve(answer.outputs.size());
-  for (const core::NamedTensor& output : answer.outputs) {
-    PARAMD_ASSIGN_OR_RETURN(core::Tensor tensor, PrepareForWire(output.tensor, wire_dtype));
-    wire.push_back(std::move(tensor));
-  }
-  v1::ForwardResponse frame;
-  // No buffer hint: a synchronous Write waits for its message to be sent, and a hinted one
-  // may wait for a flush that never comes. The last frame leaves with the status.
-  auto send = [&](bool last) -> absl::Status {
-    grpc::WriteOptions write_options;
-    if (last) write_options.set_last_message();
-    if (!stream->Write(frame, write_options)) {
-      return absl::CancelledError("the client went away before the outputs were sent");
+// The answer's frames: the start and every output (header, then its chunks), packed into
+// as few frames as their field order allows, so that a small answer is one frame, which
+// leaves with the status. One frame is built at a time, so a large output is never
+// copied whole.
+class AnswerFrames {
+ public:
+  // Casts every output for the wire first, so that a failing cast sends nothing.
+  static absl::StatusOr<std::unique_ptr<AnswerFrames>> Make(std::string model_name,
+                                                            core::ForwardAnswer answer,
+                                                            v1::DType wire_dtype) {
+    auto frames = std::unique_ptr<AnswerFrames>(new AnswerFrames());
+    frames->wire_.reserve(answer.outputs.size());
+    for (const core::NamedTensor& output : answer.outputs) {
+      PARAMD_ASSIGN_OR_RETURN(core::Tensor tensor, PrepareForWire(output.tensor, wire_dtype));
+      frames->wire_.push_back(std::move(tensor));
     }
-    frame.Clear();
-    return absl::OkStatus();
-  };
-  v1::ForwardStart* start = frame.mutable_start();
-  start->set_model(model_name);
-  start->set_version(answer.version);
-  start->set_updated_version(answer.updated_version);
-  start->set_training(answer.training);
-  for (size_t i = 0; i < wire.size(); ++i) {
-    // A header goes after a start in the same frame, never after a chunk or header.
-    if (frame.has_header() || frame.has_chunk()) PARAMD_RETURN_IF_ERROR(send(false));
-    v1::TensorHeader* header = frame.mutable_header();
-    header->set_name(answer.outputs[i].name);
-    FillMeta(wire[i], header->mutable_meta());
-    // Where the model computed it, not the wire copy's CPU.
-    header->mutable_meta()->set_device(answer.outputs[i].tensor.device().ToString());
-    header->mutable_meta()->set_version(answer.version);
-    const char* bytes = static_cast<const char*>(wire[i].data());
-    const size_t nbytes = wire[i].nbytes();
-    for (size_t offset = 0; offset < nbytes; offset += kChunkBytes) {
-      if (frame.has_chunk()) PARAMD_RETURN_IF_ERROR(send(false));
-      v1::TensorChunk* chunk = frame.mutable_chunk();
-      chunk->set_offset(offset);
-      chunk->set_data(bytes + offset, std::min(kChunkBytes, nbytes - offset));
+    frames->model_name_ = std::move(model_name);
+    frames->answer_ = std::move(answer);
+    return frames;
+  }
+
+  // Fills `frame` with the next frame; returns true when it is the last one.
+  bool Next(v1::ForwardResponse* frame) {
+    frame->Clear();
+    if (!started_) {
+      started_ = true;
+      v1::ForwardStart* start = frame->mutable_start();
+      start->set_model(model_name_);
+      start->set_version(answer_.version);
+      start->set_updated_version(answer_.updated_version);
+      start->set_training(answer_.training);
+    }
+    while (index_ < wire_.size()) {
+      const core::Tensor& wire = wire_[index_];
+      if (!in_output_) {
+        // A header goes after a start in the same frame, never after a chunk or header.
+        if (frame->has_header() || frame->has_chunk()) return false;
+        const core::NamedTensor& output = answer_.outputs[index_];
+        v1::TensorHeader* header = frame->mutable_header();
+        header->set_name(output.name);
+        FillMeta(wire, header->mutable_meta());
+        // Where the model computed it, not the wire copy's CPU.
+        header->mutable_meta()->set_device(output.tensor.device().ToString());
+        header->mutable_meta()->set_version(answer_.version);
+        in_output_ = true;
+        offset_ = 0;
+        continue;
+      }
+      if (offset_ < wire.nbytes()) {
+        if (frame->has_chunk()) return false;
+        v1::TensorChunk* chunk = frame->mutable_chunk();
+        chunk->set_offset(offset_);
+        const size_t size = std::min(kChunkBytes, wire.nbytes() - offset_);
+        chunk->set_data(static_cast<const char*>(wire.data()) + offset_, size);
+        offset_ += size;
+        continue;
+      }
+      in_output_ = false;
+      ++index_;
+    }
+    return true;
+  }
+
+ private:
+  AnswerFrames() = default;
+
+  std::string model_name_;
+  core::ForwardAnswer answer_;
+  std::vector<core::Tensor> wire_;
+  bool started_ = false;
+  size_t index_ = 0;        // output being sent
+  bool in_output_ = false;  // its header is out
+  size_t offset_ = 0;       // its next byte
+};
+
+// One Forward call: the request is assembled on gRPC's threads as it arrives, the
+// forward runs on a worker, and the answer goes out one frame at a time.
+class ForwardReactor final
+    : public grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse> {
+ public:
+  ForwardReactor(grpc::CallbackServerContext* context, core::ModelRegistry* registry,
+                 Executor* executor)
+      : context_(context), registry_(registry) {
+    absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
+    if (!ticket.ok()) {
+      Done(ToGrpcStatus(ticket.status()));
+      return;
+    }
+    ticket_ = *std::move(ticket);
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      const grpc::Status added = Guard([&] { return collector_.Add(request_); });
+      if (!added.ok()) return Done(added);
+      StartRead(&request_);
+      return;
+    }
+    ticket_->Run([this] { Run(); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      return Done(
+          ToGrpcStatus(absl::CancelledError("the client went away before the outputs were sent")));
+    }
+    SendNext();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // On a worker: runs the forward and starts the answer.
+  void Run() {
+    const grpc::Status status = Guard([&]() -> absl::Status {
+      PARAMD_ASSIGN_OR_RETURN(ForwardCall call, collector_.Finish());
+      model_name_ = call.options.model();
+      if (context_->IsCancelled()) return absl::CancelledError("the client cancelled the forward");
+      PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(model_name_));
+      PARAMD_ASSIGN_OR_RETURN(core::ForwardMode mode, ModeOf(call.options.mode()));
+      PARAMD_ASSIGN_OR_RETURN(
+          core::ForwardAnswer answer,
+          core::RunForward(*model, call.inputs,
+                           {.mode = mode,
+                            .seed = call.options.seed(),
+                            .if_version = IfVersion(call.options.if_version()),
+                            .cancelled = [this] { return context_->IsCancelled(); }}));
+      PARAMD_ASSIGN_OR_RETURN(
+          frames_, AnswerFrames::Make(model->name(), std::move(answer), call.options.wire_dtype()));
+      return absl::OkStatus();
+    });
+    ticket_.reset();
+    if (!status.ok()) return Done(status);
+    SendNext();
+  }
+
+  // Sends the next frame; the last one leaves with the status.
+  void SendNext() {
+    bool last = false;
+    const grpc::Status built = Guard([&] {
+      last = frames_->Next(&response_);
+      return absl::OkStatus();
+    });
+    if (!built.ok()) return Done(built);
+    if (last) {
+      StartWriteAndFinish(&response_, grpc::WriteOptions(),
+                          Logged("forward", model_name_, grpc::Status::OK));
+    } else {
+      // No buffer hint: a hinted write may wait for a flush that never comes.
+      StartWrite(&response_);
     }
   }
-  return send(true);
-}
+
+  void Done(const grpc::Status& status) {
+    ticket_.reset();
+    Finish(Logged("forward", model_name_, status));
+  }
+
+  grpc::CallbackServerContext* const context_;
+  core::ModelRegistry* const registry_;
+  std::shared_ptr<Executor::Ticket> ticket_;
+  v1::ForwardRequest request_;
+  CallCollector collector_;
+  std::string model_name_;
+  std::unique_ptr<AnswerFrames> frames_;
+  v1::ForwardResponse response_;
+};
 
 }  // namespace
 
-grpc::Status InferenceService::Forward(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) {
-  std::string model_name;
-  const grpc::Status status = Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(ForwardCall call, ReadCall(stream));
-    model_name = call.options.model();
-    if (context->IsCancelled()) return absl::CancelledError("the client cancelled the forward");
-    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(model_name));
-    PARAMD_ASSIGN_OR_RETURN(ForwardAnswer answer, RunForward(*model, call));
-    return WriteAnswer(model->name(), answer, call.options.wire_dtype(), stream);
-  });
-  return Logged("forward", model_name, status);
+grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* InferenceService::Forward(
+    grpc::CallbackServerContext* context) {
+  return new ForwardReactor(context, registry_, executor_);
 }
 
 }  // namespace paramd::service

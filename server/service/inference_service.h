@@ -1,28 +1,32 @@
-// paramd.v1.Inference: forward passes on a pinned model version. Translation, pinning and
-// the commit of BatchNorm's running statistics; the math is core::Forward's.
+// paramd.v1.Inference: forward passes. Translation only: the stream to named tensors and
+// back, the proto's options to core::RunForward's (server/core/run_forward.h), which pins
+// the version, runs the forward and commits BatchNorm's running statistics.
 //
-// Threading: Forward is a synchronous handler, so each call runs on gRPC's sync-server
-// thread pool and never on the callback threads that keep the other services' streams
-// moving; a long forward holds one of those pool threads and no model lock.
+// Threading: Forward is a callback handler. It is admitted when it starts (Note [Call
+// admission] in executor.h), its inputs are assembled on gRPC's callback threads as they
+// arrive, the forward itself runs on the Executor holding no model lock, and the outputs
+// go out one frame per write.
 // Thread-safety: all methods may run concurrently.
 #pragma once
 
 #include "paramd/v1/inference.grpc.pb.h"
 #include "server/core/registry.h"
+#include "server/service/executor.h"
 
 namespace paramd::service {
 
-class InferenceService final : public v1::Inference::Service {
+class InferenceService final : public v1::Inference::CallbackService {
  public:
-  // Borrows `registry`, which must outlive the service.
-  explicit InferenceService(core::ModelRegistry* registry) : registry_(registry) {}
+  // Borrows both, which must outlive the service.
+  InferenceService(core::ModelRegistry* registry, Executor* executor)
+      : registry_(registry), executor_(executor) {}
 
-  grpc::Status Forward(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::ForwardResponse, v1::ForwardRequest>* stream) override;
+  grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* Forward(
+      grpc::CallbackServerContext* context) override;
 
  private:
   core::ModelRegistry* const registry_;
+  Executor* const executor_;
 };
 
 }  // namespace paramd::service

@@ -8,6 +8,7 @@
 #include "server/core/spec.h"
 #include "server/core/traversal.h"
 #include "server/service/status_util.h"
+#include "server/service/unary_call.h"
 
 namespace paramd::service {
 namespace {
@@ -51,79 +52,98 @@ v1::ModelInfo DescribeModel(const core::Model& model) {
   return info;
 }
 
-grpc::Status ModelsService::CreateModel(grpc::ServerContext*, const v1::CreateModelRequest* request,
-                                        v1::ModelInfo* response) {
-  return Guard([&]() -> absl::Status {
-    absl::Status status = [&]() -> absl::Status {
-      PARAMD_RETURN_IF_ERROR(core::ValidateModelName(request->name()));
-      PARAMD_ASSIGN_OR_RETURN(Device device, UsableDevice(request->device()));
-      PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
-                              core::BuildModuleFromText(request->spec_json(), request->seed()));
-      // Built and initialised on the host (the same draws as on the CPU), then moved.
-      if (!device.is_cpu()) PARAMD_RETURN_IF_ERROR(core::MoveUnpublishedTree(root, device));
-      auto model = std::make_shared<core::Model>(request->name(), std::move(root), device);
-      PARAMD_RETURN_IF_ERROR(registry_->Add(model));
-      *response = service::DescribeModel(*model);
-      return absl::OkStatus();
-    }();
-    LogCall("create model", request->name(), status, /*log_success=*/true);
-    return status;
-  });
-}
-
-grpc::Status ModelsService::DeleteModel(grpc::ServerContext*, const v1::DeleteModelRequest* request,
-                                        v1::DeleteModelResponse*) {
-  return Guard([&]() -> absl::Status {
-    absl::Status status = registry_->Remove(request->name(), IfVersion(request->if_version()));
-    if (status.ok() && snapshots_ != nullptr) snapshots_->Forget(request->name());
-    LogCall("delete model", request->name(), status, /*log_success=*/true);
-    return status;
-  });
-}
-
-grpc::Status ModelsService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
-                                       v1::ListModelsResponse* response) {
-  return Guard([&]() -> absl::Status {
-    for (const auto& model : registry_->List())
-      *response->add_models() = service::DescribeModel(*model);
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status ModelsService::DescribeModel(grpc::ServerContext*,
-                                          const v1::DescribeModelRequest* request,
-                                          v1::ModelInfo* response) {
-  return Logged("describe model", request->name(), Guard([&]() -> absl::Status {
-                  PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
-                  *response = service::DescribeModel(*model);
-                  return absl::OkStatus();
-                }));
-}
-
-grpc::Status ModelsService::SetMode(grpc::ServerContext*, const v1::SetModeRequest* request,
-                                    v1::ModelInfo* response) {
-  return Logged(
-      "set mode", request->name(), Guard([&]() -> absl::Status {
-        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
-        PARAMD_RETURN_IF_ERROR(
-            model->SetTraining(request->training(), IfVersion(request->if_version())).status());
-        *response = service::DescribeModel(*model);
-        return absl::OkStatus();
-      }),
-      /*log_success=*/true);
-}
-
-grpc::Status ModelsService::MoveModel(grpc::ServerContext*, const v1::MoveModelRequest* request,
-                                      v1::ModelInfo* response) {
-  return Logged(
-      "move model", request->name(), Guard([&]() -> absl::Status {
-        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+grpc::ServerUnaryReactor* ModelsService::CreateModel(grpc::CallbackServerContext* context,
+                                                     const v1::CreateModelRequest* request,
+                                                     v1::ModelInfo* response) {
+  return FinishOnExecutor(context, *executor_, "create model", request->name(), [=, this] {
+    return Guard([&]() -> absl::Status {
+      absl::Status status = [&]() -> absl::Status {
+        PARAMD_RETURN_IF_ERROR(core::ValidateModelName(request->name()));
         PARAMD_ASSIGN_OR_RETURN(Device device, UsableDevice(request->device()));
-        PARAMD_RETURN_IF_ERROR(model->MoveTo(device, IfVersion(request->if_version())).status());
+        PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
+                                core::BuildModuleFromText(request->spec_json(), request->seed()));
+        // Built and initialised on the host (the same draws as on the CPU), then moved.
+        if (!device.is_cpu()) PARAMD_RETURN_IF_ERROR(core::MoveUnpublishedTree(root, device));
+        auto model = std::make_shared<core::Model>(request->name(), std::move(root), device);
+        PARAMD_RETURN_IF_ERROR(registry_->Add(model));
         *response = service::DescribeModel(*model);
         return absl::OkStatus();
-      }),
-      /*log_success=*/true);
+      }();
+      LogCall("create model", request->name(), status, /*log_success=*/true);
+      return status;
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* ModelsService::DeleteModel(grpc::CallbackServerContext* context,
+                                                     const v1::DeleteModelRequest* request,
+                                                     v1::DeleteModelResponse*) {
+  // On a worker: removing the snapshot waits for a snapshot being written.
+  return FinishOnExecutor(context, *executor_, "delete model", request->name(), [=, this] {
+    return Guard([&]() -> absl::Status {
+      absl::Status status = registry_->Remove(request->name(), IfVersion(request->if_version()));
+      if (status.ok() && snapshots_ != nullptr) snapshots_->Forget(request->name());
+      LogCall("delete model", request->name(), status, /*log_success=*/true);
+      return status;
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext* context,
+                                                    const v1::ListModelsRequest*,
+                                                    v1::ListModelsResponse* response) {
+  return FinishInline(context, [&] {
+    return Guard([&]() -> absl::Status {
+      for (const auto& model : registry_->List())
+        *response->add_models() = service::DescribeModel(*model);
+      return absl::OkStatus();
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* ModelsService::DescribeModel(grpc::CallbackServerContext* context,
+                                                       const v1::DescribeModelRequest* request,
+                                                       v1::ModelInfo* response) {
+  return FinishInline(context, [&] {
+    return Logged("describe model", request->name(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+                    *response = service::DescribeModel(*model);
+                    return absl::OkStatus();
+                  }));
+  });
+}
+
+grpc::ServerUnaryReactor* ModelsService::SetMode(grpc::CallbackServerContext* context,
+                                                 const v1::SetModeRequest* request,
+                                                 v1::ModelInfo* response) {
+  // On a worker: a write waits for the model's writer in progress (Note [Snapshot publication]).
+  return FinishOnExecutor(context, *executor_, "set mode", request->name(), [=, this] {
+    return Logged(
+        "set mode", request->name(), Guard([&]() -> absl::Status {
+          PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+          PARAMD_RETURN_IF_ERROR(
+              model->SetTraining(request->training(), IfVersion(request->if_version())).status());
+          *response = service::DescribeModel(*model);
+          return absl::OkStatus();
+        }),
+        /*log_success=*/true);
+  });
+}
+
+grpc::ServerUnaryReactor* ModelsService::MoveModel(grpc::CallbackServerContext* context,
+                                                   const v1::MoveModelRequest* request,
+                                                   v1::ModelInfo* response) {
+  return FinishOnExecutor(context, *executor_, "move model", request->name(), [=, this] {
+    return Logged(
+        "move model", request->name(), Guard([&]() -> absl::Status {
+          PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+          PARAMD_ASSIGN_OR_RETURN(Device device, UsableDevice(request->device()));
+          PARAMD_RETURN_IF_ERROR(model->MoveTo(device, IfVersion(request->if_version())).status());
+          *response = service::DescribeModel(*model);
+          return absl::OkStatus();
+        }),
+        /*log_success=*/true);
+  });
 }
 
 }  // namespace paramd::service

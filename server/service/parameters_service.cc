@@ -8,6 +8,7 @@
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 #include "server/service/tensor_stream.h"
+#include "server/service/unary_call.h"
 
 namespace paramd::service {
 namespace {
@@ -127,33 +128,35 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedBuffers(
   return NamedTensors(raw, /*parameters=*/false);
 }
 
-grpc::Status ParametersService::NamedModules(grpc::ServerContext*,
-                                             const v1::NamedModulesRequest* request,
-                                             v1::NamedModulesResponse* response) {
-  return Logged(
-      "named_modules", request->model(), Guard([&]() -> absl::Status {
-        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-        model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
-          response->set_version(version);
-          // Every path of each module object, to report sharing even when de-duplicating.
-          absl::flat_hash_map<const core::Module*, std::vector<std::string>> paths;
-          for (const auto& [name, module] : core::NamedModules(root, request->prefix(), false)) {
-            paths[module.get()].push_back(name);
-          }
-          for (const auto& [name, module] :
-               core::NamedModules(root, request->prefix(), !request->keep_duplicates())) {
-            v1::ModuleEntry* entry = response->add_modules();
-            entry->set_name(name);
-            entry->set_type(module->type());
-            for (const auto& [p, value] : module->parameters()) entry->add_parameters(p);
-            for (const auto& [b, value] : module->buffers()) entry->add_buffers(b);
-            for (const std::string& other : paths[module.get()]) {
-              if (other != name) entry->add_shared_with(other);
+grpc::ServerUnaryReactor* ParametersService::NamedModules(grpc::CallbackServerContext* context,
+                                                          const v1::NamedModulesRequest* request,
+                                                          v1::NamedModulesResponse* response) {
+  return FinishInline(context, [&] {
+    return Logged(
+        "named_modules", request->model(), Guard([&]() -> absl::Status {
+          PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+          model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+            response->set_version(version);
+            // Every path of each module object, to report sharing even when de-duplicating.
+            absl::flat_hash_map<const core::Module*, std::vector<std::string>> paths;
+            for (const auto& [name, module] : core::NamedModules(root, request->prefix(), false)) {
+              paths[module.get()].push_back(name);
             }
-          }
-        });
-        return absl::OkStatus();
-      }));
+            for (const auto& [name, module] :
+                 core::NamedModules(root, request->prefix(), !request->keep_duplicates())) {
+              v1::ModuleEntry* entry = response->add_modules();
+              entry->set_name(name);
+              entry->set_type(module->type());
+              for (const auto& [p, value] : module->parameters()) entry->add_parameters(p);
+              for (const auto& [b, value] : module->buffers()) entry->add_buffers(b);
+              for (const std::string& other : paths[module.get()]) {
+                if (other != name) entry->add_shared_with(other);
+              }
+            }
+          });
+          return absl::OkStatus();
+        }));
+  });
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::GetTensor(
@@ -209,17 +212,17 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
-    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(response, "set tensor", [this](IncomingWrite& write) {
-    return ApplySetTensors(write, /*single=*/true);
-  });
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      context, executor_, response, "set tensor",
+      [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/true); });
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensors(
-    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(response, "set tensors", [this](IncomingWrite& write) {
-    return ApplySetTensors(write, /*single=*/false);
-  });
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      context, executor_, response, "set tensors",
+      [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/false); });
 }
 
 absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite& write,
@@ -282,59 +285,63 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
-    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(response, "register parameter", [this](IncomingWrite& write) {
-    return ApplyRegister(write, /*parameter=*/true);
-  });
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      context, executor_, response, "register parameter",
+      [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/true); });
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
-    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(response, "register buffer", [this](IncomingWrite& write) {
-    return ApplyRegister(write, /*parameter=*/false);
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      context, executor_, response, "register buffer",
+      [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/false); });
+}
+
+grpc::ServerUnaryReactor* ParametersService::TieParameters(grpc::CallbackServerContext* context,
+                                                           const v1::TieParametersRequest* request,
+                                                           v1::WriteResponse* response) {
+  // On a worker: a write waits for the model's writer in progress (Note [Snapshot publication]).
+  return FinishOnExecutor(context, *executor_, "tie parameters", request->model(), [=, this] {
+    return Logged(
+        "tie parameters", request->model(), Guard([&]() -> absl::Status {
+          PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+          const std::string& name = request->name();
+          const size_t dot = name.rfind('.');
+          const std::string module_path = dot == std::string::npos ? "" : name.substr(0, dot);
+          const std::string slot = dot == std::string::npos ? name : name.substr(dot + 1);
+          PARAMD_ASSIGN_OR_RETURN(
+              uint64_t version,
+              model->Write(IfVersion(request->if_version()),
+                           [&](const std::shared_ptr<core::Module>& root)
+                               -> absl::StatusOr<core::Model::Commit> {
+                             PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Parameter> target,
+                                                     core::GetParameter(root, request->target()));
+                             PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
+                                                     core::GetSubmodule(root, module_path));
+                             PARAMD_RETURN_IF_ERROR(module->CheckAssignParameter(slot));
+                             const auto* existing = module->parameters().Find(slot);
+                             if (existing != nullptr && *existing != nullptr &&
+                                 (*existing)->data().shape() != target->data().shape()) {
+                               return absl::InvalidArgumentError(
+                                   absl::StrCat("cannot tie '", name, "' of shape ",
+                                                core::ShapeString((*existing)->data().shape()),
+                                                " to '", request->target(), "' of shape ",
+                                                core::ShapeString(target->data().shape())));
+                             }
+                             return core::Model::Commit([module, slot, target](uint64_t) {
+                               (void)module->AssignParameter(slot, target);
+                             });
+                           }));
+          response->set_version(version);
+          return absl::OkStatus();
+        }),
+        /*log_success=*/true);
   });
 }
 
-grpc::Status ParametersService::TieParameters(grpc::ServerContext*,
-                                              const v1::TieParametersRequest* request,
-                                              v1::WriteResponse* response) {
-  return Logged(
-      "tie parameters", request->model(), Guard([&]() -> absl::Status {
-        PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-        const std::string& name = request->name();
-        const size_t dot = name.rfind('.');
-        const std::string module_path = dot == std::string::npos ? "" : name.substr(0, dot);
-        const std::string slot = dot == std::string::npos ? name : name.substr(dot + 1);
-        PARAMD_ASSIGN_OR_RETURN(
-            uint64_t version,
-            model->Write(IfVersion(request->if_version()),
-                         [&](const std::shared_ptr<core::Module>& root)
-                             -> absl::StatusOr<core::Model::Commit> {
-                           PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Parameter> target,
-                                                   core::GetParameter(root, request->target()));
-                           PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> module,
-                                                   core::GetSubmodule(root, module_path));
-                           PARAMD_RETURN_IF_ERROR(module->CheckAssignParameter(slot));
-                           const auto* existing = module->parameters().Find(slot);
-                           if (existing != nullptr && *existing != nullptr &&
-                               (*existing)->data().shape() != target->data().shape()) {
-                             return absl::InvalidArgumentError(
-                                 absl::StrCat("cannot tie '", name, "' of shape ",
-                                              core::ShapeString((*existing)->data().shape()),
-                                              " to '", request->target(), "' of shape ",
-                                              core::ShapeString(target->data().shape())));
-                           }
-                           return core::Model::Commit([module, slot, target](uint64_t) {
-                             (void)module->AssignParameter(slot, target);
-                           });
-                         }));
-        response->set_version(version);
-        return absl::OkStatus();
-      }),
-      /*log_success=*/true);
-}
-
-absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(IncomingWrite& write) {
+absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(
+    IncomingWrite& write, std::function<bool()> cancelled) {
   v1::LoadStateDictResponse response;
   absl::Status status = [&]() -> absl::Status {
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
@@ -348,7 +355,8 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(IncomingW
         (*input.metadata)[path] = version;
     }
     core::LoadOptions options{.strict = !write.options.non_strict(),
-                              .assign = write.options.assign()};
+                              .assign = write.options.assign(),
+                              .cancelled = std::move(cancelled)};
     PARAMD_ASSIGN_OR_RETURN(
         auto loaded, model->LoadStateDict(input, options, IfVersion(write.options.if_version())));
     response.set_version(loaded.first);
@@ -361,9 +369,11 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(IncomingW
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::LoadStateDict(
-    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(response, "load state_dict",
-                                [this](IncomingWrite& write) { return ApplyLoadStateDict(write); });
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  return new WriteStreamReactor(
+      context, executor_, response, "load state_dict", [this, context](IncomingWrite& write) {
+        return ApplyLoadStateDict(write, [context] { return context->IsCancelled(); });
+      });
 }
 
 }  // namespace paramd::service

@@ -16,11 +16,11 @@
 namespace paramd::service {
 
 struct Server::Services {
-  Services(core::ModelRegistry* registry, const ServerOptions& options)
-      : models(registry, options.snapshots),
-        parameters(registry),
-        checkpoints(registry, options.checkpoint_dir, options.snapshots),
-        inference(registry) {}
+  Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor)
+      : models(registry, options.snapshots, executor),
+        parameters(registry, executor),
+        checkpoints(options.checkpoints, options.snapshots, executor),
+        inference(registry, executor) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
@@ -32,14 +32,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<Server> server(new Server());
-  server->services_ = std::make_unique<Services>(registry, options);
+  server->executor_ = std::make_unique<Executor>(options.workers, options.max_queued_calls);
+  server->services_ = std::make_unique<Services>(registry, options, server->executor_.get());
 
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&server->services_->models);
   builder.RegisterService(&server->services_->parameters);
-  if (options.checkpoint_dir != nullptr) builder.RegisterService(&server->services_->checkpoints);
+  if (options.checkpoints != nullptr) builder.RegisterService(&server->services_->checkpoints);
   builder.RegisterService(&server->services_->inference);
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));

@@ -1,5 +1,6 @@
 // Assembles the gRPC server: paramd's services, the standard health service and server
-// reflection, on one listening address.
+// reflection, on one listening address, and the Executor their heavy work runs on. Every
+// service uses gRPC's callback API (Note [Call admission] in executor.h).
 // Thread-safety: Start is called once; the returned server is gRPC's (thread-safe).
 #pragma once
 
@@ -9,17 +10,22 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
 #include "server/core/registry.h"
-#include "server/io/checkpoint_dir.h"
-#include "server/service/snapshots.h"
+#include "server/io/checkpoint_store.h"
+#include "server/io/snapshots.h"
+#include "server/service/executor.h"
 
 namespace paramd::service {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
-  // Both borrowed and must outlive the server. Without a checkpoint directory the
+  // Both borrowed and must outlive the server. Without a checkpoint store the
   // Checkpoints service is not served; without snapshots its Snapshot call is refused.
-  const io::CheckpointDir* checkpoint_dir = nullptr;
-  Snapshots* snapshots = nullptr;
+  io::CheckpointStore* checkpoints = nullptr;
+  io::Snapshots* snapshots = nullptr;
+  // The Executor's worker threads (--workers) and the calls that may wait beyond them
+  // (--max-queued-calls).
+  int workers = 4;
+  int max_queued_calls = 64;
 };
 
 class Server {
@@ -39,6 +45,9 @@ class Server {
  private:
   Server() = default;
   struct Services;
+  // Declared first, destroyed last: the executor joins its workers only after the server
+  // (and with it every reactor that could queue a task) is gone.
+  std::unique_ptr<Executor> executor_;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;

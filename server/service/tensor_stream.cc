@@ -7,6 +7,7 @@
 #include "base/status_macros.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
+#include "server/service/unary_call.h"
 
 namespace paramd::service {
 namespace {
@@ -263,13 +264,21 @@ absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
   return std::move(write_);
 }
 
-WriteStreamReactor::WriteStreamReactor(grpc::ByteBuffer* response, const char* action, Apply apply)
-    : response_(response), action_(action), apply_(std::move(apply)) {
+WriteStreamReactor::WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                                       grpc::ByteBuffer* response, const char* action, Apply apply)
+    : context_(context), response_(response), action_(action), apply_(std::move(apply)) {
+  absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
+  if (!ticket.ok()) {
+    Fail(ToGrpcStatus(ticket.status()));
+    return;
+  }
+  ticket_ = *std::move(ticket);
   StartRead(&frame_);
 }
 
 void WriteStreamReactor::Fail(const grpc::Status& status) {
   LogCall(action_, collector_.model(), FromGrpcStatus(status));
+  ticket_.reset();
   Finish(status);
 }
 
@@ -285,6 +294,14 @@ void WriteStreamReactor::OnReadDone(bool ok) {
     return;
   }
   // The client finished sending (or went away: then nobody reads the answer).
+  ticket_->Run([this] { ApplyAndFinish(); });
+}
+
+void WriteStreamReactor::ApplyAndFinish() {
+  if (context_->IsCancelled()) {
+    Fail(CancelledBeforeRunning());
+    return;
+  }
   const grpc::Status status = Guard([&]() -> absl::Status {
     PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, collector_.Finish());
     PARAMD_ASSIGN_OR_RETURN(*response_, apply_(write));
@@ -294,6 +311,7 @@ void WriteStreamReactor::OnReadDone(bool ok) {
     Fail(status);
     return;
   }
+  ticket_.reset();
   Finish(status);
 }
 

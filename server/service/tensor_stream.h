@@ -10,7 +10,8 @@
 // buffers straight into the tensor being assembled; other frames parse as protobuf.
 //
 // Thread-safety: the reactors are driven by gRPC's callback threads, one event at a time,
-// as gRPC guarantees for a reactor.
+// as gRPC guarantees for a reactor; a write's apply step runs on the Executor, after the
+// last read and before the finish, so it never overlaps the reactor's other events.
 #pragma once
 
 #include <functional>
@@ -19,10 +20,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
 #include "paramd/v1/parameters.pb.h"
 #include "server/core/tensor.h"
+#include "server/service/executor.h"
 #include "server/service/tensor_codec.h"
 
 namespace paramd::service {
@@ -100,13 +103,17 @@ class WriteFrameCollector {
   TensorAssembler assembler_;
 };
 
-// Reads a whole write stream, then runs `apply` on it and answers with the response it
-// returns (serialized), or with the first error of the stream or of `apply`, which it logs
-// under `action`.
+// Admits the call (RESOURCE_EXHAUSTED before reading anything when the executor is full),
+// reads the whole write stream, then runs `apply` on it on the executor and answers with
+// the response it returns (serialized), or with the first error of the stream or of
+// `apply`, which it logs under `action`. A call cancelled before `apply` starts is
+// answered CANCELLED without applying anything.
 class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
-  WriteStreamReactor(grpc::ByteBuffer* response, const char* action, Apply apply);
+  // Borrows `context` and `response` (gRPC's) and `executor`.
+  WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                     grpc::ByteBuffer* response, const char* action, Apply apply);
 
   void OnReadDone(bool ok) override;
   void OnDone() override { delete this; }
@@ -114,7 +121,11 @@ class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer
  private:
   // Logs a failure, then answers with it.
   void Fail(const grpc::Status& status);
+  // On a worker: assembles the write and applies it, then finishes the call.
+  void ApplyAndFinish();
 
+  grpc::CallbackServerContext* context_;  // owned by gRPC
+  std::shared_ptr<Executor::Ticket> ticket_;
   grpc::ByteBuffer* response_;  // owned by gRPC
   const char* action_;
   Apply apply_;

@@ -31,6 +31,25 @@ std::vector<std::vector<double>> Snapshot(const Module& root) {
   return values;
 }
 
+// A load polls `cancelled` before each copy, so a cancelled call stops part-way, keeps none
+// of the copies it made and leaves the model as it was.
+TEST(LoadStateDictTest, ACancelledLoadStopsBetweenTensorsAndChangesNothing) {
+  auto mlp = Build(testing::kMlpSpec);
+  const auto before = Snapshot(*mlp);
+  StateDictInput input = FullInput(*mlp, 3.0);
+  for (auto& [name, tensor] : input.entries) {
+    tensor = *ConvertTo(tensor, DType::kFloat64, tensor.device());  // so each one is copied
+  }
+  int polls = 0;
+  LoadOptions options;
+  options.cancelled = [&] { return ++polls == 2; };
+  absl::StatusOr<LoadPlan> plan = PlanLoadStateDict(mlp, input, options);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(plan.status().message(), "the load was cancelled; the model is unchanged");
+  EXPECT_EQ(polls, 2);
+  EXPECT_EQ(Snapshot(*mlp), before);
+}
+
 TEST(LoadStateDictTest, ExampleErrorTextMatchesPyTorch) {  // §4 worked example
   auto mlp = Build(testing::kMlpSpec);
   StateDictInput input;

@@ -1,4 +1,4 @@
-#include "server/service/snapshots.h"
+#include "server/io/snapshots.h"
 
 #include <filesystem>
 #include <system_error>
@@ -15,21 +15,23 @@
 #include "server/core/spec_export.h"
 #include "server/core/traversal.h"
 #include "server/io/checkpoint.h"
+#include "server/io/file_system.h"
 
-namespace paramd::service {
+namespace paramd::io {
 namespace {
 
 constexpr char kSuffix[] = ".safetensors";
 
 struct Pinned {
-  io::SaveInput input;
+  SaveInput input;
   bool training = false;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const std::string& data_dir,
-                                                            core::ModelRegistry* registry) {
+                                                            core::ModelRegistry* registry,
+                                                            FileSystem& fs) {
   const std::string directory = data_dir + "/models";
   std::error_code error;
   std::filesystem::create_directories(directory, error);
@@ -38,7 +40,7 @@ absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const std::string& da
                         absl::StrCat("cannot create the snapshot directory '", directory,
                                      "': ", error.message(), "; check --data-dir"));
   }
-  return std::unique_ptr<Snapshots>(new Snapshots(directory, registry));
+  return std::unique_ptr<Snapshots>(new Snapshots(directory, registry, fs));
 }
 
 std::string Snapshots::PathOf(const std::string& name) const {
@@ -84,8 +86,8 @@ absl::StatusOr<std::vector<Snapshots::Taken>> Snapshots::Take(
         {"paramd.training", pinned.training ? "true" : "false"},
         {"paramd.snapshot_time", absl::FormatTime(absl::RFC3339_sec, absl::Now(),
                                                   absl::UTCTimeZone())}};
-    absl::Status status = io::SaveCheckpoint(PathOf(model->name()),
-                                             io::CheckpointFormat::kSafetensors, pinned.input);
+    absl::Status status = SaveCheckpoint(PathOf(model->name()), CheckpointFormat::kSafetensors,
+                                         pinned.input, *fs_);
     if (!status.ok()) {
       common::Log("error", "snapshot failed",
                   {{"model", model->name()}, {"error", std::string(status.message())}});
@@ -115,6 +117,56 @@ void Snapshots::Forget(const std::string& name) {
   saved_.erase(name);
 }
 
+absl::Status Snapshots::Restore(const std::string& name, const std::string& file) {
+  PARAMD_ASSIGN_OR_RETURN(Checkpoint checkpoint, ReadCheckpoint(file));
+  if (!checkpoint.spec_json || !checkpoint.version) {
+    return absl::InvalidArgumentError("the file carries no model spec or version");
+  }
+  auto annotation = [&](absl::string_view key) -> std::string {
+    for (const auto& [k, v] : checkpoint.annotations) {
+      if (k == key) return v;
+    }
+    return "";
+  };
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
+                          core::BuildModuleFromText(*checkpoint.spec_json, 0));
+  core::StateDictInput input;
+  for (CheckpointTensor& entry : checkpoint.entries) {
+    input.entries.emplace_back(std::move(entry.name), std::move(entry.tensor));
+  }
+  PARAMD_ASSIGN_OR_RETURN(core::LoadPlan plan, core::PlanLoadStateDict(root, input, {}));
+  plan.Commit(*checkpoint.version);
+  const bool training = annotation("paramd.training") == "true";
+  for (const auto& [path, module] : core::NamedModules(root)) module->set_training(training);
+  PARAMD_ASSIGN_OR_RETURN(Device device,
+                          ParseDevice(annotation("paramd.device").empty()
+                                                ? "cpu"
+                                                : annotation("paramd.device")));
+  if (!device.is_cpu()) {
+    // A model from a GPU is better kept on the host than lost when this process has
+    // no such device (a restart on another node, a driver gone).
+    if (absl::Status moved = core::MoveUnpublishedTree(root, device); !moved.ok()) {
+      common::Log("warning", "model restored on cpu",
+                  {{"model", name}, {"device", device.ToString()},
+                   {"error", std::string(moved.message())}});
+      device = Device::Cpu();
+    }
+  }
+  auto model = std::make_shared<core::Model>(name, std::move(root), device,
+                                             *checkpoint.version);
+  PARAMD_RETURN_IF_ERROR(registry_->Add(model));
+  {
+    absl::MutexLock lock(&mu_);
+    saved_[name] = *checkpoint.version;
+  }
+  common::Log("info", "model restored",
+              {{"model", name},
+               {"version", absl::StrCat(*checkpoint.version)},
+               {"snapshot_time", annotation("paramd.snapshot_time")},
+               {"note", "writes made after the snapshot time, if any, were lost"}});
+  return absl::OkStatus();
+}
+
 int Snapshots::RestoreAll() {
   int restored = 0;
   std::error_code error;
@@ -128,55 +180,7 @@ int Snapshots::RestoreAll() {
   std::sort(files.begin(), files.end());
   for (const auto& file : files) {
     const std::string name = file.stem().string();
-    absl::Status status = [&]() -> absl::Status {
-      PARAMD_ASSIGN_OR_RETURN(io::Checkpoint checkpoint, io::ReadCheckpoint(file.string()));
-      if (!checkpoint.spec_json || !checkpoint.version) {
-        return absl::InvalidArgumentError("the file carries no model spec or version");
-      }
-      auto annotation = [&](absl::string_view key) -> std::string {
-        for (const auto& [k, v] : checkpoint.annotations) {
-          if (k == key) return v;
-        }
-        return "";
-      };
-      PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
-                              core::BuildModuleFromText(*checkpoint.spec_json, 0));
-      core::StateDictInput input;
-      for (io::CheckpointTensor& entry : checkpoint.entries) {
-        input.entries.emplace_back(std::move(entry.name), std::move(entry.tensor));
-      }
-      PARAMD_ASSIGN_OR_RETURN(core::LoadPlan plan, core::PlanLoadStateDict(root, input, {}));
-      plan.Commit(*checkpoint.version);
-      const bool training = annotation("paramd.training") == "true";
-      for (const auto& [path, module] : core::NamedModules(root)) module->set_training(training);
-      PARAMD_ASSIGN_OR_RETURN(Device device,
-                              ParseDevice(annotation("paramd.device").empty()
-                                                    ? "cpu"
-                                                    : annotation("paramd.device")));
-      if (!device.is_cpu()) {
-        // A model from a GPU is better kept on the host than lost when this process has
-        // no such device (a restart on another node, a driver gone).
-        if (absl::Status moved = core::MoveUnpublishedTree(root, device); !moved.ok()) {
-          common::Log("warning", "model restored on cpu",
-                      {{"model", name}, {"device", device.ToString()},
-                       {"error", std::string(moved.message())}});
-          device = Device::Cpu();
-        }
-      }
-      auto model = std::make_shared<core::Model>(name, std::move(root), device,
-                                                 *checkpoint.version);
-      PARAMD_RETURN_IF_ERROR(registry_->Add(model));
-      {
-        absl::MutexLock lock(&mu_);
-        saved_[name] = *checkpoint.version;
-      }
-      common::Log("info", "model restored",
-                  {{"model", name},
-                   {"version", absl::StrCat(*checkpoint.version)},
-                   {"snapshot_time", annotation("paramd.snapshot_time")},
-                   {"note", "writes made after the snapshot time, if any, were lost"}});
-      return absl::OkStatus();
-    }();
+    absl::Status status = Restore(name, file.string());
     if (status.ok()) {
       ++restored;
     } else {
@@ -188,4 +192,4 @@ int Snapshots::RestoreAll() {
   return restored;
 }
 
-}  // namespace paramd::service
+}  // namespace paramd::io

@@ -19,8 +19,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "server/core/registry.h"
+#include "server/io/file_system.h"
 
-namespace paramd::service {
+namespace paramd::io {
 
 class Snapshots {
  public:
@@ -30,9 +31,11 @@ class Snapshots {
     bool written = false;  // false: the snapshot on disk already had this version
   };
 
-  // Creates `<data_dir>/models` when missing. `registry` must outlive this.
+  // Creates `<data_dir>/models` when missing. `registry` and `fs` (which writes the
+  // snapshot files) must outlive this.
   static absl::StatusOr<std::unique_ptr<Snapshots>> Open(const std::string& data_dir,
-                                                         core::ModelRegistry* registry);
+                                                         core::ModelRegistry* registry,
+                                                         FileSystem& fs = FileSystem::Posix());
 
   // Snapshots the named models (every model when `names` is empty). NOT_FOUND for an
   // unknown name; the first failing write's status otherwise (the others still run).
@@ -45,12 +48,15 @@ class Snapshots {
   int RestoreAll();
 
  private:
-  Snapshots(std::string directory, core::ModelRegistry* registry)
-      : directory_(std::move(directory)), registry_(registry) {}
+  Snapshots(std::string directory, core::ModelRegistry* registry, FileSystem& fs)
+      : directory_(std::move(directory)), registry_(registry), fs_(&fs) {}
   std::string PathOf(const std::string& name) const;
+  // Recreates the model `name` from its snapshot `file` into the registry.
+  absl::Status Restore(const std::string& name, const std::string& file);
 
   const std::string directory_;
   core::ModelRegistry* const registry_;
+  FileSystem* const fs_;
   absl::Mutex mu_;
   // The version each model's snapshot file holds.
   absl::flat_hash_map<std::string, uint64_t> saved_ ABSL_GUARDED_BY(mu_);
@@ -58,4 +64,4 @@ class Snapshots {
   absl::Mutex write_mu_;
 };
 
-}  // namespace paramd::service
+}  // namespace paramd::io
