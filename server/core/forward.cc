@@ -162,6 +162,9 @@ Tensor Permuted(const Tensor& tensor, const std::vector<int64_t>& dims) {
 
 absl::StatusOr<Tensor> Runner::Call(const Module& module, const std::string& path,
                                     const Tensor& input, const ValueMap* extra) {
+  if (options_.cancelled && options_.cancelled()) {
+    return absl::CancelledError("the client cancelled the forward");
+  }
   const LayerDef* layer = module.layer();
   if (layer == nullptr) return RunProgram(*this, module, path, input, extra);
   if (layer->is_container) {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,9 @@ struct ForwardOptions {
   // Seeds the dropout masks (Note [Dropout mask] in kernels/ops.h); the same seed, model
   // and inputs give the same output.
   uint64_t seed = 0;
+  // Polled before each module call; when it returns true the forward stops with CANCELLED
+  // and its intermediate tensors are freed. May be empty.
+  std::function<bool()> cancelled;
 };
 
 // Runs `root` on `inputs`. One input must be named "input" (the positional argument);

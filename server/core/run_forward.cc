@@ -54,7 +54,9 @@ absl::StatusOr<ForwardAnswer> RunForward(Model& model, absl::Span<const NamedTen
     PARAMD_ASSIGN_OR_RETURN(
         ForwardResult result,
         Forward(*pinned.root, inputs,
-                ForwardOptions{.training = answer.training, .seed = options.seed}));
+                ForwardOptions{.training = answer.training,
+                               .seed = options.seed,
+                               .cancelled = options.cancelled}));
     answer.outputs = std::move(result.outputs);
     if (result.buffer_updates.empty()) return answer;
     std::vector<Model::TensorWrite> writes;

@@ -29,8 +29,8 @@ struct RunForwardOptions {
   uint64_t seed = 0;
   // Answer only from this version: ABORTED when the model is elsewhere, and no retry.
   std::optional<uint64_t> if_version;
-  // Polled before each attempt (core::Forward itself runs to the end once started); when
-  // it returns true the call ends with CANCELLED. May be empty.
+  // Polled before each attempt and before each module call inside it; when it returns
+  // true the call ends with CANCELLED and nothing is committed. May be empty.
   std::function<bool()> cancelled;
 };
 

@@ -83,6 +83,24 @@ TEST(RunForwardTest, CancelledBeforeTheFirstAttemptRunsNothing) {
   EXPECT_EQ(model.version(), 1u);
 }
 
+// The cancellation poll reaches inside the forward: it stops between layers (the client's
+// deadline passing while a deep model runs), and a training forward then commits nothing.
+TEST(RunForwardTest, CancelledBetweenLayersStopsTheForwardAndCommitsNothing) {
+  Model model = MakeModel(R"({"type": "Net", "children": [
+    {"name": "bn", "type": "BatchNorm1d", "args": {"num_features": 2}},
+    {"name": "relu", "type": "ReLU"},
+    {"name": "fc", "type": "Linear", "args": {"in_features": 2, "out_features": 2}}],
+    "forward": ["bn", "relu", "fc"]})");
+  int polls = 0;
+  // The attempt's poll, the root's call, bn's: the fourth poll, before relu, cancels.
+  absl::StatusOr<ForwardAnswer> answer = RunForward(
+      model, Input(), {.mode = ForwardMode::kTrain, .cancelled = [&] { return ++polls > 3; }});
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kCancelled) << answer.status();
+  EXPECT_EQ(answer.status().message(), "the client cancelled the forward");
+  EXPECT_EQ(polls, 4);
+  EXPECT_EQ(model.version(), 1u);
+}
+
 TEST(RunForwardTest, ForwardErrorsPassThrough) {
   Model model = MakeModel(kBatchNormSpec);
   absl::StatusOr<ForwardAnswer> answer =
