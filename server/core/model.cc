@@ -1,5 +1,6 @@
 #include "server/core/model.h"
 
+#include "base/text.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "server/core/traversal.h"
@@ -70,7 +71,7 @@ absl::StatusOr<uint64_t> Model::Write(std::optional<uint64_t> if_version, const 
     current = version_;
   }
   if (if_version && *if_version != current) {
-    return absl::AbortedError(absl::StrCat("model '", name_, "' is at version ", current,
+    return absl::AbortedError(absl::StrCat("model ", QuoteName(name_), " is at version ", current,
                                            ", not ", *if_version,
                                            "; read it again and redo the write"));
   }
@@ -92,14 +93,14 @@ absl::StatusOr<std::shared_ptr<TensorSlot>> FindTensorSlot(const std::shared_ptr
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<Module> module, GetSubmodule(root, module_path));
   if (const auto* parameter = module->parameters().Find(name)) {
     if (*parameter != nullptr) return std::shared_ptr<TensorSlot>(*parameter);
-    return absl::NotFoundError(absl::StrCat("parameter '", key, "' is None"));
+    return absl::NotFoundError(absl::StrCat("parameter ", QuoteName(key), " is None"));
   }
   if (const auto* buffer = module->buffers().Find(name)) {
     if (*buffer != nullptr) return std::shared_ptr<TensorSlot>(*buffer);
-    return absl::NotFoundError(absl::StrCat("buffer '", key, "' is None"));
+    return absl::NotFoundError(absl::StrCat("buffer ", QuoteName(key), " is None"));
   }
-  return absl::NotFoundError(absl::StrCat("no parameter or buffer named '", key, "' (", module->type(),
-                                          " has no parameter or buffer `", name,
+  return absl::NotFoundError(absl::StrCat("no parameter or buffer named ", QuoteName(key), " (", module->type(),
+                                          " has no parameter or buffer `", ShortName(name),
                                           "`); NamedParameters and NamedBuffers list them"));
 }
 
@@ -122,7 +123,7 @@ absl::Status WriteInto(const Tensor& updated, const Model::TensorWrite& write) {
       return absl::InvalidArgumentError(absl::StrCat(
           "shape ", ShapeString(write.values.shape()), " does not match ",
           write.region ? "the region's shape " : "the shape ", ShapeString(target_view.shape()),
-          " of '", write.key, "'"));
+          " of ", QuoteName(write.key)));
     }
     if (!source.is_contiguous()) {
       PARAMD_ASSIGN_OR_RETURN(source, Clone(source));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "base/text.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/layers/layer.h"
 
@@ -67,7 +68,7 @@ absl::Status Module::CheckNewName(absl::string_view kind, absl::string_view name
     return absl::InvalidArgumentError(absl::StrCat(kind, " name can't be empty string \"\""));
   }
   if (HasAttribute(name) && !exists_ok) {
-    return absl::AlreadyExistsError(absl::StrCat("attribute '", name, "' already exists"));
+    return absl::AlreadyExistsError(absl::StrCat("attribute ", QuoteName(name), " already exists"));
   }
   return absl::OkStatus();
 }
@@ -97,7 +98,7 @@ absl::Status Module::RegisterBuffer(absl::string_view name, std::shared_ptr<Buff
 absl::Status Module::AddModule(absl::string_view name, std::shared_ptr<Module> child) {
   // add_module checks "already exists" before the dot and the empty name (§1).
   if (HasAttribute(name) && !children_.contains(name)) {
-    return absl::AlreadyExistsError(absl::StrCat("attribute '", name, "' already exists"));
+    return absl::AlreadyExistsError(absl::StrCat("attribute ", QuoteName(name), " already exists"));
   }
   if (name.find('.') != absl::string_view::npos) {
     return absl::InvalidArgumentError(

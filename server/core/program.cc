@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "base/text.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
@@ -145,7 +146,7 @@ absl::Status ValidateStep(const json& step, const Module& module) {
   for (const auto& [key, value] : step.items()) {
     if (key != "call" && key != "op" && key != "args" && key != "in" && key != "out") {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown field '", key, "'; expected one of call, op, args, in, out"));
+          absl::StrCat("unknown field ", QuoteName(key), "; expected one of call, op, args, in, out"));
     }
   }
   if (step.contains("call") == step.contains("op")) {
@@ -188,7 +189,7 @@ absl::Status ValidateStep(const json& step, const Module& module) {
   const int count = inputs.empty() ? 1 : static_cast<int>(inputs.size());
   if (count < op->min_inputs || (op->max_inputs >= 0 && count > op->max_inputs)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "op '", op->name, "' takes ",
+        "op ", QuoteName(op->name), " takes ",
         op->max_inputs < 0                 ? absl::StrCat("at least ", op->min_inputs)
         : op->min_inputs == op->max_inputs ? absl::StrCat(op->min_inputs)
                                            : absl::StrCat(op->min_inputs, " or ", op->max_inputs),
@@ -209,20 +210,20 @@ absl::Status ValidateStep(const json& step, const Module& module) {
       std::vector<absl::string_view> names;
       for (const ProgramArg& arg : op->args) names.push_back(arg.name);
       return absl::InvalidArgumentError(
-          absl::StrCat("op '", op->name, "' has no argument '", key, "'",
+          absl::StrCat("op ", QuoteName(op->name), " has no argument ", QuoteName(key), "",
                        names.empty() ? "; it takes none"
                                      : absl::StrCat("; it takes ", absl::StrJoin(names, ", "))));
     }
     if (!HasType(value, known->type)) {
-      return absl::InvalidArgumentError(absl::StrCat("op '", op->name, "' argument '", key,
-                                                     "' must be ", TypeWords(known->type), ", got ",
+      return absl::InvalidArgumentError(absl::StrCat("op ", QuoteName(op->name), " argument ", QuoteName(key),
+                                                     " must be ", TypeWords(known->type), ", got ",
                                                      value.dump()));
     }
   }
   for (const ProgramArg& arg : op->args) {
     if (arg.required && !args->contains(std::string(arg.name))) {
       return absl::InvalidArgumentError(
-          absl::StrCat("op '", op->name, "' needs the argument '", arg.name, "'"));
+          absl::StrCat("op ", QuoteName(op->name), " needs the argument ", QuoteName(arg.name)));
     }
   }
   if (op->name == "gelu" && args->contains("approximate")) {
@@ -236,7 +237,7 @@ absl::Status ValidateStep(const json& step, const Module& module) {
     const bool has_other = args->contains("other");
     if (has_other == (count == 2)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "op '", op->name, "' takes two inputs, or one input and the argument 'other'"));
+          "op ", QuoteName(op->name), " takes two inputs, or one input and the argument 'other'"));
     }
   }
   if (op->name == "dropout" && args->contains("p")) {
@@ -298,7 +299,7 @@ class ProgramRunner {
         const std::shared_ptr<Module>& child = *m.children().Find(name);
         if (child == nullptr) {
           return absl::InvalidArgumentError(absl::StrCat(
-              where, ": 'NoneType' object is not callable (child '", name, "' is None)"));
+              where, ": 'NoneType' object is not callable (child ", QuoteName(name), " is None)"));
         }
         PARAMD_ASSIGN_OR_RETURN(result,
                                 runner_.Call(*child, ChildPath(path, name), inputs.front()));
@@ -330,8 +331,8 @@ class ProgramRunner {
       auto it = values.find(name);
       if (it == values.end()) {
         return absl::InvalidArgumentError(
-            absl::StrCat(where, ": reads the value '", name,
-                         "', which no earlier step wrote ('out') and no input supplies"));
+            absl::StrCat(where, ": reads the value ", QuoteName(name),
+                         ", which no earlier step wrote ('out') and no input supplies"));
       }
       inputs.push_back(it->second);
     }
@@ -503,7 +504,7 @@ class ProgramRunner {
       const double p = args.contains("p") ? args["p"].get<double>() : 0.5;
       return runner_.ApplyDropout(x, p);
     }
-    return absl::InvalidArgumentError(absl::StrCat("unknown op '", op, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown op ", QuoteName(op)));
   }
 
  private:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "base/text.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
@@ -13,8 +14,8 @@ absl::Status ValidateModelName(absl::string_view name) {
   });
   if (name.empty() || name.size() > 128 || !valid_chars || name.front() == '.') {
     return absl::InvalidArgumentError(absl::StrCat(
-        "invalid model name '", name,
-        "'; use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.'"));
+        "invalid model name ", QuoteName(name),
+        "; use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.'"));
   }
   return absl::OkStatus();
 }
@@ -24,7 +25,7 @@ absl::Status ModelRegistry::Add(std::shared_ptr<Model> model) {
   const std::string name = model->name();
   if (!models_.emplace(name, std::move(model)).second) {
     return absl::AlreadyExistsError(absl::StrCat(
-        "model '", name, "' already exists; delete it first or choose another name"));
+        "model ", QuoteName(name), " already exists; delete it first or choose another name"));
   }
   return absl::OkStatus();
 }
@@ -34,7 +35,7 @@ absl::StatusOr<std::shared_ptr<Model>> ModelRegistry::Get(absl::string_view name
   auto it = models_.find(name);
   if (it == models_.end()) {
     return absl::NotFoundError(
-        absl::StrCat("model '", name, "' not found; ListModels shows the loaded models"));
+        absl::StrCat("model ", QuoteName(name), " not found; ListModels shows the loaded models"));
   }
   return it->second;
 }
@@ -44,12 +45,12 @@ absl::Status ModelRegistry::Remove(absl::string_view name, std::optional<uint64_
   auto it = models_.find(name);
   if (it == models_.end()) {
     return absl::NotFoundError(
-        absl::StrCat("model '", name, "' not found; ListModels shows the loaded models"));
+        absl::StrCat("model ", QuoteName(name), " not found; ListModels shows the loaded models"));
   }
   if (if_version) {
     const uint64_t current = it->second->version();
     if (current != *if_version) {
-      return absl::AbortedError(absl::StrCat("model '", name, "' is at version ", current,
+      return absl::AbortedError(absl::StrCat("model ", QuoteName(name), " is at version ", current,
                                              ", not ", *if_version, "; not deleted"));
     }
   }

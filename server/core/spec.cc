@@ -2,6 +2,7 @@
 
 #include <functional>
 
+#include "base/text.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -32,7 +33,7 @@ absl::Status CheckKeys(const json& node, absl::string_view path,
                        std::initializer_list<absl::string_view> allowed) {
   for (const auto& [key, value] : node.items()) {
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-      return SpecError(path, absl::StrCat("unknown field '", key, "'; expected one of ",
+      return SpecError(path, absl::StrCat("unknown field ", QuoteName(key), "; expected one of ",
                                           absl::StrJoin(allowed, ", ")));
     }
   }
@@ -42,7 +43,7 @@ absl::Status CheckKeys(const json& node, absl::string_view path,
 absl::StatusOr<std::string> RequiredString(const json& node, absl::string_view field,
                                            absl::string_view path) {
   auto it = node.find(std::string(field));
-  if (it == node.end()) return SpecError(path, absl::StrCat("missing field '", field, "'"));
+  if (it == node.end()) return SpecError(path, absl::StrCat("missing field ", QuoteName(field)));
   if (!it->is_string()) {
     return SpecError(absl::StrCat(path, ".", field),
                      absl::StrCat("expected a string, got ", it->dump()));
@@ -120,8 +121,8 @@ absl::StatusOr<Tensor> ReadInit(const json& node, DType dtype, const Shape& shap
     if (kind == "ones") return Tensor::Full(dtype, shape, 1.0);
     if (kind == "randn") return InitNormal(rng, dtype, shape, 0.0, 1.0);
     if (kind == "rand") return InitUniform(rng, dtype, shape, 0.0, 1.0);
-    return SpecError(init_path, absl::StrCat("unknown init '", kind,
-                                             "'; expected zeros, ones, randn, rand, or an object "
+    return SpecError(init_path, absl::StrCat("unknown init ", QuoteName(kind),
+                                             "; expected zeros, ones, randn, rand, or an object "
                                              "with constant, normal, uniform or values"));
   }
   if (!init.is_object() || init.size() != 1) {
@@ -159,8 +160,8 @@ absl::StatusOr<Tensor> ReadInit(const json& node, DType dtype, const Shape& shap
     if (!tensor.ok()) return AtPath(init_path + ".values", tensor.status());
     return tensor;
   }
-  return SpecError(init_path, absl::StrCat("unknown init '", kind,
-                                           "'; expected constant, normal, uniform or values"));
+  return SpecError(init_path, absl::StrCat("unknown init ", QuoteName(kind),
+                                           "; expected constant, normal, uniform or values"));
 }
 
 absl::StatusOr<bool> OptionalBool(const json& node, absl::string_view field, bool fallback,
@@ -207,7 +208,7 @@ class Builder {
     } else {
       if (!custom) PARAMD_RETURN_IF_ERROR(CheckCustomType(node, type, path));
       if (node.contains("args")) {
-        return SpecError(path + ".args", absl::StrCat("the custom type '", type, "' takes no args"));
+        return SpecError(path + ".args", absl::StrCat("the custom type ", QuoteName(type), " takes no args"));
       }
       module = std::make_shared<Module>(type);
     }
@@ -236,16 +237,16 @@ class Builder {
   absl::Status CheckCustomType(const json& node, const std::string& type, const std::string& path) {
     for (const LayerDef* layer : AllLayers()) {
       if (absl::AsciiStrToLower(layer->type) == absl::AsciiStrToLower(type)) {
-        return SpecError(path + ".type", absl::StrCat("unknown module type '", type,
-                                                      "'; did you mean '", layer->type, "'?"));
+        return SpecError(path + ".type", absl::StrCat("unknown module type ", QuoteName(type),
+                                                      "; did you mean ", QuoteName(layer->type), "?"));
       }
     }
     if (node.contains("args")) {
       std::vector<absl::string_view> names;
       for (const LayerDef* layer : AllLayers()) names.push_back(layer->type);
       return SpecError(path + ".type",
-                       absl::StrCat("unknown module type '", type,
-                                    "' with args; the built-in types are ", absl::StrJoin(names, ", "),
+                       absl::StrCat("unknown module type ", QuoteName(type),
+                                    " with args; the built-in types are ", absl::StrJoin(names, ", "),
                                     ", and any other type is a custom container that takes no "
                                     "args"));
     }
@@ -305,13 +306,13 @@ class Builder {
       if (!tied.ok()) {
         return AtPath(item_path + ".tie",
                       absl::Status(tied.status().code(),
-                                   absl::StrCat("'", target, "' names no parameter: ",
+                                   absl::StrCat(QuoteName(target), " names no parameter: ",
                                                 tied.status().message())));
       }
       if (expected && (*tied)->data().shape() != *expected) {
         return SpecError(item_path + ".tie",
-                         absl::StrCat("cannot tie '", name, "' of shape ", ShapeString(*expected),
-                                      " to '", target, "' of shape ",
+                         absl::StrCat("cannot tie ", QuoteName(name), " of shape ", ShapeString(*expected),
+                                      " to ", QuoteName(target), " of shape ",
                                       ShapeString((*tied)->data().shape())));
       }
       return module.AssignParameter(name, *tied);
@@ -395,7 +396,7 @@ class Builder {
       if (!shared.ok()) {
         return AtPath(item_path + ".ref",
                       absl::Status(shared.status().code(),
-                                   absl::StrCat("'", target, "' names no module: ",
+                                   absl::StrCat(QuoteName(target), " names no module: ",
                                                 shared.status().message())));
       }
       return parent->AddModule(name, *shared);
@@ -425,7 +426,7 @@ class Builder {
         return SpecError(step_path, "a step is a child's name or an object");
       }
       if (!call.empty() && !module.children().contains(call)) {
-        return SpecError(step_path, absl::StrCat(module.type(), " has no child '", call, "'"));
+        return SpecError(step_path, absl::StrCat(module.type(), " has no child ", QuoteName(call)));
       }
       // Op names, argument names and types, and inputs: what Forward would refuse later.
       absl::Status step_status = ValidateForwardProgram(json::array({step}), module);
@@ -448,8 +449,8 @@ class Builder {
         if (child == nullptr) continue;
         const std::string child_path = path.empty() ? name : absl::StrCat(path, ".", name);
         if (on_path.contains(child.get())) {
-          return SpecError("$", absl::StrCat("the ref at '", child_path,
-                                             "' makes a module its own descendant"));
+          return SpecError("$", absl::StrCat("the ref at ", QuoteName(child_path),
+                                             " makes a module its own descendant"));
         }
         PARAMD_RETURN_IF_ERROR(visit(*child, child_path));
       }
@@ -464,8 +465,8 @@ class Builder {
   // the second assignment replace the first.
   absl::Status Declare(const std::string& name, const std::string& path) {
     if (!declared_.back().insert(name).second) {
-      return SpecError(path, absl::StrCat("the name '", name,
-                                          "' is declared twice in this module; names must be unique"));
+      return SpecError(path, absl::StrCat("the name ", QuoteName(name),
+                                          " is declared twice in this module; names must be unique"));
     }
     return absl::OkStatus();
   }

@@ -1,5 +1,6 @@
 #include "server/core/traversal.h"
 
+#include "base/text.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -62,7 +63,7 @@ Named<T> NamedMembers(const std::shared_ptr<Module>& root, absl::string_view pre
 }
 
 absl::Status NoAttribute(const Module& module, absl::string_view item) {
-  return absl::NotFoundError(absl::StrCat(module.type(), " has no attribute `", item, "`"));
+  return absl::NotFoundError(absl::StrCat(module.type(), " has no attribute `", ShortName(item), "`"));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "base/text.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -21,7 +22,7 @@ namespace {
 absl::StatusOr<std::string> RealPath(const std::string& path) {
   char resolved[PATH_MAX];
   if (::realpath(path.c_str(), resolved) == nullptr) {
-    return ErrnoStatus(errno, absl::StrCat("cannot resolve '", path, "'"));
+    return ErrnoStatus(errno, absl::StrCat("cannot resolve ", QuoteName(path)));
   }
   return std::string(resolved);
 }
@@ -34,11 +35,11 @@ absl::StatusOr<CheckpointDir> CheckpointDir::Open(const std::string& root) {
   std::filesystem::create_directories(root, error);
   if (error) {
     return ErrnoStatus(error.value(),
-                       absl::StrCat("cannot create the checkpoint directory '", root, "'"));
+                       absl::StrCat("cannot create the checkpoint directory ", QuoteName(root)));
   }
   if (!std::filesystem::is_directory(root, error)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the checkpoint directory '", root, "' is not a directory"));
+        absl::StrCat("the checkpoint directory ", QuoteName(root), " is not a directory"));
   }
   absl::StatusOr<std::string> resolved = RealPath(root);
   if (!resolved.ok()) return resolved.status();
@@ -53,7 +54,7 @@ absl::StatusOr<std::vector<std::string>> CheckpointDir::Components(
     absl::string_view relative) const {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint path '", relative, "' ", why,
+        absl::StrCat("checkpoint path ", QuoteName(relative), " ", why,
                      "; give a path relative to the checkpoint directory, such as "
                      "'runs/model.safetensors'"));
   };
@@ -78,23 +79,23 @@ absl::StatusOr<std::string> CheckpointDir::ForRead(absl::string_view relative) c
   absl::StatusOr<std::string> resolved = RealPath(path);
   if (!resolved.ok()) {
     if (resolved.status().code() == absl::StatusCode::kNotFound) {
-      return absl::NotFoundError(absl::StrCat("checkpoint '", relative,
-                                              "' does not exist; `paramctl checkpoints` lists "
+      return absl::NotFoundError(absl::StrCat("checkpoint ", QuoteName(relative),
+                                              " does not exist; `paramctl checkpoints` lists "
                                               "the files there are"));
     }
     return resolved.status();
   }
   if (!Inside(*resolved)) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "checkpoint path '", relative, "' leads outside the checkpoint directory"));
+        "checkpoint path ", QuoteName(relative), " leads outside the checkpoint directory"));
   }
   struct stat st;
   if (::stat(resolved->c_str(), &st) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("cannot stat '", relative, "'"));
+    return ErrnoStatus(errno, absl::StrCat("cannot stat ", QuoteName(relative)));
   }
   if (!S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint path '", relative, "' is not a regular file"));
+        absl::StrCat("checkpoint path ", QuoteName(relative), " is not a regular file"));
   }
   return *resolved;
 }
@@ -109,20 +110,20 @@ absl::StatusOr<std::string> CheckpointDir::ForWrite(absl::string_view relative) 
     const std::string next = absl::StrCat(directory, "/", (*parts)[i]);
     struct stat st;
     if (::lstat(next.c_str(), &st) != 0) {
-      if (errno != ENOENT) return ErrnoStatus(errno, absl::StrCat("cannot stat '", next, "'"));
+      if (errno != ENOENT) return ErrnoStatus(errno, absl::StrCat("cannot stat ", QuoteName(next)));
       if (::mkdir(next.c_str(), 0755) != 0 && errno != EEXIST) {
-        return ErrnoStatus(errno, absl::StrCat("cannot create directory '", next, "'"));
+        return ErrnoStatus(errno, absl::StrCat("cannot create directory ", QuoteName(next)));
       }
     }
     absl::StatusOr<std::string> resolved = RealPath(next);
     if (!resolved.ok()) return resolved.status();
     if (!Inside(*resolved)) {
       return absl::PermissionDeniedError(absl::StrCat(
-          "checkpoint path '", relative, "' leads outside the checkpoint directory"));
+          "checkpoint path ", QuoteName(relative), " leads outside the checkpoint directory"));
     }
     if (::stat(resolved->c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint path '", relative, "': '", (*parts)[i], "' is not a directory"));
+          absl::StrCat("checkpoint path ", QuoteName(relative), ": ", QuoteName((*parts)[i]), " is not a directory"));
     }
     directory = *resolved;
   }
@@ -131,7 +132,7 @@ absl::StatusOr<std::string> CheckpointDir::ForWrite(absl::string_view relative) 
   if (::lstat(path.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint path '", relative, "' is a directory; name a file in it"));
+          absl::StrCat("checkpoint path ", QuoteName(relative), " is a directory; name a file in it"));
     }
     // The save replaces a symlink itself, never its target, but one leading outside is
     // refused anyway: the client's intent cannot be what it would do.
@@ -139,7 +140,7 @@ absl::StatusOr<std::string> CheckpointDir::ForWrite(absl::string_view relative) 
       absl::StatusOr<std::string> resolved = RealPath(path);
       if (!resolved.ok() || !Inside(*resolved)) {
         return absl::PermissionDeniedError(absl::StrCat(
-            "checkpoint path '", relative, "' leads outside the checkpoint directory"));
+            "checkpoint path ", QuoteName(relative), " leads outside the checkpoint directory"));
       }
     }
   }
@@ -152,7 +153,7 @@ absl::StatusOr<std::vector<CheckpointFileInfo>> CheckpointDir::List() const {
   auto it = std::filesystem::recursive_directory_iterator(
       root_, std::filesystem::directory_options::skip_permission_denied, error);
   if (error) {
-    return ErrnoStatus(error.value(), absl::StrCat("cannot list '", root_, "'"));
+    return ErrnoStatus(error.value(), absl::StrCat("cannot list ", QuoteName(root_)));
   }
   for (; it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
     if (error) break;

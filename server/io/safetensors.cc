@@ -8,6 +8,7 @@
 #include <set>
 #include <tuple>
 
+#include "base/text.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -96,16 +97,16 @@ struct HeaderEntry {
 
 absl::StatusOr<HeaderEntry> ParseEntry(const std::string& name, const Json& value) {
   if (!value.is_object()) {
-    return Invalid("safetensors entry for tensor '", name,
-                   "' must be an object with dtype, shape and data_offsets, not a ",
+    return Invalid("safetensors entry for tensor ", QuoteName(name),
+                   " must be an object with dtype, shape and data_offsets, not a ",
                    value.type_name());
   }
   HeaderEntry entry{name, nullptr, {}, 0, 0};
 
   const auto dtype = value.find("dtype");
-  if (dtype == value.end()) return Invalid("safetensors tensor '", name, "' has no dtype");
+  if (dtype == value.end()) return Invalid("safetensors tensor ", QuoteName(name), " has no dtype");
   if (!dtype->is_string()) {
-    return Invalid("dtype of safetensors tensor '", name, "' must be a string, not a ",
+    return Invalid("dtype of safetensors tensor ", QuoteName(name), " must be a string, not a ",
                    dtype->type_name());
   }
   const std::string& dtype_name = dtype->get_ref<const std::string&>();
@@ -113,33 +114,33 @@ absl::StatusOr<HeaderEntry> ParseEntry(const std::string& name, const Json& valu
   if (entry.code == nullptr) {
     for (absl::string_view unsupported : kUnsupportedDTypes) {
       if (unsupported == dtype_name) {
-        return Invalid("dtype ", dtype_name, " of safetensors tensor '", name,
-                       "' is not supported by paramd; supported dtypes: ", SupportedDTypeList());
+        return Invalid("dtype ", dtype_name, " of safetensors tensor ", QuoteName(name),
+                       " is not supported by paramd; supported dtypes: ", SupportedDTypeList());
       }
     }
-    return Invalid("safetensors tensor '", name, "' has unknown dtype '", dtype_name,
-                   "'; paramd supports ", SupportedDTypeList());
+    return Invalid("safetensors tensor ", QuoteName(name), " has unknown dtype ", QuoteName(dtype_name),
+                   "; paramd supports ", SupportedDTypeList());
   }
 
   const auto shape = value.find("shape");
-  if (shape == value.end()) return Invalid("safetensors tensor '", name, "' has no shape");
+  if (shape == value.end()) return Invalid("safetensors tensor ", QuoteName(name), " has no shape");
   if (!shape->is_array()) {
-    return Invalid("shape of safetensors tensor '", name,
-                   "' must be an array of non-negative integers, not a ", shape->type_name());
+    return Invalid("shape of safetensors tensor ", QuoteName(name),
+                   " must be an array of non-negative integers, not a ", shape->type_name());
   }
   for (const Json& extent : *shape) {
     if (extent.is_number_integer() && !extent.is_number_unsigned()) {
-      return Invalid("shape of safetensors tensor '", name, "' has a negative dimension ",
+      return Invalid("shape of safetensors tensor ", QuoteName(name), " has a negative dimension ",
                      extent.get<int64_t>());
     }
     if (!extent.is_number_unsigned()) {
-      return Invalid("shape of safetensors tensor '", name,
-                     "' must be an array of non-negative integers; it holds a ",
+      return Invalid("shape of safetensors tensor ", QuoteName(name),
+                     " must be an array of non-negative integers; it holds a ",
                      extent.type_name());
     }
     const uint64_t size = extent.get<uint64_t>();
     if (size > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return Invalid("shape of safetensors tensor '", name, "' has dimension ", size,
+      return Invalid("shape of safetensors tensor ", QuoteName(name), " has dimension ", size,
                      ", too large to count (ValidationOverflow)");
     }
     entry.shape.push_back(static_cast<int64_t>(size));
@@ -147,12 +148,12 @@ absl::StatusOr<HeaderEntry> ParseEntry(const std::string& name, const Json& valu
 
   const auto offsets = value.find("data_offsets");
   if (offsets == value.end()) {
-    return Invalid("safetensors tensor '", name, "' has no data_offsets");
+    return Invalid("safetensors tensor ", QuoteName(name), " has no data_offsets");
   }
   if (!offsets->is_array() || offsets->size() != 2 || !(*offsets)[0].is_number_unsigned() ||
       !(*offsets)[1].is_number_unsigned()) {
-    return Invalid("data_offsets of safetensors tensor '", name,
-                   "' must be two non-negative integers [begin, end], not ", offsets->dump());
+    return Invalid("data_offsets of safetensors tensor ", QuoteName(name),
+                   " must be two non-negative integers [begin, end], not ", offsets->dump());
   }
   entry.begin = (*offsets)[0].get<uint64_t>();
   entry.end = (*offsets)[1].get<uint64_t>();
@@ -190,12 +191,12 @@ absl::StatusOr<Json> ParseHeaderJson(absl::string_view header) {
     return Invalid("safetensors header is not valid JSON (InvalidHeaderDeserialization)");
   }
   if (duplicate_depth == 1) {
-    return Invalid("safetensors header has the key '", duplicate,
-                   "' more than once; each tensor name may appear once");
+    return Invalid("safetensors header has the key ", QuoteName(duplicate),
+                   " more than once; each tensor name may appear once");
   }
   if (duplicate_depth > 1) {
-    return Invalid("safetensors header repeats the key '", duplicate,
-                   "' inside an object; duplicate keys are not allowed");
+    return Invalid("safetensors header repeats the key ", QuoteName(duplicate),
+                   " inside an object; duplicate keys are not allowed");
   }
   if (!root.is_object()) {
     return Invalid("safetensors header must be a JSON object, not a ", root.type_name());
@@ -225,22 +226,22 @@ absl::StatusOr<Layout> PlanLayout(const NamedTensors& tensors,
                                   const SafetensorsMetadata& metadata) {
   std::set<absl::string_view> names;
   for (const auto& [name, tensor] : tensors) {
-    if (!IsUtf8(name)) return Invalid("tensor name '", name, "' is not valid UTF-8");
+    if (!IsUtf8(name)) return Invalid("tensor name ", QuoteName(name), " is not valid UTF-8");
     if (name == "__metadata__") {
       return Invalid("a tensor cannot be named '__metadata__' in a safetensors file");
     }
-    if (!tensor.defined()) return Invalid("tensor '", name, "' is undefined and cannot be saved");
+    if (!tensor.defined()) return Invalid("tensor ", QuoteName(name), " is undefined and cannot be saved");
     if (!names.insert(name).second) {
-      return Invalid("tensor name '", name, "' appears twice; safetensors names are unique");
+      return Invalid("tensor name ", QuoteName(name), " appears twice; safetensors names are unique");
     }
   }
   std::set<absl::string_view> keys;
   for (const auto& [key, value] : metadata) {
     if (!IsUtf8(key) || !IsUtf8(value)) {
-      return Invalid("safetensors metadata entry '", key, "' is not valid UTF-8");
+      return Invalid("safetensors metadata entry ", QuoteName(key), " is not valid UTF-8");
     }
     if (!keys.insert(key).second) {
-      return Invalid("safetensors metadata key '", key, "' appears twice");
+      return Invalid("safetensors metadata key ", QuoteName(key), " appears twice");
     }
   }
 
@@ -323,8 +324,8 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
       }
       for (const auto& meta : value.items()) {
         if (!meta.value().is_string()) {
-          return Invalid("safetensors __metadata__ value for '", meta.key(),
-                         "' must be a string, not a ", meta.value().type_name());
+          return Invalid("safetensors __metadata__ value for ", QuoteName(meta.key()),
+                         " must be a string, not a ", meta.value().type_name());
         }
         file.metadata.emplace_back(meta.key(), meta.value().get_ref<const std::string&>());
       }
@@ -341,12 +342,12 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
   uint64_t covered = 0;
   for (const HeaderEntry& entry : entries) {
     if (entry.end < entry.begin) {
-      return Invalid("safetensors tensor '", entry.name, "' has data_offsets [", entry.begin, ", ",
+      return Invalid("safetensors tensor ", QuoteName(entry.name), " has data_offsets [", entry.begin, ", ",
                      entry.end, "] whose end is before its begin (InvalidOffset)");
     }
     if (entry.begin != covered) {
       return Invalid(
-          "safetensors tensor '", entry.name, "' has data_offsets [", entry.begin, ", ", entry.end,
+          "safetensors tensor ", QuoteName(entry.name), " has data_offsets [", entry.begin, ", ", entry.end,
           "] but should begin at ", covered,
           covered == 0 ? " (the first tensor starts the data)" : " (the previous tensor's end)",
           "; tensors must cover the data without gaps or overlaps (InvalidOffset)");
@@ -355,12 +356,12 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
     const size_t element_size = ElementSize(entry.code->dtype);
     absl::StatusOr<int64_t> numel = core::CheckedNumel(entry.shape, element_size);
     if (!numel.ok()) {
-      return Invalid("shape ", core::ShapeString(entry.shape), " of safetensors tensor '",
-                     entry.name, "' overflows when counting its bytes (ValidationOverflow)");
+      return Invalid("shape ", core::ShapeString(entry.shape), " of safetensors tensor ",
+                     QuoteName(entry.name), " overflows when counting its bytes (ValidationOverflow)");
     }
     const uint64_t expected = static_cast<uint64_t>(*numel) * element_size;
     if (entry.end - entry.begin != expected) {
-      return Invalid("safetensors tensor '", entry.name, "' has ", entry.end - entry.begin,
+      return Invalid("safetensors tensor ", QuoteName(entry.name), " has ", entry.end - entry.begin,
                      " bytes (data_offsets [", entry.begin, ", ", entry.end, "]) but dtype ",
                      entry.code->name, " and shape ", core::ShapeString(entry.shape), " need ",
                      expected, " (TensorInvalidInfo)");
@@ -407,7 +408,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   absl::StatusOr<SafetensorsFile> parsed = ParseSafetensors(std::move(file));
   if (!parsed.ok()) {
     return absl::Status(parsed.status().code(),
-                        absl::StrCat("'", path, "': ", parsed.status().message()));
+                        absl::StrCat(QuoteName(path), ": ", parsed.status().message()));
   }
   return parsed;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/text.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -24,19 +25,19 @@ namespace torch_internal {
 absl::Status CheckView(absl::string_view name, int64_t offset, const core::Shape& shape,
                        const core::Shape& strides, int64_t storage_numel) {
   if (shape.size() != strides.size()) {
-    return Invalid("tensor '", name, "' has ", shape.size(), " sizes but ", strides.size(),
+    return Invalid("tensor ", QuoteName(name), " has ", shape.size(), " sizes but ", strides.size(),
                    " strides");
   }
-  if (offset < 0) return Invalid("tensor '", name, "' has a negative storage offset ", offset);
+  if (offset < 0) return Invalid("tensor ", QuoteName(name), " has a negative storage offset ", offset);
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0 || strides[i] < 0) {
-      return Invalid("tensor '", name, "' has a negative size or stride: size ",
+      return Invalid("tensor ", QuoteName(name), " has a negative size or stride: size ",
                      core::ShapeString(shape), ", stride ", core::ShapeString(strides));
     }
   }
   absl::StatusOr<int64_t> numel = core::CheckedNumel(shape);
   if (!numel.ok()) {
-    return Invalid("tensor '", name, "' has size ", core::ShapeString(shape),
+    return Invalid("tensor ", QuoteName(name), " has size ", core::ShapeString(shape),
                    " whose element count overflows");
   }
   if (*numel == 0) return absl::OkStatus();  // as torch: an empty view needs no storage
@@ -45,12 +46,12 @@ absl::Status CheckView(absl::string_view name, int64_t offset, const core::Shape
     int64_t step;
     if (__builtin_mul_overflow(shape[i] - 1, strides[i], &step) ||
         __builtin_add_overflow(last, step, &last)) {
-      return Invalid("tensor '", name, "' has size ", core::ShapeString(shape), " and stride ",
+      return Invalid("tensor ", QuoteName(name), " has size ", core::ShapeString(shape), " and stride ",
                      core::ShapeString(strides), " that overflow");
     }
   }
   if (last >= storage_numel) {
-    return Invalid("tensor '", name, "' (offset ", offset, ", size ", core::ShapeString(shape),
+    return Invalid("tensor ", QuoteName(name), " (offset ", offset, ", size ", core::ShapeString(shape),
                    ", stride ", core::ShapeString(strides), ") reaches element ", last,
                    " of a storage of ", storage_numel, " elements");
   }
@@ -153,7 +154,7 @@ absl::StatusOr<Records> FolderRecords(const zip::Reader& archive, std::string& a
   Records records;
   for (const zip::Entry& entry : archive.entries()) {
     if (!absl::StartsWith(entry.name, prefix)) {
-      return Invalid("zip entry '", entry.name, "' is outside the archive folder '", archive_name,
+      return Invalid("zip entry ", QuoteName(entry.name), " is outside the archive folder '", archive_name,
                      "/' that holds the first entry");
     }
     records.emplace(entry.name.substr(prefix.size()), &entry);
@@ -250,11 +251,11 @@ absl::StatusOr<std::shared_ptr<core::Storage>> LoadRecord(
   const std::string record_name = "data/" + spec.key;
   const zip::Entry* data = FindRecord(records, record_name);
   if (data == nullptr) {
-    return Invalid("tensor '", entry.name, "' uses storage '", spec.key,
-                   "' but the archive has no record '", prefix, record_name, "'");
+    return Invalid("tensor ", QuoteName(entry.name), " uses storage ", QuoteName(spec.key),
+                   " but the archive has no record '", prefix, record_name, "'");
   }
   if (data->size != spec.nbytes) {
-    return Invalid("storage '", spec.key, "' (record '", prefix, record_name, "'): record size ",
+    return Invalid("storage ", QuoteName(spec.key), " (record '", prefix, record_name, "'): record size ",
                    data->size, " mismatch with dst size ", spec.nbytes);
   }
   return LoadStorage(archive.Data(*data), spec.dtype, big_endian, owner);
@@ -295,8 +296,8 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
     if (it != storages.end()) {
       const StorageSpec& first_spec = it->second.spec;
       if (first_spec.dtype != spec.dtype || first_spec.nbytes != spec.nbytes) {
-        return Invalid("storage '", spec.key, "' is used as ", DTypeName(first_spec.dtype),
-                       " of ", first_spec.nbytes, " bytes and by tensor '", entry.name, "' as ",
+        return Invalid("storage ", QuoteName(spec.key), " is used as ", DTypeName(first_spec.dtype),
+                       " of ", first_spec.nbytes, " bytes and by tensor ", QuoteName(entry.name), " as ",
                        DTypeName(spec.dtype), " of ", spec.nbytes,
                        " bytes; the file is corrupt");
       }
@@ -338,7 +339,7 @@ absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const std::string& path,
   absl::StatusOr<TorchCheckpoint> read = ReadTorchCheckpoint(std::move(file), options);
   if (!read.ok()) {
     return absl::Status(read.status().code(),
-                        absl::StrCat("'", path, "': ", read.status().message()));
+                        absl::StrCat(QuoteName(path), ": ", read.status().message()));
   }
   return read;
 }
@@ -346,7 +347,7 @@ absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const std::string& path,
 absl::StatusOr<MapLocation> MapLocation::To(absl::string_view device) {
   absl::StatusOr<Device> parsed = ParseDevice(device);
   if (!parsed.ok()) {
-    return Invalid("map_location '", device, "': ", parsed.status().message());
+    return Invalid("map_location ", QuoteName(device), ": ", parsed.status().message());
   }
   MapLocation map;
   map.all_ = *parsed;
@@ -359,8 +360,8 @@ absl::StatusOr<MapLocation> MapLocation::Remap(
   for (auto& [saved, target] : mapping) {
     absl::StatusOr<Device> parsed = ParseDevice(target);
     if (!parsed.ok()) {
-      return Invalid("map_location maps '", saved, "' to '", target,
-                     "': ", parsed.status().message());
+      return Invalid("map_location maps ", QuoteName(saved), " to ", QuoteName(target),
+                     ": ", parsed.status().message());
     }
     map.mapping_.emplace_back(std::move(saved), *parsed);
   }
@@ -374,8 +375,8 @@ absl::StatusOr<Device> MapLocation::Resolve(absl::string_view saved_location) co
   }
   absl::StatusOr<Device> parsed = ParseDevice(saved_location);
   if (!parsed.ok()) {
-    return Invalid("storage saved at location '", saved_location,
-                   "' is not on a device paramd supports; pass map_location (e.g. 'cpu') to "
+    return Invalid("storage saved at location ", QuoteName(saved_location),
+                   " is not on a device paramd supports; pass map_location (e.g. 'cpu') to "
                    "place it: ",
                    parsed.status().message());
   }

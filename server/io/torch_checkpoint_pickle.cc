@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/text.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
@@ -33,7 +34,7 @@ std::string SupportedDTypes() {
 }
 
 std::string DTypeRefusal(absl::string_view tensor_name, absl::string_view dtype_name) {
-  return absl::StrCat("tensor '", tensor_name, "' has dtype torch.", dtype_name,
+  return absl::StrCat("tensor ", QuoteName(tensor_name), " has dtype torch.", dtype_name,
                       ", which paramd does not support; supported dtypes: ", SupportedDTypes());
 }
 
@@ -44,7 +45,7 @@ bool IsText(const PickleValue* value) {
 absl::StatusOr<int64_t> IntArg(const PickleValue* value, absl::string_view name,
                                absl::string_view what) {
   if (value->kind != PickleKind::kInt) {
-    return Invalid("tensor '", name, "': ", what, " is a ", PickleTypeName(*value), ", not an int");
+    return Invalid("tensor ", QuoteName(name), ": ", what, " is a ", PickleTypeName(*value), ", not an int");
   }
   return value->int_value;
 }
@@ -57,7 +58,7 @@ absl::StatusOr<core::Shape> IntTuple(const PickleValue* value, absl::string_view
     value = value->items[1]->items[0];
   }
   if (value->kind != PickleKind::kTuple) {
-    return Invalid("tensor '", name, "': ", what, " is a ", PickleTypeName(*value),
+    return Invalid("tensor ", QuoteName(name), ": ", what, " is a ", PickleTypeName(*value),
                    ", not a tuple of ints");
   }
   core::Shape out;
@@ -70,7 +71,7 @@ absl::StatusOr<core::Shape> IntTuple(const PickleValue* value, absl::string_view
 
 absl::StatusOr<DType> DTypeFromGlobal(const PickleValue* value, absl::string_view name) {
   if (value->kind != PickleKind::kGlobal || value->text != "torch") {
-    return Invalid("tensor '", name, "': dtype argument is a ", PickleTypeName(*value),
+    return Invalid("tensor ", QuoteName(name), ": dtype argument is a ", PickleTypeName(*value),
                    ", not a torch dtype");
   }
   absl::StatusOr<DType> dtype = ParseDType(value->name);
@@ -83,35 +84,35 @@ absl::StatusOr<DType> DTypeFromGlobal(const PickleValue* value, absl::string_vie
 absl::StatusOr<StorageSpec> ParseStorage(const PickleValue* value, absl::string_view name,
                                          std::optional<DType> v3_dtype) {
   if (value->kind != PickleKind::kPersistentId) {
-    return Invalid("tensor '", name, "': its storage is a ", PickleTypeName(*value),
+    return Invalid("tensor ", QuoteName(name), ": its storage is a ", PickleTypeName(*value),
                    ", not a persistent storage reference");
   }
   const PickleValue* pid = value->items[0];
   if (pid->items.size() != 5 || !IsText(pid->items[2]) || !IsText(pid->items[3]) ||
       pid->items[4]->kind != PickleKind::kInt) {
-    return Invalid("tensor '", name,
-                   "': storage reference must be ('storage', class, key, "
+    return Invalid("tensor ", QuoteName(name),
+                   ": storage reference must be ('storage', class, key, "
                    "location, numel)");
   }
   const PickleValue* storage_class = pid->items[1];
   if (storage_class->kind != PickleKind::kGlobal) {
-    return Invalid("tensor '", name, "': storage class is a ", PickleTypeName(*storage_class));
+    return Invalid("tensor ", QuoteName(name), ": storage class is a ", PickleTypeName(*storage_class));
   }
   StorageSpec spec;
   spec.key = pid->items[2]->text;
   spec.location = pid->items[3]->text;
   const int64_t numel = pid->items[4]->int_value;
-  if (numel < 0) return Invalid("tensor '", name, "': storage has a negative size ", numel);
+  if (numel < 0) return Invalid("tensor ", QuoteName(name), ": storage has a negative size ", numel);
   const std::string& class_name = storage_class->name;
   const bool untyped = class_name == "UntypedStorage";
   if (untyped) {
     if (!v3_dtype.has_value()) {
-      return Invalid("tensor '", name, "': an UntypedStorage needs _rebuild_tensor_v3's dtype");
+      return Invalid("tensor ", QuoteName(name), ": an UntypedStorage needs _rebuild_tensor_v3's dtype");
     }
     spec.dtype = *v3_dtype;
     spec.nbytes = static_cast<uint64_t>(numel);
     if (spec.nbytes % ElementSize(spec.dtype) != 0) {
-      return Invalid("tensor '", name, "': storage of ", numel,
+      return Invalid("tensor ", QuoteName(name), ": storage of ", numel,
                      " bytes is not a whole number "
                      "of ",
                      DTypeName(spec.dtype), " elements");
@@ -126,17 +127,17 @@ absl::StatusOr<StorageSpec> ParseStorage(const PickleValue* value, absl::string_
     for (const auto& [unsupported, dtype_name] : kUnsupportedStorageClasses) {
       if (unsupported == class_name) return Invalid(DTypeRefusal(name, dtype_name));
     }
-    return Invalid("tensor '", name, "': unknown storage class ", storage_class->text, ".",
+    return Invalid("tensor ", QuoteName(name), ": unknown storage class ", storage_class->text, ".",
                    class_name);
   }
   spec.dtype = found->dtype;
   if (v3_dtype.has_value() && *v3_dtype != spec.dtype) {
-    return Invalid("tensor '", name, "': dtype torch.", DTypeName(*v3_dtype),
+    return Invalid("tensor ", QuoteName(name), ": dtype torch.", DTypeName(*v3_dtype),
                    " disagrees with its storage class ", class_name);
   }
   const uint64_t element_size = ElementSize(spec.dtype);
   if (static_cast<uint64_t>(numel) > std::numeric_limits<uint64_t>::max() / element_size) {
-    return Invalid("tensor '", name, "': storage size ", numel, " overflows");
+    return Invalid("tensor ", QuoteName(name), ": storage size ", numel, " overflows");
   }
   spec.nbytes = static_cast<uint64_t>(numel) * element_size;
   return spec;
@@ -144,13 +145,13 @@ absl::StatusOr<StorageSpec> ParseStorage(const PickleValue* value, absl::string_
 
 absl::StatusOr<TensorSpec> ParseTensor(const PickleValue* value, absl::string_view name) {
   if (value->kind != PickleKind::kCall) {
-    return Invalid("state_dict entry '", name, "' is a ", PickleTypeName(*value),
+    return Invalid("state_dict entry ", QuoteName(name), " is a ", PickleTypeName(*value),
                    ", not a tensor; paramd reads state_dicts of tensors: ", kStateDictAdvice);
   }
   const PickleValue* callable = value->items[0];
   const std::vector<const PickleValue*>& args = value->items[1]->items;
   if (callable->text != "torch._utils") {
-    return Invalid("state_dict entry '", name, "' is a ", PickleTypeName(*value),
+    return Invalid("state_dict entry ", QuoteName(name), " is a ", PickleTypeName(*value),
                    ", not a plain tensor; paramd does not support tensor subclasses or "
                    "tensors with Python attributes");
   }
@@ -173,11 +174,11 @@ absl::StatusOr<TensorSpec> ParseTensor(const PickleValue* value, absl::string_vi
     if (function == "_rebuild_qtensor") kind = "a quantized tensor";
     if (function == "_rebuild_sparse_tensor") kind = "a sparse tensor";
     if (function == "_rebuild_meta_tensor_no_storage") kind = "a meta tensor (no data)";
-    return Invalid("state_dict entry '", name, "' is ", kind, " (torch._utils.", function,
+    return Invalid("state_dict entry ", QuoteName(name), " is ", kind, " (torch._utils.", function,
                    "), which paramd does not support");
   }
   if (args.size() < min_args || args.size() > max_args) {
-    return Invalid("tensor '", name, "': torch._utils.", function, " called with ", args.size(),
+    return Invalid("tensor ", QuoteName(name), ": torch._utils.", function, " called with ", args.size(),
                    " arguments");
   }
   TensorSpec spec;
@@ -187,7 +188,7 @@ absl::StatusOr<TensorSpec> ParseTensor(const PickleValue* value, absl::string_vi
   PARAMD_ASSIGN_OR_RETURN(spec.strides, IntTuple(args[3], name, "stride"));
   if (args.size() > 4) {
     if (args[4]->kind != PickleKind::kBool) {
-      return Invalid("tensor '", name, "': requires_grad is a ", PickleTypeName(*args[4]));
+      return Invalid("tensor ", QuoteName(name), ": requires_grad is a ", PickleTypeName(*args[4]));
     }
     spec.requires_grad = args[4]->bool_value;
   }
@@ -195,11 +196,11 @@ absl::StatusOr<TensorSpec> ParseTensor(const PickleValue* value, absl::string_vi
   if (args.size() > metadata_index) {
     const PickleValue* metadata = args[metadata_index];
     if (metadata->kind != PickleKind::kDict) {
-      return Invalid("tensor '", name, "': metadata is a ", PickleTypeName(*metadata));
+      return Invalid("tensor ", QuoteName(name), ": metadata is a ", PickleTypeName(*metadata));
     }
     if (!metadata->entries.empty()) {
-      return Invalid("tensor '", name,
-                     "' carries conjugate/negative bits or other tensor "
+      return Invalid("tensor ", QuoteName(name),
+                     " carries conjugate/negative bits or other tensor "
                      "metadata, which paramd does not support; save it after .resolve_conj() "
                      "/ .resolve_neg()");
     }
@@ -222,7 +223,7 @@ absl::StatusOr<ParsedEntry> ParseEntry(const PickleValue* key, const PickleValue
        value->items[0]->name == "_rebuild_parameter_with_state")) {
     const auto& args = value->items[1]->items;
     if (args.size() < 2 || args[1]->kind != PickleKind::kBool) {
-      return Invalid("parameter '", entry.name, "': torch._utils.", value->items[0]->name,
+      return Invalid("parameter ", QuoteName(entry.name), ": torch._utils.", value->items[0]->name,
                      " needs (data, requires_grad, ...)");
     }
     PARAMD_ASSIGN_OR_RETURN(entry.tensor, ParseTensor(args[0], entry.name));
@@ -259,7 +260,7 @@ absl::StatusOr<TorchModuleMetadata> ParseMetadata(const PickleValue* state) {
       if (value->kind == PickleKind::kInt) {
         version = value->int_value;
       } else if (value->kind != PickleKind::kNone) {
-        return Invalid("state_dict _metadata['", prefix->text, "']['version'] is a ",
+        return Invalid("state_dict _metadata[", QuoteName(prefix->text), "]['version'] is a ",
                        PickleTypeName(*value), ", not an int");
       }
     }

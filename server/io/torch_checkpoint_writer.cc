@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "base/text.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -47,19 +48,19 @@ std::string LocationOf(const Device& device) {
 absl::Status CheckRecordName(absl::string_view name) {
   if (name.empty()) return Invalid("extra record name is empty");
   if (!IsUtf8(name) || name.find('\0') != absl::string_view::npos) {
-    return Invalid("extra record name '", name, "' is not valid UTF-8 text");
+    return Invalid("extra record name ", QuoteName(name), " is not valid UTF-8 text");
   }
   if (name.front() == '/' || name.back() == '/') {
-    return Invalid("extra record name '", name, "' must not start or end with '/'");
+    return Invalid("extra record name ", QuoteName(name), " must not start or end with '/'");
   }
   for (absl::string_view part : absl::StrSplit(name, '/')) {
     if (part.empty() || part == "." || part == "..") {
-      return Invalid("extra record name '", name, "' has an empty, '.' or '..' component");
+      return Invalid("extra record name ", QuoteName(name), " has an empty, '.' or '..' component");
     }
   }
   if (IsTorchRecord(name) || name == "constants.pkl" || absl::StartsWith(name, ".data/") ||
       absl::StartsWith(name, "code/")) {
-    return Invalid("extra record name '", name, "' is reserved by torch.save's format");
+    return Invalid("extra record name ", QuoteName(name), " is reserved by torch.save's format");
   }
   return absl::OkStatus();
 }
@@ -70,13 +71,13 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
   if (archive.empty() || archive == "." || archive == ".." ||
       archive.find('/') != std::string::npos || archive.find('\\') != std::string::npos ||
       archive.find('\0') != std::string::npos || !IsUtf8(archive)) {
-    return Invalid("archive name '", archive,
-                   "' must be one non-empty path component (no '/', not '.' or '..')");
+    return Invalid("archive name ", QuoteName(archive),
+                   " must be one non-empty path component (no '/', not '.' or '..')");
   }
   std::set<absl::string_view> record_names;
   for (const auto& [name, bytes] : options.extra_records) {
     PARAMD_RETURN_IF_ERROR(CheckRecordName(name));
-    if (!record_names.insert(name).second) return Invalid("extra record '", name, "' twice");
+    if (!record_names.insert(name).second) return Invalid("extra record ", QuoteName(name), " twice");
   }
 
   Plan plan;
@@ -92,12 +93,12 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
 
   for (const TorchCheckpointEntry& entry : entries) {
     const std::string& name = entry.name;
-    if (!IsUtf8(name)) return Invalid("tensor name '", name, "' is not valid UTF-8");
+    if (!IsUtf8(name)) return Invalid("tensor name ", QuoteName(name), " is not valid UTF-8");
     if (!names.insert(name).second) {
-      return Invalid("tensor name '", name, "' appears twice; state_dict keys are unique");
+      return Invalid("tensor name ", QuoteName(name), " appears twice; state_dict keys are unique");
     }
     const core::Tensor& tensor = entry.tensor;
-    if (!tensor.defined()) return Invalid("tensor '", name, "' is undefined and cannot be saved");
+    if (!tensor.defined()) return Invalid("tensor ", QuoteName(name), " is undefined and cannot be saved");
     const size_t element_size = ElementSize(tensor.dtype());
     const std::shared_ptr<core::Storage>& storage = tensor.storage();
     auto [it, inserted] = storage_index.emplace(storage.get(), plan.storages.size());
@@ -111,8 +112,8 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
     if (planned.dtype != tensor.dtype()) {
       return Invalid(
           "Cannot save multiple tensors or storages that view the same data as "
-          "different types (tensor '",
-          name, "' is ", DTypeName(tensor.dtype()), ", an earlier tensor on its storage is ",
+          "different types (tensor ",
+          QuoteName(name), " is ", DTypeName(tensor.dtype()), ", an earlier tensor on its storage is ",
           DTypeName(planned.dtype), ")");
     }
     PARAMD_RETURN_IF_ERROR(
@@ -146,7 +147,7 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
     PickleValue* metadata = graph.Dict(/*ordered=*/true);
     const PickleValue* version_key = graph.String("version");
     for (const auto& [prefix, version] : *options.metadata) {
-      if (!IsUtf8(prefix)) return Invalid("_metadata prefix '", prefix, "' is not valid UTF-8");
+      if (!IsUtf8(prefix)) return Invalid("_metadata prefix ", QuoteName(prefix), " is not valid UTF-8");
       PickleValue* local = graph.Dict(/*ordered=*/false);
       local->entries.emplace_back(version_key,
                                   version.has_value() ? graph.Int(*version) : graph.None());

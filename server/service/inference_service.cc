@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/text.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -42,7 +43,7 @@ class CallCollector {
       const v1::TensorHeader& header = frame.header();
       if (header.has_region() && header.region().ranges_size() > 0) {
         return absl::InvalidArgumentError(
-            absl::StrCat("input '", header.name(), "' has a region; inputs are whole tensors"));
+            absl::StrCat("input ", QuoteName(header.name()), " has a region; inputs are whole tensors"));
       }
       if (header.name().empty()) {
         return absl::InvalidArgumentError(
@@ -50,7 +51,7 @@ class CallCollector {
       }
       if (!names_.insert(header.name()).second) {
         return absl::InvalidArgumentError(
-            absl::StrCat("input '", header.name(), "' is sent twice"));
+            absl::StrCat("input ", QuoteName(header.name()), " is sent twice"));
       }
       if (assembler_.active()) PARAMD_RETURN_IF_ERROR(FinishInput());
       PARAMD_RETURN_IF_ERROR(assembler_.Begin(header));

@@ -11,13 +11,22 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
+#include "base/text.h"
 #include "server/common/log.h"
 
 namespace paramd::service {
 
+// The longest status message a client gets, in bytes; longer ones are cut with a marker.
+// A message travels in the grpc-message trailer, percent-encoded (up to three bytes per
+// byte), and a client refuses trailers past its metadata limit (8 KiB by default), turning
+// the call's answer into a bare "Stream removed"; names inside a message are already cut
+// by QuoteName, and this keeps long lists (load_state_dict's keys) within reach too.
+inline constexpr size_t kMaxStatusMessageBytes = 2048;
+
 inline grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      TruncateText(status.message(), kMaxStatusMessageBytes));
 }
 
 template <typename Fn>

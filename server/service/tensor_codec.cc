@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "base/text.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
@@ -74,7 +75,7 @@ absl::StatusOr<core::Tensor> PrepareForWire(const core::Tensor& tensor, v1::DTyp
 absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
   if (active_) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", header_.name(), "' ended early: got ", received_, " of ",
+        absl::StrCat("tensor ", QuoteName(header_.name()), " ended early: got ", received_, " of ",
                      tensor_.nbytes(), " bytes before the next header"));
   }
   PARAMD_ASSIGN_OR_RETURN(DType dtype, FromProtoDType(header.meta().dtype()));
@@ -82,7 +83,7 @@ absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
   absl::StatusOr<int64_t> numel = core::CheckedNumel(shape, ElementSize(dtype));
   if (!numel.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", header.name(), "': ", numel.status().message()));
+        absl::StrCat("tensor ", QuoteName(header.name()), ": ", numel.status().message()));
   }
   PARAMD_ASSIGN_OR_RETURN(tensor_, core::Tensor::Empty(dtype, std::move(shape)));
   header_ = header;
@@ -97,12 +98,12 @@ absl::StatusOr<char*> TensorAssembler::Claim(uint64_t offset, size_t size) {
   }
   if (offset != received_) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", header_.name(), "': chunk at byte ", offset, " arrived where byte ", received_,
+        "tensor ", QuoteName(header_.name()), ": chunk at byte ", offset, " arrived where byte ", received_,
         " was expected; send chunks in order without gaps"));
   }
   if (size > tensor_.nbytes() - received_) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", header_.name(), "': ", received_ + size,
+        absl::StrCat("tensor ", QuoteName(header_.name()), ": ", received_ + size,
                      " bytes received but dtype and shape give ", tensor_.nbytes()));
   }
   char* destination = static_cast<char*>(tensor_.mutable_data()) + received_;
@@ -120,7 +121,7 @@ absl::StatusOr<core::Tensor> TensorAssembler::Finish() {
   if (!active_) return absl::InvalidArgumentError("no tensor header was sent");
   if (received_ != tensor_.nbytes()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", header_.name(), "' ended early: got ", received_, " of ",
+        absl::StrCat("tensor ", QuoteName(header_.name()), " ended early: got ", received_, " of ",
                      tensor_.nbytes(), " bytes its dtype and shape need"));
   }
   active_ = false;
