@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "base/checked_math.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -315,9 +316,14 @@ absl::StatusOr<Tensor> Runner::ApplyFlatten(const Tensor& input, int64_t start_d
   }
   if (input.dim() == 0) return Reshaped(input, {1});
   Shape shape(input.shape().begin(), input.shape().begin() + start);
-  int64_t merged = 1;
-  for (int64_t d = start; d <= end; ++d) merged *= input.shape()[d];
-  shape.push_back(merged);
+  // The input's dimensions multiply to its numel, unless one is 0 and others are huge.
+  const std::optional<int64_t> merged = CheckedProduct(
+      absl::MakeConstSpan(input.shape()).subspan(start, static_cast<size_t>(end - start + 1)));
+  if (!merged) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "flatten() of shape ", ShapeString(input.shape()), " overflows a dimension"));
+  }
+  shape.push_back(*merged);
   shape.insert(shape.end(), input.shape().begin() + end + 1, input.shape().end());
   PARAMD_ASSIGN_OR_RETURN(Tensor x, Contiguous(input));
   return Reshaped(x, std::move(shape));
@@ -327,7 +333,7 @@ absl::StatusOr<Tensor> Runner::ApplyView(const Tensor& input, const std::vector<
                                          bool is_view) {
   const int64_t numel = input.numel();
   Shape shape(requested.begin(), requested.end());
-  int64_t known = 1;
+  Shape given;  // every dimension but the inferred one
   std::optional<size_t> infer;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == -1) {
@@ -337,10 +343,17 @@ absl::StatusOr<Tensor> Runner::ApplyView(const Tensor& input, const std::vector<
     } else if (shape[i] < 0) {
       return absl::InvalidArgumentError(absl::StrCat("invalid shape dimension ", shape[i]));
     } else {
-      known *= shape[i];
+      given.push_back(shape[i]);
     }
   }
   const std::string shape_text = absl::StrCat("[", absl::StrJoin(requested, ", "), "]");
+  // A product past 63 bits cannot equal (or divide) any input's size.
+  const std::optional<int64_t> product = CheckedProduct(given);
+  if (!product) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shape '", shape_text, "' is invalid for input of size ", numel));
+  }
+  const int64_t known = *product;
   if (infer.has_value()) {
     if (known == 0 || numel % known != 0) {
       return absl::InvalidArgumentError(
@@ -351,6 +364,8 @@ absl::StatusOr<Tensor> Runner::ApplyView(const Tensor& input, const std::vector<
     return absl::InvalidArgumentError(
         absl::StrCat("shape '", shape_text, "' is invalid for input of size ", numel));
   }
+  // An empty input may take dimensions whose contiguous strides would overflow.
+  PARAMD_RETURN_IF_ERROR(CheckedNumel(shape).status());
   if (is_view && !input.is_contiguous()) {
     return absl::InvalidArgumentError(
         "view size is not compatible with input tensor's size and stride (at least one "
@@ -395,7 +410,12 @@ absl::StatusOr<Tensor> Runner::ApplyCat(const std::vector<Tensor>& inputs, int64
                          " for tensor number ", i, " in the list."));
       }
     }
-    shape[dim] += t.shape()[dim];
+    const std::optional<int64_t> total = CheckedAdd(shape[dim], t.shape()[dim]);
+    if (!total) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cat(): the sizes along dimension ", dim, " add up past 63 bits"));
+    }
+    shape[dim] = *total;
     PARAMD_ASSIGN_OR_RETURN(Tensor c, ConvertDType(t, dtype));
     converted.push_back(c);
     args.inputs.push_back(ConstView(converted.back()));

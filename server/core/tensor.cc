@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "base/checked_math.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/backend.h"
@@ -51,24 +52,30 @@ void ForEachOffset(const Shape& shape, const Shape& strides, int64_t base, Fn&& 
 }  // namespace
 
 absl::StatusOr<int64_t> CheckedNumel(absl::Span<const int64_t> shape, size_t element_size) {
-  int64_t numel = 1;
+  Shape at_least_one;  // what the contiguous strides multiply
+  at_least_one.reserve(shape.size());
   for (int64_t extent : shape) {
     if (extent < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("shape ", ShapeString(shape), " has a negative dimension"));
     }
-    if (extent != 0 && numel > std::numeric_limits<int64_t>::max() / extent) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("shape ", ShapeString(shape), " has too many elements"));
-    }
-    numel *= extent;
+    at_least_one.push_back(std::max<int64_t>(extent, 1));
   }
-  if (element_size > 1 &&
-      numel > std::numeric_limits<int64_t>::max() / static_cast<int64_t>(element_size)) {
+  const std::optional<int64_t> numel = CheckedProduct(shape);
+  if (!numel) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shape ", ShapeString(shape), " has too many elements"));
+  }
+  if (!CheckedProduct(at_least_one)) {
+    // An empty shape whose other dimensions multiply past 63 bits: PyTorch's text.
+    return absl::InvalidArgumentError(
+        absl::StrCat("Stride calculation overflowed for shape ", ShapeString(shape)));
+  }
+  if (!CheckedMul(*numel, static_cast<int64_t>(element_size))) {
     return absl::InvalidArgumentError(
         absl::StrCat("shape ", ShapeString(shape), " is too large in bytes"));
   }
-  return numel;
+  return *numel;
 }
 
 std::string ShapeString(absl::Span<const int64_t> shape) {

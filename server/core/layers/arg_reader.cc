@@ -88,6 +88,17 @@ const nlohmann::json* ArgReader::Lookup(absl::string_view name) {
   return it == args_.end() ? nullptr : &*it;
 }
 
+absl::Status ArgReader::CheckWindow(absl::string_view name,
+                                    const std::vector<int64_t>& values) const {
+  for (int64_t value : values) {
+    if (value > kMaxWindowSize) {
+      return Error(name, absl::StrCat(value, " is too large; window sizes go up to ",
+                                      kMaxWindowSize));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ArgReader::Error(absl::string_view name, absl::string_view message) const {
   if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(path_, ": ", message));
   return absl::InvalidArgumentError(absl::StrCat(path_, ".", name, ": ", message));

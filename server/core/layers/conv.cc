@@ -86,6 +86,10 @@ absl::Status CheckConv(const ArgReader& args, const ConvArgs& parsed) {
   PARAMD_RETURN_IF_ERROR(CheckNoNegativeDimension(WeightShape(parsed)));
   // PyTorch checks these when the convolution first runs; a spec that can never run is
   // refused here, with the same text.
+  PARAMD_RETURN_IF_ERROR(args.CheckWindow("kernel_size", parsed.kernel_size));
+  PARAMD_RETURN_IF_ERROR(args.CheckWindow("stride", parsed.stride));
+  PARAMD_RETURN_IF_ERROR(args.CheckWindow("padding", parsed.padding));
+  PARAMD_RETURN_IF_ERROR(args.CheckWindow("dilation", parsed.dilation));
   if (AnyBelow(parsed.stride, 1)) {
     return args.Error("stride", "non-positive stride is not supported");
   }

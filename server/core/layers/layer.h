@@ -56,6 +56,10 @@ class ArgReader {
   absl::Status CheckAllConsumed() const;
   // An INVALID_ARGUMENT at this argument's path.
   absl::Status Error(absl::string_view name, absl::string_view message) const;
+  // INVALID_ARGUMENT when a window argument (kernel_size, stride, padding, dilation) holds a
+  // value past kMaxWindowSize: output sizes multiply and add them, which must not overflow.
+  absl::Status CheckWindow(absl::string_view name, const std::vector<int64_t>& values) const;
+  static constexpr int64_t kMaxWindowSize = (int64_t{1} << 31) - 1;
 
   // The normalised value recorded for `name` so far (null when none was).
   const nlohmann::ordered_json& Recorded(absl::string_view name) const;

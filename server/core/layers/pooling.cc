@@ -48,6 +48,10 @@ int64_t PoolingOutputShape(int64_t size, int64_t kernel, int64_t pad, int64_t st
 absl::Status CheckPoolSizes(const ArgReader& args, const std::vector<int64_t>& kernel,
                             const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
                             const std::vector<int64_t>& dilation) {
+  PARAMD_RETURN_IF_ERROR(args.CheckWindow("kernel_size", kernel));
+  PARAMD_RETURN_IF_ERROR(args.CheckWindow("stride", stride));
+  PARAMD_RETURN_IF_ERROR(args.CheckWindow("padding", padding));
+  PARAMD_RETURN_IF_ERROR(args.CheckWindow("dilation", dilation));
   if (kernel[0] <= 0 || kernel[1] <= 0) {
     return args.Error("kernel_size",
                       absl::StrCat("kernel size should be greater than zero, but got kH: ",
