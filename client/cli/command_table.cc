@@ -250,14 +250,16 @@ const std::vector<Command>& Commands() {
        .summary = "save a model to a checkpoint file on the server",
        .details =
            "torch.save(model.state_dict(), PATH) or safetensors' save_model, into the\n"
-           "daemon's checkpoint directory (PATH is relative to it). The format follows the\n"
-           "suffix (.safetensors, .pt, .pth) unless --format says. The file is written to a\n"
-           "temporary name and renamed: a failed save leaves an older file as it was. Tied\n"
+           "daemon's checkpoint directory (PATH is relative to it). A PATH ending in\n"
+           ".safetensors gets safetensors, any other torch's format (as torch.save writes it\n"
+           "whatever the name: mlp.params, pytorch_model.bin), unless --format says. The file\n"
+           "is written to a temporary name and renamed: a failed save leaves an older file\n"
+           "as it was. Tied\n"
            "parameters and shared modules are stored once. The file also records the\n"
            "model's spec, so `load` can recreate the model from it alone.",
        .min_args = 2,
        .max_args = 2,
-       .flags = {{"format", "F", "safetensors or torch (default: from the suffix)"},
+       .flags = {{"format", "F", "safetensors or torch (default: torch unless PATH ends in .safetensors)"},
                  {"keep-vars", nullptr, "save parameters as nn.Parameter (PyTorch format)"}},
        .run = RunSave},
       {.name = "load",
@@ -285,7 +287,8 @@ const std::vector<Command>& Commands() {
       {.name = "checkpoints",
        .usage = "checkpoints",
        .summary = "list the files in the server's checkpoint directory",
-       .details = "One row per file: path, format, bytes, modification time.",
+       .details = "One row per file: path, format (from the file's contents, whatever its\n"
+                  "name: torch or safetensors; empty for neither), bytes, modification time.",
        .run = RunCheckpoints},
       {.name = "upload",
        .usage = "upload LOCAL REMOTE",

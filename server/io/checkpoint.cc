@@ -1,9 +1,14 @@
 #include "server/io/checkpoint.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <map>
 #include <tuple>
 
+#include "base/text.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
@@ -166,20 +171,49 @@ absl::string_view FormatName(CheckpointFormat format) {
   return format == CheckpointFormat::kSafetensors ? "safetensors" : "torch";
 }
 
-absl::StatusOr<CheckpointFormat> FormatFromPath(absl::string_view path) {
-  if (absl::EndsWith(path, ".safetensors")) return CheckpointFormat::kSafetensors;
-  if (absl::EndsWith(path, ".pt") || absl::EndsWith(path, ".pth")) return CheckpointFormat::kTorch;
-  return absl::InvalidArgumentError(
-      absl::StrCat("cannot tell the checkpoint format of '", path,
-                   "' from its name; end it in .safetensors, .pt or .pth, or give the format"));
+CheckpointFormat FormatForSave(absl::string_view path) {
+  return absl::EndsWith(path, ".safetensors") ? CheckpointFormat::kSafetensors
+                                               : CheckpointFormat::kTorch;
+}
+
+std::optional<CheckpointFormat> SniffFormat(absl::Span<const uint8_t> head, uint64_t file_size) {
+  if (head.size() >= 4 && head[0] == 'P' && head[1] == 'K' &&
+      ((head[2] == 3 && head[3] == 4) || (head[2] == 5 && head[3] == 6))) {
+    return CheckpointFormat::kTorch;
+  }
+  // Before the legacy pickle's 0x80: a safetensors header length may start with that byte.
+  if (head.size() >= 9 && file_size >= 9 && head[8] == '{') {
+    uint64_t header_size = 0;
+    for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | head[i];
+    if (header_size <= file_size - 8) return CheckpointFormat::kSafetensors;
+  }
+  if (!head.empty() && head[0] == 0x80) return CheckpointFormat::kTorch;  // legacy torch.save
+  return std::nullopt;
+}
+
+std::optional<CheckpointFormat> SniffFileFormat(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  uint8_t head[16];
+  const ssize_t got = ::pread(fd, head, sizeof(head), 0);
+  struct stat st;
+  const bool stated = ::fstat(fd, &st) == 0;
+  ::close(fd);
+  if (got < 0 || !stated) return std::nullopt;
+  return SniffFormat(absl::MakeConstSpan(head, static_cast<size_t>(got)),
+                     static_cast<uint64_t>(st.st_size));
 }
 
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path) {
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(path));
-  const bool zip = file->size() >= 4 && file->data()[0] == 'P' && file->data()[1] == 'K' &&
-                   file->data()[2] == 3 && file->data()[3] == 4;
-  absl::StatusOr<Checkpoint> checkpoint = zip || absl::EndsWith(path, ".pt") ||
-                                                  absl::EndsWith(path, ".pth")
+  std::optional<CheckpointFormat> format = SniffFormat(file->bytes(), file->size());
+  if (!format) {
+    // Neither format: the reader the name suggests says what is wrong with the file.
+    format = absl::EndsWith(path, ".pt") || absl::EndsWith(path, ".pth")
+                 ? CheckpointFormat::kTorch
+                 : CheckpointFormat::kSafetensors;
+  }
+  absl::StatusOr<Checkpoint> checkpoint = *format == CheckpointFormat::kTorch
                                               ? ReadTorch(file)
                                               : [&]() -> absl::StatusOr<Checkpoint> {
     PARAMD_ASSIGN_OR_RETURN(SafetensorsFile parsed, ParseSafetensors(file));
@@ -187,7 +221,7 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path) {
   }();
   if (!checkpoint.ok()) {
     return absl::Status(checkpoint.status().code(),
-                        absl::StrCat("'", path, "': ", checkpoint.status().message()));
+                        absl::StrCat(QuoteName(path), ": ", checkpoint.status().message()));
   }
   return checkpoint;
 }

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "server/core/tensor.h"
 #include "server/core/traversal.h"
 #include "server/io/file_system.h"
@@ -28,8 +29,17 @@ namespace paramd::io {
 enum class CheckpointFormat { kSafetensors, kTorch };
 
 absl::string_view FormatName(CheckpointFormat format);
-// From the suffix: `.safetensors`, `.pt`, `.pth`; INVALID_ARGUMENT naming them otherwise.
-absl::StatusOr<CheckpointFormat> FormatFromPath(absl::string_view path);
+// The format a save writes when the request names none: safetensors for a name ending in
+// `.safetensors`, PyTorch's otherwise (torch.save writes its format whatever the name:
+// `mlp.params`, `pytorch_model.bin`).
+CheckpointFormat FormatForSave(absl::string_view path);
+// A file's format from its first bytes (`head`, at least 9 when the file has them) and its
+// size: PyTorch's for a zip archive (or a legacy torch.save pickle), safetensors for a
+// safetensors header (an 8-byte little-endian length that fits the file, then `{`); nullopt
+// when the bytes are neither.
+std::optional<CheckpointFormat> SniffFormat(absl::Span<const uint8_t> head, uint64_t file_size);
+// SniffFormat of the file at `path`; nullopt when it cannot be read.
+std::optional<CheckpointFormat> SniffFileFormat(const std::string& path);
 
 struct CheckpointTensor {
   std::string name;
@@ -54,7 +64,8 @@ struct Checkpoint {
   std::vector<std::pair<std::string, std::string>> annotations;
 };
 
-// Reads a checkpoint, recognising the format by its first bytes (a zip is PyTorch's). The
+// Reads a checkpoint, recognising the format by its first bytes (SniffFormat), whatever its
+// name; only a file that is neither is explained by the reader its suffix suggests. The
 // tensors may reference the file's memory mapping (zero copy). INVALID_ARGUMENT for any
 // malformed, hostile or unsupported file, with a message that says what to do.
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path);

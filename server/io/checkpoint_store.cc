@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "base/text.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -54,8 +55,8 @@ absl::StatusOr<CheckpointStore::Loaded> CreateFromCheckpoint(
   if (spec.empty()) {
     if (!checkpoint.spec_json) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "model '", request.model, "' does not exist and '", request.path,
-          "' is a bare state_dict without a model spec; give a spec (paramctl load --spec "
+          "model ", QuoteName(request.model), " does not exist and ", QuoteName(request.path),
+          " is a bare state_dict without a model spec; give a spec (paramctl load --spec "
           "FILE) or create the model first"));
     }
     spec = *checkpoint.spec_json;
@@ -86,12 +87,7 @@ absl::StatusOr<CheckpointStore::Loaded> CreateFromCheckpoint(
 }  // namespace
 
 absl::StatusOr<CheckpointStore::Saved> CheckpointStore::Save(const SaveRequest& request) {
-  CheckpointFormat format;
-  if (request.format) {
-    format = *request.format;
-  } else {
-    PARAMD_ASSIGN_OR_RETURN(format, FormatFromPath(request.path));
-  }
+  const CheckpointFormat format = request.format.value_or(FormatForSave(request.path));
   PARAMD_ASSIGN_OR_RETURN(std::string path, directory_.ForWrite(request.path));
   PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model));
   SaveInput input = model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
@@ -114,8 +110,8 @@ absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::Load(const LoadRequest&
   absl::StatusOr<std::shared_ptr<core::Model>> existing = registry_->Get(request.model);
   if (existing.ok() && !request.spec_json.empty()) {
     return absl::AlreadyExistsError(absl::StrCat(
-        "model '", request.model,
-        "' exists; a spec is only for creating a model: drop it to load into the model, or "
+        "model ", QuoteName(request.model),
+        " exists; a spec is only for creating a model: drop it to load into the model, or "
         "delete the model first"));
   }
   PARAMD_ASSIGN_OR_RETURN(MapLocation location, MapLocationOf(request));
@@ -137,6 +133,18 @@ absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::Load(const LoadRequest&
   return CreateFromCheckpoint(request, checkpoint, input, *registry_);
 }
 
+absl::StatusOr<std::vector<CheckpointStore::Listed>> CheckpointStore::List() const {
+  PARAMD_ASSIGN_OR_RETURN(std::vector<CheckpointFileInfo> files, directory_.List());
+  std::vector<Listed> listed;
+  listed.reserve(files.size());
+  for (CheckpointFileInfo& file : files) {
+    std::optional<CheckpointFormat> format =
+        SniffFileFormat(absl::StrCat(directory_.root(), "/", file.path));
+    listed.push_back({std::move(file), format});
+  }
+  return listed;
+}
+
 // Note [Uploads in flight]
 // An upload appends to the one hidden partial file of its target across calls, so two
 // calls appending to it at once would interleave their bytes. The store keeps the targets
@@ -154,7 +162,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore::Upload>> CheckpointStore::StartU
     absl::MutexLock lock(&uploads_mu_);
     if (!uploads_in_flight_.insert(target).second) {
       return absl::AbortedError(
-          absl::StrCat("'", header.path, "' is being uploaded by another call; retry later"));
+          absl::StrCat(QuoteName(header.path), " is being uploaded by another call; retry later"));
     }
   }
   absl::StatusOr<PartialUpload> opened =
@@ -162,7 +170,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore::Upload>> CheckpointStore::StartU
   if (!opened.ok()) {
     EndUpload(target);
     return absl::Status(opened.status().code(),
-                        absl::StrCat("upload of '", header.path, "': ", opened.status().message()));
+                        absl::StrCat("upload of ", QuoteName(header.path), ": ", opened.status().message()));
   }
   return std::unique_ptr<Upload>(new Upload(
       this, header.path, target, absl::AsciiStrToLower(header.sha256), *std::move(opened)));
@@ -182,7 +190,7 @@ CheckpointStore::Upload::~Upload() { store_->EndUpload(target_); }
 
 absl::Status CheckpointStore::Upload::Named(const absl::Status& status) const {
   if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat("upload of '", path_, "': ", status.message()));
+  return absl::Status(status.code(), absl::StrCat("upload of ", QuoteName(path_), ": ", status.message()));
 }
 
 absl::Status CheckpointStore::Upload::Append(absl::string_view piece) {
@@ -192,7 +200,7 @@ absl::Status CheckpointStore::Upload::Append(absl::string_view piece) {
 absl::Status CheckpointStore::Upload::BreakOff() {
   const uint64_t kept = partial_.size();
   PARAMD_RETURN_IF_ERROR(Named(partial_.Keep()));
-  return absl::CancelledError(absl::StrCat("the upload of '", path_, "' broke off after ", kept,
+  return absl::CancelledError(absl::StrCat("the upload of ", QuoteName(path_), " broke off after ", kept,
                                            " bytes; they are kept: resume from offset ", kept));
 }
 
@@ -208,8 +216,8 @@ absl::StatusOr<CheckpointStore::Download> CheckpointStore::OpenDownload(const st
   PARAMD_ASSIGN_OR_RETURN(std::string absolute, directory_.ForRead(path));
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(absolute));
   if (offset > file->size()) {
-    return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the end of '", path,
-                                              "' (", file->size(), " bytes)"));
+    return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the end of ", QuoteName(path),
+                                              " (", file->size(), " bytes)"));
   }
   Download download;
   download.sha256 = DigestOf(*file);

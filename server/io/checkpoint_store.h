@@ -43,7 +43,7 @@ class CheckpointStore {
   struct SaveRequest {
     std::string model;
     std::string path;  // relative to the checkpoint directory
-    // Unset: chosen from the path's suffix (FormatFromPath).
+    // Unset: safetensors for a `.safetensors` path, PyTorch's otherwise (FormatForSave).
     std::optional<CheckpointFormat> format;
     bool keep_vars = false;
   };
@@ -84,8 +84,13 @@ class CheckpointStore {
   // without a spec; the file's and load_state_dict's errors otherwise.
   absl::StatusOr<Loaded> Load(const LoadRequest& request);
 
+  struct Listed {
+    CheckpointFileInfo file;
+    // From the file's first bytes (SniffFileFormat), whatever its name; unset when neither.
+    std::optional<CheckpointFormat> format;
+  };
   // Every checkpoint file, sorted by path.
-  absl::StatusOr<std::vector<CheckpointFileInfo>> List() const { return directory_.List(); }
+  absl::StatusOr<std::vector<Listed>> List() const;
 
   // One upload in progress (PartialUpload), holding its path until destroyed. Errors
   // name the file ("upload of 'a.pt': ...").

@@ -16,7 +16,7 @@ v1::CheckpointFormat ToProto(io::CheckpointFormat format) {
                                                       : v1::CHECKPOINT_FORMAT_TORCH;
 }
 
-// The format a request names; unset when it leaves the choice to the path's suffix.
+// The format a request names; unset when it leaves the choice to the store (FormatForSave).
 absl::StatusOr<std::optional<io::CheckpointFormat>> FormatOf(v1::CheckpointFormat format) {
   switch (format) {
     case v1::CHECKPOINT_FORMAT_SAFETENSORS:
@@ -242,14 +242,14 @@ grpc::ServerUnaryReactor* CheckpointsService::List(grpc::CallbackServerContext* 
   return FinishInline(context, [&] {
     return Logged(
         "list checkpoints", "", Guard([&]() -> absl::Status {
-          PARAMD_ASSIGN_OR_RETURN(std::vector<io::CheckpointFileInfo> files, store_->List());
-          for (const io::CheckpointFileInfo& info : files) {
+          PARAMD_ASSIGN_OR_RETURN(std::vector<io::CheckpointStore::Listed> files, store_->List());
+          for (const io::CheckpointStore::Listed& listed : files) {
             v1::CheckpointFile* file = response->add_files();
-            file->set_path(info.path);
-            file->set_size(info.size);
-            file->set_modified_unix(info.modified_unix);
-            absl::StatusOr<io::CheckpointFormat> format = io::FormatFromPath(info.path);
-            file->set_format(format.ok() ? ToProto(*format) : v1::CHECKPOINT_FORMAT_UNSPECIFIED);
+            file->set_path(listed.file.path);
+            file->set_size(listed.file.size);
+            file->set_modified_unix(listed.file.modified_unix);
+            file->set_format(listed.format ? ToProto(*listed.format)
+                                           : v1::CHECKPOINT_FORMAT_UNSPECIFIED);
           }
           return absl::OkStatus();
         }));

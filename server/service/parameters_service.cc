@@ -1,5 +1,6 @@
 #include "server/service/parameters_service.h"
 
+#include "base/text.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/log.h"
@@ -199,11 +200,23 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
                                                      write.tensors.size(), "; use SetTensors"));
     }
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
+    const std::optional<uint64_t> if_version = IfVersion(write.options.if_version());
+    if (write.tensors.empty()) {
+      // Nothing to write: no new version; the answer is the version the batch would have
+      // applied to (and ABORTED for a stale if_version, as any write).
+      const uint64_t current = model->version();
+      if (if_version && *if_version != current) {
+        return absl::AbortedError(absl::StrCat("model ", QuoteName(model->name()),
+                                               " is at version ", current, ", not ", *if_version,
+                                               "; read it again and redo the write"));
+      }
+      return current;
+    }
     std::vector<core::Model::TensorWrite> writes;
     for (auto& [header, tensor] : write.tensors) {
       writes.push_back({header.name(), FromProtoRegion(header.region()), std::move(tensor)});
     }
-    return model->SetTensors(writes, IfVersion(write.options.if_version()));
+    return model->SetTensors(writes, if_version);
   }();
   PARAMD_RETURN_IF_ERROR(version.status());
   v1::WriteResponse response;
@@ -235,6 +248,11 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
           absl::StrCat(options.none() ? "a None registration carries no tensor"
                                       : "a registration carries exactly one tensor (or none=true)",
                        "; got ", write.tensors.size()));
+    }
+    if (!options.none() && write.tensors[0].first.region().ranges_size() > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a registration takes a whole tensor, but the header of ", QuoteName(options.name()),
+          " has a region; drop the region (SetTensor writes part of a registered tensor)"));
     }
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(options.model()));
     core::Tensor tensor;
@@ -324,9 +342,9 @@ grpc::ServerUnaryReactor* ParametersService::TieParameters(grpc::CallbackServerC
                              if (existing != nullptr && *existing != nullptr &&
                                  (*existing)->data().shape() != target->data().shape()) {
                                return absl::InvalidArgumentError(
-                                   absl::StrCat("cannot tie '", name, "' of shape ",
+                                   absl::StrCat("cannot tie ", QuoteName(name), " of shape ",
                                                 core::ShapeString((*existing)->data().shape()),
-                                                " to '", request->target(), "' of shape ",
+                                                " to ", QuoteName(request->target()), " of shape ",
                                                 core::ShapeString(target->data().shape())));
                              }
                              return core::Model::Commit([module, slot, target](uint64_t) {

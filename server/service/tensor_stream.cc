@@ -235,6 +235,7 @@ absl::Status WriteFrameCollector::AddParsed(v1::WriteFrame& frame) {
         return absl::InvalidArgumentError("WriteOptions was sent twice; send it once, first");
       }
       write_.options = std::move(*frame.mutable_options());
+      model_ = write_.options.model();
       have_options_ = true;
       return absl::OkStatus();
     case v1::WriteFrame::kHeader:

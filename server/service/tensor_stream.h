@@ -92,13 +92,15 @@ class WriteFrameCollector {
   absl::Status Add(const grpc::ByteBuffer& frame);
   // The stream ended: INVALID_ARGUMENT if it carried no options or a tensor ended early.
   absl::StatusOr<IncomingWrite> Finish();
-  // The model named by the options frame ("" before it arrives), for the log.
-  const std::string& model() const { return write_.options.model(); }
+  // The model named by the options frame ("" before it arrives), for the log; kept after
+  // Finish has handed the write over.
+  const std::string& model() const { return model_; }
 
  private:
   absl::Status AddParsed(v1::WriteFrame& frame);
 
   IncomingWrite write_;
+  std::string model_;
   bool have_options_ = false;
   TensorAssembler assembler_;
 };

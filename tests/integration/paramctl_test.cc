@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "gmock/gmock.h"
@@ -239,6 +240,47 @@ TEST_F(ParamctlTest, SaveLoadCheckpointsUploadDownloadAndSnapshot) {
   ASSERT_EQ(snapshot.exit_code, 0) << snapshot.err;
   EXPECT_EQ(snapshot.out, "snapshot of mlp at version 2\n");
   EXPECT_EQ(Run({"snapshot", "nobody"}).exit_code, 1);
+}
+
+// torch.save(net.state_dict(), 'mlp.params') writes torch's format whatever the name; so
+// does paramctl save, unless the name ends in .safetensors. The listing reads formats from
+// the files' contents, and a load finds the format the same way.
+TEST_F(ParamctlTest, SaveWritesTorchFormatWhateverTheNameAndListingsReadContents) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  Result saved = Run({"save", "mlp", "mlp.params"});
+  ASSERT_EQ(saved.exit_code, 0) << saved.err;
+  EXPECT_THAT(saved.out, HasSubstr("saved mlp version 1 to mlp.params (torch, "));
+  EXPECT_EQ(ReadFile(daemon_->checkpoint_dir() + "/mlp.params").substr(0, 4), "PK\x03\x04");
+  ASSERT_EQ(Run({"save", "mlp", "hf/pytorch_model.bin"}).exit_code, 0);
+  ASSERT_EQ(Run({"save", "mlp", "st.safetensors"}).exit_code, 0);
+  // A safetensors file under a torch-looking name, and a file of neither format.
+  ASSERT_EQ(Run({"save", "mlp", "odd.pt", "--format", "safetensors"}).exit_code, 0);
+  std::ofstream(daemon_->checkpoint_dir() + "/notes.txt") << "not a checkpoint";
+
+  Result listed = Run({"--json", "checkpoints"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  std::map<std::string, std::string> formats;
+  for (const auto& file : nlohmann::json::parse(listed.out)) {
+    formats[file["path"].get<std::string>()] = file["format"].get<std::string>();
+  }
+  EXPECT_EQ(formats["mlp.params"], "torch");
+  EXPECT_EQ(formats["hf/pytorch_model.bin"], "torch");
+  EXPECT_EQ(formats["st.safetensors"], "safetensors");
+  EXPECT_EQ(formats["odd.pt"], "safetensors");
+  EXPECT_EQ(formats["notes.txt"], "");
+  Result table = Run({"checkpoints"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("mlp.params"));
+
+  Result loaded = Run({"--json", "load", "mlp", "mlp.params"});
+  ASSERT_EQ(loaded.exit_code, 0) << loaded.err;
+  EXPECT_EQ(nlohmann::json::parse(loaded.out)["format"], "torch");
+  Result odd = Run({"--json", "load", "mlp", "odd.pt"});
+  ASSERT_EQ(odd.exit_code, 0) << odd.err;
+  EXPECT_EQ(nlohmann::json::parse(odd.out)["format"], "safetensors");
+  Result copy = Run({"load", "copy", "hf/pytorch_model.bin"});
+  ASSERT_EQ(copy.exit_code, 0) << copy.err;
+  EXPECT_THAT(copy.out, HasSubstr("created model copy"));
 }
 
 TEST_F(ParamctlTest, ForwardPrintsTheOutputLikePyTorchAndTheVersion) {

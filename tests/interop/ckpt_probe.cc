@@ -78,8 +78,7 @@ int main(int argc, char** argv) {
   if (command == "convert" && (argc == 4 || (argc == 5 && std::string(argv[4]) == "--keep-vars"))) {
     absl::StatusOr<Checkpoint> checkpoint = paramd::io::ReadCheckpoint(argv[2]);
     if (!checkpoint.ok()) return Fail(checkpoint.status());
-    absl::StatusOr<paramd::io::CheckpointFormat> format = paramd::io::FormatFromPath(argv[3]);
-    if (!format.ok()) return Fail(format.status());
+    const paramd::io::CheckpointFormat format = paramd::io::FormatForSave(argv[3]);
     paramd::io::SaveInput input;
     input.keep_vars = argc == 5;
     // One slot object per stored tensor, as a module tree has one per Parameter.
@@ -100,7 +99,7 @@ int main(int argc, char** argv) {
       input.state_dict.entries.push_back({entry.name, t, slot, entry.is_parameter});
     }
     if (checkpoint->module_versions) input.state_dict.metadata = *checkpoint->module_versions;
-    absl::Status saved = paramd::io::SaveCheckpoint(argv[3], *format, input);
+    absl::Status saved = paramd::io::SaveCheckpoint(argv[3], format, input);
     if (!saved.ok()) return Fail(saved);
     return 0;
   }

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -97,14 +99,45 @@ TEST_F(CheckpointStoreTest, SaveRecordsThePinnedVersionAndItsDigest) {
   EXPECT_EQ(saved->size, bytes.size());
   EXPECT_EQ(saved->sha256, Hex(bytes));
 
-  EXPECT_EQ(store_->Save({.model = "m", .path = "m.bin"}).status().code(),
-            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Save({.model = "nope", .path = "n.pt"}).status().code(),
             absl::StatusCode::kNotFound);
-  absl::StatusOr<std::vector<CheckpointFileInfo>> files = store_->List();
+  absl::StatusOr<std::vector<CheckpointStore::Listed>> files = store_->List();
   ASSERT_TRUE(files.ok());
   ASSERT_EQ(files->size(), 1u);
-  EXPECT_EQ((*files)[0].path, "runs/m.pt");
+  EXPECT_EQ((*files)[0].file.path, "runs/m.pt");
+  EXPECT_EQ((*files)[0].format, CheckpointFormat::kTorch);
+}
+
+// torch.save writes its format whatever the name: so does a save that names no format,
+// unless the name ends in .safetensors; the listing and a load tell formats by content.
+TEST_F(CheckpointStoreTest, SaveWritesTorchForAnyNameButSafetensorsAndListSniffsContents) {
+  AddModel("m", /*writes=*/1);
+  absl::StatusOr<CheckpointStore::Saved> saved = store_->Save({.model = "m", .path = "m.params"});
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->format, CheckpointFormat::kTorch);
+  EXPECT_EQ(ReadFile(PathOf("ckpt/m.params")).substr(0, 4), "PK\x03\x04");
+  ASSERT_TRUE(store_->Save({.model = "m", .path = "pytorch_model.bin"}).ok());
+  ASSERT_TRUE(store_->Save({.model = "m", .path = "st.safetensors"}).ok());
+  // Contents, not names: a safetensors file under a .pt name, and a file of neither kind.
+  ASSERT_TRUE(store_->Save({.model = "m", .path = "odd.pt", .format = CheckpointFormat::kSafetensors})
+                  .ok());
+  test_util::WriteFile(PathOf("ckpt/notes.txt"), "not a checkpoint");
+  absl::StatusOr<std::vector<CheckpointStore::Listed>> files = store_->List();
+  ASSERT_TRUE(files.ok()) << files.status();
+  std::map<std::string, std::optional<CheckpointFormat>> formats;
+  for (const auto& listed : *files) formats[listed.file.path] = listed.format;
+  EXPECT_EQ(formats["m.params"], CheckpointFormat::kTorch);
+  EXPECT_EQ(formats["pytorch_model.bin"], CheckpointFormat::kTorch);
+  EXPECT_EQ(formats["st.safetensors"], CheckpointFormat::kSafetensors);
+  EXPECT_EQ(formats["odd.pt"], CheckpointFormat::kSafetensors);
+  EXPECT_EQ(formats["notes.txt"], std::nullopt);
+
+  absl::StatusOr<CheckpointStore::Loaded> loaded = store_->Load({.model = "m", .path = "odd.pt"});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->format, CheckpointFormat::kSafetensors);
+  loaded = store_->Load({.model = "m", .path = "m.params"});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->format, CheckpointFormat::kTorch);
 }
 
 TEST_F(CheckpointStoreTest, LoadCreatesAtTheFilesVersionOrLoadsIntoTheModel) {

@@ -163,7 +163,9 @@ struct LoadResult {
 // --- checkpoints (paramd.v1.Checkpoints) ---
 
 enum class CheckpointFormat {
-  kFromSuffix,  // `.safetensors`, or `.pt` / `.pth`
+  // A save: safetensors for a `.safetensors` path, torch's format for any other (as
+  // torch.save). A listed file: neither format by its contents.
+  kFromSuffix,
   kSafetensors,
   kTorch,
 };
@@ -210,7 +212,8 @@ struct CheckpointFile {
   std::string path;
   uint64_t size = 0;
   int64_t modified_unix = 0;
-  CheckpointFormat format = CheckpointFormat::kFromSuffix;  // kFromSuffix: neither suffix
+  // From the file's contents, whatever its name; kFromSuffix: neither format.
+  CheckpointFormat format = CheckpointFormat::kFromSuffix;
 };
 
 struct TransferResult {

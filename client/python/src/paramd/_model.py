@@ -635,8 +635,9 @@ class RemoteModel(_Handle):
     def save(self, path: str, *, format: Optional[str] = None,
              keep_vars: bool = False) -> SaveResult:
         """``torch.save(model.state_dict(), path)`` on the daemon: ``path`` is in its
-        checkpoint directory; the format follows the suffix (.pt/.pth, .safetensors)
-        unless ``format`` ("torch", "safetensors") says. Atomic; from one version."""
+        checkpoint directory; a path ending in .safetensors gets safetensors, any other
+        torch's format (as torch.save, whatever the name), unless ``format`` ("torch",
+        "safetensors") says. Atomic; from one version."""
         if format not in _FORMATS:
             raise ValueError(f"format must be 'torch', 'safetensors' or None, not {format!r}")
         answer = self._client._unary("/paramd.v1.Checkpoints/Save", checkpoints_pb2.SaveRequest(
