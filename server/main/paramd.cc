@@ -16,6 +16,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "kernels/backend.h"
 #include "server/common/log.h"
 #include "server/core/registry.h"
@@ -64,6 +65,8 @@ struct Flags {
   std::string snapshot_interval = "300";
   std::string workers;
   std::string max_queued_calls = "64";
+  std::string max_upload_size = "256G";
+  std::string upload_expiry = "24h";
 };
 
 struct FlagDef {
@@ -100,6 +103,13 @@ constexpr FlagDef kFlags[] = {
      "Heavy calls that may wait for a worker beyond the N running (default 64); past it a "
      "call gets RESOURCE_EXHAUSTED (\"N calls queued; retry\") before its request is read.",
      &Flags::max_queued_calls},
+    {"max-upload-size", "BYTES",
+     "Largest file a client may upload (Checkpoints.Upload), e.g. 64G (default 256G); an "
+     "upload declaring more gets INVALID_ARGUMENT, one that does not fit the checkpoint "
+     "directory's free space RESOURCE_EXHAUSTED.", &Flags::max_upload_size},
+    {"upload-expiry", "DURATION",
+     "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
+     "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
     {"shutdown-grace", "SECONDS",
      "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
      "(default 10).", &Flags::shutdown_grace},
@@ -142,6 +152,24 @@ std::string ParseFlags(int argc, char** argv, Flags& flags, bool& help) {
       value = argv[++i];
     }
     flags.*(def->field) = *value;
+  }
+  return "";
+}
+
+// The checkpoint store's flags; an error message, or "" when fine.
+std::string ParseStoreOptions(const Flags& flags, paramd::io::CheckpointStore::Options& options) {
+  if (auto parsed = ParseBytes(flags.max_upload_size); parsed && *parsed > 0) {
+    options.max_upload_size = *parsed;
+  } else {
+    return absl::StrCat("--max-upload-size '", flags.max_upload_size,
+                        "' is not a size like 256G, 512M or 1048576");
+  }
+  if (flags.upload_expiry == "0") {
+    options.upload_expiry = absl::ZeroDuration();
+  } else if (!absl::ParseDuration(flags.upload_expiry, &options.upload_expiry) ||
+             options.upload_expiry <= absl::ZeroDuration()) {
+    return absl::StrCat("--upload-expiry '", flags.upload_expiry,
+                        "' is not a duration like 24h, 90m or 3600s (0: never)");
   }
   return "";
 }
@@ -260,8 +288,18 @@ int main(int argc, char** argv) {
         {{"files", std::to_string(leftovers)}, {"checkpoint_dir", checkpoint_dir->root()}});
   }
 
+  paramd::io::CheckpointStore::Options store_options;
+  if (std::string error = ParseStoreOptions(flags, store_options); !error.empty()) {
+    std::cerr << "paramd: " << error << "\n";
+    return 2;
+  }
   paramd::core::ModelRegistry registry;
-  paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry);
+  paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry,
+                                          paramd::io::FileSystem::Posix(), store_options);
+  if (int expired = checkpoints.RemoveExpiredUploads(); expired > 0) {
+    Log("warning", "removed expired uploads",
+        {{"files", std::to_string(expired)}, {"checkpoint_dir", checkpoint_dir->root()}});
+  }
   auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry);
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
