@@ -5,7 +5,8 @@
 // Serves paramd.v1.Models, Parameters and Checkpoints, grpc.health.v1.Health and server
 // reflection. Restores the models snapshotted in --data-dir on start and snapshots them
 // every --snapshot-interval. SIGTERM or SIGINT: stop taking calls, let in-flight ones
-// finish within --shutdown-grace, snapshot every model, exit 0.
+// finish within --shutdown-grace, snapshot every model, exit 0; exit 1 (with an error log
+// line naming the models) when a model's final snapshot failed.
 #include <signal.h>
 #include <unistd.h>
 
@@ -120,7 +121,8 @@ void PrintHelp() {
                "usage: paramd [FLAGS]\n\n"
                "Serves paramd.v1.Models and paramd.v1.Parameters over gRPC, with the standard\n"
                "grpc.health.v1.Health service and server reflection. paramctl is its admin CLI.\n"
-               "SIGTERM stops taking calls, lets in-flight ones finish, and exits 0.\n\nflags:\n";
+               "SIGTERM stops taking calls, lets in-flight ones finish, snapshots every model\n"
+               "and exits 0 (1 when a final snapshot failed).\n\nflags:\n";
   for (const FlagDef& flag : kFlags) {
     std::cout << "  --" << flag.name << " " << flag.value_name << "\n      " << flag.help << "\n";
   }
@@ -180,17 +182,28 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// Snapshots every model that changed, logging what it wrote.
-void Snapshot(paramd::io::Snapshots& snapshots, const char* why) {
-  auto taken = snapshots.Take({});
-  if (!taken.ok()) return;  // Take logged the failure
+// Snapshots every model that changed, logging what it wrote. Returns false when a model's
+// snapshot failed (logged, naming the model).
+bool Snapshot(paramd::io::Snapshots& snapshots, const char* why) {
+  const bool shutdown = std::string(why) == "shutdown";
+  auto taken = shutdown ? snapshots.Shutdown() : snapshots.Take({});
+  if (!taken.ok()) {
+    // Each failing model was logged by name already; the final one also gets a summary.
+    if (shutdown) {
+      Log("error", "final snapshot failed: models changed since their last snapshot are lost "
+                   "or older after a restart",
+          {{"error", std::string(taken.status().message())}});
+    }
+    return false;
+  }
   int written = 0;
   for (const auto& entry : *taken) written += entry.written ? 1 : 0;
-  if (written > 0 || std::string(why) == "shutdown") {
+  if (written > 0 || shutdown) {
     Log("info", "snapshot taken",
         {{"reason", why}, {"models", std::to_string(taken->size())},
          {"written", std::to_string(written)}});
   }
+  return true;
 }
 
 // Waits for one of `stop_signals`, snapshotting every `snapshot_interval` seconds meanwhile
@@ -330,7 +343,9 @@ int main(int argc, char** argv) {
        {"grace_seconds", absl::StrCat(grace)}});
   (*server)->Shutdown(grace);
   (*server)->Wait();
-  Snapshot(**snapshots, "shutdown");
-  Log("info", "paramd stopped", {{"models", std::to_string(registry.List().size())}});
-  return 0;
+  const bool saved = Snapshot(**snapshots, "shutdown");
+  Log(saved ? "info" : "error", "paramd stopped",
+      {{"models", std::to_string(registry.List().size())},
+       {"final_snapshot", saved ? "ok" : "failed"}});
+  return saved ? 0 : 1;
 }
