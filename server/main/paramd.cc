@@ -182,6 +182,50 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// The daemon's numeric settings, read from their flags.
+struct Settings {
+  double shutdown_grace = 0;
+  size_t max_memory = 0;
+  int workers = 0;
+  int max_queued_calls = 0;
+  double snapshot_interval = 0;
+};
+
+// Fills `settings` from `flags`; the usage error for the first bad value, or "".
+std::string ParseSettings(const Flags& flags, Settings& settings) {
+  if (!absl::SimpleAtod(flags.shutdown_grace, &settings.shutdown_grace) ||
+      settings.shutdown_grace < 0) {
+    return absl::StrCat("--shutdown-grace '", flags.shutdown_grace,
+                        "' is not a number of seconds");
+  }
+  settings.max_memory = DefaultMemoryLimit();
+  if (!flags.max_memory.empty()) {
+    auto parsed = ParseBytes(flags.max_memory);
+    if (!parsed) {
+      return absl::StrCat("--max-memory '", flags.max_memory,
+                          "' is not a size like 8G, 512M or 1048576");
+    }
+    settings.max_memory = *parsed;
+  }
+  const unsigned cores = std::thread::hardware_concurrency();
+  settings.workers = cores == 0 ? 2 : static_cast<int>(cores);
+  if (!flags.workers.empty() && (!absl::SimpleAtoi(flags.workers, &settings.workers) ||
+                                 settings.workers < 1 || settings.workers > 1024)) {
+    return absl::StrCat("--workers '", flags.workers, "' is not a number from 1 to 1024");
+  }
+  if (!absl::SimpleAtoi(flags.max_queued_calls, &settings.max_queued_calls) ||
+      settings.max_queued_calls < 0) {
+    return absl::StrCat("--max-queued-calls '", flags.max_queued_calls,
+                        "' is not a number of calls (0 or more)");
+  }
+  if (!absl::SimpleAtod(flags.snapshot_interval, &settings.snapshot_interval) ||
+      settings.snapshot_interval < 0) {
+    return absl::StrCat("--snapshot-interval '", flags.snapshot_interval,
+                        "' is not a number of seconds");
+  }
+  return "";
+}
+
 // Snapshots every model that changed, logging what it wrote. Returns false when a model's
 // snapshot failed (logged, naming the model).
 bool Snapshot(paramd::io::Snapshots& snapshots, const char* why) {
@@ -238,12 +282,16 @@ int main(int argc, char** argv) {
     PrintHelp();
     return 0;
   }
-  double grace = 0;
-  if (!absl::SimpleAtod(flags.shutdown_grace, &grace) || grace < 0) {
-    std::cerr << "paramd: --shutdown-grace '" << flags.shutdown_grace
-              << "' is not a number of seconds\n";
+  Settings settings;
+  if (std::string error = ParseSettings(flags, settings); !error.empty()) {
+    std::cerr << "paramd: " << error << "\n";
     return 2;
   }
+  const double grace = settings.shutdown_grace;
+  const size_t max_memory = settings.max_memory;
+  const int workers = settings.workers;
+  const int max_queued_calls = settings.max_queued_calls;
+  const double snapshot_interval = settings.snapshot_interval;
 
   // Block the stop signals in every thread; one thread waits for them below.
   sigset_t stop_signals;
@@ -252,16 +300,6 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  size_t max_memory = DefaultMemoryLimit();
-  if (!flags.max_memory.empty()) {
-    auto parsed = ParseBytes(flags.max_memory);
-    if (!parsed) {
-      std::cerr << "paramd: --max-memory '" << flags.max_memory
-                << "' is not a size like 8G, 512M or 1048576\n";
-      return 2;
-    }
-    max_memory = *parsed;
-  }
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
     (*cpu)->SetMemoryLimit(max_memory);
   }
@@ -273,26 +311,6 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("cannot create --data-dir '", data_dir.string(), "': ", error.message()));
   }
 
-  const unsigned cores = std::thread::hardware_concurrency();
-  int workers = cores == 0 ? 2 : static_cast<int>(cores);
-  if (!flags.workers.empty() &&
-      (!absl::SimpleAtoi(flags.workers, &workers) || workers < 1 || workers > 1024)) {
-    std::cerr << "paramd: --workers '" << flags.workers << "' is not a number from 1 to 1024\n";
-    return 2;
-  }
-  int max_queued_calls = 0;
-  if (!absl::SimpleAtoi(flags.max_queued_calls, &max_queued_calls) || max_queued_calls < 0) {
-    std::cerr << "paramd: --max-queued-calls '" << flags.max_queued_calls
-              << "' is not a number of calls (0 or more)\n";
-    return 2;
-  }
-
-  double snapshot_interval = 0;
-  if (!absl::SimpleAtod(flags.snapshot_interval, &snapshot_interval) || snapshot_interval < 0) {
-    std::cerr << "paramd: --snapshot-interval '" << flags.snapshot_interval
-              << "' is not a number of seconds\n";
-    return 2;
-  }
   auto checkpoint_dir = paramd::io::CheckpointDir::Open(
       flags.checkpoint_dir.empty() ? (data_dir / "checkpoints").string() : flags.checkpoint_dir);
   if (!checkpoint_dir.ok()) return Fail(std::string(checkpoint_dir.status().message()));
