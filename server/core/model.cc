@@ -1,5 +1,7 @@
 #include "server/core/model.h"
 
+#include <limits>
+
 #include "base/text.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -46,6 +48,12 @@ Model::Model(std::string name, std::shared_ptr<Module> root, Device device, uint
     : name_(std::move(name)), device_(device), root_(std::move(root)),
       version_(version == 0 ? 1 : version) {}
 
+void Model::set_version_lease(std::shared_ptr<VersionLease> lease) {
+  absl::MutexLock writer(&writer_mu_);
+  lease_ = std::move(lease);
+  reserved_ = 0;
+}
+
 uint64_t Model::version() const {
   absl::ReaderMutexLock lock(&mu_);
   return version_;
@@ -78,8 +86,17 @@ absl::StatusOr<uint64_t> Model::Write(std::optional<uint64_t> if_version, const 
   // Only writers change the tree and this one holds writer_mu_, so `prepare` may read it
   // without mu_ while readers carry on.
   PARAMD_ASSIGN_OR_RETURN(Commit commit, prepare(root));
+  if (current == std::numeric_limits<uint64_t>::max()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model '", name_, "' is at the last version there is (", current,
+                     "); save it and load it under a new name to write it again"));
+  }
+  // Only writers change version_ and this one holds writer_mu_: `current` is still current.
+  const uint64_t next = current + 1;
+  if (lease_ != nullptr && next > reserved_) {
+    PARAMD_ASSIGN_OR_RETURN(reserved_, lease_->Reserve(name_, next));
+  }
   absl::MutexLock lock(&mu_);
-  const uint64_t next = version_ + 1;
   commit(next);
   version_ = next;
   return next;

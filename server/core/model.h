@@ -12,6 +12,17 @@
 // it needs (cheap: each holds a shared_ptr to its storage), then streams them at leisure
 // with no lock held; those storages stay alive and unchanged for as long as it holds them.
 //
+// Note [Version reservation]
+// A model's versions never repeat, not even across a crash: a version a client was told
+// names one state of the model forever. Versions live in memory, so a model restored from
+// its last snapshot after a SIGKILL would otherwise come back at the snapshot's version and
+// hand out again the numbers that named the writes made after it. A Model with a
+// VersionLease therefore asks it, before handing out a version past its reserved block, to
+// durably reserve a new block (written and fsynced before any version of the block is
+// returned); a restore after an unclean stop starts past the end of the last reserved block.
+// The reservation runs under `writer_mu_` (writers of that model wait, readers never do),
+// once per block.
+//
 // Thread-safety: every method is safe to call from any thread.
 #pragma once
 
@@ -30,6 +41,17 @@
 
 namespace paramd::core {
 
+// Durable reservations of model versions (Note [Version reservation]). Implementations are
+// thread-safe; Reserve is called with the model's writer lock held, so it must not call back
+// into the model.
+class VersionLease {
+ public:
+  virtual ~VersionLease() = default;
+  // Durably records that the model `name` may hand out versions up to the returned value
+  // (>= `version`) before returning it. An error fails the write that needed the version.
+  virtual absl::StatusOr<uint64_t> Reserve(const std::string& name, uint64_t version) = 0;
+};
+
 // A rectangular region: one [start, stop) range per leading dimension.
 using Region = std::vector<std::pair<int64_t, int64_t>>;
 
@@ -43,6 +65,9 @@ class Model {
   uint64_t version() const;
   Device device() const;
   bool training() const;
+  // From now on, versions are reserved through `lease` before they are handed out (the
+  // registry attaches its lease to every model it adds).
+  void set_version_lease(std::shared_ptr<VersionLease> lease);
 
   // Runs `fn(root, version)` with readers' access to one published version. `fn` must only
   // copy out what it needs (names, Tensor values, metadata) and must not block.
@@ -55,7 +80,8 @@ class Model {
   // The general write. `prepare` runs with the tree stable (other writers excluded, readers
   // not) and returns either an error (nothing changes) or a commit that applies the change
   // and must not fail. ABORTED when `if_version` is set and differs from the current version.
-  // Returns the new version.
+  // Returns the new version. FAILED_PRECONDITION when the version cannot grow any more; the
+  // lease's error when no version can be reserved. Either way nothing changes.
   using Commit = std::function<void(uint64_t new_version)>;
   using Prepare = std::function<absl::StatusOr<Commit>(const std::shared_ptr<Module>& root)>;
   absl::StatusOr<uint64_t> Write(std::optional<uint64_t> if_version, const Prepare& prepare);
@@ -96,6 +122,9 @@ class Model {
  private:
   const std::string name_;
   absl::Mutex writer_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::shared_ptr<VersionLease> lease_ ABSL_GUARDED_BY(writer_mu_);
+  // The last version `lease_` reserved; 0 before the first reservation.
+  uint64_t reserved_ ABSL_GUARDED_BY(writer_mu_) = 0;
   mutable absl::Mutex mu_;
   Device device_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<Module> root_ ABSL_GUARDED_BY(mu_);

@@ -20,7 +20,20 @@ absl::Status ValidateModelName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+void ModelRegistry::SetVersionLease(std::shared_ptr<VersionLease> lease) {
+  absl::MutexLock lock(&mu_);
+  lease_ = std::move(lease);
+}
+
 absl::Status ModelRegistry::Add(std::shared_ptr<Model> model) {
+  std::shared_ptr<VersionLease> lease;
+  {
+    absl::MutexLock lock(&mu_);
+    lease = lease_;
+  }
+  // Attached before the model is visible, so that its first write already reserves; a
+  // model that then fails to go in is dropped with its lease.
+  if (lease != nullptr) model->set_version_lease(std::move(lease));
   absl::MutexLock lock(&mu_);
   const std::string name = model->name();
   if (!models_.emplace(name, std::move(model)).second) {

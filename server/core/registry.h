@@ -23,8 +23,11 @@ absl::Status ValidateModelName(absl::string_view name);
 
 class ModelRegistry {
  public:
-  // ALREADY_EXISTS when the name is taken.
+  // ALREADY_EXISTS when the name is taken. Attaches the registry's version lease, if any,
+  // to the model (Note [Version reservation]).
   absl::Status Add(std::shared_ptr<Model> model);
+  // The lease every model added from now on reserves its versions through; null: none.
+  void SetVersionLease(std::shared_ptr<VersionLease> lease);
   // NOT_FOUND naming the model and how to list the others.
   absl::StatusOr<std::shared_ptr<Model>> Get(absl::string_view name) const;
   // NOT_FOUND, or ABORTED when `if_version` is set and the model moved on.
@@ -35,6 +38,7 @@ class ModelRegistry {
  private:
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Model>> models_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<VersionLease> lease_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace paramd::core

@@ -1,5 +1,6 @@
 #include "server/io/checkpoint.h"
 
+#include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,6 +38,25 @@ TensorIdentity IdentityOf(const core::Tensor& tensor) {
 constexpr char kSpecRecord[] = "paramd/spec.json";
 constexpr char kVersionRecord[] = "paramd/version";
 
+// A version paramd recorded in a file: a decimal number below 2^63 (versions grow by one per
+// write and must never wrap; a larger one is a damaged or forged file).
+absl::StatusOr<uint64_t> ParseFileVersion(absl::string_view text) {
+  uint64_t version = 0;
+  if (!absl::SimpleAtoi(text, &version) || version > kMaxFileVersion) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the file's paramd version '", text.substr(0, 40), "' is not a number below 2^63 (",
+        kMaxFileVersion + 1, "); rewrite the file without it (a PyTorch state_dict loads as ",
+        "a new model history) or fix the number"));
+  }
+  return version;
+}
+
+// The name a state_dict entry is stored under in a safetensors file: its own, except for the
+// one name the format reserves (Note [Reserved safetensors names] in checkpoint.h).
+std::string StoredName(const std::string& name) {
+  return name == "__metadata__" ? absl::StrCat(".", name) : name;
+}
+
 absl::StatusOr<Checkpoint> ReadTorch(const std::shared_ptr<MappedFile>& file) {
   PARAMD_ASSIGN_OR_RETURN(TorchCheckpoint torch, ReadTorchCheckpoint(file));
   Checkpoint checkpoint;
@@ -64,8 +84,7 @@ absl::StatusOr<Checkpoint> ReadTorch(const std::shared_ptr<MappedFile>& file) {
     if (name == kSpecRecord) {
       checkpoint.spec_json = bytes;
     } else if (name == kVersionRecord) {
-      uint64_t version;
-      if (absl::SimpleAtoi(bytes, &version)) checkpoint.version = version;
+      PARAMD_ASSIGN_OR_RETURN(checkpoint.version, ParseFileVersion(bytes));
     }
   }
   return checkpoint;
@@ -117,12 +136,14 @@ absl::StatusOr<Checkpoint> FromSafetensors(SafetensorsFile file) {
     tensor.tensor = std::move(entry.tensor);
     checkpoint.entries.push_back(std::move(tensor));
   }
+  std::vector<std::pair<std::string, std::string>> renames;  // stored name -> name
   for (const auto& [key, value] : file.metadata) {
     if (key == kSpecKey) {
       checkpoint.spec_json = value;
     } else if (key == kVersionKey) {
-      uint64_t version;
-      if (absl::SimpleAtoi(value, &version)) checkpoint.version = version;
+      PARAMD_ASSIGN_OR_RETURN(checkpoint.version, ParseFileVersion(value));
+    } else if (absl::StartsWith(key, kStoredNameKeyPrefix)) {
+      renames.emplace_back(value, key.substr(strlen(kStoredNameKeyPrefix)));
     } else if (absl::StartsWith(key, "paramd.")) {
       checkpoint.annotations.emplace_back(key, value);
     } else if (auto kept = index.find(value); kept != index.end() && !index.contains(key)) {
@@ -132,6 +153,16 @@ absl::StatusOr<Checkpoint> FromSafetensors(SafetensorsFile file) {
       alias.name = key;
       checkpoint.entries.push_back(std::move(alias));
     }
+  }
+  // After the aliases, which name the stored names.
+  for (const auto& [stored, name] : renames) {
+    auto it = index.find(stored);
+    if (it == index.end() || index.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the file's metadata renames tensor '", stored, "' to '", name,
+          "', but the file has no such tensor or already has that name; the file is damaged"));
+    }
+    checkpoint.entries[it->second].name = name;
   }
   return checkpoint;
 }
@@ -150,11 +181,15 @@ absl::Status SaveSafetensorsCheckpoint(const std::string& path, const SaveInput&
               [](const auto* a, const auto* b) { return a->name < b->name; });
     for (size_t i = 1; i < names.size(); ++i) alias_of[names[i]->name] = names[0]->name;
   }
+  // No state_dict key starts with '.', so a stored name never collides with another key.
   NamedTensors tensors;
   SafetensorsMetadata metadata = {{"format", "pt"}};
   for (const core::StateDictEntry& entry : input.state_dict.entries) {
     if (auto it = alias_of.find(entry.name); it != alias_of.end()) {
-      metadata.emplace_back(entry.name, it->second);
+      metadata.emplace_back(entry.name, StoredName(it->second));
+    } else if (const std::string stored = StoredName(entry.name); stored != entry.name) {
+      metadata.emplace_back(absl::StrCat(kStoredNameKeyPrefix, entry.name), stored);
+      tensors.emplace_back(stored, entry.tensor);
     } else {
       tensors.emplace_back(entry.name, entry.tensor);
     }

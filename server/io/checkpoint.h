@@ -8,6 +8,16 @@
 // lexicographically first name and `__metadata__` maps each dropped name to it, as
 // safetensors' own save_model does (§7, §9).
 //
+// Note [Reserved safetensors names]
+// Every legal state_dict key round-trips, including a root buffer or parameter named
+// `__metadata__` (register_buffer('__metadata__', t) is legal in PyTorch), which safetensors
+// reserves for its metadata object. Such a tensor is stored under the name with a '.' in
+// front (`.__metadata__`; no state_dict key starts with '.', so it collides with none) and
+// the metadata records `"paramd.stored_name:__metadata__": ".__metadata__"`; the reader
+// renames it back (after resolving aliases, whose targets name stored names). Other
+// safetensors readers see the tensor as `.__metadata__`. A dropped alias named
+// `__metadata__` needs nothing: it is a metadata key, as every alias is.
+//
 // Thread-safety: reentrant functions, no shared state.
 #pragma once
 
@@ -67,7 +77,8 @@ struct Checkpoint {
 // Reads a checkpoint, recognising the format by its first bytes (SniffFormat), whatever its
 // name; only a file that is neither is explained by the reader its suffix suggests. The
 // tensors may reference the file's memory mapping (zero copy). INVALID_ARGUMENT for any
-// malformed, hostile or unsupported file, with a message that says what to do.
+// malformed, hostile or unsupported file, or one whose paramd version is not a number
+// below 2^63, with a message that says what to do.
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path);
 
 struct SaveInput {
@@ -90,5 +101,11 @@ absl::Status SaveCheckpoint(const std::string& path, CheckpointFormat format,
 // The metadata keys paramd adds to the files it writes.
 inline constexpr char kSpecKey[] = "paramd.spec";
 inline constexpr char kVersionKey[] = "paramd.version";
+// Note [Reserved safetensors names]: `<prefix><name>` -> the name the tensor is stored under.
+inline constexpr char kStoredNameKeyPrefix[] = "paramd.stored_name:";
+// The largest version a file may carry (2^63 - 1); ReadCheckpoint refuses a larger one with
+// INVALID_ARGUMENT, so a loaded model can always be written again without its version
+// wrapping.
+inline constexpr uint64_t kMaxFileVersion = (uint64_t{1} << 63) - 1;
 
 }  // namespace paramd::io

@@ -1,6 +1,7 @@
 #include "server/io/checkpoint_dir.h"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -9,10 +10,11 @@
 #include <filesystem>
 #include <system_error>
 
-#include "base/text.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/text.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "server/io/mapped_file.h"
 
@@ -22,9 +24,16 @@ namespace {
 absl::StatusOr<std::string> RealPath(const std::string& path) {
   char resolved[PATH_MAX];
   if (::realpath(path.c_str(), resolved) == nullptr) {
-    return ErrnoStatus(errno, absl::StrCat("cannot resolve ", QuoteName(path)));
+    return ErrnoStatus(errno, absl::StrCat("cannot resolve ", QuoteName(path), ""));
   }
   return std::string(resolved);
+}
+
+// A client's path as it may appear in a message: a hostile one can be megabytes long.
+std::string Shown(absl::string_view relative) {
+  constexpr size_t kShown = 96;
+  if (relative.size() <= kShown) return std::string(relative);
+  return absl::StrCat(relative.substr(0, kShown), "...");
 }
 
 }  // namespace
@@ -35,7 +44,7 @@ absl::StatusOr<CheckpointDir> CheckpointDir::Open(const std::string& root) {
   std::filesystem::create_directories(root, error);
   if (error) {
     return ErrnoStatus(error.value(),
-                       absl::StrCat("cannot create the checkpoint directory ", QuoteName(root)));
+                       absl::StrCat("cannot create the checkpoint directory ", QuoteName(root), ""));
   }
   if (!std::filesystem::is_directory(root, error)) {
     return absl::InvalidArgumentError(
@@ -54,11 +63,16 @@ absl::StatusOr<std::vector<std::string>> CheckpointDir::Components(
     absl::string_view relative) const {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint path ", QuoteName(relative), " ", why,
+        absl::StrCat("checkpoint path ", QuoteName(Shown(relative)), " ", why,
                      "; give a path relative to the checkpoint directory, such as "
                      "'runs/model.safetensors'"));
   };
   if (relative.empty()) return bad("is empty");
+  // Note [Checkpoint path limits]: checked first, in one pass, before any file operation.
+  if (relative.size() > kMaxPathBytes) {
+    return bad(absl::StrCat("is ", relative.size(), " bytes long; at most ", kMaxPathBytes,
+                            " are allowed"));
+  }
   if (relative.front() == '/') return bad("is absolute");
   if (relative.find('\0') != absl::string_view::npos) return bad("contains a NUL byte");
   std::vector<std::string> parts;
@@ -66,6 +80,14 @@ absl::StatusOr<std::vector<std::string>> CheckpointDir::Components(
     if (part == ".") continue;
     if (part == "..") return bad("contains '..'");
     if (part.front() == '.') return bad("has a hidden name (starting with '.')");
+    if (part.size() > kMaxNameBytes) {
+      return bad(absl::StrCat("has a name of ", part.size(), " bytes; at most ", kMaxNameBytes,
+                              " are allowed"));
+    }
+    if (parts.size() == kMaxPathComponents) {
+      return bad(absl::StrCat("has more than ", kMaxPathComponents,
+                              " components; use at most ", kMaxPathComponents, " levels"));
+    }
     parts.emplace_back(part);
   }
   if (parts.empty()) return bad("names no file");
@@ -91,7 +113,7 @@ absl::StatusOr<std::string> CheckpointDir::ForRead(absl::string_view relative) c
   }
   struct stat st;
   if (::stat(resolved->c_str(), &st) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("cannot stat ", QuoteName(relative)));
+    return ErrnoStatus(errno, absl::StrCat("cannot stat ", QuoteName(relative), ""));
   }
   if (!S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(
@@ -100,36 +122,48 @@ absl::StatusOr<std::string> CheckpointDir::ForRead(absl::string_view relative) c
   return *resolved;
 }
 
-absl::StatusOr<std::string> CheckpointDir::ForWrite(absl::string_view relative) const {
+absl::StatusOr<CheckpointDir::WriteTarget> CheckpointDir::ForWrite(
+    absl::string_view relative) const {
   absl::StatusOr<std::vector<std::string>> parts = Components(relative);
   if (!parts.ok()) return parts.status();
-  // Walks the parents one by one, so that a symlink leading outside is caught before any
-  // directory is created through it.
+  auto outside = [&] {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "checkpoint path ", QuoteName(relative), " leads outside the checkpoint directory"));
+  };
+  // Walks the parents one by one (a symlink leading outside is refused), each from the
+  // symlink-free directory before it, so only symlinks need resolving; from the first
+  // missing one on, the rest are missing too.
+  WriteTarget target;
   std::string directory = root_;
   for (size_t i = 0; i + 1 < parts->size(); ++i) {
-    const std::string next = absl::StrCat(directory, "/", (*parts)[i]);
-    struct stat st;
-    if (::lstat(next.c_str(), &st) != 0) {
-      if (errno != ENOENT) return ErrnoStatus(errno, absl::StrCat("cannot stat ", QuoteName(next)));
-      if (::mkdir(next.c_str(), 0755) != 0 && errno != EEXIST) {
-        return ErrnoStatus(errno, absl::StrCat("cannot create directory ", QuoteName(next)));
+    std::string next = absl::StrCat(directory, "/", (*parts)[i]);
+    if (target.missing.empty()) {
+      struct stat st;
+      if (::lstat(next.c_str(), &st) != 0) {
+        if (errno != ENOENT) return ErrnoStatus(errno, absl::StrCat("cannot stat ", QuoteName(next), ""));
+        target.missing.push_back(next);
+      } else {
+        if (S_ISLNK(st.st_mode)) {
+          absl::StatusOr<std::string> resolved = RealPath(next);
+          if (!resolved.ok()) return resolved.status();
+          if (!Inside(*resolved)) return outside();
+          next = *resolved;
+          if (::stat(next.c_str(), &st) != 0) st.st_mode = 0;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "checkpoint path ", QuoteName(relative), ": ", QuoteName((*parts)[i]), " is not a directory"));
+        }
       }
+    } else {
+      target.missing.push_back(next);
     }
-    absl::StatusOr<std::string> resolved = RealPath(next);
-    if (!resolved.ok()) return resolved.status();
-    if (!Inside(*resolved)) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "checkpoint path ", QuoteName(relative), " leads outside the checkpoint directory"));
-    }
-    if (::stat(resolved->c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint path ", QuoteName(relative), ": ", QuoteName((*parts)[i]), " is not a directory"));
-    }
-    directory = *resolved;
+    target.parents.push_back(next);
+    directory = std::move(next);
   }
-  const std::string path = absl::StrCat(directory, "/", parts->back());
+  target.path = absl::StrCat(directory, "/", parts->back());
   struct stat st;
-  if (::lstat(path.c_str(), &st) == 0) {
+  if (target.missing.empty() && ::lstat(target.path.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) {
       return absl::InvalidArgumentError(
           absl::StrCat("checkpoint path ", QuoteName(relative), " is a directory; name a file in it"));
@@ -137,42 +171,99 @@ absl::StatusOr<std::string> CheckpointDir::ForWrite(absl::string_view relative) 
     // The save replaces a symlink itself, never its target, but one leading outside is
     // refused anyway: the client's intent cannot be what it would do.
     if (S_ISLNK(st.st_mode)) {
-      absl::StatusOr<std::string> resolved = RealPath(path);
-      if (!resolved.ok() || !Inside(*resolved)) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            "checkpoint path ", QuoteName(relative), " leads outside the checkpoint directory"));
-      }
+      absl::StatusOr<std::string> resolved = RealPath(target.path);
+      if (!resolved.ok() || !Inside(*resolved)) return outside();
     }
   }
-  return path;
+  return target;
 }
 
 absl::StatusOr<std::vector<CheckpointFileInfo>> CheckpointDir::List() const {
   std::vector<CheckpointFileInfo> files;
-  std::error_code error;
-  auto it = std::filesystem::recursive_directory_iterator(
-      root_, std::filesystem::directory_options::skip_permission_denied, error);
-  if (error) {
-    return ErrnoStatus(error.value(), absl::StrCat("cannot list ", QuoteName(root_)));
-  }
-  for (; it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
-    if (error) break;
-    const std::string name = it->path().filename().string();
-    if (!name.empty() && name.front() == '.') {
-      if (it->is_directory()) it.disable_recursion_pending();
-      continue;
+  std::vector<std::string> pending = {""};  // directories to read, relative to the root
+  while (!pending.empty()) {
+    const std::string relative = std::move(pending.back());
+    pending.pop_back();
+    const std::string absolute = relative.empty() ? root_ : absl::StrCat(root_, "/", relative);
+    std::error_code error;
+    std::filesystem::directory_iterator it(
+        absolute, std::filesystem::directory_options::skip_permission_denied, error);
+    if (error) {
+      if (relative.empty()) {
+        return ErrnoStatus(error.value(), "cannot list the checkpoint directory");
+      }
+      continue;  // removed meanwhile, or unreadable: nothing a client could load
     }
-    struct stat st;
-    if (::stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    CheckpointFileInfo info;
-    info.path = std::filesystem::relative(it->path(), root_).generic_string();
-    info.size = static_cast<uint64_t>(st.st_size);
-    info.modified_unix = static_cast<int64_t>(st.st_mtime);
-    files.push_back(std::move(info));
+    for (; it != std::filesystem::directory_iterator(); it.increment(error)) {
+      if (error) break;
+      const std::string name = it->path().filename().string();
+      if (name.empty() || name.front() == '.') continue;
+      const std::string path = relative.empty() ? name : absl::StrCat(relative, "/", name);
+      const std::string full = it->path().string();
+      struct stat st;
+      if (::lstat(full.c_str(), &st) != 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        pending.push_back(path);
+        continue;
+      }
+      if (S_ISLNK(st.st_mode)) {
+        // Never followed out of the directory: listed only when Load could read it.
+        absl::StatusOr<std::string> resolved = RealPath(full);
+        if (!resolved.ok() || !Inside(*resolved) || ::stat(resolved->c_str(), &st) != 0) continue;
+      }
+      if (!S_ISREG(st.st_mode)) continue;
+      files.push_back({path, static_cast<uint64_t>(st.st_size),
+                       static_cast<int64_t>(st.st_mtime)});
+    }
   }
   std::sort(files.begin(), files.end(),
             [](const auto& a, const auto& b) { return a.path < b.path; });
   return files;
+}
+
+std::vector<CheckpointDir::HiddenFile> CheckpointDir::HiddenFiles() const {
+  std::vector<HiddenFile> hidden;
+  std::vector<std::string> pending = {root_};
+  while (!pending.empty()) {
+    const std::string directory = std::move(pending.back());
+    pending.pop_back();
+    std::error_code error;
+    std::filesystem::directory_iterator it(
+        directory, std::filesystem::directory_options::skip_permission_denied, error);
+    if (error) continue;
+    for (; it != std::filesystem::directory_iterator(); it.increment(error)) {
+      if (error) break;
+      const std::string name = it->path().filename().string();
+      struct stat st;
+      if (name.empty() || ::lstat(it->path().c_str(), &st) != 0) continue;
+      if (name.front() != '.') {
+        if (S_ISDIR(st.st_mode)) pending.push_back(it->path().string());
+        continue;
+      }
+      if (S_ISREG(st.st_mode)) {
+        hidden.push_back({it->path().string(),
+                          static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 +
+                              st.st_mtim.tv_nsec});
+      }
+    }
+  }
+  return hidden;
+}
+
+absl::StatusOr<uint64_t> CheckpointDir::FreeBytes() const {
+  struct statvfs fs;
+  if (::statvfs(root_.c_str(), &fs) != 0) {
+    return ErrnoStatus(errno, "cannot tell the free space of the checkpoint directory");
+  }
+  return static_cast<uint64_t>(fs.f_bavail) * static_cast<uint64_t>(fs.f_frsize);
+}
+
+absl::Status CheckpointDir::Relative(const absl::Status& status) const {
+  if (status.ok() || root_ == "/") return status;
+  std::string message = absl::StrReplaceAll(status.message(), {{root_ + "/", ""}});
+  message = absl::StrReplaceAll(message, {{root_, "."}});
+  if (message == status.message()) return status;
+  return absl::Status(status.code(), message);
 }
 
 int CheckpointDir::RemoveLeftovers() const {

@@ -2,11 +2,13 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
+
 #include <algorithm>
 
-#include "base/text.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/text.h"
 #include "absl/time/clock.h"
 #include "kernels/backend.h"
 #include "base/status_macros.h"
@@ -84,12 +86,44 @@ absl::StatusOr<CheckpointStore::Loaded> CreateFromCheckpoint(
   return loaded;
 }
 
+// `result`, its error with paths relative to `directory` (CheckpointDir::Relative).
+template <typename T>
+absl::StatusOr<T> Relative(const CheckpointDir& directory, absl::StatusOr<T> result) {
+  if (result.ok()) return result;
+  return directory.Relative(result.status());
+}
+
 }  // namespace
 
 absl::StatusOr<CheckpointStore::Saved> CheckpointStore::Save(const SaveRequest& request) {
+  return Relative(directory_, SaveFile(request));
+}
+
+absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::Load(const LoadRequest& request) {
+  return Relative(directory_, LoadFile(request));
+}
+
+absl::StatusOr<std::unique_ptr<CheckpointStore::Upload>> CheckpointStore::StartUpload(
+    const UploadHeader& header) {
+  return Relative(directory_, StartUploadOf(header));
+}
+
+absl::StatusOr<CheckpointStore::Download> CheckpointStore::OpenDownload(const std::string& path,
+                                                                        uint64_t offset) {
+  return Relative(directory_, OpenDownloadOf(path, offset));
+}
+
+absl::StatusOr<uint64_t> CheckpointStore::UploadOffset(const std::string& path) const {
+  absl::StatusOr<CheckpointDir::WriteTarget> target = directory_.ForWrite(path);
+  if (!target.ok()) return directory_.Relative(target.status());
+  return PartialUpload::KeptBytes(target->path);
+}
+
+absl::StatusOr<CheckpointStore::Saved> CheckpointStore::SaveFile(const SaveRequest& request) {
   const CheckpointFormat format = request.format.value_or(FormatForSave(request.path));
-  PARAMD_ASSIGN_OR_RETURN(std::string path, directory_.ForWrite(request.path));
+  PARAMD_ASSIGN_OR_RETURN(CheckpointDir::WriteTarget target, directory_.ForWrite(request.path));
   PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model));
+  MaybeRemoveExpiredUploads();
   SaveInput input = model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
     SaveInput pinned;
     pinned.state_dict = core::GetStateDict(*root);
@@ -98,13 +132,16 @@ absl::StatusOr<CheckpointStore::Saved> CheckpointStore::Save(const SaveRequest& 
     return pinned;
   });
   input.keep_vars = request.keep_vars;
+  PARAMD_ASSIGN_OR_RETURN(ParentDirs parents, MakeParents(target));
   WrittenFile written;
-  PARAMD_RETURN_IF_ERROR(SaveCheckpoint(path, format, input, *fs_, &written));
-  KeepDigest(path, written);
+  const absl::Status status = SaveCheckpoint(target.path, format, input, *fs_, &written);
+  ReleaseParents(parents, /*remove_created=*/!status.ok());
+  PARAMD_RETURN_IF_ERROR(status);
+  KeepDigest(target.path, written);
   return Saved{format, input.version, written.size, written.sha256};
 }
 
-absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::Load(const LoadRequest& request) {
+absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::LoadFile(const LoadRequest& request) {
   PARAMD_RETURN_IF_ERROR(core::ValidateModelName(request.model));
   PARAMD_ASSIGN_OR_RETURN(std::string path, directory_.ForRead(request.path));
   absl::StatusOr<std::shared_ptr<core::Model>> existing = registry_->Get(request.model);
@@ -134,10 +171,11 @@ absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::Load(const LoadRequest&
 }
 
 absl::StatusOr<std::vector<CheckpointStore::Listed>> CheckpointStore::List() const {
-  PARAMD_ASSIGN_OR_RETURN(std::vector<CheckpointFileInfo> files, directory_.List());
+  absl::StatusOr<std::vector<CheckpointFileInfo>> files = directory_.List();
+  if (!files.ok()) return directory_.Relative(files.status());
   std::vector<Listed> listed;
-  listed.reserve(files.size());
-  for (CheckpointFileInfo& file : files) {
+  listed.reserve(files->size());
+  for (CheckpointFileInfo& file : *files) {
     std::optional<CheckpointFormat> format =
         SniffFileFormat(absl::StrCat(directory_.root(), "/", file.path));
     listed.push_back({std::move(file), format});
@@ -151,34 +189,64 @@ absl::StatusOr<std::vector<CheckpointStore::Listed>> CheckpointStore::List() con
 // being uploaded; a second call for one of them is ABORTED ("retry later") instead of
 // waiting, since the first may take minutes and its client may resume it elsewhere. The
 // Upload object releases its target when destroyed, whatever ended it.
-absl::StatusOr<std::unique_ptr<CheckpointStore::Upload>> CheckpointStore::StartUpload(
+absl::StatusOr<std::unique_ptr<CheckpointStore::Upload>> CheckpointStore::StartUploadOf(
     const UploadHeader& header) {
-  PARAMD_ASSIGN_OR_RETURN(std::string target, directory_.ForWrite(header.path));
+  PARAMD_ASSIGN_OR_RETURN(CheckpointDir::WriteTarget target, directory_.ForWrite(header.path));
   if (header.sha256.size() != 64) {
     return absl::InvalidArgumentError(
         "the upload header needs the file's SHA-256 as 64 hex digits (sha256sum prints it)");
   }
-  {
-    absl::MutexLock lock(&uploads_mu_);
-    if (!uploads_in_flight_.insert(target).second) {
-      return absl::AbortedError(
-          absl::StrCat(QuoteName(header.path), " is being uploaded by another call; retry later"));
-    }
+  if (header.total_size > options_.max_upload_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "upload of ", QuoteName(header.path), ": its total_size of ", header.total_size,
+        " bytes is over this daemon's limit of ", options_.max_upload_size,
+        " bytes (--max-upload-size); ask its operator to raise the limit, or send a smaller "
+        "file"));
+  }
+  MaybeRemoveExpiredUploads();
+  const uint64_t needed =
+      header.offset < header.total_size ? header.total_size - header.offset : 0;
+  PARAMD_RETURN_IF_ERROR(ClaimUpload(header.path, target.path, needed));
+  absl::StatusOr<ParentDirs> parents = MakeParents(target);
+  if (!parents.ok()) {
+    EndUpload(target.path);
+    return parents.status();
   }
   absl::StatusOr<PartialUpload> opened =
-      PartialUpload::Open(*fs_, target, header.offset, header.total_size);
+      PartialUpload::Open(*fs_, target.path, header.offset, header.total_size);
   if (!opened.ok()) {
-    EndUpload(target);
+    ReleaseParents(*parents, /*remove_created=*/true);
+    EndUpload(target.path);
     return absl::Status(opened.status().code(),
                         absl::StrCat("upload of ", QuoteName(header.path), ": ", opened.status().message()));
   }
-  return std::unique_ptr<Upload>(new Upload(
-      this, header.path, target, absl::AsciiStrToLower(header.sha256), *std::move(opened)));
+  return std::unique_ptr<Upload>(new Upload(this, header.path, target.path,
+                                            absl::AsciiStrToLower(header.sha256),
+                                            *std::move(opened), *std::move(parents)));
 }
 
-absl::StatusOr<uint64_t> CheckpointStore::UploadOffset(const std::string& path) const {
-  PARAMD_ASSIGN_OR_RETURN(std::string target, directory_.ForWrite(path));
-  return PartialUpload::KeptBytes(target);
+absl::Status CheckpointStore::ClaimUpload(const std::string& path, const std::string& target,
+                                          uint64_t needed) {
+  // Asked before taking the lock: statvfs is a system call.
+  absl::StatusOr<uint64_t> free = directory_.FreeBytes();
+  if (!free.ok()) return free.status();
+  absl::MutexLock lock(&uploads_mu_);
+  if (uploads_in_flight_.contains(target)) {
+    return absl::AbortedError(
+        absl::StrCat("", QuoteName(path), " is being uploaded by another call; retry later"));
+  }
+  uint64_t held = 0;
+  for (const auto& [other, bytes] : uploads_in_flight_) held += bytes;
+  const uint64_t available = *free > held ? *free - held : 0;
+  if (needed > available) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "upload of ", QuoteName(path), ": ", needed, " more bytes do not fit: the checkpoint "
+        "directory's file system has ", *free, " bytes free, ", held,
+        " of them held for uploads in progress; free space there (remove checkpoints no "
+        "longer needed) and retry"));
+  }
+  uploads_in_flight_.emplace(target, needed);
+  return absl::OkStatus();
 }
 
 void CheckpointStore::EndUpload(const std::string& target) {
@@ -186,11 +254,16 @@ void CheckpointStore::EndUpload(const std::string& target) {
   uploads_in_flight_.erase(target);
 }
 
-CheckpointStore::Upload::~Upload() { store_->EndUpload(target_); }
+CheckpointStore::Upload::~Upload() {
+  // An upload whose bytes were dropped leaves the directories it made empty: they go too.
+  store_->ReleaseParents(parents_, /*remove_created=*/true);
+  store_->EndUpload(target_);
+}
 
 absl::Status CheckpointStore::Upload::Named(const absl::Status& status) const {
   if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat("upload of ", QuoteName(path_), ": ", status.message()));
+  return store_->directory_.Relative(
+      absl::Status(status.code(), absl::StrCat("upload of ", QuoteName(path_), ": ", status.message())));
 }
 
 absl::Status CheckpointStore::Upload::Append(absl::string_view piece) {
@@ -211,13 +284,13 @@ absl::StatusOr<WrittenFile> CheckpointStore::Upload::Finish() {
   return written;
 }
 
-absl::StatusOr<CheckpointStore::Download> CheckpointStore::OpenDownload(const std::string& path,
-                                                                        uint64_t offset) {
+absl::StatusOr<CheckpointStore::Download> CheckpointStore::OpenDownloadOf(
+    const std::string& path, uint64_t offset) {
   PARAMD_ASSIGN_OR_RETURN(std::string absolute, directory_.ForRead(path));
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(absolute));
   if (offset > file->size()) {
-    return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the end of ", QuoteName(path),
-                                              " (", file->size(), " bytes)"));
+    return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the end of ",
+                                              QuoteName(path), " (", file->size(), " bytes)"));
   }
   Download download;
   download.sha256 = DigestOf(*file);
@@ -258,6 +331,85 @@ void CheckpointStore::KeepDigest(const std::string& path, const WrittenFile& wri
   // A bound on memory for daemons that see many files: forgetting only costs a rehash.
   if (digests_.size() >= 4096) digests_.clear();
   digests_[path] = {written.identity, written.sha256, absl::GetCurrentTimeNanos()};
+}
+
+// Note [Directories made by writes]
+// A write creates the directories its path needs only once everything else checked out,
+// right before it writes, and removes those it created when it fails, so a failed call
+// leaves nothing behind. Two writes may need one new directory at once: the one that finds
+// it made by the other must not see it vanish because the other failed. So each write pins
+// every directory on its path while it runs, and a failing write removes only directories
+// nobody else pins (rmdir, which also leaves any directory that is not empty). The pin
+// and the removal happen under dirs_mu_; the lock is held for those rmdir calls alone.
+absl::StatusOr<CheckpointStore::ParentDirs> CheckpointStore::MakeParents(
+    const CheckpointDir::WriteTarget& target) {
+  ParentDirs parents;
+  parents.pinned = target.parents;
+  {
+    absl::MutexLock lock(&dirs_mu_);
+    for (const std::string& directory : parents.pinned) ++dirs_in_use_[directory];
+  }
+  for (const std::string& directory : target.missing) {
+    if (::mkdir(directory.c_str(), 0755) == 0) {
+      parents.created.push_back(directory);
+    } else if (errno != EEXIST) {  // made meanwhile by another write: not ours to remove
+      const absl::Status status =
+          ErrnoStatus(errno, absl::StrCat("cannot create directory ", QuoteName(directory), ""));
+      ReleaseParents(parents, /*remove_created=*/true);
+      return status;
+    }
+  }
+  return parents;
+}
+
+void CheckpointStore::ReleaseParents(const ParentDirs& parents, bool remove_created) {
+  absl::MutexLock lock(&dirs_mu_);
+  for (const std::string& directory : parents.pinned) {
+    auto it = dirs_in_use_.find(directory);
+    if (it != dirs_in_use_.end() && --it->second == 0) dirs_in_use_.erase(it);
+  }
+  if (!remove_created) return;
+  for (auto it = parents.created.rbegin(); it != parents.created.rend(); ++it) {
+    if (!dirs_in_use_.contains(*it)) ::rmdir(it->c_str());  // fails, harmlessly, when not empty
+  }
+}
+
+// Note [Expired uploads]
+// A client that abandons an upload leaves its partial file behind, holding disk space. Such
+// files are removed once untouched (no byte appended) for longer than --upload-expiry:
+// when the daemon starts, and lazily when a write (a save or an upload) starts, at most
+// once a minute. Lazily, because only writes need the space: an upload sweeps right
+// before it checks the free space, so expired partials never count against it; no timer
+// thread is needed, an idle daemon does no work, and a client starting many uploads cannot
+// make the daemon walk the directory more than once a minute. A partial file of an upload
+// in flight is never removed: the sweep claims its target as an upload would.
+int CheckpointStore::RemoveExpiredUploads() {
+  if (options_.upload_expiry <= absl::ZeroDuration()) return 0;
+  const int64_t cutoff = absl::ToUnixNanos(absl::Now() - options_.upload_expiry);
+  int removed = 0;
+  for (const CheckpointDir::HiddenFile& file : directory_.HiddenFiles()) {
+    const std::optional<std::string> target = PartialUpload::TargetOfPartial(file.path);
+    if (!target || file.modified_unix_ns >= cutoff) continue;
+    {
+      absl::MutexLock lock(&uploads_mu_);
+      if (!uploads_in_flight_.emplace(*target, 0).second) continue;
+    }
+    // Asked again now that no upload can be appending to it.
+    const absl::StatusOr<FileIdentity> identity = IdentityOf(file.path);
+    if (identity.ok() && identity->mtime_ns < cutoff && fs_->Remove(file.path).ok()) ++removed;
+    EndUpload(*target);
+  }
+  return removed;
+}
+
+void CheckpointStore::MaybeRemoveExpiredUploads() {
+  {
+    absl::MutexLock lock(&uploads_mu_);
+    const absl::Time now = absl::Now();
+    if (now - last_expiry_sweep_ < absl::Minutes(1)) return;
+    last_expiry_sweep_ = now;
+  }
+  RemoveExpiredUploads();
 }
 
 }  // namespace paramd::io

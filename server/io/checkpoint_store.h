@@ -8,6 +8,11 @@
 // Upload borrows its store. Thread-safety: every method may be called from any thread.
 // A save or load pins one model version and never blocks other calls on the model; two
 // uploads of one path are refused rather than interleaved (Note [Uploads in flight]).
+//
+// Reads (List, UploadOffset, OpenDownload, Load) create nothing; a write creates the
+// directories it needs right before it writes, and removes them again when it fails
+// (Note [Directories made by writes]). Every error names paths relative to the checkpoint
+// directory, never the server's absolute paths.
 #pragma once
 
 #include <cstdint>
@@ -19,9 +24,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/core/load_state_dict.h"
 #include "server/core/registry.h"
 #include "server/io/checkpoint.h"
@@ -32,11 +37,21 @@
 
 namespace paramd::io {
 
+struct CheckpointStoreOptions {
+  // The largest total_size an upload may declare (--max-upload-size).
+  uint64_t max_upload_size = uint64_t{256} << 30;
+  // Partial files of uploads untouched for longer are removed (--upload-expiry); zero or
+  // less keeps them forever.
+  absl::Duration upload_expiry = absl::Hours(24);
+};
+
 class CheckpointStore {
  public:
+  using Options = CheckpointStoreOptions;
+
   CheckpointStore(CheckpointDir directory, core::ModelRegistry* registry,
-                  FileSystem& fs = FileSystem::Posix())
-      : directory_(std::move(directory)), registry_(registry), fs_(&fs) {}
+                  FileSystem& fs = FileSystem::Posix(), Options options = {})
+      : directory_(std::move(directory)), registry_(registry), fs_(&fs), options_(options) {}
 
   const CheckpointDir& directory() const { return directory_; }
 
@@ -89,8 +104,20 @@ class CheckpointStore {
     // From the file's first bytes (SniffFileFormat), whatever its name; unset when neither.
     std::optional<CheckpointFormat> format;
   };
-  // Every checkpoint file, sorted by path.
+  // Every checkpoint file a client can read, sorted by path (CheckpointDir::List).
   absl::StatusOr<std::vector<Listed>> List() const;
+
+  // Removes the partial files of uploads untouched for longer than Options::upload_expiry
+  // (not those of uploads in flight); returns how many. Called when the daemon starts, and
+  // by writes at most once a minute (Note [Expired uploads]).
+  int RemoveExpiredUploads();
+
+  // The directories a write pinned (so that no failing write removes them meanwhile) and
+  // those it created, absolute.
+  struct ParentDirs {
+    std::vector<std::string> pinned;
+    std::vector<std::string> created;
+  };
 
   // One upload in progress (PartialUpload), holding its path until destroyed. Errors
   // name the file ("upload of 'a.pt': ...").
@@ -114,18 +141,22 @@ class CheckpointStore {
    private:
     friend class CheckpointStore;
     Upload(CheckpointStore* store, std::string path, std::string target, std::string sha256,
-           PartialUpload partial)
+           PartialUpload partial, ParentDirs parents)
         : store_(store),
           path_(std::move(path)),
           target_(std::move(target)),
           sha256_(std::move(sha256)),
-          partial_(std::move(partial)) {}
+          partial_(std::move(partial)),
+          parents_(std::move(parents)) {}
 
     CheckpointStore* const store_;
     const std::string path_;    // as the client named it
     const std::string target_;  // absolute
     const std::string sha256_;  // expected, lower-case hex
     PartialUpload partial_;
+    // Released when the upload ends; what it created is removed if left empty (the bytes
+    // were dropped).
+    ParentDirs parents_;
   };
   struct UploadHeader {
     std::string path;
@@ -134,10 +165,12 @@ class CheckpointStore {
     std::string sha256;  // hex, either case
   };
   // Starts (offset 0) or resumes (offset = UploadOffset) the upload of `header.path`.
-  // INVALID_ARGUMENT for a malformed digest, ABORTED when that path is being uploaded by
-  // another call, PartialUpload::Open's errors otherwise.
+  // INVALID_ARGUMENT for a malformed digest or a total_size over Options::max_upload_size;
+  // RESOURCE_EXHAUSTED when the bytes still to come do not fit the free space of the
+  // checkpoint file system (less what other uploads in flight still need); ABORTED when
+  // that path is being uploaded by another call; PartialUpload::Open's errors otherwise.
   absl::StatusOr<std::unique_ptr<Upload>> StartUpload(const UploadHeader& header);
-  // The bytes of an unfinished upload of `path` kept so far (0 when none).
+  // The bytes of an unfinished upload of `path` kept so far (0 when none). Creates nothing.
   absl::StatusOr<uint64_t> UploadOffset(const std::string& path) const;
 
   struct Download {
@@ -150,17 +183,33 @@ class CheckpointStore {
   absl::StatusOr<Download> OpenDownload(const std::string& path, uint64_t offset);
 
  private:
+  absl::StatusOr<Saved> SaveFile(const SaveRequest& request);
+  absl::StatusOr<Loaded> LoadFile(const LoadRequest& request);
+  absl::StatusOr<std::unique_ptr<Upload>> StartUploadOf(const UploadHeader& header);
+  absl::StatusOr<Download> OpenDownloadOf(const std::string& path, uint64_t offset);
+  // Claims `target` for an upload that still needs `needed` bytes; the errors of StartUpload.
+  absl::Status ClaimUpload(const std::string& path, const std::string& target, uint64_t needed);
   std::string DigestOf(const MappedFile& file);
   void KeepDigest(const std::string& path, const WrittenFile& written);
   void EndUpload(const std::string& target);
+  void MaybeRemoveExpiredUploads();
+  // Note [Directories made by writes]
+  absl::StatusOr<ParentDirs> MakeParents(const CheckpointDir::WriteTarget& target);
+  void ReleaseParents(const ParentDirs& parents, bool remove_created);
 
   const CheckpointDir directory_;
   core::ModelRegistry* const registry_;
   FileSystem* const fs_;
+  const Options options_;
 
   absl::Mutex uploads_mu_;
-  // Absolute paths of the uploads in progress.
-  absl::flat_hash_set<std::string> uploads_in_flight_ ABSL_GUARDED_BY(uploads_mu_);
+  // Absolute paths of the uploads in progress, with the bytes each still needs.
+  absl::flat_hash_map<std::string, uint64_t> uploads_in_flight_ ABSL_GUARDED_BY(uploads_mu_);
+  absl::Time last_expiry_sweep_ ABSL_GUARDED_BY(uploads_mu_) = absl::InfinitePast();
+
+  absl::Mutex dirs_mu_;
+  // How many writes in flight need each directory (absolute).
+  absl::flat_hash_map<std::string, int> dirs_in_use_ ABSL_GUARDED_BY(dirs_mu_);
 
   absl::Mutex digests_mu_;
   struct KeptDigest {

@@ -1,11 +1,15 @@
 #include "server/io/snapshots.h"
 
+#include <cstring>
 #include <filesystem>
+#include <limits>
+#include <optional>
 #include <system_error>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/log.h"
@@ -40,12 +44,106 @@ absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const std::string& da
                         absl::StrCat("cannot create the snapshot directory '", directory,
                                      "': ", error.message(), "; check --data-dir"));
   }
-  return std::unique_ptr<Snapshots>(new Snapshots(directory, registry, fs));
+  std::unique_ptr<Snapshots> snapshots(new Snapshots(directory, registry, fs));
+  snapshots->RemoveLeftovers();
+  registry->SetVersionLease(snapshots->versions_);
+  return snapshots;
+}
+
+int Snapshots::RemoveLeftovers() {
+  // Only WriteFileAtomically's temporaries of our own files: `.<name><suffix>.tmp-<...>`.
+  std::vector<std::filesystem::path> doomed;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(directory_, error)) {
+    const std::string name = entry.path().filename().string();
+    const size_t tmp = name.find(".tmp-");
+    if (name.empty() || name.front() != '.' || tmp == std::string::npos) continue;
+    const absl::string_view target = absl::string_view(name).substr(1, tmp - 1);
+    if ((absl::EndsWith(target, kSuffix) || absl::EndsWith(target, VersionFiles::kSuffix)) &&
+        entry.is_regular_file(error)) {
+      doomed.push_back(entry.path());
+    }
+  }
+  int removed = 0;
+  for (const auto& path : doomed) {
+    const uintmax_t bytes = std::filesystem::file_size(path, error);
+    if (!std::filesystem::remove(path, error)) continue;
+    ++removed;
+    common::Log("warning", "removed unfinished snapshot file",
+                {{"file", path.string()}, {"bytes", absl::StrCat(error ? 0 : bytes)}});
+  }
+  return removed;
 }
 
 std::string Snapshots::PathOf(const std::string& name) const {
   // Model names are valid file names (ValidateModelName).
   return absl::StrCat(directory_, "/", name, kSuffix);
+}
+
+void Snapshots::Acquire(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !busy_.contains(name); };
+  mu_.Await(absl::Condition(&idle));
+  busy_.insert(name);
+}
+
+void Snapshots::Release(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  busy_.erase(name);
+}
+
+absl::StatusOr<Snapshots::Taken> Snapshots::TakeOne(const std::shared_ptr<core::Model>& model) {
+  const std::string& name = model->name();
+  Acquire(name);
+  Pinned pinned = model->Read([](const std::shared_ptr<core::Module>& root, uint64_t version) {
+    Pinned out;
+    out.input.state_dict = core::GetStateDict(*root);
+    out.input.spec_json = core::ExportSpec(root).dump();
+    out.input.version = version;
+    out.training = root->training();
+    return out;
+  });
+  Taken entry{name, pinned.input.version, false};
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = saved_.find(name);
+    if (it != saved_.end() && it->second == pinned.input.version) {
+      busy_.erase(name);
+      return entry;
+    }
+  }
+  pinned.input.annotations = {
+      {"paramd.model", name},
+      {"paramd.device", model->device().ToString()},
+      {"paramd.training", pinned.training ? "true" : "false"},
+      {"paramd.snapshot_time",
+       absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone())}};
+  absl::Status status =
+      SaveCheckpoint(PathOf(name), CheckpointFormat::kSafetensors, pinned.input, *fs_);
+  if (!status.ok()) {
+    Release(name);
+    common::Log("error", "snapshot failed",
+                {{"model", name}, {"error", std::string(status.message())}});
+    return absl::Status(status.code(), absl::StrCat("snapshot of model '", name,
+                                                    "' failed: ", status.message()));
+  }
+  // A model deleted (or deleted and created again) while its snapshot was written must not
+  // come back on restart: Forget waited for this write and removed nothing yet, or ran
+  // before it and the file written now is the deleted model's.
+  absl::StatusOr<std::shared_ptr<core::Model>> current = registry_->Get(name);
+  if (!current.ok() || *current != model) {
+    std::error_code error;
+    std::filesystem::remove(PathOf(name), error);
+    absl::MutexLock lock(&mu_);
+    saved_.erase(name);
+    busy_.erase(name);
+    return entry;
+  }
+  absl::MutexLock lock(&mu_);
+  saved_[name] = pinned.input.version;
+  busy_.erase(name);
+  entry.written = true;
+  return entry;
 }
 
 absl::StatusOr<std::vector<Snapshots::Taken>> Snapshots::Take(
@@ -59,62 +157,52 @@ absl::StatusOr<std::vector<Snapshots::Taken>> Snapshots::Take(
       models.push_back(std::move(model));
     }
   }
-  absl::MutexLock write_lock(&write_mu_);
   std::vector<Taken> taken;
   absl::Status first_error;
   for (const auto& model : models) {
-    Pinned pinned = model->Read([](const std::shared_ptr<core::Module>& root, uint64_t version) {
-      Pinned out;
-      out.input.state_dict = core::GetStateDict(*root);
-      out.input.spec_json = core::ExportSpec(root).dump();
-      out.input.version = version;
-      out.training = root->training();
-      return out;
-    });
-    Taken entry{model->name(), pinned.input.version, false};
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = saved_.find(model->name());
-      if (it != saved_.end() && it->second == pinned.input.version) {
-        taken.push_back(entry);
-        continue;
-      }
+    absl::StatusOr<Taken> entry = TakeOne(model);
+    if (entry.ok()) {
+      taken.push_back(*std::move(entry));
+    } else if (first_error.ok()) {
+      first_error = entry.status();
     }
-    pinned.input.annotations = {
-        {"paramd.model", model->name()},
-        {"paramd.device", model->device().ToString()},
-        {"paramd.training", pinned.training ? "true" : "false"},
-        {"paramd.snapshot_time", absl::FormatTime(absl::RFC3339_sec, absl::Now(),
-                                                  absl::UTCTimeZone())}};
-    absl::Status status = SaveCheckpoint(PathOf(model->name()), CheckpointFormat::kSafetensors,
-                                         pinned.input, *fs_);
-    if (!status.ok()) {
-      common::Log("error", "snapshot failed",
-                  {{"model", model->name()}, {"error", std::string(status.message())}});
-      if (first_error.ok()) first_error = status;
-      continue;
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      saved_[model->name()] = pinned.input.version;
-    }
-    entry.written = true;
-    taken.push_back(entry);
-  }
-  // A model deleted while the snapshot was written must not come back on restart.
-  for (const Taken& entry : taken) {
-    if (!registry_->Get(entry.model).ok()) Forget(entry.model);
   }
   if (!first_error.ok()) return first_error;
   return taken;
 }
 
+absl::StatusOr<std::vector<Snapshots::Taken>> Snapshots::Shutdown() {
+  std::vector<std::string> failed;
+  absl::Status first_error;
+  std::vector<Taken> taken;
+  for (const auto& model : registry_->List()) {
+    absl::StatusOr<Taken> entry = TakeOne(model);
+    if (!entry.ok()) {
+      failed.push_back(model->name());
+      if (first_error.ok()) first_error = entry.status();
+      continue;
+    }
+    // Its snapshot holds its current version and no write can come: a clean stop.
+    if (model->version() == entry->version) versions_->Remove(model->name());
+    taken.push_back(*std::move(entry));
+  }
+  if (!first_error.ok()) {
+    return absl::Status(first_error.code(),
+                        absl::StrCat("the final snapshot of ", failed.size(), " model(s) (",
+                                     absl::StrJoin(failed, ", "), ") failed; the first: ",
+                                     first_error.message()));
+  }
+  return taken;
+}
+
 void Snapshots::Forget(const std::string& name) {
-  absl::MutexLock write_lock(&write_mu_);
+  Acquire(name);
   std::error_code error;
   std::filesystem::remove(PathOf(name), error);
+  versions_->Remove(name);
   absl::MutexLock lock(&mu_);
   saved_.erase(name);
+  busy_.erase(name);
 }
 
 absl::Status Snapshots::Restore(const std::string& name, const std::string& file) {
@@ -152,8 +240,18 @@ absl::Status Snapshots::Restore(const std::string& name, const std::string& file
       device = Device::Cpu();
     }
   }
-  auto model = std::make_shared<core::Model>(name, std::move(root), device,
-                                             *checkpoint.version);
+  // Note [Version reservation]: a reservation still on disk means the daemon stopped
+  // without its final snapshot; versions up to its end may have been handed out.
+  PARAMD_ASSIGN_OR_RETURN(std::optional<uint64_t> reserved, versions_->ReservedEnd(name));
+  uint64_t version = *checkpoint.version;
+  if (reserved && *reserved >= version) {
+    if (*reserved == std::numeric_limits<uint64_t>::max()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "its version reservation '", versions_->PathOf(name), "' is at the last version"));
+    }
+    version = *reserved + 1;
+  }
+  auto model = std::make_shared<core::Model>(name, std::move(root), device, version);
   PARAMD_RETURN_IF_ERROR(registry_->Add(model));
   {
     absl::MutexLock lock(&mu_);
@@ -161,7 +259,9 @@ absl::Status Snapshots::Restore(const std::string& name, const std::string& file
   }
   common::Log("info", "model restored",
               {{"model", name},
-               {"version", absl::StrCat(*checkpoint.version)},
+               {"version", absl::StrCat(version)},
+               {"snapshot_version", absl::StrCat(*checkpoint.version)},
+               {"stop", reserved ? "unclean" : "clean"},
                {"snapshot_time", annotation("paramd.snapshot_time")},
                {"note", "writes made after the snapshot time, if any, were lost"}});
   return absl::OkStatus();
@@ -178,6 +278,16 @@ int Snapshots::RestoreAll() {
     }
   }
   std::sort(files.begin(), files.end());
+  // A reservation without a snapshot belongs to a model that was never snapshotted (lost
+  // with the crash) or was deleted while it was being written.
+  for (const auto& entry : std::filesystem::directory_iterator(directory_, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.front() == '.' || !absl::EndsWith(name, VersionFiles::kSuffix)) {
+      continue;
+    }
+    const std::string model = name.substr(0, name.size() - strlen(VersionFiles::kSuffix));
+    if (!std::filesystem::exists(PathOf(model), error)) versions_->Remove(model);
+  }
   for (const auto& file : files) {
     const std::string name = file.stem().string();
     absl::Status status = Restore(name, file.string());

@@ -6,20 +6,34 @@
 // snapshot in its metadata. A model is only rewritten when its version moved since its
 // last snapshot. Deleting a model removes its snapshot, so it does not come back.
 //
-// Thread-safety: every method may be called from any thread; snapshots of one model are
-// serialised, and a snapshot pins one model version (it never blocks writers).
+// Versions: Open makes the registry reserve each model's versions in `<name>.versions`
+// beside its snapshot (VersionFiles; Note [Version reservation] in server/core/model.h).
+// Shutdown removes those files once the final snapshot holds every model's current version;
+// RestoreAll starts a model that still has one (an unclean stop) past its reserved block,
+// so no version a client was told is ever handed out again.
+//
+// Leftovers: Open removes the temporary files (`.<name>.safetensors.tmp-*`,
+// `.<name>.versions.tmp-*`) that a process killed mid-write left in the directory, and logs
+// each one.
+//
+// Thread-safety: every method may be called from any thread; writes and removals of one
+// model's snapshot are serialised (a per-model busy mark, waited on without holding a lock
+// across the I/O), and a snapshot pins one model version (it never blocks writers).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "server/core/registry.h"
 #include "server/io/file_system.h"
+#include "server/io/version_files.h"
 
 namespace paramd::io {
 
@@ -31,8 +45,9 @@ class Snapshots {
     bool written = false;  // false: the snapshot on disk already had this version
   };
 
-  // Creates `<data_dir>/models` when missing. `registry` and `fs` (which writes the
-  // snapshot files) must outlive this.
+  // Creates `<data_dir>/models` when missing and removes the temporary files a crashed
+  // process left there; sets the registry's version lease. `registry` and `fs` (which
+  // writes the snapshot and reservation files) must outlive this.
   static absl::StatusOr<std::unique_ptr<Snapshots>> Open(const std::string& data_dir,
                                                          core::ModelRegistry* registry,
                                                          FileSystem& fs = FileSystem::Posix());
@@ -40,28 +55,49 @@ class Snapshots {
   // Snapshots the named models (every model when `names` is empty). NOT_FOUND for an
   // unknown name; the first failing write's status otherwise (the others still run).
   absl::StatusOr<std::vector<Taken>> Take(const std::vector<std::string>& names);
-  // Removes the snapshot of a deleted model.
+  // The final snapshot, once no more writes can come: Take({}), then, for every model whose
+  // snapshot now holds its current version, removes its version reservation (a clean stop:
+  // the model comes back at the same version). Returns Take's result; on an error the
+  // failing models keep their reservations and the error names them.
+  absl::StatusOr<std::vector<Taken>> Shutdown();
+  // Removes the snapshot and version reservation of a deleted model; waits for a snapshot
+  // of it that is being written.
   void Forget(const std::string& name);
   // Recreates every snapshotted model into the registry, logging what it restored and from
-  // when; a snapshot that cannot be read is logged and left in place for inspection.
+  // when; a snapshot that cannot be read (or carries a version >= 2^63) is logged as an
+  // error naming the model and left in place for inspection. A model with a version
+  // reservation left from an unclean stop comes back at one past its reserved block.
   // Returns how many models it restored.
   int RestoreAll();
 
  private:
   Snapshots(std::string directory, core::ModelRegistry* registry, FileSystem& fs)
-      : directory_(std::move(directory)), registry_(registry), fs_(&fs) {}
+      : directory_(directory),
+        registry_(registry),
+        fs_(&fs),
+        versions_(std::make_shared<VersionFiles>(std::move(directory), fs)) {}
   std::string PathOf(const std::string& name) const;
+  // Removes the temporary files of writes that never finished; returns how many.
+  int RemoveLeftovers();
+  // Writes one model's snapshot unless the file already holds its version. Marks the model
+  // busy for the write; called with no lock held.
+  absl::StatusOr<Taken> TakeOne(const std::shared_ptr<core::Model>& model);
+  // Waits until no write or removal of `name` runs, then marks it busy / not busy.
+  void Acquire(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
+  void Release(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
   // Recreates the model `name` from its snapshot `file` into the registry.
   absl::Status Restore(const std::string& name, const std::string& file);
 
   const std::string directory_;
   core::ModelRegistry* const registry_;
   FileSystem* const fs_;
+  const std::shared_ptr<VersionFiles> versions_;
   absl::Mutex mu_;
   // The version each model's snapshot file holds.
   absl::flat_hash_map<std::string, uint64_t> saved_ ABSL_GUARDED_BY(mu_);
-  // Held across one snapshot write, so two writers of one file never overlap.
-  absl::Mutex write_mu_;
+  // The models whose snapshot file is being written or removed right now; no lock is held
+  // across that I/O, others wait for the mark to go.
+  absl::flat_hash_set<std::string> busy_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace paramd::io

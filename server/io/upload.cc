@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "server/io/mapped_file.h"
@@ -12,6 +13,19 @@ std::string PartialUpload::PartialPathOf(const std::string& target) {
   const size_t slash = target.find_last_of('/');
   const size_t name = slash == std::string::npos ? 0 : slash + 1;
   return absl::StrCat(target.substr(0, name), ".", target.substr(name), ".upload");
+}
+
+std::optional<std::string> PartialUpload::TargetOfPartial(const std::string& partial) {
+  constexpr absl::string_view kSuffix = ".upload";
+  const size_t slash = partial.find_last_of('/');
+  const size_t name = slash == std::string::npos ? 0 : slash + 1;
+  const absl::string_view base = absl::string_view(partial).substr(name);
+  if (base.size() <= 1 + kSuffix.size() || base.front() != '.' ||
+      !absl::EndsWith(base, kSuffix)) {
+    return std::nullopt;
+  }
+  return absl::StrCat(partial.substr(0, name),
+                      base.substr(1, base.size() - 1 - kSuffix.size()));
 }
 
 uint64_t PartialUpload::KeptBytes(const std::string& target) {

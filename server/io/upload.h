@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,8 @@ class PartialUpload {
  public:
   // The hidden file an unfinished upload of `target` is kept in.
   static std::string PartialPathOf(const std::string& target);
+  // The target whose partial file `partial` is; nullopt when it names none.
+  static std::optional<std::string> TargetOfPartial(const std::string& partial);
   // Bytes of an unfinished upload of `target` kept so far; 0 when there is none.
   static uint64_t KeptBytes(const std::string& target);
 

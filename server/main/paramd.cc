@@ -5,7 +5,8 @@
 // Serves paramd.v1.Models, Parameters and Checkpoints, grpc.health.v1.Health and server
 // reflection. Restores the models snapshotted in --data-dir on start and snapshots them
 // every --snapshot-interval. SIGTERM or SIGINT: stop taking calls, let in-flight ones
-// finish within --shutdown-grace, snapshot every model, exit 0.
+// finish within --shutdown-grace, snapshot every model, exit 0; exit 1 (with an error log
+// line naming the models) when a model's final snapshot failed.
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "kernels/backend.h"
 #include "server/common/log.h"
 #include "server/core/registry.h"
@@ -64,6 +66,8 @@ struct Flags {
   std::string snapshot_interval = "300";
   std::string workers;
   std::string max_queued_calls = "64";
+  std::string max_upload_size = "256G";
+  std::string upload_expiry = "24h";
 };
 
 struct FlagDef {
@@ -100,6 +104,13 @@ constexpr FlagDef kFlags[] = {
      "Heavy calls that may wait for a worker beyond the N running (default 64); past it a "
      "call gets RESOURCE_EXHAUSTED (\"N calls queued; retry\") before its request is read.",
      &Flags::max_queued_calls},
+    {"max-upload-size", "BYTES",
+     "Largest file a client may upload (Checkpoints.Upload), e.g. 64G (default 256G); an "
+     "upload declaring more gets INVALID_ARGUMENT, one that does not fit the checkpoint "
+     "directory's free space RESOURCE_EXHAUSTED.", &Flags::max_upload_size},
+    {"upload-expiry", "DURATION",
+     "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
+     "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
     {"shutdown-grace", "SECONDS",
      "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
      "(default 10).", &Flags::shutdown_grace},
@@ -110,7 +121,8 @@ void PrintHelp() {
                "usage: paramd [FLAGS]\n\n"
                "Serves paramd.v1.Models and paramd.v1.Parameters over gRPC, with the standard\n"
                "grpc.health.v1.Health service and server reflection. paramctl is its admin CLI.\n"
-               "SIGTERM stops taking calls, lets in-flight ones finish, and exits 0.\n\nflags:\n";
+               "SIGTERM stops taking calls, lets in-flight ones finish, snapshots every model\n"
+               "and exits 0 (1 when a final snapshot failed).\n\nflags:\n";
   for (const FlagDef& flag : kFlags) {
     std::cout << "  --" << flag.name << " " << flag.value_name << "\n      " << flag.help << "\n";
   }
@@ -146,23 +158,96 @@ std::string ParseFlags(int argc, char** argv, Flags& flags, bool& help) {
   return "";
 }
 
+// The checkpoint store's flags; an error message, or "" when fine.
+std::string ParseStoreOptions(const Flags& flags, paramd::io::CheckpointStore::Options& options) {
+  if (auto parsed = ParseBytes(flags.max_upload_size); parsed && *parsed > 0) {
+    options.max_upload_size = *parsed;
+  } else {
+    return absl::StrCat("--max-upload-size '", flags.max_upload_size,
+                        "' is not a size like 256G, 512M or 1048576");
+  }
+  if (flags.upload_expiry == "0") {
+    options.upload_expiry = absl::ZeroDuration();
+  } else if (!absl::ParseDuration(flags.upload_expiry, &options.upload_expiry) ||
+             options.upload_expiry <= absl::ZeroDuration()) {
+    return absl::StrCat("--upload-expiry '", flags.upload_expiry,
+                        "' is not a duration like 24h, 90m or 3600s (0: never)");
+  }
+  return "";
+}
+
 int Fail(const std::string& message) {
   Log("error", "paramd failed to start", {{"error", message}});
   std::cerr << "paramd: " << message << "\n";
   return 1;
 }
 
-// Snapshots every model that changed, logging what it wrote.
-void Snapshot(paramd::io::Snapshots& snapshots, const char* why) {
-  auto taken = snapshots.Take({});
-  if (!taken.ok()) return;  // Take logged the failure
+// The daemon's numeric settings, read from their flags.
+struct Settings {
+  double shutdown_grace = 0;
+  size_t max_memory = 0;
+  int workers = 0;
+  int max_queued_calls = 0;
+  double snapshot_interval = 0;
+};
+
+// Fills `settings` from `flags`; the usage error for the first bad value, or "".
+std::string ParseSettings(const Flags& flags, Settings& settings) {
+  if (!absl::SimpleAtod(flags.shutdown_grace, &settings.shutdown_grace) ||
+      settings.shutdown_grace < 0) {
+    return absl::StrCat("--shutdown-grace '", flags.shutdown_grace,
+                        "' is not a number of seconds");
+  }
+  settings.max_memory = DefaultMemoryLimit();
+  if (!flags.max_memory.empty()) {
+    auto parsed = ParseBytes(flags.max_memory);
+    if (!parsed) {
+      return absl::StrCat("--max-memory '", flags.max_memory,
+                          "' is not a size like 8G, 512M or 1048576");
+    }
+    settings.max_memory = *parsed;
+  }
+  const unsigned cores = std::thread::hardware_concurrency();
+  settings.workers = cores == 0 ? 2 : static_cast<int>(cores);
+  if (!flags.workers.empty() && (!absl::SimpleAtoi(flags.workers, &settings.workers) ||
+                                 settings.workers < 1 || settings.workers > 1024)) {
+    return absl::StrCat("--workers '", flags.workers, "' is not a number from 1 to 1024");
+  }
+  if (!absl::SimpleAtoi(flags.max_queued_calls, &settings.max_queued_calls) ||
+      settings.max_queued_calls < 0) {
+    return absl::StrCat("--max-queued-calls '", flags.max_queued_calls,
+                        "' is not a number of calls (0 or more)");
+  }
+  if (!absl::SimpleAtod(flags.snapshot_interval, &settings.snapshot_interval) ||
+      settings.snapshot_interval < 0) {
+    return absl::StrCat("--snapshot-interval '", flags.snapshot_interval,
+                        "' is not a number of seconds");
+  }
+  return "";
+}
+
+// Snapshots every model that changed, logging what it wrote. Returns false when a model's
+// snapshot failed (logged, naming the model).
+bool Snapshot(paramd::io::Snapshots& snapshots, const char* why) {
+  const bool shutdown = std::string(why) == "shutdown";
+  auto taken = shutdown ? snapshots.Shutdown() : snapshots.Take({});
+  if (!taken.ok()) {
+    // Each failing model was logged by name already; the final one also gets a summary.
+    if (shutdown) {
+      Log("error", "final snapshot failed: models changed since their last snapshot are lost "
+                   "or older after a restart",
+          {{"error", std::string(taken.status().message())}});
+    }
+    return false;
+  }
   int written = 0;
   for (const auto& entry : *taken) written += entry.written ? 1 : 0;
-  if (written > 0 || std::string(why) == "shutdown") {
+  if (written > 0 || shutdown) {
     Log("info", "snapshot taken",
         {{"reason", why}, {"models", std::to_string(taken->size())},
          {"written", std::to_string(written)}});
   }
+  return true;
 }
 
 // Waits for one of `stop_signals`, snapshotting every `snapshot_interval` seconds meanwhile
@@ -197,12 +282,16 @@ int main(int argc, char** argv) {
     PrintHelp();
     return 0;
   }
-  double grace = 0;
-  if (!absl::SimpleAtod(flags.shutdown_grace, &grace) || grace < 0) {
-    std::cerr << "paramd: --shutdown-grace '" << flags.shutdown_grace
-              << "' is not a number of seconds\n";
+  Settings settings;
+  if (std::string error = ParseSettings(flags, settings); !error.empty()) {
+    std::cerr << "paramd: " << error << "\n";
     return 2;
   }
+  const double grace = settings.shutdown_grace;
+  const size_t max_memory = settings.max_memory;
+  const int workers = settings.workers;
+  const int max_queued_calls = settings.max_queued_calls;
+  const double snapshot_interval = settings.snapshot_interval;
 
   // Block the stop signals in every thread; one thread waits for them below.
   sigset_t stop_signals;
@@ -211,16 +300,6 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  size_t max_memory = DefaultMemoryLimit();
-  if (!flags.max_memory.empty()) {
-    auto parsed = ParseBytes(flags.max_memory);
-    if (!parsed) {
-      std::cerr << "paramd: --max-memory '" << flags.max_memory
-                << "' is not a size like 8G, 512M or 1048576\n";
-      return 2;
-    }
-    max_memory = *parsed;
-  }
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
     (*cpu)->SetMemoryLimit(max_memory);
   }
@@ -232,26 +311,6 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("cannot create --data-dir '", data_dir.string(), "': ", error.message()));
   }
 
-  const unsigned cores = std::thread::hardware_concurrency();
-  int workers = cores == 0 ? 2 : static_cast<int>(cores);
-  if (!flags.workers.empty() &&
-      (!absl::SimpleAtoi(flags.workers, &workers) || workers < 1 || workers > 1024)) {
-    std::cerr << "paramd: --workers '" << flags.workers << "' is not a number from 1 to 1024\n";
-    return 2;
-  }
-  int max_queued_calls = 0;
-  if (!absl::SimpleAtoi(flags.max_queued_calls, &max_queued_calls) || max_queued_calls < 0) {
-    std::cerr << "paramd: --max-queued-calls '" << flags.max_queued_calls
-              << "' is not a number of calls (0 or more)\n";
-    return 2;
-  }
-
-  double snapshot_interval = 0;
-  if (!absl::SimpleAtod(flags.snapshot_interval, &snapshot_interval) || snapshot_interval < 0) {
-    std::cerr << "paramd: --snapshot-interval '" << flags.snapshot_interval
-              << "' is not a number of seconds\n";
-    return 2;
-  }
   auto checkpoint_dir = paramd::io::CheckpointDir::Open(
       flags.checkpoint_dir.empty() ? (data_dir / "checkpoints").string() : flags.checkpoint_dir);
   if (!checkpoint_dir.ok()) return Fail(std::string(checkpoint_dir.status().message()));
@@ -260,8 +319,18 @@ int main(int argc, char** argv) {
         {{"files", std::to_string(leftovers)}, {"checkpoint_dir", checkpoint_dir->root()}});
   }
 
+  paramd::io::CheckpointStore::Options store_options;
+  if (std::string error = ParseStoreOptions(flags, store_options); !error.empty()) {
+    std::cerr << "paramd: " << error << "\n";
+    return 2;
+  }
   paramd::core::ModelRegistry registry;
-  paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry);
+  paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry,
+                                          paramd::io::FileSystem::Posix(), store_options);
+  if (int expired = checkpoints.RemoveExpiredUploads(); expired > 0) {
+    Log("warning", "removed expired uploads",
+        {{"files", std::to_string(expired)}, {"checkpoint_dir", checkpoint_dir->root()}});
+  }
   auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry);
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
@@ -292,7 +361,9 @@ int main(int argc, char** argv) {
        {"grace_seconds", absl::StrCat(grace)}});
   (*server)->Shutdown(grace);
   (*server)->Wait();
-  Snapshot(**snapshots, "shutdown");
-  Log("info", "paramd stopped", {{"models", std::to_string(registry.List().size())}});
-  return 0;
+  const bool saved = Snapshot(**snapshots, "shutdown");
+  Log(saved ? "info" : "error", "paramd stopped",
+      {{"models", std::to_string(registry.List().size())},
+       {"final_snapshot", saved ? "ok" : "failed"}});
+  return saved ? 0 : 1;
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -11,6 +12,7 @@
 #include "server/service/inference_service.h"
 #include "server/service/models_service.h"
 #include "server/service/parameters_service.h"
+#include "server/service/reflection_service.h"
 #include "server/service/tensor_codec.h"
 
 namespace paramd::service {
@@ -30,6 +32,12 @@ struct Server::Services {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
                                                       core::ModelRegistry* registry) {
   grpc::EnableDefaultHealthCheckService(true);
+  // Note [Reflection sees every service]: both reflection versions resolve files in
+  // protobuf's generated pool, which holds a .proto only when its generated code is linked.
+  // gRPC's built-in health service encodes its messages without that code, so nothing else
+  // would link health.pb.cc: naming its descriptor here does, and puts
+  // grpc/health/v1/health.proto in the pool beside paramd's own files.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<Server> server(new Server());
   server->executor_ = std::make_unique<Executor>(options.workers, options.max_queued_calls);
@@ -42,6 +50,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.RegisterService(&server->services_->parameters);
   if (options.checkpoints != nullptr) builder.RegisterService(&server->services_->checkpoints);
   builder.RegisterService(&server->services_->inference);
+  AddReflectionV1(builder);
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));

@@ -2,10 +2,13 @@
 // to end, large and small tensors, consistency under concurrent writers, and a battery of bad
 // requests that must leave every model byte-for-byte unchanged.
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon.h"
@@ -65,23 +68,70 @@ TEST_F(ServiceTest, ServesHealthAndStopsCleanlyOnSigterm) {
   EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"paramd stopped\""));
 }
 
-TEST_F(ServiceTest, ServesReflectionForGenericTools) {
-  auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(daemon_->channel());
+// Lists the services over reflection protocol `Reflection` (v1 or v1alpha: the same messages
+// under two packages), then resolves the file declaring each one, as grpcurl does before a
+// call. Returns the listed names; each resolved file must declare its service.
+template <typename Reflection, typename Request, typename Response>
+std::vector<std::string> ListAndResolveServices(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = Reflection::NewStub(channel);
   grpc::ClientContext context;
-  auto stream = reflection->ServerReflectionInfo(&context);
-  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = stub->ServerReflectionInfo(&context);
+  Request request;
   request.set_list_services("");
-  ASSERT_TRUE(stream->Write(request));
-  stream->WritesDone();
-  grpc::reflection::v1alpha::ServerReflectionResponse response;
-  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_TRUE(stream->Write(request));
+  Response response;
+  EXPECT_TRUE(stream->Read(&response));
   std::vector<std::string> services;
   for (const auto& service : response.list_services_response().service()) {
     services.push_back(service.name());
   }
-  EXPECT_THAT(services, ::testing::IsSupersetOf({"paramd.v1.Models", "paramd.v1.Parameters",
-                                                 "grpc.health.v1.Health"}));
+  for (const std::string& service : services) {
+    request.set_file_containing_symbol(service);
+    EXPECT_TRUE(stream->Write(request)) << service;
+    Response file;
+    EXPECT_TRUE(stream->Read(&file)) << service;
+    EXPECT_FALSE(file.has_error_response())
+        << service << ": " << file.error_response().error_message();
+    // The file asked for and the files it imports. (gRPC 1.51's v1alpha service also repeats
+    // the files of the stream's earlier answers: it never clears its response.)
+    std::vector<std::string> declared;
+    for (const std::string& bytes : file.file_descriptor_response().file_descriptor_proto()) {
+      google::protobuf::FileDescriptorProto proto;
+      EXPECT_TRUE(proto.ParseFromString(bytes)) << service;
+      for (const auto& s : proto.service()) declared.push_back(proto.package() + "." + s.name());
+    }
+    EXPECT_THAT(declared, ::testing::Contains(service));
+  }
+  request.set_file_containing_symbol("paramd.v1.NoSuchThing");
+  EXPECT_TRUE(stream->Write(request));
+  Response missing;
+  EXPECT_TRUE(stream->Read(&missing));
+  EXPECT_EQ(missing.error_response().error_code(), grpc::StatusCode::NOT_FOUND);
+  stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
+  return services;
+}
+
+const std::vector<std::string> kServedServices = {
+    "paramd.v1.Models", "paramd.v1.Parameters", "paramd.v1.Checkpoints", "paramd.v1.Inference",
+    "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection"};
+
+TEST_F(ServiceTest, ServesReflectionForGenericTools) {
+  namespace v1alpha = grpc::reflection::v1alpha;
+  std::vector<std::string> services =
+      ListAndResolveServices<v1alpha::ServerReflection, v1alpha::ServerReflectionRequest,
+                             v1alpha::ServerReflectionResponse>(daemon_->channel());
+  EXPECT_THAT(services, ::testing::IsSupersetOf(kServedServices));
+}
+
+TEST_F(ServiceTest, ServesReflectionV1ForCurrentTools) {
+  namespace rv1 = grpc::reflection::v1;
+  std::vector<std::string> services =
+      ListAndResolveServices<rv1::ServerReflection, rv1::ServerReflectionRequest,
+                             rv1::ServerReflectionResponse>(daemon_->channel());
+  EXPECT_THAT(services, ::testing::IsSupersetOf(kServedServices));
 }
 
 TEST_F(ServiceTest, SeedMlpEndToEnd) {

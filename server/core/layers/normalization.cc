@@ -1,5 +1,6 @@
-// nn.BatchNorm1d, nn.BatchNorm2d and nn.LayerNorm. A training-mode BatchNorm returns its
-// running statistics through the runner (Note [Forward buffer updates] in forward.h).
+// nn.BatchNorm1d, nn.BatchNorm2d and nn.LayerNorm as torch 2.15 has them (BatchNorm's
+// keyword-only `bias`, `bias=` in both reprs). A training-mode BatchNorm returns its running
+// statistics through the runner (Note [Forward buffer updates] in forward.h).
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@ struct BatchNormArgs {
   std::optional<double> momentum = 0.1;  // None: a cumulative moving average
   bool affine = true;
   bool track_running_stats = true;
+  bool bias = true;  // keyword-only; with affine=False there is no bias either way
   DType dtype = DType::kFloat32;
 };
 
@@ -33,6 +35,7 @@ absl::StatusOr<BatchNormArgs> ParseBatchNorm(ArgReader& args) {
   PARAMD_ASSIGN_OR_RETURN(parsed.affine, args.Bool("affine", parsed.affine));
   PARAMD_ASSIGN_OR_RETURN(parsed.track_running_stats,
                           args.Bool("track_running_stats", parsed.track_running_stats));
+  PARAMD_ASSIGN_OR_RETURN(parsed.bias, args.Bool("bias", parsed.bias));
   PARAMD_ASSIGN_OR_RETURN(parsed.dtype, args.Dtype());
   PARAMD_RETURN_IF_ERROR(args.CheckAllConsumed());
   PARAMD_RETURN_IF_ERROR(CheckNoNegativeDimension({parsed.num_features}));
@@ -46,7 +49,8 @@ absl::Status InitBatchNorm(const BatchNormArgs& args, Module& module, InitRng& r
   // num_batches_tracked 0 (always int64, whatever `dtype` is).
   if (args.affine) {
     PARAMD_RETURN_IF_ERROR(AddParameter(module, "weight", Tensor::Full(dtype, shape, 1.0)));
-    PARAMD_RETURN_IF_ERROR(AddParameter(module, "bias", Tensor::Full(dtype, shape, 0.0)));
+    PARAMD_RETURN_IF_ERROR(args.bias ? AddParameter(module, "bias", Tensor::Full(dtype, shape, 0.0))
+                                     : module.RegisterParameter("bias", nullptr));
   } else {
     PARAMD_RETURN_IF_ERROR(module.RegisterParameter("weight", nullptr));
     PARAMD_RETURN_IF_ERROR(module.RegisterParameter("bias", nullptr));
@@ -61,10 +65,16 @@ absl::Status InitBatchNorm(const BatchNormArgs& args, Module& module, InitRng& r
   return module.RegisterBuffer("num_batches_tracked", nullptr);
 }
 
+// `bias=` reports the slot, not the argument: PyTorch prints `self.bias is not None`.
+absl::string_view HasBias(const Module& module) {
+  const std::shared_ptr<Parameter>* bias = module.parameters().Find("bias");
+  return PyBool(bias != nullptr && *bias != nullptr);
+}
+
 std::string BatchNormExtraRepr(const Module& module) {
   return absl::StrCat(PyRepr(ArgOf(module, "num_features")), ", eps=", PyRepr(ArgOf(module, "eps")),
                       ", momentum=", PyRepr(ArgOf(module, "momentum")),
-                      ", affine=", PyRepr(ArgOf(module, "affine")),
+                      ", affine=", PyRepr(ArgOf(module, "affine")), ", bias=", HasBias(module),
                       ", track_running_stats=", PyRepr(ArgOf(module, "track_running_stats")));
 }
 
@@ -107,7 +117,8 @@ absl::Status InitLayerNorm(const LayerNormArgs& args, Module& module, InitRng& r
 std::string LayerNormExtraRepr(const Module& module) {
   return absl::StrCat(PyRepr(ArgOf(module, "normalized_shape")),
                       ", eps=", PyRepr(ArgOf(module, "eps")),
-                      ", elementwise_affine=", PyRepr(ArgOf(module, "elementwise_affine")));
+                      ", elementwise_affine=", PyRepr(ArgOf(module, "elementwise_affine")),
+                      ", bias=", HasBias(module));
 }
 
 // _BatchNorm.forward, after the subclass's _check_input_dim.

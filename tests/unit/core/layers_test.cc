@@ -625,13 +625,27 @@ TEST(LayersBatchNormTest, NoAffineNoRunningStatsLeaveNoneSlots) {  // pytorch-se
 
 TEST(LayersBatchNormTest, ExtraRepr) {
   EXPECT_EQ(ExtraRepr(*MustBuild("BatchNorm2d", R"({"num_features": 20})")),
-            "20, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True");
+            "20, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True");
   EXPECT_EQ(ExtraRepr(*MustBuild("BatchNorm1d", R"({"num_features": 4, "eps": 0.001,
                                   "momentum": null, "affine": false})")),
-            "4, eps=0.001, momentum=None, affine=False, track_running_stats=True");
+            "4, eps=0.001, momentum=None, affine=False, bias=False, track_running_stats=True");
   // Python prints an int as given.
   EXPECT_EQ(ExtraRepr(*MustBuild("BatchNorm1d", R"({"num_features": 4, "momentum": 1})")),
-            "4, eps=1e-05, momentum=1, affine=True, track_running_stats=True");
+            "4, eps=1e-05, momentum=1, affine=True, bias=True, track_running_stats=True");
+  // torch 2.15's keyword-only bias: `bias=` reports the slot (self.bias is not None).
+  EXPECT_EQ(ExtraRepr(*MustBuild("BatchNorm1d", R"({"num_features": 4, "bias": false})")),
+            "4, eps=1e-05, momentum=0.1, affine=True, bias=False, track_running_stats=True");
+}
+
+TEST(LayersBatchNormTest, BiasFalseKeepsWeightAndLeavesBiasNone) {  // torch 2.15
+  auto bn = MustBuild("BatchNorm1d", R"({"num_features": 3, "bias": false})");
+  EXPECT_THAT(Slots(bn->parameters()), ElementsAre("weight:[3]:float32", "bias:None"));
+  EXPECT_THAT(ValuesOf(*bn, "weight"), ElementsAre(1, 1, 1));
+  EXPECT_THAT(Slots(bn->buffers()),
+              ElementsAre("running_mean:[3]:float32", "running_var:[3]:float32",
+                          "num_batches_tracked:[]:int64"));
+  EXPECT_EQ(bn->args()["bias"], false);
+  EXPECT_THAT(BuildError("BatchNorm2d", R"({"num_features": 3, "bias": 1})"), HasSubstr("bias"));
 }
 
 TEST(LayersLayerNormTest, ShapesAndNoneSlots) {
@@ -654,10 +668,12 @@ TEST(LayersLayerNormTest, ShapesAndNoneSlots) {
 
 TEST(LayersLayerNormTest, ExtraRepr) {
   EXPECT_EQ(ExtraRepr(*MustBuild("LayerNorm", R"({"normalized_shape": 4})")),
-            "(4,), eps=1e-05, elementwise_affine=True");
+            "(4,), eps=1e-05, elementwise_affine=True, bias=True");
   EXPECT_EQ(ExtraRepr(*MustBuild("LayerNorm", R"({"normalized_shape": [2, 3], "eps": 1e-6,
                                   "elementwise_affine": false})")),
-            "(2, 3), eps=1e-06, elementwise_affine=False");
+            "(2, 3), eps=1e-06, elementwise_affine=False, bias=False");
+  EXPECT_EQ(ExtraRepr(*MustBuild("LayerNorm", R"({"normalized_shape": 4, "bias": false})")),
+            "(4,), eps=1e-05, elementwise_affine=True, bias=False");
 }
 
 // ---- Embedding ----

@@ -112,9 +112,10 @@ TEST(ReprTest, LeafModulesPrintOnOneLine) {  // nn.Module.__repr__
   EXPECT_EQ(Repr(*Layer("AdaptiveAvgPool2d", R"({"output_size": [1, 1]})")),
             "AdaptiveAvgPool2d(output_size=(1, 1))");
   EXPECT_EQ(Repr(*Layer("BatchNorm2d", R"({"num_features": 20})")),
-            "BatchNorm2d(20, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)");
+            "BatchNorm2d(20, eps=1e-05, momentum=0.1, affine=True, bias=True, "
+            "track_running_stats=True)");
   EXPECT_EQ(Repr(*Layer("LayerNorm", R"({"normalized_shape": 4})")),
-            "LayerNorm((4,), eps=1e-05, elementwise_affine=True)");
+            "LayerNorm((4,), eps=1e-05, elementwise_affine=True, bias=True)");
   EXPECT_EQ(
       Repr(*Layer("Embedding", R"({"num_embeddings": 10, "embedding_dim": 4, "padding_idx": 0})")),
       "Embedding(10, 4, padding_idx=0)");

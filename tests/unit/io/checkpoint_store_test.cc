@@ -6,12 +6,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/statvfs.h>
+
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "server/core/spec.h"
 #include "server/io/fault_injecting_file_system.h"
 #include "server/io/sha256.h"
@@ -22,6 +26,7 @@ namespace {
 
 using test_util::ReadFile;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 
 constexpr char kSpec[] = R"({"type": "Linear", "args": {"in_features": 2, "out_features": 1}})";
 
@@ -31,9 +36,29 @@ class CheckpointStoreTest : public test_util::ScratchDirTest {
     ScratchDirTest::SetUp();
     std::filesystem::create_directories(dir_ / "ckpt");
     std::filesystem::create_directories(dir_ / "outside");
+    store_ = MakeStore({});
+  }
+
+  std::unique_ptr<CheckpointStore> MakeStore(CheckpointStore::Options options) {
     absl::StatusOr<CheckpointDir> directory = CheckpointDir::Open(PathOf("ckpt"));
-    ASSERT_TRUE(directory.ok()) << directory.status();
-    store_ = std::make_unique<CheckpointStore>(*directory, &registry_, fs_);
+    EXPECT_TRUE(directory.ok()) << directory.status();
+    return std::make_unique<CheckpointStore>(*directory, &registry_, fs_, options);
+  }
+
+  // Everything below the checkpoint directory, relative to it, hidden names included.
+  std::vector<std::string> Tree() const {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(dir_ / "ckpt")) {
+      names.push_back(std::filesystem::relative(entry.path(), dir_ / "ckpt").string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  uint64_t FreeBytes() const {
+    struct statvfs fs;
+    EXPECT_EQ(::statvfs(PathOf("ckpt").c_str(), &fs), 0);
+    return static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
   }
 
   // Creates model `name` and writes it `writes` times, so it is at version 1 + writes.
@@ -308,6 +333,199 @@ TEST_F(CheckpointStoreTest, ASaveFailingAtAnyStepKeepsThePreviousFile) {
   for (const auto& entry : std::filesystem::directory_iterator(dir_ / "ckpt")) {
     EXPECT_EQ(entry.path().filename().string(), "m.safetensors");  // no temporary left
   }
+}
+
+TEST_F(CheckpointStoreTest, AnUploadLargerThanTheLimitOrTheFreeSpaceIsRefused) {
+  // Over --max-upload-size (256 GiB by default).
+  auto refused = store_->StartUpload(
+      {.path = "big/x.pt", .total_size = uint64_t{1} << 40, .sha256 = Hex("x")});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.status().message(),
+            "upload of 'big/x.pt': its total_size of 1099511627776 bytes is over this daemon's "
+            "limit of 274877906944 bytes (--max-upload-size); ask its operator to raise the "
+            "limit, or send a smaller file");
+
+  // Within the limit but more than the file system has free.
+  store_ = MakeStore({.max_upload_size = UINT64_MAX});
+  const uint64_t free = FreeBytes();
+  refused = store_->StartUpload(
+      {.path = "big/x.pt", .total_size = 2 * free + (uint64_t{1} << 30), .sha256 = Hex("x")});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("free space there (remove checkpoints no longer needed) and retry"));
+
+  // Bytes that uploads in flight still need count as taken.
+  auto first = store_->StartUpload(
+      {.path = "big/a.pt", .total_size = free / 4 * 3, .sha256 = Hex("x")});
+  ASSERT_TRUE(first.ok()) << first.status();
+  refused = store_->StartUpload(
+      {.path = "big/b.pt", .total_size = free / 4 * 3, .sha256 = Hex("x")});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("held for uploads in progress"));
+  first->reset();
+  // The refused ones created nothing; the first left only its (empty) partial file.
+  EXPECT_THAT(Tree(), ::testing::ElementsAre("big", "big/.a.pt.upload"));
+}
+
+TEST_F(CheckpointStoreTest, ReadsAndFailedWritesCreateNoDirectories) {
+  AddModel("m");
+  EXPECT_EQ(store_->UploadOffset("a/b/c.pt").value(), 0u);
+  EXPECT_EQ(store_->Save({.model = "nope", .path = "x/y.pt"}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Load({.model = "m", .path = "d/e.pt"}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->OpenDownload("d/e.pt", 0).status().code(), absl::StatusCode::kNotFound);
+  fs_.FailFromStep(1);  // the first append
+  EXPECT_FALSE(store_->Save({.model = "m", .path = "f/g/h.safetensors"}).ok());
+  fs_.FailFromStep(-1);
+  {
+    auto upload = store_->StartUpload({.path = "h/i.pt", .total_size = 3, .sha256 = Hex("xyz")});
+    ASSERT_TRUE(upload.ok()) << upload.status();
+    ASSERT_TRUE((*upload)->Append("abc").ok());
+    EXPECT_EQ((*upload)->Finish().status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_THAT(Tree(), IsEmpty());
+
+  // An upload that broke off keeps its bytes, and so the directory they are in.
+  {
+    auto upload = store_->StartUpload({.path = "k/l.pt", .total_size = 3, .sha256 = Hex("abc")});
+    ASSERT_TRUE(upload.ok()) << upload.status();
+    ASSERT_TRUE((*upload)->Append("a").ok());
+    EXPECT_EQ((*upload)->BreakOff().code(), absl::StatusCode::kCancelled);
+  }
+  EXPECT_THAT(Tree(), ::testing::ElementsAre("k", "k/.l.pt.upload"));
+  ASSERT_TRUE(store_->Save({.model = "m", .path = "k/n/m.pt"}).ok());
+  EXPECT_THAT(Tree(), ::testing::ElementsAre("k", "k/.l.pt.upload", "k/n", "k/n/m.pt"));
+}
+
+TEST_F(CheckpointStoreTest, PartialUploadsUntouchedPastTheExpiryAreRemoved) {
+  store_ = MakeStore({.upload_expiry = absl::Hours(1)});
+  auto age = [&](const std::string& partial) {
+    std::filesystem::last_write_time(PathOf("ckpt/" + partial),
+                                     std::filesystem::file_time_type::clock::now() -
+                                         std::chrono::hours(2));
+  };
+  // Partial files abandoned by uploads two hours ago and just now.
+  std::filesystem::create_directories(dir_ / "ckpt" / "old");
+  test_util::WriteFile(PathOf("ckpt/old/.a.pt.upload"), "a");
+  age("old/.a.pt.upload");
+  test_util::WriteFile(PathOf("ckpt/.fresh.pt.upload"), "a");
+  EXPECT_EQ(store_->UploadOffset("old/a.pt").value(), 1u);
+
+  // A write that starts sweeps (at most once a minute).
+  auto busy = store_->StartUpload({.path = "busy.pt", .total_size = 3, .sha256 = Hex("abc")});
+  ASSERT_TRUE(busy.ok()) << busy.status();
+  EXPECT_EQ(store_->UploadOffset("old/a.pt").value(), 0u);
+  EXPECT_EQ(store_->UploadOffset("fresh.pt").value(), 1u);
+
+  // An upload in flight keeps its partial file however old it looks.
+  age(".busy.pt.upload");
+  EXPECT_EQ(store_->RemoveExpiredUploads(), 0);
+  EXPECT_TRUE(std::filesystem::exists(PathOf("ckpt/.busy.pt.upload")));
+  busy->reset();
+  EXPECT_EQ(store_->RemoveExpiredUploads(), 1);  // abandoned now
+  EXPECT_FALSE(std::filesystem::exists(PathOf("ckpt/.busy.pt.upload")));
+
+  // An expiry of zero keeps them forever.
+  age(".fresh.pt.upload");
+  EXPECT_EQ(MakeStore({.upload_expiry = absl::ZeroDuration()})->RemoveExpiredUploads(), 0);
+  EXPECT_EQ(store_->UploadOffset("fresh.pt").value(), 1u);
+  EXPECT_EQ(store_->RemoveExpiredUploads(), 1);
+}
+
+TEST_F(CheckpointStoreTest, DeepAndLongPathsAreRefusedBeforeAnyFileOperation) {
+  AddModel("m");
+  std::string deep;
+  for (int i = 0; i < 2000; ++i) absl::StrAppend(&deep, "d/");
+  deep += "x.pt";
+  std::string too_many;  // 33 components in 70 bytes
+  for (int i = 0; i < 32; ++i) absl::StrAppend(&too_many, "d/");
+  too_many += "x.pt";
+  const std::string cases[] = {deep, too_many, std::string(201, 'n') + ".pt",
+                               std::string(1022, 'n') + ".pt"};
+  const char* const messages[] = {
+      "is 4004 bytes long; at most 1024 are allowed", "has more than 32 components",
+      "has a name of 204 bytes; at most 200 are allowed", "is 1025 bytes long"};
+  for (size_t i = 0; i < std::size(cases); ++i) {
+    const std::string& path = cases[i];
+    SCOPED_TRACE(path.substr(0, 40));
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status saved = store_->Save({.model = "m", .path = path}).status();
+    EXPECT_EQ(saved.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(saved.message()), HasSubstr(messages[i]));
+    EXPECT_LE(saved.message().size(), 400u);  // the path is shown shortened
+    EXPECT_EQ(store_->Load({.model = "m", .path = path}).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(store_->OpenDownload(path, 0).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(store_->UploadOffset(path).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(store_->StartUpload({.path = path, .total_size = 1, .sha256 = Hex("x")})
+                  .status()
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(200));
+  }
+  // 32 components and 200-byte names are fine.
+  std::string deepest;
+  for (int i = 0; i < 31; ++i) absl::StrAppend(&deepest, std::string(20, 'd'), "/");
+  deepest += std::string(197, 'n') + ".pt";
+  ASSERT_LE(deepest.size(), 1024u);
+  EXPECT_THAT(Tree(), IsEmpty());
+  absl::StatusOr<CheckpointStore::Saved> saved = store_->Save({.model = "m", .path = deepest});
+  EXPECT_TRUE(saved.ok()) << saved.status();
+}
+
+TEST_F(CheckpointStoreTest, ListFollowsNoSymlinkOutOfTheDirectory) {
+  AddModel("m");
+  ASSERT_TRUE(store_->Save({.model = "m", .path = "runs/m.pt"}).ok());
+  test_util::WriteFile(PathOf("outside/passwd"), "root:x:0:0");
+  std::filesystem::create_directories(dir_ / "outside" / "tree");
+  test_util::WriteFile(PathOf("outside/tree/secret.pt"), "secret");
+  std::filesystem::create_symlink(dir_ / "outside" / "passwd", dir_ / "ckpt" / "passwd.pt");
+  std::filesystem::create_symlink("../../outside/passwd", dir_ / "ckpt" / "runs" / "rel.pt");
+  std::filesystem::create_directory_symlink(dir_ / "outside" / "tree", dir_ / "ckpt" / "tree");
+  std::filesystem::create_symlink("nowhere.pt", dir_ / "ckpt" / "dangling.pt");
+  std::filesystem::create_symlink("runs/m.pt", dir_ / "ckpt" / "latest.pt");  // inside: fine
+  absl::StatusOr<std::vector<CheckpointFileInfo>> files = store_->List();
+  ASSERT_TRUE(files.ok()) << files.status();
+  std::vector<std::string> paths;
+  for (const CheckpointFileInfo& file : *files) paths.push_back(file.path);
+  EXPECT_THAT(paths, ::testing::ElementsAre("latest.pt", "runs/m.pt"));
+  EXPECT_EQ((*files)[0].size, (*files)[1].size);
+  // And none of them can be read either.
+  for (const char* path : {"passwd.pt", "runs/rel.pt", "tree/secret.pt"}) {
+    EXPECT_EQ(store_->OpenDownload(path, 0).status().code(), absl::StatusCode::kPermissionDenied)
+        << path;
+  }
+}
+
+TEST_F(CheckpointStoreTest, ErrorsNameNoAbsolutePath) {
+  AddModel("m");
+  const std::string root = std::filesystem::canonical(dir_).string();
+  std::vector<absl::Status> errors;
+  test_util::WriteFile(PathOf("ckpt/corrupt.pt"), "not a zip file");
+  errors.push_back(store_->Load({.model = "m", .path = "corrupt.pt"}).status());
+  test_util::WriteFile(PathOf("ckpt/corrupt.safetensors"), "\\xff\\xff");
+  errors.push_back(store_->Load({.model = "new", .path = "corrupt.safetensors"}).status());
+  std::filesystem::create_symlink("loop.pt", dir_ / "ckpt" / "loop.pt");
+  errors.push_back(store_->Load({.model = "m", .path = "loop.pt"}).status());
+  errors.push_back(store_->OpenDownload("loop.pt", 0).status());
+  std::filesystem::create_symlink("loop", dir_ / "ckpt" / "loop");
+  errors.push_back(store_->Save({.model = "m", .path = "loop/x.pt"}).status());
+  errors.push_back(store_->UploadOffset("loop/x.pt").status());
+  std::filesystem::create_directories(dir_ / "ckpt" / ".dir.pt.upload");
+  errors.push_back(
+      store_->StartUpload({.path = "dir.pt", .total_size = 1, .sha256 = Hex("x")}).status());
+  fs_.FailFromStep(0);
+  errors.push_back(store_->Save({.model = "m", .path = "s/m.safetensors"}).status());
+  errors.push_back(
+      store_->StartUpload({.path = "u.pt", .total_size = 1, .sha256 = Hex("x")}).status());
+  fs_.FailFromStep(-1);
+  for (const absl::Status& error : errors) {
+    EXPECT_FALSE(error.ok());
+    EXPECT_THAT(std::string(error.message()), ::testing::Not(HasSubstr(root)));
+    EXPECT_THAT(std::string(error.message()), ::testing::Not(HasSubstr(dir_.string())));
+  }
+  EXPECT_THAT(std::string(errors[0].message()), HasSubstr("corrupt.pt"));
 }
 
 }  // namespace

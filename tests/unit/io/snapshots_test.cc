@@ -6,10 +6,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
+#include <future>
+#include <limits>
+#include <thread>
 
 #include "server/core/spec.h"
 #include "server/core/traversal.h"
+#include "server/io/checkpoint.h"
 #include "server/io/fault_injecting_file_system.h"
 #include "tests/unit/io/test_util.h"
 
@@ -18,6 +23,24 @@ namespace {
 
 using test_util::ReadFile;
 using ::testing::ElementsAre;
+
+// Runs `hook` (once) when a snapshot file of the model `model` is created: the moment a
+// snapshot of it is being written.
+class HookedFileSystem : public FaultInjectingFileSystem {
+ public:
+  HookedFileSystem(std::string model, std::function<void()> hook)
+      : FaultInjectingFileSystem(FileSystem::Posix()),
+        marker_("/." + model + ".safetensors.tmp-"),
+        hook_(std::move(hook)) {}
+  absl::StatusOr<std::unique_ptr<WritableFile>> CreateNew(const std::string& path) override {
+    if (path.find(marker_) != std::string::npos && hook_) std::exchange(hook_, nullptr)();
+    return FaultInjectingFileSystem::CreateNew(path);
+  }
+
+ private:
+  const std::string marker_;
+  std::function<void()> hook_;
+};
 
 constexpr char kSpec[] = R"({"type": "Linear", "args": {"in_features": 2, "out_features": 1}})";
 
@@ -125,6 +148,100 @@ TEST_F(SnapshotsTest, AFailedWriteKeepsTheSnapshotBefore) {
   absl::StatusOr<std::vector<Snapshots::Taken>> taken = snapshots->Take({});
   ASSERT_TRUE(taken.ok()) << taken.status();
   EXPECT_TRUE((*taken)[0].written);
+}
+
+// Regression: Take held its write lock and called Forget, which took it again (an absl
+// self-deadlock abort) when a model was deleted while the snapshot ran.
+TEST_F(SnapshotsTest, DeletingAModelWhileItsSnapshotIsWrittenNeitherDeadlocksNorBringsItBack) {
+  AddModel("a");
+  AddModel("b");
+  std::unique_ptr<Snapshots> snapshots;
+  std::thread deleter;
+  // As DeleteModel does it: remove from the registry, then forget the snapshot, on another
+  // thread while the snapshot of "a" is being written.
+  HookedFileSystem fs("a", [&] {
+    ASSERT_TRUE(registry_.Remove("a", {}).ok());
+    deleter = std::thread([&] { snapshots->Forget("a"); });
+  });
+  snapshots = Snapshots::Open(dir_.string(), &registry_, fs).value();
+  auto taking = std::async(std::launch::async, [&] { return snapshots->Take({}); });
+  if (taking.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "Take did not return: deadlocked";
+    std::_Exit(1);
+  }
+  absl::StatusOr<std::vector<Snapshots::Taken>> taken = taking.get();
+  ASSERT_TRUE(deleter.joinable());
+  deleter.join();
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_FALSE(std::filesystem::exists(FileOf("a")));
+  EXPECT_TRUE(std::filesystem::exists(FileOf("b")));
+  core::ModelRegistry restarted;
+  EXPECT_EQ(Open(&restarted)->RestoreAll(), 1);
+  EXPECT_FALSE(restarted.Get("a").ok());
+}
+
+// register_buffer('__metadata__', t) is legal in PyTorch; safetensors reserves the name.
+TEST_F(SnapshotsTest, ABufferNamedMetadataSurvivesASnapshot) {
+  auto model = std::make_shared<core::Model>(
+      "odd",
+      core::BuildModuleFromText(
+          R"({"type": "Holder", "buffers": [{"name": "__metadata__", "shape": [2],
+              "init": {"constant": 4.0}}],
+              "children": [{"name": "inner", "type": "Holder", "buffers": [
+                {"name": "__metadata__", "shape": [1], "init": {"constant": 6.0}}]}]})",
+          1)
+          .value(),
+      Device::Cpu());
+  ASSERT_TRUE(registry_.Add(model).ok());
+  absl::StatusOr<std::vector<Snapshots::Taken>> taken = Open(&registry_)->Take({});
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  core::ModelRegistry restarted;
+  ASSERT_EQ(Open(&restarted)->RestoreAll(), 1);
+  auto values = [](const core::Model& m, const char* key) {
+    return m.Read([&](const std::shared_ptr<core::Module>& root, uint64_t) {
+      return core::ToDoubles(core::FindTensorSlot(root, key).value()->data()).value();
+    });
+  };
+  std::shared_ptr<core::Model> back = restarted.Get("odd").value();
+  EXPECT_THAT(values(*back, "__metadata__"), ElementsAre(4.0, 4.0));
+  EXPECT_THAT(values(*back, "inner.__metadata__"), ElementsAre(6.0));
+}
+
+TEST_F(SnapshotsTest, OpenRemovesOnlyItsOwnLeftoverTemporaries) {
+  std::filesystem::create_directories(dir_ / "models");
+  const auto models = dir_ / "models";
+  test_util::WriteFile((models / ".a.safetensors.tmp-12-0-345").string(), std::string(100, 'x'));
+  test_util::WriteFile((models / ".a.versions.tmp-12-1-345").string(), "7\n");
+  test_util::WriteFile((models / ".notes.txt.tmp-1").string(), "theirs");
+  test_util::WriteFile((models / "a.safetensors.tmp-1").string(), "not hidden");
+  test_util::WriteFile((dir_ / ".b.safetensors.tmp-1-1-1").string(), "another directory");
+  Open(&registry_);
+  EXPECT_FALSE(std::filesystem::exists(models / ".a.safetensors.tmp-12-0-345"));
+  EXPECT_FALSE(std::filesystem::exists(models / ".a.versions.tmp-12-1-345"));
+  EXPECT_TRUE(std::filesystem::exists(models / ".notes.txt.tmp-1"));
+  EXPECT_TRUE(std::filesystem::exists(models / "a.safetensors.tmp-1"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ / ".b.safetensors.tmp-1-1-1"));
+}
+
+TEST_F(SnapshotsTest, ASnapshotWithAVersionFrom2To63IsRefusedAndKept) {
+  std::filesystem::create_directories(dir_ / "models");
+  SaveInput input;
+  auto root = core::BuildModuleFromText(kSpec, 3).value();
+  input.state_dict = core::GetStateDict(*root);
+  input.spec_json = kSpec;
+  input.version = uint64_t{1} << 63;
+  ASSERT_TRUE(SaveCheckpoint(FileOf("huge"), CheckpointFormat::kSafetensors, input).ok());
+  EXPECT_EQ(ReadCheckpoint(FileOf("huge")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  input.version = kMaxFileVersion;
+  ASSERT_TRUE(SaveCheckpoint(FileOf("large"), CheckpointFormat::kSafetensors, input).ok());
+  core::ModelRegistry restarted;
+  EXPECT_EQ(Open(&restarted)->RestoreAll(), 1);
+  EXPECT_FALSE(restarted.Get("huge").ok());
+  EXPECT_TRUE(std::filesystem::exists(FileOf("huge")));
+  // The largest file version still leaves room to write.
+  std::shared_ptr<core::Model> large = restarted.Get("large").value();
+  EXPECT_EQ(large->SetTraining(false, {}).value(), kMaxFileVersion + 1);
 }
 
 }  // namespace

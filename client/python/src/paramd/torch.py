@@ -41,6 +41,13 @@ def _pair_args(m: Any, names: list[str]) -> dict[str, Any]:
     return {n: getattr(m, n) for n in names}
 
 
+def _batch_norm_args(m: Any) -> dict[str, Any]:
+    # torch 2.15's keyword-only `bias` is not kept as an attribute: an affine BatchNorm
+    # without a bias parameter was built with bias=False.
+    return {**_pair_args(m, ["num_features", "eps", "momentum", "affine", "track_running_stats"]),
+            **({"bias": False} if m.affine and m.bias is None else {})}
+
+
 _ARGS: dict[type, Callable[[Any], dict[str, Any]]] = {
     nn.Linear: lambda m: {"in_features": m.in_features, "out_features": m.out_features,
                           "bias": m.bias is not None},
@@ -52,10 +59,8 @@ _ARGS: dict[type, Callable[[Any], dict[str, Any]]] = {
     nn.AvgPool2d: lambda m: _pair_args(m, ["kernel_size", "stride", "padding", "ceil_mode",
                                            "count_include_pad", "divisor_override"]),
     nn.AdaptiveAvgPool2d: lambda m: {"output_size": m.output_size},
-    nn.BatchNorm1d: lambda m: _pair_args(m, ["num_features", "eps", "momentum", "affine",
-                                             "track_running_stats"]),
-    nn.BatchNorm2d: lambda m: _pair_args(m, ["num_features", "eps", "momentum", "affine",
-                                             "track_running_stats"]),
+    nn.BatchNorm1d: lambda m: _batch_norm_args(m),
+    nn.BatchNorm2d: lambda m: _batch_norm_args(m),
     nn.LayerNorm: lambda m: {"normalized_shape": list(m.normalized_shape), "eps": m.eps,
                              "elementwise_affine": m.elementwise_affine,
                              **({"bias": False} if m.elementwise_affine and m.bias is None
