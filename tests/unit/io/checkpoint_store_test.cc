@@ -485,12 +485,12 @@ TEST_F(CheckpointStoreTest, ListFollowsNoSymlinkOutOfTheDirectory) {
   std::filesystem::create_directory_symlink(dir_ / "outside" / "tree", dir_ / "ckpt" / "tree");
   std::filesystem::create_symlink("nowhere.pt", dir_ / "ckpt" / "dangling.pt");
   std::filesystem::create_symlink("runs/m.pt", dir_ / "ckpt" / "latest.pt");  // inside: fine
-  absl::StatusOr<std::vector<CheckpointFileInfo>> files = store_->List();
+  absl::StatusOr<std::vector<CheckpointStore::Listed>> files = store_->List();
   ASSERT_TRUE(files.ok()) << files.status();
   std::vector<std::string> paths;
-  for (const CheckpointFileInfo& file : *files) paths.push_back(file.path);
+  for (const CheckpointStore::Listed& listed : *files) paths.push_back(listed.file.path);
   EXPECT_THAT(paths, ::testing::ElementsAre("latest.pt", "runs/m.pt"));
-  EXPECT_EQ((*files)[0].size, (*files)[1].size);
+  EXPECT_EQ((*files)[0].file.size, (*files)[1].file.size);
   // And none of them can be read either.
   for (const char* path : {"passwd.pt", "runs/rel.pt", "tree/secret.pt"}) {
     EXPECT_EQ(store_->OpenDownload(path, 0).status().code(), absl::StatusCode::kPermissionDenied)
