@@ -22,7 +22,8 @@ namespace paramd::service {
 // most `max_queued` more wait (for a worker, or while their request stream arrives). Past
 // that a call gets RESOURCE_EXHAUSTED ("N calls queued; retry") at once, so that a flood
 // of writes is refused cheaply instead of buffering their payloads in memory. Cheap calls
-// (metadata, listings, Health) are never admitted: they run inline on gRPC's threads.
+// (metadata, listings, Health) are never admitted: they run inline on gRPC's threads, and
+// so does a forward whose cost is known to be small (Note [Cheap repeats]).
 class Executor {
  public:
   struct State;

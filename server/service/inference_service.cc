@@ -10,6 +10,8 @@
 #include "base/text.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "server/core/run_forward.h"
 #include "server/service/status_util.h"
@@ -174,14 +176,27 @@ class AnswerFrames {
   size_t offset_ = 0;       // its next byte
 };
 
+// What fixes a forward's cost besides the model's version (Note [Cheap repeats]): the
+// mode, the wire dtype and every input's name, dtype, device and shape.
+std::string Signature(const ForwardCall& call) {
+  std::string signature = absl::StrCat(call.options.mode(), "/", call.options.wire_dtype());
+  for (const core::NamedTensor& input : call.inputs) {
+    absl::StrAppend(&signature, "|", input.name, ":", DTypeName(input.tensor.dtype()), "@",
+                    input.tensor.device().ToString(), "[",
+                    absl::StrJoin(input.tensor.shape(), ","), "]");
+  }
+  return signature;
+}
+
 // One Forward call: the request is assembled on gRPC's threads as it arrives, the
-// forward runs on a worker, and the answer goes out one frame at a time.
+// forward runs on a worker (or inline, for a cheap repeat: Note [Cheap repeats]), and the
+// answer goes out one frame at a time.
 class ForwardReactor final
     : public grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse> {
  public:
   ForwardReactor(grpc::CallbackServerContext* context, core::ModelRegistry* registry,
-                 Executor* executor)
-      : context_(context), registry_(registry) {
+                 Executor* executor, CheapRepeats* repeats)
+      : context_(context), registry_(registry), repeats_(repeats) {
     absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
     if (!ticket.ok()) {
       Done(ToGrpcStatus(ticket.status()));
@@ -198,7 +213,7 @@ class ForwardReactor final
       StartRead(&request_);
       return;
     }
-    ticket_->Run([this] { Run(); });
+    Dispatch();
   }
 
   void OnWriteDone(bool ok) override {
@@ -212,25 +227,53 @@ class ForwardReactor final
   void OnDone() override { delete this; }
 
  private:
-  // On a worker: runs the forward and starts the answer.
-  void Run() {
-    const grpc::Status status = Guard([&]() -> absl::Status {
-      PARAMD_ASSIGN_OR_RETURN(ForwardCall call, collector_.Finish());
-      model_name_ = call.options.model();
-      if (context_->IsCancelled()) return absl::CancelledError("the client cancelled the forward");
-      PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(model_name_));
-      PARAMD_ASSIGN_OR_RETURN(core::ForwardMode mode, ModeOf(call.options.mode()));
-      PARAMD_ASSIGN_OR_RETURN(
-          core::ForwardAnswer answer,
-          core::RunForward(*model, call.inputs,
-                           {.mode = mode,
-                            .seed = call.options.seed(),
-                            .if_version = IfVersion(call.options.if_version()),
-                            .cancelled = [this] { return context_->IsCancelled(); }}));
-      PARAMD_ASSIGN_OR_RETURN(
-          frames_, AnswerFrames::Make(model->name(), std::move(answer), call.options.wire_dtype()));
+  // On gRPC's thread, the request read: runs a cheap repeat inline, anything else on a
+  // worker.
+  void Dispatch() {
+    const grpc::Status ready = Guard([&]() -> absl::Status {
+      PARAMD_ASSIGN_OR_RETURN(call_, collector_.Finish());
+      model_name_ = call_.options.model();
+      PARAMD_ASSIGN_OR_RETURN(model_, registry_->Get(model_name_));
+      signature_ = Signature(call_);
       return absl::OkStatus();
     });
+    if (!ready.ok()) return Done(ready);
+    const uint64_t cheap = repeats_->CheapVersion(model_, signature_);
+    const uint64_t asked = call_.options.if_version();
+    if (cheap != 0 && (asked == 0 || asked == cheap)) {
+      const grpc::Status inline_status = Guard([&] { return Compute(cheap); });
+      // Pinned to the measured version: ABORTED means the model moved on (or its
+      // statistics could not be committed there), which the worker's unpinned run handles
+      // as any forward does. A caller's own pin gets its ABORTED as it would there.
+      if (inline_status.error_code() != grpc::StatusCode::ABORTED || asked != 0) {
+        return Answer(inline_status);
+      }
+    }
+    ticket_->Run([this] {
+      Answer(Guard([&] { return Compute(IfVersion(call_.options.if_version())); }));
+    });
+  }
+
+  // Runs the forward (pinned to `if_version` when set) and prepares the answer's frames.
+  absl::Status Compute(std::optional<uint64_t> if_version) {
+    if (context_->IsCancelled()) return absl::CancelledError("the client cancelled the forward");
+    PARAMD_ASSIGN_OR_RETURN(core::ForwardMode mode, ModeOf(call_.options.mode()));
+    const absl::Time start = absl::Now();
+    PARAMD_ASSIGN_OR_RETURN(
+        core::ForwardAnswer answer,
+        core::RunForward(*model_, call_.inputs,
+                         {.mode = mode,
+                          .seed = call_.options.seed(),
+                          .if_version = if_version,
+                          .cancelled = [this] { return context_->IsCancelled(); }}));
+    repeats_->Record(model_, answer.version, signature_, absl::Now() - start);
+    PARAMD_ASSIGN_OR_RETURN(frames_, AnswerFrames::Make(model_->name(), std::move(answer),
+                                                        call_.options.wire_dtype()));
+    return absl::OkStatus();
+  }
+
+  // Starts the answer, or ends the call with `status`.
+  void Answer(const grpc::Status& status) {
     ticket_.reset();
     if (!status.ok()) return Done(status);
     SendNext();
@@ -260,10 +303,14 @@ class ForwardReactor final
 
   grpc::CallbackServerContext* const context_;
   core::ModelRegistry* const registry_;
+  CheapRepeats* const repeats_;
   std::shared_ptr<Executor::Ticket> ticket_;
   v1::ForwardRequest request_;
   CallCollector collector_;
+  ForwardCall call_;
+  std::shared_ptr<core::Model> model_;
   std::string model_name_;
+  std::string signature_;
   std::unique_ptr<AnswerFrames> frames_;
   v1::ForwardResponse response_;
 };
@@ -272,7 +319,7 @@ class ForwardReactor final
 
 grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* InferenceService::Forward(
     grpc::CallbackServerContext* context) {
-  return new ForwardReactor(context, registry_, executor_);
+  return new ForwardReactor(context, registry_, executor_, &repeats_);
 }
 
 }  // namespace paramd::service

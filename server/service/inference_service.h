@@ -4,13 +4,15 @@
 //
 // Threading: Forward is a callback handler. It is admitted when it starts (Note [Call
 // admission] in executor.h), its inputs are assembled on gRPC's callback threads as they
-// arrive, the forward itself runs on the Executor holding no model lock, and the outputs
-// go out one frame per write.
+// arrive, the forward itself runs on the Executor holding no model lock (a cheap repeat of
+// an earlier forward inline: Note [Cheap repeats]), and the outputs go out one frame per
+// write.
 // Thread-safety: all methods may run concurrently.
 #pragma once
 
 #include "paramd/v1/inference.grpc.pb.h"
 #include "server/core/registry.h"
+#include "server/service/cheap_repeats.h"
 #include "server/service/executor.h"
 
 namespace paramd::service {
@@ -27,6 +29,7 @@ class InferenceService final : public v1::Inference::CallbackService {
  private:
   core::ModelRegistry* const registry_;
   Executor* const executor_;
+  CheapRepeats repeats_;
 };
 
 }  // namespace paramd::service

@@ -3,14 +3,19 @@
 // RESOURCE_EXHAUSTED before any of its stream is read (Note [Call admission] in
 // server/service/executor.h).
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "paramd/client.h"
 #include "paramd/v1/checkpoints.grpc.pb.h"
 #include "paramd/v1/models.grpc.pb.h"
 #include "tests/integration/daemon.h"
@@ -21,14 +26,46 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// 64 Mi float32 elements: 256 MiB checkpoints. Each load reads one into a float16 model of
-// the same shape, so it checks the CRC of every byte and converts every element into a
-// fresh 128 MiB storage. (1 GiB files made this test take over 30 s and 9 GB of memory on
-// a 2-core machine, most of it creating and saving the models, so it stays at 256 MiB.)
-constexpr char kLargeSpec[] = R"({"type": "Net", "parameters": [
-   {"name": "big", "shape": [8192, 8192], "init": {"constant": 0.5}}]})";
+// Checkpoints of 1 GiB are written as sparse safetensors files (a header, then a hole the
+// size of the data: zeros), so that the test spends its time loading them, not making
+// them. Each load reads every byte through the mapping and converts every element into a
+// fresh float16 storage.
+constexpr int64_t kSide = 16384;  // [16384, 16384] float32: 1 GiB
 constexpr char kHalfSpec[] = R"({"type": "Net", "parameters": [
-   {"name": "big", "shape": [8192, 8192], "dtype": "float16", "init": {"constant": 0}}]})";
+   {"name": "big", "shape": [16384, 16384], "dtype": "float16", "init": {"constant": 0}}]})";
+
+// Writes a safetensors file of float32 zeros: `count` tensors named t0, t1, ... (or "big"
+// when count is 1) of shape [rows, cols].
+void WriteZeroSafetensors(const std::string& path, int count, int64_t rows, int64_t cols) {
+  const int64_t bytes = rows * cols * 4;
+  std::string header = "{";
+  for (int i = 0; i < count; ++i) {
+    const std::string name = count == 1 ? "big" : "t" + std::to_string(i);
+    header += absl::StrCat(i == 0 ? "" : ",", "\"", name, "\":{\"dtype\":\"F32\",\"shape\":[",
+                           rows, ",", cols, "],\"data_offsets\":[", i * bytes, ",",
+                           (i + 1) * bytes, "]}");
+  }
+  header += "}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::ofstream file(path, std::ios::binary);
+  const uint64_t length = header.size();
+  char prefix[8];
+  for (int i = 0; i < 8; ++i) prefix[i] = static_cast<char>((length >> (8 * i)) & 0xff);
+  file.write(prefix, 8);
+  file.write(header.data(), static_cast<std::streamsize>(header.size()));
+  file.close();
+  std::filesystem::resize_file(path, 8 + header.size() + static_cast<uint64_t>(count * bytes));
+}
+
+// The daemon's resident set in MiB (VmRSS), or -1.
+int64_t ResidentMiB(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmRSS:")) return std::stoll(line.substr(6)) / 1024;
+  }
+  return -1;
+}
 
 std::unique_ptr<Daemon> StartDaemon(std::vector<std::string> args) {
   auto daemon = Daemon::Start(std::move(args));
@@ -46,14 +83,6 @@ grpc::Status CreateModel(v1::Models::Stub& models, const std::string& name,
   return models.CreateModel(&context, request, &info);
 }
 
-void DeleteModel(v1::Models::Stub& models, const std::string& name) {
-  grpc::ClientContext context;
-  v1::DeleteModelRequest request;
-  request.set_name(name);
-  v1::DeleteModelResponse response;
-  EXPECT_TRUE(models.DeleteModel(&context, request, &response).ok());
-}
-
 TEST(ExecutorTest, HealthAnswersQuicklyWhileEveryWorkerLoadsLargeCheckpoints) {
   constexpr int kWorkers = 2;
   std::unique_ptr<Daemon> daemon =
@@ -62,19 +91,12 @@ TEST(ExecutorTest, HealthAnswersQuicklyWhileEveryWorkerLoadsLargeCheckpoints) {
   auto models = v1::Models::NewStub(daemon->channel());
   auto checkpoints = v1::Checkpoints::NewStub(daemon->channel());
   auto health = grpc::health::v1::Health::NewStub(daemon->channel());
+  std::filesystem::create_directories(daemon->checkpoint_dir());
   for (int i = 0; i < kWorkers; ++i) {
-    const std::string name = "large" + std::to_string(i);
-    ASSERT_TRUE(CreateModel(*models, name, kLargeSpec).ok());
-    grpc::ClientContext context;
-    v1::SaveRequest request;
-    request.set_model(name);
-    request.set_path(name + ".pt");
-    v1::SaveResponse response;
-    ASSERT_TRUE(checkpoints->Save(&context, request, &response).ok());
+    WriteZeroSafetensors(daemon->checkpoint_dir() + "/large" + std::to_string(i) + ".safetensors",
+                         1, kSide, kSide);
     ASSERT_TRUE(CreateModel(*models, "half" + std::to_string(i), kHalfSpec).ok());
-    DeleteModel(*models, name);  // only its file is needed
   }
-
   // One more loader than workers, so a load always waits and no worker is ever idle.
   std::atomic<bool> stop{false};
   std::atomic<int> loads{0};
@@ -87,7 +109,7 @@ TEST(ExecutorTest, HealthAnswersQuicklyWhileEveryWorkerLoadsLargeCheckpoints) {
         grpc::ClientContext context;
         v1::LoadRequest request;
         request.set_model("half" + name);
-        request.set_path("large" + name + ".pt");
+        request.set_path("large" + name + ".safetensors");
         v1::LoadResponse response;
         const grpc::Status status = checkpoints->Load(&context, request, &response);
         (status.ok() ? loads : failures).fetch_add(1);
@@ -119,7 +141,7 @@ TEST(ExecutorTest, HealthAnswersQuicklyWhileEveryWorkerLoadsLargeCheckpoints) {
   const double p99 = latencies_ms[latencies_ms.size() * 99 / 100];
   std::printf(
       "health under load: %zu probes, p50 %.2f ms, p99 %.2f ms, max %.2f ms; "
-      "%d loads of 256 MiB done\n",
+      "%d loads of 1 GiB done\n",
       latencies_ms.size(), p50, p99, latencies_ms.back(), loads_during_probes);
   EXPECT_LT(p99, 50.0);
   // Every loader finished at least one load, so the workers were busy throughout.
@@ -182,22 +204,15 @@ TEST(ExecutorTest, ACallPastItsDeadlineWhileQueuedNeverRuns) {
   ASSERT_NE(daemon, nullptr);
   auto models = v1::Models::NewStub(daemon->channel());
   auto checkpoints = v1::Checkpoints::NewStub(daemon->channel());
-  ASSERT_TRUE(CreateModel(*models, "large", kLargeSpec).ok());
+  std::filesystem::create_directories(daemon->checkpoint_dir());
+  WriteZeroSafetensors(daemon->checkpoint_dir() + "/large.safetensors", 1, kSide, kSide);
   ASSERT_TRUE(CreateModel(*models, "half", kHalfSpec).ok());
-  {
-    grpc::ClientContext context;
-    v1::SaveRequest request;
-    request.set_model("large");
-    request.set_path("large.pt");
-    v1::SaveResponse response;
-    ASSERT_TRUE(checkpoints->Save(&context, request, &response).ok());
-  }
   auto load = [&](std::chrono::milliseconds timeout) {
     grpc::ClientContext context;
     if (timeout.count() > 0) context.set_deadline(std::chrono::system_clock::now() + timeout);
     v1::LoadRequest request;
     request.set_model("half");
-    request.set_path("large.pt");
+    request.set_path("large.safetensors");
     v1::LoadResponse response;
     return checkpoints->Load(&context, request, &response);
   };
@@ -214,6 +229,143 @@ TEST(ExecutorTest, ACallPastItsDeadlineWhileQueuedNeverRuns) {
   ASSERT_TRUE(models->DescribeModel(&context, request, &info).ok());
   EXPECT_EQ(info.version(), 2u);  // created at 1, the one load that ran made 2
   EXPECT_THAT(daemon->Log(), ::testing::HasSubstr("cancelled (or passed its deadline)"));
+}
+
+
+// A cancelled load of 1 GiB stops at the next tensor, changes nothing and gives back the
+// memory it had taken (Note [Call admission]: cancellation reaches the work).
+TEST(ExecutorTest, ACancelledLargeLoadStopsAndFreesItsMemory) {
+  std::unique_ptr<Daemon> daemon = StartDaemon({"--workers", "1"});
+  ASSERT_NE(daemon, nullptr);
+  auto models = v1::Models::NewStub(daemon->channel());
+  auto checkpoints = v1::Checkpoints::NewStub(daemon->channel());
+  // 16 tensors of 64 MiB: the load converts them one by one, polling between them.
+  constexpr int kTensors = 16;
+  std::string spec = R"({"type": "Net", "parameters": [)";
+  for (int i = 0; i < kTensors; ++i) {
+    absl::StrAppend(&spec, i == 0 ? "" : ",", R"({"name": "t)", i,
+                    R"(", "shape": [4096, 4096], "dtype": "float16", "init": {"constant": 0}})");
+  }
+  spec += "]}";
+  ASSERT_TRUE(CreateModel(*models, "half", spec).ok());
+  std::filesystem::create_directories(daemon->checkpoint_dir());
+  WriteZeroSafetensors(daemon->checkpoint_dir() + "/large.safetensors", kTensors, 4096, 4096);
+  const int64_t before = ResidentMiB(daemon->pid());
+  ASSERT_GT(before, 0);
+
+  grpc::ClientContext context;
+  grpc::Status status;
+  std::thread load([&] {
+    v1::LoadRequest request;
+    request.set_model("half");
+    request.set_path("large.safetensors");
+    v1::LoadResponse response;
+    status = checkpoints->Load(&context, request, &response);
+  });
+  // Cancel once the load has visibly started converting (its copies hold memory).
+  const Clock::time_point start = Clock::now();
+  while (ResidentMiB(daemon->pid()) < before + 128 && Clock::now() - start < std::chrono::seconds(20)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  context.TryCancel();
+  const Clock::time_point cancelled = Clock::now();
+  load.join();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+
+  // The daemon notices at the next tensor and says so.
+  while (daemon->Log().find("the load was cancelled; the model is unchanged") == std::string::npos &&
+         Clock::now() - cancelled < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double stopped_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - cancelled).count();
+  EXPECT_THAT(daemon->Log(), ::testing::HasSubstr("the load was cancelled; the model is unchanged"));
+  EXPECT_LT(stopped_ms, 2000.0);
+  // Its copies and the file's mapping are gone.
+  int64_t after = ResidentMiB(daemon->pid());
+  while (after > before + 64 && Clock::now() - cancelled < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    after = ResidentMiB(daemon->pid());
+  }
+  std::printf("cancelled load: stopped %.0f ms after the cancel; RSS %lld MiB before, %lld after\n",
+              stopped_ms, static_cast<long long>(before), static_cast<long long>(after));
+  EXPECT_LE(after, before + 64);
+  grpc::ClientContext describe;
+  v1::DescribeModelRequest request;
+  request.set_name("half");
+  v1::ModelInfo info;
+  ASSERT_TRUE(models->DescribeModel(&describe, request, &info).ok());
+  EXPECT_EQ(info.version(), 1u);
+}
+
+// Note [Cheap repeats] in server/service/cheap_repeats.h: with the one worker busy on a
+// 1 GiB load, a forward that repeats one measured cheap (same model version and input
+// shapes) answers at once, on gRPC's thread, while one not seen before waits its turn.
+TEST(ExecutorTest, ACheapRepeatedForwardAnswersWhileTheWorkerIsBusy) {
+  std::unique_ptr<Daemon> daemon = StartDaemon({"--workers", "1"});
+  ASSERT_NE(daemon, nullptr);
+  auto models = v1::Models::NewStub(daemon->channel());
+  auto checkpoints = v1::Checkpoints::NewStub(daemon->channel());
+  ASSERT_TRUE(CreateModel(*models, "mlp", R"({"type": "MLP", "children": [
+     {"name": "linear1", "type": "Linear", "args": {"in_features": 1, "out_features": 2}},
+     {"name": "relu", "type": "ReLU"},
+     {"name": "linear2", "type": "Linear", "args": {"in_features": 2, "out_features": 1}}],
+   "forward": ["linear1", "relu", "linear2"]})").ok());
+  ASSERT_TRUE(CreateModel(*models, "half", kHalfSpec).ok());
+  std::filesystem::create_directories(daemon->checkpoint_dir());
+  WriteZeroSafetensors(daemon->checkpoint_dir() + "/large.safetensors", 1, kSide, kSide);
+  auto client = client::Client::Connect(daemon->address());
+  ASSERT_TRUE(client.ok()) << client.status();
+  client::RemoteModel mlp = (*client)->Model("mlp");
+  const auto one = client::HostTensor::FromDoubles(client::DType::kFloat32, {1, 1}, {0.5});
+  const auto two = client::HostTensor::FromDoubles(client::DType::kFloat32, {2, 1}, {0.5, 0.5});
+  ASSERT_TRUE(one.ok() && two.ok());
+  auto first = mlp.Forward(*one);  // measured on the worker
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto half_version = [&] {
+    grpc::ClientContext context;
+    v1::DescribeModelRequest request;
+    request.set_name("half");
+    v1::ModelInfo info;
+    EXPECT_TRUE(models->DescribeModel(&context, request, &info).ok());
+    return info.version();
+  };
+
+  const int64_t before = ResidentMiB(daemon->pid());
+  std::thread load([&] {
+    grpc::ClientContext context;
+    v1::LoadRequest request;
+    request.set_model("half");
+    request.set_path("large.safetensors");
+    v1::LoadResponse response;
+    EXPECT_TRUE(checkpoints->Load(&context, request, &response).ok());
+  });
+  const Clock::time_point start = Clock::now();
+  while (ResidentMiB(daemon->pid()) < before + 128 && Clock::now() - start < std::chrono::seconds(20)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  auto repeat = mlp.Forward(*one);
+  ASSERT_TRUE(repeat.ok()) << repeat.status();
+  EXPECT_EQ(half_version(), 1u);  // the load still holds the worker
+  EXPECT_EQ(repeat->outputs[0].tensor.ToDoubles(), first->outputs[0].tensor.ToDoubles());
+  EXPECT_EQ(repeat->version, first->version);
+  auto other = mlp.Forward(*two);  // a new shape: measured on the worker, after the load
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(half_version(), 2u);
+  load.join();
+
+  // A write moves the version: the next call is measured again, and sees the write.
+  auto bias = mlp.GetTensor("linear2.bias");
+  ASSERT_TRUE(bias.ok()) << bias.status();
+  const double old_bias = bias->ToDoubles()[0];
+  ASSERT_TRUE(mlp.SetTensor("linear2.bias",
+                            *client::HostTensor::FromDoubles(client::DType::kFloat32, {1}, {100}))
+                  .ok());
+  auto written = mlp.Forward(*one);
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(written->version, first->version + 1);
+  EXPECT_NEAR(written->outputs[0].tensor.ToDoubles()[0],
+              first->outputs[0].tensor.ToDoubles()[0] - old_bias + 100.0, 1e-4);
 }
 
 }  // namespace
