@@ -68,6 +68,7 @@ struct Flags {
   std::string max_queued_calls = "64";
   std::string max_upload_size = "256G";
   std::string upload_expiry = "24h";
+  std::string stream_idle_timeout = "60s";
 };
 
 struct FlagDef {
@@ -111,6 +112,11 @@ constexpr FlagDef kFlags[] = {
     {"upload-expiry", "DURATION",
      "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
      "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
+    {"stream-idle-timeout", "DURATION",
+     "A tensor write stream (SetTensor, SetTensors, Register*, LoadStateDict) that sends no "
+     "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
+     "and frees the memory its tensors reserved (default 60s; 0: never).",
+     &Flags::stream_idle_timeout},
     {"shutdown-grace", "SECONDS",
      "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
      "(default 10).", &Flags::shutdown_grace},
@@ -189,6 +195,7 @@ struct Settings {
   int workers = 0;
   int max_queued_calls = 0;
   double snapshot_interval = 0;
+  absl::Duration stream_idle_timeout;
 };
 
 // Fills `settings` from `flags`; the usage error for the first bad value, or "".
@@ -222,6 +229,13 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
       settings.snapshot_interval < 0) {
     return absl::StrCat("--snapshot-interval '", flags.snapshot_interval,
                         "' is not a number of seconds");
+  }
+  if (flags.stream_idle_timeout == "0") {
+    settings.stream_idle_timeout = absl::ZeroDuration();
+  } else if (!absl::ParseDuration(flags.stream_idle_timeout, &settings.stream_idle_timeout) ||
+             settings.stream_idle_timeout <= absl::ZeroDuration()) {
+    return absl::StrCat("--stream-idle-timeout '", flags.stream_idle_timeout,
+                        "' is not a duration like 60s, 500ms or 2m (0: never)");
   }
   return "";
 }
@@ -339,7 +353,8 @@ int main(int argc, char** argv) {
                                                 .checkpoints = &checkpoints,
                                                 .snapshots = snapshots->get(),
                                                 .workers = workers,
-                                                .max_queued_calls = max_queued_calls},
+                                                .max_queued_calls = max_queued_calls,
+                                                .stream_idle_timeout = settings.stream_idle_timeout},
                                                &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
 
@@ -352,6 +367,7 @@ int main(int argc, char** argv) {
        {"max_memory", std::to_string(max_memory)},
        {"workers", std::to_string(workers)},
        {"max_queued_calls", std::to_string(max_queued_calls)},
+       {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 

@@ -18,9 +18,10 @@
 namespace paramd::service {
 
 struct Server::Services {
-  Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor)
+  Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor,
+           IdleWatchdog* watchdog)
       : models(registry, options.snapshots, executor),
-        parameters(registry, executor),
+        parameters(registry, executor, watchdog),
         checkpoints(options.checkpoints, options.snapshots, executor),
         inference(registry, executor) {}
   ModelsService models;
@@ -41,7 +42,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<Server> server(new Server());
   server->executor_ = std::make_unique<Executor>(options.workers, options.max_queued_calls);
-  server->services_ = std::make_unique<Services>(registry, options, server->executor_.get());
+  server->watchdog_ = std::make_unique<IdleWatchdog>(options.stream_idle_timeout);
+  server->services_ = std::make_unique<Services>(registry, options, server->executor_.get(),
+                                                 server->watchdog_.get());
 
   grpc::ServerBuilder builder;
   int port = 0;

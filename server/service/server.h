@@ -8,11 +8,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/core/registry.h"
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
 #include "server/service/executor.h"
+#include "server/service/idle_watchdog.h"
 
 namespace paramd::service {
 
@@ -26,6 +28,9 @@ struct ServerOptions {
   // (--max-queued-calls).
   int workers = 4;
   int max_queued_calls = 64;
+  // A write stream that sends no frame for this long is ended (--stream-idle-timeout; zero:
+  // never). Note [Idle write streams] in idle_watchdog.h.
+  absl::Duration stream_idle_timeout = absl::Seconds(60);
 };
 
 class Server {
@@ -48,6 +53,7 @@ class Server {
   // Declared first, destroyed last: the executor joins its workers only after the server
   // (and with it every reactor that could queue a task) is gone.
   std::unique_ptr<Executor> executor_;
+  std::unique_ptr<IdleWatchdog> watchdog_;  // outlives every reactor it watches
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;

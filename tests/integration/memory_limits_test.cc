@@ -1,0 +1,141 @@
+// The real daemon under memory pressure from hostile clients: a write stream that sends a
+// big tensor's header and then stalls does not keep its reservation past
+// --stream-idle-timeout.
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemon.h"
+#include "tests/integration/specs.h"
+#include "tests/integration/wire.h"
+
+namespace paramd::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+v1::WriteFrame RegisterOptions(const std::string& model, const std::string& name) {
+  v1::WriteFrame frame = OptionsFrame(model);
+  frame.mutable_options()->set_name(name);
+  return frame;
+}
+
+// Registers buffer `name` of `mib` MiB of float32 zeros on the root of `model`, streaming it
+// in 1 MiB chunks built as they go; without `data` only its header, so that it fails (having
+// reserved the memory, or not) and changes nothing.
+grpc::Status RegisterZeros(v1::Parameters::Stub& stub, const std::string& model,
+                           const std::string& name, int64_t mib, bool data = true) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::WriteResponse response;
+  auto writer = stub.RegisterBuffer(&context, &response);
+  bool open = writer->Write(RegisterOptions(model, name)) &&
+              writer->Write(HeaderFrame(name, v1::FLOAT32, {mib * kMiB / 4}));
+  const std::string chunk(kMiB, '\0');
+  for (int64_t i = 0; open && data && i < mib; ++i) open = writer->Write(ChunkFrame(i * kMiB, chunk));
+  if (open) writer->WritesDone();
+  return writer->Finish();
+}
+
+class MemoryLimitsTest : public ::testing::Test {
+ protected:
+  void Start(std::vector<std::string> args) {
+    auto daemon = Daemon::Start(std::move(args));
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    models_ = v1::Models::NewStub(daemon_->channel());
+    parameters_ = v1::Parameters::NewStub(daemon_->channel());
+  }
+
+  uint64_t Version(const std::string& model) {
+    grpc::ClientContext context;
+    v1::DescribeModelRequest request;
+    request.set_name(model);
+    v1::ModelInfo info;
+    EXPECT_TRUE(models_->DescribeModel(&context, request, &info).ok());
+    return info.version();
+  }
+
+  grpc::Status ListModels() {
+    grpc::ClientContext context;
+    v1::ListModelsRequest request;
+    v1::ListModelsResponse response;
+    return models_->ListModels(&context, request, &response);
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<v1::Models::Stub> models_;
+  std::unique_ptr<v1::Parameters::Stub> parameters_;
+};
+
+// Two 160 MiB tensors do not fit in 256 MiB: while a stalled stream holds one, every other
+// write of that size is refused, until the idle timeout ends the stalled stream.
+TEST_F(MemoryLimitsTest, StalledWriteStreamIsEndedAndFreesItsReservation) {
+  Start({"--max-memory", "256M", "--stream-idle-timeout", "1s"});
+  {
+    grpc::ClientContext context;
+    v1::CreateModelRequest request;
+    request.set_name("m");
+    request.set_spec_json(kMlpSpec);
+    v1::ModelInfo info;
+    ASSERT_TRUE(models_->CreateModel(&context, request, &info).ok());
+  }
+  const uint64_t version = Version("m");
+
+  // Client A: options, the header of a 160 MiB buffer and one chunk of it, then nothing.
+  grpc::ClientContext stalled_context;
+  stalled_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(8));
+  v1::WriteResponse stalled_response;
+  auto stalled = parameters_->RegisterBuffer(&stalled_context, &stalled_response);
+  ASSERT_TRUE(stalled->Write(RegisterOptions("m", "stalled")));
+  ASSERT_TRUE(stalled->Write(HeaderFrame("stalled", v1::FLOAT32, {160 * kMiB / 4})));
+  ASSERT_TRUE(stalled->Write(ChunkFrame(0, std::string(kMiB, '\1'))));
+  const Clock::time_point stalled_since = Clock::now();
+
+  // Client B is refused while A's reservation stands (once the daemon has read A's header).
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  grpc::Status refused;
+  while (Clock::now() - stalled_since < std::chrono::milliseconds(800)) {
+    refused = RegisterZeros(*parameters_, "m", "probe", 160, /*data=*/false);
+    if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+
+  // A's stream is ended by the daemon within the timeout plus the watchdog's tick.
+  const grpc::Status ended = stalled->Finish();
+  const auto waited = Clock::now() - stalled_since;
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << ended.error_message();
+  EXPECT_THAT(ended.error_message(), HasSubstr("--stream-idle-timeout"));
+  EXPECT_THAT(ended.error_message(), HasSubstr("nothing was written"));
+  EXPECT_LT(waited, std::chrono::seconds(4));
+
+  // Its memory is free again: B's write of the same size goes through (a few tries cover
+  // the moment between A's answer and gRPC letting go of A's stream).
+  grpc::Status written;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    written = RegisterZeros(*parameters_, "m", "written", 160);
+    if (written.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(written.ok()) << written.error_message();
+
+  // A changed nothing: B's registration is the only write since the start.
+  EXPECT_EQ(Version("m"), version + 1);
+  const WireRead state = StateDict(*parameters_, "m", "", /*metadata_only=*/true);
+  ASSERT_TRUE(state.status.ok()) << state.status.error_message();
+  std::vector<std::string> names;
+  for (const WireTensor& tensor : state.tensors) names.push_back(tensor.name);
+  EXPECT_THAT(names, ::testing::Contains("written"));
+  EXPECT_THAT(names, ::testing::Not(::testing::Contains("stalled")));
+  EXPECT_THAT(daemon_->Log(), HasSubstr("--stream-idle-timeout"));
+}
+
+}  // namespace
+}  // namespace paramd::testing
