@@ -24,6 +24,7 @@
 #include "server/io/checkpoint_dir.h"
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
+#include "server/main/heap_trimmer.h"
 #include "server/service/server.h"
 
 namespace {
@@ -69,6 +70,7 @@ struct Flags {
   std::string max_upload_size = "256G";
   std::string upload_expiry = "24h";
   std::string stream_idle_timeout = "60s";
+  std::string max_transport_memory = "256M";
 };
 
 struct FlagDef {
@@ -112,6 +114,12 @@ constexpr FlagDef kFlags[] = {
     {"upload-expiry", "DURATION",
      "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
      "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
+    {"max-transport-memory", "BYTES",
+     "Most bytes gRPC may hold in receive buffers for all connections together (default "
+     "256M; 0: no bound). Near it gRPC shrinks flow-control windows; past it it cancels "
+     "streams with RESOURCE_EXHAUSTED, so one oversized message cannot be buffered whole. "
+     "Below 128M concurrent bulk writers get cancelled too.",
+     &Flags::max_transport_memory},
     {"stream-idle-timeout", "DURATION",
      "A tensor write stream (SetTensor, SetTensors, Register*, LoadStateDict) that sends no "
      "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
@@ -196,6 +204,7 @@ struct Settings {
   int max_queued_calls = 0;
   double snapshot_interval = 0;
   absl::Duration stream_idle_timeout;
+  size_t max_transport_memory = 0;
 };
 
 // Fills `settings` from `flags`; the usage error for the first bad value, or "".
@@ -229,6 +238,12 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
       settings.snapshot_interval < 0) {
     return absl::StrCat("--snapshot-interval '", flags.snapshot_interval,
                         "' is not a number of seconds");
+  }
+  if (auto parsed = ParseBytes(flags.max_transport_memory)) {
+    settings.max_transport_memory = *parsed;
+  } else {
+    return absl::StrCat("--max-transport-memory '", flags.max_transport_memory,
+                        "' is not a size like 1G, 256M or 1048576");
   }
   if (flags.stream_idle_timeout == "0") {
     settings.stream_idle_timeout = absl::ZeroDuration();
@@ -354,9 +369,12 @@ int main(int argc, char** argv) {
                                                 .snapshots = snapshots->get(),
                                                 .workers = workers,
                                                 .max_queued_calls = max_queued_calls,
-                                                .stream_idle_timeout = settings.stream_idle_timeout},
+                                                .stream_idle_timeout = settings.stream_idle_timeout,
+                                                .max_transport_memory = settings.max_transport_memory},
                                                &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  // Gives back what a burst of traffic or a refused message left free in the heap.
+  paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20);
 
   auto gpus = paramd::kernels::QueryGpus();
   Log("info", "paramd started",
@@ -368,6 +386,7 @@ int main(int argc, char** argv) {
        {"workers", std::to_string(workers)},
        {"max_queued_calls", std::to_string(max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
+       {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 

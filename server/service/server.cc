@@ -6,6 +6,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/service/checkpoints_service.h"
@@ -57,6 +58,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));
+  if (options.max_transport_memory > 0) {
+    grpc::ResourceQuota quota("paramd transport");
+    quota.Resize(options.max_transport_memory);
+    builder.SetResourceQuota(quota);
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat(

@@ -18,6 +18,18 @@
 
 namespace paramd::service {
 
+// Note [Transport memory]
+// gRPC (1.51) checks a message's length against the receive limit (4 chunks) only once the
+// whole message has arrived, and HTTP/2 flow control grants the window a message announces,
+// so one client could make the daemon buffer a message of any size before refusing it. The
+// server's grpc::ResourceQuota bounds what gRPC holds for all connections: near the bound
+// it shrinks flow-control windows, and past it gRPC cancels a stream of a connection holding
+// memory (RST_STREAM ENHANCE_YOUR_CALM, which clients see as RESOURCE_EXHAUSTED). Measured
+// on loopback: unbounded, bulk writers buffer up to about 25 MiB each; with a 256 MiB bound
+// 48 concurrent writers on their own connections all succeed (the windows shrink), while
+// with 64 MiB 8 of them are cancelled. So the default is 256 MiB and an oversized message
+// peaks near it. Freed buffers go back to the system through the daemon's HeapTrimmer
+// (server/main/heap_trimmer.h).
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   // Both borrowed and must outlive the server. Without a checkpoint store the
@@ -31,6 +43,9 @@ struct ServerOptions {
   // A write stream that sends no frame for this long is ended (--stream-idle-timeout; zero:
   // never). Note [Idle write streams] in idle_watchdog.h.
   absl::Duration stream_idle_timeout = absl::Seconds(60);
+  // Bytes gRPC may hold in receive buffers for all connections (--max-transport-memory; 0:
+  // no bound). Note [Transport memory].
+  size_t max_transport_memory = 0;
 };
 
 class Server {

@@ -1,12 +1,18 @@
 // The real daemon under memory pressure from hostile clients: a write stream that sends a
 // big tensor's header and then stalls does not keep its reservation past
-// --stream-idle-timeout.
+// --stream-idle-timeout, and one oversized message is refused without the daemon keeping
+// (or first buffering) the bytes it was sent.
+#include <sys/mman.h>
+
 #include <chrono>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon.h"
 #include "tests/integration/specs.h"
@@ -19,6 +25,16 @@ using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
+
+// A field of /proc/PID/status in bytes ("VmRSS", "VmHWM"); -1 when it cannot be read.
+int64_t ProcStatusBytes(pid_t pid, const std::string& field) {
+  std::ifstream file("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(file, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
+  }
+  return -1;
+}
 
 v1::WriteFrame RegisterOptions(const std::string& model, const std::string& name) {
   v1::WriteFrame frame = OptionsFrame(model);
@@ -135,6 +151,58 @@ TEST_F(MemoryLimitsTest, StalledWriteStreamIsEndedAndFreesItsReservation) {
   EXPECT_THAT(names, ::testing::Contains("written"));
   EXPECT_THAT(names, ::testing::Not(::testing::Contains("stalled")));
   EXPECT_THAT(daemon_->Log(), HasSubstr("--stream-idle-timeout"));
+}
+
+// One message far over the receive limit, sent raw: refused with RESOURCE_EXHAUSTED, and
+// the daemon's memory neither grows by the message's size nor stays grown.
+TEST_F(MemoryLimitsTest, OversizedMessageIsRefusedWithoutKeepingItsBytes) {
+  Start({"--max-transport-memory", "128M"});
+  constexpr size_t kMessageBytes = size_t{600} << 20;
+  // Untouched anonymous memory reads as zeros and costs the client no resident memory.
+  void* zeros = mmap(nullptr, kMessageBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(zeros, MAP_FAILED);
+  struct Unmap {
+    void* data;
+    ~Unmap() { munmap(data, kMessageBytes); }
+  } unmap{zeros};
+  // Warm the daemon's connection first, so the baseline includes it.
+  ASSERT_TRUE(ListModels().ok());
+  const pid_t pid = daemon_->pid();
+  const int64_t rss_before = ProcStatusBytes(pid, "VmRSS");
+  ASSERT_GT(rss_before, 0);
+
+  grpc::Slice slice(zeros, kMessageBytes, [](void*) {}, nullptr);
+  const grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+  grpc::GenericStub stub(daemon_->channel());
+  grpc::Status status;
+  absl::Notification done;
+  stub.UnaryCall(&context, "/paramd.v1.Models/CreateModel", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+
+  // Back within 64 MiB of where it was, within 5 s.
+  const Clock::time_point answered = Clock::now();
+  int64_t rss_after = ProcStatusBytes(pid, "VmRSS");
+  while (rss_after - rss_before > 64 * kMiB && Clock::now() - answered < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    rss_after = ProcStatusBytes(pid, "VmRSS");
+  }
+  EXPECT_LE(rss_after - rss_before, 64 * kMiB) << "VmRSS " << rss_before << " -> " << rss_after;
+  // And it never held the message: the peak stayed within the transport's bound (and a
+  // little more for gRPC's own bookkeeping).
+  const int64_t peak = ProcStatusBytes(pid, "VmHWM");
+  EXPECT_LE(peak - rss_before, (128 + 64) * kMiB)
+      << "VmHWM " << peak << ", VmRSS before " << rss_before;
+
+  // The daemon still serves.
+  EXPECT_TRUE(ListModels().ok());
 }
 
 }  // namespace
