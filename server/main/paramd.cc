@@ -364,14 +364,15 @@ int main(int argc, char** argv) {
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
 
-  auto server = paramd::service::Server::Start({.listen = flags.listen,
-                                                .checkpoints = &checkpoints,
-                                                .snapshots = snapshots->get(),
-                                                .workers = workers,
-                                                .max_queued_calls = max_queued_calls,
-                                                .stream_idle_timeout = settings.stream_idle_timeout,
-                                                .max_transport_memory = settings.max_transport_memory},
-                                               &registry);
+  auto server = paramd::service::Server::Start(
+      {.listen = flags.listen,
+       .checkpoints = &checkpoints,
+       .snapshots = snapshots->get(),
+       .workers = workers,
+       .max_queued_calls = max_queued_calls,
+       .stream_idle_timeout = settings.stream_idle_timeout,
+       .max_transport_memory = settings.max_transport_memory},
+      &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
   // Gives back what a burst of traffic or a refused message left free in the heap.
   paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20);

@@ -302,6 +302,7 @@ void WriteStreamReactor::OnReadDone(bool ok) {
     // The client finished sending (or went away: then nobody reads the answer).
     phase_ = Phase::kApplying;
     lock.Release();
+    watchdog_->Forget(this);  // applying is not idling
     ticket_->Run([this] { ApplyAndFinish(); });
     return;
   }
@@ -327,13 +328,13 @@ void WriteStreamReactor::Expire() {
     phase_ = Phase::kFinished;
   }
   // From here on no reaction touches the collector; its partial tensors go with the reactor.
-  const std::string model = collector_.model();
-  Fail(grpc::Status(
-      grpc::StatusCode::DEADLINE_EXCEEDED,
-      absl::StrCat("the write stream", model.empty() ? "" : absl::StrCat(" to model ", QuoteName(model)),
-                   " sent nothing for ", absl::FormatDuration(watchdog_->timeout()),
-                   " (--stream-idle-timeout) and was ended; nothing was written: send the "
-                   "whole write again without pausing mid-stream")));
+  const std::string& model = collector_.model();
+  const std::string target = model.empty() ? "" : absl::StrCat(" to model ", QuoteName(model));
+  Fail(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                    absl::StrCat("the write stream", target, " sent nothing for ",
+                                 absl::FormatDuration(watchdog_->timeout()),
+                                 " (--stream-idle-timeout) and was ended; nothing was written: "
+                                 "send the whole write again without pausing mid-stream")));
 }
 
 void WriteStreamReactor::OnDone() {

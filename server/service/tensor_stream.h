@@ -11,7 +11,9 @@
 //
 // Thread-safety: the reactors are driven by gRPC's callback threads, one event at a time,
 // as gRPC guarantees for a reactor; a write's apply step runs on the Executor, after the
-// last read and before the finish, so it never overlaps the reactor's other events.
+// last read and before the finish, so it never overlaps the reactor's other events. The one
+// event from elsewhere is a write stream's expiry, on the IdleWatchdog's thread
+// (WriteStreamReactor says how it is ordered).
 #pragma once
 
 #include <atomic>

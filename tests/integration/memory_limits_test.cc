@@ -54,7 +54,9 @@ grpc::Status RegisterZeros(v1::Parameters::Stub& stub, const std::string& model,
   bool open = writer->Write(RegisterOptions(model, name)) &&
               writer->Write(HeaderFrame(name, v1::FLOAT32, {mib * kMiB / 4}));
   const std::string chunk(kMiB, '\0');
-  for (int64_t i = 0; open && data && i < mib; ++i) open = writer->Write(ChunkFrame(i * kMiB, chunk));
+  for (int64_t i = 0; open && data && i < mib; ++i) {
+    open = writer->Write(ChunkFrame(i * kMiB, chunk));
+  }
   if (open) writer->WritesDone();
   return writer->Finish();
 }
@@ -153,25 +155,26 @@ TEST_F(MemoryLimitsTest, StalledWriteStreamIsEndedAndFreesItsReservation) {
   EXPECT_THAT(daemon_->Log(), HasSubstr("--stream-idle-timeout"));
 }
 
+constexpr size_t kMessageBytes = size_t{600} << 20;
+
+void UnmapMessage(void* data) { munmap(data, kMessageBytes); }
+
 // One message far over the receive limit, sent raw: refused with RESOURCE_EXHAUSTED, and
 // the daemon's memory neither grows by the message's size nor stays grown.
 TEST_F(MemoryLimitsTest, OversizedMessageIsRefusedWithoutKeepingItsBytes) {
   Start({"--max-transport-memory", "128M"});
-  constexpr size_t kMessageBytes = size_t{600} << 20;
   // Untouched anonymous memory reads as zeros and costs the client no resident memory.
   void* zeros = mmap(nullptr, kMessageBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(zeros, MAP_FAILED);
-  struct Unmap {
-    void* data;
-    ~Unmap() { munmap(data, kMessageBytes); }
-  } unmap{zeros};
   // Warm the daemon's connection first, so the baseline includes it.
   ASSERT_TRUE(ListModels().ok());
   const pid_t pid = daemon_->pid();
   const int64_t rss_before = ProcStatusBytes(pid, "VmRSS");
   ASSERT_GT(rss_before, 0);
 
-  grpc::Slice slice(zeros, kMessageBytes, [](void*) {}, nullptr);
+  // gRPC owns the mapping from here: the client's transport may still be sending it (the
+  // whole message was granted) after the call has ended.
+  grpc::Slice slice(zeros, kMessageBytes, &UnmapMessage, zeros);
   const grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   grpc::ClientContext context;
