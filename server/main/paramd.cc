@@ -24,6 +24,7 @@
 #include "server/io/checkpoint_dir.h"
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
+#include "server/main/heap_trimmer.h"
 #include "server/service/server.h"
 
 namespace {
@@ -68,6 +69,8 @@ struct Flags {
   std::string max_queued_calls = "64";
   std::string max_upload_size = "256G";
   std::string upload_expiry = "24h";
+  std::string stream_idle_timeout = "60s";
+  std::string max_transport_memory = "256M";
 };
 
 struct FlagDef {
@@ -111,6 +114,17 @@ constexpr FlagDef kFlags[] = {
     {"upload-expiry", "DURATION",
      "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
      "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
+    {"max-transport-memory", "BYTES",
+     "Most bytes gRPC may hold in receive buffers for all connections together (default "
+     "256M; 0: no bound). Near it gRPC shrinks flow-control windows; past it it cancels "
+     "streams with RESOURCE_EXHAUSTED, so one oversized message cannot be buffered whole. "
+     "Below 128M concurrent bulk writers get cancelled too.",
+     &Flags::max_transport_memory},
+    {"stream-idle-timeout", "DURATION",
+     "A tensor write stream (SetTensor, SetTensors, Register*, LoadStateDict) that sends no "
+     "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
+     "and frees the memory its tensors reserved (default 60s; 0: never).",
+     &Flags::stream_idle_timeout},
     {"shutdown-grace", "SECONDS",
      "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
      "(default 10).", &Flags::shutdown_grace},
@@ -189,6 +203,8 @@ struct Settings {
   int workers = 0;
   int max_queued_calls = 0;
   double snapshot_interval = 0;
+  absl::Duration stream_idle_timeout;
+  size_t max_transport_memory = 0;
 };
 
 // Fills `settings` from `flags`; the usage error for the first bad value, or "".
@@ -222,6 +238,19 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
       settings.snapshot_interval < 0) {
     return absl::StrCat("--snapshot-interval '", flags.snapshot_interval,
                         "' is not a number of seconds");
+  }
+  if (auto parsed = ParseBytes(flags.max_transport_memory)) {
+    settings.max_transport_memory = *parsed;
+  } else {
+    return absl::StrCat("--max-transport-memory '", flags.max_transport_memory,
+                        "' is not a size like 1G, 256M or 1048576");
+  }
+  if (flags.stream_idle_timeout == "0") {
+    settings.stream_idle_timeout = absl::ZeroDuration();
+  } else if (!absl::ParseDuration(flags.stream_idle_timeout, &settings.stream_idle_timeout) ||
+             settings.stream_idle_timeout <= absl::ZeroDuration()) {
+    return absl::StrCat("--stream-idle-timeout '", flags.stream_idle_timeout,
+                        "' is not a duration like 60s, 500ms or 2m (0: never)");
   }
   return "";
 }
@@ -335,13 +364,18 @@ int main(int argc, char** argv) {
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
 
-  auto server = paramd::service::Server::Start({.listen = flags.listen,
-                                                .checkpoints = &checkpoints,
-                                                .snapshots = snapshots->get(),
-                                                .workers = workers,
-                                                .max_queued_calls = max_queued_calls},
-                                               &registry);
+  auto server = paramd::service::Server::Start(
+      {.listen = flags.listen,
+       .checkpoints = &checkpoints,
+       .snapshots = snapshots->get(),
+       .workers = workers,
+       .max_queued_calls = max_queued_calls,
+       .stream_idle_timeout = settings.stream_idle_timeout,
+       .max_transport_memory = settings.max_transport_memory},
+      &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  // Gives back what a burst of traffic or a refused message left free in the heap.
+  paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20);
 
   auto gpus = paramd::kernels::QueryGpus();
   Log("info", "paramd started",
@@ -352,6 +386,8 @@ int main(int argc, char** argv) {
        {"max_memory", std::to_string(max_memory)},
        {"workers", std::to_string(workers)},
        {"max_queued_calls", std::to_string(max_queued_calls)},
+       {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
+       {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 

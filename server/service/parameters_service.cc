@@ -227,14 +227,14 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   return new WriteStreamReactor(
-      context, executor_, response, "set tensor",
+      context, executor_, watchdog_, response, "set tensor",
       [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/true); });
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensors(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   return new WriteStreamReactor(
-      context, executor_, response, "set tensors",
+      context, executor_, watchdog_, response, "set tensors",
       [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/false); });
 }
 
@@ -305,14 +305,14 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   return new WriteStreamReactor(
-      context, executor_, response, "register parameter",
+      context, executor_, watchdog_, response, "register parameter",
       [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/true); });
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   return new WriteStreamReactor(
-      context, executor_, response, "register buffer",
+      context, executor_, watchdog_, response, "register buffer",
       [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/false); });
 }
 
@@ -389,7 +389,7 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::LoadStateDict(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   return new WriteStreamReactor(
-      context, executor_, response, "load state_dict", [this, context](IncomingWrite& write) {
+      context, executor_, watchdog_, response, "load state_dict", [this, context](IncomingWrite& write) {
         return ApplyLoadStateDict(write, [context] { return context->IsCancelled(); });
       });
 }

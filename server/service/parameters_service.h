@@ -9,6 +9,7 @@
 #include "paramd/v1/parameters.grpc.pb.h"
 #include "server/core/registry.h"
 #include "server/service/executor.h"
+#include "server/service/idle_watchdog.h"
 #include "server/service/tensor_stream.h"
 
 namespace paramd::service {
@@ -31,9 +32,9 @@ using ParametersServiceBase = v1::Parameters::WithRawCallbackMethod_StateDict<
 
 class ParametersService final : public ParametersServiceBase {
  public:
-  // Borrows both.
-  ParametersService(core::ModelRegistry* registry, Executor* executor)
-      : registry_(registry), executor_(executor) {}
+  // Borrows all three.
+  ParametersService(core::ModelRegistry* registry, Executor* executor, IdleWatchdog* watchdog)
+      : registry_(registry), executor_(executor), watchdog_(watchdog) {}
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* StateDict(grpc::CallbackServerContext* context,
                                                         const grpc::ByteBuffer* request) override;
@@ -70,6 +71,7 @@ class ParametersService final : public ParametersServiceBase {
 
   core::ModelRegistry* registry_;  // not owned
   Executor* executor_;             // not owned
+  IdleWatchdog* watchdog_;         // not owned
 };
 
 }  // namespace paramd::service

@@ -6,6 +6,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/service/checkpoints_service.h"
@@ -18,9 +19,10 @@
 namespace paramd::service {
 
 struct Server::Services {
-  Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor)
+  Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor,
+           IdleWatchdog* watchdog)
       : models(registry, options.snapshots, executor),
-        parameters(registry, executor),
+        parameters(registry, executor, watchdog),
         checkpoints(options.checkpoints, options.snapshots, executor),
         inference(registry, executor) {}
   ModelsService models;
@@ -41,7 +43,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<Server> server(new Server());
   server->executor_ = std::make_unique<Executor>(options.workers, options.max_queued_calls);
-  server->services_ = std::make_unique<Services>(registry, options, server->executor_.get());
+  server->watchdog_ = std::make_unique<IdleWatchdog>(options.stream_idle_timeout);
+  server->services_ = std::make_unique<Services>(registry, options, server->executor_.get(),
+                                                 server->watchdog_.get());
 
   grpc::ServerBuilder builder;
   int port = 0;
@@ -54,6 +58,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));
+  if (options.max_transport_memory > 0) {
+    grpc::ResourceQuota quota("paramd transport");
+    quota.Resize(options.max_transport_memory);
+    builder.SetResourceQuota(quota);
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat(

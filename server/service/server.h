@@ -8,14 +8,28 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/core/registry.h"
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
 #include "server/service/executor.h"
+#include "server/service/idle_watchdog.h"
 
 namespace paramd::service {
 
+// Note [Transport memory]
+// gRPC (1.51) checks a message's length against the receive limit (4 chunks) only once the
+// whole message has arrived, and HTTP/2 flow control grants the window a message announces,
+// so one client could make the daemon buffer a message of any size before refusing it. The
+// server's grpc::ResourceQuota bounds what gRPC holds for all connections: near the bound
+// it shrinks flow-control windows, and past it gRPC cancels a stream of a connection holding
+// memory (RST_STREAM ENHANCE_YOUR_CALM, which clients see as RESOURCE_EXHAUSTED). Measured
+// on loopback: unbounded, bulk writers buffer up to about 25 MiB each; with a 256 MiB bound
+// 48 concurrent writers on their own connections all succeed (the windows shrink), while
+// with 64 MiB 8 of them are cancelled. So the default is 256 MiB and an oversized message
+// peaks near it. Freed buffers go back to the system through the daemon's HeapTrimmer
+// (server/main/heap_trimmer.h).
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   // Both borrowed and must outlive the server. Without a checkpoint store the
@@ -26,6 +40,12 @@ struct ServerOptions {
   // (--max-queued-calls).
   int workers = 4;
   int max_queued_calls = 64;
+  // A write stream that sends no frame for this long is ended (--stream-idle-timeout; zero:
+  // never). Note [Idle write streams] in idle_watchdog.h.
+  absl::Duration stream_idle_timeout = absl::Seconds(60);
+  // Bytes gRPC may hold in receive buffers for all connections (--max-transport-memory; 0:
+  // no bound). Note [Transport memory].
+  size_t max_transport_memory = 0;
 };
 
 class Server {
@@ -48,6 +68,7 @@ class Server {
   // Declared first, destroyed last: the executor joins its workers only after the server
   // (and with it every reactor that could queue a task) is gone.
   std::unique_ptr<Executor> executor_;
+  std::unique_ptr<IdleWatchdog> watchdog_;  // outlives every reactor it watches
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;

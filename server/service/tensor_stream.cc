@@ -4,6 +4,8 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "base/text.h"
 #include "base/status_macros.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
@@ -266,14 +268,24 @@ absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
 }
 
 WriteStreamReactor::WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
-                                       grpc::ByteBuffer* response, const char* action, Apply apply)
-    : context_(context), response_(response), action_(action), apply_(std::move(apply)) {
+                                       IdleWatchdog* watchdog, grpc::ByteBuffer* response,
+                                       const char* action, Apply apply)
+    : context_(context),
+      watchdog_(watchdog),
+      response_(response),
+      action_(action),
+      apply_(std::move(apply)) {
   absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
   if (!ticket.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      phase_ = Phase::kFinished;
+    }
     Fail(ToGrpcStatus(ticket.status()));
     return;
   }
   ticket_ = *std::move(ticket);
+  watchdog_->Touch(this);
   StartRead(&frame_);
 }
 
@@ -284,18 +296,54 @@ void WriteStreamReactor::Fail(const grpc::Status& status) {
 }
 
 void WriteStreamReactor::OnReadDone(bool ok) {
-  if (ok) {
-    const grpc::Status added = Guard([&] { return collector_.Add(frame_); });
-    if (!added.ok()) {
-      // Answer at once; gRPC discards whatever the client still sends.
-      Fail(added);
-      return;
-    }
-    StartRead(&frame_);
+  absl::ReleasableMutexLock lock(&mu_);
+  if (phase_ != Phase::kReading) return;  // expired: answered already
+  if (!ok) {
+    // The client finished sending (or went away: then nobody reads the answer).
+    phase_ = Phase::kApplying;
+    lock.Release();
+    watchdog_->Forget(this);  // applying is not idling
+    ticket_->Run([this] { ApplyAndFinish(); });
     return;
   }
-  // The client finished sending (or went away: then nobody reads the answer).
-  ticket_->Run([this] { ApplyAndFinish(); });
+  watchdog_->Touch(this);
+  const grpc::Status added = Guard([&] { return collector_.Add(frame_); });
+  if (!added.ok()) {
+    // Answer at once; gRPC discards whatever the client still sends.
+    phase_ = Phase::kFinished;
+    lock.Release();
+    Fail(added);
+    return;
+  }
+  lock.Release();
+  // An Expire between the release and this read finishes the call first; the read then
+  // ends at once (ok false) and is ignored above.
+  StartRead(&frame_);
+}
+
+void WriteStreamReactor::Expire() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (phase_ != Phase::kReading) return;
+    phase_ = Phase::kFinished;
+  }
+  // From here on no reaction touches the collector; its partial tensors go with the reactor.
+  const std::string& model = collector_.model();
+  const std::string target = model.empty() ? "" : absl::StrCat(" to model ", QuoteName(model));
+  Fail(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                    absl::StrCat("the write stream", target, " sent nothing for ",
+                                 absl::FormatDuration(watchdog_->timeout()),
+                                 " (--stream-idle-timeout) and was ended; nothing was written: "
+                                 "send the whole write again without pausing mid-stream")));
+}
+
+void WriteStreamReactor::OnDone() {
+  watchdog_->Forget(this);
+  Unref();
+}
+
+void WriteStreamReactor::Unref() {
+  if (refs_.fetch_sub(1) == 1) delete this;
 }
 
 void WriteStreamReactor::ApplyAndFinish() {

@@ -11,21 +11,26 @@
 //
 // Thread-safety: the reactors are driven by gRPC's callback threads, one event at a time,
 // as gRPC guarantees for a reactor; a write's apply step runs on the Executor, after the
-// last read and before the finish, so it never overlaps the reactor's other events.
+// last read and before the finish, so it never overlaps the reactor's other events. The one
+// event from elsewhere is a write stream's expiry, on the IdleWatchdog's thread
+// (WriteStreamReactor says how it is ordered).
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
 #include "paramd/v1/parameters.pb.h"
 #include "server/core/tensor.h"
 #include "server/service/executor.h"
+#include "server/service/idle_watchdog.h"
 #include "server/service/tensor_codec.h"
 
 namespace paramd::service {
@@ -109,28 +114,45 @@ class WriteFrameCollector {
 // reads the whole write stream, then runs `apply` on it on the executor and answers with
 // the response it returns (serialized), or with the first error of the stream or of
 // `apply`, which it logs under `action`. A call cancelled before `apply` starts is
-// answered CANCELLED without applying anything.
-class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
+// answered CANCELLED without applying anything; a stream that sends no frame for the
+// watchdog's timeout is answered DEADLINE_EXCEEDED, also without applying anything, and
+// its memory is freed (Note [Idle write streams] in idle_watchdog.h).
+//
+// Thread-safety: gRPC runs the reactions one at a time, but Expire comes from the
+// watchdog's thread: `mu_` orders it against OnReadDone, and the reactor is deleted when
+// both gRPC (OnDone) and an Expire under way let go of it.
+class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
+                                 private IdleWatchdog::Stream {
  public:
   using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
-  // Borrows `context` and `response` (gRPC's) and `executor`.
+  // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`.
   WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
-                     grpc::ByteBuffer* response, const char* action, Apply apply);
+                     IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
+                     Apply apply);
 
   void OnReadDone(bool ok) override;
-  void OnDone() override { delete this; }
+  void OnDone() override;
 
  private:
+  enum class Phase { kReading, kApplying, kFinished };
+
+  void Expire() override;
+  void Ref() override { refs_.fetch_add(1); }
+  void Unref() override;
   // Logs a failure, then answers with it.
   void Fail(const grpc::Status& status);
   // On a worker: assembles the write and applies it, then finishes the call.
   void ApplyAndFinish();
 
   grpc::CallbackServerContext* context_;  // owned by gRPC
+  IdleWatchdog* watchdog_;                // not owned
   std::shared_ptr<Executor::Ticket> ticket_;
   grpc::ByteBuffer* response_;  // owned by gRPC
   const char* action_;
   Apply apply_;
+  std::atomic<int> refs_{1};  // gRPC's, until OnDone
+  absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kReading;
   grpc::ByteBuffer frame_;
   WriteFrameCollector collector_;
 };

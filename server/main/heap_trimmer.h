@@ -1,0 +1,41 @@
+// HeapTrimmer: hands the pages of freed heap memory back to the system.
+//
+// gRPC receives into many small malloc blocks. When a burst of traffic ends, or a message too
+// large to accept is dropped (Note [Transport memory] in server/service/server.h), glibc keeps
+// the freed blocks in its arenas, so the daemon's resident memory would stay at its peak for
+// good. A thread checks the heap's free bytes every `period` and, when they grew by at least
+// `threshold` since it last looked, calls malloc_trim(0), which returns the free pages (the
+// address space stays reserved and is reused by the next allocation).
+//
+// Thread-safety: construct and destroy from one thread; the trimming runs on its own. Does
+// nothing where the C library is not glibc.
+#pragma once
+
+#include <cstddef>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace paramd {
+
+class HeapTrimmer {
+ public:
+  HeapTrimmer(absl::Duration period, size_t threshold);
+  // Stops and joins the thread.
+  ~HeapTrimmer();
+  HeapTrimmer(const HeapTrimmer&) = delete;
+  HeapTrimmer& operator=(const HeapTrimmer&) = delete;
+
+ private:
+  void Run();
+
+  const absl::Duration period_;
+  const size_t threshold_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace paramd
