@@ -316,4 +316,72 @@ void WriteStreamReactor::ApplyAndFinish() {
   Finish(status);
 }
 
+WriteAnswerStreamReactor::WriteAnswerStreamReactor(grpc::CallbackServerContext* context,
+                                                   Executor* executor, const char* action,
+                                                   Apply apply)
+    : context_(context), action_(action), apply_(std::move(apply)) {
+  absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
+  if (!ticket.ok()) {
+    Fail(ToGrpcStatus(ticket.status()));
+    return;
+  }
+  ticket_ = *std::move(ticket);
+  StartRead(&frame_);
+}
+
+void WriteAnswerStreamReactor::Fail(const grpc::Status& status) {
+  LogCall(action_, collector_.model(), FromGrpcStatus(status));
+  ticket_.reset();
+  Finish(status);
+}
+
+void WriteAnswerStreamReactor::OnReadDone(bool ok) {
+  if (ok) {
+    const grpc::Status added = Guard([&] { return collector_.Add(frame_); });
+    if (!added.ok()) {
+      Fail(added);
+      return;
+    }
+    StartRead(&frame_);
+    return;
+  }
+  // The client half-closed (or went away: then nobody reads the answer).
+  ticket_->Run([this] { ApplyAndAnswer(); });
+}
+
+void WriteAnswerStreamReactor::ApplyAndAnswer() {
+  if (context_->IsCancelled()) {
+    Fail(CancelledBeforeRunning());
+    return;
+  }
+  const grpc::Status assembled = Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, collector_.Finish());
+    answer_ = apply_(write);
+    return absl::OkStatus();
+  });
+  if (!assembled.ok()) {
+    Fail(assembled);
+    return;
+  }
+  LogCall(action_, collector_.model(), FromGrpcStatus(answer_.status), /*log_success=*/true);
+  ticket_.reset();  // room for the next call before this one's answer goes out
+  Next();
+}
+
+void WriteAnswerStreamReactor::OnWriteDone(bool ok) {
+  if (!ok) {
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading"));
+    return;
+  }
+  Next();
+}
+
+void WriteAnswerStreamReactor::Next() {
+  if (next_ < answer_.messages.size()) {
+    StartWrite(&answer_.messages[next_++]);
+    return;
+  }
+  Finish(answer_.status);
+}
+
 }  // namespace paramd::service

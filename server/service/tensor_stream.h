@@ -135,4 +135,41 @@ class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer
   WriteFrameCollector collector_;
 };
 
+// WriteStreamReactor's reading and admission for a write whose answer is a stream of
+// messages (LoadStateDict, answer_stream.h): `apply` returns the serialized messages and the
+// final status; they go out one write at a time, then the status.
+class WriteAnswerStreamReactor final
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  struct Answer {
+    std::vector<grpc::ByteBuffer> messages;
+    grpc::Status status;
+  };
+  using Apply = std::function<Answer(IncomingWrite&)>;
+  // Borrows `context` (gRPC's) and `executor`.
+  WriteAnswerStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                           const char* action, Apply apply);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone() override { delete this; }
+
+ private:
+  // Logs a failure, then answers with it (no message).
+  void Fail(const grpc::Status& status);
+  // On a worker: assembles the write and applies it, then starts the answer.
+  void ApplyAndAnswer();
+  // Sends the next message of the answer, or finishes when there is none.
+  void Next();
+
+  grpc::CallbackServerContext* context_;  // owned by gRPC
+  std::shared_ptr<Executor::Ticket> ticket_;
+  const char* action_;
+  Apply apply_;
+  grpc::ByteBuffer frame_;
+  WriteFrameCollector collector_;
+  Answer answer_;
+  size_t next_ = 0;
+};
+
 }  // namespace paramd::service
