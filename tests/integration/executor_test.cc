@@ -88,8 +88,7 @@ TEST(ExecutorTest, HealthAnswersQuicklyWhileEveryWorkerLoadsLargeCheckpoints) {
         v1::LoadRequest request;
         request.set_model("half" + name);
         request.set_path("large" + name + ".pt");
-        v1::LoadResponse response;
-        const grpc::Status status = checkpoints->Load(&context, request, &response);
+        const grpc::Status status = LoadCheckpoint(*checkpoints, &context, request);
         (status.ok() ? loads : failures).fetch_add(1);
       }
     });
@@ -198,8 +197,7 @@ TEST(ExecutorTest, ACallPastItsDeadlineWhileQueuedNeverRuns) {
     v1::LoadRequest request;
     request.set_model("half");
     request.set_path("large.pt");
-    v1::LoadResponse response;
-    return checkpoints->Load(&context, request, &response);
+    return LoadCheckpoint(*checkpoints, &context, request);
   };
   std::thread busy([&] { EXPECT_TRUE(load(std::chrono::milliseconds(0)).ok()); });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the worker takes it
