@@ -120,7 +120,8 @@ json ModelInfoJson(const client::ModelInfo& info) {
           {"parameter_count", info.parameter_count},
           {"parameter_numel", info.parameter_numel},
           {"nbytes", info.nbytes},
-          {"repr", info.repr}};
+          {"repr", info.repr},
+          {"repr_truncated", info.repr_truncated}};
 }
 
 json TensorMetaJson(const std::string& name, const HostTensor& t) {

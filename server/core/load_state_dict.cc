@@ -171,6 +171,7 @@ absl::StatusOr<LoadPlan> PlanLoadStateDict(const std::shared_ptr<Module>& root,
   LoadPlan plan;
   Walk walk{input, options, &plan.writes_, &plan.keys_, {}};
   PARAMD_RETURN_IF_ERROR(LoadModule(walk, *root, all, ""));
+  if (options.found != nullptr) *options.found = plan.keys_;
 
   std::vector<std::string> messages;
   if (options.strict) {

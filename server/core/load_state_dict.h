@@ -34,6 +34,12 @@ struct StateDictInput {
   std::optional<absl::flat_hash_map<std::string, int>> metadata;
 };
 
+// `_IncompatibleKeys`.
+struct IncompatibleKeys {
+  std::vector<std::string> missing_keys;
+  std::vector<std::string> unexpected_keys;
+};
+
 struct LoadOptions {
   bool strict = true;
   // Replace the module's tensors with the checkpoint's (dtype, device, storage) instead of
@@ -42,12 +48,10 @@ struct LoadOptions {
   // Polled before each tensor is copied; when it returns true the plan stops with
   // CANCELLED, frees the copies it made and changes nothing. May be empty.
   std::function<bool()> cancelled;
-};
-
-// `_IncompatibleKeys`.
-struct IncompatibleKeys {
-  std::vector<std::string> missing_keys;
-  std::vector<std::string> unexpected_keys;
+  // When set, receives the missing and unexpected keys the check found, also when the load
+  // is refused with PyTorch's error: a caller that must cut that text (a status message) can
+  // still hand over the whole lists. Borrowed; written by the thread that plans.
+  IncompatibleKeys* found = nullptr;
 };
 
 class LoadPlan {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "server/service/answer_stream.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 #include "server/service/unary_call.h"
@@ -215,25 +216,32 @@ grpc::ServerUnaryReactor* CheckpointsService::Save(grpc::CallbackServerContext* 
   });
 }
 
-grpc::ServerUnaryReactor* CheckpointsService::Load(grpc::CallbackServerContext* context,
-                                                   const v1::LoadRequest* request,
-                                                   v1::LoadResponse* response) {
-  return FinishOnExecutor(context, *executor_, "load checkpoint", request->model(), [=, this] {
-    return Logged("load checkpoint", request->model(), Guard([&]() -> absl::Status {
-                    io::CheckpointStore::LoadRequest load = LoadRequestOf(*request);
-                    load.options.cancelled = [context] { return context->IsCancelled(); };
-                    PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Loaded loaded, store_->Load(load));
-                    response->set_format(ToProto(loaded.format));
-                    response->set_created(loaded.created);
-                    response->set_version(loaded.version);
-                    for (const auto& key : loaded.keys.missing_keys)
-                      response->add_missing_keys(key);
-                    for (const auto& key : loaded.keys.unexpected_keys)
-                      response->add_unexpected_keys(key);
-                    return absl::OkStatus();
-                  }),
-                  /*log_success=*/true);
-  });
+grpc::ServerWriteReactor<v1::LoadResponse>* CheckpointsService::Load(
+    grpc::CallbackServerContext* context, const v1::LoadRequest* request) {
+  auto answer = [=, this] {
+    v1::LoadResponse head;
+    core::IncompatibleKeys keys;
+    absl::Status status;
+    const grpc::Status guarded = Guard([&]() -> absl::Status {
+      status = [&]() -> absl::Status {
+        io::CheckpointStore::LoadRequest load = LoadRequestOf(*request);
+        load.options.cancelled = [context] { return context->IsCancelled(); };
+        load.options.found = &keys;
+        PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Loaded loaded, store_->Load(load));
+        head.set_format(ToProto(loaded.format));
+        head.set_created(loaded.created);
+        head.set_version(loaded.version);
+        keys = std::move(loaded.keys);
+        return absl::OkStatus();
+      }();
+      return status;
+    });
+    if (!guarded.ok() && status.ok()) return StreamedAnswer<v1::LoadResponse>{{}, guarded};
+    return LoadAnswer(head, keys, status);
+  };
+  return new AnswerStreamReactor<v1::LoadResponse>(context, *executor_, "load checkpoint",
+                                                   request->model(), std::move(answer),
+                                                   /*log_success=*/true);
 }
 
 grpc::ServerUnaryReactor* CheckpointsService::List(grpc::CallbackServerContext* context,

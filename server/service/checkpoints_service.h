@@ -23,9 +23,9 @@ class CheckpointsService final : public v1::Checkpoints::CallbackService {
   grpc::ServerUnaryReactor* Save(grpc::CallbackServerContext* context,
                                  const v1::SaveRequest* request,
                                  v1::SaveResponse* response) override;
-  grpc::ServerUnaryReactor* Load(grpc::CallbackServerContext* context,
-                                 const v1::LoadRequest* request,
-                                 v1::LoadResponse* response) override;
+  // Answers with a stream (answer_stream.h): the key lists may pass one message's limit.
+  grpc::ServerWriteReactor<v1::LoadResponse>* Load(grpc::CallbackServerContext* context,
+                                                   const v1::LoadRequest* request) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
                                  const v1::ListCheckpointsRequest* request,
                                  v1::ListCheckpointsResponse* response) override;

@@ -1,5 +1,10 @@
 #include "server/service/models_service.h"
 
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
@@ -7,6 +12,8 @@
 #include "server/core/repr.h"
 #include "server/core/spec.h"
 #include "server/core/traversal.h"
+#include "server/service/answer_stream.h"
+#include "server/service/page_token.h"
 #include "server/service/status_util.h"
 #include "server/service/unary_call.h"
 
@@ -25,6 +32,44 @@ absl::StatusOr<Device> UsableDevice(const std::string& text) {
 
 }  // namespace
 
+absl::Status ListModelsPage(const core::ModelRegistry& registry,
+                            const v1::ListModelsRequest& request,
+                            v1::ListModelsResponse* response) {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size ", request.page_size(), " is negative; pass 0 for the default (",
+        kDefaultListPageSize, ") or up to ", kMaxListPageSize));
+  }
+  const size_t limit = request.page_size() == 0
+                           ? kDefaultListPageSize
+                           : std::min(static_cast<size_t>(request.page_size()), kMaxListPageSize);
+  std::optional<std::string> after;
+  if (!request.page_token().empty()) {
+    PARAMD_ASSIGN_OR_RETURN(after, DecodePageToken(request.page_token()));
+  }
+  const std::vector<std::shared_ptr<core::Model>> models = registry.List();  // by name
+  auto it = models.begin();
+  if (after) {
+    it = std::upper_bound(models.begin(), models.end(), *after,
+                          [](const std::string& name, const auto& model) {
+                            return name < model->name();
+                          });
+  }
+  size_t bytes = 0;
+  for (; it != models.end() && static_cast<size_t>(response->models_size()) < limit; ++it) {
+    v1::ModelInfo info = DescribeModel(**it);
+    // The field's tag and length take at most 6 bytes more.
+    const size_t size = info.ByteSizeLong() + 6;
+    if (response->models_size() > 0 && bytes + size > kMaxListPageBytes) break;
+    bytes += size;
+    *response->add_models() = std::move(info);
+  }
+  if (it != models.end()) {
+    response->set_next_page_token(EncodePageToken(response->models().rbegin()->name()));
+  }
+  return absl::OkStatus();
+}
+
 v1::ModelInfo DescribeModel(const core::Model& model) {
   v1::ModelInfo info;
   info.set_name(model.name());
@@ -33,7 +78,12 @@ v1::ModelInfo DescribeModel(const core::Model& model) {
     info.set_version(version);
     info.set_training(root->training());
     info.set_type(root->type());
-    info.set_repr(core::Repr(*root));
+    std::string repr = core::Repr(*root);
+    if (repr.size() > kMaxReprBytes) {
+      repr.resize(Utf8Prefix(repr, kMaxReprBytes));
+      info.set_repr_truncated(true);
+    }
+    info.set_repr(std::move(repr));
     info.set_state_dict_entries(core::GetStateDict(*root).entries.size());
     uint64_t numel = 0;
     const auto parameters = core::NamedParameters(root);
@@ -65,8 +115,11 @@ grpc::ServerUnaryReactor* ModelsService::CreateModel(grpc::CallbackServerContext
         // Built and initialised on the host (the same draws as on the CPU), then moved.
         if (!device.is_cpu()) PARAMD_RETURN_IF_ERROR(core::MoveUnpublishedTree(root, device));
         auto model = std::make_shared<core::Model>(request->name(), std::move(root), device);
+        // The answer is made (and bounded) before the model is visible, so a call that
+        // fails leaves no model behind and one that succeeds can always say so.
+        v1::ModelInfo info = service::DescribeModel(*model);
         PARAMD_RETURN_IF_ERROR(registry_->Add(model));
-        *response = service::DescribeModel(*model);
+        *response = std::move(info);
         return absl::OkStatus();
       }();
       LogCall("create model", request->name(), status, /*log_success=*/true);
@@ -90,15 +143,40 @@ grpc::ServerUnaryReactor* ModelsService::DeleteModel(grpc::CallbackServerContext
 }
 
 grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext* context,
-                                                    const v1::ListModelsRequest*,
+                                                    const v1::ListModelsRequest* request,
                                                     v1::ListModelsResponse* response) {
   return FinishInline(context, [&] {
-    return Guard([&]() -> absl::Status {
-      for (const auto& model : registry_->List())
-        *response->add_models() = service::DescribeModel(*model);
+    return Logged("list models", "", Guard([&]() -> absl::Status {
+                    return ListModelsPage(*registry_, *request, response);
+                  }));
+  });
+}
+
+grpc::ServerWriteReactor<v1::ReprChunk>* ModelsService::GetRepr(
+    grpc::CallbackServerContext* context, const v1::GetReprRequest* request) {
+  auto answer = [=, this] {
+    StreamedAnswer<v1::ReprChunk> answer;
+    answer.status = Guard([&]() -> absl::Status {
+      PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+      uint64_t version = 0;
+      std::string repr;
+      model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t read_version) {
+        version = read_version;
+        repr = core::Repr(*root);
+      });
+      for (absl::string_view piece : TextPieces(repr)) {
+        v1::ReprChunk& chunk = answer.messages.emplace_back();
+        chunk.set_version(version);
+        chunk.set_text(std::string(piece));
+      }
+      if (answer.messages.empty()) answer.messages.emplace_back().set_version(version);
       return absl::OkStatus();
     });
-  });
+    if (!answer.status.ok()) answer.messages.clear();
+    return answer;
+  };
+  return new AnswerStreamReactor<v1::ReprChunk>(context, *executor_, "get repr", request->name(),
+                                                std::move(answer));
 }
 
 grpc::ServerUnaryReactor* ModelsService::DescribeModel(grpc::CallbackServerContext* context,

@@ -6,6 +6,7 @@
 #include "server/common/log.h"
 #include "base/status_macros.h"
 #include "server/core/traversal.h"
+#include "server/service/answer_stream.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 #include "server/service/tensor_stream.h"
@@ -358,10 +359,11 @@ grpc::ServerUnaryReactor* ParametersService::TieParameters(grpc::CallbackServerC
   });
 }
 
-absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(
+WriteAnswerStreamReactor::Answer ParametersService::ApplyLoadStateDict(
     IncomingWrite& write, std::function<bool()> cancelled) {
-  v1::LoadStateDictResponse response;
-  absl::Status status = [&]() -> absl::Status {
+  v1::LoadStateDictResponse head;
+  core::IncompatibleKeys keys;
+  const absl::Status status = [&]() -> absl::Status {
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
     core::StateDictInput input;
     for (auto& [header, tensor] : write.tensors) {
@@ -374,22 +376,25 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(
     }
     core::LoadOptions options{.strict = !write.options.non_strict(),
                               .assign = write.options.assign(),
-                              .cancelled = std::move(cancelled)};
+                              .cancelled = std::move(cancelled),
+                              .found = &keys};
     PARAMD_ASSIGN_OR_RETURN(
         auto loaded, model->LoadStateDict(input, options, IfVersion(write.options.if_version())));
-    response.set_version(loaded.first);
-    for (const auto& key : loaded.second.missing_keys) response.add_missing_keys(key);
-    for (const auto& key : loaded.second.unexpected_keys) response.add_unexpected_keys(key);
+    head.set_version(loaded.first);
+    keys = std::move(loaded.second);
     return absl::OkStatus();
   }();
-  PARAMD_RETURN_IF_ERROR(status);
-  return Serialize(response);
+  StreamedAnswer<v1::LoadStateDictResponse> answer = LoadAnswer(head, keys, status);
+  WriteAnswerStreamReactor::Answer serialized{{}, answer.status};
+  serialized.messages.reserve(answer.messages.size());
+  for (const auto& message : answer.messages) serialized.messages.push_back(Serialize(message));
+  return serialized;
 }
 
-grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::LoadStateDict(
-    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
-  return new WriteStreamReactor(
-      context, executor_, watchdog_, response, "load state_dict", [this, context](IncomingWrite& write) {
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ParametersService::LoadStateDict(
+    grpc::CallbackServerContext* context) {
+  return new WriteAnswerStreamReactor(
+      context, executor_, watchdog_, "load state_dict", [this, context](IncomingWrite& write) {
         return ApplyLoadStateDict(write, [context] { return context->IsCancelled(); });
       });
 }

@@ -58,14 +58,17 @@ class ParametersService final : public ParametersServiceBase {
   grpc::ServerUnaryReactor* TieParameters(grpc::CallbackServerContext* context,
                                           const v1::TieParametersRequest* request,
                                           v1::WriteResponse* response) override;
-  grpc::ServerReadReactor<grpc::ByteBuffer>* LoadStateDict(grpc::CallbackServerContext* context,
-                                                           grpc::ByteBuffer* response) override;
+  // Answers with a stream (answer_stream.h): the key lists may pass one message's limit.
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* LoadStateDict(
+      grpc::CallbackServerContext* context) override;
 
  private:
   absl::StatusOr<grpc::ByteBuffer> ApplySetTensors(IncomingWrite& write, bool single);
   absl::StatusOr<grpc::ByteBuffer> ApplyRegister(IncomingWrite& write, bool parameter);
-  absl::StatusOr<grpc::ByteBuffer> ApplyLoadStateDict(IncomingWrite& write,
-                                                       std::function<bool()> cancelled);
+  // The load and its answer (answer_stream.h's LoadAnswer); the reactor's Guard turns an
+  // escaped std::bad_alloc into RESOURCE_EXHAUSTED.
+  WriteAnswerStreamReactor::Answer ApplyLoadStateDict(IncomingWrite& write,
+                                                      std::function<bool()> cancelled);
   grpc::ServerWriteReactor<grpc::ByteBuffer>* NamedTensors(const grpc::ByteBuffer* request,
                                                            bool parameters);
 

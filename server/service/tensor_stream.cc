@@ -267,15 +267,9 @@ absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
   return std::move(write_);
 }
 
-WriteStreamReactor::WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
-                                       IdleWatchdog* watchdog, grpc::ByteBuffer* response,
-                                       const char* action, Apply apply)
-    : context_(context),
-      watchdog_(watchdog),
-      response_(response),
-      action_(action),
-      apply_(std::move(apply)) {
-  absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
+template <typename GrpcReactor>
+void WriteReactorBase<GrpcReactor>::Start() {
+  absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor_->Admit();
   if (!ticket.ok()) {
     {
       absl::MutexLock lock(&mu_);
@@ -286,16 +280,18 @@ WriteStreamReactor::WriteStreamReactor(grpc::CallbackServerContext* context, Exe
   }
   ticket_ = *std::move(ticket);
   watchdog_->Touch(this);
-  StartRead(&frame_);
+  this->StartRead(&frame_);
 }
 
-void WriteStreamReactor::Fail(const grpc::Status& status) {
+template <typename GrpcReactor>
+void WriteReactorBase<GrpcReactor>::Fail(const grpc::Status& status) {
   LogCall(action_, collector_.model(), FromGrpcStatus(status));
   ticket_.reset();
-  Finish(status);
+  this->Finish(status);
 }
 
-void WriteStreamReactor::OnReadDone(bool ok) {
+template <typename GrpcReactor>
+void WriteReactorBase<GrpcReactor>::OnReadDone(bool ok) {
   absl::ReleasableMutexLock lock(&mu_);
   if (phase_ != Phase::kReading) return;  // expired: answered already
   if (!ok) {
@@ -303,7 +299,10 @@ void WriteStreamReactor::OnReadDone(bool ok) {
     phase_ = Phase::kApplying;
     lock.Release();
     watchdog_->Forget(this);  // applying is not idling
-    ticket_->Run([this] { ApplyAndFinish(); });
+    ticket_->Run([this] {
+      if (context_->IsCancelled()) return Fail(CancelledBeforeRunning());
+      ApplyWrite();
+    });
     return;
   }
   watchdog_->Touch(this);
@@ -318,10 +317,11 @@ void WriteStreamReactor::OnReadDone(bool ok) {
   lock.Release();
   // An Expire between the release and this read finishes the call first; the read then
   // ends at once (ok false) and is ignored above.
-  StartRead(&frame_);
+  this->StartRead(&frame_);
 }
 
-void WriteStreamReactor::Expire() {
+template <typename GrpcReactor>
+void WriteReactorBase<GrpcReactor>::Expire() {
   {
     absl::MutexLock lock(&mu_);
     if (phase_ != Phase::kReading) return;
@@ -337,31 +337,73 @@ void WriteStreamReactor::Expire() {
                                  "send the whole write again without pausing mid-stream")));
 }
 
-void WriteStreamReactor::OnDone() {
+template <typename GrpcReactor>
+void WriteReactorBase<GrpcReactor>::OnDone() {
   watchdog_->Forget(this);
   Unref();
 }
 
-void WriteStreamReactor::Unref() {
+template <typename GrpcReactor>
+void WriteReactorBase<GrpcReactor>::Unref() {
   if (refs_.fetch_sub(1) == 1) delete this;
 }
 
-void WriteStreamReactor::ApplyAndFinish() {
-  if (context_->IsCancelled()) {
-    Fail(CancelledBeforeRunning());
-    return;
-  }
+template class WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>>;
+template class WriteReactorBase<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>;
+
+WriteStreamReactor::WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                                       IdleWatchdog* watchdog, grpc::ByteBuffer* response,
+                                       const char* action, Apply apply)
+    : WriteReactorBase(context, executor, watchdog, action),
+      response_(response),
+      apply_(std::move(apply)) {
+  Start();
+}
+
+void WriteStreamReactor::ApplyWrite() {
   const grpc::Status status = Guard([&]() -> absl::Status {
     PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, collector_.Finish());
     PARAMD_ASSIGN_OR_RETURN(*response_, apply_(write));
     return absl::OkStatus();
   });
-  if (!status.ok()) {
-    Fail(status);
+  if (!status.ok()) return Fail(status);
+  ReleaseAdmission();
+  Finish(status);
+}
+
+WriteAnswerStreamReactor::WriteAnswerStreamReactor(grpc::CallbackServerContext* context,
+                                                   Executor* executor, IdleWatchdog* watchdog,
+                                                   const char* action, Apply apply)
+    : WriteReactorBase(context, executor, watchdog, action), apply_(std::move(apply)) {
+  Start();
+}
+
+void WriteAnswerStreamReactor::ApplyWrite() {
+  const grpc::Status assembled = Guard([&]() -> absl::Status {
+    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, collector_.Finish());
+    answer_ = apply_(write);
+    return absl::OkStatus();
+  });
+  if (!assembled.ok()) return Fail(assembled);
+  LogCall(action_, collector_.model(), FromGrpcStatus(answer_.status), /*log_success=*/true);
+  ReleaseAdmission();
+  Next();
+}
+
+void WriteAnswerStreamReactor::OnWriteDone(bool ok) {
+  if (!ok) {
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading"));
     return;
   }
-  ticket_.reset();
-  Finish(status);
+  Next();
+}
+
+void WriteAnswerStreamReactor::Next() {
+  if (next_ < answer_.messages.size()) {
+    StartWrite(&answer_.messages[next_++]);
+    return;
+  }
+  Finish(answer_.status);
 }
 
 }  // namespace paramd::service

@@ -110,28 +110,40 @@ class WriteFrameCollector {
   TensorAssembler assembler_;
 };
 
-// Admits the call (RESOURCE_EXHAUSTED before reading anything when the executor is full),
-// reads the whole write stream, then runs `apply` on it on the executor and answers with
-// the response it returns (serialized), or with the first error of the stream or of
-// `apply`, which it logs under `action`. A call cancelled before `apply` starts is
-// answered CANCELLED without applying anything; a stream that sends no frame for the
-// watchdog's timeout is answered DEADLINE_EXCEEDED, also without applying anything, and
-// its memory is freed (Note [Idle write streams] in idle_watchdog.h).
+// The reading half of a write call: admits the call (RESOURCE_EXHAUSTED before reading
+// anything when the executor is full), reads the whole write stream, then runs the
+// subclass's ApplyWrite on the executor. A call cancelled before ApplyWrite starts is answered
+// CANCELLED without applying anything; a stream that sends no frame for the watchdog's
+// timeout is answered DEADLINE_EXCEEDED, also without applying anything, and its memory is
+// freed (Note [Idle write streams] in idle_watchdog.h). `GrpcReactor` is the gRPC reactor
+// kind the answer needs: a single response, or a stream of them.
 //
 // Thread-safety: gRPC runs the reactions one at a time, but Expire comes from the
 // watchdog's thread: `mu_` orders it against OnReadDone, and the reactor is deleted when
 // both gRPC (OnDone) and an Expire under way let go of it.
-class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
-                                 private IdleWatchdog::Stream {
+template <typename GrpcReactor>
+class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
  public:
-  using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
-  // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`.
-  WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
-                     IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
-                     Apply apply);
-
   void OnReadDone(bool ok) override;
   void OnDone() override;
+
+ protected:
+  // Borrows `context` (gRPC's), `executor` and `watchdog`. Subclasses call Start() last in
+  // their constructor, once their own members are ready.
+  WriteReactorBase(grpc::CallbackServerContext* context, Executor* executor,
+                   IdleWatchdog* watchdog, const char* action)
+      : context_(context), action_(action), executor_(executor), watchdog_(watchdog) {}
+  void Start();
+  // On a worker, once the stream has ended: assembles and applies the write, then answers.
+  virtual void ApplyWrite() = 0;
+  // Logs a failure, then answers with it (and no message).
+  void Fail(const grpc::Status& status);
+  // The call is done with its admission: room for the next call before the answer is out.
+  void ReleaseAdmission() { ticket_.reset(); }
+
+  grpc::CallbackServerContext* const context_;  // owned by gRPC
+  const char* const action_;
+  WriteFrameCollector collector_;
 
  private:
   enum class Phase { kReading, kApplying, kFinished };
@@ -139,22 +151,57 @@ class WriteStreamReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer
   void Expire() override;
   void Ref() override { refs_.fetch_add(1); }
   void Unref() override;
-  // Logs a failure, then answers with it.
-  void Fail(const grpc::Status& status);
-  // On a worker: assembles the write and applies it, then finishes the call.
-  void ApplyAndFinish();
 
-  grpc::CallbackServerContext* context_;  // owned by gRPC
-  IdleWatchdog* watchdog_;                // not owned
+  Executor* const executor_;     // not owned
+  IdleWatchdog* const watchdog_;  // not owned
   std::shared_ptr<Executor::Ticket> ticket_;
-  grpc::ByteBuffer* response_;  // owned by gRPC
-  const char* action_;
-  Apply apply_;
   std::atomic<int> refs_{1};  // gRPC's, until OnDone
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kReading;
   grpc::ByteBuffer frame_;
-  WriteFrameCollector collector_;
+};
+
+// A write answered with one response: `apply` returns it serialized, or an error.
+class WriteStreamReactor final : public WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>> {
+ public:
+  using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
+  // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`.
+  WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                     IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
+                     Apply apply);
+
+ private:
+  void ApplyWrite() override;
+
+  grpc::ByteBuffer* response_;  // owned by gRPC
+  Apply apply_;
+};
+
+// A write whose answer is a stream of messages (LoadStateDict, answer_stream.h): `apply`
+// returns the serialized messages and the final status; they go out one write at a time,
+// then the status.
+class WriteAnswerStreamReactor final
+    : public WriteReactorBase<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>> {
+ public:
+  struct Answer {
+    std::vector<grpc::ByteBuffer> messages;
+    grpc::Status status;
+  };
+  using Apply = std::function<Answer(IncomingWrite&)>;
+  // Borrows `context` (gRPC's), `executor` and `watchdog`.
+  WriteAnswerStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                           IdleWatchdog* watchdog, const char* action, Apply apply);
+
+  void OnWriteDone(bool ok) override;
+
+ private:
+  void ApplyWrite() override;
+  // Sends the next message of the answer, or finishes when there is none.
+  void Next();
+
+  Apply apply_;
+  Answer answer_;
+  size_t next_ = 0;
 };
 
 }  // namespace paramd::service

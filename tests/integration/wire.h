@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "paramd/v1/checkpoints.grpc.pb.h"
 #include "paramd/v1/models.grpc.pb.h"
 #include "paramd/v1/parameters.grpc.pb.h"
 
@@ -143,12 +144,49 @@ inline grpc::Status SetTensors(v1::Parameters::Stub& stub, const std::vector<v1:
       response);
 }
 
+// Sends `frames` on LoadStateDict and reads its streamed answer: `response` gets the last
+// message's version and every message's keys and error text, concatenated.
 inline grpc::Status LoadStateDict(v1::Parameters::Stub& stub,
                                   const std::vector<v1::WriteFrame>& frames,
-                                  v1::LoadStateDictResponse* response) {
-  return SendFrames(
-      [&](grpc::ClientContext* c, v1::LoadStateDictResponse* r) { return stub.LoadStateDict(c, r); },
-      frames, response);
+                                  v1::LoadStateDictResponse* response,
+                                  int* messages = nullptr) {
+  grpc::ClientContext context;
+  auto stream = stub.LoadStateDict(&context);
+  for (const auto& frame : frames) {
+    if (!stream->Write(frame)) break;
+  }
+  stream->WritesDone();
+  response->Clear();
+  v1::LoadStateDictResponse message;
+  int count = 0;
+  while (stream->Read(&message)) {
+    ++count;
+    response->set_version(message.version());
+    response->mutable_missing_keys()->MergeFrom(message.missing_keys());
+    response->mutable_unexpected_keys()->MergeFrom(message.unexpected_keys());
+    response->mutable_error_text()->append(message.error_text());
+  }
+  if (messages != nullptr) *messages = count;
+  return stream->Finish();
+}
+
+// Runs Checkpoints.Load on `context` and reads its whole streamed answer; the call's status.
+inline grpc::Status LoadCheckpoint(v1::Checkpoints::Stub& stub, grpc::ClientContext* context,
+                                   const v1::LoadRequest& request,
+                                   v1::LoadResponse* response = nullptr) {
+  auto reader = stub.Load(context, request);
+  v1::LoadResponse message;
+  v1::LoadResponse whole;
+  while (reader->Read(&message)) {
+    whole.set_version(message.version());
+    whole.set_created(message.created());
+    whole.set_format(message.format());
+    whole.mutable_missing_keys()->MergeFrom(message.missing_keys());
+    whole.mutable_unexpected_keys()->MergeFrom(message.unexpected_keys());
+    whole.mutable_error_text()->append(message.error_text());
+  }
+  if (response != nullptr) *response = std::move(whole);
+  return reader->Finish();
 }
 
 }  // namespace paramd::testing

@@ -112,18 +112,22 @@ absl::StatusOr<LoadCheckpointResult> Client::LoadCheckpoint(
   request.set_spec_json(options.spec_json);
   request.set_device(options.device);
   request.set_if_version(options.if_version);
-  v1::LoadResponse response;
   grpc::ClientContext context;
   impl_->PrepareStream(&context);
-  PARAMD_RETURN_IF_ERROR(
-      FromGrpcStatus(impl_->checkpoints->Load(&context, request, &response)));
+  std::unique_ptr<grpc::ClientReader<v1::LoadResponse>> reader =
+      impl_->checkpoints->Load(&context, request);
+  StreamedLoad answer;
   LoadCheckpointResult result;
-  result.version = response.version();
-  result.missing_keys.assign(response.missing_keys().begin(), response.missing_keys().end());
-  result.unexpected_keys.assign(response.unexpected_keys().begin(),
-                                response.unexpected_keys().end());
-  result.created = response.created();
-  result.format = FromProto(response.format());
+  v1::LoadResponse response;
+  while (reader->Read(&response)) {
+    answer.Add(response);
+    result.created = response.created();
+    result.format = FromProto(response.format());
+  }
+  PARAMD_RETURN_IF_ERROR(answer.Complete(FromGrpcStatus(reader->Finish())));
+  result.version = answer.version;
+  result.missing_keys = std::move(answer.missing_keys);
+  result.unexpected_keys = std::move(answer.unexpected_keys);
   return result;
 }
 

@@ -23,6 +23,7 @@ ModelInfo FromProto(const v1::ModelInfo& info) {
   out.training = info.training();
   out.type = info.type();
   out.repr = info.repr();
+  out.repr_truncated = info.repr_truncated();
   out.state_dict_entries = info.state_dict_entries();
   out.parameter_count = info.parameter_count();
   out.parameter_numel = info.parameter_numel();
@@ -107,15 +108,38 @@ absl::Status Client::DeleteModel(const std::string& name, uint64_t if_version) c
 }
 
 absl::StatusOr<std::vector<ModelInfo>> Client::ListModels() const {
-  v1::ListModelsRequest request;
-  v1::ListModelsResponse response;
-  PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
-    return impl_->models->ListModels(context, request, &response);
-  }));
   std::vector<ModelInfo> models;
-  models.reserve(response.models_size());
-  for (const v1::ModelInfo& info : response.models()) models.push_back(FromProto(info));
+  v1::ListModelsRequest request;
+  do {
+    v1::ListModelsResponse response;
+    PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
+      return impl_->models->ListModels(context, request, &response);
+    }));
+    for (const v1::ModelInfo& info : response.models()) models.push_back(FromProto(info));
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
   return models;
+}
+
+absl::StatusOr<std::string> Client::GetRepr(const std::string& name) const {
+  v1::GetReprRequest request;
+  request.set_name(name);
+  grpc::ClientContext context;
+  impl_->PrepareStream(&context);
+  std::unique_ptr<grpc::ClientReader<v1::ReprChunk>> reader =
+      impl_->models->GetRepr(&context, request);
+  std::string repr;
+  v1::ReprChunk chunk;
+  while (reader->Read(&chunk)) repr += chunk.text();
+  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
+  return repr;
+}
+
+absl::Status Client::CompleteRepr(ModelInfo& info) const {
+  if (!info.repr_truncated) return absl::OkStatus();
+  PARAMD_ASSIGN_OR_RETURN(info.repr, GetRepr(info.name));
+  info.repr_truncated = false;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ModelInfo> Client::DescribeModel(const std::string& name) const {
@@ -125,7 +149,9 @@ absl::StatusOr<ModelInfo> Client::DescribeModel(const std::string& name) const {
   PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
     return impl_->models->DescribeModel(context, request, &response);
   }));
-  return FromProto(response);
+  ModelInfo info = FromProto(response);
+  PARAMD_RETURN_IF_ERROR(CompleteRepr(info));
+  return info;
 }
 
 // --- RemoteModel: reads ---
@@ -364,17 +390,16 @@ absl::StatusOr<LoadResult> RemoteModel::LoadStateDict(const std::vector<NamedTen
   for (const NamedTensor& entry : state_dict) {
     tensors.push_back({&entry.name, &entry.tensor, nullptr, false, false});
   }
-  v1::LoadStateDictResponse response;
-  PARAMD_RETURN_IF_ERROR(impl.Write(
-      [&](grpc::ClientContext* context, v1::LoadStateDictResponse* out) {
-        return impl.parameters->LoadStateDict(context, out);
-      },
-      write_options, tensors, options.progress, &response));
+  StreamedLoad answer;
+  const absl::Status status = impl.WriteThenRead<v1::LoadStateDictResponse>(
+      [&](grpc::ClientContext* context) { return impl.parameters->LoadStateDict(context); },
+      write_options, tensors, options.progress,
+      [&](const v1::LoadStateDictResponse& message) { answer.Add(message); });
+  PARAMD_RETURN_IF_ERROR(answer.Complete(status));
   LoadResult result;
-  result.version = response.version();
-  result.missing_keys.assign(response.missing_keys().begin(), response.missing_keys().end());
-  result.unexpected_keys.assign(response.unexpected_keys().begin(),
-                                response.unexpected_keys().end());
+  result.version = answer.version;
+  result.missing_keys = std::move(answer.missing_keys);
+  result.unexpected_keys = std::move(answer.unexpected_keys);
   return result;
 }
 

@@ -99,6 +99,56 @@ struct Client::Impl {
     writer->WritesDone();
     return FromGrpcStatus(writer->Finish());
   }
+
+  // Runs a write whose answer is a stream (LoadStateDict), opened by `open(context)`:
+  // `options` and every tensor, then every answer message to `on_message`. Any error the
+  // server reports (even one that cut the stream short) is the status returned.
+  template <typename Response, typename Open, typename OnMessage>
+  absl::Status WriteThenRead(Open&& open, const v1::WriteOptions& write_options,
+                             const std::vector<OutgoingTensor>& tensors,
+                             const ProgressCallback& progress, OnMessage&& on_message) const {
+    for (const OutgoingTensor& item : tensors) {
+      PARAMD_RETURN_IF_ERROR(internal::CheckOutgoing(*item.name, *item.tensor));
+    }
+    grpc::ClientContext context;
+    PrepareStream(&context);
+    std::unique_ptr<grpc::ClientReaderWriter<v1::WriteFrame, Response>> stream = open(&context);
+    // The server answers only after the whole write arrived, so writing first cannot block
+    // on an unread answer; a failed Write means the call has ended and Finish says why.
+    internal::SendWriteFrames(write_options, tensors, progress, [&](const v1::WriteFrame& frame) {
+      return stream->Write(frame, frame.has_chunk() ? grpc::WriteOptions()
+                                                    : grpc::WriteOptions().set_buffer_hint());
+    });
+    stream->WritesDone();
+    Response response;
+    while (stream->Read(&response)) on_message(response);
+    return FromGrpcStatus(stream->Finish());
+  }
+};
+
+// A load's answer as it streams in (LoadStateDictResponse, LoadResponse): the key lists are
+// the concatenation of the messages' lists, a refused load's text that of its pieces.
+struct StreamedLoad {
+  uint64_t version = 0;
+  std::vector<std::string> missing_keys;
+  std::vector<std::string> unexpected_keys;
+  std::string error_text;
+
+  template <typename Message>
+  void Add(const Message& message) {
+    version = message.version();
+    missing_keys.insert(missing_keys.end(), message.missing_keys().begin(),
+                        message.missing_keys().end());
+    unexpected_keys.insert(unexpected_keys.end(), message.unexpected_keys().begin(),
+                           message.unexpected_keys().end());
+    error_text += message.error_text();
+  }
+  // The call's `status`, with the whole error text when the server sent it (the status
+  // message itself is cut at 2 KiB).
+  absl::Status Complete(const absl::Status& status) const {
+    if (status.ok() || error_text.empty()) return status;
+    return absl::Status(status.code(), error_text);
+  }
 };
 
 }  // namespace paramd::client

@@ -32,8 +32,17 @@ HostTensor Meta(DType dtype, std::vector<int64_t> shape) {
 
 class FakeModels final : public v1::Models::Service {
  public:
-  grpc::Status ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+  // Two pages: "net", then (with the first page's token) "vision".
+  grpc::Status ListModels(grpc::ServerContext*, const v1::ListModelsRequest* request,
                           v1::ListModelsResponse* response) override {
+    if (request->page_token() == "after-net") {
+      response->add_models()->set_name("vision");
+      return grpc::Status::OK;
+    }
+    if (!request->page_token().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad page_token");
+    }
+    response->set_next_page_token("after-net");
     v1::ModelInfo* info = response->add_models();
     info->set_name("net");
     info->set_type("Sequential");
@@ -108,15 +117,32 @@ class FakeParameters final : public v1::Parameters::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status LoadStateDict(grpc::ServerContext*, grpc::ServerReader<v1::WriteFrame>* reader,
-                             v1::LoadStateDictResponse* response) override {
+  // Answers in two messages (as the daemon splits long key lists); a write to model "bad"
+  // is refused with a cut status message and the whole text in two pieces.
+  grpc::Status LoadStateDict(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::LoadStateDictResponse, v1::WriteFrame>* stream) override {
     v1::WriteFrame frame;
     std::lock_guard<std::mutex> lock(mutex_);
     frames_.clear();
-    while (reader->Read(&frame)) frames_.push_back(frame);
-    response->set_version(5);
-    response->add_missing_keys("b");
-    response->add_unexpected_keys("extra");
+    while (stream->Read(&frame)) frames_.push_back(frame);
+    v1::LoadStateDictResponse first;
+    v1::LoadStateDictResponse second;
+    if (!frames_.empty() && frames_[0].options().model() == "bad") {
+      first.add_missing_keys("b");
+      first.set_error_text("Error(s) in loading state_dict for Net:\n\tMissing key(s) ");
+      second.set_error_text("in state_dict: \"b\". ");
+      stream->Write(first);
+      stream->Write(second);
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "Error(s) in loading... (60 bytes in all)");
+    }
+    first.set_version(5);
+    first.add_missing_keys("b");
+    second.set_version(5);
+    second.add_unexpected_keys("extra");
+    stream->Write(first);
+    stream->Write(second);
     return grpc::Status::OK;
   }
 
@@ -166,9 +192,11 @@ TEST_F(ClientRpcTest, HealthReportsNotServing) {
 }
 
 TEST_F(ClientRpcTest, UnaryCallsConvertReplies) {
+  // ListModels follows next_page_token through every page.
   auto models = client_->ListModels();
   ASSERT_TRUE(models.ok()) << models.status();
-  ASSERT_EQ(models->size(), 1u);
+  ASSERT_EQ(models->size(), 2u);
+  EXPECT_EQ((*models)[1].name, "vision");
   EXPECT_EQ((*models)[0].name, "net");
   EXPECT_EQ((*models)[0].type, "Sequential");
   EXPECT_EQ((*models)[0].version, 4u);
@@ -275,6 +303,15 @@ TEST_F(ClientRpcTest, LoadStateDictSendsOptionsAndReturnsKeys) {
   EXPECT_TRUE(frames[0].options().has_metadata());
   EXPECT_EQ(frames[0].options().if_version(), 2u);
   EXPECT_EQ(frames[1].header().name(), "a");
+}
+
+TEST_F(ClientRpcTest, RefusedLoadStateDictCarriesTheWholeStreamedText) {
+  auto a = HostTensor::FromDoubles(DType::kFloat32, {1}, {1});
+  ASSERT_TRUE(a.ok());
+  auto result = client_->Model("bad").LoadStateDict({{"a", *a}});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(result.status().message(),
+            "Error(s) in loading state_dict for Net:\n\tMissing key(s) in state_dict: \"b\". ");
 }
 
 TEST(ClientConnectTest, UnreachableServerIsUnavailable) {

@@ -63,8 +63,10 @@ struct ModelInfo {
   bool training = true;
   // The root module's class name.
   std::string type;
-  // repr(model), exactly as PyTorch prints it.
+  // repr(model), exactly as PyTorch prints it. DescribeModel returns it whole; the other
+  // calls may return only its first 1 MiB, and then set repr_truncated (GetRepr has it all).
   std::string repr;
+  bool repr_truncated = false;
   // len(state_dict()), len(list(parameters())), their numel, bytes held (each storage once).
   uint64_t state_dict_entries = 0;
   uint64_t parameter_count = 0;
@@ -362,8 +364,14 @@ class Client {
   absl::StatusOr<ModelInfo> CreateModel(const std::string& name, const std::string& spec_json,
                                         const std::string& device = "cpu", uint64_t seed = 0) const;
   absl::Status DeleteModel(const std::string& name, uint64_t if_version = 0) const;
+  // Every model, in name order, through all of ListModels' pages.
   absl::StatusOr<std::vector<ModelInfo>> ListModels() const;
+  // With the whole repr (fetched with GetRepr when the ModelInfo's was cut).
   absl::StatusOr<ModelInfo> DescribeModel(const std::string& name) const;
+  // repr(model) whole, however long, of the model's current version.
+  absl::StatusOr<std::string> GetRepr(const std::string& name) const;
+  // Replaces a cut `info.repr` with the whole text (GetRepr); nothing to do when it is whole.
+  absl::Status CompleteRepr(ModelInfo& info) const;
 
   // Saves model `model` to `path` in the daemon's checkpoint directory, atomically, from
   // one model version.

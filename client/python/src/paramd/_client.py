@@ -7,6 +7,7 @@ closed Client raise :class:`paramd.ConnectionClosed`. Every failed call raises a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, O
 import grpc
 
 from paramd import _wire
+from paramd._answers import join_repr, list_pages
 from paramd._errors import ConnectionClosed, DataLoss, ParamdError, from_rpc_error
 from paramd._progress import Progress, Reporter
 from paramd.v1 import checkpoints_pb2, models_pb2
@@ -57,12 +59,15 @@ class ModelInfo:
     parameter_count: int
     parameter_numel: int
     nbytes: int
+    # ``repr`` holds only the first 1 MiB of a longer repr (ListModels, CreateModel); the
+    # model handle's describe() and repr() fetch it whole.
+    repr_truncated: bool = False
 
     @staticmethod
     def from_proto(info: models_pb2.ModelInfo) -> "ModelInfo":
         return ModelInfo(info.name, info.version, info.device, info.training, info.type,
                          info.repr, info.state_dict_entries, info.parameter_count,
-                         info.parameter_numel, info.nbytes)
+                         info.parameter_numel, info.nbytes, info.repr_truncated)
 
 
 @dataclass(frozen=True)
@@ -222,9 +227,23 @@ class Client:
 
     def models(self) -> list[ModelInfo]:
         """Every model the daemon holds."""
-        answer = self._unary("/paramd.v1.Models/ListModels", models_pb2.ListModelsRequest(),
-                             models_pb2.ListModelsResponse)
-        return [ModelInfo.from_proto(m) for m in answer.models]
+        def page(request: models_pb2.ListModelsRequest) -> models_pb2.ListModelsResponse:
+            return self._unary("/paramd.v1.Models/ListModels", request,
+                               models_pb2.ListModelsResponse)
+
+        return [ModelInfo.from_proto(m) for m in list_pages(page)]
+
+    def repr_of(self, name: str) -> str:
+        """GetRepr: ``repr(model)`` of model ``name`` whole, however long."""
+        return join_repr(self._server_stream("/paramd.v1.Models/GetRepr",
+                                             models_pb2.GetReprRequest(name=name),
+                                             models_pb2.ReprChunk.FromString))
+
+    def _whole_repr(self, info: ModelInfo) -> ModelInfo:
+        """``info`` with its repr whole (GetRepr when the daemon cut it)."""
+        if not info.repr_truncated:
+            return info
+        return dataclasses.replace(info, repr=self.repr_of(info.name), repr_truncated=False)
 
     def create(self, name: str, spec: Spec, *, device: str = "cpu",
                seed: int = 0) -> "RemoteModel":

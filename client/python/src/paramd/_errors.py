@@ -196,6 +196,11 @@ def from_rpc_error(error: grpc.RpcError) -> ParamdError:
                 except (TypeError, ValueError):
                     current = None
         return VersionConflict(message, code, current)
+    return from_status(code, message)
+
+
+def from_status(code: grpc.StatusCode, message: str) -> ParamdError:
+    """The ParamdError for a status ``code`` and ``message`` (no trailing metadata)."""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         if message.startswith(_LOAD_PREFIX):
             return LoadStateDictError(message, code)

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Seque
 import numpy as np
 
 from paramd import _tensors, _wire
+from paramd._answers import StreamedLoad
 from paramd._client import Client, ModelInfo
 from paramd._errors import NotFound
 from paramd._progress import Progress, Reporter
@@ -347,10 +348,11 @@ class RemoteModel(_Handle):
     # --- description ----------------------------------------------------------------
 
     def describe(self) -> ModelInfo:
-        """DescribeModel: repr, counts, bytes, version, device and mode."""
-        return ModelInfo.from_proto(self._client._unary(
+        """DescribeModel: repr (whole: fetched with GetRepr when long), counts, bytes,
+        version, device and mode."""
+        return self._client._whole_repr(ModelInfo.from_proto(self._client._unary(
             "/paramd.v1.Models/DescribeModel", models_pb2.DescribeModelRequest(name=self.name),
-            models_pb2.ModelInfo))
+            models_pb2.ModelInfo)))
 
     @property
     def version(self) -> int:
@@ -560,9 +562,9 @@ class RemoteModel(_Handle):
             tensors.append((_wire.header_of(key, out, None, is_param,
                                             bool(getattr(value, "requires_grad", False))), out))
         with Reporter(progress, f"load_state_dict {self.name}") as reporter:
-            answer = self._client._client_stream(
+            answer = StreamedLoad.gather(self._client._bidi_stream(
                 _P + "LoadStateDict", _wire.write_frames(options, tensors, reporter.callback),
-                parameters_pb2.LoadStateDictResponse)
+                parameters_pb2.LoadStateDictResponse.FromString))
         return incompatible_keys(answer.missing_keys, answer.unexpected_keys)
 
     # --- forward --------------------------------------------------------------------
@@ -659,8 +661,8 @@ class RemoteModel(_Handle):
                 request.location_map[str(key)] = str(value)
         elif map_location is not None:
             request.map_location = str(map_location)
-        answer = self._client._unary("/paramd.v1.Checkpoints/Load", request,
-                                     checkpoints_pb2.LoadResponse)
+        answer = StreamedLoad.gather(self._client._server_stream(
+            "/paramd.v1.Checkpoints/Load", request, checkpoints_pb2.LoadResponse.FromString))
         return incompatible_keys(answer.missing_keys, answer.unexpected_keys)
 
     def upload(self, local_path: Union[str, "os.PathLike[str]"], *, strict: bool = True,

@@ -72,18 +72,20 @@ class LoadRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., path: _Optional[str] = ..., non_strict: _Optional[bool] = ..., assign: _Optional[bool] = ..., map_location: _Optional[str] = ..., location_map: _Optional[_Mapping[str, str]] = ..., spec_json: _Optional[str] = ..., device: _Optional[str] = ..., if_version: _Optional[int] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
-    __slots__ = ("version", "missing_keys", "unexpected_keys", "created", "format")
+    __slots__ = ("version", "missing_keys", "unexpected_keys", "created", "format", "error_text")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MISSING_KEYS_FIELD_NUMBER: _ClassVar[int]
     UNEXPECTED_KEYS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TEXT_FIELD_NUMBER: _ClassVar[int]
     version: int
     missing_keys: _containers.RepeatedScalarFieldContainer[str]
     unexpected_keys: _containers.RepeatedScalarFieldContainer[str]
     created: bool
     format: CheckpointFormat
-    def __init__(self, version: _Optional[int] = ..., missing_keys: _Optional[_Iterable[str]] = ..., unexpected_keys: _Optional[_Iterable[str]] = ..., created: _Optional[bool] = ..., format: _Optional[_Union[CheckpointFormat, str]] = ...) -> None: ...
+    error_text: str
+    def __init__(self, version: _Optional[int] = ..., missing_keys: _Optional[_Iterable[str]] = ..., unexpected_keys: _Optional[_Iterable[str]] = ..., created: _Optional[bool] = ..., format: _Optional[_Union[CheckpointFormat, str]] = ..., error_text: _Optional[str] = ...) -> None: ...
 
 class ListCheckpointsRequest(_message.Message):
     __slots__ = ()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16paramd/v1/models.proto\x12\tparamd.v1\"S\n\x12\x43reateModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x04\"\xc6\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x10\n\x08training\x18\x04 \x01(\x08\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0c\n\x04repr\x18\x06 \x01(\t\x12\x1a\n\x12state_dict_entries\x18\x07 \x01(\x04\x12\x17\n\x0fparameter_count\x18\x08 \x01(\x04\x12\x17\n\x0fparameter_numel\x18\t \x01(\x04\x12\x0e\n\x06nbytes\x18\n \x01(\x04\"6\n\x12\x44\x65leteModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nif_version\x18\x02 \x01(\x04\"\x15\n\x13\x44\x65leteModelResponse\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.paramd.v1.ModelInfo\"$\n\x14\x44\x65scribeModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x0eSetModeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08training\x18\x02 \x01(\x08\x12\x12\n\nif_version\x18\x03 \x01(\x04\"D\n\x10MoveModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nif_version\x18\x03 \x01(\x04\x32\xa9\x03\n\x06Models\x12\x42\n\x0b\x43reateModel\x12\x1d.paramd.v1.CreateModelRequest\x1a\x14.paramd.v1.ModelInfo\x12L\n\x0b\x44\x65leteModel\x12\x1d.paramd.v1.DeleteModelRequest\x1a\x1e.paramd.v1.DeleteModelResponse\x12I\n\nListModels\x12\x1c.paramd.v1.ListModelsRequest\x1a\x1d.paramd.v1.ListModelsResponse\x12\x46\n\rDescribeModel\x12\x1f.paramd.v1.DescribeModelRequest\x1a\x14.paramd.v1.ModelInfo\x12:\n\x07SetMode\x12\x19.paramd.v1.SetModeRequest\x1a\x14.paramd.v1.ModelInfo\x12>\n\tMoveModel\x12\x1b.paramd.v1.MoveModelRequest\x1a\x14.paramd.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16paramd/v1/models.proto\x12\tparamd.v1\"S\n\x12\x43reateModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x04\"\xde\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x10\n\x08training\x18\x04 \x01(\x08\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0c\n\x04repr\x18\x06 \x01(\t\x12\x1a\n\x12state_dict_entries\x18\x07 \x01(\x04\x12\x17\n\x0fparameter_count\x18\x08 \x01(\x04\x12\x17\n\x0fparameter_numel\x18\t \x01(\x04\x12\x0e\n\x06nbytes\x18\n \x01(\x04\x12\x16\n\x0erepr_truncated\x18\x0b \x01(\x08\"6\n\x12\x44\x65leteModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nif_version\x18\x02 \x01(\x04\"\x15\n\x13\x44\x65leteModelResponse\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.paramd.v1.ModelInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14\x44\x65scribeModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x0eGetReprRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\tReprChunk\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04text\x18\x02 \x01(\t\"D\n\x0eSetModeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08training\x18\x02 \x01(\x08\x12\x12\n\nif_version\x18\x03 \x01(\x04\"D\n\x10MoveModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nif_version\x18\x03 \x01(\x04\x32\xe7\x03\n\x06Models\x12\x42\n\x0b\x43reateModel\x12\x1d.paramd.v1.CreateModelRequest\x1a\x14.paramd.v1.ModelInfo\x12L\n\x0b\x44\x65leteModel\x12\x1d.paramd.v1.DeleteModelRequest\x1a\x1e.paramd.v1.DeleteModelResponse\x12I\n\nListModels\x12\x1c.paramd.v1.ListModelsRequest\x1a\x1d.paramd.v1.ListModelsResponse\x12\x46\n\rDescribeModel\x12\x1f.paramd.v1.DescribeModelRequest\x1a\x14.paramd.v1.ModelInfo\x12<\n\x07GetRepr\x12\x19.paramd.v1.GetReprRequest\x1a\x14.paramd.v1.ReprChunk0\x01\x12:\n\x07SetMode\x12\x19.paramd.v1.SetModeRequest\x1a\x14.paramd.v1.ModelInfo\x12>\n\tMoveModel\x12\x1b.paramd.v1.MoveModelRequest\x1a\x14.paramd.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,21 +34,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEMODELREQUEST']._serialized_start=37
   _globals['_CREATEMODELREQUEST']._serialized_end=120
   _globals['_MODELINFO']._serialized_start=123
-  _globals['_MODELINFO']._serialized_end=321
-  _globals['_DELETEMODELREQUEST']._serialized_start=323
-  _globals['_DELETEMODELREQUEST']._serialized_end=377
-  _globals['_DELETEMODELRESPONSE']._serialized_start=379
-  _globals['_DELETEMODELRESPONSE']._serialized_end=400
-  _globals['_LISTMODELSREQUEST']._serialized_start=402
-  _globals['_LISTMODELSREQUEST']._serialized_end=421
-  _globals['_LISTMODELSRESPONSE']._serialized_start=423
-  _globals['_LISTMODELSRESPONSE']._serialized_end=481
-  _globals['_DESCRIBEMODELREQUEST']._serialized_start=483
-  _globals['_DESCRIBEMODELREQUEST']._serialized_end=519
-  _globals['_SETMODEREQUEST']._serialized_start=521
-  _globals['_SETMODEREQUEST']._serialized_end=589
-  _globals['_MOVEMODELREQUEST']._serialized_start=591
-  _globals['_MOVEMODELREQUEST']._serialized_end=659
-  _globals['_MODELS']._serialized_start=662
-  _globals['_MODELS']._serialized_end=1087
+  _globals['_MODELINFO']._serialized_end=345
+  _globals['_DELETEMODELREQUEST']._serialized_start=347
+  _globals['_DELETEMODELREQUEST']._serialized_end=401
+  _globals['_DELETEMODELRESPONSE']._serialized_start=403
+  _globals['_DELETEMODELRESPONSE']._serialized_end=424
+  _globals['_LISTMODELSREQUEST']._serialized_start=426
+  _globals['_LISTMODELSREQUEST']._serialized_end=484
+  _globals['_LISTMODELSRESPONSE']._serialized_start=486
+  _globals['_LISTMODELSRESPONSE']._serialized_end=569
+  _globals['_DESCRIBEMODELREQUEST']._serialized_start=571
+  _globals['_DESCRIBEMODELREQUEST']._serialized_end=607
+  _globals['_GETREPRREQUEST']._serialized_start=609
+  _globals['_GETREPRREQUEST']._serialized_end=639
+  _globals['_REPRCHUNK']._serialized_start=641
+  _globals['_REPRCHUNK']._serialized_end=683
+  _globals['_SETMODEREQUEST']._serialized_start=685
+  _globals['_SETMODEREQUEST']._serialized_end=753
+  _globals['_MOVEMODELREQUEST']._serialized_start=755
+  _globals['_MOVEMODELREQUEST']._serialized_end=823
+  _globals['_MODELS']._serialized_start=826
+  _globals['_MODELS']._serialized_end=1313
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ class CreateModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., spec_json: _Optional[str] = ..., device: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "device", "training", "type", "repr", "state_dict_entries", "parameter_count", "parameter_numel", "nbytes")
+    __slots__ = ("name", "version", "device", "training", "type", "repr", "state_dict_entries", "parameter_count", "parameter_numel", "nbytes", "repr_truncated")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class ModelInfo(_message.Message):
     PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_NUMEL_FIELD_NUMBER: _ClassVar[int]
     NBYTES_FIELD_NUMBER: _ClassVar[int]
+    REPR_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     device: str
@@ -40,7 +41,8 @@ class ModelInfo(_message.Message):
     parameter_count: int
     parameter_numel: int
     nbytes: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., device: _Optional[str] = ..., training: _Optional[bool] = ..., type: _Optional[str] = ..., repr: _Optional[str] = ..., state_dict_entries: _Optional[int] = ..., parameter_count: _Optional[int] = ..., parameter_numel: _Optional[int] = ..., nbytes: _Optional[int] = ...) -> None: ...
+    repr_truncated: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., device: _Optional[str] = ..., training: _Optional[bool] = ..., type: _Optional[str] = ..., repr: _Optional[str] = ..., state_dict_entries: _Optional[int] = ..., parameter_count: _Optional[int] = ..., parameter_numel: _Optional[int] = ..., nbytes: _Optional[int] = ..., repr_truncated: _Optional[bool] = ...) -> None: ...
 
 class DeleteModelRequest(_message.Message):
     __slots__ = ("name", "if_version")
@@ -55,20 +57,40 @@ class DeleteModelResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "next_page_token")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DescribeModelRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetReprRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ReprChunk(_message.Message):
+    __slots__ = ("version", "text")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    text: str
+    def __init__(self, version: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
 
 class SetModeRequest(_message.Message):
     __slots__ = ("name", "training", "if_version")

@@ -166,11 +166,13 @@ class TieParametersRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., name: _Optional[str] = ..., target: _Optional[str] = ..., if_version: _Optional[int] = ...) -> None: ...
 
 class LoadStateDictResponse(_message.Message):
-    __slots__ = ("version", "missing_keys", "unexpected_keys")
+    __slots__ = ("version", "missing_keys", "unexpected_keys", "error_text")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MISSING_KEYS_FIELD_NUMBER: _ClassVar[int]
     UNEXPECTED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TEXT_FIELD_NUMBER: _ClassVar[int]
     version: int
     missing_keys: _containers.RepeatedScalarFieldContainer[str]
     unexpected_keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[int] = ..., missing_keys: _Optional[_Iterable[str]] = ..., unexpected_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    error_text: str
+    def __init__(self, version: _Optional[int] = ..., missing_keys: _Optional[_Iterable[str]] = ..., unexpected_keys: _Optional[_Iterable[str]] = ..., error_text: _Optional[str] = ...) -> None: ...
