@@ -176,12 +176,16 @@ absl::StatusOr<bool> OptionalBool(const json& node, absl::string_view field, boo
 
 class Builder {
  public:
-  explicit Builder(uint64_t seed) : rng_(seed) {}
+  Builder(uint64_t seed, uint64_t max_state_dict_keys)
+      : rng_(seed), max_state_dict_keys_(max_state_dict_keys) {}
 
   absl::StatusOr<std::shared_ptr<Module>> Build(const json& spec) {
     PARAMD_ASSIGN_OR_RETURN(root_, BuildNode(spec, "$", ""));
     for (const auto& resolve : deferred_) PARAMD_RETURN_IF_ERROR(resolve());
     PARAMD_RETURN_IF_ERROR(CheckAcyclic());
+    // Refs multiply paths: count them before anything lists the tree (Note [Expanded size]).
+    PARAMD_RETURN_IF_ERROR(CheckExpandedSize(CountExpandedSize(*root_), max_state_dict_keys_,
+                                             "spec expands to"));
     return root_;
   }
 
@@ -472,6 +476,7 @@ class Builder {
   }
 
   InitRng rng_;
+  const uint64_t max_state_dict_keys_;
   std::shared_ptr<Module> root_;
   std::vector<absl::flat_hash_set<std::string>> declared_;
   std::vector<std::function<absl::Status()>> deferred_;
@@ -479,13 +484,15 @@ class Builder {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<Module>> BuildModule(const nlohmann::json& spec, uint64_t seed) {
-  Builder builder(seed);
+absl::StatusOr<std::shared_ptr<Module>> BuildModule(const nlohmann::json& spec, uint64_t seed,
+                                                    uint64_t max_state_dict_keys) {
+  Builder builder(seed, max_state_dict_keys);
   return builder.Build(spec);
 }
 
 absl::StatusOr<std::shared_ptr<Module>> BuildModuleFromText(absl::string_view spec_json,
-                                                            uint64_t seed) {
+                                                            uint64_t seed,
+                                                            uint64_t max_state_dict_keys) {
   // Building and copying JSON recurse; a limit on nesting keeps hostile specs from
   // exhausting the stack. Real module trees are nowhere near it.
   constexpr int kMaxDepth = 256;
@@ -515,7 +522,7 @@ absl::StatusOr<std::shared_ptr<Module>> BuildModuleFromText(absl::string_view sp
     return absl::InvalidArgumentError(
         "spec error at $: not valid JSON; check quotes, commas and brackets");
   }
-  return BuildModule(spec, seed);
+  return BuildModule(spec, seed, max_state_dict_keys);
 }
 
 }  // namespace paramd::core
