@@ -68,6 +68,7 @@ struct Flags {
   std::string max_queued_calls = "64";
   std::string max_upload_size = "256G";
   std::string upload_expiry = "24h";
+  std::string max_state_dict_keys = std::to_string(paramd::core::kDefaultMaxStateDictKeys);
 };
 
 struct FlagDef {
@@ -111,6 +112,12 @@ constexpr FlagDef kFlags[] = {
     {"upload-expiry", "DURATION",
      "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
      "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
+    {"max-state-dict-keys", "N",
+     "Most state_dict keys a model may have, counting a shared module's tensors once per "
+     "path as PyTorch lists them; the same limit bounds its module paths (default 1048576). "
+     "A spec, checkpoint, RegisterParameter, RegisterBuffer or TieParameters past it gets "
+     "INVALID_ARGUMENT naming the count, and nothing is built or changed.",
+     &Flags::max_state_dict_keys},
     {"shutdown-grace", "SECONDS",
      "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
      "(default 10).", &Flags::shutdown_grace},
@@ -189,6 +196,7 @@ struct Settings {
   int workers = 0;
   int max_queued_calls = 0;
   double snapshot_interval = 0;
+  uint64_t max_state_dict_keys = 0;
 };
 
 // Fills `settings` from `flags`; the usage error for the first bad value, or "".
@@ -222,6 +230,11 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
       settings.snapshot_interval < 0) {
     return absl::StrCat("--snapshot-interval '", flags.snapshot_interval,
                         "' is not a number of seconds");
+  }
+  if (!absl::SimpleAtoi(flags.max_state_dict_keys, &settings.max_state_dict_keys) ||
+      settings.max_state_dict_keys < 1) {
+    return absl::StrCat("--max-state-dict-keys '", flags.max_state_dict_keys,
+                        "' is not a number of keys (1 or more)");
   }
   return "";
 }
@@ -324,7 +337,7 @@ int main(int argc, char** argv) {
     std::cerr << "paramd: " << error << "\n";
     return 2;
   }
-  paramd::core::ModelRegistry registry;
+  paramd::core::ModelRegistry registry(settings.max_state_dict_keys);
   paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry,
                                           paramd::io::FileSystem::Posix(), store_options);
   if (int expired = checkpoints.RemoveExpiredUploads(); expired > 0) {
@@ -352,6 +365,7 @@ int main(int argc, char** argv) {
        {"max_memory", std::to_string(max_memory)},
        {"workers", std::to_string(workers)},
        {"max_queued_calls", std::to_string(max_queued_calls)},
+       {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 
