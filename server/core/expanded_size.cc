@@ -1,5 +1,6 @@
 #include "server/core/expanded_size.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -53,12 +54,13 @@ ExpandedSize CountExpandedSize(const Module& root, const Module* edited, const M
     if (stack.back().next == registries.children().end()) {
       // Post-order: every child is counted; this module's paths are its own plus one set
       // of its child's per child slot (a module used twice counts twice, as PyTorch lists it).
-      ExpandedSize size{OwnKeys(registries), 1};
+      ExpandedSize size{OwnKeys(registries), 1, 1};
       for (const auto& [name, child] : registries.children()) {
         if (child == nullptr) continue;
         const ExpandedSize& below = done.at(child.get());
         size.state_dict_keys = SaturatingAdd(size.state_dict_keys, below.state_dict_keys);
         size.module_paths = SaturatingAdd(size.module_paths, below.module_paths);
+        size.depth = std::max(size.depth, below.depth + 1);
       }
       done.emplace(module, size);
       on_path.erase(module);
@@ -67,7 +69,7 @@ ExpandedSize CountExpandedSize(const Module& root, const Module* edited, const M
     }
     const Module* child = (stack.back().next++)->second.get();
     if (child == nullptr || done.contains(child)) continue;
-    if (!on_path.insert(child).second) return {kSaturated, kSaturated};  // a cycle
+    if (!on_path.insert(child).second) return {kSaturated, kSaturated, kSaturated};  // a cycle
     stack.push_back({child, view(child).children().begin()});
   }
   return done.at(&root);

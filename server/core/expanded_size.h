@@ -31,6 +31,11 @@ namespace paramd::core {
 // exponentially many paths.
 inline constexpr uint64_t kDefaultMaxStateDictKeys = uint64_t{1} << 20;
 
+// The most modules one path of a spec's tree may pass through, the root included. A spec
+// without refs nests at most 128 (its JSON nests at most 256 levels, two per module); refs
+// could chain modules further, and every walk of a tree recurses once per level.
+inline constexpr uint64_t kMaxModuleDepth = 128;
+
 struct ExpandedSize {
   // len(state_dict()): each non-None parameter and persistent buffer once per path of its
   // module. Saturates at UINT64_MAX.
@@ -38,6 +43,8 @@ struct ExpandedSize {
   // len(list(named_modules(remove_duplicate=False))) = len(state_dict()._metadata): each
   // module once per path, the root included. Saturates at UINT64_MAX.
   uint64_t module_paths = 0;
+  // The most modules on one path from the root, the root included (a lone module: 1).
+  uint64_t depth = 0;
 };
 
 // The sizes of the tree under `root` (Note [Expanded size]). With `edited` and `planned`:

@@ -76,12 +76,19 @@ TEST(ExpandedSizeTest, CountsADepth40ChainWithoutWalkingIt) {
 }
 
 TEST(ExpandedSizeTest, SaturatesInsteadOfOverflowing) {
-  // Depth 200: 2^201 keys. Built from JSON directly (the text form limits nesting).
-  auto root = BuildModule(nlohmann::json::parse(SharedChainSpec(200)), 0, kNoLimit);
-  ASSERT_TRUE(root.ok()) << root.status();
-  const ExpandedSize size = CountExpandedSize(**root);
+  // Depth 200, 2^201 keys: built by hand, as no spec may nest modules that deep.
+  auto root = std::make_shared<Module>("Linear");
+  ASSERT_TRUE(root->RegisterParameter("w", std::make_shared<Parameter>(MakeTensor({1}, {1}))).ok());
+  for (int level = 0; level < 200; ++level) {
+    auto parent = std::make_shared<Module>("Pair");
+    ASSERT_TRUE(parent->AddModule("0", root).ok());
+    ASSERT_TRUE(parent->AddModule("1", root).ok());
+    root = parent;
+  }
+  const ExpandedSize size = CountExpandedSize(*root);
   EXPECT_EQ(size.state_dict_keys, kNoLimit);
   EXPECT_EQ(size.module_paths, kNoLimit);
+  EXPECT_EQ(size.depth, 201u);
   const absl::Status status = CheckExpandedSize(size, kDefaultMaxStateDictKeys, "spec expands to");
   EXPECT_THAT(status.message(), HasSubstr("spec expands to 18446744073709551615 or more"));
   // Just past 64 bits, too.
@@ -114,6 +121,39 @@ TEST(ExpandedSizeTest, SpecsPastTheLimitAreRefusedWithTheCountTheLimitAndTheFlag
   EXPECT_THAT(paths.status().message(),
               HasSubstr("spec expands to 2097151 module paths (shared modules are listed once "
                         "per path by named_modules(remove_duplicate=False)"));
+}
+
+// Refs can chain modules past what a spec nests: such a chain is refused by its depth (or,
+// longer, by its paths), and checking it never recurses once per level.
+TEST(ExpandedSizeTest, RefChainsDeeperThanTheDepthLimitAreRefusedWithoutRecursing) {
+  // Chain: l0 -> l1 -> ... each a root child holding the next one by ref.
+  auto chain = [](int length) {
+    std::string spec = R"({"type": "Chain", "children": [)";
+    for (int i = 0; i < length; ++i) {
+      absl::StrAppend(&spec, i == 0 ? "" : ", ", R"({"name": "l)", i, R"(", "type": "Sequential")",
+                      i + 1 < length ? absl::StrCat(R"(, "children": [{"ref": "l)", i + 1, R"("}])")
+                                     : std::string(),
+                      "}");
+    }
+    return spec + "]}";
+  };
+  EXPECT_TRUE(BuildModuleFromText(chain(127), 0).ok());  // 128 levels with the root
+  auto deep = BuildModuleFromText(chain(128), 0);
+  ASSERT_EQ(deep.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(deep.status().message(),
+            "spec error at $: refs nest modules 129 deep; at most 128 levels are allowed (a "
+            "module's path may have at most 127 names)");
+  // 40,000 levels, 2.5 MB of spec: refused, not a stack overflow.
+  auto deeper = BuildModuleFromText(chain(40000), 0);
+  EXPECT_EQ(deeper.status().code(), absl::StatusCode::kInvalidArgument);
+  // A cycle that deep is found without recursing too, and named as before.
+  std::string cyclic = chain(40000);
+  cyclic.replace(cyclic.rfind(R"("type": "Sequential")"), 20,
+                 R"("type": "Sequential", "children": [{"ref": "l0"}])");
+  auto cycle = BuildModuleFromText(cyclic, 0);
+  ASSERT_EQ(cycle.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(cycle.status().message(), HasSubstr("makes a module its own descendant"));
+  EXPECT_THAT(cycle.status().message(), HasSubstr("spec error at $: the ref at 'l0.0.0.0.0"));
 }
 
 // RegisterParameter / RegisterBuffer / TieParameters check a planned copy of the module
