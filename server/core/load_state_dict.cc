@@ -1,7 +1,7 @@
 #include "server/core/load_state_dict.h"
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
@@ -123,6 +123,11 @@ absl::Status LoadModule(Walk& walk, Module& module, const std::vector<const Entr
     walk.writes->push_back(std::move(write));
   }
 
+  // One pass splits the keys among the children (in input order), so a module's cost is its
+  // own keys, not its keys times its children.
+  absl::flat_hash_set<absl::string_view> local_names;
+  for (const LocalTensor& target : local_state) local_names.insert(target.name);
+  absl::flat_hash_map<absl::string_view, std::vector<const Entry*>> by_child;
   const std::string extra_state_key = prefix + "_extra_state";
   for (const Entry* entry : local) {
     const std::string& key = entry->first;
@@ -131,24 +136,23 @@ absl::Status LoadModule(Walk& walk, Module& module, const std::vector<const Entr
     const size_t dot = rest.find('.');
     if (dot != absl::string_view::npos) {
       // A dotted key must name a child slot; a None child silently takes its keys.
-      if (!module.children().contains(rest.substr(0, dot))) {
+      const absl::string_view child = rest.substr(0, dot);
+      if (!module.children().contains(child)) {
         walk.keys->unexpected_keys.push_back(key);
+      } else {
+        by_child[child].push_back(entry);
       }
-    } else {
-      const bool known = std::any_of(local_state.begin(), local_state.end(),
-                                     [&](const LocalTensor& t) { return t.name == rest; });
-      if (!known) walk.keys->unexpected_keys.push_back(key);
+    } else if (!local_names.contains(rest)) {
+      walk.keys->unexpected_keys.push_back(key);
     }
   }
 
+  static const std::vector<const Entry*> kNoEntries;
   for (const auto& [name, child] : module.children()) {
     if (child == nullptr) continue;
-    const std::string child_prefix = absl::StrCat(prefix, name, ".");
-    std::vector<const Entry*> child_local;
-    for (const Entry* entry : local) {
-      if (absl::StartsWith(entry->first, child_prefix)) child_local.push_back(entry);
-    }
-    PARAMD_RETURN_IF_ERROR(LoadModule(walk, *child, child_local, child_prefix));
+    auto keys = by_child.find(name);
+    PARAMD_RETURN_IF_ERROR(LoadModule(walk, *child, keys == by_child.end() ? kNoEntries : keys->second,
+                                      absl::StrCat(prefix, name, ".")));
   }
   return absl::OkStatus();
 }

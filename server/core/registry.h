@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "server/core/expanded_size.h"
 #include "server/core/model.h"
 
 namespace paramd::core {
@@ -23,6 +24,14 @@ absl::Status ValidateModelName(absl::string_view name);
 
 class ModelRegistry {
  public:
+  // Every model built for this registry (from a spec, a checkpoint or a snapshot) and every
+  // change to a model's structure keeps its expanded size within `max_state_dict_keys`
+  // state_dict keys and module paths (--max-state-dict-keys; Note [Expanded size]).
+  explicit ModelRegistry(uint64_t max_state_dict_keys = kDefaultMaxStateDictKeys)
+      : max_state_dict_keys_(max_state_dict_keys) {}
+
+  uint64_t max_state_dict_keys() const { return max_state_dict_keys_; }
+
   // ALREADY_EXISTS when the name is taken. Attaches the registry's version lease, if any,
   // to the model (Note [Version reservation]).
   absl::Status Add(std::shared_ptr<Model> model);
@@ -36,6 +45,7 @@ class ModelRegistry {
   std::vector<std::shared_ptr<Model>> List() const;
 
  private:
+  const uint64_t max_state_dict_keys_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Model>> models_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<VersionLease> lease_ ABSL_GUARDED_BY(mu_);

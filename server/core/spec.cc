@@ -1,6 +1,7 @@
 #include "server/core/spec.h"
 
 #include <functional>
+#include <iterator>
 
 #include "base/text.h"
 #include "absl/container/flat_hash_set.h"
@@ -176,12 +177,23 @@ absl::StatusOr<bool> OptionalBool(const json& node, absl::string_view field, boo
 
 class Builder {
  public:
-  explicit Builder(uint64_t seed) : rng_(seed) {}
+  Builder(uint64_t seed, uint64_t max_state_dict_keys)
+      : rng_(seed), max_state_dict_keys_(max_state_dict_keys) {}
 
   absl::StatusOr<std::shared_ptr<Module>> Build(const json& spec) {
     PARAMD_ASSIGN_OR_RETURN(root_, BuildNode(spec, "$", ""));
     for (const auto& resolve : deferred_) PARAMD_RETURN_IF_ERROR(resolve());
     PARAMD_RETURN_IF_ERROR(CheckAcyclic());
+    // Refs multiply paths and can chain modules deeper than the spec nests: count both
+    // before anything walks the tree (Note [Expanded size]).
+    const ExpandedSize size = CountExpandedSize(*root_);
+    if (size.depth > kMaxModuleDepth) {
+      return SpecError("$", absl::StrCat("refs nest modules ", size.depth,
+                                         " deep; at most ", kMaxModuleDepth,
+                                         " levels are allowed (a module's path may have at most ",
+                                         kMaxModuleDepth - 1, " names)"));
+    }
+    PARAMD_RETURN_IF_ERROR(CheckExpandedSize(size, max_state_dict_keys_, "spec expands to"));
     return root_;
   }
 
@@ -437,28 +449,38 @@ class Builder {
     return absl::OkStatus();
   }
 
-  // A ref may only share a module, never make one its own ancestor.
+  // A ref may only share a module, never make one its own ancestor. An explicit stack: refs
+  // can chain modules deeper than the call stack allows.
   absl::Status CheckAcyclic() const {
-    absl::flat_hash_set<const Module*> on_path;
-    absl::flat_hash_set<const Module*> done;
-    std::function<absl::Status(const Module&, const std::string&)> visit =
-        [&](const Module& module, const std::string& path) -> absl::Status {
-      if (done.contains(&module)) return absl::OkStatus();
-      on_path.insert(&module);
-      for (const auto& [name, child] : module.children()) {
-        if (child == nullptr) continue;
-        const std::string child_path = path.empty() ? name : absl::StrCat(path, ".", name);
-        if (on_path.contains(child.get())) {
-          return SpecError("$", absl::StrCat("the ref at ", QuoteName(child_path),
-                                             " makes a module its own descendant"));
-        }
-        PARAMD_RETURN_IF_ERROR(visit(*child, child_path));
-      }
-      on_path.erase(&module);
-      done.insert(&module);
-      return absl::OkStatus();
+    using ChildIterator = decltype(root_->children().begin());
+    struct Frame {
+      const Module* module;
+      ChildIterator next;
     };
-    return visit(*root_, "");
+    absl::flat_hash_set<const Module*> on_path = {root_.get()};
+    absl::flat_hash_set<const Module*> done;
+    std::vector<Frame> stack = {{root_.get(), root_->children().begin()}};
+    while (!stack.empty()) {
+      Frame& frame = stack.back();
+      if (frame.next == frame.module->children().end()) {
+        on_path.erase(frame.module);
+        done.insert(frame.module);
+        stack.pop_back();
+        continue;
+      }
+      const Module* child = (frame.next++)->second.get();
+      if (child == nullptr || done.contains(child)) continue;
+      if (on_path.contains(child)) {
+        // The path is spelt only now: each frame's child being visited, then this one.
+        std::vector<absl::string_view> names;
+        for (const Frame& open : stack) names.push_back(std::prev(open.next)->first);
+        return SpecError("$", absl::StrCat("the ref at ", QuoteName(absl::StrJoin(names, ".")),
+                                           " makes a module its own descendant"));
+      }
+      on_path.insert(child);
+      stack.push_back({child, child->children().begin()});
+    }
+    return absl::OkStatus();
   }
 
   // A name the spec declares twice in one module is a mistake even where PyTorch would let
@@ -472,6 +494,7 @@ class Builder {
   }
 
   InitRng rng_;
+  const uint64_t max_state_dict_keys_;
   std::shared_ptr<Module> root_;
   std::vector<absl::flat_hash_set<std::string>> declared_;
   std::vector<std::function<absl::Status()>> deferred_;
@@ -479,13 +502,15 @@ class Builder {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<Module>> BuildModule(const nlohmann::json& spec, uint64_t seed) {
-  Builder builder(seed);
+absl::StatusOr<std::shared_ptr<Module>> BuildModule(const nlohmann::json& spec, uint64_t seed,
+                                                    uint64_t max_state_dict_keys) {
+  Builder builder(seed, max_state_dict_keys);
   return builder.Build(spec);
 }
 
 absl::StatusOr<std::shared_ptr<Module>> BuildModuleFromText(absl::string_view spec_json,
-                                                            uint64_t seed) {
+                                                            uint64_t seed,
+                                                            uint64_t max_state_dict_keys) {
   // Building and copying JSON recurse; a limit on nesting keeps hostile specs from
   // exhausting the stack. Real module trees are nowhere near it.
   constexpr int kMaxDepth = 256;
@@ -515,7 +540,7 @@ absl::StatusOr<std::shared_ptr<Module>> BuildModuleFromText(absl::string_view sp
     return absl::InvalidArgumentError(
         "spec error at $: not valid JSON; check quotes, commas and brackets");
   }
-  return BuildModule(spec, seed);
+  return BuildModule(spec, seed, max_state_dict_keys);
 }
 
 }  // namespace paramd::core

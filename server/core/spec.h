@@ -22,13 +22,21 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "server/core/expanded_size.h"
 #include "server/core/module.h"
 
 namespace paramd::core {
 
-// INVALID_ARGUMENT naming the JSON path of the first problem ("$.children[1].args.bias: ...").
-absl::StatusOr<std::shared_ptr<Module>> BuildModule(const nlohmann::json& spec, uint64_t seed);
-absl::StatusOr<std::shared_ptr<Module>> BuildModuleFromText(absl::string_view spec_json,
-                                                            uint64_t seed);
+// INVALID_ARGUMENT naming the JSON path of the first problem ("$.children[1].args.bias: ..."),
+// or, for a tree whose shared modules expand to more than `max_state_dict_keys` state_dict
+// keys or module paths, "spec expands to N state_dict keys ...; the limit is L
+// (--max-state-dict-keys)" (expanded_size.h). The count runs once the tree's refs and ties
+// are resolved, before anything walks its paths.
+absl::StatusOr<std::shared_ptr<Module>> BuildModule(
+    const nlohmann::json& spec, uint64_t seed,
+    uint64_t max_state_dict_keys = kDefaultMaxStateDictKeys);
+absl::StatusOr<std::shared_ptr<Module>> BuildModuleFromText(
+    absl::string_view spec_json, uint64_t seed,
+    uint64_t max_state_dict_keys = kDefaultMaxStateDictKeys);
 
 }  // namespace paramd::core

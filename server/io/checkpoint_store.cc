@@ -67,7 +67,8 @@ absl::StatusOr<CheckpointStore::Loaded> CreateFromCheckpoint(
                           ParseDevice(request.device.empty() ? "cpu" : request.device));
   PARAMD_RETURN_IF_ERROR(kernels::GetBackend(device).status());
   if (device.is_cuda() && device.index < 0) device.index = 0;  // as MoveModel does
-  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root, core::BuildModuleFromText(spec, 0));
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
+                          core::BuildModuleFromText(spec, 0, registry.max_state_dict_keys()));
   PARAMD_ASSIGN_OR_RETURN(core::LoadPlan plan,
                           core::PlanLoadStateDict(root, input, request.options));
   // The file's version where the model is the file's own; a new history otherwise.

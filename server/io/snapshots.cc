@@ -217,7 +217,8 @@ absl::Status Snapshots::Restore(const std::string& name, const std::string& file
     return "";
   };
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
-                          core::BuildModuleFromText(*checkpoint.spec_json, 0));
+                          core::BuildModuleFromText(*checkpoint.spec_json, 0,
+                                                    registry_->max_state_dict_keys()));
   core::StateDictInput input;
   for (CheckpointTensor& entry : checkpoint.entries) {
     input.entries.emplace_back(std::move(entry.name), std::move(entry.tensor));

@@ -71,6 +71,7 @@ struct Flags {
   std::string upload_expiry = "24h";
   std::string stream_idle_timeout = "60s";
   std::string max_transport_memory = "256M";
+  std::string max_state_dict_keys = std::to_string(paramd::core::kDefaultMaxStateDictKeys);
 };
 
 struct FlagDef {
@@ -125,6 +126,12 @@ constexpr FlagDef kFlags[] = {
      "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
      "and frees the memory its tensors reserved (default 60s; 0: never).",
      &Flags::stream_idle_timeout},
+    {"max-state-dict-keys", "N",
+     "Most state_dict keys a model may have, counting a shared module's tensors once per "
+     "path as PyTorch lists them; the same limit bounds its module paths (default 1048576). "
+     "A spec, checkpoint, RegisterParameter, RegisterBuffer or TieParameters past it gets "
+     "INVALID_ARGUMENT naming the count, and nothing is built or changed.",
+     &Flags::max_state_dict_keys},
     {"shutdown-grace", "SECONDS",
      "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
      "(default 10).", &Flags::shutdown_grace},
@@ -205,6 +212,7 @@ struct Settings {
   double snapshot_interval = 0;
   absl::Duration stream_idle_timeout;
   size_t max_transport_memory = 0;
+  uint64_t max_state_dict_keys = 0;
 };
 
 // Fills `settings` from `flags`; the usage error for the first bad value, or "".
@@ -251,6 +259,11 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
              settings.stream_idle_timeout <= absl::ZeroDuration()) {
     return absl::StrCat("--stream-idle-timeout '", flags.stream_idle_timeout,
                         "' is not a duration like 60s, 500ms or 2m (0: never)");
+  }
+  if (!absl::SimpleAtoi(flags.max_state_dict_keys, &settings.max_state_dict_keys) ||
+      settings.max_state_dict_keys < 1) {
+    return absl::StrCat("--max-state-dict-keys '", flags.max_state_dict_keys,
+                        "' is not a number of keys (1 or more)");
   }
   return "";
 }
@@ -353,7 +366,7 @@ int main(int argc, char** argv) {
     std::cerr << "paramd: " << error << "\n";
     return 2;
   }
-  paramd::core::ModelRegistry registry;
+  paramd::core::ModelRegistry registry(settings.max_state_dict_keys);
   paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry,
                                           paramd::io::FileSystem::Posix(), store_options);
   if (int expired = checkpoints.RemoveExpiredUploads(); expired > 0) {
@@ -388,6 +401,7 @@ int main(int argc, char** argv) {
        {"max_queued_calls", std::to_string(max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
        {"max_transport_memory", std::to_string(settings.max_transport_memory)},
+       {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 

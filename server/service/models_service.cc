@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "base/status_macros.h"
+#include "server/core/expanded_size.h"
 #include "server/core/repr.h"
 #include "server/core/spec.h"
 #include "server/core/traversal.h"
@@ -84,7 +85,8 @@ v1::ModelInfo DescribeModel(const core::Model& model) {
       info.set_repr_truncated(true);
     }
     info.set_repr(std::move(repr));
-    info.set_state_dict_entries(core::GetStateDict(*root).entries.size());
+    // Counted, not listed: a model's keys can be many more than its modules and tensors.
+    info.set_state_dict_entries(core::CountExpandedSize(*root).state_dict_keys);
     uint64_t numel = 0;
     const auto parameters = core::NamedParameters(root);
     for (const auto& [name, parameter] : parameters) numel += parameter->data().numel();
@@ -111,7 +113,8 @@ grpc::ServerUnaryReactor* ModelsService::CreateModel(grpc::CallbackServerContext
         PARAMD_RETURN_IF_ERROR(core::ValidateModelName(request->name()));
         PARAMD_ASSIGN_OR_RETURN(Device device, UsableDevice(request->device()));
         PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Module> root,
-                                core::BuildModuleFromText(request->spec_json(), request->seed()));
+                                core::BuildModuleFromText(request->spec_json(), request->seed(),
+                                                          registry_->max_state_dict_keys()));
         // Built and initialised on the host (the same draws as on the CPU), then moved.
         if (!device.is_cpu()) PARAMD_RETURN_IF_ERROR(core::MoveUnpublishedTree(root, device));
         auto model = std::make_shared<core::Model>(request->name(), std::move(root), device);

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/log.h"
 #include "base/status_macros.h"
+#include "server/core/expanded_size.h"
 #include "server/core/traversal.h"
 #include "server/service/answer_stream.h"
 #include "server/service/status_util.h"
@@ -45,6 +46,20 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* StreamRead(absl::string_view action,
                                  read->wire_dtype);
 }
 
+// INVALID_ARGUMENT when changing `module` (at `module_path` of `root`) into `planned` would
+// take the model past --max-state-dict-keys: a tensor added to a module shared along many
+// paths adds a key per path (Note [Expanded size]).
+absl::Status CheckPlanned(const core::Module& root, const core::Module& module,
+                          const core::Module& planned, absl::string_view action,
+                          absl::string_view name, absl::string_view module_path,
+                          uint64_t max_state_dict_keys) {
+  return core::CheckExpandedSize(
+      core::CountExpandedSize(root, &module, &planned), max_state_dict_keys,
+      absl::StrCat(action, " ", QuoteName(name), " on ",
+                   module_path.empty() ? "the root module" : QuoteName(module_path),
+                   " would expand the model to"));
+}
+
 bool RequiresGrad(const core::TensorSlot& slot) {
   const auto* parameter = dynamic_cast<const core::Parameter*>(&slot);
   return parameter != nullptr && parameter->requires_grad();
@@ -67,8 +82,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
           for (const auto& [path, module_version] : sd.metadata) {
             (*read.start.mutable_metadata())[path] = module_version;
           }
-          absl::flat_hash_map<const core::TensorSlot*, std::vector<std::string>> names;
-          for (const auto& entry : sd.entries) names[entry.slot.get()].push_back(entry.name);
+          // Names of one tensor object: the first lists all the others, each later one
+          // names the first, so the lists grow with the entries (a tensor reached by n
+          // paths would otherwise list n * (n - 1) names).
+          absl::flat_hash_map<const core::TensorSlot*, size_t> first;
+          read.tensors.reserve(sd.entries.size());
           for (auto& entry : sd.entries) {
             OutgoingTensor item{entry.name,
                                 entry.tensor,
@@ -76,8 +94,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
                                 RequiresGrad(*entry.slot),
                                 entry.slot->version(),
                                 {}};
-            for (const std::string& other : names[entry.slot.get()]) {
-              if (other != entry.name) item.tied_with.push_back(other);
+            auto [it, inserted] = first.try_emplace(entry.slot.get(), read.tensors.size());
+            if (!inserted) {
+              OutgoingTensor& head = read.tensors[it->second];
+              head.tied_with.push_back(entry.name);
+              item.tied_with.push_back(head.name);
             }
             read.tensors.push_back(std::move(item));
           }
@@ -137,12 +158,30 @@ grpc::ServerUnaryReactor* ParametersService::NamedModules(grpc::CallbackServerCo
     return Logged(
         "named_modules", request->model(), Guard([&]() -> absl::Status {
           PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-          model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+          return model->Read([&](const std::shared_ptr<core::Module>& root,
+                                 uint64_t version) -> absl::Status {
             response->set_version(version);
-            // Every path of each module object, to report sharing even when de-duplicating.
+            // Every path of each module object, to report sharing even when de-duplicating
+            // (as many as the model has module paths, which its limit bounds).
             absl::flat_hash_map<const core::Module*, std::vector<std::string>> paths;
             for (const auto& [name, module] : core::NamedModules(root, request->prefix(), false)) {
               paths[module.get()].push_back(name);
+            }
+            if (request->keep_duplicates()) {
+              // Each of a module's n paths then names the n - 1 others.
+              uint64_t listed = 0;
+              for (const auto& [module, names] : paths) {
+                const uint64_t n = names.size();
+                listed = listed > UINT64_MAX - n * (n - 1) ? UINT64_MAX : listed + n * (n - 1);
+              }
+              if (listed > registry_->max_state_dict_keys()) {
+                return absl::InvalidArgumentError(absl::StrCat(
+                    "NamedModules with keep_duplicates would list ", listed,
+                    " shared_with names (each path of a shared module names all its other "
+                    "paths); the limit is ", registry_->max_state_dict_keys(),
+                    " (--max-state-dict-keys); without keep_duplicates each module is listed "
+                    "once, with all its other paths"));
+              }
             }
             for (const auto& [name, module] :
                  core::NamedModules(root, request->prefix(), !request->keep_duplicates())) {
@@ -155,8 +194,8 @@ grpc::ServerUnaryReactor* ParametersService::NamedModules(grpc::CallbackServerCo
                 if (other != name) entry->add_shared_with(other);
               }
             }
+            return absl::OkStatus();
           });
-          return absl::OkStatus();
         }));
   });
 }
@@ -278,6 +317,11 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
             if (tensor.defined()) {
               value = std::make_shared<core::Parameter>(tensor, requires_grad);
             }
+            core::Module planned = *module;
+            (void)planned.RegisterParameter(name, value);
+            PARAMD_RETURN_IF_ERROR(CheckPlanned(*root, *module, planned, "registering parameter",
+                                                name, options.module_path(),
+                                                registry_->max_state_dict_keys()));
             return core::Model::Commit([module, name, value](uint64_t v) {
               if (value) value->set_data(value->data(), v);
               (void)module->RegisterParameter(name, value);
@@ -287,6 +331,11 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
           std::shared_ptr<core::Buffer> value;
           if (tensor.defined()) value = std::make_shared<core::Buffer>(tensor);
           const bool persistent = !options.non_persistent();
+          core::Module planned = *module;
+          (void)planned.RegisterBuffer(name, value, persistent);
+          PARAMD_RETURN_IF_ERROR(CheckPlanned(*root, *module, planned, "registering buffer", name,
+                                              options.module_path(),
+                                              registry_->max_state_dict_keys()));
           return core::Model::Commit([module, name, value, persistent](uint64_t v) {
             if (value) value->set_data(value->data(), v);
             (void)module->RegisterBuffer(name, value, persistent);
@@ -348,6 +397,11 @@ grpc::ServerUnaryReactor* ParametersService::TieParameters(grpc::CallbackServerC
                                                 " to ", QuoteName(request->target()), " of shape ",
                                                 core::ShapeString(target->data().shape())));
                              }
+                             core::Module planned = *module;
+                             (void)planned.AssignParameter(slot, target);
+                             PARAMD_RETURN_IF_ERROR(CheckPlanned(*root, *module, planned, "tying",
+                                                                 slot, module_path,
+                                                                 registry_->max_state_dict_keys()));
                              return core::Model::Commit([module, slot, target](uint64_t) {
                                (void)module->AssignParameter(slot, target);
                              });

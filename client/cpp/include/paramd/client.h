@@ -92,8 +92,8 @@ struct StateDictOptions {
 struct StateDictResult {
   // The model version every entry belongs to.
   uint64_t version = 0;
-  // In state_dict order; tied and shared entries appear under every name, each listing the
-  // others in `tensor.tied_with`.
+  // In state_dict order; tied and shared entries appear under every name. The first name of
+  // a tensor object lists the others in `tensor.tied_with`; each later name lists the first.
   std::vector<NamedTensor> entries;
   // state_dict()._metadata: module path (no trailing dot) -> Module._version.
   std::map<std::string, int> metadata;
