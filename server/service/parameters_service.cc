@@ -1,6 +1,7 @@
 #include "server/service/parameters_service.h"
 
 #include "base/text.h"
+#include "base/version_conflict.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/log.h"
@@ -206,9 +207,10 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
       // applied to (and ABORTED for a stale if_version, as any write).
       const uint64_t current = model->version();
       if (if_version && *if_version != current) {
-        return absl::AbortedError(absl::StrCat("model ", QuoteName(model->name()),
-                                               " is at version ", current, ", not ", *if_version,
-                                               "; read it again and redo the write"));
+        return VersionConflictError(
+            absl::StrCat("model ", QuoteName(model->name()), " is at version ", current, ", not ",
+                         *if_version, "; read it again and redo the write"),
+            current);
       }
       return current;
     }

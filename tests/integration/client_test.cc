@@ -142,8 +142,9 @@ TEST_F(ClientTest, LoadStateDictStrictNonStrictAndVersions) {
   EXPECT_EQ(loose->version, 2u);
   EXPECT_THAT(mlp.GetTensor("w2")->ToDoubles(), ElementsAre(5.0));
   // Conditional write against a stale version.
-  EXPECT_EQ(mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 1).status().code(),
-            absl::StatusCode::kAborted);
+  const absl::Status stale = mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 1).status();
+  EXPECT_EQ(stale.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(CurrentVersionOf(stale), std::optional<uint64_t>(2));
   EXPECT_TRUE(mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 2).ok());
 }
 

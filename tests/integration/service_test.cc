@@ -289,6 +289,57 @@ TEST_F(ServiceTest, IfVersionMismatchIsAbortedAndChangesNothing) {
   EXPECT_THAT(Floats(GetTensor(*parameters_, "mlp", "w2").tensors[0].data), ElementsAre(2.0f));
 }
 
+// The trailer a call's context received under `key`, or "(none)".
+std::string Trailer(const grpc::ClientContext& context, const std::string& key) {
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(key);
+  return it == trailers.end() ? "(none)" : std::string(it->second.data(), it->second.size());
+}
+
+TEST_F(ServiceTest, VersionConflictCarriesTheCurrentVersionTrailer) {
+  ASSERT_TRUE(Create("mlp", kMlpSpec).ok());
+  auto tensor = FloatTensorFrames("w2", {1}, {9});
+  std::vector<v1::WriteFrame> frames = {OptionsFrame("mlp", 0)};
+  frames.insert(frames.end(), tensor.begin(), tensor.end());
+  v1::WriteResponse written;
+  ASSERT_TRUE(SetTensors(*parameters_, frames, &written).ok());  // now at version 2
+
+  {  // A stream write with a stale if_version.
+    frames[0] = OptionsFrame("mlp", 1);
+    grpc::ClientContext context;
+    auto writer = parameters_->SetTensors(&context, &written);
+    for (const auto& frame : frames) {
+      if (!writer->Write(frame)) break;
+    }
+    writer->WritesDone();
+    const grpc::Status status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED) << status.error_message();
+    EXPECT_EQ(Trailer(context, "paramd-current-version"), "2");
+    // The version travels in the trailer alone: no status details reach the client.
+    EXPECT_EQ(status.error_details(), "");
+  }
+  {  // A unary delete with a stale if_version.
+    grpc::ClientContext context;
+    v1::DeleteModelRequest request;
+    request.set_name("mlp");
+    request.set_if_version(7);
+    v1::DeleteModelResponse response;
+    const grpc::Status status = models_->DeleteModel(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED) << status.error_message();
+    EXPECT_EQ(Trailer(context, "paramd-current-version"), "2");
+  }
+  {  // Any other failure carries no version.
+    grpc::ClientContext context;
+    v1::DeleteModelRequest request;
+    request.set_name("nope");
+    request.set_if_version(7);
+    v1::DeleteModelResponse response;
+    const grpc::Status status = models_->DeleteModel(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+    EXPECT_EQ(Trailer(context, "paramd-current-version"), "(none)");
+  }
+}
+
 // Every bad request gets a clear error with the right code, and afterwards every model is
 // byte-for-byte what it was and the daemon still answers.
 TEST_F(ServiceTest, BatteryOfBadRequestsChangesNothing) {

@@ -184,6 +184,19 @@ def test_versions_and_conflicts(client: paramd.Client, name: str) -> None:
     assert arr(model.get("w2")).tolist() == [3.0]
 
 
+def test_version_conflicts_report_the_current_version(client: paramd.Client, name: str) -> None:
+    # The server's paramd-current-version trailer: a stream write, a unary write, a delete.
+    model = client.create(name, SPECS / "mlp.json")
+    assert model.set("w2", f32(3)) == 2
+    for stale in (lambda: model.set("w2", f32(4), if_version=1),
+                  lambda: model.train(False, if_version=1),
+                  lambda: model.delete(if_version=1)):
+        with pytest.raises(paramd.VersionConflict) as caught:
+            stale()
+        assert caught.value.current_version == 2
+    assert arr(model.get("w2")).tolist() == [3.0] and model.version == 2
+
+
 def test_bad_input_leaves_model_unchanged(client: paramd.Client, name: str,
                                           daemon: Daemon) -> None:
     model = client.create(name, SPECS / "mlp.json")

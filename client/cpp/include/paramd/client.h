@@ -7,7 +7,9 @@
 // `if_version` no longer matches, ...). A stream that breaks the wire contract (no start
 // frame, chunks out of order, a tensor that ends short or runs past its size) gives
 // DATA_LOSS; arguments the client can check itself give INVALID_ARGUMENT before anything is
-// sent. Nothing here throws.
+// sent. Nothing here throws. An ABORTED from a version mismatch carries the model's current
+// version as the server sent it (trailing metadata `paramd-current-version`):
+// `CurrentVersionOf(status)` reads it, nullopt when the server did not send one.
 //
 // Ownership and threading: a Client owns its gRPC channel and may be used from many threads
 // at once. A RemoteModel is a cheap value (a borrowed Client pointer and a model name); the
@@ -31,9 +33,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/version_conflict.h"
 #include "paramd/tensor.h"
 
 namespace paramd::client {
+
+using ::paramd::CurrentVersionOf;
 
 // Bytes per TensorChunk the client sends; the server's chunk size too (LIMITS.md).
 inline constexpr size_t kChunkBytes = size_t{1} << 20;
