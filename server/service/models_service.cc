@@ -6,6 +6,7 @@
 #include "base/status_macros.h"
 #include "server/core/repr.h"
 #include "server/core/spec.h"
+#include "server/core/spec_export.h"
 #include "server/core/traversal.h"
 #include "server/service/status_util.h"
 #include "server/service/unary_call.h"
@@ -143,6 +144,21 @@ grpc::ServerUnaryReactor* ModelsService::MoveModel(grpc::CallbackServerContext* 
           return absl::OkStatus();
         }),
         /*log_success=*/true);
+  });
+}
+
+grpc::ServerUnaryReactor* ModelsService::GetSpec(grpc::CallbackServerContext* context,
+                                                 const v1::GetSpecRequest* request,
+                                                 v1::GetSpecResponse* response) {
+  return FinishInline(context, [&] {
+    return Logged("get spec", request->name(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+                    model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+                      response->set_spec_json(core::ExportSpec(root).dump());
+                      response->set_version(version);
+                    });
+                    return absl::OkStatus();
+                  }));
   });
 }
 

@@ -2,7 +2,7 @@
 // Callback handlers: the calls that change a model or the registry (CreateModel and
 // MoveModel initialise or copy every tensor, SetMode waits for the model's writer,
 // DeleteModel for a snapshot being written) run on the Executor; ListModels and
-// DescribeModel read a pinned version inline on gRPC's callback thread.
+// DescribeModel and GetSpec read a pinned version inline on gRPC's callback thread.
 // Thread-safety: all methods may run concurrently (the registry and models lock themselves).
 #pragma once
 
@@ -41,6 +41,9 @@ class ModelsService final : public v1::Models::CallbackService {
   grpc::ServerUnaryReactor* MoveModel(grpc::CallbackServerContext* context,
                                       const v1::MoveModelRequest* request,
                                       v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* GetSpec(grpc::CallbackServerContext* context,
+                                    const v1::GetSpecRequest* request,
+                                    v1::GetSpecResponse* response) override;
 
  private:
   core::ModelRegistry* registry_;  // not owned

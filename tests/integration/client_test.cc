@@ -148,6 +148,41 @@ TEST_F(ClientTest, LoadStateDictStrictNonStrictAndVersions) {
   EXPECT_TRUE(mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 2).ok());
 }
 
+// GetSpec gives the tree as it stands after RegisterBuffer and TieParameters, ties and
+// shared modules included: a model built from it has the same state_dict keys, repr and
+// de-duplicated parameters.
+TEST_F(ClientTest, GetSpecRebuildsTheTreeAsItStands) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  auto mlp = client_->Model("mlp");
+  ASSERT_TRUE(mlp.TieParameters("linear2.bias", "w2").ok());
+  ASSERT_TRUE(mlp.RegisterBuffer("linear1", "scale", Floats({2}, {1, 2})).ok());
+  ASSERT_TRUE(client_->CreateModel("net", kSharedSpec).ok());
+  for (const std::string name : {"mlp", "net"}) {
+    SCOPED_TRACE(name);
+    auto spec = client_->GetSpec(name);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    auto original = client_->DescribeModel(name);
+    ASSERT_TRUE(original.ok());
+    EXPECT_EQ(spec->version, original->version);
+    auto copy = client_->CreateModel(name + "_copy", spec->spec_json);
+    ASSERT_TRUE(copy.ok()) << copy.status() << "\n" << spec->spec_json;
+    EXPECT_EQ(copy->repr, original->repr);
+    EXPECT_EQ(copy->parameter_count, original->parameter_count);
+    EXPECT_EQ(copy->state_dict_entries, original->state_dict_entries);
+    auto keys = [&](const std::string& model) {
+      std::vector<std::pair<std::string, std::vector<std::string>>> out;
+      auto sd = client_->Model(model).StateDict({.metadata_only = true});
+      EXPECT_TRUE(sd.ok()) << sd.status();
+      if (sd.ok()) {
+        for (const auto& entry : sd->entries) out.emplace_back(entry.name, entry.tensor.tied_with);
+      }
+      return out;
+    };
+    EXPECT_EQ(keys(name + "_copy"), keys(name));
+  }
+  EXPECT_EQ(client_->GetSpec("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(ClientTest, BatchNormBuffersModeAndMetadataRule) {
   ASSERT_TRUE(client_->CreateModel("bn", kBatchNormSpec).ok());
   auto bn = client_->Model("bn");

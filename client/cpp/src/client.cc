@@ -128,6 +128,16 @@ absl::StatusOr<ModelInfo> Client::DescribeModel(const std::string& name) const {
   return FromProto(response);
 }
 
+absl::StatusOr<ModelSpec> Client::GetSpec(const std::string& name) const {
+  v1::GetSpecRequest request;
+  request.set_name(name);
+  v1::GetSpecResponse response;
+  PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
+    return impl_->models->GetSpec(context, request, &response);
+  }));
+  return ModelSpec{response.spec_json(), response.version()};
+}
+
 // --- RemoteModel: reads ---
 
 absl::StatusOr<StateDictResult> RemoteModel::StateDict(const StateDictOptions& options) const {

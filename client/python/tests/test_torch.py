@@ -5,6 +5,7 @@ shared modules."""
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from torch import nn  # noqa: E402
 
 import paramd  # noqa: E402
 from paramd.torch import UnsupportedModule, from_torch, spec_of, to_torch  # noqa: E402
-from conftest import SPECS  # noqa: E402
+from conftest import SPECS, Daemon  # noqa: E402
 from seed_models import MyModel, TiedLM  # noqa: E402
 
 
@@ -102,6 +103,20 @@ def test_seed_modules_from_torch_and_back(client: paramd.Client, name: str, make
     expected = local(inputs)
     torch.testing.assert_close(remote(inputs), expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(back(inputs), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_to_torch_reads_the_spec_and_writes_nothing(client: paramd.Client, name: str,
+                                                    daemon: Daemon) -> None:
+    # The tree as it stands after a tie and a registered buffer, read with GetSpec: no
+    # checkpoint file is written on the daemon for it.
+    remote = client.create(name, SPECS / "mlp.json")
+    remote.tie("linear2.bias", "w2")
+    remote.submodule("linear1").register_buffer("scale", torch.tensor([1.0, 2.0]))
+    local = to_torch(remote)
+    assert local.linear2.bias is local.w2
+    assert local.linear1.scale.tolist() == [1.0, 2.0]
+    assert_same_state(local, remote)
+    assert not os.path.exists(os.path.join(daemon.checkpoint_dir, "paramd-client"))
 
 
 def test_ties_and_shared_modules_survive(client: paramd.Client, name: str) -> None:

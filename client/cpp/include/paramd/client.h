@@ -77,6 +77,12 @@ struct ModelInfo {
   uint64_t nbytes = 0;
 };
 
+// paramd.v1.GetSpecResponse: the spec of a model's tree as it stands, and its version.
+struct ModelSpec {
+  std::string spec_json;
+  uint64_t version = 0;
+};
+
 struct NamedTensor {
   std::string name;
   HostTensor tensor;
@@ -369,6 +375,10 @@ class Client {
   absl::Status DeleteModel(const std::string& name, uint64_t if_version = 0) const;
   absl::StatusOr<std::vector<ModelInfo>> ListModels() const;
   absl::StatusOr<ModelInfo> DescribeModel(const std::string& name) const;
+  // The spec (JSON text) of the model's tree as it stands now, ties as `tie` and shared
+  // modules as `ref`: CreateModel with it builds the same tree. NOT_FOUND for an unknown
+  // model.
+  absl::StatusOr<ModelSpec> GetSpec(const std::string& name) const;
 
   // Saves model `model` to `path` in the daemon's checkpoint directory, atomically, from
   // one model version.
