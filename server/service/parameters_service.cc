@@ -66,6 +66,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
           core::StateDict sd = core::GetStateDict(*root, request.prefix());
           for (const auto& [path, module_version] : sd.metadata) {
             (*read.start.mutable_metadata())[path] = module_version;
+            v1::ModuleVersion* ordered = read.start.add_ordered_metadata();
+            ordered->set_path(path);
+            ordered->set_version(module_version);
           }
           absl::flat_hash_map<const core::TensorSlot*, std::vector<std::string>> names;
           for (const auto& entry : sd.entries) names[entry.slot.get()].push_back(entry.name);

@@ -107,6 +107,11 @@ TEST_F(ClientTest, SeedTyingRegionWriteAndTieParameters) {
   EXPECT_EQ(all->entries.size(), 8u);
   auto sd = net.StateDict({.metadata_only = true});
   EXPECT_THAT(sd->entries[2].tensor.tied_with, ElementsAre("4.weight"));
+  // _metadata in PyTorch's order: the shared Linear under both of its paths.
+  std::vector<std::string> order;
+  for (const auto& [path, module_version] : sd->ordered_metadata) order.push_back(path);
+  EXPECT_THAT(order, ElementsAre("", "0", "1", "2", "3", "4", "5", "6"));
+  EXPECT_EQ(sd->ordered_metadata.size(), sd->metadata.size());
 
   // lm_head.weight = embed.weight through the RPC, then a write through one name.
   ASSERT_TRUE(client_->CreateModel("lm", R"({"type": "LM", "children": [

@@ -148,6 +148,10 @@ TEST_F(ServiceTest, SeedMlpEndToEnd) {
   EXPECT_THAT(Names(sd),
               ElementsAre("w2", "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"));
   EXPECT_EQ(sd.metadata.size(), 4u);
+  // state_dict()._metadata's order, which the map cannot carry.
+  EXPECT_THAT(sd.metadata_order, ElementsAre("", "linear1", "relu", "linear2"));
+  EXPECT_THAT(StateDict(*parameters_, "mlp", "model.").metadata_order,
+              ElementsAre("model", "model.linear1", "model.relu", "model.linear2"));
   EXPECT_THAT(Floats(sd.tensors[0].data), ElementsAre(2.0f));
   EXPECT_THAT(sd.tensors[1].meta.shape(), ElementsAre(2, 1));
   EXPECT_TRUE(sd.tensors[1].meta.is_parameter());

@@ -24,6 +24,8 @@ struct WireRead {
   grpc::Status status;
   uint64_t version = 0;
   std::map<std::string, int> metadata;
+  // StreamStart.ordered_metadata's paths, in the order sent.
+  std::vector<std::string> metadata_order;
   std::vector<WireTensor> tensors;
 };
 
@@ -39,6 +41,10 @@ WireRead ReadFrames(Reader& reader) {
       started = true;
       out.version = frame.start().version();
       for (const auto& [k, v] : frame.start().metadata()) out.metadata[k] = v;
+      for (const auto& entry : frame.start().ordered_metadata()) {
+        out.metadata_order.push_back(entry.path());
+        EXPECT_EQ(out.metadata[entry.path()], entry.version()) << entry.path();
+      }
     } else if (frame.has_header()) {
       EXPECT_TRUE(started) << "header before start";
       WireTensor tensor;

@@ -165,6 +165,9 @@ absl::Status RemoteModel::StateDictInto(StateDictResult& result,
   for (const auto& [path, module_version] : receiver.start().metadata()) {
     result.metadata.emplace(path, module_version);
   }
+  for (const v1::ModuleVersion& entry : receiver.start().ordered_metadata()) {
+    result.ordered_metadata.emplace_back(entry.path(), entry.version());
+  }
   return absl::OkStatus();
 }
 

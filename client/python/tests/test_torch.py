@@ -8,6 +8,7 @@ import copy
 import os
 from typing import Any
 
+import grpc
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,6 +16,7 @@ from torch import nn  # noqa: E402
 
 import paramd  # noqa: E402
 from paramd.torch import UnsupportedModule, from_torch, spec_of, to_torch  # noqa: E402
+from paramd.v1 import parameters_pb2  # noqa: E402
 from conftest import SPECS, Daemon  # noqa: E402
 from seed_models import MyModel, TiedLM  # noqa: E402
 
@@ -87,6 +89,28 @@ def test_seed_state_dict_keys_match_torch(client: paramd.Client, name: str) -> N
         assert list(sd._metadata) == list(module.state_dict()._metadata)
         assert [n for n, _ in remote.named_parameters()] == \
             [n for n, _ in module.named_parameters()]
+
+
+def wire_metadata(daemon: Daemon, model: str) -> list[tuple[str, int]]:
+    """StreamStart.ordered_metadata of a StateDict call, read with bare grpcio."""
+    with grpc.insecure_channel(daemon.address) as channel:
+        call = channel.unary_stream("/paramd.v1.Parameters/StateDict",
+                                    request_serializer=parameters_pb2.StateDictRequest
+                                    .SerializeToString,
+                                    response_deserializer=parameters_pb2.TensorFrame.FromString)
+        for frame in call(parameters_pb2.StateDictRequest(model=model, metadata_only=True)):
+            return [(m.path, m.version) for m in frame.start.ordered_metadata]
+    raise AssertionError("no start frame")
+
+
+@pytest.mark.parametrize("make", [MLP, MyModel, TiedLM, shared_net], ids=lambda f: f.__name__)
+def test_metadata_order_on_the_wire_is_torchs(client: paramd.Client, name: str, daemon: Daemon,
+                                              make: Any) -> None:
+    module = make()
+    remote = from_torch(module, client, name)
+    expected = [(k, v["version"]) for k, v in module.state_dict()._metadata.items()]
+    assert wire_metadata(daemon, name) == expected
+    assert [(k, v["version"]) for k, v in remote.state_dict()._metadata.items()] == expected
 
 
 @pytest.mark.parametrize("make", [MLP, MyModel, TiedLM, shared_net], ids=lambda f: f.__name__)

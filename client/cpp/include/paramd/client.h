@@ -106,6 +106,9 @@ struct StateDictResult {
   std::vector<NamedTensor> entries;
   // state_dict()._metadata: module path (no trailing dot) -> Module._version.
   std::map<std::string, int> metadata;
+  // The same entries in PyTorch's order (state_dict()._metadata's: module paths in
+  // pre-order, a shared module once per path).
+  std::vector<std::pair<std::string, int>> ordered_metadata;
 };
 
 // named_parameters / named_buffers options, with PyTorch's defaults.

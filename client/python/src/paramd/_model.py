@@ -431,13 +431,19 @@ class RemoteModel(_Handle):
         assert reader.start is not None
         result = StateDict((e.name, e.value) for e in reader.entries)
         result.version = reader.start.version
-        result._metadata = self._ordered_metadata(dict(reader.start.metadata), prefix)
+        ordered = reader.start.ordered_metadata
+        if ordered or not reader.start.metadata:
+            result._metadata = collections.OrderedDict(
+                (m.path, {"version": m.version}) for m in ordered)
+        else:
+            result._metadata = self._ordered_metadata(dict(reader.start.metadata), prefix)
         return result
 
     def _ordered_metadata(self, metadata: dict[str, int],
                           prefix: str) -> "collections.OrderedDict[str, dict[str, int]]":
-        """``_metadata`` in PyTorch's order (every module path, pre-order). The wire's map
-        carries no order, so it comes from named_modules (cached per set of paths)."""
+        """``_metadata`` in PyTorch's order from a daemon that sends only the unordered map
+        (before StreamStart.ordered_metadata): the order comes from named_modules (cached
+        per set of paths)."""
         keys = frozenset(metadata)
         order = self._module_order.get(keys)
         if order is None:

@@ -18,7 +18,7 @@ class TensorFrame(_message.Message):
     def __init__(self, start: _Optional[_Union[StreamStart, _Mapping]] = ..., header: _Optional[_Union[_tensor_pb2.TensorHeader, _Mapping]] = ..., chunk: _Optional[_Union[_tensor_pb2.TensorChunk, _Mapping]] = ...) -> None: ...
 
 class StreamStart(_message.Message):
-    __slots__ = ("model", "version", "metadata")
+    __slots__ = ("model", "version", "metadata", "ordered_metadata")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,10 +29,12 @@ class StreamStart(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_METADATA_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     metadata: _containers.ScalarMap[str, int]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    ordered_metadata: _containers.RepeatedCompositeFieldContainer[ModuleVersion]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, int]] = ..., ordered_metadata: _Optional[_Iterable[_Union[ModuleVersion, _Mapping]]] = ...) -> None: ...
 
 class StateDictRequest(_message.Message):
     __slots__ = ("model", "prefix", "wire_dtype", "metadata_only")
@@ -174,3 +176,11 @@ class LoadStateDictResponse(_message.Message):
     missing_keys: _containers.RepeatedScalarFieldContainer[str]
     unexpected_keys: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, version: _Optional[int] = ..., missing_keys: _Optional[_Iterable[str]] = ..., unexpected_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModuleVersion(_message.Message):
+    __slots__ = ("path", "version")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    version: int
+    def __init__(self, path: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
