@@ -79,9 +79,12 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
                                 RequiresGrad(*entry.slot),
                                 entry.slot->version(),
                                 {}};
-            for (const std::string& other : names[entry.slot.get()]) {
+            const std::vector<std::string>& same = names[entry.slot.get()];
+            for (const std::string& other : same) {
               if (other != entry.name) item.tied_with.push_back(other);
             }
+            // The first name of the object carries its bytes; later ones point at it.
+            if (request.aliases() && same.front() != entry.name) item.alias_of = same.front();
             read.tensors.push_back(std::move(item));
           }
         });

@@ -293,6 +293,45 @@ TEST_F(ServiceTest, IfVersionMismatchIsAbortedAndChangesNothing) {
   EXPECT_THAT(Floats(GetTensor(*parameters_, "mlp", "w2").tensors[0].data), ElementsAre(2.0f));
 }
 
+// A tied or shared tensor's bytes travel once when the request asks for aliases, and under
+// every name when it does not (older clients, examples/go).
+TEST_F(ServiceTest, StateDictAliasesSendTiedBytesOnce) {
+  ASSERT_TRUE(Create("lm", kTiedEmbeddingSpec).ok());
+  ASSERT_TRUE(Create("net", kSharedSpec).ok());
+  auto read = [&](const std::string& model, bool aliases, v1::DType wire_dtype) {
+    grpc::ClientContext context;
+    v1::StateDictRequest request;
+    request.set_model(model);
+    request.set_aliases(aliases);
+    request.set_wire_dtype(wire_dtype);
+    auto reader = parameters_->StateDict(&context, request);
+    return ReadFrames(reader);
+  };
+  for (v1::DType wire_dtype : {v1::DTYPE_UNSPECIFIED, v1::BFLOAT16}) {
+    const WireRead plain = read("lm", false, wire_dtype);
+    const WireRead aliased = read("lm", true, wire_dtype);
+    ASSERT_TRUE(plain.status.ok() && aliased.status.ok());
+    ASSERT_EQ(plain.tensors.size(), 2u);
+    ASSERT_EQ(aliased.tensors.size(), 2u);
+    EXPECT_EQ(plain.tensors[1].alias_of, "");
+    EXPECT_EQ(plain.tensors[1].data, plain.tensors[0].data);
+    EXPECT_EQ(aliased.tensors[0].data, plain.tensors[0].data);
+    EXPECT_EQ(aliased.tensors[1].name, "lm_head.weight");
+    EXPECT_EQ(aliased.tensors[1].alias_of, "embed.weight");
+    EXPECT_EQ(aliased.tensors[1].data, "");  // no chunks
+    EXPECT_EQ(aliased.tensors[1].meta.dtype(), aliased.tensors[0].meta.dtype());
+    EXPECT_THAT(aliased.tensors[1].meta.shape(), ElementsAre(10, 4));
+  }
+  // The shared Linear: net.4's entries point at net.2's.
+  const WireRead net = read("net", true, v1::DTYPE_UNSPECIFIED);
+  ASSERT_TRUE(net.status.ok());
+  std::vector<std::string> aliases;
+  for (const auto& tensor : net.tensors) {
+    if (!tensor.alias_of.empty()) aliases.push_back(tensor.name + "->" + tensor.alias_of);
+  }
+  EXPECT_THAT(aliases, ElementsAre("4.weight->2.weight", "4.bias->2.bias"));
+}
+
 // The trailer a call's context received under `key`, or "(none)".
 std::string Trailer(const grpc::ClientContext& context, const std::string& key) {
   const auto& trailers = context.GetServerTrailingMetadata();

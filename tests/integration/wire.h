@@ -17,6 +17,7 @@ struct WireTensor {
   std::string name;
   v1::TensorMeta meta;
   std::vector<std::string> tied_with;
+  std::string alias_of;
   std::string data;
 };
 
@@ -51,6 +52,7 @@ WireRead ReadFrames(Reader& reader) {
       tensor.name = frame.header().name();
       tensor.meta = frame.header().meta();
       tensor.tied_with.assign(frame.header().tied_with().begin(), frame.header().tied_with().end());
+      tensor.alias_of = frame.header().alias_of();
       out.tensors.push_back(std::move(tensor));
     } else if (frame.has_chunk()) {
       EXPECT_FALSE(out.tensors.empty()) << "chunk before header";

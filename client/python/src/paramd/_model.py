@@ -419,7 +419,8 @@ class RemoteModel(_Handle):
         contiguous CPU tensor of the right dtype and shape) is filled in place: no memory
         is allocated for the names it holds.
         """
-        request = parameters_pb2.StateDictRequest(model=self.name, prefix=prefix)
+        # aliases: a tied or shared tensor's bytes travel once (StreamReader shares them).
+        request = parameters_pb2.StateDictRequest(model=self.name, prefix=prefix, aliases=True)
         if dtype is not None:
             request.wire_dtype = _tensors.dtype_of(dtype).wire  # type: ignore[assignment]
         with Reporter(progress, f"state_dict {self.name}") as reporter:

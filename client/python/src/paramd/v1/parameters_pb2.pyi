@@ -37,16 +37,18 @@ class StreamStart(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, int]] = ..., ordered_metadata: _Optional[_Iterable[_Union[ModuleVersion, _Mapping]]] = ...) -> None: ...
 
 class StateDictRequest(_message.Message):
-    __slots__ = ("model", "prefix", "wire_dtype", "metadata_only")
+    __slots__ = ("model", "prefix", "wire_dtype", "metadata_only", "aliases")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     WIRE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     METADATA_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     model: str
     prefix: str
     wire_dtype: _tensor_pb2.DType
     metadata_only: bool
-    def __init__(self, model: _Optional[str] = ..., prefix: _Optional[str] = ..., wire_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., metadata_only: _Optional[bool] = ...) -> None: ...
+    aliases: bool
+    def __init__(self, model: _Optional[str] = ..., prefix: _Optional[str] = ..., wire_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., metadata_only: _Optional[bool] = ..., aliases: _Optional[bool] = ...) -> None: ...
 
 class NamedTensorsRequest(_message.Message):
     __slots__ = ("model", "prefix", "no_recurse", "keep_duplicates", "with_data", "wire_dtype")
