@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "base/text.h"
+#include "base/version_conflict.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "server/core/traversal.h"
@@ -79,9 +80,10 @@ absl::StatusOr<uint64_t> Model::Write(std::optional<uint64_t> if_version, const 
     current = version_;
   }
   if (if_version && *if_version != current) {
-    return absl::AbortedError(absl::StrCat("model ", QuoteName(name_), " is at version ", current,
-                                           ", not ", *if_version,
-                                           "; read it again and redo the write"));
+    return VersionConflictError(absl::StrCat("model ", QuoteName(name_), " is at version ",
+                                             current, ", not ", *if_version,
+                                             "; read it again and redo the write"),
+                                current);
   }
   // Only writers change the tree and this one holds writer_mu_, so `prepare` may read it
   // without mu_ while readers carry on.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/text.h"
+#include "base/version_conflict.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
@@ -63,8 +64,9 @@ absl::Status ModelRegistry::Remove(absl::string_view name, std::optional<uint64_
   if (if_version) {
     const uint64_t current = it->second->version();
     if (current != *if_version) {
-      return absl::AbortedError(absl::StrCat("model ", QuoteName(name), " is at version ", current,
-                                             ", not ", *if_version, "; not deleted"));
+      return VersionConflictError(absl::StrCat("model ", QuoteName(name), " is at version ",
+                                               current, ", not ", *if_version, "; not deleted"),
+                                  current);
     }
   }
   models_.erase(it);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "base/version_conflict.h"
 #include "server/core/tree_copy.h"
 
 namespace paramd::core {
@@ -34,9 +35,10 @@ absl::StatusOr<ForwardAnswer> RunForward(Model& model, absl::Span<const NamedTen
     if (cancelled()) return CancelledStatus();
     const Pinned pinned = Pin(model);
     if (options.if_version && *options.if_version != pinned.version) {
-      return absl::AbortedError(absl::StrCat("model '", model.name(), "' is at version ",
-                                             pinned.version, ", not ", *options.if_version,
-                                             "; drop if_version or ask for the current one"));
+      return VersionConflictError(
+          absl::StrCat("model '", model.name(), "' is at version ", pinned.version, ", not ",
+                       *options.if_version, "; drop if_version or ask for the current one"),
+          pinned.version);
     }
     ForwardAnswer answer;
     answer.version = pinned.version;
@@ -71,10 +73,12 @@ absl::StatusOr<ForwardAnswer> RunForward(Model& model, absl::Span<const NamedTen
     }
     if (!absl::IsAborted(committed.status()) || options.if_version) return committed.status();
   }
-  return absl::AbortedError(absl::StrCat(
-      "model '", model.name(), "' was written ", kForwardAttempts,
-      " times while a training-mode forward ran, so its BatchNorm statistics could not be "
-      "committed; retry, or run in eval mode (mode FORWARD_MODE_EVAL) to leave them alone"));
+  return VersionConflictError(
+      absl::StrCat(
+          "model '", model.name(), "' was written ", kForwardAttempts,
+          " times while a training-mode forward ran, so its BatchNorm statistics could not be "
+          "committed; retry, or run in eval mode (mode FORWARD_MODE_EVAL) to leave them alone"),
+      model.version());
 }
 
 }  // namespace paramd::core

@@ -12,6 +12,7 @@
 #include "server/core/expanded_size.h"
 #include "server/core/repr.h"
 #include "server/core/spec.h"
+#include "server/core/spec_export.h"
 #include "server/core/traversal.h"
 #include "server/service/answer_stream.h"
 #include "server/service/page_token.h"
@@ -224,6 +225,21 @@ grpc::ServerUnaryReactor* ModelsService::MoveModel(grpc::CallbackServerContext* 
           return absl::OkStatus();
         }),
         /*log_success=*/true);
+  });
+}
+
+grpc::ServerUnaryReactor* ModelsService::GetSpec(grpc::CallbackServerContext* context,
+                                                 const v1::GetSpecRequest* request,
+                                                 v1::GetSpecResponse* response) {
+  return FinishInline(context, [&] {
+    return Logged("get spec", request->name(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
+                    model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+                      response->set_spec_json(core::ExportSpec(root).dump());
+                      response->set_version(version);
+                    });
+                    return absl::OkStatus();
+                  }));
   });
 }
 

@@ -2,8 +2,8 @@
 // Callback handlers: the calls that change a model or the registry (CreateModel and
 // MoveModel initialise or copy every tensor, SetMode waits for the model's writer,
 // DeleteModel for a snapshot being written) and GetRepr (a repr may be long) run on the
-// Executor; ListModels and DescribeModel read pinned versions inline on gRPC's callback
-// thread.
+// Executor; ListModels, DescribeModel and GetSpec read a pinned version inline on gRPC's
+// callback thread.
 // Thread-safety: all methods may run concurrently (the registry and models lock themselves).
 #pragma once
 
@@ -62,6 +62,9 @@ class ModelsService final : public v1::Models::CallbackService {
   grpc::ServerUnaryReactor* MoveModel(grpc::CallbackServerContext* context,
                                       const v1::MoveModelRequest* request,
                                       v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* GetSpec(grpc::CallbackServerContext* context,
+                                    const v1::GetSpecRequest* request,
+                                    v1::GetSpecResponse* response) override;
 
  private:
   core::ModelRegistry* registry_;  // not owned

@@ -1,6 +1,7 @@
 #include "server/service/parameters_service.h"
 
 #include "base/text.h"
+#include "base/version_conflict.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/log.h"
@@ -81,6 +82,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
           core::StateDict sd = core::GetStateDict(*root, request.prefix());
           for (const auto& [path, module_version] : sd.metadata) {
             (*read.start.mutable_metadata())[path] = module_version;
+            v1::ModuleVersion* ordered = read.start.add_ordered_metadata();
+            ordered->set_path(path);
+            ordered->set_version(module_version);
           }
           // Names of one tensor object: the first lists all the others, each later one
           // names the first, so the lists grow with the entries (a tensor reached by n
@@ -99,6 +103,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
               OutgoingTensor& head = read.tensors[it->second];
               head.tied_with.push_back(entry.name);
               item.tied_with.push_back(head.name);
+              // The first name of the object carries its bytes; later ones point at it.
+              if (request.aliases()) item.alias_of = head.name;
             }
             read.tensors.push_back(std::move(item));
           }
@@ -246,9 +252,10 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
       // applied to (and ABORTED for a stale if_version, as any write).
       const uint64_t current = model->version();
       if (if_version && *if_version != current) {
-        return absl::AbortedError(absl::StrCat("model ", QuoteName(model->name()),
-                                               " is at version ", current, ", not ", *if_version,
-                                               "; read it again and redo the write"));
+        return VersionConflictError(
+            absl::StrCat("model ", QuoteName(model->name()), " is at version ", current, ", not ",
+                         *if_version, "; read it again and redo the write"),
+            current);
       }
       return current;
     }

@@ -1,6 +1,8 @@
 #include "server/service/server.h"
 
 #include <chrono>
+#include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.pb.h"
@@ -14,6 +16,7 @@
 #include "server/service/models_service.h"
 #include "server/service/parameters_service.h"
 #include "server/service/reflection_service.h"
+#include "server/service/status_trailer.h"
 #include "server/service/tensor_codec.h"
 
 namespace paramd::service {
@@ -55,6 +58,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (options.checkpoints != nullptr) builder.RegisterService(&server->services_->checkpoints);
   builder.RegisterService(&server->services_->inference);
   AddReflectionV1(builder);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<CurrentVersionTrailerFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));

@@ -9,9 +9,11 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
 #include "base/text.h"
+#include "base/version_conflict.h"
 #include "server/common/log.h"
 
 namespace paramd::service {
@@ -23,10 +25,24 @@ namespace paramd::service {
 // by QuoteName, and this keeps long lists (load_state_dict's keys) within reach too.
 inline constexpr size_t kMaxStatusMessageBytes = 2048;
 
+// Note [Current version trailer]: an ABORTED status from a version mismatch carries the
+// model's current version (base/version_conflict.h), and the client gets it as the trailing
+// metadata `paramd-current-version`. Trailing metadata belongs to the call's context, which
+// the places that translate statuses (Guard, the stream reactors) do not hold, so the
+// version rides in the grpc::Status's error details as `kCurrentVersionDetail` + decimal,
+// and CurrentVersionTrailer (status_trailer.h), a server interceptor every call passes
+// through, moves it into the trailer before the status is sent: the details never reach
+// the wire.
+inline constexpr absl::string_view kCurrentVersionDetail = "paramd-current-version=";
+
 inline grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
+  std::string details;
+  if (std::optional<uint64_t> current = CurrentVersionOf(status)) {
+    details = absl::StrCat(kCurrentVersionDetail, *current);
+  }
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      TruncateText(status.message(), kMaxStatusMessageBytes));
+                      TruncateText(status.message(), kMaxStatusMessageBytes), details);
 }
 
 template <typename Fn>

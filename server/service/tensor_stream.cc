@@ -103,8 +103,10 @@ void TensorStreamReactor::Next() {
   }
   while (index_ < tensors_.size()) {
     const OutgoingTensor& item = tensors_[index_];
+    // An alias's bytes went with its first name: it sends a header alone.
+    const bool carries_data = with_data_ && item.alias_of.empty();
     if (!header_sent_) {
-      if (with_data_) {
+      if (carries_data) {
         absl::StatusOr<core::Tensor> wire = PrepareForWire(item.tensor, wire_dtype_);
         if (!wire.ok()) {
           Finish(ToGrpcStatus(wire.status()));
@@ -116,7 +118,15 @@ void TensorStreamReactor::Next() {
       v1::TensorHeader* header = frame.mutable_header();
       header->set_name(item.name);
       FillMeta(item.tensor, header->mutable_meta());
-      if (with_data_) header->mutable_meta()->set_dtype(ToProtoDType(wire_.dtype()));
+      if (with_data_) {
+        // An alias's tensor is its first name's, so it travels as that one did.
+        if (item.alias_of.empty() && !item.tied_with.empty()) {
+          sent_dtypes_[item.name] = ToProtoDType(wire_.dtype());
+        }
+        header->mutable_meta()->set_dtype(item.alias_of.empty() ? ToProtoDType(wire_.dtype())
+                                                                : sent_dtypes_[item.alias_of]);
+      }
+      header->set_alias_of(item.alias_of);
       header->mutable_meta()->set_is_parameter(item.is_parameter);
       header->mutable_meta()->set_requires_grad(item.requires_grad);
       header->mutable_meta()->set_version(item.version);
@@ -125,11 +135,12 @@ void TensorStreamReactor::Next() {
       offset_ = 0;
       buffer_ = Serialize(frame);
       // A header is small and its data follows at once: let gRPC coalesce the two.
-      StartWrite(&buffer_, with_data_ && wire_.nbytes() > 0 ? grpc::WriteOptions().set_buffer_hint()
-                                                            : grpc::WriteOptions());
+      StartWrite(&buffer_, carries_data && wire_.nbytes() > 0
+                               ? grpc::WriteOptions().set_buffer_hint()
+                               : grpc::WriteOptions());
       return;
     }
-    if (with_data_ && offset_ < wire_.nbytes()) {
+    if (carries_data && offset_ < wire_.nbytes()) {
       const size_t size = std::min(kChunkBytes, wire_.nbytes() - offset_);
       buffer_ = EncodeChunkFrame(wire_, offset_, size);
       offset_ += size;

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/server_context.h"
@@ -43,6 +44,9 @@ struct OutgoingTensor {
   bool requires_grad = false;
   uint64_t version = 0;
   std::vector<std::string> tied_with;
+  // Set: the earlier name in the stream whose tensor this is; its header says so and no
+  // chunks follow.
+  std::string alias_of;
 };
 
 // The TensorFrame {chunk {offset, data = bytes [offset, offset + size) of tensor}} as a
@@ -78,6 +82,8 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   bool started_ = false;
   size_t index_ = 0;          // tensor being sent
   bool header_sent_ = false;  // its header is out
+  // The wire dtype each tied tensor's first name went out with, for its aliases.
+  absl::flat_hash_map<std::string, v1::DType> sent_dtypes_;
   core::Tensor wire_;         // its bytes as they travel (cast, contiguous)
   size_t offset_ = 0;         // next byte of wire_ to send
   grpc::ByteBuffer buffer_;   // the write in flight

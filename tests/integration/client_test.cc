@@ -107,6 +107,11 @@ TEST_F(ClientTest, SeedTyingRegionWriteAndTieParameters) {
   EXPECT_EQ(all->entries.size(), 8u);
   auto sd = net.StateDict({.metadata_only = true});
   EXPECT_THAT(sd->entries[2].tensor.tied_with, ElementsAre("4.weight"));
+  // _metadata in PyTorch's order: the shared Linear under both of its paths.
+  std::vector<std::string> order;
+  for (const auto& [path, module_version] : sd->ordered_metadata) order.push_back(path);
+  EXPECT_THAT(order, ElementsAre("", "0", "1", "2", "3", "4", "5", "6"));
+  EXPECT_EQ(sd->ordered_metadata.size(), sd->metadata.size());
 
   // lm_head.weight = embed.weight through the RPC, then a write through one name.
   ASSERT_TRUE(client_->CreateModel("lm", R"({"type": "LM", "children": [
@@ -142,9 +147,45 @@ TEST_F(ClientTest, LoadStateDictStrictNonStrictAndVersions) {
   EXPECT_EQ(loose->version, 2u);
   EXPECT_THAT(mlp.GetTensor("w2")->ToDoubles(), ElementsAre(5.0));
   // Conditional write against a stale version.
-  EXPECT_EQ(mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 1).status().code(),
-            absl::StatusCode::kAborted);
+  const absl::Status stale = mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 1).status();
+  EXPECT_EQ(stale.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(CurrentVersionOf(stale), std::optional<uint64_t>(2));
   EXPECT_TRUE(mlp.SetTensor("w2", Floats({1}, {6}), std::nullopt, 2).ok());
+}
+
+// GetSpec gives the tree as it stands after RegisterBuffer and TieParameters, ties and
+// shared modules included: a model built from it has the same state_dict keys, repr and
+// de-duplicated parameters.
+TEST_F(ClientTest, GetSpecRebuildsTheTreeAsItStands) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  auto mlp = client_->Model("mlp");
+  ASSERT_TRUE(mlp.TieParameters("linear2.bias", "w2").ok());
+  ASSERT_TRUE(mlp.RegisterBuffer("linear1", "scale", Floats({2}, {1, 2})).ok());
+  ASSERT_TRUE(client_->CreateModel("net", kSharedSpec).ok());
+  for (const std::string name : {"mlp", "net"}) {
+    SCOPED_TRACE(name);
+    auto spec = client_->GetSpec(name);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    auto original = client_->DescribeModel(name);
+    ASSERT_TRUE(original.ok());
+    EXPECT_EQ(spec->version, original->version);
+    auto copy = client_->CreateModel(name + "_copy", spec->spec_json);
+    ASSERT_TRUE(copy.ok()) << copy.status() << "\n" << spec->spec_json;
+    EXPECT_EQ(copy->repr, original->repr);
+    EXPECT_EQ(copy->parameter_count, original->parameter_count);
+    EXPECT_EQ(copy->state_dict_entries, original->state_dict_entries);
+    auto keys = [&](const std::string& model) {
+      std::vector<std::pair<std::string, std::vector<std::string>>> out;
+      auto sd = client_->Model(model).StateDict({.metadata_only = true});
+      EXPECT_TRUE(sd.ok()) << sd.status();
+      if (sd.ok()) {
+        for (const auto& entry : sd->entries) out.emplace_back(entry.name, entry.tensor.tied_with);
+      }
+      return out;
+    };
+    EXPECT_EQ(keys(name + "_copy"), keys(name));
+  }
+  EXPECT_EQ(client_->GetSpec("nope").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ClientTest, BatchNormBuffersModeAndMetadataRule) {

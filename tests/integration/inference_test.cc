@@ -86,6 +86,7 @@ TEST_F(InferenceTest, SeedMlpComputesAndReportsItsVersion) {
   auto stale = mlp.Forward(Floats({1, 1}, {1.0}), pinned);
   EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted);
   EXPECT_THAT(stale.status().message(), HasSubstr("is at version"));
+  EXPECT_EQ(CurrentVersionOf(stale.status()), std::optional<uint64_t>(*written + 1));
   pinned.if_version = *written + 1;
   EXPECT_TRUE(mlp.Forward(Floats({1, 1}, {1.0}), pinned).ok());
 

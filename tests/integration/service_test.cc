@@ -148,6 +148,10 @@ TEST_F(ServiceTest, SeedMlpEndToEnd) {
   EXPECT_THAT(Names(sd),
               ElementsAre("w2", "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"));
   EXPECT_EQ(sd.metadata.size(), 4u);
+  // state_dict()._metadata's order, which the map cannot carry.
+  EXPECT_THAT(sd.metadata_order, ElementsAre("", "linear1", "relu", "linear2"));
+  EXPECT_THAT(StateDict(*parameters_, "mlp", "model.").metadata_order,
+              ElementsAre("model", "model.linear1", "model.relu", "model.linear2"));
   EXPECT_THAT(Floats(sd.tensors[0].data), ElementsAre(2.0f));
   EXPECT_THAT(sd.tensors[1].meta.shape(), ElementsAre(2, 1));
   EXPECT_TRUE(sd.tensors[1].meta.is_parameter());
@@ -287,6 +291,96 @@ TEST_F(ServiceTest, IfVersionMismatchIsAbortedAndChangesNothing) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
   EXPECT_THAT(status.error_message(), HasSubstr("is at version 1, not 7"));
   EXPECT_THAT(Floats(GetTensor(*parameters_, "mlp", "w2").tensors[0].data), ElementsAre(2.0f));
+}
+
+// A tied or shared tensor's bytes travel once when the request asks for aliases, and under
+// every name when it does not (older clients, examples/go).
+TEST_F(ServiceTest, StateDictAliasesSendTiedBytesOnce) {
+  ASSERT_TRUE(Create("lm", kTiedEmbeddingSpec).ok());
+  ASSERT_TRUE(Create("net", kSharedSpec).ok());
+  auto read = [&](const std::string& model, bool aliases, v1::DType wire_dtype) {
+    grpc::ClientContext context;
+    v1::StateDictRequest request;
+    request.set_model(model);
+    request.set_aliases(aliases);
+    request.set_wire_dtype(wire_dtype);
+    auto reader = parameters_->StateDict(&context, request);
+    return ReadFrames(reader);
+  };
+  for (v1::DType wire_dtype : {v1::DTYPE_UNSPECIFIED, v1::BFLOAT16}) {
+    const WireRead plain = read("lm", false, wire_dtype);
+    const WireRead aliased = read("lm", true, wire_dtype);
+    ASSERT_TRUE(plain.status.ok() && aliased.status.ok());
+    ASSERT_EQ(plain.tensors.size(), 2u);
+    ASSERT_EQ(aliased.tensors.size(), 2u);
+    EXPECT_EQ(plain.tensors[1].alias_of, "");
+    EXPECT_EQ(plain.tensors[1].data, plain.tensors[0].data);
+    EXPECT_EQ(aliased.tensors[0].data, plain.tensors[0].data);
+    EXPECT_EQ(aliased.tensors[1].name, "lm_head.weight");
+    EXPECT_EQ(aliased.tensors[1].alias_of, "embed.weight");
+    EXPECT_EQ(aliased.tensors[1].data, "");  // no chunks
+    EXPECT_EQ(aliased.tensors[1].meta.dtype(), aliased.tensors[0].meta.dtype());
+    EXPECT_THAT(aliased.tensors[1].meta.shape(), ElementsAre(10, 4));
+  }
+  // The shared Linear: net.4's entries point at net.2's.
+  const WireRead net = read("net", true, v1::DTYPE_UNSPECIFIED);
+  ASSERT_TRUE(net.status.ok());
+  std::vector<std::string> aliases;
+  for (const auto& tensor : net.tensors) {
+    if (!tensor.alias_of.empty()) aliases.push_back(tensor.name + "->" + tensor.alias_of);
+  }
+  EXPECT_THAT(aliases, ElementsAre("4.weight->2.weight", "4.bias->2.bias"));
+}
+
+// The trailer a call's context received under `key`, or "(none)".
+std::string Trailer(const grpc::ClientContext& context, const std::string& key) {
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(key);
+  return it == trailers.end() ? "(none)" : std::string(it->second.data(), it->second.size());
+}
+
+TEST_F(ServiceTest, VersionConflictCarriesTheCurrentVersionTrailer) {
+  ASSERT_TRUE(Create("mlp", kMlpSpec).ok());
+  auto tensor = FloatTensorFrames("w2", {1}, {9});
+  std::vector<v1::WriteFrame> frames = {OptionsFrame("mlp", 0)};
+  frames.insert(frames.end(), tensor.begin(), tensor.end());
+  v1::WriteResponse written;
+  ASSERT_TRUE(SetTensors(*parameters_, frames, &written).ok());  // now at version 2
+
+  {  // A stream write with a stale if_version.
+    frames[0] = OptionsFrame("mlp", 1);
+    grpc::ClientContext context;
+    auto writer = parameters_->SetTensors(&context, &written);
+    for (const auto& frame : frames) {
+      if (!writer->Write(frame)) break;
+    }
+    writer->WritesDone();
+    const grpc::Status status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED) << status.error_message();
+    EXPECT_EQ(Trailer(context, "paramd-current-version"), "2");
+    // The version travels in the trailer alone: no status details reach the client.
+    EXPECT_EQ(status.error_details(), "");
+  }
+  {  // A unary delete with a stale if_version.
+    grpc::ClientContext context;
+    v1::DeleteModelRequest request;
+    request.set_name("mlp");
+    request.set_if_version(7);
+    v1::DeleteModelResponse response;
+    const grpc::Status status = models_->DeleteModel(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED) << status.error_message();
+    EXPECT_EQ(Trailer(context, "paramd-current-version"), "2");
+  }
+  {  // Any other failure carries no version.
+    grpc::ClientContext context;
+    v1::DeleteModelRequest request;
+    request.set_name("nope");
+    request.set_if_version(7);
+    v1::DeleteModelResponse response;
+    const grpc::Status status = models_->DeleteModel(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+    EXPECT_EQ(Trailer(context, "paramd-current-version"), "(none)");
+  }
 }
 
 // Every bad request gets a clear error with the right code, and afterwards every model is

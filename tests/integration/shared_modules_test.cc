@@ -181,9 +181,8 @@ TEST_F(SharedModulesTest, ADepth40ChainInASafetensorsFileIsRefusedAtLoadPromptly
   v1::LoadRequest request;
   request.set_model("chain");
   request.set_path("chain.safetensors");
-  v1::LoadResponse response;
   const auto start = std::chrono::steady_clock::now();
-  const grpc::Status status = checkpoints_->Load(&context, request, &response);
+  const grpc::Status status = LoadCheckpoint(*checkpoints_, &context, request);
   EXPECT_LT(std::chrono::steady_clock::now() - start, kPrompt);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
   EXPECT_EQ(status.error_message(), kDepth40Error);

@@ -18,6 +18,7 @@ struct WireTensor {
   std::string name;
   v1::TensorMeta meta;
   std::vector<std::string> tied_with;
+  std::string alias_of;
   std::string data;
 };
 
@@ -25,6 +26,8 @@ struct WireRead {
   grpc::Status status;
   uint64_t version = 0;
   std::map<std::string, int> metadata;
+  // StreamStart.ordered_metadata's paths, in the order sent.
+  std::vector<std::string> metadata_order;
   std::vector<WireTensor> tensors;
 };
 
@@ -40,12 +43,17 @@ WireRead ReadFrames(Reader& reader) {
       started = true;
       out.version = frame.start().version();
       for (const auto& [k, v] : frame.start().metadata()) out.metadata[k] = v;
+      for (const auto& entry : frame.start().ordered_metadata()) {
+        out.metadata_order.push_back(entry.path());
+        EXPECT_EQ(out.metadata[entry.path()], entry.version()) << entry.path();
+      }
     } else if (frame.has_header()) {
       EXPECT_TRUE(started) << "header before start";
       WireTensor tensor;
       tensor.name = frame.header().name();
       tensor.meta = frame.header().meta();
       tensor.tied_with.assign(frame.header().tied_with().begin(), frame.header().tied_with().end());
+      tensor.alias_of = frame.header().alias_of();
       out.tensors.push_back(std::move(tensor));
     } else if (frame.has_chunk()) {
       EXPECT_FALSE(out.tensors.empty()) << "chunk before header";

@@ -90,7 +90,7 @@ absl::StatusOr<SaveCheckpointResult> Client::SaveCheckpoint(
   grpc::ClientContext context;
   impl_->PrepareStream(&context);  // a large save takes as long as the disk needs
   PARAMD_RETURN_IF_ERROR(
-      FromGrpcStatus(impl_->checkpoints->Save(&context, request, &response)));
+      FromGrpcStatus(impl_->checkpoints->Save(&context, request, &response), context));
   SaveCheckpointResult result;
   result.path = response.path();
   result.format = FromProto(response.format());
@@ -124,7 +124,7 @@ absl::StatusOr<LoadCheckpointResult> Client::LoadCheckpoint(
     result.created = response.created();
     result.format = FromProto(response.format());
   }
-  PARAMD_RETURN_IF_ERROR(answer.Complete(FromGrpcStatus(reader->Finish())));
+  PARAMD_RETURN_IF_ERROR(answer.Complete(FromGrpcStatus(reader->Finish(), context)));
   result.version = answer.version;
   result.missing_keys = std::move(answer.missing_keys);
   result.unexpected_keys = std::move(answer.unexpected_keys);
@@ -205,7 +205,7 @@ absl::StatusOr<TransferResult> Client::Upload(const std::string& local_path,
   writer->WritesDone();
   const grpc::Status status = writer->Finish();
   PARAMD_RETURN_IF_ERROR(local);
-  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status));
+  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
   return TransferResult{response.size(), response.sha256(), offset};
 }
 
@@ -262,7 +262,7 @@ absl::StatusOr<TransferResult> Client::Download(const std::string& remote_path,
     // The kept part is longer than the file now is: it belonged to another version.
     ::unlink(part.c_str());
   }
-  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status));
+  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
   if (at != size) {
     return absl::DataLossError(absl::StrCat("the download of '", remote_path, "' ended after ",
                                             at, " of ", size, " bytes; run it again to resume"));
@@ -288,7 +288,7 @@ absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> Client::Snapshot(
   grpc::ClientContext context;
   impl_->PrepareStream(&context);
   PARAMD_RETURN_IF_ERROR(
-      FromGrpcStatus(impl_->checkpoints->Snapshot(&context, request, &response)));
+      FromGrpcStatus(impl_->checkpoints->Snapshot(&context, request, &response), context));
   std::vector<std::pair<std::string, uint64_t>> out;
   for (const v1::ModelSnapshot& snapshot : response.snapshots()) {
     out.emplace_back(snapshot.model(), snapshot.version());

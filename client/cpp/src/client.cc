@@ -131,7 +131,7 @@ absl::StatusOr<std::string> Client::GetRepr(const std::string& name) const {
   std::string repr;
   v1::ReprChunk chunk;
   while (reader->Read(&chunk)) repr += chunk.text();
-  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
+  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(reader->Finish(), context));
   return repr;
 }
 
@@ -152,6 +152,16 @@ absl::StatusOr<ModelInfo> Client::DescribeModel(const std::string& name) const {
   ModelInfo info = FromProto(response);
   PARAMD_RETURN_IF_ERROR(CompleteRepr(info));
   return info;
+}
+
+absl::StatusOr<ModelSpec> Client::GetSpec(const std::string& name) const {
+  v1::GetSpecRequest request;
+  request.set_name(name);
+  v1::GetSpecResponse response;
+  PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
+    return impl_->models->GetSpec(context, request, &response);
+  }));
+  return ModelSpec{response.spec_json(), response.version()};
 }
 
 // --- RemoteModel: reads ---
@@ -180,6 +190,9 @@ absl::Status RemoteModel::StateDictInto(StateDictResult& result,
   result.entries = std::move(receiver.entries());
   for (const auto& [path, module_version] : receiver.start().metadata()) {
     result.metadata.emplace(path, module_version);
+  }
+  for (const v1::ModuleVersion& entry : receiver.start().ordered_metadata()) {
+    result.ordered_metadata.emplace_back(entry.path(), entry.version());
   }
   return absl::OkStatus();
 }

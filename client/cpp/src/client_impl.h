@@ -49,7 +49,7 @@ struct Client::Impl {
   absl::Status Unary(Call&& call) const {
     grpc::ClientContext context;
     PrepareUnary(&context);
-    return FromGrpcStatus(call(&context));
+    return FromGrpcStatus(call(&context), context);
   }
 
   // Runs a server-streaming read opened by `open(context)`, feeding every frame to
@@ -73,7 +73,7 @@ struct Client::Impl {
     }
     const grpc::Status status = reader->Finish();
     PARAMD_RETURN_IF_ERROR(local);
-    PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status));
+    PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
     return receiver->Finish();
   }
 
@@ -97,7 +97,7 @@ struct Client::Impl {
                                                     : grpc::WriteOptions().set_buffer_hint());
     });
     writer->WritesDone();
-    return FromGrpcStatus(writer->Finish());
+    return FromGrpcStatus(writer->Finish(), context);
   }
 
   // Runs a write whose answer is a stream (LoadStateDict), opened by `open(context)`:
@@ -122,7 +122,7 @@ struct Client::Impl {
     stream->WritesDone();
     Response response;
     while (stream->Read(&response)) on_message(response);
-    return FromGrpcStatus(stream->Finish());
+    return FromGrpcStatus(stream->Finish(), context);
   }
 };
 

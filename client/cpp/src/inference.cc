@@ -122,7 +122,7 @@ absl::StatusOr<ForwardResult> RemoteModel::Forward(const std::vector<NamedTensor
   }
   const grpc::Status status = stream->Finish();
   PARAMD_RETURN_IF_ERROR(local);
-  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status));
+  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
   PARAMD_RETURN_IF_ERROR(receiver.Finish());
   result.outputs = std::move(receiver.entries());
   return result;

@@ -5,7 +5,9 @@
 #include <limits>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/version_conflict.h"
 
 namespace paramd::client::internal {
 namespace {
@@ -26,9 +28,18 @@ absl::string_view FrameName(v1::TensorFrame::FrameCase frame_case) {
 
 }  // namespace
 
-absl::Status FromGrpcStatus(const grpc::Status& status) {
+absl::Status FromGrpcStatus(const grpc::Status& status, const grpc::ClientContext& context) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  absl::Status result(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  if (!absl::IsAborted(result)) return result;
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(grpc::string_ref(kCurrentVersionKey.data(), kCurrentVersionKey.size()));
+  uint64_t version = 0;
+  if (it != trailers.end() &&
+      absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &version)) {
+    return VersionConflictError(result.message(), version);
+  }
+  return result;
 }
 
 v1::DType ToProtoDType(DType dtype) {

@@ -16,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
 #include "paramd/client.h"
 #include "paramd/tensor.h"
@@ -24,8 +25,10 @@
 
 namespace paramd::client::internal {
 
-// The gRPC status as an absl::Status with the same code and message.
-absl::Status FromGrpcStatus(const grpc::Status& status);
+// The gRPC status of a finished call as an absl::Status with the same code and message; an
+// ABORTED one carries the server's `paramd-current-version` trailer, when `context` has it,
+// as the payload CurrentVersionOf reads (base/version_conflict.h).
+absl::Status FromGrpcStatus(const grpc::Status& status, const grpc::ClientContext& context);
 
 v1::DType ToProtoDType(DType dtype);
 // nullopt for DTYPE_UNSPECIFIED or a value this client does not know.

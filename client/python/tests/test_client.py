@@ -175,6 +175,26 @@ def test_out_fills_in_place(client: paramd.Client, name: str) -> None:
         model.state_dict(out={"embed.weight": np.zeros((2, 2), np.float32)})
 
 
+def test_tied_bytes_travel_once_and_share_memory(client: paramd.Client, name: str) -> None:
+    model = client.create(name, SPECS / "tied_embedding.json")
+    seen: list[tuple[int, int]] = []
+    sd = model.state_dict(as_numpy=True, progress=lambda done, total: seen.append((done, total)))
+    assert list(sd) == ["embed.weight", "lm_head.weight"]
+    nbytes = sd["embed.weight"].nbytes
+    assert seen[-1] == (nbytes, nbytes)  # lm_head.weight's bytes did not travel again
+    assert np.shares_memory(sd["embed.weight"], sd["lm_head.weight"])
+    # out= with two separate buffers: the second is filled from the first.
+    model.set("embed.weight", np.arange(40, dtype=np.float32).reshape(10, 4))
+    out = {key: np.zeros_like(value) for key, value in sd.items()}
+    again = model.state_dict(as_numpy=True, out=out)
+    assert again["lm_head.weight"] is out["lm_head.weight"]
+    assert out["lm_head.weight"].tolist() == np.arange(40).reshape(10, 4).tolist()
+    # Sharing buffers (the previous result) stay shared.
+    third = model.state_dict(as_numpy=True, out=sd)
+    assert np.shares_memory(third["embed.weight"], third["lm_head.weight"])
+    assert third["lm_head.weight"].tolist() == np.arange(40).reshape(10, 4).tolist()
+
+
 def test_versions_and_conflicts(client: paramd.Client, name: str) -> None:
     model = client.create(name, SPECS / "mlp.json")
     assert model.set("w2", f32(3), if_version=1) == 2
@@ -182,6 +202,19 @@ def test_versions_and_conflicts(client: paramd.Client, name: str) -> None:
         model.set("w2", f32(4), if_version=1)
     assert caught.value.code.name == "ABORTED"
     assert arr(model.get("w2")).tolist() == [3.0]
+
+
+def test_version_conflicts_report_the_current_version(client: paramd.Client, name: str) -> None:
+    # The server's paramd-current-version trailer: a stream write, a unary write, a delete.
+    model = client.create(name, SPECS / "mlp.json")
+    assert model.set("w2", f32(3)) == 2
+    for stale in (lambda: model.set("w2", f32(4), if_version=1),
+                  lambda: model.train(False, if_version=1),
+                  lambda: model.delete(if_version=1)):
+        with pytest.raises(paramd.VersionConflict) as caught:
+            stale()
+        assert caught.value.current_version == 2
+    assert arr(model.get("w2")).tolist() == [3.0] and model.version == 2
 
 
 def test_bad_input_leaves_model_unchanged(client: paramd.Client, name: str,

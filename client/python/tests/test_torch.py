@@ -5,8 +5,10 @@ shared modules."""
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
+import grpc
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -14,7 +16,8 @@ from torch import nn  # noqa: E402
 
 import paramd  # noqa: E402
 from paramd.torch import UnsupportedModule, from_torch, spec_of, to_torch  # noqa: E402
-from conftest import SPECS  # noqa: E402
+from paramd.v1 import parameters_pb2  # noqa: E402
+from conftest import SPECS, Daemon  # noqa: E402
 from seed_models import MyModel, TiedLM  # noqa: E402
 
 
@@ -88,6 +91,28 @@ def test_seed_state_dict_keys_match_torch(client: paramd.Client, name: str) -> N
             [n for n, _ in module.named_parameters()]
 
 
+def wire_metadata(daemon: Daemon, model: str) -> list[tuple[str, int]]:
+    """StreamStart.ordered_metadata of a StateDict call, read with bare grpcio."""
+    with grpc.insecure_channel(daemon.address) as channel:
+        call = channel.unary_stream("/paramd.v1.Parameters/StateDict",
+                                    request_serializer=parameters_pb2.StateDictRequest
+                                    .SerializeToString,
+                                    response_deserializer=parameters_pb2.TensorFrame.FromString)
+        for frame in call(parameters_pb2.StateDictRequest(model=model, metadata_only=True)):
+            return [(m.path, m.version) for m in frame.start.ordered_metadata]
+    raise AssertionError("no start frame")
+
+
+@pytest.mark.parametrize("make", [MLP, MyModel, TiedLM, shared_net], ids=lambda f: f.__name__)
+def test_metadata_order_on_the_wire_is_torchs(client: paramd.Client, name: str, daemon: Daemon,
+                                              make: Any) -> None:
+    module = make()
+    remote = from_torch(module, client, name)
+    expected = [(k, v["version"]) for k, v in module.state_dict()._metadata.items()]
+    assert wire_metadata(daemon, name) == expected
+    assert [(k, v["version"]) for k, v in remote.state_dict()._metadata.items()] == expected
+
+
 @pytest.mark.parametrize("make", [MLP, MyModel, TiedLM, shared_net], ids=lambda f: f.__name__)
 def test_seed_modules_from_torch_and_back(client: paramd.Client, name: str, make: Any) -> None:
     torch.manual_seed(0)
@@ -102,6 +127,20 @@ def test_seed_modules_from_torch_and_back(client: paramd.Client, name: str, make
     expected = local(inputs)
     torch.testing.assert_close(remote(inputs), expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(back(inputs), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_to_torch_reads_the_spec_and_writes_nothing(client: paramd.Client, name: str,
+                                                    daemon: Daemon) -> None:
+    # The tree as it stands after a tie and a registered buffer, read with GetSpec: no
+    # checkpoint file is written on the daemon for it.
+    remote = client.create(name, SPECS / "mlp.json")
+    remote.tie("linear2.bias", "w2")
+    remote.submodule("linear1").register_buffer("scale", torch.tensor([1.0, 2.0]))
+    local = to_torch(remote)
+    assert local.linear2.bias is local.w2
+    assert local.linear1.scale.tolist() == [1.0, 2.0]
+    assert_same_state(local, remote)
+    assert not os.path.exists(os.path.join(daemon.checkpoint_dir, "paramd-client"))
 
 
 def test_ties_and_shared_modules_survive(client: paramd.Client, name: str) -> None:

@@ -54,11 +54,15 @@ absl::Status Feed(TensorStreamReceiver& receiver, std::vector<v1::TensorFrame> f
 }
 
 TEST(FromGrpcStatusTest, KeepsCodeAndMessage) {
-  EXPECT_TRUE(FromGrpcStatus(grpc::Status::OK).ok());
-  absl::Status status = FromGrpcStatus(grpc::Status(grpc::StatusCode::ABORTED, "moved on"));
+  grpc::ClientContext context;
+  EXPECT_TRUE(FromGrpcStatus(grpc::Status::OK, context).ok());
+  absl::Status status =
+      FromGrpcStatus(grpc::Status(grpc::StatusCode::ABORTED, "moved on"), context);
   EXPECT_EQ(status.code(), absl::StatusCode::kAborted);
   EXPECT_EQ(status.message(), "moved on");
-  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::NOT_FOUND, "x")).code(),
+  // No trailer: no current version.
+  EXPECT_EQ(CurrentVersionOf(status), std::nullopt);
+  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::NOT_FOUND, "x"), context).code(),
             absl::StatusCode::kNotFound);
 }
 

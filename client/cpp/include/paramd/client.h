@@ -7,7 +7,9 @@
 // `if_version` no longer matches, ...). A stream that breaks the wire contract (no start
 // frame, chunks out of order, a tensor that ends short or runs past its size) gives
 // DATA_LOSS; arguments the client can check itself give INVALID_ARGUMENT before anything is
-// sent. Nothing here throws.
+// sent. Nothing here throws. An ABORTED from a version mismatch carries the model's current
+// version as the server sent it (trailing metadata `paramd-current-version`):
+// `CurrentVersionOf(status)` reads it, nullopt when the server did not send one.
 //
 // Ownership and threading: a Client owns its gRPC channel and may be used from many threads
 // at once. A RemoteModel is a cheap value (a borrowed Client pointer and a model name); the
@@ -31,9 +33,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/version_conflict.h"
 #include "paramd/tensor.h"
 
 namespace paramd::client {
+
+using ::paramd::CurrentVersionOf;
 
 // Bytes per TensorChunk the client sends; the server's chunk size too (LIMITS.md).
 inline constexpr size_t kChunkBytes = size_t{1} << 20;
@@ -74,6 +79,12 @@ struct ModelInfo {
   uint64_t nbytes = 0;
 };
 
+// paramd.v1.GetSpecResponse: the spec of a model's tree as it stands, and its version.
+struct ModelSpec {
+  std::string spec_json;
+  uint64_t version = 0;
+};
+
 struct NamedTensor {
   std::string name;
   HostTensor tensor;
@@ -97,6 +108,9 @@ struct StateDictResult {
   std::vector<NamedTensor> entries;
   // state_dict()._metadata: module path (no trailing dot) -> Module._version.
   std::map<std::string, int> metadata;
+  // The same entries in PyTorch's order (state_dict()._metadata's: module paths in
+  // pre-order, a shared module once per path).
+  std::vector<std::pair<std::string, int>> ordered_metadata;
 };
 
 // named_parameters / named_buffers options, with PyTorch's defaults.
@@ -372,6 +386,10 @@ class Client {
   absl::StatusOr<std::string> GetRepr(const std::string& name) const;
   // Replaces a cut `info.repr` with the whole text (GetRepr); nothing to do when it is whole.
   absl::Status CompleteRepr(ModelInfo& info) const;
+  // The spec (JSON text) of the model's tree as it stands now, ties as `tie` and shared
+  // modules as `ref`: CreateModel with it builds the same tree. NOT_FOUND for an unknown
+  // model.
+  absl::StatusOr<ModelSpec> GetSpec(const std::string& name) const;
 
   // Saves model `model` to `path` in the daemon's checkpoint directory, atomically, from
   // one model version.

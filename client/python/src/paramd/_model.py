@@ -421,7 +421,8 @@ class RemoteModel(_Handle):
         contiguous CPU tensor of the right dtype and shape) is filled in place: no memory
         is allocated for the names it holds.
         """
-        request = parameters_pb2.StateDictRequest(model=self.name, prefix=prefix)
+        # aliases: a tied or shared tensor's bytes travel once (StreamReader shares them).
+        request = parameters_pb2.StateDictRequest(model=self.name, prefix=prefix, aliases=True)
         if dtype is not None:
             request.wire_dtype = _tensors.dtype_of(dtype).wire  # type: ignore[assignment]
         with Reporter(progress, f"state_dict {self.name}") as reporter:
@@ -433,13 +434,19 @@ class RemoteModel(_Handle):
         assert reader.start is not None
         result = StateDict((e.name, e.value) for e in reader.entries)
         result.version = reader.start.version
-        result._metadata = self._ordered_metadata(dict(reader.start.metadata), prefix)
+        ordered = reader.start.ordered_metadata
+        if ordered or not reader.start.metadata:
+            result._metadata = collections.OrderedDict(
+                (m.path, {"version": m.version}) for m in ordered)
+        else:
+            result._metadata = self._ordered_metadata(dict(reader.start.metadata), prefix)
         return result
 
     def _ordered_metadata(self, metadata: dict[str, int],
                           prefix: str) -> "collections.OrderedDict[str, dict[str, int]]":
-        """``_metadata`` in PyTorch's order (every module path, pre-order). The wire's map
-        carries no order, so it comes from named_modules (cached per set of paths)."""
+        """``_metadata`` in PyTorch's order from a daemon that sends only the unordered map
+        (before StreamStart.ordered_metadata): the order comes from named_modules (cached
+        per set of paths)."""
         keys = frozenset(metadata)
         order = self._module_order.get(keys)
         if order is None:

@@ -229,7 +229,7 @@ class StreamReader:
 
     def _check_complete(self) -> None:
         # A tied entry may come without chunks (its bytes went with the first name), or
-        # with all of them again (today's daemon sends every name's bytes).
+        # with all of them again (a request without aliases gets every name's bytes).
         if self._view is not None or (self._skip and self._filled != 0):
             if self._filled != self._expected:
                 raise DataLoss(f"tensor '{self.entries[-1].name}' ended short: got "
@@ -251,6 +251,9 @@ class StreamReader:
         self.entries.append(entry)
         self._by_name[entry.name] = entry
         if not self.expect_data:
+            return
+        if header.alias_of:
+            self._alias(entry, header.alias_of)
             return
         nbytes = _tensors.numel(shape) * dtype.itemsize
         self._expected = nbytes
@@ -275,6 +278,27 @@ class StreamReader:
         else:
             entry.value, view = _tensors.allocate(dtype, shape, self.as_numpy)
             self._view = np.frombuffer(view, np.uint8)
+
+    def _alias(self, entry: Entry, alias_of: str) -> None:
+        """A tied name whose bytes went with ``alias_of`` earlier in the stream (the request
+        asked for aliases): one storage, as PyTorch's state_dict gives; no chunks follow."""
+        first = self._by_name.get(alias_of)
+        if first is None or first is entry or first.value is None or \
+                first.shape != entry.shape or first.dtype != entry.dtype:
+            raise DataLoss(f"tensor '{entry.name}' arrived as an alias of '{alias_of}', which "
+                           "did not come before it with the same dtype and shape")
+        self._expected = 0
+        mine = None if self.out is None else self.out.get(entry.name)
+        if mine is None:
+            entry.value = _tensors.alias(first.value)
+            return
+        destination = _tensors.byte_view(mine, entry.dtype, entry.shape, entry.name)
+        entry.value = mine
+        if not _tensors.same_memory(mine, first.value):
+            self.wait_copies()  # the first name's bytes may still be on their way
+            np.copyto(np.frombuffer(destination, np.uint8),
+                      np.frombuffer(_tensors.byte_view(first.value, first.dtype, first.shape,
+                                                       first.name), np.uint8))
 
     def _chunk(self, offset: int, data: memoryview) -> None:
         if not self.expect_data:

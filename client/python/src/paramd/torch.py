@@ -27,6 +27,7 @@ from torch import nn
 from paramd._client import Client
 from paramd._model import RemoteModel
 from paramd._progress import Progress
+from paramd.v1 import models_pb2
 
 __all__ = ["from_torch", "to_torch", "spec_of", "module_from_spec", "UnsupportedModule"]
 
@@ -547,22 +548,12 @@ def module_from_spec(spec: dict[str, Any]) -> nn.Module:
 
 def exported_spec(remote: RemoteModel) -> tuple[dict[str, Any], int]:
     """The model's spec as the daemon exports it (the tree as it is now, with ``ref`` and
-    ``tie``) and its version. The wire has no call for it yet: the daemon writes it into
-    every checkpoint, so this saves one (``paramd-client/<model>.safetensors`` in its
-    checkpoint directory) and reads only the file's header back."""
-    path = f"paramd-client/{remote.name}.safetensors"
-    remote.save(path, format="safetensors")
-    header = bytearray()
-    need: Optional[int] = None
-    for piece in remote.client._download_pieces(path):
-        header += piece
-        if need is None and len(header) >= 8:
-            need = 8 + int.from_bytes(header[:8], "little")
-        if need is not None and len(header) >= need:
-            break
-    assert need is not None
-    meta = json.loads(bytes(header[8:need]))["__metadata__"]
-    return json.loads(meta["paramd.spec"]), int(meta["paramd.version"])
+    ``tie``) and the version it describes: Models.GetSpec."""
+    answer = remote.client._unary("/paramd.v1.Models/GetSpec",
+                                  models_pb2.GetSpecRequest(name=remote.name),
+                                  models_pb2.GetSpecResponse)
+    spec: dict[str, Any] = json.loads(answer.spec_json)
+    return spec, int(answer.version)
 
 
 def to_torch(remote: RemoteModel) -> nn.Module:

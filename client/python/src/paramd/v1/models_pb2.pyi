@@ -111,3 +111,17 @@ class MoveModelRequest(_message.Message):
     device: str
     if_version: int
     def __init__(self, name: _Optional[str] = ..., device: _Optional[str] = ..., if_version: _Optional[int] = ...) -> None: ...
+
+class GetSpecRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetSpecResponse(_message.Message):
+    __slots__ = ("spec_json", "version")
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    spec_json: str
+    version: int
+    def __init__(self, spec_json: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from paramd.v1 import tensor_pb2 as paramd_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aparamd/v1/parameters.proto\x12\tparamd.v1\x1a\x16paramd/v1/tensor.proto\"\x93\x01\n\x0bTensorFrame\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.paramd.v1.StreamStartH\x00\x12)\n\x06header\x18\x02 \x01(\x0b\x32\x17.paramd.v1.TensorHeaderH\x00\x12\'\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x16.paramd.v1.TensorChunkH\x00\x42\x07\n\x05\x66rame\"\x96\x01\n\x0bStreamStart\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x36\n\x08metadata\x18\x03 \x03(\x0b\x32$.paramd.v1.StreamStart.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"n\n\x10StateDictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12$\n\nwire_dtype\x18\x03 \x01(\x0e\x32\x10.paramd.v1.DType\x12\x15\n\rmetadata_only\x18\x04 \x01(\x08\"\x9a\x01\n\x13NamedTensorsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x12\n\nno_recurse\x18\x03 \x01(\x08\x12\x17\n\x0fkeep_duplicates\x18\x04 \x01(\x08\x12\x11\n\twith_data\x18\x05 \x01(\x08\x12$\n\nwire_dtype\x18\x06 \x01(\x0e\x32\x10.paramd.v1.DType\"M\n\x13NamedModulesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x17\n\x0fkeep_duplicates\x18\x03 \x01(\x08\"c\n\x0bModuleEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x03(\t\x12\x0f\n\x07\x62uffers\x18\x04 \x03(\t\x12\x13\n\x0bshared_with\x18\x05 \x03(\t\"P\n\x14NamedModulesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\'\n\x07modules\x18\x02 \x03(\x0b\x32\x16.paramd.v1.ModuleEntry\"x\n\x10GetTensorRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12!\n\x06region\x18\x03 \x01(\x0b\x32\x11.paramd.v1.Region\x12$\n\nwire_dtype\x18\x04 \x01(\x0e\x32\x10.paramd.v1.DType\"\x9e\x02\n\x0cWriteOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nif_version\x18\x02 \x01(\x04\x12\x13\n\x0bmodule_path\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04none\x18\x05 \x01(\x08\x12\x16\n\x0enon_persistent\x18\x06 \x01(\x08\x12\x12\n\nnon_strict\x18\x07 \x01(\x08\x12\x0e\n\x06\x61ssign\x18\x08 \x01(\x08\x12\x37\n\x08metadata\x18\t \x03(\x0b\x32%.paramd.v1.WriteOptions.MetadataEntry\x12\x14\n\x0chas_metadata\x18\n \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x95\x01\n\nWriteFrame\x12*\n\x07options\x18\x01 \x01(\x0b\x32\x17.paramd.v1.WriteOptionsH\x00\x12)\n\x06header\x18\x02 \x01(\x0b\x32\x17.paramd.v1.TensorHeaderH\x00\x12\'\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x16.paramd.v1.TensorChunkH\x00\x42\x07\n\x05\x66rame\" \n\rWriteResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\"W\n\x14TieParametersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x12\n\nif_version\x18\x04 \x01(\x04\"k\n\x15LoadStateDictResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\x12\x17\n\x0funexpected_keys\x18\x03 \x03(\t\x12\x12\n\nerror_text\x18\x04 \x01(\t2\xa4\x06\n\nParameters\x12\x42\n\tStateDict\x12\x1b.paramd.v1.StateDictRequest\x1a\x16.paramd.v1.TensorFrame0\x01\x12K\n\x0fNamedParameters\x12\x1e.paramd.v1.NamedTensorsRequest\x1a\x16.paramd.v1.TensorFrame0\x01\x12H\n\x0cNamedBuffers\x12\x1e.paramd.v1.NamedTensorsRequest\x1a\x16.paramd.v1.TensorFrame0\x01\x12O\n\x0cNamedModules\x12\x1e.paramd.v1.NamedModulesRequest\x1a\x1f.paramd.v1.NamedModulesResponse\x12\x42\n\tGetTensor\x12\x1b.paramd.v1.GetTensorRequest\x1a\x16.paramd.v1.TensorFrame0\x01\x12>\n\tSetTensor\x12\x15.paramd.v1.WriteFrame\x1a\x18.paramd.v1.WriteResponse(\x01\x12?\n\nSetTensors\x12\x15.paramd.v1.WriteFrame\x1a\x18.paramd.v1.WriteResponse(\x01\x12\x46\n\x11RegisterParameter\x12\x15.paramd.v1.WriteFrame\x1a\x18.paramd.v1.WriteResponse(\x01\x12\x43\n\x0eRegisterBuffer\x12\x15.paramd.v1.WriteFrame\x1a\x18.paramd.v1.WriteResponse(\x01\x12J\n\rTieParameters\x12\x1f.paramd.v1.TieParametersRequest\x1a\x18.paramd.v1.WriteResponse\x12L\n\rLoadStateDict\x12\x15.paramd.v1.WriteFrame\x1a .paramd.v1.LoadStateDictResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aparamd/v1/parameters.proto\x12\tparamd.v1\x1a\x16paramd/v1/tensor.proto\"\x93\x01\n\x0bTensorFrame\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.paramd.v1.StreamStartH\x00\x12)\n\x06header\x18\x02 \x01(\x0b\x32\x17.paramd.v1.TensorHeaderH\x00\x12\'\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x16.paramd.v1.TensorChunkH\x00\x42\x07\n\x05\x66rame\"\xca\x01\n\x0bStreamStart\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x36\n\x08metadata\x18\x03 \x03(\x0b\x32$.paramd.v1.StreamStart.MetadataEntry\x12\x32\n\x10ordered_metadata\x18\x04 \x03(\x0b\x32\x18.paramd.v1.ModuleVersion\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x7f\n\x10StateDictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12$\n\nwire_dtype\x18\x03 \x01(\x0e\x32\x10.paramd.v1.DType\x12\x15\n\rmetadata_only\x18\x04 \x01(\x08\x12\x0f\n\x07\x61liases\x18\x05 \x01(\x08\"\x9a\x01\n\x13NamedTensorsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x12\n\nno_recurse\x18\x03 \x01(\x08\x12\x17\n\x0fkeep_duplicates\x18\x04 \x01(\x08\x12\x11\n\twith_data\x18\x05 \x01(\x08\x12$\n\nwire_dtype\x18\x06 \x01(\x0e\x32\x10.paramd.v1.DType\"M\n\x13NamedModulesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x17\n\x0fkeep_duplicates\x18\x03 \x01(\x08\"c\n\x0bModuleEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x03(\t\x12\x0f\n\x07\x62uffers\x18\x04 \x03(\t\x12\x13\n\x0bshared_with\x18\x05 \x03(\t\"P\n\x14NamedModulesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\'\n\x07modules\x18\x02 \x03(\x0b\x32\x16.paramd.v1.ModuleEntry\"x\n\x10GetTensorRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12!\n\x06region\x18\x03 \x01(\x0b\x32\x11.paramd.v1.Region\x12$\n\nwire_dtype\x18\x04 \x01(\x0e\x32\x10.paramd.v1.DType\"\x9e\x02\n\x0cWriteOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nif_version\x18\x02 \x01(\x04\x12\x13\n\x0bmodule_path\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04none\x18\x05 \x01(\x08\x12\x16\n\x0enon_persistent\x18\x06 \x01(\x08\x12\x12\n\nnon_strict\x18\x07 \x01(\x08\x12\x0e\n\x06\x61ssign\x18\x08 \x01(\x08\x12\x37\n\x08metadata\x18\t \x03(\x0b\x32%.paramd.v1.WriteOptions.MetadataEntry\x12\x14\n\x0chas_metadata\x18\n \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x95\x01\n\nWriteFrame\x12*\n\x07options\x18\x01 \x01(\x0b\x32\x17.paramd.v1.WriteOptionsH\x00\x12)\n\x06header\x18\x02 \x01(\x0b\x32\x17.paramd.v1.TensorHeaderH\x00\x12\'\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x16.paramd.v1.TensorChunkH\x00\x42\x07\n\x05\x66rame\" \n\rWriteResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\"W\n\x14TieParametersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x12\n\nif_version\x18\x04 \x01(\x04\"k\n\x15LoadStateDictResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\x12\x17\n\x0funexpected_keys\x18\x03 \x03(\t\x12\x12\n\nerror_text\x18\x04 \x01(\t\".\n\rModuleVersion\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x32\xa4\x06\n\nParameters\x12\x42\n\tStateDict\x12\x1b.paramd.v1.StateDictRequest\x1a\x16.paramd.v1.TensorFrame0\x01\x12K\n\x0fNamedParameters\x12\x1e.paramd.v1.NamedTensorsRequest\x1a\x16.paramd.v1.TensorFrame0\x01\x12H\n\x0cNamedBuffers\x12\x1e.paramd.v1.NamedTensorsRequest\x1a\x16.paramd.v1.TensorFrame0\x01\x12O\n\x0cNamedModules\x12\x1e.paramd.v1.NamedModulesRequest\x1a\x1f.paramd.v1.NamedModulesResponse\x12\x42\n\tGetTensor\x12\x1b.paramd.v1.GetTensorRequest\x1a\x16.paramd.v1.TensorFrame0\x01\x12>\n\tSetTensor\x12\x15.paramd.v1.WriteFrame\x1a\x18.paramd.v1.WriteResponse(\x01\x12?\n\nSetTensors\x12\x15.paramd.v1.WriteFrame\x1a\x18.paramd.v1.WriteResponse(\x01\x12\x46\n\x11RegisterParameter\x12\x15.paramd.v1.WriteFrame\x1a\x18.paramd.v1.WriteResponse(\x01\x12\x43\n\x0eRegisterBuffer\x12\x15.paramd.v1.WriteFrame\x1a\x18.paramd.v1.WriteResponse(\x01\x12J\n\rTieParameters\x12\x1f.paramd.v1.TieParametersRequest\x1a\x18.paramd.v1.WriteResponse\x12L\n\rLoadStateDict\x12\x15.paramd.v1.WriteFrame\x1a .paramd.v1.LoadStateDictResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,33 +39,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORFRAME']._serialized_start=66
   _globals['_TENSORFRAME']._serialized_end=213
   _globals['_STREAMSTART']._serialized_start=216
-  _globals['_STREAMSTART']._serialized_end=366
-  _globals['_STREAMSTART_METADATAENTRY']._serialized_start=319
-  _globals['_STREAMSTART_METADATAENTRY']._serialized_end=366
-  _globals['_STATEDICTREQUEST']._serialized_start=368
-  _globals['_STATEDICTREQUEST']._serialized_end=478
-  _globals['_NAMEDTENSORSREQUEST']._serialized_start=481
-  _globals['_NAMEDTENSORSREQUEST']._serialized_end=635
-  _globals['_NAMEDMODULESREQUEST']._serialized_start=637
-  _globals['_NAMEDMODULESREQUEST']._serialized_end=714
-  _globals['_MODULEENTRY']._serialized_start=716
-  _globals['_MODULEENTRY']._serialized_end=815
-  _globals['_NAMEDMODULESRESPONSE']._serialized_start=817
-  _globals['_NAMEDMODULESRESPONSE']._serialized_end=897
-  _globals['_GETTENSORREQUEST']._serialized_start=899
-  _globals['_GETTENSORREQUEST']._serialized_end=1019
-  _globals['_WRITEOPTIONS']._serialized_start=1022
-  _globals['_WRITEOPTIONS']._serialized_end=1308
-  _globals['_WRITEOPTIONS_METADATAENTRY']._serialized_start=319
-  _globals['_WRITEOPTIONS_METADATAENTRY']._serialized_end=366
-  _globals['_WRITEFRAME']._serialized_start=1311
-  _globals['_WRITEFRAME']._serialized_end=1460
-  _globals['_WRITERESPONSE']._serialized_start=1462
-  _globals['_WRITERESPONSE']._serialized_end=1494
-  _globals['_TIEPARAMETERSREQUEST']._serialized_start=1496
-  _globals['_TIEPARAMETERSREQUEST']._serialized_end=1583
-  _globals['_LOADSTATEDICTRESPONSE']._serialized_start=1585
-  _globals['_LOADSTATEDICTRESPONSE']._serialized_end=1692
-  _globals['_PARAMETERS']._serialized_start=1695
-  _globals['_PARAMETERS']._serialized_end=2499
+  _globals['_STREAMSTART']._serialized_end=418
+  _globals['_STREAMSTART_METADATAENTRY']._serialized_start=371
+  _globals['_STREAMSTART_METADATAENTRY']._serialized_end=418
+  _globals['_STATEDICTREQUEST']._serialized_start=420
+  _globals['_STATEDICTREQUEST']._serialized_end=547
+  _globals['_NAMEDTENSORSREQUEST']._serialized_start=550
+  _globals['_NAMEDTENSORSREQUEST']._serialized_end=704
+  _globals['_NAMEDMODULESREQUEST']._serialized_start=706
+  _globals['_NAMEDMODULESREQUEST']._serialized_end=783
+  _globals['_MODULEENTRY']._serialized_start=785
+  _globals['_MODULEENTRY']._serialized_end=884
+  _globals['_NAMEDMODULESRESPONSE']._serialized_start=886
+  _globals['_NAMEDMODULESRESPONSE']._serialized_end=966
+  _globals['_GETTENSORREQUEST']._serialized_start=968
+  _globals['_GETTENSORREQUEST']._serialized_end=1088
+  _globals['_WRITEOPTIONS']._serialized_start=1091
+  _globals['_WRITEOPTIONS']._serialized_end=1377
+  _globals['_WRITEOPTIONS_METADATAENTRY']._serialized_start=371
+  _globals['_WRITEOPTIONS_METADATAENTRY']._serialized_end=418
+  _globals['_WRITEFRAME']._serialized_start=1380
+  _globals['_WRITEFRAME']._serialized_end=1529
+  _globals['_WRITERESPONSE']._serialized_start=1531
+  _globals['_WRITERESPONSE']._serialized_end=1563
+  _globals['_TIEPARAMETERSREQUEST']._serialized_start=1565
+  _globals['_TIEPARAMETERSREQUEST']._serialized_end=1652
+  _globals['_LOADSTATEDICTRESPONSE']._serialized_start=1654
+  _globals['_LOADSTATEDICTRESPONSE']._serialized_end=1761
+  _globals['_MODULEVERSION']._serialized_start=1763
+  _globals['_MODULEVERSION']._serialized_end=1809
+  _globals['_PARAMETERS']._serialized_start=1812
+  _globals['_PARAMETERS']._serialized_end=2616
 # @@protoc_insertion_point(module_scope)

@@ -18,7 +18,7 @@ class TensorFrame(_message.Message):
     def __init__(self, start: _Optional[_Union[StreamStart, _Mapping]] = ..., header: _Optional[_Union[_tensor_pb2.TensorHeader, _Mapping]] = ..., chunk: _Optional[_Union[_tensor_pb2.TensorChunk, _Mapping]] = ...) -> None: ...
 
 class StreamStart(_message.Message):
-    __slots__ = ("model", "version", "metadata")
+    __slots__ = ("model", "version", "metadata", "ordered_metadata")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,22 +29,26 @@ class StreamStart(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_METADATA_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     metadata: _containers.ScalarMap[str, int]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    ordered_metadata: _containers.RepeatedCompositeFieldContainer[ModuleVersion]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., metadata: _Optional[_Mapping[str, int]] = ..., ordered_metadata: _Optional[_Iterable[_Union[ModuleVersion, _Mapping]]] = ...) -> None: ...
 
 class StateDictRequest(_message.Message):
-    __slots__ = ("model", "prefix", "wire_dtype", "metadata_only")
+    __slots__ = ("model", "prefix", "wire_dtype", "metadata_only", "aliases")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     WIRE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     METADATA_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     model: str
     prefix: str
     wire_dtype: _tensor_pb2.DType
     metadata_only: bool
-    def __init__(self, model: _Optional[str] = ..., prefix: _Optional[str] = ..., wire_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., metadata_only: _Optional[bool] = ...) -> None: ...
+    aliases: bool
+    def __init__(self, model: _Optional[str] = ..., prefix: _Optional[str] = ..., wire_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., metadata_only: _Optional[bool] = ..., aliases: _Optional[bool] = ...) -> None: ...
 
 class NamedTensorsRequest(_message.Message):
     __slots__ = ("model", "prefix", "no_recurse", "keep_duplicates", "with_data", "wire_dtype")
@@ -176,3 +180,11 @@ class LoadStateDictResponse(_message.Message):
     unexpected_keys: _containers.RepeatedScalarFieldContainer[str]
     error_text: str
     def __init__(self, version: _Optional[int] = ..., missing_keys: _Optional[_Iterable[str]] = ..., unexpected_keys: _Optional[_Iterable[str]] = ..., error_text: _Optional[str] = ...) -> None: ...
+
+class ModuleVersion(_message.Message):
+    __slots__ = ("path", "version")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    version: int
+    def __init__(self, path: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...

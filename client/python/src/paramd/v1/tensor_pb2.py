@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16paramd/v1/tensor.proto\x12\tparamd.v1\"\x8a\x01\n\nTensorMeta\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.paramd.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x14\n\x0cis_parameter\x18\x04 \x01(\x08\x12\x15\n\rrequires_grad\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\x06 \x01(\x04\"$\n\x05Range\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0c\n\x04stop\x18\x02 \x01(\x03\"*\n\x06Region\x12 \n\x06ranges\x18\x01 \x03(\x0b\x32\x10.paramd.v1.Range\"w\n\x0cTensorHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04meta\x18\x02 \x01(\x0b\x32\x15.paramd.v1.TensorMeta\x12\x11\n\ttied_with\x18\x03 \x03(\t\x12!\n\x06region\x18\x04 \x01(\x0b\x32\x11.paramd.v1.Region\"+\n\x0bTensorChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\x93\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\x0b\n\x07\x46LOAT16\x10\x03\x12\x0c\n\x08\x42\x46LOAT16\x10\x04\x12\t\n\x05INT64\x10\x05\x12\t\n\x05INT32\x10\x06\x12\t\n\x05INT16\x10\x07\x12\x08\n\x04INT8\x10\x08\x12\t\n\x05UINT8\x10\t\x12\x08\n\x04\x42OOL\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16paramd/v1/tensor.proto\x12\tparamd.v1\"\x8a\x01\n\nTensorMeta\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.paramd.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x14\n\x0cis_parameter\x18\x04 \x01(\x08\x12\x15\n\rrequires_grad\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\x06 \x01(\x04\"$\n\x05Range\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0c\n\x04stop\x18\x02 \x01(\x03\"*\n\x06Region\x12 \n\x06ranges\x18\x01 \x03(\x0b\x32\x10.paramd.v1.Range\"\x89\x01\n\x0cTensorHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04meta\x18\x02 \x01(\x0b\x32\x15.paramd.v1.TensorMeta\x12\x11\n\ttied_with\x18\x03 \x03(\t\x12!\n\x06region\x18\x04 \x01(\x0b\x32\x11.paramd.v1.Region\x12\x10\n\x08\x61lias_of\x18\x05 \x01(\t\"+\n\x0bTensorChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\x93\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\x0b\n\x07\x46LOAT16\x10\x03\x12\x0c\n\x08\x42\x46LOAT16\x10\x04\x12\t\n\x05INT64\x10\x05\x12\t\n\x05INT32\x10\x06\x12\t\n\x05INT16\x10\x07\x12\x08\n\x04INT8\x10\x08\x12\t\n\x05UINT8\x10\t\x12\x08\n\x04\x42OOL\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paramd.v1.tensor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=427
-  _globals['_DTYPE']._serialized_end=574
+  _globals['_DTYPE']._serialized_start=446
+  _globals['_DTYPE']._serialized_end=593
   _globals['_TENSORMETA']._serialized_start=38
   _globals['_TENSORMETA']._serialized_end=176
   _globals['_RANGE']._serialized_start=178
   _globals['_RANGE']._serialized_end=214
   _globals['_REGION']._serialized_start=216
   _globals['_REGION']._serialized_end=258
-  _globals['_TENSORHEADER']._serialized_start=260
-  _globals['_TENSORHEADER']._serialized_end=379
-  _globals['_TENSORCHUNK']._serialized_start=381
-  _globals['_TENSORCHUNK']._serialized_end=424
+  _globals['_TENSORHEADER']._serialized_start=261
+  _globals['_TENSORHEADER']._serialized_end=398
+  _globals['_TENSORCHUNK']._serialized_start=400
+  _globals['_TENSORCHUNK']._serialized_end=443
 # @@protoc_insertion_point(module_scope)

@@ -63,16 +63,18 @@ class Region(_message.Message):
     def __init__(self, ranges: _Optional[_Iterable[_Union[Range, _Mapping]]] = ...) -> None: ...
 
 class TensorHeader(_message.Message):
-    __slots__ = ("name", "meta", "tied_with", "region")
+    __slots__ = ("name", "meta", "tied_with", "region", "alias_of")
     NAME_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
     TIED_WITH_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_OF_FIELD_NUMBER: _ClassVar[int]
     name: str
     meta: TensorMeta
     tied_with: _containers.RepeatedScalarFieldContainer[str]
     region: Region
-    def __init__(self, name: _Optional[str] = ..., meta: _Optional[_Union[TensorMeta, _Mapping]] = ..., tied_with: _Optional[_Iterable[str]] = ..., region: _Optional[_Union[Region, _Mapping]] = ...) -> None: ...
+    alias_of: str
+    def __init__(self, name: _Optional[str] = ..., meta: _Optional[_Union[TensorMeta, _Mapping]] = ..., tied_with: _Optional[_Iterable[str]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., alias_of: _Optional[str] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
     __slots__ = ("offset", "data")
