@@ -52,7 +52,11 @@ bool RequiresGrad(const core::TensorSlot& slot) {
 }  // namespace
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/StateDict")) {
+    return refused;
+  }
   return StreamRead<v1::StateDictRequest>(
       "state_dict", raw, [&](const v1::StateDictRequest& request) -> absl::StatusOr<PreparedRead> {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
@@ -120,18 +124,30 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedTensors(
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedParameters(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/NamedParameters")) {
+    return refused;
+  }
   return NamedTensors(raw, /*parameters=*/true);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedBuffers(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/NamedBuffers")) {
+    return refused;
+  }
   return NamedTensors(raw, /*parameters=*/false);
 }
 
 grpc::ServerUnaryReactor* ParametersService::NamedModules(grpc::CallbackServerContext* context,
                                                           const v1::NamedModulesRequest* request,
                                                           v1::NamedModulesResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Parameters/NamedModules")) {
+    return refused;
+  }
   return FinishInline(context, [&] {
     return Logged(
         "named_modules", request->model(), Guard([&]() -> absl::Status {
@@ -161,7 +177,11 @@ grpc::ServerUnaryReactor* ParametersService::NamedModules(grpc::CallbackServerCo
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::GetTensor(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/GetTensor")) {
+    return refused;
+  }
   return StreamRead<v1::GetTensorRequest>(
       "get tensor", raw, [&](const v1::GetTensorRequest& request) -> absl::StatusOr<PreparedRead> {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
@@ -226,6 +246,10 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/SetTensor")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, response, "set tensor",
       [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/true); });
@@ -233,6 +257,10 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensors(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/SetTensors")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, response, "set tensors",
       [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/false); });
@@ -304,6 +332,10 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/RegisterParameter")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, response, "register parameter",
       [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/true); });
@@ -311,6 +343,10 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/RegisterBuffer")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, response, "register buffer",
       [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/false); });
@@ -319,6 +355,10 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
 grpc::ServerUnaryReactor* ParametersService::TieParameters(grpc::CallbackServerContext* context,
                                                            const v1::TieParametersRequest* request,
                                                            v1::WriteResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Parameters/TieParameters")) {
+    return refused;
+  }
   // On a worker: a write waits for the model's writer in progress (Note [Snapshot publication]).
   return FinishOnExecutor(context, *executor_, "tie parameters", request->model(), [=, this] {
     return Logged(
@@ -388,6 +428,10 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyLoadStateDict(
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::LoadStateDict(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/LoadStateDict")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, response, "load state_dict", [this, context](IncomingWrite& write) {
         return ApplyLoadStateDict(write, [context] { return context->IsCancelled(); });

@@ -19,10 +19,10 @@ namespace paramd::service {
 
 struct Server::Services {
   Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor)
-      : models(registry, options.snapshots, executor),
-        parameters(registry, executor),
-        checkpoints(options.checkpoints, options.snapshots, executor),
-        inference(registry, executor) {}
+      : models(registry, options.snapshots, executor, options.auth),
+        parameters(registry, executor, options.auth),
+        checkpoints(options.checkpoints, options.snapshots, executor, options.auth),
+        inference(registry, executor, options.auth) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
@@ -39,13 +39,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // grpc/health/v1/health.proto in the pool beside paramd's own files.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  auto credentials = ServerCredentialsFor(options.tls);
+  if (!credentials.ok()) return credentials.status();
   std::unique_ptr<Server> server(new Server());
   server->executor_ = std::make_unique<Executor>(options.workers, options.max_queued_calls);
   server->services_ = std::make_unique<Services>(registry, options, server->executor_.get());
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen, *credentials, &port);
   builder.RegisterService(&server->services_->models);
   builder.RegisterService(&server->services_->parameters);
   if (options.checkpoints != nullptr) builder.RegisterService(&server->services_->checkpoints);
