@@ -83,7 +83,7 @@ std::string ConfigureSecurity(const SecurityFlags& flags, service::ServerOptions
     Log("warning",
         "INSECURE: serving beyond loopback without TLS and bearer tokens (--allow-insecure); "
         "anyone who reaches the port can read and change every model",
-        {{"listen", options.listen},
+        {{"address", options.listen},
          {"tls", tls ? "on" : "off"},
          {"auth_tokens", auth ? "on" : "off"}});
   }
