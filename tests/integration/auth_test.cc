@@ -460,6 +460,7 @@ TEST_F(AuthTest, ListeningBeyondLoopbackNeedsTlsAndTokensOrAllowInsecure) {
   ASSERT_TRUE(plain.ok());
   EXPECT_TRUE((*plain)->Health().ok());
   EXPECT_TRUE((*plain)->ListModels().ok());
+  plain->reset();
   insecure->reset();
 
   // With both, no warning; localhost counts as loopback.
