@@ -430,25 +430,56 @@ TEST_F(AuthTest, TokenFileReloadsWhenRewrittenAndOnSighupKeepingOldTokensWhenMal
   EXPECT_TRUE(daemon_->running());
 }
 
+TEST_F(AuthTest, RenewedCertificateFilesTakeEffectWithoutRestart) {
+  StartDaemon(/*mutual=*/false);
+  const std::string rotated = dir_ + "/rotated";
+  std::filesystem::create_directory(rotated);
+  const Pki next = Pki::Make(rotated);  // a new CA and a server certificate signed by it
+  // True when a fresh connection trusting `ca` gets an answer (the call is cancelled after it).
+  auto answered = [&](const std::string& ca) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(ca);
+    const grpc::StatusCode code =
+        CallGeneric(grpc::CreateChannel(daemon_->address(), grpc::SslCredentials(ssl)),
+                    "/grpc.health.v1.Health/Check", "")
+            .error_code();
+    EXPECT_TRUE(code == grpc::StatusCode::OK || code == grpc::StatusCode::CANCELLED ||
+                code == grpc::StatusCode::UNAVAILABLE)
+        << CodeName(code);
+    return code != grpc::StatusCode::UNAVAILABLE;
+  };
+  ASSERT_TRUE(answered(pki_.ca));
+  ASSERT_FALSE(answered(next.ca));
+  // Replaced in place, as a Kubernetes Secret is: no signal, no restart.
+  std::filesystem::copy_file(next.server_key, pki_.server_key + ".new");
+  std::filesystem::copy_file(next.server_cert, pki_.server_cert + ".new");
+  std::filesystem::rename(pki_.server_key + ".new", pki_.server_key);
+  std::filesystem::rename(pki_.server_cert + ".new", pki_.server_cert);
+  EXPECT_GE(WaitFor(5, [&] { return answered(next.ca); }), 0)
+      << "the renewed certificate was not served within 5 s";
+  EXPECT_FALSE(answered(pki_.ca));
+}
+
 TEST_F(AuthTest, MalformedTokenFileStopsTheStartNamingTheLine) {
   WriteFile(tokens_,
             absl::StrCat("# ok\nreader read ", Sha256(kReadToken), "\nw writer sha256:12\n"));
-  auto [status, output] = Shell(absl::StrCat(BinaryPath("paramd"), " --listen 127.0.0.1:0",
-                                           " --data-dir ", dir_, "/data --auth-tokens ", tokens_));
+  auto [status, output] =
+      Shell(absl::StrCat(BinaryPath("paramd"), " --listen 127.0.0.1:0", " --data-dir ", dir_,
+                         "/data --auth-tokens ", tokens_));
   EXPECT_NE(status, 0);
   EXPECT_THAT(output, HasSubstr(absl::StrCat("token file '", tokens_, "' line 3")));
 }
 
 TEST_F(AuthTest, ListeningBeyondLoopbackNeedsTlsAndTokensOrAllowInsecure) {
-  auto [status, output] =
-      Shell(absl::StrCat(BinaryPath("paramd"), " --listen 0.0.0.0:0", " --data-dir ", dir_, "/data"));
+  auto [status, output] = Shell(
+      absl::StrCat(BinaryPath("paramd"), " --listen 0.0.0.0:0", " --data-dir ", dir_, "/data"));
   EXPECT_NE(status, 0);
   EXPECT_THAT(output, HasSubstr("refusing to listen on '0.0.0.0:0'"));
   EXPECT_THAT(output, HasSubstr("--allow-insecure"));
   // TLS alone is not enough either.
   std::tie(status, output) =
       Shell(absl::StrCat(BinaryPath("paramd"), " --listen 0.0.0.0:0 --data-dir ", dir_,
-                       "/data --tls-cert ", pki_.server_cert, " --tls-key ", pki_.server_key));
+                         "/data --tls-cert ", pki_.server_cert, " --tls-key ", pki_.server_key));
   EXPECT_NE(status, 0);
   EXPECT_THAT(output, HasSubstr("bearer tokens (--auth-tokens)"));
 
@@ -476,7 +507,8 @@ TEST_F(AuthTest, ParamctlSendsTokenAndTls) {
   auto [status, output] = Shell(absl::StrCat(paramctl, " hash-token ", kReadToken));
   EXPECT_EQ(status, 0);
   EXPECT_EQ(output, Sha256(kReadToken) + "\n");
-  std::tie(status, output) = Shell(absl::StrCat("echo ", kReadToken, " | ", paramctl, " hash-token"));
+  std::tie(status, output) =
+      Shell(absl::StrCat("echo ", kReadToken, " | ", paramctl, " hash-token"));
   EXPECT_EQ(output, Sha256(kReadToken) + "\n");
 
   const std::string tls =
