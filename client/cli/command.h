@@ -181,4 +181,10 @@ absl::Status RunSnapshot(Context& ctx, const Args& args);
 // command_table.cc
 absl::Status RunHelp(Context& ctx, const Args& args);
 
+// commands_security.cc
+absl::Status RunHashToken(Context& ctx, const Args& args);
+// Fills ctx.connect_options from --token (else $PARAMD_TOKEN), --tls, --tls-ca, --tls-cert and
+// --tls-key (PEM files, read here); a usage error for an unreadable file.
+absl::Status ApplyConnectionFlags(Context& ctx, const Args& args);
+
 }  // namespace paramd::cli

@@ -259,7 +259,8 @@ const std::vector<Command>& Commands() {
            "model's spec, so `load` can recreate the model from it alone.",
        .min_args = 2,
        .max_args = 2,
-       .flags = {{"format", "F", "safetensors or torch (default: torch unless PATH ends in .safetensors)"},
+       .flags = {{"format", "F",
+                  "safetensors or torch (default: torch unless PATH ends in .safetensors)"},
                  {"keep-vars", nullptr, "save parameters as nn.Parameter (PyTorch format)"}},
        .run = RunSave},
       {.name = "load",
@@ -293,10 +294,9 @@ const std::vector<Command>& Commands() {
       {.name = "upload",
        .usage = "upload LOCAL REMOTE",
        .summary = "send a local file to the server's checkpoint directory",
-       .details =
-           "Streams LOCAL to REMOTE (relative to the checkpoint directory). An upload that\n"
-           "broke off is resumed where it stopped when run again. The file appears on the\n"
-           "server only once all of it arrived and its SHA-256 matches.",
+       .details = "Streams LOCAL to REMOTE (relative to the checkpoint directory). An upload that\n"
+                  "broke off is resumed where it stopped when run again. The file appears on the\n"
+                  "server only once all of it arrived and its SHA-256 matches.",
        .min_args = 2,
        .max_args = 2,
        .run = RunUpload},
@@ -316,6 +316,15 @@ const std::vector<Command>& Commands() {
                   "the daemon's data directory, from which it restores them when it starts.",
        .max_args = 64,
        .run = RunSnapshot},
+      {.name = "hash-token",
+       .usage = "hash-token [TOKEN]",
+       .summary = "print the sha256:HEX line a token file lists for TOKEN",
+       .details = "Reads TOKEN from the argument, or the first line of stdin when there is none\n"
+                  "(keeps it out of the shell's history), and prints sha256:HEX for the daemon's\n"
+                  "--auth-tokens file, where each line is NAME ROLE sha256:HEX.",
+       .max_args = 1,
+       .run = RunHashToken,
+       .needs_server = false},
       {.name = "help",
        .usage = "help [COMMAND]",
        .summary = "show help for paramctl or one command",

@@ -17,6 +17,11 @@ const std::vector<FlagSpec>& GlobalFlags() {
       {"server", "ADDR", "the daemon's address (default: $PARAMD_SERVER, else 127.0.0.1:50051)"},
       {"json", nullptr, "print machine-readable JSON instead of text"},
       {"timeout", "SECONDS", "deadline of each unary call (default 30; 0 = none)"},
+      {"token", "TOKEN", "bearer token for a daemon with --auth-tokens (default: $PARAMD_TOKEN)"},
+      {"tls", nullptr, "connect with TLS, checking the daemon's certificate by the system's roots"},
+      {"tls-ca", "FILE", "connect with TLS, checking the daemon's certificate by this PEM CA"},
+      {"tls-cert", "FILE", "mutual TLS: this client's PEM certificate (with --tls-key)"},
+      {"tls-key", "FILE", "mutual TLS: the PEM private key of --tls-cert"},
       {"help", nullptr, "show help (for the command, when one is given)"},
   };
   return kFlags;

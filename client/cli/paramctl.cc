@@ -33,6 +33,9 @@ void PrintError(const Context& ctx, const absl::Status& status) {
     std::cerr << "paramctl: is paramd running at " << ctx.server
               << "? (set --server ADDR or PARAMD_SERVER)\n";
   }
+  if (status.code() == absl::StatusCode::kUnauthenticated) {
+    std::cerr << "paramctl: pass the daemon's bearer token with --token or PARAMD_TOKEN\n";
+  }
 }
 
 int Main(int argc, char** argv) {
@@ -85,6 +88,10 @@ int Main(int argc, char** argv) {
     }
     ctx.connect_options.unary_deadline =
         std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  }
+  if (const absl::Status applied = ApplyConnectionFlags(ctx, args); !applied.ok()) {
+    std::cerr << "paramctl: " << applied.message() << "\n";
+    return kExitUsage;
   }
   if (command->needs_server) {
     absl::StatusOr<std::unique_ptr<client::Client>> client =

@@ -25,6 +25,7 @@
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
 #include "server/main/heap_trimmer.h"
+#include "server/main/security.h"
 #include "server/service/server.h"
 
 namespace {
@@ -72,11 +73,17 @@ struct Flags {
   std::string stream_idle_timeout = "60s";
   std::string max_transport_memory = "256M";
   std::string max_state_dict_keys = std::to_string(paramd::core::kDefaultMaxStateDictKeys);
+  // Security (security.h, docs/daemon.md "Security").
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  std::string auth_tokens;
+  std::string allow_insecure;  // a switch: "1" when given
 };
 
 struct FlagDef {
   const char* name;
-  const char* value_name;
+  const char* value_name;  // nullptr: a switch, which takes no value
   const char* help;
   std::string Flags::*field;
 };
@@ -86,24 +93,30 @@ constexpr FlagDef kFlags[] = {
      "Address to serve on (default 127.0.0.1:50051: loopback only; 0.0.0.0:PORT serves other "
      "machines). Port 0 picks a free port; the start log line says which.",
      &Flags::listen},
-    {"data-dir", "DIR", "Directory for the daemon's own files, created on first start "
+    {"data-dir", "DIR",
+     "Directory for the daemon's own files, created on first start "
      "(default ./paramd-data). It keeps each model's latest snapshot (DIR/models), from which "
-     "the daemon restores its models when it starts.", &Flags::data_dir},
+     "the daemon restores its models when it starts.",
+     &Flags::data_dir},
     {"checkpoint-dir", "DIR",
      "The only directory clients' checkpoint paths (Save, Load, Upload, Download) may name; "
-     "created when missing (default DATA_DIR/checkpoints).", &Flags::checkpoint_dir},
+     "created when missing (default DATA_DIR/checkpoints).",
+     &Flags::checkpoint_dir},
     {"snapshot-interval", "SECONDS",
      "Seconds between snapshots of the models that changed (default 300; 0: only on "
-     "SIGTERM and on request).", &Flags::snapshot_interval},
+     "SIGTERM and on request).",
+     &Flags::snapshot_interval},
     {"max-memory", "BYTES",
      "Most bytes of tensor memory on the CPU, e.g. 8G, 512M or 1073741824. Past it requests "
      "fail with RESOURCE_EXHAUSTED instead of the process running out of memory (default: 80% "
-     "of physical memory).", &Flags::max_memory},
+     "of physical memory).",
+     &Flags::max_memory},
     {"workers", "N",
      "Worker threads for the heavy calls: tensor writes, checkpoint saves, loads and "
      "uploads, forwards, model creation and moves, snapshots (default: the number of CPU "
      "cores). Cheap calls such as Health, listings and reads of a pinned version never wait "
-     "for them.", &Flags::workers},
+     "for them.",
+     &Flags::workers},
     {"max-queued-calls", "N",
      "Heavy calls that may wait for a worker beyond the N running (default 64); past it a "
      "call gets RESOURCE_EXHAUSTED (\"N calls queued; retry\") before its request is read.",
@@ -111,7 +124,8 @@ constexpr FlagDef kFlags[] = {
     {"max-upload-size", "BYTES",
      "Largest file a client may upload (Checkpoints.Upload), e.g. 64G (default 256G); an "
      "upload declaring more gets INVALID_ARGUMENT, one that does not fit the checkpoint "
-     "directory's free space RESOURCE_EXHAUSTED.", &Flags::max_upload_size},
+     "directory's free space RESOURCE_EXHAUSTED.",
+     &Flags::max_upload_size},
     {"upload-expiry", "DURATION",
      "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
      "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
@@ -134,7 +148,27 @@ constexpr FlagDef kFlags[] = {
      &Flags::max_state_dict_keys},
     {"shutdown-grace", "SECONDS",
      "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
-     "(default 10).", &Flags::shutdown_grace},
+     "(default 10).",
+     &Flags::shutdown_grace},
+    {"tls-cert", "FILE",
+     "Serve TLS with this PEM certificate (chain); needs --tls-key. "
+     "Re-read when the file changes.",
+     &Flags::tls_cert},
+    {"tls-key", "FILE", "The PEM private key of --tls-cert. Re-read when the file changes.",
+     &Flags::tls_key},
+    {"tls-client-ca", "FILE",
+     "Mutual TLS: every client must present a certificate signed by "
+     "a CA in this PEM file. Re-read when the file changes.",
+     &Flags::tls_client_ca},
+    {"auth-tokens", "FILE",
+     "Require a bearer token on every call: one 'NAME ROLE sha256:HEX' "
+     "line per token, ROLE read, write or admin (paramctl hash-token prints the hash). "
+     "Re-read when the file changes and on SIGHUP; a malformed file keeps the old tokens.",
+     &Flags::auth_tokens},
+    {"allow-insecure", nullptr,
+     "Serve beyond loopback (e.g. --listen 0.0.0.0:PORT) without "
+     "both TLS and --auth-tokens. Without it paramd refuses to start so.",
+     &Flags::allow_insecure},
 };
 
 void PrintHelp() {
@@ -145,7 +179,8 @@ void PrintHelp() {
                "SIGTERM stops taking calls, lets in-flight ones finish, snapshots every model\n"
                "and exits 0 (1 when a final snapshot failed).\n\nflags:\n";
   for (const FlagDef& flag : kFlags) {
-    std::cout << "  --" << flag.name << " " << flag.value_name << "\n      " << flag.help << "\n";
+    std::cout << "  --" << flag.name << (flag.value_name ? " " : "")
+              << (flag.value_name ? flag.value_name : "") << "\n      " << flag.help << "\n";
   }
   std::cout << "  --help\n      Print this text.\n";
 }
@@ -170,6 +205,10 @@ std::string ParseFlags(int argc, char** argv, Flags& flags, bool& help) {
       if (name == flag.name) def = &flag;
     }
     if (def == nullptr) return absl::StrCat("unknown flag '--", name, "'; see paramd --help");
+    if (def->value_name == nullptr) {
+      if (value) return absl::StrCat("--", name, " takes no value");
+      value = "1";
+    }
     if (!value) {
       if (i + 1 >= argc) return absl::StrCat("--", name, " needs a value (", def->value_name, ")");
       value = argv[++i];
@@ -334,6 +373,16 @@ int main(int argc, char** argv) {
   const int workers = settings.workers;
   const int max_queued_calls = settings.max_queued_calls;
   const double snapshot_interval = settings.snapshot_interval;
+  paramd::service::ServerOptions server_options{
+      .listen = flags.listen, .workers = workers, .max_queued_calls = max_queued_calls};
+  std::unique_ptr<paramd::service::Authenticator> auth;
+  if (std::string error =
+          paramd::main::ConfigureSecurity({flags.tls_cert, flags.tls_key, flags.tls_client_ca,
+                                           flags.auth_tokens, !flags.allow_insecure.empty()},
+                                          server_options, auth);
+      !error.empty()) {
+    return Fail(error);
+  }
 
   // Block the stop signals in every thread; one thread waits for them below.
   sigset_t stop_signals;
@@ -341,6 +390,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  paramd::main::PrepareReloadSignal();
 
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
     (*cpu)->SetMemoryLimit(max_memory);
@@ -377,16 +427,13 @@ int main(int argc, char** argv) {
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
 
-  auto server = paramd::service::Server::Start(
-      {.listen = flags.listen,
-       .checkpoints = &checkpoints,
-       .snapshots = snapshots->get(),
-       .workers = workers,
-       .max_queued_calls = max_queued_calls,
-       .stream_idle_timeout = settings.stream_idle_timeout,
-       .max_transport_memory = settings.max_transport_memory},
-      &registry);
+  server_options.checkpoints = &checkpoints;
+  server_options.snapshots = snapshots->get();
+  server_options.stream_idle_timeout = settings.stream_idle_timeout;
+  server_options.max_transport_memory = settings.max_transport_memory;
+  auto server = paramd::service::Server::Start(server_options, &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  paramd::main::Reloader reloader(auth.get(), server_options.tls.enabled());
   // Gives back what a burst of traffic or a refused message left free in the heap.
   paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20);
 

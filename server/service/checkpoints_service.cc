@@ -196,6 +196,10 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadRespon
 grpc::ServerUnaryReactor* CheckpointsService::Save(grpc::CallbackServerContext* context,
                                                    const v1::SaveRequest* request,
                                                    v1::SaveResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Checkpoints/Save")) {
+    return refused;
+  }
   return FinishOnExecutor(context, *executor_, "save checkpoint", request->model(), [=, this] {
     return Logged("save checkpoint", request->model(), Guard([&]() -> absl::Status {
                     PARAMD_ASSIGN_OR_RETURN(std::optional<io::CheckpointFormat> format,
@@ -218,6 +222,10 @@ grpc::ServerUnaryReactor* CheckpointsService::Save(grpc::CallbackServerContext* 
 
 grpc::ServerWriteReactor<v1::LoadResponse>* CheckpointsService::Load(
     grpc::CallbackServerContext* context, const v1::LoadRequest* request) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<v1::LoadResponse>>(
+          auth_, context, "/paramd.v1.Checkpoints/Load")) {
+    return refused;
+  }
   auto answer = [=, this] {
     v1::LoadResponse head;
     core::IncompatibleKeys keys;
@@ -247,6 +255,10 @@ grpc::ServerWriteReactor<v1::LoadResponse>* CheckpointsService::Load(
 grpc::ServerUnaryReactor* CheckpointsService::List(grpc::CallbackServerContext* context,
                                                    const v1::ListCheckpointsRequest*,
                                                    v1::ListCheckpointsResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Checkpoints/List")) {
+    return refused;
+  }
   return FinishInline(context, [&] {
     return Logged(
         "list checkpoints", "", Guard([&]() -> absl::Status {
@@ -266,12 +278,20 @@ grpc::ServerUnaryReactor* CheckpointsService::List(grpc::CallbackServerContext* 
 
 grpc::ServerReadReactor<v1::UploadRequest>* CheckpointsService::Upload(
     grpc::CallbackServerContext* context, v1::UploadResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<v1::UploadRequest>>(
+          auth_, context, "/paramd.v1.Checkpoints/Upload")) {
+    return refused;
+  }
   return new UploadReactor(context, store_, executor_, response);
 }
 
 grpc::ServerUnaryReactor* CheckpointsService::UploadStatus(grpc::CallbackServerContext* context,
                                                            const v1::UploadStatusRequest* request,
                                                            v1::UploadStatusResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Checkpoints/UploadStatus")) {
+    return refused;
+  }
   return FinishInline(context, [&] {
     return Logged("upload status", request->path(), Guard([&]() -> absl::Status {
                     PARAMD_ASSIGN_OR_RETURN(uint64_t offset, store_->UploadOffset(request->path()));
@@ -283,12 +303,20 @@ grpc::ServerUnaryReactor* CheckpointsService::UploadStatus(grpc::CallbackServerC
 
 grpc::ServerWriteReactor<v1::DownloadResponse>* CheckpointsService::Download(
     grpc::CallbackServerContext* context, const v1::DownloadRequest* request) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<v1::DownloadResponse>>(
+          auth_, context, "/paramd.v1.Checkpoints/Download")) {
+    return refused;
+  }
   return new DownloadReactor(context, store_, executor_, request);
 }
 
 grpc::ServerUnaryReactor* CheckpointsService::Snapshot(grpc::CallbackServerContext* context,
                                                        const v1::SnapshotRequest* request,
                                                        v1::SnapshotResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Checkpoints/Snapshot")) {
+    return refused;
+  }
   return FinishOnExecutor(context, *executor_, "snapshot", "", [=, this] {
     return Logged(
         "snapshot", "", Guard([&]() -> absl::Status {

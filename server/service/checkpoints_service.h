@@ -10,15 +10,18 @@
 #include "paramd/v1/checkpoints.grpc.pb.h"
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
+#include "server/service/auth.h"
 #include "server/service/executor.h"
 
 namespace paramd::service {
 
 class CheckpointsService final : public v1::Checkpoints::CallbackService {
  public:
-  // Borrows all three; `snapshots` may be null (no data directory: Snapshot is refused).
-  CheckpointsService(io::CheckpointStore* store, io::Snapshots* snapshots, Executor* executor)
-      : store_(store), snapshots_(snapshots), executor_(executor) {}
+  // Borrows all four; `snapshots` may be null (no data directory: Snapshot is refused),
+  // `auth` too (every call allowed; auth.h).
+  CheckpointsService(io::CheckpointStore* store, io::Snapshots* snapshots, Executor* executor,
+                     const Authenticator* auth = nullptr)
+      : store_(store), snapshots_(snapshots), executor_(executor), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Save(grpc::CallbackServerContext* context,
                                  const v1::SaveRequest* request,
@@ -44,6 +47,7 @@ class CheckpointsService final : public v1::Checkpoints::CallbackService {
   io::CheckpointStore* const store_;
   io::Snapshots* const snapshots_;
   Executor* const executor_;
+  const Authenticator* const auth_;  // may be null
 };
 
 }  // namespace paramd::service

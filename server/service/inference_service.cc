@@ -319,6 +319,11 @@ class ForwardReactor final
 
 grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* InferenceService::Forward(
     grpc::CallbackServerContext* context) {
+  if (auto* refused =
+          RefuseUnlessAllowed<grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>>(
+              auth_, context, "/paramd.v1.Inference/Forward")) {
+    return refused;
+  }
   return new ForwardReactor(context, registry_, executor_, &repeats_);
 }
 

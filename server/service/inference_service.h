@@ -12,6 +12,7 @@
 
 #include "paramd/v1/inference.grpc.pb.h"
 #include "server/core/registry.h"
+#include "server/service/auth.h"
 #include "server/service/cheap_repeats.h"
 #include "server/service/executor.h"
 
@@ -19,9 +20,11 @@ namespace paramd::service {
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  // Borrows both, which must outlive the service.
-  InferenceService(core::ModelRegistry* registry, Executor* executor)
-      : registry_(registry), executor_(executor) {}
+  // Borrows all three, which must outlive the service; `auth` may be null (every call
+  // allowed; auth.h).
+  InferenceService(core::ModelRegistry* registry, Executor* executor,
+                   const Authenticator* auth = nullptr)
+      : registry_(registry), executor_(executor), auth_(auth) {}
 
   grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* Forward(
       grpc::CallbackServerContext* context) override;
@@ -29,6 +32,7 @@ class InferenceService final : public v1::Inference::CallbackService {
  private:
   core::ModelRegistry* const registry_;
   Executor* const executor_;
+  const Authenticator* const auth_;  // may be null
   CheapRepeats repeats_;
 };
 

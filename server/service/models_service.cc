@@ -108,6 +108,10 @@ v1::ModelInfo DescribeModel(const core::Model& model) {
 grpc::ServerUnaryReactor* ModelsService::CreateModel(grpc::CallbackServerContext* context,
                                                      const v1::CreateModelRequest* request,
                                                      v1::ModelInfo* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Models/CreateModel")) {
+    return refused;
+  }
   return FinishOnExecutor(context, *executor_, "create model", request->name(), [=, this] {
     return Guard([&]() -> absl::Status {
       absl::Status status = [&]() -> absl::Status {
@@ -135,6 +139,10 @@ grpc::ServerUnaryReactor* ModelsService::CreateModel(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ModelsService::DeleteModel(grpc::CallbackServerContext* context,
                                                      const v1::DeleteModelRequest* request,
                                                      v1::DeleteModelResponse*) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Models/DeleteModel")) {
+    return refused;
+  }
   // On a worker: removing the snapshot waits for a snapshot being written.
   return FinishOnExecutor(context, *executor_, "delete model", request->name(), [=, this] {
     return Guard([&]() -> absl::Status {
@@ -149,6 +157,10 @@ grpc::ServerUnaryReactor* ModelsService::DeleteModel(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext* context,
                                                     const v1::ListModelsRequest* request,
                                                     v1::ListModelsResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Models/ListModels")) {
+    return refused;
+  }
   return FinishInline(context, [&] {
     return Logged("list models", "", Guard([&]() -> absl::Status {
                     return ListModelsPage(*registry_, *request, response);
@@ -186,6 +198,10 @@ grpc::ServerWriteReactor<v1::ReprChunk>* ModelsService::GetRepr(
 grpc::ServerUnaryReactor* ModelsService::DescribeModel(grpc::CallbackServerContext* context,
                                                        const v1::DescribeModelRequest* request,
                                                        v1::ModelInfo* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Models/DescribeModel")) {
+    return refused;
+  }
   return FinishInline(context, [&] {
     return Logged("describe model", request->name(), Guard([&]() -> absl::Status {
                     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
@@ -198,6 +214,10 @@ grpc::ServerUnaryReactor* ModelsService::DescribeModel(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ModelsService::SetMode(grpc::CallbackServerContext* context,
                                                  const v1::SetModeRequest* request,
                                                  v1::ModelInfo* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(auth_, context,
+                                                                    "/paramd.v1.Models/SetMode")) {
+    return refused;
+  }
   // On a worker: a write waits for the model's writer in progress (Note [Snapshot publication]).
   return FinishOnExecutor(context, *executor_, "set mode", request->name(), [=, this] {
     return Logged(
@@ -215,6 +235,10 @@ grpc::ServerUnaryReactor* ModelsService::SetMode(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* ModelsService::MoveModel(grpc::CallbackServerContext* context,
                                                    const v1::MoveModelRequest* request,
                                                    v1::ModelInfo* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Models/MoveModel")) {
+    return refused;
+  }
   return FinishOnExecutor(context, *executor_, "move model", request->name(), [=, this] {
     return Logged(
         "move model", request->name(), Guard([&]() -> absl::Status {

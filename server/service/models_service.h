@@ -10,6 +10,7 @@
 #include "paramd/v1/models.grpc.pb.h"
 #include "server/core/registry.h"
 #include "server/io/snapshots.h"
+#include "server/service/auth.h"
 #include "server/service/executor.h"
 
 namespace paramd::service {
@@ -37,10 +38,11 @@ absl::Status ListModelsPage(const core::ModelRegistry& registry,
 
 class ModelsService final : public v1::Models::CallbackService {
  public:
-  // Borrows all three. `snapshots` may be null; when set, a deleted model's snapshot is
-  // removed with it.
-  ModelsService(core::ModelRegistry* registry, io::Snapshots* snapshots, Executor* executor)
-      : registry_(registry), snapshots_(snapshots), executor_(executor) {}
+  // Borrows all four. `snapshots` may be null; when set, a deleted model's snapshot is
+  // removed with it. `auth` may be null (every call allowed; auth.h).
+  ModelsService(core::ModelRegistry* registry, io::Snapshots* snapshots, Executor* executor,
+                const Authenticator* auth = nullptr)
+      : registry_(registry), snapshots_(snapshots), executor_(executor), auth_(auth) {}
 
   grpc::ServerUnaryReactor* CreateModel(grpc::CallbackServerContext* context,
                                         const v1::CreateModelRequest* request,
@@ -70,6 +72,7 @@ class ModelsService final : public v1::Models::CallbackService {
   core::ModelRegistry* registry_;  // not owned
   io::Snapshots* snapshots_;       // not owned; may be null
   Executor* executor_;             // not owned
+  const Authenticator* auth_;      // not owned; may be null
 };
 
 }  // namespace paramd::service

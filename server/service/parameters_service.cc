@@ -69,7 +69,11 @@ bool RequiresGrad(const core::TensorSlot& slot) {
 }  // namespace
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::StateDict(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/StateDict")) {
+    return refused;
+  }
   return StreamRead<v1::StateDictRequest>(
       "state_dict", raw, [&](const v1::StateDictRequest& request) -> absl::StatusOr<PreparedRead> {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
@@ -148,18 +152,30 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedTensors(
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedParameters(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/NamedParameters")) {
+    return refused;
+  }
   return NamedTensors(raw, /*parameters=*/true);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedBuffers(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/NamedBuffers")) {
+    return refused;
+  }
   return NamedTensors(raw, /*parameters=*/false);
 }
 
 grpc::ServerUnaryReactor* ParametersService::NamedModules(grpc::CallbackServerContext* context,
                                                           const v1::NamedModulesRequest* request,
                                                           v1::NamedModulesResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Parameters/NamedModules")) {
+    return refused;
+  }
   return FinishInline(context, [&] {
     return Logged(
         "named_modules", request->model(), Guard([&]() -> absl::Status {
@@ -207,7 +223,11 @@ grpc::ServerUnaryReactor* ParametersService::NamedModules(grpc::CallbackServerCo
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::GetTensor(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/GetTensor")) {
+    return refused;
+  }
   return StreamRead<v1::GetTensorRequest>(
       "get tensor", raw, [&](const v1::GetTensorRequest& request) -> absl::StatusOr<PreparedRead> {
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
@@ -273,6 +293,10 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/SetTensor")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, watchdog_, response, "set tensor",
       [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/true); });
@@ -280,6 +304,10 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensors(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/SetTensors")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, watchdog_, response, "set tensors",
       [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/false); });
@@ -361,6 +389,10 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/RegisterParameter")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, watchdog_, response, "register parameter",
       [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/true); });
@@ -368,6 +400,10 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Parameters/RegisterBuffer")) {
+    return refused;
+  }
   return new WriteStreamReactor(
       context, executor_, watchdog_, response, "register buffer",
       [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/false); });
@@ -376,6 +412,10 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
 grpc::ServerUnaryReactor* ParametersService::TieParameters(grpc::CallbackServerContext* context,
                                                            const v1::TieParametersRequest* request,
                                                            v1::WriteResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Parameters/TieParameters")) {
+    return refused;
+  }
   // On a worker: a write waits for the model's writer in progress (Note [Snapshot publication]).
   return FinishOnExecutor(context, *executor_, "tie parameters", request->model(), [=, this] {
     return Logged(
@@ -454,6 +494,11 @@ WriteAnswerStreamReactor::Answer ParametersService::ApplyLoadStateDict(
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ParametersService::LoadStateDict(
     grpc::CallbackServerContext* context) {
+  if (auto* refused =
+          RefuseUnlessAllowed<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>(
+              auth_, context, "/paramd.v1.Parameters/LoadStateDict")) {
+    return refused;
+  }
   return new WriteAnswerStreamReactor(
       context, executor_, watchdog_, "load state_dict", [this, context](IncomingWrite& write) {
         return ApplyLoadStateDict(write, [context] { return context->IsCancelled(); });

@@ -8,6 +8,7 @@
 
 #include "paramd/v1/parameters.grpc.pb.h"
 #include "server/core/registry.h"
+#include "server/service/auth.h"
 #include "server/service/executor.h"
 #include "server/service/idle_watchdog.h"
 #include "server/service/tensor_stream.h"
@@ -32,9 +33,10 @@ using ParametersServiceBase = v1::Parameters::WithRawCallbackMethod_StateDict<
 
 class ParametersService final : public ParametersServiceBase {
  public:
-  // Borrows all three.
-  ParametersService(core::ModelRegistry* registry, Executor* executor, IdleWatchdog* watchdog)
-      : registry_(registry), executor_(executor), watchdog_(watchdog) {}
+  // Borrows all four; `auth` may be null (every call allowed; auth.h).
+  ParametersService(core::ModelRegistry* registry, Executor* executor, IdleWatchdog* watchdog,
+                    const Authenticator* auth = nullptr)
+      : registry_(registry), executor_(executor), watchdog_(watchdog), auth_(auth) {}
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* StateDict(grpc::CallbackServerContext* context,
                                                         const grpc::ByteBuffer* request) override;
@@ -75,6 +77,7 @@ class ParametersService final : public ParametersServiceBase {
   core::ModelRegistry* registry_;  // not owned
   Executor* executor_;             // not owned
   IdleWatchdog* watchdog_;         // not owned
+  const Authenticator* auth_;      // not owned; may be null
 };
 
 }  // namespace paramd::service

@@ -24,10 +24,10 @@ namespace paramd::service {
 struct Server::Services {
   Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor,
            IdleWatchdog* watchdog)
-      : models(registry, options.snapshots, executor),
-        parameters(registry, executor, watchdog),
-        checkpoints(options.checkpoints, options.snapshots, executor),
-        inference(registry, executor) {}
+      : models(registry, options.snapshots, executor, options.auth),
+        parameters(registry, executor, watchdog, options.auth),
+        checkpoints(options.checkpoints, options.snapshots, executor, options.auth),
+        inference(registry, executor, options.auth) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
@@ -44,6 +44,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // grpc/health/v1/health.proto in the pool beside paramd's own files.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  auto credentials = ServerCredentialsFor(options.tls);
+  if (!credentials.ok()) return credentials.status();
   std::unique_ptr<Server> server(new Server());
   server->executor_ = std::make_unique<Executor>(options.workers, options.max_queued_calls);
   server->watchdog_ = std::make_unique<IdleWatchdog>(options.stream_idle_timeout);
@@ -52,7 +54,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen, *credentials, &port);
   builder.RegisterService(&server->services_->models);
   builder.RegisterService(&server->services_->parameters);
   if (options.checkpoints != nullptr) builder.RegisterService(&server->services_->checkpoints);

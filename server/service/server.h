@@ -13,8 +13,10 @@
 #include "server/core/registry.h"
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
+#include "server/service/auth.h"
 #include "server/service/executor.h"
 #include "server/service/idle_watchdog.h"
+#include "server/service/tls.h"
 
 namespace paramd::service {
 
@@ -46,12 +48,16 @@ struct ServerOptions {
   // Bytes gRPC may hold in receive buffers for all connections (--max-transport-memory; 0:
   // no bound). Note [Transport memory].
   size_t max_transport_memory = 0;
+  // Plaintext unless `tls.cert` is set (tls.h). `auth`: borrowed, must outlive the server;
+  // null lets every call through (auth.h).
+  TlsFiles tls;
+  const Authenticator* auth = nullptr;
 };
 
 class Server {
  public:
   // Binds `options.listen` (port 0 picks a free port) and starts serving `registry`.
-  // UNAVAILABLE when the address cannot be bound.
+  // UNAVAILABLE when the address cannot be bound; INVALID_ARGUMENT for unusable TLS files.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
                                                        core::ModelRegistry* registry);
   ~Server();

@@ -55,7 +55,19 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   // Tensors arrive in chunks; only a large repr or listing needs room beyond 4 MiB.
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
-  impl->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  const bool tls = options.tls || !options.tls_root_ca_pem.empty() ||
+                   !options.tls_cert_pem.empty() || !options.tls_key_pem.empty();
+  if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs its key and a key its certificate (tls_cert_pem and "
+        "tls_key_pem go together)");
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      tls ? grpc::SslCredentials({.pem_root_certs = options.tls_root_ca_pem,
+                                  .pem_private_key = options.tls_key_pem,
+                                  .pem_cert_chain = options.tls_cert_pem})
+          : grpc::InsecureChannelCredentials();
+  impl->channel = grpc::CreateCustomChannel(address, credentials, args);
   if (impl->channel == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot make a channel to '", address, "'"));
   }

@@ -33,12 +33,18 @@ struct Client::Impl {
   std::unique_ptr<v1::Checkpoints::Stub> checkpoints;
   std::unique_ptr<v1::Inference::Stub> inference;
 
+  // The bearer token (docs/wire.md "Authentication"), on every call.
+  void Authorize(grpc::ClientContext* context) const {
+    if (!options.token.empty()) context->AddMetadata("authorization", "Bearer " + options.token);
+  }
   void PrepareUnary(grpc::ClientContext* context) const {
+    Authorize(context);
     if (options.unary_deadline.count() > 0) {
       context->set_deadline(std::chrono::system_clock::now() + options.unary_deadline);
     }
   }
   void PrepareStream(grpc::ClientContext* context) const {
+    Authorize(context);
     if (options.stream_deadline.count() > 0) {
       context->set_deadline(std::chrono::system_clock::now() + options.stream_deadline);
     }

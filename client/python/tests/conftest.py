@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests" / "interop"))  # seed_models.py
 
 
 class Daemon:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, extra_args: tuple[str, ...] = ()) -> None:
         binary = os.environ.get("PARAMD_PARAMD")
         if not binary or not os.path.exists(binary):
             pytest.fail("PARAMD_PARAMD must name the built paramd binary "
@@ -35,7 +35,7 @@ class Daemon:
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [binary, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
-             "--snapshot-interval", "0"], stderr=self.log)
+             "--snapshot-interval", "0", *extra_args], stderr=self.log)
         deadline = time.time() + 30
         while time.time() < deadline:
             match = re.search(r"listen=(\S+)", open(self.log_path).read())

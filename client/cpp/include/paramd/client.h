@@ -58,6 +58,16 @@ struct ConnectOptions {
   // Deadline of each streaming call (state_dict, get/set tensors, load_state_dict). Zero:
   // none, since large transfers take as long as they take.
   std::chrono::milliseconds stream_deadline{0};
+  // A bearer token sent with every call (`authorization: Bearer TOKEN`), for a daemon
+  // started with --auth-tokens; empty: none.
+  std::string token;
+  // TLS, for a daemon started with --tls-cert: on when `tls` is set or any PEM below is.
+  bool tls = false;
+  // PEM text (not paths). The CA that signed the daemon's certificate (empty: the system's
+  // roots); for mutual TLS (--tls-client-ca) the client's certificate chain and its key.
+  std::string tls_root_ca_pem;
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
 };
 
 // paramd.v1.ModelInfo.
