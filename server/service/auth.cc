@@ -33,6 +33,8 @@ constexpr MethodRole kMethodRoles[] = {
     {"/paramd.v1.Models/DeleteModel", Role::kAdmin},
     {"/paramd.v1.Models/ListModels", Role::kRead},
     {"/paramd.v1.Models/DescribeModel", Role::kRead},
+    {"/paramd.v1.Models/GetRepr", Role::kRead},
+    {"/paramd.v1.Models/GetSpec", Role::kRead},
     {"/paramd.v1.Models/SetMode", Role::kWrite},
     {"/paramd.v1.Models/MoveModel", Role::kAdmin},
     {"/paramd.v1.Parameters/StateDict", Role::kRead},

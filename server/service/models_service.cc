@@ -170,6 +170,10 @@ grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext*
 
 grpc::ServerWriteReactor<v1::ReprChunk>* ModelsService::GetRepr(
     grpc::CallbackServerContext* context, const v1::GetReprRequest* request) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<v1::ReprChunk>>(
+          auth_, context, "/paramd.v1.Models/GetRepr")) {
+    return refused;
+  }
   auto answer = [=, this] {
     StreamedAnswer<v1::ReprChunk> answer;
     answer.status = Guard([&]() -> absl::Status {
@@ -255,6 +259,10 @@ grpc::ServerUnaryReactor* ModelsService::MoveModel(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* ModelsService::GetSpec(grpc::CallbackServerContext* context,
                                                  const v1::GetSpecRequest* request,
                                                  v1::GetSpecResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Models/GetSpec")) {
+    return refused;
+  }
   return FinishInline(context, [&] {
     return Logged("get spec", request->name(), Guard([&]() -> absl::Status {
                     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->name()));
