@@ -22,7 +22,6 @@ size_t VarintSize(uint64_t value) {
 std::string ChunkFramePrefix(uint64_t offset, uint64_t size) {
   const uint64_t chunk_size = 1 + VarintSize(offset) + 1 + VarintSize(size) + size;
   std::string prefix;
-  prefix.reserve(3 + 3 * 10);  // three tags, three varints of at most 10 bytes
   prefix.push_back(static_cast<char>(kChunkFrameTag));
   AppendVarint(chunk_size, &prefix);
   prefix.push_back(static_cast<char>(kOffsetTag));

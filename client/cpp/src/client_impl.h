@@ -106,24 +106,26 @@ struct Client::Impl {
     for (const OutgoingTensor& item : tensors) {
       PARAMD_RETURN_IF_ERROR(internal::CheckOutgoing(*item.name, *item.tensor));
     }
-    // Declared first, so that it outlives the call and waits for gRPC to drop the bytes.
     internal::FrameLender lender;
-    grpc::ClientContext context;
-    PrepareStream(&context);
-    std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
-        grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(channel.get(), method,
-                                                                      &context, response));
-    // A failed Write means the call has ended; Finish then says why.
-    // Options and headers are small and data follows: let gRPC coalesce them with it.
-    internal::SendWriteFrames(
-        write_options, tensors, progress, [&](const internal::EncodedFrame& frame) {
-          return writer->Write(lender.Lend(frame), frame.is_chunk
-                                                       ? grpc::WriteOptions()
-                                                       : grpc::WriteOptions().set_buffer_hint());
-        });
-    writer->WritesDone();
-    const grpc::Status status = writer->Finish();
-    writer.reset();
+    grpc::Status status;
+    {
+      grpc::ClientContext context;
+      PrepareStream(&context);
+      std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+          grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(channel.get(), method,
+                                                                        &context, response));
+      // A failed Write means the call has ended; Finish then says why.
+      // Options and headers are small and data follows: let gRPC coalesce them with it.
+      internal::SendWriteFrames(
+          write_options, tensors, progress, [&](const internal::EncodedFrame& frame) {
+            return writer->Write(lender.Lend(frame),
+                                 frame.is_chunk ? grpc::WriteOptions()
+                                                : grpc::WriteOptions().set_buffer_hint());
+          });
+      writer->WritesDone();
+      status = writer->Finish();
+    }
+    // The call is released (the context owns it): only now can gRPC drop every slice.
     lender.WaitForReturns();
     return FromGrpcStatus(status);
   }

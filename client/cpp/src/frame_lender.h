@@ -7,8 +7,12 @@
 // the socket, and a cancelled call's queued bytes leave only when the socket takes them), and
 // even after Finish. So the bytes must outlive every slice, not just the call: a FrameLender
 // counts the slices it lent and WaitForReturns blocks until gRPC has dropped them all. A
-// write call returns only after that, so its caller may free or change its tensors as soon as
-// it returns, as with a copying call.
+// write call releases the call (its ClientContext) and only then waits, since the call
+// itself holds its last messages; it returns after that, so its caller may free or change
+// its tensors as soon as it returns, as with a copying call. On a healthy connection the
+// slices come back as the call is released; bytes that the connection has already queued
+// for a peer that stopped reading altogether (a frozen daemon) may come back only when gRPC
+// drops that connection, and the write then returns only then, even past its deadline.
 //
 // Thread-safety: Lend and WaitForReturns from the calling thread; gRPC drops the slices from
 // any thread.
