@@ -12,7 +12,7 @@
 // its tensors as soon as it returns, as with a copying call. On a healthy connection the
 // slices come back as the call is released; bytes that the connection has already queued
 // for a peer that stopped reading altogether (a frozen daemon) may come back only when gRPC
-// drops that connection, and the write then returns only then, even past its deadline.
+// drops that connection, and the write returns only then, even past its deadline.
 //
 // Thread-safety: Lend and WaitForReturns from the calling thread; gRPC drops the slices from
 // any thread.
