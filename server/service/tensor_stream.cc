@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "base/text.h"
+#include "base/chunk_frame.h"
 #include "base/status_macros.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
@@ -14,40 +15,13 @@
 namespace paramd::service {
 namespace {
 
-void AppendVarint(uint64_t value, std::string* out) {
-  while (value >= 0x80) {
-    out->push_back(static_cast<char>((value & 0x7f) | 0x80));
-    value >>= 7;
-  }
-  out->push_back(static_cast<char>(value));
-}
-
-size_t VarintSize(uint64_t value) {
-  size_t size = 1;
-  while (value >= 0x80) {
-    value >>= 7;
-    ++size;
-  }
-  return size;
-}
-
 void ReleaseStorage(void* holder) { delete static_cast<std::shared_ptr<core::Storage>*>(holder); }
 
 }  // namespace
 
 grpc::ByteBuffer EncodeChunkFrame(const core::Tensor& tensor, size_t offset, size_t size) {
-  // TensorFrame field 3 (chunk, length-delimited) holding TensorChunk field 1 (offset,
-  // varint) and field 2 (data, length-delimited).
-  const size_t chunk_size = 1 + VarintSize(offset) + 1 + VarintSize(size) + size;
-  std::string prefix;
-  prefix.push_back(static_cast<char>((3 << 3) | 2));
-  AppendVarint(chunk_size, &prefix);
-  prefix.push_back(static_cast<char>((1 << 3) | 0));
-  AppendVarint(offset, &prefix);
-  prefix.push_back(static_cast<char>((2 << 3) | 2));
-  AppendVarint(size, &prefix);
   char* data = static_cast<char*>(tensor.mutable_data()) + offset;
-  grpc::Slice slices[2] = {grpc::Slice(prefix),
+  grpc::Slice slices[2] = {grpc::Slice(wire::ChunkFramePrefix(offset, size)),
                            grpc::Slice(data, size, &ReleaseStorage,
                                        new std::shared_ptr<core::Storage>(tensor.storage()))};
   return grpc::ByteBuffer(slices, 2);
@@ -210,10 +184,6 @@ class SliceCursor {
   size_t position_ = 0;
 };
 
-constexpr uint8_t kChunkFrameTag = (3 << 3) | 2;  // WriteFrame.chunk
-constexpr uint8_t kOffsetTag = (1 << 3) | 0;      // TensorChunk.offset
-constexpr uint8_t kDataTag = (2 << 3) | 2;        // TensorChunk.data
-
 }  // namespace
 
 absl::Status WriteFrameCollector::Add(const grpc::ByteBuffer& frame) {
@@ -224,11 +194,11 @@ absl::Status WriteFrameCollector::Add(const grpc::ByteBuffer& frame) {
   SliceCursor cursor(slices);
   uint8_t tag = 0;
   uint64_t length = 0, offset = 0, size = 0;
-  if (cursor.ReadByte(&tag) && tag == kChunkFrameTag && cursor.ReadVarint(&length)) {
+  if (cursor.ReadByte(&tag) && tag == wire::kChunkFrameTag && cursor.ReadVarint(&length)) {
     uint8_t field = 0;
     bool ok = cursor.ReadByte(&field);
-    if (ok && field == kOffsetTag) ok = cursor.ReadVarint(&offset) && cursor.ReadByte(&field);
-    if (ok && field == kDataTag && cursor.ReadVarint(&size)) {
+    if (ok && field == wire::kOffsetTag) ok = cursor.ReadVarint(&offset) && cursor.ReadByte(&field);
+    if (ok && field == wire::kDataTag && cursor.ReadVarint(&size)) {
       PARAMD_ASSIGN_OR_RETURN(char* destination, assembler_.Claim(offset, size));
       if (!cursor.Copy(destination, size) || !cursor.AtEnd()) {
         return absl::InvalidArgumentError("a write frame's chunk is cut short or has extra bytes");

@@ -2,6 +2,9 @@
 // examples end to end.
 #include "paramd/client.h"
 
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/client_fixture.h"
@@ -255,6 +258,57 @@ TEST_F(ClientTest, WireDtypeCastsFloatTensorsOnly) {
   EXPECT_EQ(sd->entries[0].tensor.dtype, DType::kBFloat16);
   EXPECT_EQ(sd->entries[0].tensor.data.size(), 3u * 2 * 2);
   EXPECT_EQ(sd->entries.back().tensor.dtype, DType::kInt64);  // num_batches_tracked as is
+}
+
+// The client lends the tensors' bytes to gRPC (no copy): several chunks of several tensors
+// arrive intact, and the caller's tensors are untouched.
+TEST_F(ClientTest, APushOfManyChunksArrivesIntact) {
+  constexpr int64_t kNumel = (3 << 20) / 4 + 5;  // a bit over three 1 MiB chunks
+  ASSERT_TRUE(client_
+                  ->CreateModel("big", absl::StrCat(R"({"type": "Net", "parameters": [)",
+                                                    R"({"name": "a", "shape": [)", kNumel, "]},",
+                                                    R"({"name": "b", "shape": [)", kNumel, "]}]}"))
+                  .ok());
+  auto model = client_->Model("big");
+  std::vector<client::NamedTensor> tensors(2);
+  for (int i = 0; i < 2; ++i) {
+    tensors[i].name = i == 0 ? "a" : "b";
+    tensors[i].tensor = Floats({kNumel}, std::vector<double>(kNumel, 0.0));
+    std::string& data = tensors[i].tensor.data;
+    for (size_t j = 0; j < data.size(); ++j) data[j] = static_cast<char>((j * 31 + i) % 251);
+  }
+  const std::vector<client::NamedTensor> sent = tensors;
+  auto loaded = model.LoadStateDict(tensors);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto back = model.StateDict();
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->entries.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(back->entries[i].tensor.data == sent[i].tensor.data) << sent[i].name;
+    EXPECT_TRUE(tensors[i].tensor.data == sent[i].tensor.data) << sent[i].name;
+  }
+}
+
+// A write cut short (here by its deadline) returns its error promptly: waiting for gRPC to
+// hand back the lent bytes does not stall it.
+TEST_F(ClientTest, AWriteCutShortReturnsPromptly) {
+  constexpr int64_t kNumel = (64 << 20) / 4;
+  ASSERT_TRUE(client_
+                  ->CreateModel("big", absl::StrCat(R"({"type": "Net", "parameters": [)",
+                                                    R"({"name": "w", "shape": [)", kNumel, "]}]}"))
+                  .ok());
+  client::ConnectOptions options;
+  options.stream_deadline = std::chrono::milliseconds(5);
+  auto hurried = client::Client::Connect(daemon_->address(), options);
+  ASSERT_TRUE(hurried.ok()) << hurried.status();
+  client::HostTensor tensor = Floats({kNumel}, std::vector<double>(kNumel, 1.0));
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    auto written = (*hurried)->Model("big").SetTensor("w", tensor);
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(written.status().code(), absl::StatusCode::kDeadlineExceeded) << written.status();
+    EXPECT_LT(took, std::chrono::seconds(2));
+  }
 }
 
 }  // namespace

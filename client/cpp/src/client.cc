@@ -39,6 +39,20 @@ v1::DType WireDType(const std::optional<DType>& dtype) {
 
 // --- Client ---
 
+// The paths are those of the generated stub (service paramd.v1.Parameters); gRPC keeps the
+// pointers, hence literals.
+WriteMethods::WriteMethods(const std::shared_ptr<grpc::ChannelInterface>& channel)
+    : set_tensor("/paramd.v1.Parameters/SetTensor", grpc::internal::RpcMethod::CLIENT_STREAMING,
+                 channel),
+      set_tensors("/paramd.v1.Parameters/SetTensors", grpc::internal::RpcMethod::CLIENT_STREAMING,
+                  channel),
+      register_parameter("/paramd.v1.Parameters/RegisterParameter",
+                         grpc::internal::RpcMethod::CLIENT_STREAMING, channel),
+      register_buffer("/paramd.v1.Parameters/RegisterBuffer",
+                      grpc::internal::RpcMethod::CLIENT_STREAMING, channel),
+      load_state_dict("/paramd.v1.Parameters/LoadStateDict",
+                      grpc::internal::RpcMethod::BIDI_STREAMING, channel) {}
+
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
@@ -76,6 +90,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   impl->health = grpc::health::v1::Health::NewStub(impl->channel);
   impl->checkpoints = v1::Checkpoints::NewStub(impl->channel);
   impl->inference = v1::Inference::NewStub(impl->channel);
+  impl->writes = std::make_unique<WriteMethods>(impl->channel);
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
@@ -313,10 +328,8 @@ absl::StatusOr<uint64_t> RemoteModel::SetTensor(const std::string& name, const H
   const std::vector<OutgoingTensor> tensors = {
       {&name, &tensor, region ? &*region : nullptr, false, false}};
   v1::WriteResponse response;
-  PARAMD_RETURN_IF_ERROR(
-      impl.Write([&](grpc::ClientContext* context,
-                     v1::WriteResponse* out) { return impl.parameters->SetTensor(context, out); },
-                 BaseOptions(name_, if_version), tensors, progress, &response));
+  PARAMD_RETURN_IF_ERROR(impl.Write(impl.writes->set_tensor, BaseOptions(name_, if_version),
+                                    tensors, progress, &response));
   return response.version();
 }
 
@@ -331,10 +344,8 @@ absl::StatusOr<uint64_t> RemoteModel::SetTensors(const std::vector<TensorWrite>&
         {&write.name, &write.tensor, write.region ? &*write.region : nullptr, false, false});
   }
   v1::WriteResponse response;
-  PARAMD_RETURN_IF_ERROR(
-      impl.Write([&](grpc::ClientContext* context,
-                     v1::WriteResponse* out) { return impl.parameters->SetTensors(context, out); },
-                 BaseOptions(name_, if_version), tensors, progress, &response));
+  PARAMD_RETURN_IF_ERROR(impl.Write(impl.writes->set_tensors, BaseOptions(name_, if_version),
+                                    tensors, progress, &response));
   return response.version();
 }
 
@@ -351,11 +362,8 @@ absl::StatusOr<uint64_t> RemoteModel::RegisterParameter(const std::string& modul
   std::vector<OutgoingTensor> tensors;
   if (tensor) tensors.push_back({&name, &*tensor, nullptr, true, requires_grad});
   v1::WriteResponse response;
-  PARAMD_RETURN_IF_ERROR(impl.Write(
-      [&](grpc::ClientContext* context, v1::WriteResponse* out) {
-        return impl.parameters->RegisterParameter(context, out);
-      },
-      options, tensors, progress, &response));
+  PARAMD_RETURN_IF_ERROR(
+      impl.Write(impl.writes->register_parameter, options, tensors, progress, &response));
   return response.version();
 }
 
@@ -373,11 +381,8 @@ absl::StatusOr<uint64_t> RemoteModel::RegisterBuffer(const std::string& module_p
   std::vector<OutgoingTensor> tensors;
   if (tensor) tensors.push_back({&name, &*tensor, nullptr, false, false});
   v1::WriteResponse response;
-  PARAMD_RETURN_IF_ERROR(impl.Write(
-      [&](grpc::ClientContext* context, v1::WriteResponse* out) {
-        return impl.parameters->RegisterBuffer(context, out);
-      },
-      options, tensors, progress, &response));
+  PARAMD_RETURN_IF_ERROR(
+      impl.Write(impl.writes->register_buffer, options, tensors, progress, &response));
   return response.version();
 }
 
@@ -417,8 +422,7 @@ absl::StatusOr<LoadResult> RemoteModel::LoadStateDict(const std::vector<NamedTen
   }
   StreamedLoad answer;
   const absl::Status status = impl.WriteThenRead<v1::LoadStateDictResponse>(
-      [&](grpc::ClientContext* context) { return impl.parameters->LoadStateDict(context); },
-      write_options, tensors, options.progress,
+      impl.writes->load_state_dict, write_options, tensors, options.progress,
       [&](const v1::LoadStateDictResponse& message) { answer.Add(message); });
   PARAMD_RETURN_IF_ERROR(answer.Complete(status));
   LoadResult result;

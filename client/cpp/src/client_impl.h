@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "client/cpp/src/frame_lender.h"
 #include "client/cpp/src/wire.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/impl/rpc_method.h"
+#include "grpcpp/support/sync_stream.h"
 #include "paramd/client.h"
 #include "paramd/v1/checkpoints.grpc.pb.h"
 #include "paramd/v1/inference.grpc.pb.h"
@@ -23,6 +26,21 @@ using internal::FromGrpcStatus;
 using internal::OutgoingTensor;
 using internal::TensorStreamReceiver;
 
+// The client-streamed writes of v1::Parameters, registered on the channel as the generated
+// stub registers them. Write calls them with ByteBuffer frames through gRPC's own
+// ClientWriterFactory (the one the generated stub uses) instead of the stub's
+// ClientWriter<v1::WriteFrame>, which would copy every chunk into a message and copy it
+// again to serialize it; the server sees the same method and the same bytes.
+struct WriteMethods {
+  explicit WriteMethods(const std::shared_ptr<grpc::ChannelInterface>& channel);
+
+  grpc::internal::RpcMethod set_tensor;
+  grpc::internal::RpcMethod set_tensors;
+  grpc::internal::RpcMethod register_parameter;
+  grpc::internal::RpcMethod register_buffer;
+  grpc::internal::RpcMethod load_state_dict;
+};
+
 struct Client::Impl {
   std::string address;
   ConnectOptions options;
@@ -32,6 +50,7 @@ struct Client::Impl {
   std::unique_ptr<grpc::health::v1::Health::Stub> health;
   std::unique_ptr<v1::Checkpoints::Stub> checkpoints;
   std::unique_ptr<v1::Inference::Stub> inference;
+  std::unique_ptr<WriteMethods> writes;
 
   // The bearer token (docs/wire.md "Authentication"), on every call.
   void Authorize(grpc::ClientContext* context) const {
@@ -83,52 +102,76 @@ struct Client::Impl {
     return receiver->Finish();
   }
 
-  // Runs a client-streaming write opened by `open(context, response)`: `options`, then
-  // every tensor. Any error the server reports (even one that cut the stream short) is
-  // the status returned.
-  template <typename Response, typename Open>
-  absl::Status Write(Open&& open, const v1::WriteOptions& write_options,
+  // Runs the client-streaming write `method` (one of `writes`): `options`, then every
+  // tensor, whose bytes go out without a copy (Note [Lent bytes] in frame_lender.h). Any
+  // error the server reports (even one that cut the stream short) is the status returned.
+  template <typename Response>
+  absl::Status Write(const grpc::internal::RpcMethod& method, const v1::WriteOptions& write_options,
                      const std::vector<OutgoingTensor>& tensors, const ProgressCallback& progress,
                      Response* response) const {
     for (const OutgoingTensor& item : tensors) {
       PARAMD_RETURN_IF_ERROR(internal::CheckOutgoing(*item.name, *item.tensor));
     }
-    grpc::ClientContext context;
-    PrepareStream(&context);
-    std::unique_ptr<grpc::ClientWriter<v1::WriteFrame>> writer = open(&context, response);
-    // A failed Write means the call has ended; Finish then says why.
-    // Options and headers are small and data follows: let gRPC coalesce them with it.
-    internal::SendWriteFrames(write_options, tensors, progress, [&](const v1::WriteFrame& frame) {
-      return writer->Write(frame, frame.has_chunk() ? grpc::WriteOptions()
-                                                    : grpc::WriteOptions().set_buffer_hint());
-    });
-    writer->WritesDone();
-    return FromGrpcStatus(writer->Finish(), context);
+    internal::FrameLender lender;
+    absl::Status status;
+    {
+      grpc::ClientContext context;
+      PrepareStream(&context);
+      std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+          grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(channel.get(), method,
+                                                                        &context, response));
+      // A failed Write means the call has ended; Finish then says why.
+      // Options and headers are small and data follows: let gRPC coalesce them with it.
+      internal::SendWriteFrames(
+          write_options, tensors, progress, [&](const internal::EncodedFrame& frame) {
+            return writer->Write(lender.Lend(frame),
+                                 frame.is_chunk ? grpc::WriteOptions()
+                                                : grpc::WriteOptions().set_buffer_hint());
+          });
+      writer->WritesDone();
+      status = FromGrpcStatus(writer->Finish(), context);
+    }
+    // The call is released (the context owns it): only now can gRPC drop every slice.
+    lender.WaitForReturns();
+    return status;
   }
 
-  // Runs a write whose answer is a stream (LoadStateDict), opened by `open(context)`:
-  // `options` and every tensor, then every answer message to `on_message`. Any error the
-  // server reports (even one that cut the stream short) is the status returned.
-  template <typename Response, typename Open, typename OnMessage>
-  absl::Status WriteThenRead(Open&& open, const v1::WriteOptions& write_options,
+  // Runs a write whose answer is a stream (LoadStateDict, `method` one of `writes`):
+  // `options` and every tensor, lent as Write lends them, then every answer message to
+  // `on_message`. Any error the server reports (even one that cut the stream short) is the
+  // status returned.
+  template <typename Response, typename OnMessage>
+  absl::Status WriteThenRead(const grpc::internal::RpcMethod& method,
+                             const v1::WriteOptions& write_options,
                              const std::vector<OutgoingTensor>& tensors,
                              const ProgressCallback& progress, OnMessage&& on_message) const {
     for (const OutgoingTensor& item : tensors) {
       PARAMD_RETURN_IF_ERROR(internal::CheckOutgoing(*item.name, *item.tensor));
     }
-    grpc::ClientContext context;
-    PrepareStream(&context);
-    std::unique_ptr<grpc::ClientReaderWriter<v1::WriteFrame, Response>> stream = open(&context);
-    // The server answers only after the whole write arrived, so writing first cannot block
-    // on an unread answer; a failed Write means the call has ended and Finish says why.
-    internal::SendWriteFrames(write_options, tensors, progress, [&](const v1::WriteFrame& frame) {
-      return stream->Write(frame, frame.has_chunk() ? grpc::WriteOptions()
-                                                    : grpc::WriteOptions().set_buffer_hint());
-    });
-    stream->WritesDone();
-    Response response;
-    while (stream->Read(&response)) on_message(response);
-    return FromGrpcStatus(stream->Finish(), context);
+    internal::FrameLender lender;
+    absl::Status status;
+    {
+      grpc::ClientContext context;
+      PrepareStream(&context);
+      std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, Response>> stream(
+          grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, Response>::Create(
+              channel.get(), method, &context));
+      // The server answers only after the whole write arrived, so writing first cannot
+      // block on an unread answer; a failed Write means the call has ended and Finish says
+      // why.
+      internal::SendWriteFrames(
+          write_options, tensors, progress, [&](const internal::EncodedFrame& frame) {
+            return stream->Write(lender.Lend(frame),
+                                 frame.is_chunk ? grpc::WriteOptions()
+                                                : grpc::WriteOptions().set_buffer_hint());
+          });
+      stream->WritesDone();
+      Response response;
+      while (stream->Read(&response)) on_message(response);
+      status = FromGrpcStatus(stream->Finish(), context);
+    }
+    lender.WaitForReturns();
+    return status;
   }
 };
 

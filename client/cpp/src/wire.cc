@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/version_conflict.h"
+#include "base/chunk_frame.h"
 
 namespace paramd::client::internal {
 namespace {
@@ -271,16 +272,19 @@ absl::Status CheckOutgoing(const std::string& name, const HostTensor& tensor) {
 
 bool SendWriteFrames(const v1::WriteOptions& options, const std::vector<OutgoingTensor>& tensors,
                      const ProgressCallback& progress,
-                     const std::function<bool(const v1::WriteFrame&)>& write) {
+                     const std::function<bool(const EncodedFrame&)>& write) {
   uint64_t total = 0;
   for (const OutgoingTensor& item : tensors) total += item.tensor->data.size();
   uint64_t done = 0;
 
+  EncodedFrame encoded;
   v1::WriteFrame frame;
   *frame.mutable_options() = options;
-  if (!write(frame)) return false;
+  frame.SerializeToString(&encoded.head);
+  if (!write(encoded)) return false;
   for (const OutgoingTensor& item : tensors) {
     const HostTensor& tensor = *item.tensor;
+    frame.Clear();  // nothing of the previous header (its region) carries over
     v1::TensorHeader* header = frame.mutable_header();
     header->set_name(*item.name);
     v1::TensorMeta* meta = header->mutable_meta();
@@ -289,16 +293,18 @@ bool SendWriteFrames(const v1::WriteOptions& options, const std::vector<Outgoing
     meta->set_is_parameter(item.is_parameter);
     meta->set_requires_grad(item.requires_grad);
     if (item.region != nullptr) ToProtoRegion(*item.region, header->mutable_region());
-    if (!write(frame)) return false;
+    encoded.is_chunk = false;
+    encoded.data = {};
+    frame.SerializeToString(&encoded.head);
+    if (!write(encoded)) return false;
 
-    // One frame reused for every chunk, so its buffer is allocated once per stream.
-    const std::string& bytes = tensor.data;
-    v1::TensorChunk* chunk = frame.mutable_chunk();
+    const absl::string_view bytes = tensor.data;
+    encoded.is_chunk = true;
     for (size_t offset = 0; offset < bytes.size(); offset += kChunkBytes) {
       const size_t size = std::min(kChunkBytes, bytes.size() - offset);
-      chunk->set_offset(offset);
-      chunk->mutable_data()->assign(bytes.data() + offset, size);
-      if (!write(frame)) return false;
+      encoded.head = wire::ChunkFramePrefix(offset, size);
+      encoded.data = bytes.substr(offset, size);
+      if (!write(encoded)) return false;
       done += size;
       if (progress) progress(done, total);
     }

@@ -1,5 +1,6 @@
 // Tensors on the wire, client side (proto/paramd/v1/tensor.proto): incoming TensorFrame
-// streams checked and assembled into HostTensors, outgoing tensors cut into WriteFrames.
+// streams checked and assembled into HostTensors, outgoing tensors cut into serialized
+// WriteFrames whose chunks borrow the tensors' bytes.
 // Internal to the client library; no gRPC calls here, so all of it is testable with plain
 // messages.
 //
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "grpcpp/client_context.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
 #include "paramd/client.h"
 #include "paramd/tensor.h"
@@ -90,12 +92,22 @@ struct OutgoingTensor {
 // not exactly numel * element size bytes), naming it `name`.
 absl::Status CheckOutgoing(const std::string& name, const HostTensor& tensor);
 
+// One serialized WriteFrame: the bytes `head` then `data`. A chunk frame's `head` is its
+// hand-encoded prefix (base/chunk_frame.h) and its `data` borrows the tensor's bytes, so
+// they are never copied here; any other frame is all `head`.
+struct EncodedFrame {
+  std::string head;
+  absl::string_view data;
+  bool is_chunk = false;
+};
+
 // Writes the frames of a write stream through `write` (which returns false once the
 // stream is broken; sending then stops and false is returned): `options`, then per tensor
-// its header and its bytes in kChunkBytes chunks. `progress` (optional) runs after every
-// chunk with the total of all tensors' bytes.
+// its header and its bytes in kChunkBytes chunks. The frames borrow the tensors' bytes
+// (see EncodedFrame). `progress` (optional) runs after every chunk with the total of all
+// tensors' bytes.
 bool SendWriteFrames(const v1::WriteOptions& options, const std::vector<OutgoingTensor>& tensors,
                      const ProgressCallback& progress,
-                     const std::function<bool(const v1::WriteFrame&)>& write);
+                     const std::function<bool(const EncodedFrame&)>& write);
 
 }  // namespace paramd::client::internal

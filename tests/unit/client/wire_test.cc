@@ -238,8 +238,8 @@ TEST(SendWriteFramesTest, OptionsThenHeadersThenChunksOfAtMostOneMebibyte) {
   std::vector<std::pair<uint64_t, uint64_t>> progress;
   ASSERT_TRUE(SendWriteFrames(
       options, tensors, [&](uint64_t done, uint64_t total) { progress.emplace_back(done, total); },
-      [&](const v1::WriteFrame& frame) {
-        frames.push_back(frame);
+      [&](const EncodedFrame& frame) {
+        EXPECT_TRUE(frames.emplace_back().ParseFromString(frame.head + std::string(frame.data)));
         return true;
       }));
   ASSERT_EQ(frames.size(), 6u);
@@ -275,7 +275,7 @@ TEST(SendWriteFramesTest, StopsWhenTheStreamBreaks) {
   const std::string name = "w";
   int writes = 0;
   EXPECT_FALSE(SendWriteFrames(v1::WriteOptions(), {{&name, &tensor, nullptr, false, false}}, {},
-                               [&](const v1::WriteFrame&) { return ++writes < 3; }));
+                               [&](const EncodedFrame&) { return ++writes < 3; }));
   EXPECT_EQ(writes, 3);
 }
 
