@@ -215,8 +215,24 @@ func (s *session) strictLoadError(state []Tensor) error {
 			return err
 		}
 	}
-	_, err = stream.CloseAndRecv()
+	if err := stream.CloseSend(); err != nil {
+		return err
+	}
+	// The answer is a stream (docs/wire.md, "Pages and streamed lists"): a refused load
+	// sends its whole error text in pieces, then ends with the status.
+	var text strings.Builder
+	for {
+		message, recvErr := stream.Recv()
+		if recvErr != nil {
+			err = recvErr
+			break
+		}
+		text.WriteString(message.GetErrorText())
+	}
 	st := status.Convert(err)
+	if text.Len() > 0 && !strings.HasPrefix(text.String(), "Error(s) in loading state_dict") {
+		return fmt.Errorf("the streamed error text is not PyTorch's: %q", text.String())
+	}
 	fmt.Printf("load_state_dict without 6.bias: %v: %s\n", st.Code(), st.Message())
 	if st.Code() != codes.InvalidArgument ||
 		!strings.Contains(st.Message(), `Missing key(s) in state_dict: "6.bias".`) {

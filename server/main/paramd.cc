@@ -8,8 +8,10 @@
 // finish within --shutdown-grace, snapshot every model, exit 0; exit 1 (with an error log
 // line naming the models) when a model's final snapshot failed.
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -350,6 +352,32 @@ int WaitForStop(const sigset_t& stop_signals, double snapshot_interval,
   }
 }
 
+// Note [Stop signals]
+// The stop signals are blocked in every thread paramd starts, and the main thread takes them
+// with sigwait, so that a snapshot is written before the process ends. But libraries start
+// threads of their own before main runs (OpenBLAS's pool, from a constructor), with every
+// signal unblocked: a SIGTERM arriving while the main thread is busy (writing a periodic
+// snapshot) would go to one of them and, with the default action, end the process with no
+// final snapshot. A handler instead sends it on to the main thread, where it waits, blocked,
+// for the next sigwait.
+pid_t main_thread_id = 0;
+
+void ForwardStopSignal(int signal_number) {
+  const int saved = errno;
+  syscall(SYS_tgkill, getpid(), main_thread_id, signal_number);
+  errno = saved;
+}
+
+void ForwardStopSignalsToMainThread() {
+  main_thread_id = static_cast<pid_t>(syscall(SYS_gettid));
+  struct sigaction action {};
+  action.sa_handler = ForwardStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -390,6 +418,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ForwardStopSignalsToMainThread();  // Note [Stop signals]
   paramd::main::PrepareReloadSignal();
 
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {

@@ -319,10 +319,7 @@ TEST(ExecutorTest, ACheapRepeatedForwardAnswersWhileTheWorkerIsBusy) {
   ASSERT_TRUE(client.ok()) << client.status();
   client::RemoteModel mlp = (*client)->Model("mlp");
   const auto one = client::HostTensor::FromDoubles(client::DType::kFloat32, {1, 1}, {0.5});
-  const auto two = client::HostTensor::FromDoubles(client::DType::kFloat32, {2, 1}, {0.5, 0.5});
-  ASSERT_TRUE(one.ok() && two.ok());
-  auto first = mlp.Forward(*one);  // measured on the worker
-  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(one.ok());
   auto half_version = [&] {
     grpc::ClientContext context;
     v1::DescribeModelRequest request;
@@ -331,28 +328,38 @@ TEST(ExecutorTest, ACheapRepeatedForwardAnswersWhileTheWorkerIsBusy) {
     EXPECT_TRUE(models->DescribeModel(&context, request, &info).ok());
     return info.version();
   };
-
-  const int64_t before = ResidentMiB(daemon->pid());
-  std::thread load([&] {
-    grpc::ClientContext context;
-    v1::LoadRequest request;
-    request.set_model("half");
-    request.set_path("large.safetensors");
-    EXPECT_TRUE(LoadCheckpoint(*checkpoints, &context, request).ok());
-  });
-  const Clock::time_point start = Clock::now();
-  while (ResidentMiB(daemon->pid()) < before + 128 && Clock::now() - start < std::chrono::seconds(20)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  // A forward measured slower than the bound (the machine busy with other tests) is not
+  // remembered and goes to the worker like any other, so the scenario gets a few tries; it
+  // never succeeds with every forward on the worker.
+  absl::StatusOr<client::ForwardResult> first;
+  bool answered_while_busy = false;
+  for (int attempt = 0; attempt < 4 && !answered_while_busy; ++attempt) {
+    first = mlp.Forward(*one);  // measured on the worker
+    ASSERT_TRUE(first.ok()) << first.status();
+    const uint64_t loaded = half_version();
+    std::thread load([&] {
+      grpc::ClientContext context;
+      v1::LoadRequest request;
+      request.set_model("half");
+      request.set_path("large.safetensors");
+      EXPECT_TRUE(LoadCheckpoint(*checkpoints, &context, request).ok());
+    });
+    // A load of 1 GiB takes the worker for a second or more.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    auto repeat = mlp.Forward(*one);
+    ASSERT_TRUE(repeat.ok()) << repeat.status();
+    answered_while_busy = half_version() == loaded;  // the load still held the worker
+    EXPECT_EQ(repeat->outputs[0].tensor.ToDoubles(), first->outputs[0].tensor.ToDoubles());
+    EXPECT_EQ(repeat->version, first->version);
+    // A shape not seen before: measured on the worker, so answered after the load.
+    const int64_t rows = 2 + attempt;
+    auto other = mlp.Forward(*client::HostTensor::FromDoubles(
+        client::DType::kFloat32, {rows, 1}, std::vector<double>(static_cast<size_t>(rows), 0.5)));
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_EQ(half_version(), loaded + 1);
+    load.join();
   }
-  auto repeat = mlp.Forward(*one);
-  ASSERT_TRUE(repeat.ok()) << repeat.status();
-  EXPECT_EQ(half_version(), 1u);  // the load still holds the worker
-  EXPECT_EQ(repeat->outputs[0].tensor.ToDoubles(), first->outputs[0].tensor.ToDoubles());
-  EXPECT_EQ(repeat->version, first->version);
-  auto other = mlp.Forward(*two);  // a new shape: measured on the worker, after the load
-  ASSERT_TRUE(other.ok()) << other.status();
-  EXPECT_EQ(half_version(), 2u);
-  load.join();
+  EXPECT_TRUE(answered_while_busy);
 
   // A write moves the version: the next call is measured again, and sees the write.
   auto bias = mlp.GetTensor("linear2.bias");

@@ -2,6 +2,10 @@
 // snapshot runs, tensor names safetensors reserves, a final snapshot that fails, the
 // temporary files of a snapshot killed half-way, and versions that never repeat across a
 // SIGKILL (docs/daemon.md, "Shutdown, snapshots and restarts").
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -115,6 +119,41 @@ TEST_F(SnapshotsTest, ABufferNamedMetadataComesBackAfterARestart) {
   auto buffer = client_->Model("m").GetTensor("__metadata__");
   ASSERT_TRUE(buffer.ok()) << buffer.status();
   EXPECT_EQ(buffer->ToDoubles(), (std::vector<double>{3, -1}));
+}
+
+// Note [Stop signals] in server/main/paramd.cc: a SIGTERM that the kernel hands to a thread a
+// library started before main (with every signal unblocked) still stops the daemon cleanly,
+// with its final snapshot, instead of ending it by the signal's default action.
+TEST_F(SnapshotsTest, AStopSignalTakenByAnyThreadStillEndsWithTheFinalSnapshot) {
+  ASSERT_TRUE(client_->CreateModel("m", kSmallSpec).ok());
+  ASSERT_TRUE(client_->Model("m").SetTensor("bias", Floats({1}, {7})).ok());
+  // A thread of the daemon that does not block SIGTERM.
+  pid_t open_thread = 0;
+  const std::string tasks = "/proc/" + std::to_string(daemon_->pid()) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream status(task.path() / "status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("SigBlk:", 0) != 0) continue;
+      const uint64_t blocked = std::stoull(line.substr(7), nullptr, 16);
+      if ((blocked & (uint64_t{1} << (SIGTERM - 1))) == 0) {
+        open_thread = static_cast<pid_t>(std::stol(task.path().filename().string()));
+      }
+    }
+  }
+  if (open_thread == 0) GTEST_SKIP() << "every thread of the daemon blocks SIGTERM here";
+  ASSERT_EQ(syscall(SYS_tgkill, daemon_->pid(), open_thread, SIGTERM), 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (daemon_->Log().find("msg=\"paramd stopped\"") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline && kill(daemon_->pid(), 0) == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(daemon_->Stop(), 0);
+  EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"snapshot taken\" reason=shutdown models=1"));
+  Restart();
+  auto bias = client_->Model("m").GetTensor("bias");
+  ASSERT_TRUE(bias.ok()) << bias.status();
+  EXPECT_EQ(bias->ToDoubles(), (std::vector<double>{7}));
 }
 
 TEST_F(SnapshotsTest, AFailedFinalSnapshotIsAnErrorExitNamingTheModel) {

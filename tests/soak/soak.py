@@ -37,17 +37,18 @@ import paramd
 from paramd import _wire
 from paramd.v1 import checkpoints_pb2, parameters_pb2
 
-# What the daemon may hold beyond --max-memory and its own resident size when idle (its
-# libraries' code and buffers, measured at start): gRPC's buffers of calls in flight, the
-# pages of checkpoint files mapped by loads in progress, the allocator's bookkeeping
-# (docs/daemon.md, "Memory").
+# What the daemon may hold beyond --max-memory, --max-transport-memory (gRPC's buffers of
+# calls in flight) and its own resident size when idle (its libraries' code and buffers,
+# measured at start): the pages of checkpoint files mapped by loads in progress and the
+# allocator's bookkeeping (docs/daemon.md, "Memory").
 RSS_ALLOWANCE_MIB = 128
 
 
 class Daemon:
-    def __init__(self, binary: str, data_dir: str, log_path: str, max_memory_mib: int) -> None:
+    def __init__(self, binary: str, data_dir: str, log_path: str, max_memory_mib: int,
+                 max_transport_mib: int) -> None:
         self.binary, self.data_dir, self.log_path = binary, data_dir, log_path
-        self.max_memory_mib = max_memory_mib
+        self.max_memory_mib, self.max_transport_mib = max_memory_mib, max_transport_mib
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.address = ""
 
@@ -56,7 +57,8 @@ class Daemon:
         start = os.path.getsize(self.log_path)
         self.process = subprocess.Popen(
             [self.binary, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
-             "--max-memory", f"{self.max_memory_mib}M", "--snapshot-interval", "7"],
+             "--max-memory", f"{self.max_memory_mib}M",
+             "--max-transport-memory", f"{self.max_transport_mib}M", "--snapshot-interval", "7"],
             stderr=log)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -323,6 +325,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-memory", type=int, default=512, help="MiB")
+    parser.add_argument("--max-transport-memory", type=int, default=128, help="MiB")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     print(f"soak: seed {seed} (rerun with --seed {seed}), {args.clients} clients, "
@@ -330,7 +333,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="paramd-soak-") as root:
         daemon = Daemon(args.paramd, os.path.join(root, "data"), os.path.join(root, "paramd.log"),
-                        args.max_memory)
+                        args.max_memory, args.max_transport_memory)
         daemon.start()
         time.sleep(0.5)
         idle = daemon.peak_rss_mib()
@@ -351,9 +354,10 @@ def main() -> int:
         peak = daemon.peak_rss_mib()
         code = daemon.stop()
         print("soak: operations " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-        bound = args.max_memory + idle + RSS_ALLOWANCE_MIB
-        print(f"soak: peak RSS {peak} MiB (bound {bound}: --max-memory {args.max_memory} + idle "
-              f"{idle} + {RSS_ALLOWANCE_MIB} MiB); "
+        bound = args.max_memory + args.max_transport_memory + idle + RSS_ALLOWANCE_MIB
+        print(f"soak: peak RSS {peak} MiB (bound {bound}: --max-memory {args.max_memory} + "
+              f"--max-transport-memory {args.max_transport_memory} + idle {idle} + "
+              f"{RSS_ALLOWANCE_MIB} MiB); "
               f"SIGTERM exit {code}; sampled peaks: anonymous {most_anon} MiB, file-backed {most_file} MiB")
         if peak > bound:
             failures.append(f"peak RSS {peak} MiB over its bound of {bound} MiB")

@@ -102,6 +102,23 @@ struct Client::Impl {
     return receiver->Finish();
   }
 
+  // Sends `options` and every tensor on `stream` (a ClientWriter or ClientReaderWriter of
+  // ByteBuffers), lending the tensors' bytes through `lender`, then half-closes it.
+  template <typename Stream>
+  static void SendLent(Stream& stream, internal::FrameLender& lender,
+                       const v1::WriteOptions& write_options,
+                       const std::vector<OutgoingTensor>& tensors,
+                       const ProgressCallback& progress) {
+    // Options and headers are small and data follows: let gRPC coalesce them with it.
+    internal::SendWriteFrames(
+        write_options, tensors, progress, [&](const internal::EncodedFrame& frame) {
+          return stream.Write(lender.Lend(frame), frame.is_chunk
+                                                      ? grpc::WriteOptions()
+                                                      : grpc::WriteOptions().set_buffer_hint());
+        });
+    stream.WritesDone();
+  }
+
   // Runs the client-streaming write `method` (one of `writes`): `options`, then every
   // tensor, whose bytes go out without a copy (Note [Lent bytes] in frame_lender.h). Any
   // error the server reports (even one that cut the stream short) is the status returned.
@@ -121,14 +138,7 @@ struct Client::Impl {
           grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(channel.get(), method,
                                                                         &context, response));
       // A failed Write means the call has ended; Finish then says why.
-      // Options and headers are small and data follows: let gRPC coalesce them with it.
-      internal::SendWriteFrames(
-          write_options, tensors, progress, [&](const internal::EncodedFrame& frame) {
-            return writer->Write(lender.Lend(frame),
-                                 frame.is_chunk ? grpc::WriteOptions()
-                                                : grpc::WriteOptions().set_buffer_hint());
-          });
-      writer->WritesDone();
+      SendLent(*writer, lender, write_options, tensors, progress);
       status = FromGrpcStatus(writer->Finish(), context);
     }
     // The call is released (the context owns it): only now can gRPC drop every slice.
@@ -159,13 +169,7 @@ struct Client::Impl {
       // The server answers only after the whole write arrived, so writing first cannot
       // block on an unread answer; a failed Write means the call has ended and Finish says
       // why.
-      internal::SendWriteFrames(
-          write_options, tensors, progress, [&](const internal::EncodedFrame& frame) {
-            return stream->Write(lender.Lend(frame),
-                                 frame.is_chunk ? grpc::WriteOptions()
-                                                : grpc::WriteOptions().set_buffer_hint());
-          });
-      stream->WritesDone();
+      SendLent(*stream, lender, write_options, tensors, progress);
       Response response;
       while (stream->Read(&response)) on_message(response);
       status = FromGrpcStatus(stream->Finish(), context);

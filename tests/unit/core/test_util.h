@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/integration/specs.h"
 #include "server/core/spec.h"
 #include "server/core/traversal.h"
 
@@ -69,20 +70,7 @@ inline constexpr char kTiedEmbeddingSpec[] = R"({"type": "TiedLM", "children": [
     "args": {"in_features": 4, "out_features": 10, "bias": false},
     "parameters": [{"name": "weight", "tie": "embed.weight"}]}]})";
 
-// A chain of `depth` Sequentials, each holding the next level twice (the second time by
-// ref), ending in a Linear(1, 1): 2^depth paths reach the Linear, so the state_dict has
-// 2^(depth + 1) keys (a shared module's tensors are listed once per path, as in PyTorch).
-// A few kilobytes of JSON at depth 40.
-inline std::string SharedChainSpec(int depth) {
-  std::string spec = R"({"type": "Linear", "args": {"in_features": 1, "out_features": 1}})";
-  for (int level = depth - 1; level >= 0; --level) {
-    // Level `level` sits at "0.0...0" (level zeros); its first child one ".0" further.
-    std::string first_child = "0";
-    for (int i = 0; i < level; ++i) first_child += ".0";
-    spec = R"({"type": "Sequential", "children": [)" + spec + R"(, {"ref": ")" + first_child +
-           R"("}]})";
-  }
-  return spec;
-}
+// A chain of Sequentials sharing the next level twice (tests/integration/specs.h).
+using paramd::testing::SharedChainSpec;
 
 }  // namespace paramd::core::testing
