@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "paramd/v1/checkpoints.grpc.pb.h"
 #include "tests/integration/daemon.h"
+#include "tests/integration/stub_fixture.h"
 #include "tests/integration/specs.h"
 #include "tests/integration/wire.h"
 
@@ -23,16 +24,8 @@ using ::testing::StartsWith;
 constexpr char kForged[] =
     "m\n2026-12-06T00:00:00.000Z level=error msg=\"paramd stopped\" FORGED=1";
 
-class HostileInputTest : public ::testing::Test {
+class HostileInputTest : public DaemonStubsTest {
  protected:
-  void SetUp() override {
-    auto daemon = Daemon::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    models_ = v1::Models::NewStub(daemon_->channel());
-    parameters_ = v1::Parameters::NewStub(daemon_->channel());
-    checkpoints_ = v1::Checkpoints::NewStub(daemon_->channel());
-  }
 
   grpc::Status Create(const std::string& name, const std::string& spec) {
     grpc::ClientContext context;
@@ -66,11 +59,6 @@ class HostileInputTest : public ::testing::Test {
                           v1::WriteResponse* r) { return parameters_->RegisterParameter(c, r); },
                       frames, response);
   }
-
-  std::unique_ptr<Daemon> daemon_;
-  std::unique_ptr<v1::Models::Stub> models_;
-  std::unique_ptr<v1::Parameters::Stub> parameters_;
-  std::unique_ptr<v1::Checkpoints::Stub> checkpoints_;
 };
 
 TEST_F(HostileInputTest, NewlinesInNamesForgeNoLogLineAndHugeNamesStaySmall) {

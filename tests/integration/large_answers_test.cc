@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon.h"
+#include "tests/integration/stub_fixture.h"
 #include "tests/integration/specs.h"
 #include "tests/integration/wire.h"
 
@@ -68,16 +69,8 @@ std::string TorchLoadError(const std::vector<std::string>& missing,
                       quoted(unexpected), ". ");
 }
 
-class LargeAnswersTest : public ::testing::Test {
+class LargeAnswersTest : public DaemonStubsTest {
  protected:
-  void SetUp() override {
-    auto daemon = Daemon::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    models_ = v1::Models::NewStub(daemon_->channel());
-    parameters_ = v1::Parameters::NewStub(daemon_->channel());
-    checkpoints_ = v1::Checkpoints::NewStub(daemon_->channel());
-  }
 
   grpc::Status Create(const std::string& name, const std::string& spec, v1::ModelInfo* info) {
     grpc::ClientContext context;
@@ -142,11 +135,6 @@ class LargeAnswersTest : public ::testing::Test {
     std::ofstream(daemon_->checkpoint_dir() + "/" + path, std::ios::binary) << length << header
                                                                             << data;
   }
-
-  std::unique_ptr<Daemon> daemon_;
-  std::unique_ptr<v1::Models::Stub> models_;
-  std::unique_ptr<v1::Parameters::Stub> parameters_;
-  std::unique_ptr<v1::Checkpoints::Stub> checkpoints_;
 };
 
 TEST_F(LargeAnswersTest, NonStrictLoadStateDictReturnsEveryLongKeyAndMovesOnce) {

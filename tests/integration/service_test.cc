@@ -12,6 +12,7 @@
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon.h"
+#include "tests/integration/stub_fixture.h"
 #include "tests/integration/specs.h"
 #include "tests/integration/wire.h"
 
@@ -25,15 +26,8 @@ constexpr char kBigSpec[] = R"({"type": "Net", "parameters": [
    {"name": "big", "shape": [1024, 1024]}, {"name": "small", "shape": [3]},
    {"name": "scalar", "shape": []}]})";
 
-class ServiceTest : public ::testing::Test {
+class ServiceTest : public DaemonStubsTest {
  protected:
-  void SetUp() override {
-    auto daemon = Daemon::Start();
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    models_ = v1::Models::NewStub(daemon_->channel());
-    parameters_ = v1::Parameters::NewStub(daemon_->channel());
-  }
 
   grpc::Status Create(const std::string& name, const std::string& spec,
                       v1::ModelInfo* info = nullptr) {
@@ -50,10 +44,6 @@ class ServiceTest : public ::testing::Test {
     for (const auto& t : read.tensors) names.push_back(t.name);
     return names;
   }
-
-  std::unique_ptr<Daemon> daemon_;
-  std::unique_ptr<v1::Models::Stub> models_;
-  std::unique_ptr<v1::Parameters::Stub> parameters_;
 };
 
 TEST_F(ServiceTest, ServesHealthAndStopsCleanlyOnSigterm) {
