@@ -212,6 +212,18 @@ TEST_F(LargeAnswersTest, CheckpointLoadReturnsEveryLongKeyOrChangesNothing) {
   EXPECT_THAT(W2(), ElementsAre(7.0f));
 }
 
+TEST_F(LargeAnswersTest, GetReprOfAnUnknownModelIsNotFoundAndSendsNothing) {
+  grpc::ClientContext context;
+  v1::GetReprRequest request;
+  request.set_name("nobody");
+  auto reader = models_->GetRepr(&context, request);
+  v1::ReprChunk chunk;
+  EXPECT_FALSE(reader->Read(&chunk));
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("nobody"));
+}
+
 TEST_F(LargeAnswersTest, CreateModelWithAHugeReprAnswersWithACutReprAndGetReprHasItAll) {
   v1::ModelInfo created;
   grpc::Status status = Create("wide", WideReprSpec(250), &created);
