@@ -107,9 +107,10 @@ class AnswerStreamReactor final : public grpc::ServerWriteReactor<Message> {
       this->Finish(Logged(action, model, ToGrpcStatus(ticket.status())));
       return;
     }
-    std::shared_ptr<Executor::Ticket> admitted = *std::move(ticket);
-    admitted->Run([this, context, admitted, action, model, fn = std::move(fn),
-                   log_success]() mutable {
+    // The task holds the only reference (why: FinishOnExecutor in unary_call.h).
+    Executor::Ticket* runner = ticket->get();
+    runner->Run([this, context, admitted = *std::move(ticket), action, model, fn = std::move(fn),
+                 log_success]() mutable {
       if (context->IsCancelled()) {
         admitted.reset();
         this->Finish(Logged(action, model, CancelledBeforeRunning()));

@@ -141,7 +141,9 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadRespon
       Done(ticket.status());
       return;
     }
-    (*ticket)->Run([this, store, ticket = *ticket]() mutable {
+    // The task holds the only reference (why: FinishOnExecutor in unary_call.h).
+    Executor::Ticket* runner = ticket->get();
+    runner->Run([this, store, ticket = *std::move(ticket)]() mutable {
       absl::StatusOr<io::CheckpointStore::Download> download;
       const grpc::Status guarded = Guard([&] {
         download = context_->IsCancelled()

@@ -42,8 +42,12 @@ grpc::ServerUnaryReactor* FinishOnExecutor(grpc::CallbackServerContext* context,
     reactor->Finish(Logged(action, model, ToGrpcStatus(ticket.status())));
     return reactor;
   }
-  std::shared_ptr<Executor::Ticket> admitted = *std::move(ticket);
-  admitted->Run([context, reactor, admitted, action, model, fn = std::move(fn)]() mutable {
+  // The task holds the only reference: a copy kept here until this function returns could
+  // outlive the answer (a preempted callback thread), and the client's next call would find
+  // its own finished call still admitted.
+  Executor::Ticket* runner = ticket->get();
+  runner->Run([context, reactor, admitted = *std::move(ticket), action, model,
+               fn = std::move(fn)]() mutable {
     grpc::Status status =
         context->IsCancelled() ? Logged(action, model, CancelledBeforeRunning()) : fn();
     admitted.reset();  // room for the next call before this one's answer goes out
