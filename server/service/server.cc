@@ -20,6 +20,32 @@
 #include "server/service/tensor_codec.h"
 
 namespace paramd::service {
+namespace {
+
+// HOST:PORT of `listen` with the port gRPC chose.
+std::string BoundAddress(const std::string& listen, int port) {
+  return absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+}
+
+// A server with no service of its own: gRPC adds its default health service to it
+// (EnableDefaultHealthCheckService), and nothing else.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartHealthServer(const std::string& listen,
+                                                                 std::string& address) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on '", listen,
+        "' for health checks; is the address valid and the port free? (--health-listen "
+        "HOST:PORT)"));
+  }
+  address = BoundAddress(listen, port);
+  return server;
+}
+
+}  // namespace
 
 struct Server::Services {
   Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor,
@@ -77,8 +103,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
         "cannot listen on '", options.listen,
         "'; is the address valid and the port free? (--listen HOST:PORT, port 0 picks one)"));
   }
-  const size_t colon = options.listen.rfind(':');
-  server->address_ = absl::StrCat(options.listen.substr(0, colon), ":", port);
+  server->address_ = BoundAddress(options.listen, port);
+  if (!options.health_listen.empty()) {
+    auto health = StartHealthServer(options.health_listen, server->health_address_);
+    if (!health.ok()) return health.status();
+    server->health_server_ = std::move(*health);
+  }
   return server;
 }
 
@@ -88,10 +118,18 @@ Server::~Server() {
 
 void Server::Shutdown(double deadline_seconds) {
   if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  if (health_server_) {
+    // NOT_SERVING for the probes while in-flight calls finish; its own calls are instant.
+    if (auto* health = health_server_->GetHealthCheckService()) health->Shutdown();
+  }
   server_->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(deadline_seconds * 1000)));
+  if (health_server_) health_server_->Shutdown(std::chrono::system_clock::now());
 }
 
-void Server::Wait() { server_->Wait(); }
+void Server::Wait() {
+  server_->Wait();
+  if (health_server_) health_server_->Wait();
+}
 
 }  // namespace paramd::service

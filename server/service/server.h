@@ -34,6 +34,10 @@ namespace paramd::service {
 // (server/main/heap_trimmer.h).
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
+  // When set, a second address serving grpc.health.v1.Health alone, in plaintext and without
+  // tokens (--health-listen): the kubelet's gRPC probes speak neither TLS nor tokens. It
+  // reports what the main address reports, NOT_SERVING from the start of Shutdown.
+  std::string health_listen;
   // Both borrowed and must outlive the server. Without a checkpoint store the
   // Checkpoints service is not served; without snapshots its Snapshot call is refused.
   io::CheckpointStore* checkpoints = nullptr;
@@ -62,8 +66,10 @@ class Server {
                                                        core::ModelRegistry* registry);
   ~Server();
 
-  // The address actually bound, with the chosen port.
+  // The addresses actually bound, with the chosen ports; health_address() is "" without
+  // `health_listen`.
   const std::string& address() const { return address_; }
+  const std::string& health_address() const { return health_address_; }
   // Stops taking calls, gives in-flight ones until `deadline_seconds`, then cancels them.
   void Shutdown(double deadline_seconds);
   void Wait();
@@ -77,7 +83,9 @@ class Server {
   std::unique_ptr<IdleWatchdog> watchdog_;  // outlives every reactor it watches
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;  // only with `health_listen`
   std::string address_;
+  std::string health_address_;
 };
 
 }  // namespace paramd::service
