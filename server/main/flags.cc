@@ -119,6 +119,14 @@ constexpr const char* kOtherPrograms[] = {
     "PARAMD_DEPLOY_CACHE",                         // tests/deploy
 };
 
+// Kubernetes gives every container variables for each Service in its namespace (and Docker
+// for each link): a Service named "paramd" brings PARAMD_SERVICE_HOST, PARAMD_PORT,
+// PARAMD_PORT_50051_TCP_ADDR and so on. No flag is named so; they are ignored.
+bool IsServiceLink(const std::string& name) {
+  return absl::StartsWith(name, "PARAMD_SERVICE_") || name == "PARAMD_PORT" ||
+         absl::StartsWith(name, "PARAMD_PORT_");
+}
+
 const FlagDef* FindFlag(const std::string& name) {
   for (const FlagDef& flag : kFlags) {
     if (name == flag.name) return &flag;
@@ -147,7 +155,8 @@ std::string ApplyEnvironment(const std::vector<std::string>& environment,
       if (EnvironmentName(flag.name) == name) def = &flag;
     }
     if (def == nullptr) {
-      if (std::any_of(std::begin(kOtherPrograms), std::end(kOtherPrograms),
+      if (IsServiceLink(name) ||
+          std::any_of(std::begin(kOtherPrograms), std::end(kOtherPrograms),
                       [&](const char* other) { return name == other; })) {
         continue;
       }

@@ -45,8 +45,9 @@ std::string EnvironmentName(const std::string& flag);
 // command line did not give from its PARAMD_* variable in `environment` ("NAME=VALUE"
 // strings; a command-line flag wins; an empty variable counts as unset; a switch takes
 // 1/true/yes or 0/false/no). A PARAMD_* variable that is neither a flag's nor one that
-// paramd's clients and test tools read (PARAMD_SERVER, PARAMD_TOKEN, ...) is an error naming
-// it, so a misspelt setting never goes unnoticed. Returns the usage error, or "".
+// paramd's clients and test tools read (PARAMD_SERVER, PARAMD_TOKEN, ...) nor one of the
+// service-link variables Kubernetes sets for a Service named "paramd" (PARAMD_SERVICE_HOST,
+// PARAMD_PORT_...) is an error naming it, so a misspelt setting never goes unnoticed. Returns the usage error, or "".
 std::string ParseFlags(int argc, char** argv, const std::vector<std::string>& environment,
                        Flags& flags, bool& help);
 

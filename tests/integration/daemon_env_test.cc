@@ -26,7 +26,8 @@ class DaemonEnvTest : public ::testing::Test {
   }
   void TearDown() override {
     for (const char* name : {"PARAMD_MAX_MEMORY", "PARAMD_LISTN", "PARAMD_WORKERS",
-                             "PARAMD_ALLOW_INSECURE", "PARAMD_CGROUP_ROOT", "PARAMD_TOKEN"}) {
+                             "PARAMD_ALLOW_INSECURE", "PARAMD_CGROUP_ROOT", "PARAMD_TOKEN",
+                             "PARAMD_SERVICE_HOST", "PARAMD_PORT_50051_TCP_ADDR"}) {
       unsetenv(name);
     }
     std::error_code ignored;
@@ -46,6 +47,9 @@ TEST_F(DaemonEnvTest, VariablesSetFlagsAndTheCommandLineWins) {
   setenv("PARAMD_MAX_MEMORY", "64M", 1);
   setenv("PARAMD_WORKERS", "3", 1);
   setenv("PARAMD_TOKEN", "a-client-setting", 1);  // paramctl's; the daemon ignores it
+  // What Kubernetes sets for a Service named "paramd": ignored too.
+  setenv("PARAMD_SERVICE_HOST", "10.0.0.7", 1);
+  setenv("PARAMD_PORT_50051_TCP_ADDR", "10.0.0.7", 1);
   auto daemon = Daemon::Start();
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   EXPECT_THAT((*daemon)->Log(), HasSubstr("max_memory=67108864 max_memory_from=flag workers=3"));
