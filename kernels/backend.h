@@ -57,6 +57,7 @@ class Backend {
   virtual absl::Status Dropout(const DropoutArgs& args);
   virtual absl::Status Cat(const CatArgs& args);
   virtual absl::Status Convert(const ConvertArgs& args);
+  virtual absl::Status OptimizerStep(const OptimizerStepArgs& args);
 
   // Waits until every op and copy issued so far on this backend has finished; the first
   // error of an asynchronous op surfaces here if not earlier. Host backends return at once.

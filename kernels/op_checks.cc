@@ -58,6 +58,8 @@ bool SupportedByBuiltInBackends(const OpQuery& query) {
     case OpKind::kCat:
     case OpKind::kConvert:
       return true;  // copies work for every dtype
+    case OpKind::kOptimizerStep:
+      return false;  // a backend that has it says so itself
     default:
       return IsMathDType(query.dtype);
   }

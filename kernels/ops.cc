@@ -35,6 +35,8 @@ absl::string_view OpKindName(OpKind kind) {
       return "cat";
     case OpKind::kConvert:
       return "convert";
+    case OpKind::kOptimizerStep:
+      return "optimizer step";
   }
   return "unknown op";
 }
@@ -132,6 +134,9 @@ absl::Status Backend::Dropout(const DropoutArgs& args) {
 }
 absl::Status Backend::Cat(const CatArgs& args) {
   return Unsupported({.kind = OpKind::kCat, .dtype = args.output.dtype});
+}
+absl::Status Backend::OptimizerStep(const OptimizerStepArgs& args) {
+  return Unsupported({.kind = OpKind::kOptimizerStep, .dtype = args.dtype});
 }
 absl::Status Backend::Convert(const ConvertArgs& args) {
   return Unsupported(

@@ -18,6 +18,7 @@
 #include "server/service/reflection_service.h"
 #include "server/service/status_trailer.h"
 #include "server/service/tensor_codec.h"
+#include "server/service/training_service.h"
 
 namespace paramd::service {
 namespace {
@@ -53,11 +54,15 @@ struct Server::Services {
       : models(registry, options.snapshots, executor, options.auth),
         parameters(registry, executor, watchdog, options.auth),
         checkpoints(options.checkpoints, options.snapshots, executor, options.auth),
-        inference(registry, executor, options.auth) {}
+        inference(registry, executor, options.auth),
+        training(registry, &optimizers, executor, watchdog, options.auth) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
   InferenceService inference;
+  // The daemon's optimizers live as long as the server (they are not in snapshots yet).
+  core::OptimizerRegistry optimizers;
+  TrainingService training;
 };
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
@@ -85,6 +90,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.RegisterService(&server->services_->parameters);
   if (options.checkpoints != nullptr) builder.RegisterService(&server->services_->checkpoints);
   builder.RegisterService(&server->services_->inference);
+  builder.RegisterService(&server->services_->training);
   AddReflectionV1(builder);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<CurrentVersionTrailerFactory>());

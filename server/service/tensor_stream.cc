@@ -58,6 +58,12 @@ TensorStreamReactor::TensorStreamReactor(v1::StreamStart start, std::vector<Outg
   Next();
 }
 
+TensorStreamReactor::TensorStreamReactor(grpc::ByteBuffer first,
+                                         std::vector<OutgoingTensor> tensors)
+    : first_(std::move(first)), have_first_(true), tensors_(std::move(tensors)), with_data_(true) {
+  Next();
+}
+
 void TensorStreamReactor::OnWriteDone(bool ok) {
   if (!ok) {
     Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
@@ -69,6 +75,11 @@ void TensorStreamReactor::OnWriteDone(bool ok) {
 void TensorStreamReactor::Next() {
   if (!started_) {
     started_ = true;
+    if (have_first_) {
+      buffer_ = first_;
+      StartWrite(&buffer_);
+      return;
+    }
     v1::TensorFrame frame;
     *frame.mutable_start() = start_;
     buffer_ = Serialize(frame);
@@ -186,7 +197,8 @@ class SliceCursor {
 
 }  // namespace
 
-absl::Status WriteFrameCollector::Add(const grpc::ByteBuffer& frame) {
+template <typename Frame>
+absl::Status FrameCollector<Frame>::Add(const grpc::ByteBuffer& frame) {
   std::vector<grpc::Slice> slices;
   if (!frame.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable write frame");
   // The common case, a chunk encoded as protobuf encoders write it (offset, then data, and
@@ -206,40 +218,52 @@ absl::Status WriteFrameCollector::Add(const grpc::ByteBuffer& frame) {
       return absl::OkStatus();
     }
   }
-  v1::WriteFrame parsed;
+  Frame parsed;
   PARAMD_RETURN_IF_ERROR(Parse(frame, &parsed));
   return AddParsed(parsed);
 }
 
-absl::Status WriteFrameCollector::AddParsed(v1::WriteFrame& frame) {
+template <typename Frame>
+absl::Status FrameCollector<Frame>::AddParsed(Frame& frame) {
+  const std::string options_name = Options().GetTypeName();
   switch (frame.frame_case()) {
-    case v1::WriteFrame::kOptions:
+    case Frame::kOptions:
       if (have_options_) {
-        return absl::InvalidArgumentError("WriteOptions was sent twice; send it once, first");
+        return absl::InvalidArgumentError(absl::StrCat(
+            options_name.substr(options_name.rfind('.') + 1), " was sent twice; send it once, first"));
       }
       write_.options = std::move(*frame.mutable_options());
-      model_ = write_.options.model();
+      model_ = TargetOf(write_.options);
       have_options_ = true;
       return absl::OkStatus();
-    case v1::WriteFrame::kHeader:
+    case Frame::kHeader:
       if (!have_options_) {
-        return absl::InvalidArgumentError("the first frame of a write must be WriteOptions");
+        return absl::InvalidArgumentError(absl::StrCat("the first frame of a write must be ",
+                                                       options_name.substr(options_name.rfind('.') + 1)));
       }
       if (assembler_.active()) {
         PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
         write_.tensors.emplace_back(assembler_.header(), std::move(done));
       }
       return assembler_.Begin(frame.header());
-    case v1::WriteFrame::kChunk:
+    case Frame::kChunk:
       return assembler_.Add(frame.chunk());
-    default:
-      return absl::InvalidArgumentError("empty WriteFrame; set options, header or chunk");
+    default: {
+      const std::string frame_name = Frame().GetTypeName();
+      return absl::InvalidArgumentError(absl::StrCat(
+          "empty ", frame_name.substr(frame_name.rfind('.') + 1), "; set options, header or chunk"));
+    }
   }
 }
 
-absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
+template <typename Frame>
+absl::StatusOr<IncomingTensors<typename FrameCollector<Frame>::Options>>
+FrameCollector<Frame>::Finish() {
   if (!have_options_) {
-    return absl::InvalidArgumentError("the write stream carried no WriteOptions frame");
+    const std::string options_name = Options().GetTypeName();
+    return absl::InvalidArgumentError(absl::StrCat("the write stream carried no ",
+                                                   options_name.substr(options_name.rfind('.') + 1),
+                                                   " frame"));
   }
   if (assembler_.active()) {
     PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
@@ -248,8 +272,8 @@ absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
   return std::move(write_);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::Start() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::Start() {
   absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor_->Admit();
   if (!ticket.ok()) {
     {
@@ -264,15 +288,15 @@ void WriteReactorBase<GrpcReactor>::Start() {
   this->StartRead(&frame_);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::Fail(const grpc::Status& status) {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::Fail(const grpc::Status& status) {
   LogCall(action_, collector_.model(), FromGrpcStatus(status));
   ticket_.reset();
   this->Finish(status);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::OnReadDone(bool ok) {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::OnReadDone(bool ok) {
   absl::ReleasableMutexLock lock(&mu_);
   if (phase_ != Phase::kReading) return;  // expired: answered already
   if (!ok) {
@@ -301,8 +325,8 @@ void WriteReactorBase<GrpcReactor>::OnReadDone(bool ok) {
   this->StartRead(&frame_);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::Expire() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::Expire() {
   {
     absl::MutexLock lock(&mu_);
     if (phase_ != Phase::kReading) return;
@@ -318,39 +342,52 @@ void WriteReactorBase<GrpcReactor>::Expire() {
                                  "send the whole write again without pausing mid-stream")));
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::OnDone() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::OnDone() {
   watchdog_->Forget(this);
   Unref();
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::Unref() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::Unref() {
   if (refs_.fetch_sub(1) == 1) delete this;
 }
 
+template class FrameCollector<v1::WriteFrame>;
+template class FrameCollector<v1::GradientFrame>;
+template class FrameCollector<v1::OptimizerStateFrame>;
 template class WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>>;
 template class WriteReactorBase<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>;
+template class WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, v1::GradientFrame>;
+template class WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, v1::OptimizerStateFrame>;
 
-WriteStreamReactor::WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
-                                       IdleWatchdog* watchdog, grpc::ByteBuffer* response,
-                                       const char* action, Apply apply)
-    : WriteReactorBase(context, executor, watchdog, action),
+template <typename Frame>
+BasicWriteStreamReactor<Frame>::BasicWriteStreamReactor(grpc::CallbackServerContext* context,
+                                                        Executor* executor, IdleWatchdog* watchdog,
+                                                        grpc::ByteBuffer* response,
+                                                        const char* action, Apply apply)
+    : WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame>(context, executor,
+                                                                         watchdog, action),
       response_(response),
       apply_(std::move(apply)) {
-  Start();
+  this->Start();
 }
 
-void WriteStreamReactor::ApplyWrite() {
+template <typename Frame>
+void BasicWriteStreamReactor<Frame>::ApplyWrite() {
   const grpc::Status status = Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, collector_.Finish());
+    PARAMD_ASSIGN_OR_RETURN(Incoming write, this->collector_.Finish());
     PARAMD_ASSIGN_OR_RETURN(*response_, apply_(write));
     return absl::OkStatus();
   });
-  if (!status.ok()) return Fail(status);
-  ReleaseAdmission();
-  Finish(status);
+  if (!status.ok()) return this->Fail(status);
+  this->ReleaseAdmission();
+  this->Finish(status);
 }
+
+template class BasicWriteStreamReactor<v1::WriteFrame>;
+template class BasicWriteStreamReactor<v1::GradientFrame>;
+template class BasicWriteStreamReactor<v1::OptimizerStateFrame>;
 
 WriteAnswerStreamReactor::WriteAnswerStreamReactor(grpc::CallbackServerContext* context,
                                                    Executor* executor, IdleWatchdog* watchdog,

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <functional>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
 #include "paramd/v1/parameters.pb.h"
+#include "paramd/v1/training.pb.h"
 #include "server/core/tensor.h"
 #include "server/service/executor.h"
 #include "server/service/idle_watchdog.h"
@@ -67,6 +69,9 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   explicit TensorStreamReactor(const absl::Status& status);
   TensorStreamReactor(v1::StreamStart start, std::vector<OutgoingTensor> tensors, bool with_data,
                       v1::DType wire_dtype);
+  // The same stream behind another first frame (already serialized): a stream of a message
+  // whose header and chunk fields are TensorFrame's (OptimizerStateFrame).
+  TensorStreamReactor(grpc::ByteBuffer first, std::vector<OutgoingTensor> tensors);
 
   void OnWriteDone(bool ok) override;
   void OnDone() override { delete this; }
@@ -76,6 +81,8 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   void Next();
 
   v1::StreamStart start_;
+  grpc::ByteBuffer first_;  // set: sent instead of a start frame
+  bool have_first_ = false;
   std::vector<OutgoingTensor> tensors_;
   bool with_data_ = false;
   v1::DType wire_dtype_ = v1::DTYPE_UNSPECIFIED;
@@ -90,31 +97,50 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
 };
 
 // What a client-streamed write carried: its options and every tensor, complete.
-struct IncomingWrite {
-  v1::WriteOptions options;
+template <typename Options>
+struct IncomingTensors {
+  Options options;
   std::vector<std::pair<v1::TensorHeader, core::Tensor>> tensors;
 };
+using IncomingWrite = IncomingTensors<v1::WriteOptions>;
+using IncomingGradients = IncomingTensors<v1::GradientOptions>;
+using IncomingOptimizerState = IncomingTensors<v1::OptimizerStateHead>;
 
-// Checks the framing of a write stream (options first and once, then per tensor a header
-// and its chunks) and assembles it.
-class WriteFrameCollector {
+// The object a stream's options name, for the log: the model of a write, the optimizer of a
+// push or a state load.
+inline const std::string& TargetOf(const v1::WriteOptions& options) { return options.model(); }
+inline const std::string& TargetOf(const v1::GradientOptions& options) {
+  return options.optimizer();
+}
+inline const std::string& TargetOf(const v1::OptimizerStateHead& options) {
+  return options.optimizer();
+}
+
+// Checks the framing of a client stream of `Frame`s (WriteFrame, GradientFrame,
+// OptimizerStateFrame: an `options` first and once, then per tensor a header and its chunks,
+// with the same field numbers in each) and assembles it.
+template <typename Frame>
+class FrameCollector {
  public:
+  using Options = std::decay_t<decltype(std::declval<Frame>().options())>;
+
   // INVALID_ARGUMENT for a frame out of place or bytes that do not fit the tensor.
   absl::Status Add(const grpc::ByteBuffer& frame);
   // The stream ended: INVALID_ARGUMENT if it carried no options or a tensor ended early.
-  absl::StatusOr<IncomingWrite> Finish();
-  // The model named by the options frame ("" before it arrives), for the log; kept after
-  // Finish has handed the write over.
+  absl::StatusOr<IncomingTensors<Options>> Finish();
+  // The model or optimizer named by the options frame ("" before it arrives), for the log;
+  // kept after Finish has handed the write over.
   const std::string& model() const { return model_; }
 
  private:
-  absl::Status AddParsed(v1::WriteFrame& frame);
+  absl::Status AddParsed(Frame& frame);
 
-  IncomingWrite write_;
+  IncomingTensors<Options> write_;
   std::string model_;
   bool have_options_ = false;
   TensorAssembler assembler_;
 };
+using WriteFrameCollector = FrameCollector<v1::WriteFrame>;
 
 // The reading half of a write call: admits the call (RESOURCE_EXHAUSTED before reading
 // anything when the executor is full), reads the whole write stream, then runs the
@@ -127,7 +153,7 @@ class WriteFrameCollector {
 // Thread-safety: gRPC runs the reactions one at a time, but Expire comes from the
 // watchdog's thread: `mu_` orders it against OnReadDone, and the reactor is deleted when
 // both gRPC (OnDone) and an Expire under way let go of it.
-template <typename GrpcReactor>
+template <typename GrpcReactor, typename Frame = v1::WriteFrame>
 class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
  public:
   void OnReadDone(bool ok) override;
@@ -149,7 +175,7 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
 
   grpc::CallbackServerContext* const context_;  // owned by gRPC
   const char* const action_;
-  WriteFrameCollector collector_;
+  FrameCollector<Frame> collector_;
 
  private:
   enum class Phase { kReading, kApplying, kFinished };
@@ -168,13 +194,16 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
 };
 
 // A write answered with one response: `apply` returns it serialized, or an error.
-class WriteStreamReactor final : public WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>> {
+template <typename Frame>
+class BasicWriteStreamReactor final
+    : public WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame> {
  public:
-  using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
+  using Incoming = IncomingTensors<typename FrameCollector<Frame>::Options>;
+  using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(Incoming&)>;
   // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`.
-  WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
-                     IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
-                     Apply apply);
+  BasicWriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                          IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
+                          Apply apply);
 
  private:
   void ApplyWrite() override;
@@ -182,6 +211,7 @@ class WriteStreamReactor final : public WriteReactorBase<grpc::ServerReadReactor
   grpc::ByteBuffer* response_;  // owned by gRPC
   Apply apply_;
 };
+using WriteStreamReactor = BasicWriteStreamReactor<v1::WriteFrame>;
 
 // A write whose answer is a stream of messages (LoadStateDict, answer_stream.h): `apply`
 // returns the serialized messages and the final status; they go out one write at a time,

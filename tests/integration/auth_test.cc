@@ -34,6 +34,7 @@
 #include "paramd/client.h"
 #include "paramd/v1/checkpoints.pb.h"
 #include "paramd/v1/inference.pb.h"
+#include "paramd/v1/training.pb.h"
 #include "paramd/v1/models.pb.h"
 #include "paramd/v1/parameters.pb.h"
 #include "tests/integration/client_fixture.h"
@@ -181,6 +182,7 @@ std::vector<std::string> ServedMethods(const std::shared_ptr<grpc::Channel>& cha
   (void)v1::StateDictRequest::descriptor();
   (void)v1::SaveRequest::descriptor();
   (void)v1::ForwardRequest::descriptor();
+  (void)v1::CreateOptimizerRequest::descriptor();
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   (void)grpc::reflection::v1::ServerReflectionRequest::descriptor();
   (void)grpc::reflection::v1alpha::ServerReflectionRequest::descriptor();

@@ -25,6 +25,7 @@ from paramd.v1 import checkpoints_pb2, models_pb2
 
 if TYPE_CHECKING:
     from paramd._model import RemoteModel
+    from paramd._training import OptimizerInfo, RemoteOptimizer
 
 _M = TypeVar("_M")
 Spec = Union[Mapping[str, Any], str, "os.PathLike[str]"]
@@ -270,6 +271,38 @@ class Client:
 
     def __getitem__(self, name: str) -> "RemoteModel":
         return self.model(name)
+
+    # --- optimizers (docs/training.md) ----------------------------------------------
+
+    def create_optimizer(self, name: str, model: str, kind: str, params: Any = None,
+                         **defaults: Any) -> "RemoteOptimizer":
+        """``torch.optim.<kind>(params, **defaults)`` on model ``model``, held by the daemon
+        as ``name``. ``kind`` is "SGD", "Adam" or "AdamW"; ``params`` None (every
+        parameter), a list of parameter names, or torch's list of group dicts with names."""
+        from paramd._training import RemoteOptimizer, _hypers, param_groups_proto
+
+        from paramd.v1 import training_pb2
+        request = training_pb2.CreateOptimizerRequest(
+            name=name, model=model, kind=kind, defaults=_hypers(defaults),
+            param_groups=param_groups_proto(params))
+        self._unary("/paramd.v1.Training/CreateOptimizer", request, training_pb2.OptimizerInfo)
+        return RemoteOptimizer(self, name)
+
+    def optimizer(self, name: str) -> "RemoteOptimizer":
+        """A handle on optimizer ``name``; free, and does not check that it exists."""
+        from paramd._training import RemoteOptimizer
+
+        return RemoteOptimizer(self, name)
+
+    def optimizers(self, model: str = "") -> "list[OptimizerInfo]":
+        """The daemon's optimizers (of ``model`` when given), by name."""
+        from paramd._training import OptimizerInfo
+
+        from paramd.v1 import training_pb2
+        answer = self._unary("/paramd.v1.Training/ListOptimizers",
+                             training_pb2.ListOptimizersRequest(model=model),
+                             training_pb2.ListOptimizersResponse)
+        return [OptimizerInfo.from_proto(info) for info in answer.optimizers]
 
     # --- checkpoint files -----------------------------------------------------------
 
