@@ -94,6 +94,7 @@ enum class OpKind : uint8_t {
   kDropout,
   kCat,
   kConvert,
+  kFill,
 };
 
 // Element-wise functions, with PyTorch's definitions: kGELU is the exact erf form
@@ -311,5 +312,17 @@ struct ConvertArgs {
   ConstTensorView input;
   TensorView output;
 };
+
+// Every element of `output` (contiguous, any dtype) = `value` converted as Tensor.to
+// converts a Python number (CastElement<T>(double)). A device backend takes the value as a
+// kernel argument: a Python number in a program costs no host-to-device copy and no wait.
+struct FillArgs {
+  TensorView output;
+  double value = 0;
+};
+
+// The bytes of one element of `dtype` holding `value` (FillArgs' conversion), in the low
+// ElementSize(dtype) bytes, little-endian as in memory.
+uint64_t FillBits(DType dtype, double value);
 
 }  // namespace paramd::kernels

@@ -65,6 +65,7 @@ struct Flags {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "paramd-data";
   std::string max_memory;
+  std::string max_gpu_memory;
   std::string shutdown_grace = "10";
   std::string checkpoint_dir;
   std::string snapshot_interval = "300";
@@ -113,6 +114,12 @@ constexpr FlagDef kFlags[] = {
      "fail with RESOURCE_EXHAUSTED instead of the process running out of memory (default: 80% "
      "of physical memory).",
      &Flags::max_memory},
+    {"max-gpu-memory", "BYTES",
+     "Most bytes of memory on each GPU: tensors, the scratch and staging buffers of ops in "
+     "flight, the GEMM workspace, and the allocator's cached blocks, which are handed back to "
+     "the driver past it. Past it requests fail with RESOURCE_EXHAUSTED (default: the GPU's "
+     "own memory).",
+     &Flags::max_gpu_memory},
     {"workers", "N",
      "Worker threads for the heavy calls: tensor writes, checkpoint saves, loads and "
      "uploads, forwards, model creation and moves, snapshots (default: the number of CPU "
@@ -248,6 +255,7 @@ int Fail(const std::string& message) {
 struct Settings {
   double shutdown_grace = 0;
   size_t max_memory = 0;
+  size_t max_gpu_memory = 0;
   int workers = 0;
   int max_queued_calls = 0;
   double snapshot_interval = 0;
@@ -271,6 +279,14 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
                           "' is not a size like 8G, 512M or 1048576");
     }
     settings.max_memory = *parsed;
+  }
+  if (!flags.max_gpu_memory.empty()) {
+    auto parsed = ParseBytes(flags.max_gpu_memory);
+    if (!parsed) {
+      return absl::StrCat("--max-gpu-memory '", flags.max_gpu_memory,
+                          "' is not a size like 8G, 512M or 1048576");
+    }
+    settings.max_gpu_memory = *parsed;
   }
   const unsigned cores = std::thread::hardware_concurrency();
   settings.workers = cores == 0 ? 2 : static_cast<int>(cores);
@@ -424,6 +440,7 @@ int main(int argc, char** argv) {
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
     (*cpu)->SetMemoryLimit(max_memory);
   }
+  paramd::kernels::SetGpuMemoryLimit(settings.max_gpu_memory);
 
   const std::filesystem::path data_dir = flags.data_dir;
   std::error_code error;
@@ -473,6 +490,7 @@ int main(int argc, char** argv) {
        {"checkpoint_dir", checkpoint_dir->root()},
        {"restored_models", std::to_string(restored)},
        {"max_memory", std::to_string(max_memory)},
+       {"max_gpu_memory", std::to_string(settings.max_gpu_memory)},
        {"workers", std::to_string(workers)},
        {"max_queued_calls", std::to_string(max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},

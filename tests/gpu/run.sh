@@ -181,8 +181,10 @@ configure() {
   local cuda=(-DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH}")
   rm -f "${BUILD_DIR}/CMakeCache.txt"
   # /usr is hidden from find_package and friends, so every package must come from PREFIX.
+  # The lent image's g++ may be newer than Debian 12's, whose warnings CI gates: a new
+  # warning must not cost the run. A CMake 4 there accepts the packages' old policy lines.
   cmake -S . -B "${BUILD_DIR}" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DPARAMD_KERNELS_ONLY=ON "${cuda[@]}" \
+    -DPARAMD_KERNELS_ONLY=ON "${cuda[@]}" -DPARAMD_WERROR=OFF -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
     -DCMAKE_PREFIX_PATH="${PREFIX}/usr" -DCMAKE_IGNORE_PREFIX_PATH="/usr;/" \
     -DPKG_CONFIG_EXECUTABLE="${PREFIX}/usr/bin/pkgconf" || return 1
   local cache="${BUILD_DIR}/CMakeCache.txt" bad=0 key value
