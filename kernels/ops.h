@@ -95,6 +95,7 @@ enum class OpKind : uint8_t {
   kCat,
   kConvert,
   kOptimizerStep,
+  kFill,
 };
 
 // Element-wise functions, with PyTorch's definitions: kGELU is the exact erf form
@@ -368,5 +369,16 @@ struct OptimizerStepArgs {
 // `addcdiv` rounds the quotient and the sum apart (x + (v * t1) / t2). The kernels use the
 // same order and fusion; the only known difference is torch's AVX-512 sqrt, which is off by
 // one unit in the last place for about 0.6% of inputs, where ours is correctly rounded.
+// Every element of `output` (contiguous, any dtype) = `value` converted as Tensor.to
+// converts a Python number (CastElement<T>(double)). A device backend takes the value as a
+// kernel argument: a Python number in a program costs no host-to-device copy and no wait.
+struct FillArgs {
+  TensorView output;
+  double value = 0;
+};
+
+// The bytes of one element of `dtype` holding `value` (FillArgs' conversion), in the low
+// ElementSize(dtype) bytes, little-endian as in memory.
+uint64_t FillBits(DType dtype, double value);
 
 }  // namespace paramd::kernels

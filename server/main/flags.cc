@@ -41,6 +41,12 @@ constexpr FlagDef kFlags[] = {
      "fail with RESOURCE_EXHAUSTED instead of the process running out of memory (default: 80% "
      "of physical memory).",
      &Flags::max_memory},
+    {"max-gpu-memory", "BYTES",
+     "Most bytes of memory on each GPU: tensors, the scratch and staging buffers of ops in "
+     "flight, the GEMM workspace, and the allocator's cached blocks, which are handed back to "
+     "the driver past it. Past it requests fail with RESOURCE_EXHAUSTED (default: the GPU's "
+     "own memory).",
+     &Flags::max_gpu_memory},
     {"workers", "N",
      "Worker threads for the heavy calls: tensor writes, checkpoint saves, loads and "
      "uploads, forwards, model creation and moves, snapshots (default: the number of CPU "

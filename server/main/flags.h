@@ -17,6 +17,7 @@ struct Flags {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "paramd-data";
   std::string max_memory;
+  std::string max_gpu_memory;
   std::string shutdown_grace = "10";
   std::string checkpoint_dir;
   std::string snapshot_interval = "300";

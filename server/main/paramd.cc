@@ -111,6 +111,7 @@ struct Settings {
   double shutdown_grace = 0;
   size_t max_memory = 0;
   std::string max_memory_source;  // "flag", "cgroup" or "physical memory"
+  size_t max_gpu_memory = 0;
   int workers = 0;
   int max_queued_calls = 0;
   double snapshot_interval = 0;
@@ -142,6 +143,14 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
                           "' is not a size like 8G, 512M or 1048576");
     }
     settings.max_memory = *parsed;
+  }
+  if (!flags.max_gpu_memory.empty()) {
+    auto parsed = ParseBytes(flags.max_gpu_memory);
+    if (!parsed) {
+      return absl::StrCat("--max-gpu-memory '", flags.max_gpu_memory,
+                          "' is not a size like 8G, 512M or 1048576");
+    }
+    settings.max_gpu_memory = *parsed;
   }
   const unsigned cores = std::thread::hardware_concurrency();
   settings.workers = cores == 0 ? 2 : static_cast<int>(cores);
@@ -293,6 +302,7 @@ int main(int argc, char** argv) {
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
     (*cpu)->SetMemoryLimit(max_memory);
   }
+  paramd::kernels::SetGpuMemoryLimit(settings.max_gpu_memory);
 
   const std::filesystem::path data_dir = flags.data_dir;
   std::error_code error;
@@ -344,6 +354,7 @@ int main(int argc, char** argv) {
        {"restored_models", std::to_string(restored)},
        {"max_memory", std::to_string(max_memory)},
        {"max_memory_from", settings.max_memory_source},
+       {"max_gpu_memory", std::to_string(settings.max_gpu_memory)},
        {"workers", std::to_string(workers)},
        {"max_queued_calls", std::to_string(max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
