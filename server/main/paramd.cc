@@ -348,7 +348,7 @@ int main(int argc, char** argv) {
   auto gpus = paramd::kernels::QueryGpus();
   Log("info", "paramd started",
       {{"listen", (*server)->address()},
-       {"health_listen", (*server)->health_address()},
+       {"health", (*server)->health_address()},
        {"data_dir", data_dir.string()},
        {"checkpoint_dir", checkpoint_dir->root()},
        {"restored_models", std::to_string(restored)},

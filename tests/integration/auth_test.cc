@@ -508,9 +508,9 @@ TEST_F(AuthTest, ListeningBeyondLoopbackNeedsTlsAndTokensOrAllowInsecure) {
 TEST_F(AuthTest, HealthListenServesHealthAloneInPlaintext) {
   StartDaemon(/*mutual=*/true, {"--health-listen", "127.0.0.1:0"});
   const std::string log = daemon_->Log();
-  const size_t at = log.find("health_listen=");
+  const size_t at = log.find(" health=");
   ASSERT_NE(at, std::string::npos) << log;
-  const std::string health_address = log.substr(at + 14, log.find(' ', at) - at - 14);
+  const std::string health_address = log.substr(at + 8, log.find(' ', at + 1) - at - 8);
   ASSERT_THAT(health_address, ::testing::StartsWith("127.0.0.1:"));
   auto plain = client::Client::Connect(health_address, client::ConnectOptions{});
   ASSERT_TRUE(plain.ok()) << plain.status();
