@@ -27,6 +27,8 @@
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
 #include "server/main/heap_trimmer.h"
+#include "server/main/library_logs.h"
+#include "server/main/metrics_endpoint.h"
 #include "server/main/security.h"
 #include "server/service/server.h"
 
@@ -81,6 +83,10 @@ struct Flags {
   std::string tls_client_ca;
   std::string auth_tokens;
   std::string allow_insecure;  // a switch: "1" when given
+  // Observability (docs/metrics.md, docs/daemon.md "Logs").
+  std::string metrics_listen;
+  std::string metrics_max_models = "100";
+  std::string log_format = "text";
 };
 
 struct FlagDef {
@@ -171,6 +177,19 @@ constexpr FlagDef kFlags[] = {
      "Serve beyond loopback (e.g. --listen 0.0.0.0:PORT) without "
      "both TLS and --auth-tokens. Without it paramd refuses to start so.",
      &Flags::allow_insecure},
+    {"metrics-listen", "HOST:PORT",
+     "Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off). Port 0 "
+     "picks a free port; the start log line says which (metrics_listen). docs/metrics.md "
+     "lists the metrics.",
+     &Flags::metrics_listen},
+    {"metrics-max-models", "N",
+     "Models with their own label value in the per-model metrics (default 100): the first N "
+     "model names met keep theirs, later ones are summed under model=\"_other\".",
+     &Flags::metrics_max_models},
+    {"log-format", "FORMAT",
+     "text (default: key=value lines) or json (one JSON object a line, with time, level, "
+     "msg and the line's fields).",
+     &Flags::log_format},
 };
 
 void PrintHelp() {
@@ -254,6 +273,8 @@ struct Settings {
   absl::Duration stream_idle_timeout;
   size_t max_transport_memory = 0;
   uint64_t max_state_dict_keys = 0;
+  size_t metrics_max_models = 0;
+  paramd::common::LogFormat log_format = paramd::common::LogFormat::kText;
 };
 
 // Fills `settings` from `flags`; the usage error for the first bad value, or "".
@@ -305,6 +326,15 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
       settings.max_state_dict_keys < 1) {
     return absl::StrCat("--max-state-dict-keys '", flags.max_state_dict_keys,
                         "' is not a number of keys (1 or more)");
+  }
+  if (!absl::SimpleAtoi(flags.metrics_max_models, &settings.metrics_max_models)) {
+    return absl::StrCat("--metrics-max-models '", flags.metrics_max_models,
+                        "' is not a number of models (0 or more)");
+  }
+  if (flags.log_format == "json") {
+    settings.log_format = paramd::common::LogFormat::kJson;
+  } else if (flags.log_format != "text") {
+    return absl::StrCat("--log-format '", flags.log_format, "' is not text or json");
   }
   return "";
 }
@@ -396,13 +426,12 @@ int main(int argc, char** argv) {
     std::cerr << "paramd: " << error << "\n";
     return 2;
   }
-  const double grace = settings.shutdown_grace;
-  const size_t max_memory = settings.max_memory;
-  const int workers = settings.workers;
-  const int max_queued_calls = settings.max_queued_calls;
-  const double snapshot_interval = settings.snapshot_interval;
+  paramd::common::SetLogFormat(settings.log_format);
+  // JSON only: the text format keeps the libraries' own lines as they always were.
+  if (settings.log_format == paramd::common::LogFormat::kJson) paramd::main::RouteLibraryLogs();
   paramd::service::ServerOptions server_options{
-      .listen = flags.listen, .workers = workers, .max_queued_calls = max_queued_calls};
+      .listen = flags.listen, .workers = settings.workers,
+      .max_queued_calls = settings.max_queued_calls};
   std::unique_ptr<paramd::service::Authenticator> auth;
   if (std::string error =
           paramd::main::ConfigureSecurity({flags.tls_cert, flags.tls_key, flags.tls_client_ca,
@@ -422,7 +451,7 @@ int main(int argc, char** argv) {
   paramd::main::PrepareReloadSignal();
 
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
-    (*cpu)->SetMemoryLimit(max_memory);
+    (*cpu)->SetMemoryLimit(settings.max_memory);
   }
 
   const std::filesystem::path data_dir = flags.data_dir;
@@ -460,8 +489,13 @@ int main(int argc, char** argv) {
   server_options.snapshots = snapshots->get();
   server_options.stream_idle_timeout = settings.stream_idle_timeout;
   server_options.max_transport_memory = settings.max_transport_memory;
+  paramd::service::Metrics metrics(
+      {.max_models = settings.metrics_max_models, .max_memory = settings.max_memory}, &registry);
+  server_options.metrics = &metrics;
   auto server = paramd::service::Server::Start(server_options, &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  auto metrics_endpoint = paramd::main::MetricsEndpoint::Start(flags.metrics_listen, metrics);
+  if (!metrics_endpoint.ok()) return Fail(std::string(metrics_endpoint.status().message()));
   paramd::main::Reloader reloader(auth.get(), server_options.tls.enabled());
   // Gives back what a burst of traffic or a refused message left free in the heap.
   paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20);
@@ -472,21 +506,23 @@ int main(int argc, char** argv) {
        {"data_dir", data_dir.string()},
        {"checkpoint_dir", checkpoint_dir->root()},
        {"restored_models", std::to_string(restored)},
-       {"max_memory", std::to_string(max_memory)},
-       {"workers", std::to_string(workers)},
-       {"max_queued_calls", std::to_string(max_queued_calls)},
+       {"max_memory", std::to_string(settings.max_memory)},
+       {"workers", std::to_string(settings.workers)},
+       {"max_queued_calls", std::to_string(settings.max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
        {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},
+       {"metrics_listen", *metrics_endpoint ? (*metrics_endpoint)->address() : "off"},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 
-  const int signal_number = WaitForStop(stop_signals, snapshot_interval, **snapshots);
+  const int signal_number = WaitForStop(stop_signals, settings.snapshot_interval, **snapshots);
   Log("info", "paramd stopping",
       {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
-       {"grace_seconds", absl::StrCat(grace)}});
-  (*server)->Shutdown(grace);
+       {"grace_seconds", absl::StrCat(settings.shutdown_grace)}});
+  (*server)->Shutdown(settings.shutdown_grace);
   (*server)->Wait();
+  metrics_endpoint->reset();  // no scrape may outlive what it reads
   const bool saved = Snapshot(**snapshots, "shutdown");
   Log(saved ? "info" : "error", "paramd stopped",
       {{"models", std::to_string(registry.List().size())},
