@@ -179,7 +179,7 @@ constexpr FlagDef kFlags[] = {
      &Flags::allow_insecure},
     {"metrics-listen", "HOST:PORT",
      "Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off). Port 0 "
-     "picks a free port; the start log line says which (metrics_listen). docs/metrics.md "
+     "picks a free port; the start log line says which (metrics=). docs/metrics.md "
      "lists the metrics.",
      &Flags::metrics_listen},
     {"metrics-max-models", "N",
@@ -512,7 +512,7 @@ int main(int argc, char** argv) {
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
        {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},
-       {"metrics_listen", *metrics_endpoint ? (*metrics_endpoint)->address() : "off"},
+       {"metrics", *metrics_endpoint ? (*metrics_endpoint)->address() : "off"},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 
