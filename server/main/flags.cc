@@ -111,6 +111,19 @@ constexpr FlagDef kFlags[] = {
      "Serve beyond loopback (e.g. --listen 0.0.0.0:PORT) without "
      "both TLS and --auth-tokens. Without it paramd refuses to start so.",
      &Flags::allow_insecure},
+    {"metrics-listen", "HOST:PORT",
+     "Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off). Port 0 "
+     "picks a free port; the start log line says which (metrics=). docs/metrics.md "
+     "lists the metrics.",
+     &Flags::metrics_listen},
+    {"metrics-max-models", "N",
+     "Models with their own label value in the per-model metrics (default 100): the first N "
+     "model names met keep theirs, later ones are summed under model=\"_other\".",
+     &Flags::metrics_max_models},
+    {"log-format", "FORMAT",
+     "text (default: key=value lines) or json (one JSON object a line, with time, level, "
+     "msg and the line's fields).",
+     &Flags::log_format},
     // Hidden: tests point it at a fake cgroup tree (cgroup.h).
     {"cgroup-root", "DIR", nullptr, &Flags::cgroup_root},
 };

@@ -35,6 +35,10 @@ struct Flags {
   std::string auth_tokens;
   std::string allow_insecure;  // a switch: "1" when given
   std::string health_listen;
+  // Observability (docs/metrics.md, docs/daemon.md "Logs").
+  std::string metrics_listen;
+  std::string metrics_max_models = "100";
+  std::string log_format = "text";
   std::string cgroup_root = "/sys/fs/cgroup";  // hidden; cgroup.h
 };
 

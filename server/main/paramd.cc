@@ -31,6 +31,8 @@
 #include "server/main/cgroup.h"
 #include "server/main/flags.h"
 #include "server/main/heap_trimmer.h"
+#include "server/main/library_logs.h"
+#include "server/main/metrics_endpoint.h"
 #include "server/main/security.h"
 #include "server/service/server.h"
 
@@ -118,6 +120,8 @@ struct Settings {
   absl::Duration stream_idle_timeout;
   size_t max_transport_memory = 0;
   uint64_t max_state_dict_keys = 0;
+  size_t metrics_max_models = 0;
+  paramd::common::LogFormat log_format = paramd::common::LogFormat::kText;
 };
 
 // Fills `settings` from `flags`; the usage error for the first bad value, or "".
@@ -179,6 +183,15 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
       settings.max_state_dict_keys < 1) {
     return absl::StrCat("--max-state-dict-keys '", flags.max_state_dict_keys,
                         "' is not a number of keys (1 or more)");
+  }
+  if (!absl::SimpleAtoi(flags.metrics_max_models, &settings.metrics_max_models)) {
+    return absl::StrCat("--metrics-max-models '", flags.metrics_max_models,
+                        "' is not a number of models (0 or more)");
+  }
+  if (flags.log_format == "json") {
+    settings.log_format = paramd::common::LogFormat::kJson;
+  } else if (flags.log_format != "text") {
+    return absl::StrCat("--log-format '", flags.log_format, "' is not text or json");
   }
   return "";
 }
@@ -273,14 +286,12 @@ int main(int argc, char** argv) {
     std::cerr << "paramd: " << error << "\n";
     return 2;
   }
-  const double grace = settings.shutdown_grace;
-  const size_t max_memory = settings.max_memory;
-  const int workers = settings.workers;
-  const int max_queued_calls = settings.max_queued_calls;
-  const double snapshot_interval = settings.snapshot_interval;
+  paramd::common::SetLogFormat(settings.log_format);
+  // JSON only: the text format keeps the libraries' own lines as they always were.
+  if (settings.log_format == paramd::common::LogFormat::kJson) paramd::main::RouteLibraryLogs();
   paramd::service::ServerOptions server_options{
-      .listen = flags.listen, .health_listen = flags.health_listen, .workers = workers,
-      .max_queued_calls = max_queued_calls};
+      .listen = flags.listen, .health_listen = flags.health_listen,
+      .workers = settings.workers, .max_queued_calls = settings.max_queued_calls};
   std::unique_ptr<paramd::service::Authenticator> auth;
   if (std::string error =
           paramd::main::ConfigureSecurity({flags.tls_cert, flags.tls_key, flags.tls_client_ca,
@@ -300,7 +311,7 @@ int main(int argc, char** argv) {
   paramd::main::PrepareReloadSignal();
 
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
-    (*cpu)->SetMemoryLimit(max_memory);
+    (*cpu)->SetMemoryLimit(settings.max_memory);
   }
   paramd::kernels::SetGpuMemoryLimit(settings.max_gpu_memory);
 
@@ -339,8 +350,13 @@ int main(int argc, char** argv) {
   server_options.snapshots = snapshots->get();
   server_options.stream_idle_timeout = settings.stream_idle_timeout;
   server_options.max_transport_memory = settings.max_transport_memory;
+  paramd::service::Metrics metrics(
+      {.max_models = settings.metrics_max_models, .max_memory = settings.max_memory}, &registry);
+  server_options.metrics = &metrics;
   auto server = paramd::service::Server::Start(server_options, &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  auto metrics_endpoint = paramd::main::MetricsEndpoint::Start(flags.metrics_listen, metrics);
+  if (!metrics_endpoint.ok()) return Fail(std::string(metrics_endpoint.status().message()));
   paramd::main::Reloader reloader(auth.get(), server_options.tls.enabled());
   // Gives back what a burst of traffic or a refused message left free in the heap.
   paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20);
@@ -352,23 +368,25 @@ int main(int argc, char** argv) {
        {"data_dir", data_dir.string()},
        {"checkpoint_dir", checkpoint_dir->root()},
        {"restored_models", std::to_string(restored)},
-       {"max_memory", std::to_string(max_memory)},
+       {"max_memory", std::to_string(settings.max_memory)},
        {"max_memory_from", settings.max_memory_source},
        {"max_gpu_memory", std::to_string(settings.max_gpu_memory)},
-       {"workers", std::to_string(workers)},
-       {"max_queued_calls", std::to_string(max_queued_calls)},
+       {"workers", std::to_string(settings.workers)},
+       {"max_queued_calls", std::to_string(settings.max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
        {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},
+       {"metrics", *metrics_endpoint ? (*metrics_endpoint)->address() : "off"},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 
-  const int signal_number = WaitForStop(stop_signals, snapshot_interval, **snapshots);
+  const int signal_number = WaitForStop(stop_signals, settings.snapshot_interval, **snapshots);
   Log("info", "paramd stopping",
       {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
-       {"grace_seconds", absl::StrCat(grace)}});
-  (*server)->Shutdown(grace);
+       {"grace_seconds", absl::StrCat(settings.shutdown_grace)}});
+  (*server)->Shutdown(settings.shutdown_grace);
   (*server)->Wait();
+  metrics_endpoint->reset();  // no scrape may outlive what it reads
   const bool saved = Snapshot(**snapshots, "shutdown");
   Log(saved ? "info" : "error", "paramd stopped",
       {{"models", std::to_string(registry.List().size())},

@@ -247,6 +247,29 @@ size_t Authenticator::size() const {
   return tokens_->size();
 }
 
+const Token* Authenticator::Find(absl::string_view bearer,
+                                 std::shared_ptr<const std::vector<Token>>& tokens) const {
+  {
+    absl::MutexLock lock(&mu_);
+    tokens = tokens_;
+  }
+  const std::string hash = HashToken(bearer).substr(7);
+  // Every entry is compared, in constant time, whether or not one matched already.
+  const Token* found = nullptr;
+  for (const Token& token : *tokens) {
+    if (CRYPTO_memcmp(token.sha256_hex.data(), hash.data(), hash.size()) == 0) found = &token;
+  }
+  return found;
+}
+
+std::string Authenticator::TokenName(const grpc::ServerContextBase& context) const {
+  const std::optional<std::string> bearer = BearerToken(context);
+  if (!bearer || bearer->empty()) return "none";
+  std::shared_ptr<const std::vector<Token>> tokens;
+  const Token* found = Find(*bearer, tokens);
+  return found == nullptr ? "unknown" : found->name;
+}
+
 grpc::Status Authenticator::Check(const grpc::ServerContextBase& context, absl::string_view method,
                                   Role needed) const {
   const std::optional<std::string> bearer = BearerToken(context);
@@ -257,16 +280,7 @@ grpc::Status Authenticator::Check(const grpc::ServerContextBase& context, absl::
                                "--token or PARAMD_TOKEN; paramd.connect(token=...))"));
   }
   std::shared_ptr<const std::vector<Token>> tokens;
-  {
-    absl::MutexLock lock(&mu_);
-    tokens = tokens_;
-  }
-  const std::string hash = HashToken(*bearer).substr(7);
-  // Every entry is compared, in constant time, whether or not one matched already.
-  const Token* found = nullptr;
-  for (const Token& token : *tokens) {
-    if (CRYPTO_memcmp(token.sha256_hex.data(), hash.data(), hash.size()) == 0) found = &token;
-  }
+  const Token* found = Find(*bearer, tokens);
   if (found == nullptr) {
     return Refuse(method, "unknown", grpc::StatusCode::UNAUTHENTICATED,
                   "the bearer token is not one this paramd accepts (--auth-tokens); check the "

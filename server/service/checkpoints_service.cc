@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "server/service/answer_stream.h"
 #include "server/service/status_util.h"
@@ -206,11 +207,17 @@ grpc::ServerUnaryReactor* CheckpointsService::Save(grpc::CallbackServerContext* 
     return Logged("save checkpoint", request->model(), Guard([&]() -> absl::Status {
                     PARAMD_ASSIGN_OR_RETURN(std::optional<io::CheckpointFormat> format,
                                             FormatOf(request->format()));
+                    const absl::Time start = absl::Now();
                     PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Saved saved,
                                             store_->Save({.model = request->model(),
                                                           .path = request->path(),
                                                           .format = format,
                                                           .keep_vars = request->keep_vars()}));
+                    if (metrics_ != nullptr) {
+                      metrics_->ObserveCheckpoint(Metrics::CheckpointOp::kSave,
+                                                  absl::ToDoubleSeconds(absl::Now() - start),
+                                                  saved.size);
+                    }
                     response->set_path(request->path());
                     response->set_format(ToProto(saved.format));
                     response->set_version(saved.version);
@@ -237,7 +244,12 @@ grpc::ServerWriteReactor<v1::LoadResponse>* CheckpointsService::Load(
         io::CheckpointStore::LoadRequest load = LoadRequestOf(*request);
         load.options.cancelled = [context] { return context->IsCancelled(); };
         load.options.found = &keys;
+        const absl::Time start = absl::Now();
         PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Loaded loaded, store_->Load(load));
+        if (metrics_ != nullptr) {
+          metrics_->ObserveCheckpoint(Metrics::CheckpointOp::kLoad,
+                                      absl::ToDoubleSeconds(absl::Now() - start), loaded.size);
+        }
         head.set_format(ToProto(loaded.format));
         head.set_created(loaded.created);
         head.set_version(loaded.version);

@@ -12,16 +12,18 @@
 #include "server/io/snapshots.h"
 #include "server/service/auth.h"
 #include "server/service/executor.h"
+#include "server/service/metrics.h"
 
 namespace paramd::service {
 
 class CheckpointsService final : public v1::Checkpoints::CallbackService {
  public:
-  // Borrows all four; `snapshots` may be null (no data directory: Snapshot is refused),
-  // `auth` too (every call allowed; auth.h).
+  // Borrows all five; `snapshots` may be null (no data directory: Snapshot is refused),
+  // `auth` too (every call allowed; auth.h), and `metrics` (no checkpoint metrics).
   CheckpointsService(io::CheckpointStore* store, io::Snapshots* snapshots, Executor* executor,
-                     const Authenticator* auth = nullptr)
-      : store_(store), snapshots_(snapshots), executor_(executor), auth_(auth) {}
+                     const Authenticator* auth = nullptr, Metrics* metrics = nullptr)
+      : store_(store), snapshots_(snapshots), executor_(executor), auth_(auth),
+        metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Save(grpc::CallbackServerContext* context,
                                  const v1::SaveRequest* request,
@@ -48,6 +50,7 @@ class CheckpointsService final : public v1::Checkpoints::CallbackService {
   io::Snapshots* const snapshots_;
   Executor* const executor_;
   const Authenticator* const auth_;  // may be null
+  Metrics* const metrics_;           // may be null
 };
 
 }  // namespace paramd::service

@@ -17,6 +17,37 @@
 namespace paramd::service {
 namespace {
 
+// Compile-time proof that RawMethods lists exactly the raw methods of ParametersServiceBase:
+// IsRaw<WithRawCallbackMethod_M> holds when the service derives from it.
+template <template <class> class RawMethod>
+struct IsRaw {
+  template <class Base>
+  static std::true_type Test(const RawMethod<Base>*);
+  static std::false_type Test(const void*);
+  static constexpr bool value = decltype(Test(static_cast<const ParametersService*>(nullptr)))::value;
+};
+static_assert(IsRaw<v1::Parameters::WithRawCallbackMethod_StateDict>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_NamedParameters>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_NamedBuffers>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_GetTensor>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_SetTensor>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_SetTensors>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_RegisterParameter>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_RegisterBuffer>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_LoadStateDict>::value,
+              "a method listed in kRawMethods is no longer raw: update kRawMethods");
+static_assert(!IsRaw<v1::Parameters::WithRawCallbackMethod_NamedModules>::value &&
+                  !IsRaw<v1::Parameters::WithRawCallbackMethod_TieParameters>::value,
+              "a Parameters method became raw: add it to kRawMethods");
+
+constexpr absl::string_view kRawMethods[] = {
+    "/paramd.v1.Parameters/StateDict",        "/paramd.v1.Parameters/NamedParameters",
+    "/paramd.v1.Parameters/NamedBuffers",     "/paramd.v1.Parameters/GetTensor",
+    "/paramd.v1.Parameters/SetTensor",        "/paramd.v1.Parameters/SetTensors",
+    "/paramd.v1.Parameters/RegisterParameter", "/paramd.v1.Parameters/RegisterBuffer",
+    "/paramd.v1.Parameters/LoadStateDict",
+};
+
 // What a read stream sends: a start frame and the tensors of one pinned version.
 struct PreparedRead {
   v1::StreamStart start;
@@ -504,5 +535,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ParametersService::
         return ApplyLoadStateDict(write, [context] { return context->IsCancelled(); });
       });
 }
+
+absl::Span<const absl::string_view> ParametersService::RawMethods() { return kRawMethods; }
 
 }  // namespace paramd::service

@@ -6,6 +6,8 @@
 // Thread-safety: all methods may run concurrently.
 #pragma once
 
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "paramd/v1/parameters.grpc.pb.h"
 #include "server/core/registry.h"
 #include "server/service/auth.h"
@@ -33,6 +35,11 @@ using ParametersServiceBase = v1::Parameters::WithRawCallbackMethod_StateDict<
 
 class ParametersService final : public ParametersServiceBase {
  public:
+  // The full names of the raw methods above, whose messages gRPC hands over as
+  // grpc::ByteBuffer instead of a generated message (the call observer reads them so);
+  // parameters_service.cc checks the list against ParametersServiceBase at compile time.
+  static absl::Span<const absl::string_view> RawMethods();
+
   // Borrows all four; `auth` may be null (every call allowed; auth.h).
   ParametersService(core::ModelRegistry* registry, Executor* executor, IdleWatchdog* watchdog,
                     const Authenticator* auth = nullptr)

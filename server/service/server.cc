@@ -11,6 +11,7 @@
 #include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/service/call_observer.h"
 #include "server/service/checkpoints_service.h"
 #include "server/service/inference_service.h"
 #include "server/service/models_service.h"
@@ -53,8 +54,9 @@ struct Server::Services {
            IdleWatchdog* watchdog)
       : models(registry, options.snapshots, executor, options.auth),
         parameters(registry, executor, watchdog, options.auth),
-        checkpoints(options.checkpoints, options.snapshots, executor, options.auth),
-        inference(registry, executor, options.auth),
+        checkpoints(options.checkpoints, options.snapshots, executor, options.auth,
+                    options.metrics),
+        inference(registry, executor, options.auth, options.metrics),
         training(registry, &optimizers, executor, watchdog, options.auth) {}
   ModelsService models;
   ParametersService parameters;
@@ -94,6 +96,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   AddReflectionV1(builder);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<CurrentVersionTrailerFactory>());
+  // gRPC's own health service reads and writes its messages as grpc::ByteBuffer, as the
+  // raw tensor methods do.
+  std::vector<absl::string_view> raw_methods = {"/grpc.health.v1.Health/Check",
+                                                "/grpc.health.v1.Health/Watch"};
+  for (absl::string_view method : ParametersService::RawMethods()) raw_methods.push_back(method);
+  interceptors.push_back(
+      std::make_unique<CallObserverFactory>(options.metrics, options.auth, raw_methods));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
@@ -115,10 +124,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     if (!health.ok()) return health.status();
     server->health_server_ = std::move(*health);
   }
+  server->metrics_ = options.metrics;
+  if (server->metrics_ != nullptr) server->metrics_->SetExecutor(server->executor_.get());
   return server;
 }
 
 Server::~Server() {
+  if (metrics_ != nullptr) metrics_->SetExecutor(nullptr);
   if (server_) Shutdown(0);
 }
 

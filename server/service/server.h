@@ -16,6 +16,7 @@
 #include "server/service/auth.h"
 #include "server/service/executor.h"
 #include "server/service/idle_watchdog.h"
+#include "server/service/metrics.h"
 #include "server/service/tls.h"
 
 namespace paramd::service {
@@ -56,6 +57,8 @@ struct ServerOptions {
   // null lets every call through (auth.h).
   TlsFiles tls;
   const Authenticator* auth = nullptr;
+  // Borrowed, must outlive the server; null records no metrics (metrics.h).
+  Metrics* metrics = nullptr;
 };
 
 class Server {
@@ -86,6 +89,7 @@ class Server {
   std::unique_ptr<grpc::Server> health_server_;  // only with `health_listen`
   std::string address_;
   std::string health_address_;
+  Metrics* metrics_ = nullptr;
 };
 
 }  // namespace paramd::service
