@@ -30,7 +30,7 @@ def test_a_step_is_one_new_version_and_none_gradients_are_skipped(client: paramd
     model = client.create(name, SPEC)
     opt = client.create_optimizer(name, name, "SGD", lr=0.5)
     before = model.state_dict(as_numpy=True)
-    assert opt.push({"b": ones(3)}) == 1
+    assert opt.push({"b": ones(3)}).with_gradient == 1
     version = opt.step()
     assert version == before.version + 1
     after = model.state_dict(as_numpy=True)
@@ -44,7 +44,7 @@ def test_a_step_is_one_new_version_and_none_gradients_are_skipped(client: paramd
 def test_tied_names_share_one_gradient(client: paramd.Client, name: str) -> None:
     client.create(name, TIED)
     opt = client.create_optimizer(name, name, "SGD", lr=1.0)
-    assert opt.push({"embed.weight": ones(4, 2), "head.weight": ones(4, 2)}) == 1
+    assert opt.push({"embed.weight": ones(4, 2), "head.weight": ones(4, 2)}).with_gradient == 1
     with pytest.raises(paramd.InvalidArgument,
                        match="some parameters appear in more than one parameter group"):
         client.create_optimizer(name + "-2", name, "SGD", ["embed.weight", "head.weight"])
@@ -110,3 +110,23 @@ def test_an_optimizer_of_a_deleted_model_is_refused(client: paramd.Client, name:
     assert [o.name for o in client.optimizers(name)] == [name]
     opt.delete()
     assert client.optimizers(name) == []
+
+
+def test_asynchronous_pushes_step_within_the_staleness_bound(client: paramd.Client,
+                                                             name: str) -> None:
+    model = client.create(name, SPEC)
+    opt = client.create_optimizer(name, name, "SGD", mode="asynchronous", max_staleness=1,
+                                  lr=1.0)
+    start = model.state_dict().version
+    answer = opt.push({"b": ones(3)}, round=0)
+    assert (answer.model_version, answer.round) == (start + 1, 1)
+    assert opt.push({"b": ones(3)}, round=0).round == 2
+    with pytest.raises(paramd.VersionConflict, match="more than max_staleness 1") as stale:
+        opt.push({"b": ones(3)}, round=0)
+    assert stale.value.current_version == 2
+    with pytest.raises(paramd.FailedPrecondition, match="asynchronous"):
+        opt.step()
+    info = opt.info()
+    assert (info.mode, info.max_staleness, info.steps, info.with_gradient) == \
+        ("asynchronous", 1, 2, 0)
+    assert model.state_dict().version == start + 2

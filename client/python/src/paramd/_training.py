@@ -74,12 +74,14 @@ class OptimizerInfo:
     steps: int
     state_bytes: int
     model_version: int
+    mode: str = "manual"
+    max_staleness: int = 0
 
     @staticmethod
     def from_proto(info: training_pb2.OptimizerInfo) -> "OptimizerInfo":
         return OptimizerInfo(info.name, info.model, info.kind, info.param_groups,
                              info.parameters, info.with_gradient, info.steps, info.state_bytes,
-                             info.model_version)
+                             info.model_version, info.mode, info.max_staleness)
 
 
 def _frames(options_frame: bytes,
@@ -118,19 +120,23 @@ class RemoteOptimizer:
         from paramd._errors import NotFound
         raise NotFound(f"optimizer '{self.name}' not found; client.optimizers() lists them")
 
-    def push(self, gradients: Gradients, *, version: int = 0, worker: str = "") -> int:
+    def push(self, gradients: Gradients, *, version: int = 0, worker: str = "",
+             round: int = 0) -> training_pb2.PushGradientsResponse:
         """``p.grad += g`` for each (name, gradient), all or nothing; names are any
-        state_dict name of the parameter. Returns how many parameters have a gradient."""
+        state_dict name of the parameter. An asynchronous optimizer steps at once with them
+        (``round``: the optimizer step whose weights they were computed on; VersionConflict
+        when it is too old). Returns the answer (``with_gradient``, ``model_version``,
+        ``round``)."""
         items = gradients.items() if isinstance(gradients, Mapping) else gradients
         tensors = []
         for name, value in items:
             out = _tensors.to_wire(value, name=name)
             tensors.append((_wire.header_of(name, out), out))
         options = training_pb2.GradientFrame(options=training_pb2.GradientOptions(
-            optimizer=self.name, version=version, worker=worker)).SerializeToString()
-        answer = self._client._client_stream(_T + "PushGradients", _frames(options, tensors),
-                                             training_pb2.PushGradientsResponse)
-        return answer.with_gradient
+            optimizer=self.name, version=version, worker=worker,
+            round=round)).SerializeToString()
+        return self._client._client_stream(_T + "PushGradients", _frames(options, tensors),
+                                           training_pb2.PushGradientsResponse)
 
     def step(self, *, if_version: Optional[int] = None) -> int:
         """``optimizer.step()``: returns the model version holding the result."""
