@@ -130,3 +130,25 @@ def test_asynchronous_pushes_step_within_the_staleness_bound(client: paramd.Clie
     assert (info.mode, info.max_staleness, info.steps, info.with_gradient) == \
         ("asynchronous", 1, 2, 0)
     assert model.state_dict().version == start + 2
+
+
+def test_optimizer_state_counts_against_max_memory(tmp_path: Any) -> None:
+    from conftest import Daemon
+
+    daemon = Daemon(str(tmp_path), ("--max-memory", "48M"))
+    try:
+        with paramd.connect(daemon.address, timeout=30) as client:
+            # 16 MiB of weights and 16 MiB of gradient fit; Adam's first step (the new
+            # weights and two moments, 48 MiB more) does not.
+            model = client.create("big", {"type": "Net", "parameters": [
+                {"name": "w", "shape": [2048, 2048]}]})
+            opt = client.create_optimizer("big", "big", "Adam")
+            opt.push({"w": np.full((2048, 2048), 0.5, dtype=np.float32)})
+            version = model.state_dict().version
+            with pytest.raises(paramd.ResourceExhausted, match="memory limit"):
+                opt.step()
+            assert model.state_dict().version == version
+            info = opt.info()
+            assert (info.steps, info.state_bytes, info.with_gradient) == (0, 0, 1)
+    finally:
+        daemon.stop()
