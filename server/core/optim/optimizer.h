@@ -19,9 +19,9 @@
 //
 // Errors change nothing: every method validates and allocates before it changes anything.
 //
-// Thread-safety: every method is safe from any thread; one mutex serialises them (a step
-// holds it while it runs the kernels, then takes the model's writer lock: the order is
-// optimizer, then model).
+// Thread-safety: every method is safe from any thread; one mutex serialises them. A step
+// holds it and then the model's writer lock (Model::Write), under which its kernels run;
+// the order is always optimizer, then model. Readers of the model are never blocked.
 #pragma once
 
 #include <cstdint>
