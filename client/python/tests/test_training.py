@@ -152,3 +152,31 @@ def test_optimizer_state_counts_against_max_memory(tmp_path: Any) -> None:
             assert (info.steps, info.state_bytes, info.with_gradient) == (0, 0, 1)
     finally:
         daemon.stop()
+
+
+def test_a_worker_pulls_in_place_pushes_its_grads_and_steps(client: paramd.Client,
+                                                            name: str) -> None:
+    torch = pytest.importorskip("torch")
+    spec = {"type": "Sequential", "children": [
+        {"type": "Linear", "args": {"in_features": 3, "out_features": 2}}]}
+    model = client.create(name, spec)
+    client.create_optimizer(name, name, "SGD", lr=0.1, momentum=0.9)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    reference.load_state_dict(model.state_dict())
+    local = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    worker = paramd.Worker(client, name, name, module)
+    weight = module[0].weight
+    for _ in range(3):
+        worker.pull()
+        assert module[0].weight is weight  # in place
+        x = torch.ones(4, 3)
+        for m in (module, reference):
+            m.zero_grad()
+            m(x).pow(2).sum().backward()
+        worker.push()
+        version = worker.step()
+        local.step()
+    assert version == model.state_dict().version
+    worker.pull()
+    torch.testing.assert_close(module[0].weight, reference[0].weight, rtol=0, atol=0)

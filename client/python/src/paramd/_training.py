@@ -234,3 +234,43 @@ def param_groups_proto(params: Any) -> list[training_pb2.ParamGroup]:
             param_names=list(group["params"]),
             hyperparameters=_hypers({k: v for k, v in group.items() if k != "params"})))
     return groups
+
+
+class Worker:
+    """The worker's side of the parameter-server loop around a local ``nn.Module``:
+    ``pull()`` copies the remote weights into the module in place, ``push()`` sends every
+    ``.grad`` that is not None in one push, ``step()`` steps (manual mode). The model version
+    and the optimizer round the gradients belong to are tracked for you: an asynchronous
+    optimizer's push names the round of the last pull.
+    """
+
+    def __init__(self, client: "Client", model: str, optimizer: str, module: Any) -> None:
+        self.model = client.model(model)
+        self.optimizer = RemoteOptimizer(client, optimizer)
+        self.module = module
+        self.version = 0
+        self.round = 0
+
+    def pull(self) -> int:
+        """The remote weights into the module's own tensors (no new memory); returns the
+        model version they come from."""
+        info = self.optimizer.info()
+        state = self.model.state_dict(out=self.module.state_dict())
+        self.version = state.version
+        self.round = info.steps
+        return self.version
+
+    def push(self, *, worker: str = "") -> training_pb2.PushGradientsResponse:
+        """Every parameter's ``.grad`` (those that are not None), in one push."""
+        grads = {n: p.grad for n, p in self.module.named_parameters() if p.grad is not None}
+        answer = self.optimizer.push(grads, version=self.version, worker=worker,
+                                     round=self.round)
+        self.round = answer.round
+        return answer
+
+    def step(self) -> int:
+        """``optimizer.step()`` then ``zero_grad()`` on the server (manual mode); returns the
+        new model version."""
+        version = self.optimizer.step()
+        self.optimizer.zero_grad()
+        return version
