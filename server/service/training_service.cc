@@ -83,6 +83,9 @@ v1::OptimizerInfo Info(const core::Optimizer& optimizer) {
   info.set_steps(summary.steps);
   info.set_state_bytes(summary.state_bytes);
   info.set_model_version(optimizer.model()->version());
+  const bool asynchronous = summary.mode.kind == core::OptimizerMode::kAsynchronous;
+  info.set_mode(asynchronous ? "asynchronous" : "manual");
+  info.set_max_staleness(summary.mode.bound);
   return info;
 }
 
@@ -132,9 +135,16 @@ grpc::ServerUnaryReactor* TrainingService::CreateOptimizer(grpc::CallbackServerC
           PARAMD_ASSIGN_OR_RETURN(spec.hyperparameters, FromProto(group.hyperparameters()));
           groups.push_back(std::move(spec));
         }
-        PARAMD_ASSIGN_OR_RETURN(
-            std::shared_ptr<core::Optimizer> optimizer,
-            core::Optimizer::Create(request->name(), std::move(model), kind, defaults, groups));
+        core::OptimizerMode mode;
+        if (request->mode() == "asynchronous") {
+          mode = {core::OptimizerMode::kAsynchronous, request->max_staleness()};
+        } else if (!request->mode().empty() && request->mode() != "manual") {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "unknown optimizer mode '", request->mode(), "'; use 'manual' or 'asynchronous'"));
+        }
+        PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
+                                core::Optimizer::Create(request->name(), std::move(model), kind,
+                                                        defaults, groups, mode));
         PARAMD_RETURN_IF_ERROR(optimizers_->Add(optimizer));
         *response = Info(*optimizer);
         return absl::OkStatus();
@@ -157,10 +167,19 @@ absl::StatusOr<grpc::ByteBuffer> TrainingService::ApplyPush(IncomingGradients& p
     }
     gradients.push_back({header.name(), std::move(tensor)});
   }
-  PARAMD_RETURN_IF_ERROR(optimizer->AccumulateGradients(gradients));
   v1::PushGradientsResponse response;
-  response.set_with_gradient(optimizer->Describe().with_gradient);
+  if (optimizer->Describe().mode.kind == core::OptimizerMode::kAsynchronous) {
+    PARAMD_ASSIGN_OR_RETURN(core::Optimizer::AsyncResult result,
+                            optimizer->PushAndStep(gradients, push.options.round()));
+    response.set_model_version(result.version);
+    response.set_round(result.round);
+    return Serialize(response);
+  }
+  PARAMD_RETURN_IF_ERROR(optimizer->AccumulateGradients(gradients));
+  const core::Optimizer::Summary summary = optimizer->Describe();
+  response.set_with_gradient(summary.with_gradient);
   response.set_model_version(optimizer->model()->version());
+  response.set_round(summary.steps);
   return Serialize(response);
 }
 

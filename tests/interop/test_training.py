@@ -49,7 +49,7 @@ def client(daemon):
 class Trainer:
     """A torch model and optimizer, and the paramd model and optimizer they mirror."""
 
-    def __init__(self, client, name, kind, kwargs, groups=None, seed=0):
+    def __init__(self, client, name, kind, kwargs, groups=None, seed=0, mode="manual"):
         self.client, self.name = client, name
         self.remote = client.create(name, SPEC, seed=seed)
         self.module = torch_model()
@@ -59,7 +59,8 @@ class Trainer:
             for g in groups]
         self.optimizer = getattr(torch.optim, kind)(params, foreach=False, **kwargs)
         self.remote_optimizer = client.create_optimizer(name, name, kind, groups, foreach=False,
-                                                        **kwargs)
+                                                        mode=mode, **kwargs)
+        self.mode, self.round = mode, 0
         self.generator = torch.Generator().manual_seed(seed + 1)
 
     def gradients(self):
@@ -73,9 +74,12 @@ class Trainer:
     def step(self, steps):
         for _ in range(steps):
             grads = self.gradients()
-            self.remote_optimizer.zero_grad()
-            self.remote_optimizer.push(grads)
-            self.remote_optimizer.step()
+            if self.mode == "asynchronous":  # the push steps
+                self.round = self.remote_optimizer.push(grads, round=self.round).round
+            else:
+                self.remote_optimizer.zero_grad()
+                self.remote_optimizer.push(grads)
+                self.remote_optimizer.step()
             self.optimizer.step()
 
     def compare(self):
@@ -96,6 +100,13 @@ def test_hundred_steps_match_torch_optim(client, kind, kwargs):
     trainer.step(100)
     worst_abs, worst_rel = trainer.compare()
     print(f"\n{kind}{kwargs}: 100 steps, max |diff| {worst_abs:.3g}, max rel {worst_rel:.3g}")
+
+
+def test_asynchronous_pushes_step_as_torch_optim_does(client):
+    trainer = Trainer(client, "async", "Adam", dict(lr=1e-2, amsgrad=True), mode="asynchronous")
+    trainer.step(30)
+    assert trainer.round == 30
+    trainer.compare()
 
 
 def test_param_groups_and_a_scheduler_match_torch_optim(client):

@@ -37,11 +37,12 @@ absl::StatusOr<std::shared_ptr<Optimizer>> Optimizer::Create(std::string name,
                                                              std::shared_ptr<Model> model,
                                                              OptimizerKind kind,
                                                              const Hyperparameters& defaults,
-                                                             const std::vector<GroupSpec>& groups) {
+                                                             const std::vector<GroupSpec>& groups,
+                                                             Mode mode) {
   PARAMD_RETURN_IF_ERROR(ValidateModelName(name));
   PARAMD_ASSIGN_OR_RETURN(Hyperparameters base,
                           ApplyHyperparameters(kind, DefaultHyperparameters(kind), defaults));
-  std::shared_ptr<Optimizer> optimizer(new Optimizer(std::move(name), model, kind));
+  std::shared_ptr<Optimizer> optimizer(new Optimizer(std::move(name), model, kind, mode));
   absl::MutexLock lock(&optimizer->mu_);
   PARAMD_RETURN_IF_ERROR(model->Read([&](const std::shared_ptr<Module>& root,
                                          uint64_t) -> absl::Status {
@@ -110,6 +111,15 @@ absl::StatusOr<size_t> Optimizer::Resolve(const std::shared_ptr<Module>& root,
 
 absl::Status Optimizer::AccumulateGradients(const std::vector<Gradient>& gradients) {
   absl::MutexLock lock(&mu_);
+  if (mode_.kind == Mode::kAsynchronous) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name_), " is asynchronous: each push steps at once with its "
+        "own gradients; push with the round the gradients were computed on"));
+  }
+  return AccumulateLocked(gradients, /*fresh=*/false);
+}
+
+absl::Status Optimizer::AccumulateLocked(const std::vector<Gradient>& gradients, bool fresh) {
   // Resolve and check every name first, so a bad one changes nothing.
   std::vector<size_t> targets;
   PARAMD_RETURN_IF_ERROR(model_->Read([&](const std::shared_ptr<Module>& root,
@@ -137,7 +147,7 @@ absl::Status Optimizer::AccumulateGradients(const std::vector<Gradient>& gradien
                             ConvertTo(gradients[i].values, data.dtype(), data.device()));
     auto it = sums.find(targets[i]);
     if (it == sums.end()) {
-      if (!param.grad.defined()) {
+      if (fresh || !param.grad.defined()) {
         sums.emplace(targets[i], std::move(values));
         continue;
       }
@@ -266,6 +276,40 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
 
 absl::StatusOr<uint64_t> Optimizer::Step(std::optional<uint64_t> if_version) {
   absl::MutexLock lock(&mu_);
+  if (mode_.kind == Mode::kAsynchronous) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name_),
+        " is asynchronous: each push steps, and Step is refused; Step is for manual mode"));
+  }
+  return StepLocked(if_version);
+}
+
+absl::StatusOr<Optimizer::AsyncResult> Optimizer::PushAndStep(const std::vector<Gradient>& gradients,
+                                                              uint64_t round) {
+  absl::MutexLock lock(&mu_);
+  if (mode_.kind != Mode::kAsynchronous) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name_), " is not asynchronous; push, then Step"));
+  }
+  if (round > steps_ || steps_ - round > mode_.bound) {
+    const std::string why =
+        round > steps_ ? absl::StrCat("round ", round, " has not begun")
+                       : absl::StrCat("a push computed on round ", round, " is ", steps_ - round,
+                                      " steps old, more than max_staleness ", mode_.bound);
+    return VersionConflictError(absl::StrCat("optimizer ", QuoteName(name_), " is at round ",
+                                             steps_, "; ", why,
+                                             ": pull the weights again and recompute"),
+                                steps_);
+  }
+  // The push's gradients alone, consumed by the step (or dropped if it fails).
+  PARAMD_RETURN_IF_ERROR(AccumulateLocked(gradients, /*fresh=*/true));
+  absl::StatusOr<uint64_t> version = StepLocked(std::nullopt);
+  for (Param& param : params_) param.grad = Tensor();
+  PARAMD_RETURN_IF_ERROR(version.status());
+  return AsyncResult{*version, steps_};
+}
+
+absl::StatusOr<uint64_t> Optimizer::StepLocked(std::optional<uint64_t> if_version) {
   const bool any = std::any_of(params_.begin(), params_.end(),
                                [](const Param& param) { return param.grad.defined(); });
   if (!any) {
@@ -308,6 +352,7 @@ absl::StatusOr<uint64_t> Optimizer::Step(std::optional<uint64_t> if_version) {
 Optimizer::Summary Optimizer::Describe() const {
   absl::ReaderMutexLock lock(&mu_);
   Summary summary{name_, model_->name(), kind_};
+  summary.mode = mode_;
   summary.groups = static_cast<int64_t>(groups_.size());
   summary.parameters = static_cast<int64_t>(params_.size());
   for (const Param& param : params_) {

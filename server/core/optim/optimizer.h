@@ -19,9 +19,9 @@
 //
 // Errors change nothing: every method validates and allocates before it changes anything.
 //
-// Thread-safety: every method is safe from any thread; one mutex serialises them (a step
-// holds it while it runs the kernels, then takes the model's writer lock: the order is
-// optimizer, then model).
+// Thread-safety: every method is safe from any thread; one mutex serialises them. A step
+// holds it and then the model's writer lock (Model::Write), under which its kernels run;
+// the order is always optimizer, then model. Readers of the model are never blocked.
 #pragma once
 
 #include <cstdint>
@@ -61,6 +61,13 @@ struct OptimizerStateDict {
   std::vector<Group> param_groups;
 };
 
+// How pushes and steps relate (docs/training.md).
+struct OptimizerMode {
+  enum Kind { kManual, kAsynchronous };
+  Kind kind = kManual;
+  uint64_t bound = 0;  // asynchronous: S, the most steps a push may be behind
+};
+
 class Optimizer {
  public:
   // One param group to create: parameter names (any state_dict name of each) and the
@@ -75,11 +82,17 @@ class Optimizer {
   // an empty group ("optimizer got an empty parameter list"), a name that is not a
   // parameter, or a parameter listed twice under any of its names ("some parameters appear
   // in more than one parameter group"); NOT_FOUND for an unknown name.
+  //
+  // `mode` (docs/training.md): manual (pushes accumulate until Step) or asynchronous with a
+  // bound S (each push steps at once with its gradients alone, when the optimizer has taken
+  // at most S steps since the round the push names).
+  using Mode = OptimizerMode;
   static absl::StatusOr<std::shared_ptr<Optimizer>> Create(std::string name,
                                                            std::shared_ptr<Model> model,
                                                            OptimizerKind kind,
                                                            const Hyperparameters& defaults,
-                                                           const std::vector<GroupSpec>& groups);
+                                                           const std::vector<GroupSpec>& groups,
+                                                           Mode mode = {});
 
   const std::string& name() const { return name_; }
   OptimizerKind kind() const { return kind_; }
@@ -92,13 +105,24 @@ class Optimizer {
   };
   // `p.grad += g` for each, all or nothing, after converting to the parameter's dtype and
   // device. NOT_FOUND for a name that is not a parameter of this optimizer, INVALID_ARGUMENT
-  // for a shape that differs from the parameter's.
+  // for a shape that differs from the parameter's; FAILED_PRECONDITION in asynchronous mode.
   absl::Status AccumulateGradients(const std::vector<Gradient>& gradients);
+
+  // Asynchronous mode: one step with `gradients` alone, computed on the weights of optimizer
+  // step `round`. ABORTED (carrying the current round as the version-conflict payload)
+  // when more than S steps were taken since `round`, or `round` is still to come; the
+  // errors of AccumulateGradients and Step otherwise. Staleness counts optimizer steps, not
+  // model versions: other writes do not age a push. Returns the new model version and round.
+  struct AsyncResult {
+    uint64_t version = 0;
+    uint64_t round = 0;
+  };
+  absl::StatusOr<AsyncResult> PushAndStep(const std::vector<Gradient>& gradients, uint64_t round);
 
   // optimizer.step(): updates every parameter that has a gradient in one new model version
   // and returns it; with no gradient at all nothing is written and the current version is
   // returned. ABORTED when `if_version` is set and the model moved on; FAILED_PRECONDITION
-  // when a parameter left the model or changed shape; UNIMPLEMENTED for a dtype or device
+  // in asynchronous mode, or when a parameter left the model or changed shape; UNIMPLEMENTED for a dtype or device
   // whose backend has no optimizer kernel; RESOURCE_EXHAUSTED when the new tensors do not
   // fit.
   absl::StatusOr<uint64_t> Step(std::optional<uint64_t> if_version);
@@ -123,6 +147,7 @@ class Optimizer {
     std::string name;
     std::string model;
     OptimizerKind kind;
+    Mode mode;
     int64_t groups = 0;
     int64_t parameters = 0;
     int64_t with_gradient = 0;
@@ -148,8 +173,15 @@ class Optimizer {
   };
   struct StepPlan;
 
-  Optimizer(std::string name, std::shared_ptr<Model> model, OptimizerKind kind)
-      : name_(std::move(name)), model_(std::move(model)), kind_(kind) {}
+  Optimizer(std::string name, std::shared_ptr<Model> model, OptimizerKind kind, Mode mode)
+      : name_(std::move(name)), model_(std::move(model)), kind_(kind), mode_(mode) {}
+
+  // The bodies of AccumulateGradients (`fresh`: the pushed values replace the gradients
+  // instead of adding to them) and Step.
+  absl::Status AccumulateLocked(const std::vector<Gradient>& gradients, bool fresh)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> StepLocked(std::optional<uint64_t> if_version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The params_ index of the parameter `name` in `root`; NOT_FOUND otherwise.
   absl::StatusOr<size_t> Resolve(const std::shared_ptr<Module>& root, absl::string_view name) const
@@ -161,6 +193,7 @@ class Optimizer {
   const std::string name_;
   const std::shared_ptr<Model> model_;
   const OptimizerKind kind_;
+  const Mode mode_;
   mutable absl::Mutex mu_;
   std::vector<Param> params_ ABSL_GUARDED_BY(mu_);
   std::vector<Group> groups_ ABSL_GUARDED_BY(mu_);

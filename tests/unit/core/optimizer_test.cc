@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "base/version_conflict.h"
 #include "tests/unit/core/test_util.h"
 
 namespace paramd::core {
@@ -224,6 +225,40 @@ TEST(OptimizerTest, StateDictRoundTripsThroughLoadStateDict) {
             "loaded state dict contains a parameter group that doesn't match the size of "
             "optimizer's group");
   EXPECT_EQ((*second)->StateDict().state.size(), 1u);
+}
+
+TEST(OptimizerTest, AsynchronousPushesStepAloneWithinTheStalenessBound) {
+  auto model = VectorModel();
+  auto optimizer = Optimizer::Create("opt", model, OptimizerKind::kSgd,
+                                     {{"lr", HyperValue::Float(1)}}, {{{"u"}, {}}},
+                                     {OptimizerMode::kAsynchronous, 1});
+  ASSERT_TRUE(optimizer.ok()) << optimizer.status();
+  const uint64_t start = model->version();
+  auto first = (*optimizer)->PushAndStep({{"u", MakeTensor({2}, {1, 1})}}, 0);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->version, start + 1);
+  EXPECT_EQ(first->round, 1u);
+  // One step stale is within S = 1; the push steps with its own gradient alone.
+  auto second = (*optimizer)->PushAndStep({{"u", MakeTensor({2}, {2, 2})}}, 0);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(Values(Read(*model, "u")), ::testing::ElementsAre(2, 3));
+  EXPECT_EQ((*optimizer)->Describe().with_gradient, 0);  // consumed
+  // Two steps stale, or a round still to come: ABORTED with the current round, no change.
+  for (uint64_t round : {0u, 7u}) {
+    auto refused = (*optimizer)->PushAndStep({{"u", MakeTensor({2}, {1, 1})}}, round);
+    ASSERT_EQ(refused.status().code(), absl::StatusCode::kAborted);
+    EXPECT_EQ(CurrentVersionOf(refused.status()), std::optional<uint64_t>(2));
+  }
+  EXPECT_EQ(model->version(), start + 2);
+  // Only pushes step an asynchronous optimizer.
+  EXPECT_EQ((*optimizer)->Step(std::nullopt).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*optimizer)->AccumulateGradients({{"u", MakeTensor({2}, {1, 1})}}).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // A bad push in asynchronous mode changes nothing either.
+  EXPECT_EQ((*optimizer)->PushAndStep({{"u", MakeTensor({3}, {1, 1, 1})}}, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(model->version(), start + 2);
 }
 
 }  // namespace

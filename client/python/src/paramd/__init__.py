@@ -33,7 +33,7 @@ from paramd._errors import (
     VersionConflict,
 )
 from paramd._model import ForwardResult, RemoteModel, RemoteModule, SaveResult, StateDict
-from paramd._training import OptimizerInfo, RemoteOptimizer
+from paramd._training import OptimizerInfo, RemoteOptimizer, Worker
 
 __version__ = "0.1.0"
 
@@ -65,6 +65,7 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "VersionConflict",
+    "Worker",
     "connect",
     "__version__",
 ]

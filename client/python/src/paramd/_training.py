@@ -74,12 +74,14 @@ class OptimizerInfo:
     steps: int
     state_bytes: int
     model_version: int
+    mode: str = "manual"
+    max_staleness: int = 0
 
     @staticmethod
     def from_proto(info: training_pb2.OptimizerInfo) -> "OptimizerInfo":
         return OptimizerInfo(info.name, info.model, info.kind, info.param_groups,
                              info.parameters, info.with_gradient, info.steps, info.state_bytes,
-                             info.model_version)
+                             info.model_version, info.mode, info.max_staleness)
 
 
 def _frames(options_frame: bytes,
@@ -118,19 +120,23 @@ class RemoteOptimizer:
         from paramd._errors import NotFound
         raise NotFound(f"optimizer '{self.name}' not found; client.optimizers() lists them")
 
-    def push(self, gradients: Gradients, *, version: int = 0, worker: str = "") -> int:
+    def push(self, gradients: Gradients, *, version: int = 0, worker: str = "",
+             round: int = 0) -> training_pb2.PushGradientsResponse:
         """``p.grad += g`` for each (name, gradient), all or nothing; names are any
-        state_dict name of the parameter. Returns how many parameters have a gradient."""
+        state_dict name of the parameter. An asynchronous optimizer steps at once with them
+        (``round``: the optimizer step whose weights they were computed on; VersionConflict
+        when it is too old). Returns the answer (``with_gradient``, ``model_version``,
+        ``round``)."""
         items = gradients.items() if isinstance(gradients, Mapping) else gradients
         tensors = []
         for name, value in items:
             out = _tensors.to_wire(value, name=name)
             tensors.append((_wire.header_of(name, out), out))
         options = training_pb2.GradientFrame(options=training_pb2.GradientOptions(
-            optimizer=self.name, version=version, worker=worker)).SerializeToString()
-        answer = self._client._client_stream(_T + "PushGradients", _frames(options, tensors),
-                                             training_pb2.PushGradientsResponse)
-        return answer.with_gradient
+            optimizer=self.name, version=version, worker=worker,
+            round=round)).SerializeToString()
+        return self._client._client_stream(_T + "PushGradients", _frames(options, tensors),
+                                           training_pb2.PushGradientsResponse)
 
     def step(self, *, if_version: Optional[int] = None) -> int:
         """``optimizer.step()``: returns the model version holding the result."""
@@ -228,3 +234,43 @@ def param_groups_proto(params: Any) -> list[training_pb2.ParamGroup]:
             param_names=list(group["params"]),
             hyperparameters=_hypers({k: v for k, v in group.items() if k != "params"})))
     return groups
+
+
+class Worker:
+    """The worker's side of the parameter-server loop around a local ``nn.Module``:
+    ``pull()`` copies the remote weights into the module in place, ``push()`` sends every
+    ``.grad`` that is not None in one push, ``step()`` steps (manual mode). The model version
+    and the optimizer round the gradients belong to are tracked for you: an asynchronous
+    optimizer's push names the round of the last pull.
+    """
+
+    def __init__(self, client: "Client", model: str, optimizer: str, module: Any) -> None:
+        self.model = client.model(model)
+        self.optimizer = RemoteOptimizer(client, optimizer)
+        self.module = module
+        self.version = 0
+        self.round = 0
+
+    def pull(self) -> int:
+        """The remote weights into the module's own tensors (no new memory); returns the
+        model version they come from."""
+        info = self.optimizer.info()
+        state = self.model.state_dict(out=self.module.state_dict())
+        self.version = state.version
+        self.round = info.steps
+        return self.version
+
+    def push(self, *, worker: str = "") -> training_pb2.PushGradientsResponse:
+        """Every parameter's ``.grad`` (those that are not None), in one push."""
+        grads = {n: p.grad for n, p in self.module.named_parameters() if p.grad is not None}
+        answer = self.optimizer.push(grads, version=self.version, worker=worker,
+                                     round=self.round)
+        self.round = answer.round
+        return answer
+
+    def step(self) -> int:
+        """``optimizer.step()`` then ``zero_grad()`` on the server (manual mode); returns the
+        new model version."""
+        version = self.optimizer.step()
+        self.optimizer.zero_grad()
+        return version

@@ -46,21 +46,25 @@ class ParamGroup(_message.Message):
     def __init__(self, param_names: _Optional[_Iterable[str]] = ..., hyperparameters: _Optional[_Iterable[_Union[Hyperparameter, _Mapping]]] = ..., params: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CreateOptimizerRequest(_message.Message):
-    __slots__ = ("name", "model", "kind", "defaults", "param_groups")
+    __slots__ = ("name", "model", "kind", "defaults", "param_groups", "mode", "max_staleness")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     PARAM_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     kind: str
     defaults: _containers.RepeatedCompositeFieldContainer[Hyperparameter]
     param_groups: _containers.RepeatedCompositeFieldContainer[ParamGroup]
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., defaults: _Optional[_Iterable[_Union[Hyperparameter, _Mapping]]] = ..., param_groups: _Optional[_Iterable[_Union[ParamGroup, _Mapping]]] = ...) -> None: ...
+    mode: str
+    max_staleness: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., defaults: _Optional[_Iterable[_Union[Hyperparameter, _Mapping]]] = ..., param_groups: _Optional[_Iterable[_Union[ParamGroup, _Mapping]]] = ..., mode: _Optional[str] = ..., max_staleness: _Optional[int] = ...) -> None: ...
 
 class OptimizerInfo(_message.Message):
-    __slots__ = ("name", "model", "kind", "param_groups", "parameters", "with_gradient", "steps", "state_bytes", "model_version")
+    __slots__ = ("name", "model", "kind", "param_groups", "parameters", "with_gradient", "steps", "state_bytes", "model_version", "mode", "max_staleness")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +74,8 @@ class OptimizerInfo(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     kind: str
@@ -79,17 +85,21 @@ class OptimizerInfo(_message.Message):
     steps: int
     state_bytes: int
     model_version: int
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., param_groups: _Optional[int] = ..., parameters: _Optional[int] = ..., with_gradient: _Optional[int] = ..., steps: _Optional[int] = ..., state_bytes: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
+    mode: str
+    max_staleness: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., param_groups: _Optional[int] = ..., parameters: _Optional[int] = ..., with_gradient: _Optional[int] = ..., steps: _Optional[int] = ..., state_bytes: _Optional[int] = ..., model_version: _Optional[int] = ..., mode: _Optional[str] = ..., max_staleness: _Optional[int] = ...) -> None: ...
 
 class GradientOptions(_message.Message):
-    __slots__ = ("optimizer", "version", "worker")
+    __slots__ = ("optimizer", "version", "worker", "round")
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     optimizer: str
     version: int
     worker: str
-    def __init__(self, optimizer: _Optional[str] = ..., version: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...
+    round: int
+    def __init__(self, optimizer: _Optional[str] = ..., version: _Optional[int] = ..., worker: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
 
 class GradientFrame(_message.Message):
     __slots__ = ("options", "header", "chunk")
@@ -102,12 +112,14 @@ class GradientFrame(_message.Message):
     def __init__(self, options: _Optional[_Union[GradientOptions, _Mapping]] = ..., header: _Optional[_Union[_tensor_pb2.TensorHeader, _Mapping]] = ..., chunk: _Optional[_Union[_tensor_pb2.TensorChunk, _Mapping]] = ...) -> None: ...
 
 class PushGradientsResponse(_message.Message):
-    __slots__ = ("with_gradient", "model_version")
+    __slots__ = ("with_gradient", "model_version", "round")
     WITH_GRADIENT_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     with_gradient: int
     model_version: int
-    def __init__(self, with_gradient: _Optional[int] = ..., model_version: _Optional[int] = ...) -> None: ...
+    round: int
+    def __init__(self, with_gradient: _Optional[int] = ..., model_version: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
 
 class StepRequest(_message.Message):
     __slots__ = ("optimizer", "if_version")
