@@ -1,7 +1,6 @@
 #include "server/service/parameters_service.h"
 
 #include "base/text.h"
-#include "base/version_conflict.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/log.h"
@@ -267,18 +266,7 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
     }
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
     const std::optional<uint64_t> if_version = IfVersion(write.options.if_version());
-    if (write.tensors.empty()) {
-      // Nothing to write: no new version; the answer is the version the batch would have
-      // applied to (and ABORTED for a stale if_version, as any write).
-      const uint64_t current = model->version();
-      if (if_version && *if_version != current) {
-        return VersionConflictError(
-            absl::StrCat("model ", QuoteName(model->name()), " is at version ", current, ", not ",
-                         *if_version, "; read it again and redo the write"),
-            current);
-      }
-      return current;
-    }
+    // An empty batch answers the current version without writing (Model::SetTensors).
     std::vector<core::Model::TensorWrite> writes;
     for (auto& [header, tensor] : write.tensors) {
       writes.push_back({header.name(), FromProtoRegion(header.region()), std::move(tensor)});
