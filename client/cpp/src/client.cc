@@ -268,21 +268,25 @@ absl::StatusOr<NamedModulesResult> RemoteModel::NamedModules(const std::string& 
   request.set_model(name_);
   request.set_prefix(prefix);
   request.set_keep_duplicates(!remove_duplicate);
-  v1::NamedModulesResponse response;
-  PARAMD_RETURN_IF_ERROR(impl.Unary([&](grpc::ClientContext* context) {
-    return impl.parameters->NamedModules(context, request, &response);
-  }));
   NamedModulesResult result;
-  result.version = response.version();
-  result.modules.reserve(response.modules_size());
-  for (const v1::ModuleEntry& entry : response.modules()) {
-    ModuleEntry& out = result.modules.emplace_back();
-    out.name = entry.name();
-    out.type = entry.type();
-    out.parameters.assign(entry.parameters().begin(), entry.parameters().end());
-    out.buffers.assign(entry.buffers().begin(), entry.buffers().end());
-    out.shared_with.assign(entry.shared_with().begin(), entry.shared_with().end());
-  }
+  PARAMD_RETURN_IF_ERROR(impl.ReadMessages<v1::NamedModulesResponse>(
+      /*unary_deadline=*/true,
+      [&](grpc::ClientContext* context) { return impl.parameters->NamedModules(context, request); },
+      [&](const v1::NamedModulesResponse& response) {
+        result.version = response.version();
+        for (const v1::ModuleEntry& entry : response.modules()) {
+          // A module whose lists passed one message continues under the same name.
+          const bool continued = !result.modules.empty() && result.modules.back().name == entry.name();
+          ModuleEntry& out = continued ? result.modules.back() : result.modules.emplace_back();
+          out.name = entry.name();
+          out.type = entry.type();
+          out.parameters.insert(out.parameters.end(), entry.parameters().begin(),
+                                entry.parameters().end());
+          out.buffers.insert(out.buffers.end(), entry.buffers().begin(), entry.buffers().end());
+          out.shared_with.insert(out.shared_with.end(), entry.shared_with().begin(),
+                                 entry.shared_with().end());
+        }
+      }));
   return result;
 }
 

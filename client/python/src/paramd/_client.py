@@ -275,10 +275,14 @@ class Client:
 
     def checkpoints(self) -> list[checkpoints_pb2.CheckpointFile]:
         """The files in the daemon's checkpoint directory."""
-        answer = self._unary("/paramd.v1.Checkpoints/List",
-                             checkpoints_pb2.ListCheckpointsRequest(),
-                             checkpoints_pb2.ListCheckpointsResponse)
-        return list(answer.files)
+        files: list[checkpoints_pb2.CheckpointFile] = []
+        # The answer streams in messages of at most 1 MiB (docs/wire.md, "Pages and
+        # streamed lists").
+        for answer in self._server_stream("/paramd.v1.Checkpoints/List",
+                                          checkpoints_pb2.ListCheckpointsRequest(),
+                                          checkpoints_pb2.ListCheckpointsResponse.FromString):
+            files.extend(answer.files)
+        return files
 
     def upload(self, local_path: Union[str, "os.PathLike[str]"], remote_path: str, *,
                progress: Progress = None) -> TransferResult:
