@@ -73,6 +73,7 @@ struct Flags {
   std::string max_upload_size = "256G";
   std::string upload_expiry = "24h";
   std::string stream_idle_timeout = "60s";
+  std::string keepalive_min_interval = "10s";
   std::string max_transport_memory = "256M";
   std::string max_state_dict_keys = std::to_string(paramd::core::kDefaultMaxStateDictKeys);
   // Security (security.h, docs/daemon.md "Security").
@@ -142,6 +143,11 @@ constexpr FlagDef kFlags[] = {
      "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
      "and frees the memory its tensors reserved (default 60s; 0: never).",
      &Flags::stream_idle_timeout},
+    {"keepalive-min-interval", "DURATION",
+     "Shortest interval between a client's HTTP/2 keepalive pings the daemon accepts while it "
+     "sends that client nothing (default 10s); a client that pings faster has its connection "
+     "closed (GOAWAY too_many_pings). paramd's clients ping every 30s by default.",
+     &Flags::keepalive_min_interval},
     {"max-state-dict-keys", "N",
      "Most state_dict keys a model may have, counting a shared module's tensors once per "
      "path as PyTorch lists them; the same limit bounds its module paths (default 1048576). "
@@ -252,6 +258,7 @@ struct Settings {
   int max_queued_calls = 0;
   double snapshot_interval = 0;
   absl::Duration stream_idle_timeout;
+  absl::Duration keepalive_min_interval;
   size_t max_transport_memory = 0;
   uint64_t max_state_dict_keys = 0;
 };
@@ -300,6 +307,11 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
              settings.stream_idle_timeout <= absl::ZeroDuration()) {
     return absl::StrCat("--stream-idle-timeout '", flags.stream_idle_timeout,
                         "' is not a duration like 60s, 500ms or 2m (0: never)");
+  }
+  if (!absl::ParseDuration(flags.keepalive_min_interval, &settings.keepalive_min_interval) ||
+      settings.keepalive_min_interval < absl::ZeroDuration()) {
+    return absl::StrCat("--keepalive-min-interval '", flags.keepalive_min_interval,
+                        "' is not a duration like 10s, 500ms or 1m");
   }
   if (!absl::SimpleAtoi(flags.max_state_dict_keys, &settings.max_state_dict_keys) ||
       settings.max_state_dict_keys < 1) {
@@ -459,6 +471,7 @@ int main(int argc, char** argv) {
   server_options.checkpoints = &checkpoints;
   server_options.snapshots = snapshots->get();
   server_options.stream_idle_timeout = settings.stream_idle_timeout;
+  server_options.keepalive_min_interval = settings.keepalive_min_interval;
   server_options.max_transport_memory = settings.max_transport_memory;
   auto server = paramd::service::Server::Start(server_options, &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
@@ -476,6 +489,7 @@ int main(int argc, char** argv) {
        {"workers", std::to_string(workers)},
        {"max_queued_calls", std::to_string(max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
+       {"keepalive_min_interval", absl::FormatDuration(settings.keepalive_min_interval)},
        {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},

@@ -1,9 +1,12 @@
 #include "paramd/client.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/src/client_impl.h"
+#include "grpc/grpc.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -69,6 +72,18 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   // Tensors arrive in chunks; only a large repr or listing needs room beyond 4 MiB.
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
+  if (options.keepalive_time.count() > 0) {
+    // Pings only while calls are in flight, each answered ping resetting the clock; without
+    // the last two, gRPC would stop pinging after two pings with no data in between (or
+    // space them five minutes apart), so a long call on a frozen server would hang again.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(options.keepalive_time.count()));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                static_cast<int>(std::max<int64_t>(options.keepalive_timeout.count(), 1)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
+                static_cast<int>(options.keepalive_time.count()));
+  }
   const bool tls = options.tls || !options.tls_root_ca_pem.empty() ||
                    !options.tls_cert_pem.empty() || !options.tls_key_pem.empty();
   if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
