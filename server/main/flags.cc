@@ -76,6 +76,11 @@ constexpr FlagDef kFlags[] = {
      "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
      "and frees the memory its tensors reserved (default 60s; 0: never).",
      &Flags::stream_idle_timeout},
+    {"keepalive-min-interval", "DURATION",
+     "Shortest interval between a client's HTTP/2 keepalive pings the daemon accepts while it "
+     "sends that client nothing (default 10s); a client that pings faster has its connection "
+     "closed (GOAWAY too_many_pings). paramd's clients ping every 30s by default.",
+     &Flags::keepalive_min_interval},
     {"max-state-dict-keys", "N",
      "Most state_dict keys a model may have, counting a shared module's tensors once per "
      "path as PyTorch lists them; the same limit bounds its module paths (default 1048576). "

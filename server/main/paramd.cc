@@ -118,6 +118,7 @@ struct Settings {
   int max_queued_calls = 0;
   double snapshot_interval = 0;
   absl::Duration stream_idle_timeout;
+  absl::Duration keepalive_min_interval;
   size_t max_transport_memory = 0;
   uint64_t max_state_dict_keys = 0;
   size_t metrics_max_models = 0;
@@ -183,6 +184,11 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
       settings.max_state_dict_keys < 1) {
     return absl::StrCat("--max-state-dict-keys '", flags.max_state_dict_keys,
                         "' is not a number of keys (1 or more)");
+  }
+  if (!absl::ParseDuration(flags.keepalive_min_interval, &settings.keepalive_min_interval) ||
+      settings.keepalive_min_interval < absl::ZeroDuration()) {
+    return absl::StrCat("--keepalive-min-interval '", flags.keepalive_min_interval,
+                        "' is not a duration like 10s, 500ms or 1m");
   }
   if (!absl::SimpleAtoi(flags.metrics_max_models, &settings.metrics_max_models)) {
     return absl::StrCat("--metrics-max-models '", flags.metrics_max_models,
@@ -349,6 +355,7 @@ int main(int argc, char** argv) {
   server_options.checkpoints = &checkpoints;
   server_options.snapshots = snapshots->get();
   server_options.stream_idle_timeout = settings.stream_idle_timeout;
+  server_options.keepalive_min_interval = settings.keepalive_min_interval;
   server_options.max_transport_memory = settings.max_transport_memory;
   paramd::service::Metrics metrics(
       {.max_models = settings.metrics_max_models, .max_memory = settings.max_memory}, &registry);
@@ -374,6 +381,7 @@ int main(int argc, char** argv) {
        {"workers", std::to_string(settings.workers)},
        {"max_queued_calls", std::to_string(settings.max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
+       {"keepalive_min_interval", absl::FormatDuration(settings.keepalive_min_interval)},
        {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},
        {"metrics", *metrics_endpoint ? (*metrics_endpoint)->address() : "off"},

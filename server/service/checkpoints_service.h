@@ -31,9 +31,10 @@ class CheckpointsService final : public v1::Checkpoints::CallbackService {
   // Answers with a stream (answer_stream.h): the key lists may pass one message's limit.
   grpc::ServerWriteReactor<v1::LoadResponse>* Load(grpc::CallbackServerContext* context,
                                                    const v1::LoadRequest* request) override;
-  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
-                                 const v1::ListCheckpointsRequest* request,
-                                 v1::ListCheckpointsResponse* response) override;
+  // List and Snapshot answer with streams (answer_stream.h): their lists may pass one
+  // message's limit.
+  grpc::ServerWriteReactor<v1::ListCheckpointsResponse>* List(
+      grpc::CallbackServerContext* context, const v1::ListCheckpointsRequest* request) override;
   grpc::ServerReadReactor<v1::UploadRequest>* Upload(grpc::CallbackServerContext* context,
                                                      v1::UploadResponse* response) override;
   grpc::ServerUnaryReactor* UploadStatus(grpc::CallbackServerContext* context,
@@ -41,9 +42,8 @@ class CheckpointsService final : public v1::Checkpoints::CallbackService {
                                          v1::UploadStatusResponse* response) override;
   grpc::ServerWriteReactor<v1::DownloadResponse>* Download(
       grpc::CallbackServerContext* context, const v1::DownloadRequest* request) override;
-  grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* context,
-                                     const v1::SnapshotRequest* request,
-                                     v1::SnapshotResponse* response) override;
+  grpc::ServerWriteReactor<v1::SnapshotResponse>* Snapshot(
+      grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) override;
 
  private:
   io::CheckpointStore* const store_;

@@ -53,9 +53,9 @@ class ParametersService final : public ParametersServiceBase {
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* GetTensor(grpc::CallbackServerContext* context,
                                                         const grpc::ByteBuffer* request) override;
-  grpc::ServerUnaryReactor* NamedModules(grpc::CallbackServerContext* context,
-                                         const v1::NamedModulesRequest* request,
-                                         v1::NamedModulesResponse* response) override;
+  // Answers with a stream (answer_stream.h): a large model's modules pass one message.
+  grpc::ServerWriteReactor<v1::NamedModulesResponse>* NamedModules(
+      grpc::CallbackServerContext* context, const v1::NamedModulesRequest* request) override;
   grpc::ServerReadReactor<grpc::ByteBuffer>* SetTensor(grpc::CallbackServerContext* context,
                                                        grpc::ByteBuffer* response) override;
   grpc::ServerReadReactor<grpc::ByteBuffer>* SetTensors(grpc::CallbackServerContext* context,

@@ -1,10 +1,15 @@
 #include "server/service/server.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "grpc/grpc.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -107,6 +112,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));
+  // Note [Keepalive]: clients ping while a call waits (the C++ and Python clients every
+  // 30 s by default) to notice a frozen daemon. gRPC's server default counts a ping sooner
+  // than 5 minutes after the last, with no data sent between, as abuse and closes the
+  // connection after three: a client waiting on a long call would be cut off. Pings are
+  // accepted every `keepalive_min_interval` instead, with or without calls in flight.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(options.keepalive_min_interval),
+                                         std::numeric_limits<int>::max())));
   if (options.max_transport_memory > 0) {
     grpc::ResourceQuota quota("paramd transport");
     quota.Resize(options.max_transport_memory);
