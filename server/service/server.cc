@@ -106,6 +106,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   std::vector<absl::string_view> raw_methods = {"/grpc.health.v1.Health/Check",
                                                 "/grpc.health.v1.Health/Watch"};
   for (absl::string_view method : ParametersService::RawMethods()) raw_methods.push_back(method);
+  for (absl::string_view method : TrainingService::RawMethods()) raw_methods.push_back(method);
   interceptors.push_back(
       std::make_unique<CallObserverFactory>(options.metrics, options.auth, raw_methods));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

@@ -1,5 +1,7 @@
 #include "server/service/training_service.h"
 
+#include <type_traits>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -10,6 +12,32 @@
 
 namespace paramd::service {
 namespace {
+
+// Compile-time proof that RawMethods lists exactly the raw methods of TrainingServiceBase.
+template <template <class> class RawMethod>
+struct IsRaw {
+  template <class Base>
+  static std::true_type Test(const RawMethod<Base>*);
+  static std::false_type Test(const void*);
+  static constexpr bool value = decltype(Test(static_cast<const TrainingService*>(nullptr)))::value;
+};
+static_assert(IsRaw<v1::Training::WithRawCallbackMethod_PushGradients>::value &&
+                  IsRaw<v1::Training::WithRawCallbackMethod_GetOptimizerState>::value &&
+                  IsRaw<v1::Training::WithRawCallbackMethod_LoadOptimizerState>::value,
+              "a method listed in kRawMethods is no longer raw: update kRawMethods");
+static_assert(!IsRaw<v1::Training::WithRawCallbackMethod_CreateOptimizer>::value &&
+                  !IsRaw<v1::Training::WithRawCallbackMethod_Step>::value &&
+                  !IsRaw<v1::Training::WithRawCallbackMethod_ZeroGrad>::value &&
+                  !IsRaw<v1::Training::WithRawCallbackMethod_SetHyperparameters>::value &&
+                  !IsRaw<v1::Training::WithRawCallbackMethod_DeleteOptimizer>::value &&
+                  !IsRaw<v1::Training::WithRawCallbackMethod_ListOptimizers>::value,
+              "a Training method became raw: add it to kRawMethods");
+
+constexpr absl::string_view kRawMethods[] = {
+    "/paramd.v1.Training/PushGradients",
+    "/paramd.v1.Training/GetOptimizerState",
+    "/paramd.v1.Training/LoadOptimizerState",
+};
 
 using core::HyperValue;
 
@@ -358,5 +386,7 @@ grpc::ServerUnaryReactor* TrainingService::ListOptimizers(grpc::CallbackServerCo
                   }));
   });
 }
+
+absl::Span<const absl::string_view> TrainingService::RawMethods() { return kRawMethods; }
 
 }  // namespace paramd::service

@@ -7,6 +7,8 @@
 // themselves).
 #pragma once
 
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "paramd/v1/training.grpc.pb.h"
 #include "server/core/optim/optimizer.h"
 #include "server/core/registry.h"
@@ -56,6 +58,10 @@ class TrainingService final : public TrainingServiceBase {
   grpc::ServerUnaryReactor* ListOptimizers(grpc::CallbackServerContext* context,
                                            const v1::ListOptimizersRequest* request,
                                            v1::ListOptimizersResponse* response) override;
+
+  // The methods whose messages travel as grpc::ByteBuffer (the call observer must not read
+  // them as their generated types).
+  static absl::Span<const absl::string_view> RawMethods();
 
  private:
   // The optimizer `name`, refused with FAILED_PRECONDITION when its model was deleted (or
