@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/layers/layer.h"
 
@@ -11,6 +12,16 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
+// Whether a custom type needs "custom": true to build: one that matches a built-in's name,
+// even only up to case ('linear'), is otherwise taken for that layer or refused as a typo.
+bool SharesABuiltinName(const std::string& type) {
+  const std::string lower = absl::AsciiStrToLower(type);
+  for (const LayerDef* layer : AllLayers()) {
+    if (absl::AsciiStrToLower(layer->type) == lower) return true;
+  }
+  return false;
+}
+
 class Exporter {
  public:
   Json Node(const Module& module, const std::string& path) {
@@ -18,8 +29,8 @@ class Exporter {
     node["type"] = module.type();
     if (module.layer() != nullptr) {
       if (!module.args().empty()) node["args"] = module.args();
-    } else if (FindLayer(module.type()) != nullptr) {
-      node["custom"] = true;  // a user class that shares a built-in's name
+    } else if (SharesABuiltinName(module.type())) {
+      node["custom"] = true;  // a user class named like a built-in (Note in BuildNode, spec.cc)
     }
 
     Json parameters = Json::array();

@@ -56,6 +56,15 @@ TEST(SpecExportTest, SeedMlpRebuildsTheSameTree_PytorchSemantics8) {
   ExpectSameTree(mlp, RoundTrip(mlp));
 }
 
+// Found by fuzz_parsers: a custom class named like a built-in up to case builds with
+// "custom": true, and its export must say so again.
+TEST(SpecExportTest, ACustomTypeNamedLikeABuiltinUpToCaseRoundTrips) {
+  auto net = Build(R"({"type": "Net", "children": [{"name": "fc", "type": "linear", "custom": true,
+      "parameters": [{"name": "weight", "shape": [2, 2]}]}]})");
+  EXPECT_EQ(ExportSpec(net)["children"][0].value("custom", false), true);
+  ExpectSameTree(net, RoundTrip(net));
+}
+
 TEST(SpecExportTest, SharedModulesComeBackShared_PytorchSemantics9) {
   auto net = Build(testing::kSharedSpec);
   auto rebuilt = RoundTrip(net);
