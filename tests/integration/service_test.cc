@@ -524,7 +524,8 @@ TEST_F(ServiceTest, MemoryLimitGivesResourceExhausted) {
 TEST_F(ServiceTest, GpuMemoryLimitIsAFlagOfItsOwn) {
   auto daemon = Daemon::Start({"--max-memory", "64M", "--max-gpu-memory", "1M"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
-  EXPECT_THAT((*daemon)->Log(), HasSubstr("max_memory=67108864 max_gpu_memory=1048576"));
+  EXPECT_THAT((*daemon)->Log(), HasSubstr(" max_memory=67108864 "));
+  EXPECT_THAT((*daemon)->Log(), HasSubstr(" max_gpu_memory=1048576 "));
   auto models = v1::Models::NewStub((*daemon)->channel());
   grpc::ClientContext context;
   v1::CreateModelRequest request;
