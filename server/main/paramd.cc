@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -271,27 +272,29 @@ void ForwardStopSignalsToMainThread() {
   sigaction(SIGINT, &action, nullptr);
 }
 
+// Reads the flags (command line, then PARAMD_* variables) and their values; the exit code
+// when the daemon must not start (usage error: 2, --help: 0).
+std::optional<int> ReadFlags(int argc, char** argv, Flags& flags, Settings& settings) {
+  bool help = false;
+  std::vector<std::string> environment;
+  for (char** entry = environ; *entry != nullptr; ++entry) environment.emplace_back(*entry);
+  std::string error = paramd::main::ParseFlags(argc, argv, environment, flags, help);
+  if (error.empty() && help) {
+    paramd::main::PrintHelp(std::cout);
+    return 0;
+  }
+  if (error.empty()) error = ParseSettings(flags, settings);
+  if (error.empty()) return std::nullopt;
+  std::cerr << "paramd: " << error << "\n";
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Flags flags;
-  bool help = false;
-  std::vector<std::string> environment;
-  for (char** entry = environ; *entry != nullptr; ++entry) environment.emplace_back(*entry);
-  if (std::string error = paramd::main::ParseFlags(argc, argv, environment, flags, help);
-      !error.empty()) {
-    std::cerr << "paramd: " << error << "\n";
-    return 2;
-  }
-  if (help) {
-    paramd::main::PrintHelp(std::cout);
-    return 0;
-  }
   Settings settings;
-  if (std::string error = ParseSettings(flags, settings); !error.empty()) {
-    std::cerr << "paramd: " << error << "\n";
-    return 2;
-  }
+  if (std::optional<int> exit_code = ReadFlags(argc, argv, flags, settings)) return *exit_code;
   paramd::common::SetLogFormat(settings.log_format);
   // JSON only: the text format keeps the libraries' own lines as they always were.
   if (settings.log_format == paramd::common::LogFormat::kJson) paramd::main::RouteLibraryLogs();

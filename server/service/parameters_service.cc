@@ -8,6 +8,7 @@
 #include "server/core/expanded_size.h"
 #include "server/core/traversal.h"
 #include "server/service/answer_stream.h"
+#include "server/service/raw_methods.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 #include "server/service/tensor_stream.h"
@@ -16,15 +17,9 @@
 namespace paramd::service {
 namespace {
 
-// Compile-time proof that RawMethods lists exactly the raw methods of ParametersServiceBase:
-// IsRaw<WithRawCallbackMethod_M> holds when the service derives from it.
+// Compile-time proof that RawMethods lists exactly the raw methods of ParametersServiceBase.
 template <template <class> class RawMethod>
-struct IsRaw {
-  template <class Base>
-  static std::true_type Test(const RawMethod<Base>*);
-  static std::false_type Test(const void*);
-  static constexpr bool value = decltype(Test(static_cast<const ParametersService*>(nullptr)))::value;
-};
+using IsRaw = IsRawMethod<ParametersService, RawMethod>;
 static_assert(IsRaw<v1::Parameters::WithRawCallbackMethod_StateDict>::value &&
                   IsRaw<v1::Parameters::WithRawCallbackMethod_NamedParameters>::value &&
                   IsRaw<v1::Parameters::WithRawCallbackMethod_NamedBuffers>::value &&

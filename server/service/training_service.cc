@@ -1,11 +1,10 @@
 #include "server/service/training_service.h"
 
-#include <type_traits>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "base/text.h"
+#include "server/service/raw_methods.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
 #include "server/service/unary_call.h"
@@ -15,12 +14,7 @@ namespace {
 
 // Compile-time proof that RawMethods lists exactly the raw methods of TrainingServiceBase.
 template <template <class> class RawMethod>
-struct IsRaw {
-  template <class Base>
-  static std::true_type Test(const RawMethod<Base>*);
-  static std::false_type Test(const void*);
-  static constexpr bool value = decltype(Test(static_cast<const TrainingService*>(nullptr)))::value;
-};
+using IsRaw = IsRawMethod<TrainingService, RawMethod>;
 static_assert(IsRaw<v1::Training::WithRawCallbackMethod_PushGradients>::value &&
                   IsRaw<v1::Training::WithRawCallbackMethod_GetOptimizerState>::value &&
                   IsRaw<v1::Training::WithRawCallbackMethod_LoadOptimizerState>::value,

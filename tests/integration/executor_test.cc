@@ -142,7 +142,10 @@ TEST(ExecutorTest, HealthAnswersQuicklyWhileEveryWorkerLoadsLargeCheckpoints) {
       "health under load: %zu probes, p50 %.2f ms, p99 %.2f ms, max %.2f ms; "
       "%d loads of 1 GiB done\n",
       latencies_ms.size(), p50, p99, latencies_ms.back(), loads_during_probes);
-  EXPECT_LT(p99, 50.0);
+  // A probe queued behind a load would wait for it: seconds (a 1 GiB load takes longer than
+  // the 4 s of probing here). The bound leaves room for a 2-core machine that also runs
+  // other tests, where a probe's thread can be preempted for tens of milliseconds.
+  EXPECT_LT(p99, 250.0);
   // Every loader finished at least one load, so the workers were busy throughout.
   EXPECT_GE(loads.load(), kWorkers + 1);
   EXPECT_EQ(failures.load(), 0);
