@@ -54,6 +54,9 @@ std::optional<size_t> ParseBytes(std::string text) {
   return static_cast<size_t>(value) * multiplier;
 }
 
+// A cached free tensor block that no allocation took for this long goes back to the system.
+constexpr int64_t kBlockCacheIdleNs = int64_t{5'000'000'000};
+
 size_t DefaultMemoryLimit() {
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page_size = sysconf(_SC_PAGESIZE);
@@ -463,8 +466,13 @@ int main(int argc, char** argv) {
   auto server = paramd::service::Server::Start(server_options, &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
   paramd::main::Reloader reloader(auth.get(), server_options.tls.enabled());
-  // Gives back what a burst of traffic or a refused message left free in the heap.
-  paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20);
+  // Gives back what a burst of traffic or a refused message left free in the heap, and the
+  // cached tensor blocks no write took for five seconds (docs/daemon.md, "Memory").
+  paramd::kernels::Backend* cpu_backend = nullptr;
+  if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) cpu_backend = *cpu;
+  paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20, [cpu_backend] {
+    if (cpu_backend != nullptr) cpu_backend->ReleaseIdleCache(kBlockCacheIdleNs);
+  });
 
   auto gpus = paramd::kernels::QueryGpus();
   Log("info", "paramd started",
