@@ -89,17 +89,33 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   grpc::ByteBuffer buffer_;   // the write in flight
 };
 
-// What a client-streamed write carried: its options and every tensor, complete.
+// What a client-streamed write carried: its options and every tensor, complete (with
+// commit_each_tensor: the complete tensors not committed yet).
 struct IncomingWrite {
   v1::WriteOptions options;
   std::vector<std::pair<v1::TensorHeader, core::Tensor>> tensors;
 };
 
+// A commit_each_tensor write's progress (Note [Tensor-by-tensor writes] in
+// parameters_service.h): the first `count` tensors of its stream are committed, the last
+// one, `last_name`, at `version`.
+struct CommittedPrefix {
+  size_t count = 0;
+  std::string last_name;
+  uint64_t version = 0;
+};
+
 // Checks the framing of a write stream (options first and once, then per tensor a header
-// and its chunks) and assembles it.
+// and its chunks) and assembles it. With WriteOptions.reserve_bytes the memory is reserved
+// when the options arrive (Note [Write reservations] in server/core/storage.h).
 class WriteFrameCollector {
  public:
-  // INVALID_ARGUMENT for a frame out of place or bytes that do not fit the tensor.
+  // `commit_each` is whether the call takes commit_each_tensor (INVALID_ARGUMENT for a write
+  // that asks for it otherwise).
+  explicit WriteFrameCollector(bool commit_each) : commit_each_supported_(commit_each) {}
+  // INVALID_ARGUMENT for a frame out of place or bytes that do not fit the tensor;
+  // RESOURCE_EXHAUSTED for a reservation that does not fit (naming the model, the bytes and
+  // --max-memory).
   absl::Status Add(const grpc::ByteBuffer& frame);
   // The stream ended: INVALID_ARGUMENT if it carried no options or a tensor ended early.
   absl::StatusOr<IncomingWrite> Finish();
@@ -107,14 +123,36 @@ class WriteFrameCollector {
   // Finish has handed the write over.
   const std::string& model() const { return model_; }
 
+  // commit_each_tensor: whether complete tensors wait to be committed.
+  bool HasCompleted() const { return commit_each_ && !write_.tensors.empty(); }
+  // The write so far: its options and complete tensors, for a commit that takes them.
+  IncomingWrite& pending() { return write_; }
+  CommittedPrefix& committed() { return committed_; }
+  // Sets aside again, as far as it fits, what the committed tensors took out of the
+  // reservation (their old storages were freed by the commit).
+  void Refill();
+
  private:
   absl::Status AddParsed(v1::WriteFrame& frame);
+  absl::Status TakeOptions(v1::WriteOptions& options);
+  // commit_each_tensor: hands a tensor over as soon as its last byte is in, so that the
+  // next one is allocated only after it was committed.
+  absl::Status CompleteIfDone();
 
+  const bool commit_each_supported_;
+  bool commit_each_ = false;
   IncomingWrite write_;
   std::string model_;
   bool have_options_ = false;
+  std::unique_ptr<core::MemoryReservation> reservation_;
   TensorAssembler assembler_;
+  CommittedPrefix committed_;
 };
+
+// The status of a commit_each_tensor write that failed after committing some tensors:
+// `status` with a prefix saying which tensors were committed and stay. OK stays OK and a
+// write that committed nothing keeps its status as it is.
+grpc::Status WithCommittedPrefix(const CommittedPrefix& committed, const grpc::Status& status);
 
 // The reading half of a write call: admits the call (RESOURCE_EXHAUSTED before reading
 // anything when the executor is full), reads the whole write stream, then runs the
@@ -134,11 +172,23 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
   void OnDone() override;
 
  protected:
+  // Commits the complete tensors of a commit_each_tensor write (IncomingWrite::tensors,
+  // which it empties) and records them in the prefix; on a worker, the stream paused.
+  using CommitEach = std::function<absl::Status(IncomingWrite&, CommittedPrefix&)>;
+
   // Borrows `context` (gRPC's), `executor` and `watchdog`. Subclasses call Start() last in
-  // their constructor, once their own members are ready.
+  // their constructor, once their own members are ready. Without `commit_each` a write that
+  // asks for commit_each_tensor is refused, unless `single` (a call that writes one tensor,
+  // for which both modes are the same).
   WriteReactorBase(grpc::CallbackServerContext* context, Executor* executor,
-                   IdleWatchdog* watchdog, const char* action)
-      : context_(context), action_(action), executor_(executor), watchdog_(watchdog) {}
+                   IdleWatchdog* watchdog, const char* action, CommitEach commit_each = {},
+                   bool single = false)
+      : context_(context),
+        action_(action),
+        collector_(commit_each != nullptr || single),
+        commit_each_(std::move(commit_each)),
+        executor_(executor),
+        watchdog_(watchdog) {}
   void Start();
   // On a worker, once the stream has ended: assembles and applies the write, then answers.
   virtual void ApplyWrite() = 0;
@@ -150,10 +200,13 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
   grpc::CallbackServerContext* const context_;  // owned by gRPC
   const char* const action_;
   WriteFrameCollector collector_;
+  const CommitEach commit_each_;
 
  private:
-  enum class Phase { kReading, kApplying, kFinished };
+  enum class Phase { kReading, kCommitting, kApplying, kFinished };
 
+  // On a worker, reading paused: commits the complete tensors, then reads on.
+  void CommitCompleted();
   void Expire() override;
   void Ref() override { refs_.fetch_add(1); }
   void Unref() override;
@@ -171,10 +224,12 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
 class WriteStreamReactor final : public WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>> {
  public:
   using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
-  // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`.
+  // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`. With
+  // `commit_each` the call takes commit_each_tensor: complete tensors are committed as they
+  // arrive, and a write that committed any is answered with the last one's version.
   WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
                      IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
-                     Apply apply);
+                     Apply apply, CommitEach commit_each = {}, bool single = false);
 
  private:
   void ApplyWrite() override;
