@@ -13,39 +13,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "grpcpp/grpcpp.h"
-#include "paramd/bench/raw.grpc.pb.h"
 
 namespace paramd::bench {
-namespace {
-
-class RawService final : public Raw::Service {
- public:
-  grpc::Status Pull(grpc::ServerContext*, const PullRequest* request,
-                    grpc::ServerWriter<Blob>* writer) override {
-    Blob blob;
-    blob.mutable_data()->assign(request->chunk_bytes(), '\x5a');
-    for (uint64_t sent = 0; sent < request->total_bytes(); sent += request->chunk_bytes()) {
-      if (!writer->Write(blob)) break;
-    }
-    return grpc::Status::OK;
-  }
-  grpc::Status Push(grpc::ServerContext*, grpc::ServerReader<Blob>* reader,
-                    PushReply* reply) override {
-    Blob blob;
-    uint64_t received = 0;
-    while (reader->Read(&blob)) received += blob.data().size();
-    reply->set_received_bytes(received);
-    return grpc::Status::OK;
-  }
-  grpc::Status Echo(grpc::ServerContext*, const Blob* request, Blob* reply) override {
-    *reply = *request;
-    return grpc::Status::OK;
-  }
-};
-
-}  // namespace
-
 double Best(const std::vector<double>& seconds) {
   return seconds.empty() ? 0.0 : *std::min_element(seconds.begin(), seconds.end());
 }
@@ -77,31 +46,6 @@ std::string LoadAverage() {
   std::string one, five;
   file >> one >> five;
   return absl::StrCat(one, " (1 min), ", five, " (5 min)");
-}
-
-pid_t StartRawServer(int* port) {
-  int fds[2];
-  if (pipe(fds) != 0) return -1;
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    PinTo(1);
-    RawService service;
-    grpc::ServerBuilder builder;
-    int bound = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &bound);
-    builder.RegisterService(&service);
-    builder.SetMaxReceiveMessageSize(64 << 20);
-    auto server = builder.BuildAndStart();
-    if (write(fds[1], &bound, sizeof(bound)) != sizeof(bound)) _exit(1);
-    server->Wait();
-    _exit(0);
-  }
-  close(fds[1]);
-  const bool got = pid > 0 && read(fds[0], port, sizeof(*port)) == sizeof(*port);
-  close(fds[0]);
-  return got ? pid : -1;
 }
 
 pid_t StartParamd(const std::string& binary, const std::string& dir, std::string* address) {
@@ -163,6 +107,9 @@ absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv) {
 }
 
 std::optional<std::string> PeerPython(const std::string& setup_venv) {
+  if (const char* python = std::getenv("PARAMD_PEER_PYTHON"); python != nullptr && *python != '\0') {
+    return std::string(python);
+  }
   // The path logic follows setup-venv's: its ready stamp says whether asking it is cheap.
   std::string venv;
   if (const char* env = std::getenv("PARAMD_INTEROP_VENV"); env != nullptr && *env != '\0') {

@@ -1,5 +1,7 @@
-// What the benchmarks share: timing, CPU pinning, child processes (a raw gRPC server,
-// paramd itself, the Python peers) and the interop environment's interpreter.
+// What the benchmarks share: timing, CPU pinning, child processes (paramd itself, the
+// Python peers) and the interop environment's interpreter. No gRPC here, so that gpu_bench
+// builds on a machine with the kernels' dependencies alone; the raw gRPC server the wire
+// benchmarks compare against is bench/raw_server.h.
 #ifndef PARAMD_BENCH_BENCH_UTIL_H_
 #define PARAMD_BENCH_BENCH_UTIL_H_
 
@@ -32,10 +34,6 @@ void Unpin();
 // "/proc/loadavg"'s 1- and 5-minute figures, as text for the report.
 std::string LoadAverage();
 
-// Runs the raw gRPC service (bench/proto/paramd/bench/raw.proto: Pull, Push, Echo) in a
-// forked child pinned to CPU 1; returns its pid, or -1, and writes its port to `port`.
-pid_t StartRawServer(int* port);
-
 // Starts `binary` (paramd) pinned to CPU 1 on a free loopback port, with its data
 // directory and log under `dir`; returns its pid, or -1, and writes its address.
 pid_t StartParamd(const std::string& binary, const std::string& dir, std::string* address);
@@ -43,9 +41,10 @@ pid_t StartParamd(const std::string& binary, const std::string& dir, std::string
 // Runs a command and returns its standard output; standard error passes through.
 absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv);
 
-// The interop environment's python if it has been made, asked of `setup_venv`
-// (tests/interop/setup-venv). It is never made from here: that is a large download, so
-// a benchmark without it skips its peers.
+// The python the peers run with: $PARAMD_PEER_PYTHON when set (a machine's own PyTorch,
+// as tests/gpu/run.sh uses on a lent GPU machine), else the interop environment's python if
+// it has been made, asked of `setup_venv` (tests/interop/setup-venv). It is never made from
+// here: that is a large download, so a benchmark without it skips its peers.
 std::optional<std::string> PeerPython(const std::string& setup_venv);
 
 // The text of the seed's model `name` (mlp, cnn) as `directory` (examples/specs) has it,

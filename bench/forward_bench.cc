@@ -37,6 +37,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bench_util.h"
+#include "bench/raw_server.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "paramd/bench/raw.grpc.pb.h"

@@ -73,6 +73,8 @@ class Backend {
   virtual absl::Status Dropout(const DropoutArgs& args);
   virtual absl::Status Cat(const CatArgs& args);
   virtual absl::Status Convert(const ConvertArgs& args);
+  virtual absl::Status OptimizerStep(const OptimizerStepArgs& args);
+  virtual absl::Status Fill(const FillArgs& args);
 
   // Waits until every op and copy issued so far on this backend has finished; the first
   // error of an asynchronous op surfaces here if not earlier. Host backends return at once.
@@ -87,6 +89,11 @@ class Backend {
 // the build has no CUDA support or the machine has no such GPU. The returned backend lives
 // for the whole process.
 absl::StatusOr<Backend*> GetBackend(const Device& device);
+
+// The ceiling on each GPU's memory (--max-gpu-memory; 0, the default: the device's own
+// memory), set on every CUDA backend that exists and on each one created later. The CPU's
+// ceiling (--max-memory) is the CPU backend's SetMemoryLimit.
+void SetGpuMemoryLimit(size_t max_bytes);
 
 // Makes GetBackend(device) answer `backend` (not owned; nullptr ends it) ahead of the real
 // lookup, for tests that need a second device where no GPU is present. Thread-safe, but

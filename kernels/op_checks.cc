@@ -57,7 +57,10 @@ bool SupportedByBuiltInBackends(const OpQuery& query) {
                                           query.index_dtype == DType::kInt32);
     case OpKind::kCat:
     case OpKind::kConvert:
+    case OpKind::kFill:
       return true;  // copies work for every dtype
+    case OpKind::kOptimizerStep:
+      return false;  // a backend that has it says so itself
     default:
       return IsMathDType(query.dtype);
   }
@@ -262,6 +265,11 @@ absl::Status CheckConvert(const Backend& backend, const ConvertArgs& args) {
     return Invalid("convert input has no data");
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckFill(const Backend& backend, const FillArgs& args) {
+  PARAMD_RETURN_IF_ERROR(backend.Supports({.kind = OpKind::kFill, .dtype = args.output.dtype}));
+  return RequireContiguous(args.output, "fill output");
 }
 
 absl::Status CheckCat(const Backend& backend, const CatArgs& args) {

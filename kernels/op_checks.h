@@ -50,6 +50,7 @@ absl::Status CheckSoftmax(const Backend& backend, const SoftmaxArgs& args);
 absl::Status CheckEmbedding(const Backend& backend, const EmbeddingArgs& args);
 absl::Status CheckDropout(const Backend& backend, const DropoutArgs& args);
 absl::Status CheckConvert(const Backend& backend, const ConvertArgs& args);
+absl::Status CheckFill(const Backend& backend, const FillArgs& args);
 absl::Status CheckCat(const Backend& backend, const CatArgs& args);
 
 }  // namespace paramd::kernels

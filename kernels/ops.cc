@@ -1,6 +1,9 @@
 #include "kernels/ops.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
+#include "base/element.h"
 #include "kernels/backend.h"
 
 namespace paramd::kernels {
@@ -35,6 +38,10 @@ absl::string_view OpKindName(OpKind kind) {
       return "cat";
     case OpKind::kConvert:
       return "convert";
+    case OpKind::kOptimizerStep:
+      return "optimizer step";
+    case OpKind::kFill:
+      return "fill";
   }
   return "unknown op";
 }
@@ -133,6 +140,24 @@ absl::Status Backend::Dropout(const DropoutArgs& args) {
 absl::Status Backend::Cat(const CatArgs& args) {
   return Unsupported({.kind = OpKind::kCat, .dtype = args.output.dtype});
 }
+absl::Status Backend::OptimizerStep(const OptimizerStepArgs& args) {
+  return Unsupported({.kind = OpKind::kOptimizerStep, .dtype = args.dtype});
+}
+absl::Status Backend::Fill(const FillArgs& args) {
+  return Unsupported({.kind = OpKind::kFill, .dtype = args.output.dtype});
+}
+
+uint64_t FillBits(DType dtype, double value) {
+  uint64_t bits = 0;
+  VisitDType(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T element = CastElement<T>(value);
+    static_assert(sizeof(T) <= sizeof(bits));
+    std::memcpy(&bits, &element, sizeof(T));
+  });
+  return bits;
+}
+
 absl::Status Backend::Convert(const ConvertArgs& args) {
   return Unsupported(
       {.kind = OpKind::kConvert, .dtype = args.input.dtype, .out_dtype = args.output.dtype});

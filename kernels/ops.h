@@ -94,6 +94,8 @@ enum class OpKind : uint8_t {
   kDropout,
   kCat,
   kConvert,
+  kOptimizerStep,
+  kFill,
 };
 
 // Element-wise functions, with PyTorch's definitions: kGELU is the exact erf form
@@ -311,5 +313,72 @@ struct ConvertArgs {
   ConstTensorView input;
   TensorView output;
 };
+
+// One optimizer step over every tensor of a parameter group, as torch.optim's single-tensor
+// (foreach=False) implementation computes it, element by element in float32 with PyTorch's
+// CPU rounding (Note [Optimizer arithmetic]). Every operand is float32 and contiguous with
+// `numel` elements. The step is out of place: `param` and the `state_in` tensors are read,
+// `param_out` and the `state_out` tensors written (an output may be its own input's memory).
+//
+// SGD: state[0] is the momentum buffer (unused when momentum == 0). `first_step` means the
+//   buffer does not exist yet (torch's `buf is None`): it is set to the gradient, and
+//   state_in[0] is not read.
+// Adam (and AdamW, `decoupled_weight_decay`): state[0] exp_avg, state[1] exp_avg_sq,
+//   state[2] max_exp_avg_sq (amsgrad only). The per-tensor `step_size` (lr / (1 - beta1^t))
+//   and `bias_correction2_sqrt` ((1 - beta2^t)^0.5) are computed by the caller in double,
+//   as torch does in Python.
+enum class OptimizerAlgorithm : uint8_t { kSgd, kAdam };
+
+struct OptimizerTensor {
+  int64_t numel = 0;
+  const void* param = nullptr;
+  const void* grad = nullptr;
+  void* param_out = nullptr;
+  const void* state_in[3] = {};
+  void* state_out[3] = {};
+  bool first_step = false;
+  double step_size = 0;
+  double bias_correction2_sqrt = 1;
+};
+
+struct OptimizerStepArgs {
+  OptimizerAlgorithm algorithm = OptimizerAlgorithm::kSgd;
+  DType dtype = DType::kFloat32;
+  std::vector<OptimizerTensor> tensors;
+  double lr = 0;
+  double weight_decay = 0;
+  bool maximize = false;
+  // SGD.
+  double momentum = 0;
+  double dampening = 0;
+  bool nesterov = false;
+  // Adam.
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  bool amsgrad = false;
+  bool decoupled_weight_decay = false;
+};
+
+// Note [Optimizer arithmetic]
+// torch.optim's single-tensor step is a sequence of ATen ops, each rounding to float32, with
+// its Python-float hyperparameters rounded to float32 as the ops' scalars (1 - dampening,
+// -lr, 1 - beta1, ... computed in double first, as Python does). Measured against torch
+// 2.15's CPU kernels, `add(other, alpha)`, `lerp` and `addcmul` round once (a fused
+// multiply-add: x + alpha * y, start + w * (end - start), x + (v * t1) * t2), while
+// `addcdiv` rounds the quotient and the sum apart (x + (v * t1) / t2). The kernels use the
+// same order and fusion; the only known difference is torch's AVX-512 sqrt, which is off by
+// one unit in the last place for about 0.6% of inputs, where ours is correctly rounded.
+// Every element of `output` (contiguous, any dtype) = `value` converted as Tensor.to
+// converts a Python number (CastElement<T>(double)). A device backend takes the value as a
+// kernel argument: a Python number in a program costs no host-to-device copy and no wait.
+struct FillArgs {
+  TensorView output;
+  double value = 0;
+};
+
+// The bytes of one element of `dtype` holding `value` (FillArgs' conversion), in the low
+// ElementSize(dtype) bytes, little-endian as in memory.
+uint64_t FillBits(DType dtype, double value);
 
 }  // namespace paramd::kernels

@@ -29,7 +29,33 @@ TestBackends& TheTestBackends() {
   return *test_backends;
 }
 
+std::atomic<size_t> g_gpu_memory_limit{0};
+
+#ifdef PARAMD_WITH_CUDA
+// The CUDA backends, one per device, created on first use and kept for the process.
+struct CudaBackends {
+  absl::Mutex mu;
+  std::vector<std::unique_ptr<cuda::CudaBackend>> backends ABSL_GUARDED_BY(mu);
+};
+
+CudaBackends& TheCudaBackends() {
+  static CudaBackends* const cuda_backends = new CudaBackends();
+  return *cuda_backends;
+}
+#endif
+
 }  // namespace
+
+void SetGpuMemoryLimit(size_t max_bytes) {
+  g_gpu_memory_limit.store(max_bytes);
+#ifdef PARAMD_WITH_CUDA
+  CudaBackends& cuda = TheCudaBackends();
+  absl::MutexLock lock(&cuda.mu);
+  for (const auto& backend : cuda.backends) {
+    if (backend != nullptr) backend->SetMemoryLimit(max_bytes);
+  }
+#endif
+}
 
 void SetBackendForTesting(const Device& device, Backend* backend) {
   TestBackends& tests = TheTestBackends();
@@ -56,11 +82,11 @@ absl::StatusOr<Backend*> GetBackend(const Device& device) {
 #ifdef PARAMD_WITH_CUDA
   // "cuda" without an index is the current device, which paramd never changes from 0.
   const int index = device.index < 0 ? 0 : device.index;
-  static absl::Mutex mu(absl::kConstInit);
   // Backends live for the process, as the CPU one does. The device query runs only until a
   // device's backend exists: storage allocation asks for the backend every time.
-  static auto* const backends = new std::vector<std::unique_ptr<cuda::CudaBackend>>;
-  absl::MutexLock lock(&mu);
+  CudaBackends& cuda = TheCudaBackends();
+  auto* const backends = &cuda.backends;
+  absl::MutexLock lock(&cuda.mu);
   if (index < static_cast<int>(backends->size()) && (*backends)[index] != nullptr) {
     return (*backends)[index].get();
   }
@@ -75,6 +101,7 @@ absl::StatusOr<Backend*> GetBackend(const Device& device) {
   std::unique_ptr<cuda::CudaBackend>& slot = (*backends)[index];
   // A failed creation (out of memory for the workspace) is retried by the next call.
   PARAMD_ASSIGN_OR_RETURN(slot, cuda::CudaBackend::Create(index));
+  slot->SetMemoryLimit(g_gpu_memory_limit.load());
   return slot.get();
 #else
   // QueryGpus says why: this build has no CUDA support.

@@ -83,18 +83,29 @@ def build_pool(reflection, services):
 
 
 def call(channel, pool, path, /, **fields):
-    """A unary call to `path` ("package.Service/Method") with a request of `fields`, its
-    request and response classes made from the pool's descriptors."""
+    """A call to `path` ("package.Service/Method") with one request of `fields` and its
+    answer (a server stream's messages merged into one), the request and response classes
+    made from the pool's descriptors."""
     service, method = path.split("/")
     descriptor = pool.FindServiceByName(service).methods_by_name[method]
-    if descriptor.client_streaming or descriptor.server_streaming:
-        raise ValueError(f"{service}/{method} is a stream; this helper makes unary calls")
+    if descriptor.client_streaming:
+        raise ValueError(f"{service}/{method} takes a stream; this helper sends one request")
     request_class = message_factory.GetMessageClass(descriptor.input_type)
     response_class = message_factory.GetMessageClass(descriptor.output_type)
-    stub = channel.unary_unary(f"/{service}/{method}",
-                               request_serializer=request_class.SerializeToString,
-                               response_deserializer=response_class.FromString)
-    return stub(request_class(**fields), timeout=TIMEOUT, wait_for_ready=True)
+    if not descriptor.server_streaming:
+        stub = channel.unary_unary(f"/{service}/{method}",
+                                   request_serializer=request_class.SerializeToString,
+                                   response_deserializer=response_class.FromString)
+        return stub(request_class(**fields), timeout=TIMEOUT, wait_for_ready=True)
+    # A list answer split into messages (docs/wire.md, "Pages and streamed lists"): one
+    # message with the lists concatenated.
+    stub = channel.unary_stream(f"/{service}/{method}",
+                                request_serializer=request_class.SerializeToString,
+                                response_deserializer=response_class.FromString)
+    merged = response_class()
+    for message in stub(request_class(**fields), timeout=TIMEOUT, wait_for_ready=True):
+        merged.MergeFrom(message)
+    return merged
 
 
 def enum_name(message, field):

@@ -47,6 +47,17 @@ absl::Status CpuBackend::Convert(const ConvertArgs& args) {
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::Fill(const FillArgs& args) {
+  PARAMD_RETURN_IF_ERROR(CheckFill(*this, args));
+  const uint64_t bits = FillBits(args.output.dtype, args.value);
+  const size_t element = ElementSize(args.output.dtype);
+  char* out = static_cast<char*>(args.output.data);
+  for (int64_t i = 0, n = args.output.numel(); i < n; ++i) {
+    std::memcpy(out + i * element, &bits, element);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::Cat(const CatArgs& args) {
   const TensorView& out = args.output;
   PARAMD_RETURN_IF_ERROR(CheckCat(*this, args));

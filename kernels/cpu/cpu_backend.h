@@ -70,6 +70,8 @@ class CpuBackend final : public Backend {
   absl::Status Dropout(const DropoutArgs& args) override;
   absl::Status Cat(const CatArgs& args) override;
   absl::Status Convert(const ConvertArgs& args) override;
+  absl::Status OptimizerStep(const OptimizerStepArgs& args) override;
+  absl::Status Fill(const FillArgs& args) override;
   // Bytes held by the cache of freed blocks (Note [Host block cache]).
   size_t bytes_cached() const;
   // Returns every cached block to the system.

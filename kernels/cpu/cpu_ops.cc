@@ -31,6 +31,9 @@ void ApplyUnaryInPlace(UnaryOp op, float* data, int64_t n) {
 }  // namespace cpu
 
 absl::Status CpuBackend::Supports(const OpQuery& query) const {
+  if (query.kind == OpKind::kOptimizerStep) {
+    return query.dtype == DType::kFloat32 ? absl::OkStatus() : Unsupported(query);
+  }
   return SupportedByBuiltInBackends(query) ? absl::OkStatus() : Unsupported(query);
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/index_math.h"
 #include "kernels/ops.h"
 
 namespace paramd::kernels::cuda {
@@ -93,6 +94,34 @@ struct StridedOffsets {
       const int64_t index = linear % shape[d];
       linear /= shape[d];
       for (int j = 0; j < kOperands; ++j) offsets[j] += index * strides[j][d];
+    }
+  }
+};
+
+// StridedOffsets for fewer than 2^31 elements: the position is split with 32-bit
+// multiply-shift division (index_math.h) instead of emulated 64-bit `/` and `%`; the offsets
+// themselves stay 64-bit (a view may reach far into a larger storage).
+template <int kOperands>
+struct StridedOffsets32 {
+  int rank = 0;
+  FastDivider shape[kMaxRank];
+  int64_t strides[kOperands][kMaxRank] = {};
+
+  StridedOffsets32() = default;
+  explicit StridedOffsets32(const StridedOffsets<kOperands>& wide) : rank(wide.rank) {
+    for (int d = 0; d < rank; ++d) {
+      shape[d] = FastDivider(static_cast<uint32_t>(wide.shape[d]));
+      for (int j = 0; j < kOperands; ++j) strides[j][d] = wide.strides[j][d];
+    }
+  }
+
+  __device__ __forceinline__ void At(int64_t position, int64_t (&offsets)[kOperands]) const {
+    uint32_t linear = static_cast<uint32_t>(position);
+    for (int j = 0; j < kOperands; ++j) offsets[j] = 0;
+    for (int d = rank - 1; d >= 0; --d) {
+      uint32_t index;
+      linear = shape[d].DivMod(linear, &index);
+      for (int j = 0; j < kOperands; ++j) offsets[j] += static_cast<int64_t>(index) * strides[j][d];
     }
   }
 };

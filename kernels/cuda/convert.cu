@@ -66,8 +66,8 @@ cudaError_t VisitDType(DType dtype, Fn&& fn) {
   return cudaErrorInvalidValue;
 }
 
-template <typename Src, typename Dst>
-__global__ void ConvertKernel(const Src* in, Dst* out, int64_t n, StridedOffsets<2> offsets) {
+template <typename Src, typename Dst, typename Offsets>
+__global__ void ConvertKernel(const Src* in, Dst* out, int64_t n, Offsets offsets) {
   PARAMD_GRID_STRIDE(i, n) {
     int64_t at[2];
     offsets.At(i, at);
@@ -119,8 +119,14 @@ cudaError_t LaunchConvert(const ConstTensorView& input, void* out, DType out_dty
     using Src = decltype(src_tag);
     return VisitDType(out_dtype, [&](auto dst_tag) {
       using Dst = decltype(dst_tag);
-      ConvertKernel<Src, Dst><<<BlocksFor(n), kThreads, 0, stream>>>(
-          static_cast<const Src*>(input.data), static_cast<Dst*>(out), n, offsets);
+      if (FitsInt32(n)) {
+        ConvertKernel<<<BlocksFor(n), kThreads, 0, stream>>>(
+            static_cast<const Src*>(input.data), static_cast<Dst*>(out), n,
+            StridedOffsets32<2>(offsets));
+      } else {
+        ConvertKernel<<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const Src*>(input.data),
+                                                             static_cast<Dst*>(out), n, offsets);
+      }
       return cudaGetLastError();
     });
   });

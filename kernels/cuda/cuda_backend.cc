@@ -1,6 +1,7 @@
 #include "kernels/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/context.h"
@@ -29,46 +30,75 @@ absl::Status CudaBackend::Health() const { return DeviceHealth(device_); }
 // ---------------------------------------------------------------------------------------
 // Memory and copies.
 
-absl::StatusOr<void*> CudaBackend::Allocate(size_t nbytes) {
-  PARAMD_RETURN_IF_ERROR(context_->Enter());
-  const size_t limit = limit_.load();
-  const size_t before = in_use_.fetch_add(nbytes);
-  if (limit != 0 && (before + nbytes > limit || before + nbytes < before)) {
-    in_use_.fetch_sub(nbytes);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "allocating ", nbytes, " bytes on cuda:", device_, " would exceed the memory limit of ",
-        limit, " bytes (", before, " in use); free models or raise --max-memory"));
-  }
-  // Zero bytes still gets a distinct valid pointer, as on the CPU.
-  const size_t size = std::max<size_t>(nbytes, 1);
-  void* data = nullptr;
-  cudaError_t error = cudaMallocAsync(&data, size, context_->stream());
-  if (error == cudaErrorMemoryAllocation) {
-    // The pool may hold freed blocks of other sizes: hand them back and try once more.
-    cudaGetLastError();
-    if (cudaStreamSynchronize(context_->stream()) == cudaSuccess &&
-        cudaMemPoolTrimTo(context_->pool(), 0) == cudaSuccess) {
-      error = cudaMallocAsync(&data, size, context_->stream());
+namespace {
+
+// The device's stream-ordered pool, as memory_budget.h's allocation policy sees it.
+class PoolMemory final : public DeviceMemory {
+ public:
+  explicit PoolMemory(const CudaContext& context) : context_(context) {}
+  size_t CachedBytes() override {
+    uint64_t reserved = 0, used = 0;
+    if (cudaMemPoolGetAttribute(context_.pool(), cudaMemPoolAttrReservedMemCurrent, &reserved) !=
+            cudaSuccess ||
+        cudaMemPoolGetAttribute(context_.pool(), cudaMemPoolAttrUsedMemCurrent, &used) !=
+            cudaSuccess) {
+      cudaGetLastError();
+      return 0;
     }
+    return reserved > used ? static_cast<size_t>(reserved - used) : 0;
   }
-  if (error != cudaSuccess) {
-    in_use_.fetch_sub(nbytes);
-    const absl::Status status = CudaStatus(error, "cudaMallocAsync", __FILE__, __LINE__, device_);
-    return absl::Status(status.code(), absl::StrCat("allocating ", nbytes, " bytes on cuda:",
-                                                    device_, " failed: ", status.message()));
+  absl::StatusOr<void*> Allocate(size_t bytes) override {
+    void* data = nullptr;
+    // Zero bytes still gets a distinct valid pointer, as on the CPU.
+    const cudaError_t error =
+        cudaMallocAsync(&data, std::max<size_t>(bytes, 1), context_.stream());
+    if (error == cudaErrorMemoryAllocation) cudaGetLastError();  // not sticky; clear it
+    if (error != cudaSuccess) {
+      return CudaStatus(error, "cudaMallocAsync", __FILE__, __LINE__, context_.device());
+    }
+    return data;
   }
+  void Trim() override {
+    if (cudaStreamSynchronize(context_.stream()) == cudaSuccess) {
+      cudaMemPoolTrimTo(context_.pool(), 0);
+    }
+    cudaGetLastError();
+  }
+
+ private:
+  const CudaContext& context_;
+};
+
+}  // namespace
+
+CudaBackend::CudaBackend(int device, CudaContext* context) : device_(device), context_(context) {
+  // The context's GEMM workspace lives as long as the backend and counts as held.
+  budget_.TryReserve(context->workspace_size(), MemoryKind::kWorkspace);
+}
+
+absl::StatusOr<void*> CudaBackend::Allocate(size_t nbytes) {
+  return AllocateKind(nbytes, MemoryKind::kTensor);
+}
+
+void CudaBackend::Free(void* data, size_t nbytes) { FreeKind(data, nbytes, MemoryKind::kTensor); }
+
+absl::StatusOr<void*> CudaBackend::AllocateKind(size_t nbytes, MemoryKind kind) {
+  PARAMD_RETURN_IF_ERROR(context_->Enter());
+  PoolMemory pool(*context_);
+  const std::string what = absl::StrCat("cuda:", device_);
+  PARAMD_ASSIGN_OR_RETURN(void* data, AllocateCounted(budget_, pool, nbytes, kind, what.c_str()));
   if (reinterpret_cast<uintptr_t>(data) % 64 != 0) {
     // Backend's contract promises 64-byte alignment; the pool gives far more in practice.
     cudaFreeAsync(data, context_->stream());
-    in_use_.fetch_sub(nbytes);
+    budget_.Release(nbytes, kind);
     return absl::InternalError(absl::StrCat("cudaMallocAsync on cuda:", device_,
                                             " returned memory aligned to less than 64 bytes"));
   }
   return data;
 }
 
-void CudaBackend::Free(void* data, size_t nbytes) {
-  in_use_.fetch_sub(nbytes);
+void CudaBackend::FreeKind(void* data, size_t nbytes, MemoryKind kind) {
+  budget_.Release(nbytes, kind);
   // On an unhealthy device the memory is lost with the context anyway.
   if (data == nullptr || !context_->Enter().ok()) return;
   // A failure here can only be a sticky fault, which CudaStatus records for Health().
@@ -78,17 +108,12 @@ void CudaBackend::Free(void* data, size_t nbytes) {
 }
 
 absl::StatusOr<void*> CudaBackend::Scratch(size_t nbytes) {
-  void* data = nullptr;
-  PARAMD_CUDA_RETURN_IF_ERROR(device_,
-                              cudaMallocAsync(&data, std::max<size_t>(nbytes, 1), context_->stream()));
-  return data;
+  return AllocateKind(nbytes, MemoryKind::kScratch);
 }
 
-void CudaBackend::FreeScratch(void* data) {
+void CudaBackend::FreeScratch(void* data, size_t nbytes) {
   if (data == nullptr) return;
-  CudaStatus(cudaFreeAsync(data, context_->stream()), "cudaFreeAsync", __FILE__, __LINE__,
-             device_)
-      .IgnoreError();
+  FreeKind(data, nbytes, MemoryKind::kScratch);
 }
 
 absl::Status CudaBackend::CopyFromHost(void* dst, const void* src, size_t nbytes) {
@@ -127,7 +152,7 @@ absl::Status CudaBackend::CopyWithinDevice(void* dst, const void* src, size_t nb
         first == cudaSuccess
             ? cudaMemcpyAsync(dst, staging, nbytes, cudaMemcpyDeviceToDevice, stream)
             : cudaSuccess;
-    FreeScratch(staging);
+    FreeScratch(staging, nbytes);
     PARAMD_CUDA_RETURN_IF_ERROR(device_, first);
     PARAMD_CUDA_RETURN_IF_ERROR(device_, second);
     return absl::OkStatus();
@@ -188,8 +213,9 @@ absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
                : std::clamp<int64_t>(
                      static_cast<int64_t>(kIm2ColChunkBytes / (image_columns * element)), 1, batch);
     void* columns = nullptr;
+    const size_t column_bytes = direct ? 0 : chunk * image_columns * element;
     if (!direct) {
-      PARAMD_ASSIGN_OR_RETURN(columns, Scratch(chunk * image_columns * element));
+      PARAMD_ASSIGN_OR_RETURN(columns, Scratch(column_bytes));
     }
     absl::Status status;
     for (int64_t n0 = 0; status.ok() && n0 < batch; n0 += chunk) {
@@ -221,7 +247,7 @@ absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
         status = RunGemm(*context_, gemm);
       }
     }
-    FreeScratch(columns);
+    FreeScratch(columns, column_bytes);
     PARAMD_RETURN_IF_ERROR(status);
   }
   if (args.bias != nullptr) {
@@ -323,6 +349,17 @@ absl::Status CudaBackend::Convert(const ConvertArgs& args) {
   PARAMD_CUDA_RETURN_IF_ERROR(
       device_, LaunchConvert(args.input, args.output.data, args.output.dtype, args.output.strides,
                              context_->stream()));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Fill(const FillArgs& args) {
+  PARAMD_RETURN_IF_ERROR(CheckFill(*this, args));
+  if (args.output.numel() == 0) return absl::OkStatus();
+  PARAMD_RETURN_IF_ERROR(context_->Enter());
+  // The value travels as a kernel argument: no host copy, no wait.
+  PARAMD_CUDA_RETURN_IF_ERROR(
+      device_, LaunchFill(args.output.data, args.output.numel(), ElementSize(args.output.dtype),
+                          FillBits(args.output.dtype, args.value), context_->stream()));
   return absl::OkStatus();
 }
 

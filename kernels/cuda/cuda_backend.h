@@ -1,5 +1,6 @@
 // The backend of one GPU (`cuda:N`): device memory from the device's stream-ordered pool
-// (a caching allocator, with the byte ceiling of SetMemoryLimit), copies, and every op
+// (a caching allocator, with the GPU's own byte ceiling, SetMemoryLimit: --max-gpu-memory;
+// kernels/cuda/memory_budget.h), copies, and every op
 // family of kernels/ops.h in float32, float16 and bfloat16 (cat and convert: every dtype).
 // GEMM and convolution run on cuBLASLt (kernels/cuda/gemm.h), the rest on the kernels of
 // kernels/cuda/*.cu.
@@ -22,6 +23,7 @@
 #include <memory>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/memory_budget.h"
 
 namespace paramd::kernels::cuda {
 
@@ -39,8 +41,10 @@ class CudaBackend final : public Backend {
   absl::Status CopyFromHost(void* dst, const void* src, size_t nbytes) override;
   absl::Status CopyToHost(void* dst, const void* src, size_t nbytes) override;
   absl::Status CopyWithinDevice(void* dst, const void* src, size_t nbytes) override;
-  size_t bytes_in_use() const override { return in_use_.load(std::memory_order_relaxed); }
-  void SetMemoryLimit(size_t max_bytes) override { limit_.store(max_bytes); }
+  // What the backend holds: tensors, scratch and staging buffers of ops in flight, the GEMM
+  // workspace. The pool's cached blocks count against the ceiling (trimmed past it).
+  size_t bytes_in_use() const override { return budget_.held(); }
+  void SetMemoryLimit(size_t max_bytes) override { budget_.set_limit(max_bytes); }
   absl::Status Synchronize() override;
 
   absl::Status Supports(const OpQuery& query) const override;
@@ -58,21 +62,24 @@ class CudaBackend final : public Backend {
   absl::Status Dropout(const DropoutArgs& args) override;
   absl::Status Cat(const CatArgs& args) override;
   absl::Status Convert(const ConvertArgs& args) override;
+  absl::Status Fill(const FillArgs& args) override;
 
   // OK while the device has seen no sticky error (Note [Sticky CUDA errors]); for a health
   // check to report the device as not serving.
   absl::Status Health() const;
 
  private:
-  CudaBackend(int device, CudaContext* context) : device_(device), context_(context) {}
-  // Device memory outside the accounting of bytes_in_use (scratch: im2col columns).
+  CudaBackend(int device, CudaContext* context);
+  // Device memory for one op (im2col columns, staging copies), counted in bytes_in_use and
+  // under the ceiling like a tensor's, freed in stream order once the op's work is queued.
   absl::StatusOr<void*> Scratch(size_t nbytes);
-  void FreeScratch(void* data);
+  void FreeScratch(void* data, size_t nbytes);
+  absl::StatusOr<void*> AllocateKind(size_t nbytes, MemoryKind kind);
+  void FreeKind(void* data, size_t nbytes, MemoryKind kind);
 
   const int device_;
   CudaContext* const context_;  // borrowed; lives for the process
-  std::atomic<size_t> in_use_{0};
-  std::atomic<size_t> limit_{0};
+  GpuMemoryBudget budget_;
 };
 
 }  // namespace paramd::kernels::cuda

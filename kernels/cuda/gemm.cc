@@ -6,19 +6,32 @@
 // same ld, so our transposes carry over unchanged. The bias, one value per column of the
 // row-major C, is one value per row of cuBLASLt's D: exactly its BIAS epilogue.
 //
-// Epilogues: cuBLASLt fuses bias, ReLU and GELU, but its GELU is the tanh approximation;
-// PyTorch's exact (erf) GELU and the other activations run as one element-wise pass after
-// a bias-fused product. When cuBLASLt finds no algorithm for a fused epilogue (alignment,
-// an unusual leading dimension), the product runs plain and the same pass applies bias and
-// activation. k == 0 is never given to cuBLASLt: the result is epilogue(bias) (or of zeros).
+// Note [Fused epilogues]
+// cuBLASLt fuses bias, ReLU and GELU, but its GELU is the tanh approximation, and its ReLU
+// epilogue is max(x, 0), which turns NaN into 0 where PyTorch's relu keeps NaN. So only the
+// bias and GELU-tanh are fused; exact (erf) GELU, ReLU and the other activations run as one
+// element-wise pass after a bias-fused product (ReLU commutes with rounding, so a 16-bit
+// result is still rounded once). The bias is fused only when it is 16-byte aligned
+// (CanFuseBias): a view at an odd element offset would fault in cuBLASLt's vector loads;
+// then the same pass adds it. When cuBLASLt finds no algorithm for a fused epilogue
+// (alignment, an unusual leading dimension), the product runs plain and the same pass
+// applies bias and activation; that miss is cached, so the heuristic is not asked again.
+// k == 0 is never given to cuBLASLt: the result is epilogue(bias) (or of zeros).
+//
+// Note [16-bit GEMM numerics]
+// gemm.h promises float32 accumulation for float16 and bfloat16, which goes beyond
+// PyTorch's defaults (torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction and
+// allow_bf16_reduced_precision_reduction are True, letting cuBLAS reduce split-K partial
+// sums in 16 bits). The preference's reduction-scheme mask allows only reductions in the
+// compute type (float32), so a 16-bit product is rounded once, at the end, as on the CPU
+// backend; the tests compare with the CPU at one 16-bit rounding of the result
+// (backend_ops_test.cc: gemm_bf16_large_k).
 #include "kernels/cuda/gemm.h"
 
-#include <map>
 #include <memory>
-#include <tuple>
 
-#include "absl/synchronization/mutex.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/gemm_plan.h"
 #include "kernels/cuda/launch.h"
 #include "base/status_macros.h"
 
@@ -45,44 +58,8 @@ cudaDataType_t CudaType(DType dtype) {
   }
 }
 
-size_t ElementBytes(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
-
-// The largest power of two (up to 256) dividing the address: cuBLASLt picks kernels by the
-// alignment it is promised, and a view's pointer may sit at any element offset.
-uint32_t Alignment(const void* p, int64_t batch_stride_bytes) {
-  uintptr_t bits = reinterpret_cast<uintptr_t>(p) | 256;
-  if (batch_stride_bytes != 0) bits |= static_cast<uintptr_t>(batch_stride_bytes);
-  return static_cast<uint32_t>(bits & (~bits + 1));
-}
-
-// What decides the algorithm: heuristics are costly (tens of microseconds), a forward
-// pass repeats the same shapes, so results are cached per shape.
-using PlanKey = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
-                           bool, int, int64_t, int64_t, int64_t, int64_t, uint32_t, uint32_t,
-                           uint32_t>;
-
-class PlanCache {
- public:
-  bool Find(const PlanKey& key, cublasLtMatmulAlgo_t* algo) {
-    absl::MutexLock lock(&mu_);
-    auto it = plans_.find(key);
-    if (it == plans_.end()) return false;
-    *algo = it->second;
-    return true;
-  }
-  void Insert(const PlanKey& key, const cublasLtMatmulAlgo_t& algo) {
-    absl::MutexLock lock(&mu_);
-    if (plans_.size() > 4096) plans_.clear();
-    plans_.emplace(key, algo);
-  }
-
- private:
-  absl::Mutex mu_;
-  std::map<PlanKey, cublasLtMatmulAlgo_t> plans_ ABSL_GUARDED_BY(mu_);
-};
-
-PlanCache& Plans() {
-  static PlanCache* const cache = new PlanCache;
+PlanCache<cublasLtMatmulAlgo_t>& Plans() {
+  static auto* const cache = new PlanCache<cublasLtMatmulAlgo_t>();
   return *cache;
 }
 
@@ -105,7 +82,6 @@ absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilo
   const GemmArgs& g = gemm.args;
   const int d = context.device();
   const cudaDataType_t type = CudaType(g.dtype);
-  const int64_t element = static_cast<int64_t>(ElementBytes(g.dtype));
 
   cublasLtMatmulDesc_t raw_desc = nullptr;
   PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F,
@@ -143,14 +119,16 @@ absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilo
     }
   }
 
-  const uint32_t align_a = Alignment(g.b, gemm.stride_b * element);
-  const uint32_t align_b = Alignment(g.a, gemm.stride_a * element);
-  const uint32_t align_c = Alignment(g.c, gemm.stride_c * element);
-  const PlanKey key{d,          static_cast<int>(g.dtype), g.m, g.n, g.k, g.lda, g.ldb, g.ldc,
-                    g.trans_a,  g.trans_b, static_cast<int>(epilogue), gemm.batch,
-                    gemm.stride_a, gemm.stride_b, gemm.stride_c, align_a, align_b, align_c};
+  const GemmPlanKey key = MakeGemmPlanKey(d, g, gemm.batch, gemm.stride_a, gemm.stride_b,
+                                          gemm.stride_c, static_cast<int>(epilogue), with_bias);
   cublasLtMatmulAlgo_t algo;
-  if (!Plans().Find(key, &algo)) {
+  const PlanLookup lookup = Plans().Find(key, &algo);
+  // A product cuBLASLt had no algorithm for is not asked again (heuristics cost tens of
+  // microseconds per call); the caller falls back at once.
+  if (lookup == PlanLookup::kNoAlgorithm) {
+    return absl::UnimplementedError("cuBLASLt has no algorithm for this product");
+  }
+  if (lookup == PlanLookup::kUnknown) {
     cublasLtMatmulPreference_t raw_pref = nullptr;
     PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatmulPreferenceCreate(&raw_pref));
     Preference pref(raw_pref);
@@ -158,12 +136,17 @@ absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilo
     PARAMD_CUBLAS_RETURN_IF_ERROR(
         d, cublasLtMatmulPreferenceSetAttribute(raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                 &workspace, sizeof(workspace)));
-    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
-    for (const auto& [attr, value] : alignments) {
+    // Note [16-bit GEMM numerics]: split-K partial sums stay in float32 (the compute
+    // type); reductions in the output type (INPLACE, OUTPUT_TYPE) would round them to 16 bits.
+    const uint32_t reduction = g.dtype == DType::kFloat32 ? CUBLASLT_REDUCTION_SCHEME_MASK
+                                                          : CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> preferences[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c},
+        {CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, reduction}};
+    for (const auto& [attr, value] : preferences) {
       PARAMD_CUBLAS_RETURN_IF_ERROR(
           d, cublasLtMatmulPreferenceSetAttribute(raw_pref, attr, &value, sizeof(value)));
     }
@@ -172,6 +155,7 @@ absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilo
     const cublasStatus_t heuristic = cublasLtMatmulAlgoGetHeuristic(
         context.lt(), raw_desc, raw_a, raw_b, raw_c, raw_c, raw_pref, 1, &result, &found);
     if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED || (heuristic == CUBLAS_STATUS_SUCCESS && found == 0)) {
+      Plans().InsertMiss(key);
       return absl::UnimplementedError("cuBLASLt has no algorithm for this product");
     }
     PARAMD_CUBLAS_RETURN_IF_ERROR(d, heuristic);
@@ -198,22 +182,24 @@ absl::Status RunGemm(CudaContext& context, const BatchedGemm& gemm) {
                                 g.epilogue, /*accumulate=*/false, context.stream()));
     return absl::OkStatus();
   }
-  const bool bias = g.bias != nullptr;
+  // Note [Fused epilogues]: only bias and GELU-tanh go to cuBLASLt; a misaligned bias view
+  // takes the unfused path.
+  const bool bias = CanFuseBias(g.bias);
   cublasLtEpilogue_t fused = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   bool activation_fused = g.epilogue == UnaryOp::kIdentity;
-  if (g.epilogue == UnaryOp::kReLU) {
-    fused = bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
-    activation_fused = true;
-  } else if (g.epilogue == UnaryOp::kGELUTanh) {
+  if (g.epilogue == UnaryOp::kGELUTanh) {
     fused = bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
     activation_fused = true;
   }
   absl::Status status = Matmul(context, gemm, fused, bias);
   if (status.ok()) {
-    if (activation_fused) return absl::OkStatus();
+    const bool bias_left = g.bias != nullptr && !bias;
+    if (activation_fused && !bias_left) return absl::OkStatus();
     PARAMD_CUDA_RETURN_IF_ERROR(
-        d, LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc, nullptr,
-                                g.epilogue, /*accumulate=*/true, context.stream()));
+        d, LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc,
+                                bias_left ? g.bias : nullptr,
+                                activation_fused ? UnaryOp::kIdentity : g.epilogue,
+                                /*accumulate=*/true, context.stream()));
     return absl::OkStatus();
   }
   if (status.code() != absl::StatusCode::kUnimplemented || fused == CUBLASLT_EPILOGUE_DEFAULT) {

@@ -21,6 +21,9 @@ cudaError_t LaunchUnary(const UnaryArgs& args, cudaStream_t stream);
 cudaError_t LaunchBinary(const BinaryArgs& args, cudaStream_t stream);
 // `scale` is 1 / (1 - p) as a float (0 when p == 1), the CPU backend's factor.
 cudaError_t LaunchDropout(const DropoutArgs& args, float scale, cudaStream_t stream);
+// Writes the element `bits` (its low `element_size` bytes: 1, 2, 4 or 8) to `n` elements.
+cudaError_t LaunchFill(void* out, int64_t n, size_t element_size, uint64_t bits,
+                       cudaStream_t stream);
 // For each of `batch` row-major m×n matrices at c + i * stride_c with leading dimension
 // ldc: c[r, j] = act(base + bias[j]) where base is c[r, j] when `accumulate`, else 0.
 // `bias` (n values) may be null. This is the GEMM epilogue that cuBLASLt does not fuse.

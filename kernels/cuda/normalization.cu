@@ -1,6 +1,9 @@
-// batch_norm and layer_norm: one block per channel (batch norm) or row (layer norm),
-// statistics accumulated in double in two passes, as the CPU backend does, so the two
-// backends agree to float32 rounding.
+// batch_norm and layer_norm: statistics (training-mode batch norm: one block per channel;
+// layer norm: one block per row) accumulated in double in two passes, as the CPU backend
+// does, so the two backends agree to float32 rounding. Eval-mode batch norm has no
+// statistics to gather and runs element-wise over the whole tensor (a few dozen channel
+// blocks would leave most of a 132-SM GPU idle), with 32-bit index math below 2^31
+// elements.
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -62,6 +65,34 @@ __global__ void BatchNormKernel(const T* in, T* out, int64_t batch, int64_t chan
   }
 }
 
+// Eval mode: y = x * scale[c] + shift[c] with the running statistics, scale and shift folded
+// in double and rounded to float as BatchNormKernel does, per element.
+template <typename T, typename Index>
+__global__ void BatchNormEvalKernel(const T* in, T* out, Index total, Index inner,
+                                    Index channels, FastDivider inner_div,
+                                    FastDivider channel_div,
+                                    const T* weight, const T* bias, const T* running_mean,
+                                    const T* running_var, double eps) {
+  for (Index at = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; at < total;
+       at += static_cast<Index>(gridDim.x) * blockDim.x) {
+    Index c;
+    if constexpr (sizeof(Index) == 4) {
+      uint32_t channel;
+      channel_div.DivMod(inner_div.Div(at), &channel);
+      c = channel;
+    } else {
+      c = (at / inner) % channels;
+    }
+    const double mean = ToFloat(running_mean[c]);
+    const double invstd = 1.0 / sqrt(static_cast<double>(ToFloat(running_var[c])) + eps);
+    const double w = weight != nullptr ? ToFloat(weight[c]) : 1.0;
+    const double b = bias != nullptr ? ToFloat(bias[c]) : 0.0;
+    const float scale = static_cast<float>(w * invstd);
+    const float shift = static_cast<float>(b - mean * w * invstd);
+    out[at] = FromFloat<T>(ToFloat(in[at]) * scale + shift);
+  }
+}
+
 template <typename T>
 __global__ void LayerNormKernel(const T* in, T* out, int64_t rows, int64_t size, const T* weight,
                                 const T* bias, double eps) {
@@ -97,6 +128,30 @@ cudaError_t LaunchBatchNorm(const BatchNormArgs& args, cudaStream_t stream) {
   int64_t inner = 1;
   for (int d = 2; d < x.rank; ++d) inner *= x.shape[d];
   if (channels == 0) return cudaSuccess;
+  const int64_t total = batch * channels * inner;
+  if (!args.use_batch_stats) {
+    if (total == 0) return cudaSuccess;
+    return DispatchMath(x.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const T* in = static_cast<const T*>(x.data);
+      T* out = static_cast<T*>(args.output.data);
+      const T* w = static_cast<const T*>(args.weight);
+      const T* b = static_cast<const T*>(args.bias);
+      const T* mean = static_cast<const T*>(args.running_mean);
+      const T* var = static_cast<const T*>(args.running_var);
+      if (FitsInt32(total)) {
+        BatchNormEvalKernel<T, uint32_t><<<BlocksFor(total), kThreads, 0, stream>>>(
+            in, out, static_cast<uint32_t>(total), static_cast<uint32_t>(inner),
+            static_cast<uint32_t>(channels), FastDivider(static_cast<uint32_t>(inner)),
+            FastDivider(static_cast<uint32_t>(channels)), w, b, mean, var, args.eps);
+      } else {
+        BatchNormEvalKernel<T, int64_t><<<BlocksFor(total), kThreads, 0, stream>>>(
+            in, out, total, inner, channels, FastDivider(), FastDivider(), w, b, mean, var,
+            args.eps);
+      }
+      return cudaGetLastError();
+    });
+  }
   return DispatchMath(x.dtype, [&](auto tag) {
     using T = decltype(tag);
     BatchNormKernel<T><<<static_cast<unsigned>(channels), kThreads, 0, stream>>>(

@@ -243,6 +243,15 @@ absl::StatusOr<Tensor> Runner::ConvertDType(const Tensor& tensor, DType dtype) {
 }
 
 absl::StatusOr<Tensor> Runner::Scalar(DType dtype, double value) {
+  // The value travels as the fill kernel's argument: on a GPU a Python number in a program
+  // costs no host-to-device copy and no wait for the queue. A backend without Fill gets
+  // the host copy.
+  PARAMD_ASSIGN_OR_RETURN(Tensor out, Empty(dtype, {}));
+  const absl::Status filled = backend_->Fill({.output = MutableView(out), .value = value});
+  if (filled.code() != absl::StatusCode::kUnimplemented) {
+    PARAMD_RETURN_IF_ERROR(filled);
+    return out;
+  }
   PARAMD_ASSIGN_OR_RETURN(Tensor host, Tensor::Full(dtype, {}, value));
   return ToDevice(host);
 }

@@ -157,6 +157,18 @@ absl::Status WriteInto(const Tensor& updated, const Model::TensorWrite& write) {
 
 absl::StatusOr<uint64_t> Model::SetTensors(const std::vector<TensorWrite>& writes,
                                            std::optional<uint64_t> if_version) {
+  if (writes.empty()) {
+    // Nothing to write: no new version. The answer is the version the batch would have
+    // applied to, and a stale if_version is ABORTED with Write's error, as for any write.
+    absl::ReaderMutexLock lock(&mu_);
+    if (if_version && *if_version != version_) {
+      return VersionConflictError(absl::StrCat("model ", QuoteName(name_), " is at version ",
+                                               version_, ", not ", *if_version,
+                                               "; read it again and redo the write"),
+                                  version_);
+    }
+    return version_;
+  }
   return Write(if_version, [&](const std::shared_ptr<Module>& root) -> absl::StatusOr<Commit> {
     // One private copy per tensor object, so that two writes to a tensor (or to two tied
     // names) accumulate, and nothing published is touched before the commit.

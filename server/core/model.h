@@ -96,7 +96,8 @@ class Model {
   // Several SetTensor writes applied all-or-nothing in one new version, in order (a later
   // write to the same tensor, or to a tied name, sees the earlier one). A whole-tensor write
   // whose values already have the tensor's dtype and layout takes those values over without
-  // a copy: callers must not write them afterwards.
+  // a copy: callers must not write them afterwards. An empty batch writes nothing: it
+  // returns the current version (ABORTED for a stale `if_version`, as any write).
   struct TensorWrite {
     std::string key;
     std::optional<Region> region;

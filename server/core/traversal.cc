@@ -104,6 +104,17 @@ Named<Buffer> NamedBuffers(const std::shared_ptr<Module>& root, absl::string_vie
                               [](const Module& m) -> const auto& { return m.buffers(); });
 }
 
+uint64_t StorageBytes(const std::shared_ptr<Module>& root) {
+  absl::flat_hash_set<const Storage*> storages;
+  uint64_t bytes = 0;
+  auto count = [&](const Tensor& tensor) {
+    if (storages.insert(tensor.storage().get()).second) bytes += tensor.storage()->nbytes();
+  };
+  for (const auto& [name, parameter] : NamedParameters(root)) count(parameter->data());
+  for (const auto& [name, buffer] : NamedBuffers(root)) count(buffer->data());
+  return bytes;
+}
+
 absl::StatusOr<std::shared_ptr<Module>> GetSubmodule(const std::shared_ptr<Module>& root,
                                                      absl::string_view target) {
   std::shared_ptr<Module> module = root;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "absl/strings/string_view.h"
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -52,6 +53,10 @@ Named<Parameter> NamedParameters(const std::shared_ptr<Module>& root, absl::stri
                                  bool recurse = true, bool remove_duplicate = true);
 Named<Buffer> NamedBuffers(const std::shared_ptr<Module>& root, absl::string_view prefix = "",
                            bool recurse = true, bool remove_duplicate = true);
+
+// Bytes of tensor memory the tree holds: every parameter's and buffer's storage, each storage
+// counted once however many tensors (tied, shared or views) reach it.
+uint64_t StorageBytes(const std::shared_ptr<Module>& root);
 
 // nn.Module.get_submodule / get_parameter / get_buffer by dotted path. NOT_FOUND with
 // PyTorch's AttributeError text: "Linear has no attribute `foo`", "`weight` is not an

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <filesystem>
 
 #include <algorithm>
 
@@ -154,6 +155,8 @@ absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::LoadFile(const LoadRequ
   }
   PARAMD_ASSIGN_OR_RETURN(MapLocation location, MapLocationOf(request));
   PARAMD_ASSIGN_OR_RETURN(Checkpoint checkpoint, ReadCheckpoint(path));
+  std::error_code size_error;
+  const uint64_t size = std::filesystem::file_size(path, size_error);
   core::StateDictInput input;
   for (CheckpointTensor& entry : checkpoint.entries) {
     PARAMD_RETURN_IF_ERROR(CheckTarget(location, entry.location));
@@ -165,10 +168,13 @@ absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::LoadFile(const LoadRequ
   if (existing.ok()) {
     PARAMD_ASSIGN_OR_RETURN(auto loaded,
                             (*existing)->LoadStateDict(input, request.options, request.if_version));
-    return Loaded{checkpoint.format, false, loaded.first, std::move(loaded.second)};
+    return Loaded{checkpoint.format, false, loaded.first, std::move(loaded.second),
+                  size_error ? 0 : size};
   }
   if (existing.status().code() != absl::StatusCode::kNotFound) return existing.status();
-  return CreateFromCheckpoint(request, checkpoint, input, *registry_);
+  absl::StatusOr<Loaded> created = CreateFromCheckpoint(request, checkpoint, input, *registry_);
+  if (created.ok()) created->size = size_error ? 0 : size;
+  return created;
 }
 
 absl::StatusOr<std::vector<CheckpointStore::Listed>> CheckpointStore::List() const {

@@ -91,6 +91,7 @@ class CheckpointStore {
     bool created = false;
     uint64_t version = 0;
     core::IncompatibleKeys keys;
+    uint64_t size = 0;  // the file's bytes
   };
   // Loads the file into the model (load_state_dict, atomically), or creates the model from
   // the file when it does not exist: from the request's spec, else the file's, at the

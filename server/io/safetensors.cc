@@ -19,8 +19,10 @@
 namespace paramd::io {
 namespace {
 
-// ordered_json keeps `__metadata__` in header order.
-using Json = nlohmann::ordered_json;
+// Objects are std::maps, so a header with n names parses in O(n log n); ordered_json's
+// objects are vectors searched on every insert (quadratic: a 100k-name header took most of
+// a minute). The two orders that show (see Header) are recorded while parsing.
+using Json = nlohmann::json;
 
 struct DTypeCode {
   absl::string_view name;
@@ -160,48 +162,117 @@ absl::StatusOr<HeaderEntry> ParseEntry(const std::string& name, const Json& valu
   return entry;
 }
 
+// The parsed header and the key orders the file has, for the two places order shows:
+// `__metadata__` keeps its header order, and errors name the first bad entry in header
+// order. Tensor order does not depend on the header: entries come in data-offset order.
+struct Header {
+  Json root;                               // an object
+  std::vector<std::string> keys;           // root's keys in header order
+  std::vector<std::string> metadata_keys;  // `__metadata__`'s keys in header order
+};
+
+// Builds a Header from nlohmann's SAX events, noting the first duplicate key. Each event
+// costs O(log n) at most. (nlohmann's parse callbacks cannot be used here: after every
+// object they scan the enclosing object for discarded values, quadratic in its size.)
+class HeaderBuilder {
+ public:
+  explicit HeaderBuilder(Header& header) : header_(header) {}
+
+  bool null() { return Put(nullptr); }
+  bool boolean(bool value) { return Put(value); }
+  bool number_integer(Json::number_integer_t value) { return Put(value); }
+  bool number_unsigned(Json::number_unsigned_t value) { return Put(value); }
+  bool number_float(Json::number_float_t value, const Json::string_t& /*text*/) {
+    return Put(value);
+  }
+  bool string(Json::string_t& value) { return Put(std::move(value)); }
+  bool binary(Json::binary_t& value) { return Put(Json::binary(std::move(value))); }
+  bool start_object(std::size_t /*size*/) { return Open(Json::object()); }
+  bool start_array(std::size_t /*size*/) { return Open(Json::array()); }
+  bool end_object() { return Close(); }
+  bool end_array() { return Close(); }
+  bool key(Json::string_t& key) {
+    Json& object = *open_.back();
+    if (duplicate_depth_ == 0 && object.contains(key)) {
+      duplicate_ = key;
+      duplicate_depth_ = open_.size();
+    }
+    // open_.size() counts the open containers: 1 for the root's keys, 2 for the keys of
+    // an object that is a root value.
+    if (open_.size() == 1) {
+      header_.keys.push_back(key);
+    } else if (open_.size() == 2 && !header_.keys.empty() &&
+               header_.keys.back() == "__metadata__") {
+      header_.metadata_keys.push_back(key);
+    }
+    slot_ = &object[key];  // a duplicate's later value replaces the earlier one
+    return true;
+  }
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const Json::exception& /*error*/) {
+    return false;
+  }
+
+  // The first repeated key and the depth of its object (1: the root); depth 0 if none.
+  const std::string& duplicate() const { return duplicate_; }
+  size_t duplicate_depth() const { return duplicate_depth_; }
+
+ private:
+  // Stores `value` where the parse stands: the root, the slot of the last key, or the end
+  // of the innermost array. Returns where it went.
+  Json* Place(Json value) {
+    if (open_.empty()) {
+      header_.root = std::move(value);
+      return &header_.root;
+    }
+    Json& container = *open_.back();
+    if (container.is_array()) {
+      container.push_back(std::move(value));
+      return &container.back();
+    }
+    *slot_ = std::move(value);
+    return slot_;
+  }
+  bool Put(Json value) {
+    Place(std::move(value));
+    return true;
+  }
+  bool Open(Json container) {
+    open_.push_back(Place(std::move(container)));
+    return true;
+  }
+  bool Close() {
+    open_.pop_back();
+    return true;
+  }
+
+  Header& header_;
+  std::vector<Json*> open_;  // the open containers, innermost last
+  Json* slot_ = nullptr;     // the value slot of the innermost object's last key
+  std::string duplicate_;
+  size_t duplicate_depth_ = 0;
+};
+
 // Reads the header JSON, refusing duplicate keys at any depth (nlohmann keeps the last
 // one silently; the format disallows them).
-absl::StatusOr<Json> ParseHeaderJson(absl::string_view header) {
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  size_t duplicate_depth = 0;
-  Json::parser_callback_t callback = [&](int /*depth*/, Json::parse_event_t event, Json& parsed) {
-    switch (event) {
-      case Json::parse_event_t::object_start:
-        open_objects.emplace_back();
-        break;
-      case Json::parse_event_t::object_end:
-        if (!open_objects.empty()) open_objects.pop_back();
-        break;
-      case Json::parse_event_t::key:
-        if (!open_objects.empty() && parsed.is_string() && duplicate_depth == 0 &&
-            !open_objects.back().insert(parsed.get_ref<const std::string&>()).second) {
-          duplicate = parsed.get_ref<const std::string&>();
-          duplicate_depth = open_objects.size();
-        }
-        break;
-      default:
-        break;
-    }
-    return true;
-  };
-  Json root = Json::parse(header.begin(), header.end(), callback, /*allow_exceptions=*/false);
-  if (root.is_discarded()) {
+absl::StatusOr<Header> ParseHeaderJson(absl::string_view header) {
+  Header parsed;
+  HeaderBuilder builder(parsed);
+  if (!Json::sax_parse(header.begin(), header.end(), &builder)) {
     return Invalid("safetensors header is not valid JSON (InvalidHeaderDeserialization)");
   }
-  if (duplicate_depth == 1) {
-    return Invalid("safetensors header has the key ", QuoteName(duplicate),
+  if (builder.duplicate_depth() == 1) {
+    return Invalid("safetensors header has the key ", QuoteName(builder.duplicate()),
                    " more than once; each tensor name may appear once");
   }
-  if (duplicate_depth > 1) {
-    return Invalid("safetensors header repeats the key ", QuoteName(duplicate),
+  if (builder.duplicate_depth() > 1) {
+    return Invalid("safetensors header repeats the key ", QuoteName(builder.duplicate()),
                    " inside an object; duplicate keys are not allowed");
   }
-  if (!root.is_object()) {
-    return Invalid("safetensors header must be a JSON object, not a ", root.type_name());
+  if (!parsed.root.is_object()) {
+    return Invalid("safetensors header must be a JSON object, not a ", parsed.root.type_name());
   }
-  return root;
+  return parsed;
 }
 
 // A tensor's bytes in C order, handed to `sink` without a copy when it is a contiguous
@@ -310,24 +381,25 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
   if (header.empty() || header.front() != '{') {
     return Invalid("safetensors header must start with '{' (InvalidHeaderStart)");
   }
-  PARAMD_ASSIGN_OR_RETURN(Json root, ParseHeaderJson(header));
+  PARAMD_ASSIGN_OR_RETURN(const Header parsed, ParseHeaderJson(header));
 
   SafetensorsFile file;
   std::vector<HeaderEntry> entries;
-  for (const auto& item : root.items()) {
-    const std::string& key = item.key();
-    const Json& value = item.value();
+  entries.reserve(parsed.keys.size());
+  for (const std::string& key : parsed.keys) {
+    const Json& value = *parsed.root.find(key);
     if (key == "__metadata__") {
       if (!value.is_object()) {
         return Invalid("safetensors __metadata__ must be an object of strings, not a ",
                        value.type_name());
       }
-      for (const auto& meta : value.items()) {
-        if (!meta.value().is_string()) {
-          return Invalid("safetensors __metadata__ value for ", QuoteName(meta.key()),
-                         " must be a string, not a ", meta.value().type_name());
+      for (const std::string& meta_key : parsed.metadata_keys) {
+        const Json& meta = *value.find(meta_key);
+        if (!meta.is_string()) {
+          return Invalid("safetensors __metadata__ value for ", QuoteName(meta_key),
+                         " must be a string, not a ", meta.type_name());
         }
-        file.metadata.emplace_back(meta.key(), meta.value().get_ref<const std::string&>());
+        file.metadata.emplace_back(meta_key, meta.get_ref<const std::string&>());
       }
       continue;
     }

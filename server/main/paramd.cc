@@ -12,10 +12,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -26,13 +28,18 @@
 #include "server/io/checkpoint_dir.h"
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
+#include "server/main/cgroup.h"
+#include "server/main/flags.h"
 #include "server/main/heap_trimmer.h"
+#include "server/main/library_logs.h"
+#include "server/main/metrics_endpoint.h"
 #include "server/main/security.h"
 #include "server/service/server.h"
 
 namespace {
 
 using paramd::common::Log;
+using paramd::main::Flags;
 
 // "8G", "512M", "64K" or plain bytes.
 std::optional<size_t> ParseBytes(std::string text) {
@@ -57,170 +64,27 @@ std::optional<size_t> ParseBytes(std::string text) {
 // A cached free tensor block that no allocation took for this long goes back to the system.
 constexpr int64_t kBlockCacheIdleNs = int64_t{5'000'000'000};
 
-size_t DefaultMemoryLimit() {
+// --max-memory's default. Without a cgroup limit: 80% of physical memory. Under a cgroup
+// memory limit (a container's, a pod's, a systemd unit's) the kernel kills the whole process
+// at the limit, so the tensors get what is left after the rest of the process: gRPC's
+// buffers (`max_transport_memory`), and about 256 MiB for the code, idle per-thread buffers
+// and the heap's slack (docs/daemon.md "Memory"), and at least a fifth of the limit; half
+// the limit when that leaves less. `source`: "cgroup" or "physical memory".
+size_t DefaultMemoryLimit(const std::string& cgroup_root, size_t max_transport_memory,
+                          std::string& source) {
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page_size = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page_size <= 0) return 0;
-  return static_cast<size_t>(pages) / 10 * 8 * static_cast<size_t>(page_size);
-}
-
-struct Flags {
-  std::string listen = "127.0.0.1:50051";
-  std::string data_dir = "paramd-data";
-  std::string max_memory;
-  std::string shutdown_grace = "10";
-  std::string checkpoint_dir;
-  std::string snapshot_interval = "300";
-  std::string workers;
-  std::string max_queued_calls = "64";
-  std::string max_upload_size = "256G";
-  std::string upload_expiry = "24h";
-  std::string stream_idle_timeout = "60s";
-  std::string max_transport_memory = "256M";
-  std::string max_state_dict_keys = std::to_string(paramd::core::kDefaultMaxStateDictKeys);
-  // Security (security.h, docs/daemon.md "Security").
-  std::string tls_cert;
-  std::string tls_key;
-  std::string tls_client_ca;
-  std::string auth_tokens;
-  std::string allow_insecure;  // a switch: "1" when given
-};
-
-struct FlagDef {
-  const char* name;
-  const char* value_name;  // nullptr: a switch, which takes no value
-  const char* help;
-  std::string Flags::*field;
-};
-
-constexpr FlagDef kFlags[] = {
-    {"listen", "HOST:PORT",
-     "Address to serve on (default 127.0.0.1:50051: loopback only; 0.0.0.0:PORT serves other "
-     "machines). Port 0 picks a free port; the start log line says which.",
-     &Flags::listen},
-    {"data-dir", "DIR",
-     "Directory for the daemon's own files, created on first start "
-     "(default ./paramd-data). It keeps each model's latest snapshot (DIR/models), from which "
-     "the daemon restores its models when it starts.",
-     &Flags::data_dir},
-    {"checkpoint-dir", "DIR",
-     "The only directory clients' checkpoint paths (Save, Load, Upload, Download) may name; "
-     "created when missing (default DATA_DIR/checkpoints).",
-     &Flags::checkpoint_dir},
-    {"snapshot-interval", "SECONDS",
-     "Seconds between snapshots of the models that changed (default 300; 0: only on "
-     "SIGTERM and on request).",
-     &Flags::snapshot_interval},
-    {"max-memory", "BYTES",
-     "Most bytes of tensor memory on the CPU, e.g. 8G, 512M or 1073741824. Past it requests "
-     "fail with RESOURCE_EXHAUSTED instead of the process running out of memory (default: 80% "
-     "of physical memory).",
-     &Flags::max_memory},
-    {"workers", "N",
-     "Worker threads for the heavy calls: tensor writes, checkpoint saves, loads and "
-     "uploads, forwards, model creation and moves, snapshots (default: the number of CPU "
-     "cores). Cheap calls such as Health, listings and reads of a pinned version never wait "
-     "for them.",
-     &Flags::workers},
-    {"max-queued-calls", "N",
-     "Heavy calls that may wait for a worker beyond the N running (default 64); past it a "
-     "call gets RESOURCE_EXHAUSTED (\"N calls queued; retry\") before its request is read.",
-     &Flags::max_queued_calls},
-    {"max-upload-size", "BYTES",
-     "Largest file a client may upload (Checkpoints.Upload), e.g. 64G (default 256G); an "
-     "upload declaring more gets INVALID_ARGUMENT, one that does not fit the checkpoint "
-     "directory's free space RESOURCE_EXHAUSTED.",
-     &Flags::max_upload_size},
-    {"upload-expiry", "DURATION",
-     "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
-     "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
-    {"max-transport-memory", "BYTES",
-     "Most bytes gRPC may hold in receive buffers for all connections together (default "
-     "256M; 0: no bound). Near it gRPC shrinks flow-control windows; past it it cancels "
-     "streams with RESOURCE_EXHAUSTED, so one oversized message cannot be buffered whole. "
-     "Below 128M concurrent bulk writers get cancelled too.",
-     &Flags::max_transport_memory},
-    {"stream-idle-timeout", "DURATION",
-     "A tensor write stream (SetTensor, SetTensors, Register*, LoadStateDict) that sends no "
-     "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
-     "and frees the memory its tensors reserved (default 60s; 0: never).",
-     &Flags::stream_idle_timeout},
-    {"max-state-dict-keys", "N",
-     "Most state_dict keys a model may have, counting a shared module's tensors once per "
-     "path as PyTorch lists them; the same limit bounds its module paths (default 1048576). "
-     "A spec, checkpoint, RegisterParameter, RegisterBuffer or TieParameters past it gets "
-     "INVALID_ARGUMENT naming the count, and nothing is built or changed.",
-     &Flags::max_state_dict_keys},
-    {"shutdown-grace", "SECONDS",
-     "Seconds in-flight calls get to finish after SIGTERM or SIGINT before they are cancelled "
-     "(default 10).",
-     &Flags::shutdown_grace},
-    {"tls-cert", "FILE",
-     "Serve TLS with this PEM certificate (chain); needs --tls-key. "
-     "Re-read when the file changes.",
-     &Flags::tls_cert},
-    {"tls-key", "FILE", "The PEM private key of --tls-cert. Re-read when the file changes.",
-     &Flags::tls_key},
-    {"tls-client-ca", "FILE",
-     "Mutual TLS: every client must present a certificate signed by "
-     "a CA in this PEM file. Re-read when the file changes.",
-     &Flags::tls_client_ca},
-    {"auth-tokens", "FILE",
-     "Require a bearer token on every call: one 'NAME ROLE sha256:HEX' "
-     "line per token, ROLE read, write or admin (paramctl hash-token prints the hash). "
-     "Re-read when the file changes and on SIGHUP; a malformed file keeps the old tokens.",
-     &Flags::auth_tokens},
-    {"allow-insecure", nullptr,
-     "Serve beyond loopback (e.g. --listen 0.0.0.0:PORT) without "
-     "both TLS and --auth-tokens. Without it paramd refuses to start so.",
-     &Flags::allow_insecure},
-};
-
-void PrintHelp() {
-  std::cout << "paramd: the paramd model-parameter server.\n\n"
-               "usage: paramd [FLAGS]\n\n"
-               "Serves paramd.v1.Models and paramd.v1.Parameters over gRPC, with the standard\n"
-               "grpc.health.v1.Health service and server reflection. paramctl is its admin CLI.\n"
-               "SIGTERM stops taking calls, lets in-flight ones finish, snapshots every model\n"
-               "and exits 0 (1 when a final snapshot failed).\n\nflags:\n";
-  for (const FlagDef& flag : kFlags) {
-    std::cout << "  --" << flag.name << (flag.value_name ? " " : "")
-              << (flag.value_name ? flag.value_name : "") << "\n      " << flag.help << "\n";
+  const size_t physical = pages > 0 && page_size > 0
+                              ? static_cast<size_t>(pages) * static_cast<size_t>(page_size)
+                              : 0;
+  const std::optional<size_t> cgroup = paramd::main::CgroupMemoryLimit(cgroup_root);
+  if (!cgroup || (physical > 0 && *cgroup >= physical)) {
+    source = "physical memory";
+    return physical / 10 * 8;
   }
-  std::cout << "  --help\n      Print this text.\n";
-}
-
-// Parses `--name VALUE` and `--name=VALUE`. Returns an error message, or "" when fine.
-std::string ParseFlags(int argc, char** argv, Flags& flags, bool& help) {
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      help = true;
-      continue;
-    }
-    if (arg.rfind("--", 0) != 0) return absl::StrCat("unexpected argument '", arg, "'");
-    std::string name = arg.substr(2);
-    std::optional<std::string> value;
-    if (const size_t eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    const FlagDef* def = nullptr;
-    for (const FlagDef& flag : kFlags) {
-      if (name == flag.name) def = &flag;
-    }
-    if (def == nullptr) return absl::StrCat("unknown flag '--", name, "'; see paramd --help");
-    if (def->value_name == nullptr) {
-      if (value) return absl::StrCat("--", name, " takes no value");
-      value = "1";
-    }
-    if (!value) {
-      if (i + 1 >= argc) return absl::StrCat("--", name, " needs a value (", def->value_name, ")");
-      value = argv[++i];
-    }
-    flags.*(def->field) = *value;
-  }
-  return "";
+  source = "cgroup";
+  const size_t reserve = std::max(*cgroup / 5, max_transport_memory + (size_t{256} << 20));
+  return reserve < *cgroup / 2 ? *cgroup - reserve : *cgroup / 2;
 }
 
 // The checkpoint store's flags; an error message, or "" when fine.
@@ -251,12 +115,17 @@ int Fail(const std::string& message) {
 struct Settings {
   double shutdown_grace = 0;
   size_t max_memory = 0;
+  std::string max_memory_source;  // "flag", "cgroup" or "physical memory"
+  size_t max_gpu_memory = 0;
   int workers = 0;
   int max_queued_calls = 0;
   double snapshot_interval = 0;
   absl::Duration stream_idle_timeout;
+  absl::Duration keepalive_min_interval;
   size_t max_transport_memory = 0;
   uint64_t max_state_dict_keys = 0;
+  size_t metrics_max_models = 0;
+  paramd::common::LogFormat log_format = paramd::common::LogFormat::kText;
 };
 
 // Fills `settings` from `flags`; the usage error for the first bad value, or "".
@@ -266,14 +135,30 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
     return absl::StrCat("--shutdown-grace '", flags.shutdown_grace,
                         "' is not a number of seconds");
   }
-  settings.max_memory = DefaultMemoryLimit();
+  if (auto parsed = ParseBytes(flags.max_transport_memory)) {
+    settings.max_transport_memory = *parsed;
+  } else {
+    return absl::StrCat("--max-transport-memory '", flags.max_transport_memory,
+                        "' is not a size like 1G, 256M or 1048576");
+  }
+  settings.max_memory = DefaultMemoryLimit(flags.cgroup_root, settings.max_transport_memory,
+                                           settings.max_memory_source);
   if (!flags.max_memory.empty()) {
+    settings.max_memory_source = "flag";
     auto parsed = ParseBytes(flags.max_memory);
     if (!parsed) {
       return absl::StrCat("--max-memory '", flags.max_memory,
                           "' is not a size like 8G, 512M or 1048576");
     }
     settings.max_memory = *parsed;
+  }
+  if (!flags.max_gpu_memory.empty()) {
+    auto parsed = ParseBytes(flags.max_gpu_memory);
+    if (!parsed) {
+      return absl::StrCat("--max-gpu-memory '", flags.max_gpu_memory,
+                          "' is not a size like 8G, 512M or 1048576");
+    }
+    settings.max_gpu_memory = *parsed;
   }
   const unsigned cores = std::thread::hardware_concurrency();
   settings.workers = cores == 0 ? 2 : static_cast<int>(cores);
@@ -291,12 +176,6 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
     return absl::StrCat("--snapshot-interval '", flags.snapshot_interval,
                         "' is not a number of seconds");
   }
-  if (auto parsed = ParseBytes(flags.max_transport_memory)) {
-    settings.max_transport_memory = *parsed;
-  } else {
-    return absl::StrCat("--max-transport-memory '", flags.max_transport_memory,
-                        "' is not a size like 1G, 256M or 1048576");
-  }
   if (flags.stream_idle_timeout == "0") {
     settings.stream_idle_timeout = absl::ZeroDuration();
   } else if (!absl::ParseDuration(flags.stream_idle_timeout, &settings.stream_idle_timeout) ||
@@ -308,6 +187,20 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
       settings.max_state_dict_keys < 1) {
     return absl::StrCat("--max-state-dict-keys '", flags.max_state_dict_keys,
                         "' is not a number of keys (1 or more)");
+  }
+  if (!absl::ParseDuration(flags.keepalive_min_interval, &settings.keepalive_min_interval) ||
+      settings.keepalive_min_interval < absl::ZeroDuration()) {
+    return absl::StrCat("--keepalive-min-interval '", flags.keepalive_min_interval,
+                        "' is not a duration like 10s, 500ms or 1m");
+  }
+  if (!absl::SimpleAtoi(flags.metrics_max_models, &settings.metrics_max_models)) {
+    return absl::StrCat("--metrics-max-models '", flags.metrics_max_models,
+                        "' is not a number of models (0 or more)");
+  }
+  if (flags.log_format == "json") {
+    settings.log_format = paramd::common::LogFormat::kJson;
+  } else if (flags.log_format != "text") {
+    return absl::StrCat("--log-format '", flags.log_format, "' is not text or json");
   }
   return "";
 }
@@ -386,12 +279,15 @@ void ForwardStopSignalsToMainThread() {
 int main(int argc, char** argv) {
   Flags flags;
   bool help = false;
-  if (std::string error = ParseFlags(argc, argv, flags, help); !error.empty()) {
+  std::vector<std::string> environment;
+  for (char** entry = environ; *entry != nullptr; ++entry) environment.emplace_back(*entry);
+  if (std::string error = paramd::main::ParseFlags(argc, argv, environment, flags, help);
+      !error.empty()) {
     std::cerr << "paramd: " << error << "\n";
     return 2;
   }
   if (help) {
-    PrintHelp();
+    paramd::main::PrintHelp(std::cout);
     return 0;
   }
   Settings settings;
@@ -399,13 +295,12 @@ int main(int argc, char** argv) {
     std::cerr << "paramd: " << error << "\n";
     return 2;
   }
-  const double grace = settings.shutdown_grace;
-  const size_t max_memory = settings.max_memory;
-  const int workers = settings.workers;
-  const int max_queued_calls = settings.max_queued_calls;
-  const double snapshot_interval = settings.snapshot_interval;
+  paramd::common::SetLogFormat(settings.log_format);
+  // JSON only: the text format keeps the libraries' own lines as they always were.
+  if (settings.log_format == paramd::common::LogFormat::kJson) paramd::main::RouteLibraryLogs();
   paramd::service::ServerOptions server_options{
-      .listen = flags.listen, .workers = workers, .max_queued_calls = max_queued_calls};
+      .listen = flags.listen, .health_listen = flags.health_listen,
+      .workers = settings.workers, .max_queued_calls = settings.max_queued_calls};
   std::unique_ptr<paramd::service::Authenticator> auth;
   if (std::string error =
           paramd::main::ConfigureSecurity({flags.tls_cert, flags.tls_key, flags.tls_client_ca,
@@ -425,8 +320,9 @@ int main(int argc, char** argv) {
   paramd::main::PrepareReloadSignal();
 
   if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) {
-    (*cpu)->SetMemoryLimit(max_memory);
+    (*cpu)->SetMemoryLimit(settings.max_memory);
   }
+  paramd::kernels::SetGpuMemoryLimit(settings.max_gpu_memory);
 
   const std::filesystem::path data_dir = flags.data_dir;
   std::error_code error;
@@ -462,9 +358,15 @@ int main(int argc, char** argv) {
   server_options.checkpoints = &checkpoints;
   server_options.snapshots = snapshots->get();
   server_options.stream_idle_timeout = settings.stream_idle_timeout;
+  server_options.keepalive_min_interval = settings.keepalive_min_interval;
   server_options.max_transport_memory = settings.max_transport_memory;
+  paramd::service::Metrics metrics(
+      {.max_models = settings.metrics_max_models, .max_memory = settings.max_memory}, &registry);
+  server_options.metrics = &metrics;
   auto server = paramd::service::Server::Start(server_options, &registry);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  auto metrics_endpoint = paramd::main::MetricsEndpoint::Start(flags.metrics_listen, metrics);
+  if (!metrics_endpoint.ok()) return Fail(std::string(metrics_endpoint.status().message()));
   paramd::main::Reloader reloader(auth.get(), server_options.tls.enabled());
   // Gives back what a burst of traffic or a refused message left free in the heap, and the
   // cached tensor blocks no write took for five seconds (docs/daemon.md, "Memory").
@@ -477,24 +379,30 @@ int main(int argc, char** argv) {
   auto gpus = paramd::kernels::QueryGpus();
   Log("info", "paramd started",
       {{"listen", (*server)->address()},
+       {"health", (*server)->health_address()},
        {"data_dir", data_dir.string()},
        {"checkpoint_dir", checkpoint_dir->root()},
        {"restored_models", std::to_string(restored)},
-       {"max_memory", std::to_string(max_memory)},
-       {"workers", std::to_string(workers)},
-       {"max_queued_calls", std::to_string(max_queued_calls)},
+       {"max_memory", std::to_string(settings.max_memory)},
+       {"max_memory_from", settings.max_memory_source},
+       {"max_gpu_memory", std::to_string(settings.max_gpu_memory)},
+       {"workers", std::to_string(settings.workers)},
+       {"max_queued_calls", std::to_string(settings.max_queued_calls)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
+       {"keepalive_min_interval", absl::FormatDuration(settings.keepalive_min_interval)},
        {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},
+       {"metrics", *metrics_endpoint ? (*metrics_endpoint)->address() : "off"},
        {"gpus", gpus.ok() ? std::to_string(gpus->size()) : "0"},
        {"pid", std::to_string(getpid())}});
 
-  const int signal_number = WaitForStop(stop_signals, snapshot_interval, **snapshots);
+  const int signal_number = WaitForStop(stop_signals, settings.snapshot_interval, **snapshots);
   Log("info", "paramd stopping",
       {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
-       {"grace_seconds", absl::StrCat(grace)}});
-  (*server)->Shutdown(grace);
+       {"grace_seconds", absl::StrCat(settings.shutdown_grace)}});
+  (*server)->Shutdown(settings.shutdown_grace);
   (*server)->Wait();
+  metrics_endpoint->reset();  // no scrape may outlive what it reads
   const bool saved = Snapshot(**snapshots, "shutdown");
   Log(saved ? "info" : "error", "paramd stopped",
       {{"models", std::to_string(registry.List().size())},

@@ -1,6 +1,6 @@
 // Answers too long for one message, sent as a stream of bounded ones (docs/wire.md, "Pages
 // and streamed lists"): a load's missing and unexpected keys, a refused load's whole error
-// text, a long repr. A client's default receive limit is 4 MiB per message; each message
+// text, a long repr, NamedModules, the checkpoint files, the snapshots taken. A client's default receive limit is 4 MiB per message; each message
 // here carries at most kMaxListBytesPerMessage of text, so none comes near it, however long
 // the whole answer.
 //
@@ -49,28 +49,47 @@ inline std::vector<absl::string_view> TextPieces(absl::string_view text) {
   return pieces;
 }
 
+// Builds a list answer as several messages: copies of a head message (the version, say),
+// each holding items of at most kMaxListBytesPerMessage bytes in all, or one larger item.
+template <typename Message>
+class MessageSplitter {
+ public:
+  explicit MessageSplitter(Message head) : head_(std::move(head)), messages_(1, head_) {}
+
+  // The message an item of about `bytes` bytes goes into: the last one, or a new copy of
+  // the head when the item would take the last one past the limit.
+  Message* Room(size_t bytes) {
+    if (bytes_ > 0 && bytes_ + bytes > kMaxListBytesPerMessage) {
+      messages_.push_back(head_);
+      bytes_ = 0;
+    }
+    bytes_ += bytes;
+    return &messages_.back();
+  }
+  // At least one message.
+  std::vector<Message> Take() && { return std::move(messages_); }
+
+ private:
+  const Message head_;
+  std::vector<Message> messages_;
+  size_t bytes_ = 0;
+};
+
 // The messages of a load's answer: copies of `head` (version, created, format) that carry,
 // in order, the missing keys, the unexpected keys, then `error_text` in pieces, each at most
 // kMaxListBytesPerMessage of them (or one longer key). At least one message.
 template <typename Message>
 std::vector<Message> SplitLoadAnswer(const Message& head, const core::IncompatibleKeys& keys,
                                      absl::string_view error_text) {
-  std::vector<Message> messages(1, head);
-  size_t bytes = 0;
-  auto room = [&](size_t size) {
-    if (bytes > 0 && bytes + size > kMaxListBytesPerMessage) {
-      messages.push_back(head);
-      bytes = 0;
-    }
-    bytes += size;
-    return &messages.back();
-  };
-  for (const std::string& key : keys.missing_keys) room(key.size())->add_missing_keys(key);
-  for (const std::string& key : keys.unexpected_keys) room(key.size())->add_unexpected_keys(key);
-  for (absl::string_view piece : TextPieces(error_text)) {
-    room(piece.size())->set_error_text(std::string(piece));
+  MessageSplitter<Message> out(head);
+  for (const std::string& key : keys.missing_keys) out.Room(key.size())->add_missing_keys(key);
+  for (const std::string& key : keys.unexpected_keys) {
+    out.Room(key.size())->add_unexpected_keys(key);
   }
-  return messages;
+  for (absl::string_view piece : TextPieces(error_text)) {
+    out.Room(piece.size())->set_error_text(std::string(piece));
+  }
+  return std::move(out).Take();
 }
 
 // What a streamed answer sends: its messages, then its status.

@@ -56,6 +56,15 @@ constexpr MethodRole kMethodRoles[] = {
     {"/paramd.v1.Checkpoints/Download", Role::kRead},
     {"/paramd.v1.Checkpoints/Snapshot", Role::kAdmin},
     {"/paramd.v1.Inference/Forward", Role::kRead},
+    {"/paramd.v1.Training/CreateOptimizer", Role::kAdmin},
+    {"/paramd.v1.Training/PushGradients", Role::kWrite},
+    {"/paramd.v1.Training/Step", Role::kWrite},
+    {"/paramd.v1.Training/ZeroGrad", Role::kWrite},
+    {"/paramd.v1.Training/GetOptimizerState", Role::kRead},
+    {"/paramd.v1.Training/LoadOptimizerState", Role::kAdmin},
+    {"/paramd.v1.Training/SetHyperparameters", Role::kWrite},
+    {"/paramd.v1.Training/DeleteOptimizer", Role::kAdmin},
+    {"/paramd.v1.Training/ListOptimizers", Role::kRead},
     {"/grpc.health.v1.Health/Check", Role::kOpen},
     {"/grpc.health.v1.Health/Watch", Role::kOpen},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Role::kOpen},
@@ -238,6 +247,29 @@ size_t Authenticator::size() const {
   return tokens_->size();
 }
 
+const Token* Authenticator::Find(absl::string_view bearer,
+                                 std::shared_ptr<const std::vector<Token>>& tokens) const {
+  {
+    absl::MutexLock lock(&mu_);
+    tokens = tokens_;
+  }
+  const std::string hash = HashToken(bearer).substr(7);
+  // Every entry is compared, in constant time, whether or not one matched already.
+  const Token* found = nullptr;
+  for (const Token& token : *tokens) {
+    if (CRYPTO_memcmp(token.sha256_hex.data(), hash.data(), hash.size()) == 0) found = &token;
+  }
+  return found;
+}
+
+std::string Authenticator::TokenName(const grpc::ServerContextBase& context) const {
+  const std::optional<std::string> bearer = BearerToken(context);
+  if (!bearer || bearer->empty()) return "none";
+  std::shared_ptr<const std::vector<Token>> tokens;
+  const Token* found = Find(*bearer, tokens);
+  return found == nullptr ? "unknown" : found->name;
+}
+
 grpc::Status Authenticator::Check(const grpc::ServerContextBase& context, absl::string_view method,
                                   Role needed) const {
   const std::optional<std::string> bearer = BearerToken(context);
@@ -248,16 +280,7 @@ grpc::Status Authenticator::Check(const grpc::ServerContextBase& context, absl::
                                "--token or PARAMD_TOKEN; paramd.connect(token=...))"));
   }
   std::shared_ptr<const std::vector<Token>> tokens;
-  {
-    absl::MutexLock lock(&mu_);
-    tokens = tokens_;
-  }
-  const std::string hash = HashToken(*bearer).substr(7);
-  // Every entry is compared, in constant time, whether or not one matched already.
-  const Token* found = nullptr;
-  for (const Token& token : *tokens) {
-    if (CRYPTO_memcmp(token.sha256_hex.data(), hash.data(), hash.size()) == 0) found = &token;
-  }
+  const Token* found = Find(*bearer, tokens);
   if (found == nullptr) {
     return Refuse(method, "unknown", grpc::StatusCode::UNAUTHENTICATED,
                   "the bearer token is not one this paramd accepts (--auth-tokens); check the "

@@ -70,6 +70,10 @@ class Authenticator {
   grpc::Status Check(const grpc::ServerContextBase& context, absl::string_view method,
                      Role needed) const;
 
+  // The name of the token the call carries, for logs: "none" without one, "unknown" for
+  // one the file does not hold. Never the token itself.
+  std::string TokenName(const grpc::ServerContextBase& context) const;
+
   const std::string& path() const { return path_; }
   size_t size() const;
 
@@ -82,6 +86,9 @@ class Authenticator {
   explicit Authenticator(std::string path) : path_(std::move(path)) {}
   static std::optional<Stamp> StampOf(const std::string& path);
   absl::StatusOr<std::pair<std::vector<Token>, Stamp>> Read() const;
+  // The token `bearer` is, or null; `tokens` keeps it alive.
+  const Token* Find(absl::string_view bearer,
+                    std::shared_ptr<const std::vector<Token>>& tokens) const;
 
   const std::string path_;
   mutable absl::Mutex mu_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "server/service/answer_stream.h"
 #include "server/service/status_util.h"
@@ -206,11 +207,17 @@ grpc::ServerUnaryReactor* CheckpointsService::Save(grpc::CallbackServerContext* 
     return Logged("save checkpoint", request->model(), Guard([&]() -> absl::Status {
                     PARAMD_ASSIGN_OR_RETURN(std::optional<io::CheckpointFormat> format,
                                             FormatOf(request->format()));
+                    const absl::Time start = absl::Now();
                     PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Saved saved,
                                             store_->Save({.model = request->model(),
                                                           .path = request->path(),
                                                           .format = format,
                                                           .keep_vars = request->keep_vars()}));
+                    if (metrics_ != nullptr) {
+                      metrics_->ObserveCheckpoint(Metrics::CheckpointOp::kSave,
+                                                  absl::ToDoubleSeconds(absl::Now() - start),
+                                                  saved.size);
+                    }
                     response->set_path(request->path());
                     response->set_format(ToProto(saved.format));
                     response->set_version(saved.version);
@@ -237,7 +244,12 @@ grpc::ServerWriteReactor<v1::LoadResponse>* CheckpointsService::Load(
         io::CheckpointStore::LoadRequest load = LoadRequestOf(*request);
         load.options.cancelled = [context] { return context->IsCancelled(); };
         load.options.found = &keys;
+        const absl::Time start = absl::Now();
         PARAMD_ASSIGN_OR_RETURN(io::CheckpointStore::Loaded loaded, store_->Load(load));
+        if (metrics_ != nullptr) {
+          metrics_->ObserveCheckpoint(Metrics::CheckpointOp::kLoad,
+                                      absl::ToDoubleSeconds(absl::Now() - start), loaded.size);
+        }
         head.set_format(ToProto(loaded.format));
         head.set_created(loaded.created);
         head.set_version(loaded.version);
@@ -254,28 +266,36 @@ grpc::ServerWriteReactor<v1::LoadResponse>* CheckpointsService::Load(
                                                    /*log_success=*/true);
 }
 
-grpc::ServerUnaryReactor* CheckpointsService::List(grpc::CallbackServerContext* context,
-                                                   const v1::ListCheckpointsRequest*,
-                                                   v1::ListCheckpointsResponse* response) {
-  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
-          auth_, context, "/paramd.v1.Checkpoints/List")) {
+grpc::ServerWriteReactor<v1::ListCheckpointsResponse>* CheckpointsService::List(
+    grpc::CallbackServerContext* context, const v1::ListCheckpointsRequest* /*request*/) {
+  using Reactor = grpc::ServerWriteReactor<v1::ListCheckpointsResponse>;
+  if (auto* refused = RefuseUnlessAllowed<Reactor>(auth_, context, "/paramd.v1.Checkpoints/List")) {
     return refused;
   }
-  return FinishInline(context, [&] {
-    return Logged(
-        "list checkpoints", "", Guard([&]() -> absl::Status {
-          PARAMD_ASSIGN_OR_RETURN(std::vector<io::CheckpointStore::Listed> files, store_->List());
-          for (const io::CheckpointStore::Listed& listed : files) {
-            v1::CheckpointFile* file = response->add_files();
-            file->set_path(listed.file.path);
-            file->set_size(listed.file.size);
-            file->set_modified_unix(listed.file.modified_unix);
-            file->set_format(listed.format ? ToProto(*listed.format)
-                                           : v1::CHECKPOINT_FORMAT_UNSPECIFIED);
-          }
-          return absl::OkStatus();
-        }));
-  });
+  auto answer = [this] {
+    StreamedAnswer<v1::ListCheckpointsResponse> answer;
+    answer.status = Guard([&]() -> absl::Status {
+      PARAMD_ASSIGN_OR_RETURN(std::vector<io::CheckpointStore::Listed> files, store_->List());
+      MessageSplitter<v1::ListCheckpointsResponse> out{v1::ListCheckpointsResponse()};
+      for (const io::CheckpointStore::Listed& listed : files) {
+        v1::CheckpointFile file;
+        file.set_path(listed.file.path);
+        file.set_size(listed.file.size);
+        file.set_modified_unix(listed.file.modified_unix);
+        file.set_format(listed.format ? ToProto(*listed.format)
+                                      : v1::CHECKPOINT_FORMAT_UNSPECIFIED);
+        // The field's tag and length take at most 6 bytes more.
+        *out.Room(file.ByteSizeLong() + 6)->add_files() = std::move(file);
+      }
+      answer.messages = std::move(out).Take();
+      return absl::OkStatus();
+    });
+    if (!answer.status.ok()) answer.messages.clear();
+    return answer;
+  };
+  return new AnswerStreamReactor<v1::ListCheckpointsResponse>(context, *executor_,
+                                                              "list checkpoints", "",
+                                                              std::move(answer));
 }
 
 grpc::ServerReadReactor<v1::UploadRequest>* CheckpointsService::Upload(
@@ -312,30 +332,37 @@ grpc::ServerWriteReactor<v1::DownloadResponse>* CheckpointsService::Download(
   return new DownloadReactor(context, store_, executor_, request);
 }
 
-grpc::ServerUnaryReactor* CheckpointsService::Snapshot(grpc::CallbackServerContext* context,
-                                                       const v1::SnapshotRequest* request,
-                                                       v1::SnapshotResponse* response) {
-  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
-          auth_, context, "/paramd.v1.Checkpoints/Snapshot")) {
+grpc::ServerWriteReactor<v1::SnapshotResponse>* CheckpointsService::Snapshot(
+    grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) {
+  using Reactor = grpc::ServerWriteReactor<v1::SnapshotResponse>;
+  if (auto* refused =
+          RefuseUnlessAllowed<Reactor>(auth_, context, "/paramd.v1.Checkpoints/Snapshot")) {
     return refused;
   }
-  return FinishOnExecutor(context, *executor_, "snapshot", "", [=, this] {
-    return Logged(
-        "snapshot", "", Guard([&]() -> absl::Status {
-          if (snapshots_ == nullptr) {
-            return absl::FailedPreconditionError("this daemon keeps no snapshots (no --data-dir)");
-          }
-          std::vector<std::string> names(request->models().begin(), request->models().end());
-          PARAMD_ASSIGN_OR_RETURN(std::vector<io::Snapshots::Taken> taken, snapshots_->Take(names));
-          for (const io::Snapshots::Taken& entry : taken) {
-            v1::ModelSnapshot* snapshot = response->add_snapshots();
-            snapshot->set_model(entry.model);
-            snapshot->set_version(entry.version);
-          }
-          return absl::OkStatus();
-        }),
-        /*log_success=*/true);
-  });
+  auto answer = [=, this] {
+    StreamedAnswer<v1::SnapshotResponse> answer;
+    answer.status = Guard([&]() -> absl::Status {
+      if (snapshots_ == nullptr) {
+        return absl::FailedPreconditionError("this daemon keeps no snapshots (no --data-dir)");
+      }
+      std::vector<std::string> names(request->models().begin(), request->models().end());
+      PARAMD_ASSIGN_OR_RETURN(std::vector<io::Snapshots::Taken> taken, snapshots_->Take(names));
+      MessageSplitter<v1::SnapshotResponse> out{v1::SnapshotResponse()};
+      for (const io::Snapshots::Taken& entry : taken) {
+        // The entry's fields, tags and lengths take at most 20 bytes more than the name.
+        v1::ModelSnapshot* snapshot = out.Room(entry.model.size() + 20)->add_snapshots();
+        snapshot->set_model(entry.model);
+        snapshot->set_version(entry.version);
+      }
+      answer.messages = std::move(out).Take();
+      return absl::OkStatus();
+    });
+    if (!answer.status.ok()) answer.messages.clear();
+    return answer;
+  };
+  return new AnswerStreamReactor<v1::SnapshotResponse>(context, *executor_, "snapshot", "",
+                                                       std::move(answer),
+                                                       /*log_success=*/true);
 }
 
 }  // namespace paramd::service

@@ -12,16 +12,18 @@
 #include "server/io/snapshots.h"
 #include "server/service/auth.h"
 #include "server/service/executor.h"
+#include "server/service/metrics.h"
 
 namespace paramd::service {
 
 class CheckpointsService final : public v1::Checkpoints::CallbackService {
  public:
-  // Borrows all four; `snapshots` may be null (no data directory: Snapshot is refused),
-  // `auth` too (every call allowed; auth.h).
+  // Borrows all five; `snapshots` may be null (no data directory: Snapshot is refused),
+  // `auth` too (every call allowed; auth.h), and `metrics` (no checkpoint metrics).
   CheckpointsService(io::CheckpointStore* store, io::Snapshots* snapshots, Executor* executor,
-                     const Authenticator* auth = nullptr)
-      : store_(store), snapshots_(snapshots), executor_(executor), auth_(auth) {}
+                     const Authenticator* auth = nullptr, Metrics* metrics = nullptr)
+      : store_(store), snapshots_(snapshots), executor_(executor), auth_(auth),
+        metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Save(grpc::CallbackServerContext* context,
                                  const v1::SaveRequest* request,
@@ -29,9 +31,10 @@ class CheckpointsService final : public v1::Checkpoints::CallbackService {
   // Answers with a stream (answer_stream.h): the key lists may pass one message's limit.
   grpc::ServerWriteReactor<v1::LoadResponse>* Load(grpc::CallbackServerContext* context,
                                                    const v1::LoadRequest* request) override;
-  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
-                                 const v1::ListCheckpointsRequest* request,
-                                 v1::ListCheckpointsResponse* response) override;
+  // List and Snapshot answer with streams (answer_stream.h): their lists may pass one
+  // message's limit.
+  grpc::ServerWriteReactor<v1::ListCheckpointsResponse>* List(
+      grpc::CallbackServerContext* context, const v1::ListCheckpointsRequest* request) override;
   grpc::ServerReadReactor<v1::UploadRequest>* Upload(grpc::CallbackServerContext* context,
                                                      v1::UploadResponse* response) override;
   grpc::ServerUnaryReactor* UploadStatus(grpc::CallbackServerContext* context,
@@ -39,15 +42,15 @@ class CheckpointsService final : public v1::Checkpoints::CallbackService {
                                          v1::UploadStatusResponse* response) override;
   grpc::ServerWriteReactor<v1::DownloadResponse>* Download(
       grpc::CallbackServerContext* context, const v1::DownloadRequest* request) override;
-  grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* context,
-                                     const v1::SnapshotRequest* request,
-                                     v1::SnapshotResponse* response) override;
+  grpc::ServerWriteReactor<v1::SnapshotResponse>* Snapshot(
+      grpc::CallbackServerContext* context, const v1::SnapshotRequest* request) override;
 
  private:
   io::CheckpointStore* const store_;
   io::Snapshots* const snapshots_;
   Executor* const executor_;
   const Authenticator* const auth_;  // may be null
+  Metrics* const metrics_;           // may be null
 };
 
 }  // namespace paramd::service

@@ -19,6 +19,7 @@ struct Executor::State {
   absl::Mutex mu;
   std::deque<std::function<void()>> tasks ABSL_GUARDED_BY(mu);
   int admitted ABSL_GUARDED_BY(mu) = 0;
+  int running ABSL_GUARDED_BY(mu) = 0;
   bool stopping ABSL_GUARDED_BY(mu) = false;
   std::vector<std::thread> threads;  // set by the constructor, joined by the destructor
 
@@ -35,8 +36,12 @@ struct Executor::State {
         if (tasks.empty()) return;  // stopping, and nothing left to run
         task = std::move(tasks.front());
         tasks.pop_front();
+        ++running;
       }
       task();
+      task = nullptr;  // what the task held is released before it counts as done
+      absl::MutexLock lock(&mu);
+      --running;
     }
   }
 };
@@ -89,6 +94,16 @@ int Executor::max_queued() const { return state_->max_queued; }
 int Executor::admitted() const {
   absl::MutexLock lock(&state_->mu);
   return state_->admitted;
+}
+
+int Executor::running() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->running;
+}
+
+int Executor::queued() const {
+  absl::MutexLock lock(&state_->mu);
+  return static_cast<int>(state_->tasks.size());
 }
 
 }  // namespace paramd::service

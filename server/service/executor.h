@@ -59,6 +59,9 @@ class Executor {
   int max_queued() const;
   // Calls admitted now (running, waiting or receiving their request).
   int admitted() const;
+  // Tasks a worker is running now, and tasks waiting for a worker.
+  int running() const;
+  int queued() const;
 
  private:
   std::shared_ptr<State> state_;

@@ -195,8 +195,8 @@ class ForwardReactor final
     : public grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse> {
  public:
   ForwardReactor(grpc::CallbackServerContext* context, core::ModelRegistry* registry,
-                 Executor* executor, CheapRepeats* repeats)
-      : context_(context), registry_(registry), repeats_(repeats) {
+                 Executor* executor, CheapRepeats* repeats, Metrics* metrics)
+      : context_(context), registry_(registry), repeats_(repeats), metrics_(metrics) {
     absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
     if (!ticket.ok()) {
       Done(ToGrpcStatus(ticket.status()));
@@ -266,7 +266,9 @@ class ForwardReactor final
                           .seed = call_.options.seed(),
                           .if_version = if_version,
                           .cancelled = [this] { return context_->IsCancelled(); }}));
-    repeats_->Record(model_, answer.version, signature_, absl::Now() - start);
+    const absl::Duration took = absl::Now() - start;
+    repeats_->Record(model_, answer.version, signature_, took);
+    if (metrics_ != nullptr) metrics_->ObserveForward(model_->name(), absl::ToDoubleSeconds(took));
     PARAMD_ASSIGN_OR_RETURN(frames_, AnswerFrames::Make(model_->name(), std::move(answer),
                                                         call_.options.wire_dtype()));
     return absl::OkStatus();
@@ -304,6 +306,7 @@ class ForwardReactor final
   grpc::CallbackServerContext* const context_;
   core::ModelRegistry* const registry_;
   CheapRepeats* const repeats_;
+  Metrics* const metrics_;  // may be null
   std::shared_ptr<Executor::Ticket> ticket_;
   v1::ForwardRequest request_;
   CallCollector collector_;
@@ -324,7 +327,7 @@ grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* InferenceServi
               auth_, context, "/paramd.v1.Inference/Forward")) {
     return refused;
   }
-  return new ForwardReactor(context, registry_, executor_, &repeats_);
+  return new ForwardReactor(context, registry_, executor_, &repeats_, metrics_);
 }
 
 }  // namespace paramd::service

@@ -15,16 +15,17 @@
 #include "server/service/auth.h"
 #include "server/service/cheap_repeats.h"
 #include "server/service/executor.h"
+#include "server/service/metrics.h"
 
 namespace paramd::service {
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  // Borrows all three, which must outlive the service; `auth` may be null (every call
-  // allowed; auth.h).
+  // Borrows all four, which must outlive the service; `auth` may be null (every call
+  // allowed; auth.h), `metrics` too (no forward latencies recorded).
   InferenceService(core::ModelRegistry* registry, Executor* executor,
-                   const Authenticator* auth = nullptr)
-      : registry_(registry), executor_(executor), auth_(auth) {}
+                   const Authenticator* auth = nullptr, Metrics* metrics = nullptr)
+      : registry_(registry), executor_(executor), auth_(auth), metrics_(metrics) {}
 
   grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* Forward(
       grpc::CallbackServerContext* context) override;
@@ -33,6 +34,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   core::ModelRegistry* const registry_;
   Executor* const executor_;
   const Authenticator* const auth_;  // may be null
+  Metrics* const metrics_;           // may be null
   CheapRepeats repeats_;
 };
 

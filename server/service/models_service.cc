@@ -5,7 +5,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "base/status_macros.h"
@@ -93,14 +92,7 @@ v1::ModelInfo DescribeModel(const core::Model& model) {
     for (const auto& [name, parameter] : parameters) numel += parameter->data().numel();
     info.set_parameter_count(parameters.size());
     info.set_parameter_numel(numel);
-    absl::flat_hash_set<const core::Storage*> storages;
-    uint64_t bytes = 0;
-    auto count = [&](const core::Tensor& tensor) {
-      if (storages.insert(tensor.storage().get()).second) bytes += tensor.storage()->nbytes();
-    };
-    for (const auto& [name, parameter] : parameters) count(parameter->data());
-    for (const auto& [name, buffer] : core::NamedBuffers(root)) count(buffer->data());
-    info.set_nbytes(bytes);
+    info.set_nbytes(core::StorageBytes(root));
   });
   return info;
 }

@@ -1,7 +1,6 @@
 #include "server/service/parameters_service.h"
 
 #include "base/text.h"
-#include "base/version_conflict.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/log.h"
@@ -16,6 +15,37 @@
 
 namespace paramd::service {
 namespace {
+
+// Compile-time proof that RawMethods lists exactly the raw methods of ParametersServiceBase:
+// IsRaw<WithRawCallbackMethod_M> holds when the service derives from it.
+template <template <class> class RawMethod>
+struct IsRaw {
+  template <class Base>
+  static std::true_type Test(const RawMethod<Base>*);
+  static std::false_type Test(const void*);
+  static constexpr bool value = decltype(Test(static_cast<const ParametersService*>(nullptr)))::value;
+};
+static_assert(IsRaw<v1::Parameters::WithRawCallbackMethod_StateDict>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_NamedParameters>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_NamedBuffers>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_GetTensor>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_SetTensor>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_SetTensors>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_RegisterParameter>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_RegisterBuffer>::value &&
+                  IsRaw<v1::Parameters::WithRawCallbackMethod_LoadStateDict>::value,
+              "a method listed in kRawMethods is no longer raw: update kRawMethods");
+static_assert(!IsRaw<v1::Parameters::WithRawCallbackMethod_NamedModules>::value &&
+                  !IsRaw<v1::Parameters::WithRawCallbackMethod_TieParameters>::value,
+              "a Parameters method became raw: add it to kRawMethods");
+
+constexpr absl::string_view kRawMethods[] = {
+    "/paramd.v1.Parameters/StateDict",        "/paramd.v1.Parameters/NamedParameters",
+    "/paramd.v1.Parameters/NamedBuffers",     "/paramd.v1.Parameters/GetTensor",
+    "/paramd.v1.Parameters/SetTensor",        "/paramd.v1.Parameters/SetTensors",
+    "/paramd.v1.Parameters/RegisterParameter", "/paramd.v1.Parameters/RegisterBuffer",
+    "/paramd.v1.Parameters/LoadStateDict",
+};
 
 // What a read stream sends: a start frame and the tensors of one pinned version.
 struct PreparedRead {
@@ -169,57 +199,92 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::NamedBuffers(
   return NamedTensors(raw, /*parameters=*/false);
 }
 
-grpc::ServerUnaryReactor* ParametersService::NamedModules(grpc::CallbackServerContext* context,
-                                                          const v1::NamedModulesRequest* request,
-                                                          v1::NamedModulesResponse* response) {
-  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
-          auth_, context, "/paramd.v1.Parameters/NamedModules")) {
+namespace {
+
+// The answer of NamedModules for one version of `root` (parameters.proto's
+// NamedModulesResponse): split into messages of at most kMaxListBytesPerMessage of names, a
+// module's lists continued in the next message under an entry of the same name.
+absl::StatusOr<std::vector<v1::NamedModulesResponse>> NamedModulesAnswer(
+    const std::shared_ptr<core::Module>& root, uint64_t version,
+    const v1::NamedModulesRequest& request, uint64_t max_state_dict_keys) {
+  // Every path of each module object, to report sharing even when de-duplicating (as many
+  // as the model has module paths, which its limit bounds).
+  absl::flat_hash_map<const core::Module*, std::vector<std::string>> paths;
+  for (const auto& [name, module] : core::NamedModules(root, request.prefix(), false)) {
+    paths[module.get()].push_back(name);
+  }
+  if (request.keep_duplicates()) {
+    // Each of a module's n paths then names the n - 1 others.
+    uint64_t listed = 0;
+    for (const auto& [module, names] : paths) {
+      const uint64_t n = names.size();
+      listed = listed > UINT64_MAX - n * (n - 1) ? UINT64_MAX : listed + n * (n - 1);
+    }
+    if (listed > max_state_dict_keys) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "NamedModules with keep_duplicates would list ", listed,
+          " shared_with names (each path of a shared module names all its other paths); the "
+          "limit is ",
+          max_state_dict_keys,
+          " (--max-state-dict-keys); without keep_duplicates each module is listed once, with "
+          "all its other paths"));
+    }
+  }
+  v1::NamedModulesResponse head;
+  head.set_version(version);
+  MessageSplitter<v1::NamedModulesResponse> out(std::move(head));
+  for (const auto& [name, module] :
+       core::NamedModules(root, request.prefix(), !request.keep_duplicates())) {
+    v1::NamedModulesResponse* message = nullptr;
+    v1::ModuleEntry* entry = nullptr;
+    // The entry an item of `bytes` goes into: this module's entry in the message with room.
+    auto room = [&](size_t bytes) {
+      v1::NamedModulesResponse* with_room = out.Room(bytes);
+      if (with_room != message) {
+        message = with_room;
+        entry = message->add_modules();
+        entry->set_name(name);
+        entry->set_type(module->type());
+      }
+      return entry;
+    };
+    // A field's tag and length take at most 6 bytes more than its text.
+    room(name.size() + module->type().size() + 18);
+    for (const auto& [p, value] : module->parameters()) room(p.size() + 6)->add_parameters(p);
+    for (const auto& [b, value] : module->buffers()) room(b.size() + 6)->add_buffers(b);
+    for (const std::string& other : paths[module.get()]) {
+      if (other != name) room(other.size() + 6)->add_shared_with(other);
+    }
+  }
+  return std::move(out).Take();
+}
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::NamedModulesResponse>* ParametersService::NamedModules(
+    grpc::CallbackServerContext* context, const v1::NamedModulesRequest* request) {
+  using Reactor = grpc::ServerWriteReactor<v1::NamedModulesResponse>;
+  if (auto* refused =
+          RefuseUnlessAllowed<Reactor>(auth_, context, "/paramd.v1.Parameters/NamedModules")) {
     return refused;
   }
-  return FinishInline(context, [&] {
-    return Logged(
-        "named_modules", request->model(), Guard([&]() -> absl::Status {
-          PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
-          return model->Read([&](const std::shared_ptr<core::Module>& root,
-                                 uint64_t version) -> absl::Status {
-            response->set_version(version);
-            // Every path of each module object, to report sharing even when de-duplicating
-            // (as many as the model has module paths, which its limit bounds).
-            absl::flat_hash_map<const core::Module*, std::vector<std::string>> paths;
-            for (const auto& [name, module] : core::NamedModules(root, request->prefix(), false)) {
-              paths[module.get()].push_back(name);
-            }
-            if (request->keep_duplicates()) {
-              // Each of a module's n paths then names the n - 1 others.
-              uint64_t listed = 0;
-              for (const auto& [module, names] : paths) {
-                const uint64_t n = names.size();
-                listed = listed > UINT64_MAX - n * (n - 1) ? UINT64_MAX : listed + n * (n - 1);
-              }
-              if (listed > registry_->max_state_dict_keys()) {
-                return absl::InvalidArgumentError(absl::StrCat(
-                    "NamedModules with keep_duplicates would list ", listed,
-                    " shared_with names (each path of a shared module names all its other "
-                    "paths); the limit is ", registry_->max_state_dict_keys(),
-                    " (--max-state-dict-keys); without keep_duplicates each module is listed "
-                    "once, with all its other paths"));
-              }
-            }
-            for (const auto& [name, module] :
-                 core::NamedModules(root, request->prefix(), !request->keep_duplicates())) {
-              v1::ModuleEntry* entry = response->add_modules();
-              entry->set_name(name);
-              entry->set_type(module->type());
-              for (const auto& [p, value] : module->parameters()) entry->add_parameters(p);
-              for (const auto& [b, value] : module->buffers()) entry->add_buffers(b);
-              for (const std::string& other : paths[module.get()]) {
-                if (other != name) entry->add_shared_with(other);
-              }
-            }
+  auto answer = [=, this] {
+    StreamedAnswer<v1::NamedModulesResponse> answer;
+    answer.status = Guard([&]() -> absl::Status {
+      PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request->model()));
+      return model->Read(
+          [&](const std::shared_ptr<core::Module>& root, uint64_t version) -> absl::Status {
+            PARAMD_ASSIGN_OR_RETURN(answer.messages,
+                                    NamedModulesAnswer(root, version, *request,
+                                                       registry_->max_state_dict_keys()));
             return absl::OkStatus();
           });
-        }));
-  });
+    });
+    if (!answer.status.ok()) answer.messages.clear();
+    return answer;
+  };
+  return new AnswerStreamReactor<v1::NamedModulesResponse>(
+      context, *executor_, "named_modules", request->model(), std::move(answer));
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::GetTensor(
@@ -267,18 +332,7 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
     }
     PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
     const std::optional<uint64_t> if_version = IfVersion(write.options.if_version());
-    if (write.tensors.empty()) {
-      // Nothing to write: no new version; the answer is the version the batch would have
-      // applied to (and ABORTED for a stale if_version, as any write).
-      const uint64_t current = model->version();
-      if (if_version && *if_version != current) {
-        return VersionConflictError(
-            absl::StrCat("model ", QuoteName(model->name()), " is at version ", current, ", not ",
-                         *if_version, "; read it again and redo the write"),
-            current);
-      }
-      return current;
-    }
+    // An empty batch answers the current version without writing (Model::SetTensors).
     std::vector<core::Model::TensorWrite> writes;
     for (auto& [header, tensor] : write.tensors) {
       writes.push_back({header.name(), FromProtoRegion(header.region()), std::move(tensor)});
@@ -530,5 +584,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ParametersService::
         return ApplyLoadStateDict(write, [context] { return context->IsCancelled(); });
       });
 }
+
+absl::Span<const absl::string_view> ParametersService::RawMethods() { return kRawMethods; }
 
 }  // namespace paramd::service

@@ -17,6 +17,8 @@
 // status says how many, the last one's name and its version (WithCommittedPrefix).
 #pragma once
 
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "paramd/v1/parameters.grpc.pb.h"
 #include "server/core/registry.h"
 #include "server/service/auth.h"
@@ -44,6 +46,11 @@ using ParametersServiceBase = v1::Parameters::WithRawCallbackMethod_StateDict<
 
 class ParametersService final : public ParametersServiceBase {
  public:
+  // The full names of the raw methods above, whose messages gRPC hands over as
+  // grpc::ByteBuffer instead of a generated message (the call observer reads them so);
+  // parameters_service.cc checks the list against ParametersServiceBase at compile time.
+  static absl::Span<const absl::string_view> RawMethods();
+
   // Borrows all four; `auth` may be null (every call allowed; auth.h).
   ParametersService(core::ModelRegistry* registry, Executor* executor, IdleWatchdog* watchdog,
                     const Authenticator* auth = nullptr)
@@ -57,9 +64,9 @@ class ParametersService final : public ParametersServiceBase {
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* GetTensor(grpc::CallbackServerContext* context,
                                                         const grpc::ByteBuffer* request) override;
-  grpc::ServerUnaryReactor* NamedModules(grpc::CallbackServerContext* context,
-                                         const v1::NamedModulesRequest* request,
-                                         v1::NamedModulesResponse* response) override;
+  // Answers with a stream (answer_stream.h): a large model's modules pass one message.
+  grpc::ServerWriteReactor<v1::NamedModulesResponse>* NamedModules(
+      grpc::CallbackServerContext* context, const v1::NamedModulesRequest* request) override;
   grpc::ServerReadReactor<grpc::ByteBuffer>* SetTensor(grpc::CallbackServerContext* context,
                                                        grpc::ByteBuffer* response) override;
   grpc::ServerReadReactor<grpc::ByteBuffer>* SetTensors(grpc::CallbackServerContext* context,

@@ -1,16 +1,22 @@
 #include "server/service/server.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "grpc/grpc.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/service/call_observer.h"
 #include "server/service/checkpoints_service.h"
 #include "server/service/inference_service.h"
 #include "server/service/models_service.h"
@@ -18,20 +24,52 @@
 #include "server/service/reflection_service.h"
 #include "server/service/status_trailer.h"
 #include "server/service/tensor_codec.h"
+#include "server/service/training_service.h"
 
 namespace paramd::service {
+namespace {
+
+// HOST:PORT of `listen` with the port gRPC chose.
+std::string BoundAddress(const std::string& listen, int port) {
+  return absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+}
+
+// A server with no service of its own: gRPC adds its default health service to it
+// (EnableDefaultHealthCheckService), and nothing else.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartHealthServer(const std::string& listen,
+                                                                 std::string& address) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on '", listen,
+        "' for health checks; is the address valid and the port free? (--health-listen "
+        "HOST:PORT)"));
+  }
+  address = BoundAddress(listen, port);
+  return server;
+}
+
+}  // namespace
 
 struct Server::Services {
   Services(core::ModelRegistry* registry, const ServerOptions& options, Executor* executor,
            IdleWatchdog* watchdog)
       : models(registry, options.snapshots, executor, options.auth),
         parameters(registry, executor, watchdog, options.auth),
-        checkpoints(options.checkpoints, options.snapshots, executor, options.auth),
-        inference(registry, executor, options.auth) {}
+        checkpoints(options.checkpoints, options.snapshots, executor, options.auth,
+                    options.metrics),
+        inference(registry, executor, options.auth, options.metrics),
+        training(registry, &optimizers, executor, watchdog, options.auth) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
   InferenceService inference;
+  // The daemon's optimizers live as long as the server (they are not in snapshots yet).
+  core::OptimizerRegistry optimizers;
+  TrainingService training;
 };
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
@@ -59,13 +97,31 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.RegisterService(&server->services_->parameters);
   if (options.checkpoints != nullptr) builder.RegisterService(&server->services_->checkpoints);
   builder.RegisterService(&server->services_->inference);
+  builder.RegisterService(&server->services_->training);
   AddReflectionV1(builder);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<CurrentVersionTrailerFactory>());
+  // gRPC's own health service reads and writes its messages as grpc::ByteBuffer, as the
+  // raw tensor methods do.
+  std::vector<absl::string_view> raw_methods = {"/grpc.health.v1.Health/Check",
+                                                "/grpc.health.v1.Health/Watch"};
+  for (absl::string_view method : ParametersService::RawMethods()) raw_methods.push_back(method);
+  interceptors.push_back(
+      std::make_unique<CallObserverFactory>(options.metrics, options.auth, raw_methods));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Room for one chunk plus its framing; tensors never travel as one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(4 * kChunkBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(4 * kChunkBytes));
+  // Note [Keepalive]: clients ping while a call waits (the C++ and Python clients every
+  // 30 s by default) to notice a frozen daemon. gRPC's server default counts a ping sooner
+  // than 5 minutes after the last, with no data sent between, as abuse and closes the
+  // connection after three: a client waiting on a long call would be cut off. Pings are
+  // accepted every `keepalive_min_interval` instead, with or without calls in flight.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(options.keepalive_min_interval),
+                                         std::numeric_limits<int>::max())));
   if (options.max_transport_memory > 0) {
     grpc::ResourceQuota quota("paramd transport");
     quota.Resize(options.max_transport_memory);
@@ -77,21 +133,36 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
         "cannot listen on '", options.listen,
         "'; is the address valid and the port free? (--listen HOST:PORT, port 0 picks one)"));
   }
-  const size_t colon = options.listen.rfind(':');
-  server->address_ = absl::StrCat(options.listen.substr(0, colon), ":", port);
+  server->address_ = BoundAddress(options.listen, port);
+  if (!options.health_listen.empty()) {
+    auto health = StartHealthServer(options.health_listen, server->health_address_);
+    if (!health.ok()) return health.status();
+    server->health_server_ = std::move(*health);
+  }
+  server->metrics_ = options.metrics;
+  if (server->metrics_ != nullptr) server->metrics_->SetExecutor(server->executor_.get());
   return server;
 }
 
 Server::~Server() {
+  if (metrics_ != nullptr) metrics_->SetExecutor(nullptr);
   if (server_) Shutdown(0);
 }
 
 void Server::Shutdown(double deadline_seconds) {
   if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  if (health_server_) {
+    // NOT_SERVING for the probes while in-flight calls finish; its own calls are instant.
+    if (auto* health = health_server_->GetHealthCheckService()) health->Shutdown();
+  }
   server_->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(deadline_seconds * 1000)));
+  if (health_server_) health_server_->Shutdown(std::chrono::system_clock::now());
 }
 
-void Server::Wait() { server_->Wait(); }
+void Server::Wait() {
+  server_->Wait();
+  if (health_server_) health_server_->Wait();
+}
 
 }  // namespace paramd::service

@@ -16,6 +16,7 @@
 #include "server/service/auth.h"
 #include "server/service/executor.h"
 #include "server/service/idle_watchdog.h"
+#include "server/service/metrics.h"
 #include "server/service/tls.h"
 
 namespace paramd::service {
@@ -34,6 +35,10 @@ namespace paramd::service {
 // (server/main/heap_trimmer.h).
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
+  // When set, a second address serving grpc.health.v1.Health alone, in plaintext and without
+  // tokens (--health-listen): the kubelet's gRPC probes speak neither TLS nor tokens. It
+  // reports what the main address reports, NOT_SERVING from the start of Shutdown.
+  std::string health_listen;
   // Both borrowed and must outlive the server. Without a checkpoint store the
   // Checkpoints service is not served; without snapshots its Snapshot call is refused.
   io::CheckpointStore* checkpoints = nullptr;
@@ -45,6 +50,9 @@ struct ServerOptions {
   // A write stream that sends no frame for this long is ended (--stream-idle-timeout; zero:
   // never). Note [Idle write streams] in idle_watchdog.h.
   absl::Duration stream_idle_timeout = absl::Seconds(60);
+  // The shortest interval between a client's keepalive pings accepted while the daemon
+  // sends it nothing (--keepalive-min-interval). Note [Keepalive] in server.cc.
+  absl::Duration keepalive_min_interval = absl::Seconds(10);
   // Bytes gRPC may hold in receive buffers for all connections (--max-transport-memory; 0:
   // no bound). Note [Transport memory].
   size_t max_transport_memory = 0;
@@ -52,6 +60,8 @@ struct ServerOptions {
   // null lets every call through (auth.h).
   TlsFiles tls;
   const Authenticator* auth = nullptr;
+  // Borrowed, must outlive the server; null records no metrics (metrics.h).
+  Metrics* metrics = nullptr;
 };
 
 class Server {
@@ -62,8 +72,10 @@ class Server {
                                                        core::ModelRegistry* registry);
   ~Server();
 
-  // The address actually bound, with the chosen port.
+  // The addresses actually bound, with the chosen ports; health_address() is "" without
+  // `health_listen`.
   const std::string& address() const { return address_; }
+  const std::string& health_address() const { return health_address_; }
   // Stops taking calls, gives in-flight ones until `deadline_seconds`, then cancels them.
   void Shutdown(double deadline_seconds);
   void Wait();
@@ -77,7 +89,10 @@ class Server {
   std::unique_ptr<IdleWatchdog> watchdog_;  // outlives every reactor it watches
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;  // only with `health_listen`
   std::string address_;
+  std::string health_address_;
+  Metrics* metrics_ = nullptr;
 };
 
 }  // namespace paramd::service

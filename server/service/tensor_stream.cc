@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -58,6 +59,12 @@ TensorStreamReactor::TensorStreamReactor(v1::StreamStart start, std::vector<Outg
   Next();
 }
 
+TensorStreamReactor::TensorStreamReactor(grpc::ByteBuffer first,
+                                         std::vector<OutgoingTensor> tensors)
+    : first_(std::move(first)), have_first_(true), tensors_(std::move(tensors)), with_data_(true) {
+  Next();
+}
+
 void TensorStreamReactor::OnWriteDone(bool ok) {
   if (!ok) {
     Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
@@ -69,6 +76,11 @@ void TensorStreamReactor::OnWriteDone(bool ok) {
 void TensorStreamReactor::Next() {
   if (!started_) {
     started_ = true;
+    if (have_first_) {
+      buffer_ = first_;
+      StartWrite(&buffer_);
+      return;
+    }
     v1::TensorFrame frame;
     *frame.mutable_start() = start_;
     buffer_ = Serialize(frame);
@@ -186,7 +198,8 @@ class SliceCursor {
 
 }  // namespace
 
-absl::Status WriteFrameCollector::Add(const grpc::ByteBuffer& frame) {
+template <typename Frame>
+absl::Status FrameCollector<Frame>::Add(const grpc::ByteBuffer& frame) {
   std::vector<grpc::Slice> slices;
   if (!frame.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable write frame");
   // The common case, a chunk encoded as protobuf encoders write it (offset, then data, and
@@ -206,75 +219,90 @@ absl::Status WriteFrameCollector::Add(const grpc::ByteBuffer& frame) {
       return CompleteIfDone();
     }
   }
-  v1::WriteFrame parsed;
+  Frame parsed;
   PARAMD_RETURN_IF_ERROR(Parse(frame, &parsed));
   PARAMD_RETURN_IF_ERROR(AddParsed(parsed));
   return CompleteIfDone();
 }
 
-absl::Status WriteFrameCollector::CompleteIfDone() {
+template <typename Frame>
+absl::Status FrameCollector<Frame>::CompleteIfDone() {
   if (!commit_each_ || !assembler_.complete()) return absl::OkStatus();
   PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
   write_.tensors.emplace_back(assembler_.header(), std::move(done));
   return absl::OkStatus();
 }
 
-absl::Status WriteFrameCollector::AddParsed(v1::WriteFrame& frame) {
+template <typename Frame>
+absl::Status FrameCollector<Frame>::AddParsed(Frame& frame) {
+  const std::string options_name = Options().GetTypeName();
   switch (frame.frame_case()) {
-    case v1::WriteFrame::kOptions:
+    case Frame::kOptions:
       if (have_options_) {
-        return absl::InvalidArgumentError("WriteOptions was sent twice; send it once, first");
+        return absl::InvalidArgumentError(absl::StrCat(
+            options_name.substr(options_name.rfind('.') + 1), " was sent twice; send it once, first"));
       }
       return TakeOptions(*frame.mutable_options());
-    case v1::WriteFrame::kHeader:
+    case Frame::kHeader:
       if (!have_options_) {
-        return absl::InvalidArgumentError("the first frame of a write must be WriteOptions");
+        return absl::InvalidArgumentError(absl::StrCat("the first frame of a write must be ",
+                                                       options_name.substr(options_name.rfind('.') + 1)));
       }
       if (assembler_.active()) {
         PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
         write_.tensors.emplace_back(assembler_.header(), std::move(done));
       }
       return assembler_.Begin(frame.header(), reservation_.get());
-    case v1::WriteFrame::kChunk:
+    case Frame::kChunk:
       return assembler_.Add(frame.chunk());
-    default:
-      return absl::InvalidArgumentError("empty WriteFrame; set options, header or chunk");
+    default: {
+      const std::string frame_name = Frame().GetTypeName();
+      return absl::InvalidArgumentError(absl::StrCat(
+          "empty ", frame_name.substr(frame_name.rfind('.') + 1), "; set options, header or chunk"));
+    }
   }
 }
 
-absl::Status WriteFrameCollector::TakeOptions(v1::WriteOptions& options) {
+template <typename Frame>
+absl::Status FrameCollector<Frame>::TakeOptions(Options& options) {
   write_.options = std::move(options);
-  model_ = write_.options.model();
+  model_ = TargetOf(write_.options);
   have_options_ = true;
-  if (write_.options.commit_each_tensor() && !commit_each_supported_) {
-    return absl::InvalidArgumentError(
-        "commit_each_tensor is for SetTensors (and single-tensor writes); this call is "
-        "all-or-nothing: send the write without it");
+  // Gradient pushes and optimizer state loads are all-or-nothing and reserve as they go.
+  if constexpr (std::is_same_v<Options, v1::WriteOptions>) {
+    if (write_.options.commit_each_tensor() && !commit_each_supported_) {
+      return absl::InvalidArgumentError(
+          "commit_each_tensor is for SetTensors (and single-tensor writes); this call is "
+          "all-or-nothing: send the write without it");
+    }
+    commit_each_ = write_.options.commit_each_tensor();
+    const uint64_t reserve = write_.options.reserve_bytes();
+    if (reserve == 0) return absl::OkStatus();
+    absl::StatusOr<std::unique_ptr<core::MemoryReservation>> reservation =
+        core::MemoryReservation::Make(Device::Cpu(), reserve);
+    if (!reservation.ok()) {
+      return absl::Status(
+          reservation.status().code(),
+          absl::StrCat("the write to model ", QuoteName(model_), " needs ", reserve,
+                       " bytes at once (WriteOptions.reserve_bytes) and was refused before its "
+                       "data was sent, nothing written: ",
+                       reservation.status().message(),
+                       commit_each_ ? ""
+                                    : "; SetTensors with commit_each_tensor needs only the "
+                                      "largest tensor"));
+    }
+    reservation_ = *std::move(reservation);
   }
-  commit_each_ = write_.options.commit_each_tensor();
-  const uint64_t reserve = write_.options.reserve_bytes();
-  if (reserve == 0) return absl::OkStatus();
-  absl::StatusOr<std::unique_ptr<core::MemoryReservation>> reservation =
-      core::MemoryReservation::Make(Device::Cpu(), reserve);
-  if (!reservation.ok()) {
-    return absl::Status(
-        reservation.status().code(),
-        absl::StrCat("the write to model ", QuoteName(model_), " needs ", reserve,
-                     " bytes at once (WriteOptions.reserve_bytes) and was refused before its "
-                     "data was sent, nothing written: ",
-                     reservation.status().message(),
-                     commit_each_ ? ""
-                                  : "; SetTensors with commit_each_tensor needs only the "
-                                    "largest tensor"));
-  }
-  reservation_ = *std::move(reservation);
   return absl::OkStatus();
 }
 
-void WriteFrameCollector::Refill() {
-  if (reservation_ == nullptr) return;
-  const uint64_t target = write_.options.reserve_bytes();
-  if (reservation_->remaining() < target) reservation_->Grow(target - reservation_->remaining());
+template <typename Frame>
+void FrameCollector<Frame>::Refill() {
+  if constexpr (std::is_same_v<Options, v1::WriteOptions>) {
+    if (reservation_ == nullptr) return;
+    const uint64_t target = write_.options.reserve_bytes();
+    if (reservation_->remaining() < target) reservation_->Grow(target - reservation_->remaining());
+  }
 }
 
 grpc::Status WithCommittedPrefix(const CommittedPrefix& committed, const grpc::Status& status) {
@@ -290,9 +318,14 @@ grpc::Status WithCommittedPrefix(const CommittedPrefix& committed, const grpc::S
       status.error_details());
 }
 
-absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
+template <typename Frame>
+absl::StatusOr<IncomingTensors<typename FrameCollector<Frame>::Options>>
+FrameCollector<Frame>::Finish() {
   if (!have_options_) {
-    return absl::InvalidArgumentError("the write stream carried no WriteOptions frame");
+    const std::string options_name = Options().GetTypeName();
+    return absl::InvalidArgumentError(absl::StrCat("the write stream carried no ",
+                                                   options_name.substr(options_name.rfind('.') + 1),
+                                                   " frame"));
   }
   if (assembler_.active()) {
     PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
@@ -301,8 +334,8 @@ absl::StatusOr<IncomingWrite> WriteFrameCollector::Finish() {
   return std::move(write_);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::Start() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::Start() {
   absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor_->Admit();
   if (!ticket.ok()) {
     {
@@ -317,16 +350,16 @@ void WriteReactorBase<GrpcReactor>::Start() {
   this->StartRead(&frame_);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::Fail(const grpc::Status& failure) {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::Fail(const grpc::Status& failure) {
   const grpc::Status status = WithCommittedPrefix(collector_.committed(), failure);
   LogCall(action_, collector_.model(), FromGrpcStatus(status));
   ticket_.reset();
   this->Finish(status);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::CommitCompleted() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::CommitCompleted() {
   const grpc::Status committed = Guard([&]() -> absl::Status {
     if (context_->IsCancelled()) return absl::CancelledError("the client cancelled the write");
     absl::Status status = commit_each_(collector_.pending(), collector_.committed());
@@ -347,8 +380,8 @@ void WriteReactorBase<GrpcReactor>::CommitCompleted() {
   this->StartRead(&frame_);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::OnReadDone(bool ok) {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::OnReadDone(bool ok) {
   absl::ReleasableMutexLock lock(&mu_);
   if (phase_ != Phase::kReading) return;  // expired: answered already
   if (!ok) {
@@ -386,8 +419,8 @@ void WriteReactorBase<GrpcReactor>::OnReadDone(bool ok) {
   this->StartRead(&frame_);
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::Expire() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::Expire() {
   {
     absl::MutexLock lock(&mu_);
     if (phase_ != Phase::kReading) return;
@@ -405,36 +438,44 @@ void WriteReactorBase<GrpcReactor>::Expire() {
                                  ": send the whole write again without pausing mid-stream")));
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::OnDone() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::OnDone() {
   watchdog_->Forget(this);
   Unref();
 }
 
-template <typename GrpcReactor>
-void WriteReactorBase<GrpcReactor>::Unref() {
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::Unref() {
   if (refs_.fetch_sub(1) == 1) delete this;
 }
 
+template class FrameCollector<v1::WriteFrame>;
+template class FrameCollector<v1::GradientFrame>;
+template class FrameCollector<v1::OptimizerStateFrame>;
 template class WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>>;
 template class WriteReactorBase<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>;
+template class WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, v1::GradientFrame>;
+template class WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, v1::OptimizerStateFrame>;
 
-WriteStreamReactor::WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
-                                       IdleWatchdog* watchdog, grpc::ByteBuffer* response,
-                                       const char* action, Apply apply, CommitEach commit_each,
-                                       bool single)
-    : WriteReactorBase(context, executor, watchdog, action, std::move(commit_each), single),
+template <typename Frame>
+BasicWriteStreamReactor<Frame>::BasicWriteStreamReactor(grpc::CallbackServerContext* context,
+                                                        Executor* executor, IdleWatchdog* watchdog,
+                                                        grpc::ByteBuffer* response,
+                                                        const char* action, Apply apply,
+                                                        CommitEach commit_each, bool single)
+    : Base(context, executor, watchdog, action, std::move(commit_each), single),
       response_(response),
       apply_(std::move(apply)) {
-  Start();
+  this->Start();
 }
 
-void WriteStreamReactor::ApplyWrite() {
+template <typename Frame>
+void BasicWriteStreamReactor<Frame>::ApplyWrite() {
   const grpc::Status status = Guard([&]() -> absl::Status {
-    PARAMD_ASSIGN_OR_RETURN(IncomingWrite write, collector_.Finish());
-    CommittedPrefix& committed = collector_.committed();
-    if (commit_each_ && write.options.commit_each_tensor()) {
-      PARAMD_RETURN_IF_ERROR(commit_each_(write, committed));
+    PARAMD_ASSIGN_OR_RETURN(Incoming write, this->collector_.Finish());
+    CommittedPrefix& committed = this->collector_.committed();
+    if (this->commit_each_ && this->collector_.commit_each()) {
+      PARAMD_RETURN_IF_ERROR(this->commit_each_(write, committed));
       write.tensors.clear();
     }
     if (committed.count > 0) {
@@ -447,16 +488,19 @@ void WriteStreamReactor::ApplyWrite() {
     PARAMD_ASSIGN_OR_RETURN(*response_, apply_(write));
     return absl::OkStatus();
   });
-  if (!status.ok()) return Fail(status);
-  ReleaseAdmission();
-  Finish(status);
+  if (!status.ok()) return this->Fail(status);
+  this->ReleaseAdmission();
+  this->Finish(status);
 }
+
+template class BasicWriteStreamReactor<v1::WriteFrame>;
+template class BasicWriteStreamReactor<v1::GradientFrame>;
+template class BasicWriteStreamReactor<v1::OptimizerStateFrame>;
 
 WriteAnswerStreamReactor::WriteAnswerStreamReactor(grpc::CallbackServerContext* context,
                                                    Executor* executor, IdleWatchdog* watchdog,
                                                    const char* action, Apply apply)
-    : WriteReactorBase(context, executor, watchdog, action, {}, /*single=*/false),
-      apply_(std::move(apply)) {
+    : WriteReactorBase(context, executor, watchdog, action), apply_(std::move(apply)) {
   Start();
 }
 

@@ -18,6 +18,8 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +31,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
 #include "paramd/v1/parameters.pb.h"
+#include "paramd/v1/training.pb.h"
 #include "server/core/tensor.h"
 #include "server/service/executor.h"
 #include "server/service/idle_watchdog.h"
@@ -67,6 +70,9 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   explicit TensorStreamReactor(const absl::Status& status);
   TensorStreamReactor(v1::StreamStart start, std::vector<OutgoingTensor> tensors, bool with_data,
                       v1::DType wire_dtype);
+  // The same stream behind another first frame (already serialized): a stream of a message
+  // whose header and chunk fields are TensorFrame's (OptimizerStateFrame).
+  TensorStreamReactor(grpc::ByteBuffer first, std::vector<OutgoingTensor> tensors);
 
   void OnWriteDone(bool ok) override;
   void OnDone() override { delete this; }
@@ -76,6 +82,8 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   void Next();
 
   v1::StreamStart start_;
+  grpc::ByteBuffer first_;  // set: sent instead of a start frame
+  bool have_first_ = false;
   std::vector<OutgoingTensor> tensors_;
   bool with_data_ = false;
   v1::DType wire_dtype_ = v1::DTYPE_UNSPECIFIED;
@@ -91,10 +99,24 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
 
 // What a client-streamed write carried: its options and every tensor, complete (with
 // commit_each_tensor: the complete tensors not committed yet).
-struct IncomingWrite {
-  v1::WriteOptions options;
+template <typename Options>
+struct IncomingTensors {
+  Options options;
   std::vector<std::pair<v1::TensorHeader, core::Tensor>> tensors;
 };
+using IncomingWrite = IncomingTensors<v1::WriteOptions>;
+using IncomingGradients = IncomingTensors<v1::GradientOptions>;
+using IncomingOptimizerState = IncomingTensors<v1::OptimizerStateHead>;
+
+// The object a stream's options name, for the log: the model of a write, the optimizer of a
+// push or a state load.
+inline const std::string& TargetOf(const v1::WriteOptions& options) { return options.model(); }
+inline const std::string& TargetOf(const v1::GradientOptions& options) {
+  return options.optimizer();
+}
+inline const std::string& TargetOf(const v1::OptimizerStateHead& options) {
+  return options.optimizer();
+}
 
 // A commit_each_tensor write's progress (Note [Tensor-by-tensor writes] in
 // parameters_service.h): the first `count` tensors of its stream are committed, the last
@@ -105,49 +127,57 @@ struct CommittedPrefix {
   uint64_t version = 0;
 };
 
-// Checks the framing of a write stream (options first and once, then per tensor a header
-// and its chunks) and assembles it. With WriteOptions.reserve_bytes the memory is reserved
-// when the options arrive (Note [Write reservations] in server/core/storage.h).
-class WriteFrameCollector {
+// Checks the framing of a client stream of `Frame`s (WriteFrame, GradientFrame,
+// OptimizerStateFrame: an `options` first and once, then per tensor a header and its chunks,
+// with the same field numbers in each) and assembles it. A WriteFrame stream's
+// WriteOptions.reserve_bytes is reserved when the options arrive (Note [Write reservations]
+// in server/core/storage.h).
+template <typename Frame>
+class FrameCollector {
  public:
+  using Options = std::decay_t<decltype(std::declval<Frame>().options())>;
+
   // `commit_each` is whether the call takes commit_each_tensor (INVALID_ARGUMENT for a write
   // that asks for it otherwise).
-  explicit WriteFrameCollector(bool commit_each) : commit_each_supported_(commit_each) {}
+  explicit FrameCollector(bool commit_each = false) : commit_each_supported_(commit_each) {}
   // INVALID_ARGUMENT for a frame out of place or bytes that do not fit the tensor;
   // RESOURCE_EXHAUSTED for a reservation that does not fit (naming the model, the bytes and
   // --max-memory).
   absl::Status Add(const grpc::ByteBuffer& frame);
   // The stream ended: INVALID_ARGUMENT if it carried no options or a tensor ended early.
-  absl::StatusOr<IncomingWrite> Finish();
-  // The model named by the options frame ("" before it arrives), for the log; kept after
-  // Finish has handed the write over.
+  absl::StatusOr<IncomingTensors<Options>> Finish();
+  // The model or optimizer named by the options frame ("" before it arrives), for the log;
+  // kept after Finish has handed the write over.
   const std::string& model() const { return model_; }
 
+  // Whether the write asked for commit_each_tensor (and the call takes it).
+  bool commit_each() const { return commit_each_; }
   // commit_each_tensor: whether complete tensors wait to be committed.
   bool HasCompleted() const { return commit_each_ && !write_.tensors.empty(); }
   // The write so far: its options and complete tensors, for a commit that takes them.
-  IncomingWrite& pending() { return write_; }
+  IncomingTensors<Options>& pending() { return write_; }
   CommittedPrefix& committed() { return committed_; }
   // Sets aside again, as far as it fits, what the committed tensors took out of the
   // reservation (their old storages were freed by the commit).
   void Refill();
 
  private:
-  absl::Status AddParsed(v1::WriteFrame& frame);
-  absl::Status TakeOptions(v1::WriteOptions& options);
+  absl::Status AddParsed(Frame& frame);
+  absl::Status TakeOptions(Options& options);
   // commit_each_tensor: hands a tensor over as soon as its last byte is in, so that the
   // next one is allocated only after it was committed.
   absl::Status CompleteIfDone();
 
   const bool commit_each_supported_;
   bool commit_each_ = false;
-  IncomingWrite write_;
+  IncomingTensors<Options> write_;
   std::string model_;
   bool have_options_ = false;
   std::unique_ptr<core::MemoryReservation> reservation_;
   TensorAssembler assembler_;
   CommittedPrefix committed_;
 };
+using WriteFrameCollector = FrameCollector<v1::WriteFrame>;
 
 // The status of a commit_each_tensor write that failed after committing some tensors:
 // `status` with a prefix saying which tensors were committed and stay. OK stays OK and a
@@ -165,16 +195,17 @@ grpc::Status WithCommittedPrefix(const CommittedPrefix& committed, const grpc::S
 // Thread-safety: gRPC runs the reactions one at a time, but Expire comes from the
 // watchdog's thread: `mu_` orders it against OnReadDone, and the reactor is deleted when
 // both gRPC (OnDone) and an Expire under way let go of it.
-template <typename GrpcReactor>
+template <typename GrpcReactor, typename Frame = v1::WriteFrame>
 class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
  public:
   void OnReadDone(bool ok) override;
   void OnDone() override;
 
  protected:
-  // Commits the complete tensors of a commit_each_tensor write (IncomingWrite::tensors,
-  // which it empties) and records them in the prefix; on a worker, the stream paused.
-  using CommitEach = std::function<absl::Status(IncomingWrite&, CommittedPrefix&)>;
+  using Incoming = IncomingTensors<typename FrameCollector<Frame>::Options>;
+  // Commits the complete tensors of a commit_each_tensor write (Incoming::tensors, which it
+  // empties) and records them in the prefix; on a worker, the stream paused.
+  using CommitEach = std::function<absl::Status(Incoming&, CommittedPrefix&)>;
 
   // Borrows `context` (gRPC's), `executor` and `watchdog`. Subclasses call Start() last in
   // their constructor, once their own members are ready. Without `commit_each` a write that
@@ -199,7 +230,7 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
 
   grpc::CallbackServerContext* const context_;  // owned by gRPC
   const char* const action_;
-  WriteFrameCollector collector_;
+  FrameCollector<Frame> collector_;
   const CommitEach commit_each_;
 
  private:
@@ -221,15 +252,20 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
 };
 
 // A write answered with one response: `apply` returns it serialized, or an error.
-class WriteStreamReactor final : public WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>> {
+template <typename Frame>
+class BasicWriteStreamReactor final
+    : public WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame> {
  public:
-  using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(IncomingWrite&)>;
+  using Base = WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame>;
+  using Incoming = typename Base::Incoming;
+  using CommitEach = typename Base::CommitEach;
+  using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(Incoming&)>;
   // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`. With
   // `commit_each` the call takes commit_each_tensor: complete tensors are committed as they
   // arrive, and a write that committed any is answered with the last one's version.
-  WriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
-                     IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
-                     Apply apply, CommitEach commit_each = {}, bool single = false);
+  BasicWriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                          IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
+                          Apply apply, CommitEach commit_each = {}, bool single = false);
 
  private:
   void ApplyWrite() override;
@@ -237,6 +273,7 @@ class WriteStreamReactor final : public WriteReactorBase<grpc::ServerReadReactor
   grpc::ByteBuffer* response_;  // owned by gRPC
   Apply apply_;
 };
+using WriteStreamReactor = BasicWriteStreamReactor<v1::WriteFrame>;
 
 // A write whose answer is a stream of messages (LoadStateDict, answer_stream.h): `apply`
 // returns the serialized messages and the final status; they go out one write at a time,

@@ -34,6 +34,7 @@
 #include "paramd/client.h"
 #include "paramd/v1/checkpoints.pb.h"
 #include "paramd/v1/inference.pb.h"
+#include "paramd/v1/training.pb.h"
 #include "paramd/v1/models.pb.h"
 #include "paramd/v1/parameters.pb.h"
 #include "tests/integration/client_fixture.h"
@@ -181,6 +182,7 @@ std::vector<std::string> ServedMethods(const std::shared_ptr<grpc::Channel>& cha
   (void)v1::StateDictRequest::descriptor();
   (void)v1::SaveRequest::descriptor();
   (void)v1::ForwardRequest::descriptor();
+  (void)v1::CreateOptimizerRequest::descriptor();
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   (void)grpc::reflection::v1::ServerReflectionRequest::descriptor();
   (void)grpc::reflection::v1alpha::ServerReflectionRequest::descriptor();
@@ -499,6 +501,31 @@ TEST_F(AuthTest, ListeningBeyondLoopbackNeedsTlsAndTokensOrAllowInsecure) {
   EXPECT_THAT(daemon_->Log(), Not(HasSubstr("INSECURE")));
   auto local = Daemon::Start({"--listen", "localhost:0"});
   EXPECT_TRUE(local.ok()) << local.status();
+}
+
+// The kubelet's gRPC probes speak neither TLS nor tokens: --health-listen serves the health
+// service alone, in plaintext, beside a mutual-TLS port with tokens.
+TEST_F(AuthTest, HealthListenServesHealthAloneInPlaintext) {
+  StartDaemon(/*mutual=*/true, {"--health-listen", "127.0.0.1:0"});
+  const std::string log = daemon_->Log();
+  const size_t at = log.find(" health=");
+  ASSERT_NE(at, std::string::npos) << log;
+  const std::string health_address = log.substr(at + 8, log.find(' ', at + 1) - at - 8);
+  ASSERT_THAT(health_address, ::testing::StartsWith("127.0.0.1:"));
+  auto plain = client::Client::Connect(health_address, client::ConnectOptions{});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE((*plain)->Health().ok()) << (*plain)->Health();
+  // Nothing else is served there, with or without a token.
+  auto listed = (*plain)->ListModels();
+  EXPECT_EQ(listed.status().code(), absl::StatusCode::kUnimplemented) << listed.status();
+  auto channel = grpc::CreateChannel(health_address, grpc::InsecureChannelCredentials());
+  EXPECT_EQ(CallGeneric(channel, "/paramd.v1.Models/ListModels", kAdminToken).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  // The main port still wants TLS: a plaintext health check there fails.
+  auto main_plain = grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(CallGeneric(main_plain, "/grpc.health.v1.Health/Check", "").error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(daemon_->Stop(), 0);
 }
 
 TEST_F(AuthTest, ParamctlSendsTokenAndTls) {

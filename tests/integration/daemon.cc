@@ -60,10 +60,18 @@ absl::Status Daemon::Spawn(std::vector<std::string> extra_args) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
     const std::string log = Log();
-    const size_t at = log.find("listen=", log_start);
-    if (at != std::string::npos) {
-      const size_t end = log.find(' ', at);
-      address_ = log.substr(at + 7, end - at - 7);
+    // The start line's ` listen=ADDRESS`, or `"listen":"ADDRESS"` with --log-format json.
+    size_t at = log.find(" listen=", log_start);
+    size_t skip = 8;
+    char end_mark = ' ';
+    if (at == std::string::npos) {
+      at = log.find("\"listen\":\"", log_start);
+      skip = 10;
+      end_mark = '"';
+    }
+    const size_t end = at == std::string::npos ? at : log.find(end_mark, at + skip);
+    if (end != std::string::npos) {
+      address_ = log.substr(at + skip, end - at - skip);
       channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
       return absl::OkStatus();
     }

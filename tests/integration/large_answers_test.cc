@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "paramd/client.h"
 #include "tests/integration/daemon.h"
 #include "tests/integration/stub_fixture.h"
 #include "tests/integration/specs.h"
@@ -38,10 +39,9 @@ std::vector<std::string> LongKeys(int count = kManyKeys, size_t bytes = 200) {
   return keys;
 }
 
-// The keys of the checkpoint test: 2500 of 2 KB, again 5 MB of names. (Fewer, longer keys
-// than LongKeys(): the safetensors header parser takes time quadratic in the number of
-// names, 5 s for 25000.)
-std::vector<std::string> CheckpointKeys() { return LongKeys(2500, 2000); }
+// The keys of the checkpoint test: 25000 of 200 bytes, again 5 MB of names (the safetensors
+// header parse is O(n log n) in the number of names).
+std::vector<std::string> CheckpointKeys() { return LongKeys(); }
 
 // A model whose repr is `refs` + 1 copies of a Sequential of 1000 Identity modules (the refs
 // share it, and repr prints a shared module at every path): about 21 KB per copy.
@@ -322,6 +322,109 @@ TEST_F(LargeAnswersTest, ListModelsRefusesABadPageSizeOrAnEditedToken) {
   ASSERT_TRUE(ListPage(1 << 30, "", &page).ok());
   EXPECT_EQ(page.models_size(), 2);
   EXPECT_TRUE(page.next_page_token().empty());
+}
+
+// Reads every message of a server stream into `messages`; the call's status. Each message
+// is under a client's limit, and all of them together past it: one message could not have
+// carried the answer.
+template <typename Message, typename Reader>
+grpc::Status ReadAll(Reader& reader, std::vector<Message>* messages) {
+  size_t total = 0;
+  for (Message message; reader->Read(&message);) {
+    EXPECT_LT(message.ByteSizeLong(), kDefaultLimit);
+    total += message.ByteSizeLong();
+    messages->push_back(std::move(message));
+  }
+  const grpc::Status status = reader->Finish();
+  if (status.ok()) {
+    EXPECT_GT(total, kDefaultLimit);
+  }
+  return status;
+}
+
+// named_modules of a chain of 17 Sequentials that each hold the next level twice: 18
+// modules, the Linear at the end reached along 131072 paths, so its entry alone lists 4.4 MB
+// of other paths, and the level above it 2.1 MB: more than one message, even for one entry.
+TEST_F(LargeAnswersTest, NamedModulesStreamsEveryPathOfAModulePastOneMessage) {
+  v1::ModelInfo info;
+  grpc::Status status = Create("chain", SharedChainSpec(17), &info);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  grpc::ClientContext context;
+  v1::NamedModulesRequest request;
+  request.set_model("chain");
+  auto reader = parameters_->NamedModules(&context, request);
+  std::vector<v1::NamedModulesResponse> messages;
+  status = ReadAll(reader, &messages);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GT(messages.size(), 6u);  // 6.5 MB of names in messages of at most 1 MiB
+  // Consecutive entries of one name continue one module.
+  std::vector<v1::ModuleEntry> modules;
+  for (const v1::NamedModulesResponse& message : messages) {
+    EXPECT_EQ(message.version(), info.version());
+    for (const v1::ModuleEntry& entry : message.modules()) {
+      if (!modules.empty() && modules.back().name() == entry.name()) {
+        EXPECT_EQ(entry.type(), modules.back().type());
+        modules.back().MergeFrom(entry);
+      } else {
+        modules.push_back(entry);
+      }
+    }
+  }
+  ASSERT_EQ(modules.size(), 18u);
+  std::string path;
+  for (int level = 0; level <= 17; ++level) {
+    EXPECT_EQ(modules[level].name(), path);
+    EXPECT_EQ(modules[level].type(), level == 17 ? "Linear" : "Sequential");
+    EXPECT_EQ(modules[level].shared_with_size(), (1 << level) - 1) << path;
+    path += path.empty() ? "0" : ".0";
+  }
+  EXPECT_THAT(modules[17].parameters(), ElementsAre("weight", "bias"));
+  EXPECT_EQ(modules[17].shared_with(0), "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1");
+  EXPECT_EQ(modules[17].shared_with(131070), "1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1");
+
+  // The C++ client merges the same way.
+  auto client = client::Client::Connect(daemon_->address());
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto listed = (*client)->Model("chain").NamedModules();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->version, info.version());
+  ASSERT_EQ(listed->modules.size(), 18u);
+  for (int level = 0; level <= 17; ++level) {
+    EXPECT_EQ(listed->modules[level].name, modules[level].name());
+    EXPECT_EQ(listed->modules[level].shared_with.size(), (size_t{1} << level) - 1);
+  }
+  EXPECT_EQ(listed->modules[17].shared_with.back(), "1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1");
+}
+
+// 25000 files with 200-byte names: 5 MB of CheckpointFiles, listed in bounded messages.
+TEST_F(LargeAnswersTest, CheckpointListStreamsMoreFilesThanOneMessageHolds) {
+  std::vector<std::string> names;
+  for (const std::string& key : LongKeys()) names.push_back(key + ".pt");
+  for (const std::string& name : names) {
+    std::ofstream(daemon_->checkpoint_dir() + "/" + name) << "x";
+  }
+  grpc::ClientContext context;
+  auto reader = checkpoints_->List(&context, v1::ListCheckpointsRequest());
+  std::vector<v1::ListCheckpointsResponse> messages;
+  grpc::Status status = ReadAll(reader, &messages);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GT(messages.size(), 4u);
+  std::vector<std::string> listed;
+  for (const auto& message : messages) {
+    for (const v1::CheckpointFile& file : message.files()) {
+      listed.push_back(file.path());
+      EXPECT_EQ(file.size(), 1u);
+    }
+  }
+  EXPECT_EQ(listed, names);  // sorted by path, as the names are
+
+  auto client = client::Client::Connect(daemon_->address());
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto files = (*client)->ListCheckpoints();
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_EQ(files->size(), names.size());
+  EXPECT_EQ(files->back().path, names.back());
 }
 
 }  // namespace

@@ -519,5 +519,22 @@ TEST_F(ServiceTest, MemoryLimitGivesResourceExhausted) {
   EXPECT_EQ((*limited)->Stop(), 0);
 }
 
+// The GPU has a ceiling of its own, apart from the CPU's: a small --max-gpu-memory leaves
+// CPU models under --max-memory alone, and the start line reports both.
+TEST_F(ServiceTest, GpuMemoryLimitIsAFlagOfItsOwn) {
+  auto daemon = Daemon::Start({"--max-memory", "64M", "--max-gpu-memory", "1M"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  EXPECT_THAT((*daemon)->Log(), HasSubstr("max_memory=67108864 max_gpu_memory=1048576"));
+  auto models = v1::Models::NewStub((*daemon)->channel());
+  grpc::ClientContext context;
+  v1::CreateModelRequest request;
+  request.set_name("big");
+  request.set_spec_json(kBigSpec);  // 4 MiB of parameters, on the CPU
+  v1::ModelInfo info;
+  const grpc::Status status = models->CreateModel(&context, request, &info);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ((*daemon)->Stop(), 0);
+}
+
 }  // namespace
 }  // namespace paramd::testing

@@ -218,8 +218,12 @@ TEST_F(SharedModulesTest, ADepth12ChainListsEveryPathInPyTorchsOrder) {
     grpc::ClientContext context;
     v1::NamedModulesRequest request;
     request.set_model("chain");
+    auto reader = parameters_->NamedModules(&context, request);
     v1::NamedModulesResponse response;
-    ASSERT_TRUE(parameters_->NamedModules(&context, request, &response).ok());
+    int messages = 0;
+    for (v1::NamedModulesResponse message; reader->Read(&message); ++messages) response = message;
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(messages, 1);  // 13 entries and 4,095 names fit in one
     ASSERT_THAT(response.modules(), SizeIs(13));
     EXPECT_THAT(response.modules(12).shared_with(), SizeIs(4095));
   }
@@ -228,8 +232,10 @@ TEST_F(SharedModulesTest, ADepth12ChainListsEveryPathInPyTorchsOrder) {
     v1::NamedModulesRequest request;
     request.set_model("chain");
     request.set_keep_duplicates(true);
+    auto reader = parameters_->NamedModules(&context, request);
     v1::NamedModulesResponse response;
-    const grpc::Status status = parameters_->NamedModules(&context, request, &response);
+    EXPECT_FALSE(reader->Read(&response));
+    const grpc::Status status = reader->Finish();
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(status.error_message(),
                 HasSubstr("would list 22361430 shared_with names (each path of a shared module "

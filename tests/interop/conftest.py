@@ -51,7 +51,7 @@ class Daemon:
             stderr=self.log)
         deadline = time.time() + 30
         while time.time() < deadline:
-            match = re.search(r"listen=(\S+)", open(self.log_path).read())
+            match = re.search(r"\blisten=(\S+)", open(self.log_path).read())
             if match:
                 self.address = match.group(1)
                 return

@@ -64,7 +64,7 @@ class Daemon:
         while time.time() < deadline:
             with open(self.log_path) as f:
                 f.seek(start)
-                match = re.search(r"listen=(\S+)", f.read())
+                match = re.search(r"\blisten=(\S+)", f.read())
             if match:
                 self.address = match.group(1)
                 return

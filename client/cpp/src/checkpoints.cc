@@ -133,14 +133,16 @@ absl::StatusOr<LoadCheckpointResult> Client::LoadCheckpoint(
 
 absl::StatusOr<std::vector<CheckpointFile>> Client::ListCheckpoints() const {
   v1::ListCheckpointsRequest request;
-  v1::ListCheckpointsResponse response;
-  PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
-    return impl_->checkpoints->List(context, request, &response);
-  }));
   std::vector<CheckpointFile> files;
-  for (const v1::CheckpointFile& file : response.files()) {
-    files.push_back({file.path(), file.size(), file.modified_unix(), FromProto(file.format())});
-  }
+  PARAMD_RETURN_IF_ERROR(impl_->ReadMessages<v1::ListCheckpointsResponse>(
+      /*unary_deadline=*/true,
+      [&](grpc::ClientContext* context) { return impl_->checkpoints->List(context, request); },
+      [&](const v1::ListCheckpointsResponse& response) {
+        for (const v1::CheckpointFile& file : response.files()) {
+          files.push_back(
+              {file.path(), file.size(), file.modified_unix(), FromProto(file.format())});
+        }
+      }));
   return files;
 }
 
@@ -284,15 +286,15 @@ absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> Client::Snapshot(
     const std::vector<std::string>& models) const {
   v1::SnapshotRequest request;
   for (const std::string& model : models) request.add_models(model);
-  v1::SnapshotResponse response;
-  grpc::ClientContext context;
-  impl_->PrepareStream(&context);
-  PARAMD_RETURN_IF_ERROR(
-      FromGrpcStatus(impl_->checkpoints->Snapshot(&context, request, &response), context));
   std::vector<std::pair<std::string, uint64_t>> out;
-  for (const v1::ModelSnapshot& snapshot : response.snapshots()) {
-    out.emplace_back(snapshot.model(), snapshot.version());
-  }
+  PARAMD_RETURN_IF_ERROR(impl_->ReadMessages<v1::SnapshotResponse>(
+      /*unary_deadline=*/false,
+      [&](grpc::ClientContext* context) { return impl_->checkpoints->Snapshot(context, request); },
+      [&](const v1::SnapshotResponse& response) {
+        for (const v1::ModelSnapshot& snapshot : response.snapshots()) {
+          out.emplace_back(snapshot.model(), snapshot.version());
+        }
+      }));
   return out;
 }
 

@@ -1,9 +1,12 @@
 #include "paramd/client.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/src/client_impl.h"
+#include "grpc/grpc.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -69,6 +72,18 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   // Tensors arrive in chunks; only a large repr or listing needs room beyond 4 MiB.
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
+  if (options.keepalive_time.count() > 0) {
+    // Pings only while calls are in flight, each answered ping resetting the clock; without
+    // the last two, gRPC would stop pinging after two pings with no data in between (or
+    // space them five minutes apart), so a long call on a frozen server would hang again.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(options.keepalive_time.count()));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                static_cast<int>(std::max<int64_t>(options.keepalive_timeout.count(), 1)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
+                static_cast<int>(options.keepalive_time.count()));
+  }
   const bool tls = options.tls || !options.tls_root_ca_pem.empty() ||
                    !options.tls_cert_pem.empty() || !options.tls_key_pem.empty();
   if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
@@ -268,21 +283,25 @@ absl::StatusOr<NamedModulesResult> RemoteModel::NamedModules(const std::string& 
   request.set_model(name_);
   request.set_prefix(prefix);
   request.set_keep_duplicates(!remove_duplicate);
-  v1::NamedModulesResponse response;
-  PARAMD_RETURN_IF_ERROR(impl.Unary([&](grpc::ClientContext* context) {
-    return impl.parameters->NamedModules(context, request, &response);
-  }));
   NamedModulesResult result;
-  result.version = response.version();
-  result.modules.reserve(response.modules_size());
-  for (const v1::ModuleEntry& entry : response.modules()) {
-    ModuleEntry& out = result.modules.emplace_back();
-    out.name = entry.name();
-    out.type = entry.type();
-    out.parameters.assign(entry.parameters().begin(), entry.parameters().end());
-    out.buffers.assign(entry.buffers().begin(), entry.buffers().end());
-    out.shared_with.assign(entry.shared_with().begin(), entry.shared_with().end());
-  }
+  PARAMD_RETURN_IF_ERROR(impl.ReadMessages<v1::NamedModulesResponse>(
+      /*unary_deadline=*/true,
+      [&](grpc::ClientContext* context) { return impl.parameters->NamedModules(context, request); },
+      [&](const v1::NamedModulesResponse& response) {
+        result.version = response.version();
+        for (const v1::ModuleEntry& entry : response.modules()) {
+          // A module whose lists passed one message continues under the same name.
+          const bool continued = !result.modules.empty() && result.modules.back().name == entry.name();
+          ModuleEntry& out = continued ? result.modules.back() : result.modules.emplace_back();
+          out.name = entry.name();
+          out.type = entry.type();
+          out.parameters.insert(out.parameters.end(), entry.parameters().begin(),
+                                entry.parameters().end());
+          out.buffers.insert(out.buffers.end(), entry.buffers().begin(), entry.buffers().end());
+          out.shared_with.insert(out.shared_with.end(), entry.shared_with().begin(),
+                                 entry.shared_with().end());
+        }
+      }));
   return result;
 }
 

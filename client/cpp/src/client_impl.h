@@ -77,6 +77,23 @@ struct Client::Impl {
     return FromGrpcStatus(call(&context), context);
   }
 
+  // Runs a server-streaming call opened by `open(context)` whose messages split one list
+  // answer (docs/wire.md, "Pages and streamed lists"), handing each to `on_message`; under
+  // the unary deadline when `unary_deadline` is set (a listing), else the stream deadline.
+  template <typename Response, typename Open, typename OnMessage>
+  absl::Status ReadMessages(bool unary_deadline, Open&& open, OnMessage&& on_message) const {
+    grpc::ClientContext context;
+    if (unary_deadline) {
+      PrepareUnary(&context);
+    } else {
+      PrepareStream(&context);
+    }
+    std::unique_ptr<grpc::ClientReader<Response>> reader = open(&context);
+    Response response;
+    while (reader->Read(&response)) on_message(response);
+    return FromGrpcStatus(reader->Finish(), context);
+  }
+
   // Runs a server-streaming read opened by `open(context)`, feeding every frame to
   // `receiver`. A frame the receiver refuses cancels the call and is the error returned; a
   // failed call returns the server's status.

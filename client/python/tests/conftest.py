@@ -38,7 +38,7 @@ class Daemon:
              "--snapshot-interval", "0", *extra_args], stderr=self.log)
         deadline = time.time() + 30
         while time.time() < deadline:
-            match = re.search(r"listen=(\S+)", open(self.log_path).read())
+            match = re.search(r"\blisten=(\S+)", open(self.log_path).read())
             if match:
                 self.address = match.group(1)
                 return

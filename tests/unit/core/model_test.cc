@@ -102,6 +102,25 @@ TEST(ModelTest, IfVersionMakesWritesConditional) {
   EXPECT_EQ(model.version(), 2u);
 }
 
+// An empty batch writes nothing: no new version, the answer is the current one, and a stale
+// if_version is ABORTED as for any write (docs/wire.md, "Writes").
+TEST(ModelTest, EmptySetTensorsChangesNothingAndAnswersTheCurrentVersion) {
+  Model model("mlp", Build(testing::kMlpSpec), Device{});
+  ASSERT_TRUE(model.SetTensor("w2", {}, MakeTensor({1}, {3}), {}).ok());
+  ASSERT_EQ(model.version(), 2u);
+  auto empty = model.SetTensors({}, std::nullopt);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(*empty, 2u);
+  auto matching = model.SetTensors({}, 2);
+  ASSERT_TRUE(matching.ok()) << matching.status();
+  EXPECT_EQ(*matching, 2u);
+  auto stale = model.SetTensors({}, 1);
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(stale.status().message(), HasSubstr("model 'mlp' is at version 2, not 1"));
+  EXPECT_EQ(model.version(), 2u);
+  EXPECT_THAT(Read(model, "w2"), ElementsAre(3));
+}
+
 TEST(ModelTest, BadWritesChangeNothing) {
   Model model("mlp", Build(testing::kMlpSpec), Device{});
   const auto before = Read(model, "linear1.weight");

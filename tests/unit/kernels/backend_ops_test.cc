@@ -601,6 +601,53 @@ OpCase ConvertCase(std::string name, DType from, DType to, bool transposed) {
   return c;
 }
 
+// `c` with a NaN at position `index` of input `input`: every backend must carry it to the
+// outputs that depend on it (PyTorch's relu keeps NaN; a max(x, 0) would not).
+OpCase WithNaN(OpCase c, size_t input, size_t index) {
+  c.name += "_nan";
+  c.inputs[input].values[index] = std::nan("");
+  return c;
+}
+
+// A Linear product in `dtype` whose bias is a view one element into its buffer (2-byte
+// aligned in 16 bits), as a bias sliced out of a larger tensor is.
+OpCase GemmOffsetBiasCase(std::string name, DType dtype, int64_t m, int64_t n, int64_t k,
+                          UnaryOp epilogue) {
+  OpCase c = GemmCase(std::move(name), dtype, m, n, k, false, true, true, epilogue, 17);
+  c.inputs[2] = Random(dtype, {n + 1}, 19);
+  auto run = c.run;
+  c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
+    return b.Gemm({.dtype = dtype, .m = m, .n = n, .k = k, .a = in[0]->data(), .lda = k,
+                   .trans_a = false, .b = in[1]->data(), .ldb = k, .trans_b = true,
+                   .bias = static_cast<const char*>(in[2]->data()) + ElementSize(dtype),
+                   .c = out[0]->data(), .ldc = n, .epilogue = epilogue});
+  };
+  auto reference = c.reference;
+  c.reference = [=](const std::vector<HostTensor>& in) {
+    std::vector<HostTensor> shifted = in;
+    shifted[2].values.erase(shifted[2].values.begin());
+    return reference(shifted);
+  };
+  return c;
+}
+
+// Every element of a poisoned output = `value`, converted as Tensor.to converts a number.
+OpCase FillCase(DType dtype, double value) {
+  OpCase c;
+  c.name = absl::StrCat("fill_", DTypeName(dtype));
+  c.query = {.kind = OpKind::kFill, .dtype = dtype};
+  c.atol = c.rtol = 0;
+  c.outputs = {{dtype, {3, 67}}};
+  c.run = [=](Backend& b, const Inputs&, const Outputs& out) {
+    return b.Fill({.output = out[0]->view(), .value = value});
+  };
+  c.reference = [=](const std::vector<HostTensor>&) {
+    const double v = IsFloatingPoint(dtype) ? testing::RoundTo(dtype, value) : std::trunc(value);
+    return Expected{std::vector<double>(3 * 67, v)};
+  };
+  return c;
+}
+
 const std::vector<OpCase>& AllCases() {
   static const auto* const cases = [] {
     auto* list = new std::vector<OpCase>;
@@ -821,6 +868,46 @@ const std::vector<OpCase>& AllCases() {
     list->push_back(ConvertCase("convert_transposed_f32", f32, f32, true));
     list->push_back(ConvertCase("convert_transposed_bf16_f32", bf16, f32, true));
     list->push_back(ConvertCase("convert_f32_int64", f32, DType::kInt64, false));
+    // What a review found untested: 16-bit GEMM with odd k, fused 16-bit epilogues, a large
+    // k in bfloat16 (float32 accumulation, Note [16-bit GEMM numerics]: one rounding of the
+    // result), a misaligned bias view, NaN through the ReLU epilogue.
+    list->push_back(GemmCase("gemm_f16_odd_k", f16, 9, 24, 33, false, true, true,
+                             UnaryOp::kGELUTanh, 21));
+    list->push_back(GemmCase("gemm_bf16_relu_fused", bf16, 16, 64, 64, false, true, true,
+                             UnaryOp::kReLU, 22));
+    list->push_back(GemmCase("gemm_bf16_large_k", bf16, 8, 32, 4096, false, true, false,
+                             UnaryOp::kIdentity, 23));
+    list->push_back(GemmOffsetBiasCase("gemm_bf16_offset_bias", bf16, 8, 32, 64, UnaryOp::kIdentity));
+    list->push_back(GemmOffsetBiasCase("gemm_f32_offset_bias_relu", f32, 8, 32, 64, UnaryOp::kReLU));
+    list->push_back(
+        WithNaN(GemmCase("gemm_relu", f32, 8, 16, 32, false, true, true, UnaryOp::kReLU, 4), 0, 5));
+    list->push_back(WithNaN(UnaryCase(UnaryOp::kReLU, f32), 0, 7));
+    // Every dtype: 16-bit layer norm, log_softmax, eval batch norm, pooling; widths past
+    // 1024 take the 256-thread, multi-warp reduction paths.
+    list->push_back(LayerNormCase("layer_norm_f16_wide", f16, 3, 1500, true));
+    list->push_back(LayerNormCase("layer_norm_wide", f32, 2, 4099, true));
+    list->push_back(SoftmaxCase("softmax_wide", f32, {3, 2000}, 1, false));
+    list->push_back(SoftmaxCase("log_softmax_f16", f16, {5, 70}, 1, true));
+    list->push_back(SoftmaxCase("log_softmax_bf16_dim0", bf16, {40, 3}, 0, true));
+    list->push_back(BatchNormCase("batch_norm_eval_bf16", bf16, {4, 3, 2, 5}, false, true));
+    list->push_back(BatchNormCase("batch_norm_eval_f16", f16, {2, 5, 7}, false, true));
+    list->push_back(MaxPoolCase("max_pool_f16", f16,
+                                {.planes = 3, .h = 6, .w = 6, .oh = 3, .ow = 3, .kernel = {2, 2},
+                                 .stride = {2, 2}, .padding = {0, 0}},
+                                5));
+    list->push_back(AvgPoolCase("avg_pool_bf16", bf16,
+                                {.planes = 2, .h = 7, .w = 6, .oh = 4, .ow = 3, .kernel = {3, 3},
+                                 .stride = {2, 2}, .padding = {1, 1}},
+                                2));
+    list->push_back(ConvertCase("convert_f64_f32", DType::kFloat64, f32, false));
+    list->push_back(ConvertCase("convert_f32_f64", f32, DType::kFloat64, true));
+    list->push_back(ConvertCase("convert_int32_bf16", DType::kInt32, bf16, false));
+    list->push_back(FillCase(f32, -1.25));
+    list->push_back(FillCase(f16, 0.1));
+    list->push_back(FillCase(bf16, 3.3));
+    list->push_back(FillCase(DType::kFloat64, 0.1));
+    list->push_back(FillCase(DType::kInt64, -7.9));
+    list->push_back(FillCase(DType::kInt32, 12.5));
     return list;
   }();
   return *cases;
@@ -836,6 +923,7 @@ absl::StatusOr<RunResult> RunCase(const OpCase& c, Backend& backend) {
   Outputs out;
   for (const auto& [dtype, shape] : c.outputs) {
     out.push_back(std::make_unique<DeviceTensor>(&backend, dtype, shape));
+    out.back()->Poison();
   }
   absl::Status status = c.run(backend, in, out);
   if (!status.ok()) return status;

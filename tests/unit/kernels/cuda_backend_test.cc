@@ -144,10 +144,43 @@ TEST(CudaBackendTest, MemoryLimitGivesResourceExhaustedNotACrash) {
   ASSERT_TRUE(first.ok()) << first.status();
   auto second = backend->Allocate(600);
   EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(second.status().message(), HasSubstr("--max-memory"));
+  EXPECT_THAT(second.status().message(), HasSubstr("--max-gpu-memory"));
   EXPECT_EQ(backend->bytes_in_use(), base + 600);
   backend->Free(*first, 600);
   backend->SetMemoryLimit(0);
+}
+
+// The ceiling is SetGpuMemoryLimit's (--max-gpu-memory), and an op's scratch is under it:
+// an im2col column buffer that would pass it is RESOURCE_EXHAUSTED, and nothing stays held.
+TEST(CudaBackendTest, ScratchCountsAgainstTheGpuMemoryLimit) {
+  SKIP_WITHOUT_GPU(backend);
+  const int64_t n = 2, c = 4, h = 32, w = 32, o = 8;
+  const size_t in_bytes = n * c * h * w * 4, w_bytes = o * c * 9 * 4, out_bytes = n * o * h * w * 4;
+  auto x = backend->Allocate(in_bytes);
+  auto k = backend->Allocate(w_bytes);
+  auto y = backend->Allocate(out_bytes);
+  ASSERT_TRUE(x.ok() && k.ok() && y.ok());
+  const size_t base = backend->bytes_in_use();
+  SetGpuMemoryLimit(base + 1024);  // far less than the columns (n * c * 9 * h * w * 4 bytes)
+  Conv2dArgs args;
+  args.input = {.data = *x, .dtype = DType::kFloat32, .rank = 4, .shape = {n, c, h, w},
+                .strides = {c * h * w, h * w, w, 1}};
+  args.weight = {.data = *k, .dtype = DType::kFloat32, .rank = 4, .shape = {o, c, 3, 3},
+                 .strides = {c * 9, 9, 3, 1}};
+  args.output = {.data = *y, .dtype = DType::kFloat32, .rank = 4, .shape = {n, o, h, w},
+                 .strides = {o * h * w, h * w, w, 1}};
+  args.padding[0] = args.padding[1] = 1;
+  const absl::Status status = backend->Conv2d(args);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_THAT(status.message(), HasSubstr("--max-gpu-memory"));
+  EXPECT_EQ(backend->bytes_in_use(), base);
+  SetGpuMemoryLimit(0);
+  EXPECT_TRUE(backend->Conv2d(args).ok());
+  EXPECT_TRUE(backend->Synchronize().ok());
+  EXPECT_EQ(backend->bytes_in_use(), base);
+  backend->Free(*x, in_bytes);
+  backend->Free(*k, w_bytes);
+  backend->Free(*y, out_bytes);
 }
 
 TEST(CudaBackendTest, AllocationBeyondTheDeviceIsResourceExhaustedAndTheDeviceStaysUsable) {

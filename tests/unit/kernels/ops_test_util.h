@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -173,6 +174,27 @@ class DeviceTensor {
       EXPECT_TRUE(backend->CopyFromHost(t->data_, bytes.data(), bytes.size()).ok());
     }
     return t;
+  }
+  // Fills the memory with NaN (a float dtype) or 0x5A bytes (an integer one), so that a
+  // kernel that skips elements fails instead of passing on what the pool's recycled memory
+  // happened to hold.
+  void Poison() {
+    if (nbytes_ == 0) return;
+    std::vector<uint8_t> bytes(nbytes_, 0x5A);
+    const size_t n = nbytes_ / ElementSize(dtype_);
+    for (size_t i = 0; i < n; ++i) {
+      if (dtype_ == DType::kFloat32) {
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        std::memcpy(&bytes[i * 4], &nan, 4);
+      } else if (dtype_ == DType::kFloat64) {
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        std::memcpy(&bytes[i * 8], &nan, 8);
+      } else if (dtype_ == DType::kFloat16 || dtype_ == DType::kBFloat16) {
+        const uint16_t nan = dtype_ == DType::kFloat16 ? 0x7E00 : 0x7FC0;
+        std::memcpy(&bytes[i * 2], &nan, 2);
+      }
+    }
+    EXPECT_TRUE(backend_->CopyFromHost(data_, bytes.data(), bytes.size()).ok());
   }
   ~DeviceTensor() {
     if (data_ != nullptr) backend_->Free(data_, nbytes_);

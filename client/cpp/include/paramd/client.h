@@ -58,6 +58,15 @@ struct ConnectOptions {
   // Deadline of each streaming call (state_dict, get/set tensors, load_state_dict). Zero:
   // none, since large transfers take as long as they take.
   std::chrono::milliseconds stream_deadline{0};
+  // HTTP/2 keepalive (docs/wire.md, "Keepalive"): while a call is in flight the client pings
+  // the server after `keepalive_time` without hearing from it, and closes the connection
+  // when a ping goes unanswered for `keepalive_timeout`: every call on it then ends with
+  // UNAVAILABLE, so a frozen or vanished server cannot hang a call that has no deadline (a
+  // blocked write included). paramd accepts pings every --keepalive-min-interval (10 s by
+  // default) or slower; faster ones get the connection closed (GOAWAY too_many_pings).
+  // Zero keepalive_time: no pings.
+  std::chrono::milliseconds keepalive_time{std::chrono::seconds(30)};
+  std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(10)};
   // A bearer token sent with every call (`authorization: Bearer TOKEN`), for a daemon
   // started with --auth-tokens; empty: none.
   std::string token;

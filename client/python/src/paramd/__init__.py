@@ -33,6 +33,7 @@ from paramd._errors import (
     VersionConflict,
 )
 from paramd._model import ForwardResult, RemoteModel, RemoteModule, SaveResult, StateDict
+from paramd._training import OptimizerInfo, RemoteOptimizer, Worker
 
 __version__ = "0.1.0"
 
@@ -50,10 +51,12 @@ __all__ = [
     "LoadStateDictError",
     "ModelInfo",
     "NotFound",
+    "OptimizerInfo",
     "ParamdError",
     "PermissionDenied",
     "RemoteModel",
     "RemoteModule",
+    "RemoteOptimizer",
     "ResourceExhausted",
     "SaveResult",
     "StateDict",
@@ -62,6 +65,7 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "VersionConflict",
+    "Worker",
     "connect",
     "__version__",
 ]

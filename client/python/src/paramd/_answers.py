@@ -4,7 +4,9 @@ A load's missing and unexpected keys (LoadStateDict, Checkpoints.Load) stream as
 messages whose lists concatenate; a load the daemon refuses sends its whole error text in
 ``error_text`` pieces before the error status, whose own message is cut at 2 KiB. ListModels
 answers a page at a time, and a ModelInfo's repr may be cut (``repr_truncated``), with
-GetRepr streaming it whole. This module puts the pieces back together.
+GetRepr streaming it whole. NamedModules streams its entries, a module whose lists pass one
+message continuing in the next under the same name. This module puts the pieces back
+together.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Iterator
 
 from paramd._errors import ParamdError, from_status
-from paramd.v1 import models_pb2
+from paramd.v1 import models_pb2, parameters_pb2
 
 
 class StreamedLoad:
@@ -70,3 +72,17 @@ def list_pages(call: Callable[[models_pb2.ListModelsRequest], models_pb2.ListMod
 def join_repr(chunks: Iterable[models_pb2.ReprChunk]) -> str:
     """GetRepr's pieces, concatenated."""
     return "".join(chunk.text for chunk in chunks)
+
+
+def merged_module_entries(messages: Iterable[parameters_pb2.NamedModulesResponse]
+                          ) -> list[parameters_pb2.ModuleEntry]:
+    """NamedModules' entries from its messages: consecutive entries of one name are one
+    module whose lists continued in the next message (names are unique in one answer)."""
+    entries: list[parameters_pb2.ModuleEntry] = []
+    for message in messages:
+        for entry in message.modules:
+            if entries and entries[-1].name == entry.name:
+                entries[-1].MergeFrom(entry)  # appends the lists; name and type agree
+            else:
+                entries.append(entry)
+    return entries

@@ -25,6 +25,7 @@ from paramd.v1 import checkpoints_pb2, models_pb2
 
 if TYPE_CHECKING:
     from paramd._model import RemoteModel
+    from paramd._training import OptimizerInfo, RemoteOptimizer
 
 _M = TypeVar("_M")
 Spec = Union[Mapping[str, Any], str, "os.PathLike[str]"]
@@ -35,11 +36,20 @@ Spec = Union[Mapping[str, Any], str, "os.PathLike[str]"]
 # 4 MiB window keeps that to a few MiB with the same throughput on loopback (no slower
 # within this machine's noise), and still fills a 4 GB/s link at 1 ms round trip.
 # `connect(options=[("grpc.http2.bdp_probe", 1)])` restores gRPC's default.
+#
+# Keepalive (docs/wire.md, "Keepalive"): while a call is in flight, a ping after 30 s without
+# hearing from the daemon, and the connection closed (calls end with paramd.Unavailable)
+# when it goes 10 s unanswered, so a frozen daemon cannot hang a stream that has no
+# deadline. The last two keep gRPC pinging through a long call with no data moving.
 _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 4 << 20),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", 30_000),
 )
 
 _HEALTH_NAMES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
@@ -271,14 +281,52 @@ class Client:
     def __getitem__(self, name: str) -> "RemoteModel":
         return self.model(name)
 
+    # --- optimizers (docs/training.md) ----------------------------------------------
+
+    def create_optimizer(self, name: str, model: str, kind: str, params: Any = None, *,
+                         mode: str = "manual", max_staleness: int = 0,
+                         **defaults: Any) -> "RemoteOptimizer":
+        """``torch.optim.<kind>(params, **defaults)`` on model ``model``, held by the daemon
+        as ``name``. ``kind`` is "SGD", "Adam" or "AdamW"; ``params`` None (every
+        parameter), a list of parameter names, or torch's list of group dicts with names.
+        ``mode`` "asynchronous" makes each push step at once (docs/training.md)."""
+        from paramd._training import RemoteOptimizer, _hypers, param_groups_proto
+
+        from paramd.v1 import training_pb2
+        request = training_pb2.CreateOptimizerRequest(
+            name=name, model=model, kind=kind, defaults=_hypers(defaults),
+            param_groups=param_groups_proto(params), mode=mode, max_staleness=max_staleness)
+        self._unary("/paramd.v1.Training/CreateOptimizer", request, training_pb2.OptimizerInfo)
+        return RemoteOptimizer(self, name)
+
+    def optimizer(self, name: str) -> "RemoteOptimizer":
+        """A handle on optimizer ``name``; free, and does not check that it exists."""
+        from paramd._training import RemoteOptimizer
+
+        return RemoteOptimizer(self, name)
+
+    def optimizers(self, model: str = "") -> "list[OptimizerInfo]":
+        """The daemon's optimizers (of ``model`` when given), by name."""
+        from paramd._training import OptimizerInfo
+
+        from paramd.v1 import training_pb2
+        answer = self._unary("/paramd.v1.Training/ListOptimizers",
+                             training_pb2.ListOptimizersRequest(model=model),
+                             training_pb2.ListOptimizersResponse)
+        return [OptimizerInfo.from_proto(info) for info in answer.optimizers]
+
     # --- checkpoint files -----------------------------------------------------------
 
     def checkpoints(self) -> list[checkpoints_pb2.CheckpointFile]:
         """The files in the daemon's checkpoint directory."""
-        answer = self._unary("/paramd.v1.Checkpoints/List",
-                             checkpoints_pb2.ListCheckpointsRequest(),
-                             checkpoints_pb2.ListCheckpointsResponse)
-        return list(answer.files)
+        files: list[checkpoints_pb2.CheckpointFile] = []
+        # The answer streams in messages of at most 1 MiB (docs/wire.md, "Pages and
+        # streamed lists").
+        for answer in self._server_stream("/paramd.v1.Checkpoints/List",
+                                          checkpoints_pb2.ListCheckpointsRequest(),
+                                          checkpoints_pb2.ListCheckpointsResponse.FromString):
+            files.extend(answer.files)
+        return files
 
     def upload(self, local_path: Union[str, "os.PathLike[str]"], remote_path: str, *,
                progress: Progress = None) -> TransferResult:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Seque
 import numpy as np
 
 from paramd import _tensors, _wire
-from paramd._answers import StreamedLoad
+from paramd._answers import StreamedLoad, merged_module_entries
 from paramd._client import Client, ModelInfo
 from paramd._errors import NotFound
 from paramd._progress import Progress, Reporter
@@ -454,13 +454,19 @@ class RemoteModel(_Handle):
         keys = frozenset(metadata)
         order = self._module_order.get(keys)
         if order is None:
-            answer = self._client._unary(_P + "NamedModules", parameters_pb2.NamedModulesRequest(
-                model=self.name, prefix=prefix.removesuffix("."), keep_duplicates=True),
-                parameters_pb2.NamedModulesResponse)
-            order = [m.name for m in answer.modules if m.name in keys]
+            modules = self._named_module_entries(prefix.removesuffix("."), keep_duplicates=True)
+            order = [m.name for m in modules if m.name in keys]
             order += sorted(keys.difference(order))
             self._module_order[keys] = order
         return collections.OrderedDict((k, {"version": metadata[k]}) for k in order)
+
+    def _named_module_entries(self, prefix: str,
+                              keep_duplicates: bool) -> list[parameters_pb2.ModuleEntry]:
+        """NamedModules' entries of one version, merged from its streamed messages."""
+        request = parameters_pb2.NamedModulesRequest(model=self.name, prefix=prefix,
+                                                     keep_duplicates=keep_duplicates)
+        return merged_module_entries(self._client._server_stream(
+            _P + "NamedModules", request, parameters_pb2.NamedModulesResponse.FromString))
 
     def _named_tensors(self, rpc: str, prefix: str, recurse: bool, remove_duplicate: bool,
                        as_numpy: bool) -> list[_wire.Entry]:
@@ -505,10 +511,7 @@ class RemoteModel(_Handle):
                       remove_duplicate: bool = True) -> Iterator[tuple[str, RemoteModule]]:
         """``model.named_modules(...)``: pre-order, the root first (named ``prefix``), a
         shared module once (with its subtree) unless ``remove_duplicate=False``."""
-        answer = self._client._unary(_P + "NamedModules", parameters_pb2.NamedModulesRequest(
-            model=self.name, prefix=prefix, keep_duplicates=not remove_duplicate),
-            parameters_pb2.NamedModulesResponse)
-        for m in answer.modules:
+        for m in self._named_module_entries(prefix, keep_duplicates=not remove_duplicate):
             path = m.name[len(prefix) + 1:] if prefix and m.name.startswith(prefix + ".") \
                 else ("" if m.name == prefix else m.name)
             module = RemoteModule(self._client, self.name, path, m.type, m.parameters,

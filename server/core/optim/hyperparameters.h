@@ -1,0 +1,81 @@
+// The hyperparameters of torch.optim's SGD, Adam and AdamW, as torch keeps them in a param
+// group: an ordered list of (name, value) in the order torch 2.15 writes them into
+// `optimizer.state_dict()["param_groups"]`, each value with its Python type (torch writes
+// `momentum=0` as an int and `lr=0.1` as a float, and a client rebuilding the dict keeps
+// them so). Values are checked with torch's messages.
+//
+// Pure values and functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace paramd::core {
+
+enum class OptimizerKind { kSgd, kAdam, kAdamW };
+
+// "SGD", "Adam", "AdamW": torch.optim's class names.
+absl::string_view OptimizerKindName(OptimizerKind kind);
+// INVALID_ARGUMENT for another name, listing the three.
+absl::StatusOr<OptimizerKind> ParseOptimizerKind(absl::string_view name);
+
+// One hyperparameter value with its Python type: None, a bool, an int, a float, or a tuple
+// of numbers (Adam's betas).
+struct HyperValue {
+  enum class Type { kNone, kBool, kInt, kFloat, kTuple };
+  Type type = Type::kNone;
+  double number = 0;  // kBool (0 or 1), kInt, kFloat
+  std::vector<double> tuple;
+
+  static HyperValue None() { return {}; }
+  static HyperValue Bool(bool value) { return {Type::kBool, value ? 1.0 : 0.0, {}}; }
+  static HyperValue Int(int64_t value) { return {Type::kInt, static_cast<double>(value), {}}; }
+  static HyperValue Float(double value) { return {Type::kFloat, value, {}}; }
+  static HyperValue Tuple(std::vector<double> values) { return {Type::kTuple, 0, std::move(values)}; }
+
+  bool is_number() const { return type == Type::kInt || type == Type::kFloat; }
+  bool operator==(const HyperValue& other) const = default;
+};
+
+// Python's repr of the value ("0.1", "0", "True", "None", "(0.9, 0.999)").
+std::string HyperValueRepr(const HyperValue& value);
+
+using Hyperparameters = std::vector<std::pair<std::string, HyperValue>>;
+
+// The value of `name`, or null.
+const HyperValue* FindHyperparameter(const Hyperparameters& hyperparameters,
+                                     absl::string_view name);
+
+// torch.optim's defaults for `kind`, in the order torch writes them.
+Hyperparameters DefaultHyperparameters(OptimizerKind kind);
+
+// `base` with `overrides` applied (each replaces the value of its name, keeping its place),
+// then checked as torch's constructor checks them. INVALID_ARGUMENT for a name `kind` does
+// not have (listing those it has), a value of the wrong type, or a value torch refuses (with
+// torch's message, "Invalid learning rate: -1.0"). AdamW's decoupled_weight_decay is always
+// True, as torch keeps it.
+absl::StatusOr<Hyperparameters> ApplyHyperparameters(OptimizerKind kind, const Hyperparameters& base,
+                                                     const Hyperparameters& overrides);
+
+// The values the step computes with, read from checked hyperparameters.
+struct GroupOptions {
+  double lr = 0;
+  double weight_decay = 0;
+  bool maximize = false;
+  double momentum = 0;
+  double dampening = 0;
+  bool nesterov = false;
+  double beta1 = 0;
+  double beta2 = 0;
+  double eps = 0;
+  bool amsgrad = false;
+  bool decoupled_weight_decay = false;
+};
+GroupOptions ReadGroupOptions(OptimizerKind kind, const Hyperparameters& hyperparameters);
+
+}  // namespace paramd::core

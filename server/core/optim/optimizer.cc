@@ -1,0 +1,409 @@
+#include "server/core/optim/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "base/text.h"
+#include "base/version_conflict.h"
+#include "kernels/backend.h"
+#include "server/core/registry.h"
+#include "server/core/traversal.h"
+
+namespace paramd::core {
+namespace {
+
+// A flat float view of a contiguous tensor, for the element-wise kernels.
+kernels::TensorView FlatView(const Tensor& tensor) {
+  kernels::TensorView view;
+  view.data = tensor.mutable_data();
+  view.dtype = tensor.dtype();
+  view.rank = 1;
+  view.shape[0] = tensor.numel();
+  view.strides[0] = 1;
+  return view;
+}
+
+absl::StatusOr<Tensor> Contiguous(const Tensor& tensor) {
+  if (tensor.is_contiguous()) return tensor;
+  return Clone(tensor);
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<Optimizer>> Optimizer::Create(std::string name,
+                                                             std::shared_ptr<Model> model,
+                                                             OptimizerKind kind,
+                                                             const Hyperparameters& defaults,
+                                                             const std::vector<GroupSpec>& groups,
+                                                             Mode mode) {
+  PARAMD_RETURN_IF_ERROR(ValidateModelName(name));
+  PARAMD_ASSIGN_OR_RETURN(Hyperparameters base,
+                          ApplyHyperparameters(kind, DefaultHyperparameters(kind), defaults));
+  std::shared_ptr<Optimizer> optimizer(new Optimizer(std::move(name), model, kind, mode));
+  absl::MutexLock lock(&optimizer->mu_);
+  PARAMD_RETURN_IF_ERROR(model->Read([&](const std::shared_ptr<Module>& root,
+                                         uint64_t) -> absl::Status {
+    Optimizer& o = *optimizer;
+    // Every parameter's first name, as named_parameters lists it.
+    absl::flat_hash_map<const Parameter*, std::string> first_names;
+    std::vector<std::shared_ptr<Parameter>> in_order;
+    for (const auto& [param_name, parameter] : NamedParameters(root)) {
+      first_names.emplace(parameter.get(), param_name);
+      in_order.push_back(parameter);
+    }
+    std::vector<GroupSpec> specs = groups;
+    if (specs.empty()) {
+      GroupSpec all;
+      for (const auto& parameter : in_order) all.params.push_back(first_names[parameter.get()]);
+      specs.push_back(std::move(all));
+    }
+    for (const GroupSpec& spec : specs) {
+      if (spec.params.empty()) {
+        return absl::InvalidArgumentError("optimizer got an empty parameter list");
+      }
+      Group group;
+      PARAMD_ASSIGN_OR_RETURN(group.hyperparameters,
+                              ApplyHyperparameters(kind, base, spec.hyperparameters));
+      for (const std::string& param_name : spec.params) {
+        PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<TensorSlot> slot, FindTensorSlot(root, param_name));
+        auto parameter = std::dynamic_pointer_cast<Parameter>(slot);
+        if (parameter == nullptr) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(QuoteName(param_name),
+                           " is a buffer, not a parameter; an optimizer updates parameters "
+                           "(NamedParameters lists them)"));
+        }
+        if (o.index_.contains(parameter.get())) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("some parameters appear in more than one parameter group (",
+                           QuoteName(param_name), " is ", QuoteName(first_names[parameter.get()]),
+                           ", listed already)"));
+        }
+        o.index_.emplace(parameter.get(), o.params_.size());
+        group.params.push_back(o.params_.size());
+        Param param;
+        param.parameter = parameter;
+        param.name = first_names[parameter.get()];
+        param.shape = parameter->data().shape();
+        o.params_.push_back(std::move(param));
+      }
+      o.groups_.push_back(std::move(group));
+    }
+    return absl::OkStatus();
+  }));
+  return optimizer;
+}
+
+absl::StatusOr<size_t> Optimizer::Resolve(const std::shared_ptr<Module>& root,
+                                          absl::string_view name) const {
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<TensorSlot> slot, FindTensorSlot(root, name));
+  auto it = index_.find(dynamic_cast<const Parameter*>(slot.get()));
+  if (it == index_.end()) {
+    return absl::NotFoundError(absl::StrCat(QuoteName(name), " is not a parameter of optimizer ",
+                                            QuoteName(name_),
+                                            "; GetOptimizerState lists its param groups"));
+  }
+  return it->second;
+}
+
+absl::Status Optimizer::AccumulateGradients(const std::vector<Gradient>& gradients) {
+  absl::MutexLock lock(&mu_);
+  if (mode_.kind == Mode::kAsynchronous) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name_), " is asynchronous: each push steps at once with its "
+        "own gradients; push with the round the gradients were computed on"));
+  }
+  return AccumulateLocked(gradients, /*fresh=*/false);
+}
+
+absl::Status Optimizer::AccumulateLocked(const std::vector<Gradient>& gradients, bool fresh) {
+  // Resolve and check every name first, so a bad one changes nothing.
+  std::vector<size_t> targets;
+  PARAMD_RETURN_IF_ERROR(model_->Read([&](const std::shared_ptr<Module>& root,
+                                          uint64_t) -> absl::Status {
+    for (const Gradient& gradient : gradients) {
+      PARAMD_ASSIGN_OR_RETURN(size_t index, Resolve(root, gradient.name));
+      const Tensor& data = params_[index].parameter->data();
+      if (gradient.values.shape() != data.shape()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the gradient of ", QuoteName(gradient.name), " has shape ",
+            ShapeString(gradient.values.shape()), " but the parameter has shape ",
+            ShapeString(data.shape()), "; push a gradient of the parameter's shape"));
+      }
+      targets.push_back(index);
+    }
+    return absl::OkStatus();
+  }));
+  // New gradient tensors, in the parameters' dtype and device; the sums go into private
+  // copies so that an error on the way leaves every `.grad` as it was.
+  absl::flat_hash_map<size_t, Tensor> sums;
+  for (size_t i = 0; i < gradients.size(); ++i) {
+    const Param& param = params_[targets[i]];
+    const Tensor& data = param.parameter->data();
+    PARAMD_ASSIGN_OR_RETURN(Tensor values,
+                            ConvertTo(gradients[i].values, data.dtype(), data.device()));
+    auto it = sums.find(targets[i]);
+    if (it == sums.end()) {
+      if (fresh || !param.grad.defined()) {
+        sums.emplace(targets[i], std::move(values));
+        continue;
+      }
+      PARAMD_ASSIGN_OR_RETURN(Tensor copy, Clone(param.grad));
+      it = sums.emplace(targets[i], std::move(copy)).first;
+    }
+    PARAMD_ASSIGN_OR_RETURN(kernels::Backend * backend, kernels::GetBackend(data.device()));
+    const kernels::TensorView sum = FlatView(it->second);
+    PARAMD_RETURN_IF_ERROR(backend->Binary(
+        {.op = kernels::BinaryOp::kAdd, .a = sum, .b = FlatView(values), .output = sum}));
+  }
+  for (auto& [index, sum] : sums) params_[index].grad = std::move(sum);
+  return absl::OkStatus();
+}
+
+absl::Status Optimizer::ZeroGrad(bool set_to_none) {
+  absl::MutexLock lock(&mu_);
+  std::vector<Tensor> zeros(params_.size());
+  if (!set_to_none) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Tensor& grad = params_[i].grad;
+      if (!grad.defined()) continue;
+      PARAMD_ASSIGN_OR_RETURN(zeros[i], Tensor::Full(grad.dtype(), grad.shape(), 0, grad.device()));
+    }
+  }
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].grad = zeros[i];
+  return absl::OkStatus();
+}
+
+// The new tensors of one step, built before anything changes.
+struct Optimizer::StepPlan {
+  struct Update {
+    size_t param;
+    Tensor new_data;
+    std::vector<Tensor> new_state;
+    float new_step = 0;
+  };
+  std::vector<Update> updates;
+};
+
+absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& plan) const {
+  absl::flat_hash_set<const Parameter*> present;
+  for (const auto& [name, parameter] : NamedParameters(root)) present.insert(parameter.get());
+  for (const Group& group : groups_) {
+    const GroupOptions options = ReadGroupOptions(kind_, group.hyperparameters);
+    kernels::OptimizerStepArgs args;
+    args.algorithm = kind_ == OptimizerKind::kSgd ? kernels::OptimizerAlgorithm::kSgd
+                                                  : kernels::OptimizerAlgorithm::kAdam;
+    args.lr = options.lr;
+    args.weight_decay = options.weight_decay;
+    args.maximize = options.maximize;
+    args.momentum = options.momentum;
+    args.dampening = options.dampening;
+    args.nesterov = options.nesterov;
+    args.beta1 = options.beta1;
+    args.beta2 = options.beta2;
+    args.eps = options.eps;
+    args.amsgrad = options.amsgrad;
+    args.decoupled_weight_decay = options.decoupled_weight_decay;
+    const size_t state_count = kind_ == OptimizerKind::kSgd ? (options.momentum != 0 ? 1 : 0)
+                                                            : (options.amsgrad ? 3 : 2);
+    kernels::Backend* backend = nullptr;
+    // Inputs kept alive until the kernels ran.
+    std::vector<Tensor> inputs;
+    for (size_t index : group.params) {
+      const Param& param = params_[index];
+      if (!param.grad.defined()) continue;
+      if (!present.contains(param.parameter.get())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "parameter ", QuoteName(param.name), " of optimizer ", QuoteName(name_),
+            " is no longer in model ", QuoteName(model_->name()),
+            "; delete the optimizer and create it again"));
+      }
+      PARAMD_ASSIGN_OR_RETURN(Tensor data, Contiguous(param.parameter->data()));
+      if (data.shape() != param.grad.shape() || !(data.device() == param.grad.device())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "parameter ", QuoteName(param.name), " changed shape or device since its gradient "
+            "was pushed; ZeroGrad and push again"));
+      }
+      if (backend == nullptr) {
+        PARAMD_ASSIGN_OR_RETURN(backend, kernels::GetBackend(data.device()));
+      }
+      StepPlan::Update update{index, {}, {}, param.step};
+      PARAMD_ASSIGN_OR_RETURN(update.new_data, Tensor::Empty(data.dtype(), data.shape(), data.device()));
+      kernels::OptimizerTensor t;
+      t.numel = data.numel();
+      t.param = data.data();
+      t.grad = param.grad.data();
+      t.param_out = update.new_data.mutable_data();
+      t.first_step = !param.has_state;
+      for (size_t k = 0; k < state_count; ++k) {
+        PARAMD_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(data.dtype(), data.shape(), data.device()));
+        Tensor in;
+        if (param.has_state && k < param.state.size()) {
+          in = param.state[k];
+        } else if (kind_ != OptimizerKind::kSgd) {
+          // torch creates Adam's moments as zeros at the first step (and max_exp_avg_sq when
+          // amsgrad is switched on later finds none: zeros too).
+          PARAMD_ASSIGN_OR_RETURN(in, Tensor::Full(data.dtype(), data.shape(), 0, data.device()));
+        }
+        t.state_in[k] = in.defined() ? in.data() : nullptr;
+        t.state_out[k] = out.mutable_data();
+        inputs.push_back(std::move(in));
+        update.new_state.push_back(std::move(out));
+      }
+      if (kind_ != OptimizerKind::kSgd) {
+        update.new_step = param.step + 1.0f;  // step_t += 1, in float32
+        const double step = update.new_step;
+        t.step_size = options.lr / (1 - std::pow(options.beta1, step));
+        t.bias_correction2_sqrt = std::pow(1 - std::pow(options.beta2, step), 0.5);
+      } else {
+        // SGD's `buf is None`: no buffer yet (or momentum was off until now).
+        t.first_step = param.state.empty();
+      }
+      inputs.push_back(data);
+      args.dtype = data.dtype();
+      args.tensors.push_back(t);
+      plan.updates.push_back(std::move(update));
+    }
+    if (args.tensors.empty()) continue;
+    PARAMD_RETURN_IF_ERROR(backend->OptimizerStep(args));
+    PARAMD_RETURN_IF_ERROR(backend->Synchronize());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Optimizer::Step(std::optional<uint64_t> if_version) {
+  absl::MutexLock lock(&mu_);
+  if (mode_.kind == Mode::kAsynchronous) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name_),
+        " is asynchronous: each push steps, and Step is refused; Step is for manual mode"));
+  }
+  return StepLocked(if_version);
+}
+
+absl::StatusOr<Optimizer::AsyncResult> Optimizer::PushAndStep(const std::vector<Gradient>& gradients,
+                                                              uint64_t round) {
+  absl::MutexLock lock(&mu_);
+  if (mode_.kind != Mode::kAsynchronous) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name_), " is not asynchronous; push, then Step"));
+  }
+  if (round > steps_ || steps_ - round > mode_.bound) {
+    const std::string why =
+        round > steps_ ? absl::StrCat("round ", round, " has not begun")
+                       : absl::StrCat("a push computed on round ", round, " is ", steps_ - round,
+                                      " steps old, more than max_staleness ", mode_.bound);
+    return VersionConflictError(absl::StrCat("optimizer ", QuoteName(name_), " is at round ",
+                                             steps_, "; ", why,
+                                             ": pull the weights again and recompute"),
+                                steps_);
+  }
+  // The push's gradients alone, consumed by the step (or dropped if it fails).
+  PARAMD_RETURN_IF_ERROR(AccumulateLocked(gradients, /*fresh=*/true));
+  absl::StatusOr<uint64_t> version = StepLocked(std::nullopt);
+  for (Param& param : params_) param.grad = Tensor();
+  PARAMD_RETURN_IF_ERROR(version.status());
+  return AsyncResult{*version, steps_};
+}
+
+absl::StatusOr<uint64_t> Optimizer::StepLocked(std::optional<uint64_t> if_version) {
+  const bool any = std::any_of(params_.begin(), params_.end(),
+                               [](const Param& param) { return param.grad.defined(); });
+  if (!any) {
+    // torch's step with no gradient changes nothing; the version check still applies.
+    const uint64_t current = model_->version();
+    if (if_version && *if_version != current) {
+      return VersionConflictError(absl::StrCat("model ", QuoteName(model_->name()),
+                                               " is at version ", current, ", not ", *if_version,
+                                               "; read it again and redo the step"),
+                                  current);
+    }
+    return current;
+  }
+  auto plan = std::make_shared<StepPlan>();
+  PARAMD_ASSIGN_OR_RETURN(
+      uint64_t version,
+      model_->Write(if_version, [&](const std::shared_ptr<Module>& root)
+                                    -> absl::StatusOr<Model::Commit> {
+        PARAMD_RETURN_IF_ERROR(PlanStep(root, *plan));
+        std::vector<std::pair<std::shared_ptr<Parameter>, Tensor>> writes;
+        for (const StepPlan::Update& update : plan->updates) {
+          writes.emplace_back(params_[update.param].parameter, update.new_data);
+        }
+        return Model::Commit([writes = std::move(writes)](uint64_t new_version) {
+          for (const auto& [parameter, data] : writes) parameter->set_data(data, new_version);
+        });
+      }));
+  // The model published the new parameters; the optimizer's state follows under the lock
+  // held throughout, so no call on this optimizer sees the one without the other.
+  for (StepPlan::Update& update : plan->updates) {
+    Param& param = params_[update.param];
+    param.state = std::move(update.new_state);
+    param.step = update.new_step;
+    param.has_state = true;
+  }
+  ++steps_;
+  return version;
+}
+
+Optimizer::Summary Optimizer::Describe() const {
+  absl::ReaderMutexLock lock(&mu_);
+  Summary summary{name_, model_->name(), kind_};
+  summary.mode = mode_;
+  summary.groups = static_cast<int64_t>(groups_.size());
+  summary.parameters = static_cast<int64_t>(params_.size());
+  for (const Param& param : params_) {
+    if (param.grad.defined()) ++summary.with_gradient;
+    for (const Tensor& tensor : param.state) summary.state_bytes += tensor.nbytes();
+  }
+  summary.steps = steps_;
+  return summary;
+}
+
+absl::Status OptimizerRegistry::Add(std::shared_ptr<Optimizer> optimizer) {
+  absl::MutexLock lock(&mu_);
+  const std::string& name = optimizer->name();
+  if (optimizers_.contains(name)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "optimizer ", QuoteName(name), " already exists; DeleteOptimizer it or pick another name"));
+  }
+  optimizers_.emplace(name, std::move(optimizer));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Optimizer>> OptimizerRegistry::Get(absl::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = optimizers_.find(name);
+  if (it == optimizers_.end()) {
+    return absl::NotFoundError(absl::StrCat("optimizer ", QuoteName(name),
+                                            " not found; ListOptimizers shows the optimizers"));
+  }
+  return it->second;
+}
+
+absl::Status OptimizerRegistry::Remove(absl::string_view name) {
+  absl::MutexLock lock(&mu_);
+  if (optimizers_.erase(name) == 0) {
+    return absl::NotFoundError(absl::StrCat("optimizer ", QuoteName(name),
+                                            " not found; ListOptimizers shows the optimizers"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::shared_ptr<Optimizer>> OptimizerRegistry::List(absl::string_view model) const {
+  std::vector<std::shared_ptr<Optimizer>> list;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, optimizer] : optimizers_) {
+      if (model.empty() || optimizer->model()->name() == model) list.push_back(optimizer);
+    }
+  }
+  std::sort(list.begin(), list.end(),
+            [](const auto& a, const auto& b) { return a->name() < b->name(); });
+  return list;
+}
+
+}  // namespace paramd::core

@@ -1,0 +1,221 @@
+// Optimizer: torch.optim's SGD, Adam or AdamW bound to one Model, run inside paramd. It keeps
+// what a torch optimizer keeps next to its parameters: the param groups (parameters and
+// hyperparameters), the per-parameter state (momentum buffers, Adam's moments and step
+// count) and, since the gradients come from remote workers rather than autograd, each
+// parameter's `.grad`.
+//
+// PyTorch's semantics (docs/training.md):
+//  - parameters are named by any of their state_dict names; a tied parameter is one
+//    parameter, with one gradient and one state, whichever name a push uses;
+//  - a push adds into the gradient as autograd does (`p.grad += g`); a parameter nobody
+//    pushed for has no gradient (`p.grad is None`) and the step skips it, which a zero
+//    gradient would not;
+//  - Step runs torch's single-tensor arithmetic (Note [Optimizer arithmetic] in
+//    kernels/ops.h) over every parameter that has a gradient and publishes all of them in
+//    one new model version (Model::Write), so a reader sees the whole step or none of it;
+//    Step does not clear gradients, ZeroGrad does (set_to_none=True by default, as torch);
+//  - state is created at a parameter's first step, on the model's device, allocated through
+//    its backend (so it counts against --max-memory).
+//
+// Errors change nothing: every method validates and allocates before it changes anything.
+//
+// Thread-safety: every method is safe from any thread; one mutex serialises them. A step
+// holds it and then the model's writer lock (Model::Write), under which its kernels run;
+// the order is always optimizer, then model. Readers of the model are never blocked.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/model.h"
+#include "server/core/optim/hyperparameters.h"
+
+namespace paramd::core {
+
+// optimizer.state_dict() in torch's layout: `state` keyed by the parameter's index in
+// param-group order (only parameters that have state), `param_groups` with the
+// hyperparameters and the indices of their parameters.
+struct OptimizerStateDict {
+  struct ParamState {
+    int64_t index = 0;
+    // torch's keys in torch's order: SGD {momentum_buffer}; Adam {step (a 0-dim float32
+    // tensor), exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad)}.
+    std::vector<std::pair<std::string, Tensor>> tensors;
+  };
+  struct Group {
+    Hyperparameters hyperparameters;
+    std::vector<int64_t> params;
+    // The state_dict name of each parameter (its first name in named_parameters order);
+    // paramd's addition, torch's `param_names` when given.
+    std::vector<std::string> param_names;
+  };
+  std::vector<ParamState> state;
+  std::vector<Group> param_groups;
+};
+
+// How pushes and steps relate (docs/training.md).
+struct OptimizerMode {
+  enum Kind { kManual, kAsynchronous };
+  Kind kind = kManual;
+  uint64_t bound = 0;  // asynchronous: S, the most steps a push may be behind
+};
+
+class Optimizer {
+ public:
+  // One param group to create: parameter names (any state_dict name of each) and the
+  // hyperparameters that differ from the optimizer's defaults.
+  struct GroupSpec {
+    std::vector<std::string> params;
+    Hyperparameters hyperparameters;
+  };
+
+  // torch.optim.<kind>(groups, **defaults) on `model`. No groups: one group of
+  // model.parameters() in named_parameters order. INVALID_ARGUMENT for a bad hyperparameter,
+  // an empty group ("optimizer got an empty parameter list"), a name that is not a
+  // parameter, or a parameter listed twice under any of its names ("some parameters appear
+  // in more than one parameter group"); NOT_FOUND for an unknown name.
+  //
+  // `mode` (docs/training.md): manual (pushes accumulate until Step) or asynchronous with a
+  // bound S (each push steps at once with its gradients alone, when the optimizer has taken
+  // at most S steps since the round the push names).
+  using Mode = OptimizerMode;
+  static absl::StatusOr<std::shared_ptr<Optimizer>> Create(std::string name,
+                                                           std::shared_ptr<Model> model,
+                                                           OptimizerKind kind,
+                                                           const Hyperparameters& defaults,
+                                                           const std::vector<GroupSpec>& groups,
+                                                           Mode mode = {});
+
+  const std::string& name() const { return name_; }
+  OptimizerKind kind() const { return kind_; }
+  const std::shared_ptr<Model>& model() const { return model_; }
+
+  // A gradient for the parameter named `name` (any of its state_dict names).
+  struct Gradient {
+    std::string name;
+    Tensor values;
+  };
+  // `p.grad += g` for each, all or nothing, after converting to the parameter's dtype and
+  // device. NOT_FOUND for a name that is not a parameter of this optimizer, INVALID_ARGUMENT
+  // for a shape that differs from the parameter's; FAILED_PRECONDITION in asynchronous mode.
+  absl::Status AccumulateGradients(const std::vector<Gradient>& gradients);
+
+  // Asynchronous mode: one step with `gradients` alone, computed on the weights of optimizer
+  // step `round`. ABORTED (carrying the current round as the version-conflict payload)
+  // when more than S steps were taken since `round`, or `round` is still to come; the
+  // errors of AccumulateGradients and Step otherwise. Staleness counts optimizer steps, not
+  // model versions: other writes do not age a push. Returns the new model version and round.
+  struct AsyncResult {
+    uint64_t version = 0;
+    uint64_t round = 0;
+  };
+  absl::StatusOr<AsyncResult> PushAndStep(const std::vector<Gradient>& gradients, uint64_t round);
+
+  // optimizer.step(): updates every parameter that has a gradient in one new model version
+  // and returns it; with no gradient at all nothing is written and the current version is
+  // returned. ABORTED when `if_version` is set and the model moved on; FAILED_PRECONDITION
+  // in asynchronous mode, or when a parameter left the model or changed shape; UNIMPLEMENTED for a dtype or device
+  // whose backend has no optimizer kernel; RESOURCE_EXHAUSTED when the new tensors do not
+  // fit.
+  absl::StatusOr<uint64_t> Step(std::optional<uint64_t> if_version);
+
+  // optimizer.zero_grad(set_to_none): drops every gradient, or zeroes them in place.
+  absl::Status ZeroGrad(bool set_to_none = true);
+
+  // optimizer.state_dict(): tensors are the current state (never written again).
+  OptimizerStateDict StateDict() const;
+  // optimizer.load_state_dict(): torch's checks and messages for the group layout; each
+  // state tensor is converted to its parameter's dtype and device (Adam's step to a float)
+  // and must have the parameter's shape. The loaded groups' hyperparameters replace the
+  // current ones (missing keys take torch's defaults).
+  absl::Status LoadStateDict(const OptimizerStateDict& state);
+
+  // Sets hyperparameters of group `group` (nullopt: every group), as a scheduler writes
+  // `optimizer.param_groups[i]["lr"]`. INVALID_ARGUMENT as Create, or for a group index out
+  // of range.
+  absl::Status SetHyperparameters(std::optional<int64_t> group, const Hyperparameters& values);
+
+  struct Summary {
+    std::string name;
+    std::string model;
+    OptimizerKind kind;
+    Mode mode;
+    int64_t groups = 0;
+    int64_t parameters = 0;
+    int64_t with_gradient = 0;
+    uint64_t steps = 0;  // Step calls that updated something
+    uint64_t state_bytes = 0;
+  };
+  Summary Describe() const;
+
+ private:
+  struct Param {
+    std::shared_ptr<Parameter> parameter;
+    std::string name;  // first name in named_parameters order
+    Shape shape;
+    Tensor grad;  // undefined: None
+    bool has_state = false;
+    float step = 0;  // Adam's step count (torch keeps it as a float32 tensor)
+    // SGD: momentum_buffer (when momentum != 0). Adam: exp_avg, exp_avg_sq, max_exp_avg_sq.
+    std::vector<Tensor> state;
+  };
+  struct Group {
+    Hyperparameters hyperparameters;
+    std::vector<size_t> params;  // indices into params_
+  };
+  struct StepPlan;
+
+  Optimizer(std::string name, std::shared_ptr<Model> model, OptimizerKind kind, Mode mode)
+      : name_(std::move(name)), model_(std::move(model)), kind_(kind), mode_(mode) {}
+
+  // The bodies of AccumulateGradients (`fresh`: the pushed values replace the gradients
+  // instead of adding to them) and Step.
+  absl::Status AccumulateLocked(const std::vector<Gradient>& gradients, bool fresh)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> StepLocked(std::optional<uint64_t> if_version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The params_ index of the parameter `name` in `root`; NOT_FOUND otherwise.
+  absl::StatusOr<size_t> Resolve(const std::shared_ptr<Module>& root, absl::string_view name) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Builds the new parameter and state tensors of one step; changes nothing.
+  absl::Status PlanStep(const std::shared_ptr<Module>& root, StepPlan& plan) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  const std::string name_;
+  const std::shared_ptr<Model> model_;
+  const OptimizerKind kind_;
+  const Mode mode_;
+  mutable absl::Mutex mu_;
+  std::vector<Param> params_ ABSL_GUARDED_BY(mu_);
+  std::vector<Group> groups_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<const Parameter*, size_t> index_ ABSL_GUARDED_BY(mu_);
+  uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// The daemon's optimizers by name (the names follow model names' rules).
+// Thread-safety: every method is safe from any thread.
+class OptimizerRegistry {
+ public:
+  // ALREADY_EXISTS when the name is taken.
+  absl::Status Add(std::shared_ptr<Optimizer> optimizer);
+  // NOT_FOUND naming the optimizer and how to list them.
+  absl::StatusOr<std::shared_ptr<Optimizer>> Get(absl::string_view name) const;
+  absl::Status Remove(absl::string_view name);
+  // Every optimizer (of `model` when not empty), sorted by name.
+  std::vector<std::shared_ptr<Optimizer>> List(absl::string_view model = "") const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Optimizer>> optimizers_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace paramd::core

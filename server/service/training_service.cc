@@ -1,0 +1,362 @@
+#include "server/service/training_service.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "base/text.h"
+#include "server/service/status_util.h"
+#include "server/service/tensor_codec.h"
+#include "server/service/unary_call.h"
+
+namespace paramd::service {
+namespace {
+
+using core::HyperValue;
+
+absl::StatusOr<HyperValue> FromProto(const v1::HyperValue& value, const std::string& name) {
+  switch (value.value_case()) {
+    case v1::HyperValue::kNone:
+      return HyperValue::None();
+    case v1::HyperValue::kBoolValue:
+      return HyperValue::Bool(value.bool_value());
+    case v1::HyperValue::kIntValue:
+      return HyperValue::Int(value.int_value());
+    case v1::HyperValue::kFloatValue:
+      return HyperValue::Float(value.float_value());
+    case v1::HyperValue::kTupleValue:
+      return HyperValue::Tuple(
+          {value.tuple_value().values().begin(), value.tuple_value().values().end()});
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("hyperparameter '", name, "' has no value; set one of HyperValue's fields"));
+  }
+}
+
+void ToProto(const HyperValue& value, v1::HyperValue* out) {
+  switch (value.type) {
+    case HyperValue::Type::kNone:
+      out->set_none(true);
+      return;
+    case HyperValue::Type::kBool:
+      out->set_bool_value(value.number != 0);
+      return;
+    case HyperValue::Type::kInt:
+      out->set_int_value(static_cast<int64_t>(value.number));
+      return;
+    case HyperValue::Type::kFloat:
+      out->set_float_value(value.number);
+      return;
+    case HyperValue::Type::kTuple:
+      for (double v : value.tuple) out->mutable_tuple_value()->add_values(v);
+      return;
+  }
+}
+
+absl::StatusOr<core::Hyperparameters> FromProto(
+    const google::protobuf::RepeatedPtrField<v1::Hyperparameter>& values) {
+  core::Hyperparameters out;
+  for (const v1::Hyperparameter& entry : values) {
+    PARAMD_ASSIGN_OR_RETURN(HyperValue value, FromProto(entry.value(), entry.name()));
+    out.emplace_back(entry.name(), std::move(value));
+  }
+  return out;
+}
+
+void ToProto(const core::Hyperparameters& values,
+             google::protobuf::RepeatedPtrField<v1::Hyperparameter>* out) {
+  for (const auto& [name, value] : values) {
+    v1::Hyperparameter* entry = out->Add();
+    entry->set_name(name);
+    ToProto(value, entry->mutable_value());
+  }
+}
+
+v1::OptimizerInfo Info(const core::Optimizer& optimizer) {
+  const core::Optimizer::Summary summary = optimizer.Describe();
+  v1::OptimizerInfo info;
+  info.set_name(summary.name);
+  info.set_model(summary.model);
+  info.set_kind(std::string(core::OptimizerKindName(summary.kind)));
+  info.set_param_groups(summary.groups);
+  info.set_parameters(summary.parameters);
+  info.set_with_gradient(summary.with_gradient);
+  info.set_steps(summary.steps);
+  info.set_state_bytes(summary.state_bytes);
+  info.set_model_version(optimizer.model()->version());
+  const bool asynchronous = summary.mode.kind == core::OptimizerMode::kAsynchronous;
+  info.set_mode(asynchronous ? "asynchronous" : "manual");
+  info.set_max_staleness(summary.mode.bound);
+  return info;
+}
+
+// "<index>.<key>" of a state tensor on the wire.
+absl::StatusOr<std::pair<int64_t, std::string>> SplitStateName(const std::string& name) {
+  const size_t dot = name.find('.');
+  int64_t index = 0;
+  if (dot == std::string::npos || !absl::SimpleAtoi(name.substr(0, dot), &index) || index < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "optimizer state tensor ", QuoteName(name),
+        " is not named '<parameter index>.<key>' (for example '0.exp_avg')"));
+  }
+  return std::make_pair(index, name.substr(dot + 1));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<core::Optimizer>> TrainingService::Live(
+    const std::string& name) const {
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer, optimizers_->Get(name));
+  absl::StatusOr<std::shared_ptr<core::Model>> model = models_->Get(optimizer->model()->name());
+  if (!model.ok() || *model != optimizer->model()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name), " belongs to model ", QuoteName(optimizer->model()->name()),
+        ", which was deleted since; DeleteOptimizer it and create one on the model you have now"));
+  }
+  return optimizer;
+}
+
+grpc::ServerUnaryReactor* TrainingService::CreateOptimizer(grpc::CallbackServerContext* context,
+                                                           const v1::CreateOptimizerRequest* request,
+                                                           v1::OptimizerInfo* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Training/CreateOptimizer")) {
+    return refused;
+  }
+  return FinishOnExecutor(context, *executor_, "create optimizer", request->name(), [=, this] {
+    return Guard([&]() -> absl::Status {
+      absl::Status status = [&]() -> absl::Status {
+        PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Model> model, models_->Get(request->model()));
+        PARAMD_ASSIGN_OR_RETURN(core::OptimizerKind kind, core::ParseOptimizerKind(request->kind()));
+        PARAMD_ASSIGN_OR_RETURN(core::Hyperparameters defaults, FromProto(request->defaults()));
+        std::vector<core::Optimizer::GroupSpec> groups;
+        for (const v1::ParamGroup& group : request->param_groups()) {
+          core::Optimizer::GroupSpec spec;
+          spec.params.assign(group.param_names().begin(), group.param_names().end());
+          PARAMD_ASSIGN_OR_RETURN(spec.hyperparameters, FromProto(group.hyperparameters()));
+          groups.push_back(std::move(spec));
+        }
+        core::OptimizerMode mode;
+        if (request->mode() == "asynchronous") {
+          mode = {core::OptimizerMode::kAsynchronous, request->max_staleness()};
+        } else if (!request->mode().empty() && request->mode() != "manual") {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "unknown optimizer mode '", request->mode(), "'; use 'manual' or 'asynchronous'"));
+        }
+        PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
+                                core::Optimizer::Create(request->name(), std::move(model), kind,
+                                                        defaults, groups, mode));
+        PARAMD_RETURN_IF_ERROR(optimizers_->Add(optimizer));
+        *response = Info(*optimizer);
+        return absl::OkStatus();
+      }();
+      LogCall("create optimizer", request->name(), status, /*log_success=*/true);
+      return status;
+    });
+  });
+}
+
+absl::StatusOr<grpc::ByteBuffer> TrainingService::ApplyPush(IncomingGradients& push) {
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
+                          Live(push.options.optimizer()));
+  std::vector<core::Optimizer::Gradient> gradients;
+  for (auto& [header, tensor] : push.tensors) {
+    if (FromProtoRegion(header.region())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the gradient of ", QuoteName(header.name()),
+          " names a region; push whole gradients (a region is for SetTensors)"));
+    }
+    gradients.push_back({header.name(), std::move(tensor)});
+  }
+  v1::PushGradientsResponse response;
+  if (optimizer->Describe().mode.kind == core::OptimizerMode::kAsynchronous) {
+    PARAMD_ASSIGN_OR_RETURN(core::Optimizer::AsyncResult result,
+                            optimizer->PushAndStep(gradients, push.options.round()));
+    response.set_model_version(result.version);
+    response.set_round(result.round);
+    return Serialize(response);
+  }
+  PARAMD_RETURN_IF_ERROR(optimizer->AccumulateGradients(gradients));
+  const core::Optimizer::Summary summary = optimizer->Describe();
+  response.set_with_gradient(summary.with_gradient);
+  response.set_model_version(optimizer->model()->version());
+  response.set_round(summary.steps);
+  return Serialize(response);
+}
+
+grpc::ServerReadReactor<grpc::ByteBuffer>* TrainingService::PushGradients(
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Training/PushGradients")) {
+    return refused;
+  }
+  return new BasicWriteStreamReactor<v1::GradientFrame>(
+      context, executor_, watchdog_, response, "push gradients",
+      [this](IncomingGradients& push) { return ApplyPush(push); });
+}
+
+grpc::ServerUnaryReactor* TrainingService::Step(grpc::CallbackServerContext* context,
+                                                const v1::StepRequest* request,
+                                                v1::StepResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Training/Step")) {
+    return refused;
+  }
+  return FinishOnExecutor(context, *executor_, "step", request->optimizer(), [=, this] {
+    return Logged("step", request->optimizer(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
+                    PARAMD_ASSIGN_OR_RETURN(uint64_t version,
+                                            optimizer->Step(IfVersion(request->if_version())));
+                    response->set_version(version);
+                    response->set_steps(optimizer->Describe().steps);
+                    return absl::OkStatus();
+                  }));
+  });
+}
+
+grpc::ServerUnaryReactor* TrainingService::ZeroGrad(grpc::CallbackServerContext* context,
+                                                    const v1::ZeroGradRequest* request,
+                                                    v1::OptimizerInfo* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Training/ZeroGrad")) {
+    return refused;
+  }
+  return FinishOnExecutor(context, *executor_, "zero grad", request->optimizer(), [=, this] {
+    return Logged("zero grad", request->optimizer(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
+                    PARAMD_RETURN_IF_ERROR(optimizer->ZeroGrad(!request->keep_as_zeros()));
+                    *response = Info(*optimizer);
+                    return absl::OkStatus();
+                  }));
+  });
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainingService::GetOptimizerState(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerWriteReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Training/GetOptimizerState")) {
+    return refused;
+  }
+  v1::GetOptimizerStateRequest request;
+  absl::Status parsed = Parse(*raw, &request);
+  if (!parsed.ok()) return new TensorStreamReactor(parsed);
+  absl::StatusOr<std::shared_ptr<core::Optimizer>> optimizer = optimizers_->Get(request.optimizer());
+  if (!optimizer.ok()) {
+    LogCall("get optimizer state", request.optimizer(), optimizer.status());
+    return new TensorStreamReactor(optimizer.status());
+  }
+  const core::OptimizerStateDict dict = (*optimizer)->StateDict();
+  v1::OptimizerStateFrame head;
+  v1::OptimizerStateHead* options = head.mutable_options();
+  options->set_optimizer((*optimizer)->name());
+  options->set_kind(std::string(core::OptimizerKindName((*optimizer)->kind())));
+  options->set_model((*optimizer)->model()->name());
+  for (const core::OptimizerStateDict::Group& group : dict.param_groups) {
+    v1::ParamGroup* out = options->add_param_groups();
+    for (const std::string& name : group.param_names) out->add_param_names(name);
+    for (int64_t index : group.params) out->add_params(index);
+    ToProto(group.hyperparameters, out->mutable_hyperparameters());
+  }
+  std::vector<OutgoingTensor> tensors;
+  for (const core::OptimizerStateDict::ParamState& state : dict.state) {
+    for (const auto& [key, tensor] : state.tensors) {
+      OutgoingTensor item;
+      item.name = absl::StrCat(state.index, ".", key);
+      item.tensor = tensor;
+      tensors.push_back(std::move(item));
+    }
+  }
+  return new TensorStreamReactor(Serialize(head), std::move(tensors));
+}
+
+absl::StatusOr<grpc::ByteBuffer> TrainingService::ApplyLoad(IncomingOptimizerState& load) {
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
+                          Live(load.options.optimizer()));
+  core::OptimizerStateDict dict;
+  for (const v1::ParamGroup& group : load.options.param_groups()) {
+    core::OptimizerStateDict::Group out;
+    out.params.assign(group.params().begin(), group.params().end());
+    PARAMD_ASSIGN_OR_RETURN(out.hyperparameters, FromProto(group.hyperparameters()));
+    dict.param_groups.push_back(std::move(out));
+  }
+  for (auto& [header, tensor] : load.tensors) {
+    PARAMD_ASSIGN_OR_RETURN(auto name, SplitStateName(header.name()));
+    if (dict.state.empty() || dict.state.back().index != name.first) {
+      for (const auto& state : dict.state) {
+        if (state.index == name.first) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "the state tensors of parameter ", name.first,
+              " are not sent together; send each parameter's tensors one after the other"));
+        }
+      }
+      dict.state.push_back({name.first, {}});
+    }
+    dict.state.back().tensors.emplace_back(name.second, std::move(tensor));
+  }
+  PARAMD_RETURN_IF_ERROR(optimizer->LoadStateDict(dict));
+  return Serialize(Info(*optimizer));
+}
+
+grpc::ServerReadReactor<grpc::ByteBuffer>* TrainingService::LoadOptimizerState(
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
+          auth_, context, "/paramd.v1.Training/LoadOptimizerState")) {
+    return refused;
+  }
+  return new BasicWriteStreamReactor<v1::OptimizerStateFrame>(
+      context, executor_, watchdog_, response, "load optimizer state",
+      [this](IncomingOptimizerState& load) { return ApplyLoad(load); });
+}
+
+grpc::ServerUnaryReactor* TrainingService::SetHyperparameters(
+    grpc::CallbackServerContext* context, const v1::SetHyperparametersRequest* request,
+    v1::OptimizerInfo* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Training/SetHyperparameters")) {
+    return refused;
+  }
+  return FinishInline(context, [&] {
+    return Logged("set hyperparameters", request->optimizer(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
+                    PARAMD_ASSIGN_OR_RETURN(core::Hyperparameters values,
+                                            FromProto(request->hyperparameters()));
+                    std::optional<int64_t> group;
+                    if (request->group() >= 0) group = request->group();
+                    PARAMD_RETURN_IF_ERROR(optimizer->SetHyperparameters(group, values));
+                    *response = Info(*optimizer);
+                    return absl::OkStatus();
+                  }));
+  });
+}
+
+grpc::ServerUnaryReactor* TrainingService::DeleteOptimizer(grpc::CallbackServerContext* context,
+                                                           const v1::DeleteOptimizerRequest* request,
+                                                           v1::DeleteOptimizerResponse*) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Training/DeleteOptimizer")) {
+    return refused;
+  }
+  return FinishInline(context, [&] {
+    return Logged("delete optimizer", request->optimizer(),
+                  Guard([&] { return optimizers_->Remove(request->optimizer()); }),
+                  /*log_success=*/true);
+  });
+}
+
+grpc::ServerUnaryReactor* TrainingService::ListOptimizers(grpc::CallbackServerContext* context,
+                                                          const v1::ListOptimizersRequest* request,
+                                                          v1::ListOptimizersResponse* response) {
+  if (auto* refused = RefuseUnlessAllowed<grpc::ServerUnaryReactor>(
+          auth_, context, "/paramd.v1.Training/ListOptimizers")) {
+    return refused;
+  }
+  return FinishInline(context, [&] {
+    return Logged("list optimizers", request->model(), Guard([&]() -> absl::Status {
+                    for (const auto& optimizer : optimizers_->List(request->model())) {
+                      *response->add_optimizers() = Info(*optimizer);
+                    }
+                    return absl::OkStatus();
+                  }));
+  });
+}
+
+}  // namespace paramd::service

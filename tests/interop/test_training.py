@@ -1,0 +1,168 @@
+"""Training interop with real PyTorch (docs/training.md): paramd's optimizers against
+torch.optim's single-tensor (foreach=False) ones. Both sides get the same gradients (torch's
+autograd on torch's copy of the model) for 100 steps; the parameters agree within
+torch.testing.assert_close(rtol=1e-5, atol=1e-6). optimizer.state_dict() moves both ways:
+paramd's loads into torch.optim.X(...).load_state_dict and continues identically, and
+torch's loads into paramd."""
+
+import pathlib
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+# The Python client from this checkout (the interop environment may hold an older install).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "client" / "python" / "src"))
+import paramd  # noqa: E402
+
+RTOL, ATOL = 1e-5, 1e-6
+SPEC = {"type": "Sequential", "children": [
+    {"type": "Linear", "args": {"in_features": 8, "out_features": 16}},
+    {"type": "Tanh"},
+    {"type": "Linear", "args": {"in_features": 16, "out_features": 4}}]}
+
+CASES = [
+    ("SGD", dict(lr=0.05)),
+    ("SGD", dict(lr=0.05, momentum=0.9)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, weight_decay=0.01, maximize=True)),
+    ("Adam", dict(lr=1e-2)),
+    ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.01)),
+    ("Adam", dict(lr=1e-2, betas=(0.3, 0.99), maximize=True)),
+    ("AdamW", dict(lr=1e-2)),
+    ("AdamW", dict(lr=1e-2, weight_decay=0.05, amsgrad=True)),
+]
+
+
+def torch_model():
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+
+
+@pytest.fixture
+def client(daemon):
+    with paramd.connect(daemon.address) as c:
+        yield c
+
+
+class Trainer:
+    """A torch model and optimizer, and the paramd model and optimizer they mirror."""
+
+    def __init__(self, client, name, kind, kwargs, groups=None, seed=0, mode="manual"):
+        self.client, self.name = client, name
+        self.remote = client.create(name, SPEC, seed=seed)
+        self.module = torch_model()
+        self.module.load_state_dict(self.remote.state_dict())
+        params = self.module.parameters() if groups is None else [
+            dict(g, params=[dict(self.module.named_parameters())[n] for n in g["params"]])
+            for g in groups]
+        self.optimizer = getattr(torch.optim, kind)(params, foreach=False, **kwargs)
+        self.remote_optimizer = client.create_optimizer(name, name, kind, groups, foreach=False,
+                                                        mode=mode, **kwargs)
+        self.mode, self.round = mode, 0
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def gradients(self):
+        """One batch through torch's model; its gradients, by name."""
+        self.optimizer.zero_grad()
+        x = torch.randn(32, 8, generator=self.generator)
+        y = torch.randn(32, 4, generator=self.generator)
+        nn.functional.mse_loss(self.module(x), y).backward()
+        return {n: p.grad.detach().clone() for n, p in self.module.named_parameters()}
+
+    def step(self, steps):
+        for _ in range(steps):
+            grads = self.gradients()
+            if self.mode == "asynchronous":  # the push steps
+                self.round = self.remote_optimizer.push(grads, round=self.round).round
+            else:
+                self.remote_optimizer.zero_grad()
+                self.remote_optimizer.push(grads)
+                self.remote_optimizer.step()
+            self.optimizer.step()
+
+    def compare(self):
+        """Asserts agreement; returns the largest absolute and relative differences."""
+        remote = self.remote.state_dict()
+        worst_abs = worst_rel = 0.0
+        for n, p in self.module.named_parameters():
+            torch.testing.assert_close(remote[n], p.detach(), rtol=RTOL, atol=ATOL)
+            diff = (remote[n] - p.detach()).abs()
+            worst_abs = max(worst_abs, float(diff.max()))
+            worst_rel = max(worst_rel, float((diff / p.detach().abs().clamp_min(1e-3)).max()))
+        return worst_abs, worst_rel
+
+
+@pytest.mark.parametrize("kind,kwargs", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_hundred_steps_match_torch_optim(client, kind, kwargs):
+    trainer = Trainer(client, f"train-{kind.lower()}-{abs(hash(str(kwargs))) % 10**6}", kind, kwargs)
+    trainer.step(100)
+    worst_abs, worst_rel = trainer.compare()
+    print(f"\n{kind}{kwargs}: 100 steps, max |diff| {worst_abs:.3g}, max rel {worst_rel:.3g}")
+
+
+def test_asynchronous_pushes_step_as_torch_optim_does(client):
+    trainer = Trainer(client, "async", "Adam", dict(lr=1e-2, amsgrad=True), mode="asynchronous")
+    trainer.step(30)
+    assert trainer.round == 30
+    trainer.compare()
+
+
+def test_param_groups_and_a_scheduler_match_torch_optim(client):
+    groups = [{"params": ["0.weight", "0.bias"], "lr": 0.1, "momentum": 0.5},
+              {"params": ["2.weight", "2.bias"]}]
+    trainer = Trainer(client, "groups", "SGD", dict(lr=0.05, momentum=0.9), groups)
+    for epoch in range(4):
+        trainer.step(25)
+        lr = 0.05 * 0.5 ** (epoch + 1)
+        trainer.optimizer.param_groups[1]["lr"] = lr
+        trainer.remote_optimizer.set_hyperparameters(group=1, lr=lr)
+    trainer.compare()
+
+
+def test_state_dict_of_paramd_continues_in_torch(client):
+    trainer = Trainer(client, "to-torch", "Adam", dict(lr=1e-2, amsgrad=True))
+    trainer.step(10)
+    state = trainer.remote_optimizer.state_dict()
+    reference = trainer.optimizer.state_dict()
+    assert state["param_groups"] == reference["param_groups"]
+    assert state["state"].keys() == reference["state"].keys()
+    for index, values in reference["state"].items():
+        assert list(state["state"][index]) == list(values)
+        for key, value in values.items():
+            assert state["state"][index][key].dtype == value.dtype
+            torch.testing.assert_close(state["state"][index][key], value, rtol=RTOL, atol=ATOL)
+    # A fresh torch optimizer on paramd's weights, loaded from paramd's state.
+    trainer.module.load_state_dict(trainer.remote.state_dict())
+    fresh = torch.optim.Adam(trainer.module.parameters(), foreach=False)
+    fresh.load_state_dict(state)
+    for group in fresh.param_groups:
+        group["foreach"] = False
+    trainer.optimizer = fresh
+    trainer.step(20)
+    trainer.compare()
+
+
+def test_state_dict_of_torch_continues_in_paramd(client):
+    trainer = Trainer(client, "from-torch", "AdamW", dict(lr=1e-2, weight_decay=0.02))
+    for _ in range(10):  # torch alone
+        trainer.gradients()
+        trainer.optimizer.step()
+    trainer.remote.load_state_dict(trainer.module.state_dict())
+    trainer.remote_optimizer.load_state_dict(trainer.optimizer.state_dict())
+    assert trainer.remote_optimizer.state_dict()["param_groups"] == \
+        trainer.optimizer.state_dict()["param_groups"]
+    trainer.step(20)
+    trainer.compare()
+
+
+def test_a_torch_error_text_and_nothing_changed(client):
+    client.create("tied-errors", SPEC)
+    with pytest.raises(paramd.InvalidArgument,
+                       match="some parameters appear in more than one parameter group"):
+        client.create_optimizer("dup", "tied-errors", "SGD",
+                                [{"params": ["0.weight"]}, {"params": ["0.weight"]}])
+    with pytest.raises(paramd.InvalidArgument, match="Invalid learning rate: -1.0"):
+        client.create_optimizer("neg", "tied-errors", "Adam", lr=-1.0)
+    assert client.optimizers("tied-errors") == []

@@ -1,0 +1,265 @@
+// The optimizer engine (server/core/optim): torch.optim's arithmetic, gradients as
+// accumulators, tying, atomic steps and the state_dict layout. Expected values come from
+// torch 2.15 (foreach=False) on the same inputs.
+#include "server/core/optim/optimizer.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "base/version_conflict.h"
+#include "tests/unit/core/test_util.h"
+
+namespace paramd::core {
+namespace {
+
+using testing::Build;
+using testing::MakeTensor;
+using testing::Values;
+using ::testing::HasSubstr;
+
+constexpr char kVectorSpec[] = R"({"type": "Net", "parameters": [
+    {"name": "t", "shape": [4]}, {"name": "u", "shape": [2]}]})";
+
+std::shared_ptr<Model> VectorModel() {
+  auto model = std::make_shared<Model>("net", Build(kVectorSpec), Device{});
+  EXPECT_TRUE(model->SetTensor("t", std::nullopt, MakeTensor({4}, {1, -2, 3, -4}), std::nullopt).ok());
+  EXPECT_TRUE(model->SetTensor("u", std::nullopt, MakeTensor({2}, {5, 6}), std::nullopt).ok());
+  return model;
+}
+
+Tensor Read(const Model& model, const std::string& name) {
+  return model.Read([&](const std::shared_ptr<Module>& root, uint64_t) {
+    return (*FindTensorSlot(root, name))->data();
+  });
+}
+
+// Three steps with gradients g * (step + 1), as the torch script that made the figures.
+std::vector<double> ThreeSteps(OptimizerKind kind, const Hyperparameters& hyperparameters) {
+  auto model = VectorModel();
+  auto optimizer = Optimizer::Create("opt", model, kind, hyperparameters, {{{"t"}, {}}});
+  EXPECT_TRUE(optimizer.ok()) << optimizer.status();
+  for (int step = 0; step < 3; ++step) {
+    const double k = step + 1;
+    EXPECT_TRUE((*optimizer)->ZeroGrad().ok());
+    EXPECT_TRUE((*optimizer)
+                    ->AccumulateGradients({{"t", MakeTensor({4}, {0.5 * k, 0.25 * k, -k, 2 * k})}})
+                    .ok());
+    EXPECT_TRUE((*optimizer)->Step(std::nullopt).ok());
+  }
+  return Values(Read(*model, "t"));
+}
+
+void ExpectFloats(const std::vector<double>& actual, const std::vector<float>& expected) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t i = 0; i < actual.size(); ++i) {
+    EXPECT_FLOAT_EQ(static_cast<float>(actual[i]), expected[i]) << "element " << i;
+  }
+}
+
+TEST(OptimizerTest, SgdWithNesterovAndWeightDecayMatchesTorch) {
+  ExpectFloats(ThreeSteps(OptimizerKind::kSgd, {{"lr", HyperValue::Float(0.1)},
+                                                {"momentum", HyperValue::Float(0.9)},
+                                                {"nesterov", HyperValue::Bool(true)},
+                                                {"weight_decay", HyperValue::Float(0.01)}}),
+               {0x1.0f3f72p-2f, -0x1.2c79ccp+1f, 0x1.1b85d6p+2f, -0x1.b812f6p+2f});
+}
+
+TEST(OptimizerTest, SgdWithDampeningAndMaximizeMatchesTorch) {
+  ExpectFloats(ThreeSteps(OptimizerKind::kSgd, {{"lr", HyperValue::Float(0.1)},
+                                                {"momentum", HyperValue::Float(0.5)},
+                                                {"dampening", HyperValue::Float(0.3)},
+                                                {"maximize", HyperValue::Bool(true)}}),
+               {0x1.4c28f6p+0f, -0x1.d9eb86p+0f, 0x1.33d70ap+1f, -0x1.67ae14p+1f});
+}
+
+TEST(OptimizerTest, AdamWithAmsgradAndWeightDecayMatchesTorch) {
+  ExpectFloats(ThreeSteps(OptimizerKind::kAdam, {{"lr", HyperValue::Float(0.01)},
+                                                 {"amsgrad", HyperValue::Bool(true)},
+                                                 {"weight_decay", HyperValue::Float(0.1)}}),
+               {0x1.f0f0a6p-1f, -0x1.037b0cp+1f, 0x1.83b03cp+1f, -0x1.01dad0p+2f});
+}
+
+TEST(OptimizerTest, AdamWWithALargeLerpWeightMatchesTorch) {
+  ExpectFloats(ThreeSteps(OptimizerKind::kAdamW, {{"lr", HyperValue::Float(0.01)},
+                                                  {"betas", HyperValue::Tuple({0.3, 0.99})}}),
+               {0x1.eebbd4p-1f, -0x1.04338cp+1f, 0x1.8429b8p+1f, -0x1.020ff4p+2f});
+}
+
+TEST(OptimizerTest, DefaultsAndGroupLayoutAreTorchs) {
+  auto model = VectorModel();
+  auto optimizer = Optimizer::Create("opt", model, OptimizerKind::kAdam, {}, {});
+  ASSERT_TRUE(optimizer.ok()) << optimizer.status();
+  OptimizerStateDict dict = (*optimizer)->StateDict();
+  ASSERT_EQ(dict.param_groups.size(), 1u);
+  EXPECT_THAT(dict.param_groups[0].params, ::testing::ElementsAre(0, 1));
+  EXPECT_THAT(dict.param_groups[0].param_names, ::testing::ElementsAre("t", "u"));
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : dict.param_groups[0].hyperparameters) keys.push_back(key);
+  EXPECT_THAT(keys, ::testing::ElementsAre("lr", "betas", "eps", "weight_decay", "amsgrad",
+                                           "maximize", "foreach", "capturable", "differentiable",
+                                           "fused", "decoupled_weight_decay"));
+  EXPECT_EQ(*FindHyperparameter(dict.param_groups[0].hyperparameters, "weight_decay"),
+            HyperValue::Int(0));
+  EXPECT_TRUE(dict.state.empty());
+}
+
+TEST(OptimizerTest, ANoneGradientIsSkippedWhereAZeroGradientIsNot) {
+  auto model = VectorModel();
+  auto optimizer = Optimizer::Create("opt", model, OptimizerKind::kSgd,
+                                     {{"lr", HyperValue::Float(0.5)},
+                                      {"weight_decay", HyperValue::Float(0.1)}},
+                                     {});
+  ASSERT_TRUE(optimizer.ok());
+  // u gets a zero gradient (weight decay still moves it); t gets none (untouched).
+  ASSERT_TRUE((*optimizer)->AccumulateGradients({{"u", MakeTensor({2}, {0, 0})}}).ok());
+  auto version = (*optimizer)->Step(std::nullopt);
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_THAT(Values(Read(*model, "t")), ::testing::ElementsAre(1, -2, 3, -4));
+  ExpectFloats(Values(Read(*model, "u")), {5 - 0.5f * 0.5f, 6 - 0.5f * 0.6f});
+}
+
+TEST(OptimizerTest, PushesAccumulateAndStepDoesNotClearThem) {
+  auto model = VectorModel();
+  auto optimizer =
+      Optimizer::Create("opt", model, OptimizerKind::kSgd, {{"lr", HyperValue::Float(1)}}, {});
+  ASSERT_TRUE(optimizer.ok());
+  ASSERT_TRUE((*optimizer)->AccumulateGradients({{"u", MakeTensor({2}, {1, 2})}}).ok());
+  ASSERT_TRUE((*optimizer)->AccumulateGradients({{"u", MakeTensor({2}, {0.5, 0.5})}}).ok());
+  const uint64_t before = model->version();
+  auto version = (*optimizer)->Step(std::nullopt);
+  ASSERT_TRUE(version.ok());
+  EXPECT_EQ(*version, before + 1);
+  EXPECT_THAT(Values(Read(*model, "u")), ::testing::ElementsAre(3.5, 3.5));
+  ASSERT_TRUE((*optimizer)->Step(std::nullopt).ok());  // the same gradient again
+  EXPECT_THAT(Values(Read(*model, "u")), ::testing::ElementsAre(2, 1));
+  ASSERT_TRUE((*optimizer)->ZeroGrad().ok());
+  auto unchanged = (*optimizer)->Step(std::nullopt);
+  ASSERT_TRUE(unchanged.ok());
+  EXPECT_EQ(*unchanged, before + 2);  // no gradient: no new version
+}
+
+TEST(OptimizerTest, TiedNamesShareOneGradientAndCannotBeListedTwice) {
+  auto model = std::make_shared<Model>("lm", Build(testing::kTiedEmbeddingSpec), Device{});
+  auto twice = Optimizer::Create("opt", model, OptimizerKind::kSgd, {},
+                                 {{{"embed.weight"}, {}}, {{"lm_head.weight"}, {}}});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(twice.status().message(),
+              HasSubstr("some parameters appear in more than one parameter group"));
+
+  auto optimizer =
+      Optimizer::Create("opt", model, OptimizerKind::kSgd, {{"lr", HyperValue::Float(1)}}, {});
+  ASSERT_TRUE(optimizer.ok());
+  std::vector<double> ones(40, 1.0);
+  const std::vector<double> before = Values(Read(*model, "embed.weight"));
+  ASSERT_TRUE((*optimizer)
+                  ->AccumulateGradients({{"embed.weight", MakeTensor({10, 4}, ones)},
+                                         {"lm_head.weight", MakeTensor({10, 4}, ones)}})
+                  .ok());
+  EXPECT_EQ((*optimizer)->Describe().with_gradient, 1);
+  ASSERT_TRUE((*optimizer)->Step(std::nullopt).ok());
+  const std::vector<double> after = Values(Read(*model, "lm_head.weight"));
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_FLOAT_EQ(static_cast<float>(after[i]), static_cast<float>(before[i] - 2));
+  }
+}
+
+TEST(OptimizerTest, BadPushesAndBadGroupsChangeNothing) {
+  auto model = VectorModel();
+  EXPECT_EQ(Optimizer::Create("opt", model, OptimizerKind::kSgd,
+                              {{"lr", HyperValue::Float(-1)}}, {})
+                .status()
+                .message(),
+            "Invalid learning rate: -1.0");
+  EXPECT_EQ(Optimizer::Create("opt", model, OptimizerKind::kAdam, {},
+                              {{{}, {}}}).status().message(),
+            "optimizer got an empty parameter list");
+  EXPECT_EQ(Optimizer::Create("opt", model, OptimizerKind::kSgd,
+                              {{"nesterov", HyperValue::Bool(true)}}, {}).status().message(),
+            "Nesterov momentum requires a momentum and zero dampening");
+  auto optimizer = Optimizer::Create("opt", model, OptimizerKind::kSgd, {}, {{{"u"}, {}}});
+  ASSERT_TRUE(optimizer.ok());
+  // The second gradient is of a parameter outside the optimizer: neither lands.
+  auto status = (*optimizer)->AccumulateGradients(
+      {{"u", MakeTensor({2}, {1, 1})}, {"t", MakeTensor({4}, {1, 1, 1, 1})}});
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  status = (*optimizer)->AccumulateGradients({{"u", MakeTensor({3}, {1, 1, 1})}});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*optimizer)->Describe().with_gradient, 0);
+  // A stale if_version aborts the step and leaves the gradient and the state alone.
+  ASSERT_TRUE((*optimizer)->AccumulateGradients({{"u", MakeTensor({2}, {1, 1})}}).ok());
+  const uint64_t version = model->version();
+  EXPECT_EQ((*optimizer)->Step(version - 1).status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(model->version(), version);
+  EXPECT_EQ((*optimizer)->Describe().steps, 0u);
+}
+
+TEST(OptimizerTest, StateDictRoundTripsThroughLoadStateDict) {
+  auto model = VectorModel();
+  const Hyperparameters hyper = {{"lr", HyperValue::Float(0.01)}, {"amsgrad", HyperValue::Bool(true)}};
+  auto first = Optimizer::Create("a", model, OptimizerKind::kAdam, hyper, {});
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE((*first)->AccumulateGradients({{"u", MakeTensor({2}, {1, -1})}}).ok());
+  ASSERT_TRUE((*first)->Step(std::nullopt).ok());
+  ASSERT_TRUE((*first)->Step(std::nullopt).ok());
+  OptimizerStateDict dict = (*first)->StateDict();
+  ASSERT_EQ(dict.state.size(), 1u);  // t never had a gradient: no state
+  EXPECT_EQ(dict.state[0].index, 1);
+  std::vector<std::string> keys;
+  for (const auto& [key, tensor] : dict.state[0].tensors) keys.push_back(key);
+  EXPECT_THAT(keys, ::testing::ElementsAre("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"));
+  EXPECT_TRUE(dict.state[0].tensors[0].second.shape().empty());
+  EXPECT_THAT(Values(dict.state[0].tensors[0].second), ::testing::ElementsAre(2));
+
+  auto second = Optimizer::Create("b", model, OptimizerKind::kAdam, {}, {});
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE((*second)->LoadStateDict(dict).ok());
+  OptimizerStateDict loaded = (*second)->StateDict();
+  EXPECT_EQ(loaded.param_groups[0].hyperparameters, dict.param_groups[0].hyperparameters);
+  ASSERT_EQ(loaded.state.size(), 1u);
+  for (size_t k = 0; k < 4; ++k) {
+    EXPECT_EQ(Values(loaded.state[0].tensors[k].second), Values(dict.state[0].tensors[k].second));
+  }
+  // A layout that does not fit is refused with torch's message, and changes nothing.
+  dict.param_groups[0].params.pop_back();
+  EXPECT_EQ((*second)->LoadStateDict(dict).message(),
+            "loaded state dict contains a parameter group that doesn't match the size of "
+            "optimizer's group");
+  EXPECT_EQ((*second)->StateDict().state.size(), 1u);
+}
+
+TEST(OptimizerTest, AsynchronousPushesStepAloneWithinTheStalenessBound) {
+  auto model = VectorModel();
+  auto optimizer = Optimizer::Create("opt", model, OptimizerKind::kSgd,
+                                     {{"lr", HyperValue::Float(1)}}, {{{"u"}, {}}},
+                                     {OptimizerMode::kAsynchronous, 1});
+  ASSERT_TRUE(optimizer.ok()) << optimizer.status();
+  const uint64_t start = model->version();
+  auto first = (*optimizer)->PushAndStep({{"u", MakeTensor({2}, {1, 1})}}, 0);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->version, start + 1);
+  EXPECT_EQ(first->round, 1u);
+  // One step stale is within S = 1; the push steps with its own gradient alone.
+  auto second = (*optimizer)->PushAndStep({{"u", MakeTensor({2}, {2, 2})}}, 0);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(Values(Read(*model, "u")), ::testing::ElementsAre(2, 3));
+  EXPECT_EQ((*optimizer)->Describe().with_gradient, 0);  // consumed
+  // Two steps stale, or a round still to come: ABORTED with the current round, no change.
+  for (uint64_t round : {0u, 7u}) {
+    auto refused = (*optimizer)->PushAndStep({{"u", MakeTensor({2}, {1, 1})}}, round);
+    ASSERT_EQ(refused.status().code(), absl::StatusCode::kAborted);
+    EXPECT_EQ(CurrentVersionOf(refused.status()), std::optional<uint64_t>(2));
+  }
+  EXPECT_EQ(model->version(), start + 2);
+  // Only pushes step an asynchronous optimizer.
+  EXPECT_EQ((*optimizer)->Step(std::nullopt).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*optimizer)->AccumulateGradients({{"u", MakeTensor({2}, {1, 1})}}).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // A bad push in asynchronous mode changes nothing either.
+  EXPECT_EQ((*optimizer)->PushAndStep({{"u", MakeTensor({3}, {1, 1, 1})}}, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(model->version(), start + 2);
+}
+
+}  // namespace
+}  // namespace paramd::core

@@ -1,0 +1,243 @@
+// The CUDA backend's host-side logic, which runs without a GPU: the GEMM plan key (with the
+// bias's alignment), the plan cache's record of cuBLASLt misses, and the GPU memory budget
+// with its trim-and-retry policy.
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/cuda/gemm_plan.h"
+#include "kernels/cuda/index_math.h"
+#include "kernels/cuda/memory_budget.h"
+
+namespace paramd::kernels::cuda {
+namespace {
+
+using ::testing::HasSubstr;
+
+alignas(256) char g_buffer[4096];
+
+GemmArgs Linear(const void* bias) {
+  return {.dtype = DType::kBFloat16,
+          .m = 8,
+          .n = 16,
+          .k = 32,
+          .a = g_buffer,
+          .lda = 32,
+          .trans_a = false,
+          .b = g_buffer + 1024,
+          .ldb = 32,
+          .trans_b = true,
+          .bias = bias,
+          .c = g_buffer + 2048,
+          .ldc = 16};
+}
+
+TEST(GemmPlanKeyTest, PointerAlignmentIsTheLargestPowerOfTwoUpTo256) {
+  EXPECT_EQ(PointerAlignment(g_buffer), 256u);
+  EXPECT_EQ(PointerAlignment(g_buffer + 2), 2u);
+  EXPECT_EQ(PointerAlignment(g_buffer + 48), 16u);
+  EXPECT_EQ(PointerAlignment(g_buffer, /*batch_stride_bytes=*/6), 2u);
+}
+
+TEST(GemmPlanKeyTest, TheBiasAlignmentIsPartOfTheKey) {
+  // The same product with an aligned bias and with a bias view at an odd bfloat16 offset
+  // must not share a plan: one chosen for the aligned bias would fault on the other.
+  const GemmPlanKey aligned = MakeGemmPlanKey(0, Linear(g_buffer + 3072), 1, 0, 0, 0, 2, true);
+  const GemmPlanKey odd = MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 2, true);
+  EXPECT_EQ(aligned.align_bias, 256u);
+  EXPECT_EQ(odd.align_bias, 2u);
+  EXPECT_FALSE(aligned == odd);
+  EXPECT_TRUE(aligned < odd || odd < aligned);
+  // Without a fused bias its pointer does not matter.
+  EXPECT_EQ(MakeGemmPlanKey(0, Linear(g_buffer + 3072), 1, 0, 0, 0, 0, false),
+            MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 0, false));
+}
+
+TEST(GemmPlanKeyTest, OperandAlignmentsAndBatchStridesAreInTheKey) {
+  GemmArgs offset = Linear(nullptr);
+  offset.a = g_buffer + 2;  // an offset view of A
+  const GemmPlanKey base = MakeGemmPlanKey(0, Linear(nullptr), 1, 0, 0, 0, 0, false);
+  const GemmPlanKey moved = MakeGemmPlanKey(0, offset, 1, 0, 0, 0, 0, false);
+  EXPECT_EQ(base.align_b, 256u);  // cuBLASLt's B is our A
+  EXPECT_EQ(moved.align_b, 2u);
+  EXPECT_FALSE(base == moved);
+  // A batch stride of an odd number of elements lowers the alignment of every batch entry.
+  const GemmPlanKey batched = MakeGemmPlanKey(0, Linear(nullptr), 4, 0, 257, 8 * 16, 0, false);
+  EXPECT_EQ(batched.align_a, 2u);
+  EXPECT_EQ(batched.stride_b, 257);
+  // Strides of an unbatched product do not split the cache.
+  EXPECT_EQ(MakeGemmPlanKey(0, Linear(nullptr), 1, 5, 7, 9, 0, false), base);
+}
+
+TEST(GemmPlanKeyTest, OnlyA16ByteAlignedBiasIsFused) {
+  EXPECT_TRUE(CanFuseBias(g_buffer + 16));
+  EXPECT_FALSE(CanFuseBias(g_buffer + 2));
+  EXPECT_FALSE(CanFuseBias(g_buffer + 8));
+  EXPECT_FALSE(CanFuseBias(nullptr));
+}
+
+TEST(PlanCacheTest, RemembersAlgorithmsAndMisses) {
+  PlanCache<int> cache(/*capacity=*/3);
+  const GemmPlanKey hit = MakeGemmPlanKey(0, Linear(nullptr), 1, 0, 0, 0, 0, false);
+  const GemmPlanKey miss = MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 2, true);
+  int algo = 0;
+  EXPECT_EQ(cache.Find(hit, &algo), PlanLookup::kUnknown);
+  cache.Insert(hit, 42);
+  cache.InsertMiss(miss);
+  EXPECT_EQ(cache.Find(hit, &algo), PlanLookup::kFound);
+  EXPECT_EQ(algo, 42);
+  // A fused epilogue cuBLASLt has no algorithm for is not asked about again.
+  EXPECT_EQ(cache.Find(miss, &algo), PlanLookup::kNoAlgorithm);
+  // Bounded: past its capacity the cache starts again.
+  for (int64_t m = 100; m < 103; ++m) {
+    GemmArgs other = Linear(nullptr);
+    other.m = m;
+    cache.Insert(MakeGemmPlanKey(0, other, 1, 0, 0, 0, 0, false), 1);
+  }
+  EXPECT_LE(cache.size(), 3u);
+}
+
+// Device memory as the budget sees it: a pool with cached bytes, which may run out.
+class FakeDeviceMemory final : public DeviceMemory {
+ public:
+  size_t CachedBytes() override { return cached; }
+  absl::StatusOr<void*> Allocate(size_t bytes) override {
+    ++allocations;
+    if (fail_next > 0) {
+      --fail_next;
+      return absl::ResourceExhaustedError("cudaErrorMemoryAllocation (out of memory)");
+    }
+    if (broken) return absl::InternalError("cudaErrorInvalidValue");
+    return static_cast<void*>(g_buffer);
+  }
+  void Trim() override {
+    ++trims;
+    cached = 0;
+  }
+
+  size_t cached = 0;
+  int fail_next = 0;
+  bool broken = false;
+  int allocations = 0;
+  int trims = 0;
+};
+
+TEST(GpuMemoryBudgetTest, ScratchAndWorkspaceCountInWhatIsHeld) {
+  GpuMemoryBudget budget;
+  FakeDeviceMemory memory;
+  ASSERT_TRUE(budget.TryReserve(32 << 20, MemoryKind::kWorkspace));
+  ASSERT_TRUE(AllocateCounted(budget, memory, 1000, MemoryKind::kTensor, "cuda:0").ok());
+  ASSERT_TRUE(AllocateCounted(budget, memory, 500, MemoryKind::kScratch, "cuda:0").ok());
+  EXPECT_EQ(budget.held(), (32u << 20) + 1500);
+  EXPECT_EQ(budget.held(MemoryKind::kScratch), 500u);
+  budget.Release(500, MemoryKind::kScratch);
+  EXPECT_EQ(budget.held(MemoryKind::kScratch), 0u);
+  EXPECT_EQ(budget.held(), (32u << 20) + 1000);
+}
+
+TEST(GpuMemoryBudgetTest, TheCeilingRefusesWithoutChangingTheAccounting) {
+  GpuMemoryBudget budget;
+  FakeDeviceMemory memory;
+  budget.set_limit(1000);
+  ASSERT_TRUE(AllocateCounted(budget, memory, 600, MemoryKind::kTensor, "cuda:0").ok());
+  // Scratch is under the same ceiling as tensors.
+  const absl::StatusOr<void*> second =
+      AllocateCounted(budget, memory, 600, MemoryKind::kScratch, "cuda:0");
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(second.status().message(),
+              HasSubstr("allocating 600 bytes on cuda:0 would exceed the GPU memory limit of 1000 "
+                        "bytes (600 in use); free models or raise --max-gpu-memory"));
+  EXPECT_EQ(budget.held(), 600u);
+  EXPECT_EQ(memory.allocations, 1);
+}
+
+TEST(GpuMemoryBudgetTest, CachedPoolBlocksPastTheCeilingAreTrimmed) {
+  GpuMemoryBudget budget;
+  FakeDeviceMemory memory;
+  budget.set_limit(1000);
+  memory.cached = 300;
+  ASSERT_TRUE(AllocateCounted(budget, memory, 600, MemoryKind::kTensor, "cuda:0").ok());
+  EXPECT_EQ(memory.trims, 0);  // 600 + 300 fits
+  memory.cached = 500;
+  ASSERT_TRUE(AllocateCounted(budget, memory, 100, MemoryKind::kScratch, "cuda:0").ok());
+  EXPECT_EQ(memory.trims, 1);  // 700 held + 500 cached would not
+  EXPECT_EQ(memory.cached, 0u);
+}
+
+TEST(GpuMemoryBudgetTest, AnOutOfMemoryDeviceIsTrimmedAndRetriedOnce) {
+  GpuMemoryBudget budget;
+  FakeDeviceMemory memory;
+  memory.fail_next = 1;
+  ASSERT_TRUE(AllocateCounted(budget, memory, 256, MemoryKind::kScratch, "cuda:0").ok());
+  EXPECT_EQ(memory.trims, 1);
+  EXPECT_EQ(memory.allocations, 2);
+  EXPECT_EQ(budget.held(), 256u);
+
+  memory.fail_next = 2;
+  const absl::StatusOr<void*> failed =
+      AllocateCounted(budget, memory, 128, MemoryKind::kScratch, "cuda:0");
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(failed.status().message(), HasSubstr("allocating 128 bytes on cuda:0 failed: "));
+  EXPECT_EQ(memory.trims, 2);
+  EXPECT_EQ(budget.held(), 256u);  // the failed reservation is given back
+}
+
+TEST(GpuMemoryBudgetTest, OtherDeviceErrorsAreNotRetried) {
+  GpuMemoryBudget budget;
+  FakeDeviceMemory memory;
+  memory.broken = true;
+  const absl::StatusOr<void*> failed =
+      AllocateCounted(budget, memory, 64, MemoryKind::kTensor, "cuda:1");
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(memory.trims, 0);
+  EXPECT_EQ(budget.held(), 0u);
+}
+
+TEST(GpuMemoryBudgetTest, RacingReservationsNeverPassTheCeiling) {
+  GpuMemoryBudget budget;
+  budget.set_limit(1000 * 64);
+  std::vector<std::thread> threads;
+  std::atomic<int> granted{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) {
+        if (budget.TryReserve(64, MemoryKind::kTensor)) granted.fetch_add(1);
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(granted.load(), 1000);
+  EXPECT_EQ(budget.held(), 1000u * 64);
+}
+
+// The 32-bit divider of the element-wise kernels gives exactly `/` and `%` for every
+// divisor and dividend below 2^31: small values, powers of two and their neighbours, and
+// the extremes.
+TEST(FastDividerTest, MatchesIntegerDivisionBelow2e31) {
+  std::vector<uint32_t> values = {1, 2, 3, 5, 7, 10, 255, 256, 257, 1000, 4095, 4096, 4097,
+                                  65535, 65536, 65537, 1000003, 0x7FFFFFFEu, 0x7FFFFFFFu};
+  for (uint32_t p = 1; p < 31; ++p) {
+    values.push_back((1u << p) - 1);
+    values.push_back((1u << p) + 1);
+  }
+  std::vector<uint32_t> dividends = values;
+  dividends.push_back(0);
+  for (uint32_t x = 0; x < 5000; ++x) dividends.push_back(x * 429497u % 0x80000000u);
+  for (uint32_t d : values) {
+    const FastDivider divider(d);
+    for (uint32_t n : dividends) {
+      uint32_t remainder = 0;
+      const uint32_t q = divider.DivMod(n, &remainder);
+      ASSERT_EQ(q, n / d) << n << " / " << d;
+      ASSERT_EQ(remainder, n % d) << n << " % " << d;
+    }
+  }
+  EXPECT_TRUE(FitsInt32((int64_t{1} << 31) - 1));
+  EXPECT_FALSE(FitsInt32(int64_t{1} << 31));
+}
+
+}  // namespace
+}  // namespace paramd::kernels::cuda

@@ -1,0 +1,264 @@
+// The CUDA backend at the sizes where its kernels change path, each case named so that
+// tests/gpu/run.sh runs them on their own (GpuTriggerSizes.*, GpuThreads.*), in every math
+// dtype, against the CPU backend, outputs poisoned with NaN first:
+//   - softmax and layer norm rows wider than 1024 (256 threads, multi-warp reductions);
+//   - more than 65,535 rows (the grid is capped at 65,536 blocks and loops);
+//   - more than 2^31 elements (element-wise and broadcast kernels' index math);
+//   - a convolution whose im2col columns take at least two chunks of 256 MiB;
+//   - several threads issuing ops on the one device at once.
+// Without a GPU every case skips.
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "base/half.h"
+#include "kernels/backend.h"
+#include "tests/unit/kernels/ops_test_util.h"
+
+namespace paramd::kernels {
+namespace {
+
+using testing::AllClose;
+using testing::DeviceTensor;
+using testing::HostTensor;
+using testing::Random;
+using testing::Shape;
+
+Backend* CudaOrNull() {
+  absl::StatusOr<Backend*> backend = GetBackend(Device::Cuda(0));
+  return backend.ok() ? *backend : nullptr;
+}
+
+Backend* Cpu() { return *GetBackend(Device::Cpu()); }
+
+double Tolerance(DType dtype) {
+  return dtype == DType::kFloat32 ? 1e-4 : (dtype == DType::kFloat16 ? 4e-3 : 3e-2);
+}
+
+// Runs `op` on the GPU and on the CPU over the same inputs into poisoned outputs and
+// compares every output element.
+template <typename Op>
+void CompareWithCpu(Backend* gpu, DType dtype, const std::vector<HostTensor>& inputs,
+                    const Shape& out_shape, Op&& op) {
+  std::vector<HostTensor> results;
+  for (Backend* backend : {gpu, Cpu()}) {
+    std::vector<std::unique_ptr<DeviceTensor>> in;
+    for (const HostTensor& t : inputs) in.push_back(DeviceTensor::Upload(backend, t));
+    DeviceTensor out(backend, dtype, out_shape);
+    out.Poison();
+    const absl::Status status = op(*backend, in, out);
+    ASSERT_TRUE(status.ok()) << status;
+    results.push_back(out.Download());
+  }
+  const double tol = Tolerance(dtype);
+  EXPECT_TRUE(AllClose(results[0].values, results[1].values, tol, tol));
+}
+
+class GpuTriggerSizes : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    gpu_ = CudaOrNull();
+    if (gpu_ == nullptr) GTEST_SKIP() << "no usable GPU: " << GetBackend(Device::Cuda(0)).status();
+  }
+  Backend* gpu_ = nullptr;
+};
+
+using In = std::vector<std::unique_ptr<DeviceTensor>>;
+
+TEST_P(GpuTriggerSizes, SoftmaxWiderThan1024) {
+  const DType dtype = GetParam();
+  for (bool log : {false, true}) {
+    CompareWithCpu(gpu_, dtype, {Random(dtype, {33, 4099}, 1, -4, 4)}, {33, 4099},
+                   [&](Backend& b, const In& in, DeviceTensor& out) {
+                     return b.Softmax(
+                         {.input = in[0]->view(), .output = out.view(), .dim = 1, .log = log});
+                   });
+  }
+}
+
+TEST_P(GpuTriggerSizes, SoftmaxAndLayerNormOverMoreThan65535Rows) {
+  const DType dtype = GetParam();
+  const int64_t rows = 70001;
+  CompareWithCpu(gpu_, dtype, {Random(dtype, {rows, 12}, 2, -4, 4)}, {rows, 12},
+                 [&](Backend& b, const In& in, DeviceTensor& out) {
+                   return b.Softmax({.input = in[0]->view(), .output = out.view(), .dim = 1});
+                 });
+  // Along a non-last dimension: rows = outer * inner.
+  CompareWithCpu(gpu_, dtype, {Random(dtype, {3, 5, 23335}, 3, -4, 4)}, {3, 5, 23335},
+                 [&](Backend& b, const In& in, DeviceTensor& out) {
+                   return b.Softmax({.input = in[0]->view(), .output = out.view(), .dim = 1});
+                 });
+  CompareWithCpu(gpu_, dtype,
+                 {Random(dtype, {rows, 40}, 4, -3, 3), Random(dtype, {40}, 5),
+                  Random(dtype, {40}, 6)},
+                 {rows, 40}, [&](Backend& b, const In& in, DeviceTensor& out) {
+                   return b.LayerNorm({.input = in[0]->view(),
+                                       .output = out.view(),
+                                       .normalized_size = 40,
+                                       .weight = in[1]->data(),
+                                       .bias = in[2]->data()});
+                 });
+}
+
+TEST_P(GpuTriggerSizes, LayerNormWiderThan1024) {
+  const DType dtype = GetParam();
+  CompareWithCpu(gpu_, dtype,
+                 {Random(dtype, {17, 3000}, 7, -3, 3), Random(dtype, {3000}, 8),
+                  Random(dtype, {3000}, 9)},
+                 {17, 3000}, [&](Backend& b, const In& in, DeviceTensor& out) {
+                   return b.LayerNorm({.input = in[0]->view(),
+                                       .output = out.view(),
+                                       .normalized_size = 3000,
+                                       .weight = in[1]->data(),
+                                       .bias = in[2]->data()});
+                 });
+}
+
+// Element i of a ramp that depends on the position (so a wrapped or truncated index shows),
+// as stored in `dtype`, and the raw bytes of such tensors: at 2^31 elements a vector of
+// doubles per tensor would take 17 GB of host memory.
+double RampValue(DType dtype, int64_t i) {
+  return testing::RoundTo(dtype, static_cast<double>(i % 2003) - 1000.0);
+}
+
+std::vector<uint8_t> Encode(DType dtype, double v) {
+  return HostTensor{dtype, {1}, {v}}.Bytes();
+}
+
+double Decode(DType dtype, const uint8_t* bytes) {
+  if (dtype == DType::kFloat32) {
+    float f;
+    std::memcpy(&f, bytes, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, bytes, 2);
+  return dtype == DType::kFloat16 ? HalfBitsToFloat(h) : BFloat16BitsToFloat(h);
+}
+
+TEST_P(GpuTriggerSizes, ElementwiseOverMoreThan2e31Elements) {
+  const DType dtype = GetParam();
+  const size_t element = ElementSize(dtype);
+  const int64_t cols = 4096, rows = (int64_t{1} << 31) / cols + 3;  // 2^31 + 12288 elements
+  const int64_t n = rows * cols;
+  // The ramp repeats every 2003 elements: encode one period and tile it.
+  std::vector<uint8_t> period;
+  std::vector<double> ramp;
+  for (int64_t i = 0; i < 2003; ++i) {
+    ramp.push_back(RampValue(dtype, i));
+    const std::vector<uint8_t> e = Encode(dtype, ramp.back());
+    period.insert(period.end(), e.begin(), e.end());
+  }
+  std::vector<uint8_t> host(static_cast<size_t>(n) * element);
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(&host[i * element], &period[(i % 2003) * element], element);
+  }
+  DeviceTensor a(gpu_, dtype, {rows, cols}), b(gpu_, dtype, {cols}), out(gpu_, dtype, {rows, cols});
+  ASSERT_TRUE(gpu_->CopyFromHost(a.data(), host.data(), host.size()).ok());
+  ASSERT_TRUE(gpu_->CopyFromHost(b.data(), host.data(), cols * element).ok());  // b[j] = ramp(j)
+
+  // Contiguous: relu, every element checked.
+  out.Poison();
+  ASSERT_TRUE(gpu_->Unary({.op = UnaryOp::kReLU, .input = a.view(), .output = out.view()}).ok());
+  ASSERT_TRUE(gpu_->Synchronize().ok());
+  ASSERT_TRUE(gpu_->CopyToHost(host.data(), out.data(), host.size()).ok());
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (Decode(dtype, &host[i * element]) != std::max(ramp[i % 2003], 0.0)) ++wrong;
+  }
+  EXPECT_EQ(wrong, 0) << "relu over " << n << " elements";
+
+  // Broadcast (the strided kernel, 64-bit index path): out = a + b broadcast over rows.
+  out.Poison();
+  ASSERT_TRUE(gpu_->Binary({.op = BinaryOp::kAdd,
+                            .a = a.view(),
+                            .b = b.ViewOf({rows, cols}, {0, 1}),
+                            .output = out.view()})
+                  .ok());
+  ASSERT_TRUE(gpu_->Synchronize().ok());
+  ASSERT_TRUE(gpu_->CopyToHost(host.data(), out.data(), host.size()).ok());
+  wrong = 0;
+  // Every 7th element, and every element of the last 2^20 (past 2^31, where a wrapped
+  // index would read the start).
+  for (int64_t i = 0; i < n; i += (i < n - (int64_t{1} << 20) ? 7 : 1)) {
+    const double want = testing::RoundTo(dtype, ramp[i % 2003] + ramp[(i % cols) % 2003]);
+    if (Decode(dtype, &host[i * element]) != want) ++wrong;
+  }
+  EXPECT_EQ(wrong, 0) << "broadcast add over " << n << " elements";
+}
+
+TEST_P(GpuTriggerSizes, Im2ColOfTwoChunks) {
+  const DType dtype = GetParam();
+  // One image's columns: 64 * 3 * 3 * 64 * 64 elements; enough images for two 256 MiB chunks.
+  const int64_t c = 64, h = 64, w = 64, o = 8;
+  const int64_t image_bytes = c * 9 * h * w * static_cast<int64_t>(ElementSize(dtype));
+  const int64_t n = (int64_t{256} << 20) / image_bytes + 3;
+  CompareWithCpu(gpu_, dtype,
+                 {Random(dtype, {n, c, h, w}, 10), Random(dtype, {o, c, 3, 3}, 11, -0.1, 0.1),
+                  Random(dtype, {o}, 12)},
+                 {n, o, h, w}, [&](Backend& b, const In& in, DeviceTensor& out) {
+                   return b.Conv2d({.input = in[0]->view(),
+                                    .weight = in[1]->view(),
+                                    .bias = in[2]->data(),
+                                    .output = out.view(),
+                                    .padding = {1, 1}});
+                 });
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, GpuTriggerSizes,
+                         ::testing::Values(DType::kFloat32, DType::kFloat16, DType::kBFloat16),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(DTypeName(info.param));
+                         });
+
+// Eight threads issue GEMMs and softmaxes on cuda:0 at once, each checking its own answers
+// against the CPU's: the shared stream, plan cache, workspace and pool under contention.
+TEST(GpuThreads, ConcurrentOpsFromEightThreads) {
+  Backend* gpu = CudaOrNull();
+  if (gpu == nullptr) GTEST_SKIP() << "no usable GPU: " << GetBackend(Device::Cuda(0)).status();
+  constexpr int kThreads = 8;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const DType dtype = t % 2 == 0 ? DType::kFloat32 : DType::kBFloat16;
+      const int64_t m = 16 + t, n = 96, k = 64 + 8 * t;
+      const HostTensor a = Random(dtype, {m, k}, 100 + t), w = Random(dtype, {n, k}, 200 + t),
+                       bias = Random(dtype, {n}, 300 + t);
+      std::vector<HostTensor> answers;
+      for (Backend* backend : {Cpu(), gpu}) {
+        for (int rep = 0; rep < (backend == gpu ? 20 : 1); ++rep) {
+          auto da = DeviceTensor::Upload(backend, a);
+          auto dw = DeviceTensor::Upload(backend, w);
+          auto db = DeviceTensor::Upload(backend, bias);
+          DeviceTensor y(backend, dtype, {m, n}), s(backend, dtype, {m, n});
+          y.Poison();
+          s.Poison();
+          const absl::Status gemm = backend->Gemm(
+              {.dtype = dtype, .m = m, .n = n, .k = k, .a = da->data(), .lda = k,
+               .b = dw->data(), .ldb = k, .trans_b = true, .bias = db->data(), .c = y.data(),
+               .ldc = n, .epilogue = UnaryOp::kGELU});
+          const absl::Status softmax =
+              backend->Softmax({.input = y.view(), .output = s.view(), .dim = 1});
+          if (!gemm.ok() || !softmax.ok()) {
+            ++failures[t];
+            continue;
+          }
+          answers.push_back(s.Download());
+        }
+      }
+      const double tol = Tolerance(dtype);
+      for (size_t i = 1; i < answers.size(); ++i) {
+        if (!AllClose(answers[i].values, answers[0].values, tol, tol)) ++failures[t];
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+}
+
+}  // namespace
+}  // namespace paramd::kernels

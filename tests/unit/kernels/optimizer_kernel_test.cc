@@ -1,0 +1,78 @@
+// The CPU optimizer step kernel: its threaded split over a group's tensors computes what the
+// same kernel computes block by block, and it refuses what it cannot run.
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace paramd::kernels {
+namespace {
+
+struct Arrays {
+  std::vector<float> param, grad, m, v, param_out, m_out, v_out;
+  explicit Arrays(int64_t n) : param(n), grad(n), m(n), v(n), param_out(n), m_out(n), v_out(n) {
+    for (int64_t i = 0; i < n; ++i) {
+      param[i] = static_cast<float>((i * 7919) % 1000) / 500.0f - 1.0f;
+      grad[i] = static_cast<float>((i * 104729) % 997) / 997.0f - 0.5f;
+      m[i] = grad[i] * 0.1f;
+      v[i] = grad[i] * grad[i] * 0.01f;
+    }
+  }
+  OptimizerTensor Slice(int64_t begin, int64_t end) {
+    OptimizerTensor t;
+    t.numel = end - begin;
+    t.param = param.data() + begin;
+    t.grad = grad.data() + begin;
+    t.param_out = param_out.data() + begin;
+    t.state_in[0] = m.data() + begin;
+    t.state_in[1] = v.data() + begin;
+    t.state_out[0] = m_out.data() + begin;
+    t.state_out[1] = v_out.data() + begin;
+    t.step_size = 1e-3 / (1 - 0.9 * 0.9 * 0.9);
+    t.bias_correction2_sqrt = 0.05;
+    return t;
+  }
+};
+
+TEST(OptimizerKernelTest, ThreadedGroupsMatchTheBlockByBlockResult) {
+  CpuBackend cpu;
+  const int64_t sizes[] = {3, 1 << 20, 65537, (1 << 19) + 5};
+  std::vector<Arrays> whole, pieces;
+  OptimizerStepArgs fused{.algorithm = OptimizerAlgorithm::kAdam, .lr = 1e-3, .weight_decay = 0.01};
+  OptimizerStepArgs serial = fused;
+  for (int64_t n : sizes) {
+    whole.emplace_back(n);
+    pieces.emplace_back(n);
+  }
+  for (size_t i = 0; i < whole.size(); ++i) fused.tensors.push_back(whole[i].Slice(0, sizes[i]));
+  ASSERT_TRUE(cpu.OptimizerStep(fused).ok());
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    for (int64_t begin = 0; begin < sizes[i]; begin += 1000) {
+      serial.tensors = {pieces[i].Slice(begin, std::min(sizes[i], begin + 1000))};
+      ASSERT_TRUE(cpu.OptimizerStep(serial).ok());
+    }
+  }
+  for (size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_EQ(std::memcmp(whole[i].param_out.data(), pieces[i].param_out.data(), sizes[i] * 4), 0);
+    EXPECT_EQ(std::memcmp(whole[i].v_out.data(), pieces[i].v_out.data(), sizes[i] * 4), 0);
+  }
+}
+
+TEST(OptimizerKernelTest, RefusesOtherDtypesAndMissingState) {
+  CpuBackend cpu;
+  EXPECT_EQ(cpu.Supports({.kind = OpKind::kOptimizerStep, .dtype = DType::kFloat16}).code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(cpu.Supports({.kind = OpKind::kOptimizerStep, .dtype = DType::kFloat32}).ok());
+  Arrays arrays(4);
+  OptimizerStepArgs args{.algorithm = OptimizerAlgorithm::kSgd, .momentum = 0.9};
+  args.tensors = {arrays.Slice(0, 4)};
+  args.tensors[0].state_in[0] = nullptr;  // a later momentum step needs the buffer
+  EXPECT_EQ(cpu.OptimizerStep(args).code(), absl::StatusCode::kInvalidArgument);
+  args.tensors[0].first_step = true;  // the first one does not
+  EXPECT_TRUE(cpu.OptimizerStep(args).ok());
+  EXPECT_EQ(arrays.m_out, arrays.grad);
+}
+
+}  // namespace
+}  // namespace paramd::kernels
