@@ -38,6 +38,22 @@ class Backend {
   virtual size_t bytes_in_use() const = 0;
   virtual void SetMemoryLimit(size_t max_bytes) = 0;
 
+  // Reservations (Note [Write reservations] in server/core/storage.h): Reserve counts
+  // `nbytes` against the limit as Allocate would, without allocating them (RESOURCE_EXHAUSTED
+  // as Allocate); AllocateReserved allocates bytes a reservation already counts, and
+  // Unreserve gives back reserved bytes nothing was allocated from. Memory from
+  // AllocateReserved is freed with Free like any other. The defaults count nothing (a
+  // backend without a limit of its own).
+  virtual absl::Status Reserve(size_t nbytes) {
+    (void)nbytes;
+    return absl::OkStatus();
+  }
+  virtual absl::StatusOr<void*> AllocateReserved(size_t nbytes) { return Allocate(nbytes); }
+  virtual void Unreserve(size_t nbytes) { (void)nbytes; }
+  // Returns the cached free blocks that no allocation took for `idle` (a backend that keeps
+  // none does nothing). The daemon calls it once a second (Note [Host block cache]).
+  virtual void ReleaseIdleCache(int64_t idle_ns) { (void)idle_ns; }
+
   // Ops (kernels/ops.h). Supports answers OK when this backend runs the op as asked and
   // UNIMPLEMENTED (naming the op, dtype and device) otherwise; each op returns the same
   // UNIMPLEMENTED when called anyway. The defaults support nothing, so a backend fills in

@@ -2,9 +2,13 @@
 
 #include <sys/mman.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -57,42 +61,78 @@ void ReleaseBlock(void* data, size_t rounded) {
   }
 }
 
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::Status OverLimit(const char* verb, size_t nbytes, size_t limit, size_t in_use) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      verb, " ", nbytes, " bytes on cpu would exceed the memory limit of ", limit, " bytes (",
+      in_use, " in use); free models or raise --max-memory"));
+}
+
 }  // namespace
 
 CpuBackend::~CpuBackend() { EmptyCache(); }
+
+void* CpuBackend::TakeCached(size_t rounded) {
+  if (rounded < kCacheMinBytes) return nullptr;
+  absl::MutexLock lock(&cache_mu_);
+  auto it = cache_.find(rounded);
+  if (it == cache_.end()) return nullptr;
+  void* data = it->second.data;
+  cache_.erase(it);
+  cached_bytes_ -= rounded;
+  return data;
+}
 
 absl::StatusOr<void*> CpuBackend::Allocate(size_t nbytes) {
   const size_t rounded = RoundedSize(nbytes);
   if (rounded == 0) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", nbytes, " bytes"));
   }
-  if (rounded >= kCacheMinBytes) {
-    absl::MutexLock lock(&cache_mu_);
-    auto it = cache_.find(rounded);
-    if (it != cache_.end()) {
-      void* data = it->second;
-      cache_.erase(it);
-      cached_bytes_ -= rounded;
-      in_use_.fetch_add(nbytes);
-      return data;
-    }
+  // A cached block is already within the limit: in use plus cached never passes it.
+  if (void* data = TakeCached(rounded)) {
+    in_use_.fetch_add(nbytes);
+    return data;
   }
+  if (absl::Status counted = Count("allocating", nbytes); !counted.ok()) return counted;
+  absl::StatusOr<void*> data = AllocateReserved(nbytes);
+  if (!data.ok()) in_use_.fetch_sub(nbytes);
+  return data;
+}
+
+absl::Status CpuBackend::Reserve(size_t nbytes) { return Count("reserving", nbytes); }
+
+absl::Status CpuBackend::Count(const char* verb, size_t nbytes) {
   const size_t limit = limit_.load();
   const size_t before = in_use_.fetch_add(nbytes);
-  if (limit != 0 && (before + nbytes > limit || before + nbytes < before)) {
+  if (limit == 0) return absl::OkStatus();
+  if (before + nbytes > limit || before + nbytes < before) {
     in_use_.fetch_sub(nbytes);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "allocating ", nbytes, " bytes on cpu would exceed the memory limit of ", limit,
-        " bytes (", before, " in use); free models or raise --max-memory"));
+    return OverLimit(verb, nbytes, limit, before);
   }
-  if (limit != 0 && before + nbytes + bytes_cached() > limit) EmptyCache();
+  // Cached blocks give way: in use plus cached stays within the limit.
+  ShrinkCache(limit - (before + nbytes));
+  return absl::OkStatus();
+}
+
+void CpuBackend::Unreserve(size_t nbytes) { in_use_.fetch_sub(nbytes); }
+
+absl::StatusOr<void*> CpuBackend::AllocateReserved(size_t nbytes) {
+  const size_t rounded = RoundedSize(nbytes);
+  if (rounded == 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", nbytes, " bytes"));
+  }
+  if (void* data = TakeCached(rounded)) return data;
   void* data = AllocateBlock(rounded);
   if (data == nullptr) {
     EmptyCache();
     data = AllocateBlock(rounded);
   }
   if (data == nullptr) {
-    in_use_.fetch_sub(nbytes);
     return absl::ResourceExhaustedError(
         absl::StrCat("out of host memory allocating ", nbytes, " bytes"));
   }
@@ -107,7 +147,7 @@ void CpuBackend::Free(void* data, size_t nbytes) {
     const size_t max_cached = limit != 0 ? limit / 4 : kCacheDefaultMaxBytes;
     absl::MutexLock lock(&cache_mu_);
     if (cached_bytes_ + rounded <= max_cached) {
-      cache_.emplace(rounded, data);
+      cache_.emplace(rounded, CachedBlock{data, NowNs()});
       cached_bytes_ += rounded;
       return;
     }
@@ -120,12 +160,40 @@ size_t CpuBackend::bytes_cached() const {
   return cached_bytes_;
 }
 
-void CpuBackend::EmptyCache() {
-  absl::MutexLock lock(&cache_mu_);
-  for (const auto& [size, data] : cache_) ReleaseBlock(data, size);
-  cache_.clear();
-  cached_bytes_ = 0;
+void CpuBackend::ShrinkCache(size_t max_bytes) {
+  std::vector<std::pair<size_t, void*>> released;
+  {
+    absl::MutexLock lock(&cache_mu_);
+    // The largest blocks first: the fewest blocks give the room.
+    while (cached_bytes_ > max_bytes) {
+      auto last = std::prev(cache_.end());
+      released.emplace_back(last->first, last->second.data);
+      cached_bytes_ -= last->first;
+      cache_.erase(last);
+    }
+  }
+  for (const auto& [size, data] : released) ReleaseBlock(data, size);
 }
+
+void CpuBackend::ReleaseIdleCache(int64_t idle_ns) {
+  const int64_t now = NowNs();
+  std::vector<std::pair<size_t, void*>> released;
+  {
+    absl::MutexLock lock(&cache_mu_);
+    for (auto it = cache_.begin(); it != cache_.end();) {
+      if (now - it->second.freed_ns < idle_ns) {
+        ++it;
+        continue;
+      }
+      released.emplace_back(it->first, it->second.data);
+      cached_bytes_ -= it->first;
+      it = cache_.erase(it);
+    }
+  }
+  for (const auto& [size, data] : released) ReleaseBlock(data, size);
+}
+
+void CpuBackend::EmptyCache() { ShrinkCache(0); }
 
 absl::Status CpuBackend::CopyFromHost(void* dst, const void* src, size_t nbytes) {
   if (nbytes) std::memcpy(dst, src, nbytes);

@@ -8,7 +8,11 @@
 // fresh storage for what it writes (copy-on-write). So blocks of 128 KiB and more are kept
 // when freed and handed out again for the next allocation of the same size class, as
 // PyTorch's caching allocators do. The cache never holds more than a quarter of the
-// ceiling, and an allocation that would pass the ceiling empties it first.
+// ceiling (4 GiB without one), and it gives way: bytes in use (reservations included) plus
+// cached bytes never pass the ceiling, so an allocation or reservation that needs the room
+// releases cached blocks first, the largest first. A block no allocation took within
+// ReleaseIdleCache's `idle` is returned to the system, so that a burst of writes warms the
+// next one while a daemon that stopped writing holds its models and little else.
 //
 // Note [Huge pages for large blocks]
 // Blocks of 2 MiB and more are mapped on their own, 2 MiB aligned, with MADV_HUGEPAGE
@@ -43,6 +47,10 @@ class CpuBackend final : public Backend {
   absl::Status CopyWithinDevice(void* dst, const void* src, size_t nbytes) override;
   size_t bytes_in_use() const override { return in_use_.load(std::memory_order_relaxed); }
   void SetMemoryLimit(size_t max_bytes) override { limit_.store(max_bytes); }
+  absl::Status Reserve(size_t nbytes) override;
+  absl::StatusOr<void*> AllocateReserved(size_t nbytes) override;
+  void Unreserve(size_t nbytes) override;
+  void ReleaseIdleCache(int64_t idle_ns) override;
 
   // Ops: float32 throughout, float16 and bfloat16 computed in float32 and rounded back;
   // large GEMMs through oneDNN, small ones and convolution through OpenBLAS
@@ -70,11 +78,23 @@ class CpuBackend final : public Backend {
   void EmptyCache();
 
  private:
+  struct CachedBlock {
+    void* data;
+    int64_t freed_ns;  // steady clock
+  };
+  // Counts `nbytes` as in use, or RESOURCE_EXHAUSTED ("`verb` N bytes ...") past the limit;
+  // shrinks the cache so that in use plus cached stays within it.
+  absl::Status Count(const char* verb, size_t nbytes);
+  // A cached block of `rounded` bytes, or null.
+  void* TakeCached(size_t rounded);
+  // Releases cached blocks, the largest first, until at most `max_bytes` stay cached.
+  void ShrinkCache(size_t max_bytes);
+
   std::atomic<size_t> in_use_{0};
   std::atomic<size_t> limit_{0};
   mutable absl::Mutex cache_mu_;
   // Rounded block size -> blocks of that size.
-  std::multimap<size_t, void*> cache_ ABSL_GUARDED_BY(cache_mu_);
+  std::multimap<size_t, CachedBlock> cache_ ABSL_GUARDED_BY(cache_mu_);
   size_t cached_bytes_ ABSL_GUARDED_BY(cache_mu_) = 0;
 };
 

@@ -12,13 +12,58 @@
 #include "absl/status/statusor.h"
 #include "base/device.h"
 
+namespace paramd::kernels {
+class Backend;
+}  // namespace paramd::kernels
+
 namespace paramd::core {
+
+// Note [Write reservations]
+// A write that says up front how many bytes it will bring (WriteOptions.reserve_bytes) sets
+// them aside before any of them arrive, so that a write that cannot fit is refused at once
+// instead of after streaming most of its data. The reserved bytes count against the
+// device's limit (--max-memory) from the moment they are reserved, as if allocated; the
+// write's tensors are then allocated from the reservation while it lasts (and as usual past
+// it), and what is left goes back when the reservation is destroyed. Cached free blocks give
+// way to a reservation as to an allocation (Note [Host block cache] in
+// kernels/cpu/cpu_backend.h).
+//
+// Thread-safety: one reservation is used by one thread at a time.
+class MemoryReservation {
+ public:
+  // `nbytes` set aside on `device`: RESOURCE_EXHAUSTED (the backend's text, naming the limit)
+  // when they do not fit; FAILED_PRECONDITION for a device this process cannot use.
+  static absl::StatusOr<std::unique_ptr<MemoryReservation>> Make(const Device& device,
+                                                                 size_t nbytes);
+  // Gives back what is left.
+  ~MemoryReservation();
+  MemoryReservation(const MemoryReservation&) = delete;
+  MemoryReservation& operator=(const MemoryReservation&) = delete;
+
+  const Device& device() const { return device_; }
+  // Bytes still set aside.
+  size_t remaining() const { return remaining_; }
+  // Sets aside `nbytes` more, if they fit (false, and nothing changes, when not).
+  bool Grow(size_t nbytes);
+
+ private:
+  friend class Storage;
+  MemoryReservation(const Device& device, kernels::Backend* backend, size_t nbytes)
+      : device_(device), backend_(backend), remaining_(nbytes) {}
+
+  Device device_;
+  kernels::Backend* backend_;  // lives for the process
+  size_t remaining_;
+};
 
 class Storage {
  public:
   // Uninitialised bytes on `device`. RESOURCE_EXHAUSTED over the memory limit;
-  // FAILED_PRECONDITION for a device this process cannot use.
-  static absl::StatusOr<std::shared_ptr<Storage>> Allocate(const Device& device, size_t nbytes);
+  // FAILED_PRECONDITION for a device this process cannot use. With a `reservation` for the
+  // same device that still holds `nbytes`, they come out of it (no limit check: they were
+  // counted when reserved); otherwise they are allocated as usual.
+  static absl::StatusOr<std::shared_ptr<Storage>> Allocate(
+      const Device& device, size_t nbytes, MemoryReservation* reservation = nullptr);
 
   // Wraps memory owned elsewhere (a memory-mapped file, say); `release` runs when the last
   // reference goes.

@@ -104,10 +104,12 @@ Tensor::Tensor(std::shared_ptr<Storage> storage, int64_t offset, Shape shape, Sh
       strides_(std::move(strides)),
       dtype_(dtype) {}
 
-absl::StatusOr<Tensor> Tensor::Empty(DType dtype, Shape shape, const Device& device) {
+absl::StatusOr<Tensor> Tensor::Empty(DType dtype, Shape shape, const Device& device,
+                                     MemoryReservation* reservation) {
   PARAMD_ASSIGN_OR_RETURN(int64_t numel, CheckedNumel(shape, ElementSize(dtype)));
-  PARAMD_ASSIGN_OR_RETURN(auto storage,
-                          Storage::Allocate(device, static_cast<size_t>(numel) * ElementSize(dtype)));
+  PARAMD_ASSIGN_OR_RETURN(
+      auto storage,
+      Storage::Allocate(device, static_cast<size_t>(numel) * ElementSize(dtype), reservation));
   Shape strides = ContiguousStrides(shape);
   return Tensor(std::move(storage), 0, std::move(shape), std::move(strides), dtype);
 }

@@ -38,8 +38,10 @@ class Tensor {
   Tensor() = default;  // undefined: no storage
   Tensor(std::shared_ptr<Storage> storage, int64_t offset, Shape shape, Shape strides, DType dtype);
 
-  // A new contiguous tensor with uninitialised contents.
-  static absl::StatusOr<Tensor> Empty(DType dtype, Shape shape, const Device& device = Device{});
+  // A new contiguous tensor with uninitialised contents, out of `reservation` while it
+  // lasts (Storage::Allocate).
+  static absl::StatusOr<Tensor> Empty(DType dtype, Shape shape, const Device& device = Device{},
+                                      MemoryReservation* reservation = nullptr);
   // A new contiguous tensor with every element set to `value` (converted as a cast would).
   static absl::StatusOr<Tensor> Full(DType dtype, Shape shape, double value,
                                      const Device& device = Device{});

@@ -1,6 +1,7 @@
 #include "server/main/heap_trimmer.h"
 
 #include <algorithm>
+#include <utility>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -20,11 +21,9 @@ void Trim() {}
 
 }  // namespace
 
-HeapTrimmer::HeapTrimmer(absl::Duration period, size_t threshold)
-    : period_(period), threshold_(threshold) {
-#if defined(__GLIBC__)
+HeapTrimmer::HeapTrimmer(absl::Duration period, size_t threshold, std::function<void()> on_tick)
+    : period_(period), threshold_(threshold), on_tick_(std::move(on_tick)) {
   thread_ = std::thread([this] { Run(); });
-#endif
 }
 
 HeapTrimmer::~HeapTrimmer() {
@@ -41,6 +40,7 @@ void HeapTrimmer::Run() {
   size_t low = FreeHeapBytes();
   absl::MutexLock lock(&mu_);
   while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), period_)) {
+    if (on_tick_) on_tick_();
     const size_t free_bytes = FreeHeapBytes();
     if (free_bytes < low + threshold_) {
       low = std::min(low, free_bytes);

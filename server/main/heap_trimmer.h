@@ -7,11 +7,16 @@
 // `threshold` since it last looked, calls malloc_trim(0), which returns the free pages (the
 // address space stays reserved and is reused by the next allocation).
 //
+// Each tick first runs `on_tick` (the daemon releases the CPU backend's idle cached blocks
+// there, Note [Host block cache] in kernels/cpu/cpu_backend.h), so what those blocks gave
+// back to the heap is trimmed in the same tick.
+//
 // Thread-safety: construct and destroy from one thread; the trimming runs on its own. Does
-// nothing where the C library is not glibc.
+// nothing but `on_tick` where the C library is not glibc.
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -22,7 +27,7 @@ namespace paramd {
 
 class HeapTrimmer {
  public:
-  HeapTrimmer(absl::Duration period, size_t threshold);
+  HeapTrimmer(absl::Duration period, size_t threshold, std::function<void()> on_tick = {});
   // Stops and joins the thread.
   ~HeapTrimmer();
   HeapTrimmer(const HeapTrimmer&) = delete;
@@ -33,6 +38,7 @@ class HeapTrimmer {
 
   const absl::Duration period_;
   const size_t threshold_;
+  const std::function<void()> on_tick_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;

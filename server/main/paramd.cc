@@ -62,6 +62,9 @@ std::optional<size_t> ParseBytes(std::string text) {
   return static_cast<size_t>(value) * multiplier;
 }
 
+// A cached free tensor block that no allocation took for this long goes back to the system.
+constexpr int64_t kBlockCacheIdleNs = int64_t{5'000'000'000};
+
 // --max-memory's default. Without a cgroup limit: 80% of physical memory. Under a cgroup
 // memory limit (a container's, a pod's, a systemd unit's) the kernel kills the whole process
 // at the limit, so the tensors get what is left after the rest of the process: gRPC's
@@ -368,8 +371,13 @@ int main(int argc, char** argv) {
   auto metrics_endpoint = paramd::main::MetricsEndpoint::Start(flags.metrics_listen, metrics);
   if (!metrics_endpoint.ok()) return Fail(std::string(metrics_endpoint.status().message()));
   paramd::main::Reloader reloader(auth.get(), server_options.tls.enabled());
-  // Gives back what a burst of traffic or a refused message left free in the heap.
-  paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20);
+  // Gives back what a burst of traffic or a refused message left free in the heap, and the
+  // cached tensor blocks no write took for five seconds (docs/daemon.md, "Memory").
+  paramd::kernels::Backend* cpu_backend = nullptr;
+  if (auto cpu = paramd::kernels::GetBackend(paramd::Device::Cpu()); cpu.ok()) cpu_backend = *cpu;
+  paramd::HeapTrimmer trimmer(absl::Seconds(1), size_t{32} << 20, [cpu_backend] {
+    if (cpu_backend != nullptr) cpu_backend->ReleaseIdleCache(kBlockCacheIdleNs);
+  });
 
   auto gpus = paramd::kernels::QueryGpus();
   Log("info", "paramd started",

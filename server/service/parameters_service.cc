@@ -340,6 +340,26 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplySetTensors(IncomingWrit
   return Serialize(response);
 }
 
+absl::Status ParametersService::CommitEachTensor(IncomingWrite& write,
+                                                CommittedPrefix& committed) {
+  PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(write.options.model()));
+  for (auto& [header, tensor] : write.tensors) {
+    // The write's if_version guards its first tensor; each later one must find the version
+    // the one before it made, so a concurrent writer stops the write (ABORTED) instead of
+    // interleaving with it.
+    std::optional<uint64_t> if_version = IfVersion(write.options.if_version());
+    if (if_version && committed.count > 0) if_version = committed.version;
+    PARAMD_ASSIGN_OR_RETURN(
+        const uint64_t version,
+        model->SetTensors({{header.name(), FromProtoRegion(header.region()), std::move(tensor)}},
+                          if_version));
+    ++committed.count;
+    committed.last_name = header.name();
+    committed.version = version;
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   if (auto* refused = RefuseUnlessAllowed<grpc::ServerReadReactor<grpc::ByteBuffer>>(
@@ -348,7 +368,8 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensor(
   }
   return new WriteStreamReactor(
       context, executor_, watchdog_, response, "set tensor",
-      [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/true); });
+      [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/true); }, {},
+      /*single=*/true);
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensors(
@@ -359,7 +380,10 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::SetTensors(
   }
   return new WriteStreamReactor(
       context, executor_, watchdog_, response, "set tensors",
-      [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/false); });
+      [this](IncomingWrite& write) { return ApplySetTensors(write, /*single=*/false); },
+      [this](IncomingWrite& write, CommittedPrefix& committed) {
+        return CommitEachTensor(write, committed);
+      });
 }
 
 absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite& write,
@@ -444,7 +468,8 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterParameter(
   }
   return new WriteStreamReactor(
       context, executor_, watchdog_, response, "register parameter",
-      [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/true); });
+      [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/true); }, {},
+      /*single=*/true);
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
@@ -455,7 +480,8 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParametersService::RegisterBuffer(
   }
   return new WriteStreamReactor(
       context, executor_, watchdog_, response, "register buffer",
-      [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/false); });
+      [this](IncomingWrite& write) { return ApplyRegister(write, /*parameter=*/false); }, {},
+      /*single=*/true);
 }
 
 grpc::ServerUnaryReactor* ParametersService::TieParameters(grpc::CallbackServerContext* context,

@@ -4,6 +4,17 @@
 // admitted when they start (Note [Call admission] in executor.h) and run on the Executor,
 // since a write may copy tensors and waits for the model's writer in progress.
 // Thread-safety: all methods may run concurrently.
+//
+// Note [Tensor-by-tensor writes]
+// A SetTensors batch is atomic: its new tensors are assembled next to the old ones and
+// published together, so it needs memory for the model plus the whole batch. With
+// WriteOptions.commit_each_tensor each tensor is instead committed as its own version as soon
+// as its last byte arrives (the stream pauses meanwhile), and its old storage is freed then
+// (unless a reader still holds it), so the write needs the model plus its largest tensor:
+// what `param.copy_()` tensor after tensor does in PyTorch. The write's if_version guards
+// its first tensor and each later one must find the version the one before it made (ABORTED
+// otherwise). A failure stops the write; the tensors before it stay committed and the
+// status says how many, the last one's name and its version (WithCommittedPrefix).
 #pragma once
 
 #include "absl/strings/string_view.h"
@@ -73,6 +84,9 @@ class ParametersService final : public ParametersServiceBase {
 
  private:
   absl::StatusOr<grpc::ByteBuffer> ApplySetTensors(IncomingWrite& write, bool single);
+  // commit_each_tensor: commits each complete tensor as its own version (Note
+  // [Tensor-by-tensor writes]).
+  absl::Status CommitEachTensor(IncomingWrite& write, CommittedPrefix& committed);
   absl::StatusOr<grpc::ByteBuffer> ApplyRegister(IncomingWrite& write, bool parameter);
   // The load and its answer (answer_stream.h's LoadAnswer); the reactor's Guard turns an
   // escaped std::bad_alloc into RESOURCE_EXHAUSTED.

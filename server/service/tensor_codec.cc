@@ -72,7 +72,8 @@ absl::StatusOr<core::Tensor> PrepareForWire(const core::Tensor& tensor, v1::DTyp
   return core::ConvertTo(tensor, target, Device::Cpu());
 }
 
-absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
+absl::Status TensorAssembler::Begin(const v1::TensorHeader& header,
+                                    core::MemoryReservation* reservation) {
   if (active_) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor ", QuoteName(header_.name()), " ended early: got ", received_, " of ",
@@ -85,7 +86,8 @@ absl::Status TensorAssembler::Begin(const v1::TensorHeader& header) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor ", QuoteName(header.name()), ": ", numel.status().message()));
   }
-  PARAMD_ASSIGN_OR_RETURN(tensor_, core::Tensor::Empty(dtype, std::move(shape)));
+  PARAMD_ASSIGN_OR_RETURN(tensor_,
+                          core::Tensor::Empty(dtype, std::move(shape), Device{}, reservation));
   header_ = header;
   received_ = 0;
   active_ = true;

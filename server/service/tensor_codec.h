@@ -36,14 +36,18 @@ absl::StatusOr<core::Tensor> PrepareForWire(const core::Tensor& tensor, v1::DTyp
 class TensorAssembler {
  public:
   // INVALID_ARGUMENT for a bad dtype or shape, or while a tensor is still incomplete;
-  // RESOURCE_EXHAUSTED when the tensor does not fit in memory.
-  absl::Status Begin(const v1::TensorHeader& header);
+  // RESOURCE_EXHAUSTED when the tensor does not fit in memory. Its storage comes out of
+  // `reservation` while that lasts (borrowed; may be null).
+  absl::Status Begin(const v1::TensorHeader& header,
+                     core::MemoryReservation* reservation = nullptr);
   // INVALID_ARGUMENT for a chunk out of order, past the end, or with no header before it.
   absl::Status Add(const v1::TensorChunk& chunk);
   // The same checks for `size` bytes at `offset`; returns where they go in the tensor, so
   // the caller can copy them there straight from gRPC's buffers.
   absl::StatusOr<char*> Claim(uint64_t offset, size_t size);
   bool active() const { return active_; }
+  // Active, with every byte of its tensor received.
+  bool complete() const { return active_ && received_ == tensor_.nbytes(); }
   // The finished tensor; INVALID_ARGUMENT if bytes are missing.
   absl::StatusOr<core::Tensor> Finish();
   const v1::TensorHeader& header() const { return header_; }

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -215,12 +216,21 @@ absl::Status FrameCollector<Frame>::Add(const grpc::ByteBuffer& frame) {
       if (!cursor.Copy(destination, size) || !cursor.AtEnd()) {
         return absl::InvalidArgumentError("a write frame's chunk is cut short or has extra bytes");
       }
-      return absl::OkStatus();
+      return CompleteIfDone();
     }
   }
   Frame parsed;
   PARAMD_RETURN_IF_ERROR(Parse(frame, &parsed));
-  return AddParsed(parsed);
+  PARAMD_RETURN_IF_ERROR(AddParsed(parsed));
+  return CompleteIfDone();
+}
+
+template <typename Frame>
+absl::Status FrameCollector<Frame>::CompleteIfDone() {
+  if (!commit_each_ || !assembler_.complete()) return absl::OkStatus();
+  PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
+  write_.tensors.emplace_back(assembler_.header(), std::move(done));
+  return absl::OkStatus();
 }
 
 template <typename Frame>
@@ -232,10 +242,7 @@ absl::Status FrameCollector<Frame>::AddParsed(Frame& frame) {
         return absl::InvalidArgumentError(absl::StrCat(
             options_name.substr(options_name.rfind('.') + 1), " was sent twice; send it once, first"));
       }
-      write_.options = std::move(*frame.mutable_options());
-      model_ = TargetOf(write_.options);
-      have_options_ = true;
-      return absl::OkStatus();
+      return TakeOptions(*frame.mutable_options());
     case Frame::kHeader:
       if (!have_options_) {
         return absl::InvalidArgumentError(absl::StrCat("the first frame of a write must be ",
@@ -245,7 +252,7 @@ absl::Status FrameCollector<Frame>::AddParsed(Frame& frame) {
         PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
         write_.tensors.emplace_back(assembler_.header(), std::move(done));
       }
-      return assembler_.Begin(frame.header());
+      return assembler_.Begin(frame.header(), reservation_.get());
     case Frame::kChunk:
       return assembler_.Add(frame.chunk());
     default: {
@@ -254,6 +261,61 @@ absl::Status FrameCollector<Frame>::AddParsed(Frame& frame) {
           "empty ", frame_name.substr(frame_name.rfind('.') + 1), "; set options, header or chunk"));
     }
   }
+}
+
+template <typename Frame>
+absl::Status FrameCollector<Frame>::TakeOptions(Options& options) {
+  write_.options = std::move(options);
+  model_ = TargetOf(write_.options);
+  have_options_ = true;
+  // Gradient pushes and optimizer state loads are all-or-nothing and reserve as they go.
+  if constexpr (std::is_same_v<Options, v1::WriteOptions>) {
+    if (write_.options.commit_each_tensor() && !commit_each_supported_) {
+      return absl::InvalidArgumentError(
+          "commit_each_tensor is for SetTensors (and single-tensor writes); this call is "
+          "all-or-nothing: send the write without it");
+    }
+    commit_each_ = write_.options.commit_each_tensor();
+    const uint64_t reserve = write_.options.reserve_bytes();
+    if (reserve == 0) return absl::OkStatus();
+    absl::StatusOr<std::unique_ptr<core::MemoryReservation>> reservation =
+        core::MemoryReservation::Make(Device::Cpu(), reserve);
+    if (!reservation.ok()) {
+      return absl::Status(
+          reservation.status().code(),
+          absl::StrCat("the write to model ", QuoteName(model_), " needs ", reserve,
+                       " bytes at once (WriteOptions.reserve_bytes) and was refused before its "
+                       "data was sent, nothing written: ",
+                       reservation.status().message(),
+                       commit_each_ ? ""
+                                    : "; SetTensors with commit_each_tensor needs only the "
+                                      "largest tensor"));
+    }
+    reservation_ = *std::move(reservation);
+  }
+  return absl::OkStatus();
+}
+
+template <typename Frame>
+void FrameCollector<Frame>::Refill() {
+  if constexpr (std::is_same_v<Options, v1::WriteOptions>) {
+    if (reservation_ == nullptr) return;
+    const uint64_t target = write_.options.reserve_bytes();
+    if (reservation_->remaining() < target) reservation_->Grow(target - reservation_->remaining());
+  }
+}
+
+grpc::Status WithCommittedPrefix(const CommittedPrefix& committed, const grpc::Status& status) {
+  if (status.ok() || committed.count == 0) return status;
+  return grpc::Status(
+      status.error_code(),
+      TruncateText(absl::StrCat("commit_each_tensor: the first ", committed.count,
+                                " tensors of the write were committed and stay (the last, ",
+                                QuoteName(committed.last_name), ", at version ",
+                                committed.version, "); the rest failed: ",
+                                status.error_message()),
+                   kMaxStatusMessageBytes),
+      status.error_details());
 }
 
 template <typename Frame>
@@ -289,10 +351,33 @@ void WriteReactorBase<GrpcReactor, Frame>::Start() {
 }
 
 template <typename GrpcReactor, typename Frame>
-void WriteReactorBase<GrpcReactor, Frame>::Fail(const grpc::Status& status) {
+void WriteReactorBase<GrpcReactor, Frame>::Fail(const grpc::Status& failure) {
+  const grpc::Status status = WithCommittedPrefix(collector_.committed(), failure);
   LogCall(action_, collector_.model(), FromGrpcStatus(status));
   ticket_.reset();
   this->Finish(status);
+}
+
+template <typename GrpcReactor, typename Frame>
+void WriteReactorBase<GrpcReactor, Frame>::CommitCompleted() {
+  const grpc::Status committed = Guard([&]() -> absl::Status {
+    if (context_->IsCancelled()) return absl::CancelledError("the client cancelled the write");
+    absl::Status status = commit_each_(collector_.pending(), collector_.committed());
+    collector_.pending().tensors.clear();
+    collector_.Refill();
+    return status;
+  });
+  absl::ReleasableMutexLock lock(&mu_);
+  if (!committed.ok()) {
+    phase_ = Phase::kFinished;
+    lock.Release();
+    Fail(committed);
+    return;
+  }
+  phase_ = Phase::kReading;
+  lock.Release();
+  watchdog_->Touch(this);
+  this->StartRead(&frame_);
 }
 
 template <typename GrpcReactor, typename Frame>
@@ -319,6 +404,15 @@ void WriteReactorBase<GrpcReactor, Frame>::OnReadDone(bool ok) {
     Fail(added);
     return;
   }
+  if (commit_each_ && collector_.HasCompleted()) {
+    // Commit what is complete before reading on, so that the stream holds at most one
+    // tensor (Note [Tensor-by-tensor writes] in parameters_service.h).
+    phase_ = Phase::kCommitting;
+    lock.Release();
+    watchdog_->Forget(this);  // committing is not idling
+    ticket_->Run([this] { CommitCompleted(); });
+    return;
+  }
   lock.Release();
   // An Expire between the release and this read finishes the call first; the read then
   // ends at once (ok false) and is ignored above.
@@ -335,11 +429,13 @@ void WriteReactorBase<GrpcReactor, Frame>::Expire() {
   // From here on no reaction touches the collector; its partial tensors go with the reactor.
   const std::string& model = collector_.model();
   const std::string target = model.empty() ? "" : absl::StrCat(" to model ", QuoteName(model));
+  const bool none_committed = collector_.committed().count == 0;
   Fail(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                     absl::StrCat("the write stream", target, " sent nothing for ",
                                  absl::FormatDuration(watchdog_->timeout()),
-                                 " (--stream-idle-timeout) and was ended; nothing was written: "
-                                 "send the whole write again without pausing mid-stream")));
+                                 " (--stream-idle-timeout) and was ended; ",
+                                 none_committed ? "nothing was written" : "the rest was not written",
+                                 ": send the whole write again without pausing mid-stream")));
 }
 
 template <typename GrpcReactor, typename Frame>
@@ -365,9 +461,9 @@ template <typename Frame>
 BasicWriteStreamReactor<Frame>::BasicWriteStreamReactor(grpc::CallbackServerContext* context,
                                                         Executor* executor, IdleWatchdog* watchdog,
                                                         grpc::ByteBuffer* response,
-                                                        const char* action, Apply apply)
-    : WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame>(context, executor,
-                                                                         watchdog, action),
+                                                        const char* action, Apply apply,
+                                                        CommitEach commit_each, bool single)
+    : Base(context, executor, watchdog, action, std::move(commit_each), single),
       response_(response),
       apply_(std::move(apply)) {
   this->Start();
@@ -377,6 +473,18 @@ template <typename Frame>
 void BasicWriteStreamReactor<Frame>::ApplyWrite() {
   const grpc::Status status = Guard([&]() -> absl::Status {
     PARAMD_ASSIGN_OR_RETURN(Incoming write, this->collector_.Finish());
+    CommittedPrefix& committed = this->collector_.committed();
+    if (this->commit_each_ && this->collector_.commit_each()) {
+      PARAMD_RETURN_IF_ERROR(this->commit_each_(write, committed));
+      write.tensors.clear();
+    }
+    if (committed.count > 0) {
+      // Answered with the last tensor's version; the first call saw the if_version.
+      v1::WriteResponse response;
+      response.set_version(committed.version);
+      *response_ = Serialize(response);
+      return absl::OkStatus();
+    }
     PARAMD_ASSIGN_OR_RETURN(*response_, apply_(write));
     return absl::OkStatus();
   });

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <type_traits>
 #include <string>
 #include <utility>
@@ -96,7 +97,8 @@ class TensorStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuff
   grpc::ByteBuffer buffer_;   // the write in flight
 };
 
-// What a client-streamed write carried: its options and every tensor, complete.
+// What a client-streamed write carried: its options and every tensor, complete (with
+// commit_each_tensor: the complete tensors not committed yet).
 template <typename Options>
 struct IncomingTensors {
   Options options;
@@ -116,15 +118,31 @@ inline const std::string& TargetOf(const v1::OptimizerStateHead& options) {
   return options.optimizer();
 }
 
+// A commit_each_tensor write's progress (Note [Tensor-by-tensor writes] in
+// parameters_service.h): the first `count` tensors of its stream are committed, the last
+// one, `last_name`, at `version`.
+struct CommittedPrefix {
+  size_t count = 0;
+  std::string last_name;
+  uint64_t version = 0;
+};
+
 // Checks the framing of a client stream of `Frame`s (WriteFrame, GradientFrame,
 // OptimizerStateFrame: an `options` first and once, then per tensor a header and its chunks,
-// with the same field numbers in each) and assembles it.
+// with the same field numbers in each) and assembles it. A WriteFrame stream's
+// WriteOptions.reserve_bytes is reserved when the options arrive (Note [Write reservations]
+// in server/core/storage.h).
 template <typename Frame>
 class FrameCollector {
  public:
   using Options = std::decay_t<decltype(std::declval<Frame>().options())>;
 
-  // INVALID_ARGUMENT for a frame out of place or bytes that do not fit the tensor.
+  // `commit_each` is whether the call takes commit_each_tensor (INVALID_ARGUMENT for a write
+  // that asks for it otherwise).
+  explicit FrameCollector(bool commit_each = false) : commit_each_supported_(commit_each) {}
+  // INVALID_ARGUMENT for a frame out of place or bytes that do not fit the tensor;
+  // RESOURCE_EXHAUSTED for a reservation that does not fit (naming the model, the bytes and
+  // --max-memory).
   absl::Status Add(const grpc::ByteBuffer& frame);
   // The stream ended: INVALID_ARGUMENT if it carried no options or a tensor ended early.
   absl::StatusOr<IncomingTensors<Options>> Finish();
@@ -132,15 +150,39 @@ class FrameCollector {
   // kept after Finish has handed the write over.
   const std::string& model() const { return model_; }
 
+  // Whether the write asked for commit_each_tensor (and the call takes it).
+  bool commit_each() const { return commit_each_; }
+  // commit_each_tensor: whether complete tensors wait to be committed.
+  bool HasCompleted() const { return commit_each_ && !write_.tensors.empty(); }
+  // The write so far: its options and complete tensors, for a commit that takes them.
+  IncomingTensors<Options>& pending() { return write_; }
+  CommittedPrefix& committed() { return committed_; }
+  // Sets aside again, as far as it fits, what the committed tensors took out of the
+  // reservation (their old storages were freed by the commit).
+  void Refill();
+
  private:
   absl::Status AddParsed(Frame& frame);
+  absl::Status TakeOptions(Options& options);
+  // commit_each_tensor: hands a tensor over as soon as its last byte is in, so that the
+  // next one is allocated only after it was committed.
+  absl::Status CompleteIfDone();
 
+  const bool commit_each_supported_;
+  bool commit_each_ = false;
   IncomingTensors<Options> write_;
   std::string model_;
   bool have_options_ = false;
+  std::unique_ptr<core::MemoryReservation> reservation_;
   TensorAssembler assembler_;
+  CommittedPrefix committed_;
 };
 using WriteFrameCollector = FrameCollector<v1::WriteFrame>;
+
+// The status of a commit_each_tensor write that failed after committing some tensors:
+// `status` with a prefix saying which tensors were committed and stay. OK stays OK and a
+// write that committed nothing keeps its status as it is.
+grpc::Status WithCommittedPrefix(const CommittedPrefix& committed, const grpc::Status& status);
 
 // The reading half of a write call: admits the call (RESOURCE_EXHAUSTED before reading
 // anything when the executor is full), reads the whole write stream, then runs the
@@ -160,11 +202,24 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
   void OnDone() override;
 
  protected:
+  using Incoming = IncomingTensors<typename FrameCollector<Frame>::Options>;
+  // Commits the complete tensors of a commit_each_tensor write (Incoming::tensors, which it
+  // empties) and records them in the prefix; on a worker, the stream paused.
+  using CommitEach = std::function<absl::Status(Incoming&, CommittedPrefix&)>;
+
   // Borrows `context` (gRPC's), `executor` and `watchdog`. Subclasses call Start() last in
-  // their constructor, once their own members are ready.
+  // their constructor, once their own members are ready. Without `commit_each` a write that
+  // asks for commit_each_tensor is refused, unless `single` (a call that writes one tensor,
+  // for which both modes are the same).
   WriteReactorBase(grpc::CallbackServerContext* context, Executor* executor,
-                   IdleWatchdog* watchdog, const char* action)
-      : context_(context), action_(action), executor_(executor), watchdog_(watchdog) {}
+                   IdleWatchdog* watchdog, const char* action, CommitEach commit_each = {},
+                   bool single = false)
+      : context_(context),
+        action_(action),
+        collector_(commit_each != nullptr || single),
+        commit_each_(std::move(commit_each)),
+        executor_(executor),
+        watchdog_(watchdog) {}
   void Start();
   // On a worker, once the stream has ended: assembles and applies the write, then answers.
   virtual void ApplyWrite() = 0;
@@ -176,10 +231,13 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
   grpc::CallbackServerContext* const context_;  // owned by gRPC
   const char* const action_;
   FrameCollector<Frame> collector_;
+  const CommitEach commit_each_;
 
  private:
-  enum class Phase { kReading, kApplying, kFinished };
+  enum class Phase { kReading, kCommitting, kApplying, kFinished };
 
+  // On a worker, reading paused: commits the complete tensors, then reads on.
+  void CommitCompleted();
   void Expire() override;
   void Ref() override { refs_.fetch_add(1); }
   void Unref() override;
@@ -198,12 +256,16 @@ template <typename Frame>
 class BasicWriteStreamReactor final
     : public WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame> {
  public:
-  using Incoming = IncomingTensors<typename FrameCollector<Frame>::Options>;
+  using Base = WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame>;
+  using Incoming = typename Base::Incoming;
+  using CommitEach = typename Base::CommitEach;
   using Apply = std::function<absl::StatusOr<grpc::ByteBuffer>(Incoming&)>;
-  // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`.
+  // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`. With
+  // `commit_each` the call takes commit_each_tensor: complete tensors are committed as they
+  // arrive, and a write that committed any is answered with the last one's version.
   BasicWriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
                           IdleWatchdog* watchdog, grpc::ByteBuffer* response, const char* action,
-                          Apply apply);
+                          Apply apply, CommitEach commit_each = {}, bool single = false);
 
  private:
   void ApplyWrite() override;

@@ -355,7 +355,14 @@ absl::StatusOr<uint64_t> RemoteModel::SetTensor(const std::string& name, const H
 absl::StatusOr<uint64_t> RemoteModel::SetTensors(const std::vector<TensorWrite>& writes,
                                                  uint64_t if_version,
                                                  const ProgressCallback& progress) const {
+  return SetTensors(writes, SetTensorsOptions{.if_version = if_version, .progress = progress});
+}
+
+absl::StatusOr<uint64_t> RemoteModel::SetTensors(const std::vector<TensorWrite>& writes,
+                                                 const SetTensorsOptions& options) const {
   const Client::Impl& impl = *client_->impl_;
+  v1::WriteOptions write_options = BaseOptions(name_, options.if_version);
+  write_options.set_commit_each_tensor(options.commit_each_tensor);
   std::vector<OutgoingTensor> tensors;
   tensors.reserve(writes.size());
   for (const TensorWrite& write : writes) {
@@ -363,8 +370,8 @@ absl::StatusOr<uint64_t> RemoteModel::SetTensors(const std::vector<TensorWrite>&
         {&write.name, &write.tensor, write.region ? &*write.region : nullptr, false, false});
   }
   v1::WriteResponse response;
-  PARAMD_RETURN_IF_ERROR(impl.Write(impl.writes->set_tensors, BaseOptions(name_, if_version),
-                                    tensors, progress, &response));
+  PARAMD_RETURN_IF_ERROR(impl.Write(impl.writes->set_tensors, write_options, tensors,
+                                    options.progress, &response));
   return response.version();
 }
 

@@ -273,13 +273,21 @@ absl::Status CheckOutgoing(const std::string& name, const HostTensor& tensor) {
 bool SendWriteFrames(const v1::WriteOptions& options, const std::vector<OutgoingTensor>& tensors,
                      const ProgressCallback& progress,
                      const std::function<bool(const EncodedFrame&)>& write) {
-  uint64_t total = 0;
-  for (const OutgoingTensor& item : tensors) total += item.tensor->data.size();
+  uint64_t total = 0, largest = 0;
+  for (const OutgoingTensor& item : tensors) {
+    total += item.tensor->data.size();
+    largest = std::max<uint64_t>(largest, item.tensor->data.size());
+  }
   uint64_t done = 0;
 
   EncodedFrame encoded;
   v1::WriteFrame frame;
   *frame.mutable_options() = options;
+  // The daemon sets the memory aside before any byte arrives, and refuses a write that
+  // cannot fit at once (docs/wire.md, "Write memory").
+  if (options.reserve_bytes() == 0) {
+    frame.mutable_options()->set_reserve_bytes(options.commit_each_tensor() ? largest : total);
+  }
   frame.SerializeToString(&encoded.head);
   if (!write(encoded)) return false;
   for (const OutgoingTensor& item : tensors) {

@@ -148,5 +148,44 @@ TEST(CpuBackendCacheTest, CacheStaysUnderAQuarterOfTheLimitAndGivesWayToAllocati
   backend.Free(*c, 15 << 20);
 }
 
+TEST(CpuBackendCacheTest, ReservationsCountAgainstTheLimitAndTheCacheGivesWayToThem) {
+  CpuBackend backend;
+  backend.SetMemoryLimit(16 << 20);
+  auto a = backend.Allocate(3 << 20);
+  ASSERT_TRUE(a.ok());
+  backend.Free(*a, 3 << 20);
+  ASSERT_EQ(backend.bytes_cached(), size_t{3} << 20);
+  // 14 MiB reserved: in use plus cached stays within 16, so only 2 MiB could stay cached and
+  // the 3 MiB block goes.
+  ASSERT_TRUE(backend.Reserve(14 << 20).ok());
+  EXPECT_EQ(backend.bytes_in_use(), size_t{14} << 20);
+  EXPECT_EQ(backend.bytes_cached(), 0u);
+  // Nothing more fits, reserved or allocated.
+  const absl::Status over = backend.Reserve(3 << 20);
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(over.message(), HasSubstr("--max-memory"));
+  EXPECT_EQ(backend.Allocate(3 << 20).status().code(), absl::StatusCode::kResourceExhausted);
+  // Reserved bytes are allocated without counting them twice, and freed as usual.
+  auto reserved = backend.AllocateReserved(10 << 20);
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
+  EXPECT_EQ(backend.bytes_in_use(), size_t{14} << 20);
+  backend.Unreserve(4 << 20);
+  EXPECT_EQ(backend.bytes_in_use(), size_t{10} << 20);
+  backend.Free(*reserved, 10 << 20);
+  EXPECT_EQ(backend.bytes_in_use(), 0u);
+  backend.EmptyCache();
+}
+
+TEST(CpuBackendCacheTest, IdleCachedBlocksAreReleased) {
+  CpuBackend backend;
+  auto a = backend.Allocate(3 << 20);
+  ASSERT_TRUE(a.ok());
+  backend.Free(*a, 3 << 20);
+  backend.ReleaseIdleCache(int64_t{60} * 1000 * 1000 * 1000);  // freed just now: kept
+  EXPECT_EQ(backend.bytes_cached(), size_t{3} << 20);
+  backend.ReleaseIdleCache(0);
+  EXPECT_EQ(backend.bytes_cached(), 0u);
+}
+
 }  // namespace
 }  // namespace paramd::kernels

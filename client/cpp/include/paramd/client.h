@@ -179,6 +179,18 @@ struct TensorWrite {
   std::optional<Region> region;
 };
 
+struct SetTensorsOptions {
+  // 0: any version.
+  uint64_t if_version = 0;
+  // Commit each tensor as its own version as soon as it has arrived (PyTorch's in-place
+  // `copy_` one tensor after another) instead of the whole batch at once: the daemon then
+  // needs memory for the model plus the largest tensor rather than the whole batch. Readers
+  // may see some tensors new and others old meanwhile; a failure leaves the tensors before it
+  // written, and its message says how many and at which version (docs/wire.md).
+  bool commit_each_tensor = false;
+  ProgressCallback progress;
+};
+
 struct LoadOptions {
   // PyTorch's load_state_dict defaults.
   bool strict = true;
@@ -330,6 +342,10 @@ class RemoteModel {
   absl::StatusOr<uint64_t> SetTensors(const std::vector<TensorWrite>& writes,
                                       uint64_t if_version = 0,
                                       const ProgressCallback& progress = {}) const;
+  // The batch, atomic or tensor by tensor (SetTensorsOptions::commit_each_tensor); returns
+  // the version of the last tensor written.
+  absl::StatusOr<uint64_t> SetTensors(const std::vector<TensorWrite>& writes,
+                                      const SetTensorsOptions& options) const;
   // module.register_parameter(name, Parameter(tensor, requires_grad)) on the module at
   // `module_path` ("" = root); nullopt registers None.
   absl::StatusOr<uint64_t> RegisterParameter(const std::string& module_path,

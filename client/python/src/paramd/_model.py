@@ -247,17 +247,21 @@ class _Handle:
         return self._write([(name, region, value)], if_version, progress)
 
     def update(self, values: Union[Mapping[str, Any], Iterable[tuple[str, Index, Any]]], *,
-               if_version: Optional[int] = None, progress: Progress = None) -> int:
+               if_version: Optional[int] = None, progress: Progress = None,
+               commit_each_tensor: bool = False) -> int:
         """Writes many tensors as one new version (all or nothing): a mapping of name to
-        value, or ``(name, region, value)`` triples. Returns the new model version."""
-        if isinstance(values, Mapping):
-            return self._write([(k, None, v) for k, v in values.items()], if_version, progress)
-        return self._write(list(values), if_version, progress)
+        value, or ``(name, region, value)`` triples. Returns the new model version.
+        ``commit_each_tensor``: each tensor is its own version as it arrives (in-place, as
+        ``copy_`` one by one; the daemon needs room for the largest tensor only, docs/wire.md)."""
+        items = ([(k, None, v) for k, v in values.items()] if isinstance(values, Mapping)
+                 else list(values))
+        return self._write(items, if_version, progress, commit_each_tensor)
 
     def _write(self, items: list[tuple[str, Index, Any]], if_version: Optional[int],
-               progress: Progress) -> int:
+               progress: Progress, commit_each_tensor: bool = False) -> int:
         writes = [self._prepare_write(name, value, region) for name, region, value in items]
-        options = parameters_pb2.WriteOptions(model=self._model, if_version=if_version or 0)
+        options = parameters_pb2.WriteOptions(model=self._model, if_version=if_version or 0,
+                                              commit_each_tensor=commit_each_tensor)
         with Reporter(progress, f"write {self._model}") as reporter:
             answer = self._client._client_stream(
                 _P + "SetTensors", _wire.write_frames(options, writes, reporter.callback),

@@ -143,6 +143,14 @@ def write_frames(options: parameters_pb2.WriteOptions,
     """The serialized WriteFrames of a write: options, then per tensor header and chunks."""
     total = sum(out.nbytes for _, out in tensors)
     done = 0
+    if not options.reserve_bytes:
+        # The daemon sets the memory aside up front and refuses a write that cannot fit
+        # before its data is sent (docs/wire.md, "Write memory").
+        sent = options.__class__()
+        sent.CopyFrom(options)
+        sent.reserve_bytes = (max((out.nbytes for _, out in tensors), default=0)
+                              if options.commit_each_tensor else total)
+        options = sent
     yield parameters_pb2.WriteFrame(options=options).SerializeToString()
     for header, out in tensors:
         yield parameters_pb2.WriteFrame(header=header).SerializeToString()

@@ -111,7 +111,7 @@ class GetTensorRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[_Union[_tensor_pb2.Region, _Mapping]] = ..., wire_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
 
 class WriteOptions(_message.Message):
-    __slots__ = ("model", "if_version", "module_path", "name", "none", "non_persistent", "non_strict", "assign", "metadata", "has_metadata")
+    __slots__ = ("model", "if_version", "module_path", "name", "none", "non_persistent", "non_strict", "assign", "metadata", "has_metadata", "reserve_bytes", "commit_each_tensor")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +129,8 @@ class WriteOptions(_message.Message):
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     HAS_METADATA_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_EACH_TENSOR_FIELD_NUMBER: _ClassVar[int]
     model: str
     if_version: int
     module_path: str
@@ -139,7 +141,9 @@ class WriteOptions(_message.Message):
     assign: bool
     metadata: _containers.ScalarMap[str, int]
     has_metadata: bool
-    def __init__(self, model: _Optional[str] = ..., if_version: _Optional[int] = ..., module_path: _Optional[str] = ..., name: _Optional[str] = ..., none: _Optional[bool] = ..., non_persistent: _Optional[bool] = ..., non_strict: _Optional[bool] = ..., assign: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, int]] = ..., has_metadata: _Optional[bool] = ...) -> None: ...
+    reserve_bytes: int
+    commit_each_tensor: bool
+    def __init__(self, model: _Optional[str] = ..., if_version: _Optional[int] = ..., module_path: _Optional[str] = ..., name: _Optional[str] = ..., none: _Optional[bool] = ..., non_persistent: _Optional[bool] = ..., non_strict: _Optional[bool] = ..., assign: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, int]] = ..., has_metadata: _Optional[bool] = ..., reserve_bytes: _Optional[int] = ..., commit_each_tensor: _Optional[bool] = ...) -> None: ...
 
 class WriteFrame(_message.Message):
     __slots__ = ("options", "header", "chunk")
