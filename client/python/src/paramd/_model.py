@@ -253,8 +253,9 @@ class _Handle:
         value, or ``(name, region, value)`` triples. Returns the new model version.
         ``commit_each_tensor``: each tensor is its own version as it arrives (in-place, as
         ``copy_`` one by one; the daemon needs room for the largest tensor only, docs/wire.md)."""
-        items = ([(k, None, v) for k, v in values.items()] if isinstance(values, Mapping)
-                 else list(values))
+        items: list[tuple[str, Index, Any]] = (
+            [(k, None, v) for k, v in values.items()] if isinstance(values, Mapping)
+            else list(values))
         return self._write(items, if_version, progress, commit_each_tensor)
 
     def _write(self, items: list[tuple[str, Index, Any]], if_version: Optional[int],
