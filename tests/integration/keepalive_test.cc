@@ -5,6 +5,8 @@
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <string>
 #include <thread>
@@ -35,6 +37,22 @@ constexpr char kBigSpec[] =
 
 // Waits up to `limit` for `call`; on time, its result and how long it took. Past it the
 // daemon is resumed and killed, which ends the call, and the test fails.
+// Whether every thread of `pid` is stopped: kill(SIGSTOP) returns before the threads stop,
+// and a thread still running could answer a call sent right after it.
+bool AllThreadsStopped(pid_t pid) {
+  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code error;
+  for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t end = line.rfind(')');  // the state follows the command name
+    if (end == std::string::npos || end + 2 >= line.size()) return false;
+    if (line[end + 2] != 'T' && line[end + 2] != 't') return false;
+  }
+  return !error;
+}
+
 template <typename T>
 std::pair<T, double> WaitBounded(std::future<T>& call, Daemon& daemon, Clock::time_point start,
                                  std::chrono::seconds limit) {
@@ -65,6 +83,11 @@ TEST(KeepaliveTest, FrozenDaemonEndsCallsWithoutDeadlineWithUnavailable) {
 
   // The daemon stops mid-connection: its kernel still accepts bytes, nobody answers.
   ASSERT_EQ(kill((*daemon)->pid(), SIGSTOP), 0);
+  const Clock::time_point stopping = Clock::now();
+  while (!AllThreadsStopped((*daemon)->pid()) && Clock::now() - stopping < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(AllThreadsStopped((*daemon)->pid()));
   const Clock::time_point start = Clock::now();
   auto describe = std::async(std::launch::async, [&] {
     return (*client)->DescribeModel("big").status();
