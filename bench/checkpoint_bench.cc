@@ -244,8 +244,12 @@ absl::StatusOr<LoadReport> InChild(const Loader& load) {
   return report;
 }
 
+// ReadCheckpoint checks a .pt's CRCs on several threads (zip::Reader::VerifyCrcs), as the
+// daemon does, so the load child may use every CPU; the touch and the peers stay on one.
 Loader ParamdLoad(const std::string& path) {
   return [path]() -> absl::StatusOr<Touch> {
+    paramd::bench::Unpin();
+    absl::Cleanup pin = [] { PinTo(0); };
     auto checkpoint = std::make_shared<io::Checkpoint>();
     PARAMD_ASSIGN_OR_RETURN(*checkpoint, io::ReadCheckpoint(path));
     return Touch([checkpoint] {

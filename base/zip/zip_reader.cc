@@ -1,7 +1,12 @@
 // Reader of zip.h: validates the end records, the central directory and every local header
 // of an archive in memory before handing out spans into it.
+#include <zlib.h>
+
 #include <algorithm>
+#include <atomic>
 #include <set>
+#include <system_error>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/zip/zip.h"
@@ -375,6 +380,19 @@ absl::StatusOr<std::string> Reader::Extract(const Entry& entry) const {
   return content;
 }
 
+namespace {
+
+absl::Status CheckCrc(const Entry& entry, uint32_t actual) {
+  if (actual != entry.crc32) {
+    return Invalid("entry '", PrintableName(entry.name), "' fails its CRC-32 check (stored ",
+                   absl::Hex(entry.crc32, absl::kZeroPad8), ", computed ",
+                   absl::Hex(actual, absl::kZeroPad8), "); the file is corrupt");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Reader::VerifyCrc(const Entry& entry) const {
   uint32_t actual = 0;
   if (entry.method == Method::kStored) {
@@ -388,10 +406,78 @@ absl::Status Reader::VerifyCrc(const Entry& entry) const {
     }
     actual = Crc32(AsBytes(*content));
   }
-  if (actual != entry.crc32) {
-    return Invalid("entry '", PrintableName(entry.name), "' fails its CRC-32 check (stored ",
-                   absl::Hex(entry.crc32, absl::kZeroPad8), ", computed ",
-                   absl::Hex(actual, absl::kZeroPad8), "); the file is corrupt");
+  return CheckCrc(entry, actual);
+}
+
+absl::Status Reader::VerifyCrcs(int threads) const {
+  // Stored entries are cut into pieces whose CRCs are combined in order afterwards (zlib's
+  // crc32_combine), so one large tensor is read by every thread; a deflated entry is one
+  // piece, inflated whole by VerifyCrc.
+  constexpr uint64_t kPiece = uint64_t{8} << 20;
+  struct Piece {
+    size_t entry;
+    uint64_t offset;
+    uint64_t length;
+  };
+  std::vector<Piece> pieces;
+  uint64_t total = 0;
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& entry = entries_[i];
+    total += entry.compressed_size;
+    if (entry.method != Method::kStored) {
+      pieces.push_back({i, 0, entry.compressed_size});
+      continue;
+    }
+    uint64_t offset = 0;
+    do {
+      const uint64_t length = std::min(kPiece, entry.size - offset);
+      pieces.push_back({i, offset, length});
+      offset += length;
+    } while (offset < entry.size);
+  }
+  std::vector<uint32_t> crcs(pieces.size());
+  std::vector<absl::Status> inflated(entries_.size());  // deflated entries' own checks
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k = next++; k < pieces.size(); k = next++) {
+      const Piece& piece = pieces[k];
+      const Entry& entry = entries_[piece.entry];
+      if (entry.method == Method::kStored) {
+        crcs[k] = Crc32(Data(entry).subspan(piece.offset, piece.length));
+      } else {
+        inflated[piece.entry] = VerifyCrc(entry);
+      }
+    }
+  };
+  // Below a few pieces a thread costs more than it saves.
+  const size_t helpers =
+      total < 4 * kPiece ? 0 : std::min<size_t>(std::max(threads, 1) - 1, pieces.size() - 1);
+  std::vector<std::thread> running;
+  for (size_t t = 0; t < helpers; ++t) {
+    try {
+      running.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // no thread to be had: fewer of them do the work
+    }
+  }
+  work();
+  for (std::thread& thread : running) thread.join();
+
+  size_t k = 0;
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& entry = entries_[i];
+    if (entry.method != Method::kStored) {
+      PARAMD_RETURN_IF_ERROR(inflated[i]);
+      ++k;
+      continue;
+    }
+    uint32_t crc = 0;
+    for (; k < pieces.size() && pieces[k].entry == i; ++k) {
+      crc = pieces[k].offset == 0 ? crcs[k]
+                                  : static_cast<uint32_t>(::crc32_combine(
+                                        crc, crcs[k], static_cast<z_off_t>(pieces[k].length)));
+    }
+    PARAMD_RETURN_IF_ERROR(CheckCrc(entry, crc));
   }
   return absl::OkStatus();
 }

@@ -508,6 +508,47 @@ TEST(ZipWriterTest, DeflatedEntriesRoundTripAndInflateWithZlib) {
   EXPECT_LT(zip->entries()[0].compressed_size, 10000u);
 }
 
+// VerifyCrcs cuts large stored entries into pieces checked on several threads: every
+// piece boundary, an empty entry and a deflated one still verify, and a corruption is found
+// wherever it lies, reported for the first corrupt entry in central directory order.
+TEST(ZipReaderTest, VerifyCrcsChecksEveryPieceOnEveryThreadCount) {
+  std::string large(40 << 20, '\0');
+  for (size_t i = 0; i < large.size(); ++i) large[i] = static_cast<char>((i * 2654435761u) >> 13);
+  StringSink sink;
+  Writer writer(sink);
+  ASSERT_TRUE(writer.AddEntry("small", std::string(100, 's')).ok());
+  ASSERT_TRUE(writer.AddEntry("empty", "").ok());
+  ASSERT_TRUE(writer.AddEntry("large", large).ok());
+  ASSERT_TRUE(writer.AddEntry("deflated", Repetitive(100000), Method::kDeflate).ok());
+  ASSERT_TRUE(writer.AddEntry("tail", std::string((8 << 20) + 1, 't')).ok());
+  ASSERT_TRUE(writer.Finish().ok());
+  std::string bytes = std::move(sink.data);
+  for (int threads : {0, 1, 2, 5}) {
+    absl::StatusOr<Reader> zip = Reader::Open(AsSpan(bytes));
+    ASSERT_TRUE(zip.ok()) << zip.status();
+    EXPECT_TRUE(zip->VerifyCrcs(threads).ok()) << threads;
+  }
+  absl::StatusOr<Reader> zip = Reader::Open(AsSpan(bytes));
+  ASSERT_TRUE(zip.ok());
+  const Entry* large_entry = zip->Find("large");
+  const Entry* tail_entry = zip->Find("tail");
+  // The last byte of "tail" (a 1-byte last piece); then also one byte in the third 8 MiB
+  // piece of "large", which comes first in the directory.
+  const std::pair<uint64_t, std::string> corruptions[] = {
+      {tail_entry->data_offset + tail_entry->size - 1, "'tail'"},
+      {large_entry->data_offset + (17 << 20) + 3, "'large'"}};
+  for (const auto& [offset, reported] : corruptions) {
+    bytes[offset] = static_cast<char>(bytes[offset] ^ 0x20);
+    for (int threads : {1, 3}) {
+      absl::StatusOr<Reader> corrupt = Reader::Open(AsSpan(bytes));
+      ASSERT_TRUE(corrupt.ok());
+      const absl::Status status = corrupt->VerifyCrcs(threads);
+      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(status.message(), HasSubstr(reported + " fails its CRC-32 check")) << threads;
+    }
+  }
+}
+
 TEST(ZipWriterTest, StreamedEntriesEndInDataDescriptors) {
   for (bool zip64 : {false, true}) {
     for (Method method : {Method::kStored, Method::kDeflate}) {
