@@ -41,6 +41,7 @@ class PosixWritableFile : public WritableFile {
       left -= static_cast<size_t>(written);
       size_ += static_cast<uint64_t>(written);
     }
+    StartWriteback();
     return absl::OkStatus();
   }
 
@@ -62,9 +63,24 @@ class PosixWritableFile : public WritableFile {
   uint64_t size() const override { return size_; }
 
  private:
+  // Note [Early writeback]: Linux leaves written pages dirty until the final fsync (or until
+  // gigabytes are dirty), so without a nudge the disk idles while a large file is written
+  // and hashed, and all of it is flushed at the end. Starting the writeback of each few
+  // megabytes as they are written (asynchronously: SYNC_FILE_RANGE_WRITE waits for nothing)
+  // lets the disk work alongside the CPU, and the fsync only waits for the tail. Errors
+  // are left to the fsync, which reports any failed writeback.
+  void StartWriteback() {
+    if (size_ - writeback_from_ < kWritebackBytes) return;
+    ::sync_file_range(fd_, static_cast<off_t>(writeback_from_),
+                      static_cast<off_t>(size_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = size_;
+  }
+  static constexpr uint64_t kWritebackBytes = uint64_t{8} << 20;
+
   int fd_;
   std::string path_;
   uint64_t size_;
+  uint64_t writeback_from_ = size_;
 };
 
 // Passes every call to `base` and hashes what was appended. A large piece is hashed on a
