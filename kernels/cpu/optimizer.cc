@@ -5,13 +5,19 @@
 //
 // Rounding follows Note [Optimizer arithmetic]: this file is compiled with
 // -ffp-contract=off, and every fused multiply-add is an explicit std::fma. Where the CPU has
-// FMA (x86-64 with AVX2), the loops run in a copy compiled for it so std::fma is one
-// instruction; elsewhere std::fma is the C library's, exact but slower.
+// FMA (x86-64 with AVX2, or AVX-512), the loops run in a copy compiled for it so std::fma is
+// one instruction; elsewhere std::fma is the C library's, exact but slower.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <thread>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -19,15 +25,28 @@
 namespace paramd::kernels {
 namespace {
 
+// The instruction sets the loops are compiled for: every one rounds the same (IEEE
+// single-precision add, multiply, divide, square root and fused multiply-add are exact
+// to the last bit on all of them); wider vectors only do more elements per instruction,
+// which matters for Adam's divisions and square root.
+enum class Isa { kPlain, kFma, kAvx512 };
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define PARAMD_FMA_TARGET __attribute__((target("avx2,fma")))
-bool HaveFma() {
-  static const bool have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return have;
+#define PARAMD_AVX512_TARGET \
+  __attribute__((target("avx512f,avx512vl,avx2,fma,prefer-vector-width=512")))
+Isa BestIsa() {
+  static const Isa best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                              ? Isa::kAvx512
+                              : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                                     ? Isa::kFma
+                                     : Isa::kPlain);
+  return best;
 }
 #else
 #define PARAMD_FMA_TARGET
-bool HaveFma() { return false; }
+#define PARAMD_AVX512_TARGET
+Isa BestIsa() { return Isa::kPlain; }
 #endif
 
 // The float32 scalars of the step, each rounded from double as ATen rounds a Python float
@@ -147,19 +166,34 @@ PARAMD_FMA_TARGET void AdamFma(const Scalars& s, const OptimizerTensor& t, int64
 }
 
 template <bool kMaximize, bool kDecay, int kMomentum, bool kNesterov>
-BlockFn SgdFor(bool fma) {
-  return fma ? &SgdFma<kMaximize, kDecay, kMomentum, kNesterov>
-             : &SgdPlain<kMaximize, kDecay, kMomentum, kNesterov>;
+PARAMD_AVX512_TARGET void SgdAvx512(const Scalars& s, const OptimizerTensor& t, int64_t begin,
+                                    int64_t end) {
+  SgdBlock<kMaximize, kDecay, kMomentum, kNesterov>(s, t, begin, end);
+}
+template <bool kMaximize, int kDecay, bool kAmsgrad>
+PARAMD_AVX512_TARGET void AdamAvx512(const Scalars& s, const OptimizerTensor& t, int64_t begin,
+                                     int64_t end) {
+  AdamBlock<kMaximize, kDecay, kAmsgrad>(s, t, begin, end);
+}
+
+template <bool kMaximize, bool kDecay, int kMomentum, bool kNesterov>
+BlockFn SgdFor(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return &SgdAvx512<kMaximize, kDecay, kMomentum, kNesterov>;
+    case Isa::kFma: return &SgdFma<kMaximize, kDecay, kMomentum, kNesterov>;
+    case Isa::kPlain: break;
+  }
+  return &SgdPlain<kMaximize, kDecay, kMomentum, kNesterov>;
 }
 
 // The specialisation for one tensor's options (the momentum phase can differ per tensor).
-BlockFn SgdKernel(const OptimizerStepArgs& args, bool first_step, bool fma) {
+BlockFn SgdKernel(const OptimizerStepArgs& args, bool first_step, Isa isa) {
   const bool decay = args.weight_decay != 0;
   const int momentum = args.momentum == 0 ? 0 : (first_step ? 1 : 2);
   // Four booleans and a three-way phase: spelled out once as a table of instantiations.
 #define PARAMD_SGD_CASE(mx, dc, mo, ne)                                              \
   if (args.maximize == mx && decay == dc && momentum == mo && args.nesterov == ne) \
-    return SgdFor<mx, dc, mo, ne>(fma);
+    return SgdFor<mx, dc, mo, ne>(isa);
 #define PARAMD_SGD_CASES(mx, dc)                                                             \
   PARAMD_SGD_CASE(mx, dc, 0, false) PARAMD_SGD_CASE(mx, dc, 1, false)                      \
   PARAMD_SGD_CASE(mx, dc, 2, false) PARAMD_SGD_CASE(mx, dc, 0, true)                       \
@@ -174,14 +208,19 @@ BlockFn SgdKernel(const OptimizerStepArgs& args, bool first_step, bool fma) {
 }
 
 template <bool kMaximize, int kDecay, bool kAmsgrad>
-BlockFn AdamFor(bool fma) {
-  return fma ? &AdamFma<kMaximize, kDecay, kAmsgrad> : &AdamPlain<kMaximize, kDecay, kAmsgrad>;
+BlockFn AdamFor(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return &AdamAvx512<kMaximize, kDecay, kAmsgrad>;
+    case Isa::kFma: return &AdamFma<kMaximize, kDecay, kAmsgrad>;
+    case Isa::kPlain: break;
+  }
+  return &AdamPlain<kMaximize, kDecay, kAmsgrad>;
 }
 
-BlockFn AdamKernel(const OptimizerStepArgs& args, bool fma) {
+BlockFn AdamKernel(const OptimizerStepArgs& args, Isa isa) {
   const int decay = args.weight_decay == 0 ? 0 : (args.decoupled_weight_decay ? 2 : 1);
 #define PARAMD_ADAM_CASE(mx, dc, am) \
-  if (args.maximize == mx && decay == dc && args.amsgrad == am) return AdamFor<mx, dc, am>(fma);
+  if (args.maximize == mx && decay == dc && args.amsgrad == am) return AdamFor<mx, dc, am>(isa);
 #define PARAMD_ADAM_CASES(mx, am) \
   PARAMD_ADAM_CASE(mx, 0, am) PARAMD_ADAM_CASE(mx, 1, am) PARAMD_ADAM_CASE(mx, 2, am)
   PARAMD_ADAM_CASES(false, false)
@@ -191,6 +230,73 @@ BlockFn AdamKernel(const OptimizerStepArgs& args, bool fma) {
 #undef PARAMD_ADAM_CASES
 #undef PARAMD_ADAM_CASE
   return nullptr;
+}
+
+// Note [Streamed optimizer outputs]
+// A step is out of place (copy-on-write): its outputs are memory the step did not read, so
+// each output cache line written by a plain store is first read from memory (a
+// read-for-ownership) only to be overwritten: 40 bytes of traffic per Adam element where an
+// in-place step, such as torch's fused Adam, moves 28. For tensors past the caches, the
+// kernel computes runs of kStreamRun elements into buffers on the stack, which stay in L1,
+// and writes them out with non-temporal stores, which skip that read. The arithmetic is the
+// same kernel's; only where its results land first differs.
+constexpr int64_t kStreamRun = 512;
+// Tensors smaller than this stay in the caches, where plain stores are cheaper.
+constexpr int64_t kStreamElements = int64_t{1} << 20;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// Copies `n` floats from `from` (32-byte aligned) to `to` (32-byte aligned) with
+// non-temporal stores. The caller fences before others read `to` (StreamFence).
+PARAMD_FMA_TARGET void StreamOut(const float* from, float* to, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(to + i, _mm256_load_ps(from + i));
+  for (; i < n; ++i) to[i] = from[i];
+}
+void StreamFence() { _mm_sfence(); }
+bool Streamable(const void* p) { return reinterpret_cast<uintptr_t>(p) % 32 == 0; }
+#else
+void StreamOut(const float* from, float* to, int64_t n) {
+  std::memcpy(to, from, static_cast<size_t>(n) * sizeof(float));
+}
+void StreamFence() {}
+bool Streamable(const void*) { return false; }
+#endif
+
+// Runs `kernel` over elements [begin, end) of `t` a run at a time into stack buffers, then
+// streams each run to the outputs (Note [Streamed optimizer outputs]).
+void StreamedBlock(BlockFn kernel, const Scalars& s, const OptimizerTensor& t, int64_t begin,
+                   int64_t end) {
+  alignas(64) float runs[4][kStreamRun];
+  const auto in = [](const void* p, int64_t at) -> const void* {
+    return p == nullptr ? nullptr : static_cast<const float*>(p) + at;
+  };
+  OptimizerTensor run = t;
+  run.param_out = runs[0];
+  for (int k = 0; k < 3; ++k) run.state_out[k] = t.state_out[k] == nullptr ? nullptr : runs[k + 1];
+  for (int64_t at = begin; at < end; at += kStreamRun) {
+    const int64_t n = std::min(kStreamRun, end - at);
+    run.numel = n;
+    run.param = in(t.param, at);
+    run.grad = in(t.grad, at);
+    for (int k = 0; k < 3; ++k) run.state_in[k] = in(t.state_in[k], at);
+    kernel(s, run, 0, n);
+    StreamOut(runs[0], static_cast<float*>(t.param_out) + at, n);
+    for (int k = 0; k < 3; ++k) {
+      if (t.state_out[k] != nullptr) {
+        StreamOut(runs[k + 1], static_cast<float*>(t.state_out[k]) + at, n);
+      }
+    }
+  }
+}
+
+// Whether tensor `t` is worth streaming and every output can take aligned streaming stores
+// (blocks and runs start at multiples of 8 elements, so the outputs' alignment holds).
+bool StreamTensor(const OptimizerTensor& t, Isa isa) {
+  if (isa == Isa::kPlain || t.numel < kStreamElements || !Streamable(t.param_out)) return false;
+  for (void* out : t.state_out) {
+    if (out != nullptr && !Streamable(out)) return false;
+  }
+  return true;
 }
 
 // One block of work: elements [begin, end) of tensor `tensor`.
@@ -235,16 +341,18 @@ absl::Status CpuBackend::OptimizerStep(const OptimizerStepArgs& args) {
   }
   if (absl::Status checked = CheckStep(args); !checked.ok()) return checked;
   const Scalars scalars = MakeScalars(args);
-  const bool fma = HaveFma();
+  const Isa isa = BestIsa();
   std::vector<BlockFn> kernels;
+  std::vector<bool> streamed;
   std::vector<Block> blocks;
   int64_t total = 0;
   for (size_t i = 0; i < args.tensors.size(); ++i) {
     const OptimizerTensor& t = args.tensors[i];
     kernels.push_back(args.algorithm == OptimizerAlgorithm::kSgd
-                          ? SgdKernel(args, t.first_step, fma)
-                          : AdamKernel(args, fma));
+                          ? SgdKernel(args, t.first_step, isa)
+                          : AdamKernel(args, isa));
     if (kernels.back() == nullptr) return absl::InternalError("optimizer step: no kernel");
+    streamed.push_back(StreamTensor(t, isa));
     for (int64_t begin = 0; begin < t.numel; begin += kBlockElements) {
       blocks.push_back({i, begin, std::min(t.numel, begin + kBlockElements)});
     }
@@ -254,8 +362,14 @@ absl::Status CpuBackend::OptimizerStep(const OptimizerStepArgs& args) {
   auto work = [&] {
     for (size_t b = next.fetch_add(1); b < blocks.size(); b = next.fetch_add(1)) {
       const Block& block = blocks[b];
-      kernels[block.tensor](scalars, args.tensors[block.tensor], block.begin, block.end);
+      if (streamed[block.tensor]) {
+        StreamedBlock(kernels[block.tensor], scalars, args.tensors[block.tensor], block.begin,
+                      block.end);
+      } else {
+        kernels[block.tensor](scalars, args.tensors[block.tensor], block.begin, block.end);
+      }
     }
+    StreamFence();  // the streamed stores are seen by whoever joins this thread
   };
   const int64_t hardware = std::max<int64_t>(1, std::thread::hardware_concurrency());
   const int64_t helpers =

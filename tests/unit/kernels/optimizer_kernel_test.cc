@@ -1,5 +1,6 @@
 // The CPU optimizer step kernel: its threaded split over a group's tensors computes what the
 // same kernel computes block by block, and it refuses what it cannot run.
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -56,6 +57,79 @@ TEST(OptimizerKernelTest, ThreadedGroupsMatchTheBlockByBlockResult) {
   for (size_t i = 0; i < whole.size(); ++i) {
     EXPECT_EQ(std::memcmp(whole[i].param_out.data(), pieces[i].param_out.data(), sizes[i] * 4), 0);
     EXPECT_EQ(std::memcmp(whole[i].v_out.data(), pieces[i].v_out.data(), sizes[i] * 4), 0);
+  }
+}
+
+// Tensors past kStreamElements with 32-byte aligned outputs take the streamed path (Note
+// [Streamed optimizer outputs]); slices of 1000 elements never do. Both must agree bit for
+// bit, for every state the kernels write (SGD's momentum buffer on its first and later
+// steps, Adam's three with amsgrad), including a tail that is not a whole run or vector.
+TEST(OptimizerKernelTest, StreamedLargeTensorsMatchTheSliceBySliceResult) {
+  CpuBackend cpu;
+  const int64_t n = (int64_t{1} << 20) + 4 * 512 + 13;
+  struct Aligned {
+    std::vector<float> storage;
+    float* data;
+    explicit Aligned(int64_t size) : storage(static_cast<size_t>(size) + 16) {
+      const uintptr_t address = reinterpret_cast<uintptr_t>(storage.data());
+      data = storage.data() + ((64 - address % 64) % 64) / sizeof(float);
+    }
+    Aligned(Aligned&&) = default;  // the buffer moves with `storage`: `data` stays valid
+    Aligned(const Aligned&) = delete;
+  };
+  auto filled = [&](int seed) {
+    Aligned a(n);
+    for (int64_t i = 0; i < n; ++i) {
+      a.data[i] = static_cast<float>(((i + seed) * 7919) % 1000) / 500.0f - 1.0f;
+    }
+    return a;
+  };
+  const Aligned param = filled(1), grad = filled(2);
+  Aligned state_in[3] = {filled(3), filled(4), filled(5)};
+  for (Aligned& v : state_in) {
+    for (int64_t i = 0; i < n; ++i) v.data[i] = v.data[i] * v.data[i];  // Adam's v >= 0
+  }
+  OptimizerStepArgs sgd{.algorithm = OptimizerAlgorithm::kSgd, .lr = 0.1, .weight_decay = 0.01,
+                        .momentum = 0.9, .nesterov = true};
+  OptimizerStepArgs adam{.algorithm = OptimizerAlgorithm::kAdam, .lr = 1e-3, .amsgrad = true};
+  for (const OptimizerStepArgs& base : {sgd, adam}) {
+    for (const bool first_step : {true, false}) {
+      std::vector<Aligned> whole, sliced;
+      for (int k = 0; k < 4; ++k) {
+        whole.emplace_back(n);
+        sliced.emplace_back(n);
+      }
+      auto slice = [&](std::vector<Aligned>& out, int64_t begin, int64_t end) {
+        OptimizerTensor t;
+        t.numel = end - begin;
+        t.param = param.data + begin;
+        t.grad = grad.data + begin;
+        t.param_out = out[0].data + begin;
+        const int states = base.algorithm == OptimizerAlgorithm::kSgd ? 1 : 3;
+        for (int k = 0; k < states; ++k) {
+          t.state_in[k] = first_step && base.algorithm == OptimizerAlgorithm::kSgd
+                              ? nullptr
+                              : state_in[k].data + begin;
+          t.state_out[k] = out[k + 1].data + begin;
+        }
+        t.first_step = first_step;
+        t.step_size = 1e-3 / (1 - 0.9 * 0.9);
+        t.bias_correction2_sqrt = 0.04;
+        return t;
+      };
+      OptimizerStepArgs args = base;
+      args.tensors = {slice(whole, 0, n)};
+      ASSERT_TRUE(cpu.OptimizerStep(args).ok());
+      for (int64_t begin = 0; begin < n; begin += 1000) {
+        args.tensors = {slice(sliced, begin, std::min(n, begin + 1000))};
+        ASSERT_TRUE(cpu.OptimizerStep(args).ok());
+      }
+      const int outputs = base.algorithm == OptimizerAlgorithm::kSgd ? 2 : 4;
+      for (int k = 0; k < outputs; ++k) {
+        EXPECT_EQ(std::memcmp(whole[k].data, sliced[k].data, n * sizeof(float)), 0)
+            << "output " << k << (first_step ? " (first step)" : "");
+      }
+    }
   }
 }
 
