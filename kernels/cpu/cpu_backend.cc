@@ -17,6 +17,12 @@ namespace {
 
 constexpr size_t kAlignment = 64;
 constexpr size_t kCacheMinBytes = size_t{128} << 10;
+// The cache holds at most half the ceiling: an optimizer step frees what the next one
+// allocates (Adam's new parameters and two moments: three times the parameters, of a model
+// that needs seven times them to step at all, so at most 3/7 of the ceiling), and a quarter
+// left most of a large model's step to fresh pages, which cost more than the step itself.
+// Cached blocks give way to any allocation, so the cap bounds only idle memory, for 5 s.
+constexpr size_t kCacheShareDivisor = 2;
 // Without a ceiling the cache still stops here.
 constexpr size_t kCacheDefaultMaxBytes = size_t{4} << 30;
 
@@ -144,7 +150,7 @@ void CpuBackend::Free(void* data, size_t nbytes) {
   const size_t rounded = RoundedSize(nbytes);
   if (rounded >= kCacheMinBytes) {
     const size_t limit = limit_.load();
-    const size_t max_cached = limit != 0 ? limit / 4 : kCacheDefaultMaxBytes;
+    const size_t max_cached = limit != 0 ? limit / kCacheShareDivisor : kCacheDefaultMaxBytes;
     absl::MutexLock lock(&cache_mu_);
     if (cached_bytes_ + rounded <= max_cached) {
       cache_.emplace(rounded, CachedBlock{data, NowNs()});
