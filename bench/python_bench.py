@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -39,12 +39,13 @@ TENSOR_SHAPE = (16384, 1024)  # 64 MiB of float32
 CHUNK = _wire.CHUNK_BYTES
 
 
-def start_daemon(binary: str, root: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_daemon(binary: str, root: str,
+                 extra: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
     log_path = os.path.join(root, "paramd.log")
     log = open(log_path, "w")
     process = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--data-dir",
-                                os.path.join(root, "data"), "--snapshot-interval", "0"],
-                               stderr=log)
+                                os.path.join(root, "data"), "--snapshot-interval", "0",
+                                *extra], stderr=log)
     for _ in range(1500):
         match = re.search(r"listen=(\S+)", open(log_path).read())
         if match:
