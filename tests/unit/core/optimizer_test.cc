@@ -286,12 +286,16 @@ class HostAsDevice final : public kernels::Backend {
   absl::Status Supports(const kernels::OpQuery& q) const override { return cpu_.Supports(q); }
   absl::Status Binary(const kernels::BinaryArgs& a) override { return cpu_.Binary(a); }
   absl::Status Convert(const kernels::ConvertArgs& a) override { return cpu_.Convert(a); }
-  absl::Status Fill(const kernels::FillArgs& a) override { return cpu_.Fill(a); }
+  absl::Status Fill(const kernels::FillArgs& a) override {
+    ++fills;
+    return cpu_.Fill(a);
+  }
   absl::Status OptimizerStep(const kernels::OptimizerStepArgs& a) override {
     ++steps;
     return cpu_.OptimizerStep(a);
   }
   int steps = 0;
+  int fills = 0;
 
  private:
   kernels::CpuBackend cpu_;
@@ -361,6 +365,7 @@ TEST(OptimizerOnGpuTest, StepsAsOnTheCpuWithItsStateOnTheDevice) {
   }
   if (!have_gpu) {
     EXPECT_EQ(stand_in.steps, 3 * 5);  // each step ran on the device's backend
+    EXPECT_GT(stand_in.fills, 0);      // Adam's zero moments were made there, not copied in
   }
 }
 
