@@ -17,6 +17,9 @@
 // rounding), and PyTorch CUDA eager on the same inputs when the interop environment exists
 // (bench/forward_peers.py with cuda:0).
 //
+// Last, the Adam step over a 1 GiB float32 group (256 MiB with --quick) in 16 tensors, as
+// bytes moved per second against the device's copy rate measured in the same run.
+//
 //   gpu_bench [--quick] [--reps N] [--size N] [--min-ratio R]
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -29,6 +32,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -285,6 +289,62 @@ bool MeasureForwards(double cublas_f32_tflops, int reps, bool quick) {
   return ok;
 }
 
+// Adam (out of place, as an optimizer step runs it) over `elements` float32 elements cut into
+// `tensors` tensors of one group, against the device's own copy rate: a device-to-device
+// copy of as many bytes through the same backend, counted as read plus written. Adam moves
+// 28 bytes per element (reads parameter, gradient and two moments; writes parameter and
+// two moments).
+void MeasureAdam(Backend* backend, int64_t elements, int tensors, int reps) {
+  using paramd::kernels::FillArgs;
+  using paramd::kernels::OptimizerStepArgs;
+  using paramd::kernels::OptimizerTensor;
+  using paramd::kernels::TensorView;
+  const size_t bytes = static_cast<size_t>(elements) * 4;
+  std::vector<std::unique_ptr<DeviceBuffer>> buffers;
+  float value = 0.25f;
+  for (int i = 0; i < 7; ++i) {
+    buffers.push_back(std::make_unique<DeviceBuffer>(backend, bytes));
+    TensorView view;
+    view.data = buffers.back()->data;
+    view.rank = 1;
+    view.shape[0] = elements;
+    view.strides[0] = 1;
+    Check(backend->Fill(FillArgs{.output = view, .value = value}).ok(), "fill");
+    value *= 0.5f;
+  }
+  auto at = [&](int buffer, int64_t element) {
+    return static_cast<float*>(buffers[buffer]->data) + element;
+  };
+  OptimizerStepArgs args{.algorithm = paramd::kernels::OptimizerAlgorithm::kAdam, .lr = 1e-3};
+  const int64_t per = (elements + tensors - 1) / tensors;
+  for (int64_t begin = 0; begin < elements; begin += per) {
+    OptimizerTensor t;
+    t.numel = std::min(per, elements - begin);
+    t.param = at(0, begin);
+    t.grad = at(1, begin);
+    t.state_in[0] = at(2, begin);
+    t.state_in[1] = at(3, begin);
+    t.param_out = at(4, begin);
+    t.state_out[0] = at(5, begin);
+    t.state_out[1] = at(6, begin);
+    t.step_size = 1e-3 / (1 - 0.9);
+    t.bias_correction2_sqrt = std::sqrt(1 - 0.999);
+    args.tensors.push_back(t);
+  }
+  auto wait = [&] { Check(backend->Synchronize().ok(), "synchronize"); };
+  const double step_s = BestSecondsPerCall(
+      reps, 5, [&] { Check(backend->OptimizerStep(args).ok(), "optimizer step"); }, wait);
+  const double copy_s = BestSecondsPerCall(
+      reps, 5,
+      [&] { Check(backend->CopyWithinDevice(at(4, 0), at(0, 0), bytes).ok(), "copy"); }, wait);
+  const double adam_rate = 28.0 * elements / step_s, copy_rate = 2.0 * bytes / copy_s;
+  std::printf("\nAdam step on cuda:0, %.2f GiB float32 in %zu tensors of one group:\n",
+              bytes / 1073741824.0, args.tensors.size());
+  std::printf("  %.3f ms, %.1f GB/s moved (28 bytes per element) = %.2f of the device's copy "
+              "rate (%.1f GB/s read + written)\n",
+              step_s * 1e3, adam_rate / 1e9, adam_rate / copy_rate, copy_rate / 1e9);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -348,6 +408,7 @@ int main(int argc, char** argv) {
   cublasDestroy(handle);
   cudaStreamDestroy(stream);
   ok = MeasureForwards(cublas_f32_tflops, reps, quick) && ok;
+  MeasureAdam(backend, quick ? (int64_t{64} << 20) : (int64_t{256} << 20), 16, reps);
   std::printf("gpu_bench: %s (backend at least %.2f of cuBLAS, results within rounding)\n",
               ok ? "PASS" : "FAIL", min_ratio);
   return ok ? 0 : 1;

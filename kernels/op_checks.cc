@@ -289,4 +289,26 @@ absl::Status CheckCat(const Backend& backend, const CatArgs& args) {
   return absl::OkStatus();
 }
 
+absl::Status CheckOptimizerStep(const Backend& backend, const OptimizerStepArgs& args) {
+  PARAMD_RETURN_IF_ERROR(
+      backend.Supports({.kind = OpKind::kOptimizerStep, .dtype = args.dtype}));
+  const int states = args.algorithm == OptimizerAlgorithm::kSgd ? (args.momentum != 0 ? 1 : 0)
+                                                                 : (args.amsgrad ? 3 : 2);
+  for (const OptimizerTensor& t : args.tensors) {
+    if (t.numel < 0) return Invalid("optimizer step: negative element count");
+    if (t.numel == 0) continue;
+    if (t.param == nullptr || t.grad == nullptr || t.param_out == nullptr) {
+      return Invalid("optimizer step: a tensor has no data");
+    }
+    // SGD's first momentum step sets the buffer from the gradient and reads no old one.
+    const bool needs_input = !(args.algorithm == OptimizerAlgorithm::kSgd && t.first_step);
+    for (int k = 0; k < states; ++k) {
+      if (t.state_out[k] == nullptr || (needs_input && t.state_in[k] == nullptr)) {
+        return Invalid(absl::StrCat("optimizer step: state tensor ", k, " has no data"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace paramd::kernels

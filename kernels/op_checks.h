@@ -52,5 +52,8 @@ absl::Status CheckDropout(const Backend& backend, const DropoutArgs& args);
 absl::Status CheckConvert(const Backend& backend, const ConvertArgs& args);
 absl::Status CheckFill(const Backend& backend, const FillArgs& args);
 absl::Status CheckCat(const Backend& backend, const CatArgs& args);
+// Every non-empty tensor has its data and the state tensors its options use (the output of
+// each, and the input unless SGD's buffer is being created).
+absl::Status CheckOptimizerStep(const Backend& backend, const OptimizerStepArgs& args);
 
 }  // namespace paramd::kernels

@@ -19,8 +19,9 @@
 #include <immintrin.h>
 #endif
 
-#include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/op_checks.h"
+#include "kernels/optimizer_math.h"
 
 namespace paramd::kernels {
 namespace {
@@ -49,37 +50,8 @@ Isa BestIsa() {
 Isa BestIsa() { return Isa::kPlain; }
 #endif
 
-// The float32 scalars of the step, each rounded from double as ATen rounds a Python float
-// operand (Note [Optimizer arithmetic]).
-struct Scalars {
-  float weight_decay;
-  float neg_lr;
-  float momentum;
-  float one_minus_dampening;
-  // Adam.
-  float lerp_coeff;      // 1 - beta1 when it is below 0.5 in magnitude, else (1 - beta1) - 1
-  bool lerp_from_start;  // |1 - beta1| < 0.5: start + w * (end - start), else end + (w - 1) * ...
-  float beta2;
-  float one_minus_beta2;
-  float eps;
-  float decay;  // AdamW: 1 - lr * weight_decay
-};
-
-Scalars MakeScalars(const OptimizerStepArgs& args) {
-  Scalars s{};
-  s.weight_decay = static_cast<float>(args.weight_decay);
-  s.neg_lr = static_cast<float>(-args.lr);
-  s.momentum = static_cast<float>(args.momentum);
-  s.one_minus_dampening = static_cast<float>(1 - args.dampening);
-  const float weight = static_cast<float>(1 - args.beta1);
-  s.lerp_from_start = std::abs(weight) < 0.5f;
-  s.lerp_coeff = s.lerp_from_start ? weight : weight - 1.0f;
-  s.beta2 = static_cast<float>(args.beta2);
-  s.one_minus_beta2 = static_cast<float>(1 - args.beta2);
-  s.eps = static_cast<float>(args.eps);
-  s.decay = static_cast<float>(1 - args.lr * args.weight_decay);
-  return s;
-}
+// The step's float32 scalars, shared with every backend (kernels/optimizer_math.h).
+using Scalars = OptimizerScalars;
 
 // kMomentum: 0 none, 1 the buffer's first step (buf = grad), 2 later steps.
 template <bool kMaximize, bool kDecay, int kMomentum, bool kNesterov>
@@ -312,35 +284,11 @@ constexpr int64_t kBlockElements = int64_t{1} << 16;
 // Below this many elements a group runs on the calling thread alone.
 constexpr int64_t kParallelElements = int64_t{1} << 19;
 
-absl::Status CheckStep(const OptimizerStepArgs& args) {
-  for (const OptimizerTensor& t : args.tensors) {
-    if (t.numel < 0) return absl::InvalidArgumentError("optimizer step: negative element count");
-    if (t.numel == 0) continue;
-    if (t.param == nullptr || t.grad == nullptr || t.param_out == nullptr) {
-      return absl::InvalidArgumentError("optimizer step: a tensor has no data");
-    }
-    const int states = args.algorithm == OptimizerAlgorithm::kSgd
-                           ? (args.momentum != 0 ? 1 : 0)
-                           : (args.amsgrad ? 3 : 2);
-    for (int k = 0; k < states; ++k) {
-      const bool needs_input = !(args.algorithm == OptimizerAlgorithm::kSgd && t.first_step);
-      if (t.state_out[k] == nullptr || (needs_input && t.state_in[k] == nullptr)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("optimizer step: state tensor ", k, " has no data"));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status CpuBackend::OptimizerStep(const OptimizerStepArgs& args) {
-  if (args.dtype != DType::kFloat32) {
-    return Unsupported({.kind = OpKind::kOptimizerStep, .dtype = args.dtype});
-  }
-  if (absl::Status checked = CheckStep(args); !checked.ok()) return checked;
-  const Scalars scalars = MakeScalars(args);
+  if (absl::Status checked = CheckOptimizerStep(*this, args); !checked.ok()) return checked;
+  const Scalars scalars = MakeOptimizerScalars(args);
   const Isa isa = BestIsa();
   std::vector<BlockFn> kernels;
   std::vector<bool> streamed;

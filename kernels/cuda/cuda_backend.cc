@@ -9,6 +9,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/op_checks.h"
+#include "kernels/optimizer_math.h"
 #include "base/status_macros.h"
 
 namespace paramd::kernels::cuda {
@@ -172,6 +173,9 @@ absl::Status CudaBackend::Synchronize() {
 // Ops.
 
 absl::Status CudaBackend::Supports(const OpQuery& query) const {
+  if (query.kind == OpKind::kOptimizerStep) {
+    return query.dtype == DType::kFloat32 ? absl::OkStatus() : Unsupported(query);
+  }
   return SupportedByBuiltInBackends(query) ? absl::OkStatus() : Unsupported(query);
 }
 
@@ -360,6 +364,14 @@ absl::Status CudaBackend::Fill(const FillArgs& args) {
   PARAMD_CUDA_RETURN_IF_ERROR(
       device_, LaunchFill(args.output.data, args.output.numel(), ElementSize(args.output.dtype),
                           FillBits(args.output.dtype, args.value), context_->stream()));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::OptimizerStep(const OptimizerStepArgs& args) {
+  PARAMD_RETURN_IF_ERROR(CheckOptimizerStep(*this, args));
+  PARAMD_RETURN_IF_ERROR(context_->Enter());
+  PARAMD_CUDA_RETURN_IF_ERROR(
+      device_, LaunchOptimizerStep(args, MakeOptimizerScalars(args), context_->stream()));
   return absl::OkStatus();
 }
 

@@ -1,7 +1,8 @@
 // The backend of one GPU (`cuda:N`): device memory from the device's stream-ordered pool
 // (a caching allocator, with the GPU's own byte ceiling, SetMemoryLimit: --max-gpu-memory;
 // kernels/cuda/memory_budget.h), copies, and every op
-// family of kernels/ops.h in float32, float16 and bfloat16 (cat and convert: every dtype).
+// family of kernels/ops.h in float32, float16 and bfloat16 (cat and convert: every dtype;
+// the optimizer step: float32, as on the CPU).
 // GEMM and convolution run on cuBLASLt (kernels/cuda/gemm.h), the rest on the kernels of
 // kernels/cuda/*.cu.
 //
@@ -63,6 +64,7 @@ class CudaBackend final : public Backend {
   absl::Status Cat(const CatArgs& args) override;
   absl::Status Convert(const ConvertArgs& args) override;
   absl::Status Fill(const FillArgs& args) override;
+  absl::Status OptimizerStep(const OptimizerStepArgs& args) override;
 
   // OK while the device has seen no sticky error (Note [Sticky CUDA errors]); for a health
   // check to report the device as not serving.

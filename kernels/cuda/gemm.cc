@@ -28,6 +28,7 @@
 // (backend_ops_test.cc: gemm_bf16_large_k).
 #include "kernels/cuda/gemm.h"
 
+#include <atomic>
 #include <memory>
 
 #include "kernels/cuda/cuda_status.h"
@@ -37,6 +38,11 @@
 
 namespace paramd::kernels::cuda {
 namespace {
+
+std::atomic<bool>& ForcedUnfused() {
+  static std::atomic<bool> forced{false};
+  return forced;
+}
 
 struct DescDeleter {
   void operator()(cublasLtMatmulDescOpaque_t* p) const { cublasLtMatmulDescDestroy(p); }
@@ -172,6 +178,10 @@ absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilo
 
 }  // namespace
 
+void ForceUnfusedEpilogueForTesting(bool force) {
+  ForcedUnfused().store(force, std::memory_order_relaxed);
+}
+
 absl::Status RunGemm(CudaContext& context, const BatchedGemm& gemm) {
   const GemmArgs& g = gemm.args;
   const int d = context.device();
@@ -191,7 +201,10 @@ absl::Status RunGemm(CudaContext& context, const BatchedGemm& gemm) {
     fused = bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
     activation_fused = true;
   }
-  absl::Status status = Matmul(context, gemm, fused, bias);
+  absl::Status status =
+      fused != CUBLASLT_EPILOGUE_DEFAULT && ForcedUnfused().load(std::memory_order_relaxed)
+          ? absl::UnimplementedError("unfused epilogue forced for testing")
+          : Matmul(context, gemm, fused, bias);
   if (status.ok()) {
     const bool bias_left = g.bias != nullptr && !bias;
     if (activation_fused && !bias_left) return absl::OkStatus();

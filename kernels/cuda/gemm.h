@@ -27,4 +27,9 @@ struct BatchedGemm {
 // validated sizes and leading dimensions.
 absl::Status RunGemm(CudaContext& context, const BatchedGemm& gemm);
 
+// While set, every product with a bias or an activation takes the path a cuBLASLt miss on a
+// fused epilogue takes (the plain product, then the bias-and-activation pass), so tests can
+// compare that path, which real heuristics rarely choose, with the CPU. Process-wide.
+void ForceUnfusedEpilogueForTesting(bool force);
+
 }  // namespace paramd::kernels::cuda

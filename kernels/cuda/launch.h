@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "kernels/ops.h"
+#include "kernels/optimizer_math.h"
 
 namespace paramd::kernels::cuda {
 
@@ -62,5 +63,10 @@ cudaError_t LaunchIm2Col(DType dtype, const void* input, int64_t images,
                          const ConvGeometry& geometry, void* columns, cudaStream_t stream);
 cudaError_t LaunchChannelBias(DType dtype, void* data, int64_t images, int64_t channels,
                               int64_t plane, const void* bias, cudaStream_t stream);
+
+// optimizer.cu: the step over every tensor of args (float32, checked by
+// CheckOptimizerStep), in as few launches as the argument table allows.
+cudaError_t LaunchOptimizerStep(const OptimizerStepArgs& args, const OptimizerScalars& scalars,
+                                cudaStream_t stream);
 
 }  // namespace paramd::kernels::cuda

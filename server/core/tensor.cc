@@ -115,6 +115,24 @@ absl::StatusOr<Tensor> Tensor::Empty(DType dtype, Shape shape, const Device& dev
 }
 
 absl::StatusOr<Tensor> Tensor::Full(DType dtype, Shape shape, double value, const Device& device) {
+  if (!device.is_cpu()) {
+    // Filled where it lives (a GPU's Fill is one kernel taking the value as its argument):
+    // no host buffer and no copy, which an optimizer's zero state and kept-as-zero
+    // gradients would otherwise pay on every step. A backend without Fill takes the copy.
+    PARAMD_ASSIGN_OR_RETURN(kernels::Backend * backend, kernels::GetBackend(device));
+    if (backend->Supports({.kind = kernels::OpKind::kFill, .dtype = dtype}).ok()) {
+      PARAMD_ASSIGN_OR_RETURN(Tensor tensor, Empty(dtype, shape, device));
+      kernels::TensorView view;
+      view.data = tensor.mutable_data();
+      view.dtype = dtype;
+      view.rank = 1;
+      view.shape[0] = tensor.numel();
+      view.strides[0] = 1;
+      const absl::Status filled = backend->Fill({.output = view, .value = value});
+      if (filled.ok()) return tensor;
+      if (filled.code() != absl::StatusCode::kUnimplemented) return filled;
+    }
+  }
   PARAMD_ASSIGN_OR_RETURN(Tensor tensor, Empty(dtype, std::move(shape), Device{}));
   VisitDType(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;

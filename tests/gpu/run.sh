@@ -11,11 +11,11 @@
 #      checks that every package was found there; builds kernels_test and gpu_bench with
 #      every core;
 #   4. runs kernels_test: every op on cuda:0 against the CPU backend (outputs poisoned with
-#      NaN first, every dtype), the trigger sizes by name (GpuTriggerSizes: softmax and layer
-#      norm wider than 1024, more than 65,535 rows, more than 2^31 elements, an im2col of two
-#      chunks), several threads at once (GpuThreads), and (last) a small filtered subset
-#      under compute-sanitizer's memcheck, racecheck, synccheck and initcheck, each with its
-#      own timeout;
+#      NaN first, every dtype; the optimizer step bit for bit, CudaOptimizer*), the trigger
+#      sizes by name (GpuTriggerSizes: softmax and layer norm wider than 1024, more than
+#      65,535 rows, more than 2^31 elements, an im2col of two chunks), several threads at
+#      once (GpuThreads), and (last) a small filtered subset under compute-sanitizer's
+#      memcheck, racecheck, synccheck and initcheck, each with its own timeout;
 #   5. runs gpu_bench: GEMM against cuBLAS's own rate, forwards against the machine's own
 #      PyTorch CUDA (PARAMD_PEER_PYTHON, default python3), before the sanitizers, which take
 #      what is left of the budget;
@@ -224,17 +224,17 @@ PARAMD_PEER_PYTHON="${PARAMD_PEER_PYTHON:-$(command -v python3)}" \
 
 # --- 6. The sanitizers, last: each is bounded, and what is left of the budget bounds them.
 # Small cases only: the sanitizers slow kernels down 10-100 times.
-SMALL='AllOps/BackendOpsTest.*cuda0:CudaBackendTest.*:-*large*:*onednn*'
+SMALL='AllOps/BackendOpsTest.*cuda0:CudaBackendTest.*:CudaOptimizerSmallTest.*:-*large*:*onednn*'
 for tool in memcheck racecheck synccheck initcheck; do
   # No leak check: the per-device contexts live for the process on purpose (context.h).
   step "sanitizer_${tool}" 45 compute-sanitizer --tool "${tool}" --error-exitcode 3 \
     "${TEST}" --gtest_filter="${SMALL}"
 done
 # Every op family is implemented on CUDA, so a skipped CUDA case means the GPU went unused.
-skipped=$(grep -chE '^\[  SKIPPED \] (.*cuda0|CudaBackendTest\..*|.*GpuTriggerSizes.*|GpuThreads.*) \([0-9]+ ms\)$' \
+skipped=$(grep -chE '^\[  SKIPPED \] (.*cuda0|CudaBackendTest\..*|.*CudaOptimizer.*|.*GpuTriggerSizes.*|GpuThreads.*) \([0-9]+ ms\)$' \
   "${LOGS}/backend_ops.log" "${LOGS}/trigger_sizes.log" "${LOGS}/threads.log" 2>/dev/null |
   paste -sd+ | bc)
-ran=$(grep -cE '^\[       OK \] .*cuda0 \([0-9]+ ms\)$' "${LOGS}/backend_ops.log" || true)
+ran=$(grep -cE '^\[       OK \] (.*cuda0|.*CudaOptimizer.*) \([0-9]+ ms\)$' "${LOGS}/backend_ops.log" || true)
 SUMMARY+=("$(printf '%-22s %d CUDA op cases passed, %d CUDA cases skipped' cuda-cases "${ran}" "${skipped:-0}")")
 if [[ ${skipped:-0} -ne 0 ]]; then FAILED=1; fi
 finish

@@ -227,6 +227,16 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
             "parameter ", QuoteName(param.name), " changed shape or device since its gradient "
             "was pushed; ZeroGrad and push again"));
       }
+      // torch refuses to step state left on another device (the model moved since); a
+      // kernel handed pointers of two devices would fault.
+      for (const Tensor& state : param.state) {
+        if (!(state.device() == data.device())) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "the optimizer state of parameter ", QuoteName(param.name), " is on ",
+              state.device().ToString(), " but the parameter is on ", data.device().ToString(),
+              " (the model moved); GetOptimizerState then LoadOptimizerState moves it"));
+        }
+      }
       if (backend == nullptr) {
         PARAMD_ASSIGN_OR_RETURN(backend, kernels::GetBackend(data.device()));
       }

@@ -3,9 +3,12 @@
 // torch 2.15 (foreach=False) on the same inputs.
 #include "server/core/optim/optimizer.h"
 
+#include "absl/cleanup/cleanup.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "base/version_conflict.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "tests/unit/core/test_util.h"
 
 namespace paramd::core {
@@ -259,6 +262,111 @@ TEST(OptimizerTest, AsynchronousPushesStepAloneWithinTheStalenessBound) {
   EXPECT_EQ((*optimizer)->PushAndStep({{"u", MakeTensor({3}, {1, 1, 1})}}, 2).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(model->version(), start + 2);
+}
+
+// Host memory and the CPU kernels posing as cuda:0, so that where no GPU is present a model
+// "in GPU memory" still takes the device path: its state and gradients allocated through
+// the model's device, its step run by that device's backend.
+class HostAsDevice final : public kernels::Backend {
+ public:
+  Device device() const override { return Device::Cuda(0); }
+  absl::StatusOr<void*> Allocate(size_t n) override { return cpu_.Allocate(n); }
+  void Free(void* data, size_t n) override { cpu_.Free(data, n); }
+  absl::Status CopyFromHost(void* d, const void* s, size_t n) override {
+    return cpu_.CopyFromHost(d, s, n);
+  }
+  absl::Status CopyToHost(void* d, const void* s, size_t n) override {
+    return cpu_.CopyToHost(d, s, n);
+  }
+  absl::Status CopyWithinDevice(void* d, const void* s, size_t n) override {
+    return cpu_.CopyWithinDevice(d, s, n);
+  }
+  size_t bytes_in_use() const override { return cpu_.bytes_in_use(); }
+  void SetMemoryLimit(size_t n) override { cpu_.SetMemoryLimit(n); }
+  absl::Status Supports(const kernels::OpQuery& q) const override { return cpu_.Supports(q); }
+  absl::Status Binary(const kernels::BinaryArgs& a) override { return cpu_.Binary(a); }
+  absl::Status Convert(const kernels::ConvertArgs& a) override { return cpu_.Convert(a); }
+  absl::Status Fill(const kernels::FillArgs& a) override {
+    ++fills;
+    return cpu_.Fill(a);
+  }
+  absl::Status OptimizerStep(const kernels::OptimizerStepArgs& a) override {
+    ++steps;
+    return cpu_.OptimizerStep(a);
+  }
+  int steps = 0;
+  int fills = 0;
+
+ private:
+  kernels::CpuBackend cpu_;
+};
+
+// A model on cuda:0 steps as the same model on the CPU, bit for bit (the CUDA kernel rounds
+// as the CPU's: Note [Optimizer arithmetic]), with its state on the GPU, counted there. On a
+// real GPU where one is present (tests/gpu/run.sh), on HostAsDevice otherwise.
+TEST(OptimizerOnGpuTest, StepsAsOnTheCpuWithItsStateOnTheDevice) {
+  HostAsDevice stand_in;
+  const bool have_gpu = kernels::GetBackend(Device::Cuda(0)).ok();
+  if (!have_gpu) kernels::SetBackendForTesting(Device::Cuda(0), &stand_in);
+  absl::Cleanup restore = [&] {
+    if (!have_gpu) kernels::SetBackendForTesting(Device::Cuda(0), nullptr);
+  };
+  kernels::Backend* device = *kernels::GetBackend(Device::Cuda(0));
+  const std::vector<std::pair<OptimizerKind, Hyperparameters>> cases = {
+      {OptimizerKind::kSgd, {{"lr", HyperValue::Float(0.1)}, {"momentum", HyperValue::Float(0.9)},
+                             {"nesterov", HyperValue::Bool(true)},
+                             {"weight_decay", HyperValue::Float(0.01)}}},
+      {OptimizerKind::kAdam, {{"lr", HyperValue::Float(0.01)}, {"amsgrad", HyperValue::Bool(true)},
+                              {"weight_decay", HyperValue::Float(0.1)}}},
+      {OptimizerKind::kAdamW, {{"lr", HyperValue::Float(0.01)}}}};
+  for (const auto& [kind, hyper] : cases) {
+    auto on_cpu = VectorModel();
+    auto on_gpu = VectorModel();
+    ASSERT_TRUE(on_gpu->MoveTo(Device::Cuda(0), std::nullopt).ok());
+    auto cpu_opt = Optimizer::Create("c", on_cpu, kind, hyper, {});
+    auto gpu_opt = Optimizer::Create("g", on_gpu, kind, hyper, {});
+    ASSERT_TRUE(cpu_opt.ok() && gpu_opt.ok());
+    const size_t before = device->bytes_in_use();
+    for (int step = 0; step < 5; ++step) {
+      const double k = step + 1;
+      for (const auto& opt : {*cpu_opt, *gpu_opt}) {
+        ASSERT_TRUE(opt->ZeroGrad().ok());
+        ASSERT_TRUE(opt->AccumulateGradients({{"t", MakeTensor({4}, {0.5 * k, 0.25, -k, 2 * k})},
+                                              {"u", MakeTensor({2}, {-k, 3})}})
+                        .ok());
+        auto version = opt->Step(std::nullopt);
+        ASSERT_TRUE(version.ok()) << version.status();
+      }
+      for (const char* name : {"t", "u"}) {
+        EXPECT_EQ(Read(*on_gpu, name).device(), Device::Cuda(0));
+        EXPECT_EQ(Values(Read(*on_gpu, name)), Values(Read(*on_cpu, name))) << name << step;
+      }
+    }
+    const OptimizerStateDict state = (*gpu_opt)->StateDict();
+    ASSERT_EQ(state.state.size(), 2u);
+    for (const auto& [key, tensor] : state.state[1].tensors) {
+      if (key == "step") continue;  // a CPU scalar, as torch keeps it
+      EXPECT_EQ(tensor.device(), Device::Cuda(0)) << key;
+    }
+    const uint64_t state_bytes = (*gpu_opt)->Describe().state_bytes;
+    EXPECT_GT(state_bytes, 0u);
+    EXPECT_GE(device->bytes_in_use(), before + state_bytes);
+
+    // The model moves back to the CPU; its state does not follow, and a step is refused
+    // without changing anything, as torch refuses state on another device.
+    ASSERT_TRUE(on_gpu->MoveTo(Device::Cpu(), std::nullopt).ok());
+    ASSERT_TRUE((*gpu_opt)->ZeroGrad().ok());
+    ASSERT_TRUE((*gpu_opt)->AccumulateGradients({{"u", MakeTensor({2}, {1, 1})}}).ok());
+    const uint64_t version = on_gpu->version();
+    const absl::Status moved = (*gpu_opt)->Step(std::nullopt).status();
+    EXPECT_EQ(moved.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(moved.message(), HasSubstr("is on cuda:0 but the parameter is on cpu"));
+    EXPECT_EQ(on_gpu->version(), version);
+  }
+  if (!have_gpu) {
+    EXPECT_EQ(stand_in.steps, 3 * 5);  // each step ran on the device's backend
+    EXPECT_GT(stand_in.fills, 0);      // Adam's zero moments were made there, not copied in
+  }
 }
 
 }  // namespace

@@ -77,8 +77,11 @@ void SetTolerance(OpCase& c, DType dtype, double f32_atol = 1e-5) {
   }
 }
 
+// `ldc` > n writes rows longer than the product's (ldc 0: n): the columns past n must keep
+// the poison (NaN) the output starts with.
 OpCase GemmCase(std::string name, DType dtype, int64_t m, int64_t n, int64_t k, bool trans_a,
-                bool trans_b, bool bias, UnaryOp epilogue, uint32_t seed) {
+                bool trans_b, bool bias, UnaryOp epilogue, uint32_t seed, int64_t ldc = 0) {
+  if (ldc == 0) ldc = n;
   OpCase c;
   c.name = std::move(name);
   c.query = {.kind = OpKind::kGemm, .dtype = dtype, .unary = epilogue};
@@ -86,7 +89,7 @@ OpCase GemmCase(std::string name, DType dtype, int64_t m, int64_t n, int64_t k, 
   c.inputs = {Random(dtype, trans_a ? Shape{k, m} : Shape{m, k}, seed),
               Random(dtype, trans_b ? Shape{n, k} : Shape{k, n}, seed + 1),
               Random(dtype, {bias ? n : 0}, seed + 2)};
-  c.outputs = {{dtype, {m, n}}};
+  c.outputs = {{dtype, {m, ldc}}};
   c.run = [=](Backend& b, const Inputs& in, const Outputs& out) {
     return b.Gemm({.dtype = dtype,
                    .m = m,
@@ -100,11 +103,11 @@ OpCase GemmCase(std::string name, DType dtype, int64_t m, int64_t n, int64_t k, 
                    .trans_b = trans_b,
                    .bias = bias ? in[2]->data() : nullptr,
                    .c = out[0]->data(),
-                   .ldc = n,
+                   .ldc = ldc,
                    .epilogue = epilogue});
   };
   c.reference = [=](const std::vector<HostTensor>& in) {
-    std::vector<double> y(static_cast<size_t>(m * n));
+    std::vector<double> y(static_cast<size_t>(m * ldc), std::nan(""));
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j) {
         double s = bias ? in[2].values[j] : 0.0;
@@ -113,7 +116,7 @@ OpCase GemmCase(std::string name, DType dtype, int64_t m, int64_t n, int64_t k, 
           const double bv = trans_b ? in[1].values[j * k + p] : in[1].values[p * n + j];
           s += a * bv;
         }
-        y[i * n + j] = RefUnary(epilogue, s);
+        y[i * ldc + j] = RefUnary(epilogue, s);
       }
     }
     return Expected{Rounded(dtype, y)};
@@ -574,6 +577,30 @@ OpCase CatCase(std::string name, DType dtype, std::vector<Shape> shapes, int dim
   return c;
 }
 
+// One element converted as Tensor.to converts it (CastElement in base/element.h): float to
+// integer truncates toward zero, NaN gives 0, out-of-range values saturate to int64 and then
+// narrow as an integer cast does; anything to bool is `!= 0` (NaN is true).
+double CastReference(DType to, double v) {
+  if (IsFloatingPoint(to)) return testing::RoundTo(to, v);
+  if (to == DType::kBool) return v != 0 ? 1 : 0;
+  if (std::isnan(v)) return 0;
+  constexpr double kMax = 9223372036854775807.0;
+  const double clamped = std::fmax(-kMax - 1.0, std::fmin(std::trunc(v), kMax));
+  const int64_t whole = clamped >= kMax ? INT64_MAX : static_cast<int64_t>(clamped);
+  switch (to) {
+    case DType::kInt32:
+      return static_cast<int32_t>(whole);
+    case DType::kInt16:
+      return static_cast<int16_t>(whole);
+    case DType::kInt8:
+      return static_cast<int8_t>(whole);
+    case DType::kUInt8:
+      return static_cast<uint8_t>(whole);
+    default:
+      return static_cast<double>(whole);
+  }
+}
+
 // Converts a [rows, cols] tensor, optionally read transposed (a strided view).
 OpCase ConvertCase(std::string name, DType from, DType to, bool transposed) {
   OpCase c;
@@ -593,8 +620,7 @@ OpCase ConvertCase(std::string name, DType from, DType to, bool transposed) {
     for (int64_t i = 0; i < out_shape[0]; ++i)
       for (int64_t j = 0; j < out_shape[1]; ++j) {
         const double v = transposed ? in[0].values[j * cols + i] : in[0].values[i * cols + j];
-        // Float to integer truncates toward zero, as Tensor.to does.
-        y.push_back(IsFloatingPoint(to) ? testing::RoundTo(to, v) : std::trunc(v));
+        y.push_back(CastReference(to, v));
       }
     return Expected{y};
   };
@@ -644,6 +670,32 @@ OpCase FillCase(DType dtype, double value) {
   c.reference = [=](const std::vector<HostTensor>&) {
     const double v = IsFloatingPoint(dtype) ? testing::RoundTo(dtype, value) : std::trunc(value);
     return Expected{std::vector<double>(3 * 67, v)};
+  };
+  return c;
+}
+
+// ConvertCase over NaN, infinities, signed zeros, a subnormal, values past int8's range and
+// fractions, cycled (and scaled) through the 5 x 7 input, as stored in `from`.
+OpCase ConvertSpecialsCase(std::string name, DType from, DType to, bool transposed) {
+  OpCase c = ConvertCase(std::move(name), from, to, transposed);
+  const double specials[] = {std::nan(""), INFINITY, -INFINITY, 0.0, -0.0, 1e-40, 0.75,
+                             -0.75,        127.9,    -128.5,    200, -300, 1,    -1};
+  std::vector<double> values;
+  for (int i = 0; i < 35; ++i) values.push_back(specials[i % 14] * (1 + i / 14));
+  c.inputs = {testing::Values(from, {5, 7}, values)};
+  return c;
+}
+
+// `c` run with its output over input 0's own memory (out == in, which element-wise ops
+// allow): `run` gets input 0's view as the output; input 0 is then copied to the output
+// that is compared.
+OpCase InPlaceCase(OpCase c,
+                   std::function<absl::Status(Backend&, const Inputs&, const TensorView&)> run) {
+  c.name += "_in_place";
+  c.run = [run](Backend& b, const Inputs& in, const Outputs& out) -> absl::Status {
+    absl::Status status = run(b, in, in[0]->view());
+    if (!status.ok()) return status;
+    return b.Convert({.input = in[0]->view(), .output = out[0]->view()});
   };
   return c;
 }
@@ -908,6 +960,53 @@ const std::vector<OpCase>& AllCases() {
     list->push_back(FillCase(DType::kFloat64, 0.1));
     list->push_back(FillCase(DType::kInt64, -7.9));
     list->push_back(FillCase(DType::kInt32, 12.5));
+    // Convert to and from bool and int8 over NaN and infinities (CastElement's rules).
+    const DType i8 = DType::kInt8, b8 = DType::kBool;
+    list->push_back(ConvertSpecialsCase("convert_f32_bool_specials", f32, b8, false));
+    list->push_back(ConvertSpecialsCase("convert_f32_int8_specials", f32, i8, true));
+    list->push_back(ConvertSpecialsCase("convert_f16_int8_specials", f16, i8, false));
+    list->push_back(ConvertSpecialsCase("convert_f64_int32_specials", DType::kFloat64,
+                                        DType::kInt32, false));
+    list->push_back(ConvertSpecialsCase("convert_bf16_bool_specials", bf16, b8, true));
+    list->push_back(ConvertCase("convert_int8_f32", i8, f32, false));
+    list->push_back(ConvertCase("convert_int8_bool", i8, b8, true));
+    list->push_back(ConvertSpecialsCase("convert_bool_f16", b8, f16, false));
+    list->push_back(ConvertSpecialsCase("convert_bool_int8", b8, i8, true));
+    // GEMM into rows longer than n (ldc > n), fused and unfused epilogues.
+    list->push_back(GemmCase("gemm_f32_bias_ldc29", f32, 7, 20, 33, false, true, true,
+                             UnaryOp::kIdentity, 24, 29));
+    list->push_back(GemmCase("gemm_bf16_relu_ldc24", bf16, 9, 16, 40, false, true, true,
+                             UnaryOp::kReLU, 25, 24));
+    list->push_back(GemmCase("gemm_f16_gelu_tanh_trans_a_ldc13", f16, 5, 8, 16, true, false, true,
+                             UnaryOp::kGELUTanh, 26, 13));
+    // Outputs over their inputs (out == in).
+    list->push_back(InPlaceCase(UnaryCase(UnaryOp::kGELU, f32),
+                                [](Backend& b, const Inputs& in, const TensorView& out) {
+                                  return b.Unary({.op = UnaryOp::kGELU,
+                                                  .input = in[0]->view(),
+                                                  .output = out});
+                                }));
+    list->push_back(InPlaceCase(UnaryCase(UnaryOp::kSiLU, bf16),
+                                [](Backend& b, const Inputs& in, const TensorView& out) {
+                                  return b.Unary({.op = UnaryOp::kSiLU,
+                                                  .input = in[0]->view(),
+                                                  .output = out});
+                                }));
+    list->push_back(InPlaceCase(
+        BinaryCase("mul_row_broadcast", BinaryOp::kMul, f32, {3, 4, 5}, {5}, {3, 4, 5}),
+        [](Backend& b, const Inputs& in, const TensorView& out) {
+          return b.Binary({.op = BinaryOp::kMul,
+                           .a = in[0]->view(),
+                           .b = in[1]->ViewOf({3, 4, 5}, {0, 0, 1}),
+                           .output = out});
+        }));
+    list->push_back(InPlaceCase(DropoutCase(f16, 0.3),
+                                [](Backend& b, const Inputs& in, const TensorView& out) {
+                                  return b.Dropout({.input = in[0]->view(),
+                                                    .output = out,
+                                                    .p = 0.3,
+                                                    .seed = 1234});
+                                }));
     return list;
   }();
   return *cases;

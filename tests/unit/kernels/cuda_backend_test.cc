@@ -9,8 +9,12 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 
+#include "absl/cleanup/cleanup.h"
+#include "tests/unit/kernels/ops_test_util.h"
+
 #ifdef PARAMD_WITH_CUDA
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/gemm.h"
 #endif
 
 namespace paramd::kernels {
@@ -238,6 +242,42 @@ TEST(CudaBackendTest, UnsupportedDtypeIsUnimplementedNamingTheDevice) {
                                  .out_dtype = DType::kBool})
                   .ok());
 }
+
+#ifdef PARAMD_WITH_CUDA
+// The path a fused epilogue takes when cuBLASLt has no algorithm for it (the plain product,
+// then the bias-and-activation pass), forced, so that it runs at all: it must give the CPU's
+// answer, with the output's rows longer than the product's too.
+TEST(CudaBackendTest, ForcedUnfusedEpilogueMatchesTheCpu) {
+  SKIP_WITHOUT_GPU(gpu);
+  Backend* cpu = *GetBackend(Device::Cpu());
+  cuda::ForceUnfusedEpilogueForTesting(true);
+  absl::Cleanup restore = [] { cuda::ForceUnfusedEpilogueForTesting(false); };
+  const int64_t m = 12, n = 40, k = 24;
+  for (const DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+    for (const UnaryOp epilogue : {UnaryOp::kIdentity, UnaryOp::kGELUTanh}) {
+      for (const int64_t ldc : {n, n + 3}) {
+        std::vector<testing::HostTensor> results;
+        for (Backend* backend : {gpu, cpu}) {
+          auto a = testing::DeviceTensor::Upload(backend, testing::Random(dtype, {m, k}, 1));
+          auto b = testing::DeviceTensor::Upload(backend, testing::Random(dtype, {n, k}, 2));
+          auto bias = testing::DeviceTensor::Upload(backend, testing::Random(dtype, {n}, 3));
+          testing::DeviceTensor c(backend, dtype, {m, ldc});
+          c.Poison();
+          const absl::Status status =
+              backend->Gemm({.dtype = dtype, .m = m, .n = n, .k = k, .a = a->data(), .lda = k,
+                             .b = b->data(), .ldb = k, .trans_b = true, .bias = bias->data(),
+                             .c = c.data(), .ldc = ldc, .epilogue = epilogue});
+          ASSERT_TRUE(status.ok()) << status;
+          results.push_back(c.Download());
+        }
+        const double tol = dtype == DType::kFloat32 ? 1e-4 : 3e-2;
+        EXPECT_TRUE(testing::AllClose(results[0].values, results[1].values, tol, tol))
+            << DTypeName(dtype) << " " << UnaryOpName(epilogue) << " ldc " << ldc;
+      }
+    }
+  }
+}
+#endif  // PARAMD_WITH_CUDA
 
 }  // namespace
 }  // namespace paramd::kernels

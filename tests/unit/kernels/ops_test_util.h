@@ -47,6 +47,15 @@ inline double RoundTo(DType dtype, double v) {
     case DType::kInt64:
     case DType::kInt32:
       return static_cast<double>(static_cast<int64_t>(v));
+    // Narrow integers wrap as an integer cast does; bool is `!= 0`.
+    case DType::kInt16:
+      return static_cast<int16_t>(static_cast<int64_t>(v));
+    case DType::kInt8:
+      return static_cast<int8_t>(static_cast<int64_t>(v));
+    case DType::kUInt8:
+      return static_cast<uint8_t>(static_cast<int64_t>(v));
+    case DType::kBool:
+      return v != 0 ? 1 : 0;
     default:
       return v;
   }
@@ -92,8 +101,20 @@ struct HostTensor {
           std::memcpy(&bytes[i * 4], &x, 4);
           break;
         }
-        default:
-          ADD_FAILURE() << "unsupported test dtype";
+        case DType::kInt16: {
+          const int16_t x = static_cast<int16_t>(v);
+          std::memcpy(&bytes[i * 2], &x, 2);
+          break;
+        }
+        case DType::kInt8:
+          bytes[i] = static_cast<uint8_t>(static_cast<int8_t>(v));
+          break;
+        case DType::kUInt8:
+          bytes[i] = static_cast<uint8_t>(v);
+          break;
+        case DType::kBool:
+          bytes[i] = v != 0 ? 1 : 0;
+          break;
       }
     }
     return bytes;
@@ -133,8 +154,22 @@ struct HostTensor {
           t.values[i] = x;
           break;
         }
-        default:
-          ADD_FAILURE() << "unsupported test dtype";
+        case DType::kInt16: {
+          int16_t x;
+          std::memcpy(&x, &bytes[i * 2], 2);
+          t.values[i] = x;
+          break;
+        }
+        case DType::kInt8:
+          t.values[i] = static_cast<int8_t>(bytes[i]);
+          break;
+        case DType::kUInt8:
+          t.values[i] = bytes[i];
+          break;
+        case DType::kBool:
+          // The raw byte: a kernel that skipped an element leaves the poison's 0x5A (90).
+          t.values[i] = bytes[i];
+          break;
       }
     }
     return t;
