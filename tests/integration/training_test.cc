@@ -65,7 +65,12 @@ std::vector<v1::GradientFrame> PushFrames(const std::string& optimizer, const st
 
 class TrainingTest : public ::testing::Test {
  protected:
+  // A fresh daemon and its stubs; a running one goes first.
   void Start(std::vector<std::string> args = {}) {
+    training_.reset();
+    parameters_.reset();
+    models_.reset();
+    daemon_.reset();
     auto daemon = Daemon::Start(std::move(args));
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = *std::move(daemon);
@@ -258,14 +263,12 @@ TEST_F(TrainingTest, ExplicitStepAndBadPushesAreRefused) {
   EXPECT_EQ(misshapen.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Info().waiting(), 0);
   // K must be 1 or more, and only synchronous mode takes it.
-  daemon_.reset();
   Start();
   EXPECT_EQ(Create(0).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Create(2, "manual").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(TrainingTest, ARoundThatTimesOutIsAbortedAndChangesNothing) {
-  daemon_.reset();
   Start({"--sync-round-timeout", "1s"});
   ASSERT_TRUE(Create(2).ok());
   const uint64_t before = Version();
