@@ -76,6 +76,11 @@ constexpr FlagDef kFlags[] = {
      "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
      "and frees the memory its tensors reserved (default 60s; 0: never).",
      &Flags::stream_idle_timeout},
+    {"sync-round-timeout", "DURATION",
+     "How long a synchronous optimizer's round waits for all its workers after its first "
+     "push (e.g. 60s, 5m); then the pushes that came get ABORTED, their gradients are dropped "
+     "and the round stays, so a dead worker cannot stall training (default 60s; 0: never).",
+     &Flags::sync_round_timeout},
     {"keepalive-min-interval", "DURATION",
      "Shortest interval between a client's HTTP/2 keepalive pings the daemon accepts while it "
      "sends that client nothing (default 10s); a client that pings faster has its connection "

@@ -26,6 +26,7 @@ struct Flags {
   std::string max_upload_size = "256G";
   std::string upload_expiry = "24h";
   std::string stream_idle_timeout = "60s";
+  std::string sync_round_timeout = "60s";
   std::string keepalive_min_interval = "10s";
   std::string max_transport_memory = "256M";
   std::string max_state_dict_keys = std::to_string(core::kDefaultMaxStateDictKeys);

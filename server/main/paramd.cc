@@ -122,6 +122,7 @@ struct Settings {
   int max_queued_calls = 0;
   double snapshot_interval = 0;
   absl::Duration stream_idle_timeout;
+  absl::Duration sync_round_timeout;
   absl::Duration keepalive_min_interval;
   size_t max_transport_memory = 0;
   uint64_t max_state_dict_keys = 0;
@@ -183,6 +184,13 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
              settings.stream_idle_timeout <= absl::ZeroDuration()) {
     return absl::StrCat("--stream-idle-timeout '", flags.stream_idle_timeout,
                         "' is not a duration like 60s, 500ms or 2m (0: never)");
+  }
+  if (flags.sync_round_timeout == "0") {
+    settings.sync_round_timeout = absl::ZeroDuration();
+  } else if (!absl::ParseDuration(flags.sync_round_timeout, &settings.sync_round_timeout) ||
+             settings.sync_round_timeout <= absl::ZeroDuration()) {
+    return absl::StrCat("--sync-round-timeout '", flags.sync_round_timeout,
+                        "' is not a duration like 60s, 500ms or 5m (0: never)");
   }
   if (!absl::SimpleAtoi(flags.max_state_dict_keys, &settings.max_state_dict_keys) ||
       settings.max_state_dict_keys < 1) {
@@ -361,6 +369,7 @@ int main(int argc, char** argv) {
   server_options.checkpoints = &checkpoints;
   server_options.snapshots = snapshots->get();
   server_options.stream_idle_timeout = settings.stream_idle_timeout;
+  server_options.sync_round_timeout = settings.sync_round_timeout;
   server_options.keepalive_min_interval = settings.keepalive_min_interval;
   server_options.max_transport_memory = settings.max_transport_memory;
   paramd::service::Metrics metrics(
@@ -392,6 +401,7 @@ int main(int argc, char** argv) {
        {"max_queued_calls", std::to_string(settings.max_queued_calls)},
        {"max_gpu_memory", std::to_string(settings.max_gpu_memory)},
        {"stream_idle_timeout", absl::FormatDuration(settings.stream_idle_timeout)},
+       {"sync_round_timeout", absl::FormatDuration(settings.sync_round_timeout)},
        {"keepalive_min_interval", absl::FormatDuration(settings.keepalive_min_interval)},
        {"max_transport_memory", std::to_string(settings.max_transport_memory)},
        {"max_state_dict_keys", std::to_string(settings.max_state_dict_keys)},

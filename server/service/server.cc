@@ -62,7 +62,8 @@ struct Server::Services {
         checkpoints(options.checkpoints, options.snapshots, executor, options.auth,
                     options.metrics),
         inference(registry, executor, options.auth, options.metrics),
-        training(registry, &optimizers, executor, watchdog, options.auth) {}
+        training(registry, &optimizers, executor, watchdog, options.auth,
+                 options.sync_round_timeout) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
@@ -156,6 +157,8 @@ void Server::Shutdown(double deadline_seconds) {
     // NOT_SERVING for the probes while in-flight calls finish; its own calls are instant.
     if (auto* health = health_server_->GetHealthCheckService()) health->Shutdown();
   }
+  // Pushes waiting for a synchronous round are answered now rather than at the deadline.
+  services_->training.Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(deadline_seconds * 1000)));
   if (health_server_) health_server_->Shutdown(std::chrono::system_clock::now());

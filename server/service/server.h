@@ -50,6 +50,9 @@ struct ServerOptions {
   // A write stream that sends no frame for this long is ended (--stream-idle-timeout; zero:
   // never). Note [Idle write streams] in idle_watchdog.h.
   absl::Duration stream_idle_timeout = absl::Seconds(60);
+  // How long a synchronous optimizer's round waits for its workers after its first push
+  // (--sync-round-timeout; zero: forever). docs/training.md.
+  absl::Duration sync_round_timeout = absl::Seconds(60);
   // The shortest interval between a client's keepalive pings accepted while the daemon
   // sends it nothing (--keepalive-min-interval). Note [Keepalive] in server.cc.
   absl::Duration keepalive_min_interval = absl::Seconds(10);

@@ -497,6 +497,92 @@ template class BasicWriteStreamReactor<v1::WriteFrame>;
 template class BasicWriteStreamReactor<v1::GradientFrame>;
 template class BasicWriteStreamReactor<v1::OptimizerStateFrame>;
 
+void DeferredAnswer::Finish(absl::StatusOr<grpc::ByteBuffer> answer) {
+  std::function<void(absl::StatusOr<grpc::ByteBuffer>)> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    finish.swap(finish_);
+    withdraw_ = nullptr;
+  }
+  if (finish) finish(std::move(answer));
+}
+
+void DeferredAnswer::OnCancel(std::function<bool()> withdraw) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!finish_) return;  // answered already
+    if (!cancelled_) {
+      withdraw_ = std::move(withdraw);
+      return;
+    }
+  }
+  if (withdraw()) Finish(absl::CancelledError("the client cancelled the call while it waited"));
+}
+
+void DeferredAnswer::Cancelled() {
+  std::function<bool()> withdraw;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    withdraw.swap(withdraw_);
+  }
+  if (withdraw && withdraw()) {
+    Finish(absl::CancelledError("the client cancelled the call while it waited"));
+  }
+}
+
+template <typename Frame>
+DeferredWriteStreamReactor<Frame>::DeferredWriteStreamReactor(
+    grpc::CallbackServerContext* context, Executor* executor, IdleWatchdog* watchdog,
+    grpc::ByteBuffer* response, const char* action, Apply apply)
+    : Base(context, executor, watchdog, action), response_(response), apply_(std::move(apply)) {
+  this->Start();
+}
+
+template <typename Frame>
+void DeferredWriteStreamReactor<Frame>::OnCancel() {
+  std::shared_ptr<DeferredAnswer> answer;
+  {
+    absl::MutexLock lock(&answer_mu_);
+    answer = answer_;
+  }
+  // Before the answer exists the read or the apply step notices the cancellation itself.
+  if (answer != nullptr) answer->Cancelled();
+}
+
+template <typename Frame>
+void DeferredWriteStreamReactor<Frame>::ApplyWrite() {
+  absl::StatusOr<Incoming> write;
+  const grpc::Status assembled = Guard([&]() -> absl::Status {
+    write = this->collector_.Finish();
+    return write.status();
+  });
+  if (!assembled.ok()) return this->Fail(assembled);
+  auto answer = std::make_shared<DeferredAnswer>([this](absl::StatusOr<grpc::ByteBuffer> result) {
+    if (!result.ok()) return this->Fail(ToGrpcStatus(result.status()));
+    *response_ = *std::move(result);
+    this->Finish(grpc::Status::OK);
+  });
+  {
+    absl::MutexLock lock(&answer_mu_);
+    answer_ = answer;
+  }
+  // A cancellation that came before the answer existed is not seen by OnCancel.
+  if (this->context_->IsCancelled()) answer->Cancelled();
+  this->ReleaseAdmission();
+  // From here on the answer may finish the call (and gRPC delete this) on any thread.
+  // `apply` is moved out of the reactor first: the call it answers may delete the reactor
+  // before it returns.
+  Apply apply = std::move(apply_);
+  const grpc::Status applied = Guard([&]() -> absl::Status {
+    apply(*write, answer);
+    return absl::OkStatus();
+  });
+  if (!applied.ok()) answer->Finish(FromGrpcStatus(applied));
+}
+
+template class DeferredWriteStreamReactor<v1::GradientFrame>;
+
 WriteAnswerStreamReactor::WriteAnswerStreamReactor(grpc::CallbackServerContext* context,
                                                    Executor* executor, IdleWatchdog* watchdog,
                                                    const char* action, Apply apply)

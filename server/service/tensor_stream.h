@@ -26,6 +26,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -274,6 +275,59 @@ class BasicWriteStreamReactor final
   Apply apply_;
 };
 using WriteStreamReactor = BasicWriteStreamReactor<v1::WriteFrame>;
+
+// The answer of a write that may come later, from any thread (a synchronous training
+// round's step, Note [Synchronous rounds] in server/core/optim/optimizer.h). Shared by the
+// reactor and whoever answers, so it may outlive the call; the first Finish answers, later
+// ones do nothing.
+// Thread-safety: every method may be called from any thread.
+class DeferredAnswer {
+ public:
+  // `finish` answers the call (the reactor's).
+  explicit DeferredAnswer(std::function<void(absl::StatusOr<grpc::ByteBuffer>)> finish)
+      : finish_(std::move(finish)) {}
+
+  // Answers with `answer` (OK: the serialized response), unless answered already.
+  void Finish(absl::StatusOr<grpc::ByteBuffer> answer);
+  // While the answer is pending, a client that cancels runs `withdraw` (at once when it
+  // cancelled already): true when it took the work back, and the call is answered
+  // CANCELLED; false when whoever answers still will.
+  void OnCancel(std::function<bool()> withdraw);
+  // The client cancelled (the reactor's OnCancel).
+  void Cancelled();
+
+ private:
+  absl::Mutex mu_;
+  std::function<void(absl::StatusOr<grpc::ByteBuffer>)> finish_ ABSL_GUARDED_BY(mu_);
+  std::function<bool()> withdraw_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// A write answered with one response that `apply` may give later (DeferredAnswer): it
+// releases the call's admission before `apply` runs, since an answer that waits holds no
+// worker. After `apply` has been called the reactor is the answer's alone.
+template <typename Frame>
+class DeferredWriteStreamReactor final
+    : public WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame> {
+ public:
+  using Base = WriteReactorBase<grpc::ServerReadReactor<grpc::ByteBuffer>, Frame>;
+  using Incoming = typename Base::Incoming;
+  using Apply = std::function<void(Incoming&, const std::shared_ptr<DeferredAnswer>&)>;
+  // Borrows `context` and `response` (gRPC's), `executor` and `watchdog`.
+  DeferredWriteStreamReactor(grpc::CallbackServerContext* context, Executor* executor,
+                             IdleWatchdog* watchdog, grpc::ByteBuffer* response,
+                             const char* action, Apply apply);
+
+  void OnCancel() override;
+
+ private:
+  void ApplyWrite() override;
+
+  grpc::ByteBuffer* response_;  // owned by gRPC
+  Apply apply_;
+  absl::Mutex answer_mu_;
+  std::shared_ptr<DeferredAnswer> answer_ ABSL_GUARDED_BY(answer_mu_);
+};
 
 // A write whose answer is a stream of messages (LoadStateDict, answer_stream.h): `apply`
 // returns the serialized messages and the final status; they go out one write at a time,

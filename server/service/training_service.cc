@@ -1,5 +1,7 @@
 #include "server/service/training_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -105,9 +107,20 @@ v1::OptimizerInfo Info(const core::Optimizer& optimizer) {
   info.set_steps(summary.steps);
   info.set_state_bytes(summary.state_bytes);
   info.set_model_version(optimizer.model()->version());
-  const bool asynchronous = summary.mode.kind == core::OptimizerMode::kAsynchronous;
-  info.set_mode(asynchronous ? "asynchronous" : "manual");
-  info.set_max_staleness(summary.mode.bound);
+  switch (summary.mode.kind) {
+    case core::OptimizerMode::kManual:
+      info.set_mode("manual");
+      break;
+    case core::OptimizerMode::kAsynchronous:
+      info.set_mode("asynchronous");
+      info.set_max_staleness(summary.mode.bound);
+      break;
+    case core::OptimizerMode::kSynchronous:
+      info.set_mode("synchronous");
+      info.set_workers(summary.mode.bound);
+      info.set_waiting(summary.waiting);
+      break;
+  }
   return info;
 }
 
@@ -124,6 +137,65 @@ absl::StatusOr<std::pair<int64_t, std::string>> SplitStateName(const std::string
 }
 
 }  // namespace
+
+TrainingService::TrainingService(core::ModelRegistry* models, core::OptimizerRegistry* optimizers,
+                                 Executor* executor, IdleWatchdog* watchdog,
+                                 const Authenticator* auth, absl::Duration round_timeout)
+    : models_(models),
+      optimizers_(optimizers),
+      executor_(executor),
+      watchdog_(watchdog),
+      auth_(auth),
+      round_timeout_(round_timeout),
+      clock_([this] { RunRoundClock(); }) {}
+
+TrainingService::~TrainingService() {
+  {
+    absl::MutexLock lock(&clock_mu_);
+    clock_stopping_ = true;
+    clock_wake_.Signal();
+  }
+  clock_.join();
+}
+
+void TrainingService::Shutdown() {
+  for (const auto& optimizer : optimizers_->List()) {
+    if (optimizer->mode().kind != core::OptimizerMode::kSynchronous) continue;
+    optimizer->Close(absl::UnavailableError(
+        "paramd is shutting down; the round was not stepped and its gradients were dropped: "
+        "push again to the daemon once it is back"));
+  }
+}
+
+void TrainingService::WakeRoundClockAt(absl::Time deadline) {
+  absl::MutexLock lock(&clock_mu_);
+  if (deadline < next_expiry_) {
+    next_expiry_ = deadline;
+    clock_wake_.Signal();
+  }
+}
+
+void TrainingService::RunRoundClock() {
+  clock_mu_.Lock();
+  while (!clock_stopping_) {
+    if (absl::Now() < next_expiry_) {
+      clock_wake_.WaitWithDeadline(&clock_mu_, next_expiry_);
+      continue;
+    }
+    next_expiry_ = absl::InfiniteFuture();
+    clock_mu_.Unlock();
+    // Each optimizer ends its round if it timed out and says when the one waiting will.
+    absl::Time next = absl::InfiniteFuture();
+    const absl::Time now = absl::Now();
+    for (const auto& optimizer : optimizers_->List()) {
+      if (optimizer->mode().kind != core::OptimizerMode::kSynchronous) continue;
+      next = std::min(next, optimizer->ExpireRound(now));
+    }
+    clock_mu_.Lock();
+    next_expiry_ = std::min(next_expiry_, next);
+  }
+  clock_mu_.Unlock();
+}
 
 absl::StatusOr<std::shared_ptr<core::Optimizer>> TrainingService::Live(
     const std::string& name) const {
@@ -160,9 +232,21 @@ grpc::ServerUnaryReactor* TrainingService::CreateOptimizer(grpc::CallbackServerC
         core::OptimizerMode mode;
         if (request->mode() == "asynchronous") {
           mode = {core::OptimizerMode::kAsynchronous, request->max_staleness()};
+        } else if (request->mode() == "synchronous") {
+          if (request->workers() < 1) {
+            return absl::InvalidArgumentError(
+                "a synchronous optimizer needs workers (K, the pushes that make a round) of 1 "
+                "or more");
+          }
+          mode = {core::OptimizerMode::kSynchronous, request->workers(), round_timeout_};
         } else if (!request->mode().empty() && request->mode() != "manual") {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "unknown optimizer mode '", request->mode(), "'; use 'manual' or 'asynchronous'"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("unknown optimizer mode '", request->mode(),
+                           "'; use 'manual', 'asynchronous' or 'synchronous'"));
+        }
+        if (mode.kind != core::OptimizerMode::kSynchronous && request->workers() != 0) {
+          return absl::InvalidArgumentError(
+              "workers is for mode 'synchronous' (K, the pushes that make a round)");
         }
         PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
                                 core::Optimizer::Create(request->name(), std::move(model), kind,
@@ -177,7 +261,40 @@ grpc::ServerUnaryReactor* TrainingService::CreateOptimizer(grpc::CallbackServerC
   });
 }
 
-absl::StatusOr<grpc::ByteBuffer> TrainingService::ApplyPush(IncomingGradients& push) {
+absl::StatusOr<grpc::ByteBuffer> TrainingService::ApplyPush(
+    core::Optimizer& optimizer, const std::vector<core::Optimizer::Gradient>& gradients,
+    const v1::GradientOptions& options) {
+  v1::PushGradientsResponse response;
+  if (optimizer.mode().kind == core::OptimizerMode::kAsynchronous) {
+    PARAMD_ASSIGN_OR_RETURN(core::Optimizer::AsyncResult result,
+                            optimizer.PushAndStep(gradients, options.round()));
+    response.set_model_version(result.version);
+    response.set_round(result.round);
+    return Serialize(response);
+  }
+  PARAMD_RETURN_IF_ERROR(optimizer.AccumulateGradients(gradients));
+  const core::Optimizer::Summary summary = optimizer.Describe();
+  response.set_with_gradient(summary.with_gradient);
+  response.set_model_version(optimizer.model()->version());
+  response.set_round(summary.steps);
+  return Serialize(response);
+}
+
+void TrainingService::Push(IncomingGradients& push,
+                           const std::shared_ptr<DeferredAnswer>& answer) {
+  // The refusal goes to the answer as it is, with the current round an ABORTED one carries;
+  // Guard only turns an exception into a status.
+  absl::Status refused;
+  const grpc::Status thrown = Guard([&]() -> absl::Status {
+    refused = JoinOrApply(push, answer);
+    return absl::OkStatus();
+  });
+  if (!thrown.ok()) refused = FromGrpcStatus(thrown);
+  if (!refused.ok()) answer->Finish(refused);
+}
+
+absl::Status TrainingService::JoinOrApply(IncomingGradients& push,
+                                        const std::shared_ptr<DeferredAnswer>& answer) {
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
                           Live(push.options.optimizer()));
   std::vector<core::Optimizer::Gradient> gradients;
@@ -189,20 +306,24 @@ absl::StatusOr<grpc::ByteBuffer> TrainingService::ApplyPush(IncomingGradients& p
     }
     gradients.push_back({header.name(), std::move(tensor)});
   }
-  v1::PushGradientsResponse response;
-  if (optimizer->Describe().mode.kind == core::OptimizerMode::kAsynchronous) {
-    PARAMD_ASSIGN_OR_RETURN(core::Optimizer::AsyncResult result,
-                            optimizer->PushAndStep(gradients, push.options.round()));
-    response.set_model_version(result.version);
-    response.set_round(result.round);
-    return Serialize(response);
+  if (optimizer->mode().kind != core::OptimizerMode::kSynchronous) {
+    answer->Finish(ApplyPush(*optimizer, gradients, push.options));
+    return absl::OkStatus();
   }
-  PARAMD_RETURN_IF_ERROR(optimizer->AccumulateGradients(gradients));
-  const core::Optimizer::Summary summary = optimizer->Describe();
-  response.set_with_gradient(summary.with_gradient);
-  response.set_model_version(optimizer->model()->version());
-  response.set_round(summary.steps);
-  return Serialize(response);
+  PARAMD_ASSIGN_OR_RETURN(
+      core::Optimizer::Joined joined,
+      optimizer->JoinRound(gradients, push.options.worker(), push.options.round(),
+                           [answer](absl::StatusOr<core::Optimizer::AsyncResult> result) {
+                             if (!result.ok()) return answer->Finish(result.status());
+                             v1::PushGradientsResponse response;
+                             response.set_model_version(result->version);
+                             response.set_round(result->round);
+                             answer->Finish(Serialize(response));
+                           }));
+  WakeRoundClockAt(joined.deadline);
+  // A client that cancels while its push waits takes its gradients back out of the round.
+  answer->OnCancel([optimizer, id = joined.id] { return optimizer->WithdrawFromRound(id); });
+  return absl::OkStatus();
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainingService::PushGradients(
@@ -211,9 +332,11 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* TrainingService::PushGradients(
           auth_, context, "/paramd.v1.Training/PushGradients")) {
     return refused;
   }
-  return new BasicWriteStreamReactor<v1::GradientFrame>(
+  return new DeferredWriteStreamReactor<v1::GradientFrame>(
       context, executor_, watchdog_, response, "push gradients",
-      [this](IncomingGradients& push) { return ApplyPush(push); });
+      [this](IncomingGradients& push, const std::shared_ptr<DeferredAnswer>& answer) {
+        Push(push, answer);
+      });
 }
 
 grpc::ServerUnaryReactor* TrainingService::Step(grpc::CallbackServerContext* context,
@@ -358,8 +481,18 @@ grpc::ServerUnaryReactor* TrainingService::DeleteOptimizer(grpc::CallbackServerC
     return refused;
   }
   return FinishInline(context, [&] {
-    return Logged("delete optimizer", request->optimizer(),
-                  Guard([&] { return optimizers_->Remove(request->optimizer()); }),
+    return Logged("delete optimizer", request->optimizer(), Guard([&]() -> absl::Status {
+                    PARAMD_ASSIGN_OR_RETURN(auto optimizer,
+                                            optimizers_->Get(request->optimizer()));
+                    PARAMD_RETURN_IF_ERROR(optimizers_->Remove(request->optimizer()));
+                    // Pushes waiting in a synchronous round would otherwise wait for a round
+                    // that can no longer come.
+                    optimizer->Close(absl::CancelledError(absl::StrCat(
+                        "optimizer ", QuoteName(request->optimizer()),
+                        " was deleted while the push waited for its round; nothing was "
+                        "stepped")));
+                    return absl::OkStatus();
+                  }),
                   /*log_success=*/true);
   });
 }

@@ -3,6 +3,8 @@ changes nothing (no gradient added, no version made, no state touched)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -130,6 +132,36 @@ def test_asynchronous_pushes_step_within_the_staleness_bound(client: paramd.Clie
     assert (info.mode, info.max_staleness, info.steps, info.with_gradient) == \
         ("asynchronous", 1, 2, 0)
     assert model.state_dict().version == start + 2
+
+
+def test_synchronous_pushes_wait_for_their_round_and_step_on_the_average(
+        client: paramd.Client, name: str) -> None:
+    model = client.create(name, SPEC)
+    opt = client.create_optimizer(name, name, "SGD", mode="synchronous", workers=2, lr=1.0)
+    before = model.state_dict(as_numpy=True)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(opt.push, {"b": np.array([1, 2, 3], np.float32)}, worker="a",
+                            round=0)
+        deadline = time.monotonic() + 20
+        while opt.info().waiting != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not first.done()  # waits for the round's second worker
+        with pytest.raises(paramd.AlreadyExists, match="already pushed for round 0"):
+            opt.push({"b": ones(3)}, worker="a", round=0)
+        second = opt.push({"b": np.array([3, 2, 1], np.float32)}, worker="b", round=0)
+        answer = first.result(timeout=20)
+    assert (answer.round, answer.model_version) == (second.round, second.model_version) == \
+        (1, before.version + 1)
+    after = model.state_dict(as_numpy=True)
+    np.testing.assert_array_equal(after["b"], before["b"] - 2)  # the mean, (1+3)/2 = 2
+    np.testing.assert_array_equal(after["w"], before["w"])  # no worker pushed it: skipped
+    with pytest.raises(paramd.VersionConflict, match="is at round 1") as old:
+        opt.push({"b": ones(3)}, worker="a", round=0)
+    assert old.value.current_version == 1
+    with pytest.raises(paramd.FailedPrecondition, match="synchronous"):
+        opt.step()
+    info = opt.info()
+    assert (info.mode, info.workers, info.steps, info.waiting) == ("synchronous", 2, 1, 0)
 
 
 def test_optimizer_state_counts_against_max_memory(tmp_path: Any) -> None:

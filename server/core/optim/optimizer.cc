@@ -116,10 +116,22 @@ absl::Status Optimizer::AccumulateGradients(const std::vector<Gradient>& gradien
         "optimizer ", QuoteName(name_), " is asynchronous: each push steps at once with its "
         "own gradients; push with the round the gradients were computed on"));
   }
+  if (mode_.kind == Mode::kSynchronous) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name_), " is synchronous: push with your worker id and the "
+        "round the gradients were computed on"));
+  }
   return AccumulateLocked(gradients, /*fresh=*/false);
 }
 
 absl::Status Optimizer::AccumulateLocked(const std::vector<Gradient>& gradients, bool fresh) {
+  PARAMD_ASSIGN_OR_RETURN(auto sums, GatherLocked(gradients, fresh));
+  for (auto& [index, sum] : sums) params_[index].grad = std::move(sum);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::flat_hash_map<size_t, Tensor>> Optimizer::GatherLocked(
+    const std::vector<Gradient>& gradients, bool fresh) {
   // Resolve and check every name first, so a bad one changes nothing.
   std::vector<size_t> targets;
   PARAMD_RETURN_IF_ERROR(model_->Read([&](const std::shared_ptr<Module>& root,
@@ -159,8 +171,7 @@ absl::Status Optimizer::AccumulateLocked(const std::vector<Gradient>& gradients,
     PARAMD_RETURN_IF_ERROR(backend->Binary(
         {.op = kernels::BinaryOp::kAdd, .a = sum, .b = FlatView(values), .output = sum}));
   }
-  for (auto& [index, sum] : sums) params_[index].grad = std::move(sum);
-  return absl::OkStatus();
+  return sums;
 }
 
 absl::Status Optimizer::ZeroGrad(bool set_to_none) {
@@ -286,10 +297,13 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
 
 absl::StatusOr<uint64_t> Optimizer::Step(std::optional<uint64_t> if_version) {
   absl::MutexLock lock(&mu_);
-  if (mode_.kind == Mode::kAsynchronous) {
+  if (mode_.kind != Mode::kManual) {
+    const bool synchronous = mode_.kind == Mode::kSynchronous;
     return absl::FailedPreconditionError(absl::StrCat(
-        "optimizer ", QuoteName(name_),
-        " is asynchronous: each push steps, and Step is refused; Step is for manual mode"));
+        "optimizer ", QuoteName(name_), " is ", synchronous ? "synchronous" : "asynchronous",
+        synchronous ? ": the step runs when every worker of a round has pushed"
+                    : ": each push steps",
+        ", and Step is refused; Step is for manual mode"));
   }
   return StepLocked(if_version);
 }
@@ -370,6 +384,7 @@ Optimizer::Summary Optimizer::Describe() const {
     for (const Tensor& tensor : param.state) summary.state_bytes += tensor.nbytes();
   }
   summary.steps = steps_;
+  summary.waiting = static_cast<int64_t>(round_.size());
   return summary;
 }
 

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,6 +36,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/core/model.h"
 #include "server/core/optim/hyperparameters.h"
 
@@ -61,11 +63,29 @@ struct OptimizerStateDict {
   std::vector<Group> param_groups;
 };
 
+// Note [Synchronous rounds]
+// In synchronous mode with K workers a round is the optimizer's step count. Each worker
+// pushes the gradients it computed on that round's weights, naming the round and itself;
+// the push waits. When K distinct workers have pushed, their gradients are averaged as
+// DistributedDataParallel's allreduce averages them: per parameter, the sum of the pushes
+// (in the order of worker ids, so the result does not depend on the order of arrival)
+// divided by K. A parameter only some workers pushed counts the others as zeros (DDP would
+// have every worker's); one that no worker pushed has no gradient and is skipped. The step
+// runs on the averages, consumes them, and every push of the round is answered with the new
+// model version and round. A round that does not fill within its timeout is ended: its
+// pushes are ABORTED, their gradients dropped, the round unchanged, so a worker that died
+// cannot stall the others. A withdrawn push (its client cancelled) leaves the round as if
+// it never came.
+
 // How pushes and steps relate (docs/training.md).
 struct OptimizerMode {
-  enum Kind { kManual, kAsynchronous };
+  enum Kind { kManual, kAsynchronous, kSynchronous };
   Kind kind = kManual;
-  uint64_t bound = 0;  // asynchronous: S, the most steps a push may be behind
+  // asynchronous: S, the most steps a push may be behind; synchronous: K, the workers whose
+  // pushes make a round.
+  uint64_t bound = 0;
+  // synchronous: how long a round may wait for its K pushes after its first (zero: forever).
+  absl::Duration round_timeout = absl::ZeroDuration();
 };
 
 class Optimizer {
@@ -83,9 +103,9 @@ class Optimizer {
   // parameter, or a parameter listed twice under any of its names ("some parameters appear
   // in more than one parameter group"); NOT_FOUND for an unknown name.
   //
-  // `mode` (docs/training.md): manual (pushes accumulate until Step) or asynchronous with a
+  // `mode` (docs/training.md): manual (pushes accumulate until Step), asynchronous with a
   // bound S (each push steps at once with its gradients alone, when the optimizer has taken
-  // at most S steps since the round the push names).
+  // at most S steps since the round the push names) or synchronous with K workers (JoinRound).
   using Mode = OptimizerMode;
   static absl::StatusOr<std::shared_ptr<Optimizer>> Create(std::string name,
                                                            std::shared_ptr<Model> model,
@@ -97,6 +117,7 @@ class Optimizer {
   const std::string& name() const { return name_; }
   OptimizerKind kind() const { return kind_; }
   const std::shared_ptr<Model>& model() const { return model_; }
+  const Mode& mode() const { return mode_; }
 
   // A gradient for the parameter named `name` (any of its state_dict names).
   struct Gradient {
@@ -118,6 +139,33 @@ class Optimizer {
     uint64_t round = 0;
   };
   absl::StatusOr<AsyncResult> PushAndStep(const std::vector<Gradient>& gradients, uint64_t round);
+
+  // Synchronous mode (Note [Synchronous rounds]): worker `worker`'s push for round `round`.
+  // Refused at once, changing nothing: ABORTED (carrying the current round) for a round
+  // other than the current one; ALREADY_EXISTS when `worker` pushed in this round already;
+  // INVALID_ARGUMENT without a worker id; the errors of AccumulateGradients; the status the
+  // optimizer was closed with. Otherwise the push waits in the round and `done` is called
+  // exactly once, on whichever thread ends the round, with no lock of the optimizer held:
+  // with the new model version and round once the round's step ran, or with the error that
+  // ended it (the step's, ABORTED at the timeout, Close's). The K-th push runs the step
+  // itself, so its own `done` (and every other of its round) has run when JoinRound returns.
+  using RoundDone = std::function<void(absl::StatusOr<AsyncResult>)>;
+  struct Joined {
+    uint64_t id = 0;  // for WithdrawFromRound
+    absl::Time deadline = absl::InfiniteFuture();  // when the round times out
+  };
+  absl::StatusOr<Joined> JoinRound(const std::vector<Gradient>& gradients,
+                                   const std::string& worker, uint64_t round, RoundDone done);
+  // Takes push `id` back out of its round, unless the round already ended: true when it
+  // was withdrawn (its `done` will never be called), false when `done` was or is being called.
+  bool WithdrawFromRound(uint64_t id);
+  // Ends the current round if its timeout passed at `now`: its pushes get ABORTED with the
+  // current round, their gradients are dropped and the round stays. Returns when the round
+  // still waiting times out (InfiniteFuture when none waits or it never does).
+  absl::Time ExpireRound(absl::Time now);
+  // Ends the waiting pushes with `status` (their gradients dropped) and refuses later ones
+  // with it: the optimizer was deleted, or the daemon is stopping.
+  void Close(const absl::Status& status);
 
   // optimizer.step(): updates every parameter that has a gradient in one new model version
   // and returns it; with no gradient at all nothing is written and the current version is
@@ -153,6 +201,7 @@ class Optimizer {
     int64_t with_gradient = 0;
     uint64_t steps = 0;  // Step calls that updated something
     uint64_t state_bytes = 0;
+    int64_t waiting = 0;  // synchronous: pushes waiting in the current round
   };
   Summary Describe() const;
 
@@ -172,6 +221,13 @@ class Optimizer {
     std::vector<size_t> params;  // indices into params_
   };
   struct StepPlan;
+  // A push waiting in the current synchronous round: its gradients, summed by parameter.
+  struct RoundPush {
+    uint64_t id = 0;
+    std::string worker;
+    absl::flat_hash_map<size_t, Tensor> gradients;
+    RoundDone done;
+  };
 
   Optimizer(std::string name, std::shared_ptr<Model> model, OptimizerKind kind, Mode mode)
       : name_(std::move(name)), model_(std::move(model)), kind_(kind), mode_(mode) {}
@@ -180,6 +236,13 @@ class Optimizer {
   // instead of adding to them) and Step.
   absl::Status AccumulateLocked(const std::vector<Gradient>& gradients, bool fresh)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The checked and converted gradients of one push, summed by parameter index, onto the
+  // current ones unless `fresh`; changes nothing.
+  absl::StatusOr<absl::flat_hash_map<size_t, Tensor>> GatherLocked(
+      const std::vector<Gradient>& gradients, bool fresh) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The step of a complete synchronous round: the average of its pushes, stepped and
+  // consumed.
+  absl::StatusOr<AsyncResult> StepRoundLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> StepLocked(std::optional<uint64_t> if_version)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -199,6 +262,12 @@ class Optimizer {
   std::vector<Group> groups_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<const Parameter*, size_t> index_ ABSL_GUARDED_BY(mu_);
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  // Synchronous mode: the current round's pushes, when it times out, the last push id, and
+  // the status Close set (OK while open).
+  std::vector<RoundPush> round_ ABSL_GUARDED_BY(mu_);
+  absl::Time round_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  uint64_t last_push_id_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status closed_ ABSL_GUARDED_BY(mu_);
 };
 
 // The daemon's optimizers by name (the names follow model names' rules).

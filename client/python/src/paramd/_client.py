@@ -284,18 +284,21 @@ class Client:
     # --- optimizers (docs/training.md) ----------------------------------------------
 
     def create_optimizer(self, name: str, model: str, kind: str, params: Any = None, *,
-                         mode: str = "manual", max_staleness: int = 0,
+                         mode: str = "manual", max_staleness: int = 0, workers: int = 0,
                          **defaults: Any) -> "RemoteOptimizer":
         """``torch.optim.<kind>(params, **defaults)`` on model ``model``, held by the daemon
         as ``name``. ``kind`` is "SGD", "Adam" or "AdamW"; ``params`` None (every
         parameter), a list of parameter names, or torch's list of group dicts with names.
-        ``mode`` "asynchronous" makes each push step at once (docs/training.md)."""
+        ``mode`` "asynchronous" makes each push step at once (at most ``max_staleness``
+        steps behind); "synchronous" steps once ``workers`` distinct workers have pushed for
+        a round, on the average of their gradients (docs/training.md)."""
         from paramd._training import RemoteOptimizer, _hypers, param_groups_proto
 
         from paramd.v1 import training_pb2
         request = training_pb2.CreateOptimizerRequest(
             name=name, model=model, kind=kind, defaults=_hypers(defaults),
-            param_groups=param_groups_proto(params), mode=mode, max_staleness=max_staleness)
+            param_groups=param_groups_proto(params), mode=mode, max_staleness=max_staleness,
+            workers=workers)
         self._unary("/paramd.v1.Training/CreateOptimizer", request, training_pb2.OptimizerInfo)
         return RemoteOptimizer(self, name)
 

@@ -7,6 +7,8 @@ module's ``.grad`` tensors. docs/training.md describes the semantics.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -76,12 +78,15 @@ class OptimizerInfo:
     model_version: int
     mode: str = "manual"
     max_staleness: int = 0
+    workers: int = 0
+    waiting: int = 0
 
     @staticmethod
     def from_proto(info: training_pb2.OptimizerInfo) -> "OptimizerInfo":
         return OptimizerInfo(info.name, info.model, info.kind, info.param_groups,
                              info.parameters, info.with_gradient, info.steps, info.state_bytes,
-                             info.model_version, info.mode, info.max_staleness)
+                             info.model_version, info.mode, info.max_staleness, info.workers,
+                             info.waiting)
 
 
 def _frames(options_frame: bytes,
@@ -125,8 +130,11 @@ class RemoteOptimizer:
         """``p.grad += g`` for each (name, gradient), all or nothing; names are any
         state_dict name of the parameter. An asynchronous optimizer steps at once with them
         (``round``: the optimizer step whose weights they were computed on; VersionConflict
-        when it is too old). Returns the answer (``with_gradient``, ``model_version``,
-        ``round``)."""
+        when it is too old). A synchronous one takes them as ``worker``'s push for ``round``
+        and answers once the round has stepped on the average of its workers' pushes
+        (VersionConflict for another round, or when the round timed out; AlreadyExists for a
+        second push of ``worker`` in the round). Returns the answer (``with_gradient``,
+        ``model_version``, ``round``)."""
         items = gradients.items() if isinstance(gradients, Mapping) else gradients
         tensors = []
         for name, value in items:
@@ -240,14 +248,19 @@ class Worker:
     """The worker's side of the parameter-server loop around a local ``nn.Module``:
     ``pull()`` copies the remote weights into the module in place, ``push()`` sends every
     ``.grad`` that is not None in one push, ``step()`` steps (manual mode). The model version
-    and the optimizer round the gradients belong to are tracked for you: an asynchronous
-    optimizer's push names the round of the last pull.
+    and the optimizer round the gradients belong to are tracked for you: an asynchronous or
+    synchronous optimizer's push names the round of the last pull. In synchronous mode
+    ``push()`` returns once the round has stepped (every worker pushed), so the next
+    ``pull()`` gets the new weights. ``worker`` names this worker in its pushes (a
+    synchronous round takes one push per worker); by default the host and process id.
     """
 
-    def __init__(self, client: "Client", model: str, optimizer: str, module: Any) -> None:
+    def __init__(self, client: "Client", model: str, optimizer: str, module: Any, *,
+                 worker: str = "") -> None:
         self.model = client.model(model)
         self.optimizer = RemoteOptimizer(client, optimizer)
         self.module = module
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self.version = 0
         self.round = 0
 
@@ -261,9 +274,11 @@ class Worker:
         return self.version
 
     def push(self, *, worker: str = "") -> training_pb2.PushGradientsResponse:
-        """Every parameter's ``.grad`` (those that are not None), in one push."""
+        """Every parameter's ``.grad`` (those that are not None), in one push, as
+        ``worker`` (this worker's id when empty) for the round of the last pull. In
+        synchronous mode it returns once that round has stepped."""
         grads = {n: p.grad for n, p in self.module.named_parameters() if p.grad is not None}
-        answer = self.optimizer.push(grads, version=self.version, worker=worker,
+        answer = self.optimizer.push(grads, version=self.version, worker=worker or self.worker,
                                      round=self.round)
         self.round = answer.round
         return answer

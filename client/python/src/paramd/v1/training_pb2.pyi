@@ -46,7 +46,7 @@ class ParamGroup(_message.Message):
     def __init__(self, param_names: _Optional[_Iterable[str]] = ..., hyperparameters: _Optional[_Iterable[_Union[Hyperparameter, _Mapping]]] = ..., params: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CreateOptimizerRequest(_message.Message):
-    __slots__ = ("name", "model", "kind", "defaults", "param_groups", "mode", "max_staleness")
+    __slots__ = ("name", "model", "kind", "defaults", "param_groups", "mode", "max_staleness", "workers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class CreateOptimizerRequest(_message.Message):
     PARAM_GROUPS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     kind: str
@@ -61,10 +62,11 @@ class CreateOptimizerRequest(_message.Message):
     param_groups: _containers.RepeatedCompositeFieldContainer[ParamGroup]
     mode: str
     max_staleness: int
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., defaults: _Optional[_Iterable[_Union[Hyperparameter, _Mapping]]] = ..., param_groups: _Optional[_Iterable[_Union[ParamGroup, _Mapping]]] = ..., mode: _Optional[str] = ..., max_staleness: _Optional[int] = ...) -> None: ...
+    workers: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., defaults: _Optional[_Iterable[_Union[Hyperparameter, _Mapping]]] = ..., param_groups: _Optional[_Iterable[_Union[ParamGroup, _Mapping]]] = ..., mode: _Optional[str] = ..., max_staleness: _Optional[int] = ..., workers: _Optional[int] = ...) -> None: ...
 
 class OptimizerInfo(_message.Message):
-    __slots__ = ("name", "model", "kind", "param_groups", "parameters", "with_gradient", "steps", "state_bytes", "model_version", "mode", "max_staleness")
+    __slots__ = ("name", "model", "kind", "param_groups", "parameters", "with_gradient", "steps", "state_bytes", "model_version", "mode", "max_staleness", "workers", "waiting")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,8 @@ class OptimizerInfo(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     kind: str
@@ -87,7 +91,9 @@ class OptimizerInfo(_message.Message):
     model_version: int
     mode: str
     max_staleness: int
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., param_groups: _Optional[int] = ..., parameters: _Optional[int] = ..., with_gradient: _Optional[int] = ..., steps: _Optional[int] = ..., state_bytes: _Optional[int] = ..., model_version: _Optional[int] = ..., mode: _Optional[str] = ..., max_staleness: _Optional[int] = ...) -> None: ...
+    workers: int
+    waiting: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., kind: _Optional[str] = ..., param_groups: _Optional[int] = ..., parameters: _Optional[int] = ..., with_gradient: _Optional[int] = ..., steps: _Optional[int] = ..., state_bytes: _Optional[int] = ..., model_version: _Optional[int] = ..., mode: _Optional[str] = ..., max_staleness: _Optional[int] = ..., workers: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
 
 class GradientOptions(_message.Message):
     __slots__ = ("optimizer", "version", "worker", "round")
