@@ -432,15 +432,7 @@ absl::StatusOr<LoadResult> RemoteModel::LoadStateDict(const std::vector<NamedTen
                                                       const LoadOptions& options,
                                                       uint64_t if_version) const {
   const Client::Impl& impl = *client_->impl_;
-  v1::WriteOptions write_options = BaseOptions(name_, if_version);
-  write_options.set_non_strict(!options.strict);
-  write_options.set_assign(options.assign);
-  if (options.metadata) {
-    write_options.set_has_metadata(true);
-    for (const auto& [path, module_version] : *options.metadata) {
-      (*write_options.mutable_metadata())[path] = module_version;
-    }
-  }
+  const v1::WriteOptions write_options = LoadWriteOptions(name_, options, if_version);
   std::vector<OutgoingTensor> tensors;
   tensors.reserve(state_dict.size());
   for (const NamedTensor& entry : state_dict) {
