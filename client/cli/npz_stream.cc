@@ -25,6 +25,7 @@ using paramd::client::HostTensor;
 // The most of a member read for its .npy header: NumPy writes a few hundred bytes (and
 // refuses to read more than 10000 by default).
 constexpr uint64_t kMaxHeaderBytes = uint64_t{1} << 20;
+constexpr uint64_t kProbeBytes = 4096;
 // Compressed bytes read ahead for a deflated member.
 constexpr size_t kInputBytes = size_t{1} << 18;
 
@@ -255,19 +256,28 @@ absl::Status NpzFileReader::AddMember(const zip::Reader& archive, const zip::Ent
                                 " is impossible for ", entry.compressed_size,
                                 " compressed bytes"));
   }
-  // The header: the member's first bytes, inflated when deflated.
-  std::string prefix(std::min(entry.size, kMaxHeaderBytes), '\0');
-  if (entry.method == zip::Method::kStored) {
-    std::memcpy(prefix.data(), data.data(), prefix.size());
-  } else {
-    zip::Inflater inflater;
-    absl::Span<const uint8_t> input = data;
-    absl::StatusOr<size_t> got =
-        inflater.Run(input, absl::MakeSpan(reinterpret_cast<uint8_t*>(prefix.data()), prefix.size()));
-    if (!got.ok()) return invalid(got.status().message());
-    prefix.resize(*got);
+  // The header: the member's first bytes (inflated when deflated), a page first and up to
+  // kMaxHeaderBytes only when a header needs more, so that checking a large archive maps
+  // in only a page or so of each member.
+  std::string prefix;
+  for (uint64_t want : {kProbeBytes, kMaxHeaderBytes}) {
+    prefix.assign(std::min(entry.size, want), '\0');
+    if (entry.method == zip::Method::kStored) {
+      std::memcpy(prefix.data(), data.data(), prefix.size());
+    } else {
+      zip::Inflater inflater;
+      absl::Span<const uint8_t> input = data;
+      absl::StatusOr<size_t> got = inflater.Run(
+          input, absl::MakeSpan(reinterpret_cast<uint8_t*>(prefix.data()), prefix.size()));
+      if (!got.ok()) return invalid(got.status().message());
+      prefix.resize(*got);
+    }
+    absl::StatusOr<NpyLayout> layout = ParseNpyHeader(prefix, member.where);
+    if (layout.ok() || entry.size <= want || want == kMaxHeaderBytes) {
+      PARAMD_ASSIGN_OR_RETURN(member.layout, std::move(layout));
+      break;
+    }
   }
-  PARAMD_ASSIGN_OR_RETURN(member.layout, ParseNpyHeader(prefix, member.where));
   const NpyLayout& layout = member.layout;
   if (entry.size - layout.data_offset != layout.data_bytes) {
     const uint64_t present = entry.size - layout.data_offset;

@@ -84,6 +84,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
     args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
                 static_cast<int>(options.keepalive_time.count()));
   }
+  if (options.receive_window_bytes > 0) {
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                static_cast<int>(std::min<size_t>(options.receive_window_bytes, INT32_MAX)));
+  }
   const bool tls = options.tls || !options.tls_root_ca_pem.empty() ||
                    !options.tls_cert_pem.empty() || !options.tls_key_pem.empty();
   if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {

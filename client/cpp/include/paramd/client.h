@@ -69,6 +69,12 @@ struct ConnectOptions {
   // Zero keepalive_time: no pings.
   std::chrono::milliseconds keepalive_time{std::chrono::seconds(30)};
   std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(10)};
+  // Bytes of one call's incoming data gRPC may buffer before the server has to wait (the
+  // HTTP/2 stream window). 0: gRPC sizes its windows by the bandwidth-delay product it
+  // measures, which can buffer tens of MiB while the caller consumes slower than the server
+  // sends (a state_dict streamed to disk); a value fixes the window instead, bounding that
+  // memory (paramctl uses 4 MiB).
+  size_t receive_window_bytes = 0;
   // A bearer token sent with every call (`authorization: Bearer TOKEN`), for a daemon
   // started with --auth-tokens; empty: none.
   std::string token;
