@@ -242,6 +242,7 @@ int main(int argc, char** argv) {
     return Fail("paramctl warm-up", absl::InternalError("a paramctl run failed"));
   }
 
+  std::vector<double> fresh_pull;
   std::vector<double> pull, push, out_s, in_s, bare_s, out_rss, in_rss, bare_rss, write_s, read_s;
   const std::string scratch_file = scratch + "/plain.bin";
   for (int r = 0; r < reps; ++r) {
@@ -253,6 +254,18 @@ int main(int argc, char** argv) {
       return Fail("push", pushed.status());
     }
     push.push_back(Seconds(Clock::now() - t0));
+    {
+      // The same pull on a connection of its own, as each paramctl run has: a fresh
+      // connection starts with small HTTP/2 windows.
+      t0 = Clock::now();
+      auto fresh = paramd::client::Client::Connect(address);
+      if (!fresh.ok()) return Fail("connect", fresh.status());
+      paramd::client::StateDictResult fresh_state;
+      if (absl::Status pulled = (*fresh)->Model("npz").StateDictInto(fresh_state); !pulled.ok()) {
+        return Fail("fresh pull", pulled);
+      }
+      fresh_pull.push_back(Seconds(Clock::now() - t0));
+    }
     const Run bare = Paramctl(address, {"health"});
     const Run out = Paramctl(address, {"state-dict", "npz", "--out", npz});
     const Run in = Paramctl(address, {"load-state-dict", "npz", npz});
@@ -283,6 +296,8 @@ int main(int argc, char** argv) {
               Median(out_rss));
   std::printf("| load-state-dict FILE.npz | %.2f GB/s | %.2f GB/s (push) | %.2f | %.0f MiB |\n",
               gb / Median(in_s), gb / Median(push), Median(push) / Median(in_s), Median(in_rss));
+  std::printf("| reference: pull on a fresh connection (into fresh memory) | %.2f GB/s | | %.2f | |\n",
+              gb / Median(fresh_pull), Median(pull) / Median(fresh_pull));
   std::printf("| reference: write to a fresh file, 1 MiB writes | %.2f GB/s | | | |\n",
               gb / Median(write_s));
   std::printf("| reference: pread of that file, warm | %.2f GB/s | | | |\n", gb / Median(read_s));
