@@ -42,6 +42,54 @@ std::string PrintableName(absl::string_view name) {
   return out;
 }
 
+struct Inflater::State {
+  z_stream stream;
+  bool started = false;
+};
+
+Inflater::Inflater() : state_(std::make_unique<State>()) {
+  std::memset(&state_->stream, 0, sizeof(state_->stream));
+}
+
+Inflater::~Inflater() {
+  if (state_->started) inflateEnd(&state_->stream);
+}
+
+absl::StatusOr<size_t> Inflater::Run(absl::Span<const uint8_t>& input,
+                                     absl::Span<uint8_t> output) {
+  z_stream& stream = state_->stream;
+  if (!state_->started) {
+    if (inflateInit2(&stream, -MAX_WBITS) != Z_OK) {
+      return absl::ResourceExhaustedError("cannot start zlib inflate");
+    }
+    state_->started = true;
+  }
+  size_t produced = 0;
+  // zlib counts in uInt: at most UINT_MAX bytes each way per call.
+  while (!finished_ && produced < output.size()) {
+    const size_t in_size = std::min<size_t>(input.size(), UINT_MAX);
+    const size_t out_size = std::min<size_t>(output.size() - produced, UINT_MAX);
+    stream.next_in = const_cast<Bytef*>(input.data());
+    stream.avail_in = static_cast<uInt>(in_size);
+    stream.next_out = output.data() + produced;
+    stream.avail_out = static_cast<uInt>(out_size);
+    const int rc = inflate(&stream, Z_NO_FLUSH);
+    const size_t consumed = in_size - stream.avail_in;
+    const size_t written = out_size - stream.avail_out;
+    input.remove_prefix(consumed);
+    produced += written;
+    if (rc == Z_STREAM_END) {
+      finished_ = true;
+    } else if (rc == Z_BUF_ERROR || (rc == Z_OK && consumed == 0 && written == 0)) {
+      break;  // needs more input
+    } else if (rc != Z_OK) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "corrupt deflate data: ", stream.msg != nullptr ? stream.msg : "inflate failed"));
+    }
+  }
+  return produced;
+}
+
 namespace internal {
 
 absl::StatusOr<std::string> Inflate(absl::Span<const uint8_t> compressed, uint64_t size) {

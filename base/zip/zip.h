@@ -111,6 +111,13 @@ class Sink {
   virtual absl::Status Append(absl::Span<const uint8_t> bytes) = 0;
   // Bytes appended so far.
   virtual uint64_t size() const = 0;
+  // Rewrites `bytes` already appended at `offset` (a sized entry's CRC-32, once its last byte
+  // is known). UNIMPLEMENTED for a sink that cannot seek back, such as a pipe.
+  virtual absl::Status Overwrite(uint64_t offset, absl::Span<const uint8_t> bytes) {
+    (void)offset;
+    (void)bytes;
+    return absl::UnimplementedError("this zip sink cannot rewrite what it holds");
+  }
 };
 
 class StringSink final : public Sink {
@@ -120,6 +127,13 @@ class StringSink final : public Sink {
     return absl::OkStatus();
   }
   uint64_t size() const override { return data.size(); }
+  absl::Status Overwrite(uint64_t offset, absl::Span<const uint8_t> bytes) override {
+    if (offset > data.size() || bytes.size() > data.size() - offset) {
+      return absl::OutOfRangeError("zip sink overwrite past its end");
+    }
+    data.replace(offset, bytes.size(), reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    return absl::OkStatus();
+  }
 
   std::string data;
 };
@@ -170,6 +184,14 @@ class Writer {
   // FAILED_PRECONDITION without a BeginEntry, and an entry without ZIP64 that passes
   // 0xFFFFFFFF bytes is INVALID_ARGUMENT (the writer is then unusable).
   absl::Status BeginEntry(absl::string_view name, Method method = Method::kStored);
+  // A stored entry whose size is known before its bytes are (a tensor arriving in chunks):
+  // BeginSizedEntry writes the local header with the sizes (ZIP64 from 4 GiB on, or under
+  // force_zip64) and a zero CRC-32, Write appends, and EndEntry writes the CRC-32 into the
+  // local header through Sink::Overwrite; no data descriptor, so the archive is byte for
+  // byte what AddEntry writes for the same content. Write past `size` and EndEntry short of
+  // it are INVALID_ARGUMENT (the writer is then unusable); so is a sink that cannot
+  // overwrite, at EndEntry.
+  absl::Status BeginSizedEntry(absl::string_view name, uint64_t size);
   absl::Status Write(absl::Span<const uint8_t> data);
   absl::Status EndEntry();
 
@@ -206,6 +228,28 @@ class Writer {
   uint32_t combined_crc32_ = 0;
   bool finished_ = false;
   absl::Status error_;
+};
+
+// Inflates a raw deflate stream (a deflated entry's data) piece by piece, so that an entry
+// of any size passes through a fixed amount of memory. Not copyable; one stream per object.
+class Inflater {
+ public:
+  Inflater();
+  ~Inflater();
+  Inflater(const Inflater&) = delete;
+  Inflater& operator=(const Inflater&) = delete;
+
+  // Inflates from `input` into `output` until `output` is full, `input` is used up or the
+  // stream ends; advances `input` past what was consumed and returns the bytes written to
+  // `output`. INVALID_ARGUMENT "corrupt deflate data: ..." for a broken stream.
+  absl::StatusOr<size_t> Run(absl::Span<const uint8_t>& input, absl::Span<uint8_t> output);
+  // The stream's end marker has been read.
+  bool finished() const { return finished_; }
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+  bool finished_ = false;
 };
 
 // CRC-32 of `data` as zip and zlib define it (reflected IEEE), for any length; `crc` chains

@@ -80,6 +80,9 @@ struct Writer::Streaming {
   Written entry;
   bool zip64 = false;
   uint32_t crc = 0;
+  // BeginSizedEntry's: `entry` holds the declared sizes, `written` counts what came.
+  bool sized = false;
+  uint64_t written = 0;
   Deflater deflater;  // started for deflated entries only
 };
 
@@ -210,12 +213,34 @@ absl::Status Writer::BeginEntry(absl::string_view name, Method method) {
   return absl::OkStatus();
 }
 
+absl::Status Writer::BeginSizedEntry(absl::string_view name, uint64_t size) {
+  PARAMD_RETURN_IF_ERROR(CheckNewEntry(name, Method::kStored));
+  auto streaming = std::make_unique<Streaming>();
+  streaming->entry =
+      Written{std::string(name), Method::kStored, /*descriptor=*/false, out_.size(), size, size, 0};
+  streaming->zip64 = options_.force_zip64 || size >= kMax32;
+  streaming->sized = true;
+  PARAMD_RETURN_IF_ERROR(WriteLocalHeader(streaming->entry, streaming->zip64));
+  streaming_ = std::move(streaming);
+  return absl::OkStatus();
+}
+
 absl::Status Writer::Write(absl::Span<const uint8_t> data) {
   if (!error_.ok()) return error_;
   if (streaming_ == nullptr) {
     return absl::FailedPreconditionError("zip Writer::Write without a BeginEntry");
   }
   Streaming& s = *streaming_;
+  if (s.sized) {
+    if (data.size() > s.entry.size - s.written) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("zip entry '", PrintableName(s.entry.name), "' was declared with ",
+                       s.entry.size, " bytes but more are written")));
+    }
+    s.crc = Crc32(data, s.crc);
+    s.written += data.size();
+    return Append(data);
+  }
   s.crc = Crc32(data, s.crc);
   s.entry.size += data.size();
   if (s.entry.method == Method::kDeflate) {
@@ -241,6 +266,22 @@ absl::Status Writer::EndEntry() {
     return absl::FailedPreconditionError("zip Writer::EndEntry without a BeginEntry");
   }
   Streaming& s = *streaming_;
+  if (s.sized) {
+    if (s.written != s.entry.size) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("zip entry '", PrintableName(s.entry.name), "' was declared with ",
+                       s.entry.size, " bytes but ends after ", s.written)));
+    }
+    s.entry.crc32 = s.crc;
+    std::string crc;
+    Put32(crc, s.crc);
+    // The CRC-32 field of the local header (APPNOTE 4.3.7).
+    absl::Status patched = out_.Overwrite(s.entry.local_header_offset + 14, AsBytes(crc));
+    if (!patched.ok()) return Fail(std::move(patched));
+    Record(std::move(s.entry));
+    streaming_.reset();
+    return absl::OkStatus();
+  }
   if (s.entry.method == Method::kDeflate) {
     std::string tail;
     PARAMD_RETURN_IF_ERROR(s.deflater.Run({}, /*finish=*/true, tail));

@@ -74,7 +74,9 @@ const std::vector<Command>& Commands() {
                   "shared modules), then the model version read. With --json, a JSON array\n"
                   "of objects with name, shape, dtype, device, nbytes, tied_with, ...\n"
                   "With --out, downloads the whole state_dict instead and writes it as an .npz\n"
-                  "file (one array per key) that load-state-dict and numpy.load read.",
+                  "file (one array per key) that load-state-dict and numpy.load read, each\n"
+                  "chunk to the file as it arrives (through FILE.npz.part, renamed at the end),\n"
+                  "so memory stays at a few chunks however large the model; ZIP64 past 4 GiB.",
        .min_args = 1,
        .max_args = 1,
        .flags = {kPrefix, {"out", "FILE.npz", "download every tensor into FILE.npz"}},
@@ -185,7 +187,11 @@ const std::vector<Command>& Commands() {
        .usage = "load-state-dict NAME FILE.npz [--no-strict] [--assign]",
        .summary = "model.load_state_dict() from an .npz file",
        .details = "Loads the arrays of FILE.npz (key = state_dict name) with PyTorch's rules,\n"
-                  "atomically: a load that fails changes nothing. Prints PyTorch's result\n"
+                  "atomically: a load that fails changes nothing. The file is checked whole\n"
+                  "(structure, headers, sizes) first, then sent chunk by chunk from it: stored\n"
+                  "(np.savez) or deflated (np.savez_compressed) members, each one's CRC-32\n"
+                  "checked before its last chunk leaves; a corrupt member cancels the load.\n"
+                  "Prints PyTorch's result\n"
                   "(<All keys matched successfully> or _IncompatibleKeys(...)) and the new\n"
                   "model version.",
        .min_args = 2,

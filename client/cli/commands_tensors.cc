@@ -1,6 +1,7 @@
 // paramctl commands on named tensors: state-dict, params, buffers, get, set,
 // register-param, register-buffer, tie, load-state-dict.
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
 #include "client/cli/npy.h"
+#include "client/cli/npz_stream.h"
 #include "client/cli/progress.h"
 #include "client/cli/region.h"
 #include "client/cli/tensor_format.h"
@@ -52,23 +54,20 @@ absl::Status RunStateDict(Context& ctx, const Args& args) {
     return absl::OkStatus();
   }
 
-  client::StateDictResult result;
+  // Each tensor goes to the file as its chunks arrive: the client never holds a whole one.
+  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<NpzFileWriter> file, NpzFileWriter::Create(*out_path));
+  uint64_t version = 0;
   {
     ProgressBar bar("state_dict");
     options.progress = bar.Callback();
-    PARAMD_ASSIGN_OR_RETURN(result, model.StateDict(options));
+    PARAMD_ASSIGN_OR_RETURN(version, model.StateDictTo(*file, options));
   }
-  std::vector<std::pair<std::string, HostTensor>> arrays;
-  arrays.reserve(result.entries.size());
-  for (client::NamedTensor& entry : result.entries) {
-    arrays.emplace_back(std::move(entry.name), std::move(entry.tensor));
-  }
-  PARAMD_RETURN_IF_ERROR(WriteNpz(*out_path, arrays));
+  PARAMD_RETURN_IF_ERROR(file->Commit());
   if (ctx.json) {
-    PrintJson({{"out", *out_path}, {"entries", arrays.size()}, {"version", result.version}});
+    PrintJson({{"out", *out_path}, {"entries", file->entries()}, {"version", version}});
   } else {
-    std::cout << "wrote " << arrays.size() << " entries to " << *out_path << "\n"
-              << "version " << result.version << "\n";
+    std::cout << "wrote " << file->entries() << " entries to " << *out_path << "\n"
+              << "version " << version << "\n";
   }
   return absl::OkStatus();
 }
@@ -260,12 +259,10 @@ absl::Status RunTie(Context& ctx, const Args& args) {
 absl::Status RunLoadStateDict(Context& ctx, const Args& args) {
   client::RemoteModel model = ctx.client->Model(args.positional[0]);
   PARAMD_ASSIGN_OR_RETURN(uint64_t if_version, IfVersion(args));
-  PARAMD_ASSIGN_OR_RETURN(auto arrays, ReadNpz(args.positional[1]));
-  std::vector<client::NamedTensor> state_dict;
-  state_dict.reserve(arrays.size());
-  for (auto& [name, tensor] : arrays) {
-    state_dict.push_back({std::move(name), std::move(tensor)});
-  }
+  // Checked whole before anything is sent, then sent from the file chunk by chunk; a member
+  // found corrupt on the way cancels the load, which then changes nothing.
+  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<NpzFileReader> file,
+                          NpzFileReader::Open(args.positional[1]));
   client::LoadOptions options;
   options.strict = !args.Has("no-strict");
   options.assign = args.Has("assign");
@@ -273,7 +270,7 @@ absl::Status RunLoadStateDict(Context& ctx, const Args& args) {
   {
     ProgressBar bar("load_state_dict");
     options.progress = bar.Callback();
-    PARAMD_ASSIGN_OR_RETURN(result, model.LoadStateDict(state_dict, options, if_version));
+    PARAMD_ASSIGN_OR_RETURN(result, model.LoadStateDictFrom(*file, options, if_version));
   }
   PrintLoadResult(ctx, result.missing_keys, result.unexpected_keys, result.version, {});
   return absl::OkStatus();

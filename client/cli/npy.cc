@@ -383,7 +383,7 @@ absl::Span<const uint8_t> AsBytes(absl::string_view bytes) {
 
 }  // namespace
 
-absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view source) {
+absl::StatusOr<NpyLayout> ParseNpyHeader(absl::string_view bytes, absl::string_view source) {
   auto invalid = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
   };
@@ -407,51 +407,58 @@ absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view s
   const absl::string_view header_text = bytes.substr(prefix, header_len);
   PARAMD_ASSIGN_OR_RETURN(Header header, HeaderParser(header_text, source, major < 3).Parse());
   PARAMD_ASSIGN_OR_RETURN(ParsedDescr descr, ParseDescr(header.descr, source));
-
   const size_t element_bytes = paramd::client::ElementSize(descr.dtype);
   PARAMD_ASSIGN_OR_RETURN(int64_t numel, CheckedNumel(header.shape, element_bytes, source));
-  const uint64_t expected = static_cast<uint64_t>(numel) * element_bytes;
-  const absl::string_view data = bytes.substr(prefix + header_len);
-  if (data.size() != expected) {
-    return invalid(
-        absl::StrCat(data.size() < expected ? "truncated data: " : "trailing data: ", "shape ",
-                     ShapeRepr(header.shape), " of '", header.descr, "' needs ", expected,
-                     " bytes after the header but ", data.size(), " are present"));
-  }
+  NpyLayout layout;
+  layout.dtype = descr.dtype;
+  layout.shape = std::move(header.shape);
+  layout.big_endian = descr.big_endian && element_bytes > 1;
+  layout.fortran_order = header.fortran_order;
+  layout.data_offset = prefix + header_len;
+  layout.data_bytes = static_cast<uint64_t>(numel) * element_bytes;
+  layout.descr = std::move(header.descr);
+  return layout;
+}
 
-  HostTensor t;
-  t.dtype = descr.dtype;
-  t.shape = header.shape;
-  t.data.assign(data.data(), data.size());
-  if (descr.big_endian && element_bytes > 1) {
-    for (size_t i = 0; i < t.data.size(); i += element_bytes) {
-      std::reverse(t.data.begin() + i, t.data.begin() + i + element_bytes);
+void NormalizeNpyData(const NpyLayout& layout, char* data, size_t size) {
+  const size_t element_bytes = paramd::client::ElementSize(layout.dtype);
+  if (layout.big_endian) {
+    for (size_t i = 0; i + element_bytes <= size; i += element_bytes) {
+      std::reverse(data + i, data + i + element_bytes);
     }
   }
-  if (t.dtype == DType::kBool) {
-    for (char& c : t.data) c = c != 0 ? 1 : 0;
+  if (layout.dtype == DType::kBool) {
+    for (size_t i = 0; i < size; ++i) data[i] = data[i] != 0 ? 1 : 0;
   }
-  if (header.fortran_order) t.data = FortranToC(t.data, t.shape, element_bytes);
+}
+
+absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view source) {
+  PARAMD_ASSIGN_OR_RETURN(NpyLayout layout, ParseNpyHeader(bytes, source));
+  const uint64_t expected = layout.data_bytes;
+  const absl::string_view data = bytes.substr(layout.data_offset);
+  if (data.size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": ", data.size() < expected ? "truncated data: " : "trailing data: ", "shape ",
+        ShapeRepr(layout.shape), " of '", layout.descr, "' needs ", expected,
+        " bytes after the header but ", data.size(), " are present"));
+  }
+  HostTensor t;
+  t.dtype = layout.dtype;
+  t.shape = layout.shape;
+  t.data.assign(data.data(), data.size());
+  NormalizeNpyData(layout, t.data.data(), t.data.size());
+  if (layout.fortran_order) {
+    t.data = FortranToC(t.data, t.shape, paramd::client::ElementSize(t.dtype));
+  }
   return t;
 }
 
-absl::StatusOr<std::string> SerializeNpy(const HostTensor& tensor) {
-  PARAMD_ASSIGN_OR_RETURN(
-      int64_t numel,
-      CheckedNumel(tensor.shape, paramd::client::ElementSize(tensor.dtype), "tensor"));
-  const size_t nbytes = static_cast<size_t>(numel) * paramd::client::ElementSize(tensor.dtype);
-  if (tensor.data.size() != nbytes) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor of shape ", ShapeRepr(tensor.shape),
-                                                   " holds ", tensor.data.size(),
-                                                   " bytes; its dtype needs ", nbytes));
-  }
-
+std::string NpyHeader(DType dtype, const std::vector<int64_t>& shape) {
   // np.lib.format._write_array_header: sorted keys, repr'd values, growth room, padding.
-  std::string header =
-      absl::StrCat("{'descr': '", Descr(tensor.dtype),
-                   "', 'fortran_order': False, 'shape': ", ShapeRepr(tensor.shape), ", }");
-  if (!tensor.shape.empty()) {
-    const size_t digits = absl::StrCat(tensor.shape[0]).size();
+  std::string header = absl::StrCat("{'descr': '", Descr(dtype),
+                                    "', 'fortran_order': False, 'shape': ", ShapeRepr(shape), ", }");
+  if (!shape.empty()) {
+    const size_t digits = absl::StrCat(shape[0]).size();
     header.append(kGrowthAxisMaxDigits - std::min(digits, kGrowthAxisMaxDigits), ' ');
   }
   int major = 1;
@@ -465,21 +472,43 @@ absl::StatusOr<std::string> SerializeNpy(const HostTensor& tensor) {
   }
   header.append(padded - 1 - header.size(), ' ');
   header.push_back('\n');
-
   std::string out;
-  out.reserve(12 + header.size() + (tensor.dtype == DType::kBFloat16 ? 2 * nbytes : nbytes));
+  out.reserve(12 + header.size());
   out.append(kNpyMagic.data(), kNpyMagic.size());
   out.push_back(static_cast<char>(major));
   out.push_back('\0');
   AppendLE(&out, header.size(), length_bytes);
   out.append(header);
+  return out;
+}
+
+void WidenBFloat16(absl::string_view bfloat16, std::string* out) {
+  const size_t start = out->size();
+  out->resize(start + bfloat16.size() / 2 * 4);
+  char* dst = out->data() + start;
+  // Widening is exact: a bfloat16 is the top half of a float32.
+  for (size_t i = 0; i + 2 <= bfloat16.size(); i += 2, dst += 4) {
+    const uint32_t bits = std::bit_cast<uint32_t>(
+        BFloat16BitsToFloat(static_cast<uint16_t>(LoadLE(bfloat16.data() + i, 2))));
+    for (int b = 0; b < 4; ++b) dst[b] = static_cast<char>((bits >> (8 * b)) & 0xff);
+  }
+}
+
+absl::StatusOr<std::string> SerializeNpy(const HostTensor& tensor) {
+  PARAMD_ASSIGN_OR_RETURN(
+      int64_t numel,
+      CheckedNumel(tensor.shape, paramd::client::ElementSize(tensor.dtype), "tensor"));
+  const size_t nbytes = static_cast<size_t>(numel) * paramd::client::ElementSize(tensor.dtype);
+  if (tensor.data.size() != nbytes) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor of shape ", ShapeRepr(tensor.shape),
+                                                   " holds ", tensor.data.size(),
+                                                   " bytes; its dtype needs ", nbytes));
+  }
+
+  std::string out = NpyHeader(tensor.dtype, tensor.shape);
+  out.reserve(out.size() + (tensor.dtype == DType::kBFloat16 ? 2 * nbytes : nbytes));
   if (tensor.dtype == DType::kBFloat16) {
-    // Widening is exact: a bfloat16 is the top half of a float32.
-    for (size_t i = 0; i < nbytes; i += 2) {
-      const float value =
-          BFloat16BitsToFloat(static_cast<uint16_t>(LoadLE(tensor.data.data() + i, 2)));
-      AppendLE(&out, std::bit_cast<uint32_t>(value), 4);
-    }
+    WidenBFloat16(tensor.data, &out);
   } else {
     out.append(tensor.data);
   }

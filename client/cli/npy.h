@@ -35,6 +35,36 @@ namespace paramd::cli {
 
 using NamedTensors = std::vector<std::pair<std::string, paramd::client::HostTensor>>;
 
+// A .npy file's header, parsed and checked: what its data holds and where the data starts.
+struct NpyLayout {
+  paramd::client::DType dtype = paramd::client::DType::kFloat32;
+  std::vector<int64_t> shape;
+  std::string descr;  // as the file spells it
+  // The data's byte order is big-endian (NormalizeNpyData swaps it).
+  bool big_endian = false;
+  bool fortran_order = false;
+  // Bytes of magic, version, header length and header: where the data begins.
+  uint64_t data_offset = 0;
+  // numel * element size, free of overflow.
+  uint64_t data_bytes = 0;
+};
+
+// Parses the header at the start of `bytes` (which may hold the data after it, or only part
+// of it). Errors as ParseNpy's.
+absl::StatusOr<NpyLayout> ParseNpyHeader(absl::string_view bytes,
+                                         absl::string_view source = "npy data");
+
+// Brings `size` bytes of a file's data, starting at an element boundary, to what HostTensor
+// holds: big-endian elements swapped, bool bytes made 0 or 1. Fortran order is not undone.
+void NormalizeNpyData(const NpyLayout& layout, char* data, size_t size);
+
+// np.save's bytes before the data of a C-ordered tensor of `dtype` and `shape` (a bfloat16
+// tensor's header says float32; see WidenBFloat16). `shape` must be valid.
+std::string NpyHeader(paramd::client::DType dtype, const std::vector<int64_t>& shape);
+
+// Appends `bfloat16` (whole little-endian bfloat16 elements) to `out` as float32, exactly.
+void WidenBFloat16(absl::string_view bfloat16, std::string* out);
+
 // Decodes one .npy file held in `bytes`. `source` names it in error messages (a path, or
 // "archive.npz: member 'w.npy'"). The result has dtype, shape and data set; the server
 // fields (device, requires_grad, ...) keep their defaults.

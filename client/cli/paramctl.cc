@@ -94,6 +94,9 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   if (command->needs_server) {
+    // state-dict --out writes to disk as data arrives: a fixed window keeps gRPC from
+    // buffering tens of MiB ahead of it (the memory paramctl promises is a few chunks).
+    ctx.connect_options.receive_window_bytes = size_t{4} << 20;
     absl::StatusOr<std::unique_ptr<client::Client>> client =
         client::Client::Connect(ctx.server, ctx.connect_options);
     if (!client.ok()) {

@@ -1,6 +1,9 @@
 // paramctl against the real daemon, as an operator would run it: every seed example end to
 // end, JSON listings, .npy/.npz in and out, exit codes and the server's messages.
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -61,6 +64,38 @@ class ParamctlTest : public ::testing::Test {
     const int status = std::system(command.c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir_ + "/out"),
             ReadFile(dir_ + "/err")};
+  }
+
+  // Runs paramctl as Run does (standard output discarded) and measures its peak resident
+  // memory: ru_maxrss of the paramctl process itself, from wait4.
+  struct Measured {
+    int exit_code = -1;
+    int64_t max_rss = 0;  // bytes
+    std::string err;
+  };
+  Measured RunMeasured(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {BinaryPath("paramctl"), "--server", daemon_->address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> c_argv;
+    for (std::string& arg : argv) c_argv.push_back(arg.data());
+    c_argv.push_back(nullptr);
+    const std::string err_path = dir_ + "/err";
+    const pid_t pid = fork();
+    if (pid == 0) {  // only async-signal-safe calls until exec
+      const int out = open("/dev/null", O_WRONLY);
+      const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (out < 0 || err < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(126);
+      execv(c_argv[0], c_argv.data());
+      _exit(127);
+    }
+    Measured result;
+    int status = 0;
+    struct rusage usage {};
+    if (pid < 0 || wait4(pid, &status, 0, &usage) != pid) return result;
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    result.max_rss = int64_t{usage.ru_maxrss} * 1024;
+    result.err = ReadFile(err_path);
+    return result;
   }
 
   std::string Spec(const std::string& name, const std::string& json) {
@@ -171,6 +206,65 @@ TEST_F(ParamctlTest, NpyAndNpzRoundTripsAndLoadStateDictErrors) {
   Result loose = Run({"load-state-dict", "mlp", npz, "--no-strict"});
   ASSERT_EQ(loose.exit_code, 0) << loose.err;
   EXPECT_THAT(loose.out, HasSubstr("_IncompatibleKeys(missing_keys=['w2'"));
+}
+
+// state-dict --out writes each chunk to the file as it arrives and load-state-dict sends
+// the file chunk by chunk, so paramctl's memory does not grow with the model: 32 tensors of
+// 8 MiB (256 MiB) pass through in what a bare call needs plus one tensor and a few chunks.
+// Holding the state_dict whole (as paramctl once did, twice over) would add 256 MiB or more.
+TEST_F(ParamctlTest, NpzTransfersStreamInBoundedClientMemory) {
+  constexpr int kTensors = 32;
+  constexpr int64_t kNumel = int64_t{2} << 20;  // float32: 8 MiB each
+  std::string spec = R"({"type": "Net", "parameters": [)";
+  for (int i = 0; i < kTensors; ++i) {
+    spec += (i ? "," : "") + std::string(R"({"name": "p)") + std::to_string(i) +
+            R"(", "shape": [)" + std::to_string(kNumel) + "]}";
+  }
+  spec += "]}";
+  ASSERT_EQ(Run({"create", "big", "--spec", Spec("big", spec)}).exit_code, 0);
+  const Measured bare = RunMeasured({"health"});
+  ASSERT_EQ(bare.exit_code, 0) << bare.err;
+  const std::string npz = dir_ + "/big.npz";
+  const Measured out = RunMeasured({"state-dict", "big", "--out", npz});
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  const Measured in = RunMeasured({"load-state-dict", "big", npz});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  // Every member written whole: its np.save header (128 bytes) and 8 MiB of data.
+  std::ifstream file(npz, std::ios::binary | std::ios::ate);
+  EXPECT_GT(static_cast<int64_t>(file.tellg()), kTensors * (kNumel * 4 + 128));
+
+  // The promise: at most the largest tensor plus a few chunks over a bare call.
+  const int64_t bound = bare.max_rss + kNumel * 4 + (int64_t{8} << 20);
+  EXPECT_LT(out.max_rss, bound) << "state-dict --out peaked at " << out.max_rss
+                                << " bytes; a bare call at " << bare.max_rss;
+  EXPECT_LT(in.max_rss, bound) << "load-state-dict peaked at " << in.max_rss
+                               << " bytes; a bare call at " << bare.max_rss;
+}
+
+// A member found corrupt while it streams (its CRC-32 is known only at its end) cancels the
+// load: the daemon commits nothing, not even the members before it.
+TEST_F(ParamctlTest, ACorruptNpzCancelsTheLoadAndChangesNothing) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  const std::string npz = dir_ + "/mlp.npz";
+  Result saved = Run({"state-dict", "mlp", "--out", npz});
+  ASSERT_EQ(saved.exit_code, 0) << saved.err;
+  std::string bytes = ReadFile(npz);
+  // The last data byte of the last member: just before the central directory.
+  const size_t central = bytes.find("PK\x01\x02");
+  ASSERT_NE(central, std::string::npos);
+  bytes[central - 1] ^= 0x20;
+  const std::string corrupt = dir_ + "/corrupt.npz";
+  std::ofstream(corrupt, std::ios::binary) << bytes;
+
+  Result loaded = Run({"load-state-dict", "mlp", corrupt});
+  EXPECT_EQ(loaded.exit_code, 1);
+  EXPECT_THAT(loaded.err, HasSubstr("CRC-32 mismatch"));
+  EXPECT_THAT(loaded.err, HasSubstr(corrupt));
+  const std::string again = dir_ + "/again.npz";
+  Result after = Run({"state-dict", "mlp", "--out", again});
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(after.out.substr(after.out.find("version")), saved.out.substr(saved.out.find("version")));
+  EXPECT_EQ(ReadFile(again), ReadFile(npz));
 }
 
 TEST_F(ParamctlTest, BuffersModulesModeAndDevice) {

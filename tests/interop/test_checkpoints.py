@@ -363,6 +363,40 @@ def npz_state_dict(daemon, model, tmp_path):
     return dict(np.load(out))
 
 
+def test_npz_files_stream_both_ways_as_numpy_writes_and_reads_them(tmp_path, daemon):
+    """paramctl writes .npz files chunk by chunk and sends them chunk by chunk: NumPy reads
+    what it writes (stored members, CRCs that zipfile checks), and it loads what np.savez
+    (stored, ZIP64 local headers) and np.savez_compressed (deflated) write."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SEED_SPECS["mlp"]))
+    daemon.paramctl("create", "mlp", "--spec", spec, "--seed", 3)
+    out = tmp_path / "mlp.npz"
+    daemon.paramctl("state-dict", "mlp", "--out", out)
+    with zipfile.ZipFile(out) as archive:
+        assert archive.testzip() is None
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
+    values = dict(np.load(out))
+    for save, scale in ((np.savez, 2.0), (np.savez_compressed, -3.0)):
+        path = tmp_path / f"{save.__name__}.npz"
+        save(path, **{key: value * scale for key, value in values.items()})
+        daemon.paramctl("load-state-dict", "mlp", path)
+        loaded = npz_state_dict(daemon, "mlp", tmp_path)
+        for key, value in values.items():
+            assert np.array_equal(loaded[key], value * scale), (save.__name__, key)
+
+    # A deflated member cut short: refused, and nothing loaded.
+    before = npz_state_dict(daemon, "mlp", tmp_path)
+    broken = tmp_path / "broken.npz"
+    data = bytearray((tmp_path / "savez_compressed.npz").read_bytes())
+    central = data.find(b"PK\x01\x02")
+    data[central - 8:central] = bytes(8)
+    broken.write_bytes(bytes(data))
+    result = daemon.paramctl("load-state-dict", "mlp", broken, check=False)
+    assert result.returncode == 1 and "broken.npz: member" in result.stderr
+    after = npz_state_dict(daemon, "mlp", tmp_path)
+    assert all(np.array_equal(after[key], before[key]) for key in before)
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 @pytest.mark.parametrize("name", sorted(SEED_SPECS))
 def test_the_daemon_saves_files_torch_loads_into_the_seed_models(tmp_path, daemon, name, suffix):

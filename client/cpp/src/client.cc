@@ -84,6 +84,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
     args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
                 static_cast<int>(options.keepalive_time.count()));
   }
+  if (options.receive_window_bytes > 0) {
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                static_cast<int>(std::min<size_t>(options.receive_window_bytes, INT32_MAX)));
+  }
   const bool tls = options.tls || !options.tls_root_ca_pem.empty() ||
                    !options.tls_cert_pem.empty() || !options.tls_key_pem.empty();
   if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
@@ -432,15 +437,7 @@ absl::StatusOr<LoadResult> RemoteModel::LoadStateDict(const std::vector<NamedTen
                                                       const LoadOptions& options,
                                                       uint64_t if_version) const {
   const Client::Impl& impl = *client_->impl_;
-  v1::WriteOptions write_options = BaseOptions(name_, if_version);
-  write_options.set_non_strict(!options.strict);
-  write_options.set_assign(options.assign);
-  if (options.metadata) {
-    write_options.set_has_metadata(true);
-    for (const auto& [path, module_version] : *options.metadata) {
-      (*write_options.mutable_metadata())[path] = module_version;
-    }
-  }
+  const v1::WriteOptions write_options = LoadWriteOptions(name_, options, if_version);
   std::vector<OutgoingTensor> tensors;
   tensors.reserve(state_dict.size());
   for (const NamedTensor& entry : state_dict) {

@@ -196,6 +196,23 @@ struct Client::Impl {
   }
 };
 
+// LoadStateDict's options frame before the reservation is added (the tensors' sizes).
+inline v1::WriteOptions LoadWriteOptions(const std::string& model, const LoadOptions& options,
+                                         uint64_t if_version) {
+  v1::WriteOptions write_options;
+  write_options.set_model(model);
+  write_options.set_if_version(if_version);
+  write_options.set_non_strict(!options.strict);
+  write_options.set_assign(options.assign);
+  if (options.metadata) {
+    write_options.set_has_metadata(true);
+    for (const auto& [path, module_version] : *options.metadata) {
+      (*write_options.mutable_metadata())[path] = module_version;
+    }
+  }
+  return write_options;
+}
+
 // A load's answer as it streams in (LoadStateDictResponse, LoadResponse): the key lists are
 // the concatenation of the messages' lists, a refused load's text that of its pieces.
 struct StreamedLoad {

@@ -19,7 +19,10 @@
 #pragma once
 
 #include <condition_variable>
+#include <memory>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "client/cpp/src/wire.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -36,6 +39,8 @@ class FrameLender {
 
   // `frame` as one message: its head copied, its data lent until gRPC drops the slice.
   grpc::ByteBuffer Lend(const EncodedFrame& frame);
+  // `bytes` copied into one message, nothing lent.
+  static grpc::ByteBuffer Plain(const std::string& bytes);
   // Blocks until gRPC has dropped every slice this lender lent.
   void WaitForReturns();
 
@@ -47,6 +52,48 @@ class FrameLender {
   std::mutex mu_;
   std::condition_variable returned_;
   int lent_ = 0;  // guarded by mu_
+};
+
+// Chunk buffers that a producer's bytes are read into and lent to gRPC as chunk frames'
+// data, each taken back for reuse when gRPC drops its slice (Note [Lent bytes]). Acquire
+// makes a buffer when none is free rather than wait, so a stream cannot stall on gRPC
+// holding its last slices, and the pool grows only to the chunks gRPC keeps in flight at
+// once: a few.
+//
+// Thread-safety: Acquire, Lend and WaitForReturns from the calling thread; gRPC returns the
+// buffers from any thread.
+class BufferPool {
+ public:
+  struct Buffer {
+    BufferPool* pool;
+    std::unique_ptr<char[]> bytes;  // kChunkBytes
+  };
+
+  BufferPool() = default;
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+  // Waits for the returns, as FrameLender's does.
+  ~BufferPool();
+
+  // A buffer of kChunkBytes, not lent.
+  Buffer* Acquire();
+  // `head` and then the first `size` bytes of `buffer` as one message; the buffer comes back
+  // to the pool when gRPC drops the slice.
+  grpc::ByteBuffer Lend(const std::string& head, Buffer* buffer, size_t size);
+  // Puts back a buffer that was acquired but not lent.
+  void Release(Buffer* buffer);
+  void WaitForReturns();
+  // Buffers made so far: the most that were in use at once.
+  size_t size();
+
+ private:
+  static void Return(void* buffer);
+
+  std::mutex mu_;
+  std::condition_variable returned_;
+  std::vector<std::unique_ptr<Buffer>> all_;  // guarded by mu_
+  std::vector<Buffer*> free_;                 // guarded by mu_
+  int lent_ = 0;                              // guarded by mu_
 };
 
 }  // namespace paramd::client::internal

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/version_conflict.h"
 #include "base/chunk_frame.h"
+#include "base/status_macros.h"
 
 namespace paramd::client::internal {
 namespace {
@@ -136,11 +137,9 @@ absl::Status TensorStreamReceiver::Add(v1::TensorFrame& frame) {
 }
 
 absl::Status TensorStreamReceiver::CheckComplete() const {
-  if (!receiving_) return absl::OkStatus();
-  const NamedTensor& current = entries_.back();
-  if (current.tensor.data.size() == expected_bytes_) return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat("tensor '", current.name, "' ended short: got ",
-                                          current.tensor.data.size(), " of ", expected_bytes_,
+  if (!receiving_ || received_bytes_ == expected_bytes_) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("tensor '", current_name_, "' ended short: got ",
+                                          received_bytes_, " of ", expected_bytes_,
                                           " bytes its dtype and shape need"));
 }
 
@@ -171,7 +170,8 @@ absl::Status TensorStreamReceiver::OnHeader(const v1::TensorHeader& header) {
         absl::StrCat("tensor '", header.name(), "' arrived with a shape too large to hold"));
   }
 
-  NamedTensor& entry = entries_.emplace_back();
+  NamedTensor streamed;
+  NamedTensor& entry = consumer_ != nullptr ? streamed : entries_.emplace_back();
   entry.name = header.name();
   HostTensor& tensor = entry.tensor;
   tensor.dtype = *dtype;
@@ -183,9 +183,14 @@ absl::Status TensorStreamReceiver::OnHeader(const v1::TensorHeader& header) {
   tensor.tied_with.assign(header.tied_with().begin(), header.tied_with().end());
   if (!expect_data_) return absl::OkStatus();
 
+  current_name_ = entry.name;
   expected_bytes_ = static_cast<size_t>(bytes);
+  received_bytes_ = 0;
   receiving_ = true;
-  if (auto it = recycled_.find(entry.name); it != recycled_.end()) {
+  if (consumer_ != nullptr) {
+    PARAMD_RETURN_IF_ERROR(consumer_->BeginTensor(entry.name, tensor));
+    if (bytes == 0) PARAMD_RETURN_IF_ERROR(consumer_->EndTensor());
+  } else if (auto it = recycled_.find(entry.name); it != recycled_.end()) {
     tensor.data = std::move(it->second);
     tensor.data.clear();  // keeps the capacity
     recycled_.erase(it);
@@ -201,28 +206,36 @@ absl::Status TensorStreamReceiver::OnChunk(v1::TensorChunk& chunk) {
   }
   if (!receiving_) {
     return absl::DataLossError(
-        entries_.empty() ? "the server sent a data chunk before any tensor header"
-                         : absl::StrCat("the server sent a data chunk past the end of tensor '",
-                                        entries_.back().name, "'"));
+        current_name_.empty() && entries_.empty()
+            ? "the server sent a data chunk before any tensor header"
+            : absl::StrCat("the server sent a data chunk past the end of tensor '",
+                           current_name_, "'"));
   }
-  NamedTensor& current = entries_.back();
-  std::string& data = current.tensor.data;
-  if (data.size() == expected_bytes_) {
+  if (received_bytes_ == expected_bytes_) {
     return absl::DataLossError(absl::StrCat("the server sent a data chunk past the end of tensor '",
-                                            current.name, "' (all ", expected_bytes_,
+                                            current_name_, "' (all ", expected_bytes_,
                                             " bytes had arrived)"));
   }
-  if (chunk.offset() != data.size()) {
-    return absl::DataLossError(absl::StrCat("tensor '", current.name, "': a chunk at byte ",
-                                            chunk.offset(), " arrived where byte ", data.size(),
-                                            " was expected"));
+  if (chunk.offset() != received_bytes_) {
+    return absl::DataLossError(absl::StrCat("tensor '", current_name_, "': a chunk at byte ",
+                                            chunk.offset(), " arrived where byte ",
+                                            received_bytes_, " was expected"));
   }
-  if (chunk.data().size() > expected_bytes_ - data.size()) {
+  if (chunk.data().size() > expected_bytes_ - received_bytes_) {
     return absl::DataLossError(
-        absl::StrCat("tensor '", current.name, "': ", data.size() + chunk.data().size(),
+        absl::StrCat("tensor '", current_name_, "': ", received_bytes_ + chunk.data().size(),
                      " bytes arrived but its dtype and shape give ", expected_bytes_));
   }
   const size_t size = chunk.data().size();
+  if (consumer_ != nullptr) {
+    PARAMD_RETURN_IF_ERROR(consumer_->TensorData(chunk.data()));
+    received_bytes_ += size;
+    if (received_bytes_ == expected_bytes_) PARAMD_RETURN_IF_ERROR(consumer_->EndTensor());
+    done_bytes_ += size;
+    if (progress_) progress_(done_bytes_, total_bytes_);
+    return absl::OkStatus();
+  }
+  std::string& data = entries_.back().tensor.data;
   if (data.empty() && size == expected_bytes_ && data.capacity() < expected_bytes_) {
     // The whole tensor in one chunk and no warm buffer for it: take the bytes instead of
     // copying them.
@@ -234,12 +247,13 @@ absl::Status TensorStreamReceiver::OnChunk(v1::TensorChunk& chunk) {
         data.reserve(expected_bytes_);
       } catch (const std::exception&) {  // bad_alloc, length_error
         return absl::ResourceExhaustedError(
-            absl::StrCat("tensor '", current.name, "' needs ", expected_bytes_,
+            absl::StrCat("tensor '", current_name_, "' needs ", expected_bytes_,
                          " bytes, more than this client can allocate"));
       }
     }
     data.append(chunk.data());
   }
+  received_bytes_ += size;
   done_bytes_ += size;
   if (progress_) progress_(done_bytes_, total_bytes_);
   return absl::OkStatus();
@@ -270,6 +284,32 @@ absl::Status CheckOutgoing(const std::string& name, const HostTensor& tensor) {
   return absl::OkStatus();
 }
 
+std::string EncodeOptionsFrame(const v1::WriteOptions& options, uint64_t total,
+                               uint64_t largest) {
+  v1::WriteFrame frame;
+  *frame.mutable_options() = options;
+  // The daemon sets the memory aside before any byte arrives, and refuses a write that
+  // cannot fit at once (docs/wire.md, "Write memory").
+  if (options.reserve_bytes() == 0) {
+    frame.mutable_options()->set_reserve_bytes(options.commit_each_tensor() ? largest : total);
+  }
+  return frame.SerializeAsString();
+}
+
+std::string EncodeHeaderFrame(const std::string& name, const HostTensor& meta,
+                              const OutgoingTensor& flags) {
+  v1::WriteFrame frame;
+  v1::TensorHeader* header = frame.mutable_header();
+  header->set_name(name);
+  v1::TensorMeta* proto_meta = header->mutable_meta();
+  proto_meta->set_dtype(ToProtoDType(meta.dtype));
+  proto_meta->mutable_shape()->Assign(meta.shape.begin(), meta.shape.end());
+  proto_meta->set_is_parameter(flags.is_parameter);
+  proto_meta->set_requires_grad(flags.requires_grad);
+  if (flags.region != nullptr) ToProtoRegion(*flags.region, header->mutable_region());
+  return frame.SerializeAsString();
+}
+
 bool SendWriteFrames(const v1::WriteOptions& options, const std::vector<OutgoingTensor>& tensors,
                      const ProgressCallback& progress,
                      const std::function<bool(const EncodedFrame&)>& write) {
@@ -281,29 +321,13 @@ bool SendWriteFrames(const v1::WriteOptions& options, const std::vector<Outgoing
   uint64_t done = 0;
 
   EncodedFrame encoded;
-  v1::WriteFrame frame;
-  *frame.mutable_options() = options;
-  // The daemon sets the memory aside before any byte arrives, and refuses a write that
-  // cannot fit at once (docs/wire.md, "Write memory").
-  if (options.reserve_bytes() == 0) {
-    frame.mutable_options()->set_reserve_bytes(options.commit_each_tensor() ? largest : total);
-  }
-  frame.SerializeToString(&encoded.head);
+  encoded.head = EncodeOptionsFrame(options, total, largest);
   if (!write(encoded)) return false;
   for (const OutgoingTensor& item : tensors) {
     const HostTensor& tensor = *item.tensor;
-    frame.Clear();  // nothing of the previous header (its region) carries over
-    v1::TensorHeader* header = frame.mutable_header();
-    header->set_name(*item.name);
-    v1::TensorMeta* meta = header->mutable_meta();
-    meta->set_dtype(ToProtoDType(tensor.dtype));
-    meta->mutable_shape()->Assign(tensor.shape.begin(), tensor.shape.end());
-    meta->set_is_parameter(item.is_parameter);
-    meta->set_requires_grad(item.requires_grad);
-    if (item.region != nullptr) ToProtoRegion(*item.region, header->mutable_region());
     encoded.is_chunk = false;
     encoded.data = {};
-    frame.SerializeToString(&encoded.head);
+    encoded.head = EncodeHeaderFrame(*item.name, tensor, item);
     if (!write(encoded)) return false;
 
     const absl::string_view bytes = tensor.data;

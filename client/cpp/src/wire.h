@@ -51,6 +51,9 @@ class TensorStreamReceiver {
   // Tensors of an earlier read whose memory the incoming tensors of the same name reuse:
   // warm memory takes no page faults, which cost more than the copy into it.
   void Recycle(std::vector<NamedTensor> previous);
+  // Hands the tensors to `consumer` (borrowed) chunk by chunk instead of assembling them in
+  // entries(), which then stays empty. Before the first frame.
+  void StreamTo(TensorConsumer* consumer) { consumer_ = consumer; }
 
   // Takes one frame; may move the bytes out of `frame`.
   absl::Status Add(v1::TensorFrame& frame);
@@ -68,13 +71,16 @@ class TensorStreamReceiver {
 
   const bool expect_data_;
   ProgressCallback progress_;
+  TensorConsumer* consumer_ = nullptr;
   absl::flat_hash_map<std::string, std::string> recycled_;
   bool started_ = false;
   v1::StreamStart start_;
   std::vector<NamedTensor> entries_;
-  // The tensor being received: entries_.back() while `receiving_`.
+  // The tensor being received (entries_.back() unless streamed to consumer_).
   bool receiving_ = false;
+  std::string current_name_;
   size_t expected_bytes_ = 0;
+  size_t received_bytes_ = 0;
   uint64_t done_bytes_ = 0;
   uint64_t total_bytes_ = 0;
 };
@@ -100,6 +106,14 @@ struct EncodedFrame {
   absl::string_view data;
   bool is_chunk = false;
 };
+
+// A write stream's first frame, serialized: `options`, with reserve_bytes set from the
+// tensors' `total` bytes (or the `largest` tensor's under commit_each_tensor) when unset.
+std::string EncodeOptionsFrame(const v1::WriteOptions& options, uint64_t total, uint64_t largest);
+// A tensor's header frame, serialized: `name`, `meta`'s dtype and shape, and `flags`' parameter
+// flags and region (its name and tensor are not read).
+std::string EncodeHeaderFrame(const std::string& name, const HostTensor& meta,
+                              const OutgoingTensor& flags);
 
 // Writes the frames of a write stream through `write` (which returns false once the
 // stream is broken; sending then stops and false is returned): `options`, then per tensor

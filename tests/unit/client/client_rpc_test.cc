@@ -1,8 +1,10 @@
 // The client against an in-process fake of the paramd services: status mapping, stream
 // checks and chunking through real gRPC calls, without the daemon.
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -324,6 +326,124 @@ TEST(ClientConnectTest, UnreachableServerIsUnavailable) {
               status.code() == absl::StatusCode::kDeadlineExceeded)
       << status;
   EXPECT_EQ(Client::Connect("").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace paramd::client
+
+namespace paramd::client {
+namespace {
+
+// Records what a streamed read hands it; fails on the piece numbered `fail_at` when set.
+class RecordingConsumer : public TensorConsumer {
+ public:
+  absl::Status BeginTensor(const std::string& name, const HostTensor& meta) override {
+    calls.push_back("begin " + name + " " + std::to_string(meta.nbytes()) + " " + meta.device);
+    return absl::OkStatus();
+  }
+  absl::Status TensorData(absl::string_view bytes) override {
+    if (static_cast<int>(calls.size()) == fail_at) return absl::ResourceExhaustedError("disk full");
+    calls.push_back("data " + std::string(bytes));
+    return absl::OkStatus();
+  }
+  absl::Status EndTensor() override {
+    calls.push_back("end");
+    return absl::OkStatus();
+  }
+  std::vector<std::string> calls;
+  int fail_at = -1;
+};
+
+TEST_F(ClientRpcTest, StateDictToHandsEachChunkToTheConsumerAsItArrives) {
+  RecordingConsumer consumer;
+  std::vector<std::pair<uint64_t, uint64_t>> progress;
+  StateDictOptions options;
+  options.prefix = "p.";
+  options.progress = [&](uint64_t done, uint64_t total) { progress.emplace_back(done, total); };
+  absl::StatusOr<uint64_t> version = client_->Model("net").StateDictTo(consumer, options);
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(*version, 11u);
+  EXPECT_THAT(consumer.calls, ElementsAre("begin p.w 5 cpu", "data ab", "data cde", "end"));
+  EXPECT_THAT(progress, ElementsAre(Pair(2, 5), Pair(5, 5)));
+}
+
+TEST_F(ClientRpcTest, AConsumerErrorEndsTheReadWithIt) {
+  RecordingConsumer consumer;
+  consumer.fail_at = 2;  // the second piece
+  absl::StatusOr<uint64_t> version = client_->Model("net").StateDictTo(consumer);
+  EXPECT_EQ(version.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(version.status().message(), "disk full");
+  EXPECT_THAT(consumer.calls, ElementsAre("begin w 5 cpu", "data ab"));
+}
+
+// Serves one uint8 tensor "big" of kChunkBytes + 10 bytes, byte i being i % 251; fails the
+// piece at `fail_offset` when set.
+class PatternProducer : public TensorProducer {
+ public:
+  PatternProducer() {
+    tensors_.push_back({"big", Meta(DType::kUInt8, {static_cast<int64_t>(kChunkBytes + 10)})});
+  }
+  const std::vector<NamedTensor>& tensors() const override { return tensors_; }
+  absl::Status Read(size_t index, uint64_t offset, absl::Span<char> out) override {
+    reads.emplace_back(index, offset, out.size());
+    if (offset == fail_offset) return absl::DataLossError("CRC-32 mismatch");
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<char>((offset + i) % 251);
+    return absl::OkStatus();
+  }
+  std::vector<std::tuple<size_t, uint64_t, size_t>> reads;
+  uint64_t fail_offset = UINT64_MAX;
+
+ private:
+  std::vector<NamedTensor> tensors_;
+};
+
+TEST_F(ClientRpcTest, LoadStateDictFromSendsEachChunkAsItIsRead) {
+  PatternProducer producer;
+  LoadOptions options;
+  options.strict = false;
+  auto result = client_->Model("net").LoadStateDictFrom(producer, options, 4);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->version, 5u);
+  EXPECT_THAT(result->missing_keys, ElementsAre("b"));
+  EXPECT_THAT(producer.reads, ElementsAre(std::make_tuple(size_t{0}, uint64_t{0}, kChunkBytes),
+                                          std::make_tuple(size_t{0}, uint64_t{kChunkBytes}, size_t{10})));
+  std::vector<v1::WriteFrame> frames = parameters_.frames();
+  ASSERT_EQ(frames.size(), 4u);
+  EXPECT_TRUE(frames[0].options().non_strict());
+  EXPECT_EQ(frames[0].options().if_version(), 4u);
+  EXPECT_EQ(frames[0].options().reserve_bytes(), kChunkBytes + 10);
+  EXPECT_EQ(frames[1].header().name(), "big");
+  EXPECT_EQ(frames[1].header().meta().shape(0), static_cast<int64_t>(kChunkBytes + 10));
+  EXPECT_EQ(frames[2].chunk().offset(), 0u);
+  EXPECT_EQ(frames[3].chunk().offset(), kChunkBytes);
+  std::string sent = frames[2].chunk().data() + frames[3].chunk().data();
+  ASSERT_EQ(sent.size(), kChunkBytes + 10);
+  for (size_t i = 0; i < sent.size(); i += 4099) {
+    ASSERT_EQ(sent[i], static_cast<char>(i % 251)) << i;
+  }
+}
+
+TEST_F(ClientRpcTest, AProducerErrorCancelsTheLoadAndIsItsResult) {
+  PatternProducer producer;
+  producer.fail_offset = kChunkBytes;  // the tensor's last piece
+  auto result = client_->Model("net").LoadStateDictFrom(producer);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(result.status().message(), "CRC-32 mismatch");
+}
+
+TEST_F(ClientRpcTest, AProducedShapeThatOverflowsIsRefusedBeforeSending) {
+  class Huge : public TensorProducer {
+   public:
+    const std::vector<NamedTensor>& tensors() const override { return tensors_; }
+    absl::Status Read(size_t, uint64_t, absl::Span<char>) override {
+      return absl::InternalError("never read");
+    }
+    std::vector<NamedTensor> tensors_ = {
+        {"x", Meta(DType::kFloat64, {int64_t{1} << 40, int64_t{1} << 40})}};
+  } huge;
+  auto result = client_->Model("net").LoadStateDictFrom(huge);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(result.status().message(), HasSubstr("too large"));
 }
 
 }  // namespace

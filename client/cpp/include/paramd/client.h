@@ -33,6 +33,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "base/version_conflict.h"
 #include "paramd/tensor.h"
 
@@ -67,6 +69,12 @@ struct ConnectOptions {
   // Zero keepalive_time: no pings.
   std::chrono::milliseconds keepalive_time{std::chrono::seconds(30)};
   std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(10)};
+  // Bytes of one call's incoming data gRPC may buffer before the server has to wait (the
+  // HTTP/2 stream window). 0: gRPC sizes its windows by the bandwidth-delay product it
+  // measures, which can buffer tens of MiB while the caller consumes slower than the server
+  // sends (a state_dict streamed to disk); a value fixes the window instead, bounding that
+  // memory (paramctl uses 4 MiB).
+  size_t receive_window_bytes = 0;
   // A bearer token sent with every call (`authorization: Bearer TOKEN`), for a daemon
   // started with --auth-tokens; empty: none.
   std::string token;
@@ -302,6 +310,42 @@ struct ForwardResult {
   std::vector<NamedTensor> outputs;
 };
 
+// --- streamed transfers: tensors chunk by chunk, never whole in the client ---
+
+// Takes a read's tensors as they stream in (RemoteModel::StateDictTo), so that the client
+// holds one chunk at a time instead of whole tensors: for writing them straight to a file.
+// Its calls come in order on the calling thread: per tensor BeginTensor, TensorData until
+// the tensor's bytes are all there, then EndTensor. An error it returns cancels the read
+// and is the read's result.
+class TensorConsumer {
+ public:
+  virtual ~TensorConsumer() = default;
+  // `meta` has every field of the tensor but `data` (empty); `meta.nbytes()` bytes follow.
+  virtual absl::Status BeginTensor(const std::string& name, const HostTensor& meta) = 0;
+  // The tensor's next bytes, in order. `bytes` is valid during the call only.
+  virtual absl::Status TensorData(absl::string_view bytes) = 0;
+  // The tensor's last byte has arrived.
+  virtual absl::Status EndTensor() = 0;
+};
+
+// Supplies a write's tensors chunk by chunk as they are sent (RemoteModel::LoadStateDictFrom),
+// so that the client holds a few chunks instead of whole tensors: for sending straight from
+// a file.
+class TensorProducer {
+ public:
+  virtual ~TensorProducer() = default;
+  // Every tensor's name, dtype and shape (`data` empty), known before any byte is sent: the
+  // daemon sets the write's memory aside from them.
+  virtual const std::vector<NamedTensor>& tensors() const = 0;
+  // Fills all of `out` with the bytes [offset, offset + out.size()) of tensors()[index].
+  // Called in order: tensor after tensor, each from offset 0 to its end in consecutive
+  // pieces of at most kChunkBytes. An error ends the write unfinished: the call is
+  // cancelled, so the daemon commits nothing, and the error is the write's result. A
+  // producer that checks its source as it goes (a CRC) can so refuse a tensor's last piece
+  // before the daemon has all of it.
+  virtual absl::Status Read(size_t index, uint64_t offset, absl::Span<char> out) = 0;
+};
+
 class Client;
 
 // A handle on the model `name` of a Client. Holds no server state: making one is free and
@@ -320,6 +364,10 @@ class RemoteModel {
   // name: a worker pulling weights again and again touches no fresh memory. On error
   // `result` is left empty.
   absl::Status StateDictInto(StateDictResult& result, const StateDictOptions& options = {}) const;
+  // The same, handing each tensor to `consumer` as its chunks arrive (metadata_only is
+  // ignored); returns the model version every tensor belongs to.
+  absl::StatusOr<uint64_t> StateDictTo(TensorConsumer& consumer,
+                                       const StateDictOptions& options = {}) const;
   // model.named_parameters(prefix, recurse, remove_duplicate) / named_buffers(...).
   absl::StatusOr<NamedTensors> NamedParameters(const NamedOptions& options = {}) const;
   absl::StatusOr<NamedTensors> NamedBuffers(const NamedOptions& options = {}) const;
@@ -366,6 +414,12 @@ class RemoteModel {
   absl::StatusOr<LoadResult> LoadStateDict(const std::vector<NamedTensor>& state_dict,
                                            const LoadOptions& options = {},
                                            uint64_t if_version = 0) const;
+  // The same with the tensors' bytes read from `producer` chunk by chunk as they are sent;
+  // the client holds a few chunks, however large the tensors. A producer error cancels the
+  // load, which then changes nothing.
+  absl::StatusOr<LoadResult> LoadStateDictFrom(TensorProducer& producer,
+                                               const LoadOptions& options = {},
+                                               uint64_t if_version = 0) const;
 
   // model.train() / model.eval().
   absl::StatusOr<ModelInfo> SetMode(bool training, uint64_t if_version = 0) const;

@@ -1,0 +1,147 @@
+// RemoteModel's streamed transfers (client.h, "streamed transfers"): a state_dict handed to
+// a TensorConsumer chunk by chunk as it arrives, and a load sent from a TensorProducer chunk
+// by chunk, each chunk read into a pooled buffer that is lent to gRPC without a copy.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/cpp/src/client_impl.h"
+#include "base/chunk_frame.h"
+#include "base/status_macros.h"
+
+namespace paramd::client {
+namespace {
+
+// The producer's tensors checked as CheckOutgoing checks a HostTensor (and free of overflow,
+// since no data backs their sizes yet), with their total and largest byte counts.
+absl::Status CheckProduced(const std::vector<NamedTensor>& tensors, uint64_t* total,
+                           uint64_t* largest) {
+  *total = 0;
+  *largest = 0;
+  for (const NamedTensor& entry : tensors) {
+    uint64_t bytes = ElementSize(entry.tensor.dtype);
+    for (int64_t dim : entry.tensor.shape) {
+      if (dim < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", entry.name, "' has negative dimension ", dim));
+      }
+      if (dim != 0 && bytes > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(dim)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", entry.name, "' has a shape too large to send"));
+      }
+      bytes *= static_cast<uint64_t>(dim);
+    }
+    if (bytes > std::numeric_limits<uint64_t>::max() - *total) {
+      return absl::InvalidArgumentError("the tensors are too large to send together");
+    }
+    *total += bytes;
+    *largest = std::max(*largest, bytes);
+  }
+  return absl::OkStatus();
+}
+
+// Sends the options and every tensor of `producer` on `stream`, each chunk read into a
+// buffer of `pool` and lent. Returns false when the stream broke (the call's status says
+// why) or the producer failed (then `*produced` is its error).
+template <typename Stream>
+bool SendProduced(Stream& stream, internal::BufferPool& pool, const v1::WriteOptions& options,
+                  TensorProducer& producer, uint64_t total, uint64_t largest,
+                  const ProgressCallback& progress, absl::Status* produced) {
+  // Options and headers are small and data follows: let gRPC coalesce them with it.
+  const grpc::WriteOptions coalesce = grpc::WriteOptions().set_buffer_hint();
+  if (!stream.Write(internal::FrameLender::Plain(internal::EncodeOptionsFrame(options, total,
+                                                                              largest)),
+                    coalesce)) {
+    return false;
+  }
+  const std::vector<NamedTensor>& tensors = producer.tensors();
+  const internal::OutgoingTensor flags;  // a loaded tensor: no region, plain flags
+  uint64_t done = 0;
+  for (size_t index = 0; index < tensors.size(); ++index) {
+    const NamedTensor& entry = tensors[index];
+    if (!stream.Write(
+            internal::FrameLender::Plain(internal::EncodeHeaderFrame(entry.name, entry.tensor, flags)),
+            coalesce)) {
+      return false;
+    }
+    const uint64_t bytes = static_cast<uint64_t>(entry.tensor.numel()) * ElementSize(entry.tensor.dtype);
+    for (uint64_t offset = 0; offset < bytes; offset += kChunkBytes) {
+      const size_t size = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, bytes - offset));
+      internal::BufferPool::Buffer* buffer = pool.Acquire();
+      *produced = producer.Read(index, offset, absl::MakeSpan(buffer->bytes.get(), size));
+      if (!produced->ok()) {
+        pool.Release(buffer);
+        return false;
+      }
+      if (!stream.Write(pool.Lend(wire::ChunkFramePrefix(offset, size), buffer, size))) {
+        return false;
+      }
+      done += size;
+      if (progress) progress(done, total);
+    }
+  }
+  if (progress && total == 0) progress(0, 0);
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> RemoteModel::StateDictTo(TensorConsumer& consumer,
+                                                  const StateDictOptions& options) const {
+  const Client::Impl& impl = *client_->impl_;
+  v1::StateDictRequest request;
+  request.set_model(name_);
+  request.set_prefix(options.prefix);
+  request.set_wire_dtype(options.wire_dtype ? internal::ToProtoDType(*options.wire_dtype)
+                                            : v1::DTYPE_UNSPECIFIED);
+  TensorStreamReceiver receiver(/*expect_data=*/true, options.progress);
+  receiver.StreamTo(&consumer);
+  PARAMD_RETURN_IF_ERROR(impl.Read(
+      [&](grpc::ClientContext* context) { return impl.parameters->StateDict(context, request); },
+      &receiver));
+  return receiver.start().version();
+}
+
+absl::StatusOr<LoadResult> RemoteModel::LoadStateDictFrom(TensorProducer& producer,
+                                                          const LoadOptions& options,
+                                                          uint64_t if_version) const {
+  const Client::Impl& impl = *client_->impl_;
+  uint64_t total = 0, largest = 0;
+  PARAMD_RETURN_IF_ERROR(CheckProduced(producer.tensors(), &total, &largest));
+  const v1::WriteOptions write_options = LoadWriteOptions(name_, options, if_version);
+  // Declared before the call: gRPC may hold lent buffers until the call is released.
+  internal::BufferPool pool;
+  StreamedLoad answer;
+  absl::Status produced, status;
+  {
+    grpc::ClientContext context;
+    impl.PrepareStream(&context);
+    std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, v1::LoadStateDictResponse>> stream(
+        grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, v1::LoadStateDictResponse>::
+            Create(impl.channel.get(), impl.writes->load_state_dict, &context));
+    const bool sent = SendProduced(*stream, pool, write_options, producer, total, largest,
+                                   options.progress, &produced);
+    if (!produced.ok()) {
+      // Cancelled, not half-closed: the daemon sees a write that never ended (its last
+      // tensor short, too) and commits nothing.
+      context.TryCancel();
+    } else if (sent) {
+      stream->WritesDone();
+    }
+    v1::LoadStateDictResponse response;
+    while (stream->Read(&response)) answer.Add(response);
+    status = FromGrpcStatus(stream->Finish(), context);
+  }
+  pool.WaitForReturns();
+  PARAMD_RETURN_IF_ERROR(produced);
+  PARAMD_RETURN_IF_ERROR(answer.Complete(status));
+  LoadResult result;
+  result.version = answer.version;
+  result.missing_keys = std::move(answer.missing_keys);
+  result.unexpected_keys = std::move(answer.unexpected_keys);
+  return result;
+}
+
+}  // namespace paramd::client
