@@ -3,8 +3,8 @@
 //   paramd --listen 127.0.0.1:50051 --data-dir DIR --max-memory 8G
 //
 // Serves paramd.v1.Models, Parameters and Checkpoints, grpc.health.v1.Health and server
-// reflection. Restores the models snapshotted in --data-dir on start and snapshots them
-// every --snapshot-interval. SIGTERM or SIGINT: stop taking calls, let in-flight ones
+// reflection. Restores the models (and their optimizers) snapshotted in --data-dir on start
+// and snapshots them every --snapshot-interval. SIGTERM or SIGINT: stop taking calls, let in-flight ones
 // finish within --shutdown-grace, snapshot every model, exit 0; exit 1 (with an error log
 // line naming the models) when a model's final snapshot failed.
 #include <signal.h>
@@ -354,12 +354,15 @@ int main(int argc, char** argv) {
     Log("warning", "removed expired uploads",
         {{"files", std::to_string(expired)}, {"checkpoint_dir", checkpoint_dir->root()}});
   }
-  auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry);
+  paramd::core::OptimizerRegistry optimizers;
+  auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry,
+                                               paramd::io::FileSystem::Posix(), &optimizers);
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
 
   server_options.checkpoints = &checkpoints;
   server_options.snapshots = snapshots->get();
+  server_options.optimizers = &optimizers;
   server_options.stream_idle_timeout = settings.stream_idle_timeout;
   server_options.keepalive_min_interval = settings.keepalive_min_interval;
   server_options.max_transport_memory = settings.max_transport_memory;

@@ -346,6 +346,7 @@ absl::StatusOr<uint64_t> Optimizer::StepLocked(std::optional<uint64_t> if_versio
     param.has_state = true;
   }
   ++steps_;
+  ++changes_;
   return version;
 }
 
@@ -360,6 +361,7 @@ Optimizer::Summary Optimizer::Describe() const {
     for (const Tensor& tensor : param.state) summary.state_bytes += tensor.nbytes();
   }
   summary.steps = steps_;
+  summary.changes = changes_;
   return summary;
 }
 

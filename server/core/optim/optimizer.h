@@ -143,6 +143,10 @@ class Optimizer {
   // of range.
   absl::Status SetHyperparameters(std::optional<int64_t> group, const Hyperparameters& values);
 
+  // Sets the step count (the round) of an optimizer restored from a snapshot, whose state
+  // LoadStateDict brought back; nothing else changes.
+  void RestoreSteps(uint64_t steps);
+
   struct Summary {
     std::string name;
     std::string model;
@@ -153,6 +157,9 @@ class Optimizer {
     int64_t with_gradient = 0;
     uint64_t steps = 0;  // Step calls that updated something
     uint64_t state_bytes = 0;
+    // Grows with every change of what a snapshot holds (a step, a load, a hyperparameter
+    // write); gradients are not counted, snapshots do not hold them.
+    uint64_t changes = 0;
   };
   Summary Describe() const;
 
@@ -199,6 +206,7 @@ class Optimizer {
   std::vector<Group> groups_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<const Parameter*, size_t> index_ ABSL_GUARDED_BY(mu_);
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t changes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The daemon's optimizers by name (the names follow model names' rules).

@@ -134,6 +134,7 @@ absl::Status Optimizer::LoadStateDict(const OptimizerStateDict& dict) {
     params_[i].step = states[i].step;
     params_[i].state = std::move(states[i].tensors);
   }
+  ++changes_;
   return absl::OkStatus();
 }
 
@@ -157,7 +158,14 @@ absl::Status Optimizer::SetHyperparameters(std::optional<int64_t> group,
     updated.push_back(std::move(next));
   }
   for (int64_t g = 0; g < count; ++g) groups_[g].hyperparameters = std::move(updated[g]);
+  ++changes_;
   return absl::OkStatus();
+}
+
+void Optimizer::RestoreSteps(uint64_t steps) {
+  absl::MutexLock lock(&mu_);
+  steps_ = steps;
+  ++changes_;
 }
 
 }  // namespace paramd::core
