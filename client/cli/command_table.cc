@@ -316,6 +316,25 @@ const std::vector<Command>& Commands() {
                   "the daemon's data directory, from which it restores them when it starts.",
        .max_args = 64,
        .run = RunSnapshot},
+      {.name = "optimizers",
+       .usage = "optimizers [--model M]",
+       .summary = "list the optimizers (of model M)",
+       .details = "One row per optimizer: name, model, kind (SGD, Adam, AdamW), mode (manual or\n"
+                  "asynchronous(S)), param groups, parameters, parameters with a gradient,\n"
+                  "steps taken (the round) and bytes of state held. See docs/training.md.",
+       .flags = {{"model", "M", "only the optimizers of model M"}},
+       .run = RunOptimizers},
+      {.name = "optimizer-state",
+       .usage = "optimizer-state NAME",
+       .summary = "show an optimizer's state_dict: param groups and state",
+       .details = "Prints what optimizer.state_dict() holds, as PyTorch users read it: each\n"
+                  "param group's dict (every hyperparameter, 'params' and 'param_names'), then\n"
+                  "the state per parameter index: 0-dim tensors (Adam's step) by value, others\n"
+                  "by dtype and shape. An empty state (SGD without momentum, no step yet) is {}.\n"
+                  "With --json, the same with 0-dim values.",
+       .min_args = 1,
+       .max_args = 1,
+       .run = RunOptimizerState},
       {.name = "hash-token",
        .usage = "hash-token [TOKEN]",
        .summary = "print the sha256:HEX line a token file lists for TOKEN",

@@ -263,6 +263,46 @@ struct CheckpointFile {
   CheckpointFormat format = CheckpointFormat::kFromSuffix;
 };
 
+// paramd.v1.Training's optimizers (docs/training.md), as ListOptimizers describes them.
+struct OptimizerInfo {
+  std::string name;
+  std::string model;
+  std::string kind;  // "SGD", "Adam", "AdamW"
+  std::string mode;  // "manual", "asynchronous"
+  uint64_t max_staleness = 0;
+  int64_t param_groups = 0;
+  int64_t parameters = 0;
+  int64_t with_gradient = 0;  // parameters whose .grad is not None
+  uint64_t steps = 0;         // the optimizer's round
+  uint64_t state_bytes = 0;
+  uint64_t model_version = 0;
+};
+
+// A hyperparameter value with its Python type, as torch keeps it in a param group.
+struct HyperValue {
+  enum class Type { kNone, kBool, kInt, kFloat, kTuple };
+  Type type = Type::kNone;
+  bool bool_value = false;
+  int64_t int_value = 0;
+  double float_value = 0;
+  std::vector<double> tuple;
+};
+
+// optimizer.state_dict() (GetOptimizerState): torch's layout, `state` keyed by
+// "<parameter index>.<key>" ("0.exp_avg", "3.step") in the order the server sent them.
+struct OptimizerState {
+  std::string optimizer;
+  std::string kind;
+  std::string model;
+  struct Group {
+    std::vector<int64_t> params;
+    std::vector<std::string> param_names;
+    std::vector<std::pair<std::string, HyperValue>> hyperparameters;  // torch's order
+  };
+  std::vector<Group> param_groups;
+  std::vector<std::pair<std::string, HostTensor>> state;
+};
+
 struct TransferResult {
   uint64_t size = 0;
   std::string sha256;  // hex, of the whole file
@@ -454,6 +494,12 @@ class Client {
   // returns each model's snapshotted version.
   absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> Snapshot(
       const std::vector<std::string>& models = {}) const;
+
+  // The optimizers (of `model` when not empty), by name.
+  absl::StatusOr<std::vector<OptimizerInfo>> ListOptimizers(const std::string& model = "") const;
+  // optimizer.state_dict() of optimizer `name`, tensors included. NOT_FOUND for an unknown
+  // optimizer.
+  absl::StatusOr<OptimizerState> GetOptimizerState(const std::string& name) const;
 
   // A handle on model `name`; see RemoteModel.
   RemoteModel Model(const std::string& name) { return RemoteModel(this, name); }
