@@ -348,13 +348,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   paramd::core::ModelRegistry registry(settings.max_state_dict_keys);
+  paramd::core::OptimizerRegistry optimizers;
   paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry,
-                                          paramd::io::FileSystem::Posix(), store_options);
+                                          paramd::io::FileSystem::Posix(), store_options,
+                                          &optimizers);
   if (int expired = checkpoints.RemoveExpiredUploads(); expired > 0) {
     Log("warning", "removed expired uploads",
         {{"files", std::to_string(expired)}, {"checkpoint_dir", checkpoint_dir->root()}});
   }
-  paramd::core::OptimizerRegistry optimizers;
   auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry,
                                                paramd::io::FileSystem::Posix(), &optimizers);
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));

@@ -137,6 +137,20 @@ class Optimizer {
   // and must have the parameter's shape. The loaded groups' hyperparameters replace the
   // current ones (missing keys take torch's defaults).
   absl::Status LoadStateDict(const OptimizerStateDict& state);
+  // LoadStateDict in two halves, for a load that must check something else (a model's
+  // load_state_dict) before changing either: PrepareLoad checks and converts everything and
+  // changes nothing; CommitLoad cannot fail.
+  struct PreparedLoad {
+    struct State {
+      bool has_state = false;
+      float step = 0;
+      std::vector<Tensor> tensors;
+    };
+    std::vector<Hyperparameters> hyperparameters;  // per group
+    std::vector<State> states;                     // per parameter
+  };
+  absl::StatusOr<PreparedLoad> PrepareLoad(const OptimizerStateDict& state) const;
+  void CommitLoad(PreparedLoad prepared);
 
   // Sets hyperparameters of group `group` (nullopt: every group), as a scheduler writes
   // `optimizer.param_groups[i]["lr"]`. INVALID_ARGUMENT as Create, or for a group index out
@@ -189,6 +203,9 @@ class Optimizer {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> StepLocked(std::optional<uint64_t> if_version)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<PreparedLoad> PrepareLoadLocked(const OptimizerStateDict& state) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void CommitLoadLocked(PreparedLoad prepared) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The params_ index of the parameter `name` in `root`; NOT_FOUND otherwise.
   absl::StatusOr<size_t> Resolve(const std::shared_ptr<Module>& root, absl::string_view name) const
