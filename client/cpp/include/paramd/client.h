@@ -221,6 +221,9 @@ struct SaveCheckpointOptions {
   CheckpointFormat format = CheckpointFormat::kFromSuffix;
   // PyTorch files: Parameters saved as torch.nn.Parameter (state_dict(keep_vars=True)).
   bool keep_vars = false;
+  // Set: a training checkpoint, torch.save({"model": ..., "optimizer": ...}) with this
+  // optimizer of the model (PyTorch files only).
+  std::string optimizer;
 };
 
 struct SaveCheckpointResult {
@@ -245,6 +248,9 @@ struct LoadCheckpointOptions {
   std::string spec_json;
   std::string device;
   uint64_t if_version = 0;
+  // Set: the file is a training checkpoint; its "model" loads into the existing model and
+  // its "optimizer" into this existing optimizer, all or nothing.
+  std::string optimizer;
 };
 
 struct LoadCheckpointResult {
