@@ -164,7 +164,9 @@ TEST_F(OptimizerSnapshotsTest, StateSurvivesASigtermRestartAndSteppingContinuesI
   auto info_before = Info("adam");
   ASSERT_TRUE(info_before.ok()) << info_before.status();
   ExpectSameState(before, State("twin_adam"));
-  // The twin's next step, the reference for "m" after its restart.
+  // The twin's next step, the reference for "m" after its restart: from None, as the
+  // restarted optimizer's gradients are.
+  ASSERT_TRUE(ZeroGrad(*training_, "twin_adam").ok());
   ASSERT_TRUE(Push("twin_adam", 3).ok());
   ASSERT_TRUE(Step("twin_adam").ok());
   const WireState twin_after = State("twin_adam");

@@ -99,6 +99,14 @@ inline grpc::Status PushLinearGradients(v1::Training::Stub& stub, const std::str
   return writer->Finish();
 }
 
+inline grpc::Status ZeroGrad(v1::Training::Stub& stub, const std::string& optimizer) {
+  grpc::ClientContext context;
+  v1::ZeroGradRequest request;
+  request.set_optimizer(optimizer);
+  v1::OptimizerInfo info;
+  return stub.ZeroGrad(&context, request, &info);
+}
+
 inline grpc::Status StepOptimizer(v1::Training::Stub& stub, const std::string& optimizer) {
   grpc::ClientContext context;
   v1::StepRequest request;
