@@ -43,7 +43,9 @@ struct Flat {
 
 Flat Flatten(const core::OptimizerStateDict& dict) {
   Flat flat;
-  for (const auto& group : dict.param_groups) flat.groups.emplace_back(group.hyperparameters, group.params);
+  for (const auto& group : dict.param_groups) {
+    flat.groups.emplace_back(group.hyperparameters, group.params);
+  }
   for (const auto& entry : dict.state) {
     for (const auto& [key, tensor] : entry.tensors) {
       flat.state.emplace_back(absl::StrCat(entry.index, ".", key), Bytes(tensor));
@@ -85,10 +87,9 @@ class TrainingCheckpointTest : public test_util::ScratchDirTest {
   static void Train(core::Optimizer& optimizer, int steps) {
     for (int i = 0; i < steps; ++i) {
       ASSERT_TRUE(optimizer.ZeroGrad().ok());
-      ASSERT_TRUE(optimizer
-                      .AccumulateGradients({{"weight", Make(DType::kFloat32, {1, 2}, {0.5, -1.0 * i})},
-                                            {"bias", Make(DType::kFloat32, {1}, {0.25 * i})}})
-                      .ok());
+      const core::Tensor weight = Make(DType::kFloat32, {1, 2}, {0.5, -1.0 * i});
+      const core::Tensor bias = Make(DType::kFloat32, {1}, {0.25 * i});
+      ASSERT_TRUE(optimizer.AccumulateGradients({{"weight", weight}, {"bias", bias}}).ok());
       ASSERT_TRUE(optimizer.Step(std::nullopt).ok());
     }
   }
@@ -96,7 +97,9 @@ class TrainingCheckpointTest : public test_util::ScratchDirTest {
   static std::vector<std::vector<uint8_t>> Weights(core::Model& model) {
     return model.Read([](const std::shared_ptr<core::Module>& root, uint64_t) {
       std::vector<std::vector<uint8_t>> out;
-      for (const auto& entry : core::GetStateDict(*root).entries) out.push_back(Bytes(entry.tensor));
+      for (const auto& entry : core::GetStateDict(*root).entries) {
+        out.push_back(Bytes(entry.tensor));
+      }
       return out;
     });
   }
@@ -293,8 +296,10 @@ std::string HandBuiltCheckpoint(MakeOptimizer make_optimizer) {
   zip::StringSink sink;
   zip::Writer writer(sink);
   EXPECT_TRUE(writer.AddEntry("archive/data.pkl", *pickle).ok());
-  EXPECT_TRUE(writer.AddEntry("archive/data/0", std::string(reinterpret_cast<const char*>(weight), 8)).ok());
-  EXPECT_TRUE(writer.AddEntry("archive/data/1", std::string(reinterpret_cast<const char*>(bias), 4)).ok());
+  const std::string weight_bytes(reinterpret_cast<const char*>(weight), sizeof(weight));
+  const std::string bias_bytes(reinterpret_cast<const char*>(bias), sizeof(bias));
+  EXPECT_TRUE(writer.AddEntry("archive/data/0", weight_bytes).ok());
+  EXPECT_TRUE(writer.AddEntry("archive/data/1", bias_bytes).ok());
   EXPECT_TRUE(writer.AddEntry("archive/version", "3\n").ok());
   EXPECT_TRUE(writer.Finish().ok());
   return sink.data;
@@ -304,13 +309,19 @@ std::string HandBuiltCheckpoint(MakeOptimizer make_optimizer) {
 const PickleValue* AdamDict(PickleGraph& graph, const PickleValue* state, PickleValue* params) {
   PickleValue* group = graph.Dict(false);
   for (const auto& [key, value] : core::DefaultHyperparameters(core::OptimizerKind::kAdam)) {
-    const PickleValue* node = value.type == core::HyperValue::Type::kTuple
-                                  ? graph.Tuple({graph.Float(value.tuple[0]), graph.Float(value.tuple[1])})
-                              : value.type == core::HyperValue::Type::kBool ? graph.Bool(value.number != 0)
-                              : value.type == core::HyperValue::Type::kNone ? graph.None()
-                              : value.type == core::HyperValue::Type::kInt
-                                  ? graph.Int(static_cast<int64_t>(value.number))
-                                  : graph.Float(value.number);
+    using Type = core::HyperValue::Type;
+    const PickleValue* node = nullptr;
+    if (value.type == Type::kTuple) {
+      node = graph.Tuple({graph.Float(value.tuple[0]), graph.Float(value.tuple[1])});
+    } else if (value.type == Type::kBool) {
+      node = graph.Bool(value.number != 0);
+    } else if (value.type == Type::kNone) {
+      node = graph.None();
+    } else if (value.type == Type::kInt) {
+      node = graph.Int(static_cast<int64_t>(value.number));
+    } else {
+      node = graph.Float(value.number);
+    }
     group->entries.emplace_back(graph.String(key), node);
   }
   group->entries.emplace_back(graph.String("params"), params);
