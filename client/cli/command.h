@@ -178,6 +178,10 @@ absl::Status RunUpload(Context& ctx, const Args& args);
 absl::Status RunDownload(Context& ctx, const Args& args);
 absl::Status RunSnapshot(Context& ctx, const Args& args);
 
+// commands_training.cc
+absl::Status RunOptimizers(Context& ctx, const Args& args);
+absl::Status RunOptimizerState(Context& ctx, const Args& args);
+
 // command_table.cc
 absl::Status RunHelp(Context& ctx, const Args& args);
 

@@ -252,7 +252,7 @@ const std::vector<Command>& Commands() {
                  {"dtype", "D", "receive a floating-point output as dtype D"}},
        .run = RunForward},
       {.name = "save",
-       .usage = "save NAME PATH [--format F] [--keep-vars]",
+       .usage = "save NAME PATH [--format F] [--keep-vars] [--optimizer O]",
        .summary = "save a model to a checkpoint file on the server",
        .details =
            "torch.save(model.state_dict(), PATH) or safetensors' save_model, into the\n"
@@ -262,16 +262,20 @@ const std::vector<Command>& Commands() {
            "is written to a temporary name and renamed: a failed save leaves an older file\n"
            "as it was. Tied\n"
            "parameters and shared modules are stored once. The file also records the\n"
-           "model's spec, so `load` can recreate the model from it alone.",
+           "model's spec, so `load` can recreate the model from it alone. With --optimizer,\n"
+           "a training checkpoint: torch.save({'model': model.state_dict(), 'optimizer':\n"
+           "optimizer.state_dict()}, PATH), the optimizer O's state as it goes with the saved\n"
+           "weights (PyTorch format only).",
        .min_args = 2,
        .max_args = 2,
        .flags = {{"format", "F",
                   "safetensors or torch (default: torch unless PATH ends in .safetensors)"},
-                 {"keep-vars", nullptr, "save parameters as nn.Parameter (PyTorch format)"}},
+                 {"keep-vars", nullptr, "save parameters as nn.Parameter (PyTorch format)"},
+                 {"optimizer", "O", "also save optimizer O of the model (a training checkpoint)"}},
        .run = RunSave},
       {.name = "load",
        .usage = "load NAME PATH [--no-strict] [--assign] [--map-location L] [--spec FILE] "
-                "[--device D]",
+                "[--device D] [--optimizer O]",
        .summary = "load a checkpoint file on the server into a model",
        .details =
            "model.load_state_dict(torch.load(PATH, map_location=L)) for a model that exists,\n"
@@ -279,7 +283,10 @@ const std::vector<Command>& Commands() {
            "created first, from the spec the file records (files paramd saved) or the one\n"
            "in --spec FILE. Reads safetensors and PyTorch zip files; the pickle in a PyTorch\n"
            "file is read without running any code. L is a device (cpu, cuda:0) or FROM=TO\n"
-           "pairs (cuda:0=cpu,cuda:1=cpu), as torch.load's map_location.",
+           "pairs (cuda:0=cpu,cuda:1=cpu), as torch.load's map_location. With --optimizer,\n"
+           "PATH is a training checkpoint ({'model': ..., 'optimizer': ...}): 'model' loads\n"
+           "into the existing NAME and 'optimizer' into its existing optimizer O (the file\n"
+           "does not name the optimizer's class), both checked before either changes.",
        .min_args = 2,
        .max_args = 2,
        .flags = {{"no-strict", nullptr,
@@ -289,6 +296,7 @@ const std::vector<Command>& Commands() {
                  {"map-location", "L", "where saved locations go, as torch.load's map_location"},
                  {"spec", "FILE", "create NAME from this JSON spec ('-' for stdin)"},
                  {"device", "D", "the device of a model created by the load (default cpu)"},
+                 {"optimizer", "O", "also load the file's optimizer state into optimizer O"},
                  kIfVersion},
        .run = RunLoad},
       {.name = "checkpoints",
@@ -322,6 +330,25 @@ const std::vector<Command>& Commands() {
                   "the daemon's data directory, from which it restores them when it starts.",
        .max_args = 64,
        .run = RunSnapshot},
+      {.name = "optimizers",
+       .usage = "optimizers [--model M]",
+       .summary = "list the optimizers (of model M)",
+       .details = "One row per optimizer: name, model, kind (SGD, Adam, AdamW), mode (manual or\n"
+                  "asynchronous(S)), param groups, parameters, parameters with a gradient,\n"
+                  "steps taken (the round) and bytes of state held. See docs/training.md.",
+       .flags = {{"model", "M", "only the optimizers of model M"}},
+       .run = RunOptimizers},
+      {.name = "optimizer-state",
+       .usage = "optimizer-state NAME",
+       .summary = "show an optimizer's state_dict: param groups and state",
+       .details = "Prints what optimizer.state_dict() holds, as PyTorch users read it: each\n"
+                  "param group's dict (every hyperparameter, 'params' and 'param_names'), then\n"
+                  "the state per parameter index: 0-dim tensors (Adam's step) by value, others\n"
+                  "by dtype and shape. An empty state (SGD without momentum, no step yet) is {}.\n"
+                  "With --json, the same with 0-dim values.",
+       .min_args = 1,
+       .max_args = 1,
+       .run = RunOptimizerState},
       {.name = "hash-token",
        .usage = "hash-token [TOKEN]",
        .summary = "print the sha256:HEX line a token file lists for TOKEN",

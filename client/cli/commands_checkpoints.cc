@@ -49,6 +49,7 @@ absl::Status RunSave(Context& ctx, const Args& args) {
   client::SaveCheckpointOptions options;
   PARAMD_ASSIGN_OR_RETURN(options.format, ParseFormat(args));
   options.keep_vars = args.Has("keep-vars");
+  options.optimizer = args.Get("optimizer").value_or("");
   PARAMD_ASSIGN_OR_RETURN(
       client::SaveCheckpointResult result,
       ctx.client->SaveCheckpoint(args.positional[0], args.positional[1], options));
@@ -99,6 +100,7 @@ absl::Status RunLoad(Context& ctx, const Args& args) {
     PARAMD_ASSIGN_OR_RETURN(options.spec_json, ReadFile(*spec));
   }
   options.device = args.Get("device").value_or("");
+  options.optimizer = args.Get("optimizer").value_or("");
   PARAMD_ASSIGN_OR_RETURN(options.if_version, IfVersion(args));
   PARAMD_ASSIGN_OR_RETURN(
       client::LoadCheckpointResult result,

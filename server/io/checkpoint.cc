@@ -80,6 +80,7 @@ absl::StatusOr<Checkpoint> ReadTorch(const std::shared_ptr<MappedFile>& file) {
     }
     checkpoint.module_versions = std::move(versions);
   }
+  checkpoint.optimizer = std::move(torch.optimizer);
   for (const auto& [name, bytes] : torch.extra_records) {
     if (name == kSpecRecord) {
       checkpoint.spec_json = bytes;
@@ -116,6 +117,7 @@ absl::Status SaveTorch(const std::string& path, const SaveInput& input, FileSyst
     metadata.emplace_back(prefix, version);
   }
   options.metadata = std::move(metadata);
+  options.optimizer = input.optimizer;
   if (!input.spec_json.empty()) options.extra_records.emplace_back(kSpecRecord, input.spec_json);
   if (input.version != 0) {
     options.extra_records.emplace_back(kVersionRecord, absl::StrCat(input.version));
@@ -267,6 +269,11 @@ absl::Status SaveCheckpoint(const std::string& path, CheckpointFormat format,
     if (input.keep_vars) {
       return absl::InvalidArgumentError(
           "safetensors files hold plain tensors; keep_vars applies to PyTorch files only");
+    }
+    if (input.optimizer) {
+      return absl::InvalidArgumentError(
+          "a training checkpoint (model and optimizer) is a PyTorch file, as torch.save "
+          "writes it; save it to a .pt path (or with the torch format)");
     }
     return SaveSafetensorsCheckpoint(path, input, fs, written);
   }

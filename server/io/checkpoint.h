@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "server/core/optim/optimizer.h"
 #include "server/core/tensor.h"
 #include "server/core/traversal.h"
 #include "server/io/file_system.h"
@@ -72,6 +73,9 @@ struct Checkpoint {
   std::optional<uint64_t> version;
   // Other `paramd.*` entries of the file's metadata, in file order.
   std::vector<std::pair<std::string, std::string>> annotations;
+  // A PyTorch training checkpoint's optimizer.state_dict() (torch_checkpoint.h); `entries`
+  // are then its "model".
+  std::optional<core::OptimizerStateDict> optimizer;
 };
 
 // Reads a checkpoint, recognising the format by its first bytes (SniffFormat), whatever its
@@ -89,6 +93,9 @@ struct SaveInput {
   bool keep_vars = false;
   // Extra metadata; keys start with "paramd.". Safetensors files only.
   std::vector<std::pair<std::string, std::string>> annotations;
+  // PyTorch files only: writes a training checkpoint, {"model": state_dict, "optimizer":
+  // this}.
+  std::optional<core::OptimizerStateDict> optimizer;
 };
 
 // Writes the file atomically (WriteFileAtomically). INVALID_ARGUMENT before anything is

@@ -125,14 +125,40 @@ absl::StatusOr<CheckpointStore::Saved> CheckpointStore::SaveFile(const SaveReque
   const CheckpointFormat format = request.format.value_or(FormatForSave(request.path));
   PARAMD_ASSIGN_OR_RETURN(CheckpointDir::WriteTarget target, directory_.ForWrite(request.path));
   PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model));
+  std::shared_ptr<core::Optimizer> optimizer;
+  if (!request.optimizer.empty()) {
+    if (format != CheckpointFormat::kTorch) {
+      return absl::InvalidArgumentError(
+          "a training checkpoint (model and optimizer) is a PyTorch file, as torch.save "
+          "writes it; save it to a .pt path (or with the torch format)");
+    }
+    PARAMD_ASSIGN_OR_RETURN(optimizer, OptimizerOf(request.optimizer, model));
+  }
   MaybeRemoveExpiredUploads();
-  SaveInput input = model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
-    SaveInput pinned;
-    pinned.state_dict = core::GetStateDict(*root);
-    pinned.spec_json = core::ExportSpec(root).dump();
-    pinned.version = version;
-    return pinned;
-  });
+  SaveInput input;
+  // The optimizer's state must go with the pinned version: a step between taking it and
+  // pinning the model shows as a change (Describe waits for a step in flight).
+  for (int attempt = 1;; ++attempt) {
+    const uint64_t changes = optimizer ? optimizer->Describe().changes : 0;
+    std::optional<core::OptimizerStateDict> state;
+    if (optimizer) state = optimizer->StateDict();
+    input = model->Read([&](const std::shared_ptr<core::Module>& root, uint64_t version) {
+      SaveInput pinned;
+      pinned.state_dict = core::GetStateDict(*root);
+      pinned.spec_json = core::ExportSpec(root).dump();
+      pinned.version = version;
+      return pinned;
+    });
+    if (!optimizer || optimizer->Describe().changes == changes) {
+      input.optimizer = std::move(state);
+      break;
+    }
+    if (attempt == 20) {
+      return absl::AbortedError(absl::StrCat("optimizer ", QuoteName(request.optimizer),
+                                             " kept stepping while the checkpoint was taken; "
+                                             "retry when it pauses"));
+    }
+  }
   input.keep_vars = request.keep_vars;
   PARAMD_ASSIGN_OR_RETURN(ParentDirs parents, MakeParents(target));
   WrittenFile written;
@@ -165,6 +191,16 @@ absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::LoadFile(const LoadRequ
   if (checkpoint.module_versions) {
     input.metadata.emplace(checkpoint.module_versions->begin(), checkpoint.module_versions->end());
   }
+  if (!request.optimizer.empty()) {
+    if (!existing.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model ", QuoteName(request.model), " does not exist; a training checkpoint loads "
+          "into an existing model and its existing optimizer (torch's file does not name "
+          "the optimizer's class): create both first"));
+    }
+    return LoadWithOptimizer(request, *existing, std::move(input), checkpoint,
+                             size_error ? 0 : size);
+  }
   if (existing.ok()) {
     PARAMD_ASSIGN_OR_RETURN(auto loaded,
                             (*existing)->LoadStateDict(input, request.options, request.if_version));
@@ -175,6 +211,49 @@ absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::LoadFile(const LoadRequ
   absl::StatusOr<Loaded> created = CreateFromCheckpoint(request, checkpoint, input, *registry_);
   if (created.ok()) created->size = size_error ? 0 : size;
   return created;
+}
+
+absl::StatusOr<std::shared_ptr<core::Optimizer>> CheckpointStore::OptimizerOf(
+    const std::string& name, const std::shared_ptr<core::Model>& model) const {
+  if (optimizers_ == nullptr) {
+    return absl::FailedPreconditionError("this daemon keeps no optimizers");
+  }
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer, optimizers_->Get(name));
+  if (optimizer->model() != model) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "optimizer ", QuoteName(name), " belongs to model ",
+        QuoteName(optimizer->model()->name()), ", not to model ", QuoteName(model->name()),
+        " (or to a model of that name since deleted); name an optimizer of this model"));
+  }
+  return optimizer;
+}
+
+absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::LoadWithOptimizer(
+    const LoadRequest& request, const std::shared_ptr<core::Model>& model,
+    core::StateDictInput input, Checkpoint& checkpoint, uint64_t size) {
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
+                          OptimizerOf(request.optimizer, model));
+  if (!checkpoint.optimizer) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the file holds no optimizer state to load into optimizer ",
+        QuoteName(request.optimizer),
+        "; a training checkpoint is torch.save({'model': model.state_dict(), 'optimizer': "
+        "optimizer.state_dict()}, f)"));
+  }
+  // Both are checked before either changes: the optimizer's load is prepared (checked and
+  // converted), the model's runs (all or nothing), and only then is the optimizer's committed.
+  absl::StatusOr<core::Optimizer::PreparedLoad> prepared =
+      optimizer->PrepareLoad(*checkpoint.optimizer);
+  if (!prepared.ok()) {
+    return absl::Status(prepared.status().code(),
+                        absl::StrCat("the file's optimizer state does not load into optimizer ",
+                                     QuoteName(request.optimizer), ": ",
+                                     prepared.status().message()));
+  }
+  PARAMD_ASSIGN_OR_RETURN(auto loaded,
+                          model->LoadStateDict(input, request.options, request.if_version));
+  optimizer->CommitLoad(*std::move(prepared));
+  return Loaded{checkpoint.format, false, loaded.first, std::move(loaded.second), size};
 }
 
 absl::StatusOr<std::vector<CheckpointStore::Listed>> CheckpointStore::List() const {

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/core/load_state_dict.h"
+#include "server/core/optim/optimizer.h"
 #include "server/core/registry.h"
 #include "server/io/checkpoint.h"
 #include "server/io/checkpoint_dir.h"
@@ -49,9 +50,16 @@ class CheckpointStore {
  public:
   using Options = CheckpointStoreOptions;
 
+  // `optimizers`, when given, must outlive the store: saves and loads of training
+  // checkpoints name optimizers from it.
   CheckpointStore(CheckpointDir directory, core::ModelRegistry* registry,
-                  FileSystem& fs = FileSystem::Posix(), Options options = {})
-      : directory_(std::move(directory)), registry_(registry), fs_(&fs), options_(options) {}
+                  FileSystem& fs = FileSystem::Posix(), Options options = {},
+                  core::OptimizerRegistry* optimizers = nullptr)
+      : directory_(std::move(directory)),
+        registry_(registry),
+        optimizers_(optimizers),
+        fs_(&fs),
+        options_(options) {}
 
   const CheckpointDir& directory() const { return directory_; }
 
@@ -61,6 +69,9 @@ class CheckpointStore {
     // Unset: safetensors for a `.safetensors` path, PyTorch's otherwise (FormatForSave).
     std::optional<CheckpointFormat> format;
     bool keep_vars = false;
+    // Set: a training checkpoint, torch.save({"model": model.state_dict(), "optimizer":
+    // optimizer.state_dict()}) with this optimizer of the model (PyTorch format only).
+    std::string optimizer;
   };
   struct Saved {
     CheckpointFormat format = CheckpointFormat::kSafetensors;
@@ -68,9 +79,10 @@ class CheckpointStore {
     uint64_t size = 0;
     std::string sha256;
   };
-  // Writes the model's state_dict, spec and version at one pinned version, atomically.
-  // Errors: the format's and the path's (INVALID_ARGUMENT, PERMISSION_DENIED), NOT_FOUND
-  // for the model, the file system's.
+  // Writes the model's state_dict, spec and version at one pinned version, atomically (with
+  // an optimizer: its state as it goes with that version). Errors: the format's and the
+  // path's (INVALID_ARGUMENT, PERMISSION_DENIED), NOT_FOUND for the model or optimizer,
+  // FAILED_PRECONDITION for an optimizer of another model, the file system's.
   absl::StatusOr<Saved> Save(const SaveRequest& request);
 
   struct LoadRequest {
@@ -85,6 +97,9 @@ class CheckpointStore {
     // device (default cpu).
     std::string spec_json;
     std::string device;
+    // Set: the file is a training checkpoint; its "model" loads into the (existing) model
+    // and its "optimizer" into this existing optimizer of the model, all or nothing.
+    std::string optimizer;
   };
   struct Loaded {
     CheckpointFormat format = CheckpointFormat::kSafetensors;
@@ -97,7 +112,10 @@ class CheckpointStore {
   // the file when it does not exist: from the request's spec, else the file's, at the
   // file's version when the spec came from it (version 1 otherwise). ALREADY_EXISTS for a
   // spec given for an existing model; FAILED_PRECONDITION for a missing model and a file
-  // without a spec; the file's and load_state_dict's errors otherwise.
+  // without a spec; the file's and load_state_dict's errors otherwise. With an optimizer:
+  // the model must exist (FAILED_PRECONDITION otherwise, or for an optimizer of another
+  // model), the file must hold an optimizer (INVALID_ARGUMENT), and both loads are checked
+  // before either changes anything (optimizer.load_state_dict's checks and messages).
   absl::StatusOr<Loaded> Load(const LoadRequest& request);
 
   struct Listed {
@@ -198,8 +216,17 @@ class CheckpointStore {
   absl::StatusOr<ParentDirs> MakeParents(const CheckpointDir::WriteTarget& target);
   void ReleaseParents(const ParentDirs& parents, bool remove_created);
 
+  // The optimizer `name`, which must belong to `model` (the object).
+  absl::StatusOr<std::shared_ptr<core::Optimizer>> OptimizerOf(
+      const std::string& name, const std::shared_ptr<core::Model>& model) const;
+  absl::StatusOr<Loaded> LoadWithOptimizer(const LoadRequest& request,
+                                           const std::shared_ptr<core::Model>& model,
+                                           core::StateDictInput input, Checkpoint& checkpoint,
+                                           uint64_t size);
+
   const CheckpointDir directory_;
   core::ModelRegistry* const registry_;
+  core::OptimizerRegistry* const optimizers_;  // may be null
   FileSystem* const fs_;
   const Options options_;
 

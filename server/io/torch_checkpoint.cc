@@ -204,24 +204,49 @@ absl::StatusOr<bool> ReadFormatRecords(const zip::Reader& archive, const Records
   return false;
 }
 
+// data.pkl's objects: a state_dict, or a training checkpoint's {"model": state_dict,
+// "optimizer": optimizer.state_dict(), ...} (other keys, such as an epoch, are ignored).
+struct ParsedPickle {
+  // The state_dict's entries, then the optimizer's state tensors.
+  std::vector<ParsedEntry> entries;
+  size_t model_entries = 0;
+  std::optional<ParsedOptimizer> optimizer;
+};
+
 // data.pkl as a state_dict: its entries in order, and its `_metadata` into `metadata`.
-absl::StatusOr<std::vector<ParsedEntry>> ParseStateDictPickle(
-    absl::Span<const uint8_t> pickle, std::optional<TorchModuleMetadata>& metadata) {
+absl::StatusOr<ParsedPickle> ParseStateDictPickle(absl::Span<const uint8_t> pickle,
+                                                  std::optional<TorchModuleMetadata>& metadata) {
   PARAMD_ASSIGN_OR_RETURN(PickleGraph graph, Unpickle(pickle));
   const PickleValue* root = graph.root();
   if (root->kind != PickleKind::kDict) {
     return Invalid("data.pkl holds a ", PickleTypeName(*root),
                    ", not a state_dict (a dict of str -> tensor); ", kStateDictAdvice);
   }
-  std::vector<ParsedEntry> parsed;
-  parsed.reserve(root->entries.size());
+  // No state_dict value is a dict, so a dict under "model" makes a training checkpoint.
+  const PickleValue* optimizer = nullptr;
+  for (const auto& [key, value] : root->entries) {
+    if (key->kind == PickleKind::kString && key->text == "model" &&
+        value->kind == PickleKind::kDict) {
+      for (const auto& [other, item] : root->entries) {
+        if (other->kind == PickleKind::kString && other->text == "optimizer") optimizer = item;
+      }
+      root = value;
+      break;
+    }
+  }
+  ParsedPickle parsed;
+  parsed.entries.reserve(root->entries.size());
   for (size_t i = 0; i < root->entries.size(); ++i) {
     PARAMD_ASSIGN_OR_RETURN(ParsedEntry entry,
                             ParseEntry(root->entries[i].first, root->entries[i].second, i));
-    parsed.push_back(std::move(entry));
+    parsed.entries.push_back(std::move(entry));
   }
+  parsed.model_entries = parsed.entries.size();
   if (root->state != nullptr) {
     PARAMD_ASSIGN_OR_RETURN(metadata, ParseMetadata(root->state));
+  }
+  if (optimizer != nullptr) {
+    PARAMD_ASSIGN_OR_RETURN(parsed.optimizer, ParseOptimizerDict(optimizer, parsed.entries));
   }
   return parsed;
 }
@@ -282,8 +307,9 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
   if (data_pkl == nullptr) {
     return Invalid("the archive has no data.pkl record; it is not a torch.save checkpoint");
   }
-  PARAMD_ASSIGN_OR_RETURN(std::vector<ParsedEntry> parsed,
+  PARAMD_ASSIGN_OR_RETURN(ParsedPickle pickled,
                           ParseStateDictPickle(archive.Data(*data_pkl), checkpoint.metadata));
+  const std::vector<ParsedEntry>& parsed = pickled.entries;
 
   // One core::Storage per key, so that tensors sharing a storage in the file share it here.
   struct Loaded {
@@ -318,6 +344,16 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
     out.requires_grad = entry.requires_grad;
     out.saved_location = spec.location;
     checkpoint.entries.push_back(std::move(out));
+  }
+  if (pickled.optimizer) {
+    // The tensors after the state_dict's are the optimizer's, in its slots' order.
+    for (size_t i = pickled.model_entries; i < checkpoint.entries.size(); ++i) {
+      const ParsedOptimizer::Slot& slot = pickled.optimizer->slots[i - pickled.model_entries];
+      pickled.optimizer->dict.state[slot.state].tensors[slot.tensor].second =
+          std::move(checkpoint.entries[i].tensor);
+    }
+    checkpoint.entries.resize(pickled.model_entries);
+    checkpoint.optimizer = std::move(pickled.optimizer->dict);
   }
   for (const auto& [name, entry] : records) {
     if (!IsTorchRecord(name)) {

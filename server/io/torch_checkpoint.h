@@ -27,6 +27,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "base/device.h"
+#include "server/core/optim/optimizer.h"
 #include "server/core/tensor.h"
 #include "server/io/file_system.h"
 #include "server/io/mapped_file.h"
@@ -60,6 +61,10 @@ struct TorchCheckpoint {
   // Records other than the ones torch writes (name under the top folder -> bytes), such as
   // those WriteTorchCheckpoint's `extra_records` adds.
   std::vector<std::pair<std::string, std::string>> extra_records;
+  // A training checkpoint, torch.save({"model": model.state_dict(), "optimizer":
+  // optimizer.state_dict()}): `entries` are the model's, this the optimizer's state_dict
+  // (unset when the file has no "optimizer"). Its tensors are CPU tensors as `entries`'.
+  std::optional<core::OptimizerStateDict> optimizer;
 };
 
 struct TorchReadOptions {
@@ -101,6 +106,11 @@ struct TorchSaveOptions {
   // `.data/serialization_id`; empty: 40 decimal digits made from a random number and the
   // records' CRC, like torch's.
   std::string serialization_id;
+  // When set, the file is a training checkpoint: data.pkl holds {"model": the state_dict,
+  // "optimizer": this optimizer.state_dict()}, as torch.save writes that dict (the
+  // optimizer's storages after the model's). `param_names` are left out, as torch leaves
+  // them out of an optimizer made from model.parameters().
+  std::optional<core::OptimizerStateDict> optimizer;
 };
 
 // Writes `entries` as torch.save writes a state_dict: an OrderedDict of tensors rebuilt by

@@ -5,12 +5,14 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "base/dtype.h"
+#include "server/core/optim/optimizer.h"
 #include "server/core/tensor.h"
 #include "server/io/pickle.h"
 #include "server/io/torch_checkpoint.h"
@@ -78,5 +80,24 @@ absl::StatusOr<ParsedEntry> ParseEntry(const PickleValue* key, const PickleValue
                                        size_t index);
 // The state_dict's `_metadata` (its BUILD state).
 absl::StatusOr<TorchModuleMetadata> ParseMetadata(const PickleValue* state);
+
+// A tensor of data.pkl (a _rebuild_tensor call); `name` is for messages.
+absl::StatusOr<TensorSpec> ParseTensorValue(const PickleValue* value, absl::string_view name);
+
+// The `optimizer` of a training checkpoint, torch.save({"model": model.state_dict(),
+// "optimizer": optimizer.state_dict()}) (torch_optimizer_pickle.cc). Its state tensors are
+// appended to `tensors` (named as Python would index them, for messages) and `slots` says,
+// for each in order, which state entry and which of its tensors it is; a `step` saved as a
+// Python number (older torch) is made a 0-dim float32 tensor at once.
+struct ParsedOptimizer {
+  core::OptimizerStateDict dict;
+  struct Slot {
+    size_t state;
+    size_t tensor;
+  };
+  std::vector<Slot> slots;
+};
+absl::StatusOr<ParsedOptimizer> ParseOptimizerDict(const PickleValue* value,
+                                                   std::vector<ParsedEntry>& tensors);
 
 }  // namespace paramd::io::torch_internal

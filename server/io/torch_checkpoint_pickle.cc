@@ -236,6 +236,10 @@ absl::StatusOr<ParsedEntry> ParseEntry(const PickleValue* key, const PickleValue
   return entry;
 }
 
+absl::StatusOr<TensorSpec> ParseTensorValue(const PickleValue* value, absl::string_view name) {
+  return ParseTensor(value, name);
+}
+
 absl::StatusOr<TorchModuleMetadata> ParseMetadata(const PickleValue* state) {
   TorchModuleMetadata out;
   if (state->kind != PickleKind::kDict) {

@@ -3,6 +3,7 @@
 // order in a zip archive with 64-byte aligned data.
 #include <random>
 #include <set>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -65,8 +66,125 @@ absl::Status CheckRecordName(absl::string_view name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& entries,
-                                    const TorchSaveOptions& options) {
+// Builds data.pkl's objects as torch pickles them, planning each storage once, keyed in the
+// order first met.
+class Pickler {
+ public:
+  explicit Pickler(Plan& plan)
+      : plan_(plan),
+        storage_tag_(graph_.String("storage")),
+        cpu_(graph_.String("cpu")),
+        rebuild_tensor_(graph_.Global("torch._utils", "_rebuild_tensor_v2")),
+        rebuild_parameter_(graph_.Global("torch._utils", "_rebuild_parameter")) {}
+
+  PickleGraph& graph() { return graph_; }
+
+  // The object torch pickles for `tensor` (a Parameter when `is_parameter`), sharing what
+  // torch's objects share (see PickleProtocol2).
+  absl::StatusOr<const PickleValue*> Tensor(const std::string& name, const core::Tensor& tensor,
+                                            bool is_parameter, bool requires_grad) {
+    if (!tensor.defined()) return Invalid("tensor ", QuoteName(name), " is undefined and cannot be saved");
+    const size_t element_size = ElementSize(tensor.dtype());
+    const std::shared_ptr<core::Storage>& storage = tensor.storage();
+    auto [it, inserted] = storage_index_.emplace(storage.get(), plan_.storages.size());
+    if (inserted) {
+      plan_.storages.push_back(
+          PlannedStorage{storage.get(), storage, tensor.dtype(),
+                         static_cast<int64_t>(storage->nbytes() / element_size)});
+      storage_keys_.push_back(graph_.String(absl::StrCat(plan_.storages.size() - 1)));
+    }
+    const PlannedStorage& planned = plan_.storages[it->second];
+    if (planned.dtype != tensor.dtype()) {
+      return Invalid(
+          "Cannot save multiple tensors or storages that view the same data as "
+          "different types (tensor ",
+          QuoteName(name), " is ", DTypeName(tensor.dtype()), ", an earlier tensor on its storage is ",
+          DTypeName(planned.dtype), ")");
+    }
+    PARAMD_RETURN_IF_ERROR(
+        CheckView(name, tensor.offset(), tensor.shape(), tensor.strides(), planned.numel));
+    const std::string location = LocationOf(storage->device());
+    const PickleValue* location_node = location == "cpu" ? cpu_ : graph_.String(location);
+    const PickleValue* pid =
+        graph_.Tuple({storage_tag_, graph_.Global("torch", StorageClassName(tensor.dtype())),
+                      storage_keys_[it->second], location_node, graph_.Int(planned.numel)});
+    std::vector<const PickleValue*> sizes, strides;
+    for (int64_t size : tensor.shape()) sizes.push_back(graph_.Int(size));
+    for (int64_t stride : tensor.strides()) strides.push_back(graph_.Int(stride));
+    const PickleValue* tensor_node = graph_.Call(
+        rebuild_tensor_, graph_.Tuple({graph_.PersistentId(pid), graph_.Int(tensor.offset()),
+                                       graph_.Tuple(std::move(sizes)),
+                                       graph_.Tuple(std::move(strides)),
+                                       graph_.Bool(is_parameter ? false : requires_grad),
+                                       graph_.Dict(/*ordered=*/true)}));
+    if (!is_parameter) return tensor_node;
+    return graph_.Call(rebuild_parameter_, graph_.Tuple({tensor_node, graph_.Bool(requires_grad),
+                                                         graph_.Dict(/*ordered=*/true)}));
+  }
+
+  const PickleValue* Hyper(const core::HyperValue& value) {
+    switch (value.type) {
+      case core::HyperValue::Type::kNone:
+        return graph_.None();
+      case core::HyperValue::Type::kBool:
+        return graph_.Bool(value.number != 0);
+      case core::HyperValue::Type::kInt:
+        return graph_.Int(static_cast<int64_t>(value.number));
+      case core::HyperValue::Type::kFloat:
+        return graph_.Float(value.number);
+      case core::HyperValue::Type::kTuple: {
+        std::vector<const PickleValue*> items;
+        for (double v : value.tuple) items.push_back(graph_.Float(v));
+        return graph_.Tuple(std::move(items));
+      }
+    }
+    return graph_.None();
+  }
+
+  // optimizer.state_dict() as torch pickles it: {"state": {index: {key: tensor}},
+  // "param_groups": [{hyperparameters..., "params": [indices]}]}.
+  absl::StatusOr<const PickleValue*> Optimizer(const core::OptimizerStateDict& dict) {
+    PickleValue* state = graph_.Dict(/*ordered=*/false);
+    for (const core::OptimizerStateDict::ParamState& param : dict.state) {
+      PickleValue* entry = graph_.Dict(/*ordered=*/false);
+      for (const auto& [key, tensor] : param.tensors) {
+        PARAMD_ASSIGN_OR_RETURN(
+            const PickleValue* node,
+            Tensor(absl::StrCat("optimizer['state'][", param.index, "]['", key, "']"),
+                   tensor, false, false));
+        entry->entries.emplace_back(graph_.String(key), node);
+      }
+      state->entries.emplace_back(graph_.Int(param.index), entry);
+    }
+    PickleValue* groups = graph_.Add(PickleKind::kList);
+    for (const core::OptimizerStateDict::Group& group : dict.param_groups) {
+      PickleValue* out = graph_.Dict(/*ordered=*/false);
+      for (const auto& [key, value] : group.hyperparameters) {
+        out->entries.emplace_back(graph_.String(key), Hyper(value));
+      }
+      PickleValue* params = graph_.Add(PickleKind::kList);
+      for (int64_t index : group.params) params->items.push_back(graph_.Int(index));
+      out->entries.emplace_back(graph_.String("params"), params);
+      groups->items.push_back(out);
+    }
+    PickleValue* optimizer = graph_.Dict(/*ordered=*/false);
+    optimizer->entries.emplace_back(graph_.String("state"), state);
+    optimizer->entries.emplace_back(graph_.String("param_groups"), groups);
+    return optimizer;
+  }
+
+ private:
+  Plan& plan_;
+  PickleGraph graph_;
+  std::unordered_map<const core::Storage*, size_t> storage_index_;
+  std::vector<const PickleValue*> storage_keys_;
+  const PickleValue* storage_tag_;
+  const PickleValue* cpu_;
+  const PickleValue* rebuild_tensor_;
+  const PickleValue* rebuild_parameter_;
+};
+
+absl::Status CheckOptions(const TorchSaveOptions& options) {
   const std::string& archive = options.archive_name;
   if (archive.empty() || archive == "." || archive == ".." ||
       archive.find('/') != std::string::npos || archive.find('\\') != std::string::npos ||
@@ -79,66 +197,26 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
     PARAMD_RETURN_IF_ERROR(CheckRecordName(name));
     if (!record_names.insert(name).second) return Invalid("extra record ", QuoteName(name), " twice");
   }
+  return absl::OkStatus();
+}
 
+absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& entries,
+                                    const TorchSaveOptions& options) {
+  PARAMD_RETURN_IF_ERROR(CheckOptions(options));
   Plan plan;
-  PickleGraph graph;
-  std::unordered_map<const core::Storage*, size_t> storage_index;
-  std::vector<const PickleValue*> storage_keys;
-  const PickleValue* storage_tag = graph.String("storage");
-  const PickleValue* cpu = graph.String("cpu");
-  const PickleValue* rebuild_tensor = graph.Global("torch._utils", "_rebuild_tensor_v2");
-  const PickleValue* rebuild_parameter = graph.Global("torch._utils", "_rebuild_parameter");
+  Pickler pickler(plan);
+  PickleGraph& graph = pickler.graph();
   PickleValue* root = graph.Dict(/*ordered=*/true);
   std::set<absl::string_view> names;
-
   for (const TorchCheckpointEntry& entry : entries) {
     const std::string& name = entry.name;
     if (!IsUtf8(name)) return Invalid("tensor name ", QuoteName(name), " is not valid UTF-8");
     if (!names.insert(name).second) {
       return Invalid("tensor name ", QuoteName(name), " appears twice; state_dict keys are unique");
     }
-    const core::Tensor& tensor = entry.tensor;
-    if (!tensor.defined()) return Invalid("tensor ", QuoteName(name), " is undefined and cannot be saved");
-    const size_t element_size = ElementSize(tensor.dtype());
-    const std::shared_ptr<core::Storage>& storage = tensor.storage();
-    auto [it, inserted] = storage_index.emplace(storage.get(), plan.storages.size());
-    if (inserted) {
-      plan.storages.push_back(
-          PlannedStorage{storage.get(), storage, tensor.dtype(),
-                         static_cast<int64_t>(storage->nbytes() / element_size)});
-      storage_keys.push_back(graph.String(absl::StrCat(plan.storages.size() - 1)));
-    }
-    const PlannedStorage& planned = plan.storages[it->second];
-    if (planned.dtype != tensor.dtype()) {
-      return Invalid(
-          "Cannot save multiple tensors or storages that view the same data as "
-          "different types (tensor ",
-          QuoteName(name), " is ", DTypeName(tensor.dtype()), ", an earlier tensor on its storage is ",
-          DTypeName(planned.dtype), ")");
-    }
-    PARAMD_RETURN_IF_ERROR(
-        CheckView(name, tensor.offset(), tensor.shape(), tensor.strides(), planned.numel));
-
-    // The objects torch pickles, sharing what torch's objects share (see PickleProtocol2).
-    const std::string location = LocationOf(storage->device());
-    const PickleValue* location_node = location == "cpu" ? cpu : graph.String(location);
-    const PickleValue* pid =
-        graph.Tuple({storage_tag, graph.Global("torch", StorageClassName(tensor.dtype())),
-                     storage_keys[it->second], location_node, graph.Int(planned.numel)});
-    std::vector<const PickleValue*> sizes, strides;
-    for (int64_t size : tensor.shape()) sizes.push_back(graph.Int(size));
-    for (int64_t stride : tensor.strides()) strides.push_back(graph.Int(stride));
-    const PickleValue* tensor_node = graph.Call(
-        rebuild_tensor, graph.Tuple({graph.PersistentId(pid), graph.Int(tensor.offset()),
-                                     graph.Tuple(std::move(sizes)), graph.Tuple(std::move(strides)),
-                                     graph.Bool(entry.is_parameter ? false : entry.requires_grad),
-                                     graph.Dict(/*ordered=*/true)}));
-    const PickleValue* value = tensor_node;
-    if (entry.is_parameter) {
-      value =
-          graph.Call(rebuild_parameter, graph.Tuple({tensor_node, graph.Bool(entry.requires_grad),
-                                                     graph.Dict(/*ordered=*/true)}));
-    }
+    PARAMD_ASSIGN_OR_RETURN(const PickleValue* value,
+                            pickler.Tensor(name, entry.tensor, entry.is_parameter,
+                                           entry.requires_grad));
     root->entries.emplace_back(graph.String(name), value);
   }
 
@@ -156,7 +234,15 @@ absl::StatusOr<Plan> PlanCheckpoint(const std::vector<TorchCheckpointEntry>& ent
     state->entries.emplace_back(graph.String("_metadata"), metadata);
     root->state = state;
   }
-  PARAMD_ASSIGN_OR_RETURN(plan.pickle, PickleProtocol2(*root));
+  const PickleValue* top = root;
+  if (options.optimizer.has_value()) {
+    PARAMD_ASSIGN_OR_RETURN(const PickleValue* optimizer, pickler.Optimizer(*options.optimizer));
+    PickleValue* checkpoint = graph.Dict(/*ordered=*/false);
+    checkpoint->entries.emplace_back(graph.String("model"), root);
+    checkpoint->entries.emplace_back(graph.String("optimizer"), optimizer);
+    top = checkpoint;
+  }
+  PARAMD_ASSIGN_OR_RETURN(plan.pickle, PickleProtocol2(*top));
   return plan;
 }
 

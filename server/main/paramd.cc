@@ -3,10 +3,10 @@
 //   paramd --listen 127.0.0.1:50051 --data-dir DIR --max-memory 8G
 //
 // Serves paramd.v1.Models, Parameters and Checkpoints, grpc.health.v1.Health and server
-// reflection. Restores the models snapshotted in --data-dir on start and snapshots them
-// every --snapshot-interval. SIGTERM or SIGINT: stop taking calls, let in-flight ones
-// finish within --shutdown-grace, snapshot every model, exit 0; exit 1 (with an error log
-// line naming the models) when a model's final snapshot failed.
+// reflection. Restores the models (and their optimizers) snapshotted in --data-dir on start
+// and snapshots them every --snapshot-interval. SIGTERM or SIGINT: stop taking calls, let
+// in-flight ones finish within --shutdown-grace, snapshot every model, exit 0; exit 1 (with
+// an error log line naming the models) when a model's final snapshot failed.
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -214,6 +214,15 @@ std::string ParseSettings(const Flags& flags, Settings& settings) {
   return "";
 }
 
+// Removes the partial files of uploads left too long (docs/checkpoints.md), logging how many.
+void RemoveExpiredUploads(paramd::io::CheckpointStore& checkpoints) {
+  if (int expired = checkpoints.RemoveExpiredUploads(); expired > 0) {
+    Log("warning", "removed expired uploads",
+        {{"files", std::to_string(expired)},
+         {"checkpoint_dir", checkpoints.directory().root()}});
+  }
+}
+
 // Snapshots every model that changed, logging what it wrote. Returns false when a model's
 // snapshot failed (logged, naming the model).
 bool Snapshot(paramd::io::Snapshots& snapshots, const char* why) {
@@ -356,18 +365,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   paramd::core::ModelRegistry registry(settings.max_state_dict_keys);
-  paramd::io::CheckpointStore checkpoints(*checkpoint_dir, &registry,
-                                          paramd::io::FileSystem::Posix(), store_options);
-  if (int expired = checkpoints.RemoveExpiredUploads(); expired > 0) {
-    Log("warning", "removed expired uploads",
-        {{"files", std::to_string(expired)}, {"checkpoint_dir", checkpoint_dir->root()}});
-  }
-  auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry);
+  paramd::core::OptimizerRegistry optimizers;
+  paramd::io::CheckpointStore checkpoints(
+      *checkpoint_dir, &registry, paramd::io::FileSystem::Posix(), store_options, &optimizers);
+  RemoveExpiredUploads(checkpoints);
+  auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry,
+                                               paramd::io::FileSystem::Posix(), &optimizers);
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
 
   server_options.checkpoints = &checkpoints;
   server_options.snapshots = snapshots->get();
+  server_options.optimizers = &optimizers;
   server_options.stream_idle_timeout = settings.stream_idle_timeout;
   server_options.sync_round_timeout = settings.sync_round_timeout;
   server_options.keepalive_min_interval = settings.keepalive_min_interval;

@@ -43,6 +43,7 @@ io::CheckpointStore::LoadRequest LoadRequestOf(const v1::LoadRequest& request) {
   load.if_version = IfVersion(request.if_version());
   load.spec_json = request.spec_json();
   load.device = request.device();
+  load.optimizer = request.optimizer();
   return load;
 }
 
@@ -212,7 +213,8 @@ grpc::ServerUnaryReactor* CheckpointsService::Save(grpc::CallbackServerContext* 
                                             store_->Save({.model = request->model(),
                                                           .path = request->path(),
                                                           .format = format,
-                                                          .keep_vars = request->keep_vars()}));
+                                                          .keep_vars = request->keep_vars(),
+                                                          .optimizer = request->optimizer()}));
                     if (metrics_ != nullptr) {
                       metrics_->ObserveCheckpoint(Metrics::CheckpointOp::kSave,
                                                   absl::ToDoubleSeconds(absl::Now() - start),

@@ -62,14 +62,14 @@ struct Server::Services {
         checkpoints(options.checkpoints, options.snapshots, executor, options.auth,
                     options.metrics),
         inference(registry, executor, options.auth, options.metrics),
-        training(registry, &optimizers, executor, watchdog, options.auth,
-                 options.sync_round_timeout) {}
+        training(registry, options.optimizers != nullptr ? options.optimizers : &own_optimizers,
+                 executor, watchdog, options.auth, options.sync_round_timeout) {}
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;
   InferenceService inference;
-  // The daemon's optimizers live as long as the server (they are not in snapshots yet).
-  core::OptimizerRegistry optimizers;
+  // Used when the options bring no registry: optimizers then live as long as the server.
+  core::OptimizerRegistry own_optimizers;
   TrainingService training;
 };
 

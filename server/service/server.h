@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
+#include "server/core/optim/optimizer.h"
 #include "server/core/registry.h"
 #include "server/io/checkpoint_store.h"
 #include "server/io/snapshots.h"
@@ -65,6 +66,9 @@ struct ServerOptions {
   const Authenticator* auth = nullptr;
   // Borrowed, must outlive the server; null records no metrics (metrics.h).
   Metrics* metrics = nullptr;
+  // The daemon's optimizers (Snapshots keeps them across restarts). Borrowed, must outlive
+  // the server; null: the server keeps its own, in memory only.
+  core::OptimizerRegistry* optimizers = nullptr;
 };
 
 class Server {

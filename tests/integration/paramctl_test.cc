@@ -9,12 +9,15 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/daemon.h"
 #include "tests/integration/specs.h"
+#include "tests/integration/training_wire.h"
 
 namespace paramd::testing {
 namespace {
@@ -431,6 +434,94 @@ TEST_F(ParamctlTest, ForwardPrintsTheOutputLikePyTorchAndTheVersion) {
                                    "multiplied (1x2 and 1x2)"));
   EXPECT_EQ(Run({"forward", "mlp"}).exit_code, 2);
   EXPECT_EQ(Run({"forward", "mlp", "--in", npy, "--train", "--eval"}).exit_code, 2);
+}
+
+// Whitespace-separated fields of each line of a table.
+std::vector<std::vector<std::string>> TableRows(const std::string& text) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    rows.emplace_back();
+    for (std::string field; fields >> field;) rows.back().push_back(field);
+  }
+  return rows;
+}
+
+TEST_F(ParamctlTest, OptimizersAndOptimizerStateShowWhatTorchsStateDictHolds) {
+  ASSERT_EQ(Run({"create", "m", "--spec", Spec("linear", kLinear32Spec)}).exit_code, 0);
+  ASSERT_EQ(Run({"create", "n", "--spec", Spec("linear", kLinear32Spec)}).exit_code, 0);
+  auto training = v1::Training::NewStub(daemon_->channel());
+  ASSERT_TRUE(CreateTwoGroupAdam(*training, "adam", "m").ok());
+  ASSERT_TRUE(CreateAsynchronousSgd(*training, "sgd", "n", 2).ok());
+  ASSERT_TRUE(PushLinearGradients(*training, "adam", 1).ok());
+  ASSERT_TRUE(StepOptimizer(*training, "adam").ok());
+
+  Result listed = Run({"optimizers"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  // Adam's state: exp_avg, exp_avg_sq and max_exp_avg_sq of 8 float32 elements; the
+  // gradients stay after the step, as torch's step leaves p.grad.
+  EXPECT_EQ(TableRows(listed.out),
+            (std::vector<std::vector<std::string>>{
+                {"NAME", "MODEL", "KIND", "MODE", "GROUPS", "PARAMS", "WITH_GRAD", "STEPS",
+                 "STATE_BYTES"},
+                {"adam", "m", "Adam", "manual", "2", "2", "2", "1", "96"},
+                {"sgd", "n", "SGD", "asynchronous(2)", "1", "2", "0", "0", "0"}}));
+  Result of_n = Run({"optimizers", "--model", "n"});
+  ASSERT_EQ(of_n.exit_code, 0) << of_n.err;
+  EXPECT_EQ(TableRows(of_n.out).size(), 2u);
+  EXPECT_THAT(of_n.out, Not(HasSubstr("adam")));
+  Result json = Run({"optimizers", "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  auto optimizers = nlohmann::json::parse(json.out);
+  ASSERT_EQ(optimizers.size(), 2u);
+  EXPECT_EQ(optimizers[0]["name"], "adam");
+  EXPECT_EQ(optimizers[0]["steps"], 1);
+  EXPECT_EQ(optimizers[1]["mode"], "asynchronous");
+  EXPECT_EQ(optimizers[1]["max_staleness"], 2);
+
+  // The param groups as torch 2.15 prints `optimizer.state_dict()["param_groups"][i]` for
+  // Adam(..., lr=0.01, amsgrad=True) with named parameters (docs/training.md lists the keys).
+  Result state = Run({"optimizer-state", "adam"});
+  ASSERT_EQ(state.exit_code, 0) << state.err;
+  EXPECT_EQ(state.out,
+            "Adam optimizer 'adam' on model 'm'\n"
+            "param_groups:\n"
+            "  0: {'lr': 0.01, 'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0, "
+            "'amsgrad': True, 'maximize': False, 'foreach': None, 'capturable': False, "
+            "'differentiable': False, 'fused': None, 'decoupled_weight_decay': False, "
+            "'params': [0], 'param_names': ['weight']}\n"
+            "  1: {'lr': 0.1, 'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.5, "
+            "'amsgrad': True, 'maximize': False, 'foreach': None, 'capturable': False, "
+            "'differentiable': False, 'fused': None, 'decoupled_weight_decay': False, "
+            "'params': [1], 'param_names': ['bias']}\n"
+            "state:\n"
+            "  0 (weight): {'step': tensor(1.), 'exp_avg': float32[2, 3], "
+            "'exp_avg_sq': float32[2, 3], 'max_exp_avg_sq': float32[2, 3]}\n"
+            "  1 (bias): {'step': tensor(1.), 'exp_avg': float32[2], 'exp_avg_sq': float32[2], "
+            "'max_exp_avg_sq': float32[2]}\n");
+  Result state_json = Run({"optimizer-state", "adam", "--json"});
+  ASSERT_EQ(state_json.exit_code, 0) << state_json.err;
+  auto dict = nlohmann::json::parse(state_json.out);
+  EXPECT_EQ(dict["state"]["1"]["step"]["value"], 1.0);
+  EXPECT_EQ(dict["state"]["0"]["exp_avg"]["shape"], nlohmann::json::parse("[2, 3]"));
+  EXPECT_EQ(dict["param_groups"][1]["weight_decay"], 0.5);
+  EXPECT_EQ(dict["param_groups"][0]["betas"], nlohmann::json::parse("[0.9, 0.999]"));
+  EXPECT_EQ(dict["param_groups"][0]["fused"], nullptr);
+
+  // SGD without momentum keeps no state, as torch's.
+  Result sgd = Run({"optimizer-state", "sgd"});
+  ASSERT_EQ(sgd.exit_code, 0) << sgd.err;
+  EXPECT_THAT(sgd.out, HasSubstr("  0: {'lr': 0.1, 'momentum': 0, 'dampening': 0, "
+                                 "'weight_decay': 0, 'nesterov': False, 'maximize': False, "
+                                 "'foreach': None, 'differentiable': False, 'fused': None, "
+                                 "'params': [0, 1], 'param_names': ['weight', 'bias']}\n"));
+  EXPECT_THAT(sgd.out, HasSubstr("\nstate: {}\n"));
+
+  Result missing = Run({"optimizer-state", "nope"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("optimizer 'nope' not found"));
+  EXPECT_EQ(Run({"optimizer-state"}).exit_code, 2);
 }
 
 }  // namespace

@@ -86,6 +86,7 @@ absl::StatusOr<SaveCheckpointResult> Client::SaveCheckpoint(
   request.set_path(path);
   request.set_format(ToProto(options.format));
   request.set_keep_vars(options.keep_vars);
+  request.set_optimizer(options.optimizer);
   v1::SaveResponse response;
   grpc::ClientContext context;
   impl_->PrepareStream(&context);  // a large save takes as long as the disk needs
@@ -111,6 +112,7 @@ absl::StatusOr<LoadCheckpointResult> Client::LoadCheckpoint(
   for (const auto& [from, to] : options.location_map) (*request.mutable_location_map())[from] = to;
   request.set_spec_json(options.spec_json);
   request.set_device(options.device);
+  request.set_optimizer(options.optimizer);
   request.set_if_version(options.if_version);
   grpc::ClientContext context;
   impl_->PrepareStream(&context);

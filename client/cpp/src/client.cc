@@ -110,6 +110,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   impl->health = grpc::health::v1::Health::NewStub(impl->channel);
   impl->checkpoints = v1::Checkpoints::NewStub(impl->channel);
   impl->inference = v1::Inference::NewStub(impl->channel);
+  impl->training = v1::Training::NewStub(impl->channel);
   impl->writes = std::make_unique<WriteMethods>(impl->channel);
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }

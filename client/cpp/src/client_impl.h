@@ -18,6 +18,7 @@
 #include "paramd/v1/inference.grpc.pb.h"
 #include "paramd/v1/models.grpc.pb.h"
 #include "paramd/v1/parameters.grpc.pb.h"
+#include "paramd/v1/training.grpc.pb.h"
 #include "base/status_macros.h"
 
 namespace paramd::client {
@@ -50,6 +51,7 @@ struct Client::Impl {
   std::unique_ptr<grpc::health::v1::Health::Stub> health;
   std::unique_ptr<v1::Checkpoints::Stub> checkpoints;
   std::unique_ptr<v1::Inference::Stub> inference;
+  std::unique_ptr<v1::Training::Stub> training;
   std::unique_ptr<WriteMethods> writes;
 
   // The bearer token (docs/wire.md "Authentication"), on every call.

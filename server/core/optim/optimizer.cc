@@ -370,6 +370,7 @@ absl::StatusOr<uint64_t> Optimizer::StepLocked(std::optional<uint64_t> if_versio
     param.has_state = true;
   }
   ++steps_;
+  ++changes_;
   return version;
 }
 
@@ -385,6 +386,7 @@ Optimizer::Summary Optimizer::Describe() const {
   }
   summary.steps = steps_;
   summary.waiting = static_cast<int64_t>(round_.size());
+  summary.changes = changes_;
   return summary;
 }
 

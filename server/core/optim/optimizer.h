@@ -185,11 +185,29 @@ class Optimizer {
   // and must have the parameter's shape. The loaded groups' hyperparameters replace the
   // current ones (missing keys take torch's defaults).
   absl::Status LoadStateDict(const OptimizerStateDict& state);
+  // LoadStateDict in two halves, for a load that must check something else (a model's
+  // load_state_dict) before changing either: PrepareLoad checks and converts everything and
+  // changes nothing; CommitLoad cannot fail.
+  struct PreparedLoad {
+    struct State {
+      bool has_state = false;
+      float step = 0;
+      std::vector<Tensor> tensors;
+    };
+    std::vector<Hyperparameters> hyperparameters;  // per group
+    std::vector<State> states;                     // per parameter
+  };
+  absl::StatusOr<PreparedLoad> PrepareLoad(const OptimizerStateDict& state) const;
+  void CommitLoad(PreparedLoad prepared);
 
   // Sets hyperparameters of group `group` (nullopt: every group), as a scheduler writes
   // `optimizer.param_groups[i]["lr"]`. INVALID_ARGUMENT as Create, or for a group index out
   // of range.
   absl::Status SetHyperparameters(std::optional<int64_t> group, const Hyperparameters& values);
+
+  // Sets the step count (the round) of an optimizer restored from a snapshot, whose state
+  // LoadStateDict brought back; nothing else changes.
+  void RestoreSteps(uint64_t steps);
 
   struct Summary {
     std::string name;
@@ -202,6 +220,9 @@ class Optimizer {
     uint64_t steps = 0;  // Step calls that updated something
     uint64_t state_bytes = 0;
     int64_t waiting = 0;  // synchronous: pushes waiting in the current round
+    // Grows with every change of what a snapshot holds (a step, a load, a hyperparameter
+    // write); gradients are not counted, snapshots do not hold them.
+    uint64_t changes = 0;
   };
   Summary Describe() const;
 
@@ -245,6 +266,9 @@ class Optimizer {
   absl::StatusOr<AsyncResult> StepRoundLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> StepLocked(std::optional<uint64_t> if_version)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<PreparedLoad> PrepareLoadLocked(const OptimizerStateDict& state) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void CommitLoadLocked(PreparedLoad prepared) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The params_ index of the parameter `name` in `root`; NOT_FOUND otherwise.
   absl::StatusOr<size_t> Resolve(const std::shared_ptr<Module>& root, absl::string_view name) const
@@ -268,6 +292,7 @@ class Optimizer {
   absl::Time round_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   uint64_t last_push_id_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status closed_ ABSL_GUARDED_BY(mu_);
+  uint64_t changes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The daemon's optimizers by name (the names follow model names' rules).

@@ -49,6 +49,36 @@ OptimizerStateDict Optimizer::StateDict() const {
 
 absl::Status Optimizer::LoadStateDict(const OptimizerStateDict& dict) {
   absl::MutexLock lock(&mu_);
+  PARAMD_ASSIGN_OR_RETURN(PreparedLoad prepared, PrepareLoadLocked(dict));
+  CommitLoadLocked(std::move(prepared));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Optimizer::PreparedLoad> Optimizer::PrepareLoad(
+    const OptimizerStateDict& dict) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return PrepareLoadLocked(dict);
+}
+
+void Optimizer::CommitLoad(PreparedLoad prepared) {
+  absl::MutexLock lock(&mu_);
+  CommitLoadLocked(std::move(prepared));
+}
+
+void Optimizer::CommitLoadLocked(PreparedLoad prepared) {
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    groups_[g].hyperparameters = std::move(prepared.hyperparameters[g]);
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    params_[i].has_state = prepared.states[i].has_state;
+    params_[i].step = prepared.states[i].step;
+    params_[i].state = std::move(prepared.states[i].tensors);
+  }
+  ++changes_;
+}
+
+absl::StatusOr<Optimizer::PreparedLoad> Optimizer::PrepareLoadLocked(
+    const OptimizerStateDict& dict) const {
   // torch's checks of the group layout, with its messages.
   if (dict.param_groups.size() != groups_.size()) {
     return absl::InvalidArgumentError("loaded state dict has a different number of parameter groups");
@@ -74,12 +104,7 @@ absl::Status Optimizer::LoadStateDict(const OptimizerStateDict& dict) {
   for (const OptimizerStateDict::Group& loaded : dict.param_groups) {
     for (int64_t id : loaded.params) loaded_to_param[id] = by_index[position++];
   }
-  struct NewState {
-    bool has_state = false;
-    float step = 0;
-    std::vector<Tensor> tensors;
-  };
-  std::vector<NewState> states(params_.size());
+  std::vector<PreparedLoad::State> states(params_.size());
   for (const OptimizerStateDict::ParamState& entry : dict.state) {
     auto it = loaded_to_param.find(entry.index);
     if (it == loaded_to_param.end()) {
@@ -88,7 +113,7 @@ absl::Status Optimizer::LoadStateDict(const OptimizerStateDict& dict) {
     }
     const Param& param = params_[it->second];
     const Tensor& data = param.parameter->data();
-    NewState& state = states[it->second];
+    PreparedLoad::State& state = states[it->second];
     state.has_state = true;
     const std::vector<std::string> keys = TensorKeys(kind_, 3);
     state.tensors.resize(keys.size());
@@ -128,13 +153,7 @@ absl::Status Optimizer::LoadStateDict(const OptimizerStateDict& dict) {
     }
     state.tensors.resize(present);
   }
-  for (size_t g = 0; g < groups_.size(); ++g) groups_[g].hyperparameters = std::move(hyperparameters[g]);
-  for (size_t i = 0; i < params_.size(); ++i) {
-    params_[i].has_state = states[i].has_state;
-    params_[i].step = states[i].step;
-    params_[i].state = std::move(states[i].tensors);
-  }
-  return absl::OkStatus();
+  return PreparedLoad{std::move(hyperparameters), std::move(states)};
 }
 
 absl::Status Optimizer::SetHyperparameters(std::optional<int64_t> group,
@@ -157,7 +176,14 @@ absl::Status Optimizer::SetHyperparameters(std::optional<int64_t> group,
     updated.push_back(std::move(next));
   }
   for (int64_t g = 0; g < count; ++g) groups_[g].hyperparameters = std::move(updated[g]);
+  ++changes_;
   return absl::OkStatus();
+}
+
+void Optimizer::RestoreSteps(uint64_t steps) {
+  absl::MutexLock lock(&mu_);
+  steps_ = steps;
+  ++changes_;
 }
 
 }  // namespace paramd::core

@@ -229,6 +229,9 @@ struct SaveCheckpointOptions {
   CheckpointFormat format = CheckpointFormat::kFromSuffix;
   // PyTorch files: Parameters saved as torch.nn.Parameter (state_dict(keep_vars=True)).
   bool keep_vars = false;
+  // Set: a training checkpoint, torch.save({"model": ..., "optimizer": ...}) with this
+  // optimizer of the model (PyTorch files only).
+  std::string optimizer;
 };
 
 struct SaveCheckpointResult {
@@ -253,6 +256,9 @@ struct LoadCheckpointOptions {
   std::string spec_json;
   std::string device;
   uint64_t if_version = 0;
+  // Set: the file is a training checkpoint; its "model" loads into the existing model and
+  // its "optimizer" into this existing optimizer, all or nothing.
+  std::string optimizer;
 };
 
 struct LoadCheckpointResult {
@@ -269,6 +275,46 @@ struct CheckpointFile {
   int64_t modified_unix = 0;
   // From the file's contents, whatever its name; kFromSuffix: neither format.
   CheckpointFormat format = CheckpointFormat::kFromSuffix;
+};
+
+// paramd.v1.Training's optimizers (docs/training.md), as ListOptimizers describes them.
+struct OptimizerInfo {
+  std::string name;
+  std::string model;
+  std::string kind;  // "SGD", "Adam", "AdamW"
+  std::string mode;  // "manual", "asynchronous"
+  uint64_t max_staleness = 0;
+  int64_t param_groups = 0;
+  int64_t parameters = 0;
+  int64_t with_gradient = 0;  // parameters whose .grad is not None
+  uint64_t steps = 0;         // the optimizer's round
+  uint64_t state_bytes = 0;
+  uint64_t model_version = 0;
+};
+
+// A hyperparameter value with its Python type, as torch keeps it in a param group.
+struct HyperValue {
+  enum class Type { kNone, kBool, kInt, kFloat, kTuple };
+  Type type = Type::kNone;
+  bool bool_value = false;
+  int64_t int_value = 0;
+  double float_value = 0;
+  std::vector<double> tuple;
+};
+
+// optimizer.state_dict() (GetOptimizerState): torch's layout, `state` keyed by
+// "<parameter index>.<key>" ("0.exp_avg", "3.step") in the order the server sent them.
+struct OptimizerState {
+  std::string optimizer;
+  std::string kind;
+  std::string model;
+  struct Group {
+    std::vector<int64_t> params;
+    std::vector<std::string> param_names;
+    std::vector<std::pair<std::string, HyperValue>> hyperparameters;  // torch's order
+  };
+  std::vector<Group> param_groups;
+  std::vector<std::pair<std::string, HostTensor>> state;
 };
 
 struct TransferResult {
@@ -508,6 +554,12 @@ class Client {
   // returns each model's snapshotted version.
   absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> Snapshot(
       const std::vector<std::string>& models = {}) const;
+
+  // The optimizers (of `model` when not empty), by name.
+  absl::StatusOr<std::vector<OptimizerInfo>> ListOptimizers(const std::string& model = "") const;
+  // optimizer.state_dict() of optimizer `name`, tensors included. NOT_FOUND for an unknown
+  // optimizer.
+  absl::StatusOr<OptimizerState> GetOptimizerState(const std::string& name) const;
 
   // A handle on model `name`; see RemoteModel.
   RemoteModel Model(const std::string& name) { return RemoteModel(this, name); }

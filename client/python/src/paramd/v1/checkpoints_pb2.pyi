@@ -17,16 +17,18 @@ CHECKPOINT_FORMAT_SAFETENSORS: CheckpointFormat
 CHECKPOINT_FORMAT_TORCH: CheckpointFormat
 
 class SaveRequest(_message.Message):
-    __slots__ = ("model", "path", "format", "keep_vars")
+    __slots__ = ("model", "path", "format", "keep_vars", "optimizer")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     KEEP_VARS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     model: str
     path: str
     format: CheckpointFormat
     keep_vars: bool
-    def __init__(self, model: _Optional[str] = ..., path: _Optional[str] = ..., format: _Optional[_Union[CheckpointFormat, str]] = ..., keep_vars: _Optional[bool] = ...) -> None: ...
+    optimizer: str
+    def __init__(self, model: _Optional[str] = ..., path: _Optional[str] = ..., format: _Optional[_Union[CheckpointFormat, str]] = ..., keep_vars: _Optional[bool] = ..., optimizer: _Optional[str] = ...) -> None: ...
 
 class SaveResponse(_message.Message):
     __slots__ = ("path", "format", "version", "size", "sha256")
@@ -43,7 +45,7 @@ class SaveResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., format: _Optional[_Union[CheckpointFormat, str]] = ..., version: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class LoadRequest(_message.Message):
-    __slots__ = ("model", "path", "non_strict", "assign", "map_location", "location_map", "spec_json", "device", "if_version")
+    __slots__ = ("model", "path", "non_strict", "assign", "map_location", "location_map", "spec_json", "device", "if_version", "optimizer")
     class LocationMapEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +62,7 @@ class LoadRequest(_message.Message):
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     IF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     model: str
     path: str
     non_strict: bool
@@ -69,7 +72,8 @@ class LoadRequest(_message.Message):
     spec_json: str
     device: str
     if_version: int
-    def __init__(self, model: _Optional[str] = ..., path: _Optional[str] = ..., non_strict: _Optional[bool] = ..., assign: _Optional[bool] = ..., map_location: _Optional[str] = ..., location_map: _Optional[_Mapping[str, str]] = ..., spec_json: _Optional[str] = ..., device: _Optional[str] = ..., if_version: _Optional[int] = ...) -> None: ...
+    optimizer: str
+    def __init__(self, model: _Optional[str] = ..., path: _Optional[str] = ..., non_strict: _Optional[bool] = ..., assign: _Optional[bool] = ..., map_location: _Optional[str] = ..., location_map: _Optional[_Mapping[str, str]] = ..., spec_json: _Optional[str] = ..., device: _Optional[str] = ..., if_version: _Optional[int] = ..., optimizer: _Optional[str] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
     __slots__ = ("version", "missing_keys", "unexpected_keys", "created", "format", "error_text")

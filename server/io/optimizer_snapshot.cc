@@ -1,0 +1,255 @@
+#include "server/io/optimizer_snapshot.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/status_macros.h"
+#include "base/text.h"
+#include "nlohmann/json.hpp"
+#include "server/io/safetensors.h"
+
+namespace paramd::io {
+namespace {
+
+using Json = nlohmann::json;
+using core::HyperValue;
+
+// A switch without a default: a new mode does not compile until snapshots keep it.
+const char* ModeName(core::OptimizerMode::Kind kind) {
+  switch (kind) {
+    case core::OptimizerMode::kManual:
+      return "manual";
+    case core::OptimizerMode::kAsynchronous:
+      return "asynchronous";
+    case core::OptimizerMode::kSynchronous:
+      return "synchronous";
+  }
+  return "";
+}
+
+absl::StatusOr<core::OptimizerMode::Kind> ParseMode(const std::string& name) {
+  for (auto kind : {core::OptimizerMode::kManual, core::OptimizerMode::kAsynchronous,
+                    core::OptimizerMode::kSynchronous}) {
+    if (name == ModeName(kind)) return kind;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown mode ", QuoteName(name)));
+}
+
+Json HyperValueJson(const HyperValue& value) {
+  switch (value.type) {
+    case HyperValue::Type::kNone:
+      return {{"type", "none"}};
+    case HyperValue::Type::kBool:
+      return {{"type", "bool"}, {"value", value.number != 0}};
+    case HyperValue::Type::kInt:
+      return {{"type", "int"}, {"value", static_cast<int64_t>(value.number)}};
+    case HyperValue::Type::kFloat:
+      return {{"type", "float"}, {"value", value.number}};
+    case HyperValue::Type::kTuple:
+      return {{"type", "tuple"}, {"value", value.tuple}};
+  }
+  return {};
+}
+
+absl::Status Damaged(absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("not a readable optimizer snapshot: ", what));
+}
+
+// The member `key` of `object` when it has type `is`, else null.
+template <typename Is>
+const Json* Member(const Json& object, const char* key, Is is) {
+  if (!object.is_object()) return nullptr;
+  auto it = object.find(key);
+  if (it == object.end() || !is(*it)) return nullptr;
+  return &*it;
+}
+
+bool IsNumber(const Json& j) { return j.is_number(); }
+bool IsUnsigned(const Json& j) { return j.is_number_unsigned(); }
+bool IsString(const Json& j) { return j.is_string(); }
+bool IsArray(const Json& j) { return j.is_array(); }
+
+absl::StatusOr<HyperValue> ParseHyperValue(const Json& j) {
+  const Json* type = Member(j, "type", IsString);
+  if (type == nullptr) return Damaged("a hyperparameter has no type");
+  const std::string name = type->get<std::string>();
+  if (name == "none") return HyperValue::None();
+  if (name == "bool") {
+    const Json* value = Member(j, "value", [](const Json& v) { return v.is_boolean(); });
+    if (value != nullptr) return HyperValue::Bool(value->get<bool>());
+  } else if (name == "int") {
+    const Json* value = Member(j, "value", [](const Json& v) { return v.is_number_integer(); });
+    if (value != nullptr) return HyperValue::Int(value->get<int64_t>());
+  } else if (name == "float") {
+    const Json* value = Member(j, "value", IsNumber);
+    if (value != nullptr) return HyperValue::Float(value->get<double>());
+  } else if (name == "tuple") {
+    const Json* value = Member(j, "value", IsArray);
+    if (value != nullptr) {
+      std::vector<double> items;
+      for (const Json& item : *value) {
+        if (!item.is_number()) return Damaged("a tuple hyperparameter holds a non-number");
+        items.push_back(item.get<double>());
+      }
+      return HyperValue::Tuple(std::move(items));
+    }
+  }
+  return Damaged(absl::StrCat("a hyperparameter of type ", QuoteName(name), " is malformed"));
+}
+
+absl::StatusOr<core::OptimizerStateDict::Group> ParseGroup(const Json& j) {
+  core::OptimizerStateDict::Group group;
+  const Json* params = Member(j, "params", IsArray);
+  const Json* names = Member(j, "param_names", IsArray);
+  const Json* hyperparameters = Member(j, "hyperparameters", IsArray);
+  if (params == nullptr || names == nullptr || hyperparameters == nullptr ||
+      params->size() != names->size()) {
+    return Damaged("a param group lacks params, param_names or hyperparameters");
+  }
+  for (const Json& index : *params) {
+    if (!index.is_number_unsigned()) return Damaged("a param index is not a number");
+    group.params.push_back(index.get<int64_t>());
+  }
+  for (const Json& name : *names) {
+    if (!name.is_string()) return Damaged("a param name is not a string");
+    group.param_names.push_back(name.get<std::string>());
+  }
+  for (const Json& entry : *hyperparameters) {
+    if (!entry.is_array() || entry.size() != 2 || !entry[0].is_string()) {
+      return Damaged("a hyperparameter is not a [name, value] pair");
+    }
+    PARAMD_ASSIGN_OR_RETURN(HyperValue value, ParseHyperValue(entry[1]));
+    group.hyperparameters.emplace_back(entry[0].get<std::string>(), std::move(value));
+  }
+  return group;
+}
+
+absl::Status ParseDescription(const std::string& text, OptimizerSnapshot& out) {
+  const Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return Damaged("its description is not JSON");
+  const Json* name = Member(j, "name", IsString);
+  const Json* model = Member(j, "model", IsString);
+  const Json* kind = Member(j, "kind", IsString);
+  const Json* mode = Member(j, "mode", IsString);
+  // The mode's bound: asynchronous, S (max_staleness); synchronous, K (workers).
+  const Json* bound = Member(j, "bound", IsUnsigned);
+  const Json* steps = Member(j, "steps", IsUnsigned);
+  const Json* version = Member(j, "model_version", IsUnsigned);
+  const Json* groups = Member(j, "param_groups", IsArray);
+  if (name == nullptr || model == nullptr || kind == nullptr || mode == nullptr ||
+      bound == nullptr || steps == nullptr || version == nullptr || groups == nullptr) {
+    return Damaged("its description lacks a field");
+  }
+  out.name = name->get<std::string>();
+  out.model = model->get<std::string>();
+  PARAMD_ASSIGN_OR_RETURN(out.kind, core::ParseOptimizerKind(kind->get<std::string>()));
+  PARAMD_ASSIGN_OR_RETURN(out.mode.kind, ParseMode(mode->get<std::string>()));
+  out.mode.bound = bound->get<uint64_t>();
+  out.steps = steps->get<uint64_t>();
+  out.model_version = version->get<uint64_t>();
+  for (const Json& group : *groups) {
+    PARAMD_ASSIGN_OR_RETURN(core::OptimizerStateDict::Group parsed, ParseGroup(group));
+    out.state.param_groups.push_back(std::move(parsed));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SaveOptimizerSnapshot(const std::string& path, const OptimizerSnapshot& snapshot,
+                                   FileSystem& fs) {
+  Json groups = Json::array();
+  for (const core::OptimizerStateDict::Group& group : snapshot.state.param_groups) {
+    Json hyperparameters = Json::array();
+    for (const auto& [key, value] : group.hyperparameters) {
+      hyperparameters.push_back(Json::array({key, HyperValueJson(value)}));
+    }
+    groups.push_back({{"params", group.params},
+                      {"param_names", group.param_names},
+                      {"hyperparameters", std::move(hyperparameters)}});
+  }
+  const Json description = {{"name", snapshot.name},
+                            {"model", snapshot.model},
+                            {"kind", core::OptimizerKindName(snapshot.kind)},
+                            {"mode", ModeName(snapshot.mode.kind)},
+                            {"bound", snapshot.mode.bound},
+                            {"steps", snapshot.steps},
+                            {"model_version", snapshot.model_version},
+                            {"param_groups", std::move(groups)}};
+  NamedTensors tensors;
+  for (const core::OptimizerStateDict::ParamState& state : snapshot.state.state) {
+    for (const auto& [key, tensor] : state.tensors) {
+      tensors.emplace_back(absl::StrCat(state.index, ".", key), tensor);
+    }
+  }
+  return SaveSafetensors(path, tensors, {{kOptimizerKey, description.dump()}}, fs);
+}
+
+absl::StatusOr<OptimizerSnapshot> ReadOptimizerSnapshot(const std::string& path) {
+  PARAMD_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
+  OptimizerSnapshot snapshot;
+  bool described = false;
+  for (const auto& [key, value] : file.metadata) {
+    if (key != kOptimizerKey) continue;
+    PARAMD_RETURN_IF_ERROR(ParseDescription(value, snapshot));
+    described = true;
+  }
+  if (!described) return Damaged(absl::StrCat("it has no ", kOptimizerKey, " metadata"));
+  absl::flat_hash_map<int64_t, size_t> listed;  // index -> position in snapshot.state.state
+  for (const auto& group : snapshot.state.param_groups) {
+    for (int64_t index : group.params) listed.emplace(index, listed.size());
+  }
+  // The state entries in param-group order, as StateDict gives them.
+  std::vector<core::OptimizerStateDict::ParamState> by_position(listed.size());
+  for (SafetensorsEntry& entry : file.entries) {
+    std::vector<std::string> parts = absl::StrSplit(entry.name, absl::MaxSplits('.', 1));
+    int64_t index = 0;
+    auto it = listed.end();
+    if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &index)) it = listed.find(index);
+    if (it == listed.end()) {
+      return Damaged(absl::StrCat("tensor ", QuoteName(entry.name),
+                                  " is not <index>.<key> of a listed parameter"));
+    }
+    by_position[it->second].index = index;
+    by_position[it->second].tensors.emplace_back(parts[1], std::move(entry.tensor));
+  }
+  for (auto& state : by_position) {
+    if (state.tensors.empty()) continue;
+    // torch's key order (step first for Adam); safetensors gives them sorted by name.
+    std::stable_sort(state.tensors.begin(), state.tensors.end(), [](const auto& a, const auto& b) {
+      auto rank = [](const std::string& key) {
+        static const char* const kOrder[] = {"step", "momentum_buffer", "exp_avg", "exp_avg_sq",
+                                             "max_exp_avg_sq"};
+        for (int i = 0; i < 5; ++i) {
+          if (key == kOrder[i]) return i;
+        }
+        return 5;
+      };
+      return rank(a.first) < rank(b.first);
+    });
+    snapshot.state.state.push_back(std::move(state));
+  }
+  return snapshot;
+}
+
+absl::StatusOr<std::shared_ptr<core::Optimizer>> RestoreOptimizer(
+    const OptimizerSnapshot& snapshot, std::shared_ptr<core::Model> model) {
+  std::vector<core::Optimizer::GroupSpec> groups;
+  for (const auto& group : snapshot.state.param_groups) {
+    groups.push_back({group.param_names, group.hyperparameters});
+  }
+  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
+                          core::Optimizer::Create(snapshot.name, std::move(model), snapshot.kind,
+                                                  {}, groups, snapshot.mode));
+  PARAMD_RETURN_IF_ERROR(optimizer->LoadStateDict(snapshot.state));
+  optimizer->RestoreSteps(snapshot.steps);
+  return optimizer;
+}
+
+}  // namespace paramd::io
