@@ -563,6 +563,22 @@ absl::StatusOr<NamedTensors> ParseNpz(absl::string_view bytes, absl::string_view
   return tensors;
 }
 
+absl::StatusOr<std::string> NpzMemberName(const std::string& name, std::set<std::string>& names) {
+  if (name.empty() || name.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("an .npz member name must be non-empty and hold no NUL");
+  }
+  if (!names.insert(name).second) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the name '", name, "' appears twice; .npz member names must be unique"));
+  }
+  std::string file_name = name + ".npy";
+  if (file_name.size() > 0xffff) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the name '", name.substr(0, 64), "...' is too long for a ZIP member"));
+  }
+  return file_name;
+}
+
 absl::StatusOr<std::string> SerializeNpz(const NamedTensors& tensors) {
   if (tensors.size() >= 0xffff) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -574,18 +590,7 @@ absl::StatusOr<std::string> SerializeNpz(const NamedTensors& tensors) {
   uint64_t directory_size = 0;
   std::set<std::string> names;
   for (const auto& [name, tensor] : tensors) {
-    if (name.empty() || name.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError("an .npz member name must be non-empty and hold no NUL");
-    }
-    if (!names.insert(name).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the name '", name, "' appears twice; .npz member names must be unique"));
-    }
-    const std::string file_name = name + ".npy";
-    if (file_name.size() > 0xffff) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the name '", name.substr(0, 64), "...' is too long for a ZIP member"));
-    }
+    PARAMD_ASSIGN_OR_RETURN(const std::string file_name, NpzMemberName(name, names));
     absl::StatusOr<std::string> data = SerializeNpy(tensor);
     if (!data.ok()) {
       return absl::InvalidArgumentError(

@@ -22,6 +22,7 @@
 // PERMISSION_DENIED, ...) and name the path.
 #pragma once
 
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,6 +49,11 @@ struct NpyLayout {
   // numel * element size, free of overflow.
   uint64_t data_bytes = 0;
 };
+
+// The ZIP member name of tensor `name` in an .npz ("<name>.npy"), after checking it as
+// np.savez would need it: non-empty, no NUL, not already in `names` (where it is added),
+// short enough for a ZIP member. INVALID_ARGUMENT otherwise.
+absl::StatusOr<std::string> NpzMemberName(const std::string& name, std::set<std::string>& names);
 
 // Parses the header at the start of `bytes` (which may hold the data after it, or only part
 // of it). Errors as ParseNpy's.

@@ -108,18 +108,7 @@ NpzWriter::NpzWriter(zip::Sink& sink)
     : writer_(sink, zip::WriterOptions{.alignment = 0, .unix_mode = 0100644}) {}
 
 absl::Status NpzWriter::BeginTensor(const std::string& name, const HostTensor& meta) {
-  if (name.empty() || name.find('\0') != std::string::npos) {
-    return absl::InvalidArgumentError("an .npz member name must be non-empty and hold no NUL");
-  }
-  if (!names_.insert(name).second) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the name '", name, "' appears twice; .npz member names must be unique"));
-  }
-  const std::string file_name = name + ".npy";
-  if (file_name.size() > 0xffff) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the name '", name.substr(0, 64), "...' is too long for a ZIP member"));
-  }
+  PARAMD_ASSIGN_OR_RETURN(const std::string file_name, NpzMemberName(name, names_));
   // The receiver checked the shape (no negative dimension, no overflow).
   widen_ = meta.dtype == DType::kBFloat16;
   carry_.clear();

@@ -9,22 +9,12 @@
 #include "base/text.h"
 #include "base/version_conflict.h"
 #include "kernels/backend.h"
+#include "server/core/optim/flat_view.h"
 #include "server/core/registry.h"
 #include "server/core/traversal.h"
 
 namespace paramd::core {
 namespace {
-
-// A flat float view of a contiguous tensor, for the element-wise kernels.
-kernels::TensorView FlatView(const Tensor& tensor) {
-  kernels::TensorView view;
-  view.data = tensor.mutable_data();
-  view.dtype = tensor.dtype();
-  view.rank = 1;
-  view.shape[0] = tensor.numel();
-  view.strides[0] = 1;
-  return view;
-}
 
 absl::StatusOr<Tensor> Contiguous(const Tensor& tensor) {
   if (tensor.is_contiguous()) return tensor;

@@ -8,22 +8,10 @@
 #include "base/text.h"
 #include "base/version_conflict.h"
 #include "kernels/backend.h"
+#include "server/core/optim/flat_view.h"
 #include "server/core/optim/optimizer.h"
 
 namespace paramd::core {
-namespace {
-
-kernels::TensorView Flat(const Tensor& tensor) {
-  kernels::TensorView view;
-  view.data = tensor.mutable_data();
-  view.dtype = tensor.dtype();
-  view.rank = 1;
-  view.shape[0] = tensor.numel();
-  view.strides[0] = 1;
-  return view;
-}
-
-}  // namespace
 
 absl::StatusOr<Optimizer::Joined> Optimizer::JoinRound(const std::vector<Gradient>& gradients,
                                                        const std::string& worker, uint64_t round,
@@ -89,9 +77,9 @@ absl::StatusOr<Optimizer::AsyncResult> Optimizer::StepRoundLocked() {
       auto [it, first] = sums.emplace(index, gradient);
       if (first) continue;
       PARAMD_ASSIGN_OR_RETURN(kernels::Backend * backend, kernels::GetBackend(gradient.device()));
-      const kernels::TensorView sum = Flat(it->second);
+      const kernels::TensorView sum = FlatView(it->second);
       PARAMD_RETURN_IF_ERROR(backend->Binary(
-          {.op = kernels::BinaryOp::kAdd, .a = sum, .b = Flat(gradient), .output = sum}));
+          {.op = kernels::BinaryOp::kAdd, .a = sum, .b = FlatView(gradient), .output = sum}));
     }
   }
   for (auto& [index, sum] : sums) {
@@ -99,10 +87,10 @@ absl::StatusOr<Optimizer::AsyncResult> Optimizer::StepRoundLocked() {
     PARAMD_ASSIGN_OR_RETURN(Tensor workers,
                             Tensor::Full(sum.dtype(), {1}, static_cast<double>(mode_.bound),
                                          sum.device()));
-    kernels::TensorView divisor = Flat(workers);
+    kernels::TensorView divisor = FlatView(workers);
     divisor.shape[0] = sum.numel();
     divisor.strides[0] = 0;  // K, broadcast
-    const kernels::TensorView out = Flat(sum);
+    const kernels::TensorView out = FlatView(sum);
     PARAMD_RETURN_IF_ERROR(
         backend->Binary({.op = kernels::BinaryOp::kDiv, .a = out, .b = divisor, .output = out}));
     PARAMD_RETURN_IF_ERROR(backend->Synchronize());
