@@ -3,6 +3,22 @@
 // memory directly; backends know nothing of modules or parameter names.
 //
 // Thread-safety: every method may be called from any thread at once.
+//
+// Note [Work across threads]
+// A device backend may queue work and return before it runs (kernels/ops.h: the work one
+// thread issues runs in order). Work issued from different threads is not ordered (the CUDA
+// backend gives each thread its own stream), so callers keep three rules:
+//   - Publish complete data: before another thread can see device memory a thread wrote
+//     with ops, the writer calls Synchronize (CopyFromHost waits on its own).
+//   - Free nothing under another thread's work: Free is ordered after the freeing thread's
+//     own work only, so a thread that queued work reading memory it does not own (a pinned
+//     model version's tensors) synchronizes before it lets go of that memory, error paths
+//     included.
+//   - Errors found while work runs (a kernel fault, a bad embedding index) are reported by
+//     the issuing thread's next Synchronize or CopyToHost; a request starts with
+//     DiscardDeferredErrors so that it never reports what an earlier request on the thread
+//     left unreported.
+// Host backends run every op before it returns, and keep the rules for free.
 #pragma once
 
 #include <cstddef>
@@ -76,9 +92,14 @@ class Backend {
   virtual absl::Status OptimizerStep(const OptimizerStepArgs& args);
   virtual absl::Status Fill(const FillArgs& args);
 
-  // Waits until every op and copy issued so far on this backend has finished; the first
-  // error of an asynchronous op surfaces here if not earlier. Host backends return at once.
+  // Waits until every op and copy the calling thread issued so far on this backend has
+  // finished; the first error of its asynchronous ops surfaces here if not earlier. Host
+  // backends return at once.
   virtual absl::Status Synchronize() { return absl::OkStatus(); }
+  // Drops the calling thread's errors that its earlier work found but no Synchronize or
+  // CopyToHost has reported yet (Note [Work across threads]); a request calls it first.
+  // Waits for nothing. Host backends have none.
+  virtual void DiscardDeferredErrors() {}
 
  protected:
   // The UNIMPLEMENTED status for `query` on this backend.

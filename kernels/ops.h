@@ -13,7 +13,8 @@
 //  - Optional operands are null pointers.
 //  - An op issued from one thread is ordered after every earlier op and copy issued from
 //    that thread on the same backend; a device backend may run it asynchronously, and
-//    CopyToHost / Synchronize wait for it.
+//    CopyToHost / Synchronize wait for it. Ops of different threads are not ordered (Note
+//    [Work across threads] in kernels/backend.h).
 //  - A backend that cannot run an op answers UNIMPLEMENTED from the op, and says so in
 //    advance through Backend::Supports(OpQuery).
 //
@@ -267,7 +268,10 @@ struct SoftmaxArgs {
 
 // output[i..., :] = weight[indices[i...], :]. weight [V, D]; indices int64 or int32 of any
 // shape; output [*indices.shape, D]. An index outside [0, V) is INVALID_ARGUMENT
-// ("index out of range in self", PyTorch's text). padding_idx plays no part in forward.
+// ("index out of range in self", PyTorch's text): from the op itself on the CPU, which then
+// leaves the output untouched; a device backend may report it from the thread's next
+// Synchronize or CopyToHost instead, the output then holding unspecified values.
+// padding_idx plays no part in forward.
 struct EmbeddingArgs {
   ConstTensorView weight;
   ConstTensorView indices;

@@ -99,7 +99,7 @@ absl::StatusOr<Backend*> GetBackend(const Device& device) {
   }
   if (backends->size() < gpus.size()) backends->resize(gpus.size());
   std::unique_ptr<cuda::CudaBackend>& slot = (*backends)[index];
-  // A failed creation (out of memory for the workspace) is retried by the next call.
+  // A failed creation (streams or the cuBLASLt handle not made) is retried by the next call.
   PARAMD_ASSIGN_OR_RETURN(slot, cuda::CudaBackend::Create(index));
   slot->SetMemoryLimit(g_gpu_memory_limit.load());
   return slot.get();

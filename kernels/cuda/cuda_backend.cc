@@ -31,51 +31,7 @@ absl::Status CudaBackend::Health() const { return DeviceHealth(device_); }
 // ---------------------------------------------------------------------------------------
 // Memory and copies.
 
-namespace {
-
-// The device's stream-ordered pool, as memory_budget.h's allocation policy sees it.
-class PoolMemory final : public DeviceMemory {
- public:
-  explicit PoolMemory(const CudaContext& context) : context_(context) {}
-  size_t CachedBytes() override {
-    uint64_t reserved = 0, used = 0;
-    if (cudaMemPoolGetAttribute(context_.pool(), cudaMemPoolAttrReservedMemCurrent, &reserved) !=
-            cudaSuccess ||
-        cudaMemPoolGetAttribute(context_.pool(), cudaMemPoolAttrUsedMemCurrent, &used) !=
-            cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    return reserved > used ? static_cast<size_t>(reserved - used) : 0;
-  }
-  absl::StatusOr<void*> Allocate(size_t bytes) override {
-    void* data = nullptr;
-    // Zero bytes still gets a distinct valid pointer, as on the CPU.
-    const cudaError_t error =
-        cudaMallocAsync(&data, std::max<size_t>(bytes, 1), context_.stream());
-    if (error == cudaErrorMemoryAllocation) cudaGetLastError();  // not sticky; clear it
-    if (error != cudaSuccess) {
-      return CudaStatus(error, "cudaMallocAsync", __FILE__, __LINE__, context_.device());
-    }
-    return data;
-  }
-  void Trim() override {
-    if (cudaStreamSynchronize(context_.stream()) == cudaSuccess) {
-      cudaMemPoolTrimTo(context_.pool(), 0);
-    }
-    cudaGetLastError();
-  }
-
- private:
-  const CudaContext& context_;
-};
-
-}  // namespace
-
-CudaBackend::CudaBackend(int device, CudaContext* context) : device_(device), context_(context) {
-  // The context's GEMM workspace lives as long as the backend and counts as held.
-  budget_.TryReserve(context->workspace_size(), MemoryKind::kWorkspace);
-}
+CudaBackend::CudaBackend(int device, CudaContext* context) : device_(device), context_(context) {}
 
 absl::StatusOr<void*> CudaBackend::Allocate(size_t nbytes) {
   return AllocateKind(nbytes, MemoryKind::kTensor);
@@ -83,29 +39,17 @@ absl::StatusOr<void*> CudaBackend::Allocate(size_t nbytes) {
 
 void CudaBackend::Free(void* data, size_t nbytes) { FreeKind(data, nbytes, MemoryKind::kTensor); }
 
+size_t CudaBackend::bytes_in_use() const { return context_->budget().held(); }
+
+void CudaBackend::SetMemoryLimit(size_t max_bytes) { context_->budget().set_limit(max_bytes); }
+
 absl::StatusOr<void*> CudaBackend::AllocateKind(size_t nbytes, MemoryKind kind) {
   PARAMD_RETURN_IF_ERROR(context_->Enter());
-  PoolMemory pool(*context_);
-  const std::string what = absl::StrCat("cuda:", device_);
-  PARAMD_ASSIGN_OR_RETURN(void* data, AllocateCounted(budget_, pool, nbytes, kind, what.c_str()));
-  if (reinterpret_cast<uintptr_t>(data) % 64 != 0) {
-    // Backend's contract promises 64-byte alignment; the pool gives far more in practice.
-    cudaFreeAsync(data, context_->stream());
-    budget_.Release(nbytes, kind);
-    return absl::InternalError(absl::StrCat("cudaMallocAsync on cuda:", device_,
-                                            " returned memory aligned to less than 64 bytes"));
-  }
-  return data;
+  return context_->Allocate(nbytes, kind);
 }
 
 void CudaBackend::FreeKind(void* data, size_t nbytes, MemoryKind kind) {
-  budget_.Release(nbytes, kind);
-  // On an unhealthy device the memory is lost with the context anyway.
-  if (data == nullptr || !context_->Enter().ok()) return;
-  // A failure here can only be a sticky fault, which CudaStatus records for Health().
-  CudaStatus(cudaFreeAsync(data, context_->stream()), "cudaFreeAsync", __FILE__, __LINE__,
-             device_)
-      .IgnoreError();
+  context_->Free(data, nbytes, kind);
 }
 
 absl::StatusOr<void*> CudaBackend::Scratch(size_t nbytes) {
@@ -134,8 +78,8 @@ absl::Status CudaBackend::CopyToHost(void* dst, const void* src, size_t nbytes) 
   const cudaStream_t stream = context_->stream();
   PARAMD_CUDA_RETURN_IF_ERROR(device_,
                               cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, stream));
-  PARAMD_CUDA_RETURN_IF_ERROR(device_, cudaStreamSynchronize(stream));
-  return absl::OkStatus();
+  // Reports the thread's deferred index check with the data (Note [Deferred index check]).
+  return context_->SyncStream();
 }
 
 absl::Status CudaBackend::CopyWithinDevice(void* dst, const void* src, size_t nbytes) {
@@ -165,9 +109,10 @@ absl::Status CudaBackend::CopyWithinDevice(void* dst, const void* src, size_t nb
 
 absl::Status CudaBackend::Synchronize() {
   PARAMD_RETURN_IF_ERROR(context_->Enter());
-  PARAMD_CUDA_RETURN_IF_ERROR(device_, cudaStreamSynchronize(context_->stream()));
-  return absl::OkStatus();
+  return context_->SyncStream();
 }
+
+void CudaBackend::DiscardDeferredErrors() { context_->DiscardIndexFlag(); }
 
 // ---------------------------------------------------------------------------------------
 // Ops.
@@ -323,17 +268,13 @@ absl::Status CudaBackend::Softmax(const SoftmaxArgs& args) {
 
 absl::Status CudaBackend::Embedding(const EmbeddingArgs& args) {
   PARAMD_RETURN_IF_ERROR(CheckEmbedding(*this, args));
-  const int64_t rows = args.weight.shape[0];
   if (args.indices.numel() == 0) return absl::OkStatus();
   PARAMD_RETURN_IF_ERROR(context_->Enter());
-  const cudaStream_t stream = context_->stream();
-  // Checked before the gather is queued, so a bad index leaves the output untouched.
-  PARAMD_ASSIGN_OR_RETURN(const int bad, context_->ReadFlag([&](int* flag) {
-    return CudaStatus(LaunchEmbeddingCheck(args.indices, rows, flag, stream),
-                      "LaunchEmbeddingCheck", __FILE__, __LINE__, device_);
-  }));
-  if (bad != 0) return absl::InvalidArgumentError("index out of range in self");
-  PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchEmbeddingGather(args, stream));
+  // The gather checks every index and sets the thread's flag for a bad one, which the next
+  // Synchronize or CopyToHost reports (Note [Deferred index check]): no host round trip.
+  PARAMD_ASSIGN_OR_RETURN(int* const bad_index, context_->ArmIndexFlag());
+  PARAMD_CUDA_RETURN_IF_ERROR(
+      device_, LaunchEmbeddingGather(args, args.weight.shape[0], bad_index, context_->stream()));
   return absl::OkStatus();
 }
 

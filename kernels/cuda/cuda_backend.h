@@ -6,12 +6,18 @@
 // GEMM and convolution run on cuBLASLt (kernels/cuda/gemm.h), the rest on the kernels of
 // kernels/cuda/*.cu.
 //
-// Ordering: every op and copy is queued on the device's one stream (CudaContext), so ops
-// from one thread run in the order issued. Ops return once queued; an error a kernel hits
-// while running surfaces from the next CopyToHost or Synchronize. CopyFromHost and
-// CopyToHost return once the host memory is no longer needed or has been written.
-// Allocate's memory may be used by ops at once; Free's release is ordered after every op
-// queued before it.
+// Ordering: each calling thread queues its ops and copies on a stream of its own, taken from
+// the device's stream pool (Note [Per-thread streams] in kernels/cuda/context.h), so ops from
+// one thread run in the order issued and requests on different threads overlap. Ops return
+// once queued; an error a kernel hits while running, and a bad embedding index (Note
+// [Deferred index check]), surface from the thread's next CopyToHost or Synchronize, which
+// wait for and report the calling thread's work only (a sticky fault, below, stops every
+// thread). CopyFromHost and CopyToHost return once the host
+// memory is no longer needed or has been written. Allocate's memory may be used at once by
+// the allocating thread; Free's release is ordered after every op the freeing thread queued
+// before it. Work of different threads is not ordered: what one thread writes reaches
+// another after the writer's Synchronize, and memory is freed only once no other thread's
+// queued work uses it (Note [Work across threads] in kernels/backend.h).
 //
 // Errors: every CUDA or cuBLAS failure is a Status naming the call, file:line and device;
 // a sticky error marks the device unhealthy and every later call is FAILED_PRECONDITION
@@ -32,7 +38,7 @@ class CudaContext;
 
 class CudaBackend final : public Backend {
  public:
-  // The backend of GPU `device`, creating its context (stream, cuBLASLt handle, workspace).
+  // The backend of GPU `device`, creating its context (streams, cuBLASLt handle, pool).
   // FAILED_PRECONDITION when the device is absent or unhealthy.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int device);
 
@@ -43,10 +49,12 @@ class CudaBackend final : public Backend {
   absl::Status CopyToHost(void* dst, const void* src, size_t nbytes) override;
   absl::Status CopyWithinDevice(void* dst, const void* src, size_t nbytes) override;
   // What the backend holds: tensors, scratch and staging buffers of ops in flight, the GEMM
-  // workspace. The pool's cached blocks count against the ceiling (trimmed past it).
-  size_t bytes_in_use() const override { return budget_.held(); }
-  void SetMemoryLimit(size_t max_bytes) override { budget_.set_limit(max_bytes); }
+  // workspaces of the streams that ran one. The pool's cached blocks count against the
+  // ceiling (trimmed past it).
+  size_t bytes_in_use() const override;
+  void SetMemoryLimit(size_t max_bytes) override;
   absl::Status Synchronize() override;
+  void DiscardDeferredErrors() override;
 
   absl::Status Supports(const OpQuery& query) const override;
   absl::Status Gemm(const GemmArgs& args) override;
@@ -80,8 +88,7 @@ class CudaBackend final : public Backend {
   void FreeKind(void* data, size_t nbytes, MemoryKind kind);
 
   const int device_;
-  CudaContext* const context_;  // borrowed; lives for the process
-  GpuMemoryBudget budget_;
+  CudaContext* const context_;  // borrowed; lives for the process; holds the memory budget
 };
 
 }  // namespace paramd::kernels::cuda

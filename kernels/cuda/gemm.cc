@@ -192,6 +192,8 @@ absl::Status RunGemm(CudaContext& context, const BatchedGemm& gemm) {
                                 g.epilogue, /*accumulate=*/false, context.stream()));
     return absl::OkStatus();
   }
+  // The calling thread's stream gets its workspace on its first product (context.h).
+  PARAMD_RETURN_IF_ERROR(context.EnsureWorkspace());
   // Note [Fused epilogues]: only bias and GELU-tanh go to cuBLASLt; a misaligned bias view
   // takes the unfused path.
   const bool bias = CanFuseBias(g.bias);

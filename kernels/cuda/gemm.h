@@ -1,7 +1,7 @@
 // Row-major GEMM on one device through cuBLASLt, with the bias and activation fused into
 // the epilogue where cuBLASLt has them. Used by the backend's Gemm and by Conv2d.
-// Internal to kernels/cuda. Thread-safe (all state is the context's, whose stream orders
-// the work; the plan cache has its own lock).
+// Internal to kernels/cuda. Thread-safe (all state is the context's: the calling thread's
+// stream orders its work and has its own workspace; the plan cache has its own lock).
 #pragma once
 
 #include <cstdint>
@@ -23,7 +23,7 @@ struct BatchedGemm {
   int64_t stride_c = 0;
 };
 
-// Queues the product on the context's stream. The caller has entered the context and
+// Queues the product on the calling thread's stream. The caller has entered the context and
 // validated sizes and leading dimensions.
 absl::Status RunGemm(CudaContext& context, const BatchedGemm& gemm);
 

@@ -3,7 +3,7 @@
 // every result into an absl::Status.
 //
 // Contract shared by every launcher: the caller has made the device current, validated
-// shapes and dtypes (the backend's checks), and passes the context's stream; the work is
+// shapes and dtypes (the backend's checks), and passes the calling thread's stream; the work is
 // queued on that stream and the result is the launch error (cudaGetLastError), never a
 // wait for completion. Thread-safe: no state outside the arguments.
 #pragma once
@@ -49,11 +49,11 @@ cudaError_t LaunchLayerNorm(const LayerNormArgs& args, cudaStream_t stream);
 // softmax.cu
 cudaError_t LaunchSoftmax(const SoftmaxArgs& args, cudaStream_t stream);
 
-// embedding.cu. The check sets *bad_index (device memory, zeroed by the caller) to 1 when
-// any index lies outside [0, rows); the gather assumes every index is valid.
-cudaError_t LaunchEmbeddingCheck(const ConstTensorView& indices, int64_t rows, int* bad_index,
-                                 cudaStream_t stream);
-cudaError_t LaunchEmbeddingGather(const EmbeddingArgs& args, cudaStream_t stream);
+// embedding.cu. The gather (weight has `rows` rows) sets *bad_index (device memory) to 1
+// when an index lies outside [0, rows) and writes zeros to that index's output row; it never
+// clears *bad_index. Indices are checked even when the rows are empty.
+cudaError_t LaunchEmbeddingGather(const EmbeddingArgs& args, int64_t rows, int* bad_index,
+                                  cudaStream_t stream);
 
 // conv.cu. Im2Col writes, for each of `images` NCHW images of `channels` channels, the
 // [channels * kernel_h * kernel_w, out_h * out_w] column matrix (zeros for padding),

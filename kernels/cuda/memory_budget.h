@@ -1,6 +1,6 @@
 // The byte accounting of one GPU, as plain host logic (no CUDA header, so the CPU build tests
-// it): what the backend holds (tensors, the im2col scratch and staging copies, the GEMM
-// workspace) plus what the stream-ordered pool keeps cached after frees, against the GPU's
+// it): what the backend holds (tensors, the im2col scratch and staging copies, the streams'
+// GEMM workspaces) plus what the stream-ordered pool keeps cached after frees, against the GPU's
 // own ceiling (--max-gpu-memory, Backend::SetMemoryLimit on a CUDA backend).
 //
 // Every device allocation goes through AllocateCounted: it reserves the bytes (held + new

@@ -506,16 +506,25 @@ absl::StatusOr<ForwardResult> Forward(const Module& root, absl::Span<const Named
   }
   const Device device = TreeDevice(root).value_or(input->device());
   PARAMD_ASSIGN_OR_RETURN(Backend * backend, kernels::GetBackend(device));
+  // Note [Work across threads] in kernels/backend.h: the pass starts clear of what an
+  // earlier request on this thread left unreported, and waits for its queued work on every
+  // exit, so that the caller may drop its pin on the model's tensors (another thread may
+  // then free them) and publish the buffer updates.
+  backend->DiscardDeferredErrors();
   Runner runner(backend, device, options);
-  PARAMD_ASSIGN_OR_RETURN(Tensor x, runner.ToDevice(*input));
-  for (auto& [name, tensor] : extra) {
-    PARAMD_ASSIGN_OR_RETURN(tensor, runner.ToDevice(tensor));
-  }
-  PARAMD_ASSIGN_OR_RETURN(Tensor output,
-                          runner.Call(root, "", x, extra.empty() ? nullptr : &extra));
+  absl::StatusOr<Tensor> output = [&]() -> absl::StatusOr<Tensor> {
+    PARAMD_ASSIGN_OR_RETURN(Tensor x, runner.ToDevice(*input));
+    for (auto& [name, tensor] : extra) {
+      PARAMD_ASSIGN_OR_RETURN(tensor, runner.ToDevice(tensor));
+    }
+    return runner.Call(root, "", x, extra.empty() ? nullptr : &extra);
+  }();
+  // An error of queued work (a bad embedding index on a GPU) comes from an op issued before
+  // whatever stopped the pass, so it is the one reported, as the CPU would have.
   PARAMD_RETURN_IF_ERROR(runner.Finish());
+  PARAMD_RETURN_IF_ERROR(output.status());
   ForwardResult result;
-  result.outputs.push_back({"output", std::move(output)});
+  result.outputs.push_back({"output", *std::move(output)});
   result.buffer_updates = runner.TakeUpdates();
   return result;
 }

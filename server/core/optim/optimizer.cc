@@ -21,6 +21,19 @@ absl::StatusOr<Tensor> Contiguous(const Tensor& tensor) {
   return Clone(tensor);
 }
 
+// Waits for the calling thread's work on the devices of `tensors` (undefined ones skipped).
+absl::Status SynchronizeDevicesOf(const std::vector<Tensor>& tensors) {
+  std::vector<kernels::Backend*> done;
+  for (const Tensor& tensor : tensors) {
+    if (!tensor.defined() || tensor.device().is_cpu()) continue;
+    PARAMD_ASSIGN_OR_RETURN(kernels::Backend * backend, kernels::GetBackend(tensor.device()));
+    if (std::find(done.begin(), done.end(), backend) != done.end()) continue;
+    PARAMD_RETURN_IF_ERROR(backend->Synchronize());
+    done.push_back(backend);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<Optimizer>> Optimizer::Create(std::string name,
@@ -142,6 +155,7 @@ absl::StatusOr<absl::flat_hash_map<size_t, Tensor>> Optimizer::GatherLocked(
   // New gradient tensors, in the parameters' dtype and device; the sums go into private
   // copies so that an error on the way leaves every `.grad` as it was.
   absl::flat_hash_map<size_t, Tensor> sums;
+  std::vector<Tensor> summed;  // the sums an add went into
   for (size_t i = 0; i < gradients.size(); ++i) {
     const Param& param = params_[targets[i]];
     const Tensor& data = param.parameter->data();
@@ -160,7 +174,11 @@ absl::StatusOr<absl::flat_hash_map<size_t, Tensor>> Optimizer::GatherLocked(
     const kernels::TensorView sum = FlatView(it->second);
     PARAMD_RETURN_IF_ERROR(backend->Binary(
         {.op = kernels::BinaryOp::kAdd, .a = sum, .b = FlatView(values), .output = sum}));
+    summed.push_back(it->second);
   }
+  // The sums become `.grad` or a round's push, which other threads read: complete first
+  // (Note [Work across threads] in kernels/backend.h).
+  PARAMD_RETURN_IF_ERROR(SynchronizeDevicesOf(summed));
   return sums;
 }
 
@@ -173,6 +191,9 @@ absl::Status Optimizer::ZeroGrad(bool set_to_none) {
       if (!grad.defined()) continue;
       PARAMD_ASSIGN_OR_RETURN(zeros[i], Tensor::Full(grad.dtype(), grad.shape(), 0, grad.device()));
     }
+    // A device fills in the background; the zeros are complete before a step or a push on
+    // another thread reads them (Note [Work across threads] in kernels/backend.h).
+    PARAMD_RETURN_IF_ERROR(SynchronizeDevicesOf(zeros));
   }
   for (size_t i = 0; i < params_.size(); ++i) params_[i].grad = zeros[i];
   return absl::OkStatus();

@@ -1,6 +1,6 @@
 // The CUDA backend's host-side logic, which runs without a GPU: the GEMM plan key (with the
-// bias's alignment), the plan cache's record of cuBLASLt misses, and the GPU memory budget
-// with its trim-and-retry policy.
+// bias's alignment), the plan cache's record of cuBLASLt misses, the GPU memory budget
+// with its trim-and-retry policy, and each thread's stream and index-flag bookkeeping.
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -11,6 +11,7 @@
 #include "kernels/cuda/gemm_plan.h"
 #include "kernels/cuda/index_math.h"
 #include "kernels/cuda/memory_budget.h"
+#include "kernels/cuda/thread_state.h"
 
 namespace paramd::kernels::cuda {
 namespace {
@@ -237,6 +238,101 @@ TEST(FastDividerTest, MatchesIntegerDivisionBelow2e31) {
   }
   EXPECT_TRUE(FitsInt32((int64_t{1} << 31) - 1));
   EXPECT_FALSE(FitsInt32(int64_t{1} << 31));
+}
+
+// Threads take the pool's streams in turn, so N threads on N streams each get their own.
+TEST(StreamRoundRobinTest, HandsOutEveryStreamInTurn) {
+  StreamRoundRobin round_robin(4);
+  std::vector<int> got;
+  for (int i = 0; i < 9; ++i) got.push_back(round_robin.Next());
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 3, 0, 1, 2, 3, 0}));
+
+  StreamRoundRobin shared(16);
+  std::vector<int> counts(16, 0);
+  std::vector<std::thread> threads;
+  std::vector<int> first(16, -1);
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&, t] { first[t] = shared.Next(); });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int stream : first) {
+    ASSERT_GE(stream, 0);
+    ASSERT_LT(stream, 16);
+    ++counts[stream];
+  }
+  EXPECT_EQ(counts, std::vector<int>(16, 1));
+}
+
+// The state is the calling thread's own: what one thread records is invisible to another,
+// and each device has its own.
+TEST(ThreadDeviceStateTest, EachThreadAndDeviceHasItsOwn) {
+  ThreadDeviceState& mine = ThisThreadState(0);
+  mine.stream = 5;
+  EXPECT_EQ(&ThisThreadState(0), &mine);
+  EXPECT_NE(&ThisThreadState(1), &mine);
+  EXPECT_EQ(ThisThreadState(1).stream, -1);
+  int other = 0;
+  std::thread([&] { other = ThisThreadState(0).stream; }).join();
+  EXPECT_EQ(other, -1);
+  EXPECT_EQ(ThisThreadState(0).stream, 5);
+  mine.stream = -1;
+}
+
+TEST(FlagSlotsTest, QuiescentSlotsAreReusedAndOthersNever) {
+  FlagSlots slots;
+  EXPECT_EQ(slots.Acquire(), 0);
+  EXPECT_EQ(slots.Acquire(), 1);
+  EXPECT_EQ(slots.Acquire(), 2);
+  slots.Release(1, /*quiescent=*/true);
+  slots.Release(2, /*quiescent=*/false);  // writes may still land in it: leaked
+  EXPECT_EQ(slots.Acquire(), 1);
+  EXPECT_EQ(slots.Acquire(), 3);
+  EXPECT_EQ(slots.size(), 4);
+}
+
+// A thread's slot goes back when the thread exits: reused when nothing was left queued,
+// never when the thread exited with an embedding it did not synchronize after.
+TEST(FlagSlotsTest, AnExitingThreadGivesItsSlotBackOnlyWhenQuiescent) {
+  FlagSlots slots;
+  auto run_thread = [&](bool synchronized) {
+    int slot = -1;
+    std::thread([&] {
+      ThreadDeviceState& state = ThisThreadState(7);
+      state.flag_slot = slot = slots.Acquire();
+      state.slots = &slots;
+      state.flag.GatherQueued();
+      if (synchronized) {
+        EXPECT_TRUE(state.flag.TakeArmed());
+        state.flag.Synchronized();
+      }
+    }).join();
+    return slot;
+  };
+  const int first = run_thread(/*synchronized=*/true);
+  EXPECT_EQ(run_thread(/*synchronized=*/false), first);  // reused, then leaked
+  const int third = run_thread(/*synchronized=*/true);
+  EXPECT_NE(third, first);
+  EXPECT_EQ(slots.size(), 2);
+}
+
+TEST(IndexFlagStateTest, ArmedUntilReadAndPendingUntilSynchronized) {
+  IndexFlagState flag;
+  EXPECT_FALSE(flag.armed());
+  EXPECT_TRUE(flag.quiescent());
+  EXPECT_FALSE(flag.TakeArmed());  // nothing to read: a synchronization queues no copy
+  flag.GatherQueued();
+  EXPECT_TRUE(flag.armed());
+  EXPECT_FALSE(flag.quiescent());
+  EXPECT_TRUE(flag.TakeArmed());  // the read and clear are queued once
+  EXPECT_FALSE(flag.TakeArmed());
+  EXPECT_FALSE(flag.quiescent());  // until the stream is seen to finish them
+  flag.Synchronized();
+  EXPECT_TRUE(flag.quiescent());
+  // A discarded flag (a new request) queues only its clear: still pending until a sync.
+  flag.GatherQueued();
+  EXPECT_TRUE(flag.TakeArmed());
+  EXPECT_FALSE(flag.armed());
+  EXPECT_FALSE(flag.quiescent());
 }
 
 }  // namespace

@@ -5,10 +5,12 @@
 //   - more than 65,535 rows (the grid is capped at 65,536 blocks and loops);
 //   - more than 2^31 elements (element-wise and broadcast kernels' index math);
 //   - a convolution whose im2col columns take at least two chunks of 256 MiB;
-//   - several threads issuing ops on the one device at once.
+//   - several threads issuing ops on the one device at once, each on its own stream, one of
+//     them hitting bad embedding indices that must not reach the others.
 // Without a GPU every case skips.
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -215,7 +217,8 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, GpuTriggerSizes,
                          });
 
 // Eight threads issue GEMMs and softmaxes on cuda:0 at once, each checking its own answers
-// against the CPU's: the shared stream, plan cache, workspace and pool under contention.
+// against the CPU's: the streams, plan cache, per-stream workspaces and pool under
+// contention.
 TEST(GpuThreads, ConcurrentOpsFromEightThreads) {
   Backend* gpu = CudaOrNull();
   if (gpu == nullptr) GTEST_SKIP() << "no usable GPU: " << GetBackend(Device::Cuda(0)).status();
@@ -258,6 +261,76 @@ TEST(GpuThreads, ConcurrentOpsFromEightThreads) {
   }
   for (std::thread& thread : threads) thread.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+}
+
+// Fault isolation (Note [Deferred index check] in kernels/cuda/context.h): thread 0 keeps
+// running embeddings with a bad index and must get INVALID_ARGUMENT from every Synchronize,
+// while seven threads run embeddings, GEMMs and softmaxes at the same time, each on its own
+// stream, and must get OK and the CPU's answers every time.
+TEST(GpuThreads, BadIndexOnOneThreadLeavesTheOthersCorrect) {
+  Backend* gpu = CudaOrNull();
+  if (gpu == nullptr) GTEST_SKIP() << "no usable GPU: " << GetBackend(Device::Cuda(0)).status();
+  constexpr int kThreads = 8, kReps = 30;
+  constexpr int64_t kRows = 50, kDim = 64, kCount = 24, kOut = 40;
+  std::vector<std::thread> threads;
+  std::vector<std::string> failures(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const DType dtype = t % 2 == 0 ? DType::kFloat32 : DType::kBFloat16;
+      const HostTensor table = Random(dtype, {kRows, kDim}, 400 + t);
+      const HostTensor w = Random(dtype, {kOut, kDim}, 500 + t);
+      HostTensor indices{DType::kInt64, {kCount}, {}};
+      for (int64_t i = 0; i < kCount; ++i) indices.values.push_back((i * 7 + t) % kRows);
+      if (t == 0) indices.values[kCount / 2] = kRows;  // one past the end
+      std::vector<HostTensor> answers;
+      for (Backend* backend : {Cpu(), gpu}) {
+        for (int rep = 0; rep < (backend == gpu ? kReps : 1); ++rep) {
+          auto dt = DeviceTensor::Upload(backend, table);
+          auto di = DeviceTensor::Upload(backend, indices);
+          auto dw = DeviceTensor::Upload(backend, w);
+          DeviceTensor e(backend, dtype, {kCount, kDim}), y(backend, dtype, {kCount, kOut}),
+              s(backend, dtype, {kCount, kOut});
+          y.Poison();
+          s.Poison();
+          absl::Status status =
+              backend->Embedding({.weight = dt->view(), .indices = di->view(), .output = e.view()});
+          if (t == 0 && backend == Cpu()) {
+            if (status.code() != absl::StatusCode::kInvalidArgument) failures[t] += " cpu";
+            continue;
+          }
+          if (status.ok()) {
+            status = backend->Gemm({.dtype = dtype, .m = kCount, .n = kOut, .k = kDim,
+                                    .a = e.data(), .lda = kDim, .b = dw->data(), .ldb = kDim,
+                                    .trans_b = true, .c = y.data(), .ldc = kOut});
+          }
+          if (status.ok()) {
+            status = backend->Softmax({.input = y.view(), .output = s.view(), .dim = 1});
+          }
+          if (status.ok()) status = backend->Synchronize();
+          if (t == 0) {
+            if (status.code() != absl::StatusCode::kInvalidArgument ||
+                status.message() != "index out of range in self") {
+              failures[t] += absl::StrCat(" rep ", rep, ": ", status.ToString());
+            }
+            continue;
+          }
+          if (!status.ok()) {
+            failures[t] += absl::StrCat(" rep ", rep, ": ", status.ToString());
+            continue;
+          }
+          answers.push_back(s.Download());
+        }
+      }
+      const double tol = Tolerance(dtype);
+      for (size_t i = 1; i < answers.size(); ++i) {
+        if (!AllClose(answers[i].values, answers[0].values, tol, tol)) {
+          failures[t] += absl::StrCat(" answer ", i, " differs from the cpu");
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], "") << "thread " << t;
 }
 
 }  // namespace
