@@ -153,6 +153,8 @@ void CudaContext::Trim() {
 absl::Status CudaContext::AcquireFlagSlot(ThreadDeviceState& state) {
   const int slot = flag_slots_.Acquire();
   const size_t chunk = static_cast<size_t>(slot / kFlagsPerChunk);
+  int* flag_device = nullptr;
+  int* flag_host = nullptr;
   {
     absl::MutexLock lock(&flag_mu_);
     while (flag_chunks_.size() <= chunk) {
@@ -170,15 +172,20 @@ absl::Status CudaContext::AcquireFlagSlot(ThreadDeviceState& state) {
       }
       flag_chunks_.push_back({static_cast<int*>(device), static_cast<int*>(host)});
     }
-    state.flag_device = flag_chunks_[chunk].device + slot % kFlagsPerChunk;
-    state.flag_host = flag_chunks_[chunk].host + slot % kFlagsPerChunk;
+    flag_device = flag_chunks_[chunk].device + slot % kFlagsPerChunk;
+    flag_host = flag_chunks_[chunk].host + slot % kFlagsPerChunk;
+  }
+  // A new chunk's memory is uninitialised, and the clear is ordered before the thread's
+  // gathers by its stream. (A reused slot is already zero: its last owner's clear landed.)
+  const cudaError_t cleared = cudaMemsetAsync(flag_device, 0, sizeof(int), stream());
+  if (cleared != cudaSuccess) {
+    flag_slots_.Release(slot, /*quiescent=*/false);  // its value is unknown: never reused
+    return CudaStatus(cleared, "cudaMemsetAsync", __FILE__, __LINE__, device_);
   }
   state.flag_slot = slot;
   state.slots = &flag_slots_;
-  // A new chunk's memory is uninitialised, and the clear is ordered before the thread's
-  // gathers by its stream. (A reused slot is already zero: its last owner's clear landed.)
-  PARAMD_CUDA_RETURN_IF_ERROR(device_,
-                              cudaMemsetAsync(state.flag_device, 0, sizeof(int), stream()));
+  state.flag_device = flag_device;
+  state.flag_host = flag_host;
   return absl::OkStatus();
 }
 
