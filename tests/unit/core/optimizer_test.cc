@@ -294,8 +294,13 @@ class HostAsDevice final : public kernels::Backend {
     ++steps;
     return cpu_.OptimizerStep(a);
   }
+  absl::Status Synchronize() override {
+    ++synchronizes;
+    return absl::OkStatus();
+  }
   int steps = 0;
   int fills = 0;
+  int synchronizes = 0;
 
  private:
   kernels::CpuBackend cpu_;
@@ -367,6 +372,30 @@ TEST(OptimizerOnGpuTest, StepsAsOnTheCpuWithItsStateOnTheDevice) {
     EXPECT_EQ(stand_in.steps, 3 * 5);  // each step ran on the device's backend
     EXPECT_GT(stand_in.fills, 0);      // Adam's zero moments were made there, not copied in
   }
+}
+
+// Gradients summed or zeroed on a device are computed by queued work that other threads
+// (a step, a later push) read on their own streams, so each is synchronized before it is
+// published (Note [Work across threads] in kernels/backend.h).
+TEST(OptimizerOnGpuTest, GradientsComputedOnTheDeviceAreCompleteBeforeTheyArePublished) {
+  HostAsDevice stand_in;
+  kernels::SetBackendForTesting(Device::Cuda(0), &stand_in);
+  absl::Cleanup restore = [] { kernels::SetBackendForTesting(Device::Cuda(0), nullptr); };
+  auto model = VectorModel();
+  ASSERT_TRUE(model->MoveTo(Device::Cuda(0), std::nullopt).ok());
+  auto optimizer = Optimizer::Create("o", model, OptimizerKind::kSgd,
+                                     {{"lr", HyperValue::Float(0.1)}}, {});
+  ASSERT_TRUE(optimizer.ok()) << optimizer.status();
+  const Tensor g = MakeTensor({4}, {1, 2, 3, 4});
+  ASSERT_TRUE((*optimizer)->AccumulateGradients({{"t", g}}).ok());  // a copy: no kernel
+  stand_in.synchronizes = 0;
+  ASSERT_TRUE((*optimizer)->AccumulateGradients({{"t", g}}).ok());  // an add on the device
+  EXPECT_EQ(stand_in.synchronizes, 1);
+  stand_in.synchronizes = 0;
+  stand_in.fills = 0;
+  ASSERT_TRUE((*optimizer)->ZeroGrad(/*set_to_none=*/false).ok());
+  EXPECT_EQ(stand_in.fills, 1);
+  EXPECT_EQ(stand_in.synchronizes, 1);
 }
 
 }  // namespace
