@@ -979,6 +979,41 @@ const std::vector<OpCase>& AllCases() {
                              UnaryOp::kReLU, 25, 24));
     list->push_back(GemmCase("gemm_f16_gelu_tanh_trans_a_ldc13", f16, 5, 8, 16, true, false, true,
                              UnaryOp::kGELUTanh, 26, 13));
+    // Grouped and depthwise convolution in every float dtype (Note [Grouped conv as batched
+    // GEMMs] in kernels/cuda/cuda_backend.cc): more groups than images (batched over
+    // groups), more images than groups (batched over images), one image, a channel
+    // multiplier, the 1×1 direct path both ways, with and without a bias.
+    for (const DType dtype : {f32, f16, bf16}) {
+      const std::string suffix = absl::StrCat("_", DTypeName(dtype));
+      list->push_back(ConvCase("conv_depthwise" + suffix, dtype,
+                               {.n = 3, .c = 8, .h = 7, .w = 6, .o = 8, .kh = 3, .kw = 3,
+                                .pad_begin = {1, 1}, .pad_end = {1, 1}, .groups = 8},
+                               31));
+      list->push_back(ConvCase("conv_depthwise_one_image_x2_nobias" + suffix, dtype,
+                               {.n = 1, .c = 6, .h = 5, .w = 5, .o = 12, .kh = 3, .kw = 3,
+                                .stride = {2, 1}, .groups = 6, .bias = false},
+                               32));
+      list->push_back(ConvCase("conv_groups2_many_images" + suffix, dtype,
+                               {.n = 9, .c = 4, .h = 5, .w = 6, .o = 6, .kh = 3, .kw = 2,
+                                .pad_begin = {1, 0}, .pad_end = {1, 1}, .groups = 2},
+                               33));
+      list->push_back(ConvCase("conv_groups2_one_image_nobias" + suffix, dtype,
+                               {.n = 1, .c = 6, .h = 6, .w = 6, .o = 4, .kh = 3, .kw = 3,
+                                .groups = 2, .bias = false},
+                               34));
+      list->push_back(ConvCase("conv_1x1_groups3_two_images" + suffix, dtype,
+                               {.n = 2, .c = 6, .h = 4, .w = 5, .o = 9, .kh = 1, .kw = 1,
+                                .groups = 3},
+                               35));
+      list->push_back(ConvCase("conv_1x1_groups3_five_images_nobias" + suffix, dtype,
+                               {.n = 5, .c = 6, .h = 3, .w = 4, .o = 3, .kh = 1, .kw = 1,
+                                .groups = 3, .bias = false},
+                               36));
+      list->push_back(ConvCase("conv_1x1_depthwise" + suffix, dtype,
+                               {.n = 2, .c = 5, .h = 4, .w = 4, .o = 5, .kh = 1, .kw = 1,
+                                .groups = 5},
+                               37));
+    }
     // Outputs over their inputs (out == in).
     list->push_back(InPlaceCase(UnaryCase(UnaryOp::kGELU, f32),
                                 [](Backend& b, const Inputs& in, const TensorView& out) {

@@ -1,11 +1,14 @@
 // The CUDA backend's host-side logic, which runs without a GPU: the GEMM plan key (with the
-// bias's alignment), the plan cache's record of cuBLASLt misses, and the GPU memory budget
+// bias's alignment and the output type), the split of an epilogue between cuBLASLt and the
+// element-wise pass, the plan cache's record of cuBLASLt misses, and the GPU memory budget
 // with its trim-and-retry policy.
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/gemm_plan.h"
@@ -18,6 +21,7 @@ namespace {
 using ::testing::HasSubstr;
 
 alignas(256) char g_buffer[4096];
+constexpr DType kBf16 = DType::kBFloat16;
 
 GemmArgs Linear(const void* bias) {
   return {.dtype = DType::kBFloat16,
@@ -45,31 +49,118 @@ TEST(GemmPlanKeyTest, PointerAlignmentIsTheLargestPowerOfTwoUpTo256) {
 TEST(GemmPlanKeyTest, TheBiasAlignmentIsPartOfTheKey) {
   // The same product with an aligned bias and with a bias view at an odd bfloat16 offset
   // must not share a plan: one chosen for the aligned bias would fault on the other.
-  const GemmPlanKey aligned = MakeGemmPlanKey(0, Linear(g_buffer + 3072), 1, 0, 0, 0, 2, true);
-  const GemmPlanKey odd = MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 2, true);
+  const GemmPlanKey aligned =
+      MakeGemmPlanKey(0, Linear(g_buffer + 3072), 1, 0, 0, 0, 2, true, kBf16);
+  const GemmPlanKey odd = MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 2, true, kBf16);
   EXPECT_EQ(aligned.align_bias, 256u);
   EXPECT_EQ(odd.align_bias, 2u);
   EXPECT_FALSE(aligned == odd);
   EXPECT_TRUE(aligned < odd || odd < aligned);
   // Without a fused bias its pointer does not matter.
-  EXPECT_EQ(MakeGemmPlanKey(0, Linear(g_buffer + 3072), 1, 0, 0, 0, 0, false),
-            MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 0, false));
+  EXPECT_EQ(MakeGemmPlanKey(0, Linear(g_buffer + 3072), 1, 0, 0, 0, 0, false, kBf16),
+            MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 0, false, kBf16));
 }
 
 TEST(GemmPlanKeyTest, OperandAlignmentsAndBatchStridesAreInTheKey) {
   GemmArgs offset = Linear(nullptr);
   offset.a = g_buffer + 2;  // an offset view of A
-  const GemmPlanKey base = MakeGemmPlanKey(0, Linear(nullptr), 1, 0, 0, 0, 0, false);
-  const GemmPlanKey moved = MakeGemmPlanKey(0, offset, 1, 0, 0, 0, 0, false);
+  const GemmPlanKey base = MakeGemmPlanKey(0, Linear(nullptr), 1, 0, 0, 0, 0, false, kBf16);
+  const GemmPlanKey moved = MakeGemmPlanKey(0, offset, 1, 0, 0, 0, 0, false, kBf16);
   EXPECT_EQ(base.align_b, 256u);  // cuBLASLt's B is our A
   EXPECT_EQ(moved.align_b, 2u);
   EXPECT_FALSE(base == moved);
   // A batch stride of an odd number of elements lowers the alignment of every batch entry.
-  const GemmPlanKey batched = MakeGemmPlanKey(0, Linear(nullptr), 4, 0, 257, 8 * 16, 0, false);
+  const GemmPlanKey batched =
+      MakeGemmPlanKey(0, Linear(nullptr), 4, 0, 257, 8 * 16, 0, false, kBf16);
   EXPECT_EQ(batched.align_a, 2u);
   EXPECT_EQ(batched.stride_b, 257);
   // Strides of an unbatched product do not split the cache.
-  EXPECT_EQ(MakeGemmPlanKey(0, Linear(nullptr), 1, 5, 7, 9, 0, false), base);
+  EXPECT_EQ(MakeGemmPlanKey(0, Linear(nullptr), 1, 5, 7, 9, 0, false, kBf16), base);
+}
+
+TEST(GemmPlanKeyTest, TheOutputTypeIsPartOfTheKey) {
+  // A bfloat16 product staged in float32 (Note [16-bit epilogues round once]) and the same
+  // product written in bfloat16 must not share a plan: the algorithm writes D in one type.
+  const GemmPlanKey bf16 = MakeGemmPlanKey(0, Linear(nullptr), 1, 0, 0, 0, 0, false, kBf16);
+  const GemmPlanKey f32 =
+      MakeGemmPlanKey(0, Linear(nullptr), 1, 0, 0, 0, 0, false, DType::kFloat32);
+  EXPECT_EQ(bf16.out_dtype, static_cast<int>(kBf16));
+  EXPECT_EQ(f32.out_dtype, static_cast<int>(DType::kFloat32));
+  EXPECT_EQ(f32.dtype, static_cast<int>(kBf16));
+  EXPECT_FALSE(bf16 == f32);
+  EXPECT_TRUE(bf16 < f32 || f32 < bf16);
+  // A batch stride counts in the output's elements: 6 float32 elements are 24 bytes (8-byte
+  // aligned), 6 bfloat16 elements 12 bytes (4-byte aligned).
+  EXPECT_EQ(MakeGemmPlanKey(0, Linear(nullptr), 2, 0, 0, 6, 0, false, DType::kFloat32).align_c,
+            8u);
+  EXPECT_EQ(MakeGemmPlanKey(0, Linear(nullptr), 2, 0, 0, 6, 0, false, kBf16).align_c, 4u);
+}
+
+TEST(GemmEpiloguePlanTest, Float32FusesBiasAndGeluTanhAndPassesTheRestInPlace) {
+  const DType f32 = DType::kFloat32;
+  GemmEpiloguePlan p = PlanGemmEpilogue(f32, UnaryOp::kIdentity, true, true, true);
+  EXPECT_EQ(p.fused, LtEpilogue::kBias);
+  EXPECT_FALSE(p.has_pass());
+  p = PlanGemmEpilogue(f32, UnaryOp::kGELUTanh, true, true, true);
+  EXPECT_EQ(p.fused, LtEpilogue::kGeluBias);
+  EXPECT_FALSE(p.has_pass());
+  p = PlanGemmEpilogue(f32, UnaryOp::kGELUTanh, false, false, true);
+  EXPECT_EQ(p.fused, LtEpilogue::kGelu);
+  EXPECT_FALSE(p.has_pass());
+  // Exact GELU after a bias-fused product: one in-place pass, no staging.
+  p = PlanGemmEpilogue(f32, UnaryOp::kGELU, true, true, true);
+  EXPECT_EQ(p.fused, LtEpilogue::kBias);
+  EXPECT_FALSE(p.float32_output);
+  EXPECT_FALSE(p.pass_bias);
+  EXPECT_EQ(p.pass_activation, UnaryOp::kGELU);
+  // A misaligned bias takes GELU-tanh with it into the pass: gelu(x) + bias is wrong.
+  p = PlanGemmEpilogue(f32, UnaryOp::kGELUTanh, true, false, true);
+  EXPECT_EQ(p.fused, LtEpilogue::kDefault);
+  EXPECT_TRUE(p.pass_bias);
+  EXPECT_EQ(p.pass_activation, UnaryOp::kGELUTanh);
+  EXPECT_FALSE(p.float32_output);
+  // Nothing fused (forced, or after a cuBLASLt miss): the pass does it all, in place.
+  p = PlanGemmEpilogue(f32, UnaryOp::kSiLU, true, true, false);
+  EXPECT_EQ(p.fused, LtEpilogue::kDefault);
+  EXPECT_TRUE(p.pass_bias);
+  EXPECT_EQ(p.pass_activation, UnaryOp::kSiLU);
+  EXPECT_FALSE(p.float32_output);
+  p = PlanGemmEpilogue(f32, UnaryOp::kIdentity, false, false, false);
+  EXPECT_FALSE(p.has_pass());
+}
+
+// Note [16-bit epilogues round once]: a 16-bit product is either finished by cuBLASLt alone
+// or staged in float32 with the whole epilogue in the pass; never a pass over 16-bit values.
+TEST(GemmEpiloguePlanTest, SixteenBitProductsNeedingAPassAreStagedInFloat32) {
+  for (const DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    for (const UnaryOp act : {UnaryOp::kIdentity, UnaryOp::kReLU, UnaryOp::kGELU,
+                              UnaryOp::kGELUTanh, UnaryOp::kSiLU, UnaryOp::kSigmoid,
+                              UnaryOp::kTanh}) {
+      for (const bool has_bias : {false, true}) {
+        for (const bool fusable : {false, true}) {
+          for (const bool fuse : {false, true}) {
+            const GemmEpiloguePlan p =
+                PlanGemmEpilogue(dtype, act, has_bias, has_bias && fusable, fuse);
+            const std::string where =
+                absl::StrCat(DTypeName(dtype), " ", UnaryOpName(act), has_bias ? " bias" : "",
+                             fusable ? " fusable" : "", fuse ? " fuse" : "");
+            if (p.has_pass()) {
+              EXPECT_TRUE(p.float32_output) << where;
+              EXPECT_EQ(p.fused, LtEpilogue::kDefault) << where;
+              EXPECT_EQ(p.pass_bias, has_bias) << where;
+              EXPECT_EQ(p.pass_activation, act) << where;
+            }
+            // Fused only what cuBLASLt does in float32 before its one rounding.
+            const bool fully_fused = fuse && (act == UnaryOp::kIdentity ||
+                                              act == UnaryOp::kGELUTanh) &&
+                                     (!has_bias || fusable);
+            EXPECT_EQ(p.has_pass(), !fully_fused && (has_bias || act != UnaryOp::kIdentity))
+                << where;
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(GemmPlanKeyTest, OnlyA16ByteAlignedBiasIsFused) {
@@ -81,8 +172,8 @@ TEST(GemmPlanKeyTest, OnlyA16ByteAlignedBiasIsFused) {
 
 TEST(PlanCacheTest, RemembersAlgorithmsAndMisses) {
   PlanCache<int> cache(/*capacity=*/3);
-  const GemmPlanKey hit = MakeGemmPlanKey(0, Linear(nullptr), 1, 0, 0, 0, 0, false);
-  const GemmPlanKey miss = MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 2, true);
+  const GemmPlanKey hit = MakeGemmPlanKey(0, Linear(nullptr), 1, 0, 0, 0, 0, false, kBf16);
+  const GemmPlanKey miss = MakeGemmPlanKey(0, Linear(g_buffer + 3074), 1, 0, 0, 0, 2, true, kBf16);
   int algo = 0;
   EXPECT_EQ(cache.Find(hit, &algo), PlanLookup::kUnknown);
   cache.Insert(hit, 42);
@@ -95,7 +186,7 @@ TEST(PlanCacheTest, RemembersAlgorithmsAndMisses) {
   for (int64_t m = 100; m < 103; ++m) {
     GemmArgs other = Linear(nullptr);
     other.m = m;
-    cache.Insert(MakeGemmPlanKey(0, other, 1, 0, 0, 0, 0, false), 1);
+    cache.Insert(MakeGemmPlanKey(0, other, 1, 0, 0, 0, 0, false, kBf16), 1);
   }
   EXPECT_LE(cache.size(), 3u);
 }

@@ -4,12 +4,15 @@
 //   - softmax and layer norm rows wider than 1024 (256 threads, multi-warp reductions);
 //   - more than 65,535 rows (the grid is capped at 65,536 blocks and loops);
 //   - more than 2^31 elements (element-wise and broadcast kernels' index math);
-//   - a convolution whose im2col columns take at least two chunks of 256 MiB;
+//   - a convolution whose im2col columns take at least two chunks of 256 MiB, plain, with
+//     more groups than images per chunk (batched over groups) and fewer (over images);
+//   - a 16-bit GEMM with an epilogue whose float32 staging takes two row blocks of 64 MiB;
 //   - several threads issuing ops on the one device at once.
 // Without a GPU every case skips.
 #include <cmath>
 #include <cstring>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -38,11 +41,12 @@ double Tolerance(DType dtype) {
   return dtype == DType::kFloat32 ? 1e-4 : (dtype == DType::kFloat16 ? 4e-3 : 3e-2);
 }
 
-// Runs `op` on the GPU and on the CPU over the same inputs into poisoned outputs and
-// compares every output element.
+// Runs `op` on the GPU and on the CPU over the same inputs into poisoned outputs: the GPU's
+// output, then the CPU's (empty after a failure, which is reported).
 template <typename Op>
-void CompareWithCpu(Backend* gpu, DType dtype, const std::vector<HostTensor>& inputs,
-                    const Shape& out_shape, Op&& op) {
+std::vector<HostTensor> RunOnGpuAndCpu(Backend* gpu, DType dtype,
+                                       const std::vector<HostTensor>& inputs,
+                                       const Shape& out_shape, Op&& op) {
   std::vector<HostTensor> results;
   for (Backend* backend : {gpu, Cpu()}) {
     std::vector<std::unique_ptr<DeviceTensor>> in;
@@ -50,9 +54,20 @@ void CompareWithCpu(Backend* gpu, DType dtype, const std::vector<HostTensor>& in
     DeviceTensor out(backend, dtype, out_shape);
     out.Poison();
     const absl::Status status = op(*backend, in, out);
-    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_TRUE(status.ok()) << status;
+    if (!status.ok()) return {};
     results.push_back(out.Download());
   }
+  return results;
+}
+
+// RunOnGpuAndCpu, then every output element compared.
+template <typename Op>
+void CompareWithCpu(Backend* gpu, DType dtype, const std::vector<HostTensor>& inputs,
+                    const Shape& out_shape, Op&& op) {
+  const std::vector<HostTensor> results =
+      RunOnGpuAndCpu(gpu, dtype, inputs, out_shape, std::forward<Op>(op));
+  if (results.size() != 2) return;
   const double tol = Tolerance(dtype);
   EXPECT_TRUE(AllClose(results[0].values, results[1].values, tol, tol));
 }
@@ -206,6 +221,72 @@ TEST_P(GpuTriggerSizes, Im2ColOfTwoChunks) {
                                     .output = out.view(),
                                     .padding = {1, 1}});
                  });
+}
+
+// Note [Grouped conv as batched GEMMs] in kernels/cuda/cuda_backend.cc, over two im2col
+// chunks: depthwise with more channels than images per chunk (one GEMM per image, batched
+// over the groups), and two groups with many images per chunk (batched over the images).
+TEST_P(GpuTriggerSizes, GroupedIm2ColOfTwoChunks) {
+  const DType dtype = GetParam();
+  const int64_t element = static_cast<int64_t>(ElementSize(dtype));
+  struct Spec {
+    int64_t c, hw, o, groups;
+  };
+  for (const Spec s : {Spec{64, 64, 64, 64}, Spec{8, 128, 6, 2}}) {
+    const int64_t image_bytes = s.c * 9 * s.hw * s.hw * element;
+    const int64_t per_chunk = (int64_t{256} << 20) / image_bytes;
+    const int64_t n = per_chunk + 3;
+    SCOPED_TRACE(absl::StrCat("groups ", s.groups, ", ", per_chunk, " images per chunk"));
+    CompareWithCpu(gpu_, dtype,
+                   {Random(dtype, {n, s.c, s.hw, s.hw}, 13),
+                    Random(dtype, {s.o, s.c / s.groups, 3, 3}, 14, -0.3, 0.3),
+                    Random(dtype, {s.o}, 15)},
+                   {n, s.o, s.hw, s.hw}, [&](Backend& b, const In& in, DeviceTensor& out) {
+                     return b.Conv2d({.input = in[0]->view(),
+                                      .weight = in[1]->view(),
+                                      .bias = in[2]->data(),
+                                      .output = out.view(),
+                                      .padding = {1, 1},
+                                      .groups = s.groups});
+                   });
+  }
+}
+
+// Note [16-bit epilogues round once] in kernels/cuda/gemm.cc: a product whose float32
+// staging passes 64 MiB runs in row blocks (4,096 rows of 4,096 here, then the rest), with A
+// stored either way; 16-bit results are the CPU's rounded once.
+TEST_P(GpuTriggerSizes, GemmEpilogueStagedInRowBlocks) {
+  const DType dtype = GetParam();
+  const int64_t m = 4500, n = 4096, k = 64;
+  for (const bool trans_a : {false, true}) {
+    SCOPED_TRACE(trans_a ? "A stored k x m" : "A stored m x k");
+    const std::vector<HostTensor> results = RunOnGpuAndCpu(
+        gpu_, dtype,
+        {Random(dtype, trans_a ? Shape{k, m} : Shape{m, k}, 17), Random(dtype, {n, k}, 18),
+         Random(dtype, {n}, 19, -2, 2)},
+        {m, n}, [&](Backend& b, const In& in, DeviceTensor& out) {
+          return b.Gemm({.dtype = dtype,
+                         .m = m,
+                         .n = n,
+                         .k = k,
+                         .a = in[0]->data(),
+                         .lda = trans_a ? m : k,
+                         .trans_a = trans_a,
+                         .b = in[1]->data(),
+                         .ldb = k,
+                         .trans_b = true,
+                         .bias = in[2]->data(),
+                         .c = out.data(),
+                         .ldc = n,
+                         .epilogue = UnaryOp::kGELU});
+        });
+    if (results.size() != 2) continue;
+    if (dtype == DType::kFloat32) {
+      EXPECT_TRUE(AllClose(results[0].values, results[1].values, 1e-4, 1e-4));
+    } else {
+      EXPECT_TRUE(testing::SameAtOneRounding(dtype, results[0].values, results[1].values));
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, GpuTriggerSizes,
