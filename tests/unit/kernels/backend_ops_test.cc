@@ -1014,6 +1014,25 @@ const std::vector<OpCase>& AllCases() {
                                 .groups = 5},
                                37));
     }
+    // Softmax over the last, a middle and the first dimension (Note [Softmax over columns] in
+    // kernels/cuda/softmax.cu): inner = 1, 7, 32, 1000, in every float dtype.
+    for (const DType dtype : {f32, f16, bf16}) {
+      const std::string suffix = absl::StrCat("_", DTypeName(dtype));
+      list->push_back(SoftmaxCase("softmax_dim0_inner7" + suffix, dtype, {40, 7}, 0, false));
+      list->push_back(SoftmaxCase("log_softmax_dim0_inner7" + suffix, dtype, {40, 7}, 0, true));
+      list->push_back(SoftmaxCase("softmax_mid_inner32" + suffix, dtype, {6, 5, 32}, 1, false));
+      list->push_back(
+          SoftmaxCase("log_softmax_mid_inner32" + suffix, dtype, {3, 17, 32}, 1, true));
+      list->push_back(
+          SoftmaxCase("softmax_mid_inner1000" + suffix, dtype, {2, 9, 1000}, 1, false));
+      list->push_back(
+          SoftmaxCase("log_softmax_dim0_inner1000" + suffix, dtype, {12, 1000}, 0, true));
+      list->push_back(SoftmaxCase("softmax_mid_inner1" + suffix, dtype, {4, 9, 1}, 1, false));
+      // Few, long columns: several threads per column.
+      list->push_back(SoftmaxCase("softmax_dim0_long" + suffix, dtype, {3000, 3}, 0, false));
+      list->push_back(
+          SoftmaxCase("log_softmax_dim0_long" + suffix, dtype, {2000, 2, 5}, 0, true));
+    }
     // Outputs over their inputs (out == in).
     list->push_back(InPlaceCase(UnaryCase(UnaryOp::kGELU, f32),
                                 [](Backend& b, const Inputs& in, const TensorView& out) {

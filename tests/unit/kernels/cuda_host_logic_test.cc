@@ -1,7 +1,8 @@
 // The CUDA backend's host-side logic, which runs without a GPU: the GEMM plan key (with the
 // bias's alignment and the output type), the split of an epilogue between cuBLASLt and the
-// element-wise pass, the plan cache's record of cuBLASLt misses, and the GPU memory budget
-// with its trim-and-retry policy.
+// element-wise pass, the plan cache's record of cuBLASLt misses, the GPU memory budget with
+// its trim-and-retry policy, and the launch shape of softmax over a non-last dimension.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -14,6 +15,7 @@
 #include "kernels/cuda/gemm_plan.h"
 #include "kernels/cuda/index_math.h"
 #include "kernels/cuda/memory_budget.h"
+#include "kernels/cuda/softmax_plan.h"
 
 namespace paramd::kernels::cuda {
 namespace {
@@ -302,6 +304,45 @@ TEST(GpuMemoryBudgetTest, RacingReservationsNeverPassTheCeiling) {
   for (std::thread& thread : threads) thread.join();
   EXPECT_EQ(granted.load(), 1000);
   EXPECT_EQ(budget.held(), 1000u * 64);
+}
+
+// Note [Softmax over columns] in softmax.cu: many columns get one thread each (the CPU's
+// summation order) in blocks of 8 tiles, few long ones up to 32 threads in a block of one
+// tile; the grid never passes 65,536 blocks.
+TEST(SoftmaxColumnsPlanTest, ThreadsPerColumnGrowOnlyWhenColumnsAreFewAndLong) {
+  SoftmaxColumnsLaunch wide = PlanSoftmaxColumns(/*columns=*/70000 * 32, /*size=*/3);
+  EXPECT_EQ(wide.tiles, 70000);
+  EXPECT_EQ(wide.threads_y, 1);
+  EXPECT_EQ(wide.tiles_per_block, 8);
+  EXPECT_EQ(wide.blocks, 8750u);
+  // gpu_trigger_test's SoftmaxAlongNonLastDimensions: past 65,536 blocks, the grid strides.
+  wide = PlanSoftmaxColumns(int64_t{530000} * 32, 2);
+  EXPECT_EQ(wide.blocks, 65536u);
+  wide = PlanSoftmaxColumns(int64_t{1} << 22, 1000);  // 131,072 tiles: enough warps
+  EXPECT_EQ(wide.threads_y, 1);
+  const SoftmaxColumnsLaunch tall = PlanSoftmaxColumns(/*columns=*/7, /*size=*/100000);
+  EXPECT_EQ(tall.tiles, 1);
+  EXPECT_EQ(tall.threads_y, 32);
+  EXPECT_EQ(tall.tiles_per_block, 1);
+  EXPECT_EQ(tall.blocks, 1u);
+  // Short columns stay one thread each, however few.
+  EXPECT_EQ(PlanSoftmaxColumns(7, 15).threads_y, 1);
+  EXPECT_EQ(PlanSoftmaxColumns(7, 16).threads_y, 2);
+  EXPECT_EQ(PlanSoftmaxColumns(33, 64).threads_y, 8);  // 8 elements each
+  EXPECT_EQ(PlanSoftmaxColumns(33, 64).tiles, 2);
+  for (int64_t columns : {1, 31, 32, 33, 1000, 1 << 20}) {
+    for (int64_t size : {1, 2, 100, 5000}) {
+      const SoftmaxColumnsLaunch p = PlanSoftmaxColumns(columns, size);
+      EXPECT_GE(p.tiles * 32, columns);
+      EXPECT_LT((p.tiles - 1) * 32, columns);
+      EXPECT_GE(p.threads_y, 1);
+      EXPECT_LE(p.threads_y, 32);
+      EXPECT_TRUE(p.threads_y == 1 || p.tiles_per_block == 1);
+      EXPECT_LE(32 * p.threads_y * p.tiles_per_block, 1024);
+      EXPECT_GE(p.blocks, 1u);
+      EXPECT_LE(static_cast<int64_t>(p.blocks), std::min<int64_t>(p.tiles, 65536));
+    }
+  }
 }
 
 // The 32-bit divider of the element-wise kernels gives exactly `/` and `%` for every

@@ -6,6 +6,8 @@
 //   - more than 2^31 elements (element-wise and broadcast kernels' index math);
 //   - a convolution whose im2col columns take at least two chunks of 256 MiB, plain, with
 //     more groups than images per chunk (batched over groups) and fewer (over images);
+//   - softmax along a non-last dimension: more than 65,536 blocks of columns, few long
+//     columns (32 threads each), inner = 1 past 65,535 rows, and past 2^31 elements;
 //   - a 16-bit GEMM with an epilogue whose float32 staging takes two row blocks of 64 MiB;
 //   - several threads issuing ops on the one device at once.
 // Without a GPU every case skips.
@@ -252,6 +254,33 @@ TEST_P(GpuTriggerSizes, GroupedIm2ColOfTwoChunks) {
   }
 }
 
+// Note [Softmax over columns] in kernels/cuda/softmax.cu at the sizes where it changes
+// shape: more than 65,536 blocks of 8 tiles of 32 columns (the grid strides), few long
+// columns (32 threads per column), inner = 1000, and inner = 1 past 65,535 rows along a
+// middle dimension.
+TEST_P(GpuTriggerSizes, SoftmaxAlongNonLastDimensions) {
+  const DType dtype = GetParam();
+  struct Spec {
+    Shape shape;
+    int dim;
+  };
+  for (const Spec& s : {Spec{{530000, 2, 32}, 1}, Spec{{5000, 7}, 0}, Spec{{2, 100, 1000}, 1},
+                        Spec{{70001, 12, 1}, 1}}) {
+    for (bool log : {false, true}) {
+      SCOPED_TRACE(absl::StrCat("dim ", s.dim, " of ", s.shape[0], "x", s.shape[1],
+                                s.shape.size() > 2 ? absl::StrCat("x", s.shape[2]) : "",
+                                log ? ", log" : ""));
+      CompareWithCpu(gpu_, dtype, {Random(dtype, s.shape, 16, -4, 4)}, s.shape,
+                     [&](Backend& b, const In& in, DeviceTensor& out) {
+                       return b.Softmax({.input = in[0]->view(),
+                                         .output = out.view(),
+                                         .dim = s.dim,
+                                         .log = log});
+                     });
+    }
+  }
+}
+
 // Note [16-bit epilogues round once] in kernels/cuda/gemm.cc: a product whose float32
 // staging passes 64 MiB runs in row blocks (4,096 rows of 4,096 here, then the rest), with A
 // stored either way; 16-bit results are the CPU's rounded once.
@@ -294,6 +323,53 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, GpuTriggerSizes,
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(DTypeName(info.param));
                          });
+
+// Softmax along dim 0 of a float16 [3, 715,828,882] tensor: 2^31 + 1,462 elements through
+// the column kernel, whose offsets must be 64-bit. x[k, c] = (k - 1) * (c % 7) / 4, so each
+// column's answer is one of seven, computed here in double and rounded once.
+TEST(GpuTriggerSizes2e31, SoftmaxAlongDim0PastTwoToThe31Elements) {
+  Backend* gpu = CudaOrNull();
+  if (gpu == nullptr) GTEST_SKIP() << "no usable GPU: " << GetBackend(Device::Cuda(0)).status();
+  const DType dtype = DType::kFloat16;
+  const int64_t cols = (int64_t{1} << 31) / 3 + 1000, n = 3 * cols;
+  uint16_t input[3][7], want[3][7];
+  for (int r = 0; r < 7; ++r) {
+    double x[3], sum = 0;
+    for (int k = 0; k < 3; ++k) {
+      x[k] = testing::RoundTo(dtype, (k - 1) * r * 0.25);
+      sum += std::exp(x[k]);
+    }
+    for (int k = 0; k < 3; ++k) {
+      input[k][r] = FloatToHalfBits(static_cast<float>(x[k]));
+      want[k][r] = FloatToHalfBits(static_cast<float>(std::exp(x[k]) / sum));
+    }
+  }
+  std::vector<uint16_t> host(static_cast<size_t>(n));
+  for (int64_t k = 0; k < 3; ++k) {
+    for (int64_t c = 0, r = 0; c < cols; ++c, r = r == 6 ? 0 : r + 1) {
+      host[k * cols + c] = input[k][r];
+    }
+  }
+  DeviceTensor x(gpu, dtype, {3, cols}), y(gpu, dtype, {3, cols});
+  const size_t bytes = host.size() * sizeof(uint16_t);
+  ASSERT_TRUE(gpu->CopyFromHost(x.data(), host.data(), bytes).ok());
+  y.Poison();
+  ASSERT_TRUE(gpu->Softmax({.input = x.view(), .output = y.view(), .dim = 0}).ok());
+  ASSERT_TRUE(gpu->Synchronize().ok());
+  ASSERT_TRUE(gpu->CopyToHost(host.data(), y.data(), bytes).ok());
+  int64_t wrong = 0, first = -1;
+  for (int64_t k = 0; k < 3; ++k) {
+    for (int64_t c = 0, r = 0; c < cols; ++c, r = r == 6 ? 0 : r + 1) {
+      const uint16_t got = host[k * cols + c], expected = want[k][r];
+      // One float16 unit apart at most (expf against exp), same sign.
+      if (got != expected && got != expected + 1 && got + 1 != expected) {
+        if (first < 0) first = k * cols + c;
+        ++wrong;
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "first wrong element " << first << " of " << n;
+}
 
 // Eight threads issue GEMMs and softmaxes on cuda:0 at once, each checking its own answers
 // against the CPU's: the shared stream, plan cache, workspace and pool under contention.
