@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/conv_plan.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
@@ -220,7 +221,8 @@ absl::Status CudaBackend::Gemm(const GemmArgs& args) {
 // in elements, from the im2col layout [image][group][patch rows][out_plane] (the direct 1×1
 // path reads the input [image][group][group_in][plane], the same with patch = group_in and
 // out_plane = in_plane): over images a = 0, b = image_columns, c = out_channels * out_plane;
-// over groups a = group_out * patch, b = patch * out_plane, c = group_out * out_plane.
+// over groups a = group_out * patch, b = patch * out_plane, c = group_out * out_plane
+// (conv_plan.h; cuda_host_logic_test.cc runs them as plain loops against a direct conv).
 absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
   PARAMD_ASSIGN_OR_RETURN(ConvGeometry g, CheckConv2d(*this, args));
   const ConstTensorView& x = args.input;
@@ -276,29 +278,30 @@ absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
     const char* source = direct ? image : static_cast<const char*>(columns);
     char* out = static_cast<char*>(y.data) + n0 * out_channels * out_plane * element;
     // Note [Grouped conv as batched GEMMs]: min(groups, images) launches.
-    const bool over_groups = groups > images;
-    const int64_t launches = over_groups ? images : groups;
-    for (int64_t i = 0; status.ok() && i < launches; ++i) {
-      // Launch i is image i (batched over groups) or group i (batched over images).
-      const int64_t a_offset = over_groups ? 0 : i * group_out * patch;
-      const int64_t b_offset = over_groups ? i * image_columns : i * patch * out_plane;
-      const int64_t c_offset =
-          over_groups ? i * out_channels * out_plane : i * group_out * out_plane;
+    const ConvChunk sizes{.images = images,
+                          .groups = groups,
+                          .group_out = group_out,
+                          .patch = patch,
+                          .out_plane = out_plane,
+                          .image_columns = image_columns,
+                          .out_channels = out_channels};
+    for (int64_t i = 0; status.ok() && i < ConvGemmCount(sizes); ++i) {
+      const ConvGemm at = ConvGemmAt(sizes, i);
       BatchedGemm gemm{
           .args = {.dtype = x.dtype,
                    .m = group_out,
                    .n = out_plane,
                    .k = patch,
-                   .a = weight + a_offset * element,
+                   .a = weight + at.a_offset * element,
                    .lda = patch,
-                   .b = source + b_offset * element,
+                   .b = source + at.b_offset * element,
                    .ldb = out_plane,
-                   .c = out + c_offset * element,
+                   .c = out + at.c_offset * element,
                    .ldc = out_plane},
-          .batch = over_groups ? groups : images,
-          .stride_a = over_groups ? group_out * patch : 0,
-          .stride_b = over_groups ? patch * out_plane : image_columns,
-          .stride_c = over_groups ? group_out * out_plane : out_channels * out_plane,
+          .batch = at.batch,
+          .stride_a = at.stride_a,
+          .stride_b = at.stride_b,
+          .stride_c = at.stride_c,
           .accumulate = args.bias != nullptr};
       status = RunGemm(*context_, scratch, gemm);
     }

@@ -1,9 +1,11 @@
 // The CUDA backend's host-side logic, which runs without a GPU: the GEMM plan key (with the
 // bias's alignment and the output type), the split of an epilogue between cuBLASLt and the
 // element-wise pass, the plan cache's record of cuBLASLt misses, the GPU memory budget with
-// its trim-and-retry policy, and the launch shape of softmax over a non-last dimension.
+// its trim-and-retry policy, the launch shape of softmax over a non-last dimension, and the
+// batched GEMMs of a grouped convolution.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -12,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cuda/conv_plan.h"
 #include "kernels/cuda/gemm_plan.h"
 #include "kernels/cuda/index_math.h"
 #include "kernels/cuda/memory_budget.h"
@@ -316,7 +319,7 @@ TEST(SoftmaxColumnsPlanTest, ThreadsPerColumnGrowOnlyWhenColumnsAreFewAndLong) {
   EXPECT_EQ(wide.tiles_per_block, 8);
   EXPECT_EQ(wide.blocks, 8750u);
   // gpu_trigger_test's SoftmaxAlongNonLastDimensions: past 65,536 blocks, the grid strides.
-  wide = PlanSoftmaxColumns(int64_t{530000} * 32, 2);
+  wide = PlanSoftmaxColumns(int64_t{530000} * 32, 1);
   EXPECT_EQ(wide.blocks, 65536u);
   wide = PlanSoftmaxColumns(int64_t{1} << 22, 1000);  // 131,072 tiles: enough warps
   EXPECT_EQ(wide.threads_y, 1);
@@ -341,6 +344,108 @@ TEST(SoftmaxColumnsPlanTest, ThreadsPerColumnGrowOnlyWhenColumnsAreFewAndLong) {
       EXPECT_LE(32 * p.threads_y * p.tiles_per_block, 1024);
       EXPECT_GE(p.blocks, 1u);
       EXPECT_LE(static_cast<int64_t>(p.blocks), std::min<int64_t>(p.tiles, 65536));
+    }
+  }
+}
+
+// Note [Grouped conv as batched GEMMs] in cuda_backend.cc: conv as the CUDA backend runs it
+// (the output filled with the bias, im2col of a chunk of images with every group's rows, the
+// ConvGemmAt products accumulated into the output, or the input itself as the columns of a
+// 1×1 kernel), in plain loops, against a direct convolution. Checks every stride and offset.
+struct ConvCase {
+  int64_t n, c, hw, o, kernel, groups, chunk;
+};
+
+std::vector<double> ConvAsTheGpuRunsIt(const ConvCase& s, const std::vector<double>& x,
+                                       const std::vector<double>& w,
+                                       const std::vector<double>& bias) {
+  const int64_t pad = s.kernel / 2, plane = s.hw * s.hw, kk = s.kernel * s.kernel;
+  const int64_t group_in = s.c / s.groups, group_out = s.o / s.groups;
+  const int64_t patch = group_in * kk, image_columns = s.c * kk * plane;
+  const bool direct = s.kernel == 1;
+  std::vector<double> y(static_cast<size_t>(s.n * s.o * plane));
+  for (size_t i = 0; i < y.size(); ++i) y[i] = bias[(i / plane) % s.o];
+  std::vector<double> columns(static_cast<size_t>(s.chunk * image_columns));
+  for (int64_t n0 = 0; n0 < s.n; n0 += s.chunk) {
+    const int64_t images = std::min(s.chunk, s.n - n0);
+    const double* image = x.data() + n0 * s.c * plane;
+    if (!direct) {  // as conv.cu's Im2ColKernel: [image][c, i, j][oh, ow]
+      for (int64_t index = 0; index < images * image_columns; ++index) {
+        const int64_t ow = index % s.hw, oh = (index / s.hw) % s.hw;
+        const int64_t row = (index / plane) % (s.c * kk), im = index / (plane * s.c * kk);
+        const int64_t j = row % s.kernel, i = (row / s.kernel) % s.kernel, c = row / kk;
+        const int64_t ih = oh - pad + i, iw = ow - pad + j;
+        const bool inside = ih >= 0 && ih < s.hw && iw >= 0 && iw < s.hw;
+        columns[index] = inside ? image[((im * s.c + c) * s.hw + ih) * s.hw + iw] : 0.0;
+      }
+    }
+    const double* source = direct ? image : columns.data();
+    double* out = y.data() + n0 * s.o * plane;
+    const ConvChunk sizes{.images = images,
+                          .groups = s.groups,
+                          .group_out = group_out,
+                          .patch = patch,
+                          .out_plane = plane,
+                          .image_columns = image_columns,
+                          .out_channels = s.o};
+    EXPECT_EQ(ConvGemmCount(sizes), std::min(s.groups, images));
+    for (int64_t l = 0; l < ConvGemmCount(sizes); ++l) {
+      const ConvGemm g = ConvGemmAt(sizes, l);
+      for (int64_t b = 0; b < g.batch; ++b) {  // C += A · B, row-major, ld = k and n
+        const double* a = w.data() + g.a_offset + b * g.stride_a;
+        const double* bm = source + g.b_offset + b * g.stride_b;
+        double* c = out + g.c_offset + b * g.stride_c;
+        for (int64_t r = 0; r < group_out; ++r) {
+          for (int64_t col = 0; col < plane; ++col) {
+            for (int64_t p = 0; p < patch; ++p) {
+              c[r * plane + col] += a[r * patch + p] * bm[p * plane + col];
+            }
+          }
+        }
+      }
+    }
+  }
+  return y;
+}
+
+TEST(ConvGemmPlanTest, BatchedGemmsOverGroupsOrImagesGiveTheConvolution) {
+  for (const ConvCase s : {ConvCase{3, 8, 5, 8, 3, 8, 3}, ConvCase{5, 6, 4, 12, 3, 6, 2},
+                           ConvCase{7, 4, 5, 6, 3, 2, 7}, ConvCase{7, 4, 5, 6, 3, 2, 3},
+                           ConvCase{1, 6, 4, 4, 3, 2, 1}, ConvCase{4, 6, 3, 9, 1, 3, 4},
+                           ConvCase{2, 6, 3, 9, 1, 3, 2}, ConvCase{3, 5, 4, 5, 1, 5, 3},
+                           ConvCase{4, 3, 4, 2, 3, 1, 2}}) {
+    const int64_t plane = s.hw * s.hw, kk = s.kernel * s.kernel, pad = s.kernel / 2;
+    const int64_t group_in = s.c / s.groups, group_out = s.o / s.groups;
+    std::vector<double> x(static_cast<size_t>(s.n * s.c * plane)), w(s.o * group_in * kk),
+        bias(s.o);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.7 * static_cast<double>(i) + 1);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = std::cos(1.3 * static_cast<double>(i));
+    for (size_t i = 0; i < bias.size(); ++i) bias[i] = 0.5 * static_cast<double>(i) - 1;
+    const std::vector<double> got = ConvAsTheGpuRunsIt(s, x, w, bias);
+    for (int64_t n = 0; n < s.n; ++n) {
+      for (int64_t o = 0; o < s.o; ++o) {
+        const int64_t g = o / group_out;
+        for (int64_t oh = 0; oh < s.hw; ++oh) {
+          for (int64_t ow = 0; ow < s.hw; ++ow) {
+            double want = bias[o];
+            for (int64_t ci = 0; ci < group_in; ++ci) {
+              for (int64_t i = 0; i < s.kernel; ++i) {
+                for (int64_t j = 0; j < s.kernel; ++j) {
+                  const int64_t ih = oh - pad + i, iw = ow - pad + j;
+                  if (ih < 0 || ih >= s.hw || iw < 0 || iw >= s.hw) continue;
+                  want += x[((n * s.c + g * group_in + ci) * s.hw + ih) * s.hw + iw] *
+                          w[((o * group_in + ci) * s.kernel + i) * s.kernel + j];
+                }
+              }
+            }
+            const double have = got[((n * s.o + o) * s.hw + oh) * s.hw + ow];
+            ASSERT_NEAR(have, want, 1e-9)
+                << "n " << n << " o " << o << " at " << oh << "," << ow << " of images " << s.n
+                << " channels " << s.c << " kernel " << s.kernel << " groups " << s.groups
+                << " chunk " << s.chunk;
+          }
+        }
+      }
     }
   }
 }
