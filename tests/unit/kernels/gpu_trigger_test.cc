@@ -264,9 +264,11 @@ TEST_P(GpuTriggerSizes, SoftmaxAlongNonLastDimensions) {
     Shape shape;
     int dim;
   };
-  for (const Spec& s : {Spec{{530000, 2, 32}, 1}, Spec{{5000, 7}, 0}, Spec{{2, 100, 1000}, 1},
+  // The first, at 17 million elements, once; the others as softmax and log_softmax.
+  for (const Spec& s : {Spec{{530000, 1, 32}, 1}, Spec{{5000, 7}, 0}, Spec{{2, 100, 1000}, 1},
                         Spec{{70001, 12, 1}, 1}}) {
     for (bool log : {false, true}) {
+      if (log && s.shape[0] == 530000) continue;
       SCOPED_TRACE(absl::StrCat("dim ", s.dim, " of ", s.shape[0], "x", s.shape[1],
                                 s.shape.size() > 2 ? absl::StrCat("x", s.shape[2]) : "",
                                 log ? ", log" : ""));
@@ -286,6 +288,8 @@ TEST_P(GpuTriggerSizes, SoftmaxAlongNonLastDimensions) {
 // stored either way; 16-bit results are the CPU's rounded once.
 TEST_P(GpuTriggerSizes, GemmEpilogueStagedInRowBlocks) {
   const DType dtype = GetParam();
+  // float32 products are not staged (their pass runs in place); backend_ops_test covers it.
+  if (dtype == DType::kFloat32) return;
   const int64_t m = 4500, n = 4096, k = 64;
   for (const bool trans_a : {false, true}) {
     SCOPED_TRACE(trans_a ? "A stored k x m" : "A stored m x k");
@@ -310,11 +314,7 @@ TEST_P(GpuTriggerSizes, GemmEpilogueStagedInRowBlocks) {
                          .epilogue = UnaryOp::kGELU});
         });
     if (results.size() != 2) continue;
-    if (dtype == DType::kFloat32) {
-      EXPECT_TRUE(AllClose(results[0].values, results[1].values, 1e-4, 1e-4));
-    } else {
-      EXPECT_TRUE(testing::SameAtOneRounding(dtype, results[0].values, results[1].values));
-    }
+    EXPECT_TRUE(testing::SameAtOneRounding(dtype, results[0].values, results[1].values));
   }
 }
 
@@ -353,7 +353,8 @@ TEST(GpuTriggerSizes2e31, SoftmaxAlongDim0PastTwoToThe31Elements) {
   DeviceTensor x(gpu, dtype, {3, cols}), y(gpu, dtype, {3, cols});
   const size_t bytes = host.size() * sizeof(uint16_t);
   ASSERT_TRUE(gpu->CopyFromHost(x.data(), host.data(), bytes).ok());
-  y.Poison();
+  // Poisoned on the device: a host-side poison of 4 GiB would take longer than the softmax.
+  ASSERT_TRUE(gpu->Fill({.output = y.view(), .value = std::nan("")}).ok());
   ASSERT_TRUE(gpu->Softmax({.input = x.view(), .output = y.view(), .dim = 0}).ok());
   ASSERT_TRUE(gpu->Synchronize().ok());
   ASSERT_TRUE(gpu->CopyToHost(host.data(), y.data(), bytes).ok());
