@@ -931,6 +931,11 @@ const std::vector<OpCase>& AllCases() {
                              UnaryOp::kIdentity, 23));
     list->push_back(GemmOffsetBiasCase("gemm_bf16_offset_bias", bf16, 8, 32, 64, UnaryOp::kIdentity));
     list->push_back(GemmOffsetBiasCase("gemm_f32_offset_bias_relu", f32, 8, 32, 64, UnaryOp::kReLU));
+    // GELU-tanh cannot be fused without its bias: gelu(x + bias), not gelu(x) + bias.
+    list->push_back(
+        GemmOffsetBiasCase("gemm_f32_offset_bias_gelu_tanh", f32, 8, 32, 64, UnaryOp::kGELUTanh));
+    list->push_back(
+        GemmOffsetBiasCase("gemm_f16_offset_bias_gelu_tanh", f16, 8, 32, 64, UnaryOp::kGELUTanh));
     list->push_back(
         WithNaN(GemmCase("gemm_relu", f32, 8, 16, 32, false, true, true, UnaryOp::kReLU, 4), 0, 5));
     list->push_back(WithNaN(UnaryCase(UnaryOp::kReLU, f32), 0, 7));
