@@ -1,4 +1,5 @@
-// The two kernels around conv2d's GEMMs: im2col and the per-channel bias.
+// The two kernels around conv2d's GEMMs: im2col, and the per-channel bias written into the
+// output before the GEMMs accumulate into it (Note [Conv bias] in cuda_backend.cc).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launch.h"
 
@@ -27,12 +28,9 @@ __global__ void Im2ColKernel(const T* input, ConvGeometry g, T* columns, int64_t
 }
 
 template <typename T>
-__global__ void ChannelBiasKernel(T* data, int64_t channels, int64_t plane, const T* bias,
+__global__ void ChannelFillKernel(T* data, int64_t channels, int64_t plane, const T* bias,
                                   int64_t total) {
-  PARAMD_GRID_STRIDE(index, total) {
-    const int64_t o = (index / plane) % channels;
-    data[index] = FromFloat<T>(ToFloat(data[index]) + ToFloat(bias[o]));
-  }
+  PARAMD_GRID_STRIDE(index, total) { data[index] = bias[(index / plane) % channels]; }
 }
 
 }  // namespace
@@ -49,13 +47,13 @@ cudaError_t LaunchIm2Col(DType dtype, const void* input, int64_t images,
   });
 }
 
-cudaError_t LaunchChannelBias(DType dtype, void* data, int64_t images, int64_t channels,
+cudaError_t LaunchChannelFill(DType dtype, void* data, int64_t images, int64_t channels,
                               int64_t plane, const void* bias, cudaStream_t stream) {
   const int64_t total = images * channels * plane;
   if (total == 0) return cudaSuccess;
   return DispatchMath(dtype, [&](auto tag) {
     using T = decltype(tag);
-    ChannelBiasKernel<T><<<BlocksFor(total), kThreads, 0, stream>>>(
+    ChannelFillKernel<T><<<BlocksFor(total), kThreads, 0, stream>>>(
         static_cast<T*>(data), channels, plane, static_cast<const T*>(bias), total);
     return cudaGetLastError();
   });

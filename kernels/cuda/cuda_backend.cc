@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/conv_plan.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
@@ -18,6 +19,20 @@ namespace {
 // Im2col columns are made this many bytes at a time at most (more images per chunk
 // means fewer, larger GEMMs).
 constexpr size_t kIm2ColChunkBytes = size_t{256} << 20;
+
+// The backend's Scratch and FreeScratch as a GEMM's scratch (gemm.h), from two lambdas
+// (the member functions are private).
+template <typename AllocateFn, typename FreeFn>
+class ScratchOf final : public GemmScratch {
+ public:
+  ScratchOf(AllocateFn allocate, FreeFn free) : allocate_(allocate), free_(free) {}
+  absl::StatusOr<void*> Allocate(size_t nbytes) override { return allocate_(nbytes); }
+  void Free(void* data, size_t nbytes) override { free_(data, nbytes); }
+
+ private:
+  AllocateFn allocate_;
+  FreeFn free_;
+};
 
 }  // namespace
 
@@ -128,9 +143,31 @@ absl::Status CudaBackend::Gemm(const GemmArgs& args) {
   PARAMD_RETURN_IF_ERROR(CheckGemm(*this, args));
   if (args.m == 0 || args.n == 0) return absl::OkStatus();
   PARAMD_RETURN_IF_ERROR(context_->Enter());
-  return RunGemm(*context_, {.args = args});
+  ScratchOf scratch([this](size_t n) { return Scratch(n); },
+                    [this](void* p, size_t n) { FreeScratch(p, n); });
+  return RunGemm(*context_, scratch, {.args = args});
 }
 
+// Note [Conv bias]
+// The CPU backend writes the bias into the output and lets sgemm add the product to it
+// (beta = 1), all in float32, rounding a 16-bit result once. The GPU does the same: the
+// output is filled with the broadcast bias (exact: the bias is already in the output's
+// dtype), then every GEMM accumulates into it (beta = 1), so cuBLASLt forms bias + A·B in
+// float32 and rounds once. Adding the bias after a 16-bit product would round twice; a
+// float32 product with a fused per-channel bias does not exist in cuBLASLt (its bias runs
+// along the other dimension). The fill costs what the bias pass it replaces cost.
+//
+// Note [Grouped conv as batched GEMMs]
+// Per chunk of images the products are out[n, g] = weight_g · columns[n, g] over every
+// image n and group g. cuBLASLt batches along one stride, and the weight has no stride
+// along n while the columns have none along g alone, so one call cannot cover both: the
+// loop runs over the smaller of groups and images and batches over the larger, so a
+// depthwise conv with 512 channels issues one GEMM per image, not one per channel. Strides,
+// in elements, from the im2col layout [image][group][patch rows][out_plane] (the direct 1×1
+// path reads the input [image][group][group_in][plane], the same with patch = group_in and
+// out_plane = in_plane): over images a = 0, b = image_columns, c = out_channels * out_plane;
+// over groups a = group_out * patch, b = patch * out_plane, c = group_out * out_plane
+// (conv_plan.h; cuda_host_logic_test.cc runs them as plain loops against a direct conv).
 absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
   PARAMD_ASSIGN_OR_RETURN(ConvGeometry g, CheckConv2d(*this, args));
   const ConstTensorView& x = args.input;
@@ -148,62 +185,74 @@ absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
   const int64_t patch = group_in * g.kernel_h * g.kernel_w;
   const int64_t out_plane = g.out_h * g.out_w, in_plane = g.height * g.width;
 
-  if (patch == 0) {
+  // Note [Conv bias]: the output starts as the bias (or zeros where there is no product).
+  if (args.bias != nullptr) {
+    PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchChannelFill(x.dtype, y.data, batch, out_channels,
+                                                           out_plane, args.bias, stream));
+  } else if (patch == 0) {
     PARAMD_CUDA_RETURN_IF_ERROR(device_,
                                 cudaMemsetAsync(y.data, 0, y.numel() * element, stream));
-  } else {
-    // A 1×1 kernel with stride 1 and no padding reads the input in place as its columns.
-    const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 &&
-                        g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
-                        g.out_h == g.height && g.out_w == g.width;
-    const int64_t image_columns = in_channels * g.kernel_h * g.kernel_w * out_plane;
-    const int64_t chunk =
-        direct ? batch
-               : std::clamp<int64_t>(
-                     static_cast<int64_t>(kIm2ColChunkBytes / (image_columns * element)), 1, batch);
-    void* columns = nullptr;
-    const size_t column_bytes = direct ? 0 : chunk * image_columns * element;
+  }
+  if (patch == 0) return absl::OkStatus();
+
+  // A 1×1 kernel with stride 1 and no padding reads the input in place as its columns.
+  const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 &&
+                      g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
+                      g.out_h == g.height && g.out_w == g.width;
+  const int64_t image_columns = in_channels * g.kernel_h * g.kernel_w * out_plane;
+  const int64_t chunk =
+      direct ? batch
+             : std::clamp<int64_t>(
+                   static_cast<int64_t>(kIm2ColChunkBytes / (image_columns * element)), 1, batch);
+  void* columns = nullptr;
+  const size_t column_bytes = direct ? 0 : chunk * image_columns * element;
+  if (!direct) {
+    PARAMD_ASSIGN_OR_RETURN(columns, Scratch(column_bytes));
+  }
+  ScratchOf scratch([this](size_t n) { return Scratch(n); },
+                    [this](void* p, size_t n) { FreeScratch(p, n); });
+  const char* weight = static_cast<const char*>(w.data);
+  absl::Status status;
+  for (int64_t n0 = 0; status.ok() && n0 < batch; n0 += chunk) {
+    const int64_t images = std::min(chunk, batch - n0);
+    const char* image = static_cast<const char*>(x.data) + n0 * in_channels * in_plane * element;
     if (!direct) {
-      PARAMD_ASSIGN_OR_RETURN(columns, Scratch(column_bytes));
+      status = CudaStatus(LaunchIm2Col(x.dtype, image, images, g, columns, stream),
+                          "LaunchIm2Col", __FILE__, __LINE__, device_);
     }
-    absl::Status status;
-    for (int64_t n0 = 0; status.ok() && n0 < batch; n0 += chunk) {
-      const int64_t images = std::min(chunk, batch - n0);
-      const char* image = static_cast<const char*>(x.data) + n0 * in_channels * in_plane * element;
-      if (!direct) {
-        status = CudaStatus(LaunchIm2Col(x.dtype, image, images, g, columns, stream),
-                            "LaunchIm2Col", __FILE__, __LINE__, device_);
-      }
-      const char* source = direct ? image : static_cast<const char*>(columns);
-      // Per group, one batched product over the images: out_g[n] = weight_g · columns_g[n].
-      for (int64_t gi = 0; status.ok() && gi < groups; ++gi) {
-        BatchedGemm gemm{
-            .args = {.dtype = x.dtype,
-                     .m = group_out,
-                     .n = out_plane,
-                     .k = patch,
-                     .a = static_cast<const char*>(w.data) + gi * group_out * patch * element,
-                     .lda = patch,
-                     .b = source + gi * patch * out_plane * element,
-                     .ldb = out_plane,
-                     .c = static_cast<char*>(y.data) +
-                          (n0 * out_channels + gi * group_out) * out_plane * element,
-                     .ldc = out_plane},
-            .batch = images,
-            .stride_a = 0,
-            .stride_b = image_columns,
-            .stride_c = out_channels * out_plane};
-        status = RunGemm(*context_, gemm);
-      }
+    const char* source = direct ? image : static_cast<const char*>(columns);
+    char* out = static_cast<char*>(y.data) + n0 * out_channels * out_plane * element;
+    // Note [Grouped conv as batched GEMMs]: min(groups, images) launches.
+    const ConvChunk sizes{.images = images,
+                          .groups = groups,
+                          .group_out = group_out,
+                          .patch = patch,
+                          .out_plane = out_plane,
+                          .image_columns = image_columns,
+                          .out_channels = out_channels};
+    for (int64_t i = 0; status.ok() && i < ConvGemmCount(sizes); ++i) {
+      const ConvGemm at = ConvGemmAt(sizes, i);
+      BatchedGemm gemm{
+          .args = {.dtype = x.dtype,
+                   .m = group_out,
+                   .n = out_plane,
+                   .k = patch,
+                   .a = weight + at.a_offset * element,
+                   .lda = patch,
+                   .b = source + at.b_offset * element,
+                   .ldb = out_plane,
+                   .c = out + at.c_offset * element,
+                   .ldc = out_plane},
+          .batch = at.batch,
+          .stride_a = at.stride_a,
+          .stride_b = at.stride_b,
+          .stride_c = at.stride_c,
+          .accumulate = args.bias != nullptr};
+      status = RunGemm(*context_, scratch, gemm);
     }
-    FreeScratch(columns, column_bytes);
-    PARAMD_RETURN_IF_ERROR(status);
   }
-  if (args.bias != nullptr) {
-    PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchChannelBias(x.dtype, y.data, batch, out_channels,
-                                                           out_plane, args.bias, stream));
-  }
-  return absl::OkStatus();
+  FreeScratch(columns, column_bytes);
+  return status;
 }
 
 absl::Status CudaBackend::MaxPool2d(const MaxPool2dArgs& args) {

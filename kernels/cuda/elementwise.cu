@@ -99,15 +99,17 @@ __global__ void DropoutKernel(const T* in, T* out, int64_t n, double p, float sc
   }
 }
 
+// `i` runs over the batch's m×n products in C order, which is also the staged layout.
 template <typename T>
 __global__ void BiasActivationKernel(T* c, int64_t stride_c, int64_t m, int64_t n, int64_t ldc,
-                                     const T* bias, UnaryOp act, bool accumulate, int64_t total) {
+                                     const T* bias, UnaryOp act, const float* staged,
+                                     bool accumulate, int64_t total) {
   PARAMD_GRID_STRIDE(i, total) {
     const int64_t j = i % n;
     const int64_t r = (i / n) % m;
     const int64_t batch = i / (n * m);
     T* at = c + batch * stride_c + r * ldc + j;
-    float v = accumulate ? ToFloat(*at) : 0.0f;
+    float v = staged != nullptr ? staged[i] : (accumulate ? ToFloat(*at) : 0.0f);
     if (bias != nullptr) v += ToFloat(bias[j]);
     *at = FromFloat<T>(ApplyUnaryDevice(act, v));
   }
@@ -210,14 +212,15 @@ cudaError_t LaunchDropout(const DropoutArgs& args, float scale, cudaStream_t str
 
 cudaError_t LaunchBiasActivation(DType dtype, void* c, int64_t batch, int64_t stride_c,
                                  int64_t m, int64_t n, int64_t ldc, const void* bias,
-                                 UnaryOp act, bool accumulate, cudaStream_t stream) {
+                                 UnaryOp act, const float* staged, bool accumulate,
+                                 cudaStream_t stream) {
   const int64_t total = batch * m * n;
   if (total == 0) return cudaSuccess;
   return DispatchMath(dtype, [&](auto tag) {
     using T = decltype(tag);
     BiasActivationKernel<T><<<BlocksFor(total), kThreads, 0, stream>>>(
-        static_cast<T*>(c), stride_c, m, n, ldc, static_cast<const T*>(bias), act, accumulate,
-        total);
+        static_cast<T*>(c), stride_c, m, n, ldc, static_cast<const T*>(bias), act, staged,
+        accumulate, total);
     return cudaGetLastError();
   });
 }

@@ -9,14 +9,26 @@
 // Note [Fused epilogues]
 // cuBLASLt fuses bias, ReLU and GELU, but its GELU is the tanh approximation, and its ReLU
 // epilogue is max(x, 0), which turns NaN into 0 where PyTorch's relu keeps NaN. So only the
-// bias and GELU-tanh are fused; exact (erf) GELU, ReLU and the other activations run as one
-// element-wise pass after a bias-fused product (ReLU commutes with rounding, so a 16-bit
-// result is still rounded once). The bias is fused only when it is 16-byte aligned
-// (CanFuseBias): a view at an odd element offset would fault in cuBLASLt's vector loads;
-// then the same pass adds it. When cuBLASLt finds no algorithm for a fused epilogue
-// (alignment, an unusual leading dimension), the product runs plain and the same pass
+// bias and GELU-tanh are fused (PlanGemmEpilogue in gemm_plan.h); exact (erf) GELU, ReLU and
+// the other activations run as one element-wise pass after the product. The bias is fused
+// only when it is 16-byte aligned (CanFuseBias): a view at an odd element offset would fault
+// in cuBLASLt's vector loads; then the same pass adds it, and GELU-tanh moves to the pass
+// with it (act(x) + bias is not act(x + bias)). When cuBLASLt finds no algorithm for a fused
+// epilogue (alignment, an unusual leading dimension), the product runs plain and the pass
 // applies bias and activation; that miss is cached, so the heuristic is not asked again.
 // k == 0 is never given to cuBLASLt: the result is epilogue(bias) (or of zeros).
+//
+// Note [16-bit epilogues round once]
+// The CPU backend computes GEMM + bias + activation in float32 and rounds a float16 or
+// bfloat16 result once. cuBLASLt's own epilogue does the same (it works on the float32
+// accumulator), but a pass after a product written in 16 bits would round twice. So when a
+// 16-bit product needs the pass, cuBLASLt writes D in float32 (A and B 16-bit, C and D
+// CUDA_R_32F, CUBLAS_COMPUTE_32F: a documented cublasLtMatmul combination, the one
+// PyTorch's bgemm<bf16, float> uses) into scratch, and the pass applies bias and activation
+// to that and rounds once into the output. The scratch is at most kStagingBytes: a larger
+// product runs in row blocks. float32 products keep the in-place pass (no extra traffic).
+// Even ReLU, which commutes with rounding, is staged: it does not for the sign of a float16
+// underflow (-1e-30 rounds to -0, relu(-0) = -0; the CPU gives relu(-1e-30) = +0).
 //
 // Note [16-bit GEMM numerics]
 // gemm.h promises float32 accumulation for float16 and bfloat16, which goes beyond
@@ -25,9 +37,10 @@
 // sums in 16 bits). The preference's reduction-scheme mask allows only reductions in the
 // compute type (float32), so a 16-bit product is rounded once, at the end, as on the CPU
 // backend; the tests compare with the CPU at one 16-bit rounding of the result
-// (backend_ops_test.cc: gemm_bf16_large_k).
+// (backend_ops_test.cc: gemm_bf16_large_k; cuda_backend_test.cc: 16-bit epilogues).
 #include "kernels/cuda/gemm.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 
@@ -38,6 +51,10 @@
 
 namespace paramd::kernels::cuda {
 namespace {
+
+// A 16-bit product's float32 staging (Note [16-bit epilogues round once]) takes at most this
+// much scratch; a larger one runs in row blocks.
+constexpr size_t kStagingBytes = size_t{64} << 20;
 
 std::atomic<bool>& ForcedUnfused() {
   static std::atomic<bool> forced{false};
@@ -64,6 +81,20 @@ cudaDataType_t CudaType(DType dtype) {
   }
 }
 
+cublasLtEpilogue_t CublasEpilogue(LtEpilogue epilogue) {
+  switch (epilogue) {
+    case LtEpilogue::kBias:
+      return CUBLASLT_EPILOGUE_BIAS;
+    case LtEpilogue::kGelu:
+      return CUBLASLT_EPILOGUE_GELU;
+    case LtEpilogue::kGeluBias:
+      return CUBLASLT_EPILOGUE_GELU_BIAS;
+    case LtEpilogue::kDefault:
+      break;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
+}
+
 PlanCache<cublasLtMatmulAlgo_t>& Plans() {
   static auto* const cache = new PlanCache<cublasLtMatmulAlgo_t>();
   return *cache;
@@ -81,13 +112,17 @@ cublasStatus_t SetLayout(cublasLtMatrixLayout_t layout, cublasLtMatrixLayoutAttr
   return cublasLtMatrixLayoutSetAttribute(layout, attr, &value, sizeof(value));
 }
 
-// Runs the product with `epilogue` fused (a cuBLASLt epilogue). NOT_SUPPORTED (as
-// UNIMPLEMENTED) when cuBLASLt has no algorithm for it, so the caller can fall back.
-absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilogue_t epilogue,
-                    bool with_bias) {
+// Runs the product with `epilogue` fused, writing D = g.c (ldc, stride_c) as `out_dtype`
+// (g.dtype, or float32 for a staged 16-bit product); with gemm.accumulate, D = A·B + D.
+// NOT_SUPPORTED (as UNIMPLEMENTED) when cuBLASLt has no algorithm for it, so the caller can
+// fall back.
+absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, LtEpilogue fused,
+                    DType out_dtype) {
   const GemmArgs& g = gemm.args;
   const int d = context.device();
   const cudaDataType_t type = CudaType(g.dtype);
+  const cublasLtEpilogue_t epilogue = CublasEpilogue(fused);
+  const bool with_bias = LtEpilogueHasBias(fused);
 
   cublasLtMatmulDesc_t raw_desc = nullptr;
   PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F,
@@ -112,21 +147,24 @@ absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilo
   Layout layout_a(raw_a);
   PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatrixLayoutCreate(&raw_b, type, b_rows, b_cols, g.lda));
   Layout layout_b(raw_b);
-  PARAMD_CUBLAS_RETURN_IF_ERROR(d, cublasLtMatrixLayoutCreate(&raw_c, type, g.n, g.m, g.ldc));
+  PARAMD_CUBLAS_RETURN_IF_ERROR(
+      d, cublasLtMatrixLayoutCreate(&raw_c, CudaType(out_dtype), g.n, g.m, g.ldc));
   Layout layout_c(raw_c);
   if (gemm.batch > 1) {
     const int32_t count = static_cast<int32_t>(gemm.batch);
     const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {
         {raw_a, gemm.stride_b}, {raw_b, gemm.stride_a}, {raw_c, gemm.stride_c}};
     for (const auto& [layout, stride] : layouts) {
-      PARAMD_CUBLAS_RETURN_IF_ERROR(d, SetLayout(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, count));
+      PARAMD_CUBLAS_RETURN_IF_ERROR(d,
+                                    SetLayout(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, count));
       PARAMD_CUBLAS_RETURN_IF_ERROR(
           d, SetLayout(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, stride));
     }
   }
 
   const GemmPlanKey key = MakeGemmPlanKey(d, g, gemm.batch, gemm.stride_a, gemm.stride_b,
-                                          gemm.stride_c, static_cast<int>(epilogue), with_bias);
+                                          gemm.stride_c, static_cast<int>(epilogue), with_bias,
+                                          out_dtype);
   cublasLtMatmulAlgo_t algo;
   const PlanLookup lookup = Plans().Find(key, &algo);
   // A product cuBLASLt had no algorithm for is not asked again (heuristics cost tens of
@@ -160,7 +198,8 @@ absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilo
     int found = 0;
     const cublasStatus_t heuristic = cublasLtMatmulAlgoGetHeuristic(
         context.lt(), raw_desc, raw_a, raw_b, raw_c, raw_c, raw_pref, 1, &result, &found);
-    if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED || (heuristic == CUBLAS_STATUS_SUCCESS && found == 0)) {
+    if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED ||
+        (heuristic == CUBLAS_STATUS_SUCCESS && found == 0)) {
       Plans().InsertMiss(key);
       return absl::UnimplementedError("cuBLASLt has no algorithm for this product");
     }
@@ -168,11 +207,72 @@ absl::Status Matmul(CudaContext& context, const BatchedGemm& gemm, cublasLtEpilo
     algo = result.algo;
     Plans().Insert(key, algo);
   }
-  const float alpha = 1.0f, beta = 0.0f;
+  // beta = 1 reads C = D in place (same layout, which cuBLASLt requires for C == D).
+  const float alpha = 1.0f, beta = gemm.accumulate ? 1.0f : 0.0f;
   PARAMD_CUBLAS_RETURN_IF_ERROR(
       d, cublasLtMatmul(context.lt(), raw_desc, &alpha, g.b, raw_a, g.a, raw_b, &beta, g.c, raw_c,
                         g.c, raw_c, &algo, context.workspace(), context.workspace_size(),
                         context.stream()));
+  return absl::OkStatus();
+}
+
+// A 16-bit product through float32 scratch (Note [16-bit epilogues round once]): the whole
+// batch at once when it fits kStagingBytes, else one product at a time in row blocks.
+absl::Status RunStaged(CudaContext& context, GemmScratch& scratch, const BatchedGemm& gemm,
+                       const GemmEpiloguePlan& plan) {
+  const GemmArgs& g = gemm.args;
+  const int d = context.device();
+  const int64_t row_bytes = g.n * static_cast<int64_t>(sizeof(float));
+  const int64_t limit = static_cast<int64_t>(kStagingBytes);
+  const bool whole = gemm.batch * g.m * row_bytes <= limit;
+  const int64_t items = whole ? gemm.batch : 1;
+  const int64_t rows = whole ? g.m : std::clamp<int64_t>(limit / row_bytes, 1, g.m);
+  const size_t bytes = static_cast<size_t>(items * rows * row_bytes);
+  PARAMD_ASSIGN_OR_RETURN(void* staging, scratch.Allocate(bytes));
+  const int64_t element = static_cast<int64_t>(ElementSize(g.dtype));
+  absl::Status status;
+  for (int64_t b0 = 0; status.ok() && b0 < gemm.batch; b0 += items) {
+    for (int64_t r0 = 0; status.ok() && r0 < g.m; r0 += rows) {
+      const int64_t block = std::min(rows, g.m - r0);
+      // Rows r0.. of op(A): rows of A stored m×k, columns of A stored k×m.
+      const int64_t a_offset = b0 * gemm.stride_a + (g.trans_a ? r0 : r0 * g.lda);
+      BatchedGemm part = gemm;
+      part.args.m = block;
+      part.args.a = static_cast<const char*>(g.a) + a_offset * element;
+      part.args.b = static_cast<const char*>(g.b) + b0 * gemm.stride_b * element;
+      part.args.bias = nullptr;
+      part.args.epilogue = UnaryOp::kIdentity;
+      part.args.c = staging;
+      part.args.ldc = g.n;
+      part.batch = items;
+      part.stride_c = block * g.n;
+      status = Matmul(context, part, LtEpilogue::kDefault, DType::kFloat32);
+      if (!status.ok()) break;
+      char* out = static_cast<char*>(g.c) + (b0 * gemm.stride_c + r0 * g.ldc) * element;
+      status = CudaStatus(
+          LaunchBiasActivation(g.dtype, out, items, gemm.stride_c, block, g.n, g.ldc,
+                               plan.pass_bias ? g.bias : nullptr, plan.pass_activation,
+                               static_cast<const float*>(staging), /*accumulate=*/false,
+                               context.stream()),
+          "LaunchBiasActivation", __FILE__, __LINE__, d);
+    }
+  }
+  scratch.Free(staging, bytes);
+  return status;
+}
+
+// The product with `plan`'s epilogue: fused, then the pass in place, or staged.
+absl::Status RunPlanned(CudaContext& context, GemmScratch& scratch, const BatchedGemm& gemm,
+                        const GemmEpiloguePlan& plan) {
+  if (plan.float32_output) return RunStaged(context, scratch, gemm, plan);
+  const GemmArgs& g = gemm.args;
+  PARAMD_RETURN_IF_ERROR(Matmul(context, gemm, plan.fused, g.dtype));
+  if (!plan.has_pass()) return absl::OkStatus();
+  PARAMD_CUDA_RETURN_IF_ERROR(
+      context.device(),
+      LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc,
+                           plan.pass_bias ? g.bias : nullptr, plan.pass_activation,
+                           /*staged=*/nullptr, /*accumulate=*/true, context.stream()));
   return absl::OkStatus();
 }
 
@@ -182,50 +282,34 @@ void ForceUnfusedEpilogueForTesting(bool force) {
   ForcedUnfused().store(force, std::memory_order_relaxed);
 }
 
-absl::Status RunGemm(CudaContext& context, const BatchedGemm& gemm) {
+absl::Status RunGemm(CudaContext& context, GemmScratch& scratch, const BatchedGemm& gemm) {
   const GemmArgs& g = gemm.args;
   const int d = context.device();
   if (g.m == 0 || g.n == 0 || gemm.batch == 0) return absl::OkStatus();
+  if (gemm.accumulate && (g.bias != nullptr || g.epilogue != UnaryOp::kIdentity)) {
+    return absl::InternalError("an accumulating GEMM takes no bias and no activation");
+  }
   if (g.k == 0) {
+    if (gemm.accumulate) return absl::OkStatus();  // D = 0 + D
     PARAMD_CUDA_RETURN_IF_ERROR(
         d, LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc, g.bias,
-                                g.epilogue, /*accumulate=*/false, context.stream()));
+                                g.epilogue, /*staged=*/nullptr, /*accumulate=*/false,
+                                context.stream()));
     return absl::OkStatus();
   }
   // The calling thread's stream gets its workspace on its first product (context.h).
   PARAMD_RETURN_IF_ERROR(context.EnsureWorkspace());
-  // Note [Fused epilogues]: only bias and GELU-tanh go to cuBLASLt; a misaligned bias view
-  // takes the unfused path.
-  const bool bias = CanFuseBias(g.bias);
-  cublasLtEpilogue_t fused = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-  bool activation_fused = g.epilogue == UnaryOp::kIdentity;
-  if (g.epilogue == UnaryOp::kGELUTanh) {
-    fused = bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
-    activation_fused = true;
-  }
-  absl::Status status =
-      fused != CUBLASLT_EPILOGUE_DEFAULT && ForcedUnfused().load(std::memory_order_relaxed)
-          ? absl::UnimplementedError("unfused epilogue forced for testing")
-          : Matmul(context, gemm, fused, bias);
-  if (status.ok()) {
-    const bool bias_left = g.bias != nullptr && !bias;
-    if (activation_fused && !bias_left) return absl::OkStatus();
-    PARAMD_CUDA_RETURN_IF_ERROR(
-        d, LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc,
-                                bias_left ? g.bias : nullptr,
-                                activation_fused ? UnaryOp::kIdentity : g.epilogue,
-                                /*accumulate=*/true, context.stream()));
-    return absl::OkStatus();
-  }
-  if (status.code() != absl::StatusCode::kUnimplemented || fused == CUBLASLT_EPILOGUE_DEFAULT) {
+  const bool forced = ForcedUnfused().load(std::memory_order_relaxed);
+  const GemmEpiloguePlan plan = PlanGemmEpilogue(g.dtype, g.epilogue, g.bias != nullptr,
+                                                 CanFuseBias(g.bias), /*fuse=*/!forced);
+  const absl::Status status = RunPlanned(context, scratch, gemm, plan);
+  if (status.code() != absl::StatusCode::kUnimplemented || plan.fused == LtEpilogue::kDefault) {
     return status;
   }
   // No algorithm with the epilogue fused: plain product, then bias and activation.
-  PARAMD_RETURN_IF_ERROR(Matmul(context, gemm, CUBLASLT_EPILOGUE_DEFAULT, false));
-  PARAMD_CUDA_RETURN_IF_ERROR(
-      d, LaunchBiasActivation(g.dtype, g.c, gemm.batch, gemm.stride_c, g.m, g.n, g.ldc, g.bias,
-                              g.epilogue, /*accumulate=*/true, context.stream()));
-  return absl::OkStatus();
+  return RunPlanned(context, scratch, gemm,
+                    PlanGemmEpilogue(g.dtype, g.epilogue, g.bias != nullptr, CanFuseBias(g.bias),
+                                     /*fuse=*/false));
 }
 
 }  // namespace paramd::kernels::cuda

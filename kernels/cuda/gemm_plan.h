@@ -1,6 +1,7 @@
 // What decides a cuBLASLt algorithm for one product, as a plain value: the key of the GEMM
 // plan cache, the alignments it holds, and the cache itself (a found algorithm, or the
-// record that cuBLASLt has none, so a fused epilogue that failed once is not asked again).
+// record that cuBLASLt has none, so a fused epilogue that failed once is not asked again);
+// and the split of a product's epilogue between cuBLASLt and the element-wise pass.
 // Host-side logic of the CUDA backend with no CUDA header, so the CPU build tests it.
 //
 // Thread-safety: the key functions are pure; PlanCache is safe from any thread.
@@ -29,9 +30,39 @@ inline bool CanFuseBias(const void* bias) {
   return bias != nullptr && PointerAlignment(bias) >= kFusedBiasAlignment;
 }
 
+// The epilogues asked of cuBLASLt (gemm.cc maps them to cublasLtEpilogue_t).
+enum class LtEpilogue { kDefault, kBias, kGelu, kGeluBias };
+
+inline bool LtEpilogueHasBias(LtEpilogue e) {
+  return e == LtEpilogue::kBias || e == LtEpilogue::kGeluBias;
+}
+
+// How one product's bias and activation are applied (Note [Fused epilogues] and
+// Note [16-bit epilogues round once] in gemm.cc): what cuBLASLt fuses, and what the
+// element-wise pass after it does. With `float32_output` cuBLASLt writes the product in
+// float32 to scratch and the pass applies bias and activation to it and rounds once into
+// the 16-bit output; otherwise the pass, if any, works in place on the output.
+struct GemmEpiloguePlan {
+  LtEpilogue fused = LtEpilogue::kDefault;
+  bool float32_output = false;
+  bool pass_bias = false;
+  UnaryOp pass_activation = UnaryOp::kIdentity;
+
+  bool has_pass() const {
+    return float32_output || pass_bias || pass_activation != UnaryOp::kIdentity;
+  }
+};
+
+// The plan for a product of `dtype` with `activation` and a bias (when `has_bias`; fusable
+// when `bias_fusable`, CanFuseBias). `fuse` false: nothing is fused (the path after a
+// cuBLASLt miss on a fused epilogue, or ForceUnfusedEpilogueForTesting).
+GemmEpiloguePlan PlanGemmEpilogue(DType dtype, UnaryOp activation, bool has_bias,
+                                  bool bias_fusable, bool fuse);
+
 struct GemmPlanKey {
   int device = 0;
   int dtype = 0;
+  int out_dtype = 0;  // D's type: float32 for a 16-bit product staged in float32
   int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
   bool trans_a = false, trans_b = false;
   int epilogue = 0;  // the cuBLASLt epilogue asked for
@@ -40,17 +71,20 @@ struct GemmPlanKey {
   uint32_t align_a = 0, align_b = 0, align_c = 0, align_bias = 0;
 
   auto Tie() const {
-    return std::tie(device, dtype, m, n, k, lda, ldb, ldc, trans_a, trans_b, epilogue, batch,
-                    stride_a, stride_b, stride_c, align_a, align_b, align_c, align_bias);
+    return std::tie(device, dtype, out_dtype, m, n, k, lda, ldb, ldc, trans_a, trans_b, epilogue,
+                    batch, stride_a, stride_b, stride_c, align_a, align_b, align_c, align_bias);
   }
   bool operator<(const GemmPlanKey& other) const { return Tie() < other.Tie(); }
   bool operator==(const GemmPlanKey& other) const { return Tie() == other.Tie(); }
 };
 
 // The key of `args` repeated `batch` times at the given element strides, with cuBLASLt
-// epilogue `epilogue`; the bias counts only when `with_bias` (it is fused).
+// epilogue `epilogue`, written as `out_dtype` (args.c, ldc and stride_c are the output's,
+// in its elements); the bias counts only when `with_bias` (it is fused). An algorithm
+// chosen for one output type must never run with another: the type is in the key.
 GemmPlanKey MakeGemmPlanKey(int device, const GemmArgs& args, int64_t batch, int64_t stride_a,
-                            int64_t stride_b, int64_t stride_c, int epilogue, bool with_bias);
+                            int64_t stride_b, int64_t stride_c, int epilogue, bool with_bias,
+                            DType out_dtype);
 
 enum class PlanLookup { kUnknown, kFound, kNoAlgorithm };
 

@@ -26,11 +26,14 @@ cudaError_t LaunchDropout(const DropoutArgs& args, float scale, cudaStream_t str
 cudaError_t LaunchFill(void* out, int64_t n, size_t element_size, uint64_t bits,
                        cudaStream_t stream);
 // For each of `batch` row-major m×n matrices at c + i * stride_c with leading dimension
-// ldc: c[r, j] = act(base + bias[j]) where base is c[r, j] when `accumulate`, else 0.
-// `bias` (n values) may be null. This is the GEMM epilogue that cuBLASLt does not fuse.
+// ldc: c[r, j] = act(base + bias[j]), computed in float32 and rounded once, where base is
+// staged[(i * m + r) * n + j] when `staged` is set (a float32 product written there
+// contiguously), else c[r, j] when `accumulate`, else 0. `bias` (n values) may be null.
+// This is the GEMM epilogue that cuBLASLt does not fuse (gemm.cc).
 cudaError_t LaunchBiasActivation(DType dtype, void* c, int64_t batch, int64_t stride_c,
                                  int64_t m, int64_t n, int64_t ldc, const void* bias,
-                                 UnaryOp act, bool accumulate, cudaStream_t stream);
+                                 UnaryOp act, const float* staged, bool accumulate,
+                                 cudaStream_t stream);
 
 // convert.cu: out (strides out_strides, dtype out_dtype) = input converted as Tensor.to
 // does (CastElement), over the input's shape. Every dtype of DType.
@@ -57,11 +60,11 @@ cudaError_t LaunchEmbeddingGather(const EmbeddingArgs& args, int64_t rows, int* 
 
 // conv.cu. Im2Col writes, for each of `images` NCHW images of `channels` channels, the
 // [channels * kernel_h * kernel_w, out_h * out_w] column matrix (zeros for padding),
-// image after image. ChannelBias adds bias[o] to every element of channel o of an
-// [images, channels, plane] tensor.
+// image after image. ChannelFill writes bias[o] to every element of channel o of an
+// [images, channels, plane] tensor (the C that conv's GEMM then accumulates into).
 cudaError_t LaunchIm2Col(DType dtype, const void* input, int64_t images,
                          const ConvGeometry& geometry, void* columns, cudaStream_t stream);
-cudaError_t LaunchChannelBias(DType dtype, void* data, int64_t images, int64_t channels,
+cudaError_t LaunchChannelFill(DType dtype, void* data, int64_t images, int64_t channels,
                               int64_t plane, const void* bias, cudaStream_t stream);
 
 // optimizer.cu: the step over every tensor of args (float32, checked by

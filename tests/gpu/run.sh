@@ -12,10 +12,12 @@
 #      every core;
 #   4. runs kernels_test: every op on cuda:0 against the CPU backend (outputs poisoned with
 #      NaN first, every dtype; the optimizer step bit for bit, CudaOptimizer*), the trigger
-#      sizes by name (GpuTriggerSizes: softmax and layer norm wider than 1024, more than
-#      65,535 rows, more than 2^31 elements, an im2col of two chunks), several threads at
-#      once (GpuThreads), and (last) a small filtered subset under compute-sanitizer's
-#      memcheck, racecheck, synccheck and initcheck, each with its own timeout;
+#      sizes by name (GpuTriggerSizes*: softmax and layer norm wider than 1024, more than
+#      65,535 rows, more than 2^31 elements, an im2col of two chunks, plain and grouped,
+#      softmax along non-last dimensions, a 16-bit GEMM epilogue staged in row blocks),
+#      several threads at once (GpuThreads), and (last) a small filtered subset under
+#      compute-sanitizer's memcheck, racecheck, synccheck and initcheck, each with its own
+#      timeout;
 #   5. runs gpu_bench: GEMM against cuBLAS's own rate, forwards against the machine's own
 #      PyTorch CUDA (PARAMD_PEER_PYTHON, default python3), before the sanitizers, which take
 #      what is left of the budget;

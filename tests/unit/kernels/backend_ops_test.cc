@@ -931,6 +931,11 @@ const std::vector<OpCase>& AllCases() {
                              UnaryOp::kIdentity, 23));
     list->push_back(GemmOffsetBiasCase("gemm_bf16_offset_bias", bf16, 8, 32, 64, UnaryOp::kIdentity));
     list->push_back(GemmOffsetBiasCase("gemm_f32_offset_bias_relu", f32, 8, 32, 64, UnaryOp::kReLU));
+    // GELU-tanh cannot be fused without its bias: gelu(x + bias), not gelu(x) + bias.
+    list->push_back(
+        GemmOffsetBiasCase("gemm_f32_offset_bias_gelu_tanh", f32, 8, 32, 64, UnaryOp::kGELUTanh));
+    list->push_back(
+        GemmOffsetBiasCase("gemm_f16_offset_bias_gelu_tanh", f16, 8, 32, 64, UnaryOp::kGELUTanh));
     list->push_back(
         WithNaN(GemmCase("gemm_relu", f32, 8, 16, 32, false, true, true, UnaryOp::kReLU, 4), 0, 5));
     list->push_back(WithNaN(UnaryCase(UnaryOp::kReLU, f32), 0, 7));
@@ -979,6 +984,60 @@ const std::vector<OpCase>& AllCases() {
                              UnaryOp::kReLU, 25, 24));
     list->push_back(GemmCase("gemm_f16_gelu_tanh_trans_a_ldc13", f16, 5, 8, 16, true, false, true,
                              UnaryOp::kGELUTanh, 26, 13));
+    // Grouped and depthwise convolution in every float dtype (Note [Grouped conv as batched
+    // GEMMs] in kernels/cuda/cuda_backend.cc): more groups than images (batched over
+    // groups), more images than groups (batched over images), one image, a channel
+    // multiplier, the 1×1 direct path both ways, with and without a bias.
+    for (const DType dtype : {f32, f16, bf16}) {
+      const std::string suffix = absl::StrCat("_", DTypeName(dtype));
+      list->push_back(ConvCase("conv_depthwise" + suffix, dtype,
+                               {.n = 3, .c = 8, .h = 7, .w = 6, .o = 8, .kh = 3, .kw = 3,
+                                .pad_begin = {1, 1}, .pad_end = {1, 1}, .groups = 8},
+                               31));
+      list->push_back(ConvCase("conv_depthwise_one_image_x2_nobias" + suffix, dtype,
+                               {.n = 1, .c = 6, .h = 5, .w = 5, .o = 12, .kh = 3, .kw = 3,
+                                .stride = {2, 1}, .groups = 6, .bias = false},
+                               32));
+      list->push_back(ConvCase("conv_groups2_many_images" + suffix, dtype,
+                               {.n = 9, .c = 4, .h = 5, .w = 6, .o = 6, .kh = 3, .kw = 2,
+                                .pad_begin = {1, 0}, .pad_end = {1, 1}, .groups = 2},
+                               33));
+      list->push_back(ConvCase("conv_groups2_one_image_nobias" + suffix, dtype,
+                               {.n = 1, .c = 6, .h = 6, .w = 6, .o = 4, .kh = 3, .kw = 3,
+                                .groups = 2, .bias = false},
+                               34));
+      list->push_back(ConvCase("conv_1x1_groups3_two_images" + suffix, dtype,
+                               {.n = 2, .c = 6, .h = 4, .w = 5, .o = 9, .kh = 1, .kw = 1,
+                                .groups = 3},
+                               35));
+      list->push_back(ConvCase("conv_1x1_groups3_five_images_nobias" + suffix, dtype,
+                               {.n = 5, .c = 6, .h = 3, .w = 4, .o = 3, .kh = 1, .kw = 1,
+                                .groups = 3, .bias = false},
+                               36));
+      list->push_back(ConvCase("conv_1x1_depthwise" + suffix, dtype,
+                               {.n = 2, .c = 5, .h = 4, .w = 4, .o = 5, .kh = 1, .kw = 1,
+                                .groups = 5},
+                               37));
+    }
+    // Softmax over the last, a middle and the first dimension (Note [Softmax over columns] in
+    // kernels/cuda/softmax.cu): inner = 1, 7, 32, 1000, in every float dtype.
+    for (const DType dtype : {f32, f16, bf16}) {
+      const std::string suffix = absl::StrCat("_", DTypeName(dtype));
+      list->push_back(SoftmaxCase("softmax_dim0_inner7" + suffix, dtype, {40, 7}, 0, false));
+      list->push_back(SoftmaxCase("log_softmax_dim0_inner7" + suffix, dtype, {40, 7}, 0, true));
+      list->push_back(SoftmaxCase("softmax_mid_inner32" + suffix, dtype, {6, 5, 32}, 1, false));
+      list->push_back(
+          SoftmaxCase("log_softmax_mid_inner32" + suffix, dtype, {3, 17, 32}, 1, true));
+      list->push_back(
+          SoftmaxCase("softmax_mid_inner1000" + suffix, dtype, {2, 9, 1000}, 1, false));
+      list->push_back(
+          SoftmaxCase("log_softmax_dim0_inner1000" + suffix, dtype, {12, 1000}, 0, true));
+      list->push_back(SoftmaxCase("softmax_mid_inner1" + suffix, dtype, {4, 9, 1}, 1, false));
+      // Few, long columns: several threads per column.
+      list->push_back(SoftmaxCase("softmax_dim0_long" + suffix, dtype, {3000, 3}, 0, false));
+      list->push_back(
+          SoftmaxCase("log_softmax_dim0_long" + suffix, dtype, {2000, 2, 5}, 0, true));
+    }
     // Outputs over their inputs (out == in).
     list->push_back(InPlaceCase(UnaryCase(UnaryOp::kGELU, f32),
                                 [](Backend& b, const Inputs& in, const TensorView& out) {

@@ -4,7 +4,11 @@
 //   - softmax and layer norm rows wider than 1024 (256 threads, multi-warp reductions);
 //   - more than 65,535 rows (the grid is capped at 65,536 blocks and loops);
 //   - more than 2^31 elements (element-wise and broadcast kernels' index math);
-//   - a convolution whose im2col columns take at least two chunks of 256 MiB;
+//   - a convolution whose im2col columns take at least two chunks of 256 MiB, plain, with
+//     more groups than images per chunk (batched over groups) and fewer (over images);
+//   - softmax along a non-last dimension: more than 65,536 blocks of columns, few long
+//     columns (32 threads each), inner = 1 past 65,535 rows, and past 2^31 elements;
+//   - a 16-bit GEMM with an epilogue whose float32 staging takes two row blocks of 64 MiB;
 //   - several threads issuing ops on the one device at once, each on its own stream, one of
 //     them hitting bad embedding indices that must not reach the others.
 // Without a GPU every case skips.
@@ -12,6 +16,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -40,11 +45,12 @@ double Tolerance(DType dtype) {
   return dtype == DType::kFloat32 ? 1e-4 : (dtype == DType::kFloat16 ? 4e-3 : 3e-2);
 }
 
-// Runs `op` on the GPU and on the CPU over the same inputs into poisoned outputs and
-// compares every output element.
+// Runs `op` on the GPU and on the CPU over the same inputs into poisoned outputs: the GPU's
+// output, then the CPU's (empty after a failure, which is reported).
 template <typename Op>
-void CompareWithCpu(Backend* gpu, DType dtype, const std::vector<HostTensor>& inputs,
-                    const Shape& out_shape, Op&& op) {
+std::vector<HostTensor> RunOnGpuAndCpu(Backend* gpu, DType dtype,
+                                       const std::vector<HostTensor>& inputs,
+                                       const Shape& out_shape, Op&& op) {
   std::vector<HostTensor> results;
   for (Backend* backend : {gpu, Cpu()}) {
     std::vector<std::unique_ptr<DeviceTensor>> in;
@@ -52,9 +58,20 @@ void CompareWithCpu(Backend* gpu, DType dtype, const std::vector<HostTensor>& in
     DeviceTensor out(backend, dtype, out_shape);
     out.Poison();
     const absl::Status status = op(*backend, in, out);
-    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_TRUE(status.ok()) << status;
+    if (!status.ok()) return {};
     results.push_back(out.Download());
   }
+  return results;
+}
+
+// RunOnGpuAndCpu, then every output element compared.
+template <typename Op>
+void CompareWithCpu(Backend* gpu, DType dtype, const std::vector<HostTensor>& inputs,
+                    const Shape& out_shape, Op&& op) {
+  const std::vector<HostTensor> results =
+      RunOnGpuAndCpu(gpu, dtype, inputs, out_shape, std::forward<Op>(op));
+  if (results.size() != 2) return;
   const double tol = Tolerance(dtype);
   EXPECT_TRUE(AllClose(results[0].values, results[1].values, tol, tol));
 }
@@ -210,11 +227,152 @@ TEST_P(GpuTriggerSizes, Im2ColOfTwoChunks) {
                  });
 }
 
+// Note [Grouped conv as batched GEMMs] in kernels/cuda/cuda_backend.cc, over two im2col
+// chunks: depthwise with more channels than images per chunk (one GEMM per image, batched
+// over the groups), and two groups with many images per chunk (batched over the images).
+TEST_P(GpuTriggerSizes, GroupedIm2ColOfTwoChunks) {
+  const DType dtype = GetParam();
+  const int64_t element = static_cast<int64_t>(ElementSize(dtype));
+  struct Spec {
+    int64_t c, hw, o, groups;
+  };
+  for (const Spec s : {Spec{64, 64, 64, 64}, Spec{8, 128, 6, 2}}) {
+    const int64_t image_bytes = s.c * 9 * s.hw * s.hw * element;
+    const int64_t per_chunk = (int64_t{256} << 20) / image_bytes;
+    const int64_t n = per_chunk + 3;
+    SCOPED_TRACE(absl::StrCat("groups ", s.groups, ", ", per_chunk, " images per chunk"));
+    CompareWithCpu(gpu_, dtype,
+                   {Random(dtype, {n, s.c, s.hw, s.hw}, 13),
+                    Random(dtype, {s.o, s.c / s.groups, 3, 3}, 14, -0.3, 0.3),
+                    Random(dtype, {s.o}, 15)},
+                   {n, s.o, s.hw, s.hw}, [&](Backend& b, const In& in, DeviceTensor& out) {
+                     return b.Conv2d({.input = in[0]->view(),
+                                      .weight = in[1]->view(),
+                                      .bias = in[2]->data(),
+                                      .output = out.view(),
+                                      .padding = {1, 1},
+                                      .groups = s.groups});
+                   });
+  }
+}
+
+// Note [Softmax over columns] in kernels/cuda/softmax.cu at the sizes where it changes
+// shape: more than 65,536 blocks of 8 tiles of 32 columns (the grid strides), few long
+// columns (32 threads per column), inner = 1000, and inner = 1 past 65,535 rows along a
+// middle dimension.
+TEST_P(GpuTriggerSizes, SoftmaxAlongNonLastDimensions) {
+  const DType dtype = GetParam();
+  struct Spec {
+    Shape shape;
+    int dim;
+  };
+  // The first, at 17 million elements, once; the others as softmax and log_softmax.
+  for (const Spec& s : {Spec{{530000, 1, 32}, 1}, Spec{{5000, 7}, 0}, Spec{{2, 100, 1000}, 1},
+                        Spec{{70001, 12, 1}, 1}}) {
+    for (bool log : {false, true}) {
+      if (log && s.shape[0] == 530000) continue;
+      SCOPED_TRACE(absl::StrCat("dim ", s.dim, " of ", s.shape[0], "x", s.shape[1],
+                                s.shape.size() > 2 ? absl::StrCat("x", s.shape[2]) : "",
+                                log ? ", log" : ""));
+      CompareWithCpu(gpu_, dtype, {Random(dtype, s.shape, 16, -4, 4)}, s.shape,
+                     [&](Backend& b, const In& in, DeviceTensor& out) {
+                       return b.Softmax({.input = in[0]->view(),
+                                         .output = out.view(),
+                                         .dim = s.dim,
+                                         .log = log});
+                     });
+    }
+  }
+}
+
+// Note [16-bit epilogues round once] in kernels/cuda/gemm.cc: a product whose float32
+// staging passes 64 MiB runs in row blocks (4,096 rows of 4,096 here, then the rest), with A
+// stored either way; 16-bit results are the CPU's rounded once.
+TEST_P(GpuTriggerSizes, GemmEpilogueStagedInRowBlocks) {
+  const DType dtype = GetParam();
+  // float32 products are not staged (their pass runs in place); backend_ops_test covers it.
+  if (dtype == DType::kFloat32) return;
+  const int64_t m = 4500, n = 4096, k = 64;
+  for (const bool trans_a : {false, true}) {
+    SCOPED_TRACE(trans_a ? "A stored k x m" : "A stored m x k");
+    const std::vector<HostTensor> results = RunOnGpuAndCpu(
+        gpu_, dtype,
+        {Random(dtype, trans_a ? Shape{k, m} : Shape{m, k}, 17), Random(dtype, {n, k}, 18),
+         Random(dtype, {n}, 19, -2, 2)},
+        {m, n}, [&](Backend& b, const In& in, DeviceTensor& out) {
+          return b.Gemm({.dtype = dtype,
+                         .m = m,
+                         .n = n,
+                         .k = k,
+                         .a = in[0]->data(),
+                         .lda = trans_a ? m : k,
+                         .trans_a = trans_a,
+                         .b = in[1]->data(),
+                         .ldb = k,
+                         .trans_b = true,
+                         .bias = in[2]->data(),
+                         .c = out.data(),
+                         .ldc = n,
+                         .epilogue = UnaryOp::kGELU});
+        });
+    if (results.size() != 2) continue;
+    EXPECT_TRUE(testing::SameAtOneRounding(dtype, results[0].values, results[1].values));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, GpuTriggerSizes,
                          ::testing::Values(DType::kFloat32, DType::kFloat16, DType::kBFloat16),
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(DTypeName(info.param));
                          });
+
+// Softmax along dim 0 of a float16 [3, 715,828,882] tensor: 2^31 + 1,462 elements through
+// the column kernel, whose offsets must be 64-bit. x[k, c] = (k - 1) * (c % 7) / 4, so each
+// column's answer is one of seven, computed here in double and rounded once.
+TEST(GpuTriggerSizes2e31, SoftmaxAlongDim0PastTwoToThe31Elements) {
+  Backend* gpu = CudaOrNull();
+  if (gpu == nullptr) GTEST_SKIP() << "no usable GPU: " << GetBackend(Device::Cuda(0)).status();
+  const DType dtype = DType::kFloat16;
+  const int64_t cols = (int64_t{1} << 31) / 3 + 1000, n = 3 * cols;
+  uint16_t input[3][7], want[3][7];
+  for (int r = 0; r < 7; ++r) {
+    double x[3], sum = 0;
+    for (int k = 0; k < 3; ++k) {
+      x[k] = testing::RoundTo(dtype, (k - 1) * r * 0.25);
+      sum += std::exp(x[k]);
+    }
+    for (int k = 0; k < 3; ++k) {
+      input[k][r] = FloatToHalfBits(static_cast<float>(x[k]));
+      want[k][r] = FloatToHalfBits(static_cast<float>(std::exp(x[k]) / sum));
+    }
+  }
+  std::vector<uint16_t> host(static_cast<size_t>(n));
+  for (int64_t k = 0; k < 3; ++k) {
+    for (int64_t c = 0, r = 0; c < cols; ++c, r = r == 6 ? 0 : r + 1) {
+      host[k * cols + c] = input[k][r];
+    }
+  }
+  DeviceTensor x(gpu, dtype, {3, cols}), y(gpu, dtype, {3, cols});
+  const size_t bytes = host.size() * sizeof(uint16_t);
+  ASSERT_TRUE(gpu->CopyFromHost(x.data(), host.data(), bytes).ok());
+  // Poisoned on the device: a host-side poison of 4 GiB would take longer than the softmax.
+  ASSERT_TRUE(gpu->Fill({.output = y.view(), .value = std::nan("")}).ok());
+  ASSERT_TRUE(gpu->Softmax({.input = x.view(), .output = y.view(), .dim = 0}).ok());
+  ASSERT_TRUE(gpu->Synchronize().ok());
+  ASSERT_TRUE(gpu->CopyToHost(host.data(), y.data(), bytes).ok());
+  int64_t wrong = 0, first = -1;
+  for (int64_t k = 0; k < 3; ++k) {
+    for (int64_t c = 0, r = 0; c < cols; ++c, r = r == 6 ? 0 : r + 1) {
+      const uint16_t got = host[k * cols + c], expected = want[k][r];
+      // One float16 unit apart at most (expf against exp), same sign.
+      if (got != expected && got != expected + 1 && got + 1 != expected) {
+        if (first < 0) first = k * cols + c;
+        ++wrong;
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "first wrong element " << first << " of " << n;
+}
 
 // Eight threads issue GEMMs and softmaxes on cuda:0 at once, each checking its own answers
 // against the CPU's: the streams, plan cache, per-stream workspaces and pool under

@@ -2,6 +2,7 @@
 // dtype, device buffers on any backend, and the list of backends this machine has.
 #pragma once
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -302,6 +303,59 @@ inline ::testing::AssertionResult AllClose(const std::vector<double>& actual,
       return ::testing::AssertionFailure() << "at " << i << ": got " << a << ", expected " << e
                                            << " (atol " << atol << ", rtol " << rtol << ")";
     }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// The distance from |v| (a value of `dtype`) to the next larger value of `dtype`.
+inline double UnitInTheLastPlace(DType dtype, double v) {
+  const float a = std::fabs(static_cast<float>(v));
+  switch (dtype) {
+    case DType::kFloat16:
+      return HalfBitsToFloat(static_cast<uint16_t>(FloatToHalfBits(a) + 1)) - a;
+    case DType::kBFloat16:
+      return BFloat16BitsToFloat(static_cast<uint16_t>(FloatToBFloat16Bits(a) + 1)) - a;
+    default:
+      return std::nextafter(a, std::numeric_limits<float>::infinity()) - a;
+  }
+}
+
+// Whether `actual` and `expected` (values of `dtype`) are the same float32 results rounded
+// once: every element within one unit in the last place of the expected one (plus `atol`,
+// for float32 differences in results near zero), and at most `max_differing` of them
+// different at all. Two backends that compute in float32 and round once differ only where
+// their float32 values straddle a rounding boundary, which is rare; a second rounding (a
+// 16-bit intermediate, then a bias or an activation) makes a large share differ.
+inline ::testing::AssertionResult SameAtOneRounding(DType dtype,
+                                                    const std::vector<double>& actual,
+                                                    const std::vector<double>& expected,
+                                                    double atol = 4e-6,
+                                                    double max_differing = 0.01) {
+  if (actual.size() != expected.size()) {
+    return ::testing::AssertionFailure()
+           << "sizes differ: " << actual.size() << " vs " << expected.size();
+  }
+  size_t differing = 0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    const double a = actual[i], e = expected[i];
+    if (std::isnan(a) || std::isnan(e)) {
+      if (std::isnan(a) != std::isnan(e)) {
+        return ::testing::AssertionFailure() << "at " << i << ": " << a << " vs " << e;
+      }
+      continue;
+    }
+    if (a == e) continue;
+    ++differing;
+    if (!(std::fabs(a - e) <= UnitInTheLastPlace(dtype, e) + atol)) {
+      return ::testing::AssertionFailure() << "at " << i << ": got " << a << ", expected " << e
+                                           << " (more than one " << DTypeName(dtype)
+                                           << " unit in the last place apart)";
+    }
+  }
+  if (static_cast<double>(differing) > max_differing * static_cast<double>(actual.size())) {
+    return ::testing::AssertionFailure()
+           << differing << " of " << actual.size() << " elements differ by a unit in the last "
+           << "place, more than one rounding of float32 results explains (a second rounding?)";
   }
   return ::testing::AssertionSuccess();
 }
