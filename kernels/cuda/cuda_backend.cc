@@ -1,11 +1,13 @@
 #include "kernels/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/op_checks.h"
@@ -203,6 +205,20 @@ absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
   const int64_t patch = group_in * g.kernel_h * g.kernel_w;
   const int64_t out_plane = g.out_h * g.out_w, in_plane = g.height * g.width;
 
+  if (patch > 0) {
+    PARAMD_ASSIGN_OR_RETURN(const std::optional<CudnnConvPlan> plan,
+                            PlanCudnnConv(device_, args, g));
+    if (plan.has_value()) {
+      void* workspace = nullptr;
+      if (plan->workspace_bytes > 0) {
+        PARAMD_ASSIGN_OR_RETURN(workspace, Scratch(plan->workspace_bytes));
+      }
+      const absl::Status status = RunCudnnConv(device_, stream, args, g, *plan, workspace);
+      FreeScratch(workspace, plan->workspace_bytes);
+      // A configuration cuDNN turns down only when asked to run it goes to im2col.
+      if (status.code() != absl::StatusCode::kUnimplemented) return status;
+    }
+  }
   if (patch == 0) {
     PARAMD_CUDA_RETURN_IF_ERROR(device_,
                                 cudaMemsetAsync(y.data, 0, y.numel() * element, stream));
