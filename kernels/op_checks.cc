@@ -178,6 +178,11 @@ absl::Status CheckBatchNorm(const Backend& backend, const BatchNormArgs& args) {
   if (!args.use_batch_stats && (args.running_mean == nullptr || args.running_var == nullptr)) {
     return Invalid("batch_norm: running statistics are required in eval");
   }
+  if ((args.num_batches_tracked == nullptr) != (args.new_num_batches_tracked == nullptr) ||
+      (args.cumulative_average && args.num_batches_tracked == nullptr) ||
+      (args.num_batches_tracked != nullptr && !args.use_batch_stats)) {
+    return Invalid("batch_norm: a batch count needs its successor and batch statistics");
+  }
   return absl::OkStatus();
 }
 

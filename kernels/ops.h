@@ -228,6 +228,13 @@ struct BatchNormArgs {
   double eps = 1e-5;
   void* new_running_mean = nullptr;
   void* new_running_var = nullptr;
+  // _BatchNorm's batch count, counted where the data lives (no host round trip on a GPU):
+  // with both set (training), new_num_batches_tracked receives num_batches_tracked + 1, and
+  // with cumulative_average (momentum=None) the averaging factor is 1 / that count instead
+  // of `momentum`. One int64 each.
+  const int64_t* num_batches_tracked = nullptr;
+  int64_t* new_num_batches_tracked = nullptr;
+  bool cumulative_average = false;
 };
 
 // layer_norm over the trailing `normalized_size` elements of each row of input (biased

@@ -20,6 +20,12 @@ absl::Status CpuBackend::BatchNorm(const BatchNormArgs& args) {
   const DType dtype = x.dtype;
   const cpu::FloatIn input(x.data, dtype, x.numel());
   cpu::FloatOut output(args.output.data, dtype, x.numel());
+  double momentum = args.momentum;
+  if (args.new_num_batches_tracked != nullptr) {
+    const int64_t next = *args.num_batches_tracked + 1;
+    *args.new_num_batches_tracked = next;
+    if (args.cumulative_average) momentum = 1.0 / static_cast<double>(next);
+  }
 
   cpu::ParallelFor(channels, count * 4, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
@@ -43,7 +49,7 @@ absl::Status CpuBackend::BatchNorm(const BatchNormArgs& args) {
         if (args.new_running_mean != nullptr && args.running_mean != nullptr) {
           const double old = cpu::LoadFloat(args.running_mean, dtype, c);
           cpu::StoreFloat(args.new_running_mean, dtype, c,
-                          static_cast<float>((1.0 - args.momentum) * old + args.momentum * mean));
+                          static_cast<float>((1.0 - momentum) * old + momentum * mean));
         }
         if (args.new_running_var != nullptr && args.running_var != nullptr) {
           const double old = cpu::LoadFloat(args.running_var, dtype, c);
@@ -51,7 +57,7 @@ absl::Status CpuBackend::BatchNorm(const BatchNormArgs& args) {
                                             : std::numeric_limits<double>::quiet_NaN();
           cpu::StoreFloat(
               args.new_running_var, dtype, c,
-              static_cast<float>((1.0 - args.momentum) * old + args.momentum * unbiased));
+              static_cast<float>((1.0 - momentum) * old + momentum * unbiased));
         }
       } else {
         mean = cpu::LoadFloat(args.running_mean, dtype, c);

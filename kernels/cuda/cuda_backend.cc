@@ -1,12 +1,14 @@
 #include "kernels/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/conv_plan.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/op_checks.h"
@@ -185,6 +187,20 @@ absl::Status CudaBackend::Conv2d(const Conv2dArgs& args) {
   const int64_t patch = group_in * g.kernel_h * g.kernel_w;
   const int64_t out_plane = g.out_h * g.out_w, in_plane = g.height * g.width;
 
+  if (patch > 0) {
+    PARAMD_ASSIGN_OR_RETURN(const std::optional<CudnnConvPlan> plan,
+                            PlanCudnnConv(device_, args, g));
+    if (plan.has_value()) {
+      void* workspace = nullptr;
+      if (plan->workspace_bytes > 0) {
+        PARAMD_ASSIGN_OR_RETURN(workspace, Scratch(plan->workspace_bytes));
+      }
+      const absl::Status status = RunCudnnConv(device_, stream, args, g, *plan, workspace);
+      FreeScratch(workspace, plan->workspace_bytes);
+      // A configuration cuDNN turns down only when asked to run it goes to im2col.
+      if (status.code() != absl::StatusCode::kUnimplemented) return status;
+    }
+  }
   // Note [Conv bias]: the output starts as the bias (or zeros where there is no product).
   if (args.bias != nullptr) {
     PARAMD_CUDA_RETURN_IF_ERROR(device_, LaunchChannelFill(x.dtype, y.data, batch, out_channels,

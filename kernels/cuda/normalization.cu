@@ -17,9 +17,15 @@ __global__ void BatchNormKernel(const T* in, T* out, int64_t batch, int64_t chan
                                 int64_t inner, const T* weight, const T* bias,
                                 const T* running_mean, const T* running_var, bool use_batch_stats,
                                 double momentum, double eps, T* new_running_mean,
-                                T* new_running_var) {
+                                T* new_running_var, const int64_t* num_batches_tracked,
+                                int64_t* new_num_batches_tracked, bool cumulative_average) {
   __shared__ double scratch[32];
   const int64_t c = blockIdx.x;
+  if (num_batches_tracked != nullptr) {
+    const int64_t next = *num_batches_tracked + 1;
+    if (c == 0 && threadIdx.x == 0) *new_num_batches_tracked = next;
+    if (cumulative_average) momentum = 1.0 / static_cast<double>(next);
+  }
   const int64_t count = batch * inner;
   double mean = 0.0, var = 0.0;
   if (use_batch_stats) {
@@ -159,7 +165,8 @@ cudaError_t LaunchBatchNorm(const BatchNormArgs& args, cudaStream_t stream) {
         static_cast<const T*>(args.weight), static_cast<const T*>(args.bias),
         static_cast<const T*>(args.running_mean), static_cast<const T*>(args.running_var),
         args.use_batch_stats, args.momentum, args.eps, static_cast<T*>(args.new_running_mean),
-        static_cast<T*>(args.new_running_var));
+        static_cast<T*>(args.new_running_var), args.num_batches_tracked,
+        args.new_num_batches_tracked, args.cumulative_average);
     return cudaGetLastError();
   });
 }

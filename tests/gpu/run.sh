@@ -178,9 +178,18 @@ export LD_LIBRARY_PATH="${LIB}:${LIB}/openblas-pthread${LD_LIBRARY_PATH:+:${LD_L
 export PKG_CONFIG_LIBDIR="${LIB}/pkgconfig:${PREFIX}/usr/share/pkgconfig"
 unset PKG_CONFIG_PATH
 
+# cuDNN: the toolkit's own where it has one, else the one PyTorch brings (the nvidia.cudnn
+# Python package: include/ and lib/); its libraries load their siblings from the path.
+CUDNN_ROOT=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null)
+if [[ -n "${CUDNN_ROOT}" && -d "${CUDNN_ROOT}/lib" ]]; then
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH}:${CUDNN_ROOT}/lib"
+fi
+export CUDNN_ROOT
+
 # --- 3. Configure against the prefix only, then build.
 configure() {
   local cuda=(-DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH}")
+  if [[ -n "${CUDNN_ROOT}" ]]; then cuda+=(-DCUDNN_ROOT="${CUDNN_ROOT}"); fi
   rm -f "${BUILD_DIR}/CMakeCache.txt"
   # /usr is hidden from find_package and friends, so every package must come from PREFIX.
   # The lent image's g++ may be newer than Debian 12's, whose warnings CI gates: a new
@@ -202,6 +211,9 @@ configure() {
       echo "configure: ${key} = ${value}"
     fi
   done
+  # Not a failure: without cuDNN, conv2d runs on im2col and cuBLASLt.
+  value=$(grep -m 1 "^PARAMD_CUDNN_LIBRARY:" "${cache}" | cut -d= -f2-)
+  echo "configure: cuDNN = ${value:-not found (conv2d on im2col and cuBLASLt)}"
   return ${bad}
 }
 export -f configure

@@ -141,7 +141,15 @@ absl::StatusOr<Tensor> BatchNormForward(const BatchNormArgs& args, const LayerCa
   // _BatchNorm.forward: count the batch, choose the averaging factor.
   double factor = momentum.value_or(0.0);
   std::optional<Tensor> new_count;
-  if (training && track && num_batches.defined()) {
+  // The kernel counts the batch on the data's device (no host round trip on a GPU) where it
+  // runs and the count is a plain int64; otherwise the count is read here, as PyTorch does.
+  const bool count_in_kernel = training && track && num_batches.defined() &&
+                               num_batches.dtype() == DType::kInt64 &&
+                               num_batches.numel() == 1 && input.numel() > 0;
+  if (count_in_kernel) {
+    PARAMD_ASSIGN_OR_RETURN(Tensor next, run.Empty(DType::kInt64, num_batches.shape()));
+    new_count = next;
+  } else if (training && track && num_batches.defined()) {
     PARAMD_ASSIGN_OR_RETURN(const int64_t count, run.ReadInt64(num_batches));
     PARAMD_ASSIGN_OR_RETURN(Tensor next, run.Scalar(DType::kInt64, static_cast<double>(count + 1)));
     if (num_batches.dtype() != DType::kInt64) {
@@ -192,6 +200,11 @@ absl::StatusOr<Tensor> BatchNormForward(const BatchNormArgs& args, const LayerCa
                               .use_batch_stats = use_batch_stats,
                               .momentum = factor,
                               .eps = args.eps};
+  if (count_in_kernel) {
+    norm.num_batches_tracked = static_cast<const int64_t*>(num_batches.data());
+    norm.new_num_batches_tracked = static_cast<int64_t*>(new_count->mutable_data());
+    norm.cumulative_average = !momentum.has_value();
+  }
   Tensor new_mean, new_var;
   const bool update = training && use_batch_stats && mean_in.defined() && var_in.defined();
   if (update) {

@@ -16,6 +16,7 @@
 
 #ifdef PARAMD_WITH_CUDA
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/gemm.h"
 #endif
 
@@ -446,6 +447,62 @@ TEST(CudaBackendTest, SixteenBitConvBiasRoundsOnceAsOnTheCpu) {
       EXPECT_TRUE(testing::SameAtOneRounding(dtype, results[0].values, results[1].values))
           << DTypeName(dtype) << " channels " << s.c << " kernel " << s.kernel << " groups "
           << s.groups;
+    }
+  }
+}
+
+// conv2d runs on cuDNN where the build has it and on im2col plus cuBLASLt otherwise (and
+// when cuDNN turns a shape down); both must give the CPU's answer, grouped, depthwise,
+// strided, dilated, padded, 1x1 (im2col's direct path) and with or without a bias.
+TEST(CudaBackendTest, Conv2dOnCudnnAndOnIm2ColMatchesTheCpu) {
+  SKIP_WITHOUT_GPU(gpu);
+  Backend* cpu = *GetBackend(Device::Cpu());
+  struct Geometry {
+    int64_t n, c, h, w, o, k, stride, pad, dilation, groups;
+    bool bias;
+  };
+  const Geometry geometries[] = {
+      {2, 3, 9, 11, 4, 3, 1, 1, 1, 1, true},   {3, 8, 7, 7, 8, 3, 2, 1, 1, 8, true},
+      {1, 32, 12, 12, 32, 3, 1, 1, 1, 32, false}, {4, 6, 10, 10, 4, 3, 1, 2, 2, 2, true},
+      {2, 16, 8, 8, 24, 1, 1, 0, 1, 1, true},   {5, 4, 6, 6, 6, 2, 2, 0, 1, 2, false},
+  };
+  for (const bool im2col : {false, true}) {
+    cuda::ForceIm2ColConvForTesting(im2col);
+    absl::Cleanup restore = [] { cuda::ForceIm2ColConvForTesting(false); };
+    for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      for (const Geometry& g : geometries) {
+        const int64_t span = g.dilation * (g.k - 1) + 1;
+        const int64_t oh = (g.h + 2 * g.pad - span) / g.stride + 1;
+        const int64_t ow = (g.w + 2 * g.pad - span) / g.stride + 1;
+        std::vector<testing::HostTensor> results;
+        for (Backend* backend : {gpu, cpu}) {
+          auto x = testing::DeviceTensor::Upload(backend,
+                                                 testing::Random(dtype, {g.n, g.c, g.h, g.w}, 1));
+          auto w = testing::DeviceTensor::Upload(
+              backend, testing::Random(dtype, {g.o, g.c / g.groups, g.k, g.k}, 2, -0.3, 0.3));
+          auto bias = testing::DeviceTensor::Upload(backend, testing::Random(dtype, {g.o}, 3));
+          testing::DeviceTensor y(backend, dtype, {g.n, g.o, oh, ow});
+          y.Poison();
+          Conv2dArgs args{.input = x->view(),
+                          .weight = w->view(),
+                          .bias = g.bias ? bias->data() : nullptr,
+                          .output = y.view(),
+                          .groups = g.groups};
+          for (int d = 0; d < 2; ++d) {
+            args.stride[d] = g.stride;
+            args.padding[d] = g.pad;
+            args.dilation[d] = g.dilation;
+          }
+          const absl::Status status = backend->Conv2d(args);
+          ASSERT_TRUE(status.ok()) << status;
+          results.push_back(y.Download());
+        }
+        const double tol =
+            dtype == DType::kFloat32 ? 1e-4 : (dtype == DType::kFloat16 ? 4e-3 : 3e-2);
+        EXPECT_TRUE(testing::AllClose(results[0].values, results[1].values, tol, tol))
+            << (im2col ? "im2col " : "default path ") << DTypeName(dtype) << " c " << g.c
+            << " groups " << g.groups << " k " << g.k << " stride " << g.stride;
+      }
     }
   }
 }

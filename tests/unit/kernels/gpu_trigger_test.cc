@@ -25,6 +25,11 @@
 #include "kernels/backend.h"
 #include "tests/unit/kernels/ops_test_util.h"
 
+#ifdef PARAMD_WITH_CUDA
+#include "absl/cleanup/cleanup.h"
+#include "kernels/cuda/cudnn_conv.h"
+#endif
+
 namespace paramd::kernels {
 namespace {
 
@@ -215,6 +220,11 @@ TEST_P(GpuTriggerSizes, Im2ColOfTwoChunks) {
   const int64_t c = 64, h = 64, w = 64, o = 8;
   const int64_t image_bytes = c * 9 * h * w * static_cast<int64_t>(ElementSize(dtype));
   const int64_t n = (int64_t{256} << 20) / image_bytes + 3;
+#ifdef PARAMD_WITH_CUDA
+  // Where cuDNN is built in it takes convolutions; the chunk loop is im2col's.
+  cuda::ForceIm2ColConvForTesting(true);
+  absl::Cleanup restore = [] { cuda::ForceIm2ColConvForTesting(false); };
+#endif
   CompareWithCpu(gpu_, dtype,
                  {Random(dtype, {n, c, h, w}, 10), Random(dtype, {o, c, 3, 3}, 11, -0.1, 0.1),
                   Random(dtype, {o}, 12)},
