@@ -4,7 +4,9 @@
 // one model (32 float32 tensors, 512 MiB in all by default) timed as whole processes, as
 // ratios to the raw pull and push of the same model through the C++ client library (the
 // wire: StateDictInto and LoadStateDict from memory, after a warm-up round), the file in a
-// warm page cache. Also each paramctl run's peak resident memory (ru_maxrss from wait4)
+// warm page cache. The same for `paramctl get NAME KEY --out FILE.npy` and `paramctl set NAME
+// KEY --in FILE.npy` of the largest tensor against GetTensor and SetTensor of it. Also each
+// paramctl run's peak resident memory (ru_maxrss from wait4)
 // against the largest tensor and against a bare `paramctl health`, and the time of that bare
 // call (process start and connect), which every paramctl figure includes. Ratios, not
 // absolute times: the machine is shared and noisy; medians of the repetitions.
@@ -232,17 +234,25 @@ int main(int argc, char** argv) {
   if (!created.ok()) return Fail("create", created.status());
   auto model = (*client)->Model("npz");
   const std::string npz = scratch + "/model.npz";
+  const std::string npy = scratch + "/largest.npy";
+  const std::string largest = "p0";  // every tensor is as large
 
   paramd::client::StateDictResult state;
   // One untimed round of each first: warm buffers, warm page cache for the file.
   if (absl::Status warm = model.StateDictInto(state); !warm.ok()) return Fail("warm-up", warm);
   if (auto warm = model.LoadStateDict(state.entries); !warm.ok()) return Fail("warm-up", warm.status());
+  auto one = model.GetTensor(largest);
+  if (!one.ok()) return Fail("warm-up", one.status());
+  if (auto warm = model.SetTensor(largest, *one); !warm.ok()) return Fail("warm-up", warm.status());
   if (!Paramctl(address, {"state-dict", "npz", "--out", npz}).ok ||
-      !Paramctl(address, {"load-state-dict", "npz", npz}).ok) {
+      !Paramctl(address, {"load-state-dict", "npz", npz}).ok ||
+      !Paramctl(address, {"get", "npz", largest, "--out", npy}).ok ||
+      !Paramctl(address, {"set", "npz", largest, "--in", npy}).ok) {
     return Fail("paramctl warm-up", absl::InternalError("a paramctl run failed"));
   }
 
   std::vector<double> fresh_pull;
+  std::vector<double> get_s, set_s, npy_out_s, npy_in_s, npy_out_rss, npy_in_rss;
   std::vector<double> pull, push, out_s, in_s, bare_s, out_rss, in_rss, bare_rss, write_s, read_s;
   const std::string scratch_file = scratch + "/plain.bin";
   for (int r = 0; r < reps; ++r) {
@@ -266,12 +276,25 @@ int main(int argc, char** argv) {
       }
       fresh_pull.push_back(Seconds(Clock::now() - t0));
     }
+    t0 = Clock::now();
+    one = model.GetTensor(largest);
+    if (!one.ok()) return Fail("get", one.status());
+    get_s.push_back(Seconds(Clock::now() - t0));
+    t0 = Clock::now();
+    if (auto set = model.SetTensor(largest, *one); !set.ok()) return Fail("set", set.status());
+    set_s.push_back(Seconds(Clock::now() - t0));
     const Run bare = Paramctl(address, {"health"});
     const Run out = Paramctl(address, {"state-dict", "npz", "--out", npz});
     const Run in = Paramctl(address, {"load-state-dict", "npz", npz});
-    if (!bare.ok || !out.ok || !in.ok) {
+    const Run npy_out = Paramctl(address, {"get", "npz", largest, "--out", npy});
+    const Run npy_in = Paramctl(address, {"set", "npz", largest, "--in", npy});
+    if (!bare.ok || !out.ok || !in.ok || !npy_out.ok || !npy_in.ok) {
       return Fail("paramctl", absl::InternalError("a paramctl run failed"));
     }
+    npy_out_s.push_back(npy_out.seconds);
+    npy_out_rss.push_back(npy_out.max_rss_mib);
+    npy_in_s.push_back(npy_in.seconds);
+    npy_in_rss.push_back(npy_in.max_rss_mib);
     write_s.push_back(WriteFresh(scratch_file, total));
     read_s.push_back(ReadBack(scratch_file));
     bare_s.push_back(bare.seconds);
@@ -282,6 +305,7 @@ int main(int argc, char** argv) {
     in_rss.push_back(in.max_rss_mib);
   }
   state = {};
+  one = paramd::client::HostTensor{};
 
   const double gb = static_cast<double>(total) / 1e9;
   const double largest_mib = static_cast<double>(tensor_bytes) / kMiB;
@@ -296,6 +320,15 @@ int main(int argc, char** argv) {
               Median(out_rss));
   std::printf("| load-state-dict FILE.npz | %.2f GB/s | %.2f GB/s (push) | %.2f | %.0f MiB |\n",
               gb / Median(in_s), gb / Median(push), Median(push) / Median(in_s), Median(in_rss));
+  const double tensor_gb = static_cast<double>(tensor_bytes) / 1e9;
+  std::printf("| get --out FILE.npy (largest tensor) | %.2f GB/s | %.2f GB/s (GetTensor) | %.2f | "
+              "%.0f MiB |\n",
+              tensor_gb / Median(npy_out_s), tensor_gb / Median(get_s),
+              Median(get_s) / Median(npy_out_s), Median(npy_out_rss));
+  std::printf("| set --in FILE.npy (largest tensor) | %.2f GB/s | %.2f GB/s (SetTensor) | %.2f | "
+              "%.0f MiB |\n",
+              tensor_gb / Median(npy_in_s), tensor_gb / Median(set_s),
+              Median(set_s) / Median(npy_in_s), Median(npy_in_rss));
   std::printf("| reference: pull on a fresh connection (into fresh memory) | %.2f GB/s | | %.2f | |\n",
               gb / Median(fresh_pull), Median(pull) / Median(fresh_pull));
   std::printf("| reference: write to a fresh file, 1 MiB writes | %.2f GB/s | | | |\n",
@@ -306,9 +339,11 @@ int main(int argc, char** argv) {
               Median(pull) / (Median(pull) + Median(write_s)));
   std::printf("| paramctl health (start + connect) | %.0f ms | | | %.0f MiB |\n",
               Median(bare_s) * 1e3, Median(bare_rss));
-  std::printf("peak RSS above a bare call: state-dict --out %+.0f MiB, load-state-dict %+.0f MiB; "
-              "largest tensor %.1f MiB, model %.0f MiB\n",
-              Median(out_rss) - Median(bare_rss), Median(in_rss) - Median(bare_rss), largest_mib,
-              static_cast<double>(total) / kMiB);
+  std::printf("peak RSS above a bare call: state-dict --out %+.0f MiB, load-state-dict %+.0f MiB, "
+              "get --out .npy %+.0f MiB, set --in .npy %+.0f MiB; largest tensor %.1f MiB, "
+              "model %.0f MiB\n",
+              Median(out_rss) - Median(bare_rss), Median(in_rss) - Median(bare_rss),
+              Median(npy_out_rss) - Median(bare_rss), Median(npy_in_rss) - Median(bare_rss),
+              largest_mib, static_cast<double>(total) / kMiB);
   return 0;
 }

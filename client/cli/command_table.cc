@@ -124,7 +124,10 @@ const std::vector<Command>& Commands() {
            "values counting from the end, e.g. 'fc.weight[0]', 'fc.weight[:, 1:3]'. A\n"
            "region prints as a plain tensor and keeps its dimensions (an index selects a\n"
            "length-1 range). --dtype D (e.g. bfloat16) casts floating-point data on the\n"
-           "wire. With --json, prints the metadata and the values as nested lists.",
+           "wire. With --json, prints the metadata and the values as nested lists.\n"
+           "--out streams the tensor into FILE.npy.part chunk by chunk as it arrives\n"
+           "(np.save's file; bfloat16 is written as float32), renamed when complete:\n"
+           "paramctl never holds the whole tensor.",
        .min_args = 2,
        .max_args = 2,
        .flags = {{"out", "FILE.npy", "write the tensor to a .npy file instead of printing it"},
@@ -140,7 +143,9 @@ const std::vector<Command>& Commands() {
            "  paramctl set net '2.weight[0,0]' --value 100\n"
            "  paramctl set net 0.bias --value '[0.5, -0.5]'\n"
            "  paramctl set net 0.weight --in weight.npy --if-version 7\n"
-           "Prints the new model version.",
+           "A .npy file is checked first (header and size), then sent chunk by chunk from\n"
+           "it (a Fortran-ordered one is read whole, to be reordered); a file cut on the\n"
+           "way cancels the write, which changes nothing. Prints the new model version.",
        .min_args = 2,
        .max_args = 2,
        .flags = {{"in", "FILE.npy", "the values, from a .npy file"},

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
 #include "client/cli/npy.h"
+#include "client/cli/npy_stream.h"
 #include "client/cli/npz_stream.h"
 #include "client/cli/progress.h"
 #include "client/cli/region.h"
@@ -129,29 +130,40 @@ absl::Status RunGet(Context& ctx, const Args& args) {
   }
   PARAMD_ASSIGN_OR_RETURN(std::optional<client::Region> region,
                           ResolveTargetRegion(model, target, nullptr));
+  // A region prints as `p.data[...]` would: a plain tensor, not a Parameter.
+  auto plain_if_region = [&](HostTensor& tensor) {
+    if (!region) return;
+    tensor.is_parameter = false;
+    tensor.requires_grad = false;
+  };
+  if (const std::optional<std::string> out_path = args.Get("out")) {
+    // The bytes go to the file as their chunks arrive: the client never holds the tensor.
+    PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<NpyFileWriter> file, NpyFileWriter::Create(*out_path));
+    {
+      ProgressBar bar(target.key);
+      options.progress = bar.Callback();
+      PARAMD_RETURN_IF_ERROR(model.GetTensorTo(target.key, *file, region, options).status());
+    }
+    PARAMD_RETURN_IF_ERROR(file->Commit());
+    HostTensor meta = file->meta();
+    plain_if_region(meta);
+    if (ctx.json) {
+      json out = TensorMetaJson(target.key, meta);
+      out["out"] = *out_path;
+      PrintJson(out);
+    } else {
+      std::cout << "wrote " << target.key << " (" << ShapeString(meta.shape) << ", "
+                << client::DTypeName(meta.dtype) << ") to " << *out_path << "\n";
+    }
+    return absl::OkStatus();
+  }
   HostTensor tensor;
   {
     ProgressBar bar(target.key);
     options.progress = bar.Callback();
     PARAMD_ASSIGN_OR_RETURN(tensor, model.GetTensor(target.key, region, options));
   }
-  if (region) {
-    // A region prints as `p.data[...]` would: a plain tensor, not a Parameter.
-    tensor.is_parameter = false;
-    tensor.requires_grad = false;
-  }
-  if (const std::optional<std::string> out_path = args.Get("out")) {
-    PARAMD_RETURN_IF_ERROR(WriteNpy(*out_path, tensor));
-    if (ctx.json) {
-      json out = TensorMetaJson(target.key, tensor);
-      out["out"] = *out_path;
-      PrintJson(out);
-    } else {
-      std::cout << "wrote " << target.key << " (" << ShapeString(tensor.shape) << ", "
-                << client::DTypeName(tensor.dtype) << ") to " << *out_path << "\n";
-    }
-    return absl::OkStatus();
-  }
+  plain_if_region(tensor);
   if (ctx.json) {
     json out = TensorMetaJson(target.key, tensor);
     if (region) out["region"] = *region;
@@ -180,19 +192,20 @@ absl::Status RunSet(Context& ctx, const Args& args) {
   }
   PARAMD_ASSIGN_OR_RETURN(std::optional<client::Region> region,
                           ResolveTargetRegion(model, target, meta ? &*meta : nullptr));
-  HostTensor tensor;
+  uint64_t version = 0;
   if (value_text) {
     absl::StatusOr<HostTensor> parsed = ParseValueJson(*value_text, meta->dtype);
     if (!parsed.ok()) return UsageError(parsed.status().message());
-    tensor = *std::move(parsed);
-  } else {
-    PARAMD_ASSIGN_OR_RETURN(tensor, ReadNpy(*in_path));
-  }
-  uint64_t version = 0;
-  {
     ProgressBar bar(target.key);
     PARAMD_ASSIGN_OR_RETURN(
-        version, model.SetTensor(target.key, tensor, region, if_version, bar.Callback()));
+        version, model.SetTensor(target.key, *parsed, region, if_version, bar.Callback()));
+  } else {
+    // Checked before anything is sent, then sent from the file chunk by chunk; a file cut
+    // on the way cancels the write, which then changes nothing.
+    PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<NpyFileReader> file, NpyFileReader::Open(*in_path));
+    ProgressBar bar(target.key);
+    PARAMD_ASSIGN_OR_RETURN(
+        version, model.SetTensorFrom(target.key, *file, region, if_version, bar.Callback()));
   }
   PrintVersion(ctx, version);
   return absl::OkStatus();

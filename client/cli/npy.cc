@@ -494,6 +494,19 @@ void WidenBFloat16(absl::string_view bfloat16, std::string* out) {
   }
 }
 
+absl::string_view BFloat16Widener::Widen(absl::string_view bytes) {
+  widened_.clear();
+  if (!carry_.empty() && !bytes.empty()) {
+    carry_.push_back(bytes[0]);
+    bytes.remove_prefix(1);
+    WidenBFloat16(carry_, &widened_);
+    carry_.clear();
+  }
+  WidenBFloat16(bytes.substr(0, bytes.size() & ~size_t{1}), &widened_);
+  if (bytes.size() % 2 != 0) carry_.assign(1, bytes.back());
+  return widened_;
+}
+
 absl::StatusOr<std::string> SerializeNpy(const HostTensor& tensor) {
   PARAMD_ASSIGN_OR_RETURN(
       int64_t numel,

@@ -16,6 +16,7 @@
 //
 // .npz archives are written with stored (uncompressed) members, as np.savez does; reading
 // takes stored and deflated members (np.savez and np.savez_compressed) and ZIP64 fields.
+// npz_stream.h and npy_stream.h write and read the same files a chunk at a time.
 //
 // Errors: malformed or truncated input is INVALID_ARGUMENT with a message that names the
 // file (or member) and the problem; file-system failures map errno (NOT_FOUND,
@@ -70,6 +71,22 @@ std::string NpyHeader(paramd::client::DType dtype, const std::vector<int64_t>& s
 
 // Appends `bfloat16` (whole little-endian bfloat16 elements) to `out` as float32, exactly.
 void WidenBFloat16(absl::string_view bfloat16, std::string* out);
+
+// WidenBFloat16 over a tensor's bytes arriving in pieces of any size (a stream's chunks): an
+// element split between two pieces is carried over to the next. One tensor after another
+// with Reset between; one thread.
+class BFloat16Widener {
+ public:
+  void Reset() { carry_.clear(); }
+  // The float32 bytes of the elements `bytes` completes; valid until the next call.
+  absl::string_view Widen(absl::string_view bytes);
+  // A byte of an element is waiting for its pair: the tensor ended mid-element.
+  bool pending() const { return !carry_.empty(); }
+
+ private:
+  std::string carry_;
+  std::string widened_;
+};
 
 // Decodes one .npy file held in `bytes`. `source` names it in error messages (a path, or
 // "archive.npz: member 'w.npy'"). The result has dtype, shape and data set; the server

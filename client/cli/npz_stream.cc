@@ -111,7 +111,7 @@ absl::Status NpzWriter::BeginTensor(const std::string& name, const HostTensor& m
   PARAMD_ASSIGN_OR_RETURN(const std::string file_name, NpzMemberName(name, names_));
   // The receiver checked the shape (no negative dimension, no overflow).
   widen_ = meta.dtype == DType::kBFloat16;
-  carry_.clear();
+  widener_.Reset();
   const uint64_t data_bytes = meta.nbytes() * (widen_ ? 2 : 1);
   const std::string header = NpyHeader(meta.dtype, meta.shape);
   PARAMD_RETURN_IF_ERROR(writer_.BeginSizedEntry(file_name, header.size() + data_bytes));
@@ -119,18 +119,7 @@ absl::Status NpzWriter::BeginTensor(const std::string& name, const HostTensor& m
 }
 
 absl::Status NpzWriter::TensorData(absl::string_view bytes) {
-  if (!widen_) return writer_.Write(AsBytes(bytes));
-  // bfloat16 elements may straddle two pieces.
-  widened_.clear();
-  if (!carry_.empty() && !bytes.empty()) {
-    carry_.push_back(bytes[0]);
-    bytes.remove_prefix(1);
-    WidenBFloat16(carry_, &widened_);
-    carry_.clear();
-  }
-  WidenBFloat16(bytes.substr(0, bytes.size() & ~size_t{1}), &widened_);
-  if (bytes.size() % 2 != 0) carry_.assign(1, bytes.back());
-  return writer_.Write(AsBytes(widened_));
+  return writer_.Write(AsBytes(widen_ ? widener_.Widen(bytes) : bytes));
 }
 
 absl::Status NpzWriter::EndTensor() { return writer_.EndEntry(); }

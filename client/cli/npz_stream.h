@@ -73,8 +73,7 @@ class NpzWriter final : public client::TensorConsumer {
   zip::Writer writer_;
   std::set<std::string> names_;
   bool widen_ = false;  // the tensor being written is bfloat16
-  std::string carry_;   // an odd byte of bfloat16 data waiting for its pair
-  std::string widened_;
+  BFloat16Widener widener_;
 };
 
 // An .npz file written through `path`.part, renamed to `path` by Commit; removed unless

@@ -3,6 +3,8 @@
 #include "paramd/client.h"
 
 #include <chrono>
+#include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -287,6 +289,110 @@ TEST_F(ClientTest, APushOfManyChunksArrivesIntact) {
     EXPECT_TRUE(back->entries[i].tensor.data == sent[i].tensor.data) << sent[i].name;
     EXPECT_TRUE(tensors[i].tensor.data == sent[i].tensor.data) << sent[i].name;
   }
+}
+
+// Collects a streamed read whole, to compare with the call that returns it whole.
+class Collect : public client::TensorConsumer {
+ public:
+  absl::Status BeginTensor(const std::string& name, const HostTensor& meta) override {
+    tensor = meta;
+    return absl::OkStatus();
+  }
+  absl::Status TensorData(absl::string_view bytes) override {
+    tensor.data.append(bytes.data(), bytes.size());
+    return absl::OkStatus();
+  }
+  absl::Status EndTensor() override { return absl::OkStatus(); }
+  HostTensor tensor;
+};
+
+// Hands out `tensor`'s bytes; fails the piece at `fail_offset` when set.
+class Produce : public client::TensorProducer {
+ public:
+  explicit Produce(HostTensor tensor) : tensors_{{"ignored", std::move(tensor)}} {
+    data_ = std::move(tensors_[0].tensor.data);
+    tensors_[0].tensor.data.clear();
+  }
+  const std::vector<client::NamedTensor>& tensors() const override { return tensors_; }
+  absl::Status Read(size_t, uint64_t offset, absl::Span<char> out) override {
+    if (offset == fail_offset) return absl::InvalidArgumentError("x.npy: the file ends early");
+    std::memcpy(out.data(), data_.data() + offset, out.size());
+    return absl::OkStatus();
+  }
+  uint64_t fail_offset = UINT64_MAX;
+
+ private:
+  std::vector<client::NamedTensor> tensors_;
+  std::string data_;
+};
+
+// GetTensorTo and SetTensorFrom are GetTensor and SetTensor a chunk at a time: the same
+// regions, wire dtype and if_version, the same answers.
+TEST_F(ClientTest, StreamedGetAndSetOfOneTensorMatchTheWholeCalls) {
+  ASSERT_TRUE(client_->CreateModel("net", kSharedSpec).ok());
+  auto model = client_->Model("net");
+  const client::Region rows = {{2, 6}};
+  Produce rows_in(Floats({4, 8}, std::vector<double>(32, 1.25)));
+  auto version = model.SetTensorFrom("2.weight", rows_in, rows, /*if_version=*/1);
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(*version, 2u);
+  Produce stale(Floats({1}, {3}));
+  EXPECT_EQ(model.SetTensorFrom("2.bias", stale, std::nullopt, 1).status().code(),
+            absl::StatusCode::kAborted);
+  Produce one(Floats({}, {-4}));  // one element fills the region, as SetTensor takes it
+  ASSERT_TRUE(model.SetTensorFrom("4.bias", one, client::Region{{0, 3}}).ok());
+
+  for (const client::GetTensorOptions& options :
+       {client::GetTensorOptions{}, client::GetTensorOptions{.wire_dtype = DType::kBFloat16}}) {
+    for (const std::optional<client::Region>& region :
+         {std::optional<client::Region>(), std::optional<client::Region>(rows)}) {
+      auto whole = model.GetTensor("4.weight", region, options);
+      ASSERT_TRUE(whole.ok()) << whole.status();
+      Collect streamed;
+      auto at = model.GetTensorTo("4.weight", streamed, region, options);
+      ASSERT_TRUE(at.ok()) << at.status();
+      EXPECT_EQ(*at, 3u);
+      EXPECT_EQ(streamed.tensor.dtype, whole->dtype);
+      EXPECT_EQ(streamed.tensor.shape, whole->shape);
+      EXPECT_EQ(streamed.tensor.is_parameter, whole->is_parameter);
+      EXPECT_TRUE(streamed.tensor.data == whole->data);
+    }
+  }
+  auto bias = model.GetTensor("2.bias");
+  ASSERT_TRUE(bias.ok());
+  const std::vector<double> values = bias->ToDoubles();
+  ASSERT_EQ(values.size(), 8u);
+  EXPECT_THAT(std::vector<double>(values.begin(), values.begin() + 3), ElementsAre(-4, -4, -4));
+  auto weight = model.GetTensor("2.weight", rows);
+  ASSERT_TRUE(weight.ok());
+  EXPECT_EQ(weight->ToDoubles(), std::vector<double>(32, 1.25));
+  Collect missing;
+  EXPECT_EQ(model.GetTensorTo("nope", missing).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A producer that fails on the tensor's last piece (a file cut while it is read) cancels
+// the write: the daemon, which had all but that piece, commits nothing.
+TEST_F(ClientTest, AProducerErrorOnTheLastPieceCommitsNothing) {
+  constexpr int64_t kNumel = (3 << 20) / 4 + 5;  // four chunks, the last one short
+  ASSERT_TRUE(client_
+                  ->CreateModel("big", absl::StrCat(R"({"type": "Net", "parameters": [)",
+                                                    R"({"name": "w", "shape": [)", kNumel, "]}]}"))
+                  .ok());
+  auto model = client_->Model("big");
+  auto before = model.GetTensor("w");
+  ASSERT_TRUE(before.ok());
+  Produce cut(Floats({kNumel}, std::vector<double>(kNumel, 7.0)));
+  cut.fail_offset = 3 * client::kChunkBytes;
+  auto version = model.SetTensorFrom("w", cut);
+  EXPECT_EQ(version.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(version.status().message(), HasSubstr("the file ends early"));
+  auto after = model.GetTensor("w");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->version, before->version);
+  EXPECT_TRUE(after->data == before->data);
+  auto info = client_->DescribeModel("big");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->version, 1u);
 }
 
 // A write cut short (here by its deadline) returns its error promptly: waiting for gRPC to

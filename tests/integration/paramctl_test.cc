@@ -244,6 +244,134 @@ TEST_F(ParamctlTest, NpzTransfersStreamInBoundedClientMemory) {
                                << " bytes; a bare call at " << bare.max_rss;
 }
 
+// get --out FILE.npy and set --in FILE.npy stream the tensor between the wire and the file;
+// what they write and read is still np.save's file, regions and bfloat16 included.
+TEST_F(ParamctlTest, NpyGetOutAndSetInRoundTripRegionsAndBFloat16) {
+  ASSERT_EQ(Run({"create", "net", "--spec", Spec("net", R"({"type": "Net", "parameters": [
+      {"name": "w", "shape": [6, 4], "init": "randn"},
+      {"name": "h", "shape": [5], "dtype": "bfloat16", "init": {"constant": 1.5}},
+      {"name": "n", "shape": [3], "dtype": "int64", "requires_grad": false}]})")})
+                .exit_code,
+            0);
+  const std::string w = dir_ + "/w.npy";
+  Result got = Run({"get", "net", "w", "--out", w, "--json"});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  auto meta = nlohmann::json::parse(got.out);
+  EXPECT_EQ(meta["shape"], nlohmann::json::parse("[6, 4]"));
+  EXPECT_EQ(meta["is_parameter"], true);
+  EXPECT_EQ(meta["out"], w);
+  EXPECT_FALSE(std::ifstream(w + ".part").good());
+  // Back in, rows 1..3 from a region of it, then out again: the same bytes.
+  Result set = Run({"set", "net", "w", "--in", w});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_THAT(set.out, HasSubstr("version 2"));
+  const std::string again = dir_ + "/again.npy";
+  ASSERT_EQ(Run({"get", "net", "w", "--out", again}).exit_code, 0);
+  EXPECT_EQ(ReadFile(again), ReadFile(w));
+
+  const std::string rows = dir_ + "/rows.npy";
+  Result region = Run({"get", "net", "w[1:3]", "--out", rows, "--json"});
+  ASSERT_EQ(region.exit_code, 0) << region.err;
+  EXPECT_EQ(nlohmann::json::parse(region.out)["is_parameter"], false);
+  EXPECT_EQ(nlohmann::json::parse(region.out)["shape"], nlohmann::json::parse("[2, 4]"));
+  ASSERT_EQ(Run({"set", "net", "w[4:6]", "--in", rows}).exit_code, 0);
+  const std::string moved = dir_ + "/moved.npy";
+  ASSERT_EQ(Run({"get", "net", "w[4:6]", "--out", moved}).exit_code, 0);
+  EXPECT_EQ(ReadFile(moved), ReadFile(rows));
+  Result wrong = Run({"set", "net", "w[0:1]", "--in", rows});  // [2, 4] into [1, 4]
+  EXPECT_EQ(wrong.exit_code, 1);
+
+  // bfloat16 is written widened to '<f4', as np.save of the float32 values would be: the
+  // same file as the tensor fetched as float32.
+  const std::string h = dir_ + "/h.npy";
+  Result half = Run({"get", "net", "h", "--out", h});
+  ASSERT_EQ(half.exit_code, 0) << half.err;
+  EXPECT_THAT(half.out, HasSubstr("bfloat16) to " + h));
+  const std::string h32 = dir_ + "/h32.npy";
+  ASSERT_EQ(Run({"get", "net", "h", "--out", h32, "--dtype", "float32"}).exit_code, 0);
+  EXPECT_EQ(ReadFile(h), ReadFile(h32));
+  EXPECT_THAT(ReadFile(h), HasSubstr("'descr': '<f4'"));
+  // The float32 file goes back into the bfloat16 tensor (copy_ converts).
+  ASSERT_EQ(Run({"get", "net", "h[1:4]", "--out", dir_ + "/h_part.npy", "--dtype", "float32"})
+                .exit_code,
+            0);
+  ASSERT_EQ(Run({"set", "net", "h[0:3]", "--in", dir_ + "/h_part.npy"}).exit_code, 0);
+  Result h_values = Run({"get", "net", "h", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(h_values.out)["values"],
+            nlohmann::json::parse("[1.5, 1.5, 1.5, 1.5, 1.5]"));
+  // A wire dtype on a get --out narrows what is written: bfloat16 values, widened back.
+  const std::string w16 = dir_ + "/w16.npy";
+  ASSERT_EQ(Run({"get", "net", "w", "--out", w16, "--dtype", "bfloat16"}).exit_code, 0);
+  EXPECT_THAT(ReadFile(w16), HasSubstr("'descr': '<f4'"));
+  EXPECT_EQ(ReadFile(w16).size(), ReadFile(w).size());
+
+  const std::string n = dir_ + "/n.npy";
+  ASSERT_EQ(Run({"get", "net", "n", "--out", n}).exit_code, 0);
+  EXPECT_THAT(ReadFile(n), HasSubstr("'descr': '<i8'"));
+  ASSERT_EQ(Run({"set", "net", "n", "--in", n}).exit_code, 0);
+
+  // A key that does not exist leaves no file behind, not even the part.
+  const std::string none = dir_ + "/none.npy";
+  EXPECT_EQ(Run({"get", "net", "missing", "--out", none}).exit_code, 1);
+  EXPECT_FALSE(std::ifstream(none).good());
+  EXPECT_FALSE(std::ifstream(none + ".part").good());
+}
+
+// get --out and set --in of one 256 MiB tensor hold a few chunks, never the tensor: their
+// peak memory stays within 16 MiB of a bare call's (holding it whole would add 256 MiB).
+TEST_F(ParamctlTest, NpyTransfersStreamInBoundedClientMemory) {
+  constexpr int64_t kNumel = int64_t{64} << 20;  // float32: 256 MiB
+  ASSERT_EQ(Run({"create", "big", "--spec",
+                 Spec("big", R"({"type": "Net", "parameters": [{"name": "p", "shape": [)" +
+                                 std::to_string(kNumel) + R"(], "init": "zeros"}]})")})
+                .exit_code,
+            0);
+  const Measured bare = RunMeasured({"health"});
+  ASSERT_EQ(bare.exit_code, 0) << bare.err;
+  const std::string npy = dir_ + "/big.npy";
+  const Measured out = RunMeasured({"get", "big", "p", "--out", npy});
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  const Measured in = RunMeasured({"set", "big", "p", "--in", npy});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  std::ifstream file(npy, std::ios::binary | std::ios::ate);
+  EXPECT_EQ(static_cast<int64_t>(file.tellg()), kNumel * 4 + 128);
+
+  const int64_t bound = bare.max_rss + (int64_t{16} << 20);
+  EXPECT_LT(out.max_rss, bound) << "get --out peaked at " << out.max_rss
+                                << " bytes; a bare call at " << bare.max_rss;
+  EXPECT_LT(in.max_rss, bound) << "set --in peaked at " << in.max_rss
+                               << " bytes; a bare call at " << bare.max_rss;
+}
+
+// A cut .npy file is refused before anything is sent, and changes nothing; so is one whose
+// header lies about its dtype or shape.
+TEST_F(ParamctlTest, ACorruptNpyChangesNothing) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  const std::string npy = dir_ + "/w.npy";
+  ASSERT_EQ(Run({"get", "mlp", "linear1.weight", "--out", npy}).exit_code, 0);
+  const std::string bytes = ReadFile(npy);
+  const std::string cut = dir_ + "/cut.npy";
+  std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() - 1);
+  Result refused = Run({"set", "mlp", "linear1.weight", "--in", cut});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("truncated data"));
+  EXPECT_THAT(refused.err, HasSubstr(cut));
+  std::string lying = bytes;
+  lying.replace(lying.find("'<f4'"), 5, "'<c8'");
+  const std::string wrong = dir_ + "/wrong.npy";
+  std::ofstream(wrong, std::ios::binary) << lying;
+  Result dtype = Run({"set", "mlp", "linear1.weight", "--in", wrong});
+  EXPECT_EQ(dtype.exit_code, 1);
+  EXPECT_THAT(dtype.err, HasSubstr("'<c8' is not supported"));
+
+  Result after = Run({"describe", "mlp", "--json"});
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(nlohmann::json::parse(after.out)["version"], 1);
+  const std::string again = dir_ + "/again.npy";
+  ASSERT_EQ(Run({"get", "mlp", "linear1.weight", "--out", again}).exit_code, 0);
+  EXPECT_EQ(ReadFile(again), bytes);
+}
+
 // A member found corrupt while it streams (its CRC-32 is known only at its end) cancels the
 // load: the daemon commits nothing, not even the members before it.
 TEST_F(ParamctlTest, ACorruptNpzCancelsTheLoadAndChangesNothing) {

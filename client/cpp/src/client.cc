@@ -311,15 +311,52 @@ absl::StatusOr<NamedModulesResult> RemoteModel::NamedModules(const std::string& 
   return result;
 }
 
+namespace {
+
+v1::GetTensorRequest GetTensorRequestFor(const std::string& model, const std::string& name,
+                                         const std::optional<Region>& region,
+                                         const GetTensorOptions& options) {
+  v1::GetTensorRequest request;
+  request.set_model(model);
+  request.set_name(name);
+  if (region) internal::ToProtoRegion(*region, request.mutable_region());
+  request.set_wire_dtype(WireDType(options.wire_dtype));
+  return request;
+}
+
+// Passes one tensor on to `consumer`; a second is the server breaking GetTensor's contract.
+class OneTensor final : public TensorConsumer {
+ public:
+  OneTensor(const std::string& name, TensorConsumer& consumer) : name_(name), consumer_(consumer) {}
+
+  absl::Status BeginTensor(const std::string& name, const HostTensor& meta) override {
+    if (++tensors_ > 1) return Unexpected();
+    return consumer_.BeginTensor(name, meta);
+  }
+  absl::Status TensorData(absl::string_view bytes) override { return consumer_.TensorData(bytes); }
+  absl::Status EndTensor() override { return consumer_.EndTensor(); }
+
+  absl::Status Check() const { return tensors_ == 1 ? absl::OkStatus() : Unexpected(); }
+
+ private:
+  absl::Status Unexpected() const {
+    return absl::DataLossError(absl::StrCat("GetTensor for '", name_, "' returned ",
+                                            tensors_ > 1 ? "more than one tensor" : "no tensor",
+                                            " instead of one"));
+  }
+
+  const std::string& name_;
+  TensorConsumer& consumer_;
+  int tensors_ = 0;
+};
+
+}  // namespace
+
 absl::StatusOr<HostTensor> RemoteModel::GetTensor(const std::string& name,
                                                   const std::optional<Region>& region,
                                                   const GetTensorOptions& options) const {
   const Client::Impl& impl = *client_->impl_;
-  v1::GetTensorRequest request;
-  request.set_model(name_);
-  request.set_name(name);
-  if (region) internal::ToProtoRegion(*region, request.mutable_region());
-  request.set_wire_dtype(WireDType(options.wire_dtype));
+  const v1::GetTensorRequest request = GetTensorRequestFor(name_, name, region, options);
   TensorStreamReceiver receiver(/*expect_data=*/true, options.progress);
   PARAMD_RETURN_IF_ERROR(impl.Read(
       [&](grpc::ClientContext* context) { return impl.parameters->GetTensor(context, request); },
@@ -332,18 +369,23 @@ absl::StatusOr<HostTensor> RemoteModel::GetTensor(const std::string& name,
   return std::move(entries.front().tensor);
 }
 
-// --- RemoteModel: writes ---
-
-namespace {
-
-v1::WriteOptions BaseOptions(const std::string& model, uint64_t if_version) {
-  v1::WriteOptions options;
-  options.set_model(model);
-  options.set_if_version(if_version);
-  return options;
+absl::StatusOr<uint64_t> RemoteModel::GetTensorTo(const std::string& name,
+                                                  TensorConsumer& consumer,
+                                                  const std::optional<Region>& region,
+                                                  const GetTensorOptions& options) const {
+  const Client::Impl& impl = *client_->impl_;
+  const v1::GetTensorRequest request = GetTensorRequestFor(name_, name, region, options);
+  OneTensor one(name, consumer);
+  TensorStreamReceiver receiver(/*expect_data=*/true, options.progress);
+  receiver.StreamTo(&one);
+  PARAMD_RETURN_IF_ERROR(impl.Read(
+      [&](grpc::ClientContext* context) { return impl.parameters->GetTensor(context, request); },
+      &receiver));
+  PARAMD_RETURN_IF_ERROR(one.Check());
+  return receiver.start().version();
 }
 
-}  // namespace
+// --- RemoteModel: writes ---
 
 absl::StatusOr<uint64_t> RemoteModel::SetTensor(const std::string& name, const HostTensor& tensor,
                                                 const std::optional<Region>& region,
@@ -353,7 +395,7 @@ absl::StatusOr<uint64_t> RemoteModel::SetTensor(const std::string& name, const H
   const std::vector<OutgoingTensor> tensors = {
       {&name, &tensor, region ? &*region : nullptr, false, false}};
   v1::WriteResponse response;
-  PARAMD_RETURN_IF_ERROR(impl.Write(impl.writes->set_tensor, BaseOptions(name_, if_version),
+  PARAMD_RETURN_IF_ERROR(impl.Write(impl.writes->set_tensor, BaseWriteOptions(name_, if_version),
                                     tensors, progress, &response));
   return response.version();
 }
@@ -367,7 +409,7 @@ absl::StatusOr<uint64_t> RemoteModel::SetTensors(const std::vector<TensorWrite>&
 absl::StatusOr<uint64_t> RemoteModel::SetTensors(const std::vector<TensorWrite>& writes,
                                                  const SetTensorsOptions& options) const {
   const Client::Impl& impl = *client_->impl_;
-  v1::WriteOptions write_options = BaseOptions(name_, options.if_version);
+  v1::WriteOptions write_options = BaseWriteOptions(name_, options.if_version);
   write_options.set_commit_each_tensor(options.commit_each_tensor);
   std::vector<OutgoingTensor> tensors;
   tensors.reserve(writes.size());
@@ -387,7 +429,7 @@ absl::StatusOr<uint64_t> RemoteModel::RegisterParameter(const std::string& modul
                                                         uint64_t if_version, bool requires_grad,
                                                         const ProgressCallback& progress) const {
   const Client::Impl& impl = *client_->impl_;
-  v1::WriteOptions options = BaseOptions(name_, if_version);
+  v1::WriteOptions options = BaseWriteOptions(name_, if_version);
   options.set_module_path(module_path);
   options.set_name(name);
   options.set_none(!tensor.has_value());
@@ -405,7 +447,7 @@ absl::StatusOr<uint64_t> RemoteModel::RegisterBuffer(const std::string& module_p
                                                      bool persistent, uint64_t if_version,
                                                      const ProgressCallback& progress) const {
   const Client::Impl& impl = *client_->impl_;
-  v1::WriteOptions options = BaseOptions(name_, if_version);
+  v1::WriteOptions options = BaseWriteOptions(name_, if_version);
   options.set_module_path(module_path);
   options.set_name(name);
   options.set_none(!tensor.has_value());

@@ -198,6 +198,14 @@ struct Client::Impl {
   }
 };
 
+// A write's options frame naming the model and the version it must still be at.
+inline v1::WriteOptions BaseWriteOptions(const std::string& model, uint64_t if_version) {
+  v1::WriteOptions options;
+  options.set_model(model);
+  options.set_if_version(if_version);
+  return options;
+}
+
 // LoadStateDict's options frame before the reservation is added (the tensors' sizes).
 inline v1::WriteOptions LoadWriteOptions(const std::string& model, const LoadOptions& options,
                                          uint64_t if_version) {

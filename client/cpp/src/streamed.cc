@@ -1,6 +1,7 @@
-// RemoteModel's streamed transfers (client.h, "streamed transfers"): a state_dict handed to
-// a TensorConsumer chunk by chunk as it arrives, and a load sent from a TensorProducer chunk
-// by chunk, each chunk read into a pooled buffer that is lent to gRPC without a copy.
+// RemoteModel's streamed transfers (client.h, "streamed transfers"): a state_dict or one
+// tensor handed to a TensorConsumer chunk by chunk as it arrives, and a load or one tensor's
+// write sent from a TensorProducer chunk by chunk, each chunk read into a pooled buffer that
+// is lent to gRPC without a copy.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -43,12 +44,14 @@ absl::Status CheckProduced(const std::vector<NamedTensor>& tensors, uint64_t* to
 }
 
 // Sends the options and every tensor of `producer` on `stream`, each chunk read into a
-// buffer of `pool` and lent. Returns false when the stream broke (the call's status says
-// why) or the producer failed (then `*produced` is its error).
+// buffer of `pool` and lent; `flags` gives each header its region and parameter flags, and
+// its name when `flags.name` is set (a single tensor's write). Returns false when the stream
+// broke (the call's status says why) or the producer failed (then `*produced` is its error).
 template <typename Stream>
 bool SendProduced(Stream& stream, internal::BufferPool& pool, const v1::WriteOptions& options,
-                  TensorProducer& producer, uint64_t total, uint64_t largest,
-                  const ProgressCallback& progress, absl::Status* produced) {
+                  TensorProducer& producer, const internal::OutgoingTensor& flags,
+                  uint64_t total, uint64_t largest, const ProgressCallback& progress,
+                  absl::Status* produced) {
   // Options and headers are small and data follows: let gRPC coalesce them with it.
   const grpc::WriteOptions coalesce = grpc::WriteOptions().set_buffer_hint();
   if (!stream.Write(internal::FrameLender::Plain(internal::EncodeOptionsFrame(options, total,
@@ -57,12 +60,12 @@ bool SendProduced(Stream& stream, internal::BufferPool& pool, const v1::WriteOpt
     return false;
   }
   const std::vector<NamedTensor>& tensors = producer.tensors();
-  const internal::OutgoingTensor flags;  // a loaded tensor: no region, plain flags
   uint64_t done = 0;
   for (size_t index = 0; index < tensors.size(); ++index) {
     const NamedTensor& entry = tensors[index];
     if (!stream.Write(
-            internal::FrameLender::Plain(internal::EncodeHeaderFrame(entry.name, entry.tensor, flags)),
+            internal::FrameLender::Plain(internal::EncodeHeaderFrame(
+                flags.name != nullptr ? *flags.name : entry.name, entry.tensor, flags)),
             coalesce)) {
       return false;
     }
@@ -84,6 +87,37 @@ bool SendProduced(Stream& stream, internal::BufferPool& pool, const v1::WriteOpt
   }
   if (progress && total == 0) progress(0, 0);
   return true;
+}
+
+// Runs a client-streamed write of `producer`'s tensors: `open(context)` prepares the context
+// (deadline, token), starts the call and returns its stream, SendProduced sends on it, and
+// `finish(stream, context)` reads the answer and returns the call's status. A producer
+// error cancels the call instead of half-closing it, so the daemon sees a write that never
+// ended (its last tensor short, too) and commits nothing; that error is then the result.
+template <typename Open, typename Finish>
+absl::Status WriteProduced(const v1::WriteOptions& options, TensorProducer& producer,
+                           const internal::OutgoingTensor& flags,
+                           const ProgressCallback& progress, Open&& open, Finish&& finish) {
+  uint64_t total = 0, largest = 0;
+  PARAMD_RETURN_IF_ERROR(CheckProduced(producer.tensors(), &total, &largest));
+  // Declared before the call: gRPC may hold lent buffers until the call is released.
+  internal::BufferPool pool;
+  absl::Status produced, status;
+  {
+    grpc::ClientContext context;
+    auto stream = open(&context);
+    const bool sent =
+        SendProduced(*stream, pool, options, producer, flags, total, largest, progress, &produced);
+    if (!produced.ok()) {
+      context.TryCancel();
+    } else if (sent) {
+      stream->WritesDone();
+    }
+    status = finish(*stream, context);
+  }
+  pool.WaitForReturns();
+  PARAMD_RETURN_IF_ERROR(produced);
+  return status;
 }
 
 }  // namespace
@@ -108,40 +142,59 @@ absl::StatusOr<LoadResult> RemoteModel::LoadStateDictFrom(TensorProducer& produc
                                                           const LoadOptions& options,
                                                           uint64_t if_version) const {
   const Client::Impl& impl = *client_->impl_;
-  uint64_t total = 0, largest = 0;
-  PARAMD_RETURN_IF_ERROR(CheckProduced(producer.tensors(), &total, &largest));
-  const v1::WriteOptions write_options = LoadWriteOptions(name_, options, if_version);
-  // Declared before the call: gRPC may hold lent buffers until the call is released.
-  internal::BufferPool pool;
+  const internal::OutgoingTensor flags;  // loaded tensors: no region, plain flags
   StreamedLoad answer;
-  absl::Status produced, status;
-  {
-    grpc::ClientContext context;
-    impl.PrepareStream(&context);
-    std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, v1::LoadStateDictResponse>> stream(
-        grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, v1::LoadStateDictResponse>::
-            Create(impl.channel.get(), impl.writes->load_state_dict, &context));
-    const bool sent = SendProduced(*stream, pool, write_options, producer, total, largest,
-                                   options.progress, &produced);
-    if (!produced.ok()) {
-      // Cancelled, not half-closed: the daemon sees a write that never ended (its last
-      // tensor short, too) and commits nothing.
-      context.TryCancel();
-    } else if (sent) {
-      stream->WritesDone();
-    }
-    v1::LoadStateDictResponse response;
-    while (stream->Read(&response)) answer.Add(response);
-    status = FromGrpcStatus(stream->Finish(), context);
-  }
-  pool.WaitForReturns();
-  PARAMD_RETURN_IF_ERROR(produced);
-  PARAMD_RETURN_IF_ERROR(answer.Complete(status));
+  const absl::Status status = WriteProduced(
+      LoadWriteOptions(name_, options, if_version), producer, flags, options.progress,
+      [&](grpc::ClientContext* context) {
+        impl.PrepareStream(context);
+        return std::unique_ptr<
+            grpc::ClientReaderWriter<grpc::ByteBuffer, v1::LoadStateDictResponse>>(
+            grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer,
+                                                      v1::LoadStateDictResponse>::
+                Create(impl.channel.get(), impl.writes->load_state_dict, context));
+      },
+      [&](auto& stream, const grpc::ClientContext& context) {
+        v1::LoadStateDictResponse response;
+        while (stream.Read(&response)) answer.Add(response);
+        return answer.Complete(FromGrpcStatus(stream.Finish(), context));
+      });
+  PARAMD_RETURN_IF_ERROR(status);
   LoadResult result;
   result.version = answer.version;
   result.missing_keys = std::move(answer.missing_keys);
   result.unexpected_keys = std::move(answer.unexpected_keys);
   return result;
+}
+
+absl::StatusOr<uint64_t> RemoteModel::SetTensorFrom(const std::string& name,
+                                                    TensorProducer& producer,
+                                                    const std::optional<Region>& region,
+                                                    uint64_t if_version,
+                                                    const ProgressCallback& progress) const {
+  const Client::Impl& impl = *client_->impl_;
+  if (producer.tensors().size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("SetTensorFrom for '", name, "' needs one ",
+                                                   "tensor from its producer, not ",
+                                                   producer.tensors().size()));
+  }
+  // SetTensor's frames exactly: the header names `name` and carries the region.
+  internal::OutgoingTensor flags;
+  flags.name = &name;
+  flags.region = region ? &*region : nullptr;
+  v1::WriteResponse response;
+  PARAMD_RETURN_IF_ERROR(WriteProduced(
+      BaseWriteOptions(name_, if_version), producer, flags, progress,
+      [&](grpc::ClientContext* context) {
+        impl.PrepareStream(context);
+        return std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>>(
+            grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+                impl.channel.get(), impl.writes->set_tensor, context, &response));
+      },
+      [&](auto& stream, const grpc::ClientContext& context) {
+        return FromGrpcStatus(stream.Finish(), context);
+      }));
+  return response.version();
 }
 
 }  // namespace paramd::client

@@ -119,6 +119,12 @@ class FakeParameters final : public v1::Parameters::Service {
     return grpc::Status::OK;
   }
 
+  // SetTensor: records every frame as SetTensors does; version 9.
+  grpc::Status SetTensor(grpc::ServerContext* context, grpc::ServerReader<v1::WriteFrame>* reader,
+                         v1::WriteResponse* response) override {
+    return SetTensors(context, reader, response);
+  }
+
   // Answers in two messages (as the daemon splits long key lists); a write to model "bad"
   // is refused with a cut status message and the whole text in two pieces.
   grpc::Status LoadStateDict(
@@ -429,6 +435,64 @@ TEST_F(ClientRpcTest, AProducerErrorCancelsTheLoadAndIsItsResult) {
   auto result = client_->Model("net").LoadStateDictFrom(producer);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(result.status().message(), "CRC-32 mismatch");
+}
+
+// SetTensorFrom sends what SetTensor sends for the same tensor: the options, one header
+// naming the key (not the producer's name) with the region, and the chunks.
+TEST_F(ClientRpcTest, SetTensorFromSendsSetTensorsFramesFromTheProducer) {
+  PatternProducer producer;
+  const Region region = {{0, static_cast<int64_t>(kChunkBytes + 10)}};
+  absl::StatusOr<uint64_t> version =
+      client_->Model("net").SetTensorFrom("w", producer, region, /*if_version=*/8);
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(*version, 9u);
+  const std::vector<v1::WriteFrame> streamed = parameters_.frames();
+
+  HostTensor whole = Meta(DType::kUInt8, {static_cast<int64_t>(kChunkBytes + 10)});
+  whole.data.resize(whole.nbytes());
+  for (size_t i = 0; i < whole.data.size(); ++i) whole.data[i] = static_cast<char>(i % 251);
+  ASSERT_TRUE(client_->Model("net").SetTensor("w", whole, region, 8).ok());
+  const std::vector<v1::WriteFrame> sent = parameters_.frames();
+  ASSERT_EQ(streamed.size(), 4u);
+  ASSERT_EQ(sent.size(), streamed.size());
+  for (size_t i = 0; i < sent.size(); ++i) {
+    EXPECT_EQ(streamed[i].SerializeAsString(), sent[i].SerializeAsString()) << "frame " << i;
+  }
+  EXPECT_EQ(streamed[1].header().name(), "w");
+  EXPECT_EQ(streamed[1].header().region().ranges(0).stop(),
+            static_cast<int64_t>(kChunkBytes + 10));
+}
+
+TEST_F(ClientRpcTest, SetTensorFromCancelsOnAProducerErrorAndNeedsOneTensor) {
+  PatternProducer producer;
+  producer.fail_offset = kChunkBytes;
+  absl::StatusOr<uint64_t> failed = client_->Model("net").SetTensorFrom("w", producer);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(failed.status().message(), "CRC-32 mismatch");
+
+  class Two : public TensorProducer {
+   public:
+    const std::vector<NamedTensor>& tensors() const override { return tensors_; }
+    absl::Status Read(size_t, uint64_t, absl::Span<char>) override {
+      return absl::InternalError("never read");
+    }
+    std::vector<NamedTensor> tensors_ = {{"a", Meta(DType::kInt8, {1})},
+                                         {"b", Meta(DType::kInt8, {1})}};
+  } two;
+  EXPECT_EQ(client_->Model("net").SetTensorFrom("w", two).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ClientRpcTest, GetTensorToChecksTheStreamAsGetTensorDoes) {
+  RecordingConsumer consumer;
+  absl::StatusOr<uint64_t> version = client_->Model("net").GetTensorTo("w", consumer);
+  EXPECT_EQ(version.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(version.status().message(), HasSubstr("chunk at byte 1 arrived where byte 0"));
+  EXPECT_THAT(consumer.calls, ElementsAre("begin w 4 "));
+  RecordingConsumer none;
+  EXPECT_EQ(client_->Model("net").GetTensorTo("missing", none).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(none.calls.empty());
 }
 
 TEST_F(ClientRpcTest, AProducedShapeThatOverflowsIsRefusedBeforeSending) {

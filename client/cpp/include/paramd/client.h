@@ -358,8 +358,9 @@ struct ForwardResult {
 
 // --- streamed transfers: tensors chunk by chunk, never whole in the client ---
 
-// Takes a read's tensors as they stream in (RemoteModel::StateDictTo), so that the client
-// holds one chunk at a time instead of whole tensors: for writing them straight to a file.
+// Takes a read's tensors as they stream in (RemoteModel::StateDictTo, GetTensorTo), so that
+// the client holds one chunk at a time instead of whole tensors: for writing them straight to
+// a file.
 // Its calls come in order on the calling thread: per tensor BeginTensor, TensorData until
 // the tensor's bytes are all there, then EndTensor. An error it returns cancels the read
 // and is the read's result.
@@ -374,9 +375,9 @@ class TensorConsumer {
   virtual absl::Status EndTensor() = 0;
 };
 
-// Supplies a write's tensors chunk by chunk as they are sent (RemoteModel::LoadStateDictFrom),
-// so that the client holds a few chunks instead of whole tensors: for sending straight from
-// a file.
+// Supplies a write's tensors chunk by chunk as they are sent (RemoteModel::LoadStateDictFrom,
+// SetTensorFrom), so that the client holds a few chunks instead of whole tensors: for sending
+// straight from a file.
 class TensorProducer {
  public:
   virtual ~TensorProducer() = default;
@@ -425,6 +426,11 @@ class RemoteModel {
   absl::StatusOr<HostTensor> GetTensor(const std::string& name,
                                        const std::optional<Region>& region = std::nullopt,
                                        const GetTensorOptions& options = {}) const;
+  // The same (region and wire_dtype alike), handing the tensor to `consumer` as its chunks
+  // arrive; returns the model version it belongs to. A consumer error cancels the read.
+  absl::StatusOr<uint64_t> GetTensorTo(const std::string& name, TensorConsumer& consumer,
+                                       const std::optional<Region>& region = std::nullopt,
+                                       const GetTensorOptions& options = {}) const;
 
   // --- writes: each returns the new model version, and is all-or-nothing ---
 
@@ -432,6 +438,14 @@ class RemoteModel {
                                      const std::optional<Region>& region = std::nullopt,
                                      uint64_t if_version = 0,
                                      const ProgressCallback& progress = {}) const;
+  // The same with the tensor's bytes read from `producer` (which has exactly one tensor; its
+  // name is not sent, `name` is) chunk by chunk as they are sent: the client holds a few
+  // chunks, however large the tensor. A producer error cancels the write, which then
+  // changes nothing, and is the result.
+  absl::StatusOr<uint64_t> SetTensorFrom(const std::string& name, TensorProducer& producer,
+                                         const std::optional<Region>& region = std::nullopt,
+                                         uint64_t if_version = 0,
+                                         const ProgressCallback& progress = {}) const;
   // An atomic batch.
   absl::StatusOr<uint64_t> SetTensors(const std::vector<TensorWrite>& writes,
                                       uint64_t if_version = 0,

@@ -1,0 +1,206 @@
+#include "client/cli/npy_stream.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+
+namespace paramd::cli {
+namespace {
+
+using paramd::client::DType;
+using paramd::client::HostTensor;
+
+// The most read for the header: NumPy writes a few hundred bytes (and refuses to read more
+// than 10000 by default); a first read of a page covers every header np.save writes.
+constexpr uint64_t kMaxHeaderBytes = uint64_t{1} << 20;
+constexpr uint64_t kProbeBytes = 4096;
+
+absl::Span<const uint8_t> AsBytes(absl::string_view bytes) {
+  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  if (shape.size() == 1) return absl::StrCat("(", shape[0], ",)");
+  return absl::StrCat("(", absl::StrJoin(shape, ", "), ")");
+}
+
+// Fills `out` from `fd` at `offset`; INVALID_ARGUMENT when the file ends first.
+absl::Status PreadAll(int fd, const std::string& path, uint64_t offset, char* out, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = pread(fd, out + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
+    }
+    if (n == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": the file ends early (it was cut while being read)"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// NpyWriter
+
+absl::Status NpyWriter::BeginTensor(const std::string& name, const HostTensor& meta) {
+  if (begun_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("an .npy file holds one tensor; '", name, "' would be a second"));
+  }
+  begun_ = true;
+  meta_ = meta;
+  meta_.data.clear();
+  // The receiver checked the shape (no negative dimension, no overflow).
+  expected_ = meta.nbytes();
+  received_ = 0;
+  widener_.Reset();
+  return sink_.Append(AsBytes(NpyHeader(meta.dtype, meta.shape)));
+}
+
+absl::Status NpyWriter::TensorData(absl::string_view bytes) {
+  if (!begun_ || ended_ || bytes.size() > expected_ - received_) {
+    return absl::DataLossError(absl::StrCat("more data than the tensor's ", expected_,
+                                            " bytes arrived for the .npy file"));
+  }
+  received_ += bytes.size();
+  const bool widen = meta_.dtype == DType::kBFloat16;
+  return sink_.Append(AsBytes(widen ? widener_.Widen(bytes) : bytes));
+}
+
+absl::Status NpyWriter::EndTensor() {
+  if (!begun_ || ended_ || received_ != expected_ || widener_.pending()) {
+    return absl::DataLossError(
+        absl::StrCat("the tensor ended after ", received_, " of its ", expected_, " bytes"));
+  }
+  ended_ = true;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// NpyFileWriter
+
+NpyFileWriter::NpyFileWriter(std::string path, std::unique_ptr<FileSink> file)
+    : path_(std::move(path)), file_(std::move(file)), npy_(*file_) {}
+
+absl::StatusOr<std::unique_ptr<NpyFileWriter>> NpyFileWriter::Create(const std::string& path) {
+  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<FileSink> file, FileSink::Create(path + ".part"));
+  return std::unique_ptr<NpyFileWriter>(new NpyFileWriter(path, std::move(file)));
+}
+
+NpyFileWriter::~NpyFileWriter() {
+  if (!committed_) {
+    file_.reset();
+    std::remove((path_ + ".part").c_str());
+  }
+}
+
+absl::Status NpyFileWriter::Named(absl::Status status) const {
+  if (status.ok() || absl::StrContains(status.message(), path_)) return status;
+  return absl::Status(status.code(), absl::StrCat("cannot save '", path_, "': ", status.message()));
+}
+
+absl::Status NpyFileWriter::BeginTensor(const std::string& name, const HostTensor& meta) {
+  return Named(npy_.BeginTensor(name, meta));
+}
+
+absl::Status NpyFileWriter::TensorData(absl::string_view bytes) {
+  return Named(npy_.TensorData(bytes));
+}
+
+absl::Status NpyFileWriter::EndTensor() { return Named(npy_.EndTensor()); }
+
+absl::Status NpyFileWriter::Commit() {
+  if (!npy_.complete()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot save '", path_, "': no whole tensor was written to it"));
+  }
+  PARAMD_RETURN_IF_ERROR(file_->Close());
+  const std::string part = path_ + ".part";
+  if (std::rename(part.c_str(), path_.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot rename '", part, "' to '", path_, "'"));
+  }
+  committed_ = true;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// NpyFileReader
+
+absl::StatusOr<std::unique_ptr<NpyFileReader>> NpyFileReader::Open(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open '", path, "'"));
+  std::unique_ptr<NpyFileReader> reader(new NpyFileReader(path, fd));
+  struct stat info;
+  if (fstat(fd, &info) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
+  }
+  const uint64_t size = static_cast<uint64_t>(info.st_size);
+  // A page first, and up to kMaxHeaderBytes only when the header needs more.
+  std::string prefix;
+  for (uint64_t want : {kProbeBytes, kMaxHeaderBytes}) {
+    prefix.assign(static_cast<size_t>(std::min(size, want)), '\0');
+    PARAMD_RETURN_IF_ERROR(PreadAll(fd, path, 0, prefix.data(), prefix.size()));
+    absl::StatusOr<NpyLayout> layout = ParseNpyHeader(prefix, path);
+    if (layout.ok() || size <= want || want == kMaxHeaderBytes) {
+      PARAMD_ASSIGN_OR_RETURN(reader->layout_, std::move(layout));
+      break;
+    }
+  }
+  const NpyLayout& layout = reader->layout_;
+  // The header was read from the file, so the data offset lies within it.
+  const uint64_t present = size - layout.data_offset;
+  if (present != layout.data_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": ", present < layout.data_bytes ? "truncated data: " : "trailing data: ", "shape ",
+        ShapeText(layout.shape), " of '", layout.descr, "' needs ", layout.data_bytes,
+        " bytes after the header but ", present, " are present"));
+  }
+  if (layout.fortran_order && layout.shape.size() >= 2) {
+    PARAMD_ASSIGN_OR_RETURN(HostTensor whole, ReadNpy(path));
+    reader->reordered_ = std::move(whole.data);
+    reader->whole_ = true;
+  }
+  client::NamedTensor& tensor = reader->tensors_.emplace_back();
+  tensor.name = path;
+  tensor.tensor.dtype = layout.dtype;
+  tensor.tensor.shape = layout.shape;
+  return reader;
+}
+
+NpyFileReader::~NpyFileReader() { close(fd_); }
+
+absl::Status NpyFileReader::Read(size_t index, uint64_t offset, absl::Span<char> out) {
+  if (index != 0 || (offset != 0 && offset != next_offset_) ||
+      out.size() > layout_.data_bytes - offset) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("NpyFileReader::Read out of order: tensor ", index, " at byte ", offset));
+  }
+  if (whole_) {
+    std::memcpy(out.data(), reordered_.data() + offset, out.size());
+  } else {
+    PARAMD_RETURN_IF_ERROR(
+        PreadAll(fd_, path_, layout_.data_offset + offset, out.data(), out.size()));
+    // Swapping needs whole elements: the pieces start at multiples of kChunkBytes.
+    NormalizeNpyData(layout_, out.data(), out.size());
+  }
+  next_offset_ = offset + out.size();
+  return absl::OkStatus();
+}
+
+}  // namespace paramd::cli
