@@ -95,48 +95,27 @@ absl::Status NpyWriter::EndTensor() {
 // ---------------------------------------------------------------------------------------
 // NpyFileWriter
 
-NpyFileWriter::NpyFileWriter(std::string path, std::unique_ptr<FileSink> file)
-    : path_(std::move(path)), file_(std::move(file)), npy_(*file_) {}
-
 absl::StatusOr<std::unique_ptr<NpyFileWriter>> NpyFileWriter::Create(const std::string& path) {
-  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<FileSink> file, FileSink::Create(path + ".part"));
+  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<PartFile> file, PartFile::Create(path));
   return std::unique_ptr<NpyFileWriter>(new NpyFileWriter(path, std::move(file)));
 }
 
-NpyFileWriter::~NpyFileWriter() {
-  if (!committed_) {
-    file_.reset();
-    std::remove((path_ + ".part").c_str());
-  }
-}
-
-absl::Status NpyFileWriter::Named(absl::Status status) const {
-  if (status.ok() || absl::StrContains(status.message(), path_)) return status;
-  return absl::Status(status.code(), absl::StrCat("cannot save '", path_, "': ", status.message()));
-}
-
 absl::Status NpyFileWriter::BeginTensor(const std::string& name, const HostTensor& meta) {
-  return Named(npy_.BeginTensor(name, meta));
+  return file_->Named(npy_.BeginTensor(name, meta));
 }
 
 absl::Status NpyFileWriter::TensorData(absl::string_view bytes) {
-  return Named(npy_.TensorData(bytes));
+  return file_->Named(npy_.TensorData(bytes));
 }
 
-absl::Status NpyFileWriter::EndTensor() { return Named(npy_.EndTensor()); }
+absl::Status NpyFileWriter::EndTensor() { return file_->Named(npy_.EndTensor()); }
 
 absl::Status NpyFileWriter::Commit() {
   if (!npy_.complete()) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot save '", path_, "': no whole tensor was written to it"));
   }
-  PARAMD_RETURN_IF_ERROR(file_->Close());
-  const std::string part = path_ + ".part";
-  if (std::rename(part.c_str(), path_.c_str()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot rename '", part, "' to '", path_, "'"));
-  }
-  committed_ = true;
-  return absl::OkStatus();
+  return file_->Commit();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -62,7 +62,6 @@ class NpyWriter final : public client::TensorConsumer {
 class NpyFileWriter final : public client::TensorConsumer {
  public:
   static absl::StatusOr<std::unique_ptr<NpyFileWriter>> Create(const std::string& path);
-  ~NpyFileWriter() override;
 
   absl::Status BeginTensor(const std::string& name, const client::HostTensor& meta) override;
   absl::Status TensorData(absl::string_view bytes) override;
@@ -74,13 +73,12 @@ class NpyFileWriter final : public client::TensorConsumer {
   const client::HostTensor& meta() const { return npy_.meta(); }
 
  private:
-  NpyFileWriter(std::string path, std::unique_ptr<FileSink> file);
-  absl::Status Named(absl::Status status) const;
+  NpyFileWriter(std::string path, std::unique_ptr<PartFile> file)
+      : path_(std::move(path)), file_(std::move(file)), npy_(file_->sink()) {}
 
   std::string path_;
-  std::unique_ptr<FileSink> file_;
+  std::unique_ptr<PartFile> file_;
   NpyWriter npy_;
-  bool committed_ = false;
 };
 
 // An .npy file's one tensor sent from the file as a write asks for it. Open reads and

@@ -101,6 +101,37 @@ absl::Status FileSink::Close() {
 }
 
 // ---------------------------------------------------------------------------------------
+// PartFile
+
+absl::StatusOr<std::unique_ptr<PartFile>> PartFile::Create(const std::string& path) {
+  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<FileSink> file, FileSink::Create(path + ".part"));
+  return std::unique_ptr<PartFile>(new PartFile(path, std::move(file)));
+}
+
+PartFile::~PartFile() {
+  if (!committed_) {
+    file_.reset();
+    std::remove((path_ + ".part").c_str());
+  }
+}
+
+absl::Status PartFile::Commit() {
+  PARAMD_RETURN_IF_ERROR(file_->Close());
+  const std::string part = path_ + ".part";
+  if (std::rename(part.c_str(), path_.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot rename '", part, "' to '", path_, "'"));
+  }
+  committed_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status PartFile::Named(absl::Status status) const {
+  if (status.ok() || absl::StrContains(status.message(), path_)) return status;
+  return absl::Status(status.code(),
+                      absl::StrCat("cannot save '", path_, "': ", status.message()));
+}
+
+// ---------------------------------------------------------------------------------------
 // NpzWriter
 
 NpzWriter::NpzWriter(zip::Sink& sink)
@@ -129,46 +160,24 @@ absl::Status NpzWriter::Finish() { return writer_.Finish(); }
 // ---------------------------------------------------------------------------------------
 // NpzFileWriter
 
-NpzFileWriter::NpzFileWriter(std::string path, std::unique_ptr<FileSink> file)
-    : path_(std::move(path)), file_(std::move(file)), npz_(*file_) {}
-
 absl::StatusOr<std::unique_ptr<NpzFileWriter>> NpzFileWriter::Create(const std::string& path) {
-  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<FileSink> file, FileSink::Create(path + ".part"));
-  return std::unique_ptr<NpzFileWriter>(new NpzFileWriter(path, std::move(file)));
-}
-
-NpzFileWriter::~NpzFileWriter() {
-  if (!committed_) {
-    file_.reset();
-    std::remove((path_ + ".part").c_str());
-  }
-}
-
-absl::Status NpzFileWriter::Named(absl::Status status) const {
-  if (status.ok() || absl::StrContains(status.message(), path_)) return status;
-  return absl::Status(status.code(),
-                      absl::StrCat("cannot save '", path_, "': ", status.message()));
+  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<PartFile> file, PartFile::Create(path));
+  return std::unique_ptr<NpzFileWriter>(new NpzFileWriter(std::move(file)));
 }
 
 absl::Status NpzFileWriter::BeginTensor(const std::string& name, const HostTensor& meta) {
-  return Named(npz_.BeginTensor(name, meta));
+  return file_->Named(npz_.BeginTensor(name, meta));
 }
 
 absl::Status NpzFileWriter::TensorData(absl::string_view bytes) {
-  return Named(npz_.TensorData(bytes));
+  return file_->Named(npz_.TensorData(bytes));
 }
 
-absl::Status NpzFileWriter::EndTensor() { return Named(npz_.EndTensor()); }
+absl::Status NpzFileWriter::EndTensor() { return file_->Named(npz_.EndTensor()); }
 
 absl::Status NpzFileWriter::Commit() {
-  PARAMD_RETURN_IF_ERROR(Named(npz_.Finish()));
-  PARAMD_RETURN_IF_ERROR(file_->Close());
-  const std::string part = path_ + ".part";
-  if (std::rename(part.c_str(), path_.c_str()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot rename '", part, "' to '", path_, "'"));
-  }
-  committed_ = true;
-  return absl::OkStatus();
+  PARAMD_RETURN_IF_ERROR(file_->Named(npz_.Finish()));
+  return file_->Commit();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -53,6 +53,30 @@ class FileSink final : public zip::Sink {
   uint64_t size_ = 0;
 };
 
+// `path` written as `path`.part and renamed into place by Commit, so that nobody sees a
+// half-written file under the name; the .part is removed unless committed.
+class PartFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<PartFile>> Create(const std::string& path);
+  ~PartFile();
+  PartFile(const PartFile&) = delete;
+  PartFile& operator=(const PartFile&) = delete;
+
+  FileSink& sink() { return *file_; }
+  // Closes the file and renames it to `path`.
+  absl::Status Commit();
+  // `status`, its message led by "cannot save 'PATH': " unless it names the path already.
+  absl::Status Named(absl::Status status) const;
+
+ private:
+  PartFile(std::string path, std::unique_ptr<FileSink> file)
+      : path_(std::move(path)), file_(std::move(file)) {}
+
+  std::string path_;
+  std::unique_ptr<FileSink> file_;
+  bool committed_ = false;
+};
+
 // Writes the tensors it is handed as an .npz archive into a sink: each tensor a stored
 // member "<name>.npy" written as its bytes arrive (its sizes are known from its header, its
 // CRC-32 is patched in at its end), bfloat16 widened to float32 as SerializeNpy does.
@@ -81,7 +105,6 @@ class NpzWriter final : public client::TensorConsumer {
 class NpzFileWriter final : public client::TensorConsumer {
  public:
   static absl::StatusOr<std::unique_ptr<NpzFileWriter>> Create(const std::string& path);
-  ~NpzFileWriter() override;
 
   absl::Status BeginTensor(const std::string& name, const client::HostTensor& meta) override;
   absl::Status TensorData(absl::string_view bytes) override;
@@ -92,13 +115,11 @@ class NpzFileWriter final : public client::TensorConsumer {
   size_t entries() const { return npz_.entries(); }
 
  private:
-  NpzFileWriter(std::string path, std::unique_ptr<FileSink> file);
-  absl::Status Named(absl::Status status) const;
+  explicit NpzFileWriter(std::unique_ptr<PartFile> file)
+      : file_(std::move(file)), npz_(file_->sink()) {}
 
-  std::string path_;
-  std::unique_ptr<FileSink> file_;
+  std::unique_ptr<PartFile> file_;
   NpzWriter npz_;
-  bool committed_ = false;
 };
 
 // An .npz file's members sent from the file as a write asks for them. Open checks the
