@@ -154,6 +154,9 @@ PARAMD_AVX512_TARGET void AdamAvx512(const Scalars& s, const OptimizerTensor& t,
 // trip through stack buffers costs three stores and three loads per element more, which
 // this compute-bound loop (two divisions and a square root per element) feels. The tail of
 // fewer than 16 elements runs through AdamBlock into the outputs directly.
+// Inputs are asked for this many elements (1 KiB) ahead: four read streams per thread,
+// and the hardware prefetcher alone left the loop a few percent short (docs/benchmarks.md).
+constexpr int64_t kPrefetchAhead = 256;
 template <bool kMaximize, int kDecay, bool kAmsgrad>
 PARAMD_AVX512_TARGET void AdamStreamedAvx512(const Scalars& s, const OptimizerTensor& t,
                                              int64_t begin, int64_t end) {
@@ -177,6 +180,12 @@ PARAMD_AVX512_TARGET void AdamStreamedAvx512(const Scalars& s, const OptimizerTe
   const __m512 neg_step_size = _mm512_set1_ps(static_cast<float>(-t.step_size));
   int64_t i = begin;
   for (; i + 16 <= end; i += 16) {
+    if (i + kPrefetchAhead < end) {
+      _mm_prefetch(reinterpret_cast<const char*>(g + i + kPrefetchAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + i + kPrefetchAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(m_in + i + kPrefetchAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(v_in + i + kPrefetchAhead), _MM_HINT_T0);
+    }
     __m512 grad = _mm512_loadu_ps(g + i);
     if constexpr (kMaximize) {
       grad = _mm512_castsi512_ps(
