@@ -36,6 +36,9 @@ enum class Isa { kPlain, kFma, kAvx512 };
 #define PARAMD_FMA_TARGET __attribute__((target("avx2,fma")))
 #define PARAMD_AVX512_TARGET \
   __attribute__((target("avx512f,avx512vl,avx2,fma,prefer-vector-width=512")))
+// For code written with AVX-512 intrinsics: no vector-width preference to state, and clang
+// (the fuzzing build) knows no prefer-vector-width in a target attribute.
+#define PARAMD_AVX512_INTRINSICS_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma")))
 Isa BestIsa() {
   static const Isa best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
                               ? Isa::kAvx512
@@ -158,8 +161,9 @@ PARAMD_AVX512_TARGET void AdamAvx512(const Scalars& s, const OptimizerTensor& t,
 // and the hardware prefetcher alone left the loop a few percent short (docs/benchmarks.md).
 constexpr int64_t kPrefetchAhead = 256;
 template <bool kMaximize, int kDecay, bool kAmsgrad>
-PARAMD_AVX512_TARGET void AdamStreamedAvx512(const Scalars& s, const OptimizerTensor& t,
-                                             int64_t begin, int64_t end) {
+PARAMD_AVX512_INTRINSICS_TARGET void AdamStreamedAvx512(const Scalars& s,
+                                                        const OptimizerTensor& t, int64_t begin,
+                                                        int64_t end) {
   const float* p = static_cast<const float*>(t.param);
   const float* g = static_cast<const float*>(t.grad);
   const float* m_in = static_cast<const float*>(t.state_in[0]);
