@@ -257,7 +257,7 @@ const std::vector<Command>& Commands() {
                  {"dtype", "D", "receive a floating-point output as dtype D"}},
        .run = RunForward},
       {.name = "save",
-       .usage = "save NAME PATH [--format F] [--keep-vars] [--optimizer O]",
+       .usage = "save NAME PATH [--format F] [--keep-vars] [--optimizer O] [--sha256]",
        .summary = "save a model to a checkpoint file on the server",
        .details =
            "torch.save(model.state_dict(), PATH) or safetensors' save_model, into the\n"
@@ -270,13 +270,16 @@ const std::vector<Command>& Commands() {
            "model's spec, so `load` can recreate the model from it alone. With --optimizer,\n"
            "a training checkpoint: torch.save({'model': model.state_dict(), 'optimizer':\n"
            "optimizer.state_dict()}, PATH), the optimizer O's state as it goes with the saved\n"
-           "weights (PyTorch format only).",
+           "weights (PyTorch format only). --sha256 has the daemon hash the file as it\n"
+           "writes it and prints the digest (a large save then runs about a third slower;\n"
+           "`download` checks the digest of what it receives either way).",
        .min_args = 2,
        .max_args = 2,
        .flags = {{"format", "F",
                   "safetensors or torch (default: torch unless PATH ends in .safetensors)"},
                  {"keep-vars", nullptr, "save parameters as nn.Parameter (PyTorch format)"},
-                 {"optimizer", "O", "also save optimizer O of the model (a training checkpoint)"}},
+                 {"optimizer", "O", "also save optimizer O of the model (a training checkpoint)"},
+                 {"sha256", nullptr, "print the file's SHA-256, hashed as it is written"}},
        .run = RunSave},
       {.name = "load",
        .usage = "load NAME PATH [--no-strict] [--assign] [--map-location L] [--spec FILE] "

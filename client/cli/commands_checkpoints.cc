@@ -50,19 +50,23 @@ absl::Status RunSave(Context& ctx, const Args& args) {
   PARAMD_ASSIGN_OR_RETURN(options.format, ParseFormat(args));
   options.keep_vars = args.Has("keep-vars");
   options.optimizer = args.Get("optimizer").value_or("");
+  options.sha256 = args.Has("sha256");
   PARAMD_ASSIGN_OR_RETURN(
       client::SaveCheckpointResult result,
       ctx.client->SaveCheckpoint(args.positional[0], args.positional[1], options));
   if (ctx.json) {
-    PrintJson({{"path", result.path},
-               {"format", FormatName(result.format)},
-               {"version", result.version},
-               {"size", result.size},
-               {"sha256", result.sha256}});
+    json out = {{"path", result.path},
+                {"format", FormatName(result.format)},
+                {"version", result.version},
+                {"size", result.size}};
+    if (options.sha256) out["sha256"] = result.sha256;
+    PrintJson(out);
   } else {
     std::cout << "saved " << args.positional[0] << " version " << result.version << " to "
               << result.path << " (" << FormatName(result.format) << ", " << result.size
-              << " bytes, sha256 " << result.sha256 << ")\n";
+              << " bytes";
+    if (options.sha256) std::cout << ", sha256 " << result.sha256;
+    std::cout << ")\n";
   }
   return absl::OkStatus();
 }

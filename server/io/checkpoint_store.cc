@@ -162,10 +162,11 @@ absl::StatusOr<CheckpointStore::Saved> CheckpointStore::SaveFile(const SaveReque
   input.keep_vars = request.keep_vars;
   PARAMD_ASSIGN_OR_RETURN(ParentDirs parents, MakeParents(target));
   WrittenFile written;
+  written.hash = request.sha256;
   const absl::Status status = SaveCheckpoint(target.path, format, input, *fs_, &written);
   ReleaseParents(parents, /*remove_created=*/!status.ok());
   PARAMD_RETURN_IF_ERROR(status);
-  KeepDigest(target.path, written);
+  if (written.hash) KeepDigest(target.path, written);
   return Saved{format, input.version, written.size, written.sha256};
 }
 

@@ -72,6 +72,8 @@ class CheckpointStore {
     // Set: a training checkpoint, torch.save({"model": model.state_dict(), "optimizer":
     // optimizer.state_dict()}) with this optimizer of the model (PyTorch format only).
     std::string optimizer;
+    // Hash the file (SHA-256) as it is written, into Saved::sha256 (empty otherwise).
+    bool sha256 = false;
   };
   struct Saved {
     CheckpointFormat format = CheckpointFormat::kSafetensors;

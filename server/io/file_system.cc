@@ -210,7 +210,7 @@ absl::Status WriteFileAtomically(FileSystem& fs, const std::string& path,
   }
   std::unique_ptr<WritableFile> file = *std::move(created);
   std::optional<HashingFile> hashing;
-  if (written != nullptr) hashing.emplace(*file);
+  if (written != nullptr && written->hash) hashing.emplace(*file);
   absl::Status status = hashing ? fill(*hashing) : fill(*file);
   if (status.ok()) status = file->Sync();
   // Closed even after an error, so the descriptor is not leaked until `file` goes.
@@ -230,8 +230,8 @@ absl::Status WriteFileAtomically(FileSystem& fs, const std::string& path,
     return status;
   }
   if (written != nullptr) {
-    written->size = hashing->size();
-    written->sha256 = hashing->HexDigest();
+    written->size = file->size();
+    if (hashing) written->sha256 = hashing->HexDigest();
   }
   absl::Status synced = fs.SyncDirectory(DirectoryOf(path));
   if (!synced.ok()) {

@@ -80,6 +80,9 @@ std::string TemporaryPrefixFor(const std::string& path);
 // What WriteFileAtomically wrote: its size and SHA-256 (hex), computed from the bytes as
 // they were written, so that nobody has to read the file again to hash it.
 struct WrittenFile {
+  // Set by the caller: whether to hash the bytes. SHA-256 runs slower than a fast disk
+  // takes writes, so a save that needs no digest is spared it (`sha256` then stays empty).
+  bool hash = true;
   uint64_t size = 0;
   std::string sha256;
   // The new file's, taken before the rename, so that it is this file's and not that of a

@@ -214,7 +214,8 @@ grpc::ServerUnaryReactor* CheckpointsService::Save(grpc::CallbackServerContext* 
                                                           .path = request->path(),
                                                           .format = format,
                                                           .keep_vars = request->keep_vars(),
-                                                          .optimizer = request->optimizer()}));
+                                                          .optimizer = request->optimizer(),
+                                                          .sha256 = request->return_sha256()}));
                     if (metrics_ != nullptr) {
                       metrics_->ObserveCheckpoint(Metrics::CheckpointOp::kSave,
                                                   absl::ToDoubleSeconds(absl::Now() - start),

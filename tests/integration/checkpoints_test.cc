@@ -88,13 +88,21 @@ TEST_P(CheckpointsTest, SaveThenLoadRestoresEveryValue_PytorchSemantics4) {
   ASSERT_TRUE(mlp.SetTensor("linear1.weight", Floats({2, 1}, {0.25, -4})).ok());
   const auto saved_values = Values("mlp");
 
-  auto saved = client_->SaveCheckpoint("mlp", "runs/" + File("mlp"));
+  auto saved = client_->SaveCheckpoint("mlp", "runs/" + File("mlp"), {.sha256 = true});
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_EQ(saved->version, 2u);
   EXPECT_EQ(saved->path, "runs/" + File("mlp"));
   const std::string on_disk = ReadAll(daemon_->checkpoint_dir() + "/runs/" + File("mlp"));
   EXPECT_EQ(saved->size, on_disk.size());
   EXPECT_EQ(saved->sha256.size(), 64u);
+  // The digest a download checks what it received against.
+  auto fetched = client_->Download("runs/" + File("mlp"), daemon_->data_dir() + "/fetched");
+  ASSERT_TRUE(fetched.ok()) << fetched.status();
+  EXPECT_EQ(fetched->sha256, saved->sha256);
+  auto plain = client_->SaveCheckpoint("mlp", "runs/plain-" + File("mlp"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->size, ReadAll(daemon_->checkpoint_dir() + "/runs/plain-" + File("mlp")).size());
+  EXPECT_EQ(plain->sha256, "");  // not asked for
 
   ASSERT_TRUE(mlp.SetTensor("w2", Floats({1}, {-1})).ok());
   ASSERT_TRUE(mlp.SetTensor("linear2.bias", Floats({1}, {9})).ok());
@@ -108,7 +116,7 @@ TEST_P(CheckpointsTest, SaveThenLoadRestoresEveryValue_PytorchSemantics4) {
 
   auto files = client_->ListCheckpoints();
   ASSERT_TRUE(files.ok()) << files.status();
-  ASSERT_EQ(files->size(), 1u);
+  ASSERT_EQ(files->size(), 2u);  // and runs/plain-...
   EXPECT_EQ((*files)[0].path, "runs/" + File("mlp"));
   EXPECT_EQ((*files)[0].size, on_disk.size());
 }

@@ -419,9 +419,12 @@ TEST_F(ParamctlTest, SaveLoadCheckpointsUploadDownloadAndSnapshot) {
   Result saved = Run({"save", "mlp", "runs/mlp.pt"});
   ASSERT_EQ(saved.exit_code, 0) << saved.err;
   EXPECT_THAT(saved.out, HasSubstr("saved mlp version 1 to runs/mlp.pt (torch, "));
-  Result json = Run({"--json", "save", "mlp", "runs/mlp.bin", "--format", "safetensors"});
+  EXPECT_THAT(saved.out, Not(HasSubstr("sha256")));
+  Result json = Run({"--json", "save", "mlp", "runs/mlp.bin", "--format", "safetensors",
+                     "--sha256"});
   ASSERT_EQ(json.exit_code, 0) << json.err;
   EXPECT_EQ(nlohmann::json::parse(json.out)["format"], "safetensors");
+  EXPECT_EQ(nlohmann::json::parse(json.out)["sha256"].get<std::string>().size(), 64u);
 
   Result listed = Run({"--json", "checkpoints"});
   ASSERT_EQ(listed.exit_code, 0) << listed.err;

@@ -87,6 +87,7 @@ absl::StatusOr<SaveCheckpointResult> Client::SaveCheckpoint(
   request.set_format(ToProto(options.format));
   request.set_keep_vars(options.keep_vars);
   request.set_optimizer(options.optimizer);
+  request.set_return_sha256(options.sha256);
   v1::SaveResponse response;
   grpc::ClientContext context;
   impl_->PrepareStream(&context);  // a large save takes as long as the disk needs

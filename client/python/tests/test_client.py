@@ -293,7 +293,9 @@ def test_train_eval_to_repr_forward(client: paramd.Client, name: str) -> None:
 def test_save_load_upload_download(client: paramd.Client, name: str, tmp_path: Any) -> None:
     model = client.create(name, SPECS / "tied_embedding.json")
     saved = model.save(f"{name}.pt")
-    assert saved.format == "torch" and saved.version == 1 and len(saved.sha256) == 64
+    assert saved.format == "torch" and saved.version == 1 and saved.sha256 == ""
+    hashed = model.save(f"{name}-hashed.pt", sha256=True)
+    assert hashed.format == "torch" and len(hashed.sha256) == 64
     original = model.state_dict(as_numpy=True)
     model.set("embed.weight", 0.0)
     assert repr(model.load(f"{name}.pt")) == "<All keys matched successfully>"

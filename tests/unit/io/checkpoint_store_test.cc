@@ -116,7 +116,8 @@ TEST_F(CheckpointStoreTest, EveryEntryPointConfinesPathsToTheDirectory) {
 
 TEST_F(CheckpointStoreTest, SaveRecordsThePinnedVersionAndItsDigest) {
   AddModel("m", /*writes=*/2);
-  absl::StatusOr<CheckpointStore::Saved> saved = store_->Save({.model = "m", .path = "runs/m.pt"});
+  absl::StatusOr<CheckpointStore::Saved> saved =
+      store_->Save({.model = "m", .path = "runs/m.pt", .sha256 = true});
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_EQ(saved->format, CheckpointFormat::kTorch);  // from the suffix
   EXPECT_EQ(saved->version, 3u);
@@ -131,6 +132,17 @@ TEST_F(CheckpointStoreTest, SaveRecordsThePinnedVersionAndItsDigest) {
   ASSERT_EQ(files->size(), 1u);
   EXPECT_EQ((*files)[0].file.path, "runs/m.pt");
   EXPECT_EQ((*files)[0].format, CheckpointFormat::kTorch);
+
+  // Without the digest asked for: the size, no digest, and a download still carries the
+  // file's (each torch file has its own serialization id, so the bytes differ from m.pt's).
+  saved = store_->Save({.model = "m", .path = "runs/plain.pt"});
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->sha256, "");
+  const std::string plain = ReadFile(PathOf("ckpt/runs/plain.pt"));
+  EXPECT_EQ(saved->size, plain.size());
+  absl::StatusOr<CheckpointStore::Download> download = store_->OpenDownload("runs/plain.pt", 0);
+  ASSERT_TRUE(download.ok()) << download.status();
+  EXPECT_EQ(download->sha256, Hex(plain));
 }
 
 // torch.save writes its format whatever the name: so does a save that names no format,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import os
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -72,7 +73,7 @@ class StateDict(collections.OrderedDict):  # type: ignore[type-arg]
 @dataclass(frozen=True)
 class SaveResult:
     """A checkpoint the daemon wrote: its path, format ("safetensors" or "torch"), the model
-    version it holds, its size and hex SHA-256."""
+    version it holds, its size and hex SHA-256 (empty unless the save asked for it)."""
 
     path: str
     format: str
@@ -649,16 +650,19 @@ class RemoteModel(_Handle):
 
     # --- checkpoints ----------------------------------------------------------------
 
-    def save(self, path: str, *, format: Optional[str] = None,
-             keep_vars: bool = False) -> SaveResult:
+    def save(self, path: str, *, format: Optional[str] = None, keep_vars: bool = False,
+             sha256: bool = False) -> SaveResult:
         """``torch.save(model.state_dict(), path)`` on the daemon: ``path`` is in its
         checkpoint directory; a path ending in .safetensors gets safetensors, any other
         torch's format (as torch.save, whatever the name), unless ``format`` ("torch",
-        "safetensors") says. Atomic; from one version."""
+        "safetensors") says. Atomic; from one version. ``sha256=True``: the daemon hashes
+        the file as it writes it and the result carries the digest (a large save runs
+        about a third slower)."""
         if format not in _FORMATS:
             raise ValueError(f"format must be 'torch', 'safetensors' or None, not {format!r}")
         answer = self._client._unary("/paramd.v1.Checkpoints/Save", checkpoints_pb2.SaveRequest(
-            model=self.name, path=path, format=_FORMATS[format], keep_vars=keep_vars),
+            model=self.name, path=path, format=_FORMATS[format], keep_vars=keep_vars,
+            return_sha256=sha256),
             checkpoints_pb2.SaveResponse)
         return SaveResult(answer.path, _FORMAT_NAMES.get(answer.format, ""), answer.version,
                           answer.size, answer.sha256)
@@ -691,9 +695,10 @@ class RemoteModel(_Handle):
     def download(self, local_path: Union[str, "os.PathLike[str]"], *,
                  remote_path: Optional[str] = None, progress: Progress = None) -> SaveResult:
         """Saves this model on the daemon (format from ``local_path``'s suffix) and fetches
-        the file to ``local_path``; ``torch.load`` reads it."""
+        the file to ``local_path``; ``torch.load`` reads it. The result's sha256 is that
+        of the file received, which the download checked against the daemon's."""
         suffix = os.path.splitext(os.fspath(local_path))[1] or ".pt"
         remote = remote_path or f"downloads/{self.name}{suffix}"
         saved = self.save(remote)
-        self._client.download(remote, local_path, progress=progress)
-        return saved
+        moved = self._client.download(remote, local_path, progress=progress)
+        return dataclasses.replace(saved, sha256=moved.sha256)

@@ -17,18 +17,20 @@ CHECKPOINT_FORMAT_SAFETENSORS: CheckpointFormat
 CHECKPOINT_FORMAT_TORCH: CheckpointFormat
 
 class SaveRequest(_message.Message):
-    __slots__ = ("model", "path", "format", "keep_vars", "optimizer")
+    __slots__ = ("model", "path", "format", "keep_vars", "optimizer", "return_sha256")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     KEEP_VARS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    RETURN_SHA256_FIELD_NUMBER: _ClassVar[int]
     model: str
     path: str
     format: CheckpointFormat
     keep_vars: bool
     optimizer: str
-    def __init__(self, model: _Optional[str] = ..., path: _Optional[str] = ..., format: _Optional[_Union[CheckpointFormat, str]] = ..., keep_vars: _Optional[bool] = ..., optimizer: _Optional[str] = ...) -> None: ...
+    return_sha256: bool
+    def __init__(self, model: _Optional[str] = ..., path: _Optional[str] = ..., format: _Optional[_Union[CheckpointFormat, str]] = ..., keep_vars: _Optional[bool] = ..., optimizer: _Optional[str] = ..., return_sha256: _Optional[bool] = ...) -> None: ...
 
 class SaveResponse(_message.Message):
     __slots__ = ("path", "format", "version", "size", "sha256")
