@@ -25,57 +25,11 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "base/zip/zip.h"
+#include "client/cli/file_sink.h"
 #include "client/cli/npy.h"
 #include "paramd/client.h"
 
 namespace paramd::cli {
-
-// A file being written, as a zip::Sink: appends with write(2), rewrites with pwrite(2).
-class FileSink final : public zip::Sink {
- public:
-  // Creates (or truncates) `path`.
-  static absl::StatusOr<std::unique_ptr<FileSink>> Create(const std::string& path);
-  ~FileSink() override;
-  FileSink(const FileSink&) = delete;
-  FileSink& operator=(const FileSink&) = delete;
-
-  absl::Status Append(absl::Span<const uint8_t> bytes) override;
-  uint64_t size() const override { return size_; }
-  absl::Status Overwrite(uint64_t offset, absl::Span<const uint8_t> bytes) override;
-  // Closes the file, reporting what close(2) reports (a late write error).
-  absl::Status Close();
-
- private:
-  FileSink(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
-
-  std::string path_;
-  int fd_;
-  uint64_t size_ = 0;
-};
-
-// `path` written as `path`.part and renamed into place by Commit, so that nobody sees a
-// half-written file under the name; the .part is removed unless committed.
-class PartFile {
- public:
-  static absl::StatusOr<std::unique_ptr<PartFile>> Create(const std::string& path);
-  ~PartFile();
-  PartFile(const PartFile&) = delete;
-  PartFile& operator=(const PartFile&) = delete;
-
-  FileSink& sink() { return *file_; }
-  // Closes the file and renames it to `path`.
-  absl::Status Commit();
-  // `status`, its message led by "cannot save 'PATH': " unless it names the path already.
-  absl::Status Named(absl::Status status) const;
-
- private:
-  PartFile(std::string path, std::unique_ptr<FileSink> file)
-      : path_(std::move(path)), file_(std::move(file)) {}
-
-  std::string path_;
-  std::unique_ptr<FileSink> file_;
-  bool committed_ = false;
-};
 
 // Writes the tensors it is handed as an .npz archive into a sink: each tensor a stored
 // member "<name>.npy" written as its bytes arrive (its sizes are known from its header, its
