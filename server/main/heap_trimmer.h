@@ -7,6 +7,9 @@
 // `threshold` since it last looked, calls malloc_trim(0), which returns the free pages (the
 // address space stays reserved and is reused by the next allocation).
 //
+// Constructing one also makes glibc keep more freed memory for reuse instead of handing it
+// back at every free (Note [Freed memory stays warm] in heap_trimmer.cc).
+//
 // Each tick first runs `on_tick` (the daemon releases the CPU backend's idle cached blocks
 // there, Note [Host block cache] in kernels/cpu/cpu_backend.h), so what those blocks gave
 // back to the heap is trimmed in the same tick.
