@@ -34,12 +34,14 @@ absl::StatusOr<std::shared_ptr<Storage>> Storage::Allocate(const Device& device,
     PARAMD_ASSIGN_OR_RETURN(data, backend->Allocate(nbytes));
   }
   return std::shared_ptr<Storage>(
-      new Storage(device, data, nbytes, [backend, data, nbytes] { backend->Free(data, nbytes); }));
+      new Storage(device, data, nbytes, [backend, data, nbytes] { backend->Free(data, nbytes); },
+                  /*wrapped=*/false));
 }
 
 std::shared_ptr<Storage> Storage::Wrap(const Device& device, void* data, size_t nbytes,
                                        std::function<void()> release) {
-  return std::shared_ptr<Storage>(new Storage(device, data, nbytes, std::move(release)));
+  return std::shared_ptr<Storage>(
+      new Storage(device, data, nbytes, std::move(release), /*wrapped=*/true));
 }
 
 Storage::~Storage() {

@@ -78,15 +78,20 @@ class Storage {
   const void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   const Device& device() const { return device_; }
+  // Made by Wrap: memory the backend did not allocate (and --max-memory does not count).
+  bool wrapped() const { return wrapped_; }
 
  private:
-  Storage(const Device& device, void* data, size_t nbytes, std::function<void()> release)
-      : device_(device), data_(data), nbytes_(nbytes), release_(std::move(release)) {}
+  Storage(const Device& device, void* data, size_t nbytes, std::function<void()> release,
+          bool wrapped)
+      : device_(device), data_(data), nbytes_(nbytes), release_(std::move(release)),
+        wrapped_(wrapped) {}
 
   Device device_;
   void* data_;
   size_t nbytes_;
   std::function<void()> release_;
+  bool wrapped_;
 };
 
 }  // namespace paramd::core

@@ -121,6 +121,31 @@ TEST_P(CheckpointsTest, SaveThenLoadRestoresEveryValue_PytorchSemantics4) {
   EXPECT_EQ((*files)[0].size, on_disk.size());
 }
 
+// Note [Loaded tensors own their memory]: a checkpoint rewritten in place after it was
+// loaded (`cp new.pt net.pt` truncates it first) must not take the daemon down when the
+// loaded models are next touched; it did, by SIGBUS, while models kept the file's mapping.
+TEST_P(CheckpointsTest, AFileRewrittenInPlaceAfterItsLoadLeavesTheModelsWhole) {
+  ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
+  ASSERT_TRUE(client_->Model("mlp").SetTensor("linear1.weight", Floats({2, 1}, {0.25, -4})).ok());
+  ASSERT_TRUE(client_->SaveCheckpoint("mlp", File("src")).ok());
+  ASSERT_TRUE(client_->LoadCheckpoint("copy", File("src")).ok());   // created from the file
+  ASSERT_TRUE(client_->CreateModel("into", kMlpSpec).ok());
+  ASSERT_TRUE(client_->LoadCheckpoint("into", File("src")).ok());   // loaded into a model
+  const auto expected = Values("mlp");
+
+  std::ofstream(daemon_->checkpoint_dir() + "/" + File("src"), std::ios::trunc) << "x";
+
+  for (const std::string model : {"copy", "into"}) {
+    EXPECT_EQ(Values(model), expected) << model;
+    auto saved = client_->SaveCheckpoint(model, model + "-again" + GetParam());
+    EXPECT_TRUE(saved.ok()) << model << ": " << saved.status();
+    auto region = client_->Model(model).GetTensor("linear1.weight", client::Region{{1, 2}});
+    ASSERT_TRUE(region.ok()) << model << ": " << region.status();
+  }
+  EXPECT_TRUE(client_->ListModels().ok());
+  EXPECT_EQ(daemon_->Stop(), 0);
+}
+
 TEST_P(CheckpointsTest, LoadCreatesTheModelFromTheSpecTheFileCarries_PytorchSemantics9) {
   ASSERT_TRUE(client_->CreateModel("lm", kTiedEmbeddingSpec, "cpu", 3).ok());
   ASSERT_TRUE(client_->SaveCheckpoint("lm", File("lm")).ok());
