@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import collections
 import os
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
@@ -655,9 +654,7 @@ class RemoteModel(_Handle):
         """``torch.save(model.state_dict(), path)`` on the daemon: ``path`` is in its
         checkpoint directory; a path ending in .safetensors gets safetensors, any other
         torch's format (as torch.save, whatever the name), unless ``format`` ("torch",
-        "safetensors") says. Atomic; from one version. ``sha256=True``: the daemon hashes
-        the file as it writes it and the result carries the digest (a large save runs
-        about a third slower)."""
+        "safetensors") says. Atomic; from one version; ``sha256`` also returns its digest."""
         if format not in _FORMATS:
             raise ValueError(f"format must be 'torch', 'safetensors' or None, not {format!r}")
         answer = self._client._unary("/paramd.v1.Checkpoints/Save", checkpoints_pb2.SaveRequest(
@@ -695,10 +692,9 @@ class RemoteModel(_Handle):
     def download(self, local_path: Union[str, "os.PathLike[str]"], *,
                  remote_path: Optional[str] = None, progress: Progress = None) -> SaveResult:
         """Saves this model on the daemon (format from ``local_path``'s suffix) and fetches
-        the file to ``local_path``; ``torch.load`` reads it. The result's sha256 is that
-        of the file received, which the download checked against the daemon's."""
+        the file to ``local_path``; ``torch.load`` reads it; sha256 is the checked file's."""
         suffix = os.path.splitext(os.fspath(local_path))[1] or ".pt"
         remote = remote_path or f"downloads/{self.name}{suffix}"
         saved = self.save(remote)
         moved = self._client.download(remote, local_path, progress=progress)
-        return dataclasses.replace(saved, sha256=moved.sha256)
+        return replace(saved, sha256=moved.sha256)
