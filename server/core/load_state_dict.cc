@@ -1,5 +1,7 @@
 #include "server/core/load_state_dict.h"
 
+#include <cstring>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -24,7 +26,48 @@ struct Walk {
   std::vector<LoadPlan::Write>* writes;
   IncompatibleKeys* keys;
   std::vector<std::string> error_msgs;
+  // The copies of wrapped storages made for assign, so that tensors sharing one in the
+  // input share its copy.
+  absl::flat_hash_map<const Storage*, std::shared_ptr<Storage>> owned;
 };
+
+absl::Status CheckCancelled(const LoadOptions& options) {
+  if (options.cancelled && options.cancelled()) {
+    return absl::CancelledError("the load was cancelled; the model is unchanged");
+  }
+  return absl::OkStatus();
+}
+
+// Note [Loaded tensors own their memory]
+// A checkpoint reader's tensors view the file's mapping where they can (Storage::Wrap: no
+// copy). A model must not keep them so: the checkpoint directory is the operators' and
+// clients', and a file rewritten in place there (`cp new.pt net.pt`, a torch.save to the same
+// name, `> net.pt`) is cut short under the mapping, so the daemon's next touch of the model's
+// pages (a forward, a save, a region read) was killed by SIGBUS, taking every model with it;
+// and mapped pages escape --max-memory. So the plan never installs a wrapped storage (unless
+// the caller owns the file: LoadOptions::keep_mapped): a tensor whose dtype or device changes
+// is converted straight from the mapping, one that does not is copied, and a key that is not
+// loaded costs nothing. The copies are backend memory, counted against --max-memory
+// (RESOURCE_EXHAUSTED, nothing changed, when they do not fit).
+bool MayInstallAsIs(const Walk& walk, const Tensor& value) {
+  return walk.options.keep_mapped || !value.storage()->wrapped();
+}
+
+// `value` for assign: as it is, or over a copy of its wrapped storage (one copy per storage,
+// so that tied and viewing tensors stay so, as assign=True keeps them in PyTorch).
+absl::StatusOr<Tensor> AssignedValue(Walk& walk, const Tensor& value) {
+  if (MayInstallAsIs(walk, value)) return value;
+  const Storage& from = *value.storage();
+  auto it = walk.owned.find(&from);
+  if (it == walk.owned.end()) {
+    PARAMD_RETURN_IF_ERROR(CheckCancelled(walk.options));
+    PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<Storage> copy,
+                            Storage::Allocate(from.device(), from.nbytes()));
+    if (from.nbytes() > 0) std::memcpy(copy->data(), from.data(), from.nbytes());
+    it = walk.owned.emplace(&from, std::move(copy)).first;
+  }
+  return Tensor(it->second, value.offset(), value.shape(), value.strides(), value.dtype());
+}
 
 std::string QuotedList(const std::vector<std::string>& keys) {
   return absl::StrJoin(keys, ", ", [](std::string* out, const std::string& key) {
@@ -101,21 +144,20 @@ absl::Status LoadModule(Walk& walk, Module& module, const std::vector<const Entr
     }
     LoadPlan::Write write{&module, target.name, target.is_parameter, nullptr, {}, true};
     if (walk.options.assign) {
-      write.value = value;
+      PARAMD_ASSIGN_OR_RETURN(write.value, AssignedValue(walk, value));
       if (target.is_parameter) {
         write.requires_grad = static_cast<const Parameter&>(*target.slot).requires_grad();
       }
     } else {
       // copy_ keeps the destination's dtype and device. The bytes go to a new storage so
       // that readers holding the old version keep seeing it; an input already in the right
-      // dtype and layout is that new storage (StateDictInput hands its tensors over).
+      // dtype and layout is that new storage (StateDictInput hands its tensors over), unless
+      // it views a file (Note [Loaded tensors own their memory]).
       if (value.dtype() == current.dtype() && value.device() == current.device() &&
-          value.is_contiguous()) {
+          value.is_contiguous() && MayInstallAsIs(walk, value)) {
         write.value = value;
       } else {
-        if (walk.options.cancelled && walk.options.cancelled()) {
-          return absl::CancelledError("the load was cancelled; the model is unchanged");
-        }
+        PARAMD_RETURN_IF_ERROR(CheckCancelled(walk.options));
         PARAMD_ASSIGN_OR_RETURN(write.value, ConvertTo(value, current.dtype(), current.device()));
       }
       write.slot = target.slot;
@@ -173,7 +215,7 @@ absl::StatusOr<LoadPlan> PlanLoadStateDict(const std::shared_ptr<Module>& root,
     all.push_back(&entry);
   }
   LoadPlan plan;
-  Walk walk{input, options, &plan.writes_, &plan.keys_, {}};
+  Walk walk{input, options, &plan.writes_, &plan.keys_, {}, {}};
   PARAMD_RETURN_IF_ERROR(LoadModule(walk, *root, all, ""));
   if (options.found != nullptr) *options.found = plan.keys_;
 

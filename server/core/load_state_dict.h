@@ -26,7 +26,8 @@ namespace paramd::core {
 struct StateDictInput {
   // Keys and tensors in the caller's order (the order of the OrderedDict being loaded).
   // The model may take these tensors over instead of copying them (when dtype, device and
-  // layout already match), so the caller must not write them afterwards.
+  // layout already match, and they do not view a file), so the caller must not write them
+  // afterwards.
   std::vector<std::pair<std::string, Tensor>> entries;
   // `state_dict._metadata` (module prefix -> version), when the input carries one. A plain
   // dict (safetensors, a hand-built mapping) has none, and then BatchNorm never reports a
@@ -45,6 +46,10 @@ struct LoadOptions {
   // Replace the module's tensors with the checkpoint's (dtype, device, storage) instead of
   // copying into them.
   bool assign = false;
+  // Lets the plan install tensors over wrapped storages (a file's mapping) as they are. Only
+  // for files the caller owns and never rewrites in place (the daemon's own snapshots); any
+  // other load copies them (load_state_dict.cc, Note [Loaded tensors own their memory]).
+  bool keep_mapped = false;
   // Polled before each tensor is copied; when it returns true the plan stops with
   // CANCELLED, frees the copies it made and changes nothing. May be empty.
   std::function<bool()> cancelled;

@@ -3,12 +3,10 @@
 #include <sys/stat.h>
 
 #include <cerrno>
-#include <cstring>
 #include <filesystem>
 
 #include <algorithm>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/text.h"
@@ -88,51 +86,6 @@ absl::StatusOr<CheckpointStore::Loaded> CreateFromCheckpoint(
   loaded.version = version;
   loaded.keys = plan.keys();
   return loaded;
-}
-
-// Note [Loaded tensors own their memory]
-// ReadCheckpoint's tensors view the file's mapping where they can (no copy). A model must
-// not keep them so: the checkpoint directory is the operators' and clients', and a file
-// rewritten in place there (`cp new.pt net.pt`, a `torch.save` to the same name, `> net.pt`)
-// is cut short under the mapping, so the daemon's next touch of the model's pages (a
-// forward, a save, a region read) was killed by SIGBUS, taking every model with it; and
-// mapped pages escaped --max-memory. So a load copies each storage that wraps the file into
-// memory of the CPU backend before anything is installed: counted against --max-memory
-// (RESOURCE_EXHAUSTED, nothing changed, when it does not fit) and the file's alone
-// afterwards. Storages shared by several tensors (tied parameters, views) stay shared. A
-// cancelled call stops between two storages.
-absl::Status CopyOutOfTheFile(Checkpoint& checkpoint, const std::function<bool()>& cancelled) {
-  absl::flat_hash_map<const core::Storage*, std::shared_ptr<core::Storage>> copies;
-  auto own = [&](core::Tensor& tensor) -> absl::Status {
-    if (!tensor.defined() || !tensor.storage()->wrapped()) return absl::OkStatus();
-    const core::Storage& from = *tensor.storage();
-    auto [it, inserted] = copies.try_emplace(&from);
-    if (inserted) {
-      if (cancelled && cancelled()) {
-        return absl::CancelledError("the load was cancelled; the model is unchanged");
-      }
-      absl::StatusOr<std::shared_ptr<core::Storage>> copy =
-          core::Storage::Allocate(from.device(), from.nbytes());
-      if (!copy.ok()) {
-        return absl::Status(copy.status().code(),
-                            absl::StrCat("the checkpoint's tensors do not fit in memory, nothing "
-                                         "was loaded: ",
-                                         copy.status().message()));
-      }
-      if (from.nbytes() > 0) std::memcpy((*copy)->data(), from.data(), from.nbytes());
-      it->second = *std::move(copy);
-    }
-    tensor = core::Tensor(it->second, tensor.offset(), tensor.shape(), tensor.strides(),
-                          tensor.dtype());
-    return absl::OkStatus();
-  };
-  for (CheckpointTensor& entry : checkpoint.entries) PARAMD_RETURN_IF_ERROR(own(entry.tensor));
-  if (checkpoint.optimizer) {
-    for (core::OptimizerStateDict::ParamState& state : checkpoint.optimizer->state) {
-      for (auto& [key, tensor] : state.tensors) PARAMD_RETURN_IF_ERROR(own(tensor));
-    }
-  }
-  return absl::OkStatus();
 }
 
 // `result`, its error with paths relative to `directory` (CheckpointDir::Relative).
@@ -229,7 +182,8 @@ absl::StatusOr<CheckpointStore::Loaded> CheckpointStore::LoadFile(const LoadRequ
   }
   PARAMD_ASSIGN_OR_RETURN(MapLocation location, MapLocationOf(request));
   PARAMD_ASSIGN_OR_RETURN(Checkpoint checkpoint, ReadCheckpoint(path));
-  PARAMD_RETURN_IF_ERROR(CopyOutOfTheFile(checkpoint, request.options.cancelled));
+  // The tensors view the file; the plan copies what it installs (load_state_dict.cc,
+  // Note [Loaded tensors own their memory]).
   std::error_code size_error;
   const uint64_t size = std::filesystem::file_size(path, size_error);
   core::StateDictInput input;

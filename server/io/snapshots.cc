@@ -356,7 +356,11 @@ absl::Status Snapshots::Restore(const std::string& name, const std::string& file
   for (CheckpointTensor& entry : checkpoint.entries) {
     input.entries.emplace_back(std::move(entry.name), std::move(entry.tensor));
   }
-  PARAMD_ASSIGN_OR_RETURN(core::LoadPlan plan, core::PlanLoadStateDict(root, input, {}));
+  // The daemon owns DATA_DIR/models and replaces its files by rename, never in place: the
+  // model may keep viewing this one.
+  core::LoadOptions options;
+  options.keep_mapped = true;
+  PARAMD_ASSIGN_OR_RETURN(core::LoadPlan plan, core::PlanLoadStateDict(root, input, options));
   plan.Commit(*checkpoint.version);
   const bool training = annotation("paramd.training") == "true";
   for (const auto& [path, module] : core::NamedModules(root)) module->set_training(training);

@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/backend.h"
 #include "tests/unit/core/test_util.h"
 
 namespace paramd::core {
@@ -246,6 +247,100 @@ TEST(LoadStateDictTest, AWideModuleSplitsItsKeysAmongItsChildrenInOnePass) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_THAT(result->missing_keys, IsEmpty());
   EXPECT_THAT(Values(GetStateDict(*wide).entries.back().tensor), ElementsAre(2.0));
+}
+
+// A tensor over memory it does not own, as a checkpoint reader's over a file's mapping.
+Tensor Over(const std::shared_ptr<Storage>& wrapped, int64_t offset, Shape shape) {
+  Shape strides = ContiguousStrides(shape);
+  return Tensor(wrapped, offset, std::move(shape), std::move(strides), DType::kFloat32);
+}
+
+std::shared_ptr<Storage> Wrapping(std::vector<float>& floats) {
+  return Storage::Wrap(Device::Cpu(), floats.data(), floats.size() * sizeof(float), [] {});
+}
+
+// Note [Loaded tensors own their memory]: a tensor that views a file is copied into the
+// model, so rewriting the file afterwards (here: the memory under it) changes nothing.
+TEST(LoadStateDictTest, TensorsOverWrappedMemoryAreCopiedIntoTheModel) {
+  auto mlp = Build(testing::kMlpSpec);
+  std::vector<float> file(64, 0.0f);
+  for (size_t i = 0; i < file.size(); ++i) file[i] = static_cast<float>(i);
+  const std::shared_ptr<Storage> mapping = Wrapping(file);
+  StateDictInput input;
+  int64_t at = 0;
+  for (const auto& entry : GetStateDict(*mlp).entries) {
+    input.entries.emplace_back(entry.name, Over(mapping, at, entry.tensor.shape()));
+    at += entry.tensor.numel();
+  }
+  // One key converts (float64 in, float32 model): straight from the mapping, into owned memory.
+  std::vector<double> wide = {7.5};
+  input.entries[0].second =
+      Tensor(Storage::Wrap(Device::Cpu(), wide.data(), sizeof(double), [] {}), 0, {1}, {1},
+             DType::kFloat64);
+  ASSERT_TRUE(LoadStateDict(mlp, input, {}).ok());
+  const auto loaded = Snapshot(*mlp);
+  for (const auto& entry : GetStateDict(*mlp).entries) {
+    EXPECT_FALSE(entry.tensor.storage()->wrapped()) << entry.name;
+  }
+  EXPECT_EQ(loaded[0], std::vector<double>{7.5});
+  EXPECT_EQ(loaded[1], std::vector<double>({1, 2}));  // linear1.weight, after w2's one float
+  std::fill(file.begin(), file.end(), -1.0f);
+  wide[0] = -1.0;
+  EXPECT_EQ(Snapshot(*mlp), loaded);
+}
+
+// The daemon's own snapshot files are never rewritten in place: their restore keeps the
+// mapping (LoadOptions::keep_mapped) instead of copying it.
+TEST(LoadStateDictTest, KeepMappedInstallsWrappedTensorsAsTheyAre) {
+  auto mlp = Build(testing::kMlpSpec);
+  std::vector<float> file(64, 1.0f);
+  const std::shared_ptr<Storage> mapping = Wrapping(file);
+  StateDictInput input;
+  for (const auto& entry : GetStateDict(*mlp).entries) {
+    input.entries.emplace_back(entry.name, Over(mapping, 0, entry.tensor.shape()));
+  }
+  LoadOptions options;
+  options.keep_mapped = true;
+  ASSERT_TRUE(LoadStateDict(mlp, input, options).ok());
+  EXPECT_EQ((*GetParameter(mlp, "linear1.weight"))->data().storage(), mapping);
+}
+
+// assign=True installs the checkpoint's tensors themselves; over a file that is a copy of
+// each storage, once, so tensors that share one in the file still share it (§4 assign).
+TEST(LoadStateDictTest, AssignCopiesAWrappedStorageOnceAndKeepsItShared) {
+  auto lm = Build(testing::kTiedEmbeddingSpec);
+  std::vector<float> file(80, 0.0f);
+  for (size_t i = 0; i < file.size(); ++i) file[i] = static_cast<float>(i);
+  const std::shared_ptr<Storage> mapping = Wrapping(file);
+  StateDictInput input;
+  input.entries = {{"embed.weight", Over(mapping, 0, {10, 4})},
+                   {"lm_head.weight", Over(mapping, 40, {10, 4})}};
+  ASSERT_TRUE(LoadStateDict(lm, input, {.strict = true, .assign = true}).ok());
+  const Tensor embed = (*GetParameter(lm, "embed.weight"))->data();
+  const Tensor head = (*GetParameter(lm, "lm_head.weight"))->data();
+  EXPECT_EQ(embed.storage(), head.storage());
+  EXPECT_NE(embed.storage(), mapping);
+  EXPECT_FALSE(embed.storage()->wrapped());
+  EXPECT_EQ(head.offset(), 40);
+  std::fill(file.begin(), file.end(), -1.0f);
+  EXPECT_EQ(Values(embed)[1], 1.0);
+  EXPECT_EQ(Values(head)[0], 40.0);
+}
+
+// A key the model does not take is not copied: a non-strict load of a subset of a large file
+// costs the subset.
+TEST(LoadStateDictTest, UnexpectedWrappedTensorsAreNotCopied) {
+  auto mlp = Build(testing::kMlpSpec);
+  std::vector<float> file(size_t{16} << 20, 1.0f);  // 64 MiB
+  const std::shared_ptr<Storage> mapping = Wrapping(file);
+  StateDictInput input = FullInput(*mlp, 2.0);
+  input.entries.emplace_back("extra.weight", Over(mapping, 0, {int64_t{16} << 20}));
+  kernels::Backend* cpu = *kernels::GetBackend(Device::Cpu());
+  const size_t before = cpu->bytes_in_use();
+  absl::StatusOr<LoadPlan> plan = PlanLoadStateDict(mlp, input, {.strict = false});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->keys().unexpected_keys, ElementsAre("extra.weight"));
+  EXPECT_LT(cpu->bytes_in_use(), before + (size_t{1} << 20));
 }
 
 }  // namespace
