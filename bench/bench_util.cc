@@ -1,5 +1,6 @@
 #include "bench/bench_util.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,6 +79,14 @@ pid_t StartParamd(const std::string& binary, const std::string& dir, std::string
   return -1;
 }
 
+void Settle(const std::string& dir) {
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    syncfs(fd);
+    close(fd);
+  }
+}
+
 absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv) {
   int fds[2];
   if (pipe(fds) != 0) return absl::InternalError("pipe failed");
@@ -104,6 +113,62 @@ absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv) {
     return absl::InternalError(absl::StrCat(argv[0], " failed (status ", status, ")"));
   }
   return out;
+}
+
+absl::StatusOr<std::unique_ptr<Conversation>> Conversation::Start(
+    const std::vector<std::string>& argv) {
+  int down[2], up[2];
+  if (pipe(down) != 0) return absl::InternalError("pipe failed");
+  if (pipe(up) != 0) {
+    close(down[0]);
+    close(down[1]);
+    return absl::InternalError("pipe failed");
+  }
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(down[0], STDIN_FILENO);
+    dup2(up[1], STDOUT_FILENO);
+    for (int fd : {down[0], down[1], up[0], up[1]}) close(fd);
+    std::vector<char*> args;
+    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(down[0]);
+  close(up[1]);
+  if (pid < 0) {
+    close(down[1]);
+    close(up[0]);
+    return absl::InternalError("fork failed");
+  }
+  return std::unique_ptr<Conversation>(
+      new Conversation(pid, fdopen(down[1], "w"), fdopen(up[0], "r")));
+}
+
+Conversation::~Conversation() {
+  if (to_ != nullptr) std::fclose(to_);
+  if (from_ != nullptr) std::fclose(from_);
+  waitpid(pid_, nullptr, 0);
+}
+
+absl::StatusOr<std::string> Conversation::ReadLine() {
+  char* line = nullptr;
+  size_t capacity = 0;
+  const ssize_t n = from_ != nullptr ? getline(&line, &capacity, from_) : -1;
+  std::string text = n > 0 ? std::string(line, static_cast<size_t>(n)) : std::string();
+  std::free(line);
+  if (n <= 0) return absl::InternalError("the peer process exited");
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  return text;
+}
+
+absl::StatusOr<std::string> Conversation::Ask(const std::string& line) {
+  if (to_ == nullptr || std::fprintf(to_, "%s\n", line.c_str()) < 0 || std::fflush(to_) != 0) {
+    return absl::InternalError("could not write to the peer process");
+  }
+  return ReadLine();
 }
 
 std::optional<std::string> PeerPython(const std::string& setup_venv) {

@@ -8,6 +8,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdio>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,8 +40,36 @@ std::string LoadAverage();
 // directory and log under `dir`; returns its pid, or -1, and writes its address.
 pid_t StartParamd(const std::string& binary, const std::string& dir, std::string* address);
 
+// Settles the disk of `dir` (syncfs) before a timed write, so that no writeback of an
+// earlier step is billed to it.
+void Settle(const std::string& dir);
+
 // Runs a command and returns its standard output; standard error passes through.
 absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv);
+
+// A child process spoken to a line at a time (a peer that imports its framework once and
+// then runs one round per request, interleaved with the benchmark's own rounds).
+class Conversation {
+ public:
+  // Starts `argv`; its standard error passes through.
+  static absl::StatusOr<std::unique_ptr<Conversation>> Start(const std::vector<std::string>& argv);
+  // Closes its input and waits for it to exit.
+  ~Conversation();
+  Conversation(const Conversation&) = delete;
+  Conversation& operator=(const Conversation&) = delete;
+
+  // The next line it prints, without its newline; an error once it has exited.
+  absl::StatusOr<std::string> ReadLine();
+  // Writes `line` and a newline to it, then reads its answer.
+  absl::StatusOr<std::string> Ask(const std::string& line);
+
+ private:
+  Conversation(pid_t pid, FILE* to, FILE* from) : pid_(pid), to_(to), from_(from) {}
+
+  pid_t pid_;
+  FILE* to_;
+  FILE* from_;
+};
 
 // The python the peers run with: $PARAMD_PEER_PYTHON when set (a machine's own PyTorch,
 // as tests/gpu/run.sh uses on a lent GPU machine), else the interop environment's python if

@@ -10,7 +10,8 @@
 // mapping of the file touched the same way, a .pt load without its CRC check, and the CRC
 // alone. Each load runs in a forked child that reports its peak RSS above its own baseline,
 // so the parent's tensors do not count. The peers run in bench/checkpoint_peers.py under the
-// interop environment's python (tests/interop/setup-venv). Best of the repetitions after one
+// interop environment's python (tests/interop/setup-venv), one round of theirs after each of
+// paramd's, so that both meet the disk in the same state. Best of the repetitions after one
 // untimed round; ratios, not absolute times: the machine is shared and noisy.
 //
 //   checkpoint_bench [--quick] [--reps N] [--dir D] [--python P]
@@ -28,6 +29,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -43,6 +45,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
@@ -86,16 +89,6 @@ std::string FileSystemOf(const std::string& dir) {
     case 0x01021994: return "tmpfs: in memory, cold figures are meaningless";
     case 0x794C7630: return "overlayfs";
     default: return absl::StrCat("filesystem 0x", absl::Hex(fs.f_type));
-  }
-}
-
-// Settles the disk before a timed write, so that no writeback of an earlier step is billed
-// to it.
-void Settle(const std::string& dir) {
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    syncfs(fd);
-    close(fd);
   }
 }
 
@@ -397,7 +390,7 @@ int main(int argc, char** argv) {
   auto write = [&](const std::string& path, const std::function<absl::Status()>& save,
                    std::vector<double>* into) -> absl::Status {
     unlink(path.c_str());
-    Settle(dir);
+    paramd::bench::Settle(dir);
     const auto t0 = Clock::now();
     PARAMD_RETURN_IF_ERROR(save());
     if (into != nullptr) into->push_back(Seconds(Clock::now() - t0));
@@ -422,6 +415,35 @@ int main(int argc, char** argv) {
     PinTo(0);
     return status;
   };
+  // The peers run in a process of their own (torch imported once), one round after each of
+  // paramd's: this VM's disk drifts by a factor of two between minutes, and peers measured
+  // after all of paramd's rounds met another disk.
+  std::unique_ptr<paramd::bench::Conversation> peer;
+  std::vector<Json> peer_rounds;
+  Json peers;
+  std::string peers_note;
+  if (!python) python = paramd::bench::PeerPython(PARAMD_SETUP_VENV);
+  if (!python) {
+    peers_note = "peers: skipped (no torch: tests/interop/setup-venv makes the environment)";
+  } else {
+    signal(SIGPIPE, SIG_IGN);  // a peer that died is an error from Ask, not this process's end
+    absl::StatusOr<std::unique_ptr<paramd::bench::Conversation>> started =
+        paramd::bench::Conversation::Start({*python, PARAMD_PEERS_SCRIPT, absl::StrCat(total), dir});
+    absl::StatusOr<std::string> header =
+        started.ok() ? (*started)->ReadLine() : absl::StatusOr<std::string>(started.status());
+    if (header.ok()) peers = Json::parse(*header, nullptr, /*allow_exceptions=*/false);
+    if (!header.ok()) {
+      peers_note = absl::StrCat("peers: skipped (", header.status().message(), ")");
+    } else if (peers.is_discarded() || !peers.is_object()) {
+      peers_note = absl::StrCat("peers: skipped (unreadable output: ", header->substr(0, 200), ")");
+    } else if (peers.contains("skipped")) {
+      peers_note = absl::StrCat("peers: skipped (",
+                                peers.value("skipped", std::string("no reason given")), ")");
+    } else {
+      peer = *std::move(started);
+    }
+    if (peer == nullptr) peers = Json();
+  }
   for (int r = -1; r < reps; ++r) {
     const bool timed = r >= 0;
     if (absl::Status s = write(raw_path, raw_write_step, timed ? &raw_write : nullptr); !s.ok()) {
@@ -475,7 +497,17 @@ int main(int argc, char** argv) {
     if (absl::Status s = load(st_path, MappedLoad(st_path), mapped); !s.ok()) {
       return Fail("mapped read", s);
     }
+    if (peer != nullptr) {
+      absl::StatusOr<std::string> answer = peer->Ask("round");
+      if (!answer.ok()) return Fail("peer round", answer.status());
+      Json round = Json::parse(*answer, nullptr, /*allow_exceptions=*/false);
+      if (round.is_discarded() || !round.is_object()) {
+        return Fail("peer round", absl::InternalError("unreadable: " + answer->substr(0, 200)));
+      }
+      peer_rounds.push_back(std::move(round));
+    }
   }
+  peer.reset();
   const uint64_t st_size = FileSize(st_path);
   const uint64_t pt_size = FileSize(pt_path);
   auto best = [](const std::vector<LoadReport>& reports, double LoadReport::*field) {
@@ -489,31 +521,22 @@ int main(int argc, char** argv) {
     return static_cast<double>(most);
   };
 
-  // The peers, after paramd, on the same directory and disk.
-  Json peers;
-  std::string peers_note;
-  if (!python) python = paramd::bench::PeerPython(PARAMD_SETUP_VENV);
-  if (!python) {
-    peers_note = "peers: skipped (no torch: tests/interop/setup-venv makes the environment)";
-  } else {
-    absl::StatusOr<std::string> out =
-        paramd::bench::Capture({*python, PARAMD_PEERS_SCRIPT, absl::StrCat(total), dir, absl::StrCat(reps)});
-    if (!out.ok()) {
-      peers_note = absl::StrCat("peers: skipped (", out.status().message(), ")");
-    } else {
-      const std::string line = out->substr(0, out->find('\n'));
-      peers = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (peers.is_discarded() || !peers.is_object()) {
-        peers_note = absl::StrCat("peers: skipped (unreadable output: ", line.substr(0, 200), ")");
-        peers = Json();
-      } else if (peers.contains("skipped")) {
-        peers_note = absl::StrCat("peers: skipped (", peers.value("skipped", std::string("no reason given")), ")");
-        peers = Json();
+  // Each peer figure as paramd's: the best (least) time of the rounds, the largest RSS.
+  for (const Json& round : peer_rounds) {
+    for (const auto& [key, value] : round.items()) {
+      if (!value.is_number()) continue;
+      const double v = value.get<double>();
+      const bool largest = absl::StrContains(key, "_rss_") || key == "worst_resident" ||
+                           absl::EndsWith(key, "_file_bytes");
+      if (!peers.contains(key)) {
+        peers[key] = v;
       } else {
-        worst_resident = std::max(worst_resident, peers.value("worst_resident", 0.0));
+        peers[key] = largest ? std::max(peers[key].get<double>(), v)
+                             : std::min(peers[key].get<double>(), v);
       }
     }
   }
+  if (!peers.is_null()) worst_resident = std::max(worst_resident, peers.value("worst_resident", 0.0));
 
   std::printf("%s: %d x %lld MiB float32 (%.2f GB), best of %d, all on CPU 0\n",
               quick ? "quick" : "full", kTensors, static_cast<long long>(total / kTensors / kMiB),
@@ -556,7 +579,8 @@ int main(int argc, char** argv) {
 
   if (!peers.is_null()) {
     std::printf("\npeers: torch %s, safetensors %s; saves end with flush + os.fsync of the file "
-                "(no rename, no directory fsync); loads are cold and touched the same way\n\n",
+                "(no rename, no directory fsync); loads are cold and touched the same way; a round of "
+                "theirs after each of paramd's\n\n",
                 peers.value("torch", "?").c_str(), peers.value("safetensors", "?").c_str());
     std::printf("| case | paramd | peer | ratio (paramd / peer throughput) |\n");
     std::printf("| --- | --- | --- | --- |\n");

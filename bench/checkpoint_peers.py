@@ -2,15 +2,19 @@
 save_file / load_file on the same tensors (64 float32 vectors, the i-th filled with i + 1),
 in the same directory, measured the way checkpoint_bench measures paramd.
 
-    checkpoint_peers.py TOTAL_BYTES DIR REPS
+    checkpoint_peers.py TOTAL_BYTES DIR
 
-Prints one line of JSON: best-of-REPS seconds per case, peak RSS of each load above its
-process's baseline (KiB), the file sizes, and the largest fraction of a file still cached
-after an eviction. Saves end with flush + os.fsync of the file; torch.save and save_file
-do not rename or sync the directory, which paramd's atomic save also does. Loads read a
-file evicted from the page cache (posix_fadvise DONTNEED) in a forked child, so that the
-parent's tensors do not count in its RSS, then read one float of every 4 KiB page of
-every tensor, as checkpoint_bench does. Without torch it prints {"skipped": ...}.
+Sets up (imports, the tensors, one untimed round), prints one line of JSON naming the
+versions (or {"skipped": ...} without torch), then runs one timed round for each line read
+from standard input and answers each with a line of JSON: that round's seconds per case,
+peak RSS of each load above its process's baseline (KiB), the file sizes, and the largest
+fraction of a file still cached after an eviction so far. checkpoint_bench asks for a round
+after each of its own, so that paramd and its peers meet the disk in the same state: this
+VM's disk drifts between runs by a factor of two or more. Saves end with flush + os.fsync
+of the file; torch.save and save_file do not rename or sync the directory, which paramd's
+atomic save also does. Loads read a file evicted from the page cache (posix_fadvise
+DONTNEED) in a forked child, so that the parent's tensors do not count in its RSS, then
+read one float of every 4 KiB page of every tensor, as checkpoint_bench does.
 """
 
 import ctypes
@@ -113,13 +117,13 @@ def in_child(load):
 
 
 def main():
-    total, directory, reps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    total, directory = int(sys.argv[1]), sys.argv[2]
     try:
         import torch
         import safetensors
         import safetensors.torch
     except ImportError as error:
-        print(json.dumps({"skipped": f"no torch: {error}"}))
+        print(json.dumps({"skipped": f"no torch: {error}"}), flush=True)
         return
     # One thread, as paramd (and the CPU this process is pinned to).
     torch.set_num_threads(1)
@@ -144,6 +148,7 @@ def main():
         finally:
             os.close(fd)
 
+    saves = {"torch_save": (pt_path, torch_save), "st_save": (st_path, st_save)}
     loads = {
         "torch_load": (pt_path, lambda: torch.load(pt_path, weights_only=True)),
         "torch_load_mmap": (pt_path, lambda: torch.load(pt_path, weights_only=True, mmap=True)),
@@ -158,37 +163,34 @@ def main():
     touch(torch.load(os.path.join(directory, "warm.pt"), weights_only=True, mmap=True))
     touch(safetensors.torch.load_file(os.path.join(directory, "warm.safetensors")))
 
-    times = {"torch_save_s": [], "st_save_s": []}
-    reports = {name: [] for name in loads}
-    # One untimed round first, and each save replaces its own file removed just before, as
-    # checkpoint_bench does: the write then reuses the page-cache memory its previous version
-    # freed instead of touching never-used memory, which is slow in this VM.
-    for rep in range(-1, reps):
-        for path, save, key in ((pt_path, torch_save, "torch_save_s"),
-                                (st_path, st_save, "st_save_s")):
+    # Each save replaces its own file removed just before, as checkpoint_bench does: the
+    # write then reuses the page-cache memory its previous version freed instead of touching
+    # never-used memory, which is slow in this VM. One untimed round first, for that reason.
+    def one_round():
+        out = {}
+        for name, (path, save) in saves.items():
             if os.path.exists(path):
                 os.unlink(path)
             os.sync()  # no writeback of an earlier step is billed to this save
             t0 = time.perf_counter()
             save()
-            if rep >= 0:
-                times[key].append(time.perf_counter() - t0)
-        if rep < 0:
-            continue
+            out[f"{name}_s"] = time.perf_counter() - t0
         for name, (path, load) in loads.items():
             evict(path)
-            reports[name].append(in_child(load))
+            report = in_child(load)
+            out[f"{name}_s"] = report["load_s"]
+            out[f"{name}_touch_s"] = report["touch_s"]
+            out[f"{name}_rss_load_kib"] = report["rss_load_kib"]
+            out[f"{name}_rss_touch_kib"] = report["rss_touch_kib"]
+            out[f"{name}_file_bytes"] = os.path.getsize(path)
+        out["worst_resident"] = worst_resident
+        return out
 
-    out = {"torch": torch.__version__, "safetensors": safetensors.__version__}
-    out.update({key: min(values) for key, values in times.items()})
-    for name, runs in reports.items():
-        out[f"{name}_s"] = min(r["load_s"] for r in runs)
-        out[f"{name}_touch_s"] = min(r["touch_s"] for r in runs)
-        out[f"{name}_rss_load_kib"] = max(r["rss_load_kib"] for r in runs)
-        out[f"{name}_rss_touch_kib"] = max(r["rss_touch_kib"] for r in runs)
-        out[f"{name}_file_bytes"] = os.path.getsize(loads[name][0])
-    out["worst_resident"] = worst_resident
-    print(json.dumps(out))
+    one_round()
+    print(json.dumps({"torch": torch.__version__, "safetensors": safetensors.__version__}),
+          flush=True)
+    for _ in sys.stdin:
+        print(json.dumps(one_round()), flush=True)
 
 
 if __name__ == "__main__":

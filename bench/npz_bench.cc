@@ -283,9 +283,13 @@ int main(int argc, char** argv) {
     t0 = Clock::now();
     if (auto set = model.SetTensor(largest, *one); !set.ok()) return Fail("set", set.status());
     set_s.push_back(Seconds(Clock::now() - t0));
+    // Every timed file write starts from a settled disk, so that none pays for the writeback
+    // of the one before it.
     const Run bare = Paramctl(address, {"health"});
+    paramd::bench::Settle(scratch);
     const Run out = Paramctl(address, {"state-dict", "npz", "--out", npz});
     const Run in = Paramctl(address, {"load-state-dict", "npz", npz});
+    paramd::bench::Settle(scratch);
     const Run npy_out = Paramctl(address, {"get", "npz", largest, "--out", npy});
     const Run npy_in = Paramctl(address, {"set", "npz", largest, "--in", npy});
     if (!bare.ok || !out.ok || !in.ok || !npy_out.ok || !npy_in.ok) {
@@ -295,6 +299,7 @@ int main(int argc, char** argv) {
     npy_out_rss.push_back(npy_out.max_rss_mib);
     npy_in_s.push_back(npy_in.seconds);
     npy_in_rss.push_back(npy_in.max_rss_mib);
+    paramd::bench::Settle(scratch);
     write_s.push_back(WriteFresh(scratch_file, total));
     read_s.push_back(ReadBack(scratch_file));
     bare_s.push_back(bare.seconds);
