@@ -32,7 +32,8 @@ from paramd._errors import (
     Unimplemented,
     VersionConflict,
 )
-from paramd._model import ForwardResult, RemoteModel, RemoteModule, SaveResult, StateDict
+from paramd._model import RemoteModel, RemoteModule
+from paramd._results import ForwardResult, SaveResult, StateDict
 from paramd._training import OptimizerInfo, RemoteOptimizer, Worker
 
 __version__ = "0.1.0"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import collections
 import os
-from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from dataclasses import replace
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from paramd._answers import StreamedLoad, merged_module_entries
 from paramd._client import Client, ModelInfo
 from paramd._errors import NotFound
 from paramd._progress import Progress, Reporter
+from paramd._results import ForwardResult, SaveResult, StateDict, incompatible_keys
 from paramd.v1 import checkpoints_pb2, inference_pb2, models_pb2, parameters_pb2, tensor_pb2
 
 Tensor = _tensors.Tensor
@@ -29,67 +30,6 @@ Tensor = _tensors.Tensor
 Index = Union[int, slice, Sequence[Union[int, slice]], None]
 
 _P = "/paramd.v1.Parameters/"
-
-
-class _IncompatibleKeysFallback(NamedTuple):
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-
-    def __repr__(self) -> str:
-        if not self.missing_keys and not self.unexpected_keys:
-            return "<All keys matched successfully>"
-        return (f"_IncompatibleKeys(missing_keys={self.missing_keys!r}, "
-                f"unexpected_keys={self.unexpected_keys!r})")
-
-    def __str__(self) -> str:
-        return self.__repr__()
-
-
-_IncompatibleKeysFallback.__name__ = "_IncompatibleKeys"
-_IncompatibleKeysFallback.__qualname__ = "_IncompatibleKeys"
-
-
-def incompatible_keys(missing: Sequence[str], unexpected: Sequence[str]) -> Any:
-    """torch's own ``_IncompatibleKeys`` when torch is installed, else a namedtuple with
-    the same fields and repr."""
-    torch = _tensors.torch_module()
-    if torch is not None:
-        from torch.nn.modules.module import _IncompatibleKeys
-
-        return _IncompatibleKeys(list(missing), list(unexpected))
-    return _IncompatibleKeysFallback(list(missing), list(unexpected))
-
-
-class StateDict(collections.OrderedDict):  # type: ignore[type-arg]
-    """What :meth:`RemoteModel.state_dict` returns: an OrderedDict of name to tensor in
-    PyTorch's order, with ``_metadata`` as torch's carries it and ``version``, the model
-    version every entry belongs to."""
-
-    version: int
-    _metadata: "collections.OrderedDict[str, dict[str, int]]"
-
-
-@dataclass(frozen=True)
-class SaveResult:
-    """A checkpoint the daemon wrote: its path, format ("safetensors" or "torch"), the model
-    version it holds, its size and hex SHA-256 (empty unless the save asked for it)."""
-
-    path: str
-    format: str
-    version: int
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class ForwardResult:
-    """A forward pass: the output, the model version that computed it, the version a
-    training-mode pass committed its BatchNorm statistics as (0: none) and the mode."""
-
-    output: Tensor
-    version: int
-    updated_version: int
-    training: bool
 
 
 _FORMATS = {None: checkpoints_pb2.CHECKPOINT_FORMAT_UNSPECIFIED,
