@@ -79,43 +79,60 @@ template <bool kMaximize, bool kDecay, int kMomentum, bool kNesterov>
   }
 }
 
+// An Adam tensor's arrays as floats: the parameter and its gradient, the moments (and for
+// amsgrad the running maximum of the second) as read and as written, the new parameter.
+struct AdamArrays {
+  explicit AdamArrays(const OptimizerTensor& t)
+      : p(static_cast<const float*>(t.param)),
+        g(static_cast<const float*>(t.grad)),
+        m_in(static_cast<const float*>(t.state_in[0])),
+        v_in(static_cast<const float*>(t.state_in[1])),
+        vmax_in(static_cast<const float*>(t.state_in[2])),
+        m_out(static_cast<float*>(t.state_out[0])),
+        v_out(static_cast<float*>(t.state_out[1])),
+        vmax_out(static_cast<float*>(t.state_out[2])),
+        p_out(static_cast<float*>(t.param_out)) {}
+
+  const float* p;
+  const float* g;
+  const float* m_in;
+  const float* v_in;
+  const float* vmax_in;
+  float* m_out;
+  float* v_out;
+  float* vmax_out;
+  float* p_out;
+};
+
 // kDecay: 0 none, 1 L2 (added to the gradient), 2 decoupled (AdamW).
 template <bool kMaximize, int kDecay, bool kAmsgrad>
 [[gnu::always_inline]] inline void AdamBlock(const Scalars& s, const OptimizerTensor& t,
                                               int64_t begin, int64_t end) {
-  const float* p = static_cast<const float*>(t.param);
-  const float* g = static_cast<const float*>(t.grad);
-  const float* m_in = static_cast<const float*>(t.state_in[0]);
-  const float* v_in = static_cast<const float*>(t.state_in[1]);
-  const float* vmax_in = static_cast<const float*>(t.state_in[2]);
-  float* m_out = static_cast<float*>(t.state_out[0]);
-  float* v_out = static_cast<float*>(t.state_out[1]);
-  float* vmax_out = static_cast<float*>(t.state_out[2]);
-  float* p_out = static_cast<float*>(t.param_out);
+  const AdamArrays a(t);
   const float bias_correction2_sqrt = static_cast<float>(t.bias_correction2_sqrt);
   const float neg_step_size = static_cast<float>(-t.step_size);
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
-    float grad = kMaximize ? -g[i] : g[i];
-    float param = p[i];
+    float grad = kMaximize ? -a.g[i] : a.g[i];
+    float param = a.p[i];
     if constexpr (kDecay == 2) param = param * s.decay;
     if constexpr (kDecay == 1) grad = std::fma(param, s.weight_decay, grad);
-    const float m_old = m_in[i];
+    const float m_old = a.m_in[i];
     const float m = std::fma(s.lerp_coeff, grad - m_old, s.lerp_from_start ? m_old : grad);
-    const float v = std::fma(s.one_minus_beta2 * grad, grad, v_in[i] * s.beta2);
-    m_out[i] = m;
-    v_out[i] = v;
+    const float v = std::fma(s.one_minus_beta2 * grad, grad, a.v_in[i] * s.beta2);
+    a.m_out[i] = m;
+    a.v_out[i] = v;
     float second = v;
     if constexpr (kAmsgrad) {
       // torch.maximum: NaN wins.
-      const float previous = vmax_in[i];
+      const float previous = a.vmax_in[i];
       second = previous > v ? previous : v;
       if (previous != previous) second = previous;
       if (v != v) second = v;
-      vmax_out[i] = second;
+      a.vmax_out[i] = second;
     }
     const float denom = std::sqrt(second) / bias_correction2_sqrt + s.eps;
-    p_out[i] = param + (neg_step_size * m) / denom;
+    a.p_out[i] = param + (neg_step_size * m) / denom;
   }
 }
 
@@ -164,15 +181,7 @@ template <bool kMaximize, int kDecay, bool kAmsgrad>
 PARAMD_AVX512_INTRINSICS_TARGET void AdamStreamedAvx512(const Scalars& s,
                                                         const OptimizerTensor& t, int64_t begin,
                                                         int64_t end) {
-  const float* p = static_cast<const float*>(t.param);
-  const float* g = static_cast<const float*>(t.grad);
-  const float* m_in = static_cast<const float*>(t.state_in[0]);
-  const float* v_in = static_cast<const float*>(t.state_in[1]);
-  const float* vmax_in = static_cast<const float*>(t.state_in[2]);
-  float* m_out = static_cast<float*>(t.state_out[0]);
-  float* v_out = static_cast<float*>(t.state_out[1]);
-  float* vmax_out = static_cast<float*>(t.state_out[2]);
-  float* p_out = static_cast<float*>(t.param_out);
+  const AdamArrays a(t);
   const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(INT32_MIN));
   const __m512 decay = _mm512_set1_ps(s.decay);
   const __m512 weight_decay = _mm512_set1_ps(s.weight_decay);
@@ -185,40 +194,40 @@ PARAMD_AVX512_INTRINSICS_TARGET void AdamStreamedAvx512(const Scalars& s,
   int64_t i = begin;
   for (; i + 16 <= end; i += 16) {
     if (i + kPrefetchAhead < end) {
-      _mm_prefetch(reinterpret_cast<const char*>(g + i + kPrefetchAhead), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(p + i + kPrefetchAhead), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(m_in + i + kPrefetchAhead), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(v_in + i + kPrefetchAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a.g + i + kPrefetchAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a.p + i + kPrefetchAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a.m_in + i + kPrefetchAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a.v_in + i + kPrefetchAhead), _MM_HINT_T0);
     }
-    __m512 grad = _mm512_loadu_ps(g + i);
+    __m512 grad = _mm512_loadu_ps(a.g + i);
     if constexpr (kMaximize) {
       grad = _mm512_castsi512_ps(
           _mm512_xor_si512(_mm512_castps_si512(grad), _mm512_castps_si512(sign)));
     }
-    __m512 param = _mm512_loadu_ps(p + i);
+    __m512 param = _mm512_loadu_ps(a.p + i);
     if constexpr (kDecay == 2) param = _mm512_mul_ps(param, decay);
     if constexpr (kDecay == 1) grad = _mm512_fmadd_ps(param, weight_decay, grad);
-    const __m512 m_old = _mm512_loadu_ps(m_in + i);
+    const __m512 m_old = _mm512_loadu_ps(a.m_in + i);
     const __m512 m = _mm512_fmadd_ps(lerp_coeff, _mm512_sub_ps(grad, m_old),
                                      s.lerp_from_start ? m_old : grad);
     const __m512 v = _mm512_fmadd_ps(_mm512_mul_ps(one_minus_beta2, grad), grad,
-                                     _mm512_mul_ps(_mm512_loadu_ps(v_in + i), beta2));
-    _mm512_stream_ps(m_out + i, m);
-    _mm512_stream_ps(v_out + i, v);
+                                     _mm512_mul_ps(_mm512_loadu_ps(a.v_in + i), beta2));
+    _mm512_stream_ps(a.m_out + i, m);
+    _mm512_stream_ps(a.v_out + i, v);
     __m512 second = v;
     if constexpr (kAmsgrad) {
       // torch.maximum: NaN wins, as in AdamBlock.
-      const __m512 previous = _mm512_loadu_ps(vmax_in + i);
+      const __m512 previous = _mm512_loadu_ps(a.vmax_in + i);
       second = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(previous, v, _CMP_GT_OQ), v, previous);
       second = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(previous, previous, _CMP_UNORD_Q), second,
                                     previous);
       second = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), second, v);
-      _mm512_stream_ps(vmax_out + i, second);
+      _mm512_stream_ps(a.vmax_out + i, second);
     }
     // The all-lanes mask form of sqrt: GCC 12 warns on _mm512_sqrt_ps's undefined source.
     const __m512 root = _mm512_maskz_sqrt_ps(0xFFFF, second);
     const __m512 denom = _mm512_add_ps(_mm512_div_ps(root, bias_correction2_sqrt), eps);
-    _mm512_stream_ps(p_out + i,
+    _mm512_stream_ps(a.p_out + i,
                      _mm512_add_ps(param, _mm512_div_ps(_mm512_mul_ps(neg_step_size, m), denom)));
   }
   if (i < end) AdamBlock<kMaximize, kDecay, kAmsgrad>(s, t, i, end);
