@@ -9,9 +9,12 @@
 // paramctl run's peak resident memory (ru_maxrss from wait4)
 // against the largest tensor and against a bare `paramctl health`, and the time of that bare
 // call (process start and connect), which every paramctl figure includes. Ratios, not
-// absolute times: the machine is shared and noisy; medians of the repetitions.
+// absolute times: the machine is shared and noisy; medians of the repetitions. paramd runs on
+// CPU 1; the client side (this process, its pulls and pushes, every paramctl) on CPU 0, or
+// wherever the kernel puts it with --clients-anywhere (for a machine with cores to spare,
+// where paramctl's file work need not share one core with its transfer).
 //
-//   npz_bench [--quick] [--reps N] [--mib TOTAL] [--tensors N] [--dir DIR]
+//   npz_bench [--quick] [--reps N] [--mib TOTAL] [--tensors N] [--dir DIR] [--clients-anywhere]
 //     (--quick: 32 MiB, for smoke runs; --dir: where the .npz goes, /tmp by default)
 #include <fcntl.h>
 #include <signal.h>
@@ -80,6 +83,7 @@ Run RunOnce(const std::vector<std::string>& args) {
 // by \x1f, one line each), answers come back up another ("ok seconds max_rss_mib").
 class Spawner {
  public:
+  explicit Spawner(bool pin_clients) : pin_clients_(pin_clients) {}
   bool Start() {
     int down[2], up[2];
     if (pipe(down) != 0 || pipe(up) != 0) return false;
@@ -88,7 +92,7 @@ class Spawner {
     if (pid_ == 0) {
       close(down[1]);
       close(up[0]);
-      PinTo(0);  // where the client library's transfers run
+      if (pin_clients_) PinTo(0);  // where the client library's transfers run
       FILE* in = fdopen(down[0], "r");
       char* line = nullptr;
       size_t capacity = 0;
@@ -123,6 +127,7 @@ class Spawner {
   }
 
  private:
+  const bool pin_clients_;
   pid_t pid_ = -1;
   FILE* to_ = nullptr;
   FILE* from_ = nullptr;
@@ -174,6 +179,7 @@ int main(int argc, char** argv) {
   uint64_t total_mib = 512;
   int tensors = 32;
   std::string dir = "/tmp";
+  bool pin_clients = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
@@ -187,8 +193,11 @@ int main(int argc, char** argv) {
       tensors = std::max(1, std::atoi(argv[++i]));
     } else if (arg == "--dir" && i + 1 < argc) {
       dir = argv[++i];
+    } else if (arg == "--clients-anywhere") {
+      pin_clients = false;
     } else {
-      std::cerr << "usage: npz_bench [--quick] [--reps N] [--mib TOTAL] [--tensors N] [--dir DIR]\n";
+      std::cerr << "usage: npz_bench [--quick] [--reps N] [--mib TOTAL] [--tensors N] "
+                   "[--dir DIR] [--clients-anywhere]\n";
       return 2;
     }
   }
@@ -196,7 +205,7 @@ int main(int argc, char** argv) {
   const uint64_t tensor_bytes = static_cast<uint64_t>(numel) * 4;
   const uint64_t total = tensor_bytes * static_cast<uint64_t>(tensors);
 
-  Spawner spawner;
+  Spawner spawner(pin_clients);
   if (!spawner.Start()) {
     std::cerr << "npz_bench: could not start the paramctl spawner\n";
     return 1;
@@ -210,7 +219,7 @@ int main(int argc, char** argv) {
                                ? paramd::bench::StartParamd(PARAMD_BINARY, scratch, &address)
                                : -1;
   // This process and the paramctl runs it starts on CPU 0, paramd on CPU 1.
-  PinTo(0);
+  if (pin_clients) PinTo(0);
   absl::Cleanup stop = [&] {
     if (paramd_pid > 0) {
       kill(paramd_pid, SIGTERM);
@@ -314,9 +323,10 @@ int main(int argc, char** argv) {
 
   const double gb = static_cast<double>(total) / 1e9;
   const double largest_mib = static_cast<double>(tensor_bytes) / kMiB;
-  std::printf("model: %d float32 tensors of %.1f MiB (%.2f GB); %d reps, medians; load %s%s\n",
+  std::printf("model: %d float32 tensors of %.1f MiB (%.2f GB); %d reps, medians; load %s; "
+              "paramd on CPU 1, clients %s%s\n",
               tensors, largest_mib, gb, reps, paramd::bench::LoadAverage().c_str(),
-              quick ? " (quick)" : "");
+              pin_clients ? "on CPU 0" : "anywhere", quick ? " (quick)" : "");
   std::printf("| case | paramctl | wire (client library) | ratio (paramctl / wire rate) | "
               "paramctl peak RSS |\n");
   std::printf("| --- | --- | --- | --- | --- |\n");
