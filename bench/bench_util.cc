@@ -79,6 +79,19 @@ pid_t StartParamd(const std::string& binary, const std::string& dir, std::string
   return -1;
 }
 
+namespace {
+
+// In a forked child: runs `argv`, or exits with 127 when it cannot.
+[[noreturn]] void ExecOrExit(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  execv(args[0], args.data());
+  _exit(127);
+}
+
+}  // namespace
+
 void Settle(const std::string& dir) {
   const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
@@ -96,11 +109,7 @@ absl::StatusOr<std::string> Capture(const std::vector<std::string>& argv) {
   if (pid == 0) {
     close(fds[0]);
     dup2(fds[1], STDOUT_FILENO);
-    std::vector<char*> args;
-    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
+    ExecOrExit(argv);
   }
   close(fds[1]);
   std::string out;
@@ -130,11 +139,7 @@ absl::StatusOr<std::unique_ptr<Conversation>> Conversation::Start(
     dup2(down[0], STDIN_FILENO);
     dup2(up[1], STDOUT_FILENO);
     for (int fd : {down[0], down[1], up[0], up[1]}) close(fd);
-    std::vector<char*> args;
-    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
+    ExecOrExit(argv);
   }
   close(down[0]);
   close(up[1]);

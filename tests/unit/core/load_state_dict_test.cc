@@ -2,6 +2,8 @@
 // paramd's atomicity: a failed load changes nothing.
 #include "server/core/load_state_dict.h"
 
+#include <numeric>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -255,16 +257,23 @@ Tensor Over(const std::shared_ptr<Storage>& wrapped, int64_t offset, Shape shape
   return Tensor(wrapped, offset, std::move(shape), std::move(strides), DType::kFloat32);
 }
 
-std::shared_ptr<Storage> Wrapping(std::vector<float>& floats) {
-  return Storage::Wrap(Device::Cpu(), floats.data(), floats.size() * sizeof(float), [] {});
+template <typename T>
+std::shared_ptr<Storage> Wrapping(std::vector<T>& values) {
+  return Storage::Wrap(Device::Cpu(), values.data(), values.size() * sizeof(T), [] {});
+}
+
+// 0, 1, 2, ...: a file whose values say where each came from.
+std::vector<float> Counting(size_t n) {
+  std::vector<float> floats(n);
+  std::iota(floats.begin(), floats.end(), 0.0f);
+  return floats;
 }
 
 // Note [Loaded tensors own their memory]: a tensor that views a file is copied into the
 // model, so rewriting the file afterwards (here: the memory under it) changes nothing.
 TEST(LoadStateDictTest, TensorsOverWrappedMemoryAreCopiedIntoTheModel) {
   auto mlp = Build(testing::kMlpSpec);
-  std::vector<float> file(64, 0.0f);
-  for (size_t i = 0; i < file.size(); ++i) file[i] = static_cast<float>(i);
+  std::vector<float> file = Counting(64);
   const std::shared_ptr<Storage> mapping = Wrapping(file);
   StateDictInput input;
   int64_t at = 0;
@@ -274,9 +283,7 @@ TEST(LoadStateDictTest, TensorsOverWrappedMemoryAreCopiedIntoTheModel) {
   }
   // One key converts (float64 in, float32 model): straight from the mapping, into owned memory.
   std::vector<double> wide = {7.5};
-  input.entries[0].second =
-      Tensor(Storage::Wrap(Device::Cpu(), wide.data(), sizeof(double), [] {}), 0, {1}, {1},
-             DType::kFloat64);
+  input.entries[0].second = Tensor(Wrapping(wide), 0, {1}, {1}, DType::kFloat64);
   ASSERT_TRUE(LoadStateDict(mlp, input, {}).ok());
   const auto loaded = Snapshot(*mlp);
   for (const auto& entry : GetStateDict(*mlp).entries) {
@@ -309,8 +316,7 @@ TEST(LoadStateDictTest, KeepMappedInstallsWrappedTensorsAsTheyAre) {
 // each storage, once, so tensors that share one in the file still share it (§4 assign).
 TEST(LoadStateDictTest, AssignCopiesAWrappedStorageOnceAndKeepsItShared) {
   auto lm = Build(testing::kTiedEmbeddingSpec);
-  std::vector<float> file(80, 0.0f);
-  for (size_t i = 0; i < file.size(); ++i) file[i] = static_cast<float>(i);
+  std::vector<float> file = Counting(80);
   const std::shared_ptr<Storage> mapping = Wrapping(file);
   StateDictInput input;
   input.entries = {{"embed.weight", Over(mapping, 0, {10, 4})},
