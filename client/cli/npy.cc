@@ -432,6 +432,11 @@ void NormalizeNpyData(const NpyLayout& layout, char* data, size_t size) {
   }
 }
 
+bool NpyDataIsAsHeld(const NpyLayout& layout) {
+  return !layout.big_endian && layout.dtype != DType::kBool &&
+         !(layout.fortran_order && layout.shape.size() >= 2);
+}
+
 absl::StatusOr<HostTensor> ParseNpy(absl::string_view bytes, absl::string_view source) {
   PARAMD_ASSIGN_OR_RETURN(NpyLayout layout, ParseNpyHeader(bytes, source));
   const uint64_t expected = layout.data_bytes;

@@ -64,6 +64,9 @@ absl::StatusOr<NpyLayout> ParseNpyHeader(absl::string_view bytes,
 // Brings `size` bytes of a file's data, starting at an element boundary, to what HostTensor
 // holds: big-endian elements swapped, bool bytes made 0 or 1. Fortran order is not undone.
 void NormalizeNpyData(const NpyLayout& layout, char* data, size_t size);
+// The file's data bytes are what HostTensor holds, as they are: C order, native byte order,
+// nothing for NormalizeNpyData to change.
+bool NpyDataIsAsHeld(const NpyLayout& layout);
 
 // np.save's bytes before the data of a C-ordered tensor of `dtype` and `shape` (a bfloat16
 // tensor's header says float32; see WidenBFloat16). `shape` must be valid.

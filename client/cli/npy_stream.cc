@@ -154,6 +154,8 @@ absl::StatusOr<std::unique_ptr<NpyFileReader>> NpyFileReader::Open(const std::st
     PARAMD_ASSIGN_OR_RETURN(HostTensor whole, ReadNpy(path));
     reader->reordered_ = std::move(whole.data);
     reader->whole_ = true;
+  } else if (NpyDataIsAsHeld(layout)) {
+    PARAMD_ASSIGN_OR_RETURN(reader->mapped_, MappedInput::Map(fd, path, size));
   }
   client::NamedTensor& tensor = reader->tensors_.emplace_back();
   tensor.name = path;
@@ -164,12 +166,27 @@ absl::StatusOr<std::unique_ptr<NpyFileReader>> NpyFileReader::Open(const std::st
 
 NpyFileReader::~NpyFileReader() { close(fd_); }
 
-absl::Status NpyFileReader::Read(size_t index, uint64_t offset, absl::Span<char> out) {
+absl::Status NpyFileReader::CheckOrder(size_t index, uint64_t offset, size_t size) const {
   if (index != 0 || (offset != 0 && offset != next_offset_) ||
-      out.size() > layout_.data_bytes - offset) {
+      size > layout_.data_bytes - offset) {
     return absl::FailedPreconditionError(
         absl::StrCat("NpyFileReader::Read out of order: tensor ", index, " at byte ", offset));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const char*> NpyFileReader::Lend(size_t index, uint64_t offset, size_t size) {
+  PARAMD_RETURN_IF_ERROR(CheckOrder(index, offset, size));
+  if (mapped_ == nullptr) return nullptr;
+  // Open checked that the data fills the file as it was mapped.
+  const uint64_t at = layout_.data_offset + offset;
+  next_offset_ = offset + size;
+  mapped_->ReleaseBehind(at + size);
+  return reinterpret_cast<const char*>(mapped_->data() + at);
+}
+
+absl::Status NpyFileReader::Read(size_t index, uint64_t offset, absl::Span<char> out) {
+  PARAMD_RETURN_IF_ERROR(CheckOrder(index, offset, out.size()));
   if (whole_) {
     std::memcpy(out.data(), reordered_.data() + offset, out.size());
   } else {

@@ -25,6 +25,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "base/zip/zip.h"
+#include "client/cli/mapped_input.h"
 #include "client/cli/npy.h"
 #include "client/cli/npz_stream.h"
 #include "paramd/client.h"
@@ -82,8 +83,8 @@ class NpyFileWriter final : public client::TensorConsumer {
 };
 
 // An .npy file's one tensor sent from the file as a write asks for it. Open reads and
-// checks the header and that the file holds exactly the data it announces; Read then reads
-// the data with pread(2).
+// checks the header and that the file holds exactly the data it announces; Lend then lends
+// the data from the file's mapping, or Read reads it with pread(2) where it must change.
 class NpyFileReader final : public client::TensorProducer {
  public:
   // The tensor is named `path`. Errors as ReadNpy's, and the same ones.
@@ -94,14 +95,20 @@ class NpyFileReader final : public client::TensorProducer {
 
   const std::vector<client::NamedTensor>& tensors() const override { return tensors_; }
   absl::Status Read(size_t index, uint64_t offset, absl::Span<char> out) override;
+  // Data in native byte order and C order is lent from the file's mapping (Note [Lent from
+  // the file]); any other is left to Read.
+  absl::StatusOr<const char*> Lend(size_t index, uint64_t offset, size_t size) override;
 
   const NpyLayout& layout() const { return layout_; }
 
  private:
   NpyFileReader(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  // Read's and Lend's check of their arguments' order.
+  absl::Status CheckOrder(size_t index, uint64_t offset, size_t size) const;
 
   std::string path_;
   int fd_;
+  std::unique_ptr<MappedInput> mapped_;  // the whole file, unless it is read whole
   NpyLayout layout_;
   std::vector<client::NamedTensor> tensors_;
   uint64_t next_offset_ = 0;  // in the data

@@ -1,7 +1,6 @@
 #include "client/cli/npz_stream.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,15 +41,6 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   if (shape.size() == 1) return absl::StrCat("(", shape[0], ",)");
   return absl::StrCat("(", absl::StrJoin(shape, ", "), ")");
 }
-
-// The read-only mapping Open checks the archive's structure in; gone when Open returns.
-struct Mapping {
-  void* address = MAP_FAILED;
-  size_t size = 0;
-  ~Mapping() {
-    if (address != MAP_FAILED) munmap(address, size);
-  }
-};
 
 }  // namespace
 
@@ -118,18 +108,12 @@ absl::StatusOr<std::unique_ptr<NpzFileReader>> NpzFileReader::Open(const std::st
     return absl::Status(status.code(),
                         absl::StrCat(path, ": not a valid .npz file: ", status.message()));
   };
-  // Mapped only to check the structure: the end records, the central directory and the
-  // local headers are all Open touches of it (the data is read with pread later).
-  Mapping mapping;
-  mapping.size = static_cast<size_t>(info.st_size);
-  if (mapping.size > 0) {
-    mapping.address = mmap(nullptr, mapping.size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (mapping.address == MAP_FAILED) {
-      return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
-    }
-  }
-  const absl::Span<const uint8_t> bytes(
-      mapping.size > 0 ? static_cast<const uint8_t*>(mapping.address) : nullptr, mapping.size);
+  // The end records, the central directory and the local headers are all Open touches of
+  // the mapping; the data is lent from it or read with pread later.
+  PARAMD_ASSIGN_OR_RETURN(reader->mapped_,
+                          MappedInput::Map(fd, path, static_cast<uint64_t>(info.st_size)));
+  const absl::Span<const uint8_t> bytes(reader->mapped_->data(),
+                                        static_cast<size_t>(reader->mapped_->size()));
   // Keys drop ".npy", so "a" and "a.npy" collide too (as ParseNpz checks them).
   absl::StatusOr<std::vector<std::string>> names = zip::Reader::ListNames(bytes);
   if (!names.ok()) return not_npz(names.status());
@@ -331,13 +315,36 @@ absl::Status NpzFileReader::Reorder() {
   return absl::OkStatus();
 }
 
-absl::Status NpzFileReader::Read(size_t index, uint64_t offset, absl::Span<char> out) {
+absl::Status NpzFileReader::CheckOrder(size_t index, uint64_t offset, size_t size) const {
   if (index >= members_.size() || (index != current_ && offset != 0) ||
       (index == current_ && offset != next_offset_) ||
-      out.size() > members_[index].layout.data_bytes - offset) {
+      size > members_[index].layout.data_bytes - offset) {
     return absl::FailedPreconditionError(absl::StrCat(
         "NpzFileReader::Read out of order: tensor ", index, " at byte ", offset));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const char*> NpzFileReader::Lend(size_t index, uint64_t offset, size_t size) {
+  PARAMD_RETURN_IF_ERROR(CheckOrder(index, offset, size));
+  const Member& member = members_[index];
+  if (member.entry.method != zip::Method::kStored || !NpyDataIsAsHeld(member.layout)) {
+    return nullptr;
+  }
+  if (index != current_ || offset == 0) PARAMD_RETURN_IF_ERROR(Start(index));
+  // Open checked that every member lies within the file as it was mapped.
+  const uint8_t* bytes = mapped_->data() + file_pos_;
+  crc_ = zip::Crc32(absl::MakeConstSpan(bytes, size), crc_);
+  file_pos_ += size;
+  file_left_ -= size;
+  next_offset_ = offset + size;
+  mapped_->ReleaseBehind(file_pos_);
+  if (next_offset_ == member.layout.data_bytes) PARAMD_RETURN_IF_ERROR(FinishMember());
+  return reinterpret_cast<const char*>(bytes);
+}
+
+absl::Status NpzFileReader::Read(size_t index, uint64_t offset, absl::Span<char> out) {
+  PARAMD_RETURN_IF_ERROR(CheckOrder(index, offset, out.size()));
   if (index != current_ || offset == 0) PARAMD_RETURN_IF_ERROR(Start(index));
   const Member& member = members_[index];
   if (!reordered_.empty()) {

@@ -26,6 +26,7 @@
 #include "absl/types/span.h"
 #include "base/zip/zip.h"
 #include "client/cli/file_sink.h"
+#include "client/cli/mapped_input.h"
 #include "client/cli/npy.h"
 #include "paramd/client.h"
 
@@ -77,9 +78,10 @@ class NpzFileWriter final : public client::TensorConsumer {
 };
 
 // An .npz file's members sent from the file as a write asks for them. Open checks the
-// archive's structure and every member's .npy header and sizes (nothing else is read); Read
-// then reads each member's data with pread(2) (inflating a deflated one as it goes) and
-// checks its CRC-32, and the deflate stream's end, before handing out its last piece.
+// archive's structure and every member's .npy header and sizes (nothing else is read); Lend
+// then lends a stored member's data from the file's mapping, or Read reads it with pread(2)
+// (inflating a deflated one as it goes), and either checks its CRC-32, and the deflate
+// stream's end, before handing out its last piece.
 class NpzFileReader final : public client::TensorProducer {
  public:
   // The file's members, named as np.load's keys. Errors as ParseNpz's, and the same ones.
@@ -90,6 +92,9 @@ class NpzFileReader final : public client::TensorProducer {
 
   const std::vector<client::NamedTensor>& tensors() const override { return tensors_; }
   absl::Status Read(size_t index, uint64_t offset, absl::Span<char> out) override;
+  // A stored member in native byte order and C order is lent from the file's mapping (Note
+  // [Lent from the file]), its CRC-32 checked there; any other is left to Read.
+  absl::StatusOr<const char*> Lend(size_t index, uint64_t offset, size_t size) override;
 
  private:
   struct Member {
@@ -100,6 +105,8 @@ class NpzFileReader final : public client::TensorProducer {
   };
 
   NpzFileReader(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  // Read's and Lend's check of their arguments' order.
+  absl::Status CheckOrder(size_t index, uint64_t offset, size_t size) const;
   absl::Status AddMember(const zip::Reader& archive, const zip::Entry& entry);
   absl::Status Start(size_t index);
   // The member's next `size` raw bytes (after its header) into `out`, into the CRC.
@@ -111,6 +118,7 @@ class NpzFileReader final : public client::TensorProducer {
 
   std::string path_;
   int fd_;
+  std::unique_ptr<MappedInput> mapped_;  // the whole file
   std::vector<Member> members_;
   std::vector<client::NamedTensor> tensors_;
   // The member being read.

@@ -43,12 +43,13 @@ absl::Status CheckProduced(const std::vector<NamedTensor>& tensors, uint64_t* to
   return absl::OkStatus();
 }
 
-// Sends the options and every tensor of `producer` on `stream`, each chunk read into a
-// buffer of `pool` and lent; `flags` gives each header its region and parameter flags, and
+// Sends the options and every tensor of `producer` on `stream`, each chunk lent from the
+// producer's memory through `lender` or read into a buffer of `pool` and lent; `flags` gives each header its region and parameter flags, and
 // its name when `flags.name` is set (a single tensor's write). Returns false when the stream
 // broke (the call's status says why) or the producer failed (then `*produced` is its error).
 template <typename Stream>
-bool SendProduced(Stream& stream, internal::BufferPool& pool, const v1::WriteOptions& options,
+bool SendProduced(Stream& stream, internal::FrameLender& lender, internal::BufferPool& pool,
+                  const v1::WriteOptions& options,
                   TensorProducer& producer, const internal::OutgoingTensor& flags,
                   uint64_t total, uint64_t largest, const ProgressCallback& progress,
                   absl::Status* produced) {
@@ -72,15 +73,25 @@ bool SendProduced(Stream& stream, internal::BufferPool& pool, const v1::WriteOpt
     const uint64_t bytes = static_cast<uint64_t>(entry.tensor.numel()) * ElementSize(entry.tensor.dtype);
     for (uint64_t offset = 0; offset < bytes; offset += kChunkBytes) {
       const size_t size = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, bytes - offset));
-      internal::BufferPool::Buffer* buffer = pool.Acquire();
-      *produced = producer.Read(index, offset, absl::MakeSpan(buffer->bytes.get(), size));
-      if (!produced->ok()) {
-        pool.Release(buffer);
+      absl::StatusOr<const char*> held = producer.Lend(index, offset, size);
+      if (!held.ok()) {
+        *produced = held.status();
         return false;
       }
-      if (!stream.Write(pool.Lend(wire::ChunkFramePrefix(offset, size), buffer, size))) {
-        return false;
+      grpc::ByteBuffer frame;
+      if (*held != nullptr) {
+        frame = lender.Lend(internal::EncodedFrame{wire::ChunkFramePrefix(offset, size),
+                                                   absl::string_view(*held, size), true});
+      } else {
+        internal::BufferPool::Buffer* buffer = pool.Acquire();
+        *produced = producer.Read(index, offset, absl::MakeSpan(buffer->bytes.get(), size));
+        if (!produced->ok()) {
+          pool.Release(buffer);
+          return false;
+        }
+        frame = pool.Lend(wire::ChunkFramePrefix(offset, size), buffer, size);
       }
+      if (!stream.Write(frame)) return false;
       done += size;
       if (progress) progress(done, total);
     }
@@ -101,13 +112,15 @@ absl::Status WriteProduced(const v1::WriteOptions& options, TensorProducer& prod
   uint64_t total = 0, largest = 0;
   PARAMD_RETURN_IF_ERROR(CheckProduced(producer.tensors(), &total, &largest));
   // Declared before the call: gRPC may hold lent buffers until the call is released.
+  internal::FrameLender lender;
   internal::BufferPool pool;
   absl::Status produced, status;
   {
     grpc::ClientContext context;
     auto stream = open(&context);
     const bool sent =
-        SendProduced(*stream, pool, options, producer, flags, total, largest, progress, &produced);
+        SendProduced(*stream, lender, pool, options, producer, flags, total, largest, progress,
+                     &produced);
     if (!produced.ok()) {
       context.TryCancel();
     } else if (sent) {
@@ -115,6 +128,7 @@ absl::Status WriteProduced(const v1::WriteOptions& options, TensorProducer& prod
     }
     status = finish(*stream, context);
   }
+  lender.WaitForReturns();
   pool.WaitForReturns();
   PARAMD_RETURN_IF_ERROR(produced);
   return status;

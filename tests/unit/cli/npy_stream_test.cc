@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -15,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/zip/zip.h"
+#include "client/cli/mapped_input.h"
 #include "client/cli/npy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -187,36 +190,55 @@ TEST(NpyFileWriterTest, AMissingDirectoryIsNotFound) {
 // ---------------------------------------------------------------------------------------
 // NpyFileReader
 
-// What SetTensorFrom does: the tensor in order, in pieces of `chunk` bytes.
-absl::StatusOr<HostTensor> ReadAll(NpyFileReader& reader, size_t chunk) {
+// How the reader hands its pieces out: read into a buffer, or lent where it lends them
+// (and read where it does not), as SendProduced asks for them.
+enum class Pieces { kRead, kLent };
+
+// What SetTensorFrom does: the tensor in order, in pieces of `chunk` bytes; `lent` counts
+// the pieces that were lent.
+absl::StatusOr<HostTensor> ReadAll(NpyFileReader& reader, size_t chunk,
+                                   Pieces pieces = Pieces::kRead, int* lent = nullptr) {
   if (reader.tensors().size() != 1) return absl::InternalError("not one tensor");
   HostTensor tensor = reader.tensors()[0].tensor;
   tensor.data.resize(tensor.nbytes());
   for (size_t at = 0; at < tensor.data.size(); at += chunk) {
     const size_t size = std::min(chunk, tensor.data.size() - at);
+    absl::StatusOr<const char*> held = pieces == Pieces::kLent
+                                           ? reader.Lend(0, at, size)
+                                           : absl::StatusOr<const char*>(nullptr);
+    if (!held.ok()) return held.status();
+    if (*held != nullptr) {
+      std::memcpy(tensor.data.data() + at, *held, size);
+      if (lent != nullptr) ++*lent;
+      continue;
+    }
     absl::Status status = reader.Read(0, at, absl::MakeSpan(tensor.data.data() + at, size));
     if (!status.ok()) return status;
   }
   return tensor;
 }
 
-absl::StatusOr<HostTensor> ReadStreamed(const std::string& bytes, size_t chunk) {
+absl::StatusOr<HostTensor> ReadStreamed(const std::string& bytes, size_t chunk,
+                                        Pieces pieces = Pieces::kRead, int* lent = nullptr) {
   const std::string path = WriteBytes("read.npy", bytes);
   absl::StatusOr<std::unique_ptr<NpyFileReader>> reader = NpyFileReader::Open(path);
   std::remove(path.c_str());  // the open descriptor keeps it readable
   if (!reader.ok()) return reader.status();
-  return ReadAll(**reader, chunk);
+  return ReadAll(**reader, chunk, pieces, lent);
 }
 
-// `npy` read both ways: streamed in pieces of `chunk` bytes, and whole by ParseNpy.
+// `npy` read all three ways: streamed in pieces of `chunk` bytes, read or lent, and whole
+// by ParseNpy.
 void ExpectReadsAsParseNpy(const std::string& npy, size_t chunk) {
   absl::StatusOr<HostTensor> whole = ParseNpy(npy);
   ASSERT_TRUE(whole.ok()) << whole.status();
-  absl::StatusOr<HostTensor> streamed = ReadStreamed(npy, chunk);
-  ASSERT_TRUE(streamed.ok()) << streamed.status();
-  EXPECT_EQ(streamed->dtype, whole->dtype);
-  EXPECT_EQ(streamed->shape, whole->shape);
-  EXPECT_EQ(streamed->data, whole->data);
+  for (Pieces pieces : {Pieces::kRead, Pieces::kLent}) {
+    absl::StatusOr<HostTensor> streamed = ReadStreamed(npy, chunk, pieces);
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    EXPECT_EQ(streamed->dtype, whole->dtype);
+    EXPECT_EQ(streamed->shape, whole->shape);
+    EXPECT_EQ(streamed->data, whole->data);
+  }
 }
 
 // An .npy file of format `major`.0 with header text `dict` (padded as np.save pads) and
@@ -340,6 +362,45 @@ TEST(NpyFileReaderTest, AFileCutWhileItIsReadFailsThatRead) {
   EXPECT_EQ(cut.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(cut.message(), HasSubstr("the file ends early"));
   EXPECT_THAT(cut.message(), HasSubstr(path));
+  std::remove(path.c_str());
+}
+
+// Note [Lent from the file]: data in C order and native byte order is lent from the
+// mapping; byte-swapped, boolean (made 0 or 1) or Fortran-ordered data is read.
+TEST(NpyFileReaderTest, LendsNativeDataAndReadsWhatNeedsChanging) {
+  const std::string big = BigEndianInt32s(6);
+  const std::pair<std::string, int> cases[] = {
+      {Npy("{'descr': '<i4', 'fortran_order': False, 'shape': (6,), }", big), 3},
+      {Npy("{'descr': '>i4', 'fortran_order': False, 'shape': (6,), }", big), 0},
+      {Npy("{'descr': '<i4', 'fortran_order': True, 'shape': (2, 3), }", big), 0},
+      {Npy("{'descr': '|b1', 'fortran_order': False, 'shape': (24,), }", big), 0},
+  };
+  for (const auto& [npy, lent_pieces] : cases) {
+    ExpectReadsAsParseNpy(npy, 8);
+    int lent = 0;
+    ASSERT_TRUE(ReadStreamed(npy, 8, Pieces::kLent, &lent).ok());
+    EXPECT_EQ(lent, lent_pieces) << npy.substr(10, 40);
+  }
+}
+
+// A file cut short while its pages are lent: SIGBUS becomes a message and exit status 1.
+TEST(NpyFileReaderDeathTest, AFileCutWhileLentExitsWithAMessage) {
+  absl::StatusOr<std::string> npy = SerializeNpy(Make(DType::kFloat32, {16384}, Iota(16384)));
+  ASSERT_TRUE(npy.ok());
+  const std::string path = WriteBytes("cut.npy", *npy);
+  EXPECT_EXIT(
+      {
+        ExitCleanlyOnBusError();
+        absl::StatusOr<std::unique_ptr<NpyFileReader>> reader = NpyFileReader::Open(path);
+        if (!reader.ok() || truncate(path.c_str(), 0) != 0) std::_Exit(3);
+        absl::StatusOr<const char*> held = (*reader)->Lend(0, 0, 65536);
+        if (!held.ok() || *held == nullptr) std::_Exit(4);
+        // What the socket's copy or a TLS record would do with the lent bytes.
+        volatile char sink = (*held)[65535];
+        (void)sink;
+        std::_Exit(5);
+      },
+      ::testing::ExitedWithCode(1), "cut.npy' changed while it was being sent");
   std::remove(path.c_str());
 }
 

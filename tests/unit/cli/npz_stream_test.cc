@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -18,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "base/zip/zip.h"
+#include "client/cli/mapped_input.h"
 #include "client/cli/npy.h"
 #include "paramd/tensor.h"
 #include "tests/unit/npz_archives.h"
@@ -150,17 +153,32 @@ std::string WriteFile(const std::string& name, const std::string& bytes) {
   return path;
 }
 
+// How the reader hands its pieces out: read into a buffer, or lent where it lends them
+// (and read where it does not), as SendProduced asks for them.
+enum class Pieces { kRead, kLent };
+
 // What LoadStateDictFrom does: every tensor in order, in pieces of `chunk` bytes. `reads`
-// counts the pieces handed out before any error.
-absl::StatusOr<NamedTensors> ReadAll(NpzFileReader& reader, size_t chunk, int* reads = nullptr) {
+// counts the pieces handed out before any error, `lent` those of them that were lent.
+absl::StatusOr<NamedTensors> ReadAll(NpzFileReader& reader, size_t chunk,
+                                     Pieces pieces = Pieces::kRead, int* reads = nullptr,
+                                     int* lent = nullptr) {
   NamedTensors out;
   for (size_t i = 0; i < reader.tensors().size(); ++i) {
     HostTensor tensor = reader.tensors()[i].tensor;
     tensor.data.resize(tensor.nbytes());
     for (size_t at = 0; at < tensor.data.size(); at += chunk) {
       const size_t size = std::min(chunk, tensor.data.size() - at);
-      absl::Status status = reader.Read(i, at, absl::MakeSpan(tensor.data.data() + at, size));
-      if (!status.ok()) return status;
+      absl::StatusOr<const char*> held = pieces == Pieces::kLent
+                                             ? reader.Lend(i, at, size)
+                                             : absl::StatusOr<const char*>(nullptr);
+      if (!held.ok()) return held.status();
+      if (*held != nullptr) {
+        std::memcpy(tensor.data.data() + at, *held, size);
+        if (lent != nullptr) ++*lent;
+      } else {
+        absl::Status status = reader.Read(i, at, absl::MakeSpan(tensor.data.data() + at, size));
+        if (!status.ok()) return status;
+      }
       if (reads != nullptr) ++*reads;
     }
     out.emplace_back(reader.tensors()[i].name, std::move(tensor));
@@ -169,12 +187,13 @@ absl::StatusOr<NamedTensors> ReadAll(NpzFileReader& reader, size_t chunk, int* r
 }
 
 absl::StatusOr<NamedTensors> ReadFileStreamed(const std::string& bytes, size_t chunk,
-                                              int* reads = nullptr) {
+                                              Pieces pieces = Pieces::kRead, int* reads = nullptr,
+                                              int* lent = nullptr) {
   const std::string path = WriteFile("read.npz", bytes);
   absl::StatusOr<std::unique_ptr<NpzFileReader>> reader = NpzFileReader::Open(path);
   std::remove(path.c_str());  // the open descriptor keeps it readable
   if (!reader.ok()) return reader.status();
-  return ReadAll(**reader, chunk, reads);
+  return ReadAll(**reader, chunk, pieces, reads, lent);
 }
 
 void ExpectSame(const NamedTensors& got, const NamedTensors& want) {
@@ -187,13 +206,16 @@ void ExpectSame(const NamedTensors& got, const NamedTensors& want) {
   }
 }
 
-// `npz` read both ways: streamed in pieces of `chunk` bytes, and whole by ParseNpz.
+// `npz` read all three ways: streamed in pieces of `chunk` bytes, read or lent, and whole
+// by ParseNpz.
 void ExpectReadsAsParseNpz(const std::string& npz, size_t chunk) {
   absl::StatusOr<NamedTensors> whole = ParseNpz(npz);
   ASSERT_TRUE(whole.ok()) << whole.status();
-  absl::StatusOr<NamedTensors> streamed = ReadFileStreamed(npz, chunk);
-  ASSERT_TRUE(streamed.ok()) << streamed.status();
-  ExpectSame(*streamed, *whole);
+  for (Pieces pieces : {Pieces::kRead, Pieces::kLent}) {
+    absl::StatusOr<NamedTensors> streamed = ReadFileStreamed(npz, chunk, pieces);
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    ExpectSame(*streamed, *whole);
+  }
 }
 
 // An .npy file with header text `dict` (padded as np.save pads) and `data`.
@@ -317,12 +339,56 @@ TEST(NpzFileReaderTest, ACorruptMemberFailsOnItsLastChunkBeforeHandingItOut) {
   std::string stored = Zip({{"a.npy", member}, {"b.npy", member}});
   // A data byte of 'b' flipped: its CRC-32 no longer matches.
   stored[stored.rfind(data) + 60] ^= 0x40;
-  int reads = 0;
-  absl::StatusOr<NamedTensors> read = ReadFileStreamed(stored, 16, &reads);
-  EXPECT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(read.status().message(), HasSubstr("member 'b.npy': CRC-32 mismatch"));
-  // All four pieces of 'a' and the first three of 'b' went; b's last never did.
-  EXPECT_EQ(reads, 7);
+  for (Pieces pieces : {Pieces::kRead, Pieces::kLent}) {
+    int reads = 0;
+    absl::StatusOr<NamedTensors> read = ReadFileStreamed(stored, 16, pieces, &reads);
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(read.status().message(), HasSubstr("member 'b.npy': CRC-32 mismatch"));
+    // All four pieces of 'a' and the first three of 'b' went; b's last never did.
+    EXPECT_EQ(reads, 7);
+  }
+}
+
+// Note [Lent from the file]: a stored member in native order is lent from the mapping; a
+// deflated, byte-swapped or Fortran-ordered one is read (and converted) as before.
+TEST(NpzFileReaderTest, LendsStoredNativeMembersAndReadsTheRest) {
+  const std::string native = Npy("{'descr': '<i4', 'fortran_order': False, 'shape': (8,), }",
+                                 std::string(32, '\x01'));
+  const std::string swapped = Npy("{'descr': '>i4', 'fortran_order': False, 'shape': (8,), }",
+                                  std::string(32, '\x02'));
+  const std::string fortran = Npy("{'descr': '<i4', 'fortran_order': True, 'shape': (2, 4), }",
+                                  std::string(32, '\x03'));
+  const std::string npz = Zip({{"n.npy", native}, {"s.npy", swapped}, {"f.npy", fortran}});
+  ExpectReadsAsParseNpz(npz, 8);
+  int reads = 0, lent = 0;
+  ASSERT_TRUE(ReadFileStreamed(npz, 8, Pieces::kLent, &reads, &lent).ok());
+  EXPECT_EQ(reads, 12);
+  EXPECT_EQ(lent, 4);  // n.npy's four pieces
+  lent = 0;
+  ASSERT_TRUE(ReadFileStreamed(Zip({{"n.npy", native}}, zip::Method::kDeflate), 8, Pieces::kLent,
+                               &reads, &lent)
+                  .ok());
+  EXPECT_EQ(lent, 0);
+}
+
+// A file cut short while its pages are lent: the touch past its new end raises SIGBUS, and
+// paramctl exits with a message instead of dying by the signal (the daemon, whose write
+// stream is cut off with it, commits nothing).
+TEST(NpzFileReaderDeathTest, AFileCutWhileLentExitsWithAMessage) {
+  absl::StatusOr<std::string> npz =
+      SerializeNpz({{"x", Make(DType::kFloat32, {16384}, Iota(16384))}});
+  ASSERT_TRUE(npz.ok());
+  const std::string path = WriteFile("cut.npz", *npz);
+  EXPECT_EXIT(
+      {
+        ExitCleanlyOnBusError();
+        absl::StatusOr<std::unique_ptr<NpzFileReader>> reader = NpzFileReader::Open(path);
+        if (!reader.ok() || truncate(path.c_str(), 0) != 0) std::_Exit(3);
+        (void)(*reader)->Lend(0, 0, 65536);
+        std::_Exit(4);
+      },
+      ::testing::ExitedWithCode(1), "cut.npz' changed while it was being sent");
+  std::remove(path.c_str());
 }
 
 TEST(NpzFileReaderTest, CorruptOrLyingDeflateStreamsAreRefused) {

@@ -395,6 +395,16 @@ class TensorProducer {
   // producer that checks its source as it goes (a CRC) can so refuse a tensor's last piece
   // before the daemon has all of it.
   virtual absl::Status Read(size_t index, uint64_t offset, absl::Span<char> out) = 0;
+  // Read's `size` bytes without a copy, where the producer holds them in memory that stays
+  // valid while it lives (a mapped file): their address, lent to gRPC as they are; or
+  // nullptr, and Read is called for that piece instead. Called under Read's rules, in place
+  // of Read, and with Read's checks and errors. The default lends nothing.
+  virtual absl::StatusOr<const char*> Lend(size_t index, uint64_t offset, size_t size) {
+    (void)index;
+    (void)offset;
+    (void)size;
+    return nullptr;
+  }
 };
 
 class Client;
