@@ -44,13 +44,14 @@ absl::Status CheckProduced(const std::vector<NamedTensor>& tensors, uint64_t* to
 }
 
 // Sends the options and every tensor of `producer` on `stream`, each chunk lent from the
-// producer's memory through `lender` or read into a buffer of `pool` and lent; `flags` gives each header its region and parameter flags, and
-// its name when `flags.name` is set (a single tensor's write). Returns false when the stream
-// broke (the call's status says why) or the producer failed (then `*produced` is its error).
+// producer's memory through `lender`, or read into a buffer of `pool` and lent; `flags` gives
+// each header its region and parameter flags, and its name when `flags.name` is set (a single
+// tensor's write). Returns false when the stream broke (the call's status says why) or the
+// producer failed (then `*produced` is its error).
 template <typename Stream>
 bool SendProduced(Stream& stream, internal::FrameLender& lender, internal::BufferPool& pool,
-                  const v1::WriteOptions& options,
-                  TensorProducer& producer, const internal::OutgoingTensor& flags,
+                  const v1::WriteOptions& options, TensorProducer& producer,
+                  const internal::OutgoingTensor& flags,
                   uint64_t total, uint64_t largest, const ProgressCallback& progress,
                   absl::Status* produced) {
   // Options and headers are small and data follows: let gRPC coalesce them with it.
