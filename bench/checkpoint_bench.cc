@@ -428,7 +428,8 @@ int main(int argc, char** argv) {
   } else {
     signal(SIGPIPE, SIG_IGN);  // a peer that died is an error from Ask, not this process's end
     absl::StatusOr<std::unique_ptr<paramd::bench::Conversation>> started =
-        paramd::bench::Conversation::Start({*python, PARAMD_PEERS_SCRIPT, absl::StrCat(total), dir});
+        paramd::bench::Conversation::Start(
+            {*python, PARAMD_PEERS_SCRIPT, absl::StrCat(total), dir});
     absl::StatusOr<std::string> header =
         started.ok() ? (*started)->ReadLine() : absl::StatusOr<std::string>(started.status());
     if (header.ok()) peers = Json::parse(*header, nullptr, /*allow_exceptions=*/false);
@@ -536,7 +537,9 @@ int main(int argc, char** argv) {
       }
     }
   }
-  if (!peers.is_null()) worst_resident = std::max(worst_resident, peers.value("worst_resident", 0.0));
+  if (!peers.is_null()) {
+    worst_resident = std::max(worst_resident, peers.value("worst_resident", 0.0));
+  }
 
   std::printf("%s: %d x %lld MiB float32 (%.2f GB), best of %d, all on CPU 0\n",
               quick ? "quick" : "full", kTensors, static_cast<long long>(total / kTensors / kMiB),
@@ -579,8 +582,8 @@ int main(int argc, char** argv) {
 
   if (!peers.is_null()) {
     std::printf("\npeers: torch %s, safetensors %s; saves end with flush + os.fsync of the file "
-                "(no rename, no directory fsync); loads are cold and touched the same way; a round of "
-                "theirs after each of paramd's\n\n",
+                "(no rename, no directory fsync); loads are cold and touched the same way; a "
+                "round of theirs after each of paramd's\n\n",
                 peers.value("torch", "?").c_str(), peers.value("safetensors", "?").c_str());
     std::printf("| case | paramd | peer | ratio (paramd / peer throughput) |\n");
     std::printf("| --- | --- | --- | --- |\n");
