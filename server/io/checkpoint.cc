@@ -243,7 +243,6 @@ std::optional<CheckpointFormat> SniffFileFormat(const std::string& path) {
 
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path) {
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(path));
-  file->WillNeed();
   std::optional<CheckpointFormat> format = SniffFormat(file->bytes(), file->size());
   if (!format) {
     // Neither format: the reader the name suggests says what is wrong with the file.

@@ -96,10 +96,6 @@ absl::StatusOr<std::shared_ptr<MappedFile>> MappedFile::Open(const std::string& 
       new MappedFile(path, static_cast<const uint8_t*>(data), size, IdentityFrom(st)));
 }
 
-void MappedFile::WillNeed() const {
-  if (data_ != nullptr) ::madvise(const_cast<uint8_t*>(data_), size_, MADV_WILLNEED);
-}
-
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

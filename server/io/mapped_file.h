@@ -59,10 +59,6 @@ class MappedFile {
   const std::string& path() const { return path_; }
   // The file that was mapped, even if `path` names another one by now.
   const FileIdentity& identity() const { return identity_; }
-  // Tells the kernel every page will be read soon (madvise MADV_WILLNEED), so that it reads
-  // the file ahead in large requests, many in flight, instead of a page fault at a time.
-  // For a caller about to read the whole file; advice only, errors are ignored.
-  void WillNeed() const;
 
  private:
   MappedFile(std::string path, const uint8_t* data, size_t size, FileIdentity identity)

@@ -373,7 +373,6 @@ absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(std::shared_ptr<const Mapped
 absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const std::string& path,
                                                     const TorchReadOptions& options) {
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(path));
-  file->WillNeed();
   absl::StatusOr<TorchCheckpoint> read = ReadTorchCheckpoint(std::move(file), options);
   if (!read.ok()) {
     return absl::Status(read.status().code(),
