@@ -68,7 +68,7 @@ MappedInput::~MappedInput() {
 void MappedInput::ReleaseBehind(uint64_t position) {
   // In steps of kLag, so that the madvise(2) calls stay few.
   if (data_ == nullptr || position < released_ + 2 * kLag) return;
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   const uint64_t end = std::min(position - kLag, size_) / page * page;
   if (end <= released_) return;
   // MAP_PRIVATE pages this process never wrote: dropping them unmaps them here only (the

@@ -417,6 +417,10 @@ TEST(NpyFileReaderTest, ReadsOutOfOrderAreAFailedPrecondition) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ((*reader)->Read(0, 0, absl::MakeSpan(out, 17)).code(),
             absl::StatusCode::kFailedPrecondition);
+  // Lend keeps Read's order, and says so the same way.
+  EXPECT_EQ((*reader)->Lend(1, 0, 1).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*reader)->Lend(0, 4, 1).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*reader)->Lend(0, 0, 17).status().code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE((*reader)->Read(0, 0, absl::MakeSpan(out, 8)).ok());
   ASSERT_TRUE((*reader)->Read(0, 8, absl::MakeSpan(out + 8, 8)).ok());
   EXPECT_EQ(out[15], 15);

@@ -428,6 +428,9 @@ TEST(NpzFileReaderTest, ReadsOutOfOrderAreAFailedPrecondition) {
   EXPECT_EQ((*reader)->Read(0, 0, absl::MakeSpan(out, 4)).code(), absl::StatusCode::kOk);
   EXPECT_EQ((*reader)->Read(1, 0, absl::MakeSpan(out, 1)).code(),
             absl::StatusCode::kFailedPrecondition);
+  // Lend keeps Read's order, and says so the same way.
+  EXPECT_EQ((*reader)->Lend(0, 2, 2).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*reader)->Lend(1, 0, 1).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace
