@@ -78,6 +78,14 @@ void MappedInput::ReleaseBehind(uint64_t position) {
   released_ = end;
 }
 
+void MappedInput::Release(uint64_t offset, uint64_t length) {
+  if (data_ == nullptr || offset >= size_) return;
+  const uint64_t from = offset / kFolioBytes * kFolioBytes;
+  const uint64_t end = offset + std::min(length, size_ - offset);
+  const uint64_t to = std::min(size_, (end + kFolioBytes - 1) / kFolioBytes * kFolioBytes);
+  madvise(const_cast<uint8_t*>(data_) + from, static_cast<size_t>(to - from), MADV_DONTNEED);
+}
+
 void ExitCleanlyOnBusError() {
   struct sigaction action {};
   action.sa_handler = OnBusError;

@@ -39,6 +39,12 @@ class MappedInput {
   // Unmaps from the process the pages more than kLag bytes before `position` (the end of
   // what has been lent so far); a later touch would map them again, unchanged.
   void ReleaseBehind(uint64_t position);
+  // Unmaps from the process the pages around bytes [offset, offset + length): whole blocks of
+  // kFolioBytes, since where the page cache holds large folios one touch maps in the whole
+  // folio. Checking an archive touches a page or so of each member. What is touched again
+  // maps back in.
+  void Release(uint64_t offset, uint64_t length);
+  static constexpr uint64_t kFolioBytes = uint64_t{2} << 20;
 
   // Bytes lent that gRPC may still be sending stay mapped a while (four chunks); one it
   // sends after all is mapped in again by the touch, at the cost of a page fault.

@@ -130,6 +130,8 @@ absl::StatusOr<std::unique_ptr<NpzFileReader>> NpzFileReader::Open(const std::st
   for (const zip::Entry& entry : archive->entries()) {
     if (absl::EndsWith(entry.name, "/") && entry.size == 0) continue;  // a directory
     PARAMD_RETURN_IF_ERROR(reader->AddMember(*archive, entry));
+    reader->mapped_->Release(entry.local_header_offset,
+                             entry.data_offset - entry.local_header_offset + kMaxHeaderBytes);
   }
   return reader;
 }
