@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -63,6 +64,11 @@ class Reader {
   // "zip archive: " and says what is wrong. Neither CRCs nor deflate streams are checked here
   // (see VerifyCrc and Extract): that would read every byte of a possibly huge archive.
   static absl::StatusOr<Reader> Open(absl::Span<const uint8_t> archive);
+  // The same, calling `checked` with each entry once its local header has been checked (and
+  // before its data is looked at): a caller reading a mapped file can then let the pages go,
+  // since one touch of a page cache's large folio maps in all of it (up to 2 MiB).
+  static absl::StatusOr<Reader> Open(absl::Span<const uint8_t> archive,
+                                     absl::FunctionRef<void(const Entry&)> checked);
   static absl::StatusOr<Reader> Open(absl::string_view archive) {
     return Open(
         absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(archive.data()), archive.size()));

@@ -297,6 +297,11 @@ absl::Status ReadLocalHeader(absl::Span<const uint8_t> archive, uint64_t directo
 }  // namespace
 
 absl::StatusOr<Reader> Reader::Open(absl::Span<const uint8_t> archive) {
+  return Open(archive, [](const Entry&) {});
+}
+
+absl::StatusOr<Reader> Reader::Open(absl::Span<const uint8_t> archive,
+                                    absl::FunctionRef<void(const Entry&)> checked) {
   PARAMD_ASSIGN_OR_RETURN(EndRecord end, ReadEndRecord(archive));
   const absl::Span<const uint8_t> directory =
       archive.subspan(end.directory_offset, end.directory_size);
@@ -316,6 +321,7 @@ absl::StatusOr<Reader> Reader::Open(absl::Span<const uint8_t> archive) {
   entries.reserve(centrals.size());
   for (CentralEntry& central : centrals) {
     PARAMD_RETURN_IF_ERROR(ReadLocalHeader(archive, end.directory_offset, central));
+    checked(central.entry);
     entries.push_back(std::move(central.entry));
   }
   for (const Entry& entry : entries) {

@@ -109,7 +109,8 @@ absl::StatusOr<std::unique_ptr<NpzFileReader>> NpzFileReader::Open(const std::st
                         absl::StrCat(path, ": not a valid .npz file: ", status.message()));
   };
   // The end records, the central directory and the local headers are all Open touches of
-  // the mapping; the data is lent from it or read with pread later.
+  // the mapping; the data is lent from it or read with pread later. Each header's pages go
+  // once it is checked: a touch can map in a whole large folio of the page cache.
   PARAMD_ASSIGN_OR_RETURN(reader->mapped_,
                           MappedInput::Map(fd, path, static_cast<uint64_t>(info.st_size)));
   const absl::Span<const uint8_t> bytes(reader->mapped_->data(),
@@ -125,13 +126,16 @@ absl::StatusOr<std::unique_ptr<NpzFileReader>> NpzFileReader::Open(const std::st
           absl::StrCat(path, ": more than one member is named '", NpzKey(member), "'"));
     }
   }
-  absl::StatusOr<zip::Reader> archive = zip::Reader::Open(bytes);
+  MappedInput& mapped = *reader->mapped_;
+  absl::StatusOr<zip::Reader> archive = zip::Reader::Open(bytes, [&](const zip::Entry& entry) {
+    mapped.Release(entry.local_header_offset, entry.data_offset - entry.local_header_offset);
+  });
   if (!archive.ok()) return not_npz(archive.status());
   for (const zip::Entry& entry : archive->entries()) {
     if (absl::EndsWith(entry.name, "/") && entry.size == 0) continue;  // a directory
     PARAMD_RETURN_IF_ERROR(reader->AddMember(*archive, entry));
-    reader->mapped_->Release(entry.local_header_offset,
-                             entry.data_offset - entry.local_header_offset + kMaxHeaderBytes);
+    mapped.Release(entry.local_header_offset,
+                   entry.data_offset - entry.local_header_offset + kMaxHeaderBytes);
   }
   return reader;
 }

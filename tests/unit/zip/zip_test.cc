@@ -379,6 +379,31 @@ TEST(ZipReaderTest, CorruptBytesAreRefusedOrReadWithinBounds_PytorchSemantics5) 
   }
 }
 
+// Open's `checked` sees each entry once its local header is checked, in central directory
+// order, with where its data starts: what a caller needs to let the header's pages go.
+TEST(ZipReaderTest, OpenReportsEachEntryOnceItsLocalHeaderIsChecked) {
+  const std::string bytes = WriteArchive({{"a", "xyz"}, {"b/c", ""}, {"d", std::string(70, 'd')}});
+  std::vector<Entry> seen;
+  absl::StatusOr<Reader> zip =
+      Reader::Open(AsSpan(bytes), [&](const Entry& entry) { seen.push_back(entry); });
+  ASSERT_TRUE(zip.ok()) << zip.status();
+  ASSERT_EQ(seen.size(), zip->entries().size());
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].name, zip->entries()[i].name);
+    EXPECT_EQ(seen[i].local_header_offset, zip->entries()[i].local_header_offset);
+    EXPECT_EQ(seen[i].data_offset, zip->entries()[i].data_offset);
+  }
+  // A bad local header stops Open before that entry is reported.
+  std::string broken = bytes;
+  broken[zip->entries()[1].local_header_offset] = 'X';
+  seen.clear();
+  ExpectInvalid(Reader::Open(AsSpan(broken), [&](const Entry& entry) { seen.push_back(entry); })
+                    .status(),
+                "has no local header");
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].name, "a");
+}
+
 TEST(ZipReaderTest, AcceptsAnEmptyArchiveAndAComment_PytorchSemantics5) {
   std::string empty = WriteArchive({});
   absl::StatusOr<Reader> zip = Reader::Open(AsSpan(empty));
