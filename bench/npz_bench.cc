@@ -4,9 +4,10 @@
 // one model (32 float32 tensors, 512 MiB in all by default) timed as whole processes, as
 // ratios to the raw pull and push of the same model through the C++ client library (the
 // wire: StateDictInto and LoadStateDict from memory, after a warm-up round), the file in a
-// warm page cache. The same for `paramctl get NAME KEY --out FILE.npy` and `paramctl set NAME
-// KEY --in FILE.npy` of the largest tensor against GetTensor and SetTensor of it. Also each
-// paramctl run's peak resident memory (ru_maxrss from wait4)
+// warm page cache (read once, untimed: paramctl may have written it past the cache). The
+// same for `paramctl get NAME KEY --out FILE.npy` and `paramctl set NAME KEY --in FILE.npy`
+// of the largest tensor against GetTensor and SetTensor of it. Also each paramctl run's peak
+// resident memory (ru_maxrss from wait4)
 // against the largest tensor and against a bare `paramctl health`, and the time of that bare
 // call (process start and connect), which every paramctl figure includes. Ratios, not
 // absolute times: the machine is shared and noisy; medians of the repetitions. paramd runs on
@@ -25,6 +26,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -133,18 +135,22 @@ class Spawner {
   FILE* from_ = nullptr;
 };
 
-// The file-system side alone, on this process's CPU: `total` bytes written in 1 MiB pieces to
-// a fresh file replacing the last one (what state-dict --out adds to a pull), or read back with pread (a warm page
+// The file-system side alone, on this process's CPU: `total` bytes written in pieces to a
+// fresh file replacing the last one, through the page cache or past it (O_DIRECT, as
+// paramctl writes where it can: the disk's rate), or read back with pread (a warm page
 // cache: what load-state-dict adds to a push). Seconds, or -1 on failure.
-double WriteFresh(const std::string& path, uint64_t total) {
-  std::string chunk(kMiB, '\x5a');
+double WriteFresh(const std::string& path, uint64_t total, int flags, size_t piece) {
+  void* memory = std::aligned_alloc(4096, piece);
+  if (memory == nullptr) return -1;
+  absl::Cleanup free_memory = [memory] { std::free(memory); };
+  std::memset(memory, 0x5a, piece);
   const auto t0 = Clock::now();
   // Timed too: paramctl replaces the previous file, whose pages go then.
   std::remove(path.c_str());
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | flags, 0644);
   if (fd < 0) return -1;
-  for (uint64_t done = 0; done < total; done += kMiB) {
-    if (write(fd, chunk.data(), chunk.size()) != static_cast<ssize_t>(chunk.size())) {
+  for (uint64_t done = 0; done < total; done += piece) {
+    if (write(fd, memory, piece) != static_cast<ssize_t>(piece)) {
       close(fd);
       return -1;
     }
@@ -263,6 +269,7 @@ int main(int argc, char** argv) {
   std::vector<double> fresh_pull;
   std::vector<double> get_s, set_s, npy_out_s, npy_in_s, npy_out_rss, npy_in_rss;
   std::vector<double> pull, push, out_s, in_s, bare_s, out_rss, in_rss, bare_rss, write_s, read_s;
+  std::vector<double> direct_s;
   const std::string scratch_file = scratch + "/plain.bin";
   for (int r = 0; r < reps; ++r) {
     auto t0 = Clock::now();
@@ -297,9 +304,11 @@ int main(int argc, char** argv) {
     const Run bare = Paramctl(address, {"health"});
     paramd::bench::Settle(scratch);
     const Run out = Paramctl(address, {"state-dict", "npz", "--out", npz});
+    ReadBack(npz);  // paramctl wrote it past the page cache: the reads start from a warm one
     const Run in = Paramctl(address, {"load-state-dict", "npz", npz});
     paramd::bench::Settle(scratch);
     const Run npy_out = Paramctl(address, {"get", "npz", largest, "--out", npy});
+    ReadBack(npy);
     const Run npy_in = Paramctl(address, {"set", "npz", largest, "--in", npy});
     if (!bare.ok || !out.ok || !in.ok || !npy_out.ok || !npy_in.ok) {
       return Fail("paramctl", absl::InternalError("a paramctl run failed"));
@@ -309,8 +318,10 @@ int main(int argc, char** argv) {
     npy_in_s.push_back(npy_in.seconds);
     npy_in_rss.push_back(npy_in.max_rss_mib);
     paramd::bench::Settle(scratch);
-    write_s.push_back(WriteFresh(scratch_file, total));
+    write_s.push_back(WriteFresh(scratch_file, total, 0, kMiB));
     read_s.push_back(ReadBack(scratch_file));
+    paramd::bench::Settle(scratch);
+    direct_s.push_back(WriteFresh(scratch_file, total, O_DIRECT, 4 * kMiB));
     bare_s.push_back(bare.seconds);
     bare_rss.push_back(bare.max_rss_mib);
     out_s.push_back(out.seconds);
@@ -349,6 +360,9 @@ int main(int argc, char** argv) {
   std::printf("| reference: write to a fresh file, 1 MiB writes | %.2f GB/s | | | |\n",
               gb / Median(write_s));
   std::printf("| reference: pread of that file, warm | %.2f GB/s | | | |\n", gb / Median(read_s));
+  std::printf("| reference: write to a fresh file past the page cache, 4 MiB O_DIRECT writes "
+              "(the disk) | %.2f GB/s | | %.2f | |\n",
+              gb / Median(direct_s), Median(pull) / Median(direct_s));
   std::printf("| reference: pull + fresh-file write, one after the other | %.2f GB/s | | %.2f | |\n",
               gb / (Median(pull) + Median(write_s)),
               Median(pull) / (Median(pull) + Median(write_s)));

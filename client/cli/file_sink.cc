@@ -1,11 +1,15 @@
 #include "client/cli/file_sink.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
 #include <utility>
@@ -19,10 +23,15 @@ namespace paramd::cli {
 // ---------------------------------------------------------------------------------------
 // FileSink
 
-absl::StatusOr<std::unique_ptr<FileSink>> FileSink::Create(const std::string& path) {
+absl::StatusOr<std::unique_ptr<FileSink>> FileSink::Create(const std::string& path, Writes writes) {
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot create '", path, "'"));
-  std::unique_ptr<FileSink> sink(new FileSink(path, fd));
+  struct stat st {};
+  // fcntl refuses O_DIRECT (EINVAL) where the file system cannot do it; that is no error.
+  const bool can_direct = writes == Writes::kFastest && fstat(fd, &st) == 0 &&
+                          S_ISREG(st.st_mode) && fcntl(fd, F_SETFL, O_DIRECT) == 0 &&
+                          fcntl(fd, F_SETFL, 0) == 0;
+  std::unique_ptr<FileSink> sink(new FileSink(path, fd, can_direct));
   try {
     sink->writer_ = std::thread([raw = sink.get()] { raw->WriteLoop(); });
   } catch (const std::system_error& e) {
@@ -32,7 +41,8 @@ absl::StatusOr<std::unique_ptr<FileSink>> FileSink::Create(const std::string& pa
   return sink;
 }
 
-FileSink::FileSink(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+FileSink::FileSink(std::string path, int fd, bool can_direct)
+    : path_(std::move(path)), fd_(fd), can_direct_(can_direct) {}
 
 FileSink::~FileSink() {
   if (writer_.joinable()) {
@@ -46,15 +56,27 @@ FileSink::~FileSink() {
   if (fd_ >= 0) close(fd_);
 }
 
+void FileSink::FreeAligned::operator()(uint8_t* bytes) const { std::free(bytes); }
+
+FileSink::Buffer FileSink::NewBuffer(size_t size) {
+  const size_t rounded = (std::max<size_t>(size, 1) + kAlignment - 1) / kAlignment * kAlignment;
+  return Buffer(static_cast<uint8_t*>(std::aligned_alloc(kAlignment, rounded)));
+}
+
 absl::Status FileSink::Append(absl::Span<const uint8_t> bytes) {
   while (!bytes.empty()) {
-    if (filling_.bytes == nullptr) filling_.bytes = TakeBuffer();
+    if (filling_.bytes == nullptr) {
+      PARAMD_ASSIGN_OR_RETURN(filling_.bytes, TakeBuffer());
+      filling_.offset = size_;
+    }
     const size_t n = std::min(kPieceBytes - filling_.size, bytes.size());
     std::memcpy(filling_.bytes.get() + filling_.size, bytes.data(), n);
     filling_.size += n;
     size_ += n;
     bytes.remove_prefix(n);
-    if (filling_.size == kPieceBytes) PARAMD_RETURN_IF_ERROR(Flush());
+    if (filling_.size == kPieceBytes) {
+      PARAMD_RETURN_IF_ERROR(Enqueue(std::exchange(filling_, Piece())));
+    }
   }
   return absl::OkStatus();
 }
@@ -65,10 +87,22 @@ absl::Status FileSink::Overwrite(uint64_t offset, absl::Span<const uint8_t> byte
                                                    offset + bytes.size(), " of '", path_,
                                                    "', which holds ", size_));
   }
-  // After what is gathered so far, so that the rewrite lands on the bytes it replaces.
-  PARAMD_RETURN_IF_ERROR(Flush());
+  // Bytes still gathering are patched where they are, so that every piece but the last
+  // stays whole (Note [Past the page cache]).
+  const uint64_t filling_from = size_ - filling_.size;
+  if (offset + bytes.size() > filling_from) {
+    const uint64_t at = std::max(offset, filling_from);
+    const size_t skip = static_cast<size_t>(at - offset);
+    std::memcpy(filling_.bytes.get() + (at - filling_from), bytes.data() + skip,
+                bytes.size() - skip);
+    bytes = bytes.first(skip);
+  }
+  if (bytes.empty()) return absl::OkStatus();
   Piece piece;
-  piece.bytes = std::make_unique<uint8_t[]>(bytes.size());
+  piece.bytes = NewBuffer(bytes.size());
+  if (piece.bytes == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory writing '", path_, "'"));
+  }
   std::memcpy(piece.bytes.get(), bytes.data(), bytes.size());
   piece.size = bytes.size();
   piece.rewrite = true;
@@ -78,7 +112,8 @@ absl::Status FileSink::Overwrite(uint64_t offset, absl::Span<const uint8_t> byte
 
 absl::Status FileSink::Close() {
   if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
-  absl::Status status = Flush();
+  absl::Status status =
+      filling_.size > 0 ? Enqueue(std::exchange(filling_, Piece())) : absl::OkStatus();
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
@@ -90,17 +125,14 @@ absl::Status FileSink::Close() {
   }
   const int fd = fd_;
   fd_ = -1;
+  // The last piece went out padded to whole blocks.
+  if (status.ok() && file_end_ > size_ && ftruncate(fd, static_cast<off_t>(size_)) != 0) {
+    status = WriteError();
+  }
   if (close(fd) != 0 && status.ok()) {
-    status = absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path_, "'"));
+    status = WriteError();
   }
   return status;
-}
-
-absl::Status FileSink::Flush() {
-  if (filling_.size == 0) return absl::OkStatus();
-  Piece piece = std::move(filling_);
-  filling_ = Piece();
-  return Enqueue(std::move(piece));
 }
 
 absl::Status FileSink::Enqueue(Piece piece) {
@@ -114,16 +146,20 @@ absl::Status FileSink::Enqueue(Piece piece) {
   return absl::OkStatus();
 }
 
-std::unique_ptr<uint8_t[]> FileSink::TakeBuffer() {
+absl::StatusOr<FileSink::Buffer> FileSink::TakeBuffer() {
   {
     absl::MutexLock lock(&mu_);
     if (!spare_.empty()) {
-      std::unique_ptr<uint8_t[]> buffer = std::move(spare_.back());
+      Buffer buffer = std::move(spare_.back());
       spare_.pop_back();
       return buffer;
     }
   }
-  return std::make_unique_for_overwrite<uint8_t[]>(kPieceBytes);
+  Buffer buffer = NewBuffer(kPieceBytes);
+  if (buffer == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory writing '", path_, "'"));
+  }
+  return buffer;
 }
 
 void FileSink::WriteLoop() {
@@ -132,9 +168,7 @@ void FileSink::WriteLoop() {
     bool failed;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || !queue_.empty();
-      };
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !queue_.empty(); };
       mu_.Await(absl::Condition(&ready));
       if (queue_.empty()) return;
       piece = std::move(queue_.front());
@@ -149,28 +183,78 @@ void FileSink::WriteLoop() {
   }
 }
 
-absl::Status FileSink::WritePiece(const Piece& piece) {
-  const uint8_t* data = piece.bytes.get();
-  size_t left = piece.size;
-  uint64_t offset = piece.offset;
-  while (left > 0) {
-    const ssize_t n = piece.rewrite ? pwrite(fd_, data, left, static_cast<off_t>(offset))
-                                    : write(fd_, data, left);
+absl::Status FileSink::WritePiece(Piece& piece) {
+  if (piece.rewrite) {
+    // Through the page cache, which reads the block back if it went past it.
+    PARAMD_RETURN_IF_ERROR(SetDirect(false));
+    return WriteAll(piece.bytes.get(), piece.size, piece.offset);
+  }
+  const bool direct = NextGoesDirect();
+  PARAMD_RETURN_IF_ERROR(SetDirect(direct));
+  size_t length = piece.size;
+  if (direct && length % kAlignment != 0) {
+    // Only the last piece is short; Close cuts the padding off again.
+    const size_t padded = (length + kAlignment - 1) / kAlignment * kAlignment;
+    std::memset(piece.bytes.get() + length, 0, padded - length);
+    length = padded;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  PARAMD_RETURN_IF_ERROR(WriteAll(piece.bytes.get(), length, piece.offset));
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  // WriteAll may have turned the sink to the page cache: what counts is how it went.
+  double& recent = seconds_per_byte_[direct_ ? 1 : 0];
+  const double now = took.count() / static_cast<double>(length);
+  recent = recent == 0 ? now : (recent + now) / 2;
+  if (direct_) direct_bytes_ += piece.size;
+  ++pieces_;
+  file_end_ = std::max(file_end_, piece.offset + length);
+  if (!direct_ && file_end_ - writeback_from_ >= kWritebackBytes) {
+    sync_file_range(fd_, static_cast<off_t>(writeback_from_),
+                    static_cast<off_t>(file_end_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = file_end_;
+  }
+  return absl::OkStatus();
+}
+
+bool FileSink::NextGoesDirect() {
+  if (!can_direct_) return false;
+  if (pieces_ < 2) return pieces_ == 0;
+  const double direct = seconds_per_byte_[1];
+  const double cached = seconds_per_byte_[0];
+  const bool direct_better = direct < 2 * cached;
+  const bool probe = next_probe_ != 0 && pieces_ >= next_probe_;
+  if (next_probe_ == 0 || probe) {
+    const double behind = std::max(direct, cached) / std::max(std::min(direct, cached), 1e-12);
+    next_probe_ = pieces_ + static_cast<uint64_t>(kProbeEvery * std::min(std::ceil(behind), 1e6));
+  }
+  return probe ? !direct_better : direct_better;
+}
+
+absl::Status FileSink::SetDirect(bool direct) {
+  if (direct == direct_) return absl::OkStatus();
+  if (fcntl(fd_, F_SETFL, direct ? O_DIRECT : 0) != 0) return WriteError();
+  direct_ = direct;
+  return absl::OkStatus();
+}
+
+absl::Status FileSink::WriteError() const {
+  return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path_, "'"));
+}
+
+absl::Status FileSink::WriteAll(const uint8_t* data, size_t size, uint64_t offset) {
+  while (size > 0) {
+    const ssize_t n = pwrite(fd_, data, size, static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path_, "'"));
+      if (errno == EINVAL && direct_ && SetDirect(false).ok()) {
+        can_direct_ = false;  // the file system took O_DIRECT but not these blocks
+        continue;
+      }
+      return WriteError();
     }
     data += n;
-    left -= static_cast<size_t>(n);
+    size -= static_cast<size_t>(n);
     offset += static_cast<uint64_t>(n);
-  }
-  if (!piece.rewrite) {
-    written_ += piece.size;
-    if (written_ - writeback_from_ >= kWritebackBytes) {
-      sync_file_range(fd_, static_cast<off_t>(writeback_from_),
-                      static_cast<off_t>(written_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
-      writeback_from_ = written_;
-    }
   }
   return absl::OkStatus();
 }
@@ -202,8 +286,7 @@ absl::Status PartFile::Commit() {
 
 absl::Status PartFile::Named(absl::Status status) const {
   if (status.ok() || absl::StrContains(status.message(), path_)) return status;
-  return absl::Status(status.code(),
-                      absl::StrCat("cannot save '", path_, "': ", status.message()));
+  return absl::Status(status.code(), absl::StrCat("cannot save '", path_, "': ", status.message()));
 }
 
 }  // namespace paramd::cli

@@ -1,5 +1,6 @@
 // The files paramctl writes tensors into (state-dict --out, get --out): a zip::Sink that
-// writes behind on a thread of its own, and a `.part` file renamed into place once whole.
+// writes behind on a thread of its own, past the page cache where it can, and a `.part` file
+// renamed into place once whole.
 //
 // Errors: file-system failures map errno and name the path. A write that fails on the
 // writer thread is reported by the next Append or Overwrite, or by Close.
@@ -23,21 +24,55 @@
 namespace paramd::cli {
 
 // A file being written, as a zip::Sink. Appends are copied into a few buffers of kPieceBytes
-// that a thread of its own writes out with write(2), in order with the rewrites (pwrite(2)).
+// that a thread of its own writes out, in order with the rewrites.
 //
 // Note [Write-behind]: a read streamed to a file used to write each chunk before reading the
 // next, so while the kernel copied a chunk into the page cache nobody drained the socket;
 // the connection's window filled and the daemon stopped sending. Handing the chunk to a
 // writer thread lets the receiving thread go back to the socket at once. The copy into a
-// warm buffer costs a fraction of the write(2) it takes off the receiving thread, and the
-// client holds at most kPieces buffers more.
+// warm buffer costs a fraction of the write it takes off the receiving thread, and the
+// client holds at most kPieces + 2 buffers more.
+//
+// Note [Past the page cache]: a piece can go through the page cache (write(2) copies it into
+// page-cache pages, the disk gets it later) or past it (O_DIRECT: from the buffer to the
+// device). Which is faster depends on the machine. On a development VM that hands free
+// memory back to its host, a fresh page-cache page can cost a host fault: buffered writes of
+// a new file ran at 0.37-0.5 GB/s (one piece in 10-12 ms, on the CPU that receives) when
+// memory had gone cold, while the disk took direct writes of 2 MiB at 1.5-1.7 GB/s and of
+// 4 MiB at 1.7-1.8. On a machine with memory to spare and a slow disk it is the other way
+// round, until the dirty pages reach the kernel's limit and buffered writes slow to the
+// disk's pace. So the writer measures:
+// - the first two pieces go one each way;
+// - then each piece goes the way that has been faster lately (the page cache must be twice
+//   as fast: its time is taken from the receiving thread's CPU, a direct write's is mostly
+//   the device's);
+// - now and then a piece goes the other way, to see a change: after kProbeEvery pieces
+//   times how many times slower that way was, so that probing costs about 1/kProbeEvery.
+// Pieces of 2 MiB, not 4: four buffers of them keep paramctl within a few chunks of a bare
+// call. A direct write needs whole aligned blocks: pieces start at multiples of kPieceBytes,
+// and a short last piece is padded and the file cut back to its size by Close. The few small
+// rewrites (a zip entry's CRC) go through the page cache, which reads the block back if it
+// went past it. Where direct I/O is refused (tmpfs on older kernels, devices, a write that
+// comes back EINVAL), every piece goes through the page cache. The writer then starts the
+// disk's writeback every kWritebackBytes, so that the final rename does not wait for all of
+// it.
 class FileSink final : public zip::Sink {
  public:
-  static constexpr size_t kPieceBytes = size_t{1} << 20;
-  static constexpr size_t kPieces = 4;
+  static constexpr size_t kPieceBytes = size_t{2} << 20;
+  static constexpr size_t kPieces = 2;
+  // What direct I/O needs of buffers, offsets and lengths on every file system paramctl
+  // is likely to meet (a device's logical block: 512 or 4096).
+  static constexpr size_t kAlignment = 4096;
+
+  static constexpr uint64_t kProbeEvery = 32;
+
+  // kFastest: through the page cache or past it, whichever is faster (Note [Past the page
+  // cache]); kPageCache: through it always.
+  enum class Writes { kFastest, kPageCache };
 
   // Creates (or truncates) `path`.
-  static absl::StatusOr<std::unique_ptr<FileSink>> Create(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<FileSink>> Create(const std::string& path,
+                                                          Writes writes = Writes::kFastest);
   // Without Close: what is queued is dropped and the file closed.
   ~FileSink() override;
   FileSink(const FileSink&) = delete;
@@ -49,42 +84,66 @@ class FileSink final : public zip::Sink {
   // Writes out everything queued and closes the file, reporting the first failed write or
   // what close(2) reports (a late write error).
   absl::Status Close();
+  // Bytes appended that went past the page cache; meaningful after Close.
+  uint64_t direct_bytes() const { return direct_bytes_; }
 
  private:
+  struct FreeAligned {
+    void operator()(uint8_t* bytes) const;
+  };
+  using Buffer = std::unique_ptr<uint8_t[], FreeAligned>;
   // One write in the queue: `size` bytes of `bytes`, appended, or at `offset` when
   // `rewrite`.
   struct Piece {
-    std::unique_ptr<uint8_t[]> bytes;
+    Buffer bytes;
     size_t size = 0;
     bool rewrite = false;
     uint64_t offset = 0;
   };
 
-  FileSink(std::string path, int fd);
-  // Queues `filling_` when it holds bytes.
-  absl::Status Flush();
+  FileSink(std::string path, int fd, bool can_direct);
+  // `size` bytes (rounded up to kAlignment) aligned to kAlignment; nullptr when out of memory.
+  static Buffer NewBuffer(size_t size);
   // Waits for room in the queue and adds `piece`; the writer's error if it failed.
   absl::Status Enqueue(Piece piece);
   // A buffer of kPieceBytes: one the writer is done with, else a new one.
-  std::unique_ptr<uint8_t[]> TakeBuffer();
+  absl::StatusOr<Buffer> TakeBuffer();
   void WriteLoop();
-  absl::Status WritePiece(const Piece& piece);
+  absl::Status WritePiece(Piece& piece);
+  // Whether the next appended piece goes past the page cache.
+  bool NextGoesDirect();
+  // Sets or clears O_DIRECT on the file.
+  absl::Status SetDirect(bool direct);
+  // "cannot write PATH" with errno's code and text.
+  absl::Status WriteError() const;
+  // pwrite(2) of all `size` bytes at `offset`. A direct write refused with EINVAL turns the
+  // sink to the page cache for good and is tried again.
+  absl::Status WriteAll(const uint8_t* data, size_t size, uint64_t offset);
 
   static constexpr uint64_t kWritebackBytes = uint64_t{8} << 20;
 
   const std::string path_;
   int fd_;
   uint64_t size_ = 0;
-  // The writer thread's: bytes appended to the file, and where writeback was last started.
-  uint64_t written_ = 0;
+  // The writer thread's until it is joined: whether direct writes are possible and whether
+  // O_DIRECT is set now; seconds per byte of recent writes each way (0: none yet); pieces
+  // appended, the next to go the other way, and bytes of them written directly; where the file ends
+  // on disk (past size_ while the last piece is padded); where writeback was last started.
+  bool can_direct_;
+  bool direct_ = false;
+  double seconds_per_byte_[2] = {0, 0};  // [0] through the page cache, [1] past it
+  uint64_t pieces_ = 0;
+  uint64_t next_probe_ = 0;  // the piece that goes the other way; 0: not set yet
+  uint64_t direct_bytes_ = 0;
+  uint64_t file_end_ = 0;
   uint64_t writeback_from_ = 0;
-  Piece filling_;  // appends gather here until it is full
+  Piece filling_;  // appends gather here until it is full; it starts at size_ - filling_.size
 
   absl::Mutex mu_;
   std::deque<Piece> queue_ ABSL_GUARDED_BY(mu_);
   // Buffers the writer is done with. At most kPieces + 2 are ever made: one filling, up to
   // kPieces queued, one being written.
-  std::vector<std::unique_ptr<uint8_t[]>> spare_ ABSL_GUARDED_BY(mu_);
+  std::vector<Buffer> spare_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;  // the writer ends once the queue is empty
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread writer_;
