@@ -58,9 +58,13 @@ FileSink::~FileSink() {
 
 void FileSink::FreeAligned::operator()(uint8_t* bytes) const { std::free(bytes); }
 
-FileSink::Buffer FileSink::NewBuffer(size_t size) {
+absl::StatusOr<FileSink::Buffer> FileSink::NewBuffer(size_t size) const {
   const size_t rounded = (std::max<size_t>(size, 1) + kAlignment - 1) / kAlignment * kAlignment;
-  return Buffer(static_cast<uint8_t*>(std::aligned_alloc(kAlignment, rounded)));
+  Buffer buffer(static_cast<uint8_t*>(std::aligned_alloc(kAlignment, rounded)));
+  if (buffer == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory writing '", path_, "'"));
+  }
+  return buffer;
 }
 
 absl::Status FileSink::Append(absl::Span<const uint8_t> bytes) {
@@ -99,10 +103,7 @@ absl::Status FileSink::Overwrite(uint64_t offset, absl::Span<const uint8_t> byte
   }
   if (bytes.empty()) return absl::OkStatus();
   Piece piece;
-  piece.bytes = NewBuffer(bytes.size());
-  if (piece.bytes == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat("out of memory writing '", path_, "'"));
-  }
+  PARAMD_ASSIGN_OR_RETURN(piece.bytes, NewBuffer(bytes.size()));
   std::memcpy(piece.bytes.get(), bytes.data(), bytes.size());
   piece.size = bytes.size();
   piece.rewrite = true;
@@ -155,11 +156,7 @@ absl::StatusOr<FileSink::Buffer> FileSink::TakeBuffer() {
       return buffer;
     }
   }
-  Buffer buffer = NewBuffer(kPieceBytes);
-  if (buffer == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat("out of memory writing '", path_, "'"));
-  }
-  return buffer;
+  return NewBuffer(kPieceBytes);
 }
 
 void FileSink::WriteLoop() {

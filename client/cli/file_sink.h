@@ -102,8 +102,9 @@ class FileSink final : public zip::Sink {
   };
 
   FileSink(std::string path, int fd, bool can_direct);
-  // `size` bytes (rounded up to kAlignment) aligned to kAlignment; nullptr when out of memory.
-  static Buffer NewBuffer(size_t size);
+  // `size` bytes (rounded up to kAlignment) aligned to kAlignment; RESOURCE_EXHAUSTED naming
+  // the file when out of memory.
+  absl::StatusOr<Buffer> NewBuffer(size_t size) const;
   // Waits for room in the queue and adds `piece`; the writer's error if it failed.
   absl::Status Enqueue(Piece piece);
   // A buffer of kPieceBytes: one the writer is done with, else a new one.
