@@ -209,7 +209,10 @@ TEST_F(WriteMemoryTest, ResidentMemoryReturnsToTheModelAfterAFullWrite) {
   const Clock::time_point done = Clock::now();
   int64_t rss = ProcStatusBytes(pid, "VmRSS");
   // The cache's idle time (5 s) plus the trimmer's tick (1 s), and two seconds of slack.
-  const int64_t bound = idle_rss_ + 256 * kMiB + 64 * kMiB;
+  // Besides the model, the heap may keep up to 32 MiB warm at the top of each of its four
+  // arenas, which malloc_trim cannot shrink (Note [Freed memory stays warm]): 64 MiB of
+  // allowance failed about one run in eight, at 68-83 MiB over the model.
+  const int64_t bound = idle_rss_ + 256 * kMiB + 4 * 32 * kMiB;
   while (rss > bound && Clock::now() - done < std::chrono::seconds(8)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     rss = ProcStatusBytes(pid, "VmRSS");
