@@ -3,7 +3,8 @@
 // Ownership: held by shared_ptr; the mapping lives until the last reference goes, so a
 // tensor that views the mapping keeps its MappedFile alive (see safetensors.h). The bytes
 // must never be written: the pages are read-only and writing them faults.
-// Thread-safety: immutable after Open; safe to read from many threads.
+// Thread-safety: immutable after Open; safe to read from many threads (a ScatteredReads
+// changes how fast their faults are served, never what they read).
 //
 // If the file is truncated by another process while mapped, reading past the new end
 // raises SIGBUS, as for any mmap; paramd only maps files it owns or was pointed at.
@@ -59,6 +60,22 @@ class MappedFile {
   const std::string& path() const { return path_; }
   // The file that was mapped, even if `path` names another one by now.
   const FileIdentity& identity() const { return identity_; }
+
+  // While one lives, a fault on the mapping reads just its own page from the disk, not the
+  // read_ahead_kb around it (madvise MADV_RANDOM, back to MADV_NORMAL when it goes). For
+  // reading a few headers spread over a cold file before one pass over the whole; see
+  // Note [Headers without read-around]. A hint only: every byte reads the same either way,
+  // and a failed madvise changes nothing but the speed.
+  class ScatteredReads {
+   public:
+    explicit ScatteredReads(const MappedFile& file);
+    ~ScatteredReads();
+    ScatteredReads(const ScatteredReads&) = delete;
+    ScatteredReads& operator=(const ScatteredReads&) = delete;
+
+   private:
+    const MappedFile& file_;
+  };
 
  private:
   MappedFile(std::string path, const uint8_t* data, size_t size, FileIdentity identity)

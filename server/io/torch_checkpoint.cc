@@ -287,14 +287,17 @@ absl::StatusOr<std::shared_ptr<core::Storage>> LoadRecord(
   return LoadStorage(archive.Data(*data), spec.dtype, big_endian, owner);
 }
 
-}  // namespace
-
-absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> bytes,
-                                                     std::shared_ptr<const void> owner,
-                                                     const TorchReadOptions& options) {
+// ParseTorchCheckpoint, where `mapped` (when not null) is the mapping `bytes` lie in.
+absl::StatusOr<TorchCheckpoint> ParseArchive(absl::Span<const uint8_t> bytes,
+                                             std::shared_ptr<const void> owner,
+                                             const TorchReadOptions& options,
+                                             const MappedFile* mapped) {
+  std::optional<MappedFile::ScatteredReads> headers;
+  if (mapped != nullptr) headers.emplace(*mapped);  // Note [Headers without read-around]
   PARAMD_ASSIGN_OR_RETURN(zip::Reader archive, OpenArchive(bytes));
   TorchCheckpoint checkpoint;
   PARAMD_ASSIGN_OR_RETURN(Records records, FolderRecords(archive, checkpoint.archive_name));
+  headers.reset();  // what follows reads the file in order
   const std::string prefix = checkpoint.archive_name + "/";
   if (options.verify_crc) {
     // Every core but capped: past a few readers the disk, not the CRC, sets the pace.
@@ -363,11 +366,20 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> b
   return checkpoint;
 }
 
+}  // namespace
+
+absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::Span<const uint8_t> bytes,
+                                                     std::shared_ptr<const void> owner,
+                                                     const TorchReadOptions& options) {
+  return ParseArchive(bytes, std::move(owner), options, nullptr);
+}
+
 absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(std::shared_ptr<const MappedFile> file,
                                                     const TorchReadOptions& options) {
   if (file == nullptr) return Invalid("no torch checkpoint file to read");
   const absl::Span<const uint8_t> bytes = file->bytes();
-  return ParseTorchCheckpoint(bytes, std::move(file), options);
+  const MappedFile* mapped = file.get();
+  return ParseArchive(bytes, std::move(file), options, mapped);
 }
 
 absl::StatusOr<TorchCheckpoint> ReadTorchCheckpoint(const std::string& path,
