@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -105,20 +106,88 @@ MappedFile::~MappedFile() {
 // the page it needs. A torch.save zip has a local header before every record, so checking
 // the headers of a cold 1 GiB .pt of 64 records read 64 x 8 MiB in synchronous pieces, one
 // after another (336-377 ms), before the CRC pass that reads the file in order. Under
-// MADV_RANDOM the same headers cost 5-9 ms, and 28 KiB of a test's 24 MiB file were read
-// instead of 22 MiB. The whole load gained less than this VM's disk varies between runs:
-// the pass after the headers found half the file read already, so little of that I/O was
-// wasted, only done one 8 MiB piece at a time with nothing overlapping it.
-MappedFile::ScatteredReads::ScatteredReads(const MappedFile& file) : file_(file) {
-  if (file_.data_ != nullptr) {
-    ::madvise(const_cast<uint8_t*>(file_.data_), file_.size_, MADV_RANDOM);
+// MADV_RANDOM the same headers cost 5-9 ms.
+//
+// The header pages then stay cached as single pages, and readahead fills a window that
+// meets a cached page with single pages too, where it would otherwise use large folios: the
+// CRC pass took 8,900 faults instead of 1,000, and in interleaved runs of a C model of the
+// pass it was the slowest way in 4 rounds of 4 (0.95-1.43 GB/s against 1.17-2.11). In this
+// VM the host's cost of a new guest page rises with the number of pages, shown as user time
+// at the faulting instruction. So ScatteredReads lets go of every page it brought in
+// (mincore before and after) and the pass reads the whole file in large folios (1,170
+// faults); pages that were cached before stay. Whole loads vary between runs here by more
+// than either change (0.5-1.8 s for the same 1 GiB), so neither shows in checkpoint_bench
+// beyond its noise; the I/O and faults they save do not depend on it.
+namespace {
+
+// Calls `each(first_page, pages_resident)` for the mapping [data, data + size) in pieces;
+// false when mincore fails.
+template <typename Each>
+bool ForEachResidency(const uint8_t* data, size_t size, Each each) {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  constexpr size_t kPiecePages = 64 * 1024;  // 64 KiB of mincore output per call
+  std::vector<unsigned char> resident(kPiecePages);
+  for (size_t first = 0; first * page < size; first += kPiecePages) {
+    const size_t length = std::min(kPiecePages * page, size - first * page);
+    if (::mincore(const_cast<uint8_t*>(data) + first * page, length, resident.data()) != 0) {
+      return false;
+    }
+    each(first, absl::MakeConstSpan(resident.data(), (length + page - 1) / page));
   }
+  return true;
+}
+
+}  // namespace
+
+MappedFile::ScatteredReads::ScatteredReads(const MappedFile& file) : file_(file) {
+  if (file_.data_ == nullptr) return;
+  ::madvise(const_cast<uint8_t*>(file_.data_), file_.size_, MADV_RANDOM);
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  cached_before_.resize((file_.size_ + page - 1) / page);
+  const bool known = ForEachResidency(
+      file_.data_, file_.size_, [this](size_t first, absl::Span<const unsigned char> resident) {
+        for (size_t i = 0; i < resident.size(); ++i) cached_before_[first + i] = resident[i] & 1;
+      });
+  if (!known) cached_before_.clear();
 }
 
 MappedFile::ScatteredReads::~ScatteredReads() {
-  if (file_.data_ != nullptr) {
-    ::madvise(const_cast<uint8_t*>(file_.data_), file_.size_, MADV_NORMAL);
+  if (file_.data_ == nullptr) return;
+  ::madvise(const_cast<uint8_t*>(file_.data_), file_.size_, MADV_NORMAL);
+  if (cached_before_.empty()) return;
+  // The page cache is dropped through a descriptor of the same file: the path may name
+  // another one by now, and then nothing is dropped.
+  const int fd = ::open(file_.path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || IdentityFrom(st) != file_.identity_) {
+    ::close(fd);
+    return;
   }
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  // Our own mapping of a page holds it in the cache, so it goes first (MADV_DONTNEED on a
+  // private mapping never written reads the file again on the next touch).
+  auto drop = [&](size_t first, size_t pages) {
+    uint8_t* at = const_cast<uint8_t*>(file_.data_) + first * page;
+    ::madvise(at, pages * page, MADV_DONTNEED);
+    ::posix_fadvise(fd, static_cast<off_t>(first * page), static_cast<off_t>(pages * page),
+                    POSIX_FADV_DONTNEED);
+  };
+  ForEachResidency(file_.data_, file_.size_,
+                   [&](size_t first, absl::Span<const unsigned char> resident) {
+                     size_t run = 0;  // pages brought in, ending before page i
+                     for (size_t i = 0; i <= resident.size(); ++i) {
+                       const bool brought =
+                           i < resident.size() && (resident[i] & 1) && !cached_before_[first + i];
+                       if (brought) {
+                         ++run;
+                       } else if (run > 0) {
+                         drop(first + i - run, run);
+                         run = 0;
+                       }
+                     }
+                   });
+  ::close(fd);
 }
 
 }  // namespace paramd::io

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -62,10 +63,12 @@ class MappedFile {
   const FileIdentity& identity() const { return identity_; }
 
   // While one lives, a fault on the mapping reads just its own page from the disk, not the
-  // read_ahead_kb around it (madvise MADV_RANDOM, back to MADV_NORMAL when it goes). For
-  // reading a few headers spread over a cold file before one pass over the whole; see
-  // Note [Headers without read-around]. A hint only: every byte reads the same either way,
-  // and a failed madvise changes nothing but the speed.
+  // read_ahead_kb around it (madvise MADV_RANDOM, back to MADV_NORMAL when it goes), and
+  // when it goes, the pages it brought into the page cache leave it again. For reading a
+  // few headers spread over a cold file before one pass over the whole; see Note [Headers
+  // without read-around]. Hints only: every byte reads the same either way, and a failed
+  // madvise, mincore or posix_fadvise changes nothing but the speed (so does dropping a page
+  // that another reader of the same file brought in meanwhile: it is read again if needed).
   class ScatteredReads {
    public:
     explicit ScatteredReads(const MappedFile& file);
@@ -75,6 +78,7 @@ class MappedFile {
 
    private:
     const MappedFile& file_;
+    std::vector<bool> cached_before_;  // per page; empty when mincore failed
   };
 
  private:

@@ -297,9 +297,9 @@ absl::StatusOr<TorchCheckpoint> ParseArchive(absl::Span<const uint8_t> bytes,
   PARAMD_ASSIGN_OR_RETURN(zip::Reader archive, OpenArchive(bytes));
   TorchCheckpoint checkpoint;
   PARAMD_ASSIGN_OR_RETURN(Records records, FolderRecords(archive, checkpoint.archive_name));
-  headers.reset();  // what follows reads the file in order
   const std::string prefix = checkpoint.archive_name + "/";
   if (options.verify_crc) {
+    headers.reset();  // the CRC pass reads the file in order
     // Every core but capped: past a few readers the disk, not the CRC, sets the pace.
     const int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
     PARAMD_RETURN_IF_ERROR(archive.VerifyCrcs(threads));
@@ -313,6 +313,7 @@ absl::StatusOr<TorchCheckpoint> ParseArchive(absl::Span<const uint8_t> bytes,
   PARAMD_ASSIGN_OR_RETURN(ParsedPickle pickled,
                           ParseStateDictPickle(archive.Data(*data_pkl), checkpoint.metadata));
   const std::vector<ParsedEntry>& parsed = pickled.entries;
+  headers.reset();  // without a CRC pass, the small records were read as headers are
 
   // One core::Storage per key, so that tensors sharing a storage in the file share it here.
   struct Loaded {
