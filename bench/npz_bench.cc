@@ -53,6 +53,7 @@ struct Run {
   bool ok = false;
   double seconds = 0;
   double max_rss_mib = 0;
+  double cpu_seconds = 0;  // user + system, from wait4's rusage
 };
 
 // One paramctl process, its output discarded; timed from fork to exit.
@@ -76,13 +77,18 @@ Run RunOnce(const std::vector<std::string>& args) {
   run.seconds = Seconds(Clock::now() - t0);
   run.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   run.max_rss_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  run.cpu_seconds = Seconds(std::chrono::seconds(usage.ru_utime.tv_sec) +
+                            std::chrono::microseconds(usage.ru_utime.tv_usec) +
+                            std::chrono::seconds(usage.ru_stime.tv_sec) +
+                            std::chrono::microseconds(usage.ru_stime.tv_usec));
   return run;
 }
 
 // Runs paramctl from a process forked while this one was small: a process's peak RSS
 // (ru_maxrss) counts the memory of the process it was forked from, so paramctl must not be
 // forked from this one once it holds the model. Requests go down a pipe (arguments split
-// by \x1f, one line each), answers come back up another ("ok seconds max_rss_mib").
+// by \x1f, one line each), answers come back up another ("ok seconds max_rss_mib
+// cpu_seconds").
 class Spawner {
  public:
   explicit Spawner(bool pin_clients) : pin_clients_(pin_clients) {}
@@ -101,7 +107,8 @@ class Spawner {
       while (in != nullptr && getline(&line, &capacity, in) > 0) {
         std::vector<std::string> args = absl::StrSplit(absl::StripTrailingAsciiWhitespace(line), '\x1f');
         const Run run = RunOnce(args);
-        dprintf(up[1], "%d %.6f %.3f\n", run.ok ? 1 : 0, run.seconds, run.max_rss_mib);
+        dprintf(up[1], "%d %.6f %.3f %.6f\n", run.ok ? 1 : 0, run.seconds, run.max_rss_mib,
+                run.cpu_seconds);
       }
       _exit(0);
     }
@@ -123,7 +130,10 @@ class Spawner {
     std::fflush(to_);
     Run run;
     int ok = 0;
-    if (std::fscanf(from_, "%d %lf %lf", &ok, &run.seconds, &run.max_rss_mib) != 3) return run;
+    if (std::fscanf(from_, "%d %lf %lf %lf", &ok, &run.seconds, &run.max_rss_mib,
+                    &run.cpu_seconds) != 4) {
+      return run;
+    }
     run.ok = ok == 1;
     return run;
   }
@@ -269,6 +279,7 @@ int main(int argc, char** argv) {
   std::vector<double> fresh_pull;
   std::vector<double> get_s, set_s, npy_out_s, npy_in_s, npy_out_rss, npy_in_rss;
   std::vector<double> pull, push, out_s, in_s, bare_s, out_rss, in_rss, bare_rss, write_s, read_s;
+  std::vector<double> out_cpu;  // state-dict --out's CPU seconds
   std::vector<double> direct_s;
   const std::string scratch_file = scratch + "/plain.bin";
   for (int r = 0; r < reps; ++r) {
@@ -326,6 +337,7 @@ int main(int argc, char** argv) {
     bare_rss.push_back(bare.max_rss_mib);
     out_s.push_back(out.seconds);
     out_rss.push_back(out.max_rss_mib);
+    out_cpu.push_back(out.cpu_seconds);
     in_s.push_back(in.seconds);
     in_rss.push_back(in.max_rss_mib);
   }
@@ -374,5 +386,10 @@ int main(int argc, char** argv) {
               Median(out_rss) - Median(bare_rss), Median(in_rss) - Median(bare_rss),
               Median(npy_out_rss) - Median(bare_rss), Median(npy_in_rss) - Median(bare_rss),
               largest_mib, static_cast<double>(total) / kMiB);
+  // Where the clients share one CPU, this says how much of it state-dict --out's file work
+  // and receiving took together.
+  std::printf("state-dict --out used %.2f s of CPU (user + system) in %.2f s; the pull alone "
+              "took %.2f s\n",
+              Median(out_cpu), Median(out_s), Median(pull));
   return 0;
 }
