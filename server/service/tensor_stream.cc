@@ -140,84 +140,24 @@ void TensorStreamReactor::Next() {
   Finish(grpc::Status::OK);
 }
 
-namespace {
-
-// Reads protobuf wire data across a ByteBuffer's slices.
-class SliceCursor {
- public:
-  explicit SliceCursor(const std::vector<grpc::Slice>& slices) : slices_(slices) { Skip(); }
-
-  bool ReadByte(uint8_t* byte) {
-    if (index_ >= slices_.size()) return false;
-    *byte = slices_[index_].begin()[position_++];
-    Skip();
-    return true;
-  }
-
-  bool ReadVarint(uint64_t* value) {
-    *value = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      uint8_t byte = 0;
-      if (!ReadByte(&byte)) return false;
-      *value |= static_cast<uint64_t>(byte & 0x7f) << shift;
-      if ((byte & 0x80) == 0) return true;
-    }
-    return false;
-  }
-
-  // Copies `size` bytes to `destination` and moves past them.
-  bool Copy(char* destination, size_t size) {
-    while (size > 0) {
-      if (index_ >= slices_.size()) return false;
-      const size_t available = slices_[index_].size() - position_;
-      const size_t n = std::min(available, size);
-      std::memcpy(destination, slices_[index_].begin() + position_, n);
-      destination += n;
-      size -= n;
-      position_ += n;
-      Skip();
-    }
-    return true;
-  }
-
-  bool AtEnd() const { return index_ >= slices_.size(); }
-
- private:
-  // Moves past exhausted (or empty) slices.
-  void Skip() {
-    while (index_ < slices_.size() && position_ >= slices_[index_].size()) {
-      ++index_;
-      position_ = 0;
-    }
-  }
-
-  const std::vector<grpc::Slice>& slices_;
-  size_t index_ = 0;
-  size_t position_ = 0;
-};
-
-}  // namespace
-
 template <typename Frame>
 absl::Status FrameCollector<Frame>::Add(const grpc::ByteBuffer& frame) {
   std::vector<grpc::Slice> slices;
   if (!frame.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable write frame");
-  // The common case, a chunk encoded as protobuf encoders write it (offset, then data, and
-  // nothing else), is decoded here so its bytes are copied once, into the tensor.
-  SliceCursor cursor(slices);
-  uint8_t tag = 0;
-  uint64_t length = 0, offset = 0, size = 0;
-  if (cursor.ReadByte(&tag) && tag == wire::kChunkFrameTag && cursor.ReadVarint(&length)) {
-    uint8_t field = 0;
-    bool ok = cursor.ReadByte(&field);
-    if (ok && field == wire::kOffsetTag) ok = cursor.ReadVarint(&offset) && cursor.ReadByte(&field);
-    if (ok && field == wire::kDataTag && cursor.ReadVarint(&size)) {
-      PARAMD_ASSIGN_OR_RETURN(char* destination, assembler_.Claim(offset, size));
-      if (!cursor.Copy(destination, size) || !cursor.AtEnd()) {
-        return absl::InvalidArgumentError("a write frame's chunk is cut short or has extra bytes");
-      }
-      return CompleteIfDone();
+  // The common case, a chunk encoded as protobuf encoders write it, is read in place so
+  // its bytes are copied once, into the tensor.
+  std::vector<absl::string_view> pieces;
+  pieces.reserve(slices.size());
+  for (const grpc::Slice& slice : slices) {
+    pieces.emplace_back(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  if (std::optional<wire::ChunkFrameView> chunk = wire::ReadChunkFrame(pieces)) {
+    PARAMD_ASSIGN_OR_RETURN(char* destination, assembler_.Claim(chunk->offset, chunk->size));
+    for (absl::string_view piece : chunk->data) {
+      std::memcpy(destination, piece.data(), piece.size());
+      destination += piece.size();
     }
+    return CompleteIfDone();
   }
   Frame parsed;
   PARAMD_RETURN_IF_ERROR(Parse(frame, &parsed));

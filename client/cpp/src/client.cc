@@ -56,6 +56,16 @@ WriteMethods::WriteMethods(const std::shared_ptr<grpc::ChannelInterface>& channe
       load_state_dict("/paramd.v1.Parameters/LoadStateDict",
                       grpc::internal::RpcMethod::BIDI_STREAMING, channel) {}
 
+ReadMethods::ReadMethods(const std::shared_ptr<grpc::ChannelInterface>& channel)
+    : state_dict("/paramd.v1.Parameters/StateDict", grpc::internal::RpcMethod::SERVER_STREAMING,
+                 channel),
+      named_parameters("/paramd.v1.Parameters/NamedParameters",
+                       grpc::internal::RpcMethod::SERVER_STREAMING, channel),
+      named_buffers("/paramd.v1.Parameters/NamedBuffers",
+                    grpc::internal::RpcMethod::SERVER_STREAMING, channel),
+      get_tensor("/paramd.v1.Parameters/GetTensor", grpc::internal::RpcMethod::SERVER_STREAMING,
+                 channel) {}
+
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
@@ -112,6 +122,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   impl->inference = v1::Inference::NewStub(impl->channel);
   impl->training = v1::Training::NewStub(impl->channel);
   impl->writes = std::make_unique<WriteMethods>(impl->channel);
+  impl->reads = std::make_unique<ReadMethods>(impl->channel);
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
@@ -231,9 +242,7 @@ absl::Status RemoteModel::StateDictInto(StateDictResult& result,
   TensorStreamReceiver receiver(!options.metadata_only, options.progress);
   receiver.Recycle(std::move(result.entries));
   result = StateDictResult();
-  PARAMD_RETURN_IF_ERROR(impl.Read(
-      [&](grpc::ClientContext* context) { return impl.parameters->StateDict(context, request); },
-      &receiver));
+  PARAMD_RETURN_IF_ERROR(impl.Read(impl.reads->state_dict, request, &receiver));
   result.version = receiver.start().version();
   result.entries = std::move(receiver.entries());
   for (const auto& [path, module_version] : receiver.start().metadata()) {
@@ -264,11 +273,7 @@ absl::StatusOr<NamedTensors> RemoteModel::NamedParameters(const NamedOptions& op
   const Client::Impl& impl = *client_->impl_;
   const v1::NamedTensorsRequest request = NamedRequest(name_, options);
   TensorStreamReceiver receiver(options.with_data, options.progress);
-  PARAMD_RETURN_IF_ERROR(impl.Read(
-      [&](grpc::ClientContext* context) {
-        return impl.parameters->NamedParameters(context, request);
-      },
-      &receiver));
+  PARAMD_RETURN_IF_ERROR(impl.Read(impl.reads->named_parameters, request, &receiver));
   return NamedTensors{receiver.start().version(), std::move(receiver.entries())};
 }
 
@@ -276,9 +281,7 @@ absl::StatusOr<NamedTensors> RemoteModel::NamedBuffers(const NamedOptions& optio
   const Client::Impl& impl = *client_->impl_;
   const v1::NamedTensorsRequest request = NamedRequest(name_, options);
   TensorStreamReceiver receiver(options.with_data, options.progress);
-  PARAMD_RETURN_IF_ERROR(impl.Read(
-      [&](grpc::ClientContext* context) { return impl.parameters->NamedBuffers(context, request); },
-      &receiver));
+  PARAMD_RETURN_IF_ERROR(impl.Read(impl.reads->named_buffers, request, &receiver));
   return NamedTensors{receiver.start().version(), std::move(receiver.entries())};
 }
 
@@ -358,9 +361,7 @@ absl::StatusOr<HostTensor> RemoteModel::GetTensor(const std::string& name,
   const Client::Impl& impl = *client_->impl_;
   const v1::GetTensorRequest request = GetTensorRequestFor(name_, name, region, options);
   TensorStreamReceiver receiver(/*expect_data=*/true, options.progress);
-  PARAMD_RETURN_IF_ERROR(impl.Read(
-      [&](grpc::ClientContext* context) { return impl.parameters->GetTensor(context, request); },
-      &receiver));
+  PARAMD_RETURN_IF_ERROR(impl.Read(impl.reads->get_tensor, request, &receiver));
   std::vector<NamedTensor>& entries = receiver.entries();
   if (entries.size() != 1) {
     return absl::DataLossError(absl::StrCat("GetTensor for '", name, "' returned ", entries.size(),
@@ -378,9 +379,7 @@ absl::StatusOr<uint64_t> RemoteModel::GetTensorTo(const std::string& name,
   OneTensor one(name, consumer);
   TensorStreamReceiver receiver(/*expect_data=*/true, options.progress);
   receiver.StreamTo(&one);
-  PARAMD_RETURN_IF_ERROR(impl.Read(
-      [&](grpc::ClientContext* context) { return impl.parameters->GetTensor(context, request); },
-      &receiver));
+  PARAMD_RETURN_IF_ERROR(impl.Read(impl.reads->get_tensor, request, &receiver));
   PARAMD_RETURN_IF_ERROR(one.Check());
   return receiver.start().version();
 }

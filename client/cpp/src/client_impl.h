@@ -42,6 +42,18 @@ struct WriteMethods {
   grpc::internal::RpcMethod load_state_dict;
 };
 
+// The server-streamed tensor reads of v1::Parameters, registered likewise: Read takes their
+// frames as ByteBuffers and reads each chunk where gRPC received it, where the stub's
+// ClientReader<v1::TensorFrame> would copy every chunk into a message first.
+struct ReadMethods {
+  explicit ReadMethods(const std::shared_ptr<grpc::ChannelInterface>& channel);
+
+  grpc::internal::RpcMethod state_dict;
+  grpc::internal::RpcMethod named_parameters;
+  grpc::internal::RpcMethod named_buffers;
+  grpc::internal::RpcMethod get_tensor;
+};
+
 struct Client::Impl {
   std::string address;
   ConnectOptions options;
@@ -53,6 +65,7 @@ struct Client::Impl {
   std::unique_ptr<v1::Inference::Stub> inference;
   std::unique_ptr<v1::Training::Stub> training;
   std::unique_ptr<WriteMethods> writes;
+  std::unique_ptr<ReadMethods> reads;
 
   // The bearer token (docs/wire.md "Authentication"), on every call.
   void Authorize(grpc::ClientContext* context) const {
@@ -96,15 +109,18 @@ struct Client::Impl {
     return FromGrpcStatus(reader->Finish(), context);
   }
 
-  // Runs a server-streaming read opened by `open(context)`, feeding every frame to
-  // `receiver`. A frame the receiver refuses cancels the call and is the error returned; a
-  // failed call returns the server's status.
-  template <typename Open>
-  absl::Status Read(Open&& open, TensorStreamReceiver* receiver) const {
+  // Runs the server-streaming read `method` (one of `reads`) of `request`, feeding every
+  // frame to `receiver`. A frame the receiver refuses cancels the call and is the error
+  // returned; a failed call returns the server's status.
+  template <typename Request>
+  absl::Status Read(const grpc::internal::RpcMethod& method, const Request& request,
+                    TensorStreamReceiver* receiver) const {
     grpc::ClientContext context;
     PrepareStream(&context);
-    std::unique_ptr<grpc::ClientReader<v1::TensorFrame>> reader = open(&context);
-    v1::TensorFrame frame;
+    std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+        grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel.get(), method,
+                                                                      &context, request));
+    grpc::ByteBuffer frame;
     absl::Status local;
     while (reader->Read(&frame)) {
       local = receiver->Add(frame);

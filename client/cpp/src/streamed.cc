@@ -147,9 +147,7 @@ absl::StatusOr<uint64_t> RemoteModel::StateDictTo(TensorConsumer& consumer,
                                             : v1::DTYPE_UNSPECIFIED);
   TensorStreamReceiver receiver(/*expect_data=*/true, options.progress);
   receiver.StreamTo(&consumer);
-  PARAMD_RETURN_IF_ERROR(impl.Read(
-      [&](grpc::ClientContext* context) { return impl.parameters->StateDict(context, request); },
-      &receiver));
+  PARAMD_RETURN_IF_ERROR(impl.Read(impl.reads->state_dict, request, &receiver));
   return receiver.start().version();
 }
 

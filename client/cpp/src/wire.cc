@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <exception>
 #include <limits>
+#include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "base/version_conflict.h"
 #include "base/chunk_frame.h"
 #include "base/status_macros.h"
+#include "base/version_conflict.h"
 
 namespace paramd::client::internal {
 namespace {
@@ -128,8 +131,11 @@ absl::Status TensorStreamReceiver::Add(v1::TensorFrame& frame) {
       return absl::OkStatus();
     case v1::TensorFrame::kHeader:
       return OnHeader(frame.header());
-    case v1::TensorFrame::kChunk:
-      return OnChunk(*frame.mutable_chunk());
+    case v1::TensorFrame::kChunk: {
+      std::string& data = *frame.mutable_chunk()->mutable_data();
+      const absl::string_view piece = data;
+      return OnChunk(frame.chunk().offset(), data.size(), absl::MakeConstSpan(&piece, 1), &data);
+    }
     case v1::TensorFrame::FRAME_NOT_SET:
       break;
   }
@@ -200,7 +206,35 @@ absl::Status TensorStreamReceiver::OnHeader(const v1::TensorHeader& header) {
   return absl::OkStatus();
 }
 
-absl::Status TensorStreamReceiver::OnChunk(v1::TensorChunk& chunk) {
+absl::Status TensorStreamReceiver::Add(const grpc::ByteBuffer& frame) {
+  std::vector<grpc::Slice> slices;
+  if (!frame.Dump(&slices).ok()) {
+    return absl::DataLossError("the server sent a frame this client cannot read");
+  }
+  std::vector<absl::string_view> pieces;
+  pieces.reserve(slices.size());
+  for (const grpc::Slice& slice : slices) {
+    pieces.emplace_back(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  // A chunk is read where gRPC received it (wire::ReadChunkFrame), so its bytes are copied
+  // once, to their destination.
+  if (started_) {
+    if (std::optional<wire::ChunkFrameView> chunk = wire::ReadChunkFrame(pieces)) {
+      return OnChunk(chunk->offset, chunk->size, chunk->data, nullptr);
+    }
+  }
+  std::string bytes;
+  for (absl::string_view piece : pieces) bytes.append(piece.data(), piece.size());
+  v1::TensorFrame parsed;
+  if (!parsed.ParseFromString(bytes)) {
+    return absl::DataLossError("the server sent a frame that does not parse as a TensorFrame");
+  }
+  return Add(parsed);
+}
+
+absl::Status TensorStreamReceiver::OnChunk(uint64_t offset, uint64_t size,
+                                           absl::Span<const absl::string_view> pieces,
+                                           std::string* owned) {
   if (!expect_data_) {
     return absl::DataLossError("the server sent tensor data in a metadata-only stream");
   }
@@ -216,19 +250,20 @@ absl::Status TensorStreamReceiver::OnChunk(v1::TensorChunk& chunk) {
                                             current_name_, "' (all ", expected_bytes_,
                                             " bytes had arrived)"));
   }
-  if (chunk.offset() != received_bytes_) {
+  if (offset != received_bytes_) {
     return absl::DataLossError(absl::StrCat("tensor '", current_name_, "': a chunk at byte ",
-                                            chunk.offset(), " arrived where byte ",
-                                            received_bytes_, " was expected"));
+                                            offset, " arrived where byte ", received_bytes_,
+                                            " was expected"));
   }
-  if (chunk.data().size() > expected_bytes_ - received_bytes_) {
+  if (size > expected_bytes_ - received_bytes_) {
     return absl::DataLossError(
-        absl::StrCat("tensor '", current_name_, "': ", received_bytes_ + chunk.data().size(),
+        absl::StrCat("tensor '", current_name_, "': ", received_bytes_ + size,
                      " bytes arrived but its dtype and shape give ", expected_bytes_));
   }
-  const size_t size = chunk.data().size();
   if (consumer_ != nullptr) {
-    PARAMD_RETURN_IF_ERROR(consumer_->TensorData(chunk.data()));
+    for (absl::string_view piece : pieces) {
+      PARAMD_RETURN_IF_ERROR(consumer_->TensorData(piece));
+    }
     received_bytes_ += size;
     if (received_bytes_ == expected_bytes_) PARAMD_RETURN_IF_ERROR(consumer_->EndTensor());
     done_bytes_ += size;
@@ -236,10 +271,11 @@ absl::Status TensorStreamReceiver::OnChunk(v1::TensorChunk& chunk) {
     return absl::OkStatus();
   }
   std::string& data = entries_.back().tensor.data;
-  if (data.empty() && size == expected_bytes_ && data.capacity() < expected_bytes_) {
-    // The whole tensor in one chunk and no warm buffer for it: take the bytes instead of
-    // copying them.
-    data.swap(*chunk.mutable_data());
+  if (owned != nullptr && data.empty() && size == expected_bytes_ &&
+      data.capacity() < expected_bytes_) {
+    // The whole tensor in one parsed chunk and no warm buffer for it: take the bytes
+    // instead of copying them.
+    data.swap(*owned);
   } else {
     if (data.empty()) {
       // Several chunks: allocate the whole tensor once, then append in place.
@@ -251,7 +287,7 @@ absl::Status TensorStreamReceiver::OnChunk(v1::TensorChunk& chunk) {
                          " bytes, more than this client can allocate"));
       }
     }
-    data.append(chunk.data());
+    for (absl::string_view piece : pieces) data.append(piece.data(), piece.size());
   }
   received_bytes_ += size;
   done_bytes_ += size;

@@ -17,8 +17,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "grpcpp/client_context.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/status.h"
 #include "paramd/client.h"
 #include "paramd/tensor.h"
@@ -57,6 +59,8 @@ class TensorStreamReceiver {
 
   // Takes one frame; may move the bytes out of `frame`.
   absl::Status Add(v1::TensorFrame& frame);
+  // Takes one frame as gRPC received it; a chunk's bytes are read in place.
+  absl::Status Add(const grpc::ByteBuffer& frame);
   // The stream ended cleanly: checks that it began and that the last tensor is complete.
   absl::Status Finish();
 
@@ -65,7 +69,10 @@ class TensorStreamReceiver {
 
  private:
   absl::Status OnHeader(const v1::TensorHeader& header);
-  absl::Status OnChunk(v1::TensorChunk& chunk);
+  // A chunk of `size` bytes at `offset`, as `pieces`; `owned` (optional) is a string holding
+  // exactly those bytes that may be taken instead of copied.
+  absl::Status OnChunk(uint64_t offset, uint64_t size, absl::Span<const absl::string_view> pieces,
+                       std::string* owned);
   // DATA_LOSS unless the tensor being received has all its bytes.
   absl::Status CheckComplete() const;
 

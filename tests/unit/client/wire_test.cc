@@ -207,6 +207,116 @@ TEST(TensorStreamReceiverTest, ReportsProgress) {
   EXPECT_THAT(calls, ElementsAre(Pair(2, 3), Pair(3, 3), Pair(4, 4)));
 }
 
+// `frame` serialized and received as gRPC hands it over: in slices cut every `cut` bytes.
+grpc::ByteBuffer Received(const v1::TensorFrame& frame, size_t cut) {
+  const std::string bytes = frame.SerializeAsString();
+  std::vector<grpc::Slice> slices;
+  for (size_t at = 0; at < bytes.size(); at += cut) {
+    slices.emplace_back(bytes.substr(at, cut));
+  }
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+absl::Status FeedReceived(TensorStreamReceiver& receiver,
+                          const std::vector<v1::TensorFrame>& frames, size_t cut) {
+  for (const v1::TensorFrame& frame : frames) {
+    absl::Status status = receiver.Add(Received(frame, cut));
+    if (!status.ok()) return status;
+  }
+  return receiver.Finish();
+}
+
+// Records what a consumer is handed.
+class RecordingConsumer : public TensorConsumer {
+ public:
+  absl::Status BeginTensor(const std::string& name, const HostTensor& meta) override {
+    tensors.emplace_back(name, "");
+    return absl::OkStatus();
+  }
+  absl::Status TensorData(absl::string_view bytes) override {
+    tensors.back().second.append(bytes.data(), bytes.size());
+    ++pieces;
+    return absl::OkStatus();
+  }
+  absl::Status EndTensor() override {
+    ++ended;
+    return absl::OkStatus();
+  }
+
+  std::vector<std::pair<std::string, std::string>> tensors;
+  int pieces = 0;
+  int ended = 0;
+};
+
+TEST(TensorStreamReceiverTest, ReadsReceivedFramesInAnySlicesAsParsedOnes) {
+  const std::string a(1000, 'a'), b = "0123456789abcdef";
+  const std::vector<v1::TensorFrame> frames = {Start(7),
+                                               Header("w", v1::INT8, {1000}),
+                                               Chunk(0, a.substr(0, 300)),
+                                               Chunk(300, a.substr(300)),
+                                               Header("b", v1::INT32, {4}),
+                                               Chunk(0, b)};
+  for (size_t cut : {size_t{1}, size_t{7}, size_t{64}, size_t{4096}}) {
+    SCOPED_TRACE(cut);
+    TensorStreamReceiver receiver(/*expect_data=*/true);
+    ASSERT_TRUE(FeedReceived(receiver, frames, cut).ok());
+    EXPECT_EQ(receiver.start().version(), 7u);
+    ASSERT_EQ(receiver.entries().size(), 2u);
+    EXPECT_EQ(receiver.entries()[0].tensor.data, a);
+    EXPECT_EQ(receiver.entries()[1].tensor.data, b);
+
+    RecordingConsumer consumer;
+    TensorStreamReceiver streamed(/*expect_data=*/true);
+    streamed.StreamTo(&consumer);
+    ASSERT_TRUE(FeedReceived(streamed, frames, cut).ok());
+    EXPECT_THAT(consumer.tensors, ElementsAre(Pair("w", a), Pair("b", b)));
+    EXPECT_EQ(consumer.ended, 2);
+    // Each chunk reaches the consumer as the slices it arrived in, uncopied (gRPC merges
+    // slices of up to 23 bytes as they are added).
+    if (cut == 64) {
+      EXPECT_GE(consumer.pieces, (1000 + 16) / 64);
+    }
+  }
+}
+
+TEST(TensorStreamReceiverTest, RefusesBadReceivedFramesAsParsedOnes) {
+  struct Case {
+    std::vector<v1::TensorFrame> frames;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{Chunk(0, "ab")}, "began with a chunk frame"},
+      {{Start(1), Chunk(0, "ab")}, "before any tensor header"},
+      {{Start(1), Header("w", v1::INT8, {4}), Chunk(0, "ab"), Chunk(3, "d")},
+       "a chunk at byte 3 arrived where byte 2"},
+      {{Start(1), Header("w", v1::INT16, {2}), Chunk(0, "abcde")},
+       "5 bytes arrived but its dtype and shape give 4"},
+      {{Start(1), Header("w", v1::INT8, {2}), Chunk(0, "ab"), Chunk(2, "c")},
+       "past the end of tensor 'w'"},
+      {{Start(1), Header("w", v1::INT8, {4}), Chunk(0, "ab")}, "ended short: got 2 of 4"},
+  };
+  for (const Case& c : cases) {
+    TensorStreamReceiver receiver(/*expect_data=*/true);
+    const absl::Status status = FeedReceived(receiver, c.frames, 3);
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << c.message;
+    EXPECT_THAT(status.message(), HasSubstr(c.message));
+  }
+
+  TensorStreamReceiver metadata_only(/*expect_data=*/false);
+  EXPECT_THAT(FeedReceived(metadata_only, {Start(1), Header("w", v1::INT8, {2}), Chunk(0, "ab")}, 5)
+                  .message(),
+              HasSubstr("metadata-only"));
+
+  TensorStreamReceiver garbage(/*expect_data=*/true);
+  ASSERT_TRUE(garbage.Add(Received(Start(1), 4)).ok());
+  grpc::Slice junk(
+      std::string("\x1a\xff\xff\xff\xff\x0f"
+                  "abc"));
+  const absl::Status status = garbage.Add(grpc::ByteBuffer(&junk, 1));
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(status.message(), HasSubstr("does not parse as a TensorFrame"));
+}
+
 TEST(CheckOutgoingTest, DataMustMatchDTypeAndShape) {
   HostTensor tensor = Meta(DType::kFloat32, {2});
   tensor.data = std::string(8, '\0');
