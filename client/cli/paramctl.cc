@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "base/warm_heap.h"
 #include "client/cli/command.h"
 #include "client/cli/mapped_input.h"
 #include "paramd/client.h"
@@ -41,6 +42,7 @@ void PrintError(const Context& ctx, const absl::Status& status) {
 
 int Main(int argc, char** argv) {
   ExitCleanlyOnBusError();  // Note [Lent from the file]
+  KeepFreedMemoryWarm();
   const std::vector<std::string> arguments(argv + 1, argv + argc);
   absl::StatusOr<std::pair<const Command*, Args>> parsed = ParseCommandLine(arguments);
   if (!parsed.ok()) {

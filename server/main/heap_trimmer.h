@@ -8,7 +8,7 @@
 // address space stays reserved and is reused by the next allocation).
 //
 // Constructing one also makes glibc keep more freed memory for reuse instead of handing it
-// back at every free (Note [Freed memory stays warm] in heap_trimmer.cc).
+// back at every free (KeepFreedMemoryWarm, base/warm_heap.h).
 //
 // Each tick first runs `on_tick` (the daemon releases the CPU backend's idle cached blocks
 // there, Note [Host block cache] in kernels/cpu/cpu_backend.h), so what those blocks gave
