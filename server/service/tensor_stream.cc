@@ -33,17 +33,34 @@ grpc::ByteBuffer Serialize(const google::protobuf::MessageLite& message) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
-absl::Status Parse(const grpc::ByteBuffer& buffer, google::protobuf::MessageLite* message) {
-  std::vector<grpc::Slice> slices;
-  if (!buffer.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable request");
-  std::string bytes;
+namespace {
+
+// The bytes of a message as pieces of the slices gRPC received it in (which `slices` keeps).
+std::vector<absl::string_view> Pieces(const std::vector<grpc::Slice>& slices) {
+  std::vector<absl::string_view> pieces;
+  pieces.reserve(slices.size());
   for (const grpc::Slice& slice : slices) {
-    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    pieces.emplace_back(reinterpret_cast<const char*>(slice.begin()), slice.size());
   }
+  return pieces;
+}
+
+absl::Status ParsePieces(const std::vector<absl::string_view>& pieces,
+                         google::protobuf::MessageLite* message) {
+  std::string bytes;
+  for (absl::string_view piece : pieces) bytes.append(piece.data(), piece.size());
   if (!message->ParseFromString(bytes)) {
     return absl::InvalidArgumentError("the request does not parse as " + message->GetTypeName());
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Parse(const grpc::ByteBuffer& buffer, google::protobuf::MessageLite* message) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable request");
+  return ParsePieces(Pieces(slices), message);
 }
 
 TensorStreamReactor::TensorStreamReactor(const absl::Status& status) {
@@ -146,11 +163,7 @@ absl::Status FrameCollector<Frame>::Add(const grpc::ByteBuffer& frame) {
   if (!frame.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable write frame");
   // The common case, a chunk encoded as protobuf encoders write it, is read in place so
   // its bytes are copied once, into the tensor.
-  std::vector<absl::string_view> pieces;
-  pieces.reserve(slices.size());
-  for (const grpc::Slice& slice : slices) {
-    pieces.emplace_back(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  }
+  const std::vector<absl::string_view> pieces = Pieces(slices);
   if (std::optional<wire::ChunkFrameView> chunk = wire::ReadChunkFrame(pieces)) {
     PARAMD_ASSIGN_OR_RETURN(char* destination, assembler_.Claim(chunk->offset, chunk->size));
     for (absl::string_view piece : chunk->data) {
@@ -160,7 +173,7 @@ absl::Status FrameCollector<Frame>::Add(const grpc::ByteBuffer& frame) {
     return CompleteIfDone();
   }
   Frame parsed;
-  PARAMD_RETURN_IF_ERROR(Parse(frame, &parsed));
+  PARAMD_RETURN_IF_ERROR(ParsePieces(pieces, &parsed));
   PARAMD_RETURN_IF_ERROR(AddParsed(parsed));
   return CompleteIfDone();
 }

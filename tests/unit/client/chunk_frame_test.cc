@@ -124,14 +124,20 @@ TEST(ReadChunkFrameTest, AgreesWithProtobufOnDamagedFrames) {
   EXPECT_GT(answered, 1000);
 }
 
-TEST(ReadChunkFrameTest, OverlongVarintsReadAsProtobufReadsThem) {
-  // An offset in ten bytes (the most a varint may take), and one in eleven.
-  std::string ten = "\x1a\x0f\x08";
-  ten += std::string(9, '\xff') + std::string(1, '\x01');
-  ten += std::string(
+// A chunk frame with data "ab" whose offset is written as `continued` bytes of 0xff, then
+// 0x01: the largest offset, in more bytes than any encoder writes.
+std::string OverlongOffsetFrame(size_t continued) {
+  std::string chunk = "\x08" + std::string(continued, '\xff') + "\x01";
+  chunk += std::string(
       "\x12\x02"
       "ab",
       4);
+  return "\x1a" + std::string(1, static_cast<char>(chunk.size())) + chunk;
+}
+
+TEST(ReadChunkFrameTest, OverlongVarintsReadAsProtobufReadsThem) {
+  // An offset in ten bytes (the most a varint may take), and one in eleven.
+  const std::string ten = OverlongOffsetFrame(9);
   v1::TensorFrame parsed;
   ASSERT_TRUE(parsed.ParseFromString(ten));
   const absl::string_view piece = ten;
@@ -140,12 +146,7 @@ TEST(ReadChunkFrameTest, OverlongVarintsReadAsProtobufReadsThem) {
   EXPECT_EQ(view->offset, std::numeric_limits<uint64_t>::max());
   EXPECT_EQ(view->offset, parsed.chunk().offset());
 
-  std::string eleven = "\x1a\x10\x08";
-  eleven += std::string(10, '\xff') + std::string(1, '\x01');
-  eleven += std::string(
-      "\x12\x02"
-      "ab",
-      4);
+  const std::string eleven = OverlongOffsetFrame(10);
   EXPECT_FALSE(parsed.ParseFromString(eleven));
   const absl::string_view bad = eleven;
   EXPECT_FALSE(ReadChunkFrame(absl::MakeConstSpan(&bad, 1)).has_value());
