@@ -1,7 +1,8 @@
 // npz_bench: paramctl's .npz transfers against the wire, same machine, same run.
 //
-// `paramctl state-dict NAME --out FILE.npz` and `paramctl load-state-dict NAME FILE.npz` of
-// one model (32 float32 tensors, 512 MiB in all by default) timed as whole processes, as
+// `paramctl state-dict NAME --out FILE.npz` (replacing the file of the round before, and
+// again to a free name) and `paramctl load-state-dict NAME FILE.npz` of one model (32
+// float32 tensors, 512 MiB in all by default) timed as whole processes, as
 // ratios to the raw pull and push of the same model through the C++ client library (the
 // wire: StateDictInto and LoadStateDict from memory, after a warm-up round), the file in a
 // warm page cache (read once, untimed: paramctl may have written it past the cache). The
@@ -263,6 +264,7 @@ int main(int argc, char** argv) {
   if (!created.ok()) return Fail("create", created.status());
   auto model = (*client)->Model("npz");
   const std::string npz = scratch + "/model.npz";
+  const std::string npz_new = scratch + "/new.npz";
   const std::string npy = scratch + "/largest.npy";
   const std::string largest = "p0";  // every tensor is as large
 
@@ -283,7 +285,8 @@ int main(int argc, char** argv) {
   std::vector<double> fresh_pull;
   std::vector<double> get_s, set_s, npy_out_s, npy_in_s, npy_out_rss, npy_in_rss;
   std::vector<double> pull, push, out_s, in_s, bare_s, out_rss, in_rss, bare_rss, write_s, read_s;
-  std::vector<double> out_cpu;  // state-dict --out's CPU seconds
+  std::vector<double> out_cpu;    // state-dict --out's CPU seconds
+  std::vector<double> out_new_s;  // state-dict --out to a free name
   std::vector<double> direct_s;
   const std::string scratch_file = scratch + "/plain.bin";
   for (int r = 0; r < reps; ++r) {
@@ -321,11 +324,16 @@ int main(int argc, char** argv) {
     const Run out = Paramctl(address, {"state-dict", "npz", "--out", npz});
     ReadBack(npz);  // paramctl wrote it past the page cache: the reads start from a warm one
     const Run in = Paramctl(address, {"load-state-dict", "npz", npz});
+    // The same to a name that is free: nothing to replace. The last one is removed untimed,
+    // with its blocks (on a file system mounted with `discard` that waits for the device).
+    std::remove(npz_new.c_str());
+    paramd::bench::Settle(scratch);
+    const Run out_new = Paramctl(address, {"state-dict", "npz", "--out", npz_new});
     paramd::bench::Settle(scratch);
     const Run npy_out = Paramctl(address, {"get", "npz", largest, "--out", npy});
     ReadBack(npy);
     const Run npy_in = Paramctl(address, {"set", "npz", largest, "--in", npy});
-    if (!bare.ok || !out.ok || !in.ok || !npy_out.ok || !npy_in.ok) {
+    if (!bare.ok || !out.ok || !out_new.ok || !in.ok || !npy_out.ok || !npy_in.ok) {
       return Fail("paramctl", absl::InternalError("a paramctl run failed"));
     }
     npy_out_s.push_back(npy_out.seconds);
@@ -342,6 +350,7 @@ int main(int argc, char** argv) {
     out_s.push_back(out.seconds);
     out_rss.push_back(out.max_rss_mib);
     out_cpu.push_back(out.cpu_seconds);
+    out_new_s.push_back(out_new.seconds);
     in_s.push_back(in.seconds);
     in_rss.push_back(in.max_rss_mib);
   }
@@ -357,9 +366,13 @@ int main(int argc, char** argv) {
   std::printf("| case | paramctl | wire (client library) | ratio (paramctl / wire rate) | "
               "paramctl peak RSS |\n");
   std::printf("| --- | --- | --- | --- | --- |\n");
-  std::printf("| state-dict --out FILE.npz | %.2f GB/s | %.2f GB/s (pull) | %.2f | %.0f MiB |\n",
-              gb / Median(out_s), gb / Median(pull), Median(pull) / Median(out_s),
-              Median(out_rss));
+  std::printf(
+      "| state-dict --out FILE.npz (replacing one) | %.2f GB/s | %.2f GB/s (pull) | %.2f | %.0f "
+      "MiB |\n",
+      gb / Median(out_s), gb / Median(pull), Median(pull) / Median(out_s), Median(out_rss));
+  std::printf(
+      "| state-dict --out NEW.npz (a free name) | %.2f GB/s | %.2f GB/s (pull) | %.2f | |\n",
+      gb / Median(out_new_s), gb / Median(pull), Median(pull) / Median(out_new_s));
   std::printf("| load-state-dict FILE.npz | %.2f GB/s | %.2f GB/s (push) | %.2f | %.0f MiB |\n",
               gb / Median(in_s), gb / Median(push), Median(push) / Median(in_s), Median(in_rss));
   const double tensor_gb = static_cast<double>(tensor_bytes) / 1e9;
