@@ -64,7 +64,8 @@ constexpr FlagDef kFlags[] = {
      &Flags::max_upload_size},
     {"upload-expiry", "DURATION",
      "Unfinished uploads untouched for this long (e.g. 24h, 90m) are removed, at start and "
-     "when a save or upload starts (default 24h; 0: never).", &Flags::upload_expiry},
+     "when a save or upload starts (default 24h; 0: never).",
+     &Flags::upload_expiry},
     {"max-transport-memory", "BYTES",
      "Most bytes gRPC may hold in receive buffers for all connections together (default "
      "256M; 0: no bound). Near it gRPC shrinks flow-control windows; past it it cancels "
@@ -72,9 +73,10 @@ constexpr FlagDef kFlags[] = {
      "Below 128M concurrent bulk writers get cancelled too.",
      &Flags::max_transport_memory},
     {"stream-idle-timeout", "DURATION",
-     "A tensor write stream (SetTensor, SetTensors, Register*, LoadStateDict) that sends no "
-     "frame for this long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes nothing "
-     "and frees the memory its tensors reserved (default 60s; 0: never).",
+     "A client stream (a tensor write: SetTensor, SetTensors, Register*, LoadStateDict, "
+     "PushGradients, LoadOptimizerState; a Forward's inputs) that sends no frame for this "
+     "long (e.g. 60s, 500ms) is ended with DEADLINE_EXCEEDED, writes (or runs) nothing and "
+     "frees the memory its tensors reserved (default 60s; 0: never).",
      &Flags::stream_idle_timeout},
     {"sync-round-timeout", "DURATION",
      "How long a synchronous optimizer's round waits for all its workers after its first "

@@ -1,18 +1,20 @@
 #include "server/service/inference_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "base/text.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/status_macros.h"
+#include "base/text.h"
 #include "server/core/run_forward.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
@@ -61,6 +63,9 @@ class CallCollector {
     if (frame.has_chunk()) PARAMD_RETURN_IF_ERROR(assembler_.Add(frame.chunk()));
     return absl::OkStatus();
   }
+
+  // The model the options name; empty before the first frame.
+  const std::string& model() const { return call_.options.model(); }
 
   // The stream ended.
   absl::StatusOr<ForwardCall> Finish() {
@@ -191,28 +196,56 @@ std::string Signature(const ForwardCall& call) {
 // One Forward call: the request is assembled on gRPC's threads as it arrives, the
 // forward runs on a worker (or inline, for a cheap repeat: Note [Cheap repeats]), and the
 // answer goes out one frame at a time.
+//
+// Thread-safety: gRPC runs the reactions one at a time, but Expire comes from the
+// watchdog's thread while the request is read: `mu_` orders it against OnReadDone, and the
+// reactor is deleted when both gRPC (OnDone) and an Expire under way let go of it.
 class ForwardReactor final
-    : public grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse> {
+    : public grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>,
+      private IdleWatchdog::Stream {
  public:
   ForwardReactor(grpc::CallbackServerContext* context, core::ModelRegistry* registry,
-                 Executor* executor, CheapRepeats* repeats, Metrics* metrics)
-      : context_(context), registry_(registry), repeats_(repeats), metrics_(metrics) {
+                 Executor* executor, IdleWatchdog* watchdog, CheapRepeats* repeats,
+                 Metrics* metrics)
+      : context_(context),
+        registry_(registry),
+        watchdog_(watchdog),
+        repeats_(repeats),
+        metrics_(metrics) {
     absl::StatusOr<std::shared_ptr<Executor::Ticket>> ticket = executor->Admit();
     if (!ticket.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        phase_ = Phase::kFinished;
+      }
       Done(ToGrpcStatus(ticket.status()));
       return;
     }
     ticket_ = *std::move(ticket);
+    watchdog_->Touch(this);
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
+    absl::ReleasableMutexLock lock(&mu_);
+    if (phase_ != Phase::kReading) return;  // expired: answered already
     if (ok) {
+      watchdog_->Touch(this);
       const grpc::Status added = Guard([&] { return collector_.Add(request_); });
-      if (!added.ok()) return Done(added);
+      if (!added.ok()) {
+        phase_ = Phase::kFinished;
+        lock.Release();
+        return Done(added);
+      }
+      lock.Release();
+      // An Expire between the release and this read answers first; the read then ends at
+      // once (ok false) and is ignored above.
       StartRead(&request_);
       return;
     }
+    phase_ = Phase::kRunning;
+    lock.Release();
+    watchdog_->Forget(this);  // running is not idling
     Dispatch();
   }
 
@@ -224,9 +257,33 @@ class ForwardReactor final
     SendNext();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    watchdog_->Forget(this);
+    Unref();
+  }
 
  private:
+  enum class Phase { kReading, kRunning, kFinished };
+
+  void Expire() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (phase_ != Phase::kReading) return;
+      phase_ = Phase::kFinished;
+    }
+    // From here on no reaction touches the collector; its inputs go with the reactor.
+    model_name_ = collector_.model();
+    Done(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                      absl::StrCat("the Forward stream sent nothing for ",
+                                   absl::FormatDuration(watchdog_->timeout()),
+                                   " (--stream-idle-timeout) and was ended before the forward "
+                                   "ran: send the inputs and close the stream without pausing")));
+  }
+  void Ref() override { refs_.fetch_add(1); }
+  void Unref() override {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
   // On gRPC's thread, the request read: runs a cheap repeat inline, anything else on a
   // worker.
   void Dispatch() {
@@ -305,9 +362,13 @@ class ForwardReactor final
 
   grpc::CallbackServerContext* const context_;
   core::ModelRegistry* const registry_;
+  IdleWatchdog* const watchdog_;  // not owned
   CheapRepeats* const repeats_;
   Metrics* const metrics_;  // may be null
   std::shared_ptr<Executor::Ticket> ticket_;
+  std::atomic<int> refs_{1};  // gRPC's, until OnDone
+  absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kReading;
   v1::ForwardRequest request_;
   CallCollector collector_;
   ForwardCall call_;
@@ -327,7 +388,7 @@ grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* InferenceServi
               auth_, context, "/paramd.v1.Inference/Forward")) {
     return refused;
   }
-  return new ForwardReactor(context, registry_, executor_, &repeats_, metrics_);
+  return new ForwardReactor(context, registry_, executor_, watchdog_, &repeats_, metrics_);
 }
 
 }  // namespace paramd::service

@@ -6,7 +6,9 @@
 // admission] in executor.h), its inputs are assembled on gRPC's callback threads as they
 // arrive, the forward itself runs on the Executor holding no model lock (a cheap repeat of
 // an earlier forward inline: Note [Cheap repeats]), and the outputs go out one frame per
-// write.
+// write. A request stream that sends nothing for the idle timeout is ended as a write
+// stream is (Note [Idle write streams] in idle_watchdog.h): its inputs hold memory and its
+// admission a worker's place.
 // Thread-safety: all methods may run concurrently.
 #pragma once
 
@@ -15,17 +17,22 @@
 #include "server/service/auth.h"
 #include "server/service/cheap_repeats.h"
 #include "server/service/executor.h"
+#include "server/service/idle_watchdog.h"
 #include "server/service/metrics.h"
 
 namespace paramd::service {
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  // Borrows all four, which must outlive the service; `auth` may be null (every call
+  // Borrows all five, which must outlive the service; `auth` may be null (every call
   // allowed; auth.h), `metrics` too (no forward latencies recorded).
-  InferenceService(core::ModelRegistry* registry, Executor* executor,
+  InferenceService(core::ModelRegistry* registry, Executor* executor, IdleWatchdog* watchdog,
                    const Authenticator* auth = nullptr, Metrics* metrics = nullptr)
-      : registry_(registry), executor_(executor), auth_(auth), metrics_(metrics) {}
+      : registry_(registry),
+        executor_(executor),
+        watchdog_(watchdog),
+        auth_(auth),
+        metrics_(metrics) {}
 
   grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* Forward(
       grpc::CallbackServerContext* context) override;
@@ -33,6 +40,7 @@ class InferenceService final : public v1::Inference::CallbackService {
  private:
   core::ModelRegistry* const registry_;
   Executor* const executor_;
+  IdleWatchdog* const watchdog_;
   const Authenticator* const auth_;  // may be null
   Metrics* const metrics_;           // may be null
   CheapRepeats repeats_;

@@ -61,7 +61,7 @@ struct Server::Services {
         parameters(registry, executor, watchdog, options.auth),
         checkpoints(options.checkpoints, options.snapshots, executor, options.auth,
                     options.metrics),
-        inference(registry, executor, options.auth, options.metrics),
+        inference(registry, executor, watchdog, options.auth, options.metrics),
         training(registry, options.optimizers != nullptr ? options.optimizers : &own_optimizers,
                  executor, watchdog, options.auth, options.sync_round_timeout) {}
   ModelsService models;

@@ -1,5 +1,5 @@
-// The real daemon under memory pressure from hostile clients: a write stream that sends a
-// big tensor's header and then stalls does not keep its reservation past
+// The real daemon under memory pressure from hostile clients: a write or Forward stream
+// that sends a big tensor's header and then stalls does not keep its reservation past
 // --stream-idle-timeout, and one oversized message is refused without the daemon keeping
 // (or first buffering) the bytes it was sent.
 #include <sys/mman.h>
@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
+#include "paramd/v1/inference.grpc.pb.h"
 #include "tests/integration/daemon.h"
 #include "tests/integration/specs.h"
 #include "tests/integration/wire.h"
@@ -153,6 +154,60 @@ TEST_F(MemoryLimitsTest, StalledWriteStreamIsEndedAndFreesItsReservation) {
   EXPECT_THAT(names, ::testing::Contains("written"));
   EXPECT_THAT(names, ::testing::Not(::testing::Contains("stalled")));
   EXPECT_THAT(daemon_->Log(), HasSubstr("--stream-idle-timeout"));
+}
+
+// A Forward request stream is ended the same way: one that declares a 160 MiB input and
+// then stalls holds that memory and a worker's admission only until the idle timeout.
+TEST_F(MemoryLimitsTest, StalledForwardStreamIsEndedAndFreesItsInput) {
+  Start({"--max-memory", "256M", "--stream-idle-timeout", "1s"});
+  {
+    grpc::ClientContext context;
+    v1::CreateModelRequest request;
+    request.set_name("m");
+    request.set_spec_json(kMlpSpec);
+    v1::ModelInfo info;
+    ASSERT_TRUE(models_->CreateModel(&context, request, &info).ok());
+  }
+  const uint64_t version = Version("m");
+  auto inference = v1::Inference::NewStub(daemon_->channel());
+  grpc::ClientContext stalled_context;
+  stalled_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(8));
+  auto stalled = inference->Forward(&stalled_context);
+  v1::ForwardRequest options;
+  options.mutable_options()->set_model("m");
+  ASSERT_TRUE(stalled->Write(options));
+  v1::ForwardRequest input;
+  v1::TensorHeader* header = input.mutable_header();
+  header->set_name("input");
+  header->mutable_meta()->set_dtype(v1::FLOAT32);
+  header->mutable_meta()->add_shape(160 * kMiB / 4);
+  header->mutable_meta()->add_shape(1);
+  ASSERT_TRUE(stalled->Write(input));
+  const Clock::time_point stalled_since = Clock::now();
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  grpc::Status refused;
+  while (Clock::now() - stalled_since < std::chrono::milliseconds(800)) {
+    refused = RegisterZeros(*parameters_, "m", "probe", 160, /*data=*/false);
+    if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+
+  const grpc::Status ended = stalled->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << ended.error_message();
+  EXPECT_THAT(ended.error_message(), HasSubstr("--stream-idle-timeout"));
+  EXPECT_THAT(ended.error_message(), HasSubstr("before the forward ran"));
+  EXPECT_LT(Clock::now() - stalled_since, std::chrono::seconds(4));
+
+  grpc::Status written;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    written = RegisterZeros(*parameters_, "m", "written", 160);
+    if (written.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(written.ok()) << written.error_message();
+  EXPECT_EQ(Version("m"), version + 1);
 }
 
 constexpr size_t kMessageBytes = size_t{600} << 20;
