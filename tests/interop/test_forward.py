@@ -147,6 +147,11 @@ CASES = [
      lambda: randn(6, 4), "eval"),
     ("batchnorm1d_train", lambda: nn.BatchNorm1d(4, momentum=0.2),
      layer("BatchNorm1d", num_features=4, momentum=0.2), lambda: randn(6, 4), "train"),
+    # An empty batch leaves the running statistics as they are and still counts the batch.
+    ("batchnorm1d_empty_batch_train", lambda: nn.BatchNorm1d(4),
+     layer("BatchNorm1d", num_features=4), lambda: randn(0, 4), "train"),
+    ("batchnorm2d_empty_planes_train", lambda: nn.BatchNorm2d(3, momentum=None),
+     layer("BatchNorm2d", num_features=3, momentum=None), lambda: randn(2, 3, 0, 4), "train"),
     ("batchnorm1d_3d_train", lambda: nn.BatchNorm1d(3), layer("BatchNorm1d", num_features=3),
      lambda: randn(4, 3, 5), "train"),
     ("batchnorm2d_eval", lambda: nn.BatchNorm2d(3, eps=1e-3),

@@ -206,7 +206,10 @@ absl::StatusOr<Tensor> BatchNormForward(const BatchNormArgs& args, const LayerCa
     norm.cumulative_average = !momentum.has_value();
   }
   Tensor new_mean, new_var;
-  const bool update = training && use_batch_stats && mean_in.defined() && var_in.defined();
+  // An empty batch has no statistics: PyTorch leaves the running ones as they are (and
+  // still counts the batch in num_batches_tracked).
+  const bool update =
+      training && use_batch_stats && mean_in.defined() && var_in.defined() && out.numel() > 0;
   if (update) {
     PARAMD_ASSIGN_OR_RETURN(new_mean, run.Empty(running_mean.dtype(), running_mean.shape()));
     PARAMD_ASSIGN_OR_RETURN(new_var, run.Empty(running_var.dtype(), running_var.shape()));
