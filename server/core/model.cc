@@ -137,7 +137,10 @@ absl::Status WriteInto(const Tensor& updated, const Model::TensorWrite& write) {
     PARAMD_ASSIGN_OR_RETURN(target_view, updated.Slice(*write.region));
   }
   Tensor source = write.values;
-  if (source.shape() != target_view.shape() && source.numel() != 1) {
+  // One element fills the target, as copy_ broadcasts it, but copy_ refuses a source with
+  // more dimensions than a whole tensor ([1, 1] into a 0-dim one).
+  const bool fills = source.numel() == 1 && (write.region || source.dim() <= target_view.dim());
+  if (source.shape() != target_view.shape() && !fills) {
     if (!write.region || Squeezed(source.shape()) != Squeezed(target_view.shape())) {
       return absl::InvalidArgumentError(absl::StrCat(
           "shape ", ShapeString(write.values.shape()), " does not match ",

@@ -88,8 +88,9 @@ class Model {
 
   // Writes `values` (converted to the tensor's dtype, as copy_ does) into the parameter or
   // buffer `key` (a dotted path), or into a region of it. Without a region the shapes must
-  // match; with one, `values` must have the region's shape (size-1 dimensions aside) or a
-  // single element. NOT_FOUND for an unknown key, INVALID_ARGUMENT for shape or bounds.
+  // match, or `values` is a single element with no more dimensions than the tensor; with
+  // one, `values` must have the region's shape (size-1 dimensions aside) or a single
+  // element. NOT_FOUND for an unknown key, INVALID_ARGUMENT for shape or bounds.
   absl::StatusOr<uint64_t> SetTensor(absl::string_view key, const std::optional<Region>& region,
                                      const Tensor& values, std::optional<uint64_t> if_version);
 

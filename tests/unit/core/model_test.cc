@@ -137,6 +137,27 @@ TEST(ModelTest, BadWritesChangeNothing) {
   EXPECT_EQ(model.version(), 1u);
 }
 
+// Tensor.copy_ broadcasts one element over a whole tensor, but refuses a source with more
+// dimensions than its target: "output with shape [] doesn't match the broadcast shape [1, 1]".
+TEST(ModelTest, OneElementFillsAWholeTensorOfAsManyDimensionsOrMore) {
+  Model model("net", Build(R"({"type": "Net", "parameters": [{"name": "s", "shape": []},
+                                                             {"name": "t", "shape": [2, 3]}]})"),
+              Device{});
+  for (const Shape& shape : {Shape{1, 1}, Shape{1}}) {
+    auto refused = model.SetTensor("s", {}, MakeTensor(shape, {5}), {});
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << ShapeString(shape);
+    EXPECT_THAT(refused.status().message(), HasSubstr("does not match the shape [] of 's'"));
+  }
+  EXPECT_EQ(model.SetTensor("t", {}, MakeTensor({1, 1, 1}, {5}), {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(model.version(), 1u);
+  ASSERT_TRUE(model.SetTensor("s", {}, MakeTensor({}, {5}), {}).ok());
+  ASSERT_TRUE(model.SetTensor("t", {}, MakeTensor({1, 1}, {6}), {}).ok());
+  ASSERT_TRUE(model.SetTensor("t", Region{{0, 1}}, MakeTensor({1, 1, 1}, {7}), {}).ok());
+  EXPECT_THAT(Read(model, "s"), ElementsAre(5));
+  EXPECT_THAT(Read(model, "t"), ElementsAre(7, 7, 7, 6, 6, 6));
+}
+
 TEST(ModelTest, RegionWriteConvertsDtypeAndAcceptsSqueezedShapes) {
   Model model("net", Build(R"({"type": "Net", "parameters": [{"name": "t", "shape": [2, 3]}]})"),
               Device{});
