@@ -2,21 +2,23 @@
 
 #include <algorithm>
 
-#include "base/text.h"
-#include "base/version_conflict.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "base/text.h"
+#include "base/version_conflict.h"
+#include "server/core/expanded_size.h"
 
 namespace paramd::core {
 
-absl::Status ValidateModelName(absl::string_view name) {
+absl::Status ValidateModelName(absl::string_view name, absl::string_view what) {
   const bool valid_chars = std::all_of(name.begin(), name.end(), [](char c) {
     return absl::ascii_isalnum(c) || c == '_' || c == '-' || c == '.';
   });
   if (name.empty() || name.size() > 128 || !valid_chars || name.front() == '.') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid model name ", QuoteName(name),
-        "; use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid ", what, " name ", QuoteName(name),
+                     "; use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.'"));
   }
   return absl::OkStatus();
 }

@@ -19,8 +19,9 @@
 namespace paramd::core {
 
 // A model name: 1 to 128 characters from letters, digits, '_', '-' and '.', not starting
-// with '.' (names become file names in the data directory). INVALID_ARGUMENT otherwise.
-absl::Status ValidateModelName(absl::string_view name);
+// with '.' (names become file names in the data directory). INVALID_ARGUMENT otherwise,
+// naming `what` ("invalid optimizer name ..."): optimizers' names follow the same rule.
+absl::Status ValidateModelName(absl::string_view name, absl::string_view what = "model");
 
 class ModelRegistry {
  public:

@@ -62,16 +62,19 @@ inline std::optional<uint64_t> IfVersion(uint64_t value) {
   return value == 0 ? std::nullopt : std::optional<uint64_t>(value);
 }
 
-// The daemon's one log line per call outcome: every failure, with the model and the status,
-// and successes too where `log_success` (calls that create, delete or change a model).
+// The daemon's one log line per call outcome: every failure, with the model (or, with `key`
+// "optimizer", the optimizer) and the status, and successes too where `log_success` (calls
+// that create, delete or change a model).
 inline void LogCall(absl::string_view action, absl::string_view model, const absl::Status& status,
-                    bool log_success = false) {
+                    bool log_success = false, absl::string_view key = "model") {
   if (status.ok()) {
-    if (log_success) common::Log("info", action, {{"model", std::string(model)}, {"status", "OK"}});
+    if (log_success) {
+      common::Log("info", action, {{std::string(key), std::string(model)}, {"status", "OK"}});
+    }
     return;
   }
   common::Log("warning", action,
-              {{"model", std::string(model)},
+              {{std::string(key), std::string(model)},
                {"status", absl::StatusCodeToString(status.code())},
                {"error", std::string(status.message())}});
 }
@@ -82,8 +85,8 @@ inline absl::Status FromGrpcStatus(const grpc::Status& status) {
 
 // LogCall for a finished handler's status, which it passes through.
 inline grpc::Status Logged(absl::string_view action, absl::string_view model, grpc::Status status,
-                           bool log_success = false) {
-  LogCall(action, model, FromGrpcStatus(status), log_success);
+                           bool log_success = false, absl::string_view key = "model") {
+  LogCall(action, model, FromGrpcStatus(status), log_success, key);
   return status;
 }
 

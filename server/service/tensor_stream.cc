@@ -306,7 +306,7 @@ void WriteReactorBase<GrpcReactor, Frame>::Start() {
 template <typename GrpcReactor, typename Frame>
 void WriteReactorBase<GrpcReactor, Frame>::Fail(const grpc::Status& failure) {
   const grpc::Status status = WithCommittedPrefix(collector_.committed(), failure);
-  LogCall(action_, collector_.model(), FromGrpcStatus(status));
+  LogCall(action_, collector_.model(), FromGrpcStatus(status), false, collector_.target_key());
   ticket_.reset();
   this->Finish(status);
 }
@@ -343,7 +343,12 @@ void WriteReactorBase<GrpcReactor, Frame>::OnReadDone(bool ok) {
     lock.Release();
     watchdog_->Forget(this);  // applying is not idling
     ticket_->Run([this] {
-      if (context_->IsCancelled()) return Fail(CancelledBeforeRunning());
+      if (context_->IsCancelled()) {
+        // Cancelled mid-stream or while queued: either way nothing was applied.
+        return Fail(grpc::Status(grpc::StatusCode::CANCELLED,
+                                 "the call was cancelled (or passed its deadline) before it "
+                                 "was applied; nothing was written"));
+      }
       ApplyWrite();
     });
     return;
@@ -381,14 +386,16 @@ void WriteReactorBase<GrpcReactor, Frame>::Expire() {
   }
   // From here on no reaction touches the collector; its partial tensors go with the reactor.
   const std::string& model = collector_.model();
-  const std::string target = model.empty() ? "" : absl::StrCat(" to model ", QuoteName(model));
+  const std::string stream = model.empty()
+                                 ? "the write stream"
+                                 : absl::StrCat(collector_.stream_to(), " ", QuoteName(model));
   const bool none_committed = collector_.committed().count == 0;
-  Fail(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                    absl::StrCat("the write stream", target, " sent nothing for ",
-                                 absl::FormatDuration(watchdog_->timeout()),
-                                 " (--stream-idle-timeout) and was ended; ",
-                                 none_committed ? "nothing was written" : "the rest was not written",
-                                 ": send the whole write again without pausing mid-stream")));
+  Fail(grpc::Status(
+      grpc::StatusCode::DEADLINE_EXCEEDED,
+      absl::StrCat(stream, " sent nothing for ", absl::FormatDuration(watchdog_->timeout()),
+                   " (--stream-idle-timeout) and was ended; ",
+                   none_committed ? "nothing was written" : "the rest was not written",
+                   ": send the whole write again without pausing mid-stream")));
 }
 
 template <typename GrpcReactor, typename Frame>
@@ -550,7 +557,8 @@ void WriteAnswerStreamReactor::ApplyWrite() {
     return absl::OkStatus();
   });
   if (!assembled.ok()) return Fail(assembled);
-  LogCall(action_, collector_.model(), FromGrpcStatus(answer_.status), /*log_success=*/true);
+  LogCall(action_, collector_.model(), FromGrpcStatus(answer_.status), /*log_success=*/true,
+          collector_.target_key());
   ReleaseAdmission();
   Next();
 }

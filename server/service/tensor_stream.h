@@ -118,6 +118,18 @@ inline const std::string& TargetOf(const v1::GradientOptions& options) {
 inline const std::string& TargetOf(const v1::OptimizerStateHead& options) {
   return options.optimizer();
 }
+// The log's key for TargetOf.
+inline const char* TargetKey(const v1::WriteOptions&) { return "model"; }
+inline const char* TargetKey(const v1::GradientOptions&) { return "optimizer"; }
+inline const char* TargetKey(const v1::OptimizerStateHead&) { return "optimizer"; }
+// What the stream is and what its target is, for messages: "the write stream to model".
+inline const char* StreamTo(const v1::WriteOptions&) { return "the write stream to model"; }
+inline const char* StreamTo(const v1::GradientOptions&) {
+  return "the gradient stream to optimizer";
+}
+inline const char* StreamTo(const v1::OptimizerStateHead&) {
+  return "the optimizer state stream to optimizer";
+}
 
 // A commit_each_tensor write's progress (Note [Tensor-by-tensor writes] in
 // parameters_service.h): the first `count` tensors of its stream are committed, the last
@@ -150,6 +162,9 @@ class FrameCollector {
   // The model or optimizer named by the options frame ("" before it arrives), for the log;
   // kept after Finish has handed the write over.
   const std::string& model() const { return model_; }
+  // StreamTo and TargetKey for this kind of stream.
+  const char* stream_to() const { return StreamTo(write_.options); }
+  const char* target_key() const { return TargetKey(write_.options); }
 
   // Whether the write asked for commit_each_tensor (and the call takes it).
   bool commit_each() const { return commit_each_; }

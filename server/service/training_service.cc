@@ -14,6 +14,12 @@
 namespace paramd::service {
 namespace {
 
+// Logged with the optimizer under its own key in the log line.
+grpc::Status OptimizerLogged(absl::string_view action, absl::string_view optimizer,
+                             grpc::Status status, bool log_success = false) {
+  return Logged(action, optimizer, std::move(status), log_success, "optimizer");
+}
+
 // Compile-time proof that RawMethods lists exactly the raw methods of TrainingServiceBase.
 template <template <class> class RawMethod>
 using IsRaw = IsRawMethod<TrainingService, RawMethod>;
@@ -255,7 +261,7 @@ grpc::ServerUnaryReactor* TrainingService::CreateOptimizer(grpc::CallbackServerC
         *response = Info(*optimizer);
         return absl::OkStatus();
       }();
-      LogCall("create optimizer", request->name(), status, /*log_success=*/true);
+      LogCall("create optimizer", request->name(), status, /*log_success=*/true, "optimizer");
       return status;
     });
   });
@@ -347,14 +353,15 @@ grpc::ServerUnaryReactor* TrainingService::Step(grpc::CallbackServerContext* con
     return refused;
   }
   return FinishOnExecutor(context, *executor_, "step", request->optimizer(), [=, this] {
-    return Logged("step", request->optimizer(), Guard([&]() -> absl::Status {
-                    PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
-                    PARAMD_ASSIGN_OR_RETURN(uint64_t version,
-                                            optimizer->Step(IfVersion(request->if_version())));
-                    response->set_version(version);
-                    response->set_steps(optimizer->Describe().steps);
-                    return absl::OkStatus();
-                  }));
+    return OptimizerLogged("step", request->optimizer(), Guard([&]() -> absl::Status {
+                             PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
+                             PARAMD_ASSIGN_OR_RETURN(
+                                 uint64_t version,
+                                 optimizer->Step(IfVersion(request->if_version())));
+                             response->set_version(version);
+                             response->set_steps(optimizer->Describe().steps);
+                             return absl::OkStatus();
+                           }));
   });
 }
 
@@ -366,12 +373,12 @@ grpc::ServerUnaryReactor* TrainingService::ZeroGrad(grpc::CallbackServerContext*
     return refused;
   }
   return FinishOnExecutor(context, *executor_, "zero grad", request->optimizer(), [=, this] {
-    return Logged("zero grad", request->optimizer(), Guard([&]() -> absl::Status {
-                    PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
-                    PARAMD_RETURN_IF_ERROR(optimizer->ZeroGrad(!request->keep_as_zeros()));
-                    *response = Info(*optimizer);
-                    return absl::OkStatus();
-                  }));
+    return OptimizerLogged("zero grad", request->optimizer(), Guard([&]() -> absl::Status {
+                             PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
+                             PARAMD_RETURN_IF_ERROR(optimizer->ZeroGrad(!request->keep_as_zeros()));
+                             *response = Info(*optimizer);
+                             return absl::OkStatus();
+                           }));
   });
 }
 
@@ -386,7 +393,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainingService::GetOptimizerState(
   if (!parsed.ok()) return new TensorStreamReactor(parsed);
   absl::StatusOr<std::shared_ptr<core::Optimizer>> optimizer = optimizers_->Get(request.optimizer());
   if (!optimizer.ok()) {
-    LogCall("get optimizer state", request.optimizer(), optimizer.status());
+    LogCall("get optimizer state", request.optimizer(), optimizer.status(), false, "optimizer");
     return new TensorStreamReactor(optimizer.status());
   }
   const core::OptimizerStateDict dict = (*optimizer)->StateDict();
@@ -460,16 +467,19 @@ grpc::ServerUnaryReactor* TrainingService::SetHyperparameters(
     return refused;
   }
   return FinishInline(context, [&] {
-    return Logged("set hyperparameters", request->optimizer(), Guard([&]() -> absl::Status {
-                    PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
-                    PARAMD_ASSIGN_OR_RETURN(core::Hyperparameters values,
-                                            FromProto(request->hyperparameters()));
-                    std::optional<int64_t> group;
-                    if (request->group() >= 0) group = request->group();
-                    PARAMD_RETURN_IF_ERROR(optimizer->SetHyperparameters(group, values));
-                    *response = Info(*optimizer);
-                    return absl::OkStatus();
-                  }));
+    return OptimizerLogged("set hyperparameters", request->optimizer(),
+                           Guard([&]() -> absl::Status {
+                             PARAMD_ASSIGN_OR_RETURN(auto optimizer, Live(request->optimizer()));
+                             PARAMD_ASSIGN_OR_RETURN(core::Hyperparameters values,
+                                                     FromProto(request->hyperparameters()));
+                             // Only -1 means every group; any other negative is no group (not
+                             // Python's index from the end).
+                             std::optional<int64_t> group;
+                             if (request->group() != -1) group = request->group();
+                             PARAMD_RETURN_IF_ERROR(optimizer->SetHyperparameters(group, values));
+                             *response = Info(*optimizer);
+                             return absl::OkStatus();
+                           }));
   });
 }
 
@@ -481,19 +491,19 @@ grpc::ServerUnaryReactor* TrainingService::DeleteOptimizer(grpc::CallbackServerC
     return refused;
   }
   return FinishInline(context, [&] {
-    return Logged("delete optimizer", request->optimizer(), Guard([&]() -> absl::Status {
-                    PARAMD_ASSIGN_OR_RETURN(auto optimizer,
-                                            optimizers_->Get(request->optimizer()));
-                    PARAMD_RETURN_IF_ERROR(optimizers_->Remove(request->optimizer()));
-                    // Pushes waiting in a synchronous round would otherwise wait for a round
-                    // that can no longer come.
-                    optimizer->Close(absl::CancelledError(absl::StrCat(
-                        "optimizer ", QuoteName(request->optimizer()),
-                        " was deleted while the push waited for its round; nothing was "
-                        "stepped")));
-                    return absl::OkStatus();
-                  }),
-                  /*log_success=*/true);
+    return OptimizerLogged(
+        "delete optimizer", request->optimizer(), Guard([&]() -> absl::Status {
+          PARAMD_ASSIGN_OR_RETURN(auto optimizer, optimizers_->Get(request->optimizer()));
+          PARAMD_RETURN_IF_ERROR(optimizers_->Remove(request->optimizer()));
+          // Pushes waiting in a synchronous round would otherwise wait for a round
+          // that can no longer come.
+          optimizer->Close(absl::CancelledError(
+              absl::StrCat("optimizer ", QuoteName(request->optimizer()),
+                           " was deleted while the push waited for its round; nothing was "
+                           "stepped")));
+          return absl::OkStatus();
+        }),
+        /*log_success=*/true);
   });
 }
 

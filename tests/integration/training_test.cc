@@ -306,6 +306,35 @@ TEST_F(TrainingTest, AStreamThatBreaksOffLeavesNothingInTheRound) {
   EXPECT_THAT(Tensor("w"), ElementsAre(1 - kLr * 2, 1 - kLr * 2, 1 - kLr * 2, 1 - kLr * 2));
 }
 
+// Messages and log lines name an optimizer as an optimizer, not as a model.
+TEST_F(TrainingTest, AStalledPushAndABadNameAreToldAndLoggedAsTheOptimizers) {
+  Start({"--stream-idle-timeout", "1s"});
+  ASSERT_TRUE(Create(2).ok());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(8));
+  v1::PushGradientsResponse response;
+  auto writer = training_->PushGradients(&context, &response);
+  const std::vector<v1::GradientFrame> frames = PushFrames("opt", "a", 0, {{"w", {1, 1, 1, 1}}});
+  ASSERT_TRUE(writer->Write(frames[0]) && writer->Write(frames[1]));
+  const grpc::Status ended = writer->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << ended.error_message();
+  EXPECT_THAT(ended.error_message(),
+              ::testing::StartsWith("the gradient stream to optimizer 'opt' sent nothing for 1s"));
+  EXPECT_EQ(Info().waiting(), 0);
+
+  grpc::ClientContext create_context;
+  v1::CreateOptimizerRequest request;
+  request.set_name("a b");
+  request.set_model("m");
+  request.set_kind("SGD");
+  v1::OptimizerInfo info;
+  const grpc::Status refused = training_->CreateOptimizer(&create_context, request, &info);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), ::testing::StartsWith("invalid optimizer name 'a b'"));
+  EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"push gradients\" optimizer=opt"));
+  EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"create optimizer\" optimizer=\"a b\""));
+}
+
 TEST_F(TrainingTest, APushCancelledWhileItWaitsIsWithdrawnFromItsRound) {
   ASSERT_TRUE(Create(2).ok());
   auto cancelled = PushInBackground("a", 0, {{"w", {100, 100, 100, 100}}});

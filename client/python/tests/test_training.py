@@ -79,6 +79,11 @@ def test_bad_calls_get_their_codes_and_change_nothing(client: paramd.Client, nam
     assert opt.state_dict()["state"] == {}
     with pytest.raises(paramd.InvalidArgument, match="Invalid learning rate"):
         opt.set_hyperparameters(lr=-1.0)
+    # Only -1 (group=None) is every group; other negatives are no group, not Python's index
+    # from the end.
+    for group in (-2, 1):
+        with pytest.raises(paramd.InvalidArgument, match=f"group {group} does not exist"):
+            opt.set_hyperparameters(group=group, lr=0.5)
     assert opt.state_dict()["param_groups"][0]["lr"] == 0.1
     with pytest.raises(paramd.InvalidArgument,
                        match="different number of parameter groups"):

@@ -42,7 +42,7 @@ absl::StatusOr<std::shared_ptr<Optimizer>> Optimizer::Create(std::string name,
                                                              const Hyperparameters& defaults,
                                                              const std::vector<GroupSpec>& groups,
                                                              Mode mode) {
-  PARAMD_RETURN_IF_ERROR(ValidateModelName(name));
+  PARAMD_RETURN_IF_ERROR(ValidateModelName(name, "optimizer"));
   PARAMD_ASSIGN_OR_RETURN(Hyperparameters base,
                           ApplyHyperparameters(kind, DefaultHyperparameters(kind), defaults));
   std::shared_ptr<Optimizer> optimizer(new Optimizer(std::move(name), model, kind, mode));
