@@ -34,6 +34,14 @@ std::string Count(uint64_t count) {
 
 }  // namespace
 
+uint64_t ModuleStructureBytes(const Module& module) {
+  uint64_t bytes = kModuleBytes;
+  for (const auto& [name, parameter] : module.parameters()) bytes += kTensorSlotBytes + name.size();
+  for (const auto& [name, buffer] : module.buffers()) bytes += kTensorSlotBytes + name.size();
+  for (const auto& [name, child] : module.children()) bytes += kChildSlotBytes + name.size();
+  return bytes;
+}
+
 ExpandedSize CountExpandedSize(const Module& root, const Module* edited, const Module* planned) {
   // The registries a module object has for this count (the planned ones for `edited`).
   auto view = [&](const Module* module) -> const Module& {
@@ -48,6 +56,7 @@ ExpandedSize CountExpandedSize(const Module& root, const Module* edited, const M
   absl::flat_hash_map<const Module*, ExpandedSize> done;
   absl::flat_hash_set<const Module*> on_path = {&root};
   std::vector<Frame> stack = {{&root, view(&root).children().begin()}};
+  uint64_t structure_bytes = 0;
   while (!stack.empty()) {
     const Module* module = stack.back().module;
     const Module& registries = view(module);
@@ -63,16 +72,21 @@ ExpandedSize CountExpandedSize(const Module& root, const Module* edited, const M
         size.depth = std::max(size.depth, below.depth + 1);
       }
       done.emplace(module, size);
+      structure_bytes = SaturatingAdd(structure_bytes, ModuleStructureBytes(registries));
       on_path.erase(module);
       stack.pop_back();
       continue;
     }
     const Module* child = (stack.back().next++)->second.get();
     if (child == nullptr || done.contains(child)) continue;
-    if (!on_path.insert(child).second) return {kSaturated, kSaturated, kSaturated};  // a cycle
+    if (!on_path.insert(child).second) {
+      return {kSaturated, kSaturated, kSaturated, kSaturated};  // a cycle
+    }
     stack.push_back({child, view(child).children().begin()});
   }
-  return done.at(&root);
+  ExpandedSize size = done.at(&root);
+  size.structure_bytes = structure_bytes;
+  return size;
 }
 
 absl::Status CheckExpandedSize(const ExpandedSize& size, uint64_t max_keys,

@@ -2,10 +2,11 @@
 
 #include <limits>
 
-#include "base/text.h"
-#include "base/version_conflict.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "base/text.h"
+#include "base/version_conflict.h"
+#include "kernels/backend.h"
 #include "server/core/traversal.h"
 
 namespace paramd::core {
@@ -48,6 +49,31 @@ absl::Status MoveUnpublishedTree(const std::shared_ptr<Module>& root, const Devi
 Model::Model(std::string name, std::shared_ptr<Module> root, Device device, uint64_t version)
     : name_(std::move(name)), device_(device), root_(std::move(root)),
       version_(version == 0 ? 1 : version) {}
+
+Model::~Model() {
+  absl::StatusOr<kernels::Backend*> host = kernels::GetBackend(Device::Cpu());
+  if (host.ok() && structure_bytes_ > 0) (*host)->Unreserve(structure_bytes_);
+}
+
+absl::Status Model::ChargeStructure(uint64_t bytes) {
+  PARAMD_ASSIGN_OR_RETURN(kernels::Backend * host, kernels::GetBackend(Device::Cpu()));
+  absl::MutexLock lock(&charge_mu_);
+  if (bytes > structure_bytes_) {
+    const absl::Status reserved = host->Reserve(bytes - structure_bytes_);
+    if (!reserved.ok()) {
+      return absl::Status(
+          reserved.code(),
+          absl::StrCat("model ", QuoteName(name_),
+                       ": its structure (modules, parameter, buffer "
+                       "and child slots, names) takes about ",
+                       bytes, " bytes of host memory, which do not fit: ", reserved.message()));
+    }
+  } else {
+    host->Unreserve(structure_bytes_ - bytes);
+  }
+  structure_bytes_ = bytes;
+  return absl::OkStatus();
+}
 
 void Model::set_version_lease(std::shared_ptr<VersionLease> lease) {
   absl::MutexLock writer(&writer_mu_);

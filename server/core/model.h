@@ -60,6 +60,10 @@ class Model {
   // Takes ownership of the tree; version starts at 1 (0 means "any version" in if_version),
   // or at `version` for a model restored from a snapshot (versions never go back).
   Model(std::string name, std::shared_ptr<Module> root, Device device, uint64_t version = 1);
+  // Gives back what ChargeStructure counted.
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   const std::string& name() const { return name_; }
   uint64_t version() const;
@@ -68,6 +72,13 @@ class Model {
   // From now on, versions are reserved through `lease` before they are handed out (the
   // registry attaches its lease to every model it adds).
   void set_version_lease(std::shared_ptr<VersionLease> lease);
+
+  // Counts `bytes` of host memory for the tree's structure against the host's limit
+  // (--max-memory; Note [Structure memory] in expanded_size.h) for as long as the model
+  // lives, in place of what it counted before. RESOURCE_EXHAUSTED, with the count unchanged,
+  // when more does not fit. The registry charges every model it adds; a write that changes
+  // the structure charges the new size as the last step of its prepare.
+  absl::Status ChargeStructure(uint64_t bytes);
 
   // Runs `fn(root, version)` with readers' access to one published version. `fn` must only
   // copy out what it needs (names, Tensor values, metadata) and must not block.
@@ -131,6 +142,8 @@ class Model {
   Device device_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<Module> root_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::Mutex charge_mu_;
+  uint64_t structure_bytes_ ABSL_GUARDED_BY(charge_mu_) = 0;  // what ChargeStructure counted
 };
 
 // Moves every tensor of a tree that no Model holds yet (one being built) to `device`, as

@@ -34,6 +34,12 @@ absl::Status ModelRegistry::Add(std::shared_ptr<Model> model) {
     absl::MutexLock lock(&mu_);
     lease = lease_;
   }
+  // Note [Structure memory]: counted before the model is visible; a model that then fails
+  // to go in gives it back as it goes.
+  const uint64_t structure_bytes = model->Read([](const std::shared_ptr<Module>& root, uint64_t) {
+    return CountExpandedSize(*root).structure_bytes;
+  });
+  PARAMD_RETURN_IF_ERROR(model->ChargeStructure(structure_bytes));
   // Attached before the model is visible, so that its first write already reserves; a
   // model that then fails to go in is dropped with its lease.
   if (lease != nullptr) model->set_version_lease(std::move(lease));

@@ -3,16 +3,17 @@
 #include <functional>
 #include <iterator>
 
-#include "base/text.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "base/status_macros.h"
+#include "base/text.h"
 #include "server/core/forward.h"
 #include "server/core/init.h"
 #include "server/core/layers/layer.h"
+#include "server/core/storage.h"
 #include "server/core/traversal.h"
 
 namespace paramd::core {
@@ -243,7 +244,26 @@ class Builder {
       module->set_forward_program(*it);
     }
     declared_.pop_back();
+    PARAMD_RETURN_IF_ERROR(Charge(ModuleStructureBytes(*module), path));
     return module;
+  }
+
+  // Note [Structure memory]: counted against --max-memory as the tree is built, so that a
+  // spec whose structure cannot fit is refused before all of it exists. Given back when the
+  // builder goes; the registry charges the model for good as it adds it.
+  absl::Status Charge(uint64_t bytes, const std::string& path) {
+    if (charge_ == nullptr) {
+      absl::StatusOr<std::unique_ptr<MemoryReservation>> made =
+          MemoryReservation::Make(Device::Cpu(), bytes);
+      if (!made.ok()) return made.status();
+      charge_ = *std::move(made);
+    } else if (!charge_->Grow(bytes)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "spec error at ", path, ": the tree so far takes about ", charge_->remaining() + bytes,
+          " bytes of host memory for its modules, slots and names, more than the memory limit "
+          "leaves free (--max-memory); free models or raise --max-memory"));
+    }
+    return absl::OkStatus();
   }
 
   absl::Status CheckCustomType(const json& node, const std::string& type, const std::string& path) {
@@ -498,6 +518,7 @@ class Builder {
   std::shared_ptr<Module> root_;
   std::vector<absl::flat_hash_set<std::string>> declared_;
   std::vector<std::function<absl::Status()>> deferred_;
+  std::unique_ptr<MemoryReservation> charge_;
 };
 
 }  // namespace

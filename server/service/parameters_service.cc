@@ -74,16 +74,20 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* StreamRead(absl::string_view action,
 
 // INVALID_ARGUMENT when changing `module` (at `module_path` of `root`) into `planned` would
 // take the model past --max-state-dict-keys: a tensor added to a module shared along many
-// paths adds a key per path (Note [Expanded size]).
-absl::Status CheckPlanned(const core::Module& root, const core::Module& module,
+// paths adds a key per path (Note [Expanded size]). Otherwise charges `model` for its
+// structure as planned (Note [Structure memory]): RESOURCE_EXHAUSTED when that does not fit.
+// The last fallible step of a structure change's prepare.
+absl::Status CheckPlanned(core::Model& model, const core::Module& root, const core::Module& module,
                           const core::Module& planned, absl::string_view action,
                           absl::string_view name, absl::string_view module_path,
                           uint64_t max_state_dict_keys) {
-  return core::CheckExpandedSize(
-      core::CountExpandedSize(root, &module, &planned), max_state_dict_keys,
+  const core::ExpandedSize size = core::CountExpandedSize(root, &module, &planned);
+  PARAMD_RETURN_IF_ERROR(core::CheckExpandedSize(
+      size, max_state_dict_keys,
       absl::StrCat(action, " ", QuoteName(name), " on ",
                    module_path.empty() ? "the root module" : QuoteName(module_path),
-                   " would expand the model to"));
+                   " would expand the model to")));
+  return model.ChargeStructure(size.structure_bytes);
 }
 
 bool RequiresGrad(const core::TensorSlot& slot) {
@@ -427,9 +431,9 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
             }
             core::Module planned = *module;
             (void)planned.RegisterParameter(name, value);
-            PARAMD_RETURN_IF_ERROR(CheckPlanned(*root, *module, planned, "registering parameter",
-                                                name, options.module_path(),
-                                                registry_->max_state_dict_keys()));
+            PARAMD_RETURN_IF_ERROR(
+                CheckPlanned(*model, *root, *module, planned, "registering parameter", name,
+                             options.module_path(), registry_->max_state_dict_keys()));
             return core::Model::Commit([module, name, value](uint64_t v) {
               if (value) value->set_data(value->data(), v);
               (void)module->RegisterParameter(name, value);
@@ -441,8 +445,8 @@ absl::StatusOr<grpc::ByteBuffer> ParametersService::ApplyRegister(IncomingWrite&
           const bool persistent = !options.non_persistent();
           core::Module planned = *module;
           (void)planned.RegisterBuffer(name, value, persistent);
-          PARAMD_RETURN_IF_ERROR(CheckPlanned(*root, *module, planned, "registering buffer", name,
-                                              options.module_path(),
+          PARAMD_RETURN_IF_ERROR(CheckPlanned(*model, *root, *module, planned, "registering buffer",
+                                              name, options.module_path(),
                                               registry_->max_state_dict_keys()));
           return core::Model::Commit([module, name, value, persistent](uint64_t v) {
             if (value) value->set_data(value->data(), v);
@@ -521,8 +525,8 @@ grpc::ServerUnaryReactor* ParametersService::TieParameters(grpc::CallbackServerC
                              }
                              core::Module planned = *module;
                              (void)planned.AssignParameter(slot, target);
-                             PARAMD_RETURN_IF_ERROR(CheckPlanned(*root, *module, planned, "tying",
-                                                                 slot, module_path,
+                             PARAMD_RETURN_IF_ERROR(CheckPlanned(*model, *root, *module, planned,
+                                                                 "tying", slot, module_path,
                                                                  registry_->max_state_dict_keys()));
                              return core::Model::Commit([module, slot, target](uint64_t) {
                                (void)module->AssignParameter(slot, target);

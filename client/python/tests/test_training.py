@@ -172,11 +172,12 @@ def test_synchronous_pushes_wait_for_their_round_and_step_on_the_average(
 def test_optimizer_state_counts_against_max_memory(tmp_path: Any) -> None:
     from conftest import Daemon
 
-    daemon = Daemon(str(tmp_path), ("--max-memory", "48M"))
+    daemon = Daemon(str(tmp_path), ("--max-memory", "50M"))
     try:
         with paramd.connect(daemon.address, timeout=30) as client:
-            # 16 MiB of weights and 16 MiB of gradient fit; Adam's first step (the new
-            # weights and two moments, 48 MiB more) does not.
+            # 16 MiB of weights and 16 MiB of gradient fit (with the 16 MiB pushed while it
+            # is added in, and the model's structure); Adam's first step (the new weights and
+            # two moments, 48 MiB more) does not.
             model = client.create("big", {"type": "Net", "parameters": [
                 {"name": "w", "shape": [2048, 2048]}]})
             opt = client.create_optimizer("big", "big", "Adam")

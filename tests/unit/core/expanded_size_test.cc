@@ -9,6 +9,8 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "server/core/registry.h"
 #include "tests/unit/core/test_util.h"
 
 namespace paramd::core {
@@ -190,6 +192,66 @@ TEST(ExpandedSizeTest, ARegistrationOnADeeplySharedModuleIsCountedBeforeItIsMade
   ASSERT_TRUE(retied.AssignParameter("bias", *leaf->parameters().Find("bias")).ok());
   EXPECT_EQ(CountExpandedSize(*root, leaf.get(), &retied).state_dict_keys, uint64_t{1} << 20);
   EXPECT_FALSE(leaf->parameters().contains("w"));
+}
+
+// Note [Structure memory]
+std::string ReLUs(int count) {
+  std::string spec = R"({"type": "Sequential", "children": [)";
+  for (int i = 0; i < count; ++i) absl::StrAppend(&spec, i > 0 ? ", " : "", R"({"type": "ReLU"})");
+  return spec + "]}";
+}
+
+TEST(StructureMemoryTest, CountsEachDistinctModuleOnceWithItsSlotsAndNames) {
+  EXPECT_EQ(CountExpandedSize(*BuildUnlimited(ReLUs(3))).structure_bytes,
+            4 * kModuleBytes + 3 * (kChildSlotBytes + 1));
+  // A chain whose paths double per level grows by the same few modules per level.
+  auto bytes = [](int depth) {
+    return CountExpandedSize(*BuildUnlimited(SharedChainSpec(depth))).structure_bytes;
+  };
+  EXPECT_EQ(bytes(31) - bytes(30), bytes(30) - bytes(29));
+  EXPECT_LT(bytes(30), uint64_t{100} << 10);
+}
+
+TEST(StructureMemoryTest, IsChargedAgainstTheHostLimitForAsLongAsTheModelLives) {
+  kernels::Backend* host = *kernels::GetBackend(Device::Cpu());
+  const size_t before = host->bytes_in_use();
+  host->SetMemoryLimit(before + (size_t{1} << 20));
+  // A spec whose modules alone pass the limit is refused as it is built, and what its
+  // build counted is given back.
+  auto refused = BuildModuleFromText(ReLUs(2000), 0, kNoLimit);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--max-memory"));
+  EXPECT_EQ(host->bytes_in_use(), before);
+
+  std::shared_ptr<Module> root = BuildUnlimited(ReLUs(100));
+  EXPECT_EQ(host->bytes_in_use(), before);
+  const uint64_t structure = CountExpandedSize(*root).structure_bytes;
+  {
+    ModelRegistry registry;
+    ASSERT_TRUE(registry.Add(std::make_shared<Model>("m", root, Device::Cpu())).ok());
+    EXPECT_EQ(host->bytes_in_use(), before + structure);
+    auto model = *registry.Get("m");
+    // More than fits changes nothing; less gives the difference back.
+    absl::Status grown = model->ChargeStructure(size_t{2} << 20);
+    EXPECT_EQ(grown.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_THAT(grown.message(), HasSubstr("model 'm'"));
+    EXPECT_EQ(host->bytes_in_use(), before + structure);
+    ASSERT_TRUE(model->ChargeStructure(structure / 2).ok());
+    EXPECT_EQ(host->bytes_in_use(), before + structure / 2);
+    ASSERT_TRUE(model->ChargeStructure(structure).ok());
+    // A second model whose structure does not fit is not added.
+    auto big = std::make_shared<Model>("big", BuildUnlimited(ReLUs(100)), Device::Cpu());
+    ASSERT_TRUE(big->ChargeStructure(0).ok());
+    host->SetMemoryLimit(before + structure + structure / 2);
+    EXPECT_EQ(registry.Add(big).code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_FALSE(registry.Get("big").ok());
+    EXPECT_EQ(host->bytes_in_use(), before + structure);
+    ASSERT_TRUE(registry.Remove("m", std::nullopt).ok());
+    model.reset();
+  }
+  EXPECT_EQ(host->bytes_in_use(), before);
+  host->SetMemoryLimit(0);
 }
 
 }  // namespace
