@@ -344,6 +344,8 @@ void CheckpointStore::EndUpload(const std::string& target) {
 }
 
 CheckpointStore::Upload::~Upload() {
+  // Before the path is free for the next upload of it.
+  partial_.DropIfEmpty();
   // An upload whose bytes were dropped leaves the directories it made empty: they go too.
   store_->ReleaseParents(parents_, /*remove_created=*/true);
   store_->EndUpload(target_);

@@ -92,6 +92,12 @@ absl::Status PartialUpload::Keep() {
   return status.ok() ? closed : status;
 }
 
+void PartialUpload::DropIfEmpty() {
+  if (placed_ || file_->size() != 0) return;
+  (void)file_->Close();                 // FAILED_PRECONDITION when already closed: nothing to do
+  fs_->Remove(partial_).IgnoreError();  // NOT_FOUND when Append dropped it already
+}
+
 absl::StatusOr<WrittenFile> PartialUpload::Finish(absl::string_view expected_sha256) {
   if (file_->size() < total_size_) {
     const uint64_t kept = file_->size();
@@ -112,6 +118,7 @@ absl::StatusOr<WrittenFile> PartialUpload::Finish(absl::string_view expected_sha
   }
   PARAMD_ASSIGN_OR_RETURN(written.identity, IdentityOf(partial_));
   PARAMD_RETURN_IF_ERROR(fs_->Rename(partial_, target_));
+  placed_ = true;
   PARAMD_RETURN_IF_ERROR(fs_->SyncDirectory(DirectoryOf(target_)));
   return written;
 }

@@ -49,6 +49,9 @@ class PartialUpload {
 
   // Makes the bytes so far durable and closes the file, keeping them for a resume.
   absl::Status Keep();
+  // An upload that ends before any byte was kept (refused at its second frame, say)
+  // leaves no empty partial file behind; one with bytes, or put in place, is left as it is.
+  void DropIfEmpty();
 
   // Once all `total_size` bytes are in: syncs and closes the file, compares its SHA-256
   // with `expected_sha256` (hex), renames it over the target and syncs the directory.
@@ -67,6 +70,7 @@ class PartialUpload {
   std::unique_ptr<WritableFile> file_;
   // Of every kept byte: the prefix kept by earlier calls is hashed once when resuming.
   Sha256 hasher_;
+  bool placed_ = false;  // Finish renamed it over the target
 };
 
 }  // namespace paramd::io

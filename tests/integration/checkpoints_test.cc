@@ -482,6 +482,29 @@ TEST_F(CheckpointDirTest, UploadsLargerThanTheLimitOrTheFreeSpaceAreRefused) {
   EXPECT_TRUE(std::filesystem::is_empty(daemon_->checkpoint_dir()));
 }
 
+// An upload that ends before any of its bytes were kept (a header alone, a second header)
+// leaves no empty partial file behind for --upload-expiry to find.
+TEST_F(CheckpointDirTest, AnUploadThatKeptNoBytesLeavesNoPartialFile) {
+  auto stub = v1::Checkpoints::NewStub(daemon_->channel());
+  EXPECT_EQ(UploadHeaderOnly(*stub, "g.bin", 3000).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::UploadResponse response;
+  auto writer = stub->Upload(&context, &response);
+  v1::UploadRequest header;
+  header.mutable_header()->set_path("h.bin");
+  header.mutable_header()->set_total_size(3000);
+  header.mutable_header()->set_sha256(std::string(64, '0'));
+  writer->Write(header);
+  writer->Write(header);
+  writer->WritesDone();
+  const grpc::Status twice = writer->Finish();
+  EXPECT_EQ(twice.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(twice.error_message(), HasSubstr("an upload has one header, first"));
+  EXPECT_TRUE(std::filesystem::is_empty(daemon_->checkpoint_dir()));
+}
+
 TEST_F(CheckpointDirTest, ReadsAndFailedWritesCreateNothing) {
   auto stub = v1::Checkpoints::NewStub(daemon_->channel());
   grpc::ClientContext context;

@@ -311,6 +311,25 @@ def test_save_load_upload_download(client: paramd.Client, name: str, tmp_path: A
         model.save("../outside.pt")
 
 
+def test_a_broken_off_upload_resumes_where_it_stopped(client: paramd.Client, name: str,
+                                                      tmp_path: Any) -> None:
+    local = tmp_path / "blob.bin"
+    local.write_bytes(os.urandom(3 << 20))
+
+    def stop_after_first_chunk(done: int, total: int) -> None:
+        if done > 0:
+            raise RuntimeError("broken off")
+
+    # gRPC ends the call when the request iterator raises.
+    with pytest.raises(paramd.ParamdError):
+        client.upload(local, f"{name}/blob.bin", progress=stop_after_first_chunk)
+    resumed = client.upload(local, f"{name}/blob.bin")
+    assert 0 < resumed.resumed_from < resumed.size == 3 << 20
+    back = tmp_path / "back.bin"
+    client.download(f"{name}/blob.bin", back)
+    assert back.read_bytes() == local.read_bytes()
+
+
 def test_reader_sees_only_whole_versions(client: paramd.Client, name: str) -> None:
     spec = {"type": "Net", "parameters": [
         {"name": f"p{i}", "shape": [256, 1024]} for i in range(4)]}  # 4 MiB, 4 tensors

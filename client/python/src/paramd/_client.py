@@ -346,7 +346,7 @@ class Client:
         status = self._unary("/paramd.v1.Checkpoints/UploadStatus",
                              checkpoints_pb2.UploadStatusRequest(path=remote_path),
                              checkpoints_pb2.UploadStatusResponse)
-        offset = status.offset if status.total_size == size and status.offset < size else 0
+        offset = status.offset if status.offset <= size else 0
         try:
             return self._upload_from(local, remote_path, size, sha, offset, progress)
         except ParamdError:

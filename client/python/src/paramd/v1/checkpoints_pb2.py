@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bparamd/v1/checkpoints.proto\x12\tparamd.v1\"\x94\x01\n\x0bSaveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12+\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1b.paramd.v1.CheckpointFormat\x12\x11\n\tkeep_vars\x18\x04 \x01(\x08\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x15\n\rreturn_sha256\x18\x06 \x01(\x08\"x\n\x0cSaveResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12+\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1b.paramd.v1.CheckpointFormat\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\xa1\x02\n\x0bLoadRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nnon_strict\x18\x03 \x01(\x08\x12\x0e\n\x06\x61ssign\x18\x04 \x01(\x08\x12\x14\n\x0cmap_location\x18\x05 \x01(\t\x12=\n\x0clocation_map\x18\x06 \x03(\x0b\x32\'.paramd.v1.LoadRequest.LocationMapEntry\x12\x11\n\tspec_json\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x12\n\nif_version\x18\t \x01(\x04\x12\x11\n\toptimizer\x18\n \x01(\t\x1a\x32\n\x10LocationMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa0\x01\n\x0cLoadResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\x12\x17\n\x0funexpected_keys\x18\x03 \x03(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12+\n\x06\x66ormat\x18\x05 \x01(\x0e\x32\x1b.paramd.v1.CheckpointFormat\x12\x12\n\nerror_text\x18\x06 \x01(\t\"\x18\n\x16ListCheckpointsRequest\"p\n\x0e\x43heckpointFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x15\n\rmodified_unix\x18\x03 \x01(\x03\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.paramd.v1.CheckpointFormat\"C\n\x17ListCheckpointsResponse\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.paramd.v1.CheckpointFile\"P\n\x0cUploadHeader\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"S\n\rUploadRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.paramd.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"<\n\x0eUploadResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"#\n\x13UploadStatusRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\":\n\x14UploadStatusResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\"/\n\x0f\x44ownloadRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"E\n\x0e\x44ownloadHeader\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x15\n\rmodified_unix\x18\x03 \x01(\x03\"X\n\x10\x44ownloadResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.paramd.v1.DownloadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"!\n\x0fSnapshotRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\"/\n\rModelSnapshot\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"?\n\x10SnapshotResponse\x12+\n\tsnapshots\x18\x01 \x03(\x0b\x32\x18.paramd.v1.ModelSnapshot*u\n\x10\x43heckpointFormat\x12!\n\x1d\x43HECKPOINT_FORMAT_UNSPECIFIED\x10\x00\x12!\n\x1d\x43HECKPOINT_FORMAT_SAFETENSORS\x10\x01\x12\x1b\n\x17\x43HECKPOINT_FORMAT_TORCH\x10\x02\x32\xf2\x03\n\x0b\x43heckpoints\x12\x37\n\x04Save\x12\x16.paramd.v1.SaveRequest\x1a\x17.paramd.v1.SaveResponse\x12\x39\n\x04Load\x12\x16.paramd.v1.LoadRequest\x1a\x17.paramd.v1.LoadResponse0\x01\x12O\n\x04List\x12!.paramd.v1.ListCheckpointsRequest\x1a\".paramd.v1.ListCheckpointsResponse0\x01\x12?\n\x06Upload\x12\x18.paramd.v1.UploadRequest\x1a\x19.paramd.v1.UploadResponse(\x01\x12O\n\x0cUploadStatus\x12\x1e.paramd.v1.UploadStatusRequest\x1a\x1f.paramd.v1.UploadStatusResponse\x12\x45\n\x08\x44ownload\x12\x1a.paramd.v1.DownloadRequest\x1a\x1b.paramd.v1.DownloadResponse0\x01\x12\x45\n\x08Snapshot\x12\x1a.paramd.v1.SnapshotRequest\x1a\x1b.paramd.v1.SnapshotResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bparamd/v1/checkpoints.proto\x12\tparamd.v1\"\x94\x01\n\x0bSaveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12+\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1b.paramd.v1.CheckpointFormat\x12\x11\n\tkeep_vars\x18\x04 \x01(\x08\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x15\n\rreturn_sha256\x18\x06 \x01(\x08\"x\n\x0cSaveResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12+\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1b.paramd.v1.CheckpointFormat\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\xa1\x02\n\x0bLoadRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nnon_strict\x18\x03 \x01(\x08\x12\x0e\n\x06\x61ssign\x18\x04 \x01(\x08\x12\x14\n\x0cmap_location\x18\x05 \x01(\t\x12=\n\x0clocation_map\x18\x06 \x03(\x0b\x32\'.paramd.v1.LoadRequest.LocationMapEntry\x12\x11\n\tspec_json\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x12\n\nif_version\x18\t \x01(\x04\x12\x11\n\toptimizer\x18\n \x01(\t\x1a\x32\n\x10LocationMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa0\x01\n\x0cLoadResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\x12\x17\n\x0funexpected_keys\x18\x03 \x03(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12+\n\x06\x66ormat\x18\x05 \x01(\x0e\x32\x1b.paramd.v1.CheckpointFormat\x12\x12\n\nerror_text\x18\x06 \x01(\t\"\x18\n\x16ListCheckpointsRequest\"p\n\x0e\x43heckpointFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x15\n\rmodified_unix\x18\x03 \x01(\x03\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.paramd.v1.CheckpointFormat\"C\n\x17ListCheckpointsResponse\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.paramd.v1.CheckpointFile\"P\n\x0cUploadHeader\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"S\n\rUploadRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.paramd.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"<\n\x0eUploadResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"#\n\x13UploadStatusRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"8\n\x14UploadStatusResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04J\x04\x08\x02\x10\x03R\ntotal_size\"/\n\x0f\x44ownloadRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"E\n\x0e\x44ownloadHeader\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x15\n\rmodified_unix\x18\x03 \x01(\x03\"X\n\x10\x44ownloadResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.paramd.v1.DownloadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"!\n\x0fSnapshotRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\"/\n\rModelSnapshot\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"?\n\x10SnapshotResponse\x12+\n\tsnapshots\x18\x01 \x03(\x0b\x32\x18.paramd.v1.ModelSnapshot*u\n\x10\x43heckpointFormat\x12!\n\x1d\x43HECKPOINT_FORMAT_UNSPECIFIED\x10\x00\x12!\n\x1d\x43HECKPOINT_FORMAT_SAFETENSORS\x10\x01\x12\x1b\n\x17\x43HECKPOINT_FORMAT_TORCH\x10\x02\x32\xf2\x03\n\x0b\x43heckpoints\x12\x37\n\x04Save\x12\x16.paramd.v1.SaveRequest\x1a\x17.paramd.v1.SaveResponse\x12\x39\n\x04Load\x12\x16.paramd.v1.LoadRequest\x1a\x17.paramd.v1.LoadResponse0\x01\x12O\n\x04List\x12!.paramd.v1.ListCheckpointsRequest\x1a\".paramd.v1.ListCheckpointsResponse0\x01\x12?\n\x06Upload\x12\x18.paramd.v1.UploadRequest\x1a\x19.paramd.v1.UploadResponse(\x01\x12O\n\x0cUploadStatus\x12\x1e.paramd.v1.UploadStatusRequest\x1a\x1f.paramd.v1.UploadStatusResponse\x12\x45\n\x08\x44ownload\x12\x1a.paramd.v1.DownloadRequest\x1a\x1b.paramd.v1.DownloadResponse0\x01\x12\x45\n\x08Snapshot\x12\x1a.paramd.v1.SnapshotRequest\x1a\x1b.paramd.v1.SnapshotResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOADREQUEST_LOCATIONMAPENTRY']._loaded_options = None
   _globals['_LOADREQUEST_LOCATIONMAPENTRY']._serialized_options = b'8\001'
-  _globals['_CHECKPOINTFORMAT']._serialized_start=1664
-  _globals['_CHECKPOINTFORMAT']._serialized_end=1781
+  _globals['_CHECKPOINTFORMAT']._serialized_start=1662
+  _globals['_CHECKPOINTFORMAT']._serialized_end=1779
   _globals['_SAVEREQUEST']._serialized_start=43
   _globals['_SAVEREQUEST']._serialized_end=191
   _globals['_SAVERESPONSE']._serialized_start=193
@@ -60,19 +60,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADSTATUSREQUEST']._serialized_start=1208
   _globals['_UPLOADSTATUSREQUEST']._serialized_end=1243
   _globals['_UPLOADSTATUSRESPONSE']._serialized_start=1245
-  _globals['_UPLOADSTATUSRESPONSE']._serialized_end=1303
-  _globals['_DOWNLOADREQUEST']._serialized_start=1305
-  _globals['_DOWNLOADREQUEST']._serialized_end=1352
-  _globals['_DOWNLOADHEADER']._serialized_start=1354
-  _globals['_DOWNLOADHEADER']._serialized_end=1423
-  _globals['_DOWNLOADRESPONSE']._serialized_start=1425
-  _globals['_DOWNLOADRESPONSE']._serialized_end=1513
-  _globals['_SNAPSHOTREQUEST']._serialized_start=1515
-  _globals['_SNAPSHOTREQUEST']._serialized_end=1548
-  _globals['_MODELSNAPSHOT']._serialized_start=1550
-  _globals['_MODELSNAPSHOT']._serialized_end=1597
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=1599
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=1662
-  _globals['_CHECKPOINTS']._serialized_start=1784
-  _globals['_CHECKPOINTS']._serialized_end=2282
+  _globals['_UPLOADSTATUSRESPONSE']._serialized_end=1301
+  _globals['_DOWNLOADREQUEST']._serialized_start=1303
+  _globals['_DOWNLOADREQUEST']._serialized_end=1350
+  _globals['_DOWNLOADHEADER']._serialized_start=1352
+  _globals['_DOWNLOADHEADER']._serialized_end=1421
+  _globals['_DOWNLOADRESPONSE']._serialized_start=1423
+  _globals['_DOWNLOADRESPONSE']._serialized_end=1511
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1513
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1546
+  _globals['_MODELSNAPSHOT']._serialized_start=1548
+  _globals['_MODELSNAPSHOT']._serialized_end=1595
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=1597
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=1660
+  _globals['_CHECKPOINTS']._serialized_start=1782
+  _globals['_CHECKPOINTS']._serialized_end=2280
 # @@protoc_insertion_point(module_scope)

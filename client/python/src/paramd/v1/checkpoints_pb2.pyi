@@ -152,12 +152,10 @@ class UploadStatusRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ...) -> None: ...
 
 class UploadStatusResponse(_message.Message):
-    __slots__ = ("offset", "total_size")
+    __slots__ = ("offset",)
     OFFSET_FIELD_NUMBER: _ClassVar[int]
-    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     offset: int
-    total_size: int
-    def __init__(self, offset: _Optional[int] = ..., total_size: _Optional[int] = ...) -> None: ...
+    def __init__(self, offset: _Optional[int] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
     __slots__ = ("path", "offset")
