@@ -155,7 +155,20 @@ absl::StatusOr<Tensor> Tensor::FromBytes(DType dtype, Shape shape,
   }
   PARAMD_ASSIGN_OR_RETURN(Tensor tensor, Empty(dtype, std::move(shape)));
   if (expected) std::memcpy(tensor.mutable_data(), bytes.data(), expected);
+  if (dtype == DType::kBool) {
+    CanonicalizeBools(absl::MakeSpan(static_cast<uint8_t*>(tensor.mutable_data()), expected));
+  }
   return tensor;
+}
+
+bool CanonicalBools(absl::Span<const uint8_t> bytes) {
+  uint8_t seen = 0;
+  for (const uint8_t byte : bytes) seen |= byte;
+  return (seen & ~uint8_t{1}) == 0;
+}
+
+void CanonicalizeBools(absl::Span<uint8_t> bytes) {
+  for (uint8_t& byte : bytes) byte = byte != 0;
 }
 
 absl::StatusOr<Tensor> Tensor::FromDoubles(DType dtype, Shape shape,

@@ -46,7 +46,8 @@ class Tensor {
   static absl::StatusOr<Tensor> Full(DType dtype, Shape shape, double value,
                                      const Device& device = Device{});
   // A new contiguous CPU tensor holding `bytes`, which must be exactly numel * element size
-  // little-endian C-order bytes; INVALID_ARGUMENT otherwise.
+  // little-endian C-order bytes; INVALID_ARGUMENT otherwise. Bool bytes are canonicalised
+  // (Note [Bool bytes]).
   static absl::StatusOr<Tensor> FromBytes(DType dtype, Shape shape, absl::Span<const uint8_t> bytes);
   // A new contiguous CPU tensor from values converted to `dtype`.
   static absl::StatusOr<Tensor> FromDoubles(DType dtype, Shape shape,
@@ -97,6 +98,20 @@ absl::Status CopyConvert(const Tensor& src, const Tensor& dst);
 absl::StatusOr<Tensor> ConvertTo(const Tensor& src, DType dtype, const Device& device);
 // A new contiguous copy with the same dtype and device.
 absl::StatusOr<Tensor> Clone(const Tensor& src);
+
+// Note [Bool bytes]
+// A bool element is one byte, and bytes from outside (the wire, a checkpoint file) may hold
+// any value. PyTorch reads every non-zero byte as True and its copies write 1 (a float
+// copy_ of bytes [0, 2, 255, 1] gives [0, 1, 1, 1], and so does load_state_dict into a bool
+// buffer). The CPU loops read bool elements as C++ bool, which may hold only 0 and 1, so
+// every way in makes them so: the wire's assembled tensors, FromBytes, and the checkpoint
+// readers, which copy a bool tensor out of the file instead of viewing it when it holds
+// any other byte.
+//
+// Whether every byte is 0 or 1.
+bool CanonicalBools(absl::Span<const uint8_t> bytes);
+// Makes every non-zero byte 1.
+void CanonicalizeBools(absl::Span<uint8_t> bytes);
 
 // The elements in C order converted to double (for printing and tests).
 absl::StatusOr<std::vector<double>> ToDoubles(const Tensor& tensor);

@@ -453,7 +453,9 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
     const uint8_t* begin = data + entry.begin;
     const size_t nbytes = entry.end - entry.begin;
     core::Tensor tensor;
-    if (owner != nullptr && reinterpret_cast<uintptr_t>(begin) % ElementSize(dtype) == 0) {
+    // Note [Bool bytes]: a bool tensor holding other bytes than 0 and 1 is copied.
+    if (owner != nullptr && reinterpret_cast<uintptr_t>(begin) % ElementSize(dtype) == 0 &&
+        (dtype != DType::kBool || core::CanonicalBools(absl::MakeConstSpan(begin, nbytes)))) {
       // Zero copy: the storage views the owner's bytes and keeps the owner alive.
       auto storage =
           core::Storage::Wrap(Device::Cpu(), const_cast<uint8_t*>(begin), nbytes, [owner] {});

@@ -258,7 +258,10 @@ absl::StatusOr<std::shared_ptr<core::Storage>> LoadStorage(
     const std::shared_ptr<const void>& owner) {
   const size_t element_size = ElementSize(dtype);
   const bool swap = big_endian && element_size > 1;
-  if (owner != nullptr && !swap && reinterpret_cast<uintptr_t>(source.data()) % element_size == 0) {
+  // Note [Bool bytes]: a bool storage holding other bytes than 0 and 1 is copied.
+  const bool canonical = dtype != DType::kBool || core::CanonicalBools(source);
+  if (owner != nullptr && !swap && canonical &&
+      reinterpret_cast<uintptr_t>(source.data()) % element_size == 0) {
     return core::Storage::Wrap(Device::Cpu(), const_cast<uint8_t*>(source.data()),
                                source.size(), [owner] {});
   }
@@ -266,6 +269,9 @@ absl::StatusOr<std::shared_ptr<core::Storage>> LoadStorage(
                           core::Storage::Allocate(Device::Cpu(), source.size()));
   if (!source.empty()) std::memcpy(storage->data(), source.data(), source.size());
   if (swap) SwapBytes(static_cast<uint8_t*>(storage->data()), source.size(), element_size);
+  if (!canonical) {
+    core::CanonicalizeBools(absl::MakeSpan(static_cast<uint8_t*>(storage->data()), source.size()));
+  }
   return storage;
 }
 

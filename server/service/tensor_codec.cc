@@ -127,6 +127,10 @@ absl::StatusOr<core::Tensor> TensorAssembler::Finish() {
                      tensor_.nbytes(), " bytes its dtype and shape need"));
   }
   active_ = false;
+  if (tensor_.dtype() == DType::kBool) {  // Note [Bool bytes]
+    core::CanonicalizeBools(
+        absl::MakeSpan(static_cast<uint8_t*>(tensor_.mutable_data()), tensor_.nbytes()));
+  }
   return std::move(tensor_);
 }
 

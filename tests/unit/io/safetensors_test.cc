@@ -178,6 +178,23 @@ TEST(SafetensorsReaderTest, ReadsAnUnpaddedHeader_PytorchSemantics7) {
   EXPECT_TRUE(read->metadata.empty());
 }
 
+// Note [Bool bytes]: PyTorch reads any non-zero byte as True; a bool tensor holding other
+// bytes is copied out of the file with them made 1, one of 0s and 1s is viewed in place.
+TEST(SafetensorsReaderTest, BoolBytesOtherThanZeroAndOneReadAsTrue) {
+  const std::string header = R"({"odd":{"dtype":"BOOL","shape":[4],"data_offsets":[0,4]},)"
+                             R"("even":{"dtype":"BOOL","shape":[4],"data_offsets":[4,8]}})";
+  auto bytes = std::make_shared<std::string>(
+      FileBytes(header, std::string("\x00\x02\xff\x01\x00\x01\x01\x00", 8)));
+  absl::StatusOr<SafetensorsFile> read = ParseSafetensors(AsSpan(*bytes), bytes);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->entries.size(), 2u);
+  const auto* odd = static_cast<const uint8_t*>(read->entries[0].tensor.data());
+  EXPECT_EQ(std::vector<uint8_t>(odd, odd + 4), (std::vector<uint8_t>{0, 1, 1, 1}));
+  EXPECT_EQ(*core::ToDoubles(read->entries[0].tensor), (std::vector<double>{0, 1, 1, 1}));
+  const auto* even = static_cast<const uint8_t*>(read->entries[1].tensor.data());
+  EXPECT_EQ(reinterpret_cast<const char*>(even), bytes->data() + bytes->size() - 4);
+}
+
 TEST(SafetensorsReaderTest, AcceptsTrailingSpacePaddingAndEmptyFiles_PytorchSemantics7) {
   EXPECT_TRUE(ParseError("{}", "").ok());
   EXPECT_TRUE(ParseError("{}      ", "").ok());

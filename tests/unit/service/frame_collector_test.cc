@@ -62,6 +62,25 @@ TEST(FrameCollectorTest, TakesChunksInAnySlicingAndInEitherEncoding) {
   }
 }
 
+// Note [Bool bytes] in server/core/tensor.h: PyTorch reads any non-zero byte as True.
+TEST(FrameCollectorTest, BoolBytesOtherThanZeroAndOneArriveAsOne) {
+  v1::WriteFrame header;
+  header.mutable_header()->set_name("mask");
+  header.mutable_header()->mutable_meta()->set_dtype(v1::BOOL);
+  header.mutable_header()->mutable_meta()->add_shape(4);
+  v1::WriteFrame chunk;
+  chunk.mutable_chunk()->set_data(std::string("\x00\x02\xff\x01", 4));
+  FrameCollector<v1::WriteFrame> collector;
+  ASSERT_TRUE(collector.Add(Received(OptionsFrame(), 4096)).ok());
+  ASSERT_TRUE(collector.Add(Received(header.SerializeAsString(), 4096)).ok());
+  ASSERT_TRUE(collector.Add(Received(chunk.SerializeAsString(), 4096)).ok());
+  absl::StatusOr<IncomingWrite> write = collector.Finish();
+  ASSERT_TRUE(write.ok()) << write.status();
+  const core::Tensor& mask = write->tensors[0].second;
+  EXPECT_EQ(std::string(static_cast<const char*>(mask.data()), mask.nbytes()),
+            std::string("\x00\x01\x01\x01", 4));
+}
+
 TEST(FrameCollectorTest, RefusesChunkFramesWhoseLengthsDisagreeWithTheirBytes) {
   const std::string good = wire::ChunkFramePrefix(0, 4) + "abcd";
   std::string long_length = good;  // the chunk claims a byte more than it holds
