@@ -140,6 +140,7 @@ grpc::ServerUnaryReactor* ModelsService::DeleteModel(grpc::CallbackServerContext
     return Guard([&]() -> absl::Status {
       absl::Status status = registry_->Remove(request->name(), IfVersion(request->if_version()));
       if (status.ok() && snapshots_ != nullptr) snapshots_->Forget(request->name());
+      if (status.ok() && on_deleted_) on_deleted_(request->name());
       LogCall("delete model", request->name(), status, /*log_success=*/true);
       return status;
     });

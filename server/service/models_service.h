@@ -7,6 +7,9 @@
 // Thread-safety: all methods may run concurrently (the registry and models lock themselves).
 #pragma once
 
+#include <functional>
+#include <string>
+
 #include "paramd/v1/models.grpc.pb.h"
 #include "server/core/registry.h"
 #include "server/io/snapshots.h"
@@ -44,6 +47,12 @@ class ModelsService final : public v1::Models::CallbackService {
                 const Authenticator* auth = nullptr)
       : registry_(registry), snapshots_(snapshots), executor_(executor), auth_(auth) {}
 
+  // Called with a model's name once DeleteModel has removed it (the training service ends
+  // the rounds of its optimizers). Set before the server starts.
+  void set_on_deleted(std::function<void(const std::string&)> on_deleted) {
+    on_deleted_ = std::move(on_deleted);
+  }
+
   grpc::ServerUnaryReactor* CreateModel(grpc::CallbackServerContext* context,
                                         const v1::CreateModelRequest* request,
                                         v1::ModelInfo* response) override;
@@ -73,6 +82,7 @@ class ModelsService final : public v1::Models::CallbackService {
   io::Snapshots* snapshots_;       // not owned; may be null
   Executor* executor_;             // not owned
   const Authenticator* auth_;      // not owned; may be null
+  std::function<void(const std::string&)> on_deleted_;  // may be empty
 };
 
 }  // namespace paramd::service

@@ -63,7 +63,9 @@ struct Server::Services {
                     options.metrics),
         inference(registry, executor, watchdog, options.auth, options.metrics),
         training(registry, options.optimizers != nullptr ? options.optimizers : &own_optimizers,
-                 executor, watchdog, options.auth, options.sync_round_timeout) {}
+                 executor, watchdog, options.auth, options.sync_round_timeout) {
+    models.set_on_deleted([this](const std::string& name) { training.ModelDeleted(name); });
+  }
   ModelsService models;
   ParametersService parameters;
   CheckpointsService checkpoints;

@@ -173,6 +173,18 @@ void TrainingService::Shutdown() {
   }
 }
 
+void TrainingService::ModelDeleted(const std::string& name) {
+  for (const auto& optimizer : optimizers_->List()) {
+    if (optimizer->mode().kind != core::OptimizerMode::kSynchronous ||
+        optimizer->model()->name() != name) {
+      continue;
+    }
+    // A model of that name created since keeps its own optimizers going.
+    absl::StatusOr<std::shared_ptr<core::Optimizer>> live = Live(optimizer->name());
+    if (!live.ok()) optimizer->Close(live.status());
+  }
+}
+
 void TrainingService::WakeRoundClockAt(absl::Time deadline) {
   absl::MutexLock lock(&clock_mu_);
   if (deadline < next_expiry_) {

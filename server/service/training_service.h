@@ -47,6 +47,10 @@ class TrainingService final : public TrainingServiceBase {
   // The daemon is stopping: every waiting push is answered UNAVAILABLE, and so is every
   // later push to a synchronous optimizer that exists now.
   void Shutdown();
+  // The model `name` was deleted: the pushes waiting in rounds of its synchronous
+  // optimizers are answered at once with FAILED_PRECONDITION saying so (no round of theirs
+  // can step again), instead of at the round's timeout.
+  void ModelDeleted(const std::string& name);
 
   grpc::ServerUnaryReactor* CreateOptimizer(grpc::CallbackServerContext* context,
                                             const v1::CreateOptimizerRequest* request,

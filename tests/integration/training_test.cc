@@ -372,6 +372,28 @@ TEST_F(TrainingTest, DeletingTheOptimizerAnswersTheWaitingPushes) {
   EXPECT_TRUE(Push("a", 0, {{"w", {1, 1, 1, 1}}}).status.ok());
 }
 
+// Deleting the model ends its optimizers' rounds at once, saying so, not at the round's
+// timeout with a message to push again.
+TEST_F(TrainingTest, DeletingTheModelAnswersTheWaitingPushesAtOnce) {
+  Start({"--sync-round-timeout", "60s"});
+  ASSERT_TRUE(Create(2).ok());
+  auto first = PushInBackground("a", 0, {{"w", {1, 1, 1, 1}}});
+  AwaitWaiting(1);
+  const auto deleted_at = std::chrono::steady_clock::now();
+  grpc::ClientContext context;
+  v1::DeleteModelRequest request;
+  request.set_name("m");
+  v1::DeleteModelResponse response;
+  ASSERT_TRUE(models_->DeleteModel(&context, request, &response).ok());
+  const Pushed pushed = first->Join();
+  EXPECT_LT(std::chrono::steady_clock::now() - deleted_at, std::chrono::seconds(10));
+  EXPECT_EQ(pushed.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(pushed.status.error_message(),
+              HasSubstr("belongs to model 'm', which was deleted since"));
+  const Pushed later = Push("b", 0, {{"w", {1, 1, 1, 1}}});
+  EXPECT_EQ(later.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
 TEST_F(TrainingTest, AStoppingDaemonAnswersTheWaitingPushesAndExitsCleanly) {
   ASSERT_TRUE(Create(2).ok());
   auto waiting = PushInBackground("a", 0, {{"w", {1, 1, 1, 1}}});
