@@ -205,6 +205,16 @@ absl::Status FrameCollector<Frame>::AddParsed(Frame& frame) {
         PARAMD_ASSIGN_OR_RETURN(core::Tensor done, assembler_.Finish());
         write_.tensors.emplace_back(assembler_.header(), std::move(done));
       }
+      // Refused at its header, before its bytes: only a write takes part of a tensor.
+      if constexpr (!std::is_same_v<Options, v1::WriteOptions>) {
+        if (frame.header().has_region() && frame.header().region().ranges_size() > 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              std::is_same_v<Options, v1::GradientOptions> ? "the gradient of "
+                                                           : "the optimizer state tensor ",
+              QuoteName(frame.header().name()),
+              " names a region; send whole tensors (a region is for SetTensors)"));
+        }
+      }
       return assembler_.Begin(frame.header(), reservation_.get());
     case Frame::kChunk:
       return assembler_.Add(frame.chunk());

@@ -316,14 +316,9 @@ absl::Status TrainingService::JoinOrApply(IncomingGradients& push,
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
                           Live(push.options.optimizer()));
   std::vector<core::Optimizer::Gradient> gradients;
-  for (auto& [header, tensor] : push.tensors) {
-    if (FromProtoRegion(header.region())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the gradient of ", QuoteName(header.name()),
-          " names a region; push whole gradients (a region is for SetTensors)"));
-    }
+  // Headers with a region were refused as they arrived (FrameCollector).
+  for (auto& [header, tensor] : push.tensors)
     gradients.push_back({header.name(), std::move(tensor)});
-  }
   if (optimizer->mode().kind != core::OptimizerMode::kSynchronous) {
     answer->Finish(ApplyPush(*optimizer, gradients, push.options));
     return absl::OkStatus();

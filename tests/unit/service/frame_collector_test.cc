@@ -81,6 +81,35 @@ TEST(FrameCollectorTest, BoolBytesOtherThanZeroAndOneArriveAsOne) {
             std::string("\x00\x01\x01\x01", 4));
 }
 
+// A gradient or optimizer state is whole: a header with a region is refused as it arrives,
+// whatever data follows.
+TEST(FrameCollectorTest, GradientAndOptimizerStateHeadersWithARegionAreRefused) {
+  v1::GradientFrame options;
+  options.mutable_options()->set_optimizer("opt");
+  v1::GradientFrame header;
+  header.mutable_header()->set_name("0.weight");
+  header.mutable_header()->mutable_meta()->set_dtype(v1::FLOAT32);
+  header.mutable_header()->mutable_meta()->add_shape(3);
+  header.mutable_header()->mutable_meta()->add_shape(4);
+  v1::Range* range = header.mutable_header()->mutable_region()->add_ranges();
+  range->set_start(0);
+  range->set_stop(1);
+  FrameCollector<v1::GradientFrame> gradients;
+  ASSERT_TRUE(gradients.Add(Received(options.SerializeAsString(), 4096)).ok());
+  const absl::Status refused = gradients.Add(Received(header.SerializeAsString(), 4096));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("the gradient of '0.weight' names a region"));
+
+  v1::OptimizerStateFrame head;
+  head.mutable_options()->set_optimizer("opt");
+  v1::OptimizerStateFrame state;
+  *state.mutable_header() = header.header();
+  FrameCollector<v1::OptimizerStateFrame> states;
+  ASSERT_TRUE(states.Add(Received(head.SerializeAsString(), 4096)).ok());
+  EXPECT_THAT(states.Add(Received(state.SerializeAsString(), 4096)).message(),
+              HasSubstr("the optimizer state tensor '0.weight' names a region"));
+}
+
 TEST(FrameCollectorTest, RefusesChunkFramesWhoseLengthsDisagreeWithTheirBytes) {
   const std::string good = wire::ChunkFramePrefix(0, 4) + "abcd";
   std::string long_length = good;  // the chunk claims a byte more than it holds
