@@ -5,7 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "base/text.h"
 #include "base/version_conflict.h"
+#include "kernels/ops.h"
 #include "server/core/tree_copy.h"
 
 namespace paramd::core {
@@ -31,6 +33,16 @@ absl::Status CancelledStatus() { return absl::CancelledError("the client cancell
 absl::StatusOr<ForwardAnswer> RunForward(Model& model, absl::Span<const NamedTensor> inputs,
                                          const RunForwardOptions& options) {
   const auto cancelled = [&] { return options.cancelled && options.cancelled(); };
+  // The kernels take at most kMaxRank dimensions; said once, for the input, rather than by
+  // whichever module first meets it (some would pass it through, some not).
+  for (const NamedTensor& input : inputs) {
+    if (input.tensor.dim() > kernels::kMaxRank) {
+      return absl::UnimplementedError(
+          absl::StrCat("input ", QuoteName(input.name), " has ", input.tensor.dim(),
+                       " dimensions; paramd's kernels take at most ", kernels::kMaxRank,
+                       " (PyTorch allows 64): reshape it"));
+    }
+  }
   for (int attempt = 0; attempt < kForwardAttempts; ++attempt) {
     if (cancelled()) return CancelledStatus();
     const Pinned pinned = Pin(model);

@@ -148,6 +148,11 @@ TEST_F(InferenceTest, WireErrors) {
   auto twice = client_->Model("mlp").Forward(
       {{"input", Filled({1, 1}, 1.0)}, {"input", Filled({1, 1}, 1.0)}});
   EXPECT_EQ(twice.status().code(), absl::StatusCode::kInvalidArgument);
+  // The kernels' rank limit is said for the input, whichever module would meet it first.
+  auto deep = client_->Model("mlp").Forward(Filled({1, 1, 1, 1, 1, 1, 1, 1, 1}, 1.0));
+  EXPECT_EQ(deep.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(deep.status().message(),
+              HasSubstr("input 'input' has 9 dimensions; paramd's kernels take at most 8"));
   EXPECT_THAT(twice.status().message(), HasSubstr("'input' is sent twice"));
   HostTensor short_data = Filled({2, 1}, 1.0);
   short_data.data.resize(4);
