@@ -354,10 +354,12 @@ void WriteReactorBase<GrpcReactor, Frame>::OnReadDone(bool ok) {
     watchdog_->Forget(this);  // applying is not idling
     ticket_->Run([this] {
       if (context_->IsCancelled()) {
-        // Cancelled mid-stream or while queued: either way nothing was applied.
-        return Fail(grpc::Status(grpc::StatusCode::CANCELLED,
-                                 "the call was cancelled (or passed its deadline) before it "
-                                 "was applied; nothing was written"));
+        // Cancelled mid-stream or while queued: either way the rest was not applied.
+        return Fail(grpc::Status(
+            grpc::StatusCode::CANCELLED,
+            absl::StrCat("the call was cancelled (or passed its deadline) before it was applied; ",
+                         collector_.committed().count == 0 ? "nothing was written"
+                                                           : "the rest was not written")));
       }
       ApplyWrite();
     });

@@ -81,6 +81,41 @@ class MemoryLimitsTest : public ::testing::Test {
     return info.version();
   }
 
+  grpc::Status Create(const std::string& name, const std::string& spec) {
+    grpc::ClientContext context;
+    v1::CreateModelRequest request;
+    request.set_name(name);
+    request.set_spec_json(spec);
+    v1::ModelInfo info;
+    return models_->CreateModel(&context, request, &info);
+  }
+
+  // Another client's 160 MiB registration while a stream stalled since `since` holds its
+  // reservation: tried until refused (once the daemon has read the stalled header) or for
+  // 800 ms, the last answer returned.
+  grpc::Status ProbeWhileStalled(Clock::time_point since) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    grpc::Status refused;
+    while (Clock::now() - since < std::chrono::milliseconds(800)) {
+      refused = RegisterZeros(*parameters_, "m", "probe", 160, /*data=*/false);
+      if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return refused;
+  }
+
+  // Registers 160 MiB as `name`; a few tries cover the moment between a stalled stream's
+  // answer and gRPC letting go of it.
+  grpc::Status RegisterWhenFree(const std::string& name) {
+    grpc::Status written;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      written = RegisterZeros(*parameters_, "m", name, 160);
+      if (written.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return written;
+  }
+
   grpc::Status ListModels() {
     grpc::ClientContext context;
     v1::ListModelsRequest request;
@@ -97,14 +132,7 @@ class MemoryLimitsTest : public ::testing::Test {
 // write of that size is refused, until the idle timeout ends the stalled stream.
 TEST_F(MemoryLimitsTest, StalledWriteStreamIsEndedAndFreesItsReservation) {
   Start({"--max-memory", "256M", "--stream-idle-timeout", "1s"});
-  {
-    grpc::ClientContext context;
-    v1::CreateModelRequest request;
-    request.set_name("m");
-    request.set_spec_json(kMlpSpec);
-    v1::ModelInfo info;
-    ASSERT_TRUE(models_->CreateModel(&context, request, &info).ok());
-  }
+  ASSERT_TRUE(Create("m", kMlpSpec).ok());
   const uint64_t version = Version("m");
 
   // Client A: options, the header of a 160 MiB buffer and one chunk of it, then nothing.
@@ -117,14 +145,8 @@ TEST_F(MemoryLimitsTest, StalledWriteStreamIsEndedAndFreesItsReservation) {
   ASSERT_TRUE(stalled->Write(ChunkFrame(0, std::string(kMiB, '\1'))));
   const Clock::time_point stalled_since = Clock::now();
 
-  // Client B is refused while A's reservation stands (once the daemon has read A's header).
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  grpc::Status refused;
-  while (Clock::now() - stalled_since < std::chrono::milliseconds(800)) {
-    refused = RegisterZeros(*parameters_, "m", "probe", 160, /*data=*/false);
-    if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  // Client B is refused while A's reservation stands.
+  const grpc::Status refused = ProbeWhileStalled(stalled_since);
   ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
 
   // A's stream is ended by the daemon within the timeout plus the watchdog's tick.
@@ -135,14 +157,8 @@ TEST_F(MemoryLimitsTest, StalledWriteStreamIsEndedAndFreesItsReservation) {
   EXPECT_THAT(ended.error_message(), HasSubstr("nothing was written"));
   EXPECT_LT(waited, std::chrono::seconds(4));
 
-  // Its memory is free again: B's write of the same size goes through (a few tries cover
-  // the moment between A's answer and gRPC letting go of A's stream).
-  grpc::Status written;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    written = RegisterZeros(*parameters_, "m", "written", 160);
-    if (written.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  // Its memory is free again: B's write of the same size goes through.
+  const grpc::Status written = RegisterWhenFree("written");
   ASSERT_TRUE(written.ok()) << written.error_message();
 
   // A changed nothing: B's registration is the only write since the start.
@@ -160,14 +176,7 @@ TEST_F(MemoryLimitsTest, StalledWriteStreamIsEndedAndFreesItsReservation) {
 // then stalls holds that memory and a worker's admission only until the idle timeout.
 TEST_F(MemoryLimitsTest, StalledForwardStreamIsEndedAndFreesItsInput) {
   Start({"--max-memory", "256M", "--stream-idle-timeout", "1s"});
-  {
-    grpc::ClientContext context;
-    v1::CreateModelRequest request;
-    request.set_name("m");
-    request.set_spec_json(kMlpSpec);
-    v1::ModelInfo info;
-    ASSERT_TRUE(models_->CreateModel(&context, request, &info).ok());
-  }
+  ASSERT_TRUE(Create("m", kMlpSpec).ok());
   const uint64_t version = Version("m");
   auto inference = v1::Inference::NewStub(daemon_->channel());
   grpc::ClientContext stalled_context;
@@ -185,13 +194,7 @@ TEST_F(MemoryLimitsTest, StalledForwardStreamIsEndedAndFreesItsInput) {
   ASSERT_TRUE(stalled->Write(input));
   const Clock::time_point stalled_since = Clock::now();
 
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  grpc::Status refused;
-  while (Clock::now() - stalled_since < std::chrono::milliseconds(800)) {
-    refused = RegisterZeros(*parameters_, "m", "probe", 160, /*data=*/false);
-    if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  const grpc::Status refused = ProbeWhileStalled(stalled_since);
   ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
 
   const grpc::Status ended = stalled->Finish();
@@ -200,12 +203,7 @@ TEST_F(MemoryLimitsTest, StalledForwardStreamIsEndedAndFreesItsInput) {
   EXPECT_THAT(ended.error_message(), HasSubstr("before the forward ran"));
   EXPECT_LT(Clock::now() - stalled_since, std::chrono::seconds(4));
 
-  grpc::Status written;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    written = RegisterZeros(*parameters_, "m", "written", 160);
-    if (written.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const grpc::Status written = RegisterWhenFree("written");
   ASSERT_TRUE(written.ok()) << written.error_message();
   EXPECT_EQ(Version("m"), version + 1);
 }
@@ -219,17 +217,9 @@ TEST_F(MemoryLimitsTest, ModuleStructureCountsAgainstTheMemoryLimit) {
   std::string spec = R"({"type": "Sequential", "children": [)";
   for (int i = 0; i < 40000; ++i) spec += i > 0 ? R"(, {"type": "ReLU"})" : R"({"type": "ReLU"})";
   spec += "]}";
-  auto create = [&](const std::string& name) {
-    grpc::ClientContext context;
-    v1::CreateModelRequest request;
-    request.set_name(name);
-    request.set_spec_json(spec);
-    v1::ModelInfo info;
-    return models_->CreateModel(&context, request, &info);
-  };
-  ASSERT_TRUE(create("a").ok());
+  ASSERT_TRUE(Create("a", spec).ok());
   for (int i = 0; i < 6; ++i) {
-    const grpc::Status refused = create("b");
+    const grpc::Status refused = Create("b", spec);
     EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
         << refused.error_message();
     EXPECT_THAT(refused.error_message(), HasSubstr("--max-memory"));
@@ -248,7 +238,7 @@ TEST_F(MemoryLimitsTest, ModuleStructureCountsAgainstTheMemoryLimit) {
   remove.set_name("a");
   v1::DeleteModelResponse removed;
   ASSERT_TRUE(models_->DeleteModel(&delete_context, remove, &removed).ok());
-  EXPECT_TRUE(create("b").ok());
+  EXPECT_TRUE(Create("b", spec).ok());
 }
 
 constexpr size_t kMessageBytes = size_t{600} << 20;

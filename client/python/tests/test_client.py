@@ -3,16 +3,18 @@ writes, versions, errors. Runs with or without torch (values compared as NumPy).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
 
 import paramd
 from conftest import SPECS, Daemon
+from paramd.v1 import checkpoints_pb2
 
 
 def arr(value: Any) -> np.ndarray:
@@ -314,20 +316,25 @@ def test_save_load_upload_download(client: paramd.Client, name: str, tmp_path: A
 def test_a_broken_off_upload_resumes_where_it_stopped(client: paramd.Client, name: str,
                                                       tmp_path: Any) -> None:
     local = tmp_path / "blob.bin"
-    local.write_bytes(os.urandom(3 << 20))
+    data = os.urandom(3 << 20)
+    local.write_bytes(data)
+    remote = f"{name}/blob.bin"
 
-    def stop_after_first_chunk(done: int, total: int) -> None:
-        if done > 0:
-            raise RuntimeError("broken off")
+    # An upload that ends after its first MiB: the daemon keeps it and says so.
+    def frames() -> Iterator[bytes]:
+        header = checkpoints_pb2.UploadHeader(path=remote, total_size=len(data),
+                                              sha256=hashlib.sha256(data).hexdigest())
+        yield checkpoints_pb2.UploadRequest(header=header).SerializeToString()
+        yield checkpoints_pb2.UploadRequest(chunk=data[:1 << 20]).SerializeToString()
 
-    # gRPC ends the call when the request iterator raises.
-    with pytest.raises(paramd.ParamdError):
-        client.upload(local, f"{name}/blob.bin", progress=stop_after_first_chunk)
-    resumed = client.upload(local, f"{name}/blob.bin")
-    assert 0 < resumed.resumed_from < resumed.size == 3 << 20
+    with pytest.raises(paramd.FailedPrecondition, match="resume from offset 1048576"):
+        client._client_stream("/paramd.v1.Checkpoints/Upload", frames(),
+                              checkpoints_pb2.UploadResponse)
+    resumed = client.upload(local, remote)
+    assert (resumed.resumed_from, resumed.size) == (1 << 20, 3 << 20)
     back = tmp_path / "back.bin"
-    client.download(f"{name}/blob.bin", back)
-    assert back.read_bytes() == local.read_bytes()
+    client.download(remote, back)
+    assert back.read_bytes() == data
 
 
 def test_reader_sees_only_whole_versions(client: paramd.Client, name: str) -> None:
