@@ -2,7 +2,10 @@
 
 #include <functional>
 #include <iterator>
+#include <optional>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -184,6 +187,7 @@ class Builder {
   absl::StatusOr<std::shared_ptr<Module>> Build(const json& spec) {
     PARAMD_ASSIGN_OR_RETURN(root_, BuildNode(spec, "$", ""));
     for (const auto& resolve : deferred_) PARAMD_RETURN_IF_ERROR(resolve());
+    PARAMD_RETURN_IF_ERROR(ResolveTies());
     PARAMD_RETURN_IF_ERROR(CheckAcyclic());
     // Refs multiply paths and can chain modules deeper than the spec nests: count both
     // before anything walks the tree (Note [Expanded size]).
@@ -300,7 +304,8 @@ class Builder {
       PARAMD_RETURN_IF_ERROR(Declare(name, item_path + ".name"));
       if (item.contains("tie")) {
         PARAMD_ASSIGN_OR_RETURN(std::string target, RequiredString(item, "tie", item_path));
-        PARAMD_RETURN_IF_ERROR(PlanTie(module, name, target, item_path));
+        PARAMD_RETURN_IF_ERROR(PlanTie(module, name, target, item_path,
+                                       module_path.empty() ? name : module_path + "." + name));
         continue;
       }
       std::shared_ptr<Parameter> parameter;
@@ -322,10 +327,11 @@ class Builder {
     return absl::OkStatus();
   }
 
-  // A tie is resolved once the whole tree exists, so it may name any parameter. Until then
-  // a new name holds a None slot, which keeps its registration position.
+  // A tie is resolved once the whole tree exists (refs included), so it may name any
+  // parameter. Until then a new name holds a None slot, which keeps its registration
+  // position.
   absl::Status PlanTie(Module& module, const std::string& name, const std::string& target,
-                       const std::string& item_path) {
+                       const std::string& item_path, const std::string& key) {
     const std::shared_ptr<Parameter>* existing = module.parameters().Find(name);
     std::optional<Shape> expected;
     if (existing != nullptr && *existing != nullptr) expected = (*existing)->data().shape();
@@ -333,23 +339,68 @@ class Builder {
       absl::Status status = module.RegisterParameter(name, nullptr);
       if (!status.ok()) return AtPath(item_path + ".name", status);
     }
-    deferred_.push_back([this, &module, name, target, expected, item_path]() -> absl::Status {
-      absl::StatusOr<std::shared_ptr<Parameter>> tied = GetParameter(root_, target);
-      if (!tied.ok()) {
-        return AtPath(item_path + ".tie",
-                      absl::Status(tied.status().code(),
-                                   absl::StrCat(QuoteName(target), " names no parameter: ",
-                                                tied.status().message())));
-      }
-      if (expected && (*tied)->data().shape() != *expected) {
-        return SpecError(item_path + ".tie",
-                         absl::StrCat("cannot tie ", QuoteName(name), " of shape ", ShapeString(*expected),
-                                      " to ", QuoteName(target), " of shape ",
-                                      ShapeString((*tied)->data().shape())));
-      }
-      return module.AssignParameter(name, *tied);
-    });
+    tie_index_.emplace(key, ties_.size());
+    ties_.push_back({&module, name, target, item_path, expected});
     return absl::OkStatus();
+  }
+
+  // Resolves every tie, each after the tie its target is (a chain declared in any order:
+  // `x` tied to `y` tied to `z`), with an explicit stack: a chain may be as long as the spec.
+  absl::Status ResolveTies() {
+    for (size_t first = 0; first < ties_.size(); ++first) {
+      std::vector<size_t> chain = {first};
+      while (!chain.empty()) {
+        PendingTie& tie = ties_[chain.back()];
+        if (tie.state == PendingTie::kDone) {
+          chain.pop_back();
+          continue;
+        }
+        if (tie.state == PendingTie::kFresh) {
+          tie.state = PendingTie::kWaiting;
+          auto it = tie_index_.find(tie.target);
+          if (it != tie_index_.end() && ties_[it->second].state != PendingTie::kDone) {
+            if (ties_[it->second].state == PendingTie::kWaiting) {
+              return SpecError(tie.item_path + ".tie",
+                               absl::StrCat("ties form a cycle through ", QuoteName(tie.target),
+                                            "; a tie must lead to a parameter that has a value"));
+            }
+            chain.push_back(it->second);
+            continue;
+          }
+        }
+        PARAMD_RETURN_IF_ERROR(ApplyTie(tie));
+        tie.state = PendingTie::kDone;
+        chain.pop_back();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  struct PendingTie {
+    enum State { kFresh, kWaiting, kDone };
+    Module* module;
+    std::string name;
+    std::string target;
+    std::string item_path;
+    std::optional<Shape> expected;
+    State state = kFresh;
+  };
+
+  absl::Status ApplyTie(const PendingTie& tie) {
+    absl::StatusOr<std::shared_ptr<Parameter>> tied = GetParameter(root_, tie.target);
+    if (!tied.ok()) {
+      return AtPath(tie.item_path + ".tie",
+                    absl::Status(tied.status().code(),
+                                 absl::StrCat(QuoteName(tie.target),
+                                              " names no parameter: ", tied.status().message())));
+    }
+    if (tie.expected && (*tied)->data().shape() != *tie.expected) {
+      return SpecError(tie.item_path + ".tie",
+                       absl::StrCat("cannot tie ", QuoteName(tie.name), " of shape ",
+                                    ShapeString(*tie.expected), " to ", QuoteName(tie.target),
+                                    " of shape ", ShapeString((*tied)->data().shape())));
+    }
+    return tie.module->AssignParameter(tie.name, *tied);
   }
 
   absl::Status AddBuffers(const json& node, Module& module, const std::string& path) {
@@ -517,7 +568,9 @@ class Builder {
   const uint64_t max_state_dict_keys_;
   std::shared_ptr<Module> root_;
   std::vector<absl::flat_hash_set<std::string>> declared_;
-  std::vector<std::function<absl::Status()>> deferred_;
+  std::vector<std::function<absl::Status()>> deferred_;  // refs, in declaration order
+  std::vector<PendingTie> ties_;
+  absl::flat_hash_map<std::string, size_t> tie_index_;  // a tie's slot path to its place
   std::unique_ptr<MemoryReservation> charge_;
 };
 

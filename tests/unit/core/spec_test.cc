@@ -92,6 +92,20 @@ TEST(SpecTest, RefAndTieMayNameModulesDeclaredLater) {
   EXPECT_EQ(*GetSubmodule(net, "alias"), *GetSubmodule(net, "block"));
 }
 
+// A chain of ties resolves whatever order it is declared in (docs/specs.md: ties may point
+// at later declarations), and a cycle of them is refused, saying so.
+TEST(SpecTest, ChainedTiesResolveInAnyOrderAndACycleIsRefused) {
+  auto net = Build(R"({"type": "Net", "parameters": [
+      {"name": "x", "tie": "y"}, {"name": "y", "tie": "z"}, {"name": "z", "shape": [3]}]})");
+  EXPECT_THAT(StateDictKeys(*net), ElementsAre("x", "y", "z"));
+  EXPECT_EQ(*GetParameter(net, "x"), *GetParameter(net, "z"));
+  EXPECT_EQ(*GetParameter(net, "y"), *GetParameter(net, "z"));
+  const absl::Status cycle = SpecStatus(R"({"type": "Net", "parameters": [
+      {"name": "x", "tie": "y"}, {"name": "y", "tie": "x"}]})");
+  EXPECT_EQ(cycle.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(cycle.message(), HasSubstr("ties form a cycle"));
+}
+
 struct BadSpec {
   const char* name;
   const char* spec;
