@@ -28,12 +28,7 @@ class HostileInputTest : public DaemonStubsTest {
  protected:
 
   grpc::Status Create(const std::string& name, const std::string& spec) {
-    grpc::ClientContext context;
-    v1::CreateModelRequest request;
-    request.set_name(name);
-    request.set_spec_json(spec);
-    v1::ModelInfo info;
-    return models_->CreateModel(&context, request, &info);
+    return CreateModel(*models_, name, spec);
   }
 
   grpc::Status Save(const std::string& model, const std::string& path) {

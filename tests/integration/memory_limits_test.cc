@@ -82,12 +82,7 @@ class MemoryLimitsTest : public ::testing::Test {
   }
 
   grpc::Status Create(const std::string& name, const std::string& spec) {
-    grpc::ClientContext context;
-    v1::CreateModelRequest request;
-    request.set_name(name);
-    request.set_spec_json(spec);
-    v1::ModelInfo info;
-    return models_->CreateModel(&context, request, &info);
+    return CreateModel(*models_, name, spec);
   }
 
   // Another client's 160 MiB registration while a stream stalled since `since` holds its

@@ -178,6 +178,17 @@ inline grpc::Status LoadStateDict(v1::Parameters::Stub& stub,
   return stream->Finish();
 }
 
+// Models.CreateModel of `name` from `spec`; the call's status.
+inline grpc::Status CreateModel(v1::Models::Stub& stub, const std::string& name,
+                                const std::string& spec) {
+  grpc::ClientContext context;
+  v1::CreateModelRequest request;
+  request.set_name(name);
+  request.set_spec_json(spec);
+  v1::ModelInfo info;
+  return stub.CreateModel(&context, request, &info);
+}
+
 // Runs Checkpoints.Load on `context` and reads its whole streamed answer; the call's status.
 inline grpc::Status LoadCheckpoint(v1::Checkpoints::Stub& stub, grpc::ClientContext* context,
                                    const v1::LoadRequest& request,
