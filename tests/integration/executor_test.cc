@@ -73,16 +73,6 @@ std::unique_ptr<Daemon> StartDaemon(std::vector<std::string> args) {
   return daemon.ok() ? *std::move(daemon) : nullptr;
 }
 
-grpc::Status CreateModel(v1::Models::Stub& models, const std::string& name,
-                         const std::string& spec) {
-  grpc::ClientContext context;
-  v1::CreateModelRequest request;
-  request.set_name(name);
-  request.set_spec_json(spec);
-  v1::ModelInfo info;
-  return models.CreateModel(&context, request, &info);
-}
-
 TEST(ExecutorTest, HealthAnswersQuicklyWhileEveryWorkerLoadsLargeCheckpoints) {
   constexpr int kWorkers = 2;
   std::unique_ptr<Daemon> daemon =
