@@ -111,21 +111,36 @@ absl::StatusOr<uint64_t> Model::Write(std::optional<uint64_t> if_version, const 
                                              "; read it again and redo the write"),
                                 current);
   }
+  // A prepare that grows the structure charges its new size (ChargeStructure) as its last
+  // step; a write that fails after that gives the charge back, so that nothing changes.
+  uint64_t charged;
+  {
+    absl::MutexLock lock(&charge_mu_);
+    charged = structure_bytes_;
+  }
+  const auto fail = [&](absl::Status status) {
+    // Structure only grows in a write, so going back releases bytes and cannot fail.
+    (void)ChargeStructure(charged);
+    return status;
+  };
   // Only writers change the tree and this one holds writer_mu_, so `prepare` may read it
   // without mu_ while readers carry on.
-  PARAMD_ASSIGN_OR_RETURN(Commit commit, prepare(root));
+  absl::StatusOr<Commit> commit = prepare(root);
+  if (!commit.ok()) return fail(commit.status());
   if (current == std::numeric_limits<uint64_t>::max()) {
-    return absl::FailedPreconditionError(
+    return fail(absl::FailedPreconditionError(
         absl::StrCat("model '", name_, "' is at the last version there is (", current,
-                     "); save it and load it under a new name to write it again"));
+                     "); save it and load it under a new name to write it again")));
   }
   // Only writers change version_ and this one holds writer_mu_: `current` is still current.
   const uint64_t next = current + 1;
   if (lease_ != nullptr && next > reserved_) {
-    PARAMD_ASSIGN_OR_RETURN(reserved_, lease_->Reserve(name_, next));
+    absl::StatusOr<uint64_t> reserved = lease_->Reserve(name_, next);
+    if (!reserved.ok()) return fail(reserved.status());
+    reserved_ = *reserved;
   }
   absl::MutexLock lock(&mu_);
-  commit(next);
+  (*commit)(next);
   version_ = next;
   return next;
 }

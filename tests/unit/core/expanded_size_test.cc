@@ -254,5 +254,43 @@ TEST(StructureMemoryTest, IsChargedAgainstTheHostLimitForAsLongAsTheModelLives) 
   host->SetMemoryLimit(0);
 }
 
+// A lease that refuses every reservation, as a full disk would.
+class RefusingLease : public VersionLease {
+ public:
+  absl::StatusOr<uint64_t> Reserve(const std::string&, uint64_t) override {
+    return absl::UnavailableError("no space left on device");
+  }
+};
+
+TEST(StructureMemoryTest, AWriteThatFailsAfterItsPrepareChargedGivesTheChargeBack) {
+  kernels::Backend* host = *kernels::GetBackend(Device::Cpu());
+  const size_t before = host->bytes_in_use();
+  auto model = std::make_shared<Model>("m", BuildUnlimited(ReLUs(3)), Device::Cpu());
+  ASSERT_TRUE(model->ChargeStructure(4096).ok());
+  ASSERT_EQ(host->bytes_in_use(), before + 4096);
+  // Failing in the prepare, after charging (as CheckPlanned charges last).
+  auto refused = model->Write(std::nullopt,
+                              [&](const std::shared_ptr<Module>&) -> absl::StatusOr<Model::Commit> {
+                                EXPECT_TRUE(model->ChargeStructure(8192).ok());
+                                return absl::InvalidArgumentError("refused");
+                              });
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(host->bytes_in_use(), before + 4096);
+  // Failing after the prepare, when no version can be reserved.
+  model->set_version_lease(std::make_shared<RefusingLease>());
+  bool committed = false;
+  auto unreserved = model->Write(
+      std::nullopt, [&](const std::shared_ptr<Module>&) -> absl::StatusOr<Model::Commit> {
+        EXPECT_TRUE(model->ChargeStructure(8192).ok());
+        return Model::Commit([&](uint64_t) { committed = true; });
+      });
+  EXPECT_EQ(unreserved.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(committed);
+  EXPECT_EQ(model->version(), 1u);
+  EXPECT_EQ(host->bytes_in_use(), before + 4096);
+  model.reset();
+  EXPECT_EQ(host->bytes_in_use(), before);
+}
+
 }  // namespace
 }  // namespace paramd::core
