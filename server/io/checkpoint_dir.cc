@@ -75,6 +75,8 @@ absl::StatusOr<std::vector<std::string>> CheckpointDir::Components(
   }
   if (relative.front() == '/') return bad("is absolute");
   if (relative.find('\0') != absl::string_view::npos) return bad("contains a NUL byte");
+  // As in POSIX, a trailing slash names a directory: "runs/m.pt/" is not the file m.pt.
+  if (relative.back() == '/') return bad("ends with '/', which names a directory, not a file");
   std::vector<std::string> parts;
   for (absl::string_view part : absl::StrSplit(relative, '/', absl::SkipEmpty())) {
     if (part == ".") continue;

@@ -93,6 +93,7 @@ TEST_F(CheckpointStoreTest, EveryEntryPointConfinesPathsToTheDirectory) {
       {"/etc/passwd.pt", absl::StatusCode::kInvalidArgument, "is absolute"},
       {"../outside/a.pt", absl::StatusCode::kInvalidArgument, "contains '..'"},
       {".hidden.pt", absl::StatusCode::kInvalidArgument, "has a hidden name"},
+      {"runs/a.pt/", absl::StatusCode::kInvalidArgument, "names a directory, not a file"},
       {"escape/secret.safetensors", absl::StatusCode::kPermissionDenied,
        "leads outside the checkpoint directory"},
   };
