@@ -169,49 +169,58 @@ absl::StatusOr<TransferResult> Client::Upload(const std::string& local_path,
   PARAMD_RETURN_IF_ERROR(impl_->Unary([&](grpc::ClientContext* context) {
     return impl_->checkpoints->UploadStatus(context, status_request, &status_response);
   }));
+  // One Upload stream from `offset`.
+  auto upload_from = [&](uint64_t offset) -> absl::StatusOr<TransferResult> {
+    grpc::ClientContext context;
+    impl_->PrepareStream(&context);
+    v1::UploadResponse response;
+    std::unique_ptr<grpc::ClientWriter<v1::UploadRequest>> writer =
+        impl_->checkpoints->Upload(&context, &response);
+    v1::UploadRequest message;
+    v1::UploadHeader* header = message.mutable_header();
+    header->set_path(remote_path);
+    header->set_offset(offset);
+    header->set_total_size(total);
+    header->set_sha256(sha256);
+    absl::Status local;
+    if (writer->Write(message)) {
+      std::string buffer;
+      uint64_t at = offset;
+      if (progress) progress(at, total);
+      while (at < total) {
+        const size_t length = std::min<uint64_t>(kChunkBytes, total - at);
+        buffer.resize(length);
+        const ssize_t got = ::pread(fd, buffer.data(), length, static_cast<off_t>(at));
+        if (got <= 0) {
+          local = got < 0 ? LocalError("read", local_path)
+                          : absl::FailedPreconditionError(
+                                absl::StrCat("'", local_path, "' shrank while it was uploaded"));
+          context.TryCancel();
+          break;
+        }
+        buffer.resize(static_cast<size_t>(got));
+        message.set_chunk(std::move(buffer));
+        if (!writer->Write(message)) break;
+        buffer = std::move(*message.mutable_chunk());
+        at += static_cast<uint64_t>(got);
+        if (progress) progress(at, total);
+      }
+    }
+    writer->WritesDone();
+    const grpc::Status status = writer->Finish();
+    PARAMD_RETURN_IF_ERROR(local);
+    PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
+    return TransferResult{response.size(), response.sha256(), offset};
+  };
   // Resume only what can be a prefix of this file; anything else starts again.
   const uint64_t offset = status_response.offset() <= total ? status_response.offset() : 0;
-
-  grpc::ClientContext context;
-  impl_->PrepareStream(&context);
-  v1::UploadResponse response;
-  std::unique_ptr<grpc::ClientWriter<v1::UploadRequest>> writer =
-      impl_->checkpoints->Upload(&context, &response);
-  v1::UploadRequest message;
-  v1::UploadHeader* header = message.mutable_header();
-  header->set_path(remote_path);
-  header->set_offset(offset);
-  header->set_total_size(total);
-  header->set_sha256(sha256);
-  absl::Status local;
-  if (writer->Write(message)) {
-    std::string buffer;
-    uint64_t at = offset;
-    if (progress) progress(at, total);
-    while (at < total) {
-      const size_t length = std::min<uint64_t>(kChunkBytes, total - at);
-      buffer.resize(length);
-      const ssize_t got = ::pread(fd, buffer.data(), length, static_cast<off_t>(at));
-      if (got <= 0) {
-        local = got < 0 ? LocalError("read", local_path)
-                        : absl::FailedPreconditionError(
-                              absl::StrCat("'", local_path, "' shrank while it was uploaded"));
-        context.TryCancel();
-        break;
-      }
-      buffer.resize(static_cast<size_t>(got));
-      message.set_chunk(std::move(buffer));
-      if (!writer->Write(message)) break;
-      buffer = std::move(*message.mutable_chunk());
-      at += static_cast<uint64_t>(got);
-      if (progress) progress(at, total);
-    }
+  absl::StatusOr<TransferResult> result = upload_from(offset);
+  // The kept bytes were another file's: the checksum failed and the server dropped them
+  // (INVALID_ARGUMENT, "upload the file again from offset 0"). Once more from the start.
+  if (offset > 0 && result.status().code() == absl::StatusCode::kInvalidArgument) {
+    result = upload_from(0);
   }
-  writer->WritesDone();
-  const grpc::Status status = writer->Finish();
-  PARAMD_RETURN_IF_ERROR(local);
-  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
-  return TransferResult{response.size(), response.sha256(), offset};
+  return result;
 }
 
 absl::StatusOr<TransferResult> Client::Download(const std::string& remote_path,

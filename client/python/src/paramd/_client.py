@@ -19,7 +19,7 @@ import grpc
 
 from paramd import _wire
 from paramd._answers import join_repr, list_pages
-from paramd._errors import ConnectionClosed, DataLoss, ParamdError, from_rpc_error
+from paramd._errors import ConnectionClosed, DataLoss, InvalidArgument, from_rpc_error
 from paramd._progress import Progress, Reporter
 from paramd.v1 import checkpoints_pb2, models_pb2
 
@@ -349,10 +349,11 @@ class Client:
         offset = status.offset if status.offset <= size else 0
         try:
             return self._upload_from(local, remote_path, size, sha, offset, progress)
-        except ParamdError:
+        except InvalidArgument:
             if offset == 0:
                 raise
-            # The kept bytes were of another file (its checksum failed): start again.
+            # The kept bytes were of another file: the checksum failed and the server
+            # dropped them ("upload the file again from offset 0"). Start again.
             return self._upload_from(local, remote_path, size, sha, 0, progress)
 
     def _upload_from(self, local: str, remote: str, size: int, sha: str, offset: int,
