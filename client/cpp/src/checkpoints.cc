@@ -227,71 +227,81 @@ absl::StatusOr<TransferResult> Client::Download(const std::string& remote_path,
                                                 const std::string& local_path,
                                                 const ProgressCallback& progress) const {
   const std::string part = local_path + ".part";
+  // One Download stream, appending to the part from `offset`.
+  auto download_from = [&](uint64_t offset) -> absl::StatusOr<TransferResult> {
+    v1::DownloadRequest request;
+    request.set_path(remote_path);
+    request.set_offset(offset);
+    grpc::ClientContext context;
+    impl_->PrepareStream(&context);
+    std::unique_ptr<grpc::ClientReader<v1::DownloadResponse>> reader =
+        impl_->checkpoints->Download(&context, request);
+    v1::DownloadResponse message;
+    absl::Status local;
+    uint64_t size = 0;
+    std::string sha256;
+    uint64_t at = offset;
+    int fd = -1;
+    absl::Cleanup close_fd = [&fd] {
+      if (fd >= 0) ::close(fd);
+    };
+    if (reader->Read(&message)) {
+      if (!message.has_header()) {
+        local = absl::DataLossError("the download did not start with its header");
+      } else {
+        size = message.header().size();
+        sha256 = message.header().sha256();
+        fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) local = LocalError("open", part);
+        if (progress) progress(at, size);
+      }
+      while (local.ok() && reader->Read(&message)) {
+        if (!message.has_chunk() || at + message.chunk().size() > size) {
+          local = absl::DataLossError("the download sent more or other than its header said");
+          break;
+        }
+        local = WriteAll(fd, message.chunk().data(), message.chunk().size(), part);
+        at += message.chunk().size();
+        if (progress) progress(at, size);
+      }
+      if (!local.ok()) {
+        context.TryCancel();
+        while (reader->Read(&message)) {
+        }
+      }
+    }
+    const grpc::Status status = reader->Finish();
+    PARAMD_RETURN_IF_ERROR(local);
+    PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
+    if (at != size) {
+      return absl::DataLossError(absl::StrCat("the download of '", remote_path, "' ended after ",
+                                              at, " of ", size, " bytes; run it again to resume"));
+    }
+    if (::fsync(fd) != 0) return LocalError("fsync", part);
+    PARAMD_ASSIGN_OR_RETURN(std::string got, FileSha256(part));
+    if (got != sha256) {
+      ::unlink(part.c_str());
+      return absl::DataLossError(absl::StrCat("the downloaded '", remote_path, "' has SHA-256 ",
+                                              got, " but the server's file has ", sha256,
+                                              "; the partial file was removed: download it again"));
+    }
+    if (::rename(part.c_str(), local_path.c_str()) != 0) return LocalError("rename", part);
+    return TransferResult{size, sha256, offset};
+  };
   struct stat st;
   const uint64_t offset = ::stat(part.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  v1::DownloadRequest request;
-  request.set_path(remote_path);
-  request.set_offset(offset);
-  grpc::ClientContext context;
-  impl_->PrepareStream(&context);
-  std::unique_ptr<grpc::ClientReader<v1::DownloadResponse>> reader =
-      impl_->checkpoints->Download(&context, request);
-  v1::DownloadResponse message;
-  absl::Status local;
-  uint64_t size = 0;
-  std::string sha256;
-  uint64_t at = offset;
-  int fd = -1;
-  absl::Cleanup close_fd = [&fd] {
-    if (fd >= 0) ::close(fd);
-  };
-  if (reader->Read(&message)) {
-    if (!message.has_header()) {
-      local = absl::DataLossError("the download did not start with its header");
-    } else {
-      size = message.header().size();
-      sha256 = message.header().sha256();
-      fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd < 0) local = LocalError("open", part);
-      if (progress) progress(at, size);
-    }
-    while (local.ok() && reader->Read(&message)) {
-      if (!message.has_chunk() || at + message.chunk().size() > size) {
-        local = absl::DataLossError("the download sent more or other than its header said");
-        break;
-      }
-      local = WriteAll(fd, message.chunk().data(), message.chunk().size(), part);
-      at += message.chunk().size();
-      if (progress) progress(at, size);
-    }
-    if (!local.ok()) {
-      context.TryCancel();
-      while (reader->Read(&message)) {
-      }
-    }
-  }
-  const grpc::Status status = reader->Finish();
-  PARAMD_RETURN_IF_ERROR(local);
-  if (!status.ok() && status.error_code() == grpc::StatusCode::OUT_OF_RANGE && offset > 0) {
-    // The kept part is longer than the file now is: it belonged to another version.
+  absl::StatusOr<TransferResult> result = download_from(offset);
+  // A kept part longer than the file (OUT_OF_RANGE), or whose bytes were not the file's
+  // beginning (DATA_LOSS with the part removed: the checksum failed), was another version's.
+  // Once more from the start, as the Python client does. (A stream that broke off keeps its
+  // part, to be resumed by the next run.)
+  const absl::StatusCode code = result.status().code();
+  if (offset > 0 && (code == absl::StatusCode::kOutOfRange ||
+                     (code == absl::StatusCode::kDataLoss && ::stat(part.c_str(), &st) != 0))) {
     ::unlink(part.c_str());
+    result = download_from(0);
   }
-  PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
-  if (at != size) {
-    return absl::DataLossError(absl::StrCat("the download of '", remote_path, "' ended after ",
-                                            at, " of ", size, " bytes; run it again to resume"));
-  }
-  if (::fsync(fd) != 0) return LocalError("fsync", part);
-  PARAMD_ASSIGN_OR_RETURN(std::string got, FileSha256(part));
-  if (got != sha256) {
-    ::unlink(part.c_str());
-    return absl::DataLossError(absl::StrCat(
-        "the downloaded '", remote_path, "' has SHA-256 ", got, " but the server's file has ",
-        sha256, (offset > 0 ? " (the resumed part was from another version of the file)" : ""),
-        "; the partial file was removed: download it again"));
-  }
-  if (::rename(part.c_str(), local_path.c_str()) != 0) return LocalError("rename", part);
-  return TransferResult{size, sha256, offset};
+  return result;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> Client::Snapshot(
