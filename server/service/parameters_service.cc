@@ -297,6 +297,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParametersService::GetTensor(
         PARAMD_ASSIGN_OR_RETURN(auto model, registry_->Get(request.model()));
         PreparedRead read;
         read.start.set_model(model->name());
+        read.with_data = !request.metadata_only();
         read.wire_dtype = request.wire_dtype();
         // Find the slot and copy its tensor out under one read, so both belong to the
         // version announced in `start`.

@@ -173,8 +173,12 @@ def test_out_fills_in_place(client: paramd.Client, name: str) -> None:
     again = model.state_dict(out=first)
     assert {k: id(v) for k, v in again.items()} == ids
     assert (first["lm_head.weight"] == 1).all() and again.version == 2
+    # An entry of another shape is not filled: that name gets a new array.
+    small = np.zeros((2, 2), np.float32)
+    third = model.state_dict(out={"embed.weight": small})
+    assert third["embed.weight"].shape == (10, 4) and (small == 0).all()
     with pytest.raises(ValueError, match="out\\['embed.weight'\\]"):
-        model.state_dict(out={"embed.weight": np.zeros((2, 2), np.float32)})
+        model.state_dict(out={"embed.weight": np.zeros((10, 8), np.float32)[:, ::2]})
 
 
 def test_tied_bytes_travel_once_and_share_memory(client: paramd.Client, name: str) -> None:

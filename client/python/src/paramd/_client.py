@@ -19,7 +19,8 @@ import grpc
 
 from paramd import _wire
 from paramd._answers import join_repr, list_pages
-from paramd._errors import ConnectionClosed, DataLoss, InvalidArgument, from_rpc_error
+from paramd._errors import (ConnectionClosed, DataLoss, InvalidArgument, OutOfRange,
+                             from_rpc_error)
 from paramd._progress import Progress, Reporter
 from paramd.v1 import checkpoints_pb2, models_pb2
 
@@ -181,10 +182,11 @@ class Client:
         self._check_open()
         call = self._callable("stream_unary", path, _wire.identity,
                               response.FromString)  # type: ignore[attr-defined]
+        requests = _Requests(frames)
         try:
-            return call(iter(frames), metadata=self._metadata)  # type: ignore[no-any-return]
+            return call(requests, metadata=self._metadata)  # type: ignore[no-any-return]
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            raise requests.error or from_rpc_error(error) from None
         except ValueError as error:
             raise ConnectionClosed(str(error)) from None
 
@@ -192,14 +194,15 @@ class Client:
                      deserializer: Callable[[bytes], Any]) -> Iterator[Any]:
         self._check_open()
         call = self._callable("stream_stream", path, _wire.identity, deserializer)
+        requests = _Requests(frames)
         try:
-            stream = call(iter(frames), metadata=self._metadata)
+            stream = call(requests, metadata=self._metadata)
         except ValueError as error:
             raise ConnectionClosed(str(error)) from None
         try:
             yield from stream
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            raise requests.error or from_rpc_error(error) from None
         finally:
             stream.cancel()
 
@@ -394,10 +397,23 @@ class Client:
                  progress: Progress = None) -> TransferResult:
         """Fetches ``remote_path`` into ``local_path`` through ``local_path + '.part'``: a
         download that broke off resumes from the part's size. The file is renamed into place
-        only once its SHA-256 matches the server's (DataLoss otherwise; the part is removed)."""
+        only once its SHA-256 matches the server's (DataLoss otherwise; the part is removed).
+        A part that was not this file's beginning (longer than the file, or other bytes) is
+        dropped and the download starts again from 0."""
         local = os.fspath(local_path)
         part = local + ".part"
         offset = os.path.getsize(part) if os.path.exists(part) else 0
+        try:
+            return self._download_from(remote_path, local, part, offset, progress)
+        except (OutOfRange, DataLoss):
+            if offset == 0:
+                raise
+            if os.path.exists(part):
+                os.remove(part)
+            return self._download_from(remote_path, local, part, 0, progress)
+
+    def _download_from(self, remote_path: str, local: str, part: str, offset: int,
+                       progress: Progress) -> TransferResult:
         digest = hashlib.sha256()
         if offset:
             with open(part, "rb") as existing:
@@ -412,23 +428,30 @@ class Client:
             return checkpoints_pb2.DownloadResponse.FromString(data)
 
         header: Optional[checkpoints_pb2.DownloadHeader] = None
-        with Reporter(progress, f"download {remote_path}") as reporter, open(part, "ab") as f:
-            done = offset
-            for frame in self._server_stream("/paramd.v1.Checkpoints/Download", request, decode):
-                if isinstance(frame, memoryview):
-                    data: Any = frame
-                elif frame.WhichOneof("kind") == "header":
-                    header = frame.header
-                    continue
-                else:
-                    data = frame.chunk
-                if header is None:
-                    raise DataLoss("the server's download began without a header")
-                f.write(data)
-                digest.update(data)
-                done += len(data)
-                if reporter.callback is not None:
-                    reporter.callback(done, header.size)
+        done = offset
+        try:
+            with Reporter(progress, f"download {remote_path}") as reporter, \
+                    open(part, "ab") as f:
+                for frame in self._server_stream("/paramd.v1.Checkpoints/Download", request,
+                                                 decode):
+                    if isinstance(frame, memoryview):
+                        data: Any = frame
+                    elif frame.WhichOneof("kind") == "header":
+                        header = frame.header
+                        continue
+                    else:
+                        data = frame.chunk
+                    if header is None:
+                        raise DataLoss("the server's download began without a header")
+                    f.write(data)
+                    digest.update(data)
+                    done += len(data)
+                    if reporter.callback is not None:
+                        reporter.callback(done, header.size)
+        finally:
+            # A download that failed before its first byte leaves no empty part behind.
+            if os.path.exists(part) and os.path.getsize(part) == 0:
+                os.remove(part)
         if header is None:
             raise DataLoss("the server's download ended without a header")
         sha = digest.hexdigest()
@@ -436,8 +459,32 @@ class Client:
             os.remove(part)
             raise DataLoss(f"download of {remote_path}: got {done} bytes with SHA-256 {sha}, "
                            f"the server has {header.size} with {header.sha256}; try again")
+        if header.size == 0:
+            open(part, "wb").close()  # an empty file arrives as an empty part
         os.replace(part, local)
         return TransferResult(done, sha, offset)
+
+
+class _Requests:
+    """A call's request frames, keeping the exception they raise (a ``progress`` callback's,
+    a local file's read error): gRPC cancels the call on it but reports only "Exception
+    iterating requests!", so the caller raises the original instead."""
+
+    def __init__(self, frames: Iterable[bytes]) -> None:
+        self._frames = iter(frames)
+        self.error: Optional[Exception] = None
+
+    def __iter__(self) -> "_Requests":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._frames)
+        except StopIteration:
+            raise
+        except Exception as error:
+            self.error = error
+            raise
 
 
 def connect(target: str = "127.0.0.1:50051", *, token: Optional[str] = None,

@@ -69,6 +69,11 @@ class LoadStateDictError(InvalidArgument, RuntimeError):
     text, and the exception is a ``RuntimeError`` as PyTorch's is."""
 
 
+class ForwardError(InvalidArgument, RuntimeError):
+    """A forward pass the model refused (an input of the wrong shape or dtype), with PyTorch's
+    text where it has one; a ``RuntimeError`` as PyTorch's forward raises."""
+
+
 class InvalidName(InvalidArgument, KeyError):
     """register_parameter / register_buffer with a name PyTorch refuses with KeyError
     (a ``.`` in it, or the empty string)."""
@@ -147,6 +152,12 @@ class Cancelled(ParamdError):
     code = grpc.StatusCode.CANCELLED
 
 
+class OutOfRange(ParamdError):
+    """OUT_OF_RANGE: an offset past the end (a download resumed past a file's size)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class DataLoss(ParamdError):
     """DATA_LOSS: a stream broke the wire contract, or a download's checksum did not match."""
 
@@ -174,6 +185,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ParamdError]] = {
         DeadlineExceeded,
         Unimplemented,
         Cancelled,
+        OutOfRange,
         DataLoss,
     )
 }

@@ -20,7 +20,7 @@ import numpy as np
 from paramd import _tensors, _wire
 from paramd._answers import StreamedLoad, merged_module_entries
 from paramd._client import Client, ModelInfo
-from paramd._errors import NotFound
+from paramd._errors import ForwardError, InvalidArgument, NotFound, ParamdError
 from paramd._progress import Progress, Reporter
 from paramd._results import ForwardResult, SaveResult, StateDict, incompatible_keys
 from paramd.v1 import checkpoints_pb2, inference_pb2, models_pb2, parameters_pb2, tensor_pb2
@@ -47,10 +47,22 @@ def _normalize_index(index: Index) -> list[Union[int, slice]]:
         return []
     if isinstance(index, (int, np.integer, slice)):
         return [index]
-    if isinstance(index, (tuple, list)):
+    if isinstance(index, tuple):
         return list(index)
+    if isinstance(index, list):
+        # NumPy and torch read a list as advanced indexing (rows picked one by one), which
+        # no rectangular region is; taking it for a tuple would pick other elements.
+        raise TypeError("region must be an int, a slice or a tuple of them, not a list (a "
+                        "list picks rows one by one, which a region cannot; use a tuple for "
+                        "several dimensions, or get each row)")
     raise TypeError(f"region must be an int, a slice or a tuple of them, not "
                     f"{type(index).__name__}")
+
+
+def _squeezed(shape: Sequence[int]) -> list[int]:
+    """``shape`` without its size-1 dimensions: a region write's value may have or lack them,
+    as the daemon allows (docs/wire.md)."""
+    return [dim for dim in shape if dim != 1]
 
 
 def _pump(reader: _wire.StreamReader, frames: Iterable[Any]) -> None:
@@ -79,62 +91,53 @@ class _Handle:
 
     def _shape(self, name: str) -> list[int]:
         """The shape of the parameter or buffer ``name`` (full dotted path)."""
-        for path, request in (
-                ("StateDict", parameters_pb2.StateDictRequest(model=self._model,
-                                                              metadata_only=True)),
-                ("NamedBuffers", parameters_pb2.NamedTensorsRequest(model=self._model,
-                                                                    keep_duplicates=True))):
-            reader = _wire.StreamReader(expect_data=False)
-            for frame in self._client._server_stream(_P + path, request,
-                                                     _wire.decode_tensor_frame):
-                reader.add(frame)
-            reader.finish()
-            for entry in reader.entries:
-                if entry.name == name:
-                    return entry.shape
-        raise NotFound(f"model '{self._model}' has no parameter or buffer '{name}'")
+        request = parameters_pb2.GetTensorRequest(model=self._model, name=name,
+                                                  metadata_only=True)
+        reader = _wire.StreamReader(expect_data=False)
+        _pump(reader, self._client._server_stream(_P + "GetTensor", request,
+                                                  _wire.decode_tensor_frame))
+        if not reader.entries:
+            raise NotFound(f"model '{self._model}' sent no tensor for '{name}'")
+        return reader.entries[0].shape
 
     def _region(self, name: str, index: Index) -> tuple[Optional[list[tuple[int, int]]],
-                                                        list[int]]:
-        """Wire ranges for a NumPy-style index, and the dimensions ints drop."""
+                                                        list[int], list[int]]:
+        """Wire ranges for a NumPy-style index, the dimensions ints drop, and the shape
+        the index selects (without those dimensions). Ints and slices resolve against the
+        tensor's shape as Python's do: negative from the end, slices clipped to the size
+        (an empty range where they stop before they start), ints out of range IndexError
+        with torch's text."""
         items = _normalize_index(index)
         if not items:
-            return None, []
-        shape: Optional[list[int]] = None
-
-        def dim(i: int) -> int:
-            nonlocal shape
-            if shape is None:
-                shape = self._shape(name)
-            if i >= len(shape):
-                raise IndexError(f"region of '{name}': too many indices for a tensor of "
-                                 f"{len(shape)} dimensions")
-            return shape[i]
-
+            return None, [], []
+        shape = self._shape(name)
+        if len(items) > len(shape):
+            raise IndexError(f"too many indices for tensor of dimension {len(shape)} "
+                             f"('{name}')")
         ranges: list[tuple[int, int]] = []
         dropped: list[int] = []
+        selected: list[int] = []
         for i, item in enumerate(items):
+            size = shape[i]
             if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-                start = int(item)
-                if start < 0:
-                    start += dim(i)
-                ranges.append((start, start + 1))
+                at = int(item)
+                if not -size <= at < size:
+                    raise IndexError(f"index {at} is out of bounds for dimension {i} with "
+                                     f"size {size} ('{name}')")
+                at = at + size if at < 0 else at
+                ranges.append((at, at + 1))
                 dropped.append(i)
             elif isinstance(item, slice):
                 if item.step not in (None, 1):
                     raise ValueError(f"region of '{name}': only step-1 slices, not step "
                                      f"{item.step}")
-                start = 0 if item.start is None else int(item.start)
-                if start < 0:
-                    start += dim(i)
-                stop = dim(i) if item.stop is None else int(item.stop)
-                if stop < 0:
-                    stop += dim(i)
+                start, stop, _ = item.indices(size)
                 ranges.append((start, max(start, stop)))
+                selected.append(max(start, stop) - start)
             else:
                 raise TypeError(f"region of '{name}': indices must be ints or slices, not "
                                 f"{type(item).__name__}")
-        return ranges, dropped
+        return ranges, dropped, selected + shape[len(items):]
 
     def get(self, name: str, region: Index = None, *, dtype: Any = None,
             as_numpy: bool = False) -> Tensor:
@@ -142,7 +145,7 @@ class _Handle:
         dimensions NumPy-style (``(0, slice(0, 4))``; an int drops its dimension).
         ``dtype`` casts floating-point data on the wire (e.g. "bfloat16")."""
         full = _join(self._path, name)
-        ranges, dropped = self._region(full, region)
+        ranges, dropped, _ = self._region(full, region)
         request = parameters_pb2.GetTensorRequest(model=self._model, name=full)
         if ranges is not None:
             for start, stop in ranges:
@@ -164,7 +167,7 @@ class _Handle:
             tensor_pb2.TensorHeader, _tensors.Outgoing]:
         full = _join(self._path, name)
         out = _tensors.to_wire(value, name=full)
-        ranges, dropped = self._region(full, region)
+        ranges, dropped, selected = self._region(full, region)
         if ranges is None and not _tensors.is_tensor(value) and not out.shape:
             # A Python number fills the whole tensor: a region over all of it.
             shape = self._shape(full)
@@ -172,6 +175,11 @@ class _Handle:
                 ranges = [(0, shape[0])]
         if ranges is not None and _tensors.numel(out.shape) == 1:
             out.shape = []  # one element fills the region
+        elif ranges is not None and _squeezed(out.shape) != _squeezed(selected):
+            # Checked here, where the shapes are the caller's (the daemon sees the dropped
+            # dimensions put back).
+            raise ValueError(f"cannot write a value of shape {list(out.shape)} into the "
+                             f"region of '{full}' of shape {selected}")
         elif dropped:
             shape = list(out.shape)
             for i in dropped:
@@ -214,7 +222,8 @@ class _Handle:
     def register_parameter(self, name: str, param: Any, *, requires_grad: Optional[bool] = None,
                            if_version: Optional[int] = None) -> int:
         """``module.register_parameter(name, param)``: a tensor (``nn.Parameter`` or any
-        tensor) or None. PyTorch's name rules and texts (KeyError for ``.`` or ``""``,
+        tensor, taken as ``nn.Parameter(t)`` takes it: requiring grad unless
+        ``requires_grad=False``) or None. PyTorch's name rules and texts (KeyError for ``.`` or ``""``,
         AlreadyExists for a taken name). Returns the new model version."""
         return self._register("RegisterParameter", name, param, True, requires_grad,
                               if_version)
@@ -239,8 +248,12 @@ class _Handle:
         if value is not None:
             out = _tensors.to_wire(value, name=name)
             if requires_grad is None:
-                requires_grad = bool(getattr(value, "requires_grad", True)) \
-                    if rpc == "RegisterParameter" else False
+                # An nn.Parameter says; any other tensor is wrapped as nn.Parameter(t) would
+                # wrap it, which requires grad whatever t.requires_grad was.
+                torch = _tensors.torch_module()
+                is_parameter = torch is not None and isinstance(value, torch.nn.Parameter)
+                requires_grad = (rpc == "RegisterParameter"
+                                 and (bool(value.requires_grad) if is_parameter else True))
             tensors.append((_wire.header_of(name, out, None, rpc == "RegisterParameter",
                                             requires_grad), out))
         answer = self._client._client_stream(_P + rpc, _wire.write_frames(options, tensors),
@@ -313,8 +326,13 @@ class RemoteModel(_Handle):
         return self.describe().device
 
     def __repr__(self) -> str:
-        """PyTorch's ``repr(module)`` of the remote model."""
-        return self.describe().repr
+        """PyTorch's ``repr(module)`` of the remote model. repr must not raise (loggers,
+        debuggers and test reports call it): a model that cannot be described now shows as
+        a handle saying why."""
+        try:
+            return self.describe().repr
+        except ParamdError as error:
+            return f"<RemoteModel '{self.name}': {type(error).__name__}: {error.message}>"
 
     def delete(self, *, if_version: Optional[int] = None) -> None:
         self._client.delete(self.name, if_version=if_version)
@@ -330,7 +348,10 @@ class RemoteModel(_Handle):
         for item in path.split("."):
             here = _join(parent, item)
             if here not in modules:
-                raise NotFound(f"{modules[parent].type} has no attribute `{item}`")
+                owner = modules[parent]
+                if item in owner.parameter_names or item in owner.buffer_names:
+                    raise NotFound(f"`{item}` is not an nn.Module")  # torch's text
+                raise NotFound(f"{owner.type} has no attribute `{item}`")
             parent = here
         raise NotFound(f"{self.name} has no module `{path}`")
 
@@ -338,6 +359,8 @@ class RemoteModel(_Handle):
 
     def train(self, mode: bool = True, *, if_version: Optional[int] = None) -> "RemoteModel":
         """``model.train(mode)``; returns self."""
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")  # torch's text
         self._client._unary("/paramd.v1.Models/SetMode", models_pb2.SetModeRequest(
             name=self.name, training=mode, if_version=if_version or 0), models_pb2.ModelInfo)
         return self
@@ -363,9 +386,17 @@ class RemoteModel(_Handle):
         Keys and order are PyTorch's; tied parameters and shared modules' entries share one
         storage, as in PyTorch. ``dtype`` casts floating-point tensors on the wire (e.g.
         "bfloat16" halves the bytes). ``out`` (a previous result, or any mapping of name to
-        contiguous CPU tensor of the right dtype and shape) is filled in place: no memory
-        is allocated for the names it holds.
+        contiguous CPU tensor) is filled in place: no memory is allocated for the names it
+        holds with the model's dtype and shape; any other name gets a new tensor, leaving
+        ``out``'s as it was. A pull that fails midway (a lost connection) may have filled
+        some of ``out``'s tensors.
         """
+        if out is not None:
+            if not isinstance(out, Mapping):
+                raise TypeError(f"out must be a mapping of name to tensor (such as an earlier "
+                                f"state_dict), not {type(out).__name__}")
+            for key, value in out.items():
+                _tensors.check_out(value, key)
         # aliases: a tied or shared tensor's bytes travel once (StreamReader shares them).
         request = parameters_pb2.StateDictRequest(model=self.name, prefix=prefix, aliases=True)
         if dtype is not None:
@@ -507,7 +538,8 @@ class RemoteModel(_Handle):
         if isinstance(metadata, Mapping):
             options.has_metadata = True
             for path, local in metadata.items():
-                if isinstance(local, Mapping) and "version" in local:
+                # torch reads local_metadata.get("version"): None is no version at all.
+                if isinstance(local, Mapping) and local.get("version") is not None:
                     options.metadata[str(path)] = int(local["version"])
         torch = _tensors.torch_module()
         tensors = []
@@ -563,18 +595,22 @@ class RemoteModel(_Handle):
 
         reader = _wire.StreamReader(expect_data=True, as_numpy=as_numpy, share_tied=False)
         start: Optional[inference_pb2.ForwardStart] = None
-        for frame in self._client._bidi_stream("/paramd.v1.Inference/Forward", frames(), decode):
-            if isinstance(frame, _wire.Chunk):
-                reader.add(frame)
-                continue
-            if frame.HasField("start"):
-                start = frame.start
-                reader.add(parameters_pb2.TensorFrame(start=parameters_pb2.StreamStart(
-                    model=start.model, version=start.version)))
-            if frame.HasField("header"):
-                reader.add(parameters_pb2.TensorFrame(header=frame.header))
-            if frame.HasField("chunk"):
-                reader.add(_wire.Chunk(frame.chunk.offset, memoryview(frame.chunk.data)))
+        try:
+            for frame in self._client._bidi_stream("/paramd.v1.Inference/Forward", frames(),
+                                                   decode):
+                if isinstance(frame, _wire.Chunk):
+                    reader.add(frame)
+                    continue
+                if frame.HasField("start"):
+                    start = frame.start
+                    reader.add(parameters_pb2.TensorFrame(start=parameters_pb2.StreamStart(
+                        model=start.model, version=start.version)))
+                if frame.HasField("header"):
+                    reader.add(parameters_pb2.TensorFrame(header=frame.header))
+                if frame.HasField("chunk"):
+                    reader.add(_wire.Chunk(frame.chunk.offset, memoryview(frame.chunk.data)))
+        except InvalidArgument as error:
+            raise ForwardError(error.message, error.code) from None
         reader.finish()
         assert start is not None
         outputs = {e.name: e.value for e in reader.entries}

@@ -49,6 +49,13 @@ class StateDict(collections.OrderedDict):  # type: ignore[type-arg]
     version: int
     _metadata: "collections.OrderedDict[str, dict[str, int]]"
 
+    def __reduce__(self) -> Any:
+        # Pickled (torch.save, pickle, copy) as the OrderedDict with `_metadata` that torch's
+        # own state_dict is: torch.load's default weights_only=True refuses any other class,
+        # and the file must load where paramd is not installed. `version` is not kept.
+        state = {"_metadata": self._metadata} if "_metadata" in vars(self) else None
+        return (collections.OrderedDict, (), state, None, iter(self.items()))
+
 
 @dataclass(frozen=True)
 class SaveResult:

@@ -137,7 +137,8 @@ def to_wire(value: Any, *, name: str = "value") -> Outgoing:
         _bad_dtype(name, array.dtype)
     if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
         array = array.astype(dtype.numpy.newbyteorder("<"))
-    array = np.ascontiguousarray(array)
+    # Not np.ascontiguousarray, which makes a 0-dim array (a number) one of shape [1].
+    array = np.require(array, requirements="C")
     flat = array.reshape(-1).view(np.uint8)
     return Outgoing(dtype, list(array.shape), _bytes(flat))
 
@@ -193,25 +194,41 @@ def allocate(dtype: DType, shape: Sequence[int], as_numpy: bool) -> tuple[Tensor
     return array, _bytes(array.reshape(-1).view(np.uint8))
 
 
-def byte_view(value: Tensor, dtype: DType, shape: Sequence[int], name: str) -> memoryview:
-    """A flat writable byte view of ``value`` (an ``out=`` tensor), checked against what
-    arrives: same dtype and shape, C-contiguous, on the CPU."""
+def check_out(value: Any, name: str) -> None:
+    """Refuses an ``out=`` entry nothing can be written into: not a contiguous, writable
+    CPU tensor or array. Checked for every entry before a pull starts."""
     torch = torch_module()
     if torch is not None and isinstance(value, torch.Tensor):
         if value.device.type != "cpu" or not value.is_contiguous():
             raise ValueError(f"out[{name!r}] must be a contiguous CPU tensor")
-        if str(value.dtype) != f"torch.{dtype.name}" or list(value.shape) != list(shape):
-            raise ValueError(f"out[{name!r}] is {value.dtype} {list(value.shape)} but the "
-                             f"model holds torch.{dtype.name} {list(shape)}")
-        return _bytes(value.detach().reshape(-1).view(torch.uint8).numpy())
+        return
     if isinstance(value, np.ndarray):
         if not value.flags.c_contiguous or not value.flags.writeable:
             raise ValueError(f"out[{name!r}] must be a writable C-contiguous array")
-        if value.dtype != dtype.numpy or list(value.shape) != list(shape):
-            raise ValueError(f"out[{name!r}] is {value.dtype} {list(value.shape)} but the "
-                             f"model holds {dtype.name} {list(shape)}")
-        return _bytes(value.reshape(-1).view(np.uint8))
-    raise TypeError(f"out[{name!r}] must be a torch.Tensor or numpy.ndarray")
+        return
+    raise TypeError(f"out[{name!r}] must be a torch.Tensor or numpy.ndarray, not "
+                    f"{type(value).__name__}")
+
+
+def fits(value: Tensor, dtype: DType, shape: Sequence[int]) -> bool:
+    """Whether ``value`` (an ``out=`` entry that passed check_out) has this dtype and shape."""
+    torch = torch_module()
+    if torch is not None and isinstance(value, torch.Tensor):
+        return str(value.dtype) == f"torch.{dtype.name}" and list(value.shape) == list(shape)
+    return bool(value.dtype == dtype.numpy and list(value.shape) == list(shape))
+
+
+def byte_view(value: Tensor, dtype: DType, shape: Sequence[int], name: str) -> memoryview:
+    """A flat writable byte view of ``value``, a tensor or array that passed check_out and
+    fits this dtype and shape."""
+    torch = torch_module()
+    check_out(value, name)
+    if not fits(value, dtype, shape):
+        raise ValueError(f"{name!r} is {value.dtype} {list(value.shape)}, not {dtype.name} "
+                         f"{list(shape)}")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return _bytes(value.detach().reshape(-1).view(torch.uint8).numpy())
+    return _bytes(value.reshape(-1).view(np.uint8))
 
 
 def alias(value: Tensor) -> Tensor:

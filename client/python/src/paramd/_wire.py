@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
@@ -48,6 +49,18 @@ def copier() -> concurrent.futures.ThreadPoolExecutor:
         if _copier is None:
             _copier = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paramd-copy")
         return _copier
+
+
+def _forget_copier_after_fork() -> None:
+    # A forked child (a DataLoader worker, multiprocessing) inherits the executor but not
+    # its thread: the executor believes its thread alive and starts none, and the child's
+    # first large pull would wait for copies that never run. The child makes its own.
+    global _copier, _copier_lock
+    _copier = None
+    _copier_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_copier_after_fork)
 
 
 def varint(value: int) -> bytes:
@@ -271,7 +284,7 @@ class StreamReader:
         if self.share_tied:
             first = next((self._by_name[n] for n in entry.tied_with if n in self._by_name
                           and self._by_name[n].value is not None), None)
-        mine = None if self.out is None else self.out.get(entry.name)
+        mine = self._out_for(entry)
         if first is not None and first.shape == shape and first.dtype == dtype and (
                 mine is None or _tensors.same_memory(mine, first.value)):
             # Tied: one storage, as PyTorch's state_dict gives; its bytes (if the server
@@ -287,6 +300,16 @@ class StreamReader:
             entry.value, view = _tensors.allocate(dtype, shape, self.as_numpy)
             self._view = np.frombuffer(view, np.uint8)
 
+    def _out_for(self, entry: Entry) -> Any:
+        """The ``out=`` tensor to fill for ``entry``: none where ``out`` has no such name or
+        its tensor no longer has the entry's dtype and shape (a load with assign=True changed
+        them). That entry gets a new tensor and ``out``'s is left as it was: a pull never
+        fails halfway over a mismatch, having filled the entries before it."""
+        mine = None if self.out is None else self.out.get(entry.name)
+        if mine is None or not _tensors.fits(mine, entry.dtype, entry.shape):
+            return None
+        return mine
+
     def _alias(self, entry: Entry, alias_of: str) -> None:
         """A tied name whose bytes went with ``alias_of`` earlier in the stream (the request
         asked for aliases): one storage, as PyTorch's state_dict gives; no chunks follow."""
@@ -296,7 +319,7 @@ class StreamReader:
             raise DataLoss(f"tensor '{entry.name}' arrived as an alias of '{alias_of}', which "
                            "did not come before it with the same dtype and shape")
         self._expected = 0
-        mine = None if self.out is None else self.out.get(entry.name)
+        mine = self._out_for(entry)
         if mine is None:
             entry.value = _tensors.alias(first.value)
             return

@@ -99,16 +99,18 @@ class NamedModulesResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., modules: _Optional[_Iterable[_Union[ModuleEntry, _Mapping]]] = ...) -> None: ...
 
 class GetTensorRequest(_message.Message):
-    __slots__ = ("model", "name", "region", "wire_dtype")
+    __slots__ = ("model", "name", "region", "wire_dtype", "metadata_only")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     WIRE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_ONLY_FIELD_NUMBER: _ClassVar[int]
     model: str
     name: str
     region: _tensor_pb2.Region
     wire_dtype: _tensor_pb2.DType
-    def __init__(self, model: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[_Union[_tensor_pb2.Region, _Mapping]] = ..., wire_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
+    metadata_only: bool
+    def __init__(self, model: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[_Union[_tensor_pb2.Region, _Mapping]] = ..., wire_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., metadata_only: _Optional[bool] = ...) -> None: ...
 
 class WriteOptions(_message.Message):
     __slots__ = ("model", "if_version", "module_path", "name", "none", "non_persistent", "non_strict", "assign", "metadata", "has_metadata", "reserve_bytes", "commit_each_tensor")
