@@ -204,3 +204,22 @@ def test_handles_say_what_torch_says(client: paramd.Client, name: str) -> None:
     assert repr(model.load_state_dict(sd)) == "<All keys matched successfully>"
     model.delete()
     assert repr(model).startswith(f"<RemoteModel '{name}': NotFound: ")
+
+
+def test_careless_arguments_get_clear_errors(client: paramd.Client, name: str,
+                                             daemon: Any) -> None:
+    model = client.create(name, {"type": "Net", "parameters": [
+        {"name": "d", "shape": [2], "dtype": "float64"}]})
+    model.set("d", 0.1)  # as p[:] = 0.1: exact in float64
+    assert model.get("d").tolist() == [0.1, 0.1]
+    with pytest.raises(TypeError, match="triples"):
+        model.update("d")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="triples"):
+        model.update({1: 0.0})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="seed must be an int"):
+        client.create(f"{name}-f", SPECS / "sequential.json").run(torch.zeros(1, 1), seed=-1)
+    with pytest.raises(ValueError, match="printable ASCII"):
+        paramd.connect(daemon.address, token="s3cret\n")
+    with pytest.raises(TypeError, match="timeout must be a positive number"):
+        paramd.connect(daemon.address, timeout="5")  # type: ignore[arg-type]
+    assert model.version == 2

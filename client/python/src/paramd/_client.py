@@ -110,6 +110,17 @@ class Client:
                  options: Sequence[tuple[str, Any]] = ()) -> None:
         if not target:
             raise ValueError("connect: target must name a server, e.g. '127.0.0.1:50051'")
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise TypeError(f"connect: timeout must be a positive number of seconds or None, "
+                            f"not {timeout!r}")
+        # A header value is printable ASCII; gRPC would refuse the token on every call
+        # with a bare "Invalid metadata".
+        if token is not None and (not isinstance(token, str) or not token
+                                  or not all(" " < c <= "~" for c in token)):
+            raise ValueError("connect: token must be a non-empty string of printable ASCII "
+                             "without spaces (check for a trailing newline from the file "
+                             "it was read from)")
         self.target = target
         self.timeout = timeout
         options = [*_CHANNEL_OPTIONS, *options]

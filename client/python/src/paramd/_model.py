@@ -166,7 +166,11 @@ class _Handle:
     def _prepare_write(self, name: str, value: Any, region: Index) -> tuple[
             tensor_pb2.TensorHeader, _tensors.Outgoing]:
         full = _join(self._path, name)
-        out = _tensors.to_wire(value, name=full)
+        # A bare Python float goes as float64: `p[:] = 0.1` and `p.fill_(0.1)` convert the
+        # double to p's dtype once (exact in a float64 p), where a float32 on the wire would
+        # round it twice.
+        out = _tensors.to_wire(np.float64(value) if type(value) is float else value,
+                               name=full)
         ranges, dropped, selected = self._region(full, region)
         if ranges is None and not _tensors.is_tensor(value) and not out.shape:
             # A Python number fills the whole tensor: a region over all of it.
@@ -204,6 +208,11 @@ class _Handle:
         items: list[tuple[str, Index, Any]] = (
             [(k, None, v) for k, v in values.items()] if isinstance(values, Mapping)
             else list(values))
+        for item in items:
+            if not (isinstance(item, tuple) and len(item) == 3 and isinstance(item[0], str)):
+                raise TypeError("update takes a mapping of name to value or (name, region, "
+                                f"value) triples, not {type(values).__name__} holding "
+                                f"{item!r:.80}")
         return self._write(items, if_version, progress, commit_each_tensor)
 
     def _write(self, items: list[tuple[str, Index, Any]], if_version: Optional[int],
@@ -568,6 +577,9 @@ class RemoteModel(_Handle):
                  "eval": inference_pb2.FORWARD_MODE_EVAL}
         if mode not in modes:
             raise ValueError(f"mode must be 'train', 'eval' or None, not {mode!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+                or not 0 <= seed < 1 << 64:
+            raise ValueError(f"seed must be an int from 0 to 2**64 - 1, not {seed!r}")
         options = inference_pb2.ForwardOptions(model=self.name, mode=modes[mode], seed=seed,
                                                if_version=if_version or 0)
         if dtype is not None:
