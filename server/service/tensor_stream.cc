@@ -250,9 +250,10 @@ absl::Status FrameCollector<Frame>::TakeOptions(Options& options) {
                        " bytes at once (WriteOptions.reserve_bytes) and was refused before its "
                        "data was sent, nothing written: ",
                        reservation.status().message(),
-                       commit_each_ ? ""
-                                    : "; SetTensors with commit_each_tensor needs only the "
-                                      "largest tensor"));
+                       commit_each_ || !suggest_commit_each_
+                           ? ""
+                           : "; SetTensors with commit_each_tensor needs only the "
+                             "largest tensor"));
     }
     reservation_ = *std::move(reservation);
   }

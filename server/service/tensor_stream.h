@@ -151,8 +151,10 @@ class FrameCollector {
   using Options = std::decay_t<decltype(std::declval<Frame>().options())>;
 
   // `commit_each` is whether the call takes commit_each_tensor (INVALID_ARGUMENT for a write
-  // that asks for it otherwise).
-  explicit FrameCollector(bool commit_each = false) : commit_each_supported_(commit_each) {}
+  // that asks for it otherwise); `suggest_commit_each`, whether a refused reservation should
+  // suggest it (only where it needs less: a write of several tensors).
+  explicit FrameCollector(bool commit_each = false, bool suggest_commit_each = false)
+      : commit_each_supported_(commit_each), suggest_commit_each_(suggest_commit_each) {}
   // INVALID_ARGUMENT for a frame out of place or bytes that do not fit the tensor;
   // RESOURCE_EXHAUSTED for a reservation that does not fit (naming the model, the bytes and
   // --max-memory).
@@ -185,6 +187,7 @@ class FrameCollector {
   absl::Status CompleteIfDone();
 
   const bool commit_each_supported_;
+  const bool suggest_commit_each_;
   bool commit_each_ = false;
   IncomingTensors<Options> write_;
   std::string model_;
@@ -227,12 +230,11 @@ class WriteReactorBase : public GrpcReactor, private IdleWatchdog::Stream {
   // their constructor, once their own members are ready. Without `commit_each` a write that
   // asks for commit_each_tensor is refused, unless `single` (a call that writes one tensor,
   // for which both modes are the same).
-  WriteReactorBase(grpc::CallbackServerContext* context, Executor* executor,
-                   IdleWatchdog* watchdog, const char* action, CommitEach commit_each = {},
-                   bool single = false)
+  WriteReactorBase(grpc::CallbackServerContext* context, Executor* executor, IdleWatchdog* watchdog,
+                   const char* action, CommitEach commit_each = {}, bool single = false)
       : context_(context),
         action_(action),
-        collector_(commit_each != nullptr || single),
+        collector_(commit_each != nullptr || single, commit_each != nullptr),
         commit_each_(std::move(commit_each)),
         executor_(executor),
         watchdog_(watchdog) {}

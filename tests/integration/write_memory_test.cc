@@ -21,6 +21,7 @@ namespace paramd::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 using Clock = std::chrono::steady_clock;
 
@@ -131,6 +132,16 @@ TEST_F(WriteMemoryTest, WriteThatCannotFitIsRefusedBeforeItsDataIsSent) {
   EXPECT_THAT(status.error_message(), HasSubstr("commit_each_tensor"));
   EXPECT_EQ(Version(), version);
   EXPECT_EQ(First("b0"), 0.0f);
+
+  // RegisterBuffer cannot commit tensor by tensor: its refusal does not suggest it.
+  grpc::ClientContext register_context;
+  register_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto registering = parameters_->RegisterBuffer(&register_context, &response);
+  registering->Write(options);
+  registering->WritesDone();
+  const grpc::Status refused = registering->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), Not(HasSubstr("commit_each_tensor")));
 
   // The C++ client reserves for every write: the same rewrite fails before most of its data
   // went out (it is refused at its first frame; what was sent is what gRPC took before the
