@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 import paramd  # noqa: E402
 from paramd.torch import UnsupportedModule, from_torch, spec_of, to_torch  # noqa: E402
@@ -338,3 +339,130 @@ def test_builtin_layers_forward_like_torch(client: paramd.Client, name: str) -> 
     expected = local(x)
     torch.testing.assert_close(remote(x), expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(to_torch(remote)(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def requires_grad_of(module: Any) -> dict[str, bool]:
+    return {key: p.requires_grad for key, p in module.named_parameters()}
+
+
+def test_frozen_and_mixed_dtype_builtin_parameters_survive(client: paramd.Client,
+                                                           name: str) -> None:
+    torch.manual_seed(3)
+    local = nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2), nn.Conv1d(2, 4, 3, bias=False),
+                          nn.Embedding.from_pretrained(torch.randn(5, 2), freeze=True))
+    local[0].requires_grad_(False)  # a frozen layer, as fine-tuning freezes one
+    local[1].bias = nn.Parameter(local[1].bias.detach().double())
+    with torch.no_grad():
+        local[1].bias.fill_(0.1)
+    remote = from_torch(local, client, name)
+    assert_same_state(local, remote)
+    assert requires_grad_of(remote) == requires_grad_of(local)
+    assert remote.get("1.bias").tolist() == [0.1, 0.1]  # float64, not float32-rounded
+    back = to_torch(remote)
+    assert requires_grad_of(back) == requires_grad_of(local)
+    assert back[1].bias.dtype == torch.float64 and back[2].weight.shape == (4, 2, 3)
+
+
+class DivFloor(nn.Module):
+    def forward(self, x: Any) -> Any:
+        return x.div(2, rounding_mode="floor")
+
+
+class SoftmaxTo64(nn.Module):
+    def forward(self, x: Any) -> Any:
+        return torch.softmax(x, 0, torch.float64)
+
+
+class LogSoftmaxDtype(nn.Module):
+    def forward(self, x: Any) -> Any:
+        return F.log_softmax(x, dim=-1, dtype=torch.float64)
+
+
+class DropoutAlwaysOff(nn.Module):
+    def forward(self, x: Any) -> Any:
+        return F.dropout(x, 0.9, training=False)
+
+
+class DropoutDefault(nn.Module):
+    def forward(self, x: Any) -> Any:
+        return F.dropout(x, 0.5)
+
+
+class DropoutFollowsMode(nn.Module):
+    def forward(self, x: Any) -> Any:
+        return F.dropout(x, 0.5, training=self.training)
+
+
+class LoopOverList(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
+
+    def forward(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class AddBool(nn.Module):
+    def forward(self, x: Any) -> Any:
+        return x + True
+
+
+class MyLinear(nn.Linear):
+    pass
+
+
+def test_what_a_spec_cannot_hold_is_refused_not_lost(client: paramd.Client,
+                                                     name: str) -> None:
+    hooked = nn.Linear(2, 2)
+    hooked.register_forward_hook(lambda m, i, o: o * 0)
+    shared_buffer = nn.Sequential(nn.Module(), nn.Module())
+    mask = torch.arange(3.0)
+    shared_buffer[0].register_buffer("mask", mask)
+    shared_buffer[1].register_buffer("mask", mask)
+    mixed_mode = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    mixed_mode[1].eval()
+    deep: nn.Module = nn.Identity()
+    for _ in range(200):
+        deep = nn.Sequential(deep)
+    with torch.device("meta"):
+        on_meta = nn.Linear(2, 2)
+    cases = [
+        (hooked, "forward hooks"),
+        (torch.nn.utils.weight_norm(nn.Linear(3, 2)), "forward pre-hooks"),
+        (shared_buffer, r"buffer 'mask' is the tensor of buffer '0.mask'"),
+        (mixed_mode, r"module '1' is in eval mode and the root in training mode"),
+        (DivFloor(), "'div' with rounding_mode"),
+        (SoftmaxTo64(), "more arguments than paramd's softmax takes"),
+        (LogSoftmaxDtype(), "'log_softmax' with dtype"),
+        (DropoutAlwaysOff(), "training=self.training"),
+        (DropoutDefault(), "training=self.training"),
+        (LoopOverList(), "'layers.0', a module below its children"),
+        (AddBool(), "'add' of"),
+        (MyLinear(2, 2), "a subclass of nn.Linear"),
+        (deep, "a spec holds at most 128 levels"),
+        (on_meta, "on the meta device"),
+        (nn.LazyLinear(2), "uninitialized"),
+    ]
+    for module, message in cases:
+        with pytest.raises(UnsupportedModule, match=message):
+            from_torch(module, client, name)
+            pytest.fail(f"{type(module).__name__} was taken: {message}")
+    assert name not in [m.name for m in client.models()]
+    # With training=self.training the op follows the model's mode, remote as local.
+    remote = from_torch(DropoutFollowsMode(), client, name)
+    remote.eval()
+    x = torch.ones(4, 8)
+    assert torch.equal(remote(x), x)
+
+
+def test_a_sequential_with_a_none_child_fails_as_torchs(client: paramd.Client,
+                                                        name: str) -> None:
+    local = nn.Sequential(nn.ReLU(), nn.ReLU())
+    local._modules["1"] = None
+    with pytest.raises(TypeError, match="'NoneType' object is not callable"):
+        local(torch.ones(2))
+    remote = from_torch(local, client, name)
+    with pytest.raises(paramd.ForwardError, match="'NoneType' object is not callable"):
+        remote(torch.ones(2))

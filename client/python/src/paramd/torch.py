@@ -52,6 +52,9 @@ def _batch_norm_args(m: Any) -> dict[str, Any]:
 _ARGS: dict[type, Callable[[Any], dict[str, Any]]] = {
     nn.Linear: lambda m: {"in_features": m.in_features, "out_features": m.out_features,
                           "bias": m.bias is not None},
+    nn.Conv1d: lambda m: {**_pair_args(m, ["in_channels", "out_channels", "kernel_size",
+                                           "stride", "padding", "dilation", "groups"]),
+                          "bias": m.bias is not None, "padding_mode": m.padding_mode},
     nn.Conv2d: lambda m: {**_pair_args(m, ["in_channels", "out_channels", "kernel_size",
                                            "stride", "padding", "dilation", "groups"]),
                           "bias": m.bias is not None, "padding_mode": m.padding_mode},
@@ -84,22 +87,29 @@ _ARGS: dict[type, Callable[[Any], dict[str, Any]]] = {
     nn.ModuleDict: lambda m: {},
 }
 _BUILTINS = {cls.__name__: cls for cls in _ARGS}
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# Lazy modules' parameters before their first forward (not in torch's type stubs).
+_UNINITIALIZED: type = getattr(nn.parameter, "UninitializedTensorMixin")
+# Nesting of modules a spec may hold (docs/daemon.md: 128 levels).
+_MAX_DEPTH = 128
 
 
-def _own_slots(m: nn.Module) -> tuple[set[str], set[str]]:
-    """The parameter and buffer names a built-in's constructor registers."""
-    t = type(m)
-    if t in (nn.Linear, nn.Conv2d):
-        return {"weight", "bias"}, set()
-    if t in (nn.BatchNorm1d, nn.BatchNorm2d):
-        return ({"weight", "bias"} if m.affine else set(),
-                {"running_mean", "running_var", "num_batches_tracked"}
-                if m.track_running_stats else set())
-    if t is nn.LayerNorm:
-        return ({"weight", "bias"} if m.elementwise_affine else set()), set()
-    if t is nn.Embedding:
-        return {"weight"}, set()
-    return set(), set()
+def _as_constructed(t: type, args: dict[str, Any]) -> nn.Module:
+    """What the built-in's constructor makes of ``args``, on the meta device (no memory, no
+    initialisation): the parameters and buffers it registers, their shapes and dtypes."""
+    args = {k: _tuples(v) for k, v in args.items()}
+    if "dtype" in args:
+        args["dtype"] = getattr(torch, args["dtype"])
+    with torch.device("meta"):
+        module: nn.Module = t(**args)
+    return module
+
+
+def _same_slot(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(a.shape == b.shape and a.dtype == b.dtype
+                and getattr(a, "requires_grad", False) == getattr(b, "requires_grad", False))
 
 
 def _jsonable(value: Any) -> Any:
@@ -147,7 +157,17 @@ _POSITIONAL = {"flatten": ["start_dim", "end_dim"], "softmax": ["dim"], "log_sof
                "dropout": ["p", "training"], "gelu": [], "relu": ["inplace"],
                "silu": ["inplace"], "add": ["other"], "sub": ["other"], "mul": ["other"],
                "div": ["other"], "cat": ["dim"]}
-_DROPPED_KWARGS = {"inplace": False, "dtype": None, "_stacklevel": 3, "training": None}
+# Arguments with these values are PyTorch's defaults, which the ops take.
+_DROPPED_KWARGS = {"inplace": False, "dtype": None, "_stacklevel": 3, "rounding_mode": None}
+# The arguments each op's spec takes (docs/specs.md); anything else a traced call passes
+# would be lost, so it is refused.
+_OP_ARGS = {"relu": {"inplace"}, "silu": {"inplace"}, "gelu": {"approximate"},
+            "softmax": {"dim"}, "log_softmax": {"dim"}, "flatten": {"start_dim", "end_dim"},
+            "view": {"shape"}, "reshape": {"shape"}, "transpose": {"dim0", "dim1"},
+            "permute": {"dims"}, "unsqueeze": {"dim"}, "squeeze": {"dim"},
+            "add": {"other", "alpha"}, "sub": {"other", "alpha"}, "mul": {"other"},
+            "div": {"other"}, "dropout": {"p"}, "sigmoid": set(), "tanh": set(),
+            "contiguous": set()}
 
 
 def _forward_program(m: nn.Module, path: str) -> list[Any]:
@@ -158,6 +178,7 @@ def _forward_program(m: nn.Module, path: str) -> list[Any]:
     except Exception as error:  # fx raises many kinds: TraceError, TypeError, ...
         raise _fail(path, m, f"its forward cannot be traced with torch.fx ({error})") from None
     nodes = list(graph.nodes)
+    following = _dropouts_following_the_mode(m, nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     names: dict[Any, str] = {}
     for i, node in enumerate(placeholders):
@@ -179,11 +200,16 @@ def _forward_program(m: nn.Module, path: str) -> list[Any]:
         step: dict[str, Any]
         inputs: list[str]
         if node.op == "call_module":
+            if "." in node.target:
+                raise _fail(path, m, f"forward calls '{node.target}', a module below its "
+                                     "children; a step calls a direct child only: put that "
+                                     "part in a child of its own (an nn.Sequential for a loop "
+                                     "over a ModuleList)")
             if node.kwargs or len(node.args) != 1:
                 raise _fail(path, m, f"child '{node.target}' is called with more than one input")
             step, inputs = {"call": node.target}, [ref(node.args[0])]
         elif node.op in ("call_function", "call_method"):
-            step, inputs = _op_step(node, path, m, ref)
+            step, inputs = _op_step(node, path, m, ref, node in following)
         else:
             raise _fail(path, m, f"'{node.op} {node.target}' cannot be a forward step (a "
                                  "parameter or attribute read in forward is not expressible)")
@@ -211,8 +237,40 @@ def _first_input(node: Any) -> Any:
     return node.args[0] if node.args else None
 
 
-def _op_step(node: Any, path: str, m: nn.Module,
-             ref: Callable[[Any], str]) -> tuple[dict[str, Any], list[str]]:
+def _is_dropout(node: Any) -> bool:
+    return bool(node.op == "call_function" and node.target in (F.dropout, torch.dropout))
+
+
+def _dropouts_following_the_mode(m: nn.Module, nodes: list[Any]) -> set[Any]:
+    """The dropout calls whose ``training`` is ``self.training``. fx records it as the
+    constant it was while tracing, as it records F.dropout's default (True: drops even in
+    eval) or a literal, so the forward is traced again with the mode flipped: the calls
+    whose constant flipped with it follow the mode."""
+    dropouts = [n for n in nodes if _is_dropout(n)]
+    if not dropouts:
+        return set()
+    was = m.training
+    try:
+        m.training = not was  # this module's flag only: fx reads self.training
+        flipped = [n for n in _LeafTracer().trace(m).nodes if _is_dropout(n)]
+    except Exception:
+        return set()
+    finally:
+        m.training = was
+
+    def training(node: Any) -> Any:
+        if "training" in node.kwargs:
+            return node.kwargs["training"]
+        return node.args[2] if len(node.args) > 2 else True
+
+    if len(flipped) != len(dropouts):
+        return set()
+    return {a for a, b in zip(dropouts, flipped)
+            if training(a) is was and training(b) is (not was)}
+
+
+def _op_step(node: Any, path: str, m: nn.Module, ref: Callable[[Any], str],
+             follows_mode: bool = False) -> tuple[dict[str, Any], list[str]]:
     target = node.target
     args = list(node.args)
     kwargs = dict(node.kwargs)
@@ -239,17 +297,21 @@ def _op_step(node: Any, path: str, m: nn.Module,
     op_args: dict[str, Any] = {}
     if op in ("add", "sub", "mul", "div"):
         other = args.pop(0) if args else kwargs.pop("other")
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
         if isinstance(first, torch.fx.Node) and isinstance(other, torch.fx.Node):
             inputs = [ref(first), ref(other)]
-        elif isinstance(first, torch.fx.Node) and isinstance(other, (int, float)):
+        elif isinstance(first, torch.fx.Node) and number(other):
             inputs, op_args["other"] = [ref(first)], other
-        elif isinstance(other, torch.fx.Node) and isinstance(first, (int, float)) \
-                and op in ("add", "mul"):
+        elif isinstance(other, torch.fx.Node) and number(first) and op in ("add", "mul"):
             inputs, op_args["other"] = [ref(other)], first
         else:
             raise _fail(path, m, f"'{op}' of {first!r} and {other!r} is not expressible")
-        if "alpha" in kwargs:
-            op_args["alpha"] = kwargs.pop("alpha")
+        if args:
+            raise _fail(path, m, f"'{op}' with more arguments than paramd's {op} takes "
+                                 f"({args!r})")
+        op_args.update(kwargs)
     else:
         inputs = [ref(first)]
         if op in ("view", "reshape", "permute"):
@@ -260,11 +322,21 @@ def _op_step(node: Any, path: str, m: nn.Module,
                                      "only constant shapes are expressible")
             op_args["dims" if op == "permute" else "shape"] = list(shape)
             args = []
-        for name, value in zip(_POSITIONAL.get(op, []), args):
+        positional = _POSITIONAL.get(op, [])
+        if len(args) > len(positional):
+            raise _fail(path, m, f"'{op}' with more arguments than paramd's {op} takes "
+                                 f"({args[len(positional):]!r})")
+        for name, value in zip(positional, args):
             op_args[name] = value
         op_args.update(kwargs)
     if op == "dropout":
+        # paramd's dropout is F.dropout(x, p, training=self.training); a literal, or
+        # F.dropout's default (True: it drops even in eval), would run differently.
         op_args.pop("training", None)
+        if not follows_mode:
+            raise _fail(path, m, "F.dropout is called with training other than "
+                                 "self.training; paramd's dropout follows the module's mode: "
+                                 "pass training=self.training, or use nn.Dropout")
         op_args.pop("inplace", None)
     for key, default in _DROPPED_KWARGS.items():
         if key in op_args and op_args[key] == default:
@@ -273,6 +345,15 @@ def _op_step(node: Any, path: str, m: nn.Module,
         if isinstance(value, torch.fx.Node):
             raise _fail(path, m, f"'{op}' argument '{key}' computed in forward is not "
                                  "expressible")
+    unknown = sorted(set(op_args) - _OP_ARGS.get(op, set()))
+    if unknown:
+        raise _fail(path, m, f"'{op}' with {', '.join(unknown)}, which paramd's {op} does "
+                             "not take (docs/specs.md lists each op's arguments)")
+    if op in ("squeeze", "unsqueeze", "softmax", "log_softmax") and not (
+            op_args.get("dim") is None or (isinstance(op_args["dim"], int)
+                                           and not isinstance(op_args["dim"], bool))):
+        raise _fail(path, m, f"'{op}' over dim {op_args['dim']!r}; paramd's {op} takes one "
+                             "dimension")
     if op_args:
         step["args"] = op_args
     return step, inputs
@@ -284,42 +365,85 @@ def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
     forward programs out instead of failing on one that cannot be expressed."""
     module_paths: dict[int, str] = {}
     param_paths: dict[int, str] = {}
+    buffer_paths: dict[int, str] = {}
 
-    def node(m: nn.Module, path: str) -> dict[str, Any]:
+    def check(m: nn.Module, path: str, depth: int) -> None:
+        """Refuses what a spec would silently lose."""
+        t = type(m)
+        if depth > _MAX_DEPTH:
+            raise _fail(path, m, f"it is nested {depth} modules deep; a spec holds at most "
+                                 f"{_MAX_DEPTH} levels")
+        for kind, slots in (("parameter", m._parameters), ("buffer", m._buffers)):
+            for name, value in slots.items():
+                if value is None:
+                    continue
+                if isinstance(value, _UNINITIALIZED):
+                    raise _fail(path, m, f"its {kind} '{name}' is uninitialized (a lazy "
+                                         "module): run one forward first")
+                if value.device.type == "meta":
+                    raise _fail(path, m, f"its {kind} '{name}' is on the meta device and "
+                                         "holds no values: materialize it first (to_empty "
+                                         "and an init)")
+        hooks = [kind for kind, hooked in (
+            ("forward hooks", m._forward_hooks), ("forward pre-hooks", m._forward_pre_hooks),
+            ("state_dict hooks", m._state_dict_hooks),
+            ("state_dict pre-hooks", m._state_dict_pre_hooks),
+            ("load_state_dict pre-hooks", m._load_state_dict_pre_hooks)) if hooked]
+        if hooks:
+            raise _fail(path, m, f"it has {' and '.join(hooks)}, which paramd does not run "
+                                 "(torch.nn.utils.weight_norm and spectral_norm add some); "
+                                 "remove them before from_torch")
+        if t not in _ARGS:
+            base = next((b for b in _ARGS if b not in _CONTAINERS and isinstance(m, b)), None)
+            if base is not None:
+                raise _fail(path, m, f"a subclass of nn.{base.__name__}: paramd builds "
+                                     f"{base.__name__} itself, not subclasses; use "
+                                     f"nn.{base.__name__}, or a module that holds one")
+
+    def node(m: nn.Module, path: str, depth: int) -> dict[str, Any]:
+        check(m, path, depth)
         t = type(m)
         spec: dict[str, Any] = {"type": t.__name__}
         builtin = t in _ARGS
+        constructed: Optional[nn.Module] = None
         if builtin:
             args = {k: _jsonable(v) for k, v in _ARGS[t](m).items()}
-            own_params, own_buffers = _own_slots(m)
             factory = next((p for p in m._parameters.values() if p is not None), None)
-            if factory is not None and factory.dtype != torch.float32 and own_params:
+            if factory is not None and factory.dtype != torch.float32:
                 args["dtype"] = _dtype_name(factory)
             if args:
                 spec["args"] = args
+            constructed = _as_constructed(t, args)
+            removed = [n for n in (*constructed._parameters, *constructed._buffers)
+                       if n not in m._parameters and n not in m._buffers]
+            if removed:
+                raise _fail(path, m, f"its {', '.join(removed)} was removed (by a "
+                                     f"parametrization?), but paramd's {t.__name__} has it")
         else:
             if t.__name__ in _BUILTINS:
                 spec["custom"] = True
-            own_params, own_buffers = set(), set()
             # Plain attributes (the seed MLP's w1): never registered, but their names are
             # taken, so registering one fails remotely as it does in PyTorch.
             attributes = [k for k in vars(m) if not k.startswith("_") and k != "training"]
             if attributes:
                 spec["attributes"] = attributes
+        own_params = constructed._parameters if constructed is not None else {}
+        own_buffers = constructed._buffers if constructed is not None else {}
         parameters = []
         for name, p in m._parameters.items():
             full = f"{path}.{name}" if path else name
             if p is None:
-                if name in own_params and not (t in (nn.Linear, nn.Conv2d) and name == "bias"):
-                    parameters.append({"name": name, "none": True})
-                elif name not in own_params:
+                # bias=False makes its None slot itself; any other None slot is declared.
+                if name not in own_params or own_params[name] is not None:
                     parameters.append({"name": name, "none": True})
                 continue
             if id(p) in param_paths:
                 parameters.append({"name": name, "tie": param_paths[id(p)]})
                 continue
             param_paths[id(p)] = full
-            if name in own_params:
+            # A built-in's own parameter as its constructor makes it needs no entry; one
+            # frozen, or of another dtype or shape, is declared again as it is.
+            if name in own_params and _same_slot(p, own_params[name]):
                 continue
             item: dict[str, Any] = {"name": name, "shape": list(p.shape),
                                     "dtype": _dtype_name(p)}
@@ -330,7 +454,15 @@ def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
             spec["parameters"] = parameters
         buffers = []
         for name, b in m._buffers.items():
-            if name in own_buffers and b is not None:
+            full = f"{path}.{name}" if path else name
+            if b is not None:
+                if id(b) in buffer_paths:
+                    raise _fail(path, m, f"its buffer '{name}' is the tensor of buffer "
+                                         f"'{buffer_paths[id(b)]}' too; paramd shares "
+                                         "parameters (ties) and whole modules, not buffers: "
+                                         "register a copy, or share the module")
+                buffer_paths[id(b)] = full
+            if name in own_buffers and b is not None and _same_slot(b, own_buffers[name]):
                 continue
             item = {"name": name}
             if b is None:
@@ -351,7 +483,7 @@ def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
                 children.append({"name": name, "ref": module_paths[id(child)]})
             else:
                 module_paths[id(child)] = full
-                children.append({"name": name, **node(child, full)})
+                children.append({"name": name, **node(child, full, depth + 1)})
         if children:
             spec["children"] = children
         has_forward = m._program is not None if isinstance(m, SpecModule) \
@@ -367,13 +499,23 @@ def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
         return spec
 
     module_paths[id(module)] = ""
-    return node(module, "")
+    return node(module, "", 1)
 
 
 def from_torch(module: nn.Module, client: Client, name: str, *, device: str = "cpu",
                trace_forward: bool = True, progress: Progress = None) -> RemoteModel:
     """Creates model ``name`` on the daemon from a live module (its spec, then every
     Parameter and buffer object once, in one atomic write) and returns its handle."""
+    # A model has one train/eval mode (Models.SetMode sets every module's, as train() does);
+    # a tree whose modules differ would run differently there.
+    mixed = next((path for path, m in module.named_modules(remove_duplicate=False)
+                  if m.training != module.training), None)
+    if mixed is not None:
+        raise UnsupportedModule(
+            f"module '{mixed}' is in {'training' if not module.training else 'eval'} mode "
+            f"and the root in {'training' if module.training else 'eval'} mode; a paramd "
+            "model has one mode for all its modules: call train() or eval() on the root "
+            "first")
     spec = spec_of(module, trace_forward=trace_forward)
     remote = client.create(name, spec, device=device)
     try:
@@ -514,7 +656,9 @@ def module_from_spec(spec: dict[str, Any]) -> nn.Module:
                 if name not in m._parameters:
                     m.register_parameter(name, None)
                 ties.append((m, name, item["tie"]))
-            elif name not in m._parameters:
+            else:
+                # A built-in's own parameter declared again (frozen, or of another dtype)
+                # takes the constructor's one's place, as assigning it in torch does.
                 dtype = getattr(torch, item.get("dtype", "float32"))
                 m.register_parameter(name, nn.Parameter(
                     torch.empty(item["shape"], dtype=dtype),
@@ -524,7 +668,7 @@ def module_from_spec(spec: dict[str, Any]) -> nn.Module:
             persistent = item.get("persistent", True)
             if item.get("none"):
                 m.register_buffer(name, None, persistent)
-            elif name not in m._buffers:
+            else:
                 dtype = getattr(torch, item.get("dtype", "float32"))
                 m.register_buffer(name, torch.empty(item["shape"], dtype=dtype), persistent)
         for index, item in enumerate(node.get("children", [])):
