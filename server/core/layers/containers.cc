@@ -6,7 +6,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "base/text.h"
 #include "server/core/layers/builtin.h"
 #include "server/core/runner.h"
 
@@ -26,7 +28,13 @@ absl::StatusOr<Tensor> SequentialForward(const ContainerArgs&, const LayerCall& 
   Runner& run = call.runner;
   std::vector<std::pair<std::string, const Module*>> children;
   for (const auto& [name, child] : call.module.children()) {
-    if (child != nullptr) children.emplace_back(name, child.get());
+    // Sequential.forward calls every child it iterates, a None one too.
+    if (child == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("'NoneType' object is not callable (child ",
+                                                     QuoteName(ChildPath(call.path, name)),
+                                                     " of the Sequential is None)"));
+    }
+    children.emplace_back(name, child.get());
   }
   Tensor value = input;
   for (size_t i = 0; i < children.size(); ++i) {

@@ -164,6 +164,16 @@ TEST(ForwardTest, SeedMlpAsSequentialMatchesReference) {
   ExpectNear(Values(y), RefLinear(h, 4, 2, Param(model, "2.weight"), Param(model, "2.bias"), 1));
 }
 
+// PyTorch's Sequential calls each child it holds: a None one is TypeError there.
+TEST(ForwardTest, SequentialWithANoneChildFailsAsTorchDoes) {
+  auto model = Build(R"({"type": "Sequential", "children": [
+      {"type": "ReLU"}, {"name": "1", "none": true}, {"type": "ReLU"}]})");
+  auto result = RunForward(model, MakeTensor({2}, {-1.0, 2.0}));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("'NoneType' object is not callable (child '1'"));
+}
+
 TEST(ForwardTest, SeedMlpCustomContainerRunsItsProgram) {
   auto model = Build(R"({"type": "MLP",
    "children": [
