@@ -2,6 +2,9 @@
 // lookups on the daemon.
 #include "client/cli/command.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <fstream>
 #include <iostream>
@@ -19,11 +22,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "base/status_macros.h"
 #include "client/cli/region.h"
 #include "nlohmann/json.hpp"
 #include "paramd/client.h"
 #include "paramd/tensor.h"
-#include "base/status_macros.h"
 
 namespace paramd::cli {
 
@@ -99,7 +102,15 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
-void PrintJson(const json& value) { std::cout << value.dump(2) << "\n"; }
+void PrintJson(const json& value, std::ostream& out) { out << value.dump(2) << "\n"; }
+
+std::ostream& ReportStream(const std::string& written) {
+  struct stat file;
+  struct stat out;
+  const bool is_stdout = stat(written.c_str(), &file) == 0 && fstat(STDOUT_FILENO, &out) == 0 &&
+                         file.st_dev == out.st_dev && file.st_ino == out.st_ino;
+  return is_stdout ? std::cerr : std::cout;
+}
 
 void PrintVersion(const Context& ctx, uint64_t version) {
   if (ctx.json) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -113,7 +114,10 @@ std::string PyRepr(absl::string_view text);
 std::string PyList(const std::vector<std::string>& items);
 // Left-aligned columns separated by two spaces; the first row is the header.
 void PrintTable(const std::vector<std::vector<std::string>>& rows);
-void PrintJson(const json& value);
+void PrintJson(const json& value, std::ostream& out = std::cout);
+// Where a command that wrote the file `written` reports so: stderr when that file is
+// standard output itself (`--out /dev/stdout`), so that the report stays out of the data.
+std::ostream& ReportStream(const std::string& written);
 // "version N", or {"version": N} with --json.
 void PrintVersion(const Context& ctx, uint64_t version);
 json ModelInfoJson(const client::ModelInfo& info);

@@ -76,7 +76,9 @@ const std::vector<Command>& Commands() {
                   "With --out, downloads the whole state_dict instead and writes it as an .npz\n"
                   "file (one array per key) that load-state-dict and numpy.load read, each\n"
                   "chunk to the file as it arrives (through FILE.npz.part, renamed at the end),\n"
-                  "so memory stays at a few chunks however large the model; ZIP64 past 4 GiB.",
+                  "so memory stays at a few chunks however large the model; ZIP64 past 4 GiB.\n"
+                  "A symlink FILE is followed (the link stays); a device, a FIFO or /dev/stdout\n"
+                  "is written straight into, in order, with no .part (not atomic).",
        .min_args = 1,
        .max_args = 1,
        .flags = {kPrefix, {"out", "FILE.npz", "download every tensor into FILE.npz"}},
@@ -127,7 +129,9 @@ const std::vector<Command>& Commands() {
            "wire. With --json, prints the metadata and the values as nested lists.\n"
            "--out streams the tensor into FILE.npy.part chunk by chunk as it arrives\n"
            "(np.save's file; bfloat16 is written as float32), renamed when complete:\n"
-           "paramctl never holds the whole tensor.",
+           "paramctl never holds the whole tensor. A symlink FILE is followed (the link\n"
+           "stays); a device, a FIFO or /dev/stdout is written straight into, with no\n"
+           ".part (not atomic), and the summary goes to stderr when FILE is stdout.",
        .min_args = 2,
        .max_args = 2,
        .flags = {{"out", "FILE.npy", "write the tensor to a .npy file instead of printing it"},
@@ -327,7 +331,10 @@ const std::vector<Command>& Commands() {
        .summary = "fetch a file from the server's checkpoint directory",
        .details =
            "Streams REMOTE into LOCAL through LOCAL.part; a download that broke off resumes\n"
-           "from the part when run again. LOCAL appears only once the SHA-256 matches.",
+           "from the part when run again. LOCAL appears only once the SHA-256 matches.\n"
+           "A symlink LOCAL is followed (the link stays). A device, a FIFO or /dev/stdout\n"
+           "is written straight into from the start, no .part and no resume, and the\n"
+           "SHA-256 of the bytes written is checked at the end.",
        .min_args = 2,
        .max_args = 2,
        .run = RunDownload},

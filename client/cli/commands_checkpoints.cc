@@ -141,16 +141,20 @@ absl::Status RunCheckpoints(Context& ctx, const Args&) {
 namespace {
 
 void PrintTransfer(Context& ctx, const char* verb, const std::string& from, const std::string& to,
-                   const client::TransferResult& result) {
+                   const client::TransferResult& result, std::ostream& out = std::cout) {
   if (ctx.json) {
-    PrintJson({{"from", from}, {"to", to}, {"size", result.size}, {"sha256", result.sha256},
-               {"resumed_from", result.resumed_from}});
+    PrintJson({{"from", from},
+               {"to", to},
+               {"size", result.size},
+               {"sha256", result.sha256},
+               {"resumed_from", result.resumed_from}},
+              out);
     return;
   }
-  std::cout << verb << " " << from << " to " << to << " (" << result.size << " bytes, sha256 "
-            << result.sha256;
-  if (result.resumed_from > 0) std::cout << ", resumed at byte " << result.resumed_from;
-  std::cout << ")\n";
+  out << verb << " " << from << " to " << to << " (" << result.size << " bytes, sha256 "
+      << result.sha256;
+  if (result.resumed_from > 0) out << ", resumed at byte " << result.resumed_from;
+  out << ")\n";
 }
 
 }  // namespace
@@ -173,7 +177,8 @@ absl::Status RunDownload(Context& ctx, const Args& args) {
     PARAMD_ASSIGN_OR_RETURN(
         result, ctx.client->Download(args.positional[0], args.positional[1], bar.Callback()));
   }
-  PrintTransfer(ctx, "downloaded", args.positional[0], args.positional[1], result);
+  PrintTransfer(ctx, "downloaded", args.positional[0], args.positional[1], result,
+                ReportStream(args.positional[1]));
   return absl::OkStatus();
 }
 

@@ -11,6 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/output_path.h"
+#include "base/status_macros.h"
 #include "client/cli/command.h"
 #include "client/cli/npy.h"
 #include "client/cli/npy_stream.h"
@@ -22,7 +24,6 @@
 #include "nlohmann/json.hpp"
 #include "paramd/client.h"
 #include "paramd/tensor.h"
-#include "base/status_macros.h"
 
 namespace paramd::cli {
 
@@ -64,11 +65,12 @@ absl::Status RunStateDict(Context& ctx, const Args& args) {
     PARAMD_ASSIGN_OR_RETURN(version, model.StateDictTo(*file, options));
   }
   PARAMD_RETURN_IF_ERROR(file->Commit());
+  std::ostream& report = ReportStream(*out_path);
   if (ctx.json) {
-    PrintJson({{"out", *out_path}, {"entries", file->entries()}, {"version", version}});
+    PrintJson({{"out", *out_path}, {"entries", file->entries()}, {"version", version}}, report);
   } else {
-    std::cout << "wrote " << file->entries() << " entries to " << *out_path << "\n"
-              << "version " << version << "\n";
+    report << "wrote " << file->entries() << " entries to " << *out_path << "\n"
+           << "version " << version << "\n";
   }
   return absl::OkStatus();
 }
@@ -122,6 +124,11 @@ absl::Status RunBuffers(Context& ctx, const Args& args) {
 absl::Status RunGet(Context& ctx, const Args& args) {
   client::RemoteModel model = ctx.client->Model(args.positional[0]);
   PARAMD_ASSIGN_OR_RETURN(KeyRegion target, ParseTarget(args.positional[1]));
+  const std::optional<std::string> out_path = args.Get("out");
+  if (out_path) {
+    // A directory or an empty name is refused before anything is fetched.
+    PARAMD_RETURN_IF_ERROR(ResolveOutputPath(*out_path).status());
+  }
   client::GetTensorOptions options;
   if (const std::optional<std::string> dtype = args.Get("dtype")) {
     absl::StatusOr<client::DType> parsed = client::ParseDType(*dtype);
@@ -136,7 +143,7 @@ absl::Status RunGet(Context& ctx, const Args& args) {
     tensor.is_parameter = false;
     tensor.requires_grad = false;
   };
-  if (const std::optional<std::string> out_path = args.Get("out")) {
+  if (out_path) {
     // The bytes go to the file as their chunks arrive: the client never holds the tensor.
     PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<NpyFileWriter> file, NpyFileWriter::Create(*out_path));
     {
@@ -147,13 +154,14 @@ absl::Status RunGet(Context& ctx, const Args& args) {
     PARAMD_RETURN_IF_ERROR(file->Commit());
     HostTensor meta = file->meta();
     plain_if_region(meta);
+    std::ostream& report = ReportStream(*out_path);
     if (ctx.json) {
       json out = TensorMetaJson(target.key, meta);
       out["out"] = *out_path;
-      PrintJson(out);
+      PrintJson(out, report);
     } else {
-      std::cout << "wrote " << target.key << " (" << ShapeString(meta.shape) << ", "
-                << client::DTypeName(meta.dtype) << ") to " << *out_path << "\n";
+      report << "wrote " << target.key << " (" << ShapeString(meta.shape) << ", "
+             << client::DTypeName(meta.dtype) << ") to " << *out_path << "\n";
     }
     return absl::OkStatus();
   }

@@ -16,6 +16,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/output_path.h"
 #include "base/status_macros.h"
 
 namespace paramd::cli {
@@ -24,14 +25,18 @@ namespace paramd::cli {
 // FileSink
 
 absl::StatusOr<std::unique_ptr<FileSink>> FileSink::Create(const std::string& path, Writes writes) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // /dev/stdout and its kind: the descriptor itself (Note [Writing over special files]),
+  // written in order from where it stands, as a shell's redirection expects.
+  const int named = NamedDescriptor(path);
+  const int fd = named >= 0 ? fcntl(named, F_DUPFD_CLOEXEC, 0)
+                            : open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot create '", path, "'"));
   struct stat st {};
+  const bool seekable = named < 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
   // fcntl refuses O_DIRECT (EINVAL) where the file system cannot do it; that is no error.
-  const bool can_direct = writes == Writes::kFastest && fstat(fd, &st) == 0 &&
-                          S_ISREG(st.st_mode) && fcntl(fd, F_SETFL, O_DIRECT) == 0 &&
-                          fcntl(fd, F_SETFL, 0) == 0;
-  std::unique_ptr<FileSink> sink(new FileSink(path, fd, can_direct));
+  const bool can_direct = writes == Writes::kFastest && seekable &&
+                          fcntl(fd, F_SETFL, O_DIRECT) == 0 && fcntl(fd, F_SETFL, 0) == 0;
+  std::unique_ptr<FileSink> sink(new FileSink(path, fd, seekable, can_direct));
   try {
     sink->writer_ = std::thread([raw = sink.get()] { raw->WriteLoop(); });
   } catch (const std::system_error& e) {
@@ -41,8 +46,8 @@ absl::StatusOr<std::unique_ptr<FileSink>> FileSink::Create(const std::string& pa
   return sink;
 }
 
-FileSink::FileSink(std::string path, int fd, bool can_direct)
-    : path_(std::move(path)), fd_(fd), can_direct_(can_direct) {}
+FileSink::FileSink(std::string path, int fd, bool seekable, bool can_direct)
+    : path_(std::move(path)), fd_(fd), seekable_(seekable), can_direct_(can_direct) {}
 
 FileSink::~FileSink() {
   if (writer_.joinable()) {
@@ -86,6 +91,11 @@ absl::Status FileSink::Append(absl::Span<const uint8_t> bytes) {
 }
 
 absl::Status FileSink::Overwrite(uint64_t offset, absl::Span<const uint8_t> bytes) {
+  if (!seekable_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot rewrite bytes of '", path_,
+                     "': it is not a regular file, so it can only be written in order"));
+  }
   if (offset > size_ || bytes.size() > size_ - offset) {
     return absl::InvalidArgumentError(absl::StrCat("cannot rewrite bytes ", offset, " to ",
                                                    offset + bytes.size(), " of '", path_,
@@ -205,7 +215,7 @@ absl::Status FileSink::WritePiece(Piece& piece) {
   if (direct_) direct_bytes_ += piece.size;
   ++pieces_;
   file_end_ = std::max(file_end_, piece.offset + length);
-  if (!direct_ && file_end_ - writeback_from_ >= kWritebackBytes) {
+  if (seekable_ && !direct_ && file_end_ - writeback_from_ >= kWritebackBytes) {
     sync_file_range(fd_, static_cast<off_t>(writeback_from_),
                     static_cast<off_t>(file_end_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
     writeback_from_ = file_end_;
@@ -240,7 +250,9 @@ absl::Status FileSink::WriteError() const {
 
 absl::Status FileSink::WriteAll(const uint8_t* data, size_t size, uint64_t offset) {
   while (size > 0) {
-    const ssize_t n = pwrite(fd_, data, size, static_cast<off_t>(offset));
+    // A device or FIFO takes its bytes in order, where pwrite(2) may be refused (ESPIPE).
+    const ssize_t n =
+        seekable_ ? pwrite(fd_, data, size, static_cast<off_t>(offset)) : write(fd_, data, size);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EINVAL && direct_ && SetDirect(false).ok()) {
@@ -260,22 +272,25 @@ absl::Status FileSink::WriteAll(const uint8_t* data, size_t size, uint64_t offse
 // PartFile
 
 absl::StatusOr<std::unique_ptr<PartFile>> PartFile::Create(const std::string& path) {
-  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<FileSink> file, FileSink::Create(path + ".part"));
-  return std::unique_ptr<PartFile>(new PartFile(path, std::move(file)));
+  PARAMD_ASSIGN_OR_RETURN(const OutputPath out, ResolveOutputPath(path));
+  const std::string part = out.in_place ? "" : out.path + ".part";
+  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<FileSink> file,
+                          FileSink::Create(out.in_place ? out.path : part));
+  return std::unique_ptr<PartFile>(new PartFile(path, out.path, part, std::move(file)));
 }
 
 PartFile::~PartFile() {
   if (!committed_) {
     file_.reset();
-    std::remove((path_ + ".part").c_str());
+    if (!part_.empty()) std::remove(part_.c_str());
   }
 }
 
 absl::Status PartFile::Commit() {
   PARAMD_RETURN_IF_ERROR(file_->Close());
-  const std::string part = path_ + ".part";
-  if (std::rename(part.c_str(), path_.c_str()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot rename '", part, "' to '", path_, "'"));
+  if (!part_.empty() && std::rename(part_.c_str(), target_.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno,
+                               absl::StrCat("cannot rename '", part_, "' to '", target_, "'"));
   }
   committed_ = true;
   return absl::OkStatus();

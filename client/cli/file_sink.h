@@ -1,6 +1,7 @@
 // The files paramctl writes tensors into (state-dict --out, get --out): a zip::Sink that
 // writes behind on a thread of its own, past the page cache where it can, and a `.part` file
-// renamed into place once whole.
+// renamed into place once whole (or, for a device or a FIFO, the file itself written in
+// order: Note [Writing over special files] in base/output_path.h).
 //
 // Errors: file-system failures map errno and name the path. A write that fails on the
 // writer thread is reported by the next Append or Overwrite, or by Close.
@@ -70,7 +71,8 @@ class FileSink final : public zip::Sink {
   // cache]); kPageCache: through it always.
   enum class Writes { kFastest, kPageCache };
 
-  // Creates (or truncates) `path`.
+  // Creates (or truncates) `path`. A `path` that is not a regular file (a device, a FIFO)
+  // is written in order with write(2), and cannot Overwrite.
   static absl::StatusOr<std::unique_ptr<FileSink>> Create(const std::string& path,
                                                           Writes writes = Writes::kFastest);
   // Without Close: what is queued is dropped and the file closed.
@@ -80,7 +82,10 @@ class FileSink final : public zip::Sink {
 
   absl::Status Append(absl::Span<const uint8_t> bytes) override;
   uint64_t size() const override { return size_; }
+  // FAILED_PRECONDITION when the file is written in order (see Create).
   absl::Status Overwrite(uint64_t offset, absl::Span<const uint8_t> bytes) override;
+  // Whether Overwrite can work: the file is a regular one.
+  bool can_rewrite() const { return seekable_; }
   // Writes out everything queued and closes the file, reporting the first failed write or
   // what close(2) reports (a late write error).
   absl::Status Close();
@@ -101,7 +106,7 @@ class FileSink final : public zip::Sink {
     uint64_t offset = 0;
   };
 
-  FileSink(std::string path, int fd, bool can_direct);
+  FileSink(std::string path, int fd, bool seekable, bool can_direct);
   // `size` bytes (rounded up to kAlignment) aligned to kAlignment; RESOURCE_EXHAUSTED naming
   // the file when out of memory.
   absl::StatusOr<Buffer> NewBuffer(size_t size) const;
@@ -125,6 +130,7 @@ class FileSink final : public zip::Sink {
 
   const std::string path_;
   int fd_;
+  const bool seekable_;  // a regular file: written with pwrite(2); else in order
   uint64_t size_ = 0;
   // The writer thread's until it is joined: whether direct writes are possible and whether
   // O_DIRECT is set now; seconds per byte of recent writes each way (0: none yet); pieces
@@ -151,25 +157,36 @@ class FileSink final : public zip::Sink {
 };
 
 // `path` written as `path`.part and renamed into place by Commit, so that nobody sees a
-// half-written file under the name; the .part is removed unless committed.
+// half-written file under the name; the .part is removed unless committed. A symlink is
+// followed and a device or FIFO written straight into (Note [Writing over special files] in
+// base/output_path.h).
 class PartFile {
  public:
+  // INVALID_ARGUMENT, before anything is created, for an empty `path`, one ending in '/'
+  // and a directory.
   static absl::StatusOr<std::unique_ptr<PartFile>> Create(const std::string& path);
   ~PartFile();
   PartFile(const PartFile&) = delete;
   PartFile& operator=(const PartFile&) = delete;
 
   FileSink& sink() { return *file_; }
-  // Closes the file and renames it to `path`.
+  // Closes the file and renames it to `path` (or the file its symlinks lead to).
   absl::Status Commit();
   // `status`, its message led by "cannot save 'PATH': " unless it names the path already.
   absl::Status Named(absl::Status status) const;
+  // The file written under another name until Commit; empty when written in place.
+  const std::string& part_path() const { return part_; }
 
  private:
-  PartFile(std::string path, std::unique_ptr<FileSink> file)
-      : path_(std::move(path)), file_(std::move(file)) {}
+  PartFile(std::string path, std::string target, std::string part, std::unique_ptr<FileSink> file)
+      : path_(std::move(path)),
+        target_(std::move(target)),
+        part_(std::move(part)),
+        file_(std::move(file)) {}
 
-  std::string path_;
+  std::string path_;    // as given
+  std::string target_;  // what Commit renames over
+  std::string part_;
   std::unique_ptr<FileSink> file_;
   bool committed_ = false;
 };

@@ -47,9 +47,12 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 // ---------------------------------------------------------------------------------------
 // NpzWriter
 
-NpzWriter::NpzWriter(zip::Sink& sink)
-    // As np.savez: members stored where they fall (no alignment padding), Unix files.
-    : writer_(sink, zip::WriterOptions{.alignment = 0, .unix_mode = 0100644}) {}
+NpzWriter::NpzWriter(zip::Sink& sink, bool in_order)
+    // As np.savez: members stored where they fall (no alignment padding), Unix files. In
+    // order, every member has ZIP64 fields: a member of unknown size must, to pass 4 GiB.
+    : writer_(sink,
+              zip::WriterOptions{.force_zip64 = in_order, .alignment = 0, .unix_mode = 0100644}),
+      in_order_(in_order) {}
 
 absl::Status NpzWriter::BeginTensor(const std::string& name, const HostTensor& meta) {
   PARAMD_ASSIGN_OR_RETURN(const std::string file_name, NpzMemberName(name, names_));
@@ -58,7 +61,11 @@ absl::Status NpzWriter::BeginTensor(const std::string& name, const HostTensor& m
   widener_.Reset();
   const uint64_t data_bytes = meta.nbytes() * (widen_ ? 2 : 1);
   const std::string header = NpyHeader(meta.dtype, meta.shape);
-  PARAMD_RETURN_IF_ERROR(writer_.BeginSizedEntry(file_name, header.size() + data_bytes));
+  if (in_order_) {
+    PARAMD_RETURN_IF_ERROR(writer_.BeginEntry(file_name, zip::Method::kStored));
+  } else {
+    PARAMD_RETURN_IF_ERROR(writer_.BeginSizedEntry(file_name, header.size() + data_bytes));
+  }
   return writer_.Write(AsBytes(header));
 }
 

@@ -35,10 +35,14 @@ namespace paramd::cli {
 // Writes the tensors it is handed as an .npz archive into a sink: each tensor a stored
 // member "<name>.npy" written as its bytes arrive (its sizes are known from its header, its
 // CRC-32 is patched in at its end), bfloat16 widened to float32 as SerializeNpy does.
+//
+// A sink that cannot seek back (a FIFO, a device) gets `in_order`: each member is then
+// written with a data descriptor after its data, which is where its CRC-32 goes, and with
+// ZIP64 fields (np.load reads both); the archive is no longer byte for byte np.savez's.
 class NpzWriter final : public client::TensorConsumer {
  public:
-  // `sink` must be able to Overwrite.
-  explicit NpzWriter(zip::Sink& sink);
+  // `sink` must be able to Overwrite unless `in_order`.
+  explicit NpzWriter(zip::Sink& sink, bool in_order = false);
 
   absl::Status BeginTensor(const std::string& name, const client::HostTensor& meta) override;
   absl::Status TensorData(absl::string_view bytes) override;
@@ -50,13 +54,14 @@ class NpzWriter final : public client::TensorConsumer {
 
  private:
   zip::Writer writer_;
+  const bool in_order_;
   std::set<std::string> names_;
   bool widen_ = false;  // the tensor being written is bfloat16
   BFloat16Widener widener_;
 };
 
 // An .npz file written through `path`.part, renamed to `path` by Commit; removed unless
-// committed.
+// committed. A device or FIFO is written in order (PartFile).
 class NpzFileWriter final : public client::TensorConsumer {
  public:
   static absl::StatusOr<std::unique_ptr<NpzFileWriter>> Create(const std::string& path);
@@ -71,7 +76,7 @@ class NpzFileWriter final : public client::TensorConsumer {
 
  private:
   explicit NpzFileWriter(std::unique_ptr<PartFile> file)
-      : file_(std::move(file)), npz_(file_->sink()) {}
+      : file_(std::move(file)), npz_(file_->sink(), !file_->sink().can_rewrite()) {}
 
   std::unique_ptr<PartFile> file_;
   NpzWriter npz_;

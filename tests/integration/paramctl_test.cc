@@ -2,14 +2,18 @@
 // end, JSON listings, .npy/.npz in and out, exit codes and the server's messages.
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -414,6 +418,164 @@ TEST_F(ParamctlTest, ACorruptNpzCancelsTheLoadAndChangesNothing) {
   ASSERT_EQ(after.exit_code, 0) << after.err;
   EXPECT_EQ(after.out.substr(after.out.find("version")), saved.out.substr(saved.out.find("version")));
   EXPECT_EQ(ReadFile(again), ReadFile(npz));
+}
+
+mode_t FileType(const std::string& path) {
+  struct stat info {};
+  return lstat(path.c_str(), &info) == 0 ? (info.st_mode & S_IFMT) : 0;
+}
+
+// Reads a FIFO on a thread of its own while a command writes it. The read end is open
+// before the command starts (so its open does not wait), and Finish drains what is left
+// once the command is done: a command that never wrote the FIFO leaves it empty, and
+// cannot hang the test.
+class FifoReader {
+ public:
+  explicit FifoReader(const std::string& path)
+      : fd_(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)) {
+    thread_ = std::thread([this] {
+      while (!stop_.load()) {
+        Drain();
+        usleep(1000);
+      }
+      Drain();
+    });
+  }
+  ~FifoReader() {
+    if (thread_.joinable()) Finish();
+  }
+  std::string Finish() {
+    stop_.store(true);
+    thread_.join();
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+    return got_;
+  }
+
+ private:
+  void Drain() {
+    char buffer[65536];
+    ssize_t n;
+    while (fd_ >= 0 && (n = read(fd_, buffer, sizeof buffer)) > 0) {
+      got_.append(buffer, static_cast<size_t>(n));
+    }
+  }
+
+  int fd_;
+  std::atomic<bool> stop_{false};
+  std::string got_;
+  std::thread thread_;
+};
+
+// --out follows a symlink (the link stays, its target gets the file) and writes straight
+// into a FIFO, as np.save does; replacing either by a renamed regular file lost the data.
+TEST_F(ParamctlTest, OutFollowsSymlinksAndWritesIntoFifos) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  ASSERT_EQ(Run({"get", "mlp", "linear1.weight", "--out", dir_ + "/plain.npy"}).exit_code, 0);
+  ASSERT_EQ(Run({"state-dict", "mlp", "--out", dir_ + "/plain.npz"}).exit_code, 0);
+  ASSERT_EQ(Run({"save", "mlp", "mlp.pt"}).exit_code, 0);
+  ASSERT_EQ(Run({"download", "mlp.pt", dir_ + "/plain.pt"}).exit_code, 0);
+  const std::string npy = ReadFile(dir_ + "/plain.npy");
+  const std::string pt = ReadFile(dir_ + "/plain.pt");
+  ASSERT_EQ(npy.rfind("\x93NUMPY", 0), 0u);
+
+  ASSERT_EQ(std::system(("mkdir -p " + dir_ + "/real && echo keep >" + dir_ +
+                         "/real/target.npy && ln -s real/target.npy " + dir_ +
+                         "/link.npy && ln -s real/new.pt " + dir_ + "/dangling.pt")
+                            .c_str()),
+            0);
+  Result linked = Run({"get", "mlp", "linear1.weight", "--out", dir_ + "/link.npy"});
+  ASSERT_EQ(linked.exit_code, 0) << linked.err;
+  EXPECT_EQ(FileType(dir_ + "/link.npy"), S_IFLNK);
+  EXPECT_EQ(ReadFile(dir_ + "/real/target.npy"), npy);
+  EXPECT_EQ(FileType(dir_ + "/real/target.npy.part"), 0u);
+  Result dangling = Run({"download", "mlp.pt", dir_ + "/dangling.pt"});
+  ASSERT_EQ(dangling.exit_code, 0) << dangling.err;
+  EXPECT_EQ(FileType(dir_ + "/dangling.pt"), S_IFLNK);
+  EXPECT_EQ(ReadFile(dir_ + "/real/new.pt"), pt);
+
+  const std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"get", "mlp", "linear1.weight", "--out", fifo},
+        std::vector<std::string>{"download", "mlp.pt", fifo},
+        std::vector<std::string>{"state-dict", "mlp", "--out", fifo}}) {
+    FifoReader reader(fifo);
+    Result wrote = Run(command);
+    const std::string got = reader.Finish();
+    EXPECT_EQ(wrote.exit_code, 0) << command[0] << ": " << wrote.err;
+    EXPECT_EQ(FileType(fifo), S_IFIFO) << command[0];
+    EXPECT_EQ(FileType(fifo + ".part"), 0u) << command[0];
+    if (command[0] == "get") {
+      EXPECT_EQ(got, npy);
+    }
+    if (command[0] == "download") {
+      EXPECT_EQ(got, pt);
+    }
+    if (command[0] == "state-dict") {
+      // In order, with data descriptors: a zip archive all the same, read back below.
+      ASSERT_GE(got.size(), 22u);
+      EXPECT_EQ(got.rfind("PK\x03\x04", 0), 0u);
+      std::ofstream(dir_ + "/from_fifo.npz", std::ios::binary) << got;
+    }
+  }
+  Result loaded = Run({"load-state-dict", "mlp", dir_ + "/from_fifo.npz"});
+  EXPECT_EQ(loaded.exit_code, 0) << loaded.err;
+  EXPECT_THAT(loaded.out, HasSubstr("<All keys matched successfully>"));
+}
+
+// A device that refuses bytes (/dev/full's ENOSPC) is an error exit, and the node stays a
+// device: it used to be replaced by a regular file and the command reported success.
+TEST_F(ParamctlTest, OutToADeviceWritesIntoItAndReportsItsError) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  ASSERT_EQ(Run({"save", "mlp", "mlp.pt"}).exit_code, 0);
+  const std::string full = dir_ + "/full";
+  if (mknod(full.c_str(), S_IFCHR | 0666, makedev(1, 7)) != 0) {
+    GTEST_SKIP() << "cannot make a copy of /dev/full here (needs CAP_MKNOD)";
+  }
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"get", "mlp", "linear1.weight", "--out", full},
+        std::vector<std::string>{"state-dict", "mlp", "--out", full},
+        std::vector<std::string>{"download", "mlp.pt", full}}) {
+    Result wrote = Run(command);
+    EXPECT_EQ(wrote.exit_code, 1) << command[0];
+    EXPECT_THAT(wrote.err, HasSubstr("No space left on device")) << command[0];
+    EXPECT_EQ(FileType(full), S_IFCHR) << command[0];
+    EXPECT_EQ(FileType(full + ".part"), 0u) << command[0];
+  }
+}
+
+// /dev/stdout is the descriptor, not a name to put a .part beside; the report goes to stderr
+// so that it stays out of the data. Tested as /dev/fd/1, which paramctl treats the same: a
+// regression run as root would rename a regular file over the machine's /dev/stdout.
+TEST_F(ParamctlTest, OutToStdoutWritesTheFileAndReportsOnStderr) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  ASSERT_EQ(Run({"get", "mlp", "linear1.weight", "--out", dir_ + "/plain.npy"}).exit_code, 0);
+  Result piped = Run({"get", "mlp", "linear1.weight", "--out", "/dev/fd/1"});
+  ASSERT_EQ(piped.exit_code, 0) << piped.err;
+  EXPECT_EQ(piped.out, ReadFile(dir_ + "/plain.npy"));
+  EXPECT_THAT(piped.err, HasSubstr("wrote linear1.weight"));
+}
+
+// A directory, a name ending in '/' and an empty name are refused before anything is
+// fetched (the model need not exist), and leave no .part behind.
+TEST_F(ParamctlTest, OutNamingADirectoryOrNothingIsRefusedFirst) {
+  ASSERT_EQ(std::system(("mkdir -p " + dir_ + "/adir").c_str()), 0);
+  Result dir = Run({"get", "nosuch", "w", "--out", dir_ + "/adir"});
+  EXPECT_EQ(dir.exit_code, 1);
+  EXPECT_THAT(dir.err, HasSubstr("'" + dir_ + "/adir' is a directory; name a file in it"));
+  Result slash = Run({"state-dict", "nosuch", "--out", dir_ + "/adir/"});
+  EXPECT_EQ(slash.exit_code, 1);
+  EXPECT_THAT(slash.err, HasSubstr("names a directory (it ends with '/')"));
+  Result download = Run({"download", "nosuch.pt", dir_ + "/adir"});
+  EXPECT_EQ(download.exit_code, 1);
+  EXPECT_THAT(download.err, HasSubstr("is a directory"));
+  Result empty = Run({"get", "nosuch", "w", "--out", ""});
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_THAT(empty.err, HasSubstr("the output file name is empty"));
+  EXPECT_EQ(FileType(dir_ + "/adir.part"), 0u);
+  EXPECT_EQ(FileType(dir_ + "/adir/.part"), 0u);
+  EXPECT_EQ(FileType(".part"), 0u);
 }
 
 TEST_F(ParamctlTest, BuffersModulesModeAndDevice) {

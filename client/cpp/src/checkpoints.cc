@@ -1,17 +1,18 @@
 // Client calls of paramd.v1.Checkpoints: save, load, list, upload, download, snapshot.
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-
-#include <openssl/evp.h>
+#include <utility>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "base/output_path.h"
 #include "client/cpp/src/client_impl.h"
 
 namespace paramd::client {
@@ -226,9 +227,16 @@ absl::StatusOr<TransferResult> Client::Upload(const std::string& local_path,
 absl::StatusOr<TransferResult> Client::Download(const std::string& remote_path,
                                                 const std::string& local_path,
                                                 const ProgressCallback& progress) const {
-  const std::string part = local_path + ".part";
+  // A symlink is followed; a device or FIFO is written straight into, from the start and
+  // hashed on the way, for there is no part to resume or hash afterwards (Note [Writing
+  // over special files] in base/output_path.h).
+  PARAMD_ASSIGN_OR_RETURN(const OutputPath out, ResolveOutputPath(local_path));
+  const std::string part = out.in_place ? out.path : out.path + ".part";
   // One Download stream, appending to the part from `offset`.
   auto download_from = [&](uint64_t offset) -> absl::StatusOr<TransferResult> {
+    EVP_MD_CTX* hash = EVP_MD_CTX_new();
+    absl::Cleanup free_hash = [hash] { EVP_MD_CTX_free(hash); };
+    EVP_DigestInit_ex(hash, EVP_sha256(), nullptr);
     v1::DownloadRequest request;
     request.set_path(remote_path);
     request.set_offset(offset);
@@ -251,7 +259,11 @@ absl::StatusOr<TransferResult> Client::Download(const std::string& remote_path,
       } else {
         size = message.header().size();
         sha256 = message.header().sha256();
-        fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        const int named = NamedDescriptor(part);
+        fd = named >= 0
+                 ? ::fcntl(named, F_DUPFD_CLOEXEC, 0)
+                 : ::open(part.c_str(),
+                          O_WRONLY | O_CREAT | (out.in_place ? 0 : O_APPEND) | O_CLOEXEC, 0644);
         if (fd < 0) local = LocalError("open", part);
         if (progress) progress(at, size);
       }
@@ -261,6 +273,7 @@ absl::StatusOr<TransferResult> Client::Download(const std::string& remote_path,
           break;
         }
         local = WriteAll(fd, message.chunk().data(), message.chunk().size(), part);
+        if (out.in_place) EVP_DigestUpdate(hash, message.chunk().data(), message.chunk().size());
         at += message.chunk().size();
         if (progress) progress(at, size);
       }
@@ -273,6 +286,25 @@ absl::StatusOr<TransferResult> Client::Download(const std::string& remote_path,
     const grpc::Status status = reader->Finish();
     PARAMD_RETURN_IF_ERROR(local);
     PARAMD_RETURN_IF_ERROR(FromGrpcStatus(status, context));
+    if (out.in_place) {
+      if (at != size) {
+        return absl::DataLossError(absl::StrCat(
+            "the download of '", remote_path, "' ended after ", at, " of ", size, " bytes; '",
+            local_path, "' is not a regular file, so run it again from the start"));
+      }
+      if (::close(std::exchange(fd, -1)) != 0) return LocalError("write", part);
+      unsigned char digest[EVP_MAX_MD_SIZE];
+      unsigned int length = 0;
+      EVP_DigestFinal_ex(hash, digest, &length);
+      const std::string got =
+          absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), length));
+      if (got != sha256) {
+        return absl::DataLossError(absl::StrCat(
+            "the bytes of '", remote_path, "' written into '", local_path, "' have SHA-256 ", got,
+            " but the server's file has ", sha256, "; download it again"));
+      }
+      return TransferResult{size, sha256, 0};
+    }
     if (at != size) {
       return absl::DataLossError(absl::StrCat("the download of '", remote_path, "' ended after ",
                                               at, " of ", size, " bytes; run it again to resume"));
@@ -285,11 +317,12 @@ absl::StatusOr<TransferResult> Client::Download(const std::string& remote_path,
                                               got, " but the server's file has ", sha256,
                                               "; the partial file was removed: download it again"));
     }
-    if (::rename(part.c_str(), local_path.c_str()) != 0) return LocalError("rename", part);
+    if (::rename(part.c_str(), out.path.c_str()) != 0) return LocalError("rename", part);
     return TransferResult{size, sha256, offset};
   };
   struct stat st;
-  const uint64_t offset = ::stat(part.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  const uint64_t offset =
+      !out.in_place && ::stat(part.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   absl::StatusOr<TransferResult> result = download_from(offset);
   // A kept part longer than the file (OUT_OF_RANGE), or whose bytes were not the file's
   // beginning (DATA_LOSS with the part removed: the checksum failed), was another version's.

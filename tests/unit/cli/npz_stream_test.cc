@@ -86,6 +86,41 @@ TEST(NpzWriterTest, WritesWhatSerializeNpzWritesWhateverThePieces) {
   }
 }
 
+// A FIFO or a device cannot seek back to patch a CRC-32 in: each member then carries a data
+// descriptor, and the archive reads back to the same tensors.
+TEST(NpzWriterTest, WritesInOrderToASinkThatCannotRewrite) {
+  struct InOrderSink final : zip::Sink {
+    absl::Status Append(absl::Span<const uint8_t> bytes) override {
+      data.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      return absl::OkStatus();
+    }
+    uint64_t size() const override { return data.size(); }
+    std::string data;
+  };
+  const NamedTensors tensors = SeveralTensors();
+  InOrderSink sink;
+  NpzWriter writer(sink, /*in_order=*/true);
+  for (const auto& [name, tensor] : tensors) {
+    HostTensor meta = tensor;
+    meta.data.clear();
+    ASSERT_TRUE(writer.BeginTensor(name, meta).ok());
+    for (size_t at = 0; at < tensor.data.size(); at += 4096) {
+      ASSERT_TRUE(writer.TensorData(absl::string_view(tensor.data).substr(at, 4096)).ok());
+    }
+    ASSERT_TRUE(writer.EndTensor().ok());
+  }
+  ASSERT_TRUE(writer.Finish().ok());
+  absl::StatusOr<NamedTensors> read = ParseNpz(sink.data);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->size(), tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    EXPECT_EQ((*read)[i].first, tensors[i].first);
+    if (tensors[i].second.dtype != DType::kBFloat16) {
+      EXPECT_EQ((*read)[i].second.data, tensors[i].second.data) << tensors[i].first;
+    }
+  }
+}
+
 TEST(NpzWriterTest, RefusesBadAndRepeatedNames) {
   zip::StringSink sink;
   NpzWriter writer(sink);

@@ -574,7 +574,11 @@ class Client {
                                         const ProgressCallback& progress = {}) const;
   // Fetches `remote_path` into `local_path`, through `local_path.part`: a download that
   // broke off resumes from the part's size. The file is renamed into place only once its
-  // SHA-256 matches the server's (DATA_LOSS otherwise, and the part is removed).
+  // SHA-256 matches the server's (DATA_LOSS otherwise, and the part is removed). A symlink
+  // is followed (the part is renamed over its target); a device, a FIFO or /dev/stdout is
+  // written straight into from byte 0 with no part, and the digest checked as the bytes
+  // pass. INVALID_ARGUMENT, before any request, for a directory, a path ending in '/' or
+  // an empty one.
   absl::StatusOr<TransferResult> Download(const std::string& remote_path,
                                           const std::string& local_path,
                                           const ProgressCallback& progress = {}) const;
