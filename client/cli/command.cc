@@ -63,28 +63,6 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// A Python string literal, as repr() writes one.
-std::string PyRepr(absl::string_view text) {
-  const bool has_single = absl::StrContains(text, '\'');
-  const bool has_double = absl::StrContains(text, '"');
-  const char quote = has_single && !has_double ? '"' : '\'';
-  std::string out(1, quote);
-  for (char c : text) {
-    if (c == '\\' || c == quote) out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back(quote);
-  return out;
-}
-
-std::string PyList(const std::vector<std::string>& items) {
-  return absl::StrCat(
-      "[",
-      absl::StrJoin(items, ", ",
-                    [](std::string* out, const std::string& item) { out->append(PyRepr(item)); }),
-      "]");
-}
-
 // Left-aligned columns separated by two spaces; the first row is the header.
 void PrintTable(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> widths;

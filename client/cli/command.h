@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "client/cli/py_repr.h"
 #include "client/cli/region.h"
 #include "nlohmann/json.hpp"
 #include "paramd/client.h"
@@ -108,10 +109,6 @@ absl::StatusOr<uint64_t> IfVersion(const Args& args);
 
 // "[2, 3]".
 std::string ShapeString(const std::vector<int64_t>& shape);
-// A Python string literal, as repr() writes one.
-std::string PyRepr(absl::string_view text);
-// A Python list of string literals.
-std::string PyList(const std::vector<std::string>& items);
 // Left-aligned columns separated by two spaces; the first row is the header.
 void PrintTable(const std::vector<std::vector<std::string>>& rows);
 void PrintJson(const json& value, std::ostream& out = std::cout);
