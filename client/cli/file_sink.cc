@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +23,53 @@
 #include "base/status_macros.h"
 
 namespace paramd::cli {
+namespace {
+
+// Note [Parts removed on a signal]: a .part of get or state-dict --out is never resumed, so
+// one left by Ctrl-C or SIGTERM would stay forever. The handler removes the parts still
+// registered and dies by the same signal (the exit status still says so). It may run on
+// any thread at any moment: the table is fixed arrays, a slot's path written before the
+// slot is marked used, and the handler calls only unlink, sigaction and raise.
+constexpr int kMaxParts = 4;
+char part_paths[kMaxParts][PATH_MAX];
+std::atomic<bool> part_used[kMaxParts];
+
+void RemovePartsAndDie(int signal) {
+  for (int i = 0; i < kMaxParts; ++i) {
+    if (part_used[i].load(std::memory_order_acquire)) unlink(part_paths[i]);
+  }
+  struct sigaction action {};
+  action.sa_handler = SIG_DFL;
+  sigemptyset(&action.sa_mask);
+  sigaction(signal, &action, nullptr);
+  raise(signal);
+}
+
+// The slot `path` took, -1 when none was free (the part is then left as before).
+int RegisterPart(const std::string& path) {
+  static const bool installed = [] {
+    struct sigaction action {};
+    action.sa_handler = RemovePartsAndDie;
+    sigemptyset(&action.sa_mask);
+    for (int signal : {SIGINT, SIGTERM, SIGHUP}) sigaction(signal, &action, nullptr);
+    return true;
+  }();
+  (void)installed;
+  if (path.size() >= PATH_MAX) return -1;
+  for (int i = 0; i < kMaxParts; ++i) {
+    if (part_used[i].load(std::memory_order_acquire)) continue;
+    std::memcpy(part_paths[i], path.c_str(), path.size() + 1);
+    part_used[i].store(true, std::memory_order_release);
+    return i;
+  }
+  return -1;
+}
+
+void UnregisterPart(int slot) {
+  if (slot >= 0) part_used[slot].store(false, std::memory_order_release);
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // FileSink
@@ -274,12 +324,20 @@ absl::Status FileSink::WriteAll(const uint8_t* data, size_t size, uint64_t offse
 absl::StatusOr<std::unique_ptr<PartFile>> PartFile::Create(const std::string& path) {
   PARAMD_ASSIGN_OR_RETURN(const OutputPath out, ResolveOutputPath(path));
   const std::string part = out.in_place ? "" : out.path + ".part";
-  PARAMD_ASSIGN_OR_RETURN(std::unique_ptr<FileSink> file,
-                          FileSink::Create(out.in_place ? out.path : part));
-  return std::unique_ptr<PartFile>(new PartFile(path, out.path, part, std::move(file)));
+  // Registered before it exists, so that no signal finds it unregistered.
+  const int slot = part.empty() ? -1 : RegisterPart(part);
+  absl::StatusOr<std::unique_ptr<FileSink>> file = FileSink::Create(out.in_place ? out.path : part);
+  if (!file.ok()) {
+    UnregisterPart(slot);
+    return file.status();
+  }
+  std::unique_ptr<PartFile> created(new PartFile(path, out.path, part, *std::move(file)));
+  created->signal_slot_ = slot;
+  return created;
 }
 
 PartFile::~PartFile() {
+  UnregisterPart(signal_slot_);
   if (!committed_) {
     file_.reset();
     if (!part_.empty()) std::remove(part_.c_str());
@@ -288,6 +346,8 @@ PartFile::~PartFile() {
 
 absl::Status PartFile::Commit() {
   PARAMD_RETURN_IF_ERROR(file_->Close());
+  // Renamed, the part is the file: a signal now must not remove it.
+  UnregisterPart(std::exchange(signal_slot_, -1));
   if (!part_.empty() && std::rename(part_.c_str(), target_.c_str()) != 0) {
     return absl::ErrnoToStatus(errno,
                                absl::StrCat("cannot rename '", part_, "' to '", target_, "'"));

@@ -157,7 +157,8 @@ class FileSink final : public zip::Sink {
 };
 
 // `path` written as `path`.part and renamed into place by Commit, so that nobody sees a
-// half-written file under the name; the .part is removed unless committed. A symlink is
+// half-written file under the name; the .part is removed unless committed, also when
+// SIGINT, SIGTERM or SIGHUP ends the process (Note [Parts removed on a signal]). A symlink is
 // followed and a device or FIFO written straight into (Note [Writing over special files] in
 // base/output_path.h).
 class PartFile {
@@ -189,6 +190,7 @@ class PartFile {
   std::string part_;
   std::unique_ptr<FileSink> file_;
   bool committed_ = false;
+  int signal_slot_ = -1;  // in the table of parts removed on a signal
 };
 
 }  // namespace paramd::cli

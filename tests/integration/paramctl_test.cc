@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -576,6 +577,49 @@ TEST_F(ParamctlTest, OutNamingADirectoryOrNothingIsRefusedFirst) {
   EXPECT_EQ(FileType(dir_ + "/adir.part"), 0u);
   EXPECT_EQ(FileType(dir_ + "/adir/.part"), 0u);
   EXPECT_EQ(FileType(".part"), 0u);
+}
+
+// Ctrl-C or SIGTERM during get or state-dict --out removes the .part (never resumed, it
+// used to stay forever), keeps the earlier file, and paramctl still dies by the signal.
+TEST_F(ParamctlTest, ASignalDuringOutRemovesThePartFile) {
+  constexpr int64_t kNumel = int64_t{64} << 20;  // float32: 256 MiB, long enough to catch
+  ASSERT_EQ(Run({"create", "big", "--spec",
+                 Spec("big", R"({"type": "Net", "parameters": [{"name": "p", "shape": [)" +
+                                 std::to_string(kNumel) + R"(], "init": "zeros"}]})")})
+                .exit_code,
+            0);
+  for (const auto& [signal, command] : std::vector<std::pair<int, std::vector<std::string>>>{
+           {SIGINT, {"state-dict", "big", "--out", dir_ + "/big.npz"}},
+           {SIGTERM, {"get", "big", "p", "--out", dir_ + "/big.npy"}}}) {
+    const std::string out = command.back();
+    std::ofstream(out) << "old";
+    std::vector<std::string> argv = {BinaryPath("paramctl"), "--server", daemon_->address()};
+    argv.insert(argv.end(), command.begin(), command.end());
+    std::vector<char*> c_argv;
+    for (std::string& arg : argv) c_argv.push_back(arg.data());
+    c_argv.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {  // only async-signal-safe calls until exec
+      const int null = open("/dev/null", O_RDWR);
+      if (null < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0) _exit(126);
+      execv(c_argv[0], c_argv.data());
+      _exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    const std::string part = out + ".part";
+    struct stat info {};
+    for (int i = 0; i < 20000 && stat(part.c_str(), &info) != 0; ++i) usleep(500);
+    ASSERT_EQ(stat(part.c_str(), &info), 0) << command[0] << ": no part appeared";
+    kill(pid, signal);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status)) {
+      GTEST_SKIP() << command[0] << " finished before the signal came";
+    }
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == signal) << command[0] << ": " << status;
+    EXPECT_EQ(FileType(part), 0u) << command[0];
+    EXPECT_EQ(ReadFile(out), "old") << command[0];
+  }
 }
 
 TEST_F(ParamctlTest, BuffersModulesModeAndDevice) {
