@@ -17,6 +17,7 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/output_path.h"
@@ -346,8 +347,9 @@ PartFile::~PartFile() {
 
 absl::Status PartFile::Commit() {
   PARAMD_RETURN_IF_ERROR(file_->Close());
-  // Renamed, the part is the file: a signal now must not remove it.
-  UnregisterPart(std::exchange(signal_slot_, -1));
+  // Unregistered only once renamed, so that a signal before the rename still removes the
+  // part; after it, unlinking the part's name finds nothing.
+  absl::Cleanup unregister = [this] { UnregisterPart(std::exchange(signal_slot_, -1)); };
   if (!part_.empty() && std::rename(part_.c_str(), target_.c_str()) != 0) {
     return absl::ErrnoToStatus(errno,
                                absl::StrCat("cannot rename '", part_, "' to '", target_, "'"));
