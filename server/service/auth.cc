@@ -139,6 +139,7 @@ std::string HashToken(absl::string_view token) {
 
 absl::StatusOr<std::vector<Token>> ParseTokenFile(absl::string_view text, absl::string_view path) {
   std::vector<Token> tokens;
+  std::vector<int> lines;  // tokens[i] is on line lines[i]
   int number = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++number;
@@ -167,12 +168,22 @@ absl::StatusOr<std::vector<Token>> ParseTokenFile(absl::string_view text, absl::
       return malformed("the hash is not sha256: and 64 hex digits");
     }
     token.sha256_hex = absl::AsciiStrToLower(hash.substr(kPrefix.size()));
-    for (const Token& other : tokens) {
-      if (other.name == token.name) {
-        return malformed(absl::StrCat("token name ", QuoteName(token.name), " is used twice"));
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      if (tokens[i].name == token.name) {
+        return malformed(absl::StrCat("token name ", QuoteName(token.name),
+                                      " is used twice, first on line ", lines[i]));
+      }
+      // One token must have one role: with its hash on two lines the role would depend on
+      // which line the lookup kept.
+      if (tokens[i].sha256_hex == token.sha256_hex) {
+        return malformed(absl::StrCat("token ", QuoteName(token.name),
+                                      " has the same hash as token ", QuoteName(tokens[i].name),
+                                      " on line ", lines[i],
+                                      "; give each name its own token, or drop one of the lines"));
       }
     }
     tokens.push_back(std::move(token));
+    lines.push_back(number);
   }
   return tokens;
 }

@@ -472,6 +472,21 @@ TEST_F(AuthTest, MalformedTokenFileStopsTheStartNamingTheLine) {
   EXPECT_THAT(output, HasSubstr(absl::StrCat("token file '", tokens_, "' line 3")));
 }
 
+// One hash on two lines would give one token two roles, the last line's winning.
+TEST_F(AuthTest, TokenFileListingOneHashTwiceStopsTheStartNamingBothLines) {
+  WriteFile(tokens_, absl::StrCat("dashboard read ", Sha256(kReadToken), "\nops admin ",
+                                  Sha256(kReadToken), "\n"));
+  // `timeout`: a daemon that accepted the file would serve until stopped (exit 124).
+  auto [status, output] =
+      Shell(absl::StrCat("timeout 20 ", BinaryPath("paramd"), " --listen 127.0.0.1:0",
+                         " --data-dir ", dir_, "/data --auth-tokens ", tokens_));
+  EXPECT_EQ(status, 1) << output;
+  EXPECT_THAT(output,
+              HasSubstr(absl::StrCat(
+                  "token file '", tokens_,
+                  "' line 2: token 'ops' has the same hash as token 'dashboard' on line 1")));
+}
+
 TEST_F(AuthTest, ListeningBeyondLoopbackNeedsTlsAndTokensOrAllowInsecure) {
   auto [status, output] = Shell(
       absl::StrCat(BinaryPath("paramd"), " --listen 0.0.0.0:0", " --data-dir ", dir_, "/data"));

@@ -39,7 +39,9 @@ TEST(TokenFile, MalformedLinesAreNamed) {
       {"alice read sha256:" + std::string(63, 'a'), "line 1: the hash"},
       {"alice read sha256:" + std::string(64, 'g'), "line 1: the hash"},
       {"alice read sha256:" + kHash + "\nalice admin sha256:" + kHash,
-       "line 2: token name 'alice' is used twice"},
+       "line 2: token name 'alice' is used twice, first on line 1"},
+      {"alice read sha256:" + kHash + "\n# c\nbob admin sha256:" + std::string(64, 'A'),
+       "line 3: token 'bob' has the same hash as token 'alice' on line 1"},
   };
   for (const auto& [text, message] : cases) {
     auto tokens = ParseTokenFile(text, "/etc/tokens");
