@@ -117,7 +117,8 @@ constexpr FlagDef kFlags[] = {
     {"auth-tokens", "FILE",
      "Require a bearer token on every call: one 'NAME ROLE sha256:HEX' "
      "line per token, ROLE read, write or admin (paramctl hash-token prints the hash). "
-     "Re-read when the file changes and on SIGHUP; a malformed file keeps the old tokens.",
+     "Re-read when the file changes and on SIGHUP; a malformed, unreadable or empty file "
+     "stops the start, and on a re-read keeps the old tokens.",
      &Flags::auth_tokens},
     {"allow-insecure", nullptr,
      "Serve beyond loopback (e.g. --listen 0.0.0.0:PORT) without "

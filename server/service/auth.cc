@@ -1,10 +1,12 @@
 #include "server/service/auth.h"
 
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-#include <fstream>
-#include <sstream>
+#include <cerrno>
+#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -198,17 +200,40 @@ std::optional<Authenticator::Stamp> Authenticator::StampOf(const std::string& pa
 }
 
 absl::StatusOr<std::pair<std::vector<Token>, Authenticator::Stamp>> Authenticator::Read() const {
+  const std::string named = absl::StrCat("the token file '", path_, "' (--auth-tokens)");
   // The stamp first: a file replaced after it is read again at the next poll.
   const std::optional<Stamp> stamp = StampOf(path_);
-  std::ifstream file(path_);
-  if (!stamp || !file) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot read the token file '", path_, "' (--auth-tokens)"));
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (!stamp || fd < 0) {
+    const int error = errno;
+    // NOT_FOUND only for a missing file: Reload takes it for one being replaced by rename.
+    if (error == ENOENT) return absl::NotFoundError(absl::StrCat(named, " does not exist"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read ", named, ": ", std::strerror(error)));
   }
-  std::stringstream text;
-  text << file.rdbuf();
-  absl::StatusOr<std::vector<Token>> tokens = ParseTokenFile(text.str(), path_);
+  std::string text;
+  char buffer[4096];
+  ssize_t n = 0;
+  // A directory opens, and fails only here (EISDIR).
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) text.append(buffer, static_cast<size_t>(n));
+  }
+  const int error = errno;
+  ::close(fd);
+  if (n < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read ", named, ": ", std::strerror(error),
+                     error == EISDIR ? "; --auth-tokens names the token file itself" : ""));
+  }
+  absl::StatusOr<std::vector<Token>> tokens = ParseTokenFile(text, path_);
   if (!tokens.ok()) return tokens.status();
+  // With no token every call but health and reflection is refused: surely not what was meant.
+  if (tokens->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(named,
+                     " lists no tokens, so nobody could call anything; add a line NAME ROLE "
+                     "sha256:HEX per token (paramctl hash-token prints the hash)"));
+  }
   return std::make_pair(*std::move(tokens), *stamp);
 }
 

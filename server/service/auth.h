@@ -57,12 +57,15 @@ absl::StatusOr<std::vector<Token>> ParseTokenFile(absl::string_view text, absl::
 
 class Authenticator {
  public:
-  // Reads and parses `path`; its error when missing or malformed.
+  // Reads and parses `path`. NOT_FOUND when it is missing; FAILED_PRECONDITION when it
+  // cannot be read (a directory, no permission); INVALID_ARGUMENT when it is malformed or
+  // lists no tokens. Every message names the file and --auth-tokens.
   static absl::StatusOr<std::unique_ptr<Authenticator>> Open(const std::string& path);
 
   // Reads the file again when it changed (inode, size or modification time) since the last
-  // read, or always when `force` (SIGHUP). A malformed or unreadable file keeps the tokens in
-  // force, logged as an error. Returns true when a new token set took effect.
+  // read, or always when `force` (SIGHUP). A file Open would refuse keeps the tokens in force,
+  // logged as an error (a missing one only on SIGHUP: it may be mid-rename). Returns true when a
+  // new token set took effect.
   bool Reload(bool force);
 
   // OK when the call's `authorization: Bearer TOKEN` names a token whose role is at least

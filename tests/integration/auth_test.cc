@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -34,9 +35,9 @@
 #include "paramd/client.h"
 #include "paramd/v1/checkpoints.pb.h"
 #include "paramd/v1/inference.pb.h"
-#include "paramd/v1/training.pb.h"
 #include "paramd/v1/models.pb.h"
 #include "paramd/v1/parameters.pb.h"
+#include "paramd/v1/training.pb.h"
 #include "tests/integration/client_fixture.h"
 #include "tests/integration/daemon.h"
 #include "tests/integration/specs.h"
@@ -485,6 +486,35 @@ TEST_F(AuthTest, TokenFileListingOneHashTwiceStopsTheStartNamingBothLines) {
               HasSubstr(absl::StrCat(
                   "token file '", tokens_,
                   "' line 2: token 'ops' has the same hash as token 'dashboard' on line 1")));
+}
+
+// A token file that cannot serve (a directory, no tokens at all, unreadable) stops the
+// start rather than leaving a daemon that refuses every call.
+TEST_F(AuthTest, TokenFileThatIsADirectoryEmptyOrUnreadableStopsTheStart) {
+  const std::string directory = dir_ + "/tokens.d";
+  std::filesystem::create_directory(directory);
+  const std::string empty = dir_ + "/empty";
+  WriteFile(empty, "# nobody yet\n\n");
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {directory, "Is a directory; --auth-tokens names the token file itself"},
+      {empty, "lists no tokens"},
+  };
+  // Permissions do not stop root.
+  if (geteuid() != 0) {
+    const std::string unreadable = dir_ + "/unreadable";
+    WriteFile(unreadable, TokenFile());
+    std::filesystem::permissions(unreadable, std::filesystem::perms::none);
+    cases.push_back({unreadable, "Permission denied"});
+  }
+  for (const auto& [path, why] : cases) {
+    SCOPED_TRACE(path);
+    auto [status, output] =
+        Shell(absl::StrCat("timeout 20 ", BinaryPath("paramd"), " --listen 127.0.0.1:0",
+                           " --data-dir ", dir_, "/data --auth-tokens ", path));
+    EXPECT_EQ(status, 1) << output;
+    EXPECT_THAT(output, HasSubstr(absl::StrCat("the token file '", path, "' (--auth-tokens)")));
+    EXPECT_THAT(output, HasSubstr(why));
+  }
 }
 
 TEST_F(AuthTest, ListeningBeyondLoopbackNeedsTlsAndTokensOrAllowInsecure) {

@@ -89,5 +89,27 @@ TEST(Authenticator, ReloadKeepsTheOldTokensWhenTheNewFileIsMalformed) {
   EXPECT_FALSE(Authenticator::Open(path).ok());
 }
 
+TEST(Authenticator, DirectoryAndEmptyFilesAreRefusedAtOpenAndOnReload) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("paramd-auth-dir-" + std::to_string(getpid())))
+          .string();
+  std::filesystem::create_directory(dir);
+  auto opened = Authenticator::Open(dir);
+  ASSERT_FALSE(opened.ok());
+  EXPECT_THAT(opened.status().message(), HasSubstr("Is a directory"));
+  const std::string path = dir + "/tokens";
+  std::ofstream(path) << "# no tokens\n";
+  opened = Authenticator::Open(path);
+  ASSERT_FALSE(opened.ok());
+  EXPECT_THAT(opened.status().message(), HasSubstr("lists no tokens"));
+  std::ofstream(path) << "alice read " << HashToken("t1") << "\n";
+  auto auth = Authenticator::Open(path);
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  std::ofstream(path, std::ios::trunc).flush();  // as a rewrite in place looks half way
+  EXPECT_FALSE((*auth)->Reload(/*force=*/true));
+  EXPECT_EQ((*auth)->size(), 1u);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace paramd::service
