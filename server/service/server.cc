@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "grpc/grpc.h"
@@ -29,8 +30,12 @@
 namespace paramd::service {
 namespace {
 
-// HOST:PORT of `listen` with the port gRPC chose.
+// HOST:PORT of `listen` with the port gRPC chose; a unix socket's address as given (gRPC
+// reports port 1 for it, and its path may hold colons).
 std::string BoundAddress(const std::string& listen, int port) {
+  if (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:")) {
+    return listen;
+  }
   return absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
 }
 

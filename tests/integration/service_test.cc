@@ -3,17 +3,19 @@
 // requests that must leave every model byte-for-byte unchanged.
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
-#include "grpc/health/v1/health.grpc.pb.h"
 #include "google/protobuf/descriptor.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon.h"
-#include "tests/integration/stub_fixture.h"
 #include "tests/integration/specs.h"
+#include "tests/integration/stub_fixture.h"
 #include "tests/integration/wire.h"
 
 namespace paramd::testing {
@@ -56,6 +58,24 @@ TEST_F(ServiceTest, ServesHealthAndStopsCleanlyOnSigterm) {
   EXPECT_EQ(daemon_->Stop(), 0);
   EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"paramd started\""));
   EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"paramd stopped\""));
+}
+
+// The start log names the socket, which is also what a client dials.
+TEST_F(ServiceTest, UnixSocketListenLogsTheSocketPath) {
+  char dir[] = "/tmp/paramd-unix-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string listen = absl::StrCat("unix:", dir, "/paramd.sock");
+  auto daemon = Daemon::Start({"--listen", listen});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  EXPECT_THAT((*daemon)->Log(), HasSubstr(absl::StrCat(" listen=", listen, " ")));
+  EXPECT_EQ((*daemon)->address(), listen);
+  auto health = grpc::health::v1::Health::NewStub((*daemon)->channel());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::health::v1::HealthCheckResponse response;
+  EXPECT_TRUE(health->Check(&context, {}, &response).ok());
+  EXPECT_EQ((*daemon)->Stop(), 0);
+  std::filesystem::remove_all(dir);
 }
 
 // Lists the services over reflection protocol `Reflection` (v1 or v1alpha: the same messages
