@@ -13,7 +13,10 @@
 #include "grpc/grpc.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
 #include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
@@ -39,11 +42,41 @@ std::string BoundAddress(const std::string& listen, int port) {
   return absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
 }
 
+// Drops every plugin a builder was made with. gRPC hands each new ServerBuilder one plugin
+// per factory registered process-wide, and the v1alpha reflection plugin registers itself
+// so (InitProtoReflectionServerBuilderPlugin, and its library's static initialiser).
+class NoPlugins final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->clear();
+  }
+};
+
+// Answers every method of the health port but Health's own.
+class NotOnHealthPort final : public grpc::CallbackGenericService {
+ public:
+  grpc::ServerGenericBidiReactor* CreateReactor(
+      grpc::GenericCallbackServerContext* context) override {
+    return new RefusedReactor<grpc::ServerGenericBidiReactor>(grpc::Status(
+        grpc::StatusCode::UNIMPLEMENTED,
+        absl::StrCat(context->method(),
+                     " is not served on the health port (--health-listen), which serves "
+                     "grpc.health.v1.Health alone; call it on the main port (--listen)")));
+  }
+};
+
 // A server with no service of its own: gRPC adds its default health service to it
-// (EnableDefaultHealthCheckService), and nothing else.
-absl::StatusOr<std::unique_ptr<grpc::Server>> StartHealthServer(const std::string& listen,
-                                                                 std::string& address) {
+// (EnableDefaultHealthCheckService), and nothing else. It serves without TLS or tokens,
+// possibly beyond loopback, so no plugin may add reflection, which would list every
+// service's descriptors to anyone (docs/security.md). `others` (borrowed, outliving the
+// server) answers the rest; gRPC also needs some service of the server's own, callback or
+// sync, to poll for calls at all.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartHealthServer(
+    const std::string& listen, grpc::CallbackGenericService* others, std::string& address) {
   grpc::ServerBuilder builder;
+  builder.SetOption(std::make_unique<NoPlugins>());
+  builder.RegisterCallbackGenericService(others);
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -78,6 +111,7 @@ struct Server::Services {
   // Used when the options bring no registry: optimizers then live as long as the server.
   core::OptimizerRegistry own_optimizers;
   TrainingService training;
+  NotOnHealthPort not_on_health_port;
 };
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
@@ -89,6 +123,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // would link health.pb.cc: naming its descriptor here does, and puts
   // grpc/health/v1/health.proto in the pool beside paramd's own files.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  // Process-wide: every ServerBuilder made from here on gets v1alpha reflection, so the
+  // health server strips it (NoPlugins).
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   auto credentials = ServerCredentialsFor(options.tls);
   if (!credentials.ok()) return credentials.status();
@@ -144,7 +180,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   server->address_ = BoundAddress(options.listen, port);
   if (!options.health_listen.empty()) {
-    auto health = StartHealthServer(options.health_listen, server->health_address_);
+    auto health = StartHealthServer(options.health_listen, &server->services_->not_on_health_port,
+                                    server->health_address_);
     if (!health.ok()) return health.status();
     server->health_server_ = std::move(*health);
   }

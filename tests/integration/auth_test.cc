@@ -566,6 +566,19 @@ TEST_F(AuthTest, HealthListenServesHealthAloneInPlaintext) {
   auto channel = grpc::CreateChannel(health_address, grpc::InsecureChannelCredentials());
   EXPECT_EQ(CallGeneric(channel, "/paramd.v1.Models/ListModels", kAdminToken).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
+  // Nor reflection, which would list every service's descriptors to anyone.
+  for (const char* reflection : {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                 "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"}) {
+    const grpc::Status status = CallGeneric(channel, reflection, "");
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+        << reflection << ": " << CodeName(status.error_code()) << " " << status.error_message();
+  }
+  // The main port serves both, to a caller with TLS.
+  for (const char* reflection : {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                 "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"}) {
+    const grpc::Status status = CallGeneric(TlsChannel(/*client_cert=*/true), reflection, "");
+    EXPECT_NE(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << reflection;
+  }
   // The main port still wants TLS: a plaintext health check there fails.
   auto main_plain = grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials());
   EXPECT_EQ(CallGeneric(main_plain, "/grpc.health.v1.Health/Check", "").error_code(),
