@@ -65,6 +65,9 @@ absl::StatusOr<ForwardAnswer> RunForward(Model& model, absl::Span<const NamedTen
         answer.training = pinned.root->training();
         break;
     }
+    if (answer.training && options.may_train) {
+      PARAMD_RETURN_IF_ERROR(options.may_train(options.mode == ForwardMode::kModel));
+    }
     PARAMD_ASSIGN_OR_RETURN(
         ForwardResult result,
         Forward(*pinned.root, inputs,

@@ -32,6 +32,11 @@ struct RunForwardOptions {
   // Polled before each attempt and before each module call inside it; when it returns
   // true the call ends with CANCELLED and nothing is committed. May be empty.
   std::function<bool()> cancelled;
+  // Asked before a training-mode forward runs, with whether the mode is the pinned
+  // version's own (kModel) rather than the caller's: such a forward may commit, so a caller
+  // allowed only to read is refused here. A non-OK answer ends the call with it; nothing
+  // runs and nothing is committed. May be empty (allowed).
+  std::function<absl::Status(bool model_mode)> may_train;
 };
 
 struct ForwardAnswer {

@@ -27,6 +27,18 @@ namespace {
 // what creates, deletes, moves or writes whole models and files `admin`. Health and both
 // reflection versions are open (gRPC's own handlers serve them; they reveal no model data).
 //
+// Note [Forward role]: Forward is here as kRead, what an eval-mode forward needs. A
+// training-mode forward commits BatchNorm's running statistics as a new version, a write, so
+// it needs kWrite as well. Its mode is known only from the request (FORWARD_MODE_TRAIN) or,
+// when the request leaves it unset, from the model's own flag in the version the forward
+// pins; so the inference service asks AuthorizeRequest from inside RunForward, on that
+// version, before anything runs (a SetMode between a check and the pin cannot slip a
+// training forward past it). A `read` token is refused with PERMISSION_DENIED and must ask
+// for FORWARD_MODE_EVAL; it is not run in eval mode behind its back, since its answer would
+// not be the one the model's mode promises (dropout, batch statistics). Every training-mode
+// forward needs kWrite, with or without BatchNorm in the model: the role follows from the
+// request, not from what the model holds.
+//
 // Optimizer RPCs to come: PushGradients, Step, ZeroGrad, SetHyperparameters: kWrite;
 // CreateOptimizer, DeleteOptimizer, LoadOptimizerState: kAdmin; GetOptimizerState,
 // ListOptimizers: kRead.
@@ -57,7 +69,7 @@ constexpr MethodRole kMethodRoles[] = {
     {"/paramd.v1.Checkpoints/UploadStatus", Role::kRead},
     {"/paramd.v1.Checkpoints/Download", Role::kRead},
     {"/paramd.v1.Checkpoints/Snapshot", Role::kAdmin},
-    {"/paramd.v1.Inference/Forward", Role::kRead},
+    {"/paramd.v1.Inference/Forward", Role::kRead},  // kWrite in training mode: Note [Forward role]
     {"/paramd.v1.Training/CreateOptimizer", Role::kAdmin},
     {"/paramd.v1.Training/PushGradients", Role::kWrite},
     {"/paramd.v1.Training/Step", Role::kWrite},
@@ -307,7 +319,8 @@ std::string Authenticator::TokenName(const grpc::ServerContextBase& context) con
 }
 
 grpc::Status Authenticator::Check(const grpc::ServerContextBase& context, absl::string_view method,
-                                  Role needed) const {
+                                  Role needed, absl::string_view what,
+                                  absl::string_view instead) const {
   const std::optional<std::string> bearer = BearerToken(context);
   if (!bearer || bearer->empty()) {
     return Refuse(method, "none", grpc::StatusCode::UNAUTHENTICATED,
@@ -323,10 +336,12 @@ grpc::Status Authenticator::Check(const grpc::ServerContextBase& context, absl::
                   "token, or ask the operator for one");
   }
   if (found->role < needed) {
-    return Refuse(method, found->name, grpc::StatusCode::PERMISSION_DENIED,
-                  absl::StrCat(method, " needs role '", RoleName(needed), "'; token ",
-                               QuoteName(found->name), " has role '", RoleName(found->role),
-                               "'; use a token with role '", RoleName(needed), "' or above"));
+    return Refuse(
+        method, found->name, grpc::StatusCode::PERMISSION_DENIED,
+        absl::StrCat(what.empty() ? method : what, " needs role '", RoleName(needed), "'; token ",
+                     QuoteName(found->name), " has role '", RoleName(found->role), "'; ", instead,
+                     instead.empty() ? "" : ", or ", "use a token with role '", RoleName(needed),
+                     "' or above"));
   }
   return grpc::Status::OK;
 }
@@ -342,6 +357,13 @@ grpc::Status Authorize(const Authenticator* auth, const grpc::ServerContextBase&
   }
   if (*needed == Role::kOpen || auth == nullptr) return grpc::Status::OK;
   return auth->Check(context, method, *needed);
+}
+
+grpc::Status AuthorizeRequest(const Authenticator* auth, const grpc::ServerContextBase& context,
+                              absl::string_view method, Role needed, absl::string_view what,
+                              absl::string_view instead) {
+  if (auth == nullptr) return grpc::Status::OK;
+  return auth->Check(context, method, needed, what, instead);
 }
 
 }  // namespace paramd::service

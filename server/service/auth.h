@@ -70,8 +70,10 @@ class Authenticator {
 
   // OK when the call's `authorization: Bearer TOKEN` names a token whose role is at least
   // `needed`; UNAUTHENTICATED without a known token, PERMISSION_DENIED for too weak a role.
-  grpc::Status Check(const grpc::ServerContextBase& context, absl::string_view method,
-                     Role needed) const;
+  // The refusal says "`what` needs role ..." (`what` defaults to `method`) and offers
+  // `instead`, when set, before the stronger token.
+  grpc::Status Check(const grpc::ServerContextBase& context, absl::string_view method, Role needed,
+                     absl::string_view what = {}, absl::string_view instead = {}) const;
 
   // The name of the token the call carries, for logs: "none" without one, "unknown" for
   // one the file does not hold. Never the token itself.
@@ -104,6 +106,13 @@ class Authenticator {
 // logged with the method and the token's name, never the token.
 grpc::Status Authorize(const Authenticator* auth, const grpc::ServerContextBase& context,
                        absl::string_view method);
+
+// For what a call asks beyond its method's entry in the role table, once its request says
+// it (Note [Forward role]): OK when `auth` is null or the call's token has `needed`; else
+// Check's refusal, about `what`, offering `instead`.
+grpc::Status AuthorizeRequest(const Authenticator* auth, const grpc::ServerContextBase& context,
+                              absl::string_view method, Role needed, absl::string_view what,
+                              absl::string_view instead);
 
 // A streaming reactor that finishes at once with `status`, reading nothing.
 template <typename Reactor>

@@ -23,6 +23,8 @@
 namespace paramd::service {
 namespace {
 
+constexpr char kForwardMethod[] = "/paramd.v1.Inference/Forward";
+
 struct ForwardCall {
   v1::ForwardOptions options;
   std::vector<core::NamedTensor> inputs;
@@ -206,9 +208,10 @@ class ForwardReactor final
  public:
   ForwardReactor(grpc::CallbackServerContext* context, core::ModelRegistry* registry,
                  Executor* executor, IdleWatchdog* watchdog, CheapRepeats* repeats,
-                 Metrics* metrics)
+                 Metrics* metrics, const Authenticator* auth)
       : context_(context),
         registry_(registry),
+        auth_(auth),
         watchdog_(watchdog),
         repeats_(repeats),
         metrics_(metrics) {
@@ -322,13 +325,30 @@ class ForwardReactor final
                          {.mode = mode,
                           .seed = call_.options.seed(),
                           .if_version = if_version,
-                          .cancelled = [this] { return context_->IsCancelled(); }}));
+                          .cancelled = [this] { return context_->IsCancelled(); },
+                          .may_train = [this](bool model_mode) { return MayTrain(model_mode); }}));
     const absl::Duration took = absl::Now() - start;
     repeats_->Record(model_, answer.version, signature_, took);
     if (metrics_ != nullptr) metrics_->ObserveForward(model_->name(), absl::ToDoubleSeconds(took));
     PARAMD_ASSIGN_OR_RETURN(frames_, AnswerFrames::Make(model_->name(), std::move(answer),
                                                         call_.options.wire_dtype()));
     return absl::OkStatus();
+  }
+
+  // A training-mode forward commits, so it needs role `write` (Note [Forward role]).
+  absl::Status MayTrain(bool model_mode) {
+    const std::string what =
+        model_mode ? absl::StrCat(kForwardMethod, " with the mode left unset runs model ",
+                                  QuoteName(model_->name()), " in its training mode, which")
+                   : absl::StrCat(kForwardMethod, " in training mode (FORWARD_MODE_TRAIN)");
+    const grpc::Status allowed = AuthorizeRequest(
+        auth_, *context_, kForwardMethod, Role::kWrite,
+        absl::StrCat(what, " can commit BatchNorm running statistics, so it"),
+        absl::StrCat("ask for FORWARD_MODE_EVAL", model_mode ? " explicitly" : "",
+                     " (paramctl forward --eval; Python model.run(..., mode=\"eval\"))"));
+    if (allowed.ok()) return absl::OkStatus();
+    return absl::Status(static_cast<absl::StatusCode>(allowed.error_code()),
+                        allowed.error_message());
   }
 
   // Starts the answer, or ends the call with `status`.
@@ -362,7 +382,8 @@ class ForwardReactor final
 
   grpc::CallbackServerContext* const context_;
   core::ModelRegistry* const registry_;
-  IdleWatchdog* const watchdog_;  // not owned
+  const Authenticator* const auth_;  // may be null
+  IdleWatchdog* const watchdog_;     // not owned
   CheapRepeats* const repeats_;
   Metrics* const metrics_;  // may be null
   std::shared_ptr<Executor::Ticket> ticket_;
@@ -385,10 +406,10 @@ grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* InferenceServi
     grpc::CallbackServerContext* context) {
   if (auto* refused =
           RefuseUnlessAllowed<grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>>(
-              auth_, context, "/paramd.v1.Inference/Forward")) {
+              auth_, context, kForwardMethod)) {
     return refused;
   }
-  return new ForwardReactor(context, registry_, executor_, watchdog_, &repeats_, metrics_);
+  return new ForwardReactor(context, registry_, executor_, watchdog_, &repeats_, metrics_, auth_);
 }
 
 }  // namespace paramd::service

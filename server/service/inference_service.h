@@ -1,6 +1,8 @@
 // paramd.v1.Inference: forward passes. Translation only: the stream to named tensors and
 // back, the proto's options to core::RunForward's (server/core/run_forward.h), which pins
-// the version, runs the forward and commits BatchNorm's running statistics.
+// the version, runs the forward and commits BatchNorm's running statistics. Forward needs
+// role `read`, and `write` in training mode, checked on the pinned version before the
+// forward runs (Note [Forward role] in auth.cc).
 //
 // Threading: Forward is a callback handler. It is admitted when it starts (Note [Call
 // admission] in executor.h), its inputs are assembled on gRPC's callback threads as they

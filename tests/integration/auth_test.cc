@@ -381,6 +381,62 @@ TEST_F(AuthTest, RefusedCallsChangeNothing) {
   EXPECT_EQ(admin->DescribeModel("m")->version, version + 1);
 }
 
+// A training-mode forward commits BatchNorm's running statistics as a new version: a write,
+// which a `read` token may not make through Forward (Note [Forward role] in auth.cc).
+TEST_F(AuthTest, TrainingModeForwardNeedsWriteAndAReadTokenChangesNothing) {
+  StartDaemon(/*mutual=*/false);
+  std::unique_ptr<client::Client> admin = Connect(kAdminToken);
+  ASSERT_TRUE(admin->CreateModel("bn", kBatchNormSpec).ok());
+  ASSERT_TRUE(admin->Model("bn").SetMode(false).ok());  // eval
+  auto state = [&] {
+    auto mean = admin->Model("bn").GetTensor("1.running_mean");
+    EXPECT_TRUE(mean.ok()) << mean.status();
+    return std::make_pair(admin->DescribeModel("bn")->version,
+                          mean.ok() ? mean->ToDoubles() : std::vector<double>());
+  };
+  const auto before = state();
+  const client::HostTensor x = Floats({4, 2}, {1, 2, 3, 4, 5, 6, 7, 8});
+  client::ForwardOptions train, eval, model;
+  train.mode = client::ForwardMode::kTrain;
+  eval.mode = client::ForwardMode::kEval;
+
+  std::unique_ptr<client::Client> reader = Connect(kReadToken);
+  client::RemoteModel bn = reader->Model("bn");
+  // Asked for explicitly, on an eval-mode model.
+  auto refused = bn.Forward(x, train);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("/paramd.v1.Inference/Forward in training mode (FORWARD_MODE_TRAIN)"));
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("needs role 'write'; token 'reader' has role 'read'; ask for "
+                        "FORWARD_MODE_EVAL"));
+  EXPECT_EQ(state(), before);
+  // Eval forwards stay open to it, asked for or the model's own mode.
+  auto evaluated = bn.Forward(x, eval);
+  ASSERT_TRUE(evaluated.ok()) << evaluated.status();
+  EXPECT_EQ(evaluated->updated_version, 0u);
+  EXPECT_TRUE(bn.Forward(x, model).ok());
+  EXPECT_EQ(state(), before);
+
+  // The model's own mode, training, with the mode left unset: refused as well.
+  ASSERT_TRUE(admin->Model("bn").SetMode(true).ok());
+  const auto training = state();
+  refused = bn.Forward(x, model);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+  EXPECT_THAT(refused.status().message(), HasSubstr("runs model 'bn' in its training mode"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("ask for FORWARD_MODE_EVAL explicitly"));
+  EXPECT_EQ(state(), training);
+  EXPECT_TRUE(bn.Forward(x, eval).ok());
+  EXPECT_EQ(state(), training);
+  EXPECT_THAT(daemon_->Log(), HasSubstr("method=/paramd.v1.Inference/Forward token=reader"));
+
+  // A `write` token commits, as before.
+  auto trained = Connect(kWriteToken)->Model("bn").Forward(x, train);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->updated_version, training.first + 1);
+  EXPECT_NE(state().second, training.second);
+}
+
 // Waits up to `seconds` for `done`; the seconds it took, or -1.
 template <typename Fn>
 double WaitFor(double seconds, Fn done) {

@@ -64,6 +64,27 @@ TEST(RunForwardTest, TrainingCommitsBatchNormStatisticsAsTheNextVersion) {
   EXPECT_NEAR(mean[1], 0.4, 1e-6);
 }
 
+TEST(RunForwardTest, MayTrainIsAskedForTrainingModeAloneAndItsRefusalCommitsNothing) {
+  Model model = MakeModel(kBatchNormSpec);  // in training mode
+  std::vector<bool> asked;                  // model_mode of each question
+  const auto refuse = [&](bool model_mode) {
+    asked.push_back(model_mode);
+    return absl::PermissionDeniedError("no");
+  };
+  absl::StatusOr<ForwardAnswer> answer =
+      RunForward(model, Input(), {.mode = ForwardMode::kTrain, .may_train = refuse});
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kPermissionDenied);
+  answer = RunForward(model, Input(), {.mode = ForwardMode::kModel, .may_train = refuse});
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(asked, std::vector<bool>({false, true}));
+  EXPECT_EQ(model.version(), 1u);
+  // Eval forwards never ask, whether chosen for the call or the model's own mode.
+  EXPECT_TRUE(RunForward(model, Input(), {.mode = ForwardMode::kEval, .may_train = refuse}).ok());
+  ASSERT_TRUE(model.SetTraining(false, std::nullopt).ok());
+  EXPECT_TRUE(RunForward(model, Input(), {.mode = ForwardMode::kModel, .may_train = refuse}).ok());
+  EXPECT_EQ(asked.size(), 2u);
+}
+
 TEST(RunForwardTest, IfVersionMismatchIsAbortedWithoutRunning) {
   Model model = MakeModel(kBatchNormSpec);
   absl::StatusOr<ForwardAnswer> answer =
