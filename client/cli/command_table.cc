@@ -149,7 +149,8 @@ const std::vector<Command>& Commands() {
            "  paramctl set net 0.weight --in weight.npy --if-version 7\n"
            "A .npy file is checked first (header and size), then sent chunk by chunk from\n"
            "it (a Fortran-ordered one is read whole, to be reordered); a file cut on the\n"
-           "way cancels the write, which changes nothing. Prints the new model version.",
+           "way cancels the write, which changes nothing. FILE.npy must be a regular file,\n"
+           "not a pipe or a directory. Prints the new model version.",
        .min_args = 2,
        .max_args = 2,
        .flags = {{"in", "FILE.npy", "the values, from a .npy file"},
@@ -200,6 +201,8 @@ const std::vector<Command>& Commands() {
                   "(structure, headers, sizes) first, then sent chunk by chunk from it: stored\n"
                   "(np.savez) or deflated (np.savez_compressed) members, each one's CRC-32\n"
                   "checked before its last chunk leaves; a corrupt member cancels the load.\n"
+                  "FILE.npz must be a regular file, not a pipe or a directory (a .safetensors\n"
+                  "or .pt checkpoint is loaded by the daemon: `upload` it, then `load`).\n"
                   "Prints PyTorch's result\n"
                   "(<All keys matched successfully> or _IncompatibleKeys(...)) and the new\n"
                   "model version.",

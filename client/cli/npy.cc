@@ -1,5 +1,7 @@
 #include "client/cli/npy.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -20,9 +22,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "base/zip/zip.h"
-#include "base/status_macros.h"
 #include "base/half.h"
+#include "base/status_macros.h"
+#include "base/zip/zip.h"
 
 namespace paramd::cli {
 namespace {
@@ -341,6 +343,12 @@ struct FileCloser {
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::unique_ptr<FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
   if (file == nullptr) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open '", path, "'"));
+  // A pipe is read to its end here; a directory would fail the read with a bare EISDIR.
+  struct stat info;
+  if (fstat(fileno(file.get()), &info) == 0 && S_ISDIR(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' is a directory; a .npy or .npz file is wanted"));
+  }
   std::string bytes;
   char buffer[1 << 16];
   while (true) {
@@ -381,15 +389,34 @@ absl::Span<const uint8_t> AsBytes(absl::string_view bytes) {
   return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
 }
 
+// The magic and version bytes are all there.
+absl::Status CheckPreamble(absl::string_view bytes, absl::string_view source) {
+  auto invalid = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+  };
+  // Callers hand over the whole file (or member) when it is this short, so a start of the
+  // magic that stops early is a file cut short, not some other kind of file.
+  const size_t preamble = kNpyMagic.size() + 2;
+  if (bytes.empty()) return invalid("empty (0 bytes), not a .npy file");
+  if (bytes.size() < preamble &&
+      bytes.substr(0, kNpyMagic.size()) == kNpyMagic.substr(0, bytes.size())) {
+    return invalid(absl::StrCat("truncated: it ends after ", bytes.size(),
+                                " bytes, inside the .npy magic and version (", preamble,
+                                " bytes, then the header); write the file again"));
+  }
+  if (bytes.size() < preamble || bytes.substr(0, kNpyMagic.size()) != kNpyMagic) {
+    return invalid("not a .npy file (missing the \\x93NUMPY magic)");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<NpyLayout> ParseNpyHeader(absl::string_view bytes, absl::string_view source) {
   auto invalid = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
   };
-  if (bytes.size() < kNpyMagic.size() + 2 || bytes.substr(0, kNpyMagic.size()) != kNpyMagic) {
-    return invalid("not a .npy file (missing the \\x93NUMPY magic)");
-  }
+  PARAMD_RETURN_IF_ERROR(CheckPreamble(bytes, source));
   const int major = static_cast<unsigned char>(bytes[6]);
   const int minor = static_cast<unsigned char>(bytes[7]);
   if (major < 1 || major > 3 || minor != 0) {

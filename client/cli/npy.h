@@ -57,7 +57,8 @@ struct NpyLayout {
 absl::StatusOr<std::string> NpzMemberName(const std::string& name, std::set<std::string>& names);
 
 // Parses the header at the start of `bytes` (which may hold the data after it, or only part
-// of it). Errors as ParseNpy's.
+// of it, but all of the file when the file is shorter than its first 10 bytes: a start of
+// the magic is then reported as a truncated file). Errors as ParseNpy's.
 absl::StatusOr<NpyLayout> ParseNpyHeader(absl::string_view bytes,
                                          absl::string_view source = "npy data");
 

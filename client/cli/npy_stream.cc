@@ -8,12 +8,14 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "client/cli/local_file.h"
 
 namespace paramd::cli {
 namespace {
@@ -128,6 +130,18 @@ absl::StatusOr<std::unique_ptr<NpyFileReader>> NpyFileReader::Open(const std::st
   struct stat info;
   if (fstat(fd, &info) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
+  }
+  // The file is read at offsets and mapped, and its size must be known before anything is
+  // sent: a pipe or a device offers none of that.
+  if (std::optional<std::string> kind = NonRegularKind(info)) {
+    if (S_ISDIR(info.st_mode)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", path, "' is a directory; --in needs a .npy file"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", path, "' is ", *kind,
+        "; --in needs a regular file (a .npy file is checked whole before it is sent, then "
+        "sent from the file): write the data to a file first"));
   }
   const uint64_t size = static_cast<uint64_t>(info.st_size);
   // A page first, and up to kMaxHeaderBytes only when the header needs more.

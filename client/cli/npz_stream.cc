@@ -8,12 +8,14 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "client/cli/local_file.h"
 
 namespace paramd::cli {
 namespace {
@@ -110,6 +112,19 @@ absl::StatusOr<std::unique_ptr<NpzFileReader>> NpzFileReader::Open(const std::st
   struct stat info;
   if (fstat(fd, &info) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
+  }
+  // An archive is read from its end and mapped whole: a pipe or a device allows neither.
+  if (std::optional<std::string> kind = NonRegularKind(info)) {
+    if (S_ISDIR(info.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", path,
+          "' is a directory; load-state-dict needs an .npz file (a .safetensors or "
+          ".pt checkpoint is loaded by the daemon: `paramctl upload` it, then `paramctl load`)"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", path, "' is ", *kind,
+        "; load-state-dict needs a regular file (an .npz archive is read from its end and "
+        "checked whole before it is sent): write the data to a file first"));
   }
   auto not_npz = [&](const absl::Status& status) {
     return absl::Status(status.code(),

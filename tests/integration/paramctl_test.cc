@@ -65,10 +65,13 @@ class ParamctlTest : public ::testing::Test {
     ASSERT_EQ(std::system(("mkdir -p " + dir_).c_str()), 0);
   }
 
-  Result Run(const std::vector<std::string>& args) {
+  // Runs paramctl with `args`; its standard input is empty, or a pipe from `cat piped` when
+  // `piped` names a file.
+  Result Run(const std::vector<std::string>& args, const std::string& piped = "") {
     std::string command = Quote(BinaryPath("paramctl")) + " --server " + daemon_->address();
     for (const std::string& arg : args) command += " " + Quote(arg);
-    command += " >" + dir_ + "/out 2>" + dir_ + "/err </dev/null";
+    command += " >" + dir_ + "/out 2>" + dir_ + "/err";
+    command = piped.empty() ? command + " </dev/null" : "cat " + Quote(piped) + " | " + command;
     const int status = std::system(command.c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir_ + "/out"),
             ReadFile(dir_ + "/err")};
@@ -419,6 +422,48 @@ TEST_F(ParamctlTest, ACorruptNpzCancelsTheLoadAndChangesNothing) {
   ASSERT_EQ(after.exit_code, 0) << after.err;
   EXPECT_EQ(after.out.substr(after.out.find("version")), saved.out.substr(saved.out.find("version")));
   EXPECT_EQ(ReadFile(again), ReadFile(npz));
+}
+
+// Input that is not a regular file, or is one cut short at its first bytes, is named for
+// what it is before anything is sent, not as a file missing its magic or a device error.
+TEST_F(ParamctlTest, InputThatIsADirectoryAPipeOrCutShortIsNamedForWhatItIs) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  const std::string npy = dir_ + "/w.npy";
+  ASSERT_EQ(Run({"get", "mlp", "linear1.weight", "--out", npy}).exit_code, 0);
+  const std::string npz = dir_ + "/mlp.npz";
+  ASSERT_EQ(Run({"state-dict", "mlp", "--out", npz}).exit_code, 0);
+
+  Result piped = Run({"set", "mlp", "linear1.weight", "--in", "/dev/stdin"}, npy);
+  EXPECT_EQ(piped.exit_code, 1);
+  EXPECT_THAT(piped.err, HasSubstr("'/dev/stdin' is a pipe; --in needs a regular file"));
+  Result piped_npz = Run({"load-state-dict", "mlp", "/dev/stdin"}, npz);
+  EXPECT_EQ(piped_npz.exit_code, 1);
+  EXPECT_THAT(piped_npz.err, HasSubstr("'/dev/stdin' is a pipe; load-state-dict needs a regular"));
+
+  Result dir = Run({"set", "mlp", "linear1.weight", "--in", dir_});
+  EXPECT_EQ(dir.exit_code, 1);
+  EXPECT_THAT(dir.err, HasSubstr("'" + dir_ + "' is a directory; --in needs a .npy file"));
+  Result dir_npz = Run({"load-state-dict", "mlp", dir_});
+  EXPECT_EQ(dir_npz.exit_code, 1);
+  EXPECT_THAT(dir_npz.err, HasSubstr("'" + dir_ +
+                                     "' is a directory; load-state-dict needs an "
+                                     ".npz file (a .safetensors or .pt checkpoint"));
+  EXPECT_THAT(dir_npz.err, Not(HasSubstr("No such device")));
+
+  const std::string magic = dir_ + "/magic.npy";
+  std::ofstream(magic, std::ios::binary) << ReadFile(npy).substr(0, 6);
+  Result cut = Run({"set", "mlp", "linear1.weight", "--in", magic});
+  EXPECT_EQ(cut.exit_code, 1);
+  EXPECT_THAT(cut.err, HasSubstr(magic + ": truncated: it ends after 6 bytes"));
+  const std::string cut_npz = dir_ + "/cut.npz";
+  std::ofstream(cut_npz, std::ios::binary) << ReadFile(npz).substr(0, 100);
+  Result cut_archive = Run({"load-state-dict", "mlp", cut_npz});
+  EXPECT_EQ(cut_archive.exit_code, 1);
+  EXPECT_THAT(cut_archive.err, HasSubstr("the file is truncated or not a zip"));
+
+  Result after = Run({"describe", "mlp", "--json"});
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(nlohmann::json::parse(after.out)["version"], 1);
 }
 
 mode_t FileType(const std::string& path) {

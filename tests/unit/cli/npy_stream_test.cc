@@ -307,7 +307,11 @@ TEST(NpyFileReaderTest, RefusesHostileFilesAtOpenAsReadNpyDoes) {
   const std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }";
   const std::string good = Npy(dict, std::string(16, '\0'));
   const std::vector<Hostile> cases = {
-      {"empty", "", "missing the \\x93NUMPY magic"},
+      {"empty", "", "empty (0 bytes), not a .npy file"},
+      {"the magic alone", "\x93NUMPY", "truncated: it ends after 6 bytes, inside the .npy magic"},
+      {"part of the magic", "\x93NUM", "truncated: it ends after 4 bytes"},
+      {"the magic and a version", "\x93NUMPY\x01", "truncated: it ends after 7 bytes"},
+      {"another file", "PK\x03\x04 not npy", "missing the \\x93NUMPY magic"},
       {"truncated data", good.substr(0, good.size() - 1), "truncated data: shape (2, 2)"},
       {"trailing data", good + "x", "trailing data"},
       {"header lies about its size", good.substr(0, 8) + "\xff\xff" + good.substr(10),
@@ -346,6 +350,28 @@ TEST(NpyFileReaderTest, RefusesHostileFilesAtOpenAsReadNpyDoes) {
   }
   absl::StatusOr<std::unique_ptr<NpyFileReader>> missing = NpyFileReader::Open(TempPath("none"));
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+}
+
+// The reader maps the file and reads it at offsets after checking its size: a directory, a
+// pipe or a device is refused for what it is, before anything is read or sent.
+TEST(NpyFileReaderTest, RefusesADirectoryOrAPipeForWhatItIs) {
+  absl::StatusOr<std::unique_ptr<NpyFileReader>> dir = NpyFileReader::Open(::testing::TempDir());
+  EXPECT_EQ(dir.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(dir.status().message(), HasSubstr("is a directory; --in needs a .npy file"));
+  absl::StatusOr<HostTensor> whole = ReadNpy(::testing::TempDir());
+  EXPECT_THAT(whole.status().message(), HasSubstr("is a directory; a .npy or .npz file"));
+
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const std::string path = absl::StrCat("/proc/self/fd/", fds[0]);
+  absl::StatusOr<std::unique_ptr<NpyFileReader>> piped = NpyFileReader::Open(path);
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_EQ(piped.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(piped.status().message(),
+              HasSubstr("'" + path + "' is a pipe; --in needs a regular file"));
+  absl::StatusOr<std::unique_ptr<NpyFileReader>> device = NpyFileReader::Open("/dev/zero");
+  EXPECT_THAT(device.status().message(), HasSubstr("'/dev/zero' is a character device"));
 }
 
 TEST(NpyFileReaderTest, AFileCutWhileItIsReadFailsThatRead) {

@@ -367,6 +367,25 @@ TEST(NpzFileReaderTest, RefusesHostileArchivesAtOpen) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
 }
 
+// Open maps the archive and reads it from its end: a directory or a pipe is refused for what
+// it is (mmap(2) would say "No such device"), with what load-state-dict wants instead.
+TEST(NpzFileReaderTest, RefusesADirectoryOrAPipeForWhatItIs) {
+  absl::StatusOr<std::unique_ptr<NpzFileReader>> dir = NpzFileReader::Open(::testing::TempDir());
+  EXPECT_EQ(dir.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(dir.status().message(),
+              HasSubstr("is a directory; load-state-dict needs an .npz file (a .safetensors or "
+                        ".pt checkpoint"));
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const std::string path = absl::StrCat("/proc/self/fd/", fds[0]);
+  absl::StatusOr<std::unique_ptr<NpzFileReader>> piped = NpzFileReader::Open(path);
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_EQ(piped.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(piped.status().message(),
+              HasSubstr("'" + path + "' is a pipe; load-state-dict needs a regular file"));
+}
+
 TEST(NpzFileReaderTest, ACorruptMemberFailsOnItsLastChunkBeforeHandingItOut) {
   const std::string data(64, '\x02');
   const std::string member =
