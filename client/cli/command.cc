@@ -23,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "base/status_macros.h"
+#include "client/cli/local_file.h"
 #include "client/cli/region.h"
 #include "nlohmann/json.hpp"
 #include "paramd/client.h"
@@ -137,6 +138,20 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   text << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read '", path, "'"));
   return text.str();
+}
+
+absl::StatusOr<std::string> ReadSpec(const std::string& path) {
+  PARAMD_ASSIGN_OR_RETURN(std::string spec, ReadFile(path));
+  const std::string name =
+      path == "-" ? "the spec on stdin" : absl::StrCat("spec file '", path, "'");
+  if (std::optional<size_t> bad = FirstNonUtf8(spec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, " is not UTF-8: byte 0x",
+        absl::Hex(static_cast<unsigned char>(spec[*bad]), absl::kZeroPad2), " at offset ", *bad,
+        " starts no UTF-8 character; a spec is JSON text, which must be UTF-8 (convert the "
+        "file, for example with iconv -t UTF-8)"));
+  }
+  return spec;
 }
 
 // The module path argument: "" or "." name the root.

@@ -122,6 +122,9 @@ json TensorMetaJson(const std::string& name, const HostTensor& t);
 
 // The bytes of `path`, or of stdin for "-".
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+// The JSON spec file `path` ('-': stdin) as the text a request carries. INVALID_ARGUMENT
+// naming the file and the byte offset when it is not UTF-8 (a protobuf string must be).
+absl::StatusOr<std::string> ReadSpec(const std::string& path);
 // The module path argument: "" or "." name the root.
 std::string ModulePath(const std::string& text);
 

@@ -101,7 +101,7 @@ absl::Status RunLoad(Context& ctx, const Args& args) {
     PARAMD_RETURN_IF_ERROR(ParseMapLocation(*location, options));
   }
   if (const std::optional<std::string> spec = args.Get("spec")) {
-    PARAMD_ASSIGN_OR_RETURN(options.spec_json, ReadFile(*spec));
+    PARAMD_ASSIGN_OR_RETURN(options.spec_json, ReadSpec(*spec));
   }
   options.device = args.Get("device").value_or("");
   options.optimizer = args.Get("optimizer").value_or("");

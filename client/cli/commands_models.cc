@@ -50,7 +50,7 @@ absl::Status RunCreate(Context& ctx, const Args& args) {
   if (!spec_path)
     return UsageError("create needs --spec FILE (a JSON model spec; '-' reads stdin)");
   PARAMD_ASSIGN_OR_RETURN(uint64_t seed, ParseUint(args, "seed"));
-  PARAMD_ASSIGN_OR_RETURN(std::string spec, ReadFile(*spec_path));
+  PARAMD_ASSIGN_OR_RETURN(std::string spec, ReadSpec(*spec_path));
   PARAMD_ASSIGN_OR_RETURN(
       client::ModelInfo info,
       ctx.client->CreateModel(name, spec, args.Get("device").value_or("cpu"), seed));

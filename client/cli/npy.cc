@@ -25,6 +25,7 @@
 #include "base/half.h"
 #include "base/status_macros.h"
 #include "base/zip/zip.h"
+#include "client/cli/local_file.h"
 
 namespace paramd::cli {
 namespace {
@@ -584,7 +585,9 @@ absl::StatusOr<NamedTensors> ParseNpz(absl::string_view bytes, absl::string_view
   absl::StatusOr<std::vector<std::string>> names = zip::Reader::ListNames(AsBytes(bytes));
   if (!names.ok()) return not_npz(names.status());
   std::set<std::string> keys;
-  for (const std::string& member : *names) {
+  for (size_t i = 0; i < names->size(); ++i) {
+    const std::string& member = (*names)[i];
+    PARAMD_RETURN_IF_ERROR(CheckNpzMemberNameUtf8(member, i + 1, source));
     if (absl::EndsWith(member, "/")) continue;  // a directory
     if (!keys.insert(NpzKey(member)).second) {
       return absl::InvalidArgumentError(
@@ -606,6 +609,15 @@ absl::StatusOr<NamedTensors> ParseNpz(absl::string_view bytes, absl::string_view
     tensors.emplace_back(NpzKey(entry.name), std::move(tensor));
   }
   return tensors;
+}
+
+absl::Status CheckNpzMemberNameUtf8(absl::string_view name, size_t number,
+                                    absl::string_view source) {
+  if (!FirstNonUtf8(name).has_value()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "member ", number, " of '", source, "' has a name that is not UTF-8 (bytes ", HexBytes(name),
+      "): tensor names are sent as UTF-8 text; save the arrays again under ",
+      "str keys (np.savez writes them in UTF-8)"));
 }
 
 absl::StatusOr<std::string> NpzMemberName(const std::string& name, std::set<std::string>& names) {

@@ -56,6 +56,12 @@ struct NpyLayout {
 // short enough for a ZIP member. INVALID_ARGUMENT otherwise.
 absl::StatusOr<std::string> NpzMemberName(const std::string& name, std::set<std::string>& names);
 
+// OK when `name`, the name of member `number` (counted from 1, in central directory order)
+// of the .npz `source`, is UTF-8. Its key travels in a protobuf string field, which must be
+// UTF-8, so another name is INVALID_ARGUMENT naming the member by number and bytes.
+absl::Status CheckNpzMemberNameUtf8(absl::string_view name, size_t number,
+                                    absl::string_view source);
+
 // Parses the header at the start of `bytes` (which may hold the data after it, or only part
 // of it, but all of the file when the file is shorter than its first 10 bytes: a start of
 // the magic is then reported as a truncated file). Errors as ParseNpy's.

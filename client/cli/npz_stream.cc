@@ -141,7 +141,9 @@ absl::StatusOr<std::unique_ptr<NpzFileReader>> NpzFileReader::Open(const std::st
   absl::StatusOr<std::vector<std::string>> names = zip::Reader::ListNames(bytes);
   if (!names.ok()) return not_npz(names.status());
   std::set<std::string> keys;
-  for (const std::string& member : *names) {
+  for (size_t i = 0; i < names->size(); ++i) {
+    const std::string& member = (*names)[i];
+    PARAMD_RETURN_IF_ERROR(CheckNpzMemberNameUtf8(member, i + 1, path));
     if (absl::EndsWith(member, "/")) continue;  // a directory
     if (!keys.insert(NpzKey(member)).second) {
       return absl::InvalidArgumentError(

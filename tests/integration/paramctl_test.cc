@@ -466,6 +466,45 @@ TEST_F(ParamctlTest, InputThatIsADirectoryAPipeOrCutShortIsNamedForWhatItIs) {
   EXPECT_EQ(nlohmann::json::parse(after.out)["version"], 1);
 }
 
+// Protobuf strings must be UTF-8: a tensor name or spec that is not would reach the daemon
+// as an unparseable request after a protobuf error line. paramctl refuses it first, naming
+// the file and where in it.
+TEST_F(ParamctlTest, TextThatIsNotUtf8IsRefusedNamingTheFileBeforeAnythingIsSent) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  const std::string npz = dir_ + "/mlp.npz";
+  ASSERT_EQ(Run({"state-dict", "mlp", "--out", npz}).exit_code, 0);
+  std::string bytes = ReadFile(npz);
+  // linear1.weight's member name, in its local header and in the central directory.
+  for (size_t at = bytes.find("linear1.weight"); at != std::string::npos;
+       at = bytes.find("linear1.weight", at + 1)) {
+    bytes[at + 1] = '\xff';
+  }
+  const std::string bad = dir_ + "/bad.npz";
+  std::ofstream(bad, std::ios::binary) << bytes;
+  Result loaded = Run({"load-state-dict", "mlp", bad, "--no-strict"});
+  EXPECT_EQ(loaded.exit_code, 1);
+  // Member 2: kMlpSpec's state_dict holds w1 first.
+  EXPECT_THAT(loaded.err, HasSubstr("member 2 of '" + bad +
+                                    "' has a name that is not UTF-8 "
+                                    "(bytes 6c ff 6e 65 61 72 31"));
+  EXPECT_THAT(loaded.err, Not(HasSubstr("libprotobuf")));
+
+  const std::string spec = dir_ + "/binary.json";
+  std::ofstream(spec, std::ios::binary) << std::string("\0\xff\xfe{}", 5);
+  Result created = Run({"create", "b", "--spec", spec});
+  EXPECT_EQ(created.exit_code, 1);
+  EXPECT_THAT(created.err,
+              HasSubstr("spec file '" + spec + "' is not UTF-8: byte 0xff at offset 1"));
+  EXPECT_THAT(created.err, Not(HasSubstr("libprotobuf")));
+  Result load = Run({"load", "c", "x.pt", "--spec", spec});
+  EXPECT_EQ(load.exit_code, 1);
+  EXPECT_THAT(load.err, HasSubstr("is not UTF-8: byte 0xff at offset 1"));
+
+  Result after = Run({"describe", "mlp", "--json"});
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(nlohmann::json::parse(after.out)["version"], 1);
+}
+
 mode_t FileType(const std::string& path) {
   struct stat info {};
   return lstat(path.c_str(), &info) == 0 ? (info.st_mode & S_IFMT) : 0;

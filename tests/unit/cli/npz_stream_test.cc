@@ -386,6 +386,33 @@ TEST(NpzFileReaderTest, RefusesADirectoryOrAPipeForWhatItIs) {
               HasSubstr("'" + path + "' is a pipe; load-state-dict needs a regular file"));
 }
 
+// A member's key travels in a protobuf string field: a name that is not UTF-8 is refused at
+// Open, by its number and bytes, rather than left to the serializer and the daemon.
+TEST(NpzFileReaderTest, RefusesAMemberNameThatIsNotUtf8ByNumberAndBytes) {
+  const std::string member =
+      Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", std::string(4, '\x01'));
+  const std::string npz = Zip({{"a.npy", member}, {"b_\xff\xfe.npy", member}});
+  const std::string path = WriteFile("badutf8.npz", npz);
+  absl::StatusOr<std::unique_ptr<NpzFileReader>> reader = NpzFileReader::Open(path);
+  absl::StatusOr<NamedTensors> whole = ParseNpz(npz, path);
+  std::remove(path.c_str());
+  EXPECT_EQ(reader.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(reader.status().message(),
+              HasSubstr("member 2 of '" + path +
+                        "' has a name that is not UTF-8 (bytes 62 5f ff fe 2e 6e 70 79)"));
+  EXPECT_EQ(whole.status(), reader.status());
+  // Text beyond ASCII is fine.
+  const std::string text = WriteFile("utf8.npz", Zip({{"gr\xc3\xb6\xc3\x9f"
+                                                       "e.npy",
+                                                       member}}));
+  absl::StatusOr<std::unique_ptr<NpzFileReader>> ok = NpzFileReader::Open(text);
+  std::remove(text.c_str());
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->tensors()[0].name,
+            "gr\xc3\xb6\xc3\x9f"
+            "e");
+}
+
 TEST(NpzFileReaderTest, ACorruptMemberFailsOnItsLastChunkBeforeHandingItOut) {
   const std::string data(64, '\x02');
   const std::string member =
