@@ -144,6 +144,17 @@ absl::StatusOr<std::string> ReadSpec(const std::string& path) {
   PARAMD_ASSIGN_OR_RETURN(std::string spec, ReadFile(path));
   const std::string name =
       path == "-" ? "the spec on stdin" : absl::StrCat("spec file '", path, "'");
+  // Refused here, since past the daemon's message limit gRPC would refuse it with only the
+  // two numbers.
+  if (spec.size() > kMaxSpecBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, " is ", spec.size(), " bytes; a spec may be at most ", kMaxSpecBytes,
+        " bytes, as it travels in one request and the daemon takes requests of up to ",
+        kDaemonMessageBytes,
+        " bytes (4 MiB). Share repeated modules with \"ref\" and send "
+        "large tensor values after the create (set --in, load-state-dict) instead of in "
+        "\"init\" (docs/specs.md)"));
+  }
   if (std::optional<size_t> bad = FirstNonUtf8(spec)) {
     return absl::InvalidArgumentError(absl::StrCat(
         name, " is not UTF-8: byte 0x",

@@ -122,8 +122,16 @@ json TensorMetaJson(const std::string& name, const HostTensor& t);
 
 // The bytes of `path`, or of stdin for "-".
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+// The most bytes the daemon receives in one message (SetMaxReceiveMessageSize in
+// server/service/server.cc: four chunks).
+inline constexpr size_t kDaemonMessageBytes = 4 * client::kChunkBytes;
+// A spec travels whole in one request (CreateModel, Checkpoints.Load); the rest of the
+// request (the model name, device, paths) gets the last 64 KiB of a message.
+inline constexpr size_t kMaxSpecBytes = kDaemonMessageBytes - 64 * 1024;
+
 // The JSON spec file `path` ('-': stdin) as the text a request carries. INVALID_ARGUMENT
-// naming the file and the byte offset when it is not UTF-8 (a protobuf string must be).
+// naming the file: over kMaxSpecBytes, with its size and the limit; not UTF-8 (a protobuf
+// string must be), with the byte offset.
 absl::StatusOr<std::string> ReadSpec(const std::string& path);
 // The module path argument: "" or "." name the root.
 std::string ModulePath(const std::string& text);

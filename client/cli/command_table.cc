@@ -42,7 +42,8 @@ const std::vector<Command>& Commands() {
        .summary = "build a model from a JSON spec",
        .details = "Builds the module tree described by the JSON spec in FILE ('-' reads stdin;\n"
                   "see docs/specs.md) on device D, initialising parameters as PyTorch would\n"
-                  "with seed N.",
+                  "with seed N. The spec is UTF-8 text of at most 4128768 bytes (it travels\n"
+                  "in one request, within the daemon's 4 MiB message limit).",
        .min_args = 1,
        .max_args = 1,
        .flags = {{"spec", "FILE", "the JSON model spec ('-' for stdin)"},

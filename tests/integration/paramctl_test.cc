@@ -505,6 +505,29 @@ TEST_F(ParamctlTest, TextThatIsNotUtf8IsRefusedNamingTheFileBeforeAnythingIsSent
   EXPECT_EQ(nlohmann::json::parse(after.out)["version"], 1);
 }
 
+// A spec travels in one request. paramctl refuses one too large for the daemon's 4 MiB
+// message limit with its size and the limit, and one at its own limit reaches the daemon
+// and builds: the limit leaves room for the rest of the request.
+TEST_F(ParamctlTest, ASpecPastTheMessageLimitIsRefusedWithItsSizeAndTheLimit) {
+  const size_t limit = 4 * 1024 * 1024 - 64 * 1024;
+  std::string json = kMlpSpec;
+  json.resize(limit, ' ');
+  Result fits = Run({"create", "mlp", "--spec", Spec("fits", json)});
+  EXPECT_EQ(fits.exit_code, 0) << fits.err;
+  json.push_back(' ');
+  const std::string over = Spec("over", json);
+  Result refused = Run({"create", "big", "--spec", over});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("spec file '" + over +
+                                     "' is 4128769 bytes; a spec may be "
+                                     "at most 4128768 bytes"));
+  EXPECT_THAT(refused.err, HasSubstr("requests of up to 4194304 bytes"));
+  EXPECT_THAT(refused.err, Not(HasSubstr("larger than max")));
+  Result load = Run({"load", "big", "x.pt", "--spec", over});
+  EXPECT_EQ(load.exit_code, 1);
+  EXPECT_THAT(load.err, HasSubstr("is 4128769 bytes; a spec may be at most 4128768 bytes"));
+}
+
 mode_t FileType(const std::string& path) {
   struct stat info {};
   return lstat(path.c_str(), &info) == 0 ? (info.st_mode & S_IFMT) : 0;
