@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -126,29 +127,31 @@ json TensorMetaJson(const std::string& name, const HostTensor& t) {
           {"tied_with", t.tied_with}};
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  if (path == "-") {
-    std::ostringstream text;
-    text << std::cin.rdbuf();
-    return text.str();
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "' for reading"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read '", path, "'"));
-  return text.str();
-}
-
 absl::StatusOr<std::string> ReadSpec(const std::string& path) {
-  PARAMD_ASSIGN_OR_RETURN(std::string spec, ReadFile(path));
   const std::string name =
       path == "-" ? "the spec on stdin" : absl::StrCat("spec file '", path, "'");
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (path != "-") {
+    file.open(path, std::ios::binary);
+    if (!file) return absl::NotFoundError(absl::StrCat("cannot open '", path, "' for reading"));
+    in = &file;
+  }
+  // At most one byte past the limit is read: a larger file is refused without being held.
+  std::string spec(kMaxSpecBytes + 1, '\0');
+  in->read(spec.data(), static_cast<std::streamsize>(spec.size()));
+  if (in->bad()) return absl::DataLossError(absl::StrCat("cannot read ", name));
+  spec.resize(static_cast<size_t>(in->gcount()));
   // Refused here, since past the daemon's message limit gRPC would refuse it with only the
   // two numbers.
   if (spec.size() > kMaxSpecBytes) {
+    std::error_code error;
+    const uintmax_t size = path == "-" ? 0 : std::filesystem::file_size(path, error);
     return absl::InvalidArgumentError(absl::StrCat(
-        name, " is ", spec.size(), " bytes; a spec may be at most ", kMaxSpecBytes,
+        name, " is ",
+        size > kMaxSpecBytes && !error ? absl::StrCat(size)
+                                       : absl::StrCat("more than ", kMaxSpecBytes),
+        " bytes; a spec may be at most ", kMaxSpecBytes,
         " bytes, as it travels in one request and the daemon takes requests of up to ",
         kDaemonMessageBytes,
         " bytes (4 MiB). Share repeated modules with \"ref\" and send "

@@ -120,8 +120,6 @@ void PrintVersion(const Context& ctx, uint64_t version);
 json ModelInfoJson(const client::ModelInfo& info);
 json TensorMetaJson(const std::string& name, const HostTensor& t);
 
-// The bytes of `path`, or of stdin for "-".
-absl::StatusOr<std::string> ReadFile(const std::string& path);
 // The most bytes the daemon receives in one message (SetMaxReceiveMessageSize in
 // server/service/server.cc: four chunks).
 inline constexpr size_t kDaemonMessageBytes = 4 * client::kChunkBytes;
