@@ -16,24 +16,19 @@ from __future__ import annotations
 
 import copy
 import json
-import operator
 from typing import Any, Callable, Optional
 
 import torch
-import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
 from paramd._client import Client
 from paramd._model import RemoteModel
 from paramd._progress import Progress
+from paramd._torch_trace import UnsupportedModule, forward_program, unsupported
 from paramd.v1 import models_pb2
 
 __all__ = ["from_torch", "to_torch", "spec_of", "module_from_spec", "UnsupportedModule"]
-
-
-class UnsupportedModule(ValueError):
-    """A module (named by its path) that paramd's specs cannot express."""
 
 
 # Built-in types: constructor arguments read back from the object, and the parameters and
@@ -126,287 +121,60 @@ def _dtype_name(t: torch.Tensor) -> str:
 
 # --- from_torch: the spec of a live module ---------------------------------------------
 
-class _LeafTracer(torch.fx.Tracer):  # type: ignore[misc,unused-ignore]
-    """Traces one module's own forward: every submodule call stays one call step."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return True
-
-
-def _fail(path: str, m: nn.Module, why: str) -> UnsupportedModule:
-    return UnsupportedModule(f"module '{path or '(root)'}' ({type(m).__name__}): {why}")
-
-
-_UNARY = {torch.relu: "relu", F.relu: "relu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
-          torch.tanh: "tanh", F.tanh: "tanh", F.gelu: "gelu", F.silu: "silu",
-          torch.flatten: "flatten", F.softmax: "softmax", torch.softmax: "softmax",
-          F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax",
-          torch.reshape: "reshape", torch.transpose: "transpose", torch.permute: "permute",
-          torch.unsqueeze: "unsqueeze", torch.squeeze: "squeeze", F.dropout: "dropout"}
-_BINARY = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub",
-           operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div",
-           operator.iadd: "add", operator.imul: "mul"}
-_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "flatten": "flatten",
-            "softmax": "softmax", "log_softmax": "log_softmax", "view": "view",
-            "reshape": "reshape", "transpose": "transpose", "permute": "permute",
-            "unsqueeze": "unsqueeze", "squeeze": "squeeze", "contiguous": "contiguous",
-            "add": "add", "sub": "sub", "mul": "mul", "div": "div"}
-# Positional argument names after the input, per op (PyTorch's).
-_POSITIONAL = {"flatten": ["start_dim", "end_dim"], "softmax": ["dim"], "log_softmax": ["dim"],
-               "transpose": ["dim0", "dim1"], "unsqueeze": ["dim"], "squeeze": ["dim"],
-               "dropout": ["p", "training"], "gelu": [], "relu": ["inplace"],
-               "silu": ["inplace"], "add": ["other"], "sub": ["other"], "mul": ["other"],
-               "div": ["other"], "cat": ["dim"]}
-# Arguments with these values are PyTorch's defaults, which the ops take.
-_DROPPED_KWARGS = {"inplace": False, "dtype": None, "_stacklevel": 3, "rounding_mode": None}
-# The arguments each op's spec takes (docs/specs.md); anything else a traced call passes
-# would be lost, so it is refused.
-_OP_ARGS = {"relu": {"inplace"}, "silu": {"inplace"}, "gelu": {"approximate"},
-            "softmax": {"dim"}, "log_softmax": {"dim"}, "flatten": {"start_dim", "end_dim"},
-            "view": {"shape"}, "reshape": {"shape"}, "transpose": {"dim0", "dim1"},
-            "permute": {"dims"}, "unsqueeze": {"dim"}, "squeeze": {"dim"},
-            "add": {"other", "alpha"}, "sub": {"other", "alpha"}, "mul": {"other"},
-            "div": {"other"}, "dropout": {"p"}, "sigmoid": set(), "tanh": set(),
-            "contiguous": set()}
+def _check(m: nn.Module, path: str, depth: int) -> None:
+    """Refuses what a spec would silently lose."""
+    t = type(m)
+    if depth > _MAX_DEPTH:
+        raise unsupported(path, m, f"it is nested {depth} modules deep; a spec holds at most "
+                             f"{_MAX_DEPTH} levels")
+    for kind, slots in (("parameter", m._parameters), ("buffer", m._buffers)):
+        for name, value in slots.items():
+            if value is None:
+                continue
+            if isinstance(value, _UNINITIALIZED):
+                raise unsupported(path, m, f"its {kind} '{name}' is uninitialized (a lazy "
+                                     "module): run one forward first")
+            if value.device.type == "meta":
+                raise unsupported(path, m, f"its {kind} '{name}' is on the meta device and "
+                                     "holds no values: materialize it first (to_empty "
+                                     "and an init)")
+    hooks = [kind for kind, hooked in (
+        ("forward hooks", m._forward_hooks), ("forward pre-hooks", m._forward_pre_hooks),
+        ("state_dict hooks", m._state_dict_hooks),
+        ("state_dict pre-hooks", m._state_dict_pre_hooks),
+        ("load_state_dict pre-hooks", m._load_state_dict_pre_hooks)) if hooked]
+    if hooks:
+        raise unsupported(path, m, f"it has {' and '.join(hooks)}, which paramd does not run "
+                             "(torch.nn.utils.weight_norm and spectral_norm add some); "
+                             "remove them before from_torch")
+    if t not in _ARGS:
+        base = next((b for b in _ARGS if b not in _CONTAINERS and isinstance(m, b)), None)
+        if base is not None:
+            raise unsupported(path, m, f"a subclass of nn.{base.__name__}: paramd builds "
+                                 f"{base.__name__} itself, not subclasses; use "
+                                 f"nn.{base.__name__}, or a module that holds one")
 
 
-def _forward_program(m: nn.Module, path: str) -> list[Any]:
-    if isinstance(m, SpecModule) and m._program is not None:
-        return copy.deepcopy(m._program)  # made by to_torch: its program as it came
-    try:
-        graph = _LeafTracer().trace(m)
-    except Exception as error:  # fx raises many kinds: TraceError, TypeError, ...
-        raise _fail(path, m, f"its forward cannot be traced with torch.fx ({error})") from None
-    nodes = list(graph.nodes)
-    following = _dropouts_following_the_mode(m, nodes)
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    names: dict[Any, str] = {}
-    for i, node in enumerate(placeholders):
-        names[node] = "input" if i == 0 else node.target.lstrip("*")
-    body = [n for n in nodes if n.op not in ("placeholder", "output")]
-    output = next(n for n in nodes if n.op == "output")
-    if not body:
-        return [{"op": "identity"}]
-
-    def ref(arg: Any) -> str:
-        if not isinstance(arg, torch.fx.Node) or arg not in names:
-            raise _fail(path, m, f"step input {arg!r} is not a tensor value of the program")
-        return names[arg]
-
-    steps: list[Any] = []
-    prev = "input"
-    for index, node in enumerate(body):
-        names[node] = node.name
-        step: dict[str, Any]
-        inputs: list[str]
-        if node.op == "call_module":
-            if "." in node.target:
-                raise _fail(path, m, f"forward calls '{node.target}', a module below its "
-                                     "children; a step calls a direct child only: put that "
-                                     "part in a child of its own (an nn.Sequential for a loop "
-                                     "over a ModuleList)")
-            if node.kwargs or len(node.args) != 1:
-                raise _fail(path, m, f"child '{node.target}' is called with more than one input")
-            step, inputs = {"call": node.target}, [ref(node.args[0])]
-        elif node.op in ("call_function", "call_method"):
-            step, inputs = _op_step(node, path, m, ref, node in following)
-        else:
-            raise _fail(path, m, f"'{node.op} {node.target}' cannot be a forward step (a "
-                                 "parameter or attribute read in forward is not expressible)")
-        last = node is body[-1] and output.args[0] is node
-        users = list(node.users)
-        compact_out = last or (len(users) == 1 and index + 1 < len(body)
-                               and users[0] is body[index + 1]
-                               and _first_input(body[index + 1]) is node
-                               and len(body[index + 1].all_input_nodes) == 1)
-        if not (len(inputs) == 1 and inputs[0] == prev):
-            step["in"] = inputs[0] if len(inputs) == 1 and step.get("op") != "cat" else inputs
-        if not compact_out:
-            step["out"] = node.name
-        prev = node.name
-        if set(step) == {"call"}:
-            steps.append(step["call"])
-        else:
-            steps.append(step)
-    if output.args[0] is not body[-1]:
-        steps.append({"op": "identity", "in": ref(output.args[0])})
-    return steps
+def _join_path(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
-def _first_input(node: Any) -> Any:
-    return node.args[0] if node.args else None
+class _Specs:
+    """One spec_of walk: the objects met so far, by identity, and the paths they were met
+    at (a later path to the same Parameter is a tie, to the same module a ref)."""
 
+    def __init__(self, trace_forward: bool) -> None:
+        self.trace_forward = trace_forward
+        self.module_paths: dict[int, str] = {}
+        self.param_paths: dict[int, str] = {}
+        self.buffer_paths: dict[int, str] = {}
 
-def _is_dropout(node: Any) -> bool:
-    return bool(node.op == "call_function" and node.target in (F.dropout, torch.dropout))
-
-
-def _dropouts_following_the_mode(m: nn.Module, nodes: list[Any]) -> set[Any]:
-    """The dropout calls whose ``training`` is ``self.training``. fx records it as the
-    constant it was while tracing, as it records F.dropout's default (True: drops even in
-    eval) or a literal, so the forward is traced again with the mode flipped: the calls
-    whose constant flipped with it follow the mode."""
-    dropouts = [n for n in nodes if _is_dropout(n)]
-    if not dropouts:
-        return set()
-    was = m.training
-    try:
-        m.training = not was  # this module's flag only: fx reads self.training
-        flipped = [n for n in _LeafTracer().trace(m).nodes if _is_dropout(n)]
-    except Exception:
-        return set()
-    finally:
-        m.training = was
-
-    def training(node: Any) -> Any:
-        if "training" in node.kwargs:
-            return node.kwargs["training"]
-        return node.args[2] if len(node.args) > 2 else True
-
-    if len(flipped) != len(dropouts):
-        return set()
-    return {a for a, b in zip(dropouts, flipped)
-            if training(a) is was and training(b) is (not was)}
-
-
-def _op_step(node: Any, path: str, m: nn.Module, ref: Callable[[Any], str],
-             follows_mode: bool = False) -> tuple[dict[str, Any], list[str]]:
-    target = node.target
-    args = list(node.args)
-    kwargs = dict(node.kwargs)
-    if node.op == "call_method":
-        op = _METHODS.get(target)
-    elif target in (torch.cat, torch.concat):
-        tensors = args.pop(0) if args else kwargs.pop("tensors")
-        step: dict[str, Any] = {"op": "cat"}
-        dim = args[0] if args else kwargs.get("dim", 0)
-        if dim != 0:
-            step["args"] = {"dim": dim}
-        return step, [ref(t) for t in tensors]
-    else:
-        op = _UNARY.get(target) or _BINARY.get(target)
-    if op is None:
-        name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
-        raise _fail(path, m, f"'{name}' in forward has no paramd op (docs/specs.md lists "
-                             "the ops)")
-    if not args:
-        raise _fail(path, m, f"'{op}' without an input")
-    first = args.pop(0)
-    step = {"op": op}
-    inputs: list[str]
-    op_args: dict[str, Any] = {}
-    if op in ("add", "sub", "mul", "div"):
-        other = args.pop(0) if args else kwargs.pop("other")
-        def number(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-        if isinstance(first, torch.fx.Node) and isinstance(other, torch.fx.Node):
-            inputs = [ref(first), ref(other)]
-        elif isinstance(first, torch.fx.Node) and number(other):
-            inputs, op_args["other"] = [ref(first)], other
-        elif isinstance(other, torch.fx.Node) and number(first) and op in ("add", "mul"):
-            inputs, op_args["other"] = [ref(other)], first
-        else:
-            raise _fail(path, m, f"'{op}' of {first!r} and {other!r} is not expressible")
-        if args:
-            raise _fail(path, m, f"'{op}' with more arguments than paramd's {op} takes "
-                                 f"({args!r})")
-        op_args.update(kwargs)
-    else:
-        inputs = [ref(first)]
-        if op in ("view", "reshape", "permute"):
-            shape = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
-            shape = kwargs.pop("shape", kwargs.pop("dims", shape))
-            if any(not isinstance(d, int) for d in shape):
-                raise _fail(path, m, f"'{op}' with a shape computed in forward ({shape!r}); "
-                                     "only constant shapes are expressible")
-            op_args["dims" if op == "permute" else "shape"] = list(shape)
-            args = []
-        positional = _POSITIONAL.get(op, [])
-        if len(args) > len(positional):
-            raise _fail(path, m, f"'{op}' with more arguments than paramd's {op} takes "
-                                 f"({args[len(positional):]!r})")
-        for name, value in zip(positional, args):
-            op_args[name] = value
-        op_args.update(kwargs)
-    if op == "dropout":
-        # paramd's dropout is F.dropout(x, p, training=self.training); a literal, or
-        # F.dropout's default (True: it drops even in eval), would run differently.
-        op_args.pop("training", None)
-        if not follows_mode:
-            raise _fail(path, m, "F.dropout is called with training other than "
-                                 "self.training; paramd's dropout follows the module's mode: "
-                                 "pass training=self.training, or use nn.Dropout")
-        op_args.pop("inplace", None)
-    for key, default in _DROPPED_KWARGS.items():
-        if key in op_args and op_args[key] == default:
-            del op_args[key]
-    for key, value in op_args.items():
-        if isinstance(value, torch.fx.Node):
-            raise _fail(path, m, f"'{op}' argument '{key}' computed in forward is not "
-                                 "expressible")
-    unknown = sorted(set(op_args) - _OP_ARGS.get(op, set()))
-    if unknown:
-        raise _fail(path, m, f"'{op}' with {', '.join(unknown)}, which paramd's {op} does "
-                             "not take (docs/specs.md lists each op's arguments)")
-    if op in ("squeeze", "unsqueeze", "softmax", "log_softmax") and not (
-            op_args.get("dim") is None or (isinstance(op_args["dim"], int)
-                                           and not isinstance(op_args["dim"], bool))):
-        raise _fail(path, m, f"'{op}' over dim {op_args['dim']!r}; paramd's {op} takes one "
-                             "dimension")
-    if op_args:
-        step["args"] = op_args
-    return step, inputs
-
-
-def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
-    """The spec (docs/specs.md) of a live module tree. UnsupportedModule, naming the
-    module, for anything a spec cannot hold. ``trace_forward=False`` leaves custom classes'
-    forward programs out instead of failing on one that cannot be expressed."""
-    module_paths: dict[int, str] = {}
-    param_paths: dict[int, str] = {}
-    buffer_paths: dict[int, str] = {}
-
-    def check(m: nn.Module, path: str, depth: int) -> None:
-        """Refuses what a spec would silently lose."""
-        t = type(m)
-        if depth > _MAX_DEPTH:
-            raise _fail(path, m, f"it is nested {depth} modules deep; a spec holds at most "
-                                 f"{_MAX_DEPTH} levels")
-        for kind, slots in (("parameter", m._parameters), ("buffer", m._buffers)):
-            for name, value in slots.items():
-                if value is None:
-                    continue
-                if isinstance(value, _UNINITIALIZED):
-                    raise _fail(path, m, f"its {kind} '{name}' is uninitialized (a lazy "
-                                         "module): run one forward first")
-                if value.device.type == "meta":
-                    raise _fail(path, m, f"its {kind} '{name}' is on the meta device and "
-                                         "holds no values: materialize it first (to_empty "
-                                         "and an init)")
-        hooks = [kind for kind, hooked in (
-            ("forward hooks", m._forward_hooks), ("forward pre-hooks", m._forward_pre_hooks),
-            ("state_dict hooks", m._state_dict_hooks),
-            ("state_dict pre-hooks", m._state_dict_pre_hooks),
-            ("load_state_dict pre-hooks", m._load_state_dict_pre_hooks)) if hooked]
-        if hooks:
-            raise _fail(path, m, f"it has {' and '.join(hooks)}, which paramd does not run "
-                                 "(torch.nn.utils.weight_norm and spectral_norm add some); "
-                                 "remove them before from_torch")
-        if t not in _ARGS:
-            base = next((b for b in _ARGS if b not in _CONTAINERS and isinstance(m, b)), None)
-            if base is not None:
-                raise _fail(path, m, f"a subclass of nn.{base.__name__}: paramd builds "
-                                     f"{base.__name__} itself, not subclasses; use "
-                                     f"nn.{base.__name__}, or a module that holds one")
-
-    def node(m: nn.Module, path: str, depth: int) -> dict[str, Any]:
-        check(m, path, depth)
+    def node(self, m: nn.Module, path: str, depth: int) -> dict[str, Any]:
+        _check(m, path, depth)
         t = type(m)
         spec: dict[str, Any] = {"type": t.__name__}
-        builtin = t in _ARGS
         constructed: Optional[nn.Module] = None
-        if builtin:
+        if t in _ARGS:
             args = {k: _jsonable(v) for k, v in _ARGS[t](m).items()}
             factory = next((p for p in m._parameters.values() if p is not None), None)
             if factory is not None and factory.dtype != torch.float32:
@@ -417,7 +185,7 @@ def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
             removed = [n for n in (*constructed._parameters, *constructed._buffers)
                        if n not in m._parameters and n not in m._buffers]
             if removed:
-                raise _fail(path, m, f"its {', '.join(removed)} was removed (by a "
+                raise unsupported(path, m, f"its {', '.join(removed)} was removed (by a "
                                      f"parametrization?), but paramd's {t.__name__} has it")
         else:
             if t.__name__ in _BUILTINS:
@@ -427,79 +195,93 @@ def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
             attributes = [k for k in vars(m) if not k.startswith("_") and k != "training"]
             if attributes:
                 spec["attributes"] = attributes
-        own_params = constructed._parameters if constructed is not None else {}
-        own_buffers = constructed._buffers if constructed is not None else {}
-        parameters = []
+        for key, items in (("parameters", self.parameters(m, path, constructed)),
+                           ("buffers", self.buffers(m, path, constructed)),
+                           ("children", self.children(m, path, depth))):
+            if items:
+                spec[key] = items
+        has_forward = m._program is not None if isinstance(m, SpecModule) \
+            else type(m).forward is not nn.Module.forward
+        if t not in _ARGS and has_forward:
+            try:
+                # A module to_torch made carries its program as it came.
+                spec["forward"] = copy.deepcopy(m._program) if isinstance(m, SpecModule) \
+                    else forward_program(m, path)
+            except UnsupportedModule:
+                if self.trace_forward:
+                    raise
+        return spec
+
+    def parameters(self, m: nn.Module, path: str,
+                   constructed: Optional[nn.Module]) -> list[dict[str, Any]]:
+        own = constructed._parameters if constructed is not None else {}
+        items: list[dict[str, Any]] = []
         for name, p in m._parameters.items():
-            full = f"{path}.{name}" if path else name
             if p is None:
                 # bias=False makes its None slot itself; any other None slot is declared.
-                if name not in own_params or own_params[name] is not None:
-                    parameters.append({"name": name, "none": True})
+                if name not in own or own[name] is not None:
+                    items.append({"name": name, "none": True})
                 continue
-            if id(p) in param_paths:
-                parameters.append({"name": name, "tie": param_paths[id(p)]})
+            if id(p) in self.param_paths:
+                items.append({"name": name, "tie": self.param_paths[id(p)]})
                 continue
-            param_paths[id(p)] = full
+            self.param_paths[id(p)] = _join_path(path, name)
             # A built-in's own parameter as its constructor makes it needs no entry; one
             # frozen, or of another dtype or shape, is declared again as it is.
-            if name in own_params and _same_slot(p, own_params[name]):
+            if name in own and _same_slot(p, own[name]):
                 continue
             item: dict[str, Any] = {"name": name, "shape": list(p.shape),
                                     "dtype": _dtype_name(p)}
             if not p.requires_grad:
                 item["requires_grad"] = False
-            parameters.append(item)
-        if parameters:
-            spec["parameters"] = parameters
-        buffers = []
+            items.append(item)
+        return items
+
+    def buffers(self, m: nn.Module, path: str,
+                constructed: Optional[nn.Module]) -> list[dict[str, Any]]:
+        own = constructed._buffers if constructed is not None else {}
+        items: list[dict[str, Any]] = []
         for name, b in m._buffers.items():
-            full = f"{path}.{name}" if path else name
             if b is not None:
-                if id(b) in buffer_paths:
-                    raise _fail(path, m, f"its buffer '{name}' is the tensor of buffer "
-                                         f"'{buffer_paths[id(b)]}' too; paramd shares "
+                if id(b) in self.buffer_paths:
+                    raise unsupported(path, m, f"its buffer '{name}' is the tensor of buffer "
+                                         f"'{self.buffer_paths[id(b)]}' too; paramd shares "
                                          "parameters (ties) and whole modules, not buffers: "
                                          "register a copy, or share the module")
-                buffer_paths[id(b)] = full
-            if name in own_buffers and b is not None and _same_slot(b, own_buffers[name]):
-                continue
-            item = {"name": name}
+                self.buffer_paths[id(b)] = _join_path(path, name)
+                if name in own and _same_slot(b, own[name]):
+                    continue
+            item: dict[str, Any] = {"name": name}
             if b is None:
                 item["none"] = True
             else:
                 item.update({"shape": list(b.shape), "dtype": _dtype_name(b)})
             if name in m._non_persistent_buffers_set:
                 item["persistent"] = False
-            buffers.append(item)
-        if buffers:
-            spec["buffers"] = buffers
-        children = []
-        for name, child in m._modules.items():
-            full = f"{path}.{name}" if path else name
-            if child is None:
-                children.append({"name": name, "none": True})
-            elif id(child) in module_paths:
-                children.append({"name": name, "ref": module_paths[id(child)]})
-            else:
-                module_paths[id(child)] = full
-                children.append({"name": name, **node(child, full, depth + 1)})
-        if children:
-            spec["children"] = children
-        has_forward = m._program is not None if isinstance(m, SpecModule) \
-            else type(m).forward is not nn.Module.forward
-        if not builtin and has_forward:
-            if trace_forward:
-                spec["forward"] = _forward_program(m, path)
-            else:
-                try:
-                    spec["forward"] = _forward_program(m, path)
-                except UnsupportedModule:
-                    pass
-        return spec
+            items.append(item)
+        return items
 
-    module_paths[id(module)] = ""
-    return node(module, "", 1)
+    def children(self, m: nn.Module, path: str, depth: int) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for name, child in m._modules.items():
+            full = _join_path(path, name)
+            if child is None:
+                items.append({"name": name, "none": True})
+            elif id(child) in self.module_paths:
+                items.append({"name": name, "ref": self.module_paths[id(child)]})
+            else:
+                self.module_paths[id(child)] = full
+                items.append({"name": name, **self.node(child, full, depth + 1)})
+        return items
+
+
+def spec_of(module: nn.Module, *, trace_forward: bool = True) -> dict[str, Any]:
+    """The spec (docs/specs.md) of a live module tree. UnsupportedModule, naming the
+    module, for anything a spec cannot hold. ``trace_forward=False`` leaves custom classes'
+    forward programs out instead of failing on one that cannot be expressed."""
+    specs = _Specs(trace_forward)
+    specs.module_paths[id(module)] = ""
+    return specs.node(module, "", 1)
 
 
 def from_torch(module: nn.Module, client: Client, name: str, *, device: str = "cpu",
