@@ -251,6 +251,11 @@ absl::StatusOr<Tensor> LayerNormForward(const LayerNormArgs& args, const LayerCa
   const Module& m = call.module;
   const std::vector<int64_t>& normalized = args.normalized_shape;
   const int64_t k = static_cast<int64_t>(normalized.size());
+  if (k == 0) {  // torch builds LayerNorm([]) but refuses every forward of it
+    return absl::InvalidArgumentError(
+        "Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one "
+        "element, but got normalized_shape = []");
+  }
   bool ok = input.dim() >= k;
   for (int64_t i = 0; ok && i < k; ++i) ok = input.shape()[input.dim() - k + i] == normalized[i];
   if (!ok) {

@@ -174,6 +174,18 @@ TEST(ForwardTest, SequentialWithANoneChildFailsAsTorchDoes) {
               HasSubstr("'NoneType' object is not callable (child '1'"));
 }
 
+// torch 2.15 builds LayerNorm([]) and refuses each forward of it, whatever the input.
+TEST(ForwardTest, LayerNormOfAnEmptyShapeRefusesEveryForwardAsTorchDoes) {
+  auto model = Build(R"({"type": "LayerNorm", "args": {"normalized_shape": []}})");
+  for (const Tensor& input : {MakeTensor({}, {1.0}), MakeTensor({2}, {1.0, 2.0})}) {
+    auto result = RunForward(model, input);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(result.status().message()),
+                HasSubstr("Expected normalized_shape to be at least 1-dimensional, i.e., "
+                          "containing at least one element, but got normalized_shape = []"));
+  }
+}
+
 TEST(ForwardTest, SeedMlpCustomContainerRunsItsProgram) {
   auto model = Build(R"({"type": "MLP",
    "children": [
