@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paramd._client import Client
-from paramd._model import RemoteModel
+from paramd._model import RemoteModel, _join
 from paramd._progress import Progress
 from paramd._torch_trace import UnsupportedModule, forward_program, unsupported
 from paramd.v1 import models_pb2
@@ -155,10 +155,6 @@ def _check(m: nn.Module, path: str, depth: int) -> None:
                                  f"nn.{base.__name__}, or a module that holds one")
 
 
-def _join_path(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
 class _Specs:
     """One spec_of walk: the objects met so far, by identity, and the paths they were met
     at (a later path to the same Parameter is a tie, to the same module a ref)."""
@@ -225,7 +221,7 @@ class _Specs:
             if id(p) in self.param_paths:
                 items.append({"name": name, "tie": self.param_paths[id(p)]})
                 continue
-            self.param_paths[id(p)] = _join_path(path, name)
+            self.param_paths[id(p)] = _join(path, name)
             # A built-in's own parameter as its constructor makes it needs no entry; one
             # frozen, or of another dtype or shape, is declared again as it is.
             if name in own and _same_slot(p, own[name]):
@@ -248,7 +244,7 @@ class _Specs:
                                          f"'{self.buffer_paths[id(b)]}' too; paramd shares "
                                          "parameters (ties) and whole modules, not buffers: "
                                          "register a copy, or share the module")
-                self.buffer_paths[id(b)] = _join_path(path, name)
+                self.buffer_paths[id(b)] = _join(path, name)
                 if name in own and _same_slot(b, own[name]):
                     continue
             item: dict[str, Any] = {"name": name}
@@ -264,7 +260,7 @@ class _Specs:
     def children(self, m: nn.Module, path: str, depth: int) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         for name, child in m._modules.items():
-            full = _join_path(path, name)
+            full = _join(path, name)
             if child is None:
                 items.append({"name": name, "none": True})
             elif id(child) in self.module_paths:
