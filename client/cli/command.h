@@ -74,6 +74,8 @@ struct Command {
   std::vector<FlagSpec> flags = {};
   absl::Status (*run)(Context&, const Args&) = nullptr;
   bool needs_server = true;
+  // Positionals (0-based) that name local files: bytes, not text, so not checked for UTF-8.
+  std::vector<size_t> local_file_args = {};
 };
 
 // --- parsing (flags.cc) -------------------------------------------------------------------
@@ -87,6 +89,11 @@ const std::vector<FlagSpec>& GlobalFlags();
 // are usage errors.
 absl::StatusOr<std::pair<const Command*, Args>> ParseCommandLine(
     const std::vector<std::string>& argv);
+// A usage error naming the first argument of `command` that travels as protobuf text (a
+// model name, a key, a server path, a flag's value) but is not UTF-8: protobuf would log
+// an error sending it and the daemon answer UNIMPLEMENTED with no message. Local file names
+// (the command's local_file_args and flags whose value is a FILE) are bytes and pass.
+absl::Status CheckTextArguments(const Command& command, const Args& args);
 
 // --- the command table and help (command_table.cc) ----------------------------------------
 

@@ -4,11 +4,13 @@
 #include <utility>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "client/cli/command.h"
+#include "client/cli/local_file.h"
 
 namespace paramd::cli {
 
@@ -89,6 +91,31 @@ absl::StatusOr<std::pair<const Command*, Args>> ParseCommandLine(
     args.positional.push_back(arg);
   }
   return std::make_pair(command, std::move(args));
+}
+
+absl::Status CheckTextArguments(const Command& command, const Args& args) {
+  // help and hash-token send nothing.
+  if (!command.needs_server) return absl::OkStatus();
+  auto refuse = [](absl::string_view what, absl::string_view value, size_t offset) {
+    return UsageError(absl::StrCat(
+        what, " is not UTF-8 (bytes ", HexBytes(value), "; byte ", offset,
+        " starts no UTF-8 character): names, keys and server paths travel as UTF-8 text"));
+  };
+  for (size_t i = 0; i < args.positional.size(); ++i) {
+    if (absl::c_linear_search(command.local_file_args, i)) continue;
+    if (std::optional<size_t> bad = FirstNonUtf8(args.positional[i])) {
+      return refuse(absl::StrCat("argument ", i + 1), args.positional[i], *bad);
+    }
+  }
+  for (const FlagSpec& flag : command.flags) {
+    if (flag.value_name == nullptr || absl::StartsWith(flag.value_name, "FILE")) continue;
+    const std::optional<std::string> value = args.Get(flag.name);
+    if (!value) continue;
+    if (std::optional<size_t> bad = FirstNonUtf8(*value)) {
+      return refuse(absl::StrCat("--", flag.name), *value, *bad);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace paramd::cli

@@ -75,6 +75,11 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (const absl::Status text = CheckTextArguments(*command, args); !text.ok()) {
+    std::cerr << "paramctl: " << text.message() << "\nusage: paramctl " << command->usage << "\n";
+    return kExitUsage;
+  }
+
   Context ctx;
   ctx.json = args.Has("json");
   if (const std::optional<std::string> server = args.Get("server")) {

@@ -57,6 +57,17 @@ TEST_F(ClientTest, HealthListDescribeDelete) {
   EXPECT_EQ(client_->DeleteModel("b").code(), absl::StatusCode::kNotFound);
 }
 
+// gRPC answers a request the daemon cannot parse (here a model name that is not UTF-8) with
+// UNIMPLEMENTED and no message; the client says what that can mean.
+TEST_F(ClientTest, AnUnparseableRequestGetsAMessageSayingWhatItCanMean) {
+  ASSERT_TRUE(client_->CreateModel("b", kMlpSpec).ok());
+  const absl::Status status = client_->DescribeModel("b\xff").status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(status.message(), HasSubstr("could not parse the request"));
+  EXPECT_THAT(status.message(), HasSubstr("is not UTF-8"));
+  EXPECT_TRUE(client_->DescribeModel("b").ok());
+}
+
 TEST_F(ClientTest, SeedMlpAndSequentialKeysAndValues) {
   ASSERT_TRUE(client_->CreateModel("mlp", kMlpSpec).ok());
   auto mlp = client_->Model("mlp");

@@ -505,6 +505,39 @@ TEST_F(ParamctlTest, TextThatIsNotUtf8IsRefusedNamingTheFileBeforeAnythingIsSent
   EXPECT_EQ(nlohmann::json::parse(after.out)["version"], 1);
 }
 
+// Arguments that travel as protobuf text (names, keys, server paths, flag values) are
+// refused before anything is sent when they are not UTF-8; before, protobuf logged an error
+// and the daemon answered UNIMPLEMENTED with no message. Local file names are bytes, as the
+// file system has them, and work whatever they hold.
+TEST_F(ParamctlTest, ArgumentsThatAreNotUtf8AreRefusedButLocalFileNamesAreBytes) {
+  ASSERT_EQ(Run({"create", "mlp", "--spec", Spec("mlp", kMlpSpec)}).exit_code, 0);
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"describe", "m\xff"},
+                                             {"get", "mlp", "w\xff"},
+                                             {"save", "mlp", "p\xff.pt"},
+                                             {"state-dict", "mlp", "--prefix", "a\xc3"},
+                                             {"download", "x\xfe.pt", dir_ + "/local"}}) {
+    Result refused = Run(args);
+    EXPECT_EQ(refused.exit_code, 2) << args[0];
+    EXPECT_THAT(refused.err, HasSubstr("is not UTF-8 (bytes ")) << args[0];
+    EXPECT_THAT(refused.err, Not(HasSubstr("libprotobuf"))) << args[0];
+    EXPECT_THAT(refused.err, Not(HasSubstr("UNIMPLEMENTED"))) << args[0];
+  }
+  EXPECT_THAT(Run({"describe", "m\xff"}).err,
+              HasSubstr("argument 1 is not UTF-8 (bytes 6d ff; byte 1 starts no UTF-8 character)"));
+
+  const std::string npz = dir_ + "/mlp\xff.npz";
+  Result out = Run({"state-dict", "mlp", "--out", npz});
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  Result in = Run({"load-state-dict", "mlp", npz});
+  EXPECT_EQ(in.exit_code, 0) << in.err;
+  ASSERT_EQ(Run({"save", "mlp", "mlp.pt"}).exit_code, 0);
+  Result downloaded = Run({"download", "mlp.pt", dir_ + "/got\xff.pt"});
+  EXPECT_EQ(downloaded.exit_code, 0) << downloaded.err;
+  Result uploaded = Run({"upload", dir_ + "/got\xff.pt", "again.pt"});
+  EXPECT_EQ(uploaded.exit_code, 0) << uploaded.err;
+}
+
 // A spec travels in one request. paramctl refuses one too large for the daemon's 4 MiB
 // message limit with its size and the limit, and one at its own limit reaches the daemon
 // and builds: the limit leaves room for the rest of the request.

@@ -35,6 +35,14 @@ absl::string_view FrameName(v1::TensorFrame::FrameCase frame_case) {
 
 absl::Status FromGrpcStatus(const grpc::Status& status, const grpc::ClientContext& context) {
   if (status.ok()) return absl::OkStatus();
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && status.error_message().empty()) {
+    // gRPC's own answer, never the daemon's (its UNIMPLEMENTED always says why), to a
+    // method the daemon does not serve or a request it could not parse.
+    return absl::UnimplementedError(
+        "the daemon does not serve this call or could not parse the request (gRPC gives no "
+        "more): a daemon older than this client, or a text field (a name, a key, a path) that "
+        "is not UTF-8");
+  }
   absl::Status result(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   if (!absl::IsAborted(result)) return result;
   const auto& trailers = context.GetServerTrailingMetadata();

@@ -31,7 +31,8 @@ namespace paramd::client::internal {
 
 // The gRPC status of a finished call as an absl::Status with the same code and message; an
 // ABORTED one carries the server's `paramd-current-version` trailer, when `context` has it,
-// as the payload CurrentVersionOf reads (base/version_conflict.h).
+// as the payload CurrentVersionOf reads (base/version_conflict.h). gRPC's bare UNIMPLEMENTED
+// (an unknown method, or a request the daemon could not parse) gets a message saying so.
 absl::Status FromGrpcStatus(const grpc::Status& status, const grpc::ClientContext& context);
 
 v1::DType ToProtoDType(DType dtype);
