@@ -66,8 +66,10 @@ class CallCollector {
     return absl::OkStatus();
   }
 
-  // The model the options name; empty before the first frame.
+  // The model and the mode the options name; empty and FORWARD_MODE_MODEL before the first
+  // frame.
   const std::string& model() const { return call_.options.model(); }
+  v1::ForwardMode mode() const { return call_.options.mode(); }
 
   // The stream ended.
   absl::StatusOr<ForwardCall> Finish() {
@@ -234,7 +236,10 @@ class ForwardReactor final
     if (phase_ != Phase::kReading) return;  // expired: answered already
     if (ok) {
       watchdog_->Touch(this);
-      const grpc::Status added = Guard([&] { return collector_.Add(request_); });
+      const grpc::Status added = Guard([&] {
+        PARAMD_RETURN_IF_ERROR(collector_.Add(request_));
+        return OptionsAllowed();
+      });
       if (!added.ok()) {
         phase_ = Phase::kFinished;
         lock.Release();
@@ -335,7 +340,17 @@ class ForwardReactor final
     return absl::OkStatus();
   }
 
+  // A forward asking for training mode is refused as its options arrive, before its inputs
+  // stream in; one left in the model's mode is known to train only when it runs.
+  absl::Status OptionsAllowed() {
+    if (options_checked_) return absl::OkStatus();
+    options_checked_ = true;
+    if (collector_.mode() != v1::FORWARD_MODE_TRAIN) return absl::OkStatus();
+    return MayTrain(/*model_mode=*/false);
+  }
+
   // A training-mode forward commits, so it needs role `write` (Note [Forward role]).
+  // `model_mode`: the mode was left to the model's (model_ is then set).
   absl::Status MayTrain(bool model_mode) {
     const std::string what =
         model_mode ? absl::StrCat(kForwardMethod, " with the mode left unset runs model ",
@@ -392,6 +407,7 @@ class ForwardReactor final
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kReading;
   v1::ForwardRequest request_;
   CallCollector collector_;
+  bool options_checked_ = false;  // OptionsAllowed ran, on the first frame
   ForwardCall call_;
   std::shared_ptr<core::Model> model_;
   std::string model_name_;

@@ -34,6 +34,7 @@
 #include "gtest/gtest.h"
 #include "paramd/client.h"
 #include "paramd/v1/checkpoints.pb.h"
+#include "paramd/v1/inference.grpc.pb.h"
 #include "paramd/v1/inference.pb.h"
 #include "paramd/v1/models.pb.h"
 #include "paramd/v1/parameters.pb.h"
@@ -435,6 +436,28 @@ TEST_F(AuthTest, TrainingModeForwardNeedsWriteAndAReadTokenChangesNothing) {
   ASSERT_TRUE(trained.ok()) << trained.status();
   EXPECT_EQ(trained->updated_version, training.first + 1);
   EXPECT_NE(state().second, training.second);
+}
+
+// An explicit training forward from a `read` token is refused as its options frame arrives:
+// the daemon does not wait for (and hold) inputs it will not use.
+TEST_F(AuthTest, AReadTokensTrainingForwardIsRefusedAtItsOptionsFrame) {
+  StartDaemon(/*mutual=*/false);
+  ASSERT_TRUE(Connect(kAdminToken)->CreateModel("bn", kBatchNormSpec).ok());
+  auto stub = v1::Inference::NewStub(TlsChannel(/*client_cert=*/false));
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + std::string(kReadToken));
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto stream = stub->Forward(&context);
+  v1::ForwardRequest first;
+  first.mutable_options()->set_model("bn");
+  first.mutable_options()->set_mode(v1::FORWARD_MODE_TRAIN);
+  ASSERT_TRUE(stream->Write(first));
+  // No input and no half-close: the answer comes all the same.
+  v1::ForwardResponse answer;
+  EXPECT_FALSE(stream->Read(&answer));
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("in training mode (FORWARD_MODE_TRAIN)"));
 }
 
 // Waits up to `seconds` for `done`; the seconds it took, or -1.
