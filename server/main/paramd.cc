@@ -11,8 +11,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -28,6 +28,7 @@
 #include "server/core/registry.h"
 #include "server/io/checkpoint_dir.h"
 #include "server/io/checkpoint_store.h"
+#include "server/io/data_dir_lock.h"
 #include "server/io/snapshots.h"
 #include "server/main/cgroup.h"
 #include "server/main/flags.h"
@@ -350,6 +351,9 @@ int main(int argc, char** argv) {
   if (error) {
     return Fail(absl::StrCat("cannot create --data-dir '", data_dir.string(), "': ", error.message()));
   }
+  // Held until the process ends (Note [One daemon a data directory]).
+  auto data_dir_lock = paramd::io::DataDirLock::Acquire(data_dir.string());
+  if (!data_dir_lock.ok()) return Fail(std::string(data_dir_lock.status().message()));
 
   auto checkpoint_dir = paramd::io::CheckpointDir::Open(
       flags.checkpoint_dir.empty() ? (data_dir / "checkpoints").string() : flags.checkpoint_dir);

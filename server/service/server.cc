@@ -76,6 +76,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartHealthServer(
     const std::string& listen, grpc::CallbackGenericService* others, std::string& address) {
   grpc::ServerBuilder builder;
   builder.SetOption(std::make_unique<NoPlugins>());
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // Note [A port of its own]
   builder.RegisterCallbackGenericService(others);
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
@@ -136,6 +137,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 
   grpc::ServerBuilder builder;
   int port = 0;
+  // Note [A port of its own]: gRPC sets SO_REUSEPORT on its listeners by default, so a
+  // second daemon started on a port in use would start without a word and the kernel would
+  // share the new connections between the two: each client would see one daemon's models
+  // or the other's. Without it the second one's bind fails and it does not start.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, *credentials, &port);
   builder.RegisterService(&server->services_->models);
   builder.RegisterService(&server->services_->parameters);

@@ -60,6 +60,33 @@ TEST_F(ServiceTest, ServesHealthAndStopsCleanlyOnSigterm) {
   EXPECT_THAT(daemon_->Log(), HasSubstr("msg=\"paramd stopped\""));
 }
 
+// A second daemon on a port in use, or on a data directory in use, does not start: gRPC
+// would otherwise share the port (SO_REUSEPORT) and split the clients between the two, and
+// two daemons would overwrite each other's snapshots (Note [A port of its own], Note [One
+// daemon a data directory]). The first one serves on, and after it stops the directory is
+// free again, whatever the lock file still holds.
+TEST_F(ServiceTest, ASecondDaemonOnAPortOrADataDirectoryInUseDoesNotStart) {
+  ASSERT_TRUE(Create("m", kBigSpec).ok());
+  auto same_port = Daemon::Start({"--listen", daemon_->address()});
+  ASSERT_FALSE(same_port.ok());
+  EXPECT_THAT(same_port.status().message(),
+              HasSubstr("cannot listen on '" + daemon_->address() + "'"));
+  auto same_dir = Daemon::Start({"--data-dir", daemon_->data_dir()});
+  ASSERT_FALSE(same_dir.ok());
+  EXPECT_THAT(same_dir.status().message(),
+              HasSubstr(absl::StrCat("--data-dir '", daemon_->data_dir(),
+                                     "' is in use by another paramd (pid ", daemon_->pid(), ")")));
+  grpc::ClientContext context;
+  v1::DescribeModelRequest request;
+  request.set_name("m");
+  v1::ModelInfo info;
+  ASSERT_TRUE(models_->DescribeModel(&context, request, &info).ok());
+
+  daemon_->Kill();  // the lock goes with the process, however it ends
+  ASSERT_TRUE(daemon_->Restart().ok());
+  EXPECT_EQ(daemon_->Stop(), 0);
+}
+
 // The start log names the socket, which is also what a client dials.
 TEST_F(ServiceTest, UnixSocketListenLogsTheSocketPath) {
   char dir[] = "/tmp/paramd-unix-XXXXXX";
