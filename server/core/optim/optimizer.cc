@@ -135,13 +135,16 @@ absl::Status Optimizer::AccumulateLocked(const std::vector<Gradient>& gradients,
 
 absl::StatusOr<absl::flat_hash_map<size_t, Tensor>> Optimizer::GatherLocked(
     const std::vector<Gradient>& gradients, bool fresh) {
-  // Resolve and check every name first, so a bad one changes nothing.
+  // Resolve and check every name first, so a bad one changes nothing. The parameters'
+  // tensors are copied (a reference to the storage) under the model's lock: a writer's
+  // commit replaces them, and a reference to the slot would then read freed memory.
   std::vector<size_t> targets;
+  std::vector<Tensor> current;
   PARAMD_RETURN_IF_ERROR(model_->Read([&](const std::shared_ptr<Module>& root,
                                           uint64_t) -> absl::Status {
     for (const Gradient& gradient : gradients) {
       PARAMD_ASSIGN_OR_RETURN(size_t index, Resolve(root, gradient.name));
-      const Tensor& data = params_[index].parameter->data();
+      const Tensor& data = current.emplace_back(params_[index].parameter->data());
       if (gradient.values.shape() != data.shape()) {
         return absl::InvalidArgumentError(absl::StrCat(
             "the gradient of ", QuoteName(gradient.name), " has shape ",
@@ -158,7 +161,7 @@ absl::StatusOr<absl::flat_hash_map<size_t, Tensor>> Optimizer::GatherLocked(
   std::vector<Tensor> summed;  // the sums an add went into
   for (size_t i = 0; i < gradients.size(); ++i) {
     const Param& param = params_[targets[i]];
-    const Tensor& data = param.parameter->data();
+    const Tensor& data = current[i];
     PARAMD_ASSIGN_OR_RETURN(Tensor values,
                             ConvertTo(gradients[i].values, data.dtype(), data.device()));
     auto it = sums.find(targets[i]);
@@ -244,7 +247,21 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
             "; delete the optimizer and create it again"));
       }
       PARAMD_ASSIGN_OR_RETURN(Tensor data, Contiguous(param.parameter->data()));
-      if (data.shape() != param.grad.shape() || !(data.device() == param.grad.device())) {
+      if (backend == nullptr) {
+        PARAMD_ASSIGN_OR_RETURN(backend, kernels::GetBackend(data.device()));
+      }
+      // One kernel call steps a group's tensors in one dtype (args.dtype): each must be one
+      // the kernel runs, and the same as the others (the kernel reads every tensor as it).
+      PARAMD_RETURN_IF_ERROR(
+          backend->Supports({.kind = kernels::OpKind::kOptimizerStep, .dtype = data.dtype()}));
+      if (!args.tensors.empty() && data.dtype() != args.dtype) {
+        return absl::UnimplementedError(absl::StrCat(
+            "parameter ", QuoteName(param.name), " is ", DTypeName(data.dtype()),
+            " but others of its group are ", DTypeName(args.dtype),
+            "; an optimizer step runs one dtype a group: put them in groups of their own"));
+      }
+      if (data.shape() != param.grad.shape() || !(data.device() == param.grad.device()) ||
+          data.dtype() != param.grad.dtype()) {
         return absl::FailedPreconditionError(absl::StrCat(
             "parameter ", QuoteName(param.name), " changed shape or device since its gradient "
             "was pushed; ZeroGrad and push again"));
@@ -252,15 +269,19 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
       // torch refuses to step state left on another device (the model moved since); a
       // kernel handed pointers of two devices would fault.
       for (const Tensor& state : param.state) {
+        if (state.dtype() != data.dtype() || state.shape() != data.shape()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "the optimizer state of parameter ", QuoteName(param.name), " is ",
+              DTypeName(state.dtype()), " ", ShapeString(state.shape()), " but the parameter is ",
+              DTypeName(data.dtype()), " ", ShapeString(data.shape()),
+              "; LoadOptimizerState a state of the parameter's shape"));
+        }
         if (!(state.device() == data.device())) {
           return absl::FailedPreconditionError(absl::StrCat(
               "the optimizer state of parameter ", QuoteName(param.name), " is on ",
               state.device().ToString(), " but the parameter is on ", data.device().ToString(),
               " (the model moved); GetOptimizerState then LoadOptimizerState moves it"));
         }
-      }
-      if (backend == nullptr) {
-        PARAMD_ASSIGN_OR_RETURN(backend, kernels::GetBackend(data.device()));
       }
       StepPlan::Update update{index, {}, {}, param.step};
       PARAMD_ASSIGN_OR_RETURN(update.new_data, Tensor::Empty(data.dtype(), data.shape(), data.device()));
@@ -288,8 +309,20 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
       if (kind_ != OptimizerKind::kSgd) {
         update.new_step = param.step + 1.0f;  // step_t += 1, in float32
         const double step = update.new_step;
-        t.step_size = options.lr / (1 - std::pow(options.beta1, step));
-        t.bias_correction2_sqrt = std::pow(1 - std::pow(options.beta2, step), 0.5);
+        const double bias_correction1 = 1 - std::pow(options.beta1, step);
+        const double bias_correction2 = 1 - std::pow(options.beta2, step);
+        // Where torch's Python arithmetic raises (a loaded 'step' of -1 or less, a beta of 1),
+        // the step is refused rather than run into NaN weights.
+        if (bias_correction1 == 0 || bias_correction2 < 0) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "parameter ", QuoteName(param.name), "'s Adam step would be ", update.new_step,
+              " with betas (", options.beta1, ", ", options.beta2, "), where torch raises (",
+              bias_correction1 == 0 ? "ZeroDivisionError: float division by zero"
+                                    : "a complex bias correction",
+              "); LoadOptimizerState a state whose 'step' is 0 or more"));
+        }
+        t.step_size = options.lr / bias_correction1;
+        t.bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
       } else {
         // SGD's `buf is None`: no buffer yet (or momentum was off until now).
         t.first_step = param.state.empty();

@@ -104,6 +104,14 @@ absl::StatusOr<Optimizer::PreparedLoad> Optimizer::PrepareLoadLocked(
   for (const OptimizerStateDict::Group& loaded : dict.param_groups) {
     for (int64_t id : loaded.params) loaded_to_param[id] = by_index[position++];
   }
+  // The parameters' tensors as they stand, copied under the model's lock: a writer's commit
+  // replaces them, and a reference to the slot would then read freed memory.
+  std::vector<Tensor> current;
+  current.reserve(params_.size());
+  PARAMD_RETURN_IF_ERROR(model_->Read([&](const std::shared_ptr<Module>&, uint64_t) {
+    for (const Param& param : params_) current.push_back(param.parameter->data());
+    return absl::OkStatus();
+  }));
   std::vector<PreparedLoad::State> states(params_.size());
   for (const OptimizerStateDict::ParamState& entry : dict.state) {
     auto it = loaded_to_param.find(entry.index);
@@ -112,7 +120,7 @@ absl::StatusOr<Optimizer::PreparedLoad> Optimizer::PrepareLoadLocked(
       continue;
     }
     const Param& param = params_[it->second];
-    const Tensor& data = param.parameter->data();
+    const Tensor& data = current[it->second];
     PreparedLoad::State& state = states[it->second];
     state.has_state = true;
     const std::vector<std::string> keys = TensorKeys(kind_, 3);

@@ -3,10 +3,14 @@
 // torch 2.15 (foreach=False) on the same inputs.
 #include "server/core/optim/optimizer.h"
 
+#include <atomic>
+#include <thread>
+
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "base/version_conflict.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "base/version_conflict.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/unit/core/test_util.h"
@@ -194,6 +198,92 @@ TEST(OptimizerTest, BadPushesAndBadGroupsChangeNothing) {
   EXPECT_EQ((*optimizer)->Step(version - 1).status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ(model->version(), version);
   EXPECT_EQ((*optimizer)->Describe().steps, 0u);
+}
+
+// The step kernel runs one dtype a call and float32 alone. A group with a float16 parameter
+// used to run the float32 kernel over it when a float32 one came last (the last dtype won),
+// writing past the float16 tensors' ends: a crash or a corrupted heap. Whichever comes
+// first, the step is refused and changes nothing.
+TEST(OptimizerTest, AGroupWithAParameterTheKernelCannotStepIsRefusedWhole) {
+  for (const char* spec : {R"({"type": "Net", "parameters": [
+          {"name": "h", "shape": [4096], "dtype": "float16"}, {"name": "f", "shape": [4]}]})",
+                           R"({"type": "Net", "parameters": [
+          {"name": "f", "shape": [4]}, {"name": "h", "shape": [4096], "dtype": "float16"}]})"}) {
+    auto model = std::make_shared<Model>("net", Build(spec), Device{});
+    auto optimizer = Optimizer::Create("opt", model, OptimizerKind::kAdam, {}, {});
+    ASSERT_TRUE(optimizer.ok()) << optimizer.status();
+    ASSERT_TRUE((*optimizer)
+                    ->AccumulateGradients({{"h", MakeTensor({4096}, std::vector<double>(4096, 1))},
+                                           {"f", MakeTensor({4}, {1, 1, 1, 1})}})
+                    .ok());
+    const std::vector<double> before = Values(Read(*model, "f"));
+    const uint64_t version = model->version();
+    const absl::Status stepped = (*optimizer)->Step(std::nullopt).status();
+    EXPECT_EQ(stepped.code(), absl::StatusCode::kUnimplemented) << stepped;
+    EXPECT_THAT(stepped.message(), HasSubstr("float16"));
+    EXPECT_EQ(model->version(), version);
+    EXPECT_EQ(Values(Read(*model, "f")), before);
+    EXPECT_EQ((*optimizer)->Describe().steps, 0u);
+    EXPECT_TRUE((*optimizer)->StateDict().state.empty());
+  }
+}
+
+// Pushes and state loads read the parameters' tensors while writers commit new ones; they
+// copy them under the model's lock (a reference to the slot read the storage a commit had
+// freed: garbage devices and shapes, or a crash).
+TEST(OptimizerTest, PushesAndLoadsRaceWritersSafely) {
+  std::string spec = R"({"type": "Net", "parameters": [)";
+  for (int i = 0; i < 200; ++i) {
+    absl::StrAppend(&spec, i ? "," : "", R"({"name": "p)", i, R"(", "shape": [3]})");
+  }
+  spec += "]}";
+  auto model = std::make_shared<Model>("net", Build(spec), Device{});
+  auto optimizer = Optimizer::Create("opt", model, OptimizerKind::kAdam, {}, {});
+  ASSERT_TRUE(optimizer.ok());
+  std::vector<Optimizer::Gradient> gradients;
+  for (int i = 0; i < 200; ++i) {
+    gradients.push_back({absl::StrCat("p", i), MakeTensor({3}, {1, 2, 3})});
+  }
+  ASSERT_TRUE((*optimizer)->AccumulateGradients(gradients).ok());
+  ASSERT_TRUE((*optimizer)->Step(std::nullopt).ok());
+  const OptimizerStateDict state = (*optimizer)->StateDict();
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (int k = 0; !done.load(); ++k) {
+      EXPECT_TRUE(model
+                      ->SetTensor(absl::StrCat("p", k % 200), std::nullopt,
+                                  MakeTensor({3}, {1.0 * k, 2, 3}), std::nullopt)
+                      .ok());
+    }
+  });
+  for (int round = 0; round < 300; ++round) {
+    ASSERT_TRUE((*optimizer)->AccumulateGradients(gradients).ok());
+    ASSERT_TRUE((*optimizer)->LoadStateDict(state).ok());
+  }
+  done.store(true);
+  writer.join();
+}
+
+// A loaded Adam 'step' of -1 makes the next step's bias correction 1 - beta1^0 = 0 (torch:
+// ZeroDivisionError), and one of -2 a negative 1 - beta2^-1 under a square root (torch: a
+// complex number, refused): the step is refused instead of publishing NaN weights.
+TEST(OptimizerTest, AnAdamStepWhereTorchsArithmeticRaisesIsRefused) {
+  auto model = VectorModel();
+  auto optimizer = Optimizer::Create("opt", model, OptimizerKind::kAdam, {}, {{{"u"}, {}}});
+  ASSERT_TRUE(optimizer.ok());
+  ASSERT_TRUE((*optimizer)->AccumulateGradients({{"u", MakeTensor({2}, {1, -1})}}).ok());
+  ASSERT_TRUE((*optimizer)->Step(std::nullopt).ok());
+  const std::vector<double> before = Values(Read(*model, "u"));
+  for (double loaded_step : {-1.0, -2.0}) {
+    OptimizerStateDict dict = (*optimizer)->StateDict();
+    ASSERT_EQ(dict.state[0].tensors[0].first, "step");
+    dict.state[0].tensors[0].second = MakeTensor({}, {loaded_step});
+    ASSERT_TRUE((*optimizer)->LoadStateDict(dict).ok());
+    const absl::Status stepped = (*optimizer)->Step(std::nullopt).status();
+    EXPECT_EQ(stepped.code(), absl::StatusCode::kFailedPrecondition) << stepped;
+    EXPECT_THAT(stepped.message(), HasSubstr("where torch raises"));
+    EXPECT_EQ(Values(Read(*model, "u")), before);
+  }
 }
 
 TEST(OptimizerTest, StateDictRoundTripsThroughLoadStateDict) {
