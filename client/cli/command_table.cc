@@ -150,8 +150,8 @@ const std::vector<Command>& Commands() {
            "  paramctl set net 0.weight --in weight.npy --if-version 7\n"
            "A .npy file is checked first (header and size), then sent chunk by chunk from\n"
            "it (a Fortran-ordered one is read whole, to be reordered); a file cut on the\n"
-           "way cancels the write, which changes nothing. FILE.npy must be a regular file,\n"
-           "not a pipe or a directory. Prints the new model version.",
+           "way cancels the write, which changes nothing. A pipe (--in /dev/stdin) is read\n"
+           "whole and checked before anything is sent. Prints the new model version.",
        .min_args = 2,
        .max_args = 2,
        .flags = {{"in", "FILE.npy", "the values, from a .npy file"},

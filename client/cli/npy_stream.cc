@@ -55,6 +55,35 @@ absl::Status PreadAll(int fd, const std::string& path, uint64_t offset, char* ou
   return absl::OkStatus();
 }
 
+// The .npy a pipe (or another stream) `fd` carries: read to its end, but once the header is
+// known no further than one byte past the data it announces, so that a writer that never
+// stops costs no more than the tensor (and ParseNpy reports the trailing data).
+absl::StatusOr<std::string> ReadStreamedNpy(int fd, const std::string& path) {
+  std::string bytes;
+  std::optional<uint64_t> limit;
+  std::string piece(size_t{1} << 16, '\0');
+  while (!limit || bytes.size() < *limit) {
+    const size_t want =
+        limit ? std::min<uint64_t>(piece.size(), *limit - bytes.size()) : piece.size();
+    const ssize_t n = read(fd, piece.data(), want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
+    }
+    if (n == 0) break;
+    bytes.append(piece.data(), static_cast<size_t>(n));
+    if (!limit) {
+      absl::StatusOr<NpyLayout> layout = ParseNpyHeader(bytes, path);
+      if (layout.ok()) {
+        limit = layout->data_offset + layout->data_bytes + 1;
+      } else if (bytes.size() > kMaxHeaderBytes) {
+        return layout.status();
+      }
+    }
+  }
+  return bytes;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -131,17 +160,28 @@ absl::StatusOr<std::unique_ptr<NpyFileReader>> NpyFileReader::Open(const std::st
   if (fstat(fd, &info) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
   }
-  // The file is read at offsets and mapped, and its size must be known before anything is
-  // sent: a pipe or a device offers none of that.
-  if (std::optional<std::string> kind = NonRegularKind(info)) {
-    if (S_ISDIR(info.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", path, "' is a directory; --in needs a .npy file"));
+  if (S_ISDIR(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' is a directory; --in needs a .npy file"));
+  }
+  // A pipe (or a device) can be neither mapped nor read at offsets: it is read whole first,
+  // so that it is checked whole before anything is sent, as a file is.
+  if (NonRegularKind(info)) {
+    PARAMD_ASSIGN_OR_RETURN(const std::string bytes, ReadStreamedNpy(fd, path));
+    PARAMD_ASSIGN_OR_RETURN(reader->layout_, ParseNpyHeader(bytes, path));
+    const NpyLayout& layout = reader->layout_;
+    if (bytes.size() - layout.data_offset > layout.data_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": trailing data: shape ", ShapeText(layout.shape), " of '", layout.descr,
+          "' needs ", layout.data_bytes, " bytes after the header but more follow"));
     }
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", path, "' is ", *kind,
-        "; --in needs a regular file (a .npy file is checked whole before it is sent, then "
-        "sent from the file): write the data to a file first"));
+    PARAMD_ASSIGN_OR_RETURN(HostTensor whole, ParseNpy(bytes, path));
+    reader->reordered_ = std::move(whole.data);
+    reader->whole_ = true;
+    reader->tensors_.push_back({path, HostTensor{}});
+    reader->tensors_.back().tensor.dtype = whole.dtype;
+    reader->tensors_.back().tensor.shape = whole.shape;
+    return reader;
   }
   const uint64_t size = static_cast<uint64_t>(info.st_size);
   // A page first, and up to kMaxHeaderBytes only when the header needs more.
