@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <string>
+#include <system_error>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -13,6 +15,12 @@
 namespace paramd::io {
 
 absl::StatusOr<std::unique_ptr<DataDirLock>> DataDirLock::Acquire(const std::string& dir) {
+  std::error_code made;
+  std::filesystem::create_directories(dir, made);
+  if (made) {
+    return absl::Status(absl::ErrnoToStatus(made.value(), "").code(),
+                        absl::StrCat("cannot create --data-dir '", dir, "': ", made.message()));
+  }
   const std::string path = absl::StrCat(dir, "/", kFileName);
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open '", path, "'"));

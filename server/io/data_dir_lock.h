@@ -23,9 +23,10 @@ class DataDirLock {
  public:
   static constexpr const char* kFileName = "paramd.lock";
 
-  // Locks `dir`/paramd.lock (creating it), writing this process's id into it.
-  // FAILED_PRECONDITION naming the directory and the holder's process id (as the holder
-  // wrote it) when another process holds it; the errno's code when it cannot be opened.
+  // Creates `dir` (and its parents) where missing, then locks `dir`/paramd.lock (creating
+  // it), writing this process's id into it. FAILED_PRECONDITION naming the directory and
+  // the holder's process id (as the holder wrote it) when another process holds it; the
+  // errno's code when the directory cannot be made or the file opened.
   static absl::StatusOr<std::unique_ptr<DataDirLock>> Acquire(const std::string& dir);
   ~DataDirLock();
   DataDirLock(const DataDirLock&) = delete;

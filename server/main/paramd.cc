@@ -346,11 +346,6 @@ int main(int argc, char** argv) {
   paramd::kernels::SetGpuMemoryLimit(settings.max_gpu_memory);
 
   const std::filesystem::path data_dir = flags.data_dir;
-  std::error_code error;
-  std::filesystem::create_directories(data_dir, error);
-  if (error) {
-    return Fail(absl::StrCat("cannot create --data-dir '", data_dir.string(), "': ", error.message()));
-  }
   // Held until the process ends (Note [One daemon a data directory]).
   auto data_dir_lock = paramd::io::DataDirLock::Acquire(data_dir.string());
   if (!data_dir_lock.ok()) return Fail(std::string(data_dir_lock.status().message()));

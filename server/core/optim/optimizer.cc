@@ -202,6 +202,40 @@ absl::Status Optimizer::ZeroGrad(bool set_to_none) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// That `grad` and every `state` tensor of parameter `name` fit its tensor `data` as the
+// step kernel reads them: same dtype, shape and device. FAILED_PRECONDITION saying how to
+// mend it otherwise.
+absl::Status CheckStepInputs(const std::string& name, const Tensor& data, const Tensor& grad,
+                             const std::vector<Tensor>& state) {
+  if (data.shape() != grad.shape() || !(data.device() == grad.device()) ||
+      data.dtype() != grad.dtype()) {
+    return absl::FailedPreconditionError(absl::StrCat("parameter ", QuoteName(name),
+                                                      " changed shape or device since its gradient "
+                                                      "was pushed; ZeroGrad and push again"));
+  }
+  // torch refuses to step state left on another device (the model moved since); a
+  // kernel handed pointers of two devices would fault.
+  for (const Tensor& tensor : state) {
+    if (tensor.dtype() != data.dtype() || tensor.shape() != data.shape()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the optimizer state of parameter ", QuoteName(name), " is ", DTypeName(tensor.dtype()),
+          " ", ShapeString(tensor.shape()), " but the parameter is ", DTypeName(data.dtype()), " ",
+          ShapeString(data.shape()), "; LoadOptimizerState a state of the parameter's shape"));
+    }
+    if (!(tensor.device() == data.device())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the optimizer state of parameter ", QuoteName(name), " is on ",
+          tensor.device().ToString(), " but the parameter is on ", data.device().ToString(),
+          " (the model moved); GetOptimizerState then LoadOptimizerState moves it"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 // The new tensors of one step, built before anything changes.
 struct Optimizer::StepPlan {
   struct Update {
@@ -260,29 +294,7 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
             " but others of its group are ", DTypeName(args.dtype),
             "; an optimizer step runs one dtype a group: put them in groups of their own"));
       }
-      if (data.shape() != param.grad.shape() || !(data.device() == param.grad.device()) ||
-          data.dtype() != param.grad.dtype()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "parameter ", QuoteName(param.name), " changed shape or device since its gradient "
-            "was pushed; ZeroGrad and push again"));
-      }
-      // torch refuses to step state left on another device (the model moved since); a
-      // kernel handed pointers of two devices would fault.
-      for (const Tensor& state : param.state) {
-        if (state.dtype() != data.dtype() || state.shape() != data.shape()) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "the optimizer state of parameter ", QuoteName(param.name), " is ",
-              DTypeName(state.dtype()), " ", ShapeString(state.shape()), " but the parameter is ",
-              DTypeName(data.dtype()), " ", ShapeString(data.shape()),
-              "; LoadOptimizerState a state of the parameter's shape"));
-        }
-        if (!(state.device() == data.device())) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "the optimizer state of parameter ", QuoteName(param.name), " is on ",
-              state.device().ToString(), " but the parameter is on ", data.device().ToString(),
-              " (the model moved); GetOptimizerState then LoadOptimizerState moves it"));
-        }
-      }
+      PARAMD_RETURN_IF_ERROR(CheckStepInputs(param.name, data, param.grad, param.state));
       StepPlan::Update update{index, {}, {}, param.step};
       PARAMD_ASSIGN_OR_RETURN(update.new_data, Tensor::Empty(data.dtype(), data.shape(), data.device()));
       kernels::OptimizerTensor t;
