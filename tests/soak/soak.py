@@ -4,13 +4,15 @@ restart that must bring back every model exactly as last acknowledged.
 Each client owns its models (so it knows their exact content at every acknowledged
 version) and reads everyone's. Operations, chosen at random from a printed seed: create,
 whole and region writes, reads (checked against what the owner knows), saves and loads of
-checkpoints, forwards, deletes, snapshots, and cancelled calls (a write stream cut off
-half-way, a read abandoned). Under --max-memory the daemon may refuse work with
+checkpoints, forwards, training steps (an optimizer of the model's own, SGD with momentum,
+Adam or AdamW: gradients pushed, a step, the result read back), deletes, snapshots, and
+cancelled calls (a write stream cut off half-way, a read abandoned). Under --max-memory the daemon may refuse work with
 RESOURCE_EXHAUSTED; a refused call must change nothing, which the owner checks.
 
 At the end: the daemon's peak RSS (VmHWM) must stay under --max-memory plus a documented
 constant (docs/daemon.md, "Memory"), SIGTERM must exit 0, and after a restart every model
-must hold the content (by SHA-256) and version its owner last had acknowledged.
+must hold the content (by SHA-256) and version its owner last had acknowledged, and every
+optimizer of a model still there its state_dict as it was before the stop.
 
   soak.py PARAMD [--seconds S] [--clients N] [--seed SEED] [--max-memory MIB]
 """
@@ -107,6 +109,16 @@ def digest(state: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def optimizer_digest(state: dict[str, Any]) -> str:
+    """SHA-256 of an optimizer's state_dict: its groups as text, its state's tensors' bytes."""
+    h = hashlib.sha256(repr(state["param_groups"]).encode())
+    for index in sorted(state["state"]):
+        for key, value in sorted(state["state"][index].items()):
+            h.update(f"{index}.{key}".encode())
+            h.update(np.ascontiguousarray(np.asarray(value)).tobytes())
+    return h.hexdigest()
+
+
 def spec_for(rng: random.Random) -> dict[str, Any]:
     """A small MLP; now and then a large one that presses on the memory limit."""
     width = rng.choice([8, 64, 256]) if rng.random() < 0.9 else rng.choice([2048, 4096])
@@ -125,6 +137,7 @@ class Owner:
         self.content: dict[str, dict[str, np.ndarray]] = {}
         self.version: dict[str, int] = {}
         self.saved: dict[str, tuple[dict[str, np.ndarray], str]] = {}  # path -> (content, model)
+        self.optimizers: dict[str, str] = {}  # model -> its optimizer
 
 
 class Worker(threading.Thread):
@@ -266,6 +279,37 @@ class Worker(threading.Thread):
         if tuple(np.asarray(out).shape) != (batch, 4):
             self.fail(f"forward of {name} gave shape {np.asarray(out).shape}")
 
+    def op_train(self) -> None:
+        """Gradients for some of a model's tensors, then a step of its optimizer (made on
+        first use): the model changes as the step says and nothing else changes it."""
+        name = self.pick_mine()
+        if name is None:
+            return self.op_create()
+        if name not in self.owner.optimizers:
+            kind = self.rng.choice(["SGD", "Adam", "AdamW"])
+            hyper: dict[str, Any] = {"lr": 0.01}
+            if kind == "SGD":
+                hyper["momentum"] = 0.9
+            self.client.create_optimizer(f"o-{name}", name, kind, **hyper)
+            self.owner.optimizers[name] = f"o-{name}"
+        optimizer = self.client.optimizer(self.owner.optimizers[name])
+        content = self.owner.content[name]
+        keys = self.rng.sample(sorted(content), self.rng.randint(1, len(content)))
+        values = np.random.default_rng(self.rng.randrange(1 << 30))
+        optimizer.push({k: values.standard_normal(content[k].shape).astype(np.float32)
+                        for k in keys})
+        try:
+            version = optimizer.step()
+        except paramd.ResourceExhausted:
+            self.counts["train refused (memory)"] += 1
+            return self.check_unchanged(name, "a refused step")
+        state, read_version = self.pull(name)
+        if read_version != version:
+            self.fail(f"the step of {name} answered version {version}, a read {read_version}")
+        self.owner.content[name], self.owner.version[name] = state, version
+        if self.rng.random() < 0.5:
+            optimizer.zero_grad()
+
     def op_save(self) -> None:
         name = self.pick_mine()
         if name is None:
@@ -299,14 +343,15 @@ class Worker(threading.Thread):
             return
         self.client.delete(name)
         del self.owner.content[name], self.owner.version[name]
+        self.owner.optimizers.pop(name, None)
 
     def op_snapshot(self) -> None:
         self.client._unary("/paramd.v1.Checkpoints/Snapshot", checkpoints_pb2.SnapshotRequest(),
                            checkpoints_pb2.SnapshotResponse)
 
     OPS = [("create", 6), ("write", 30), ("cancelled_write", 6), ("read", 25),
-           ("abandoned_read", 4), ("forward", 12), ("save", 5), ("load", 5), ("delete", 3),
-           ("snapshot", 2)]
+           ("abandoned_read", 4), ("forward", 12), ("train", 8), ("save", 5), ("load", 5),
+           ("delete", 3), ("snapshot", 2)]
 
     def run(self) -> None:
         names = [n for n, _ in self.OPS]
@@ -356,6 +401,11 @@ def main() -> int:
             time.sleep(0.02)
         for w in workers:
             w.join()
+        # Every optimizer of a model still there, as it stands before the stop.
+        client = paramd.connect(daemon.address, timeout=60)
+        optimizers = {o: optimizer_digest(client.optimizer(o).state_dict())
+                      for w in workers for o in w.owner.optimizers.values()}
+        client.close()
         peak = daemon.peak_rss_mib()
         code = daemon.stop()
         print("soak: operations " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -387,7 +437,15 @@ def main() -> int:
                     f"after restart: {name} is at version {state.version} "  # type: ignore[attr-defined]
                     f"with content {digest(got)[:12]}; acknowledged: version {version}, "
                     f"content {digest(content)[:12]}")
-        print(f"soak: restart restored {len(expected)} models")
+        for name, before in sorted(optimizers.items()):
+            try:
+                after = optimizer_digest(client.optimizer(name).state_dict())
+            except paramd.NotFound:
+                failures.append(f"after restart: optimizer {name} is gone")
+                continue
+            if after != before:
+                failures.append(f"after restart: optimizer {name}'s state_dict differs")
+        print(f"soak: restart restored {len(expected)} models and {len(optimizers)} optimizers")
         daemon.stop()
         if failures:
             print("soak: FAILED\n  " + "\n  ".join(failures[:40]))
