@@ -130,6 +130,35 @@ v1::OptimizerInfo Info(const core::Optimizer& optimizer) {
   return info;
 }
 
+// The mode CreateOptimizer asks for. INVALID_ARGUMENT for an unknown mode, a synchronous one
+// without workers, and workers or max_staleness in a mode they mean nothing in.
+absl::StatusOr<core::OptimizerMode> ModeOf(const v1::CreateOptimizerRequest& request,
+                                           absl::Duration round_timeout) {
+  core::OptimizerMode mode;
+  if (request.mode() == "asynchronous") {
+    mode = {core::OptimizerMode::kAsynchronous, request.max_staleness()};
+  } else if (request.mode() == "synchronous") {
+    if (request.workers() < 1) {
+      return absl::InvalidArgumentError(
+          "a synchronous optimizer needs workers (K, the pushes that make a round) of 1 or more");
+    }
+    mode = {core::OptimizerMode::kSynchronous, request.workers(), round_timeout};
+  } else if (!request.mode().empty() && request.mode() != "manual") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown optimizer mode '", request.mode(),
+                     "'; use 'manual', 'asynchronous' or 'synchronous'"));
+  }
+  if (mode.kind != core::OptimizerMode::kSynchronous && request.workers() != 0) {
+    return absl::InvalidArgumentError(
+        "workers is for mode 'synchronous' (K, the pushes that make a round)");
+  }
+  if (mode.kind != core::OptimizerMode::kAsynchronous && request.max_staleness() != 0) {
+    return absl::InvalidArgumentError(
+        "max_staleness is for mode 'asynchronous' (S, the most steps a push may be behind)");
+  }
+  return mode;
+}
+
 // "<index>.<key>" of a state tensor on the wire.
 absl::StatusOr<std::pair<int64_t, std::string>> SplitStateName(const std::string& name) {
   const size_t dot = name.find('.');
@@ -247,25 +276,7 @@ grpc::ServerUnaryReactor* TrainingService::CreateOptimizer(grpc::CallbackServerC
           PARAMD_ASSIGN_OR_RETURN(spec.hyperparameters, FromProto(group.hyperparameters()));
           groups.push_back(std::move(spec));
         }
-        core::OptimizerMode mode;
-        if (request->mode() == "asynchronous") {
-          mode = {core::OptimizerMode::kAsynchronous, request->max_staleness()};
-        } else if (request->mode() == "synchronous") {
-          if (request->workers() < 1) {
-            return absl::InvalidArgumentError(
-                "a synchronous optimizer needs workers (K, the pushes that make a round) of 1 "
-                "or more");
-          }
-          mode = {core::OptimizerMode::kSynchronous, request->workers(), round_timeout_};
-        } else if (!request->mode().empty() && request->mode() != "manual") {
-          return absl::InvalidArgumentError(
-              absl::StrCat("unknown optimizer mode '", request->mode(),
-                           "'; use 'manual', 'asynchronous' or 'synchronous'"));
-        }
-        if (mode.kind != core::OptimizerMode::kSynchronous && request->workers() != 0) {
-          return absl::InvalidArgumentError(
-              "workers is for mode 'synchronous' (K, the pushes that make a round)");
-        }
+        PARAMD_ASSIGN_OR_RETURN(core::OptimizerMode mode, ModeOf(*request, round_timeout_));
         PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
                                 core::Optimizer::Create(request->name(), std::move(model), kind,
                                                         defaults, groups, mode));

@@ -268,6 +268,32 @@ TEST_F(TrainingTest, ExplicitStepAndBadPushesAreRefused) {
   EXPECT_EQ(Create(2, "manual").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// max_staleness (S) means something in asynchronous mode only, as workers (K) does in
+// synchronous mode only: elsewhere it is refused, not silently dropped.
+TEST_F(TrainingTest, MaxStalenessIsRefusedOutsideAsynchronousMode) {
+  ASSERT_TRUE(CreateModel(*models_, "m", kSpec).ok());
+  auto create = [&](const std::string& mode, uint64_t workers, uint64_t max_staleness) {
+    grpc::ClientContext context;
+    v1::CreateOptimizerRequest request;
+    request.set_name("opt");
+    request.set_model("m");
+    request.set_kind("SGD");
+    request.set_mode(mode);
+    request.set_workers(workers);
+    request.set_max_staleness(max_staleness);
+    v1::OptimizerInfo info;
+    return training_->CreateOptimizer(&context, request, &info);
+  };
+  for (const std::string mode : {"", "manual"}) {
+    const grpc::Status refused = create(mode, 0, 3);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << mode;
+    EXPECT_THAT(refused.error_message(), HasSubstr("max_staleness is for mode 'asynchronous'"));
+  }
+  EXPECT_EQ(create("synchronous", 2, 1).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Info().name(), "") << "a refused create leaves no optimizer";
+  EXPECT_TRUE(create("asynchronous", 0, 0).ok());
+}
+
 TEST_F(TrainingTest, ARoundThatTimesOutIsAbortedAndChangesNothing) {
   Start({"--sync-round-timeout", "1s"});
   ASSERT_TRUE(Create(2).ok());
