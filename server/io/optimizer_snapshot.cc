@@ -1,10 +1,15 @@
 #include "server/io/optimizer_snapshot.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
 #include <utility>
 #include <vector>
 
+#include "absl/base/casts.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -40,6 +45,28 @@ absl::StatusOr<core::OptimizerMode::Kind> ParseMode(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("unknown mode ", QuoteName(name)));
 }
 
+// Note [Exact floats in snapshots]
+// JSON has no NaN or infinity (nlohmann writes them as null), and no decimal text keeps a
+// NaN's payload, so a float hyperparameter is written with its IEEE-754 binary64 bits, 16
+// hex digits under "bits" (a tuple: one string per item), which the reader takes over
+// "value". "value", the number, is still written where it is finite, for whoever reads the
+// file; it is all that files written before "bits" hold, and they stay readable. Every value
+// the daemon accepts (NaN, +-inf, -0.0, any payload) thus comes back bit for bit.
+std::string FloatBits(double value) {
+  return absl::StrCat(absl::Hex(absl::bit_cast<uint64_t>(value), absl::kZeroPad16));
+}
+
+std::optional<double> ParseFloatBits(const Json& j) {
+  if (!j.is_string()) return std::nullopt;
+  const std::string& text = j.get_ref<const std::string&>();
+  uint64_t bits = 0;
+  if (text.size() != 16 || !std::all_of(text.begin(), text.end(), absl::ascii_isxdigit) ||
+      !absl::SimpleHexAtoi(text, &bits)) {
+    return std::nullopt;
+  }
+  return absl::bit_cast<double>(bits);
+}
+
 Json HyperValueJson(const HyperValue& value) {
   switch (value.type) {
     case HyperValue::Type::kNone:
@@ -47,11 +74,23 @@ Json HyperValueJson(const HyperValue& value) {
     case HyperValue::Type::kBool:
       return {{"type", "bool"}, {"value", value.number != 0}};
     case HyperValue::Type::kInt:
-      return {{"type", "int"}, {"value", static_cast<int64_t>(value.number)}};
-    case HyperValue::Type::kFloat:
-      return {{"type", "float"}, {"value", value.number}};
-    case HyperValue::Type::kTuple:
-      return {{"type", "tuple"}, {"value", value.tuple}};
+      return {{"type", "int"}, {"value", value.integer}};
+    case HyperValue::Type::kFloat: {
+      Json j = {{"type", "float"}, {"bits", FloatBits(value.number)}};
+      if (std::isfinite(value.number)) j["value"] = value.number;
+      return j;
+    }
+    case HyperValue::Type::kTuple: {
+      Json bits = Json::array();
+      bool finite = true;
+      for (double item : value.tuple) {
+        bits.push_back(FloatBits(item));
+        finite = finite && std::isfinite(item);
+      }
+      Json j = {{"type", "tuple"}, {"bits", std::move(bits)}};
+      if (finite) j["value"] = value.tuple;
+      return j;
+    }
   }
   return {};
 }
@@ -75,6 +114,33 @@ bool IsUnsigned(const Json& j) { return j.is_number_unsigned(); }
 bool IsString(const Json& j) { return j.is_string(); }
 bool IsArray(const Json& j) { return j.is_array(); }
 
+// A float's "bits" when it has them (Note [Exact floats in snapshots]), else its "value".
+std::optional<double> ParseFloat(const Json& j) {
+  if (j.contains("bits")) return ParseFloatBits(j.at("bits"));
+  if (const Json* value = Member(j, "value", IsNumber)) return value->get<double>();
+  return std::nullopt;
+}
+
+std::optional<std::vector<double>> ParseTuple(const Json& j) {
+  std::vector<double> items;
+  if (j.contains("bits")) {
+    if (!j.at("bits").is_array()) return std::nullopt;
+    for (const Json& item : j.at("bits")) {
+      std::optional<double> parsed = ParseFloatBits(item);
+      if (!parsed) return std::nullopt;
+      items.push_back(*parsed);
+    }
+    return items;
+  }
+  const Json* value = Member(j, "value", IsArray);
+  if (value == nullptr) return std::nullopt;
+  for (const Json& item : *value) {
+    if (!item.is_number()) return std::nullopt;
+    items.push_back(item.get<double>());
+  }
+  return items;
+}
+
 absl::StatusOr<HyperValue> ParseHyperValue(const Json& j) {
   const Json* type = Member(j, "type", IsString);
   if (type == nullptr) return Damaged("a hyperparameter has no type");
@@ -84,21 +150,17 @@ absl::StatusOr<HyperValue> ParseHyperValue(const Json& j) {
     const Json* value = Member(j, "value", [](const Json& v) { return v.is_boolean(); });
     if (value != nullptr) return HyperValue::Bool(value->get<bool>());
   } else if (name == "int") {
-    const Json* value = Member(j, "value", [](const Json& v) { return v.is_number_integer(); });
+    // Signed: an unsigned JSON number past int64 is no value the daemon accepts.
+    const Json* value = Member(j, "value", [](const Json& v) {
+      return v.is_number_integer() &&
+             (!v.is_number_unsigned() ||
+              v.get<uint64_t>() <= uint64_t{std::numeric_limits<int64_t>::max()});
+    });
     if (value != nullptr) return HyperValue::Int(value->get<int64_t>());
   } else if (name == "float") {
-    const Json* value = Member(j, "value", IsNumber);
-    if (value != nullptr) return HyperValue::Float(value->get<double>());
+    if (std::optional<double> value = ParseFloat(j)) return HyperValue::Float(*value);
   } else if (name == "tuple") {
-    const Json* value = Member(j, "value", IsArray);
-    if (value != nullptr) {
-      std::vector<double> items;
-      for (const Json& item : *value) {
-        if (!item.is_number()) return Damaged("a tuple hyperparameter holds a non-number");
-        items.push_back(item.get<double>());
-      }
-      return HyperValue::Tuple(std::move(items));
-    }
+    if (auto items = ParseTuple(j)) return HyperValue::Tuple(*std::move(items));
   }
   return Damaged(absl::StrCat("a hyperparameter of type ", QuoteName(name), " is malformed"));
 }

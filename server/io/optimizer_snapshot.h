@@ -5,7 +5,8 @@
 // "<index>.<key>" (the names GetOptimizerState streams: "0.exp_avg", "3.step"), and in the
 // metadata, under `paramd.optimizer`, a JSON object with the optimizer's name, model, kind,
 // mode, step count, the model version whose weights the state goes with, and the param
-// groups (parameter indices and names, every hyperparameter with its Python type).
+// groups (parameter indices and names, every hyperparameter with its Python type; ints
+// exactly, floats bit for bit: Note [Exact floats in snapshots] in optimizer_snapshot.cc).
 // Gradients are not kept: a restored optimizer starts with every `.grad` None.
 //
 // Thread-safety: reentrant functions, no shared state.

@@ -129,7 +129,7 @@ class Pickler {
       case core::HyperValue::Type::kBool:
         return graph_.Bool(value.number != 0);
       case core::HyperValue::Type::kInt:
-        return graph_.Int(static_cast<int64_t>(value.number));
+        return graph_.Int(value.integer);
       case core::HyperValue::Type::kFloat:
         return graph_.Float(value.number);
       case core::HyperValue::Type::kTuple: {

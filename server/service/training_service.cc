@@ -71,7 +71,7 @@ void ToProto(const HyperValue& value, v1::HyperValue* out) {
       out->set_bool_value(value.number != 0);
       return;
     case HyperValue::Type::kInt:
-      out->set_int_value(static_cast<int64_t>(value.number));
+      out->set_int_value(value.integer);
       return;
     case HyperValue::Type::kFloat:
       out->set_float_value(value.number);

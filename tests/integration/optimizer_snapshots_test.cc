@@ -3,12 +3,16 @@
 // SIGTERM comes back with the same state_dict and steps on exactly as one that never
 // stopped; a damaged optimizer snapshot costs that optimizer only, never its model; deleted
 // optimizers do not come back.
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/base/casts.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "paramd/client.h"
@@ -232,6 +236,60 @@ TEST_F(OptimizerSnapshotsTest, ASynchronousOptimizerKeepsItsModeAndWorkers) {
   EXPECT_EQ(info->mode(), "synchronous");
   EXPECT_EQ(info->workers(), 3u);
   EXPECT_EQ(info->steps(), 0u);
+}
+
+v1::Hyperparameter IntHyper(const std::string& name, int64_t value) {
+  v1::Hyperparameter h;
+  h.set_name(name);
+  h.mutable_value()->set_int_value(value);
+  return h;
+}
+
+// Every value CreateOptimizer accepts (torch accepts them too) is given back as it came, and
+// comes back so after a restart: NaN (with its payload), infinities and -0.0 bit for bit, ints
+// past 2^53 exactly.
+TEST_F(OptimizerSnapshotsTest, EveryAcceptedHyperparameterSurvivesARestartExactly) {
+  MakeModel("m");
+  const double nan_with_payload = absl::bit_cast<double>(uint64_t{0x7ff800000000abcd});
+  const double inf = std::numeric_limits<double>::infinity();
+  const int64_t max_int = std::numeric_limits<int64_t>::max();
+  const int64_t past_double = (int64_t{1} << 53) + 1;
+  const std::vector<std::pair<std::string, std::vector<v1::Hyperparameter>>> optimizers = {
+      {"lr_inf", {FloatHyper("lr", inf), FloatHyper("weight_decay", inf)}},
+      {"dampening_nan", {FloatHyper("momentum", 0.9), FloatHyper("dampening", nan_with_payload)}},
+      {"eps_inf", {FloatHyper("eps", inf), FloatHyper("lr", -0.0)}},
+      {"momentum_max_int", {IntHyper("momentum", max_int)}},
+      {"momentum_past_double", {IntHyper("momentum", past_double)}},
+  };
+  std::map<std::string, WireState> before;
+  for (const auto& [name, defaults] : optimizers) {
+    v1::CreateOptimizerRequest request;
+    request.set_name(name);
+    request.set_model("m");
+    request.set_kind(name == "eps_inf" ? "Adam" : "SGD");
+    for (const v1::Hyperparameter& h : defaults) *request.add_defaults() = h;
+    grpc::ClientContext context;
+    v1::OptimizerInfo info;
+    const grpc::Status created = training_->CreateOptimizer(&context, request, &info);
+    ASSERT_TRUE(created.ok()) << name << ": " << created.error_message();
+    before[name] = State(name);
+    ASSERT_TRUE(before[name].status.ok()) << before[name].status.error_message();
+    // Given back as sent.
+    for (const v1::Hyperparameter& sent : defaults) {
+      bool found = false;
+      for (const v1::Hyperparameter& got : before[name].head.param_groups(0).hyperparameters()) {
+        if (got.name() != sent.name()) continue;
+        found = true;
+        EXPECT_EQ(got.value().SerializeAsString(), sent.value().SerializeAsString())
+            << name << "." << sent.name() << ": " << got.value().DebugString();
+      }
+      EXPECT_TRUE(found) << name << "." << sent.name();
+    }
+  }
+  ASSERT_EQ(daemon_->Stop(), 0);
+  Restart();
+  EXPECT_THAT(daemon_->Log(), ::testing::Not(HasSubstr("optimizer not restored")));
+  for (const auto& [name, defaults] : optimizers) ExpectSameState(before[name], State(name));
 }
 
 TEST_F(OptimizerSnapshotsTest, ADamagedOptimizerSnapshotCostsTheOptimizerNotTheModel) {

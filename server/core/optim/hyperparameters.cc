@@ -142,7 +142,7 @@ std::string HyperValueRepr(const HyperValue& value) {
     case Type::kBool:
       return value.number != 0 ? "True" : "False";
     case Type::kInt:
-      return absl::StrCat(static_cast<int64_t>(value.number));
+      return absl::StrCat(value.integer);
     case Type::kFloat:
       return PyFloatRepr(value.number);
     case Type::kTuple: {

@@ -25,16 +25,21 @@ absl::string_view OptimizerKindName(OptimizerKind kind);
 absl::StatusOr<OptimizerKind> ParseOptimizerKind(absl::string_view name);
 
 // One hyperparameter value with its Python type: None, a bool, an int, a float, or a tuple
-// of numbers (Adam's betas).
+// of numbers (Adam's betas). An int is kept exactly in `integer` (what is given back and
+// saved) and as the nearest double in `number` (what checks and steps compute with, as
+// torch's arithmetic converts a Python int).
 struct HyperValue {
   enum class Type { kNone, kBool, kInt, kFloat, kTuple };
   Type type = Type::kNone;
-  double number = 0;  // kBool (0 or 1), kInt, kFloat
+  double number = 0;  // kBool (0 or 1), kInt (rounded), kFloat
   std::vector<double> tuple;
+  int64_t integer = 0;  // kInt
 
   static HyperValue None() { return {}; }
   static HyperValue Bool(bool value) { return {Type::kBool, value ? 1.0 : 0.0, {}}; }
-  static HyperValue Int(int64_t value) { return {Type::kInt, static_cast<double>(value), {}}; }
+  static HyperValue Int(int64_t value) {
+    return {Type::kInt, static_cast<double>(value), {}, value};
+  }
   static HyperValue Float(double value) { return {Type::kFloat, value, {}}; }
   static HyperValue Tuple(std::vector<double> values) { return {Type::kTuple, 0, std::move(values)}; }
 

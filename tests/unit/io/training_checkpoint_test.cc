@@ -318,7 +318,7 @@ const PickleValue* AdamDict(PickleGraph& graph, const PickleValue* state, Pickle
     } else if (value.type == Type::kNone) {
       node = graph.None();
     } else if (value.type == Type::kInt) {
-      node = graph.Int(static_cast<int64_t>(value.number));
+      node = graph.Int(value.integer);
     } else {
       node = graph.Float(value.number);
     }
