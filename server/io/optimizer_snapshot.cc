@@ -301,14 +301,18 @@ absl::StatusOr<OptimizerSnapshot> ReadOptimizerSnapshot(const std::string& path)
 }
 
 absl::StatusOr<std::shared_ptr<core::Optimizer>> RestoreOptimizer(
-    const OptimizerSnapshot& snapshot, std::shared_ptr<core::Model> model) {
+    const OptimizerSnapshot& snapshot, std::shared_ptr<core::Model> model,
+    absl::Duration sync_round_timeout) {
   std::vector<core::Optimizer::GroupSpec> groups;
   for (const auto& group : snapshot.state.param_groups) {
     groups.push_back({group.param_names, group.hyperparameters});
   }
-  PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
-                          core::Optimizer::Create(snapshot.name, std::move(model), snapshot.kind,
-                                                  {}, groups, snapshot.mode));
+  core::OptimizerMode mode = snapshot.mode;
+  mode.round_timeout =
+      mode.kind == core::OptimizerMode::kSynchronous ? sync_round_timeout : absl::ZeroDuration();
+  PARAMD_ASSIGN_OR_RETURN(
+      std::shared_ptr<core::Optimizer> optimizer,
+      core::Optimizer::Create(snapshot.name, std::move(model), snapshot.kind, {}, groups, mode));
   PARAMD_RETURN_IF_ERROR(optimizer->LoadStateDict(snapshot.state));
   optimizer->RestoreSteps(snapshot.steps);
   return optimizer;

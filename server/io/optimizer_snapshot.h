@@ -7,7 +7,8 @@
 // mode, step count, the model version whose weights the state goes with, and the param
 // groups (parameter indices and names, every hyperparameter with its Python type; ints
 // exactly, floats bit for bit: Note [Exact floats in snapshots] in optimizer_snapshot.cc).
-// Gradients are not kept: a restored optimizer starts with every `.grad` None.
+// Gradients are not kept: a restored optimizer starts with every `.grad` None, and neither is
+// a synchronous round's timeout: the restarted daemon's --sync-round-timeout applies.
 //
 // Thread-safety: reentrant functions, no shared state.
 #pragma once
@@ -17,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/core/model.h"
 #include "server/core/optim/optimizer.h"
 #include "server/io/file_system.h"
@@ -27,6 +29,7 @@ struct OptimizerSnapshot {
   std::string name;
   std::string model;
   core::OptimizerKind kind = core::OptimizerKind::kSgd;
+  // Its kind and bound; round_timeout is not kept (zero when read).
   core::OptimizerMode mode;
   uint64_t steps = 0;
   // The model version whose weights `state` goes with: a restore refuses the snapshot when
@@ -48,9 +51,12 @@ absl::Status SaveOptimizerSnapshot(const std::string& path, const OptimizerSnaps
 absl::StatusOr<OptimizerSnapshot> ReadOptimizerSnapshot(const std::string& path);
 
 // Creates the optimizer on `model` (its groups by parameter name), loads its state and step
-// count. The errors of Optimizer::Create and LoadStateDict (a parameter the model no longer
-// has, a state of another shape).
+// count. A synchronous one's rounds time out after `sync_round_timeout` (the daemon's
+// --sync-round-timeout, as for an optimizer created now; zero: never). The errors of
+// Optimizer::Create and LoadStateDict (a parameter the model no longer has, a state of
+// another shape).
 absl::StatusOr<std::shared_ptr<core::Optimizer>> RestoreOptimizer(
-    const OptimizerSnapshot& snapshot, std::shared_ptr<core::Model> model);
+    const OptimizerSnapshot& snapshot, std::shared_ptr<core::Model> model,
+    absl::Duration sync_round_timeout);
 
 }  // namespace paramd::io

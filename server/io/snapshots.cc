@@ -36,9 +36,10 @@ struct Pinned {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const std::string& data_dir,
-                                                            core::ModelRegistry* registry,
-                                                            FileSystem& fs,
-                                                            core::OptimizerRegistry* optimizers) {
+                                                           core::ModelRegistry* registry,
+                                                           FileSystem& fs,
+                                                           core::OptimizerRegistry* optimizers,
+                                                           absl::Duration sync_round_timeout) {
   const std::string directory = data_dir + "/models";
   const std::string optimizer_directory = data_dir + "/optimizers";
   std::vector<std::string> directories = {directory};
@@ -53,7 +54,7 @@ absl::StatusOr<std::unique_ptr<Snapshots>> Snapshots::Open(const std::string& da
     }
   }
   std::unique_ptr<Snapshots> snapshots(
-      new Snapshots(directory, optimizer_directory, registry, optimizers, fs));
+      new Snapshots(directory, optimizer_directory, registry, optimizers, sync_round_timeout, fs));
   for (const std::string& made : directories) snapshots->RemoveLeftovers(made);
   registry->SetVersionLease(snapshots->versions_);
   return snapshots;
@@ -499,7 +500,7 @@ absl::Status Snapshots::RestoreOptimizerFile(const std::string& file) {
         "its state does not belong to"));
   }
   PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<core::Optimizer> optimizer,
-                          io::RestoreOptimizer(snapshot, *model));
+                          io::RestoreOptimizer(snapshot, *model, sync_round_timeout_));
   PARAMD_RETURN_IF_ERROR(optimizers_->Add(optimizer));
   {
     absl::MutexLock lock(&mu_);

@@ -43,6 +43,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/core/optim/optimizer.h"
 #include "server/core/registry.h"
 #include "server/io/file_system.h"
@@ -62,10 +63,12 @@ class Snapshots {
   // process left there; sets the registry's version lease. `registry` and `fs` (which
   // writes the snapshot and reservation files) must outlive this.
   // `optimizers`, when given, must outlive this too; its optimizers are snapshotted and
-  // restored with their models.
+  // restored with their models, the synchronous ones with rounds that time out after
+  // `sync_round_timeout` (--sync-round-timeout; zero: never).
   static absl::StatusOr<std::unique_ptr<Snapshots>> Open(
       const std::string& data_dir, core::ModelRegistry* registry,
-      FileSystem& fs = FileSystem::Posix(), core::OptimizerRegistry* optimizers = nullptr);
+      FileSystem& fs = FileSystem::Posix(), core::OptimizerRegistry* optimizers = nullptr,
+      absl::Duration sync_round_timeout = absl::ZeroDuration());
 
   // Snapshots the named models (every model when `names` is empty). NOT_FOUND for an
   // unknown name; the first failing write's status otherwise (the others still run).
@@ -86,12 +89,13 @@ class Snapshots {
   int RestoreAll();
 
  private:
-  Snapshots(std::string directory, std::string optimizer_directory,
-            core::ModelRegistry* registry, core::OptimizerRegistry* optimizers, FileSystem& fs)
+  Snapshots(std::string directory, std::string optimizer_directory, core::ModelRegistry* registry,
+            core::OptimizerRegistry* optimizers, absl::Duration sync_round_timeout, FileSystem& fs)
       : directory_(directory),
         optimizer_directory_(std::move(optimizer_directory)),
         registry_(registry),
         optimizers_(optimizers),
+        sync_round_timeout_(sync_round_timeout),
         fs_(&fs),
         versions_(std::make_shared<VersionFiles>(std::move(directory), fs)) {}
   std::string PathOf(const std::string& name) const;
@@ -131,6 +135,7 @@ class Snapshots {
   const std::string optimizer_directory_;
   core::ModelRegistry* const registry_;
   core::OptimizerRegistry* const optimizers_;  // may be null
+  const absl::Duration sync_round_timeout_;
   FileSystem* const fs_;
   const std::shared_ptr<VersionFiles> versions_;
   absl::Mutex mu_;

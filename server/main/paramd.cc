@@ -368,8 +368,9 @@ int main(int argc, char** argv) {
   paramd::io::CheckpointStore checkpoints(
       *checkpoint_dir, &registry, paramd::io::FileSystem::Posix(), store_options, &optimizers);
   RemoveExpiredUploads(checkpoints);
-  auto snapshots = paramd::io::Snapshots::Open(data_dir.string(), &registry,
-                                               paramd::io::FileSystem::Posix(), &optimizers);
+  auto snapshots =
+      paramd::io::Snapshots::Open(data_dir.string(), &registry, paramd::io::FileSystem::Posix(),
+                                  &optimizers, settings.sync_round_timeout);
   if (!snapshots.ok()) return Fail(std::string(snapshots.status().message()));
   const int restored = (*snapshots)->RestoreAll();
 

@@ -3,6 +3,7 @@
 // SIGTERM comes back with the same state_dict and steps on exactly as one that never
 // stopped; a damaged optimizer snapshot costs that optimizer only, never its model; deleted
 // optimizers do not come back.
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -236,6 +237,43 @@ TEST_F(OptimizerSnapshotsTest, ASynchronousOptimizerKeepsItsModeAndWorkers) {
   EXPECT_EQ(info->mode(), "synchronous");
   EXPECT_EQ(info->workers(), 3u);
   EXPECT_EQ(info->steps(), 0u);
+}
+
+// --sync-round-timeout is the restarted daemon's, for restored synchronous optimizers as for
+// new ones: a round that does not fill still ends, rather than waiting forever.
+TEST_F(OptimizerSnapshotsTest, ARestoredSynchronousOptimizersRoundsTimeOut) {
+  ASSERT_TRUE(daemon_->Restart({"--snapshot-interval", "0", "--sync-round-timeout", "1s"}).ok());
+  Connect();
+  MakeModel("m");
+  v1::CreateOptimizerRequest request;
+  request.set_name("sync");
+  request.set_model("m");
+  request.set_kind("SGD");
+  request.set_mode("synchronous");
+  request.set_workers(2);
+  grpc::ClientContext context;
+  v1::OptimizerInfo created;
+  ASSERT_TRUE(training_->CreateOptimizer(&context, request, &created).ok());
+  ASSERT_EQ(daemon_->Stop(), 0);
+  ASSERT_TRUE(daemon_->Restart({"--snapshot-interval", "0", "--sync-round-timeout", "1s"}).ok());
+  Connect();
+  ASSERT_TRUE(Info("sync").ok());
+  const auto start = std::chrono::steady_clock::now();
+  grpc::ClientContext push_context;
+  push_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+  v1::PushGradientsResponse response;
+  auto writer = training_->PushGradients(&push_context, &response);
+  v1::GradientFrame options;
+  options.mutable_options()->set_optimizer("sync");
+  options.mutable_options()->set_worker("a");
+  ASSERT_TRUE(writer->Write(options));
+  writer->WritesDone();
+  const grpc::Status lonely = writer->Finish();
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(lonely.error_code(), grpc::StatusCode::ABORTED) << lonely.error_message();
+  EXPECT_THAT(lonely.error_message(), HasSubstr("not completed within 1s"));
+  EXPECT_LT(waited, 10);
 }
 
 v1::Hyperparameter IntHyper(const std::string& name, int64_t value) {

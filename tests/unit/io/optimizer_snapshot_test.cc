@@ -1,6 +1,7 @@
 // Optimizer snapshot files: every hyperparameter value the daemon accepts comes back exactly
-// (floats bit for bit, Note [Exact floats in snapshots]; ints past 2^53), and files written
-// before floats carried their bits stay readable.
+// (floats bit for bit, Note [Exact floats in snapshots]; ints past 2^53), files written before
+// floats carried their bits stay readable, and a restored synchronous optimizer's rounds time
+// out after the timeout it is restored with.
 #include "server/io/optimizer_snapshot.h"
 
 #include <gmock/gmock.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "absl/base/casts.h"
+#include "server/core/spec.h"
 #include "server/io/safetensors.h"
 #include "tests/unit/io/test_util.h"
 
@@ -133,6 +135,34 @@ TEST_F(OptimizerSnapshotTest, MalformedValuesAreRefusedAsDamaged) {
     EXPECT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument) << value;
     EXPECT_THAT(read.status().message(), HasSubstr("is malformed")) << value;
   }
+}
+
+TEST_F(OptimizerSnapshotTest, ASynchronousOptimizerIsRestoredWithTheTimeoutGiven) {
+  auto model = std::make_shared<core::Model>(
+      "m",
+      core::BuildModuleFromText(
+          R"({"type": "Linear", "args": {"in_features": 2, "out_features": 1}})", 3)
+          .value(),
+      Device::Cpu());
+  OptimizerSnapshot snapshot =
+      WithHyperparameters(core::DefaultHyperparameters(core::OptimizerKind::kSgd));
+  snapshot.mode = {core::OptimizerMode::kSynchronous, 2};
+  const std::string path = PathOf("opt.safetensors");
+  ASSERT_TRUE(SaveOptimizerSnapshot(path, snapshot).ok());
+  absl::StatusOr<OptimizerSnapshot> read = ReadOptimizerSnapshot(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  absl::StatusOr<std::shared_ptr<core::Optimizer>> restored =
+      RestoreOptimizer(*read, model, absl::Seconds(7));
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ((*restored)->mode().kind, core::OptimizerMode::kSynchronous);
+  EXPECT_EQ((*restored)->mode().bound, 2u);
+  EXPECT_EQ((*restored)->mode().round_timeout, absl::Seconds(7));
+  // The timeout is the daemon's, not the file's: a manual optimizer has none.
+  snapshot.mode = {};
+  ASSERT_TRUE(SaveOptimizerSnapshot(path, snapshot).ok());
+  restored = RestoreOptimizer(ReadOptimizerSnapshot(path).value(), model, absl::Seconds(7));
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ((*restored)->mode().round_timeout, absl::ZeroDuration());
 }
 
 }  // namespace
