@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "base/text.h"
+#include "server/common/log.h"
 #include "server/service/raw_methods.h"
 #include "server/service/status_util.h"
 #include "server/service/tensor_codec.h"
@@ -203,14 +204,19 @@ void TrainingService::Shutdown() {
 }
 
 void TrainingService::ModelDeleted(const std::string& name) {
-  for (const auto& optimizer : optimizers_->List()) {
-    if (optimizer->mode().kind != core::OptimizerMode::kSynchronous ||
-        optimizer->model()->name() != name) {
-      continue;
-    }
-    // A model of that name created since keeps its own optimizers going.
-    absl::StatusOr<std::shared_ptr<core::Optimizer>> live = Live(optimizer->name());
-    if (!live.ok()) optimizer->Close(live.status());
+  for (const auto& optimizer : optimizers_->List(name)) {
+    // A model of that name created since keeps its own optimizers.
+    absl::StatusOr<std::shared_ptr<core::Model>> current = models_->Get(name);
+    if (current.ok() && *current == optimizer->model()) continue;
+    // Out of the registry first, so no push joins a round after Close; skipped when it was
+    // deleted meanwhile (DeleteOptimizer answered its pushes).
+    if (!optimizers_->Remove(optimizer->name(), optimizer.get()).ok()) continue;
+    optimizer->Close(absl::FailedPreconditionError(
+        absl::StrCat("model ", QuoteName(name), " was deleted while the push waited for its ",
+                     "round, and its optimizer ", QuoteName(optimizer->name()),
+                     " with it; nothing was stepped")));
+    common::Log("info", "optimizer deleted with its model",
+                {{"optimizer", optimizer->name()}, {"model", name}});
   }
 }
 
@@ -281,6 +287,14 @@ grpc::ServerUnaryReactor* TrainingService::CreateOptimizer(grpc::CallbackServerC
                                 core::Optimizer::Create(request->name(), std::move(model), kind,
                                                         defaults, groups, mode));
         PARAMD_RETURN_IF_ERROR(optimizers_->Add(optimizer));
+        // A DeleteModel that ran meanwhile may not have seen it: it goes with its model.
+        absl::StatusOr<std::shared_ptr<core::Model>> still = models_->Get(request->model());
+        if (!still.ok() || *still != optimizer->model()) {
+          optimizers_->Remove(request->name(), optimizer.get()).IgnoreError();
+          return absl::NotFoundError(
+              absl::StrCat("model ", QuoteName(request->model()), " was deleted while optimizer ",
+                           QuoteName(request->name()), " was created on it; nothing was created"));
+        }
         *response = Info(*optimizer);
         return absl::OkStatus();
       }();
@@ -512,7 +526,7 @@ grpc::ServerUnaryReactor* TrainingService::DeleteOptimizer(grpc::CallbackServerC
     return OptimizerLogged(
         "delete optimizer", request->optimizer(), Guard([&]() -> absl::Status {
           PARAMD_ASSIGN_OR_RETURN(auto optimizer, optimizers_->Get(request->optimizer()));
-          PARAMD_RETURN_IF_ERROR(optimizers_->Remove(request->optimizer()));
+          PARAMD_RETURN_IF_ERROR(optimizers_->Remove(request->optimizer(), optimizer.get()));
           // Pushes waiting in a synchronous round would otherwise wait for a round
           // that can no longer come.
           optimizer->Close(absl::CancelledError(

@@ -47,9 +47,10 @@ class TrainingService final : public TrainingServiceBase {
   // The daemon is stopping: every waiting push is answered UNAVAILABLE, and so is every
   // later push to a synchronous optimizer that exists now.
   void Shutdown();
-  // The model `name` was deleted: the pushes waiting in rounds of its synchronous
-  // optimizers are answered at once with FAILED_PRECONDITION saying so (no round of theirs
-  // can step again), instead of at the round's timeout.
+  // The model `name` was deleted: its optimizers are deleted with it (each logged), so that
+  // the model's tensors, their gradients and state are freed at once; the pushes waiting in
+  // their rounds are answered at once with FAILED_PRECONDITION saying so. Optimizers of a
+  // model created under that name since stay.
   void ModelDeleted(const std::string& name);
 
   grpc::ServerUnaryReactor* CreateOptimizer(grpc::CallbackServerContext* context,
@@ -83,7 +84,8 @@ class TrainingService final : public TrainingServiceBase {
 
  private:
   // The optimizer `name`, refused with FAILED_PRECONDITION when its model was deleted (or
-  // replaced by another of the same name) since it was created.
+  // replaced by another of the same name) since it was created and ModelDeleted has not
+  // deleted it yet.
   absl::StatusOr<std::shared_ptr<core::Optimizer>> Live(const std::string& name) const;
   // Answers a push: at once in manual and asynchronous mode, when its round ends in
   // synchronous mode.

@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "paramd/v1/training.grpc.pb.h"
@@ -55,10 +57,16 @@ std::vector<v1::GradientFrame> PushFrames(const std::string& optimizer, const st
     header.mutable_header()->mutable_meta()->set_dtype(v1::FLOAT32);
     header.mutable_header()->mutable_meta()->add_shape(static_cast<int64_t>(grad.values.size()));
     frames.push_back(header);
-    v1::GradientFrame chunk;
-    chunk.mutable_chunk()->set_offset(0);
-    chunk.mutable_chunk()->set_data(FloatBytes(grad.values));
-    frames.push_back(chunk);
+    // Chunks of at most 1 MiB.
+    const std::string bytes = FloatBytes(grad.values);
+    size_t offset = 0;
+    do {
+      v1::GradientFrame chunk;
+      chunk.mutable_chunk()->set_offset(offset);
+      chunk.mutable_chunk()->set_data(bytes.substr(offset, size_t{1} << 20));
+      offset += chunk.chunk().data().size();
+      frames.push_back(std::move(chunk));
+    } while (offset < bytes.size());
   }
   return frames;
 }
@@ -415,9 +423,70 @@ TEST_F(TrainingTest, DeletingTheModelAnswersTheWaitingPushesAtOnce) {
   EXPECT_LT(std::chrono::steady_clock::now() - deleted_at, std::chrono::seconds(10));
   EXPECT_EQ(pushed.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(pushed.status.error_message(),
-              HasSubstr("belongs to model 'm', which was deleted since"));
+              HasSubstr("model 'm' was deleted while the push waited for its round, and its "
+                        "optimizer 'opt' with it"));
+  // The optimizer went with its model.
   const Pushed later = Push("b", 0, {{"w", {1, 1, 1, 1}}});
-  EXPECT_EQ(later.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(later.status.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// An optimizer holds its model's parameters, their gradients and its state; once the model is
+// deleted it could only fail. Deleting the model deletes it too, so that all of that is freed
+// at once: the daemon's memory accounting drops, and a model that needs the memory fits.
+TEST_F(TrainingTest, DeletingTheModelDeletesItsOptimizersAndFreesTheirMemory) {
+  Start({"--max-memory", "40M"});
+  constexpr int64_t kElements = int64_t{1} << 20;  // 4 MiB of float32
+  const std::string spec =
+      absl::StrCat(R"({"type": "Net", "parameters": [{"name": "w", "shape": [)", kElements,
+                   R"(], "init": {"constant": 1.0}}]})");
+  ASSERT_TRUE(CreateModel(*models_, "m", spec).ok());
+  {
+    grpc::ClientContext context;
+    v1::CreateOptimizerRequest request;
+    request.set_name("opt");
+    request.set_model("m");
+    request.set_kind("Adam");
+    v1::OptimizerInfo info;
+    ASSERT_TRUE(training_->CreateOptimizer(&context, request, &info).ok());
+  }
+  ASSERT_TRUE(Push("", 0, {{"w", std::vector<float>(kElements, 1.0f)}}).status.ok());
+  {
+    grpc::ClientContext context;
+    v1::StepRequest request;
+    request.set_optimizer("opt");
+    v1::StepResponse response;
+    ASSERT_TRUE(training_->Step(&context, request, &response).ok());
+  }
+  // w, its gradient and Adam's exp_avg and exp_avg_sq: 16 MiB.
+  EXPECT_EQ(Info().state_bytes(), uint64_t{8} << 20);
+  {
+    grpc::ClientContext context;
+    v1::DeleteModelRequest request;
+    request.set_name("m");
+    v1::DeleteModelResponse response;
+    ASSERT_TRUE(models_->DeleteModel(&context, request, &response).ok());
+  }
+  EXPECT_THAT(daemon_->Log(),
+              HasSubstr("msg=\"optimizer deleted with its model\" optimizer=opt model=m"));
+  EXPECT_EQ(Info().name(), "") << "the optimizer is no longer listed";
+  // The accounting, as a refusal states it: "... (N in use)".
+  const grpc::Status huge = CreateModel(
+      *models_, "huge",
+      R"({"type": "Net", "parameters": [{"name": "w", "shape": [1073741824], "init": "zeros"}]})");
+  ASSERT_EQ(huge.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << huge.error_message();
+  const std::string& message = huge.error_message();
+  const size_t open = message.rfind('(');
+  uint64_t in_use = 0;
+  ASSERT_NE(open, std::string::npos) << message;
+  ASSERT_TRUE(
+      absl::SimpleAtoi(message.substr(open + 1, message.find(' ', open) - open - 1), &in_use))
+      << message;
+  EXPECT_LT(in_use, uint64_t{2} << 20) << message;
+  // 28 MiB fits in the 40 MiB only once the 16 MiB are free.
+  const std::string big = absl::StrCat(R"({"type": "Net", "parameters": [{"name": "w", "shape": [)",
+                                       7 * kElements, R"(], "init": "zeros"}]})");
+  const grpc::Status created = CreateModel(*models_, "big", big);
+  EXPECT_TRUE(created.ok()) << created.error_message();
 }
 
 TEST_F(TrainingTest, AStoppingDaemonAnswersTheWaitingPushesAndExitsCleanly) {

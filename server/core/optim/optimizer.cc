@@ -467,12 +467,14 @@ absl::StatusOr<std::shared_ptr<Optimizer>> OptimizerRegistry::Get(absl::string_v
   return it->second;
 }
 
-absl::Status OptimizerRegistry::Remove(absl::string_view name) {
+absl::Status OptimizerRegistry::Remove(absl::string_view name, const Optimizer* only) {
   absl::MutexLock lock(&mu_);
-  if (optimizers_.erase(name) == 0) {
+  auto it = optimizers_.find(name);
+  if (it == optimizers_.end() || (only != nullptr && it->second.get() != only)) {
     return absl::NotFoundError(absl::StrCat("optimizer ", QuoteName(name),
                                             " not found; ListOptimizers shows the optimizers"));
   }
+  optimizers_.erase(it);
   return absl::OkStatus();
 }
 

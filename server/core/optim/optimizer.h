@@ -303,7 +303,8 @@ class OptimizerRegistry {
   absl::Status Add(std::shared_ptr<Optimizer> optimizer);
   // NOT_FOUND naming the optimizer and how to list them.
   absl::StatusOr<std::shared_ptr<Optimizer>> Get(absl::string_view name) const;
-  absl::Status Remove(absl::string_view name);
+  // Only when the name holds `only`, if given (NOT_FOUND otherwise).
+  absl::Status Remove(absl::string_view name, const Optimizer* only = nullptr);
   // Every optimizer (of `model` when not empty), sorted by name.
   std::vector<std::shared_ptr<Optimizer>> List(absl::string_view model = "") const;
 
