@@ -74,9 +74,11 @@ absl::StatusOr<std::string> ReadStreamedNpy(int fd, const std::string& path) {
     bytes.append(piece.data(), static_cast<size_t>(n));
     if (!limit) {
       absl::StatusOr<NpyLayout> layout = ParseNpyHeader(bytes, path);
+      // More bytes cannot mend a stream that does not start with the magic.
+      const bool not_npy = bytes.size() >= 6 && !absl::StartsWith(bytes, "\x93NUMPY");
       if (layout.ok()) {
         limit = layout->data_offset + layout->data_bytes + 1;
-      } else if (bytes.size() > kMaxHeaderBytes) {
+      } else if (not_npy || bytes.size() > kMaxHeaderBytes) {
         return layout.status();
       }
     }
