@@ -166,3 +166,83 @@ def test_a_torch_error_text_and_nothing_changed(client):
     with pytest.raises(paramd.InvalidArgument, match="Invalid learning rate: -1.0"):
         client.create_optimizer("neg", "tied-errors", "Adam", lr=-1.0)
     assert client.optimizers("tied-errors") == []
+
+
+def outcome(call):
+    """None when `call` returns, else the text of what it raised."""
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - torch's and paramd's refusals are compared
+        return str(e)
+    return None
+
+
+NAN = float("nan")
+# (kind, keyword arguments, param groups or None): torch checks only the keyword arguments,
+# with its own comparisons (SGD's `lr < 0.0` lets NaN through, Adam's `not 0.0 <= lr` does
+# not), and the fused ones after the groups.
+CONSTRUCTOR_CASES = [
+    ("SGD", dict(lr=0.1), [{"params": ["0.weight"], "lr": -1.0},
+                           {"params": ["0.bias"], "nesterov": True}]),
+    ("Adam", dict(), [{"params": ["0.weight"], "betas": (1.5, 0.9), "eps": -1.0}]),
+    ("SGD", dict(lr=NAN, momentum=NAN, weight_decay=NAN), None),
+    ("SGD", dict(lr=-0.5), None),
+    ("Adam", dict(lr=NAN), None),
+    ("AdamW", dict(eps=NAN), None),
+    ("Adam", dict(betas=(0.9, 1.0)), None),
+    ("SGD", dict(fused=True, differentiable=True), None),
+    ("Adam", dict(fused=True, differentiable=True), None),
+    ("AdamW", dict(fused=True, foreach=True), None),
+    ("SGD", dict(fused=True, differentiable=True),
+     [{"params": ["0.weight"]}, {"params": ["0.weight"]}]),
+    ("SGD", dict(), [{"params": ["0.weight"], "fused": True, "foreach": True,
+                      "differentiable": True}]),
+    ("AdamW", dict(decoupled_weight_decay=False), None),
+]
+
+
+@pytest.mark.parametrize("kind,kwargs,groups", CONSTRUCTOR_CASES,
+                         ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(CONSTRUCTOR_CASES)])
+def test_hyperparameters_are_refused_where_torch_refuses_them(client, kind, kwargs, groups):
+    client.create("checks", SPEC)
+    named = dict(torch_model().named_parameters())
+    params = list(named.values()) if groups is None else [
+        dict(g, params=[named[n] for n in g["params"]]) for g in groups]
+    expected = outcome(lambda: getattr(torch.optim, kind)(params, **kwargs))
+    actual = outcome(lambda: client.create_optimizer("checks", "checks", kind, groups, **kwargs))
+    # paramd may add which parameter it means, in parentheses after torch's text.
+    assert actual == expected or actual.startswith(f"{expected} (")
+    assert [o.name for o in client.optimizers()] == ([] if expected else ["checks"])
+
+
+def test_writes_and_loads_torch_leaves_unchecked_train_as_torchs_do(client):
+    trainer = Trainer(client, "unchecked", "AdamW", dict(lr=1e-2, weight_decay=0.1))
+    trainer.step(3)
+    # A scheduler's write of a negative lr, and AdamW's decoupled_weight_decay turned off.
+    for group in trainer.optimizer.param_groups:
+        group.update(lr=-0.1, decoupled_weight_decay=False)
+    trainer.remote_optimizer.set_hyperparameters(lr=-0.1, decoupled_weight_decay=False)
+    trainer.step(3)
+    trainer.compare()
+    # A loaded negative lr is taken; AdamW's load makes decoupled_weight_decay True again.
+    state = trainer.optimizer.state_dict()
+    state["param_groups"][0]["lr"] = -0.5
+    trainer.optimizer.load_state_dict(state)
+    trainer.remote_optimizer.load_state_dict(state)
+    assert trainer.remote_optimizer.state_dict()["param_groups"] == \
+        trainer.optimizer.state_dict()["param_groups"]
+    trainer.step(3)
+    trainer.compare()
+
+
+def test_a_second_beta_past_one_fails_the_step_as_torchs_does(client):
+    groups = [{"params": ["0.weight", "0.bias", "2.weight", "2.bias"], "betas": (0.9, 1.5)}]
+    trainer = Trainer(client, "beta2", "Adam", dict(lr=1e-2), groups)
+    grads = trainer.gradients()
+    version = trainer.remote.state_dict().version
+    trainer.remote_optimizer.push(grads)
+    expected = outcome(trainer.optimizer.step)
+    assert expected is not None
+    assert outcome(trainer.remote_optimizer.step) == expected
+    assert trainer.remote.state_dict().version == version
+    assert trainer.remote_optimizer.state_dict()["state"] == {}

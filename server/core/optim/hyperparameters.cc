@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "server/core/py_format.h"
 
 namespace paramd::core {
@@ -71,45 +72,33 @@ double Number(const Hyperparameters& h, absl::string_view name) {
 
 bool Flag(const Hyperparameters& h, absl::string_view name) { return Number(h, name) != 0; }
 
-// torch's constructor checks, with its messages.
-absl::Status CheckValues(OptimizerKind kind, const Hyperparameters& h) {
-  const auto invalid = [](absl::string_view what, double value) {
-    return absl::InvalidArgumentError(absl::StrCat(what, PyFloatRepr(value)));
-  };
-  const HyperValue* lr = FindHyperparameter(h, "lr");
-  auto shown = [](const HyperValue& v) { return HyperValueRepr(v); };
-  if (!(lr->number >= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("Invalid learning rate: ", shown(*lr)));
-  }
-  if (kind == OptimizerKind::kSgd) {
-    const HyperValue* momentum = FindHyperparameter(h, "momentum");
-    if (!(momentum->number >= 0)) {
-      return absl::InvalidArgumentError(absl::StrCat("Invalid momentum value: ", shown(*momentum)));
-    }
-  } else {
-    const HyperValue* eps = FindHyperparameter(h, "eps");
-    if (!(eps->number >= 0)) {
-      return absl::InvalidArgumentError(absl::StrCat("Invalid epsilon value: ", shown(*eps)));
-    }
-    const std::vector<double>& betas = FindHyperparameter(h, "betas")->tuple;
-    for (int i = 0; i < 2; ++i) {
-      if (!(betas[i] >= 0 && betas[i] < 1)) {
-        return invalid(absl::StrCat("Invalid beta parameter at index ", i, ": "), betas[i]);
-      }
-    }
-  }
-  const HyperValue* weight_decay = FindHyperparameter(h, "weight_decay");
-  if (!(weight_decay->number >= 0)) {
+// The checks of torch's constructor before it builds the param groups, on its keyword
+// arguments `h`, with torch 2.15's comparisons and ValueError texts. SGD compares `lr < 0.0`
+// (NaN passes), Adam `not 0.0 <= lr` (NaN fails).
+absl::Status CheckConstructorValues(OptimizerKind kind, const Hyperparameters& h) {
+  const auto refuse = [&](absl::string_view what, absl::string_view name) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Invalid weight_decay value: ", shown(*weight_decay)));
+        absl::StrCat("Invalid ", what, ": ", HyperValueRepr(*FindHyperparameter(h, name))));
+  };
+  if (kind == OptimizerKind::kSgd) {
+    if (Number(h, "lr") < 0.0) return refuse("learning rate", "lr");
+    if (Number(h, "momentum") < 0.0) return refuse("momentum value", "momentum");
+    if (Number(h, "weight_decay") < 0.0) return refuse("weight_decay value", "weight_decay");
+    if (Flag(h, "nesterov") && (Number(h, "momentum") <= 0 || Number(h, "dampening") != 0)) {
+      return absl::InvalidArgumentError("Nesterov momentum requires a momentum and zero dampening");
+    }
+    return absl::OkStatus();
   }
-  if (kind == OptimizerKind::kSgd && Flag(h, "nesterov") &&
-      (Number(h, "momentum") <= 0 || Number(h, "dampening") != 0)) {
-    return absl::InvalidArgumentError("Nesterov momentum requires a momentum and zero dampening");
+  if (!(0.0 <= Number(h, "lr"))) return refuse("learning rate", "lr");
+  if (!(0.0 <= Number(h, "eps"))) return refuse("epsilon value", "eps");
+  const std::vector<double>& betas = FindHyperparameter(h, "betas")->tuple;
+  for (int i = 0; i < 2; ++i) {
+    if (!(0.0 <= betas[i] && betas[i] < 1.0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Invalid beta parameter at index ", i, ": ", PyFloatRepr(betas[i])));
+    }
   }
-  if (Flag(h, "fused") && Flag(h, "foreach")) {
-    return absl::InvalidArgumentError("`fused` and `foreach` cannot be `True` together.");
-  }
+  if (!(0.0 <= Number(h, "weight_decay"))) return refuse("weight_decay value", "weight_decay");
   return absl::OkStatus();
 }
 
@@ -214,12 +203,41 @@ absl::StatusOr<Hyperparameters> ApplyHyperparameters(OptimizerKind kind, const H
     }
     if (!placed) result.emplace_back(name, value);
   }
+  return result;
+}
+
+absl::StatusOr<Hyperparameters> ConstructorDefaults(OptimizerKind kind,
+                                                    const Hyperparameters& arguments) {
+  if (kind == OptimizerKind::kAdamW && FindHyperparameter(arguments, "decoupled_weight_decay")) {
+    return absl::InvalidArgumentError(
+        "AdamW.__init__() got an unexpected keyword argument 'decoupled_weight_decay'");
+  }
+  PARAMD_ASSIGN_OR_RETURN(Hyperparameters defaults,
+                          ApplyHyperparameters(kind, DefaultHyperparameters(kind), arguments));
+  PARAMD_RETURN_IF_ERROR(CheckConstructorValues(kind, defaults));
+  return defaults;
+}
+
+absl::Status CheckFusedDefaults(const Hyperparameters& defaults) {
+  if (!Flag(defaults, "fused")) return absl::OkStatus();
+  if (Flag(defaults, "differentiable")) {
+    return absl::InvalidArgumentError("`fused` does not support `differentiable`");
+  }
+  if (Flag(defaults, "foreach")) {
+    return absl::InvalidArgumentError("`fused` and `foreach` cannot be `True` together.");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Hyperparameters> LoadedHyperparameters(OptimizerKind kind,
+                                                      const Hyperparameters& loaded) {
+  PARAMD_ASSIGN_OR_RETURN(Hyperparameters result,
+                          ApplyHyperparameters(kind, DefaultHyperparameters(kind), loaded));
   if (kind == OptimizerKind::kAdamW) {
     for (auto& [key, current] : result) {
       if (key == "decoupled_weight_decay") current = HyperValue::Bool(true);
     }
   }
-  if (absl::Status checked = CheckValues(kind, result); !checked.ok()) return checked;
   return result;
 }
 

@@ -2,7 +2,8 @@
 // group: an ordered list of (name, value) in the order torch 2.15 writes them into
 // `optimizer.state_dict()["param_groups"]`, each value with its Python type (torch writes
 // `momentum=0` as an int and `lr=0.1` as a float, and a client rebuilding the dict keeps
-// them so). Values are checked with torch's messages.
+// them so). Values are checked where torch checks them, in its constructor only, with its
+// messages.
 //
 // Pure values and functions; thread-safe.
 #pragma once
@@ -59,13 +60,30 @@ const HyperValue* FindHyperparameter(const Hyperparameters& hyperparameters,
 // torch.optim's defaults for `kind`, in the order torch writes them.
 Hyperparameters DefaultHyperparameters(OptimizerKind kind);
 
-// `base` with `overrides` applied (each replaces the value of its name, keeping its place),
-// then checked as torch's constructor checks them. INVALID_ARGUMENT for a name `kind` does
-// not have (listing those it has), a value of the wrong type, or a value torch refuses (with
-// torch's message, "Invalid learning rate: -1.0"). AdamW's decoupled_weight_decay is always
-// True, as torch keeps it.
+// `base` with `overrides` applied (each replaces the value of its name, keeping its place).
+// INVALID_ARGUMENT for a name `kind` does not have (listing those it has) or a value of the
+// wrong type; the values themselves are not checked, as torch checks them only in its
+// constructor (a param group's own lr=-1.0, or a later write of it, is taken).
 absl::StatusOr<Hyperparameters> ApplyHyperparameters(OptimizerKind kind, const Hyperparameters& base,
                                                      const Hyperparameters& overrides);
+
+// The defaults of torch.optim.<kind>(params, **arguments): torch's defaults with `arguments`
+// applied, checked as the constructor checks its keyword arguments before it builds the
+// param groups, with torch 2.15's comparisons and ValueError texts ("Invalid learning rate:
+// -1.0"; SGD's `lr < 0.0` lets NaN through where Adam's `not 0.0 <= lr` does not). AdamW
+// has no decoupled_weight_decay argument (TypeError's text in torch).
+absl::StatusOr<Hyperparameters> ConstructorDefaults(OptimizerKind kind,
+                                                    const Hyperparameters& arguments);
+
+// The constructor's checks after it built the param groups, on its defaults only: fused
+// with differentiable, or with foreach, is refused with torch's RuntimeError texts.
+absl::Status CheckFusedDefaults(const Hyperparameters& defaults);
+
+// A param group's hyperparameters as load_state_dict leaves them: torch's defaults with the
+// loaded values applied (ApplyHyperparameters' checks, no value checks), and for AdamW
+// decoupled_weight_decay set to True, as AdamW.__setstate__ sets it.
+absl::StatusOr<Hyperparameters> LoadedHyperparameters(OptimizerKind kind,
+                                                      const Hyperparameters& loaded);
 
 // The values the step computes with, read from checked hyperparameters.
 struct GroupOptions {

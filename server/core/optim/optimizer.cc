@@ -43,8 +43,7 @@ absl::StatusOr<std::shared_ptr<Optimizer>> Optimizer::Create(std::string name,
                                                              const std::vector<GroupSpec>& groups,
                                                              Mode mode) {
   PARAMD_RETURN_IF_ERROR(ValidateModelName(name, "optimizer"));
-  PARAMD_ASSIGN_OR_RETURN(Hyperparameters base,
-                          ApplyHyperparameters(kind, DefaultHyperparameters(kind), defaults));
+  PARAMD_ASSIGN_OR_RETURN(Hyperparameters base, ConstructorDefaults(kind, defaults));
   std::shared_ptr<Optimizer> optimizer(new Optimizer(std::move(name), model, kind, mode));
   absl::MutexLock lock(&optimizer->mu_);
   PARAMD_RETURN_IF_ERROR(model->Read([&](const std::shared_ptr<Module>& root,
@@ -97,6 +96,7 @@ absl::StatusOr<std::shared_ptr<Optimizer>> Optimizer::Create(std::string name,
     }
     return absl::OkStatus();
   }));
+  PARAMD_RETURN_IF_ERROR(CheckFusedDefaults(base));
   return optimizer;
 }
 
@@ -323,15 +323,22 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
         const double step = update.new_step;
         const double bias_correction1 = 1 - std::pow(options.beta1, step);
         const double bias_correction2 = 1 - std::pow(options.beta2, step);
-        // Where torch's Python arithmetic raises (a loaded 'step' of -1 or less, a beta of 1),
-        // the step is refused rather than run into NaN weights.
-        if (bias_correction1 == 0 || bias_correction2 < 0) {
+        // Where torch's Python arithmetic raises, the step is refused rather than run into
+        // NaN weights, in torch's order: lr / bias_correction1 first (zero for a loaded
+        // 'step' of -1, or a first beta of 1), then bias_correction2 ** 0.5.
+        if (bias_correction1 == 0) {
           return absl::FailedPreconditionError(absl::StrCat(
               "parameter ", QuoteName(param.name), "'s Adam step would be ", update.new_step,
-              " with betas (", options.beta1, ", ", options.beta2, "), where torch raises (",
-              bias_correction1 == 0 ? "ZeroDivisionError: float division by zero"
-                                    : "a complex bias correction",
-              "); LoadOptimizerState a state whose 'step' is 0 or more"));
+              " with betas (", options.beta1, ", ", options.beta2,
+              "), where torch raises ZeroDivisionError: float division by zero; "
+              "LoadOptimizerState a state whose 'step' is 0 or more"));
+        }
+        if (bias_correction2 < 0) {
+          // Python's negative ** 0.5 is complex, and torch's step then fails casting the
+          // complex denominator to the parameter's dtype (betas[1] > 1, which only the
+          // constructor refuses, or a loaded 'step' of -2 or less).
+          return absl::InvalidArgumentError(
+              "result type ComplexFloat can't be cast to the desired output type Float");
         }
         t.step_size = options.lr / bias_correction1;
         t.bias_correction2_sqrt = std::pow(bias_correction2, 0.5);

@@ -98,10 +98,11 @@ class Optimizer {
   };
 
   // torch.optim.<kind>(groups, **defaults) on `model`. No groups: one group of
-  // model.parameters() in named_parameters order. INVALID_ARGUMENT for a bad hyperparameter,
-  // an empty group ("optimizer got an empty parameter list"), a name that is not a
-  // parameter, or a parameter listed twice under any of its names ("some parameters appear
-  // in more than one parameter group"); NOT_FOUND for an unknown name.
+  // model.parameters() in named_parameters order. INVALID_ARGUMENT for a bad hyperparameter
+  // (ConstructorDefaults' checks on `defaults`, ApplyHyperparameters' on a group's own), an
+  // empty group ("optimizer got an empty parameter list"), a name that is not a parameter,
+  // a parameter listed twice under any of its names ("some parameters appear in more than one
+  // parameter group"), then CheckFusedDefaults' refusals; NOT_FOUND for an unknown name.
   //
   // `mode` (docs/training.md): manual (pushes accumulate until Step), asynchronous with a
   // bound S (each push steps at once with its gradients alone, when the optimizer has taken
@@ -183,7 +184,7 @@ class Optimizer {
   // optimizer.load_state_dict(): torch's checks and messages for the group layout; each
   // state tensor is converted to its parameter's dtype and device (Adam's step to a float)
   // and must have the parameter's shape. The loaded groups' hyperparameters replace the
-  // current ones (missing keys take torch's defaults).
+  // current ones (LoadedHyperparameters: missing keys take torch's defaults; values unchecked).
   absl::Status LoadStateDict(const OptimizerStateDict& state);
   // LoadStateDict in two halves, for a load that must check something else (a model's
   // load_state_dict) before changing either: PrepareLoad checks and converts everything and
@@ -201,8 +202,9 @@ class Optimizer {
   void CommitLoad(PreparedLoad prepared);
 
   // Sets hyperparameters of group `group` (nullopt: every group), as a scheduler writes
-  // `optimizer.param_groups[i]["lr"]`. INVALID_ARGUMENT as Create, or for a group index out
-  // of range.
+  // `optimizer.param_groups[i]["lr"]`: any value of the right type, unchecked as torch leaves
+  // such a write (ApplyHyperparameters). INVALID_ARGUMENT for an unknown name or a wrong
+  // type, or for a group index out of range.
   absl::Status SetHyperparameters(std::optional<int64_t> group, const Hyperparameters& values);
 
   // Sets the step count (the round) of an optimizer restored from a snapshot, whose state

@@ -94,8 +94,7 @@ absl::StatusOr<Optimizer::PreparedLoad> Optimizer::PrepareLoadLocked(
     }
     for (size_t i : groups_[g].params) by_index.push_back(i);
     PARAMD_ASSIGN_OR_RETURN(Hyperparameters values,
-                            ApplyHyperparameters(kind_, DefaultHyperparameters(kind_),
-                                                 loaded.hyperparameters));
+                            LoadedHyperparameters(kind_, loaded.hyperparameters));
     hyperparameters.push_back(std::move(values));
   }
   // torch maps the loaded groups' `params` ids onto its own parameters in order.

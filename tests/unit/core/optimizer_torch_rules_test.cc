@@ -1,0 +1,180 @@
+// Where torch.optim checks, keeps and refuses things, and paramd with it: hyperparameters
+// checked only as the constructor's keyword arguments, state a step does not use left as it
+// is, and the steps torch 2.15 (foreach=False) refuses.
+#include <cmath>
+#include <limits>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/optim/optimizer.h"
+#include "tests/unit/core/test_util.h"
+
+namespace paramd::core {
+namespace {
+
+using testing::Build;
+using ::testing::ElementsAre;
+using testing::MakeTensor;
+using testing::Values;
+
+constexpr char kVectorSpec[] = R"({"type": "Net", "parameters": [
+    {"name": "t", "shape": [4]}, {"name": "u", "shape": [2]}]})";
+
+std::shared_ptr<Model> VectorModel() {
+  auto model = std::make_shared<Model>("net", Build(kVectorSpec), Device{});
+  EXPECT_TRUE(
+      model->SetTensor("t", std::nullopt, MakeTensor({4}, {1, -2, 3, -4}), std::nullopt).ok());
+  EXPECT_TRUE(model->SetTensor("u", std::nullopt, MakeTensor({2}, {5, 6}), std::nullopt).ok());
+  return model;
+}
+
+std::vector<double> Read(const Model& model, const std::string& name) {
+  return Values(model.Read([&](const std::shared_ptr<Module>& root, uint64_t) {
+    return (*FindTensorSlot(root, name))->data();
+  }));
+}
+
+std::shared_ptr<Optimizer> MakeOptimizer(std::shared_ptr<Model> model, OptimizerKind kind,
+                                         const Hyperparameters& defaults,
+                                         const std::vector<Optimizer::GroupSpec>& groups = {}) {
+  auto optimizer = Optimizer::Create("opt", std::move(model), kind, defaults, groups);
+  EXPECT_TRUE(optimizer.ok()) << optimizer.status();
+  return optimizer.ok() ? *optimizer : nullptr;
+}
+
+absl::Status CreateStatus(OptimizerKind kind, const Hyperparameters& defaults,
+                          const std::vector<Optimizer::GroupSpec>& groups = {}) {
+  return Optimizer::Create("opt", VectorModel(), kind, defaults, groups).status();
+}
+
+absl::Status PushAndStep(Optimizer& optimizer, std::vector<double> u) {
+  absl::Status pushed = optimizer.AccumulateGradients({{"u", MakeTensor({2}, std::move(u))}});
+  if (!pushed.ok()) return pushed;
+  return optimizer.Step(std::nullopt).status();
+}
+
+HyperValue Nan() { return HyperValue::Float(std::numeric_limits<double>::quiet_NaN()); }
+
+TEST(OptimizerTorchRulesTest, OnlyTheConstructorsKeywordArgumentsAreChecked) {
+  using K = OptimizerKind;
+  // The constructor's own arguments: torch's ValueError texts.
+  EXPECT_EQ(CreateStatus(K::kSgd, {{"lr", HyperValue::Float(-1)}}).message(),
+            "Invalid learning rate: -1.0");
+  EXPECT_EQ(CreateStatus(K::kAdam, {{"betas", HyperValue::Tuple({1.5, 0.9})}}).message(),
+            "Invalid beta parameter at index 0: 1.5");
+  // A group's own values are not checked, nor are later writes or loads.
+  auto model = VectorModel();
+  auto sgd = MakeOptimizer(
+      model, K::kSgd, {{"lr", HyperValue::Float(0.5)}},
+      {{{"t"}, {{"lr", HyperValue::Float(-1)}}}, {{"u"}, {{"nesterov", HyperValue::Bool(true)}}}});
+  ASSERT_NE(sgd, nullptr);
+  // Nesterov without momentum steps as plain SGD, as torch's does.
+  ASSERT_TRUE(PushAndStep(*sgd, {1, 2}).ok());
+  EXPECT_THAT(Read(*model, "u"), ElementsAre(4.5, 5));
+  ASSERT_TRUE(sgd->SetHyperparameters(1, {{"lr", HyperValue::Float(-0.1)}}).ok());
+  ASSERT_TRUE(sgd->Step(std::nullopt).ok());
+  EXPECT_THAT(Read(*model, "u"), ElementsAre(4.6f, 5.2f));
+  OptimizerStateDict dict = sgd->StateDict();
+  dict.param_groups[1].hyperparameters = {{"lr", HyperValue::Float(-0.5)},
+                                          {"weight_decay", HyperValue::Float(-1)}};
+  EXPECT_TRUE(sgd->LoadStateDict(dict).ok());
+  EXPECT_EQ(*FindHyperparameter(sgd->StateDict().param_groups[1].hyperparameters, "lr"),
+            HyperValue::Float(-0.5));
+  EXPECT_TRUE(
+      MakeOptimizer(
+          VectorModel(), K::kAdam, {},
+          {{{"u"}, {{"betas", HyperValue::Tuple({1.5, 0.9})}, {"eps", HyperValue::Float(-1)}}}}) !=
+      nullptr);
+  // A wrong type is refused anywhere: the daemon has no way to hold it.
+  EXPECT_EQ(sgd->SetHyperparameters(0, {{"lr", HyperValue::Bool(true)}}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(OptimizerTorchRulesTest, TheConstructorComparesAsTorchsDoes) {
+  using K = OptimizerKind;
+  // SGD's `lr < 0.0`: NaN passes.
+  for (const char* name : {"lr", "momentum", "weight_decay"}) {
+    EXPECT_TRUE(CreateStatus(K::kSgd, {{name, Nan()}}).ok()) << name;
+  }
+  // Adam's `not 0.0 <= lr`: NaN fails.
+  EXPECT_EQ(CreateStatus(K::kAdam, {{"lr", Nan()}}).message(), "Invalid learning rate: nan");
+  EXPECT_EQ(CreateStatus(K::kAdamW, {{"eps", Nan()}}).message(), "Invalid epsilon value: nan");
+  EXPECT_EQ(CreateStatus(K::kAdam, {{"weight_decay", HyperValue::Int(-1)}}).message(),
+            "Invalid weight_decay value: -1");
+}
+
+TEST(OptimizerTorchRulesTest, FusedIsRefusedWithDifferentiableOrForeachOnlyAsADefault) {
+  for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
+    EXPECT_EQ(CreateStatus(kind, {{"fused", HyperValue::Bool(true)},
+                                  {"differentiable", HyperValue::Bool(true)}})
+                  .message(),
+              "`fused` does not support `differentiable`");
+    EXPECT_EQ(
+        CreateStatus(kind, {{"fused", HyperValue::Bool(true)}, {"foreach", HyperValue::Bool(true)}})
+            .message(),
+        "`fused` and `foreach` cannot be `True` together.");
+    // torch checks after the param groups: their errors come first.
+    EXPECT_THAT(
+        CreateStatus(
+            kind, {{"fused", HyperValue::Bool(true)}, {"differentiable", HyperValue::Bool(true)}},
+            {{{"u"}, {}}, {{"u"}, {}}})
+            .message(),
+        ::testing::HasSubstr("some parameters appear in more than one parameter group"));
+    EXPECT_TRUE(CreateStatus(kind, {},
+                             {{{"u"},
+                               {{"fused", HyperValue::Bool(true)},
+                                {"differentiable", HyperValue::Bool(true)},
+                                {"foreach", HyperValue::Bool(true)}}}})
+                    .ok());
+  }
+}
+
+TEST(OptimizerTorchRulesTest, ASecondBetaPastOneFailsTheStepAsTorchsComplexBiasCorrectionDoes) {
+  auto model = VectorModel();
+  auto adam = MakeOptimizer(model, OptimizerKind::kAdam, {},
+                            {{{"u"}, {{"betas", HyperValue::Tuple({0.9, 1.5})}}}});
+  ASSERT_NE(adam, nullptr);
+  const uint64_t version = model->version();
+  EXPECT_EQ(PushAndStep(*adam, {1, 2}).message(),
+            "result type ComplexFloat can't be cast to the desired output type Float");
+  EXPECT_EQ(model->version(), version);
+  EXPECT_TRUE(adam->StateDict().state.empty());
+}
+
+TEST(OptimizerTorchRulesTest, AdamWTakesAWriteOfDecoupledWeightDecay) {
+  const Hyperparameters hyper = {{"lr", HyperValue::Float(0.1)},
+                                 {"weight_decay", HyperValue::Float(0.5)}};
+  auto adam_model = VectorModel();
+  auto adam = MakeOptimizer(adam_model, OptimizerKind::kAdam, hyper);
+  auto adamw_model = VectorModel();
+  auto adamw = MakeOptimizer(adamw_model, OptimizerKind::kAdamW, hyper);
+  ASSERT_TRUE(adam != nullptr && adamw != nullptr);
+  ASSERT_TRUE(
+      adamw->SetHyperparameters(std::nullopt, {{"decoupled_weight_decay", HyperValue::Bool(false)}})
+          .ok());
+  ASSERT_TRUE(PushAndStep(*adam, {1, 2}).ok());
+  ASSERT_TRUE(PushAndStep(*adamw, {1, 2}).ok());
+  // Weight decay added to the gradient, as Adam's: the moments hold it.
+  EXPECT_EQ(Values(adamw->StateDict().state[0].tensors[1].second),
+            Values(adam->StateDict().state[0].tensors[1].second));
+  EXPECT_EQ(Read(*adamw_model, "u"), Read(*adam_model, "u"));
+  // A group's own False is kept too; a load makes it True, as AdamW.__setstate__ does.
+  auto grouped = MakeOptimizer(VectorModel(), OptimizerKind::kAdamW, {},
+                               {{{"u"}, {{"decoupled_weight_decay", HyperValue::Bool(false)}}}});
+  ASSERT_NE(grouped, nullptr);
+  OptimizerStateDict dict = grouped->StateDict();
+  EXPECT_EQ(*FindHyperparameter(dict.param_groups[0].hyperparameters, "decoupled_weight_decay"),
+            HyperValue::Bool(false));
+  ASSERT_TRUE(grouped->LoadStateDict(dict).ok());
+  EXPECT_EQ(*FindHyperparameter(grouped->StateDict().param_groups[0].hyperparameters,
+                                "decoupled_weight_decay"),
+            HyperValue::Bool(true));
+  // AdamW's constructor has no such argument.
+  EXPECT_EQ(
+      CreateStatus(OptimizerKind::kAdamW, {{"decoupled_weight_decay", HyperValue::Bool(false)}})
+          .message(),
+      "AdamW.__init__() got an unexpected keyword argument 'decoupled_weight_decay'");
+}
+
+}  // namespace
+}  // namespace paramd::core
