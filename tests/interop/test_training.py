@@ -246,3 +246,20 @@ def test_a_second_beta_past_one_fails_the_step_as_torchs_does(client):
     assert outcome(trainer.remote_optimizer.step) == expected
     assert trainer.remote.state_dict().version == version
     assert trainer.remote_optimizer.state_dict()["state"] == {}
+
+
+def test_empty_parameter_lists_as_torchs(client):
+    client.create("empty", SPEC)
+    with pytest.raises(ValueError) as torch_error:
+        torch.optim.SGD([], lr=0.1)
+    with pytest.raises(ValueError) as paramd_error:
+        client.create_optimizer("empty", "empty", "SGD", [], lr=0.1)
+    assert str(paramd_error.value) == str(torch_error.value)
+    assert client.optimizers() == []
+    # A group with no parameters among others is a group, in torch and in paramd.
+    groups = [{"params": [], "lr": 0.5}, {"params": ["0.weight", "0.bias", "2.weight", "2.bias"]}]
+    trainer = Trainer(client, "empty-group", "SGD", dict(lr=0.05, momentum=0.9), groups)
+    trainer.step(5)
+    trainer.compare()
+    assert trainer.remote_optimizer.state_dict()["param_groups"] == \
+        trainer.optimizer.state_dict()["param_groups"]

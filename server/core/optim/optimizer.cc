@@ -63,9 +63,7 @@ absl::StatusOr<std::shared_ptr<Optimizer>> Optimizer::Create(std::string name,
       specs.push_back(std::move(all));
     }
     for (const GroupSpec& spec : specs) {
-      if (spec.params.empty()) {
-        return absl::InvalidArgumentError("optimizer got an empty parameter list");
-      }
+      // A group with no parameters is taken, as torch's add_param_group takes it.
       Group group;
       PARAMD_ASSIGN_OR_RETURN(group.hyperparameters,
                               ApplyHyperparameters(kind, base, spec.hyperparameters));

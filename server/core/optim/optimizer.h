@@ -98,11 +98,13 @@ class Optimizer {
   };
 
   // torch.optim.<kind>(groups, **defaults) on `model`. No groups: one group of
-  // model.parameters() in named_parameters order. INVALID_ARGUMENT for a bad hyperparameter
-  // (ConstructorDefaults' checks on `defaults`, ApplyHyperparameters' on a group's own), an
-  // empty group ("optimizer got an empty parameter list"), a name that is not a parameter,
-  // a parameter listed twice under any of its names ("some parameters appear in more than one
-  // parameter group"), then CheckFusedDefaults' refusals; NOT_FOUND for an unknown name.
+  // model.parameters() in named_parameters order (torch's empty parameter list is the
+  // client's to refuse: the wire cannot tell it from no list). A group with no parameters
+  // is taken, as torch's add_param_group takes it. INVALID_ARGUMENT for a bad hyperparameter
+  // (ConstructorDefaults' checks on `defaults`, ApplyHyperparameters' on a group's own), a
+  // name that is not a parameter, a parameter listed twice under any of its names ("some parameters
+  // appear in more than one parameter group"), then CheckFusedDefaults' refusals; NOT_FOUND for an
+  // unknown name.
   //
   // `mode` (docs/training.md): manual (pushes accumulate until Step), asynchronous with a
   // bound S (each push steps at once with its gradients alone, when the optimizer has taken

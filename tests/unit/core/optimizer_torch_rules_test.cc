@@ -176,5 +176,23 @@ TEST(OptimizerTorchRulesTest, AdamWTakesAWriteOfDecoupledWeightDecay) {
       "AdamW.__init__() got an unexpected keyword argument 'decoupled_weight_decay'");
 }
 
+TEST(OptimizerTorchRulesTest, AGroupWithNoParametersIsTaken) {
+  auto model = VectorModel();
+  auto optimizer = MakeOptimizer(model, OptimizerKind::kSgd, {{"lr", HyperValue::Float(1)}},
+                                 {{{}, {{"lr", HyperValue::Float(0.5)}}}, {{"u"}, {}}});
+  ASSERT_NE(optimizer, nullptr);
+  ASSERT_TRUE(PushAndStep(*optimizer, {1, 2}).ok());
+  EXPECT_THAT(Read(*model, "u"), ElementsAre(4, 4));
+  OptimizerStateDict dict = optimizer->StateDict();
+  ASSERT_EQ(dict.param_groups.size(), 2u);
+  EXPECT_TRUE(dict.param_groups[0].params.empty());
+  EXPECT_THAT(dict.param_groups[1].params, ElementsAre(0));
+  EXPECT_TRUE(optimizer->LoadStateDict(dict).ok());
+  // A lone group with no parameters is a group too, not "every parameter".
+  auto lone = MakeOptimizer(VectorModel(), OptimizerKind::kAdam, {}, {{{}, {}}});
+  ASSERT_NE(lone, nullptr);
+  EXPECT_EQ(lone->Describe().parameters, 0);
+}
+
 }  // namespace
 }  // namespace paramd::core

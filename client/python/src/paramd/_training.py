@@ -228,11 +228,14 @@ class RemoteOptimizer:
 
 def param_groups_proto(params: Any) -> list[training_pb2.ParamGroup]:
     """CreateOptimizer's groups from torch's forms: None (all parameters), a list of names,
-    or a list of dicts ``{"params": [names], **hyperparameters}``."""
+    or a list of dicts ``{"params": [names], **hyperparameters}``. An empty list is refused
+    with torch's ValueError; a dict with an empty ``params`` is a group, as torch takes it."""
     if params is None:
         return []
     params = list(params)
-    if params and all(isinstance(p, str) for p in params):
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    if all(isinstance(p, str) for p in params):
         return [training_pb2.ParamGroup(param_names=params)]
     groups = []
     for group in params:
