@@ -263,3 +263,55 @@ def test_empty_parameter_lists_as_torchs(client):
     trainer.compare()
     assert trainer.remote_optimizer.state_dict()["param_groups"] == \
         trainer.optimizer.state_dict()["param_groups"]
+
+
+def compare_state(trainer):
+    """paramd's state_dict()["state"] is torch's, key for key."""
+    state = trainer.remote_optimizer.state_dict()["state"]
+    reference = trainer.optimizer.state_dict()["state"]
+    assert state.keys() == reference.keys()
+    for index, values in reference.items():
+        assert list(state[index]) == list(values)
+        for key, value in values.items():
+            torch.testing.assert_close(state[index][key], value, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("kind,kwargs,switch", [
+    ("SGD", dict(lr=0.05, momentum=0.9), ("momentum", 0.9, 0)),
+    ("Adam", dict(lr=1e-2, amsgrad=True), ("amsgrad", True, False)),
+], ids=["sgd-momentum", "adam-amsgrad"])
+def test_state_a_step_does_not_use_is_kept_as_torchs(client, kind, kwargs, switch):
+    key, on, off = switch
+    trainer = Trainer(client, f"kept-{kind.lower()}", kind, kwargs)
+    for value in (on, off, on):
+        for group in trainer.optimizer.param_groups:
+            group[key] = value
+        trainer.remote_optimizer.set_hyperparameters(**{key: value})
+        trainer.step(3)
+        trainer.compare()
+        compare_state(trainer)
+
+
+def test_amsgrad_without_its_state_fails_the_step_as_torchs_key_error(client):
+    trainer = Trainer(client, "keyerror", "Adam", dict(lr=1e-2))
+    trainer.step(2)
+    for group in trainer.optimizer.param_groups:
+        group["amsgrad"] = True
+    trainer.remote_optimizer.set_hyperparameters(amsgrad=True)
+    grads = trainer.gradients()
+    trainer.remote_optimizer.push(grads)
+    state = trainer.remote_optimizer.state_dict()
+    version = trainer.remote.state_dict().version
+    with pytest.raises(KeyError) as raised:
+        trainer.optimizer.step()
+    with pytest.raises(paramd.FailedPrecondition) as refused:
+        trainer.remote_optimizer.step()
+    assert f"torch raises KeyError: {raised.value}" in str(refused.value)
+    assert "parameter '0.weight'" in str(refused.value)
+    assert trainer.remote.state_dict().version == version
+    after = trainer.remote_optimizer.state_dict()
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            assert torch.equal(after["state"][index][key], value)
+    trainer.compare()
+    compare_state(trainer)

@@ -202,31 +202,25 @@ absl::Status Optimizer::ZeroGrad(bool set_to_none) {
 
 namespace {
 
-// That `grad` and every `state` tensor of parameter `name` fit its tensor `data` as the
-// step kernel reads them: same dtype, shape and device. FAILED_PRECONDITION saying how to
-// mend it otherwise.
+// That `grad` and the `state` tensors a step reads (the first `state_count`) of parameter
+// `name` fit its tensor `data` as the step kernel reads them: same dtype and shape, and the
+// gradient on its device (Optimizer::CheckStepState checks the state's). FAILED_PRECONDITION
+// saying how to mend it otherwise.
 absl::Status CheckStepInputs(const std::string& name, const Tensor& data, const Tensor& grad,
-                             const std::vector<Tensor>& state) {
+                             const std::vector<Tensor>& state, size_t state_count) {
   if (data.shape() != grad.shape() || !(data.device() == grad.device()) ||
       data.dtype() != grad.dtype()) {
     return absl::FailedPreconditionError(absl::StrCat("parameter ", QuoteName(name),
                                                       " changed shape or device since its gradient "
                                                       "was pushed; ZeroGrad and push again"));
   }
-  // torch refuses to step state left on another device (the model moved since); a
-  // kernel handed pointers of two devices would fault.
-  for (const Tensor& tensor : state) {
+  for (size_t k = 0; k < state_count && k < state.size(); ++k) {
+    const Tensor& tensor = state[k];
     if (tensor.dtype() != data.dtype() || tensor.shape() != data.shape()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the optimizer state of parameter ", QuoteName(name), " is ", DTypeName(tensor.dtype()),
           " ", ShapeString(tensor.shape()), " but the parameter is ", DTypeName(data.dtype()), " ",
           ShapeString(data.shape()), "; LoadOptimizerState a state of the parameter's shape"));
-    }
-    if (!(tensor.device() == data.device())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the optimizer state of parameter ", QuoteName(name), " is on ",
-          tensor.device().ToString(), " but the parameter is on ", data.device().ToString(),
-          " (the model moved); GetOptimizerState then LoadOptimizerState moves it"));
     }
   }
   return absl::OkStatus();
@@ -292,8 +286,13 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
             " but others of its group are ", DTypeName(args.dtype),
             "; an optimizer step runs one dtype a group: put them in groups of their own"));
       }
-      PARAMD_RETURN_IF_ERROR(CheckStepInputs(param.name, data, param.grad, param.state));
-      StepPlan::Update update{index, {}, {}, param.step};
+      PARAMD_RETURN_IF_ERROR(
+          CheckStepInputs(param.name, data, param.grad, param.state, state_count));
+      PARAMD_RETURN_IF_ERROR(CheckStepState(param, data.device(), state_count));
+      // State the step does not use (a momentum buffer while momentum is 0, max_exp_avg_sq
+      // while amsgrad is off) stays as it is, as torch leaves it.
+      StepPlan::Update update{index, {}, param.state, param.step};
+      if (update.new_state.size() < state_count) update.new_state.resize(state_count);
       PARAMD_ASSIGN_OR_RETURN(update.new_data, Tensor::Empty(data.dtype(), data.shape(), data.device()));
       kernels::OptimizerTensor t;
       t.numel = data.numel();
@@ -307,14 +306,13 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
         if (param.has_state && k < param.state.size()) {
           in = param.state[k];
         } else if (kind_ != OptimizerKind::kSgd) {
-          // torch creates Adam's moments as zeros at the first step (and max_exp_avg_sq when
-          // amsgrad is switched on later finds none: zeros too).
+          // torch creates Adam's state as zeros at a parameter's first step.
           PARAMD_ASSIGN_OR_RETURN(in, Tensor::Full(data.dtype(), data.shape(), 0, data.device()));
         }
         t.state_in[k] = in.defined() ? in.data() : nullptr;
         t.state_out[k] = out.mutable_data();
         inputs.push_back(std::move(in));
-        update.new_state.push_back(std::move(out));
+        update.new_state[k] = std::move(out);
       }
       if (kind_ != OptimizerKind::kSgd) {
         update.new_step = param.step + 1.0f;  // step_t += 1, in float32
@@ -352,6 +350,33 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
     if (args.tensors.empty()) continue;
     PARAMD_RETURN_IF_ERROR(backend->OptimizerStep(args));
     PARAMD_RETURN_IF_ERROR(backend->Synchronize());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Optimizer::CheckStepState(const Param& param, const Device& device,
+                                       size_t state_count) const {
+  // torch refuses to step state left on another device (the model moved since); a kernel
+  // handed pointers of two devices would fault. State the step leaves alone is not looked at.
+  for (size_t k = 0; k < state_count && k < param.state.size(); ++k) {
+    const Tensor& state = param.state[k];
+    if (!(state.device() == device)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the optimizer state of parameter ", QuoteName(param.name), " is on ",
+                       state.device().ToString(), " but the parameter is on ", device.ToString(),
+                       " (the model moved); GetOptimizerState then LoadOptimizerState moves it"));
+    }
+  }
+  // Adam makes its state at a parameter's first step only, with max_exp_avg_sq when amsgrad
+  // is on then; a later step with amsgrad on reads state["max_exp_avg_sq"], which torch
+  // 2.15 raises KeyError for when it was never made (amsgrad switched on, or a loaded state
+  // without it), before any tensor of the group changed.
+  if (kind_ != OptimizerKind::kSgd && param.has_state && param.state.size() < state_count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the optimizer state of parameter ", QuoteName(param.name),
+        " has no 'max_exp_avg_sq' (amsgrad was off when the state was made, or the loaded "
+        "state lacks it), and torch raises KeyError: 'max_exp_avg_sq' at this step; switch "
+        "amsgrad off, or LoadOptimizerState a state that has it"));
   }
   return absl::OkStatus();
 }

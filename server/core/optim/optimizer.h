@@ -238,7 +238,8 @@ class Optimizer {
     Tensor grad;  // undefined: None
     bool has_state = false;
     float step = 0;  // Adam's step count (torch keeps it as a float32 tensor)
-    // SGD: momentum_buffer (when momentum != 0). Adam: exp_avg, exp_avg_sq, max_exp_avg_sq.
+    // SGD: momentum_buffer (made at the first step with momentum != 0, left alone by steps
+    // without momentum). Adam: exp_avg, exp_avg_sq, max_exp_avg_sq (kept while amsgrad is off).
     std::vector<Tensor> state;
   };
   struct Group {
@@ -276,6 +277,11 @@ class Optimizer {
 
   // The params_ index of the parameter `name` in `root`; NOT_FOUND otherwise.
   absl::StatusOr<size_t> Resolve(const std::shared_ptr<Module>& root, absl::string_view name) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // FAILED_PRECONDITION when `param`'s state cannot feed a step that uses its first
+  // `state_count` tensors on `device`: a tensor on another device, or Adam's amsgrad asking
+  // for a max_exp_avg_sq the state never had (torch's KeyError).
+  absl::Status CheckStepState(const Param& param, const Device& device, size_t state_count) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Builds the new parameter and state tensors of one step; changes nothing.
   absl::Status PlanStep(const std::shared_ptr<Module>& root, StepPlan& plan) const

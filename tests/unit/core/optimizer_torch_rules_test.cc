@@ -194,5 +194,80 @@ TEST(OptimizerTorchRulesTest, AGroupWithNoParametersIsTaken) {
   EXPECT_EQ(lone->Describe().parameters, 0);
 }
 
+// The values of state entry `key` of the one parameter with state.
+std::vector<double> StateOf(const Optimizer& optimizer, const std::string& key) {
+  const OptimizerStateDict dict = optimizer.StateDict();
+  EXPECT_EQ(dict.state.size(), 1u);
+  for (const auto& [name, tensor] : dict.state.at(0).tensors) {
+    if (name == key) return Values(tensor);
+  }
+  return {};
+}
+
+TEST(OptimizerTorchRulesTest, AStepWithoutMomentumLeavesTheMomentumBuffer) {
+  auto model = VectorModel();
+  auto sgd = MakeOptimizer(model, OptimizerKind::kSgd,
+                           {{"lr", HyperValue::Float(0.1)}, {"momentum", HyperValue::Float(0.9)}});
+  ASSERT_NE(sgd, nullptr);
+  ASSERT_TRUE(PushAndStep(*sgd, {1, 2}).ok());
+  ASSERT_TRUE(sgd->SetHyperparameters(std::nullopt, {{"momentum", HyperValue::Int(0)}}).ok());
+  ASSERT_TRUE(sgd->Step(std::nullopt).ok());
+  EXPECT_THAT(StateOf(*sgd, "momentum_buffer"), ElementsAre(1, 2));
+  // Momentum back: torch continues from the buffer it kept (0.9 * buf + grad).
+  ASSERT_TRUE(sgd->SetHyperparameters(std::nullopt, {{"momentum", HyperValue::Float(0.9)}}).ok());
+  ASSERT_TRUE(sgd->Step(std::nullopt).ok());
+  const std::vector<double> buf = StateOf(*sgd, "momentum_buffer");
+  ASSERT_EQ(buf.size(), 2u);
+  EXPECT_FLOAT_EQ(static_cast<float>(buf[0]), 1.9f);
+  EXPECT_FLOAT_EQ(static_cast<float>(buf[1]), 3.8f);
+  const std::vector<double> u = Read(*model, "u");
+  EXPECT_FLOAT_EQ(static_cast<float>(u[0]), 4.61f);
+  EXPECT_FLOAT_EQ(static_cast<float>(u[1]), 5.22f);
+}
+
+TEST(OptimizerTorchRulesTest, AStepWithoutAmsgradLeavesMaxExpAvgSq) {
+  auto adam = MakeOptimizer(VectorModel(), OptimizerKind::kAdam,
+                            {{"lr", HyperValue::Float(0.1)}, {"amsgrad", HyperValue::Bool(true)}});
+  ASSERT_NE(adam, nullptr);
+  ASSERT_TRUE(PushAndStep(*adam, {4, 8}).ok());
+  const std::vector<double> kept = StateOf(*adam, "max_exp_avg_sq");
+  ASSERT_EQ(kept.size(), 2u);
+  ASSERT_TRUE(adam->SetHyperparameters(0, {{"amsgrad", HyperValue::Bool(false)}}).ok());
+  ASSERT_TRUE(adam->ZeroGrad().ok());
+  ASSERT_TRUE(PushAndStep(*adam, {0, 0}).ok());
+  EXPECT_EQ(StateOf(*adam, "max_exp_avg_sq"), kept);
+  ASSERT_TRUE(adam->SetHyperparameters(0, {{"amsgrad", HyperValue::Bool(true)}}).ok());
+  ASSERT_TRUE(adam->Step(std::nullopt).ok());
+  // The running maximum goes on from the kept one, which the decayed average stays below.
+  const std::vector<double> v = StateOf(*adam, "exp_avg_sq");
+  ASSERT_TRUE(v[0] < kept[0] && v[1] < kept[1]);
+  EXPECT_EQ(StateOf(*adam, "max_exp_avg_sq"), kept);
+}
+
+TEST(OptimizerTorchRulesTest, AmsgradWithoutMaxExpAvgSqFailsTheStepAsTorchsKeyError) {
+  auto model = VectorModel();
+  auto adam = MakeOptimizer(model, OptimizerKind::kAdam, {{"lr", HyperValue::Float(0.1)}});
+  ASSERT_NE(adam, nullptr);
+  ASSERT_TRUE(PushAndStep(*adam, {1, 2}).ok());
+  const OptimizerStateDict before = adam->StateDict();
+  const uint64_t version = model->version();
+  ASSERT_TRUE(adam->SetHyperparameters(0, {{"amsgrad", HyperValue::Bool(true)}}).ok());
+  const absl::Status refused = adam->Step(std::nullopt).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("parameter 'u' has no 'max_exp_avg_sq'"));
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("torch raises KeyError: 'max_exp_avg_sq'"));
+  EXPECT_EQ(model->version(), version);
+  EXPECT_EQ(StateOf(*adam, "step"), Values(before.state[0].tensors[0].second));
+  EXPECT_EQ(StateOf(*adam, "exp_avg"), Values(before.state[0].tensors[1].second));
+  // A loaded state without the key, into a group with amsgrad on: the same.
+  OptimizerStateDict loaded = before;
+  loaded.param_groups[0].hyperparameters = {{"amsgrad", HyperValue::Bool(true)}};
+  auto fresh = MakeOptimizer(model, OptimizerKind::kAdam, {});
+  ASSERT_NE(fresh, nullptr);
+  ASSERT_TRUE(fresh->LoadStateDict(loaded).ok());
+  EXPECT_EQ(PushAndStep(*fresh, {1, 2}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(model->version(), version);
+}
+
 }  // namespace
 }  // namespace paramd::core
