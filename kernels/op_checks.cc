@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "kernels/optimizer_math.h"
 
 namespace paramd::kernels {
 namespace {
@@ -313,6 +314,8 @@ absl::Status CheckOptimizerStep(const Backend& backend, const OptimizerStepArgs&
       }
     }
   }
+  // torch's own refusal, with its text: nothing has been written yet.
+  if (OptimizerScalarsOverflow(args)) return Invalid(kOptimizerScalarOverflow);
   return absl::OkStatus();
 }
 

@@ -315,3 +315,28 @@ def test_amsgrad_without_its_state_fails_the_step_as_torchs_key_error(client):
             assert torch.equal(after["state"][index][key], value)
     trainer.compare()
     compare_state(trainer)
+
+
+@pytest.mark.parametrize("kind,kwargs,write", [
+    ("SGD", dict(lr=0.05, momentum=0.9), dict(lr=1e39)),
+    ("SGD", dict(lr=0.05), dict(weight_decay=1e39)),
+    ("SGD", dict(lr=0.05, momentum=0.9), dict(momentum=1e39)),  # unchecked: steps to inf
+    ("Adam", dict(lr=1e-2), dict(lr=1e38)),  # lr / (1 - beta1^t) past the range
+    ("AdamW", dict(lr=1e-2), dict(weight_decay=-1e39)),  # unchecked: steps to inf
+], ids=["sgd-lr", "sgd-weight-decay", "sgd-momentum", "adam-lr", "adamw-weight-decay"])
+def test_scalars_past_floats_range_fail_the_step_where_torchs_does(client, kind, kwargs, write):
+    trainer = Trainer(client, "overflow", kind, kwargs)
+    trainer.step(1)
+    for group in trainer.optimizer.param_groups:
+        group.update(write)
+    trainer.remote_optimizer.set_hyperparameters(**write)
+    trainer.remote_optimizer.zero_grad()
+    trainer.remote_optimizer.push(trainer.gradients())
+    version = trainer.remote.state_dict().version
+    expected = outcome(trainer.optimizer.step)
+    actual = outcome(trainer.remote_optimizer.step)
+    assert actual == expected
+    if expected is None:
+        trainer.compare()
+    else:
+        assert trainer.remote.state_dict().version == version

@@ -269,5 +269,31 @@ TEST(OptimizerTorchRulesTest, AmsgradWithoutMaxExpAvgSqFailsTheStepAsTorchsKeyEr
   EXPECT_EQ(model->version(), version);
 }
 
+TEST(OptimizerTorchRulesTest, AScalarPastFloatsRangeFailsTheStepAndChangesNothing) {
+  auto model = VectorModel();
+  auto sgd = MakeOptimizer(model, OptimizerKind::kSgd,
+                           {{"lr", HyperValue::Float(0.1)}, {"momentum", HyperValue::Float(0.9)}},
+                           {{{"t"}, {}}, {{"u"}, {}}});
+  ASSERT_NE(sgd, nullptr);
+  ASSERT_TRUE(sgd->AccumulateGradients({{"t", MakeTensor({4}, {1, 1, 1, 1})}}).ok());
+  ASSERT_TRUE(PushAndStep(*sgd, {1, 2}).ok());
+  const uint64_t version = model->version();
+  // The second group's lr: the first group's step, already computed, is not published.
+  ASSERT_TRUE(sgd->SetHyperparameters(1, {{"lr", HyperValue::Float(1e39)}}).ok());
+  const absl::Status refused = sgd->Step(std::nullopt).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.message(), "value cannot be converted to type float without overflow");
+  EXPECT_EQ(model->version(), version);
+  EXPECT_EQ(sgd->Describe().steps, 1u);
+  EXPECT_THAT(Values(sgd->StateDict().state[1].tensors[0].second), ElementsAre(1, 2));
+  // Adam's lr / (1 - beta1^t) is the checked value: 1e38 / 0.1 at the first step.
+  auto adam = MakeOptimizer(model, OptimizerKind::kAdam, {{"lr", HyperValue::Float(1e38)}});
+  ASSERT_NE(adam, nullptr);
+  EXPECT_EQ(PushAndStep(*adam, {1, 2}).message(),
+            "value cannot be converted to type float without overflow");
+  EXPECT_TRUE(adam->StateDict().state.empty());
+  EXPECT_EQ(model->version(), version);
+}
+
 }  // namespace
 }  // namespace paramd::core

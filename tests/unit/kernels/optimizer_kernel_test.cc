@@ -173,5 +173,63 @@ TEST(OptimizerKernelTest, RefusesOtherDtypesAndMissingState) {
   EXPECT_EQ(arrays.m_out, arrays.grad);
 }
 
+// torch 2.15's single-tensor steps with each hyperparameter at +-1e39 (past float32, but
+// finite): where ATen converts the scalar with a range check the step raises, elsewhere it
+// rounds to infinity and steps on.
+TEST(OptimizerKernelTest, ScalarsPastFloatsRangeAreRefusedWhereTorchChecksThem) {
+  using A = OptimizerAlgorithm;
+  constexpr double kBig = 1e39;
+  const OptimizerStepArgs sgd{
+      .algorithm = A::kSgd, .lr = 0.1, .weight_decay = 0.1, .momentum = 0.9};
+  const OptimizerStepArgs adam{.algorithm = A::kAdam, .lr = 0.1, .weight_decay = 0.1};
+  struct Case {
+    const char* what;
+    OptimizerStepArgs args;
+    bool first_step;
+    bool refused;
+  };
+  auto with = [](OptimizerStepArgs args, auto change) {
+    change(args);
+    return args;
+  };
+  const Case cases[] = {
+      {"sgd lr", with(sgd, [&](auto& a) { a.lr = kBig; }), false, true},
+      {"sgd -lr", with(sgd, [&](auto& a) { a.lr = -kBig; }), false, true},
+      {"sgd inf lr", with(sgd, [&](auto& a) { a.lr = INFINITY; }), false, false},
+      {"sgd nan lr", with(sgd, [&](auto& a) { a.lr = NAN; }), false, false},
+      {"sgd weight_decay", with(sgd, [&](auto& a) { a.weight_decay = kBig; }), false, true},
+      {"sgd momentum", with(sgd, [&](auto& a) { a.momentum = kBig; }), false, false},
+      {"sgd nesterov momentum", with(sgd, [&](auto& a) { a.momentum = -kBig, a.nesterov = true; }),
+       false, true},
+      {"sgd dampening", with(sgd, [&](auto& a) { a.dampening = kBig; }), false, true},
+      {"sgd dampening, no buffer", with(sgd, [&](auto& a) { a.dampening = kBig; }), true, false},
+      {"adam lr", with(adam, [&](auto& a) { a.lr = kBig; }), false, true},
+      {"adam weight_decay", with(adam, [&](auto& a) { a.weight_decay = -kBig; }), false, true},
+      {"adamw weight_decay",
+       with(adam, [&](auto& a) { a.weight_decay = kBig, a.decoupled_weight_decay = true; }), false,
+       false},
+      {"adam eps", with(adam, [&](auto& a) { a.eps = kBig; }), false, false},
+      {"adam beta1", with(adam, [&](auto& a) { a.beta1 = kBig; }), false, true},
+      {"adam beta2", with(adam, [&](auto& a) { a.beta2 = -kBig; }), false, true},
+  };
+  CpuBackend cpu;
+  for (const Case& c : cases) {
+    Arrays arrays(4);
+    OptimizerStepArgs args = c.args;
+    OptimizerTensor t = arrays.Slice(0, 4);
+    t.first_step = c.first_step;
+    t.step_size = args.lr / (1 - args.beta1);
+    args.tensors = {t};
+    const absl::Status status = cpu.OptimizerStep(args);
+    if (c.refused) {
+      EXPECT_EQ(status.message(), "value cannot be converted to type float without overflow")
+          << c.what;
+      EXPECT_EQ(arrays.param_out, std::vector<float>(4, 0)) << c.what;
+    } else {
+      EXPECT_TRUE(status.ok()) << c.what << ": " << status;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace paramd::kernels
