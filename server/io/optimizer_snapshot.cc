@@ -192,7 +192,8 @@ absl::StatusOr<core::OptimizerStateDict::Group> ParseGroup(const Json& j) {
   return group;
 }
 
-absl::Status ParseDescription(const std::string& text, OptimizerSnapshot& out) {
+absl::Status ParseDescription(const std::string& text, OptimizerSnapshot& out,
+                              std::vector<int64_t>& state_order) {
   const Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return Damaged("its description is not JSON");
   const Json* name = Member(j, "name", IsString);
@@ -219,6 +220,13 @@ absl::Status ParseDescription(const std::string& text, OptimizerSnapshot& out) {
     PARAMD_ASSIGN_OR_RETURN(core::OptimizerStateDict::Group parsed, ParseGroup(group));
     out.state.param_groups.push_back(std::move(parsed));
   }
+  // The order of the state entries; a file written before it was kept has none.
+  if (const Json* order = Member(j, "state_order", IsArray)) {
+    for (const Json& index : *order) {
+      if (!index.is_number_unsigned()) return Damaged("a state_order index is not a number");
+      state_order.push_back(index.get<int64_t>());
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -236,6 +244,11 @@ absl::Status SaveOptimizerSnapshot(const std::string& path, const OptimizerSnaps
                       {"param_names", group.param_names},
                       {"hyperparameters", std::move(hyperparameters)}});
   }
+  // safetensors sorts the tensors by name: the state's order goes in the description.
+  Json state_order = Json::array();
+  for (const core::OptimizerStateDict::ParamState& state : snapshot.state.state) {
+    state_order.push_back(state.index);
+  }
   const Json description = {{"name", snapshot.name},
                             {"model", snapshot.model},
                             {"kind", core::OptimizerKindName(snapshot.kind)},
@@ -243,7 +256,8 @@ absl::Status SaveOptimizerSnapshot(const std::string& path, const OptimizerSnaps
                             {"bound", snapshot.mode.bound},
                             {"steps", snapshot.steps},
                             {"model_version", snapshot.model_version},
-                            {"param_groups", std::move(groups)}};
+                            {"param_groups", std::move(groups)},
+                            {"state_order", std::move(state_order)}};
   NamedTensors tensors;
   for (const core::OptimizerStateDict::ParamState& state : snapshot.state.state) {
     for (const auto& [key, tensor] : state.tensors) {
@@ -257,9 +271,10 @@ absl::StatusOr<OptimizerSnapshot> ReadOptimizerSnapshot(const std::string& path)
   PARAMD_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
   OptimizerSnapshot snapshot;
   bool described = false;
+  std::vector<int64_t> state_order;
   for (const auto& [key, value] : file.metadata) {
     if (key != kOptimizerKey) continue;
-    PARAMD_RETURN_IF_ERROR(ParseDescription(value, snapshot));
+    PARAMD_RETURN_IF_ERROR(ParseDescription(value, snapshot, state_order));
     described = true;
   }
   if (!described) return Damaged(absl::StrCat("it has no ", kOptimizerKey, " metadata"));
@@ -267,7 +282,8 @@ absl::StatusOr<OptimizerSnapshot> ReadOptimizerSnapshot(const std::string& path)
   for (const auto& group : snapshot.state.param_groups) {
     for (int64_t index : group.params) listed.emplace(index, listed.size());
   }
-  // The state entries in param-group order, as StateDict gives them.
+  // The state entries by param-group position, listed in the file's state_order, then
+  // (a file without one) in param-group order.
   std::vector<core::OptimizerStateDict::ParamState> by_position(listed.size());
   for (SafetensorsEntry& entry : file.entries) {
     std::vector<std::string> parts = absl::StrSplit(entry.name, absl::MaxSplits('.', 1));
@@ -281,7 +297,22 @@ absl::StatusOr<OptimizerSnapshot> ReadOptimizerSnapshot(const std::string& path)
     by_position[it->second].index = index;
     by_position[it->second].tensors.emplace_back(parts[1], std::move(entry.tensor));
   }
-  for (auto& state : by_position) {
+  std::vector<size_t> positions;
+  std::vector<bool> placed(by_position.size());
+  for (int64_t index : state_order) {
+    auto it = listed.find(index);
+    if (it == listed.end() || by_position[it->second].tensors.empty() || placed[it->second]) {
+      return Damaged(absl::StrCat("state_order names parameter ", index,
+                                  ", which has no state or is named twice"));
+    }
+    positions.push_back(it->second);
+    placed[it->second] = true;
+  }
+  for (size_t p = 0; p < by_position.size(); ++p) {
+    if (!placed[p]) positions.push_back(p);
+  }
+  for (size_t p : positions) {
+    core::OptimizerStateDict::ParamState& state = by_position[p];
     if (state.tensors.empty()) continue;
     // torch's key order (step first for Adam); safetensors gives them sorted by name.
     std::stable_sort(state.tensors.begin(), state.tensors.end(), [](const auto& a, const auto& b) {

@@ -4,9 +4,11 @@
 // One safetensors file per optimizer: each per-parameter state tensor under
 // "<index>.<key>" (the names GetOptimizerState streams: "0.exp_avg", "3.step"), and in the
 // metadata, under `paramd.optimizer`, a JSON object with the optimizer's name, model, kind,
-// mode, step count, the model version whose weights the state goes with, and the param
-// groups (parameter indices and names, every hyperparameter with its Python type; ints
-// exactly, floats bit for bit: Note [Exact floats in snapshots] in optimizer_snapshot.cc).
+// mode, step count, the model version whose weights the state goes with, the param groups
+// (parameter indices and names, every hyperparameter with its Python type; ints exactly,
+// floats bit for bit: Note [Exact floats in snapshots] in optimizer_snapshot.cc) and
+// `state_order`, the indices of the state entries in state_dict()'s order (safetensors keeps
+// tensors sorted by name; a file without it is read in param-group order).
 // Gradients are not kept: a restored optimizer starts with every `.grad` None, and neither is
 // a synchronous round's timeout: the restarted daemon's --sync-round-timeout applies.
 //

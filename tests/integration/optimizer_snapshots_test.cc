@@ -32,6 +32,7 @@ struct WireState {
   grpc::Status status;
   v1::OptimizerStateHead head;
   std::map<std::string, std::string> tensors;  // "<index>.<key>" -> bytes
+  std::vector<std::string> order;              // the names as they came
   std::map<std::string, std::vector<int64_t>> shapes;
 };
 
@@ -85,6 +86,7 @@ class OptimizerSnapshotsTest : public ::testing::Test {
         out.head = frame.options();
       } else if (frame.has_header()) {
         current = frame.header().name();
+        out.order.push_back(current);
         out.tensors[current];
         out.shapes[current].assign(frame.header().meta().shape().begin(),
                                    frame.header().meta().shape().end());
@@ -134,6 +136,7 @@ void ExpectSameState(const WireState& a, const WireState& b) {
   EXPECT_EQ(head_a.SerializeAsString(), head_b.SerializeAsString())
       << head_a.DebugString() << "\nvs\n" << head_b.DebugString();
   EXPECT_EQ(a.tensors, b.tensors);
+  EXPECT_EQ(a.order, b.order);
   EXPECT_EQ(a.shapes, b.shapes);
 }
 
@@ -196,6 +199,26 @@ TEST_F(OptimizerSnapshotsTest, StateSurvivesASigtermRestartAndSteppingContinuesI
   ASSERT_TRUE(Step("adam").ok());
   ExpectSameState(twin_after, State("adam"));
   EXPECT_EQ(Weights("m"), twin_weights);
+}
+
+// torch lists optimizer.state_dict()["state"] in the order the parameters got their state;
+// a restart keeps that order, which safetensors' sorted names do not.
+TEST_F(OptimizerSnapshotsTest, TheStatesOrderSurvivesARestart) {
+  MakeModel("m");
+  ASSERT_TRUE(CreateAdam("adam", "m").ok());
+  // bias (index 1) steps first, weight (index 0) joins at the second step.
+  ASSERT_TRUE(PushLinearGradients(*training_, "adam", 0, 0, "bias").ok());
+  ASSERT_TRUE(Step("adam").ok());
+  ASSERT_TRUE(Push("adam", 1).ok());
+  ASSERT_TRUE(Step("adam").ok());
+  const WireState before = State("adam");
+  ASSERT_TRUE(before.status.ok()) << before.status.error_message();
+  EXPECT_THAT(before.order,
+              ::testing::ElementsAre("1.step", "1.exp_avg", "1.exp_avg_sq", "1.max_exp_avg_sq",
+                                     "0.step", "0.exp_avg", "0.exp_avg_sq", "0.max_exp_avg_sq"));
+  ASSERT_EQ(daemon_->Stop(), 0);
+  Restart();
+  ExpectSameState(before, State("adam"));
 }
 
 TEST_F(OptimizerSnapshotsTest, AnAsynchronousOptimizerKeepsItsModeAndRound) {

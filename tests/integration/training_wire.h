@@ -64,9 +64,11 @@ inline grpc::Status CreateAsynchronousSgd(v1::Training::Stub& stub, const std::s
   return stub.CreateOptimizer(&context, request, &info);
 }
 
-// Pushes gradients for `weight` and `bias` derived from `seed`, naming `round`.
+// Pushes gradients for `weight` and `bias` (only `only`, when given) derived from `seed`,
+// naming `round`.
 inline grpc::Status PushLinearGradients(v1::Training::Stub& stub, const std::string& optimizer,
-                                        int seed, uint64_t round = 0) {
+                                        int seed, uint64_t round = 0,
+                                        const std::string& only = "") {
   grpc::ClientContext context;
   v1::PushGradientsResponse response;
   auto writer = stub.PushGradients(&context, &response);
@@ -77,6 +79,7 @@ inline grpc::Status PushLinearGradients(v1::Training::Stub& stub, const std::str
   const std::vector<std::pair<std::string, std::vector<int64_t>>> params = {{"weight", {2, 3}},
                                                                              {"bias", {2}}};
   for (const auto& [name, shape] : params) {
+    if (!only.empty() && name != only) continue;
     v1::GradientFrame header;
     header.mutable_header()->set_name(name);
     header.mutable_header()->mutable_meta()->set_dtype(v1::FLOAT32);

@@ -340,3 +340,29 @@ def test_scalars_past_floats_range_fail_the_step_where_torchs_does(client, kind,
         trainer.compare()
     else:
         assert trainer.remote.state_dict().version == version
+
+
+def test_state_is_listed_in_the_order_torch_lists_it(client):
+    trainer = Trainer(client, "order", "Adam", dict(lr=1e-2))
+    # 2.bias gets its state first, then 0.weight, then the rest.
+    for names in (["2.bias"], ["0.weight", "2.bias"], None):
+        grads = trainer.gradients()
+        for n, p in trainer.module.named_parameters():
+            if names is not None and n not in names:
+                p.grad = None
+        trainer.remote_optimizer.zero_grad()
+        trainer.remote_optimizer.push({n: g for n, g in grads.items()
+                                       if names is None or n in names})
+        trainer.remote_optimizer.step()
+        trainer.optimizer.step()
+    reference = trainer.optimizer.state_dict()
+    assert list(reference["state"]) == [3, 0, 1, 2]
+    assert list(trainer.remote_optimizer.state_dict()["state"]) == list(reference["state"])
+    trainer.compare()
+    # A loaded state keeps its order, in torch and in paramd.
+    reordered = {"state": {k: reference["state"][k] for k in (1, 3, 2, 0)},
+                 "param_groups": reference["param_groups"]}
+    trainer.optimizer.load_state_dict(reordered)
+    trainer.remote_optimizer.load_state_dict(reordered)
+    assert list(trainer.remote_optimizer.state_dict()["state"]) == \
+        list(trainer.optimizer.state_dict()["state"]) == [1, 3, 2, 0]

@@ -133,3 +133,27 @@ def test_sgd_without_momentum_saves_an_empty_state(daemon):
     module = torch_model()
     expected = torch.optim.SGD(module.parameters(), lr=0.1).state_dict()
     assert checkpoint["optimizer"] == expected
+
+
+def test_a_saved_state_lists_parameters_in_the_order_torch_does(daemon):
+    """torch's state_dict()["state"] follows the order the parameters got their state."""
+    with paramd.connect(daemon.address) as client:
+        remote = client.create("mlp", SPEC, seed=4)
+        remote_optimizer = client.create_optimizer("adam", "mlp", "Adam", lr=1e-3, foreach=False)
+        module = torch_model()
+        module.load_state_dict(remote.state_dict())
+        optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, foreach=False)
+        for (x, y), names in zip(batches(2, seed=5), (["2.weight"], None)):
+            grads = gradients(module, x, y)
+            if names is not None:
+                grads = {n: g for n, g in grads.items() if n in names}
+                for n, p in module.named_parameters():
+                    p.grad = grads.get(n)
+            remote_optimizer.push(grads)
+            remote_optimizer.step()
+            remote_optimizer.zero_grad()
+            optimizer.step()
+        daemon.paramctl("save", "mlp", "order.pt", "--optimizer", "adam")
+    checkpoint = torch.load(os.path.join(daemon.checkpoint_dir, "order.pt"), weights_only=True)
+    assert list(optimizer.state_dict()["state"]) == [2, 0, 1, 3]
+    assert list(checkpoint["optimizer"]["state"]) == list(optimizer.state_dict()["state"])

@@ -235,6 +235,7 @@ struct Optimizer::StepPlan {
     Tensor new_data;
     std::vector<Tensor> new_state;
     float new_step = 0;
+    bool has_state = false;  // torch's `self.state[p]` exists after the step
   };
   std::vector<Update> updates;
 };
@@ -292,6 +293,8 @@ absl::Status Optimizer::PlanStep(const std::shared_ptr<Module>& root, StepPlan& 
       // State the step does not use (a momentum buffer while momentum is 0, max_exp_avg_sq
       // while amsgrad is off) stays as it is, as torch leaves it.
       StepPlan::Update update{index, {}, param.state, param.step};
+      // SGD makes state only with momentum; Adam at every parameter's first step.
+      update.has_state = param.has_state || kind_ != OptimizerKind::kSgd || state_count > 0;
       if (update.new_state.size() < state_count) update.new_state.resize(state_count);
       PARAMD_ASSIGN_OR_RETURN(update.new_data, Tensor::Empty(data.dtype(), data.shape(), data.device()));
       kernels::OptimizerTensor t;
@@ -453,7 +456,11 @@ absl::StatusOr<uint64_t> Optimizer::StepLocked(std::optional<uint64_t> if_versio
     Param& param = params_[update.param];
     param.state = std::move(update.new_state);
     param.step = update.new_step;
-    param.has_state = true;
+    if (update.has_state && !param.has_state) {
+      // torch's self.state is a dict: a parameter's entry keeps the place of its first.
+      param.has_state = true;
+      param.state_order = ++states_made_;
+    }
   }
   ++steps_;
   ++changes_;

@@ -43,8 +43,9 @@
 namespace paramd::core {
 
 // optimizer.state_dict() in torch's layout: `state` keyed by the parameter's index in
-// param-group order (only parameters that have state), `param_groups` with the
-// hyperparameters and the indices of their parameters.
+// param-group order (only parameters that have state), listed in the order the parameters'
+// state was made (their first step) or loaded, as torch's `self.state` dict keeps them;
+// `param_groups` with the hyperparameters and the indices of their parameters.
 struct OptimizerStateDict {
   struct ParamState {
     int64_t index = 0;
@@ -194,11 +195,13 @@ class Optimizer {
   struct PreparedLoad {
     struct State {
       bool has_state = false;
+      uint64_t state_order = 0;  // the entry's place in the loaded state
       float step = 0;
       std::vector<Tensor> tensors;
     };
     std::vector<Hyperparameters> hyperparameters;  // per group
     std::vector<State> states;                     // per parameter
+    uint64_t states_made = 0;                      // the entries loaded
   };
   absl::StatusOr<PreparedLoad> PrepareLoad(const OptimizerStateDict& state) const;
   void CommitLoad(PreparedLoad prepared);
@@ -237,6 +240,9 @@ class Optimizer {
     Shape shape;
     Tensor grad;  // undefined: None
     bool has_state = false;
+    // With state: its place in torch's `self.state`, the order state_dict()["state"] lists
+    // parameters in (the order their state was made or loaded).
+    uint64_t state_order = 0;
     float step = 0;  // Adam's step count (torch keeps it as a float32 tensor)
     // SGD: momentum_buffer (made at the first step with momentum != 0, left alone by steps
     // without momentum). Adam: exp_avg, exp_avg_sq, max_exp_avg_sq (kept while amsgrad is off).
@@ -303,6 +309,8 @@ class Optimizer {
   uint64_t last_push_id_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status closed_ ABSL_GUARDED_BY(mu_);
   uint64_t changes_ ABSL_GUARDED_BY(mu_) = 0;
+  // The latest Param::state_order given.
+  uint64_t states_made_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The daemon's optimizers by name (the names follow model names' rules).

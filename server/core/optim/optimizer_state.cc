@@ -1,4 +1,6 @@
 // Optimizer's state_dict, load_state_dict and hyperparameter writes (optimizer.h).
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "base/text.h"
@@ -20,6 +22,7 @@ std::vector<std::string> TensorKeys(OptimizerKind kind, size_t count) {
 OptimizerStateDict Optimizer::StateDict() const {
   absl::ReaderMutexLock lock(&mu_);
   OptimizerStateDict dict;
+  std::vector<uint64_t> orders;  // of dict.state's entries
   int64_t index = 0;
   for (const Group& group : groups_) {
     OptimizerStateDict::Group out{group.hyperparameters, {}, {}};
@@ -39,11 +42,20 @@ OptimizerStateDict Optimizer::StateDict() const {
           state.tensors.emplace_back(keys[k], param.state[k]);
         }
         dict.state.push_back(std::move(state));
+        orders.push_back(param.state_order);
       }
       ++index;
     }
     dict.param_groups.push_back(std::move(out));
   }
+  // torch lists the state in its dict's order.
+  std::vector<size_t> by_order(dict.state.size());
+  for (size_t i = 0; i < by_order.size(); ++i) by_order[i] = i;
+  std::stable_sort(by_order.begin(), by_order.end(),
+                   [&](size_t a, size_t b) { return orders[a] < orders[b]; });
+  std::vector<OptimizerStateDict::ParamState> ordered;
+  for (size_t i : by_order) ordered.push_back(std::move(dict.state[i]));
+  dict.state = std::move(ordered);
   return dict;
 }
 
@@ -71,9 +83,11 @@ void Optimizer::CommitLoadLocked(PreparedLoad prepared) {
   }
   for (size_t i = 0; i < params_.size(); ++i) {
     params_[i].has_state = prepared.states[i].has_state;
+    params_[i].state_order = prepared.states[i].state_order;
     params_[i].step = prepared.states[i].step;
     params_[i].state = std::move(prepared.states[i].tensors);
   }
+  states_made_ = prepared.states_made;
   ++changes_;
 }
 
@@ -112,6 +126,7 @@ absl::StatusOr<Optimizer::PreparedLoad> Optimizer::PrepareLoadLocked(
     return absl::OkStatus();
   }));
   std::vector<PreparedLoad::State> states(params_.size());
+  uint64_t states_made = 0;
   for (const OptimizerStateDict::ParamState& entry : dict.state) {
     auto it = loaded_to_param.find(entry.index);
     if (it == loaded_to_param.end()) {
@@ -122,6 +137,7 @@ absl::StatusOr<Optimizer::PreparedLoad> Optimizer::PrepareLoadLocked(
     const Tensor& data = current[it->second];
     PreparedLoad::State& state = states[it->second];
     state.has_state = true;
+    state.state_order = ++states_made;
     const std::vector<std::string> keys = TensorKeys(kind_, 3);
     state.tensors.resize(keys.size());
     size_t found = 0;
@@ -160,7 +176,7 @@ absl::StatusOr<Optimizer::PreparedLoad> Optimizer::PrepareLoadLocked(
     }
     state.tensors.resize(present);
   }
-  return PreparedLoad{std::move(hyperparameters), std::move(states)};
+  return PreparedLoad{std::move(hyperparameters), std::move(states), states_made};
 }
 
 absl::Status Optimizer::SetHyperparameters(std::optional<int64_t> group,

@@ -295,5 +295,39 @@ TEST(OptimizerTorchRulesTest, AScalarPastFloatsRangeFailsTheStepAndChangesNothin
   EXPECT_EQ(model->version(), version);
 }
 
+std::vector<int64_t> StateIndices(const Optimizer& optimizer) {
+  std::vector<int64_t> indices;
+  for (const auto& entry : optimizer.StateDict().state) indices.push_back(entry.index);
+  return indices;
+}
+
+TEST(OptimizerTorchRulesTest, StateIsListedInTheOrderItWasMade) {
+  auto model = VectorModel();
+  auto sgd = MakeOptimizer(model, OptimizerKind::kSgd, {{"lr", HyperValue::Float(0.1)}});
+  ASSERT_NE(sgd, nullptr);
+  // A step without momentum makes no state; u's first step with momentum comes before t's.
+  ASSERT_TRUE(sgd->AccumulateGradients({{"t", MakeTensor({4}, {1, 1, 1, 1})}}).ok());
+  ASSERT_TRUE(sgd->Step(std::nullopt).ok());
+  ASSERT_TRUE(sgd->ZeroGrad().ok());
+  ASSERT_TRUE(sgd->SetHyperparameters(0, {{"momentum", HyperValue::Float(0.9)}}).ok());
+  ASSERT_TRUE(PushAndStep(*sgd, {1, 2}).ok());
+  ASSERT_TRUE(sgd->AccumulateGradients({{"t", MakeTensor({4}, {1, 1, 1, 1})}}).ok());
+  ASSERT_TRUE(sgd->Step(std::nullopt).ok());
+  EXPECT_THAT(StateIndices(*sgd), ElementsAre(1, 0));
+  // A load keeps the loaded order; state made after it comes last.
+  auto adam = MakeOptimizer(model, OptimizerKind::kAdam, {});
+  ASSERT_NE(adam, nullptr);
+  ASSERT_TRUE(PushAndStep(*adam, {1, 2}).ok());
+  ASSERT_TRUE(adam->ZeroGrad().ok());
+  ASSERT_TRUE(adam->LoadStateDict(adam->StateDict()).ok());
+  ASSERT_TRUE(adam->AccumulateGradients({{"t", MakeTensor({4}, {1, 1, 1, 1})}}).ok());
+  ASSERT_TRUE(adam->Step(std::nullopt).ok());
+  EXPECT_THAT(StateIndices(*adam), ElementsAre(1, 0));
+  OptimizerStateDict dict = adam->StateDict();
+  std::swap(dict.state[0], dict.state[1]);
+  ASSERT_TRUE(adam->LoadStateDict(dict).ok());
+  EXPECT_THAT(StateIndices(*adam), ElementsAre(0, 1));
+}
+
 }  // namespace
 }  // namespace paramd::core
