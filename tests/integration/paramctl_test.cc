@@ -994,7 +994,7 @@ TEST_F(ParamctlTest, OptimizersAndOptimizerStateShowWhatTorchsStateDictHolds) {
             "'amsgrad': True, 'maximize': False, 'foreach': None, 'capturable': False, "
             "'differentiable': False, 'fused': None, 'decoupled_weight_decay': False, "
             "'params': [0], 'param_names': ['weight']}\n"
-            "  1: {'lr': 0.1, 'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.5, "
+            "  1: {'lr': 0.1, 'weight_decay': 0.5, 'betas': (0.9, 0.999), 'eps': 1e-08, "
             "'amsgrad': True, 'maximize': False, 'foreach': None, 'capturable': False, "
             "'differentiable': False, 'fused': None, 'decoupled_weight_decay': False, "
             "'params': [1], 'param_names': ['bias']}\n"

@@ -366,3 +366,25 @@ def test_state_is_listed_in_the_order_torch_lists_it(client):
     trainer.remote_optimizer.load_state_dict(reordered)
     assert list(trainer.remote_optimizer.state_dict()["state"]) == \
         list(trainer.optimizer.state_dict()["state"]) == [1, 3, 2, 0]
+
+
+def test_param_group_keys_come_in_torchs_order(client):
+    groups = [{"params": ["0.weight", "0.bias"], "weight_decay": 0.5, "lr": 0.2},
+              {"params": ["2.weight", "2.bias"]}]
+    trainer = Trainer(client, "keys", "Adam", dict(lr=1e-2), groups)
+    trainer.step(2)
+
+    def keys(state_dict):
+        return [list(group) for group in state_dict["param_groups"]]
+
+    reference = trainer.optimizer.state_dict()
+    assert keys(trainer.remote_optimizer.state_dict()) == keys(reference)
+    # A load keeps the loaded order, and __setstate__ appends the keys it fills.
+    loaded = {"state": reference["state"], "param_groups": [
+        {k: group[k] for k in reversed(list(group)) if k not in ("amsgrad", "fused")}
+        for group in reference["param_groups"]]}
+    trainer.optimizer.load_state_dict(loaded)
+    trainer.remote_optimizer.load_state_dict(loaded)
+    assert keys(trainer.remote_optimizer.state_dict()) == keys(trainer.optimizer.state_dict())
+    trainer.step(2)
+    trainer.compare()

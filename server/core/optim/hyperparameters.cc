@@ -229,10 +229,43 @@ absl::Status CheckFusedDefaults(const Hyperparameters& defaults) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Hyperparameters> GroupHyperparameters(OptimizerKind kind,
+                                                     const Hyperparameters& defaults,
+                                                     const Hyperparameters& own) {
+  PARAMD_ASSIGN_OR_RETURN(Hyperparameters result, ApplyHyperparameters(kind, {}, own));
+  for (const auto& [name, value] : defaults) {
+    if (FindHyperparameter(result, name) == nullptr) result.emplace_back(name, value);
+  }
+  return result;
+}
+
 absl::StatusOr<Hyperparameters> LoadedHyperparameters(OptimizerKind kind,
                                                       const Hyperparameters& loaded) {
-  PARAMD_ASSIGN_OR_RETURN(Hyperparameters result,
-                          ApplyHyperparameters(kind, DefaultHyperparameters(kind), loaded));
+  PARAMD_ASSIGN_OR_RETURN(Hyperparameters result, ApplyHyperparameters(kind, {}, loaded));
+  // The setdefaults of torch 2.15's __setstate__, in its order and with its values (SGD's
+  // fused is False there, None in the constructor).
+  const Hyperparameters set_state =
+      kind == OptimizerKind::kSgd
+          ? Hyperparameters{{"nesterov", HyperValue::Bool(false)},
+                            {"maximize", HyperValue::Bool(false)},
+                            {"foreach", HyperValue::None()},
+                            {"differentiable", HyperValue::Bool(false)},
+                            {"fused", HyperValue::Bool(false)}}
+          : Hyperparameters{{"amsgrad", HyperValue::Bool(false)},
+                            {"maximize", HyperValue::Bool(false)},
+                            {"foreach", HyperValue::None()},
+                            {"capturable", HyperValue::Bool(false)},
+                            {"differentiable", HyperValue::Bool(false)},
+                            {"decoupled_weight_decay", HyperValue::Bool(false)},
+                            {"fused", HyperValue::None()}};
+  // Then the values torch's step needs and a load does not fill (torch's step raises
+  // KeyError without them): torch's defaults.
+  const Hyperparameters defaults = DefaultHyperparameters(kind);
+  for (const Hyperparameters* fill : {&set_state, &defaults}) {
+    for (const auto& [name, value] : *fill) {
+      if (FindHyperparameter(result, name) == nullptr) result.emplace_back(name, value);
+    }
+  }
   if (kind == OptimizerKind::kAdamW) {
     for (auto& [key, current] : result) {
       if (key == "decoupled_weight_decay") current = HyperValue::Bool(true);

@@ -79,9 +79,19 @@ absl::StatusOr<Hyperparameters> ConstructorDefaults(OptimizerKind kind,
 // with differentiable, or with foreach, is refused with torch's RuntimeError texts.
 absl::Status CheckFusedDefaults(const Hyperparameters& defaults);
 
-// A param group's hyperparameters as load_state_dict leaves them: torch's defaults with the
-// loaded values applied (ApplyHyperparameters' checks, no value checks), and for AdamW
-// decoupled_weight_decay set to True, as AdamW.__setstate__ sets it.
+// A param group's hyperparameters as add_param_group makes them: the group's `own` values
+// first, in their order (ApplyHyperparameters' checks, no value checks), then the
+// `defaults` it lacks, in theirs, as torch's setdefault appends them.
+absl::StatusOr<Hyperparameters> GroupHyperparameters(OptimizerKind kind,
+                                                     const Hyperparameters& defaults,
+                                                     const Hyperparameters& own);
+
+// A param group's hyperparameters as load_state_dict leaves them: the loaded values in the
+// loaded order (ApplyHyperparameters' checks, no value checks), then what torch 2.15's
+// __setstate__ fills in (its keys, order and values: SGD's fused False), then torch's
+// defaults for the rest (torch leaves them missing, and its step raises KeyError; paramd
+// cannot step without them). AdamW's decoupled_weight_decay is set to True, as
+// AdamW.__setstate__ sets it.
 absl::StatusOr<Hyperparameters> LoadedHyperparameters(OptimizerKind kind,
                                                       const Hyperparameters& loaded);
 

@@ -66,7 +66,7 @@ absl::StatusOr<std::shared_ptr<Optimizer>> Optimizer::Create(std::string name,
       // A group with no parameters is taken, as torch's add_param_group takes it.
       Group group;
       PARAMD_ASSIGN_OR_RETURN(group.hyperparameters,
-                              ApplyHyperparameters(kind, base, spec.hyperparameters));
+                              GroupHyperparameters(kind, base, spec.hyperparameters));
       for (const std::string& param_name : spec.params) {
         PARAMD_ASSIGN_OR_RETURN(std::shared_ptr<TensorSlot> slot, FindTensorSlot(root, param_name));
         auto parameter = std::dynamic_pointer_cast<Parameter>(slot);

@@ -102,7 +102,7 @@ class Optimizer {
   // model.parameters() in named_parameters order (torch's empty parameter list is the
   // client's to refuse: the wire cannot tell it from no list). A group with no parameters
   // is taken, as torch's add_param_group takes it. INVALID_ARGUMENT for a bad hyperparameter
-  // (ConstructorDefaults' checks on `defaults`, ApplyHyperparameters' on a group's own), a
+  // (ConstructorDefaults' checks on `defaults`, GroupHyperparameters' on a group's own), a
   // name that is not a parameter, a parameter listed twice under any of its names ("some parameters
   // appear in more than one parameter group"), then CheckFusedDefaults' refusals; NOT_FOUND for an
   // unknown name.

@@ -329,5 +329,39 @@ TEST(OptimizerTorchRulesTest, StateIsListedInTheOrderItWasMade) {
   EXPECT_THAT(StateIndices(*adam), ElementsAre(0, 1));
 }
 
+std::vector<std::string> Keys(const Hyperparameters& hyperparameters) {
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : hyperparameters) keys.push_back(key);
+  return keys;
+}
+
+TEST(OptimizerTorchRulesTest, GroupKeysComeInTorchsOrder) {
+  // A group's own keys first, then the defaults it lacks.
+  auto adam = MakeOptimizer(
+      VectorModel(), OptimizerKind::kAdam, {{"lr", HyperValue::Float(0.1)}},
+      {{{"t"}, {{"weight_decay", HyperValue::Float(0.5)}, {"lr", HyperValue::Float(0.2)}}},
+       {{"u"}, {}}});
+  ASSERT_NE(adam, nullptr);
+  OptimizerStateDict dict = adam->StateDict();
+  EXPECT_THAT(Keys(dict.param_groups[0].hyperparameters),
+              ElementsAre("weight_decay", "lr", "betas", "eps", "amsgrad", "maximize", "foreach",
+                          "capturable", "differentiable", "fused", "decoupled_weight_decay"));
+  EXPECT_EQ(Keys(dict.param_groups[1].hyperparameters),
+            Keys(DefaultHyperparameters(OptimizerKind::kAdam)));
+  // A load keeps the loaded order; __setstate__ appends what it fills, SGD's fused as False.
+  auto sgd = MakeOptimizer(VectorModel(), OptimizerKind::kSgd, {});
+  ASSERT_NE(sgd, nullptr);
+  dict = sgd->StateDict();
+  dict.param_groups[0].hyperparameters = {
+      {"maximize", HyperValue::Bool(false)}, {"lr", HyperValue::Float(0.5)},
+      {"momentum", HyperValue::Int(0)},      {"dampening", HyperValue::Int(0)},
+      {"weight_decay", HyperValue::Int(0)},  {"differentiable", HyperValue::Bool(false)}};
+  ASSERT_TRUE(sgd->LoadStateDict(dict).ok());
+  const Hyperparameters loaded = sgd->StateDict().param_groups[0].hyperparameters;
+  EXPECT_THAT(Keys(loaded), ElementsAre("maximize", "lr", "momentum", "dampening", "weight_decay",
+                                        "differentiable", "nesterov", "foreach", "fused"));
+  EXPECT_EQ(*FindHyperparameter(loaded, "fused"), HyperValue::Bool(false));
+}
+
 }  // namespace
 }  // namespace paramd::core
