@@ -345,6 +345,17 @@ absl::StatusOr<std::shared_ptr<core::Optimizer>> RestoreOptimizer(
       std::shared_ptr<core::Optimizer> optimizer,
       core::Optimizer::Create(snapshot.name, std::move(model), snapshot.kind, {}, groups, mode));
   PARAMD_RETURN_IF_ERROR(optimizer->LoadStateDict(snapshot.state));
+  // A load sets AdamW's decoupled_weight_decay True, as torch's does; a restart keeps the
+  // value the optimizer had (a SetHyperparameters write of False).
+  if (snapshot.kind == core::OptimizerKind::kAdamW) {
+    for (size_t g = 0; g < snapshot.state.param_groups.size(); ++g) {
+      const core::Hyperparameters& saved = snapshot.state.param_groups[g].hyperparameters;
+      const HyperValue* decoupled = core::FindHyperparameter(saved, "decoupled_weight_decay");
+      if (decoupled == nullptr) continue;
+      PARAMD_RETURN_IF_ERROR(optimizer->SetHyperparameters(
+          static_cast<int64_t>(g), {{"decoupled_weight_decay", *decoupled}}));
+    }
+  }
   optimizer->RestoreSteps(snapshot.steps);
   return optimizer;
 }

@@ -221,6 +221,30 @@ TEST_F(OptimizerSnapshotsTest, TheStatesOrderSurvivesARestart) {
   ExpectSameState(before, State("adam"));
 }
 
+// AdamW's decoupled_weight_decay written False stays False: a load would make it True.
+TEST_F(OptimizerSnapshotsTest, AnAdamWsDecoupledWeightDecayWrittenFalseSurvivesARestart) {
+  MakeModel("m");
+  grpc::ClientContext create_context;
+  v1::CreateOptimizerRequest create;
+  create.set_name("adamw");
+  create.set_model("m");
+  create.set_kind("AdamW");
+  v1::OptimizerInfo info;
+  ASSERT_TRUE(training_->CreateOptimizer(&create_context, create, &info).ok());
+  grpc::ClientContext context;
+  v1::SetHyperparametersRequest request;
+  request.set_optimizer("adamw");
+  request.set_group(-1);
+  *request.add_hyperparameters() = BoolHyper("decoupled_weight_decay", false);
+  ASSERT_TRUE(training_->SetHyperparameters(&context, request, &info).ok());
+  ASSERT_TRUE(Push("adamw", 0).ok());
+  ASSERT_TRUE(Step("adamw").ok());
+  const WireState before = State("adamw");
+  ASSERT_EQ(daemon_->Stop(), 0);
+  Restart();
+  ExpectSameState(before, State("adamw"));
+}
+
 TEST_F(OptimizerSnapshotsTest, AnAsynchronousOptimizerKeepsItsModeAndRound) {
   MakeModel("m");
   ASSERT_TRUE(CreateAsynchronousSgd(*training_, "sgd", "m", 1).ok());
