@@ -42,6 +42,8 @@ def test_a_forked_child_pulls_after_its_parent_did(client: paramd.Client, name: 
             with paramd.connect(daemon.address, timeout=10) as child:
                 pulled = child.model(name).state_dict()
                 code = 0 if tuple(pulled["weight"].shape) == (1024, 1024) else 2
+        except BaseException as error:  # said on stderr, which the parent's report shows
+            os.write(2, f"child: {error!r}\n".encode())
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

@@ -42,7 +42,14 @@ Spec = Union[Mapping[str, Any], str, "os.PathLike[str]"]
 # hearing from the daemon, and the connection closed (calls end with paramd.Unavailable)
 # when it goes 10 s unanswered, so a frozen daemon cannot hang a stream that has no
 # deadline. The last two keep gRPC pinging through a long call with no data moving.
+#
+# Each Client's channel has subchannels of its own: gRPC otherwise shares one connection
+# among every channel to the same address in the process, and a Client made in a forked
+# child (a DataLoader worker) then inherited the parent's connection, whose socket the fork
+# had made unusable: its calls failed with "Stream removed (sendmsg: Wrong file descriptor
+# generation)", now and then.
 _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.use_local_subchannel_pool", 1),
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.http2.bdp_probe", 0),
