@@ -68,6 +68,18 @@ class OptimizerSnapshotsTest : public ::testing::Test {
   grpc::Status CreateAdam(const std::string& name, const std::string& model) {
     return CreateTwoGroupAdam(*training_, name, model);
   }
+  grpc::Status CreateSynchronousSgd(const std::string& name, const std::string& model,
+                                    uint64_t workers) {
+    v1::CreateOptimizerRequest request;
+    request.set_name(name);
+    request.set_model(model);
+    request.set_kind("SGD");
+    request.set_mode("synchronous");
+    request.set_workers(workers);
+    grpc::ClientContext context;
+    v1::OptimizerInfo created;
+    return training_->CreateOptimizer(&context, request, &created);
+  }
   grpc::Status Push(const std::string& optimizer, int seed, uint64_t round = 0) {
     return PushLinearGradients(*training_, optimizer, seed, round);
   }
@@ -268,15 +280,7 @@ TEST_F(OptimizerSnapshotsTest, AnAsynchronousOptimizerKeepsItsModeAndRound) {
 // round; a round that was open at the stop is not kept (its pushes were answered UNAVAILABLE).
 TEST_F(OptimizerSnapshotsTest, ASynchronousOptimizerKeepsItsModeAndWorkers) {
   MakeModel("m");
-  v1::CreateOptimizerRequest request;
-  request.set_name("sync");
-  request.set_model("m");
-  request.set_kind("SGD");
-  request.set_mode("synchronous");
-  request.set_workers(3);
-  grpc::ClientContext context;
-  v1::OptimizerInfo created;
-  ASSERT_TRUE(training_->CreateOptimizer(&context, request, &created).ok());
+  ASSERT_TRUE(CreateSynchronousSgd("sync", "m", 3).ok());
   ASSERT_EQ(daemon_->Stop(), 0);
   Restart();
   auto info = Info("sync");
@@ -292,15 +296,7 @@ TEST_F(OptimizerSnapshotsTest, ARestoredSynchronousOptimizersRoundsTimeOut) {
   ASSERT_TRUE(daemon_->Restart({"--snapshot-interval", "0", "--sync-round-timeout", "1s"}).ok());
   Connect();
   MakeModel("m");
-  v1::CreateOptimizerRequest request;
-  request.set_name("sync");
-  request.set_model("m");
-  request.set_kind("SGD");
-  request.set_mode("synchronous");
-  request.set_workers(2);
-  grpc::ClientContext context;
-  v1::OptimizerInfo created;
-  ASSERT_TRUE(training_->CreateOptimizer(&context, request, &created).ok());
+  ASSERT_TRUE(CreateSynchronousSgd("sync", "m", 2).ok());
   ASSERT_EQ(daemon_->Stop(), 0);
   ASSERT_TRUE(daemon_->Restart({"--snapshot-interval", "0", "--sync-round-timeout", "1s"}).ok());
   Connect();
